@@ -1,0 +1,463 @@
+//! The media-node config contract: what the operator renders into a ConfigMap and
+//! `bedside-media-node` reads at start-up.
+//!
+//! Unlike the CRD types, the meeting settings here can *express* an unlocked value (a config file
+//! can be edited by hand or by a broken renderer), so that [`MediaNodeConfig::validate`] can
+//! refuse it by name instead of failing with a bare parse error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use kube::core::Duration;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{self, LockedSetting};
+
+/// The config format this build reads and writes.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Everything a media node needs to serve one tenant.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MediaNodeConfig {
+    /// Config format version; this build reads [`CONFIG_VERSION`].
+    pub version: u32,
+    pub tenant: TenantIdentity,
+    pub meetings: MeetingSettings,
+    pub network: NetworkSettings,
+    pub tls: TlsFiles,
+    pub keys: KeyFiles,
+    pub audit: AuditSettings,
+}
+
+/// Which tenant this node serves. Names only; no PHI ever lives in config.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantIdentity {
+    /// The HealthcareTenant's name; the `tenant` label on every metric.
+    pub name: String,
+    /// Shown in the web client.
+    pub display_name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    Enabled,
+    Disabled,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    Required,
+    Optional,
+}
+
+/// `Optional` would let a peer negotiate a non-AEAD SRTP profile; it exists so that a config
+/// asking for it is refused by name.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaEncryptionMode {
+    Required,
+    EndToEnd,
+    Optional,
+}
+
+impl Switch {
+    fn as_str(self) -> &'static str {
+        match self {
+            Switch::Enabled => "Enabled",
+            Switch::Disabled => "Disabled",
+        }
+    }
+}
+
+impl Requirement {
+    fn as_str(self) -> &'static str {
+        match self {
+            Requirement::Required => "Required",
+            Requirement::Optional => "Optional",
+        }
+    }
+}
+
+impl MediaEncryptionMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            MediaEncryptionMode::Required => "Required",
+            MediaEncryptionMode::EndToEnd => "EndToEnd",
+            MediaEncryptionMode::Optional => "Optional",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeetingSettings {
+    pub recording: Switch,
+    pub chat_persistence: Switch,
+    pub waiting_room: Switch,
+    pub passcode: Requirement,
+    pub media_encryption: MediaEncryptionMode,
+    pub idle_timeout: Duration,
+    pub max_duration: Duration,
+    pub max_participants: u32,
+}
+
+impl Default for MeetingSettings {
+    /// The locked values and the CRD's defaults.
+    fn default() -> Self {
+        Self {
+            recording: Switch::Disabled,
+            chat_persistence: Switch::Disabled,
+            waiting_room: Switch::Enabled,
+            passcode: Requirement::Required,
+            media_encryption: MediaEncryptionMode::Required,
+            idle_timeout: policy::MAX_IDLE_TIMEOUT.into(),
+            max_duration: policy::DEFAULT_MEETING_DURATION.into(),
+            max_participants: policy::DEFAULT_MAX_PARTICIPANTS,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// WebSocket-over-TLS signaling and the web client.
+    pub signaling_listen: SocketAddr,
+    /// The one UDP port all peers share.
+    pub media_listen: SocketAddr,
+    /// The address browsers send media to (a LoadBalancer or NodePort address).
+    pub advertised_media_address: SocketAddr,
+    /// Prometheus metrics, on a port of its own.
+    pub metrics_listen: SocketAddr,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// Key material by file path (mounted Secrets); keys never appear in the config itself.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyFiles {
+    pub join_token_key_file: PathBuf,
+    pub audit_hmac_key_file: PathBuf,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditSettings {
+    pub retention_days: u32,
+    /// Where records wait while a sink is down (an emptyDir or PVC).
+    pub buffer_dir: PathBuf,
+    pub sinks: Vec<AuditSinkSettings>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "type", deny_unknown_fields)]
+pub enum AuditSinkSettings {
+    Stdout,
+    #[serde(rename_all = "camelCase")]
+    Syslog {
+        address: String,
+        ca_file: PathBuf,
+    },
+    #[serde(rename_all = "camelCase")]
+    Webhook {
+        url: String,
+        token_file: PathBuf,
+    },
+}
+
+/// One thing wrong with a config, by field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigViolation {
+    /// Dotted path in the config file, e.g. `meetings.recording`.
+    pub field: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for ConfigViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "the media-node config is not valid YAML for this version of bedside: {0} (the format is in docs/api.md, \"Media-node config\")"
+    )]
+    Parse(#[from] serde_yaml::Error),
+    #[error("the media-node config breaks {} rule(s); the node will not start until it is fixed:\n{}", .0.len(), list(.0))]
+    Invalid(Vec<ConfigViolation>),
+}
+
+fn list(violations: &[ConfigViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("  - {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl MediaNodeConfig {
+    /// Parses and validates a config file's text.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = serde_yaml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("config types always serialize")
+    }
+
+    /// Refuses any config that unlocks a BAA-locked setting or leaves a bound, naming every
+    /// offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut violations = Vec::new();
+        let mut refuse = |field: &str, problem: String| {
+            violations.push(ConfigViolation {
+                field: field.to_string(),
+                problem,
+            })
+        };
+
+        if self.version != CONFIG_VERSION {
+            refuse(
+                "version",
+                format!(
+                    "this node reads config version {CONFIG_VERSION}, not {}; run a node and operator of the same release",
+                    self.version
+                ),
+            );
+        }
+        if self.tenant.name.trim().is_empty() {
+            refuse("tenant.name", "must name the HealthcareTenant".into());
+        }
+
+        let m = &self.meetings;
+        let locked: [(&LockedSetting, &str); 5] = [
+            (&policy::RECORDING, m.recording.as_str()),
+            (&policy::CHAT_PERSISTENCE, m.chat_persistence.as_str()),
+            (&policy::WAITING_ROOM, m.waiting_room.as_str()),
+            (&policy::PASSCODE, m.passcode.as_str()),
+            (&policy::MEDIA_ENCRYPTION, m.media_encryption.as_str()),
+        ];
+        for (setting, value) in locked {
+            if !setting.allows(value) {
+                refuse(
+                    &format!("meetings.{}", setting.field),
+                    format!("is {value}, but {}", setting.message()),
+                );
+            }
+        }
+        let idle = m.idle_timeout;
+        if idle > policy::MAX_IDLE_TIMEOUT || idle < policy::MIN_IDLE_TIMEOUT {
+            refuse(
+                "meetings.idleTimeout",
+                format!("is {idle}; automatic logoff needs between 1m and 15m"),
+            );
+        }
+        let max = m.max_duration;
+        if max > policy::MAX_MEETING_DURATION || max < policy::MIN_MEETING_DURATION {
+            refuse(
+                "meetings.maxDuration",
+                format!("is {max}; meetings must end between 15m and 24h after they start"),
+            );
+        }
+        if !(policy::MIN_PARTICIPANTS..=policy::MAX_PARTICIPANTS).contains(&m.max_participants) {
+            refuse(
+                "meetings.maxParticipants",
+                format!(
+                    "is {}; must be between {} and {}",
+                    m.max_participants,
+                    policy::MIN_PARTICIPANTS,
+                    policy::MAX_PARTICIPANTS
+                ),
+            );
+        }
+
+        let n = &self.network;
+        if n.signaling_listen == n.metrics_listen {
+            refuse(
+                "network.metricsListen",
+                "must differ from network.signalingListen: metrics are served on a port of their own".into(),
+            );
+        }
+
+        let a = &self.audit;
+        if a.retention_days < policy::MIN_AUDIT_RETENTION_DAYS {
+            refuse(
+                "audit.retentionDays",
+                format!(
+                    "is {}; HIPAA requires at least {} days (six years)",
+                    a.retention_days,
+                    policy::MIN_AUDIT_RETENTION_DAYS
+                ),
+            );
+        }
+        if a.sinks.is_empty() {
+            refuse(
+                "audit.sinks",
+                "is empty; every audit record must go to at least one sink".into(),
+            );
+        }
+        if a.sinks.len() > policy::MAX_AUDIT_SINKS {
+            refuse(
+                "audit.sinks",
+                format!(
+                    "has {} sinks; at most {}",
+                    a.sinks.len(),
+                    policy::MAX_AUDIT_SINKS
+                ),
+            );
+        }
+        for (i, sink) in a.sinks.iter().enumerate() {
+            if let AuditSinkSettings::Webhook { url, .. } = sink
+                && !url.starts_with("https://")
+            {
+                refuse(
+                    &format!("audit.sinks[{i}].url"),
+                    "must start with https://: audit records travel over TLS only".into(),
+                );
+            }
+        }
+
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(violations))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> MediaNodeConfig {
+        MediaNodeConfig {
+            version: CONFIG_VERSION,
+            tenant: TenantIdentity {
+                name: "mercy-clinic".into(),
+                display_name: "Mercy Clinic Telehealth".into(),
+            },
+            meetings: MeetingSettings::default(),
+            network: NetworkSettings {
+                signaling_listen: "0.0.0.0:8443".parse().expect("addr"),
+                media_listen: "0.0.0.0:3478".parse().expect("addr"),
+                advertised_media_address: "203.0.113.10:3478".parse().expect("addr"),
+                metrics_listen: "0.0.0.0:9090".parse().expect("addr"),
+            },
+            tls: TlsFiles {
+                cert_file: "/etc/bedside/tls/tls.crt".into(),
+                key_file: "/etc/bedside/tls/tls.key".into(),
+            },
+            keys: KeyFiles {
+                join_token_key_file: "/etc/bedside/keys/join-token".into(),
+                audit_hmac_key_file: "/etc/bedside/keys/audit-hmac".into(),
+            },
+            audit: AuditSettings {
+                retention_days: 2190,
+                buffer_dir: "/var/lib/bedside/audit".into(),
+                sinks: vec![
+                    AuditSinkSettings::Stdout,
+                    AuditSinkSettings::Webhook {
+                        url: "https://siem.example/ingest".into(),
+                        token_file: "/etc/bedside/sinks/1/token".into(),
+                    },
+                ],
+            },
+        }
+    }
+
+    fn fields(err: ConfigError) -> Vec<String> {
+        match err {
+            ConfigError::Invalid(v) => v.into_iter().map(|v| v.field).collect(),
+            other => panic!("expected violations, got {other}"),
+        }
+    }
+
+    #[test]
+    fn a_locked_config_round_trips_through_yaml_and_validates() {
+        let config = valid();
+        let parsed = MediaNodeConfig::from_yaml(&config.to_yaml()).expect("valid config");
+        assert_eq!(parsed, config);
+    }
+
+    #[test]
+    fn each_unlocked_setting_is_refused_by_its_field_name() {
+        let mut config = valid();
+        config.meetings.recording = Switch::Enabled;
+        config.meetings.chat_persistence = Switch::Enabled;
+        config.meetings.waiting_room = Switch::Disabled;
+        config.meetings.passcode = Requirement::Optional;
+        config.meetings.media_encryption = MediaEncryptionMode::Optional;
+        let err = config.validate().expect_err("unlocked");
+        let text = err.to_string();
+        assert!(text.contains("PHI"), "{text}");
+        assert_eq!(
+            fields(err),
+            [
+                "meetings.recording",
+                "meetings.chatPersistence",
+                "meetings.waitingRoom",
+                "meetings.passcode",
+                "meetings.mediaEncryption"
+            ]
+        );
+    }
+
+    #[test]
+    fn end_to_end_encryption_is_an_allowed_mode() {
+        let mut config = valid();
+        config.meetings.media_encryption = MediaEncryptionMode::EndToEnd;
+        config.validate().expect("EndToEnd is encrypted");
+    }
+
+    #[test]
+    fn bounds_are_refused_with_their_limits() {
+        let mut config = valid();
+        config.meetings.idle_timeout = std::time::Duration::from_secs(16 * 60).into();
+        config.meetings.max_duration = std::time::Duration::from_secs(25 * 3600).into();
+        config.meetings.max_participants = 1000;
+        config.audit.retention_days = 365;
+        config.audit.sinks.clear();
+        config.version = 2;
+        assert_eq!(
+            fields(config.validate().expect_err("out of bounds")),
+            [
+                "version",
+                "meetings.idleTimeout",
+                "meetings.maxDuration",
+                "meetings.maxParticipants",
+                "audit.retentionDays",
+                "audit.sinks"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_plain_http_webhook_is_refused() {
+        let mut config = valid();
+        config.audit.sinks = vec![AuditSinkSettings::Webhook {
+            url: "http://siem.example/ingest".into(),
+            token_file: "/t".into(),
+        }];
+        assert_eq!(
+            fields(config.validate().expect_err("http")),
+            ["audit.sinks[0].url"]
+        );
+    }
+
+    #[test]
+    fn a_misspelled_field_is_a_parse_error_not_a_silent_default() {
+        let text = valid().to_yaml().replace("recording:", "recordng:");
+        let err = MediaNodeConfig::from_yaml(&text).expect_err("typo");
+        assert!(err.to_string().contains("recordng"), "{err}");
+    }
+}

@@ -1,0 +1,3 @@
+//! Subcommands that work offline, without a cluster.
+
+pub mod validate;
