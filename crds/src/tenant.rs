@@ -4,7 +4,7 @@
 //! a BAA's promises live in the schema itself: OpenAPI enums and bounds (enforced by every API
 //! server, including old ones) and CEL `x-kubernetes-validations` whose messages say why.
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::{Duration, Message, Reason, Rule};
 use kube::{CustomResource, KubeSchema};
@@ -289,11 +289,50 @@ pub struct MediaNodes {
 
     /// CPU and memory for each media node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    pub resources: Option<ComputeResources>,
 
     /// The Service type for the media UDP port: LoadBalancer (default) or NodePort.
     #[serde(default)]
     pub service_type: MediaServiceType,
+}
+
+/// CPU and memory for a media node, as in a container's `resources`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ComputeResources {
+    /// What the scheduler reserves, e.g. {cpu: "1", memory: 512Mi}.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<CpuAndMemory>,
+
+    /// The most a media node may use, e.g. {cpu: "2", memory: 1Gi}.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<CpuAndMemory>,
+}
+
+/// Quantities are quoted strings here, not int-or-string: a v1.20 API server cannot build
+/// OpenAPI models for an int-or-string field in a CRD, and then silently falls back to untyped
+/// server-side apply (every list atomic, status conditions no longer merged by type).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct CpuAndMemory {
+    /// CPU cores as a quoted quantity, e.g. "500m" or "2".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity")]
+    pub cpu: Option<Quantity>,
+
+    /// Memory as a quoted quantity, e.g. "512Mi" or "2Gi".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity")]
+    pub memory: Option<Quantity>,
+}
+
+/// Kubernetes' own quantity syntax.
+pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+fn quantity(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "nullable": true,
+        "pattern": QUANTITY_PATTERN,
+    })
 }
 
 fn default_replicas() -> i32 {

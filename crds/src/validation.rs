@@ -5,7 +5,7 @@
 //! here, in-process, from the very schema `HealthcareTenant::crd()` generates, so a pipeline
 //! gets the same verdict `kubectl apply` would give on a current cluster, before applying.
 
-use jsonschema::error::ValidationErrorKind;
+use jsonschema::error::{TypeKind, ValidationErrorKind};
 use kube::CustomResourceExt;
 use kube::core::cel;
 use serde_json::{Map, Value};
@@ -43,6 +43,8 @@ pub enum ValidationSetupError {
 pub struct TenantValidator {
     schema: Value,
     structural: jsonschema::Validator,
+    /// The CEL rules compiled once; compiling them per object cost ~1 ms a tenant.
+    rules: cel::CompiledSchema,
     cel: cel::Validator,
 }
 
@@ -67,9 +69,19 @@ impl TenantValidator {
             .should_validate_formats(true)
             .build(&with_type_meta(as_json_schema(&schema)))
             .map_err(|e| ValidationSetupError::Schema(e.to_string()))?;
+        let rules = cel::compile_schema(&schema);
+        if rules.has_errors() {
+            let errors: Vec<String> = rules
+                .compilation_errors()
+                .iter()
+                .map(|e| e.to_string())
+                .collect();
+            return Err(ValidationSetupError::Schema(errors.join("; ")));
+        }
         Ok(Self {
             schema,
             structural,
+            rules,
             cel: cel::Validator::new(),
         })
     }
@@ -100,7 +112,10 @@ impl TenantValidator {
             .map(|e| structural_violation(&e))
             .collect();
         let mut cel = Vec::new();
-        if let Err(errors) = self.cel.validate(&self.schema, &object, old.as_ref()) {
+        if let Err(errors) = self
+            .cel
+            .validate_compiled(&self.rules, &object, old.as_ref())
+        {
             for error in errors.iter() {
                 let path = error.field_path.trim_start_matches('.').to_string();
                 // A rule that cannot even evaluate (`duration('15 minutes')`) on a field the
@@ -350,7 +365,20 @@ fn structural_violation(error: &jsonschema::ValidationError<'_>) -> Violation {
             path,
             format!("Invalid value: {value}: must be a {format} (e.g. 2026-01-15 for a date)"),
         ),
-        ValidationErrorKind::Type { .. } => (path, format!("Invalid value: {value}: {error}")),
+        ValidationErrorKind::Type { kind } => {
+            let expected: Vec<String> = match kind {
+                TypeKind::Single(t) => vec![t.to_string()],
+                TypeKind::Multiple(set) => set.iter().map(|t| t.to_string()).collect(),
+            };
+            let expected: Vec<String> = expected.into_iter().filter(|t| t != "null").collect();
+            (
+                path,
+                format!(
+                    "Invalid value: {value}: must be of type {} (quote quantities and dates, e.g. cpu: \"1\")",
+                    expected.join(" or ")
+                ),
+            )
+        }
         ValidationErrorKind::MaxProperties { .. } | ValidationErrorKind::MinProperties { .. } => (
             path,
             format!("Invalid value: must set exactly one field ({error})"),

@@ -16,6 +16,18 @@ fn committed_crd_yaml_matches_the_types() {
 }
 
 #[test]
+fn the_chart_carries_the_same_crd() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/bedside/crds/healthcaretenant.yaml");
+    let in_chart = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        in_chart == bedside_crds::crd_yaml(),
+        "{} is stale: run `make crd` and commit it",
+        path.display()
+    );
+}
+
+#[test]
 fn committed_crd_yaml_parses_as_a_custom_resource_definition() {
     let text = bedside_crds::crd_yaml();
     let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =

@@ -1,1 +1,37 @@
+//! Harnesses for bedside's end-to-end suites: real components started on loopback by the
+//! test, stopped by PID when it ends. The suites themselves are in `tests/tests/`.
 
+pub mod binaries;
+pub mod cluster;
+pub mod examples;
+
+pub use cluster::{ClusterOptions, TestCluster};
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("cannot find {name}: {hint}")]
+    MissingBinary { name: String, hint: String },
+    #[error("cannot {action}: {source}")]
+    Io {
+        action: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{name} exited with {status} before the cluster was ready; its last log lines:\n{log}")]
+    Exited {
+        name: String,
+        status: String,
+        log: String,
+    },
+    #[error("kube-apiserver was not ready after {after:?}; its last log lines:\n{log}")]
+    NotReady { after: Duration, log: String },
+    #[error("test cluster setup: {0}")]
+    Config(String),
+}
+
+impl HarnessError {
+    fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> HarnessError {
+        move |source| HarnessError::Io { action, source }
+    }
+}

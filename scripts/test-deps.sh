@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what bedside's tests need on Debian/Ubuntu, skipping whatever is already there.
+set -euo pipefail
+
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo not found. Install Rust with rustup (https://rustup.rs); rust-toolchain.toml pins the version." >&2
+  exit 1
+fi
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+
+# etcd-server: the real control plane's store; xz-utils: unpacks the cached kube-apiserver;
+# gcc/make: aws-lc-sys builds its C part.
+packages=(etcd-server xz-utils gcc make ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "test-deps: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# kubectl drives the `kubectl get/explain` checks; Debian ships it as kubernetes-client.
+if ! command -v kubectl >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends kubernetes-client \
+    || echo "test-deps: no kubectl package here; the kubectl checks will be skipped with a message"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test-deps: installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
