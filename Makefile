@@ -9,7 +9,7 @@ MEDIA_NODE := target/debug/bedside-media-node
 run: build
 	@echo "== The HealthcareTenant CRD (crds/healthcaretenant.yaml) =="
 	@$(OPERATOR) crd | head -n 40
-	@echo "   ... ($$($(OPERATOR) crd | wc -l) lines; apply with: kubectl apply -f crds/healthcaretenant.yaml)"
+	@echo "   ... ($$($(OPERATOR) crd | wc -l) lines; apply with: kubectl apply --server-side -f crds/healthcaretenant.yaml)"
 	@echo
 	@echo "== bedside-operator validate examples/*.yaml =="
 	@$(OPERATOR) validate examples/*.yaml
