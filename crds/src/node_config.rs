@@ -125,8 +125,10 @@ pub struct NetworkSettings {
     pub signaling_listen: SocketAddr,
     /// The one UDP port all peers share.
     pub media_listen: SocketAddr,
-    /// The address browsers send media to (a LoadBalancer or NodePort address).
-    pub advertised_media_address: SocketAddr,
+    /// The address browsers send media to (the media Service's LoadBalancer or NodePort
+    /// address). Absent until the operator knows it; the node then refuses joins, saying why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_media_address: Option<SocketAddr>,
     /// Prometheus metrics, on a port of its own.
     pub metrics_listen: SocketAddr,
 }
@@ -350,7 +352,7 @@ mod tests {
             network: NetworkSettings {
                 signaling_listen: "0.0.0.0:8443".parse().expect("addr"),
                 media_listen: "0.0.0.0:3478".parse().expect("addr"),
-                advertised_media_address: "203.0.113.10:3478".parse().expect("addr"),
+                advertised_media_address: Some("203.0.113.10:3478".parse().expect("addr")),
                 metrics_listen: "0.0.0.0:9090".parse().expect("addr"),
             },
             tls: TlsFiles {

@@ -3,6 +3,7 @@
 
 mod cli;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -20,8 +21,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the operator against the cluster in KUBECONFIG or the in-cluster config.
+    Run(RunArgs),
     /// Print the HealthcareTenant CustomResourceDefinition as YAML.
     Crd,
+    /// Print the operator's least-privilege ClusterRole as YAML.
+    Rbac,
     /// Check tenant YAML offline with exactly the CRD's rules (schema + CEL).
     ///
     /// Prints every violation with its field path; exits 1 on any violation or unreadable
@@ -29,9 +34,87 @@ enum Command {
     Validate(cli::validate::Args),
 }
 
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "BEDSIDE_HTTP_ADDR")]
+    http_addr: SocketAddr,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "bedside-system")]
+    lease_namespace: String,
+    /// Run without leader election; only safe with a single replica.
+    #[arg(long)]
+    no_leader_election: bool,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let client = match kube::Client::try_default().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "no Kubernetes config: set KUBECONFIG or run in a cluster");
+                return ExitCode::FAILURE;
+            }
+        };
+        let identity = args.identity.unwrap_or_else(|| {
+            std::env::var("HOSTNAME").unwrap_or_else(|_| format!("bedside-operator-{}", std::process::id()))
+        });
+        let settings = bedside_operator::run::Settings {
+            http_addr: Some(args.http_addr),
+            lease_namespace: (!args.no_leader_election).then_some(args.lease_namespace),
+            identity,
+        };
+        let shutdown = async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        };
+        match bedside_operator::run::run(client, settings, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "operator stopped");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => run(args),
+        Command::Rbac => match serde_yaml::to_string(&bedside_operator::rbac::cluster_role()) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Crd => {
             print!("{}", bedside_crds::crd_yaml());
             ExitCode::SUCCESS

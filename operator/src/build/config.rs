@@ -1,0 +1,102 @@
+//! The media-node config rendered from a tenant. Locked settings are written as their locked
+//! values whatever the tenant says (the CRD types cannot even hold an unlocked value).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use bedside_crds::HealthcareTenant;
+use bedside_crds::node_config::{
+    AuditSettings, AuditSinkSettings, CONFIG_VERSION, KeyFiles, MediaEncryptionMode,
+    MediaNodeConfig, MeetingSettings, NetworkSettings, Requirement, Switch, TenantIdentity,
+    TlsFiles,
+};
+use bedside_crds::tenant::{AuditDestination, MediaEncryptionPolicy};
+use kube::ResourceExt;
+
+use crate::names::{MEDIA_PORT, METRICS_PORT, SIGNALING_PORT};
+
+pub const CONFIG_DIR: &str = "/etc/bedside/config";
+pub const TLS_DIR: &str = "/etc/bedside/tls";
+pub const KEYS_DIR: &str = "/etc/bedside/keys";
+pub const SINKS_DIR: &str = "/etc/bedside/sinks";
+pub const AUDIT_BUFFER_DIR: &str = "/var/lib/bedside/audit";
+pub const JOIN_TOKEN_KEY: &str = "join-token.key";
+pub const AUDIT_HMAC_KEY: &str = "audit-hmac.key";
+
+fn any_port(port: i32) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port as u16))
+}
+
+pub fn node_config(
+    tenant: &HealthcareTenant,
+    advertised_media_address: Option<SocketAddr>,
+) -> MediaNodeConfig {
+    let spec = &tenant.spec;
+    let sinks = spec
+        .audit
+        .sinks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, sink)| {
+            Some(match sink.destination()? {
+                AuditDestination::Stdout => AuditSinkSettings::Stdout,
+                AuditDestination::Syslog(s) => AuditSinkSettings::Syslog {
+                    address: s.address.clone(),
+                    ca_file: format!("{SINKS_DIR}/{i}/ca.crt").into(),
+                },
+                AuditDestination::Webhook(w) => AuditSinkSettings::Webhook {
+                    url: w.url.clone(),
+                    token_file: format!("{SINKS_DIR}/{i}/token").into(),
+                },
+            })
+        })
+        .collect();
+    MediaNodeConfig {
+        version: CONFIG_VERSION,
+        tenant: TenantIdentity {
+            name: tenant.name_any(),
+            display_name: spec.display_name.clone(),
+        },
+        meetings: MeetingSettings {
+            recording: Switch::Disabled,
+            chat_persistence: Switch::Disabled,
+            waiting_room: Switch::Enabled,
+            passcode: Requirement::Required,
+            media_encryption: match spec.meetings.media_encryption {
+                MediaEncryptionPolicy::Required => MediaEncryptionMode::Required,
+                MediaEncryptionPolicy::EndToEnd => MediaEncryptionMode::EndToEnd,
+            },
+            idle_timeout: spec.meetings.idle_timeout,
+            max_duration: spec.meetings.max_duration,
+            max_participants: spec.meetings.max_participants,
+        },
+        network: NetworkSettings {
+            signaling_listen: any_port(SIGNALING_PORT),
+            media_listen: any_port(MEDIA_PORT),
+            advertised_media_address,
+            metrics_listen: any_port(METRICS_PORT),
+        },
+        tls: TlsFiles {
+            cert_file: format!("{TLS_DIR}/tls.crt").into(),
+            key_file: format!("{TLS_DIR}/tls.key").into(),
+        },
+        keys: KeyFiles {
+            join_token_key_file: format!("{KEYS_DIR}/{JOIN_TOKEN_KEY}").into(),
+            audit_hmac_key_file: format!("{KEYS_DIR}/{AUDIT_HMAC_KEY}").into(),
+        },
+        audit: AuditSettings {
+            retention_days: spec.audit.retention_days,
+            buffer_dir: AUDIT_BUFFER_DIR.into(),
+            sinks,
+        },
+    }
+}
+
+/// A stable hash of the rendered config text (SHA-256, hex): the same spec renders the same
+/// text, so operator upgrades do not roll pods and drop live calls.
+pub fn config_hash(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,48 @@
+//! Desired state: plain functions from a tenant to the objects it needs. No client here; the
+//! reconciler diffs, applies and reports.
+
+pub mod config;
+mod objects;
+
+pub use objects::{keys_secret, pod_disruption_budget};
+
+use std::net::SocketAddr;
+
+use bedside_crds::HealthcareTenant;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+/// What the reconciler learned from the cluster and the clock that shapes the objects.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildInputs {
+    /// False while the BAA is not in force: media nodes are scaled to 0.
+    pub media_allowed: bool,
+    pub advertised_media_address: Option<SocketAddr>,
+}
+
+/// Every object the operator applies for a tenant (the key Secret and the PDB, whose shape
+/// depends on the server, are built separately).
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub config_map: ConfigMap,
+    pub config_hash: String,
+    pub deployment: Deployment,
+    pub services: Vec<Service>,
+    pub network_policy: NetworkPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("tenant has no namespace; HealthcareTenant is a namespaced resource")]
+    NoNamespace,
+    #[error("built an invalid {kind} (a bug in bedside-operator): {source}")]
+    Invalid {
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+pub fn desired(tenant: &HealthcareTenant, inputs: BuildInputs) -> Result<Desired, BuildError> {
+    objects::desired(tenant, inputs)
+}

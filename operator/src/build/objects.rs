@@ -1,0 +1,482 @@
+//! The Kubernetes objects of one tenant, written as the JSON a platform engineer would read,
+//! then checked into k8s-openapi types (a typo in a field name fails the unit tests).
+
+use std::collections::BTreeMap;
+
+use bedside_crds::HealthcareTenant;
+use bedside_crds::tenant::{AuditDestination, MediaServiceType};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::{ApiResource, DynamicObject};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::config::{
+    AUDIT_BUFFER_DIR, AUDIT_HMAC_KEY, CONFIG_DIR, JOIN_TOKEN_KEY, KEYS_DIR, SINKS_DIR, TLS_DIR,
+    config_hash, node_config,
+};
+use super::{BuildError, BuildInputs, Desired};
+use crate::names::{
+    CONFIG_FILE, CONFIG_HASH_ANNOTATION, ChildNames, MEDIA_PORT, METRICS_PORT, SIGNALING_PORT,
+    default_image, labels, selector_labels,
+};
+
+fn typed<T: DeserializeOwned>(kind: &'static str, value: Value) -> Result<T, BuildError> {
+    serde_json::from_value(value).map_err(|source| BuildError::Invalid { kind, source })
+}
+
+fn metadata(tenant: &HealthcareTenant, name: &str) -> Result<Value, BuildError> {
+    let namespace = tenant.namespace().ok_or(BuildError::NoNamespace)?;
+    Ok(json!({
+        "name": name,
+        "namespace": namespace,
+        "labels": labels(tenant),
+        "ownerReferences": tenant.controller_owner_ref(&()).into_iter().collect::<Vec<_>>(),
+    }))
+}
+
+pub(super) fn desired(
+    tenant: &HealthcareTenant,
+    inputs: BuildInputs,
+) -> Result<Desired, BuildError> {
+    let names = ChildNames::of(tenant);
+    let config_text = node_config(tenant, inputs.advertised_media_address).to_yaml();
+    let hash = config_hash(&config_text);
+
+    let config_map = typed(
+        "ConfigMap",
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": metadata(tenant, &names.config)?,
+            "data": {CONFIG_FILE: config_text},
+        }),
+    )?;
+
+    Ok(Desired {
+        config_map,
+        deployment: deployment(tenant, &names, &hash, inputs)?,
+        config_hash: hash,
+        services: services(tenant, &names)?,
+        network_policy: network_policy(tenant, &names)?,
+    })
+}
+
+fn deployment(
+    tenant: &HealthcareTenant,
+    names: &ChildNames,
+    hash: &str,
+    inputs: BuildInputs,
+) -> Result<k8s_openapi::api::apps::v1::Deployment, BuildError> {
+    let spec = &tenant.spec;
+    let replicas = if inputs.media_allowed {
+        spec.media_nodes.replicas
+    } else {
+        0
+    };
+    let tls_secret = spec
+        .tls
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| names.certificate_secret.clone());
+
+    let mut volumes = vec![
+        json!({"name": "config", "configMap": {"name": names.config}}),
+        json!({"name": "tls", "secret": {"secretName": tls_secret}}),
+        json!({"name": "keys", "secret": {"secretName": names.keys}}),
+        json!({"name": "audit-buffer", "emptyDir": {"sizeLimit": "1Gi"}}),
+        json!({"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}),
+    ];
+    let mut mounts = vec![
+        json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}),
+        json!({"name": "tls", "mountPath": TLS_DIR, "readOnly": true}),
+        json!({"name": "keys", "mountPath": KEYS_DIR, "readOnly": true}),
+        json!({"name": "audit-buffer", "mountPath": AUDIT_BUFFER_DIR}),
+        json!({"name": "tmp", "mountPath": "/tmp"}),
+    ];
+    for (i, sink) in spec.audit.sinks.iter().enumerate() {
+        let (secret, key, file) = match sink.destination() {
+            Some(AuditDestination::Syslog(s)) => (&s.ca_secret, "ca.crt", "ca.crt"),
+            Some(AuditDestination::Webhook(w)) => (&w.token_secret, "token", "token"),
+            _ => continue,
+        };
+        let volume = format!("sink-{i}");
+        volumes.push(json!({"name": volume, "secret": {"secretName": secret, "items": [{"key": key, "path": file}]}}));
+        mounts.push(
+            json!({"name": volume, "mountPath": format!("{SINKS_DIR}/{i}"), "readOnly": true}),
+        );
+    }
+
+    let resources = spec
+        .media_nodes
+        .resources
+        .as_ref()
+        .map(|r| json!({"requests": r.requests, "limits": r.limits}))
+        .unwrap_or_else(|| json!({}));
+    let image = spec.media_nodes.image.clone().unwrap_or_else(default_image);
+    let probe = |path: &str| json!({"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3});
+
+    typed(
+        "Deployment",
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": metadata(tenant, &names.media_nodes)?,
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": selector_labels(tenant)},
+                // Calls in progress finish on the old pods while new ones come up.
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": {
+                    "metadata": {
+                        "labels": labels(tenant),
+                        "annotations": {CONFIG_HASH_ANNOTATION: hash},
+                    },
+                    "spec": {
+                        "automountServiceAccountToken": false,
+                        "enableServiceLinks": false,
+                        "terminationGracePeriodSeconds": 60,
+                        "securityContext": {
+                            "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "topologySpreadConstraints": [{
+                            "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": selector_labels(tenant)},
+                        }],
+                        "containers": [{
+                            "name": "media-node",
+                            "image": image,
+                            "args": ["run", "--config", format!("{CONFIG_DIR}/{CONFIG_FILE}")],
+                            "ports": [
+                                {"name": "signaling", "containerPort": SIGNALING_PORT, "protocol": "TCP"},
+                                {"name": "media", "containerPort": MEDIA_PORT, "protocol": "UDP"},
+                                {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+                            ],
+                            "resources": resources,
+                            "readinessProbe": probe("/readyz"),
+                            "livenessProbe": probe("/healthz"),
+                            "securityContext": {
+                                "allowPrivilegeEscalation": false,
+                                "readOnlyRootFilesystem": true,
+                                "runAsNonRoot": true,
+                                "privileged": false,
+                                "capabilities": {"drop": ["ALL"]},
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                            "volumeMounts": mounts,
+                        }],
+                        "volumes": volumes,
+                    },
+                },
+            },
+        }),
+    )
+}
+
+fn services(
+    tenant: &HealthcareTenant,
+    names: &ChildNames,
+) -> Result<Vec<k8s_openapi::api::core::v1::Service>, BuildError> {
+    let exposed = match tenant.spec.media_nodes.service_type {
+        MediaServiceType::LoadBalancer => "LoadBalancer",
+        MediaServiceType::NodePort => "NodePort",
+    };
+    let service = |name: &str, type_: &str, port: Value| -> Result<_, BuildError> {
+        typed(
+            "Service",
+            json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": metadata(tenant, name)?,
+                "spec": {"type": type_, "selector": selector_labels(tenant), "ports": [port]},
+            }),
+        )
+    };
+    Ok(vec![
+        service(
+            &names.signaling,
+            exposed,
+            json!({"name": "signaling", "port": 443, "targetPort": "signaling", "protocol": "TCP"}),
+        )?,
+        service(
+            &names.media,
+            exposed,
+            json!({"name": "media", "port": MEDIA_PORT, "targetPort": "media", "protocol": "UDP"}),
+        )?,
+        service(
+            &names.metrics,
+            "ClusterIP",
+            json!({"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}),
+        )?,
+    ])
+}
+
+/// The TCP port of each audit sink, the only TCP the media nodes may open.
+fn sink_ports(tenant: &HealthcareTenant) -> Vec<i64> {
+    let mut ports: Vec<i64> = tenant
+        .spec
+        .audit
+        .sinks
+        .iter()
+        .filter_map(|sink| match sink.destination()? {
+            AuditDestination::Syslog(s) => s.address.rsplit(':').next()?.parse().ok(),
+            AuditDestination::Webhook(w) => {
+                let authority = w.url.strip_prefix("https://")?.split('/').next()?;
+                match authority.rsplit_once(':') {
+                    Some((_, port)) if !authority.ends_with(']') => port.parse().ok(),
+                    _ => Some(443),
+                }
+            }
+            AuditDestination::Stdout => None,
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+fn network_policy(
+    tenant: &HealthcareTenant,
+    names: &ChildNames,
+) -> Result<k8s_openapi::api::networking::v1::NetworkPolicy, BuildError> {
+    let mut ingress = vec![json!({
+        "ports": [
+            {"protocol": "TCP", "port": SIGNALING_PORT},
+            {"protocol": "UDP", "port": MEDIA_PORT},
+        ],
+    })];
+    if let Some(monitoring) = &tenant.spec.monitoring.namespace {
+        ingress.push(json!({
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": monitoring}}}],
+            "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
+        }));
+    }
+    let mut tcp_out: Vec<Value> = vec![json!({"protocol": "TCP", "port": 53})];
+    tcp_out.extend(
+        sink_ports(tenant)
+            .into_iter()
+            .map(|p| json!({"protocol": "TCP", "port": p})),
+    );
+    typed(
+        "NetworkPolicy",
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": metadata(tenant, &names.network_policy)?,
+            "spec": {
+                "podSelector": {"matchLabels": selector_labels(tenant)},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": ingress,
+                "egress": [
+                    // Media flows to browsers wherever they are, and DNS.
+                    {"ports": [{"protocol": "UDP"}]},
+                    // TCP only for DNS and the audit sinks.
+                    {"ports": tcp_out},
+                ],
+            },
+        }),
+    )
+}
+
+/// The tenant's key material: generated once, never overwritten by a reconcile.
+pub fn keys_secret(
+    tenant: &HealthcareTenant,
+    join_token_key: Vec<u8>,
+    audit_hmac_key: Vec<u8>,
+) -> Result<Secret, BuildError> {
+    let mut secret: Secret = typed(
+        "Secret",
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": metadata(tenant, &ChildNames::of(tenant).keys)?,
+        }),
+    )?;
+    secret.data = Some(BTreeMap::from([
+        (JOIN_TOKEN_KEY.to_string(), ByteString(join_token_key)),
+        (AUDIT_HMAC_KEY.to_string(), ByteString(audit_hmac_key)),
+    ]));
+    Ok(secret)
+}
+
+/// A PodDisruptionBudget in whichever policy version the server serves (`policy/v1` from
+/// 1.21, `policy/v1beta1` before).
+pub fn pod_disruption_budget(
+    tenant: &HealthcareTenant,
+    resource: &ApiResource,
+) -> Result<DynamicObject, BuildError> {
+    let names = ChildNames::of(tenant);
+    typed(
+        "PodDisruptionBudget",
+        json!({
+            "apiVersion": resource.api_version, "kind": "PodDisruptionBudget",
+            "metadata": metadata(tenant, &names.disruption_budget)?,
+            "spec": {
+                "maxUnavailable": 1,
+                "selector": {"matchLabels": selector_labels(tenant)},
+            },
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::desired;
+    use bedside_crds::MediaNodeConfig;
+
+    pub(crate) fn tenant(yaml_file: &str) -> HealthcareTenant {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(yaml_file);
+        let text = std::fs::read_to_string(path).expect("example");
+        let mut tenant: HealthcareTenant = serde_yaml::from_str(&text).expect("tenant");
+        tenant.metadata.uid = Some("0b5f7a52-3c3e-4f7b-9a55-6a0e6f0c1d2e".into());
+        tenant
+    }
+
+    fn inputs() -> BuildInputs {
+        BuildInputs {
+            media_allowed: true,
+            advertised_media_address: None,
+        }
+    }
+
+    #[test]
+    fn rendered_config_carries_the_locked_settings_and_passes_the_node_check() {
+        let desired = desired(&tenant("mercy-clinic.yaml"), inputs()).expect("build");
+        let text = &desired.config_map.data.as_ref().expect("data")[CONFIG_FILE];
+        let config =
+            MediaNodeConfig::from_yaml(text).expect("the node accepts what the operator renders");
+        assert_eq!(
+            config.meetings,
+            bedside_crds::node_config::MeetingSettings::default()
+        );
+        assert_eq!(config.audit.sinks.len(), 3);
+    }
+
+    #[test]
+    fn media_pods_are_pod_security_restricted() {
+        let deployment = desired(&tenant("mercy-clinic.yaml"), inputs())
+            .expect("build")
+            .deployment;
+        let pod = deployment
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod spec");
+        assert_eq!(pod.host_network, None);
+        let pod_security = pod.security_context.expect("pod security context");
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(
+            pod_security.seccomp_profile.expect("seccomp").type_,
+            "RuntimeDefault"
+        );
+        for container in pod.containers {
+            let sc = container
+                .security_context
+                .expect("container security context");
+            assert_eq!(sc.allow_privilege_escalation, Some(false));
+            assert_eq!(sc.read_only_root_filesystem, Some(true));
+            assert_eq!(
+                sc.capabilities.expect("caps").drop,
+                Some(vec!["ALL".to_string()])
+            );
+            assert!(
+                container
+                    .ports
+                    .iter()
+                    .flatten()
+                    .all(|p| p.host_port.is_none())
+            );
+        }
+    }
+
+    #[test]
+    fn media_nodes_scale_to_zero_while_the_baa_is_not_in_force() {
+        let mut inputs = inputs();
+        inputs.media_allowed = false;
+        let deployment = desired(&tenant("mercy-clinic.yaml"), inputs)
+            .expect("build")
+            .deployment;
+        assert_eq!(deployment.spec.expect("spec").replicas, Some(0));
+    }
+
+    #[test]
+    fn the_config_hash_changes_with_the_config_and_only_with_it() {
+        let mercy = tenant("mercy-clinic.yaml");
+        let a = desired(&mercy, inputs()).expect("build").config_hash;
+        let mut scaled = mercy.clone();
+        scaled.spec.media_nodes.replicas = 5;
+        assert_eq!(a, desired(&scaled, inputs()).expect("build").config_hash);
+        let mut shorter = mercy.clone();
+        shorter.spec.meetings.idle_timeout = std::time::Duration::from_secs(600).into();
+        assert_ne!(a, desired(&shorter, inputs()).expect("build").config_hash);
+        // Pinned: a changed renderer that alters this hash would roll every tenant's pods.
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn every_child_is_owned_by_the_tenant_and_labelled() {
+        let desired = desired(&tenant("mercy-clinic.yaml"), inputs()).expect("build");
+        let mut metas = vec![
+            desired.config_map.metadata.clone(),
+            desired.deployment.metadata.clone(),
+            desired.network_policy.metadata.clone(),
+        ];
+        metas.extend(desired.services.iter().map(|s| s.metadata.clone()));
+        for meta in metas {
+            let owner = &meta.owner_references.expect("owner")[0];
+            assert_eq!(owner.kind, "HealthcareTenant");
+            assert_eq!(owner.controller, Some(true));
+            let labels = meta.labels.expect("labels");
+            assert_eq!(labels["bedside.health/tenant"], "mercy-clinic");
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "bedside-operator");
+        }
+    }
+
+    #[test]
+    fn egress_allows_tcp_only_to_dns_and_the_audit_sinks() {
+        assert_eq!(sink_ports(&tenant("mercy-clinic.yaml")), [443, 6514]);
+        let policy = desired(&tenant("mercy-clinic.yaml"), inputs())
+            .expect("build")
+            .network_policy;
+        let spec = policy.spec.expect("spec");
+        assert_eq!(
+            spec.policy_types,
+            Some(vec!["Ingress".into(), "Egress".into()])
+        );
+        let metrics_from = &spec.ingress.expect("ingress")[1]
+            .from
+            .clone()
+            .expect("from")[0];
+        assert_eq!(
+            metrics_from
+                .namespace_selector
+                .clone()
+                .expect("ns")
+                .match_labels
+                .expect("labels")["kubernetes.io/metadata.name"],
+            "monitoring"
+        );
+    }
+
+    #[test]
+    fn sink_secrets_are_mounted_where_the_config_points() {
+        let desired = desired(&tenant("mercy-clinic.yaml"), inputs()).expect("build");
+        let pod = desired
+            .deployment
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod");
+        let mounts: Vec<String> = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.clone())
+            .collect();
+        assert!(mounts.contains(&format!("{SINKS_DIR}/1")), "{mounts:?}");
+        assert!(mounts.contains(&format!("{SINKS_DIR}/2")), "{mounts:?}");
+    }
+}

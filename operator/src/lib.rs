@@ -1,0 +1,10 @@
+//! `bedside-operator` as a library: the controller (so tests can run it in-process against a
+//! real API server) and its pure parts.
+
+pub mod baa;
+pub mod build;
+pub mod metrics;
+pub mod names;
+pub mod rbac;
+pub mod reconcile;
+pub mod run;

@@ -1,0 +1,81 @@
+//! Names, labels and other constants the operator's objects share, named once.
+
+use std::collections::BTreeMap;
+
+use bedside_crds::HealthcareTenant;
+use kube::ResourceExt;
+
+/// The one field manager for every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "bedside-operator";
+/// Runs before a tenant is deleted: records the deprovisioning, then lets GC remove children.
+pub const FINALIZER: &str = "bedside.health/deprovision";
+/// Pod-template annotation holding the rendered config's hash: a config change rolls the pods,
+/// and nothing else (an operator upgrade that renders the same config) does.
+pub const CONFIG_HASH_ANNOTATION: &str = "bedside.health/config-hash";
+pub const TENANT_LABEL: &str = "bedside.health/tenant";
+pub const CONFIG_FILE: &str = "config.yaml";
+
+/// Ports inside the media-node container.
+pub const SIGNALING_PORT: i32 = 8443;
+pub const MEDIA_PORT: i32 = 3478;
+pub const METRICS_PORT: i32 = 9090;
+
+/// Image used when the tenant names none: the media node of the operator's own release.
+pub fn default_image() -> String {
+    format!(
+        "ghcr.io/bedside-health/bedside-media-node:{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Child object names, `<tenant>-<part>`; the CRD caps tenant names so these fit 63 characters.
+#[derive(Debug, Clone)]
+pub struct ChildNames {
+    pub config: String,
+    pub keys: String,
+    pub media_nodes: String,
+    pub signaling: String,
+    pub media: String,
+    pub metrics: String,
+    pub network_policy: String,
+    pub disruption_budget: String,
+    pub certificate_secret: String,
+}
+
+impl ChildNames {
+    pub fn of(tenant: &HealthcareTenant) -> Self {
+        let t = tenant.name_any();
+        Self {
+            config: format!("{t}-media-config"),
+            keys: format!("{t}-keys"),
+            media_nodes: format!("{t}-media"),
+            signaling: format!("{t}-signaling"),
+            media: format!("{t}-media-udp"),
+            metrics: format!("{t}-metrics"),
+            network_policy: format!("{t}-media"),
+            disruption_budget: format!("{t}-media"),
+            certificate_secret: format!("{t}-tls"),
+        }
+    }
+}
+
+/// The `app.kubernetes.io/*` set plus the tenant label, on every child.
+pub fn labels(tenant: &HealthcareTenant) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(tenant);
+    labels.insert("app.kubernetes.io/part-of".into(), "bedside".into());
+    labels.insert("app.kubernetes.io/managed-by".into(), FIELD_MANAGER.into());
+    labels.insert(
+        "app.kubernetes.io/version".into(),
+        env!("CARGO_PKG_VERSION").into(),
+    );
+    labels
+}
+
+/// The subset that selects a tenant's media-node pods; never changes, as selectors are immutable.
+pub fn selector_labels(tenant: &HealthcareTenant) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "bedside-media-node".into()),
+        ("app.kubernetes.io/instance".into(), tenant.name_any()),
+        (TENANT_LABEL.into(), tenant.name_any()),
+    ])
+}

@@ -1,0 +1,56 @@
+//! The operator's ClusterRole: least privilege, in one place that the tests bind to the
+//! operator's ServiceAccount and `bedside-operator rbac` prints for the chart.
+
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use serde_json::json;
+
+pub const CLUSTER_ROLE: &str = "bedside-operator";
+
+pub fn cluster_role() -> ClusterRole {
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| json!({"apiGroups": groups, "resources": resources, "verbs": verbs});
+    let owned = ["get", "list", "watch", "create", "patch"];
+    serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": CLUSTER_ROLE, "labels": {"app.kubernetes.io/part-of": "bedside"}},
+        "rules": [
+            rule(&["bedside.health"], &["healthcaretenants"], &["get", "list", "watch", "patch", "update"]),
+            rule(&["bedside.health"], &["healthcaretenants/status"], &["get", "patch", "update"]),
+            // blockOwnerDeletion on children needs update on the owner's finalizers.
+            rule(&["bedside.health"], &["healthcaretenants/finalizers"], &["update"]),
+            rule(&[""], &["configmaps", "services"], &owned),
+            // Secrets: no list/watch, so the operator cannot read every Secret in the cluster;
+            // it reads the tenant's TLS Secret by name and creates the key Secret once.
+            rule(&[""], &["secrets"], &["get", "create"]),
+            rule(&["apps"], &["deployments"], &owned),
+            rule(&["networking.k8s.io"], &["networkpolicies"], &owned),
+            rule(&["policy"], &["poddisruptionbudgets"], &owned),
+            rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+            rule(&["coordination.k8s.io"], &["leases"], &["get", "create", "update", "patch"]),
+        ],
+    }))
+    .expect("a valid ClusterRole")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operator_cannot_list_or_delete_secrets() {
+        let role = cluster_role();
+        let secrets = role
+            .rules
+            .iter()
+            .flatten()
+            .find(|r| r.resources.iter().flatten().any(|res| res == "secrets"))
+            .expect("a secrets rule");
+        assert_eq!(secrets.verbs, ["get", "create"]);
+        assert!(
+            role.rules
+                .iter()
+                .flatten()
+                .all(|r| !r.verbs.contains(&"delete".to_string()))
+        );
+    }
+}

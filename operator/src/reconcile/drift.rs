@@ -1,0 +1,285 @@
+//! Pure comparison of what is live with what the operator wants: *why* they differ, so the
+//! reason goes into the Warning Event, the log and the SettingsLocked condition.
+
+use bedside_crds::MediaNodeConfig;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Service};
+use kube::ResourceExt;
+
+use crate::build::Desired;
+use crate::names::CONFIG_FILE;
+
+/// One difference found, to be reverted by the apply that follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// e.g. `ConfigMap mercy-clinic-media-config`.
+    pub object: String,
+    pub what: String,
+    /// True when the edit weakened a BAA-locked setting or the pods' security (a Warning).
+    pub weakens_lock: bool,
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.object, self.what)
+    }
+}
+
+/// What is live for a tenant, as fetched by the reconciler.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub config_map: Option<ConfigMap>,
+    pub deployment: Option<Deployment>,
+    pub services: Vec<Option<Service>>,
+}
+
+/// Differences between `live` and `desired`. Missing children count only once the tenant was
+/// provisioned (before that they simply do not exist yet).
+pub fn find(live: &Live, desired: &Desired, provisioned: bool) -> Vec<Drift> {
+    let mut found = Vec::new();
+    let mut missing = |object: String| {
+        if provisioned {
+            found.push(Drift {
+                object,
+                what: "was deleted; recreated".into(),
+                weakens_lock: true,
+            });
+        }
+    };
+    let cm_name = format!("ConfigMap {}", desired.config_map.name_any());
+    let mut drifts = Vec::new();
+    match &live.config_map {
+        None => missing(cm_name.clone()),
+        Some(live_cm) => drifts.extend(config_drift(&cm_name, live_cm, &desired.config_map)),
+    }
+    let deploy_name = format!("Deployment {}", desired.deployment.name_any());
+    match &live.deployment {
+        None => missing(deploy_name.clone()),
+        Some(live_deploy) => drifts.extend(deployment_drift(
+            &deploy_name,
+            live_deploy,
+            &desired.deployment,
+        )),
+    }
+    for (live_service, desired_service) in live.services.iter().zip(&desired.services) {
+        if live_service.is_none() {
+            missing(format!("Service {}", desired_service.name_any()));
+        }
+    }
+    found.extend(drifts);
+    found
+}
+
+fn config_text(cm: &ConfigMap) -> Option<&str> {
+    cm.data.as_ref()?.get(CONFIG_FILE).map(String::as_str)
+}
+
+fn config_drift(object: &str, live: &ConfigMap, desired: &ConfigMap) -> Vec<Drift> {
+    let (Some(live_text), Some(desired_text)) = (config_text(live), config_text(desired)) else {
+        return vec![Drift {
+            object: object.into(),
+            what: format!("{CONFIG_FILE} was removed; restored"),
+            weakens_lock: true,
+        }];
+    };
+    if live_text == desired_text {
+        return Vec::new();
+    }
+    // Parse without validating: an edit that unlocks a setting must still be read to be named.
+    let live_config: Result<MediaNodeConfig, _> = serde_yaml::from_str(live_text);
+    let desired_config: Result<MediaNodeConfig, _> = serde_yaml::from_str(desired_text);
+    let (Ok(live_config), Ok(desired_config)) = (live_config, desired_config) else {
+        return vec![Drift {
+            object: object.into(),
+            what: format!("{CONFIG_FILE} was edited into an unreadable config; restored"),
+            weakens_lock: true,
+        }];
+    };
+    let mut found = Vec::new();
+    let unlocked = match live_config.validate() {
+        Err(bedside_crds::node_config::ConfigError::Invalid(violations)) => violations,
+        _ => Vec::new(),
+    };
+    for violation in unlocked {
+        found.push(Drift {
+            object: object.into(),
+            what: format!("{violation}; reverted"),
+            weakens_lock: true,
+        });
+    }
+    if found.is_empty() && live_config != desired_config {
+        found.push(Drift {
+            object: object.into(),
+            what: format!("{CONFIG_FILE} was edited; restored to what the tenant's spec renders"),
+            weakens_lock: false,
+        });
+    }
+    found
+}
+
+fn pod(deployment: &Deployment) -> Option<&PodSpec> {
+    deployment.spec.as_ref()?.template.spec.as_ref()
+}
+
+fn deployment_drift(object: &str, live: &Deployment, desired: &Deployment) -> Vec<Drift> {
+    let mut found = Vec::new();
+    let mut weakened = |what: String| {
+        found.push(Drift {
+            object: object.into(),
+            what,
+            weakens_lock: true,
+        })
+    };
+    let Some(live_pod) = pod(live) else {
+        weakened("has no pod template; restored".into());
+        return found;
+    };
+    if live_pod.host_network == Some(true) {
+        weakened("hostNetwork was enabled; reverted (Pod Security restricted)".into());
+    }
+    if live_pod
+        .security_context
+        .as_ref()
+        .and_then(|s| s.run_as_non_root)
+        != Some(true)
+    {
+        weakened("runAsNonRoot was removed from the pod; reverted".into());
+    }
+    for container in &live_pod.containers {
+        let sc = container.security_context.as_ref();
+        if sc.and_then(|s| s.privileged) == Some(true) {
+            weakened(format!(
+                "container {} was made privileged; reverted",
+                container.name
+            ));
+        }
+        if sc.and_then(|s| s.allow_privilege_escalation) != Some(false) {
+            weakened(format!(
+                "container {} may escalate privileges; reverted",
+                container.name
+            ));
+        }
+        if sc.and_then(|s| s.read_only_root_filesystem) != Some(true) {
+            weakened(format!(
+                "container {} got a writable root filesystem; reverted",
+                container.name
+            ));
+        }
+        let drops_all = sc
+            .and_then(|s| s.capabilities.as_ref())
+            .and_then(|c| c.drop.as_ref())
+            .is_some_and(|d| d.iter().any(|c| c == "ALL"));
+        let adds = sc
+            .and_then(|s| s.capabilities.as_ref())
+            .and_then(|c| c.add.as_ref())
+            .is_some_and(|a| !a.is_empty());
+        if !drops_all || adds {
+            weakened(format!(
+                "container {} gained capabilities; reverted",
+                container.name
+            ));
+        }
+    }
+    let replicas = |d: &Deployment| d.spec.as_ref().and_then(|s| s.replicas);
+    if replicas(live) != replicas(desired) {
+        found.push(Drift {
+            object: object.into(),
+            what: format!(
+                "replicas is {:?}, the tenant asks for {:?}; restored",
+                replicas(live).unwrap_or(1),
+                replicas(desired).unwrap_or(1)
+            ),
+            weakens_lock: false,
+        });
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{BuildInputs, desired};
+
+    fn mercy() -> Desired {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mercy-clinic.yaml");
+        let mut tenant: bedside_crds::HealthcareTenant =
+            serde_yaml::from_str(&std::fs::read_to_string(path).expect("example")).expect("tenant");
+        tenant.metadata.uid = Some("uid-1".into());
+        desired(
+            &tenant,
+            BuildInputs {
+                media_allowed: true,
+                advertised_media_address: None,
+            },
+        )
+        .expect("build")
+    }
+
+    fn live_as(desired: &Desired) -> Live {
+        Live {
+            config_map: Some(desired.config_map.clone()),
+            deployment: Some(desired.deployment.clone()),
+            services: desired.services.iter().cloned().map(Some).collect(),
+        }
+    }
+
+    #[test]
+    fn nothing_differs_when_live_matches_desired() {
+        let desired = mercy();
+        assert_eq!(find(&live_as(&desired), &desired, true), []);
+    }
+
+    #[test]
+    fn recording_enabled_in_the_configmap_is_named_as_a_weakened_lock() {
+        let desired = mercy();
+        let mut live = live_as(&desired);
+        let data = live
+            .config_map
+            .as_mut()
+            .and_then(|c| c.data.as_mut())
+            .expect("data");
+        let text = data[CONFIG_FILE].replace("recording: Disabled", "recording: Enabled");
+        data.insert(CONFIG_FILE.into(), text);
+        let drift = find(&live, &desired, true);
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert!(drift[0].weakens_lock);
+        assert!(
+            drift[0].what.starts_with("meetings.recording: is Enabled"),
+            "{}",
+            drift[0]
+        );
+    }
+
+    #[test]
+    fn a_privileged_container_and_a_deleted_service_are_both_reported() {
+        let desired = mercy();
+        let mut live = live_as(&desired);
+        let pod = live
+            .deployment
+            .as_mut()
+            .and_then(|d| d.spec.as_mut())
+            .and_then(|s| s.template.spec.as_mut())
+            .expect("pod");
+        pod.containers[0]
+            .security_context
+            .as_mut()
+            .expect("sc")
+            .privileged = Some(true);
+        live.services[1] = None;
+        let drift: Vec<String> = find(&live, &desired, true)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(drift.iter().any(|d| d.contains("was deleted")), "{drift:?}");
+        assert!(
+            drift.iter().any(|d| d.contains("made privileged")),
+            "{drift:?}"
+        );
+    }
+
+    #[test]
+    fn missing_children_of_a_new_tenant_are_not_drift() {
+        assert_eq!(find(&Live::default(), &mercy(), false), []);
+    }
+}

@@ -1,0 +1,505 @@
+//! One reconcile of one tenant: fetch -> validate -> build -> diff -> apply -> status.
+
+pub mod drift;
+pub mod status;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bedside_crds::HealthcareTenant;
+use bedside_crds::validation::{TenantValidator, ValidationSetupError};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::baa::{self, BaaState};
+use crate::build::{self, BuildError, BuildInputs, config::AUDIT_HMAC_KEY};
+use crate::metrics::Metrics;
+use crate::names::{ChildNames, FIELD_MANAGER, FINALIZER, MEDIA_PORT};
+use drift::{Drift, Live};
+use status::{CertificateState, Observed};
+
+/// How often a settled tenant is looked at again even without a watch event.
+const RESYNC: Duration = Duration::from_secs(300);
+const RETRY: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("Kubernetes API call failed while {action}: {source}")]
+    Kube { action: String, source: kube::Error },
+    #[error("the operator cannot start: {0}")]
+    Setup(String),
+    #[error("{0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// A short, fixed label for the errors metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Build(_) => "build",
+            Error::Kube { .. } => "kube_api",
+            Error::Setup(_) => "setup",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+impl From<ValidationSetupError> for Error {
+    fn from(e: ValidationSetupError) -> Self {
+        Error::Setup(e.to_string())
+    }
+}
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub validator: TenantValidator,
+    pub metrics: Metrics,
+    /// `policy/v1` where the server has it, `policy/v1beta1` before 1.21.
+    pub pdb_resource: ApiResource,
+}
+
+impl Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("pdb", &self.pdb_resource.api_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub async fn new(client: Client, identity: &str) -> Result<Self, Error> {
+        let pdb_resource = discover_pdb(&client).await?;
+        Ok(Self {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: FIELD_MANAGER.into(),
+                    instance: Some(identity.into()),
+                },
+            ),
+            client,
+            validator: TenantValidator::new()?,
+            metrics: Metrics::new(),
+            pdb_resource,
+        })
+    }
+}
+
+async fn discover_pdb(client: &Client) -> Result<ApiResource, Error> {
+    for version in ["policy/v1", "policy/v1beta1"] {
+        if let Ok(list) = client.list_api_group_resources(version).await
+            && list
+                .resources
+                .iter()
+                .any(|r| r.name == "poddisruptionbudgets")
+        {
+            let (group, ver) = version.split_once('/').unwrap_or(("policy", "v1"));
+            return Ok(ApiResource {
+                group: group.into(),
+                version: ver.into(),
+                api_version: version.into(),
+                kind: "PodDisruptionBudget".into(),
+                plural: "poddisruptionbudgets".into(),
+            });
+        }
+    }
+    Err(Error::Setup(
+        "the API server serves no PodDisruptionBudget (policy/v1 or policy/v1beta1)".into(),
+    ))
+}
+
+/// The controller's entry point for one tenant.
+pub async fn reconcile(tenant: Arc<HealthcareTenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = tenant.namespace().ok_or(BuildError::NoNamespace)?;
+    let api: Api<HealthcareTenant> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, tenant, |event| async {
+        match event {
+            finalizer::Event::Apply(tenant) => provision(&tenant, &ctx).await,
+            finalizer::Event::Cleanup(tenant) => cleanup(&tenant, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics
+        .reconcile_seconds
+        .with_label_values::<&str>(&[])
+        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
+        .inc();
+    result
+}
+
+pub fn error_policy(tenant: Arc<HealthcareTenant>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .errors
+        .with_label_values(&[error.metric_label()])
+        .inc();
+    tracing::warn!(tenant = %tenant.name_any(), namespace = ?tenant.namespace(), %error, "reconcile failed; retrying");
+    Action::requeue(RETRY)
+}
+
+async fn server_side_apply<K>(api: &Api<K>, object: &K, what: &str) -> Result<K, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    // Force: the operator owns these fields; a conflicting manager's values are taken back.
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(kube_err(format!("applying {what} {name}")))
+}
+
+async fn publish(
+    ctx: &Context,
+    tenant: &HealthcareTenant,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &tenant.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish an Event");
+    }
+}
+
+/// The join-token and audit keys: created once; an existing Secret is never touched.
+async fn ensure_keys(
+    tenant: &HealthcareTenant,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = ChildNames::of(tenant).keys;
+    if secrets
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("reading Secret {name}")))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let random = |len: usize| -> Result<Vec<u8>, Error> {
+        let mut key = vec![0u8; len];
+        aws_lc_rs::rand::fill(&mut key).map_err(|_| Error::Setup("no system randomness".into()))?;
+        Ok(key)
+    };
+    let secret = build::keys_secret(tenant, random(32)?, random(32)?)?;
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            tracing::info!(tenant = %tenant.name_any(), secret = %name, keys = %AUDIT_HMAC_KEY, "created the tenant's key Secret");
+            Ok(())
+        }
+        // Another reconcile (or a restarted operator) made it first: keep theirs.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            action: format!("creating Secret {name}"),
+            source,
+        }),
+    }
+}
+
+fn advertised_media_address(service: Option<&Service>) -> Option<std::net::SocketAddr> {
+    let ingress = service?
+        .status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?;
+    let ip = ingress.iter().find_map(|i| i.ip.as_ref()?.parse().ok())?;
+    Some(std::net::SocketAddr::new(ip, MEDIA_PORT as u16))
+}
+
+async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, Error> {
+    let namespace = tenant.namespace().ok_or(BuildError::NoNamespace)?;
+    let client = ctx.client.clone();
+    let names = ChildNames::of(tenant);
+    let now = Timestamp::now();
+    let (baa_state, next_change) = baa::state_at(&tenant.spec.baa, now);
+    let previous = tenant.status.clone().unwrap_or_default();
+
+    let mut observed = Observed {
+        generation: tenant.metadata.generation,
+        baa: baa_state,
+        spec_violations: Vec::new(),
+        drift_reverted: Vec::new(),
+        certificate: CertificateState::Issuer,
+        ready_media_nodes: 0,
+    };
+
+    // Validate: on servers without CEL (before 1.25) the CRD's CEL rules never ran.
+    let as_json = serde_json::to_value(tenant).map_err(|e| BuildError::Invalid {
+        kind: "HealthcareTenant",
+        source: e,
+    })?;
+    observed.spec_violations = ctx
+        .validator
+        .validate(&as_json)
+        .into_iter()
+        .filter(|v| !v.path.starts_with("status"))
+        .map(|v| v.to_string())
+        .collect();
+
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let mut live_deployment = None;
+
+    if observed.spec_violations.is_empty() {
+        let media_service = services
+            .get_opt(&names.media)
+            .await
+            .map_err(kube_err("reading the media Service"))?;
+        let desired = build::desired(
+            tenant,
+            BuildInputs {
+                media_allowed: baa_state.is_active(),
+                advertised_media_address: advertised_media_address(media_service.as_ref()),
+            },
+        )?;
+        ensure_keys(tenant, ctx, &namespace).await?;
+
+        let mut live = Live {
+            config_map: configmaps
+                .get_opt(&names.config)
+                .await
+                .map_err(kube_err("reading the config ConfigMap"))?,
+            deployment: deployments
+                .get_opt(&names.media_nodes)
+                .await
+                .map_err(kube_err("reading the media Deployment"))?,
+            services: Vec::new(),
+        };
+        for service in &desired.services {
+            let name = service.name_any();
+            live.services.push(if name == names.media {
+                media_service.clone()
+            } else {
+                services
+                    .get_opt(&name)
+                    .await
+                    .map_err(kube_err(format!("reading Service {name}")))?
+            });
+        }
+        let provisioned = previous.observed_generation.is_some();
+        let drift = drift::find(&live, &desired, provisioned);
+
+        server_side_apply(&configmaps, &desired.config_map, "ConfigMap").await?;
+        live_deployment =
+            Some(server_side_apply(&deployments, &desired.deployment, "Deployment").await?);
+        for service in &desired.services {
+            server_side_apply(&services, service, "Service").await?;
+        }
+        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
+        server_side_apply(&policies, &desired.network_policy, "NetworkPolicy").await?;
+        let pdbs: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &namespace, &ctx.pdb_resource);
+        server_side_apply(
+            &pdbs,
+            &build::pod_disruption_budget(tenant, &ctx.pdb_resource)?,
+            "PodDisruptionBudget",
+        )
+        .await?;
+
+        report_drift(tenant, ctx, &drift).await;
+        observed.drift_reverted = drift
+            .iter()
+            .filter(|d| d.weakens_lock)
+            .map(ToString::to_string)
+            .collect();
+    }
+
+    observed.certificate = match &tenant.spec.tls.secret_name {
+        Some(name) => {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+            let exists = secrets
+                .get_opt(name)
+                .await
+                .map_err(kube_err(format!("reading the TLS Secret {name}")))?
+                .is_some();
+            CertificateState::TenantSecret {
+                name: name.clone(),
+                exists,
+            }
+        }
+        None => CertificateState::Issuer,
+    };
+    observed.ready_media_nodes = live_deployment
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+
+    write_status(tenant, ctx, &observed, &previous.conditions, &namespace).await?;
+    if !observed.spec_violations.is_empty() {
+        publish(
+            ctx,
+            tenant,
+            EventType::Warning,
+            "InvalidSpec",
+            observed.spec_violations.join("; "),
+        )
+        .await;
+    }
+
+    let requeue = next_change
+        .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
+        .map(|d| d.max(Duration::from_secs(1)).min(RESYNC))
+        .unwrap_or(RESYNC);
+    Ok(Action::requeue(requeue))
+}
+
+async fn report_drift(tenant: &HealthcareTenant, ctx: &Context, drift: &[Drift]) {
+    for d in drift {
+        let kind = d.object.split(' ').next().unwrap_or("object");
+        ctx.metrics
+            .drift_reverted
+            .with_label_values(&[kind, if d.weakens_lock { "true" } else { "false" }])
+            .inc();
+        let (type_, reason) = if d.weakens_lock {
+            (EventType::Warning, "LockedSettingReverted")
+        } else {
+            (EventType::Normal, "DriftReverted")
+        };
+        tracing::warn!(tenant = %tenant.name_any(), drift = %d, "reverted an edit of an owned object");
+        publish(ctx, tenant, type_, reason, d.to_string()).await;
+    }
+}
+
+async fn write_status(
+    tenant: &HealthcareTenant,
+    ctx: &Context,
+    observed: &Observed,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    namespace: &str,
+) -> Result<(), Error> {
+    let conditions = status::conditions(observed, previous, Time(Timestamp::now()));
+    let endpoint = tenant
+        .spec
+        .tls
+        .dns_names
+        .first()
+        .map(|n| format!("wss://{n}"));
+    let patch = json!({
+        "apiVersion": "bedside.health/v1alpha1",
+        "kind": "HealthcareTenant",
+        "status": {
+            "observedGeneration": observed.generation,
+            "conditions": conditions,
+            "readyMediaNodes": observed.ready_media_nodes,
+            "endpoint": endpoint,
+        },
+    });
+    let api: Api<HealthcareTenant> = Api::namespaced(ctx.client.clone(), namespace);
+    api.patch_status(
+        &tenant.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(kube_err("writing the tenant's status"))?;
+
+    let name = tenant.name_any();
+    for c in &conditions {
+        for status in ["True", "False", "Unknown"] {
+            ctx.metrics
+                .tenant_condition
+                .with_label_values(&[namespace, &name, &c.type_, status])
+                .set(i64::from(c.status == status));
+        }
+    }
+    let expiry = match observed.baa {
+        BaaState::Active {
+            expires_on: Some(d),
+        }
+        | BaaState::Expired { expired_on: d } => d
+            .tomorrow()
+            .ok()
+            .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+            .map(|z| z.timestamp().as_second()),
+        _ => None,
+    };
+    if let Some(at) = expiry {
+        ctx.metrics
+            .baa_expiry
+            .with_label_values(&[namespace, &name])
+            .set(at);
+    }
+    for c in status::transitions(previous, &conditions) {
+        let type_ = if c.status == "False" {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(
+            ctx,
+            tenant,
+            type_,
+            &c.reason,
+            format!("{} is {}: {}", c.type_, c.status, c.message),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+async fn cleanup(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, Error> {
+    // The audit record of the deprovisioning goes through the tenant's sinks once the audit
+    // trail lands; until then the Event is the record.
+    publish(
+        ctx,
+        tenant,
+        EventType::Normal,
+        "Deprovisioned",
+        format!(
+            "tenant {} deprovisioned; its media nodes, config and keys are removed by garbage collection",
+            tenant.name_any()
+        ),
+    )
+    .await;
+    if let Some(namespace) = tenant.namespace() {
+        let name = tenant.name_any();
+        let _ = ctx
+            .metrics
+            .baa_expiry
+            .remove_label_values(&[&namespace, &name]);
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,309 @@
+//! The tenant's status, computed from what the reconcile observed and did. Pure: a test feeds it
+//! facts and a clock.
+
+use bedside_crds::tenant::ConditionType;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::baa::BaaState;
+
+/// Why a condition has its status, CamelCase as Kubernetes conventions want.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    AgreementInForce,
+    AgreementNotYetInForce,
+    AgreementExpired,
+    LockedSettingsApplied,
+    DriftReverted,
+    InvalidSpec,
+    TenantSecretFound,
+    TenantSecretMissing,
+    CertManagerNotSupported,
+    SinksNotYetReported,
+    MediaNodesReady,
+    MediaNodesStarting,
+    MediaStopped,
+    NotReady,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::AgreementInForce => "AgreementInForce",
+            Reason::AgreementNotYetInForce => "AgreementNotYetInForce",
+            Reason::AgreementExpired => "AgreementExpired",
+            Reason::LockedSettingsApplied => "LockedSettingsApplied",
+            Reason::DriftReverted => "DriftReverted",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::TenantSecretFound => "TenantSecretFound",
+            Reason::TenantSecretMissing => "TenantSecretMissing",
+            Reason::CertManagerNotSupported => "CertManagerNotSupported",
+            Reason::SinksNotYetReported => "SinksNotYetReported",
+            Reason::MediaNodesReady => "MediaNodesReady",
+            Reason::MediaNodesStarting => "MediaNodesStarting",
+            Reason::MediaStopped => "MediaStopped",
+            Reason::NotReady => "NotReady",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateState {
+    TenantSecret {
+        name: String,
+        exists: bool,
+    },
+    /// `tls.issuerRef`: this release does not create cert-manager Certificates yet.
+    Issuer,
+}
+
+/// What one reconcile saw and did.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub generation: Option<i64>,
+    pub baa: BaaState,
+    pub spec_violations: Vec<String>,
+    pub drift_reverted: Vec<String>,
+    pub certificate: CertificateState,
+    pub ready_media_nodes: i32,
+}
+
+struct Verdict {
+    type_: ConditionType,
+    ok: Option<bool>,
+    reason: Reason,
+    message: String,
+}
+
+fn verdicts(o: &Observed) -> Vec<Verdict> {
+    let baa = match o.baa {
+        BaaState::Active {
+            expires_on: Some(d),
+        } => (
+            Some(true),
+            Reason::AgreementInForce,
+            format!("the Business Associate Agreement is in force through {d}"),
+        ),
+        BaaState::Active { expires_on: None } => (
+            Some(true),
+            Reason::AgreementInForce,
+            "the Business Associate Agreement is in force with no end date".into(),
+        ),
+        BaaState::NotYetInForce { signed_on } => (
+            Some(false),
+            Reason::AgreementNotYetInForce,
+            format!(
+                "the Business Associate Agreement takes effect on {signed_on} (UTC); media nodes are stopped until then"
+            ),
+        ),
+        BaaState::Expired { expired_on } => (
+            Some(false),
+            Reason::AgreementExpired,
+            format!(
+                "the Business Associate Agreement expired after {expired_on}; media nodes are stopped: sign a new agreement and update spec.baa"
+            ),
+        ),
+    };
+    let locked = if !o.spec_violations.is_empty() {
+        (
+            Some(false),
+            Reason::InvalidSpec,
+            format!(
+                "the spec breaks the CRD's rules, so nothing was changed: {}",
+                o.spec_violations.join("; ")
+            ),
+        )
+    } else if !o.drift_reverted.is_empty() {
+        (
+            Some(true),
+            Reason::DriftReverted,
+            format!("reverted: {}", o.drift_reverted.join("; ")),
+        )
+    } else {
+        (
+            Some(true),
+            Reason::LockedSettingsApplied,
+            "every child object carries the locked settings".into(),
+        )
+    };
+    let certificate = match &o.certificate {
+        CertificateState::TenantSecret { name, exists: true } => (Some(true), Reason::TenantSecretFound, format!("serving the certificate in Secret {name}")),
+        CertificateState::TenantSecret { name, exists: false } => (Some(false), Reason::TenantSecretMissing, format!("Secret {name} (type kubernetes.io/tls) does not exist in the tenant's namespace; create it or use tls.issuerRef")),
+        CertificateState::Issuer => (Some(false), Reason::CertManagerNotSupported, "this operator release does not create cert-manager Certificates yet; use tls.secretName".into()),
+    };
+    let sinks = (
+        None,
+        Reason::SinksNotYetReported,
+        "media nodes have not reported audit sink health".to_string(),
+    );
+
+    let media_allowed = o.baa.is_active() && o.spec_violations.is_empty();
+    let ready = if !media_allowed {
+        (
+            Some(false),
+            Reason::MediaStopped,
+            "media nodes are stopped (see BAAActive and SettingsLocked)".to_string(),
+        )
+    } else if certificate.0 != Some(true) {
+        (
+            Some(false),
+            Reason::NotReady,
+            "no certificate to serve signaling with (see CertificateReady)".into(),
+        )
+    } else if o.ready_media_nodes > 0 {
+        (
+            Some(true),
+            Reason::MediaNodesReady,
+            format!("{} media node(s) ready", o.ready_media_nodes),
+        )
+    } else {
+        (
+            Some(false),
+            Reason::MediaNodesStarting,
+            "no media node is ready yet".into(),
+        )
+    };
+
+    [
+        (ConditionType::Ready, ready),
+        (ConditionType::BaaActive, baa),
+        (ConditionType::SettingsLocked, locked),
+        (ConditionType::CertificateReady, certificate),
+        (ConditionType::AuditSinksReady, sinks),
+    ]
+    .into_iter()
+    .map(|(type_, (ok, reason, message))| Verdict {
+        type_,
+        ok,
+        reason,
+        message,
+    })
+    .collect()
+}
+
+/// The conditions for `observed`, keeping each one's lastTransitionTime while its status holds.
+pub fn conditions(observed: &Observed, previous: &[Condition], now: Time) -> Vec<Condition> {
+    verdicts(observed)
+        .into_iter()
+        .map(|v| {
+            let status = match v.ok {
+                Some(true) => "True",
+                Some(false) => "False",
+                None => "Unknown",
+            };
+            let before = previous.iter().find(|c| c.type_ == v.type_.as_str());
+            let last_transition_time = match before {
+                Some(c) if c.status == status => c.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            Condition {
+                type_: v.type_.as_str().into(),
+                status: status.into(),
+                reason: v.reason.as_str().into(),
+                message: v.message,
+                last_transition_time,
+                observed_generation: observed.generation,
+            }
+        })
+        .collect()
+}
+
+/// Conditions whose status or reason changed: each becomes a Kubernetes Event.
+pub fn transitions<'a>(previous: &[Condition], current: &'a [Condition]) -> Vec<&'a Condition> {
+    current
+        .iter()
+        .filter(|c| {
+            !previous
+                .iter()
+                .any(|p| p.type_ == c.type_ && p.status == c.status && p.reason == c.reason)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed() -> Observed {
+        Observed {
+            generation: Some(3),
+            baa: BaaState::Active { expires_on: None },
+            spec_violations: vec![],
+            drift_reverted: vec![],
+            certificate: CertificateState::TenantSecret {
+                name: "t-tls".into(),
+                exists: true,
+            },
+            ready_media_nodes: 2,
+        }
+    }
+
+    fn time(s: &str) -> Time {
+        Time(s.parse().expect("timestamp"))
+    }
+
+    fn get<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition")
+    }
+
+    #[test]
+    fn a_healthy_tenant_is_ready_with_every_condition_set() {
+        let c = conditions(&observed(), &[], time("2026-11-23T10:00:00Z"));
+        assert_eq!(c.len(), 5);
+        assert_eq!(get(&c, "Ready").status, "True");
+        assert_eq!(get(&c, "Ready").observed_generation, Some(3));
+        assert_eq!(get(&c, "AuditSinksReady").status, "Unknown");
+    }
+
+    #[test]
+    fn an_expired_agreement_stops_media_and_says_when() {
+        let mut o = observed();
+        o.baa = BaaState::Expired {
+            expired_on: "2026-01-14".parse().expect("date"),
+        };
+        let c = conditions(&o, &[], time("2026-11-23T10:00:00Z"));
+        assert_eq!(get(&c, "BAAActive").status, "False");
+        assert_eq!(get(&c, "BAAActive").reason, "AgreementExpired");
+        assert!(get(&c, "BAAActive").message.contains("2026-01-14"));
+        assert_eq!(get(&c, "Ready").reason, "MediaStopped");
+    }
+
+    #[test]
+    fn transition_times_hold_while_status_holds_and_events_follow_changes() {
+        let first = conditions(&observed(), &[], time("2026-11-23T10:00:00Z"));
+        let same = conditions(&observed(), &first, time("2026-11-23T11:00:00Z"));
+        assert_eq!(
+            get(&same, "Ready").last_transition_time,
+            time("2026-11-23T10:00:00Z")
+        );
+        assert!(transitions(&first, &same).is_empty());
+
+        let mut o = observed();
+        o.ready_media_nodes = 0;
+        let later = conditions(&o, &same, time("2026-11-23T12:00:00Z"));
+        assert_eq!(
+            get(&later, "Ready").last_transition_time,
+            time("2026-11-23T12:00:00Z")
+        );
+        let changed: Vec<&str> = transitions(&same, &later)
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(changed, ["Ready"]);
+    }
+
+    #[test]
+    fn reverted_drift_is_reported_in_settings_locked() {
+        let mut o = observed();
+        o.drift_reverted = vec!["ConfigMap x: meetings.recording: is Enabled; reverted".into()];
+        let c = conditions(&o, &[], time("2026-11-23T10:00:00Z"));
+        assert_eq!(get(&c, "SettingsLocked").reason, "DriftReverted");
+        assert!(
+            get(&c, "SettingsLocked")
+                .message
+                .contains("meetings.recording")
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! Wiring: the controller behind a leader lease, and the /metrics, /healthz, /readyz server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bedside_crds::HealthcareTenant;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+
+use crate::names::FIELD_MANAGER;
+use crate::reconcile::{self, Context, Error};
+
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where /metrics, /healthz and /readyz are served.
+    pub http_addr: Option<SocketAddr>,
+    /// Namespace of the leader Lease; None runs without leader election (one replica only).
+    pub lease_namespace: Option<String>,
+    /// This replica's name in the Lease (the Pod name).
+    pub identity: String,
+}
+
+pub const LEASE_NAME: &str = "bedside-operator-leader";
+
+/// Runs the operator until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    check_crd_installed(&client).await?;
+    let ctx = Arc::new(Context::new(client.clone(), &settings.identity).await?);
+    let leading = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = settings.http_addr {
+        serve_http(addr, ctx.clone(), leading.clone()).await?;
+    }
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+
+    let Some(lease_namespace) = settings.lease_namespace.clone() else {
+        leading.store(true, Ordering::SeqCst);
+        controller(ctx, shutdown).await;
+        return Ok(());
+    };
+
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+        .with_namespace(lease_namespace)
+        .with_identity(settings.identity.clone())
+        .with_field_manager(FIELD_MANAGER)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .map_err(|e| Error::Setup(format!("leader election: {e}")))?;
+    let (mut is_leader, lease_task) = manager.watch().await;
+    loop {
+        // Wait to lead (or to be told to stop).
+        tokio::select! {
+            _ = shutdown.clone() => break,
+            changed = is_leader.wait_for(|leader| *leader) => {
+                if changed.is_err() { break; }
+            }
+        }
+        tracing::info!(identity = %settings.identity, "leading: reconciling tenants");
+        leading.store(true, Ordering::SeqCst);
+        let mut lost = is_leader.clone();
+        let stop = {
+            let shutdown = shutdown.clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown => {},
+                    _ = lost.wait_for(|leader| !*leader) => {},
+                }
+            }
+        };
+        controller(ctx.clone(), stop).await;
+        leading.store(false, Ordering::SeqCst);
+        tracing::info!(identity = %settings.identity, "no longer leading");
+        if futures::FutureExt::now_or_never(shutdown.clone()).is_some() {
+            break;
+        }
+    }
+    drop(is_leader);
+    // Dropping the receiver makes the lease task release the lease.
+    let _ = lease_task.await;
+    Ok(())
+}
+
+async fn check_crd_installed(client: &Client) -> Result<(), Error> {
+    let tenants: Api<HealthcareTenant> = Api::all(client.clone());
+    match tenants.list(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(Error::Setup(
+            "the HealthcareTenant CRD is not installed: kubectl apply --server-side -f crds/healthcaretenant.yaml".into(),
+        )),
+        Err(e) => Err(Error::Setup(format!(
+            "cannot list HealthcareTenants (check the operator's RBAC and the API server): {e}"
+        ))),
+    }
+}
+
+/// The controller: HealthcareTenants, and the children they own (watched by label so the
+/// operator caches only its own objects).
+pub async fn controller(
+    ctx: Arc<Context>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let owned =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+    Controller::new(
+        Api::<HealthcareTenant>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
+    .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+    .owns(Api::<Service>::all(client.clone()), owned.clone())
+    .owns(Api::<NetworkPolicy>::all(client.clone()), owned)
+    .graceful_shutdown_on(stop)
+    .run(reconcile::reconcile, reconcile::error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((object, _)) => tracing::debug!(tenant = %object.name, "reconciled"),
+            Err(e) => tracing::debug!(error = %e, "controller event"),
+        }
+    })
+    .await;
+}
+
+async fn serve_http(
+    addr: SocketAddr,
+    ctx: Arc<Context>,
+    leading: Arc<AtomicBool>,
+) -> Result<(), Error> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let metrics_ctx = ctx.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let ctx = metrics_ctx.clone();
+                async move { ctx.metrics.render() }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        // Ready when this replica leads; a standby is alive but not serving.
+        .route(
+            "/readyz",
+            get(move || {
+                let leading = leading.clone();
+                async move {
+                    if leading.load(Ordering::SeqCst) {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "standby: another replica leads",
+                        )
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Setup(format!("cannot listen on {addr} for /metrics: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics server stopped");
+        }
+    });
+    Ok(())
+}
