@@ -117,6 +117,32 @@ impl TestCluster {
         &self.kubeconfig
     }
 
+    /// A client for this cluster that authenticates with `token` instead of as admin.
+    pub async fn client_with_token(&self, token: &str) -> Result<Client, HarnessError> {
+        let text = fs::read_to_string(&self.kubeconfig)
+            .map_err(HarnessError::io("read the kubeconfig"))?;
+        let mut config: serde_yaml::Value =
+            serde_yaml::from_str(&text).map_err(|e| HarnessError::Config(e.to_string()))?;
+        if let Some(users) = config.get_mut("users").and_then(|u| u.as_sequence_mut()) {
+            for user in users {
+                if let Some(map) = user.as_mapping_mut() {
+                    let mut auth = serde_yaml::Mapping::new();
+                    auth.insert("token".into(), token.into());
+                    map.insert("user".into(), serde_yaml::Value::Mapping(auth));
+                }
+            }
+        }
+        let path = self
+            .processes
+            .dir
+            .path()
+            .join(format!("kubeconfig-{}", random_token()));
+        let text =
+            serde_yaml::to_string(&config).map_err(|e| HarnessError::Config(e.to_string()))?;
+        fs::write(&path, text).map_err(HarnessError::io("write a kubeconfig"))?;
+        client_for(&path).await
+    }
+
     /// `kubectl` aimed at this cluster.
     pub fn kubectl(&self) -> Command {
         let mut command = Command::new("kubectl");

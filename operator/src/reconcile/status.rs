@@ -181,9 +181,24 @@ fn verdicts(o: &Observed) -> Vec<Verdict> {
 }
 
 /// The conditions for `observed`, keeping each one's lastTransitionTime while its status holds.
+///
+/// A reverted drift stays reported in SettingsLocked until the spec changes: the reconcile
+/// right after the revert finds nothing to revert, and an administrator must still see that
+/// someone tampered with the tenant's objects.
 pub fn conditions(observed: &Observed, previous: &[Condition], now: Time) -> Vec<Condition> {
     verdicts(observed)
         .into_iter()
+        .map(|mut v| {
+            if v.reason == Reason::LockedSettingsApplied
+                && let Some(before) = previous.iter().find(|c| c.type_ == v.type_.as_str())
+                && before.reason == Reason::DriftReverted.as_str()
+                && before.observed_generation == observed.generation
+            {
+                v.reason = Reason::DriftReverted;
+                v.message = before.message.clone();
+            }
+            v
+        })
         .map(|v| {
             let status = match v.ok {
                 Some(true) => "True",
@@ -292,6 +307,22 @@ mod tests {
             .map(|c| c.type_.as_str())
             .collect();
         assert_eq!(changed, ["Ready"]);
+    }
+
+    #[test]
+    fn reverted_drift_stays_reported_until_the_spec_changes() {
+        let mut o = observed();
+        o.drift_reverted = vec!["Service x: was deleted; recreated".into()];
+        let reverted = conditions(&o, &[], time("2026-11-23T10:00:00Z"));
+        o.drift_reverted.clear();
+        let next = conditions(&o, &reverted, time("2026-11-23T10:00:01Z"));
+        assert_eq!(get(&next, "SettingsLocked").reason, "DriftReverted");
+        o.generation = Some(4);
+        let after_edit = conditions(&o, &next, time("2026-11-23T11:00:00Z"));
+        assert_eq!(
+            get(&after_edit, "SettingsLocked").reason,
+            "LockedSettingsApplied"
+        );
     }
 
     #[test]

@@ -1,0 +1,225 @@
+//! Running `bedside-operator` in-process against a test cluster, authenticated as its own
+//! ServiceAccount bound to its own ClusterRole (so a missing RBAC rule fails a test).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bedside_crds::HealthcareTenant;
+use bedside_operator::rbac;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::{HarnessError, TestCluster};
+
+pub const OPERATOR_NAMESPACE: &str = "bedside-system";
+const SERVICE_ACCOUNT: &str = "bedside-operator";
+
+/// Polls `check` until it returns Some, or panics after `timeout` naming what was awaited.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if started.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn setup(e: impl std::fmt::Display) -> HarnessError {
+    HarnessError::Config(e.to_string())
+}
+
+async fn create_or_keep<K>(api: &Api<K>, object: &K) -> Result<(), HarnessError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(setup(e)),
+    }
+}
+
+/// Installs the HealthcareTenant CRD (a plain create: 1.20 refuses to server-side apply a
+/// schema with CEL rules, and drops them on create) and waits until it is served.
+pub async fn install_crd(cluster: &TestCluster) -> Result<(), HarnessError> {
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    create_or_keep(&crds, &HealthcareTenant::crd()).await?;
+    let name = HealthcareTenant::crd_name();
+    for _ in 0..100 {
+        let established = crds
+            .get(name)
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .is_some_and(|s| {
+                s.conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+        if established {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(setup(
+        "the HealthcareTenant CRD was not Established within 10s",
+    ))
+}
+
+pub async fn ensure_namespace(cluster: &TestCluster, name: &str) -> Result<(), HarnessError> {
+    let namespaces: Api<Namespace> = Api::all(cluster.client());
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).map_err(setup)?;
+    create_or_keep(&namespaces, &ns).await
+}
+
+/// A client that acts as the operator's ServiceAccount, bound to `rbac::cluster_role()`.
+pub async fn operator_client(cluster: &TestCluster) -> Result<Client, HarnessError> {
+    let admin = cluster.client();
+    ensure_namespace(cluster, OPERATOR_NAMESPACE).await?;
+    let sa: ServiceAccount = serde_json::from_value(json!({
+        "metadata": {"name": SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE}
+    }))
+    .map_err(setup)?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), OPERATOR_NAMESPACE);
+    create_or_keep(&accounts, &sa).await?;
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    roles
+        .patch(
+            rbac::CLUSTER_ROLE,
+            &PatchParams::apply("bedside-tests").force(),
+            &Patch::Apply(rbac::cluster_role()),
+        )
+        .await
+        .map_err(setup)?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": rbac::CLUSTER_ROLE},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac::CLUSTER_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE}],
+    }))
+    .map_err(setup)?;
+    let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    create_or_keep(&bindings, &binding).await?;
+
+    let request = json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600},
+    });
+    let response: Value = accounts
+        .create_subresource("token", SERVICE_ACCOUNT, &PostParams::default(), &request)
+        .await
+        .map_err(setup)?;
+    let token = response["status"]["token"]
+        .as_str()
+        .ok_or_else(|| setup("TokenRequest returned no token"))?;
+    cluster.client_with_token(token).await
+}
+
+/// An operator running in this test process.
+pub struct RunningOperator {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), bedside_operator::reconcile::Error>>>,
+    pub http_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for RunningOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningOperator")
+            .field("http_addr", &self.http_addr)
+            .finish()
+    }
+}
+
+impl RunningOperator {
+    /// Starts the operator as its ServiceAccount; `leader_election` puts it behind the Lease.
+    pub async fn start(
+        cluster: &TestCluster,
+        identity: &str,
+        leader_election: bool,
+    ) -> Result<Self, HarnessError> {
+        let client = operator_client(cluster).await?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(setup)?
+            .port();
+        let http_addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let settings = bedside_operator::run::Settings {
+            http_addr: Some(http_addr),
+            lease_namespace: leader_election.then(|| OPERATOR_NAMESPACE.to_string()),
+            identity: identity.into(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(bedside_operator::run::run(client, settings, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            stop: Some(stop),
+            task: Some(task),
+            http_addr,
+        })
+    }
+
+    /// Stops it as SIGTERM would, and returns what `run` returned.
+    pub async fn stop(mut self) -> Result<(), String> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(result)) => result.map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the operator did not stop within 30s".into()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Kills it without a goodbye, as a crash would (the Lease is not released).
+    pub fn kill(mut self) {
+        self.stop.take();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// GET a path on the operator's HTTP server: (status code, body).
+    pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.http_addr).await.ok()?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let code = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((code, body))
+    }
+}
+
+impl Drop for RunningOperator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

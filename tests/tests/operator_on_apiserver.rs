@@ -1,0 +1,651 @@
+//! bedside-operator against a real API server (v1.20.2 on loopback, or the cluster
+//! `BEDSIDE_TEST_KUBECONFIG` names), running as its own ServiceAccount with its own ClusterRole.
+//! Every scenario asserts on live objects.
+//!
+//! There is no kubelet: pods never become ready by themselves, so where a scenario needs ready
+//! media nodes it writes the Deployment's status itself and says so.
+
+use std::time::Duration;
+
+use bedside_crds::HealthcareTenant;
+use bedside_tests::examples::{documents, examples_dir};
+use bedside_tests::operator::{RunningOperator, ensure_namespace, eventually, install_crd};
+use bedside_tests::{ClusterOptions, TestCluster};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
+use serde_json::{Value, json};
+
+const NS: &str = "tenant-lakeside";
+const TENANT: &str = "lakeside-behavioral";
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn cluster(options: ClusterOptions) -> TestCluster {
+    let cluster = TestCluster::start(options)
+        .await
+        .unwrap_or_else(|e| panic!("start the test cluster: {e}"));
+    install_crd(&cluster).await.expect("install the CRD");
+    ensure_namespace(&cluster, NS).await.expect("namespace");
+    cluster
+}
+
+/// The example tenant (secret-based TLS) and its TLS Secret, made now with a throwaway key.
+async fn create_tenant(cluster: &TestCluster, edit: impl FnOnce(&mut Value)) {
+    let cert = rcgen::generate_simple_self_signed(vec!["telehealth.lakeside.example".into()])
+        .expect("cert");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "lakeside-meet-tls", "namespace": NS},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": cert.cert.pem(), "tls.key": cert.signing_key.serialize_pem()},
+    }))
+    .expect("secret");
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(), NS);
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) | Err(kube::Error::Api(_)) => {}
+        Err(e) => panic!("create the TLS secret: {e}"),
+    }
+    let mut doc = documents(&examples_dir().join("lakeside-behavioral.yaml")).remove(0);
+    edit(&mut doc);
+    let tenant: HealthcareTenant = serde_json::from_value(doc).expect("tenant");
+    tenants(cluster)
+        .create(&PostParams::default(), &tenant)
+        .await
+        .expect("create the tenant");
+}
+
+fn tenants(cluster: &TestCluster) -> Api<HealthcareTenant> {
+    Api::namespaced(cluster.client(), NS)
+}
+
+async fn get<K>(cluster: &TestCluster, name: &str) -> Option<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(cluster.client(), NS)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn config_text(cm: &ConfigMap) -> String {
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get("config.yaml"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn config_hash(deployment: &Deployment) -> String {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get("bedside.health/config-hash"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn replicas(deployment: &Deployment) -> Option<i32> {
+    deployment.spec.as_ref().and_then(|s| s.replicas)
+}
+
+async fn condition(cluster: &TestCluster, type_: &str) -> Option<(String, String, String)> {
+    let tenant = tenants(cluster).get(TENANT).await.ok()?;
+    let c = tenant
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status, c.reason, c.message))
+}
+
+async fn event_reasons(cluster: &TestCluster) -> Vec<String> {
+    let resource = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "events.k8s.io",
+        "v1",
+        "Event",
+    ));
+    let events: Api<DynamicObject> = Api::namespaced_with(cluster.client(), NS, &resource);
+    events
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter_map(|e| e.data["reason"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
+    let cluster = cluster(ClusterOptions::default()).await;
+    let _operator = RunningOperator::start(&cluster, "op-1", false)
+        .await
+        .expect("operator");
+    create_tenant(&cluster, |_| {}).await;
+
+    let cm: ConfigMap = eventually("the config ConfigMap", WAIT, || {
+        get(&cluster, "lakeside-behavioral-media-config")
+    })
+    .await;
+    let config = bedside_crds::MediaNodeConfig::from_yaml(&config_text(&cm))
+        .expect("the node accepts the rendered config");
+    assert_eq!(
+        config.meetings.recording,
+        bedside_crds::node_config::Switch::Disabled
+    );
+    assert_eq!(
+        config.meetings.waiting_room,
+        bedside_crds::node_config::Switch::Enabled
+    );
+    assert_eq!(
+        config.meetings.media_encryption,
+        bedside_crds::node_config::MediaEncryptionMode::EndToEnd
+    );
+    let owner = &cm.metadata.owner_references.clone().expect("owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("HealthcareTenant", TENANT)
+    );
+
+    let deployment: Deployment = eventually("the media Deployment", WAIT, || {
+        get(&cluster, "lakeside-behavioral-media")
+    })
+    .await;
+    assert_eq!(replicas(&deployment), Some(1));
+    let pod = deployment
+        .spec
+        .clone()
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod");
+    assert_eq!(
+        pod.security_context.expect("psc").run_as_non_root,
+        Some(true)
+    );
+    assert_eq!(
+        pod.containers[0]
+            .security_context
+            .clone()
+            .expect("sc")
+            .read_only_root_filesystem,
+        Some(true)
+    );
+    for name in [
+        "lakeside-behavioral-signaling",
+        "lakeside-behavioral-media-udp",
+        "lakeside-behavioral-metrics",
+    ] {
+        eventually(name, WAIT, || get::<Service>(&cluster, name)).await;
+    }
+    let service: Service = get(&cluster, "lakeside-behavioral-media-udp")
+        .await
+        .expect("service");
+    assert_eq!(
+        service.spec.expect("spec").type_.as_deref(),
+        Some("NodePort")
+    );
+    eventually("the NetworkPolicy", WAIT, || {
+        get::<NetworkPolicy>(&cluster, "lakeside-behavioral-media")
+    })
+    .await;
+    let pdb_version = if cluster.minor_version().await.expect("version") >= 21 {
+        "v1"
+    } else {
+        "v1beta1"
+    };
+    let pdbs: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client(),
+        NS,
+        &ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "policy",
+            pdb_version,
+            "PodDisruptionBudget",
+        )),
+    );
+    eventually("the PodDisruptionBudget", WAIT, || async {
+        pdbs.get_opt("lakeside-behavioral-media")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+
+    let keys: Secret = eventually("the key Secret", WAIT, || {
+        get(&cluster, "lakeside-behavioral-keys")
+    })
+    .await;
+    let key_data = keys.data.clone().expect("data");
+    assert_eq!(key_data["join-token.key"].0.len(), 32);
+    assert_eq!(key_data["audit-hmac.key"].0.len(), 32);
+
+    let (status, reason, _) =
+        eventually("BAAActive", WAIT, || condition(&cluster, "BAAActive")).await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "AgreementInForce")
+    );
+    let (status, reason, _) = eventually("CertificateReady", WAIT, || {
+        condition(&cluster, "CertificateReady")
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "TenantSecretFound")
+    );
+    let (status, reason, _) = condition(&cluster, "Ready").await.expect("Ready");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "MediaNodesStarting")
+    );
+    let tenant = tenants(&cluster).get(TENANT).await.expect("tenant");
+    let tenant_status = tenant.status.expect("status");
+    assert_eq!(
+        tenant_status.observed_generation,
+        tenant.metadata.generation
+    );
+    assert_eq!(
+        tenant_status.endpoint.as_deref(),
+        Some("wss://telehealth.lakeside.example")
+    );
+    eventually("a BAA Event", WAIT, || async {
+        event_reasons(&cluster)
+            .await
+            .iter()
+            .any(|r| r == "AgreementInForce")
+            .then_some(())
+    })
+    .await;
+
+    // No kubelet runs here: the test marks a media node ready the way a kubelet would.
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), NS);
+    deployments
+        .patch_status(
+            "lakeside-behavioral-media",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}),
+            ),
+        )
+        .await
+        .expect("write Deployment status");
+    eventually("Ready=True", WAIT, || async {
+        let (status, _, _) = condition(&cluster, "Ready").await?;
+        (status == "True").then_some(())
+    })
+    .await;
+
+    // A config change rolls the pods; a replica change does not; the keys never change.
+    let hash = config_hash(&deployment);
+    tenants(&cluster)
+        .patch(
+            TENANT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mediaNodes": {"replicas": 3}}})),
+        )
+        .await
+        .expect("scale");
+    let scaled: Deployment = eventually("3 replicas", WAIT, || async {
+        get::<Deployment>(&cluster, "lakeside-behavioral-media")
+            .await
+            .filter(|d| replicas(d) == Some(3))
+    })
+    .await;
+    assert_eq!(config_hash(&scaled), hash, "scaling must not roll the pods");
+    tenants(&cluster)
+        .patch(
+            TENANT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"meetings": {"idleTimeout": "5m"}}})),
+        )
+        .await
+        .expect("shorter logoff");
+    let cm: ConfigMap = eventually("the 5m idle timeout in the config", WAIT, || async {
+        get::<ConfigMap>(&cluster, "lakeside-behavioral-media-config")
+            .await
+            .filter(|c| config_text(c).contains("idleTimeout: 300s"))
+    })
+    .await;
+    let rolled: Deployment = eventually("a new config hash", WAIT, || async {
+        get::<Deployment>(&cluster, "lakeside-behavioral-media")
+            .await
+            .filter(|d| config_hash(d) != hash)
+    })
+    .await;
+    assert_eq!(config_hash(&rolled).len(), 32);
+    assert!(config_text(&cm).contains("recording: Disabled"));
+    let keys_after: Secret = get(&cluster, "lakeside-behavioral-keys")
+        .await
+        .expect("keys");
+    assert_eq!(
+        keys_after.data, keys.data,
+        "keys are never regenerated by a reconcile"
+    );
+}
+
+#[tokio::test]
+async fn edits_that_weaken_a_lock_are_reverted_and_reported() {
+    let cluster = cluster(ClusterOptions::default()).await;
+    let operator = RunningOperator::start(&cluster, "op-1", false)
+        .await
+        .expect("operator");
+    create_tenant(&cluster, |_| {}).await;
+    eventually("SettingsLocked", WAIT, || {
+        condition(&cluster, "SettingsLocked")
+    })
+    .await;
+
+    // Someone edits the ConfigMap to turn recording on.
+    let configmaps: Api<ConfigMap> = Api::namespaced(cluster.client(), NS);
+    let cm = configmaps
+        .get("lakeside-behavioral-media-config")
+        .await
+        .expect("cm");
+    let unlocked = config_text(&cm).replace("recording: Disabled", "recording: Enabled");
+    configmaps
+        .patch(
+            "lakeside-behavioral-media-config",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"config.yaml": unlocked}})),
+        )
+        .await
+        .expect("edit");
+    eventually("recording back to Disabled", WAIT, || async {
+        get::<ConfigMap>(&cluster, "lakeside-behavioral-media-config")
+            .await
+            .filter(|c| config_text(c).contains("recording: Disabled"))
+    })
+    .await;
+    let (_, reason, message) = eventually("SettingsLocked=DriftReverted", WAIT, || async {
+        condition(&cluster, "SettingsLocked")
+            .await
+            .filter(|(_, r, _)| r == "DriftReverted")
+    })
+    .await;
+    assert_eq!(reason, "DriftReverted");
+    assert!(message.contains("meetings.recording"), "{message}");
+    eventually("a LockedSettingReverted Warning Event", WAIT, || async {
+        event_reasons(&cluster)
+            .await
+            .iter()
+            .any(|r| r == "LockedSettingReverted")
+            .then_some(())
+    })
+    .await;
+    let (_, metrics) = operator.http_get("/metrics").await.expect("/metrics");
+    assert!(
+        metrics.contains(
+            "bedside_operator_drift_reverted_total{kind=\"ConfigMap\",weakened_lock=\"true\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // A deleted Service comes back.
+    let services: Api<Service> = Api::namespaced(cluster.client(), NS);
+    services
+        .delete("lakeside-behavioral-signaling", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the signaling Service recreated", WAIT, || {
+        get::<Service>(&cluster, "lakeside-behavioral-signaling")
+    })
+    .await;
+
+    // A conflicting field manager forces a writable root filesystem; the operator takes it back.
+    let intruder = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "lakeside-behavioral-media", "namespace": NS},
+        "spec": {"template": {"spec": {"containers": [{"name": "media-node", "securityContext": {"readOnlyRootFilesystem": false}}]}}},
+    });
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), NS);
+    deployments
+        .patch(
+            "lakeside-behavioral-media",
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(&intruder),
+        )
+        .await
+        .expect("intruder applies");
+    eventually("the read-only root filesystem taken back", WAIT, || async {
+        let d = get::<Deployment>(&cluster, "lakeside-behavioral-media").await?;
+        let sc = d.spec?.template.spec?.containers[0]
+            .security_context
+            .clone()?;
+        (sc.read_only_root_filesystem == Some(true)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_expired_agreement_stops_media_and_an_invalid_spec_changes_nothing() {
+    let cluster = cluster(ClusterOptions::default()).await;
+    let operator = RunningOperator::start(&cluster, "op-1", false)
+        .await
+        .expect("operator");
+    create_tenant(&cluster, |doc| {
+        doc["spec"]["baa"]["signedOn"] = "2020-01-01".into();
+        doc["spec"]["baa"]["expiresOn"] = "2021-01-01".into();
+    })
+    .await;
+    let deployment: Deployment = eventually("the media Deployment", WAIT, || {
+        get(&cluster, "lakeside-behavioral-media")
+    })
+    .await;
+    assert_eq!(
+        replicas(&deployment),
+        Some(0),
+        "no media without a BAA in force"
+    );
+    let (status, reason, message) =
+        eventually("BAAActive", WAIT, || condition(&cluster, "BAAActive")).await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "AgreementExpired")
+    );
+    assert!(message.contains("2021-01-01"), "{message}");
+    let (_, metrics) = operator.http_get("/metrics").await.expect("/metrics");
+    assert!(
+        metrics.contains("bedside_operator_baa_expiry_timestamp_seconds{namespace=\"tenant-lakeside\",tenant=\"lakeside-behavioral\"} 1609545600"),
+        "{metrics}"
+    );
+
+    // A renewal brings media back.
+    tenants(&cluster)
+        .patch(
+            TENANT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"baa": {"reference": "LBH/BAA/2026-001", "signedOn": "2026-01-01", "expiresOn": null}}})),
+        )
+        .await
+        .expect("renew");
+    eventually("1 replica after renewal", WAIT, || async {
+        get::<Deployment>(&cluster, "lakeside-behavioral-media")
+            .await
+            .filter(|d| replicas(d) == Some(1))
+    })
+    .await;
+
+    // 1.20 cannot run the CEL rule that refuses two TLS sources; the operator can.
+    tenants(&cluster)
+        .patch(
+            TENANT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tls": {"issuerRef": {"name": "hospital-ca"}}, "mediaNodes": {"replicas": 4}}})),
+        )
+        .await
+        .expect("accepted by a server without CEL");
+    let (status, _, message) = eventually("InvalidSpec", WAIT, || async {
+        condition(&cluster, "SettingsLocked")
+            .await
+            .filter(|(_, r, _)| r == "InvalidSpec")
+    })
+    .await;
+    assert_eq!(status, "False");
+    assert!(message.contains("exactly one of issuerRef"), "{message}");
+    let unchanged: Deployment = get(&cluster, "lakeside-behavioral-media")
+        .await
+        .expect("deployment");
+    assert_eq!(
+        replicas(&unchanged),
+        Some(1),
+        "an invalid spec changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_runs_the_finalizer_and_garbage_collects_its_children() {
+    let cluster = cluster(ClusterOptions {
+        controller_manager: true,
+    })
+    .await;
+    let _operator = RunningOperator::start(&cluster, "op-1", false)
+        .await
+        .expect("operator");
+    create_tenant(&cluster, |_| {}).await;
+    eventually("the config ConfigMap", WAIT, || {
+        get::<ConfigMap>(&cluster, "lakeside-behavioral-media-config")
+    })
+    .await;
+    let tenant = tenants(&cluster).get(TENANT).await.expect("tenant");
+    assert!(
+        tenant
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"bedside.health/deprovision".to_string())
+    );
+
+    tenants(&cluster)
+        .delete(TENANT, &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the tenant gone", WAIT, || async {
+        tenants(&cluster)
+            .get_opt(TENANT)
+            .await
+            .ok()
+            .and_then(|t| t.is_none().then_some(()))
+    })
+    .await;
+    eventually("a Deprovisioned Event", WAIT, || async {
+        event_reasons(&cluster)
+            .await
+            .iter()
+            .any(|r| r == "Deprovisioned")
+            .then_some(())
+    })
+    .await;
+    eventually(
+        "children garbage-collected",
+        Duration::from_secs(60),
+        || async {
+            let cm = get::<ConfigMap>(&cluster, "lakeside-behavioral-media-config").await;
+            let keys = get::<Secret>(&cluster, "lakeside-behavioral-keys").await;
+            (cm.is_none() && keys.is_none()).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_operator_converges_and_only_the_leader_reconciles() {
+    let cluster = cluster(ClusterOptions::default()).await;
+    // A crash right after the tenant appears, and a child deleted while no operator runs.
+    let first = RunningOperator::start(&cluster, "op-a", true)
+        .await
+        .expect("operator a");
+    create_tenant(&cluster, |_| {}).await;
+    eventually("the signaling Service", WAIT, || {
+        get::<Service>(&cluster, "lakeside-behavioral-signaling")
+    })
+    .await;
+    first.kill();
+    let services: Api<Service> = Api::namespaced(cluster.client(), NS);
+    services
+        .delete("lakeside-behavioral-signaling", &DeleteParams::default())
+        .await
+        .expect("delete");
+
+    // Two new replicas; the crashed one's lease must expire before either leads.
+    let b = RunningOperator::start(&cluster, "op-b", true)
+        .await
+        .expect("operator b");
+    let c = RunningOperator::start(&cluster, "op-c", true)
+        .await
+        .expect("operator c");
+    eventually(
+        "the Service recreated after the restart",
+        Duration::from_secs(60),
+        || get::<Service>(&cluster, "lakeside-behavioral-signaling"),
+    )
+    .await;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), "bedside-system");
+    let holder = eventually("a lease holder", WAIT, || async {
+        leases
+            .get_opt("bedside-operator-leader")
+            .await
+            .ok()
+            .flatten()?
+            .spec?
+            .holder_identity
+    })
+    .await;
+    let b_ready = b.http_get("/readyz").await.map(|(code, _)| code);
+    let c_ready = c.http_get("/readyz").await.map(|(code, _)| code);
+    let (leader, standby, standby_name) = match holder.as_str() {
+        "op-b" => (b, c, "op-c"),
+        "op-c" => (c, b, "op-b"),
+        other => panic!("unexpected lease holder {other}"),
+    };
+    let codes = if holder == "op-b" {
+        (b_ready, c_ready)
+    } else {
+        (c_ready, b_ready)
+    };
+    assert_eq!(
+        codes,
+        (Some(200), Some(503)),
+        "only the leader reports ready"
+    );
+
+    // The leader steps down gracefully; the standby takes over and reconciles.
+    leader.stop().await.expect("graceful stop");
+    eventually("the standby leads", Duration::from_secs(60), || async {
+        let holder = leases
+            .get_opt("bedside-operator-leader")
+            .await
+            .ok()
+            .flatten()?
+            .spec?
+            .holder_identity?;
+        (holder == standby_name).then_some(())
+    })
+    .await;
+    tenants(&cluster)
+        .patch(
+            TENANT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mediaNodes": {"replicas": 2}}})),
+        )
+        .await
+        .expect("scale");
+    eventually("the new leader applies the change", WAIT, || async {
+        get::<Deployment>(&cluster, "lakeside-behavioral-media")
+            .await
+            .filter(|d| replicas(d) == Some(2))
+    })
+    .await;
+    standby.stop().await.expect("graceful stop");
+}
