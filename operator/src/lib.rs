@@ -8,3 +8,4 @@ pub mod names;
 pub mod rbac;
 pub mod reconcile;
 pub mod run;
+pub mod thirdparty;

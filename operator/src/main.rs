@@ -48,6 +48,9 @@ struct RunArgs {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Tenants reconciled at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u16,
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -80,6 +83,7 @@ fn run(args: RunArgs) -> ExitCode {
             http_addr: Some(args.http_addr),
             lease_namespace: (!args.no_leader_election).then_some(args.lease_namespace),
             identity,
+            concurrency: args.concurrency,
         };
         let shutdown = async {
             let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -13,6 +13,8 @@ pub const FINALIZER: &str = "bedside.health/deprovision";
 /// and nothing else (an operator upgrade that renders the same config) does.
 pub const CONFIG_HASH_ANNOTATION: &str = "bedside.health/config-hash";
 pub const TENANT_LABEL: &str = "bedside.health/tenant";
+/// Which of a tenant's Services this is: signaling, media or metrics.
+pub const SERVICE_ROLE_LABEL: &str = "bedside.health/service";
 pub const CONFIG_FILE: &str = "config.yaml";
 
 /// Ports inside the media-node container.

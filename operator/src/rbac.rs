@@ -25,6 +25,8 @@ pub fn cluster_role() -> ClusterRole {
             rule(&["apps"], &["deployments"], &owned),
             rule(&["networking.k8s.io"], &["networkpolicies"], &owned),
             rule(&["policy"], &["poddisruptionbudgets"], &owned),
+            rule(&["cert-manager.io"], &["certificates"], &owned),
+            rule(&["monitoring.coreos.com"], &["servicemonitors"], &owned),
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
             rule(&["coordination.k8s.io"], &["leases"], &["get", "create", "update", "patch"]),
         ],

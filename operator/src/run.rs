@@ -14,6 +14,7 @@ use kube::{Api, Client};
 
 use crate::names::FIELD_MANAGER;
 use crate::reconcile::{self, Context, Error};
+use crate::thirdparty::certmanager::Certificate;
 
 /// How the operator runs.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct Settings {
     pub lease_namespace: Option<String>,
     /// This replica's name in the Lease (the Pod name).
     pub identity: String,
+    /// Tenants reconciled at once; more only queue up behind the API server's in-flight limit.
+    pub concurrency: u16,
 }
 
 pub const LEASE_NAME: &str = "bedside-operator-leader";
@@ -44,7 +47,7 @@ pub async fn run(
 
     let Some(lease_namespace) = settings.lease_namespace.clone() else {
         leading.store(true, Ordering::SeqCst);
-        controller(ctx, shutdown).await;
+        controller(ctx, settings.concurrency, shutdown).await;
         return Ok(());
     };
 
@@ -78,7 +81,7 @@ pub async fn run(
                 }
             }
         };
-        controller(ctx.clone(), stop).await;
+        controller(ctx.clone(), settings.concurrency, stop).await;
         leading.store(false, Ordering::SeqCst);
         tracing::info!(identity = %settings.identity, "no longer leading");
         if futures::FutureExt::now_or_never(shutdown.clone()).is_some() {
@@ -108,28 +111,34 @@ async fn check_crd_installed(client: &Client) -> Result<(), Error> {
 /// operator caches only its own objects).
 pub async fn controller(
     ctx: Arc<Context>,
+    concurrency: u16,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
-    Controller::new(
+    let mut controller = Controller::new(
         Api::<HealthcareTenant>::all(client.clone()),
         watcher::Config::default(),
     )
     .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
     .owns(Api::<Deployment>::all(client.clone()), owned.clone())
     .owns(Api::<Service>::all(client.clone()), owned.clone())
-    .owns(Api::<NetworkPolicy>::all(client.clone()), owned)
-    .graceful_shutdown_on(stop)
-    .run(reconcile::reconcile, reconcile::error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(tenant = %object.name, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "controller event"),
-        }
-    })
-    .await;
+    .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone());
+    if ctx.cert_manager {
+        controller = controller.owns(Api::<Certificate>::all(client.clone()), owned);
+    }
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(stop)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(tenant = %object.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "controller event"),
+            }
+        })
+        .await;
 }
 
 async fn serve_http(

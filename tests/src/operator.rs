@@ -81,6 +81,69 @@ pub async fn install_crd(cluster: &TestCluster) -> Result<(), HarnessError> {
     ))
 }
 
+/// Installs the real cert-manager and prometheus-operator CRDs from `BEDSIDE_THIRDPARTY_CRDS`
+/// (never committed here), minus the constructs a v1.20 server refuses: every
+/// `x-kubernetes-validations` and `selectableFields`, and every `default` that is null or "".
+/// Returns false, saying why, when the folder is not given.
+pub async fn install_thirdparty_crds(cluster: &TestCluster) -> Result<bool, HarnessError> {
+    let Some(dir) = std::env::var_os("BEDSIDE_THIRDPARTY_CRDS") else {
+        eprintln!(
+            "SKIPPED: BEDSIDE_THIRDPARTY_CRDS is not set, so the cert-manager and prometheus-operator CRDs \
+             cannot be installed (.ci/run points it at the machine's copies)"
+        );
+        return Ok(false);
+    };
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    let mut names = Vec::new();
+    for file in [
+        "cert-manager.io_certificates.yaml",
+        "monitoring.coreos.com_servicemonitors.yaml",
+    ] {
+        let path = std::path::Path::new(&dir).join(file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| setup(format!("{}: {e}", path.display())))?;
+        let mut value: Value = serde_yaml::from_str(&text).map_err(setup)?;
+        strip_for_v1_20(&mut value);
+        let crd: CustomResourceDefinition = serde_json::from_value(value).map_err(setup)?;
+        names.push(crd.metadata.name.clone().unwrap_or_default());
+        create_or_keep(&crds, &crd).await?;
+    }
+    for name in names {
+        eventually(
+            &format!("CRD {name} established"),
+            Duration::from_secs(20),
+            || async {
+                let crd = crds.get(&name).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    Ok(true)
+}
+
+fn strip_for_v1_20(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("x-kubernetes-validations");
+            map.remove("selectableFields");
+            if map
+                .get("default")
+                .is_some_and(|d| d.is_null() || d.as_str() == Some(""))
+            {
+                map.remove("default");
+            }
+            map.values_mut().for_each(strip_for_v1_20);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_for_v1_20),
+        _ => {}
+    }
+}
+
 pub async fn ensure_namespace(cluster: &TestCluster, name: &str) -> Result<(), HarnessError> {
     let namespaces: Api<Namespace> = Api::all(cluster.client());
     let ns: Namespace =
@@ -90,6 +153,13 @@ pub async fn ensure_namespace(cluster: &TestCluster, name: &str) -> Result<(), H
 
 /// A client that acts as the operator's ServiceAccount, bound to `rbac::cluster_role()`.
 pub async fn operator_client(cluster: &TestCluster) -> Result<Client, HarnessError> {
+    cluster
+        .client_with_token(&operator_token(cluster).await?)
+        .await
+}
+
+/// A token for the operator's ServiceAccount (created and bound to its ClusterRole first).
+pub async fn operator_token(cluster: &TestCluster) -> Result<String, HarnessError> {
     let admin = cluster.client();
     ensure_namespace(cluster, OPERATOR_NAMESPACE).await?;
     let sa: ServiceAccount = serde_json::from_value(json!({
@@ -125,10 +195,10 @@ pub async fn operator_client(cluster: &TestCluster) -> Result<Client, HarnessErr
         .create_subresource("token", SERVICE_ACCOUNT, &PostParams::default(), &request)
         .await
         .map_err(setup)?;
-    let token = response["status"]["token"]
+    response["status"]["token"]
         .as_str()
-        .ok_or_else(|| setup("TokenRequest returned no token"))?;
-    cluster.client_with_token(token).await
+        .map(str::to_string)
+        .ok_or_else(|| setup("TokenRequest returned no token"))
 }
 
 /// An operator running in this test process.
@@ -163,6 +233,7 @@ impl RunningOperator {
             http_addr: Some(http_addr),
             lease_namespace: leader_election.then(|| OPERATOR_NAMESPACE.to_string()),
             identity: identity.into(),
+            concurrency: 16,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(bedside_operator::run::run(client, settings, async move {

@@ -12,10 +12,8 @@ use bedside_tests::examples::{
     documents, examples_dir, invalid_tenant_files, is_update, rejected_by_schema_at,
     valid_tenant_files,
 };
+use bedside_tests::operator::{ensure_namespace, install_crd};
 use bedside_tests::{ClusterOptions, TestCluster};
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -26,44 +24,8 @@ async fn cluster_with_crd() -> TestCluster {
     let cluster = TestCluster::start(ClusterOptions::default())
         .await
         .unwrap_or_else(|e| panic!("start the test cluster: {e}"));
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
-    let crd = HealthcareTenant::crd();
-    let name = crd.metadata.name.clone().expect("CRD name");
-    // A plain create, not server-side apply: 1.20 refuses to apply a schema with fields it
-    // does not know (x-kubernetes-validations) but accepts and drops them on create.
-    match crds.create(&PostParams::default(), &crd).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(e) => panic!("install the CRD: {e}"),
-    }
-    for _ in 0..100 {
-        let established = crds
-            .get(&name)
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .is_some_and(|s| {
-                s.conditions
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-        if established {
-            return cluster;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the CRD was not Established within 10s");
-}
-
-async fn ensure_namespace(cluster: &TestCluster, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(cluster.client());
-    let ns = serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
-    match namespaces.create(&PostParams::default(), &ns).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(e) => panic!("create namespace {name}: {e}"),
-    }
+    install_crd(&cluster).await.expect("install the CRD");
+    cluster
 }
 
 fn tenants(cluster: &TestCluster, namespace: &str) -> Api<DynamicObject> {
@@ -73,7 +35,9 @@ fn tenants(cluster: &TestCluster, namespace: &str) -> Api<DynamicObject> {
 
 async fn create(cluster: &TestCluster, doc: &Value) -> Result<DynamicObject, kube::Error> {
     let namespace = doc["metadata"]["namespace"].as_str().unwrap_or("default");
-    ensure_namespace(cluster, namespace).await;
+    ensure_namespace(cluster, namespace)
+        .await
+        .expect("namespace");
     let object: DynamicObject = serde_json::from_value(doc.clone()).expect("an object");
     tenants(cluster, namespace)
         .create(&PostParams::default(), &object)

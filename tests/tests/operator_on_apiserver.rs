@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bedside_crds::HealthcareTenant;
 use bedside_tests::examples::{documents, examples_dir};
-use bedside_tests::operator::{RunningOperator, ensure_namespace, eventually, install_crd};
+use bedside_tests::operator::{
+    RunningOperator, ensure_namespace, eventually, install_crd, install_thirdparty_crds,
+};
 use bedside_tests::{ClusterOptions, TestCluster};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -648,4 +650,105 @@ async fn a_restarted_operator_converges_and_only_the_leader_reconciles() {
     })
     .await;
     standby.stop().await.expect("graceful stop");
+}
+
+#[tokio::test]
+async fn an_issuer_gets_a_cert_manager_certificate_and_monitoring_a_service_monitor() {
+    let cluster = cluster(ClusterOptions::default()).await;
+    if !install_thirdparty_crds(&cluster)
+        .await
+        .expect("third-party CRDs")
+    {
+        return;
+    }
+    let _operator = RunningOperator::start(&cluster, "op-1", false)
+        .await
+        .expect("operator");
+    ensure_namespace(&cluster, "tenant-mercy")
+        .await
+        .expect("namespace");
+    let mercy: HealthcareTenant =
+        serde_json::from_value(documents(&examples_dir().join("mercy-clinic.yaml")).remove(0))
+            .expect("tenant");
+    Api::<HealthcareTenant>::namespaced(cluster.client(), "tenant-mercy")
+        .create(&PostParams::default(), &mercy)
+        .await
+        .expect("create");
+
+    let gvk = |group: &str, kind: &str| {
+        ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, "v1", kind))
+    };
+    let certificates: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client(),
+        "tenant-mercy",
+        &gvk("cert-manager.io", "Certificate"),
+    );
+    let certificate = eventually("the Certificate", WAIT, || async {
+        certificates
+            .get_opt("mercy-clinic-tls")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(
+        certificate.data["spec"]["dnsNames"],
+        json!(["meet.mercy.example"])
+    );
+    assert_eq!(
+        certificate.data["spec"]["issuerRef"]["kind"],
+        "ClusterIssuer"
+    );
+    assert_eq!(certificate.data["spec"]["secretName"], "mercy-clinic-tls");
+    let tenants: Api<HealthcareTenant> = Api::namespaced(cluster.client(), "tenant-mercy");
+    let certificate_ready = || async {
+        let c = tenants
+            .get("mercy-clinic")
+            .await
+            .ok()?
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "CertificateReady")?;
+        Some((c.status, c.reason))
+    };
+    let (status, reason) = eventually("CertificateReady", WAIT, certificate_ready).await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "CertificateNotReady")
+    );
+
+    // No cert-manager controller runs here: the test reports the issuance as cert-manager would.
+    certificates
+        .patch_status(
+            "mercy-clinic-tls",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [{
+                "type": "Ready", "status": "True", "reason": "Ready",
+                "message": "Certificate is up to date and has not expired",
+                "lastTransitionTime": "2026-11-23T10:00:00Z", "observedGeneration": 1,
+            }]}})),
+        )
+        .await
+        .expect("write Certificate status");
+    eventually("CertificateReady=True", WAIT, || async {
+        let (status, reason) = certificate_ready().await?;
+        (status == "True" && reason == "CertificateIssued").then_some(())
+    })
+    .await;
+
+    let monitors: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client(),
+        "tenant-mercy",
+        &gvk("monitoring.coreos.com", "ServiceMonitor"),
+    );
+    let monitor = eventually("the ServiceMonitor", WAIT, || async {
+        monitors
+            .get_opt("mercy-clinic-metrics")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(monitor.data["spec"]["endpoints"][0]["port"], "metrics");
 }

@@ -4,7 +4,7 @@
 pub mod config;
 mod objects;
 
-pub use objects::{keys_secret, pod_disruption_budget};
+pub use objects::{certificate, keys_secret, pod_disruption_budget, service_monitor};
 
 use std::net::SocketAddr;
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use bedside_crds::HealthcareTenant;
-use bedside_crds::tenant::{AuditDestination, MediaServiceType};
+use bedside_crds::tenant::{AuditDestination, IssuerKind, MediaServiceType};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::{ApiResource, DynamicObject};
@@ -18,9 +18,10 @@ use super::config::{
 };
 use super::{BuildError, BuildInputs, Desired};
 use crate::names::{
-    CONFIG_FILE, CONFIG_HASH_ANNOTATION, ChildNames, MEDIA_PORT, METRICS_PORT, SIGNALING_PORT,
-    default_image, labels, selector_labels,
+    CONFIG_FILE, CONFIG_HASH_ANNOTATION, ChildNames, MEDIA_PORT, METRICS_PORT, SERVICE_ROLE_LABEL,
+    SIGNALING_PORT, default_image, labels, selector_labels,
 };
+use crate::thirdparty::certmanager::Certificate;
 
 fn typed<T: DeserializeOwned>(kind: &'static str, value: Value) -> Result<T, BuildError> {
     serde_json::from_value(value).map_err(|source| BuildError::Invalid { kind, source })
@@ -183,11 +184,14 @@ fn services(
         MediaServiceType::NodePort => "NodePort",
     };
     let service = |name: &str, type_: &str, port: Value| -> Result<_, BuildError> {
+        let mut meta = metadata(tenant, name)?;
+        // A ServiceMonitor selects the metrics Service by this label.
+        meta["labels"][SERVICE_ROLE_LABEL] = port["name"].clone();
         typed(
             "Service",
             json!({
                 "apiVersion": "v1", "kind": "Service",
-                "metadata": metadata(tenant, name)?,
+                "metadata": meta,
                 "spec": {"type": type_, "selector": selector_labels(tenant), "ports": [port]},
             }),
         )
@@ -203,11 +207,18 @@ fn services(
             exposed,
             json!({"name": "media", "port": MEDIA_PORT, "targetPort": "media", "protocol": "UDP"}),
         )?,
-        service(
-            &names.metrics,
-            "ClusterIP",
-            json!({"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}),
-        )?,
+        // Headless: Prometheus scrapes each pod, and no cluster IP is spent on it.
+        {
+            let mut metrics: k8s_openapi::api::core::v1::Service = service(
+                &names.metrics,
+                "ClusterIP",
+                json!({"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}),
+            )?;
+            if let Some(spec) = metrics.spec.as_mut() {
+                spec.cluster_ip = Some("None".into());
+            }
+            metrics
+        },
     ])
 }
 
@@ -295,6 +306,54 @@ pub fn keys_secret(
         (AUDIT_HMAC_KEY.to_string(), ByteString(audit_hmac_key)),
     ]));
     Ok(secret)
+}
+
+/// A cert-manager Certificate for the signaling endpoint, when the tenant names an issuer.
+pub fn certificate(tenant: &HealthcareTenant) -> Result<Option<Certificate>, BuildError> {
+    let Some(issuer) = &tenant.spec.tls.issuer_ref else {
+        return Ok(None);
+    };
+    let names = ChildNames::of(tenant);
+    let kind = match issuer.kind {
+        IssuerKind::Issuer => "Issuer",
+        IssuerKind::ClusterIssuer => "ClusterIssuer",
+    };
+    typed(
+        "Certificate",
+        json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+            "metadata": metadata(tenant, &names.certificate_secret)?,
+            "spec": {
+                "secretName": names.certificate_secret,
+                "dnsNames": tenant.spec.tls.dns_names,
+                "issuerRef": {"name": issuer.name, "kind": kind, "group": "cert-manager.io"},
+                // ECDSA P-256 keys, a fresh one at every renewal.
+                "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+                "usages": ["server auth", "digital signature", "key encipherment"],
+            },
+        }),
+    )
+    .map(Some)
+}
+
+/// A prometheus-operator ServiceMonitor for the media nodes' metrics Service.
+pub fn service_monitor(
+    tenant: &HealthcareTenant,
+    resource: &ApiResource,
+) -> Result<DynamicObject, BuildError> {
+    let mut selector = selector_labels(tenant);
+    selector.insert(SERVICE_ROLE_LABEL.into(), "metrics".into());
+    typed(
+        "ServiceMonitor",
+        json!({
+            "apiVersion": resource.api_version, "kind": "ServiceMonitor",
+            "metadata": metadata(tenant, &ChildNames::of(tenant).metrics)?,
+            "spec": {
+                "selector": {"matchLabels": selector},
+                "endpoints": [{"port": "metrics", "interval": "30s", "path": "/metrics"}],
+            },
+        }),
+    )
 }
 
 /// A PodDisruptionBudget in whichever policy version the server serves (`policy/v1` from
@@ -458,6 +517,54 @@ mod tests {
                 .expect("labels")["kubernetes.io/metadata.name"],
             "monitoring"
         );
+    }
+
+    #[test]
+    fn an_issuer_gets_a_certificate_for_every_dns_name_and_a_secret_gets_none() {
+        let certificate = certificate(&tenant("mercy-clinic.yaml"))
+            .expect("build")
+            .expect("issuer-based TLS");
+        assert_eq!(
+            certificate.spec.dns_names,
+            Some(vec!["meet.mercy.example".to_string()])
+        );
+        assert_eq!(
+            certificate.spec.issuer_ref.kind.as_deref(),
+            Some("ClusterIssuer")
+        );
+        assert_eq!(certificate.spec.secret_name, "mercy-clinic-tls");
+        assert!(
+            certificate(&tenant("lakeside-behavioral.yaml"))
+                .expect("build")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_service_monitor_selects_only_the_metrics_service() {
+        let mercy = tenant("mercy-clinic.yaml");
+        let desired = desired(&mercy, inputs()).expect("build");
+        let resource = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "monitoring.coreos.com",
+            "v1",
+            "ServiceMonitor",
+        ));
+        let monitor = service_monitor(&mercy, &resource).expect("build");
+        let selector = &monitor.data["spec"]["selector"]["matchLabels"];
+        let selected: Vec<String> = desired
+            .services
+            .iter()
+            .filter(|s| {
+                let labels = s.metadata.labels.clone().unwrap_or_default();
+                selector
+                    .as_object()
+                    .expect("labels")
+                    .iter()
+                    .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+            })
+            .map(|s| s.metadata.name.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(selected, ["mercy-clinic-metrics"]);
     }
 
     #[test]

@@ -24,9 +24,10 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::baa::{self, BaaState};
-use crate::build::{self, BuildError, BuildInputs, config::AUDIT_HMAC_KEY};
+use crate::build::{self, BuildError, BuildInputs};
 use crate::metrics::Metrics;
 use crate::names::{ChildNames, FIELD_MANAGER, FINALIZER, MEDIA_PORT};
+use crate::thirdparty::certmanager::Certificate;
 use drift::{Drift, Live};
 use status::{CertificateState, Observed};
 
@@ -77,6 +78,10 @@ pub struct Context {
     pub metrics: Metrics,
     /// `policy/v1` where the server has it, `policy/v1beta1` before 1.21.
     pub pdb_resource: ApiResource,
+    /// Whether cert-manager's API is served (discovered at start-up).
+    pub cert_manager: bool,
+    /// prometheus-operator's ServiceMonitor, when its API is served.
+    pub service_monitors: Option<ApiResource>,
 }
 
 impl Debug for Context {
@@ -90,7 +95,20 @@ impl Debug for Context {
 impl Context {
     pub async fn new(client: Client, identity: &str) -> Result<Self, Error> {
         let pdb_resource = discover_pdb(&client).await?;
+        let cert_manager = serves(&client, "cert-manager.io/v1", "certificates").await;
+        let service_monitors = serves(&client, "monitoring.coreos.com/v1", "servicemonitors")
+            .await
+            .then(|| {
+                ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+                    "monitoring.coreos.com",
+                    "v1",
+                    "ServiceMonitor",
+                ))
+            });
+        tracing::info!(pdb = %pdb_resource.api_version, cert_manager, service_monitors = service_monitors.is_some(), "discovered the cluster's APIs");
         Ok(Self {
+            cert_manager,
+            service_monitors,
             recorder: Recorder::new(
                 client.clone(),
                 Reporter {
@@ -104,6 +122,13 @@ impl Context {
             pdb_resource,
         })
     }
+}
+
+async fn serves(client: &Client, group_version: &str, plural: &str) -> bool {
+    client
+        .list_api_group_resources(group_version)
+        .await
+        .is_ok_and(|list| list.resources.iter().any(|r| r.name == plural))
 }
 
 async fn discover_pdb(client: &Client) -> Result<ApiResource, Error> {
@@ -223,7 +248,7 @@ async fn ensure_keys(
     let secret = build::keys_secret(tenant, random(32)?, random(32)?)?;
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(_) => {
-            tracing::info!(tenant = %tenant.name_any(), secret = %name, keys = %AUDIT_HMAC_KEY, "created the tenant's key Secret");
+            tracing::info!(tenant = %tenant.name_any(), secret = %name, "created the tenant's key Secret");
             Ok(())
         }
         // Another reconcile (or a restarted operator) made it first: keep theirs.
@@ -260,7 +285,7 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         baa: baa_state,
         spec_violations: Vec::new(),
         drift_reverted: Vec::new(),
-        certificate: CertificateState::Issuer,
+        certificate: CertificateState::CertManagerMissing,
         ready_media_nodes: 0,
     };
 
@@ -338,6 +363,38 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         )
         .await?;
 
+        if ctx.cert_manager
+            && let Some(certificate) = build::certificate(tenant)?
+        {
+            let certificates: Api<Certificate> = Api::namespaced(client.clone(), &namespace);
+            let applied = server_side_apply(&certificates, &certificate, "Certificate").await?;
+            let ready = applied
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+            observed.certificate = CertificateState::Certificate {
+                name: names.certificate_secret.clone(),
+                ready: ready.is_some_and(|c| c.status == "True"),
+                message: ready
+                    .map(|c| c.message.clone())
+                    .unwrap_or_else(|| "cert-manager has not reported on it yet".into()),
+            };
+        }
+        if let (true, Some(resource)) = (
+            tenant.spec.monitoring.service_monitor,
+            &ctx.service_monitors,
+        ) {
+            let monitors: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &namespace, resource);
+            server_side_apply(
+                &monitors,
+                &build::service_monitor(tenant, resource)?,
+                "ServiceMonitor",
+            )
+            .await?;
+        }
+
         report_drift(tenant, ctx, &drift).await;
         observed.drift_reverted = drift
             .iter()
@@ -346,8 +403,8 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
             .collect();
     }
 
-    observed.certificate = match &tenant.spec.tls.secret_name {
-        Some(name) => {
+    if let Some(name) = &tenant.spec.tls.secret_name {
+        observed.certificate = {
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
             let exists = secrets
                 .get_opt(name)
@@ -358,9 +415,8 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
                 name: name.clone(),
                 exists,
             }
-        }
-        None => CertificateState::Issuer,
-    };
+        };
+    }
     observed.ready_media_nodes = live_deployment
         .as_ref()
         .and_then(|d| d.status.as_ref())

@@ -17,7 +17,9 @@ pub enum Reason {
     InvalidSpec,
     TenantSecretFound,
     TenantSecretMissing,
-    CertManagerNotSupported,
+    CertManagerNotInstalled,
+    CertificateIssued,
+    CertificateNotReady,
     SinksNotYetReported,
     MediaNodesReady,
     MediaNodesStarting,
@@ -36,7 +38,9 @@ impl Reason {
             Reason::InvalidSpec => "InvalidSpec",
             Reason::TenantSecretFound => "TenantSecretFound",
             Reason::TenantSecretMissing => "TenantSecretMissing",
-            Reason::CertManagerNotSupported => "CertManagerNotSupported",
+            Reason::CertManagerNotInstalled => "CertManagerNotInstalled",
+            Reason::CertificateIssued => "CertificateIssued",
+            Reason::CertificateNotReady => "CertificateNotReady",
             Reason::SinksNotYetReported => "SinksNotYetReported",
             Reason::MediaNodesReady => "MediaNodesReady",
             Reason::MediaNodesStarting => "MediaNodesStarting",
@@ -52,8 +56,14 @@ pub enum CertificateState {
         name: String,
         exists: bool,
     },
-    /// `tls.issuerRef`: this release does not create cert-manager Certificates yet.
-    Issuer,
+    /// `tls.issuerRef` on a cluster without cert-manager's API.
+    CertManagerMissing,
+    /// `tls.issuerRef`: the Certificate's own Ready condition.
+    Certificate {
+        name: String,
+        ready: bool,
+        message: String,
+    },
 }
 
 /// What one reconcile saw and did.
@@ -128,7 +138,9 @@ fn verdicts(o: &Observed) -> Vec<Verdict> {
     let certificate = match &o.certificate {
         CertificateState::TenantSecret { name, exists: true } => (Some(true), Reason::TenantSecretFound, format!("serving the certificate in Secret {name}")),
         CertificateState::TenantSecret { name, exists: false } => (Some(false), Reason::TenantSecretMissing, format!("Secret {name} (type kubernetes.io/tls) does not exist in the tenant's namespace; create it or use tls.issuerRef")),
-        CertificateState::Issuer => (Some(false), Reason::CertManagerNotSupported, "this operator release does not create cert-manager Certificates yet; use tls.secretName".into()),
+        CertificateState::CertManagerMissing => (Some(false), Reason::CertManagerNotInstalled, "tls.issuerRef needs cert-manager, whose API (cert-manager.io/v1) this cluster does not serve; install cert-manager and restart the operator, or use tls.secretName".into()),
+        CertificateState::Certificate { name, ready: true, .. } => (Some(true), Reason::CertificateIssued, format!("cert-manager issued Certificate {name}")),
+        CertificateState::Certificate { name, ready: false, message } => (Some(false), Reason::CertificateNotReady, format!("Certificate {name} is not ready yet: {message}")),
     };
     let sinks = (
         None,
