@@ -9,7 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 
 use crate::names::FIELD_MANAGER;
@@ -117,14 +117,22 @@ pub async fn controller(
     let client = ctx.client.clone();
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
-    let mut controller = Controller::new(
+    // Status writes (ours) and other metadata churn do not need a reconcile: only a spec change
+    // (generation), a finalizer change, or the start of a deletion do.
+    let (reader, writer) = reflector::store();
+    let tenants = watcher(
         Api::<HealthcareTenant>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
-    .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-    .owns(Api::<Service>::all(client.clone()), owned.clone())
-    .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone());
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(spec_finalizers_or_deletion, Default::default());
+    let mut controller = Controller::for_stream(tenants, reader)
+        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
+        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+        .owns(Api::<Service>::all(client.clone()), owned.clone())
+        .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone());
     if ctx.cert_manager {
         controller = controller.owns(Api::<Certificate>::all(client.clone()), owned);
     }
@@ -139,6 +147,19 @@ pub async fn controller(
             }
         })
         .await;
+}
+
+fn spec_finalizers_or_deletion(tenant: &HealthcareTenant) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = &tenant.metadata;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 async fn serve_http(

@@ -109,6 +109,22 @@ impl TestCluster {
         Ok(cluster)
     }
 
+    /// Like [`start`](Self::start), but a machine that cannot run a control plane at all (no
+    /// etcd, no kube-apiserver and no way to build one) skips the calling test with a message,
+    /// unless `BEDSIDE_REQUIRE_CLUSTER` is set (as CI sets it) to make that a failure.
+    pub async fn start_or_skip(options: ClusterOptions) -> Option<Self> {
+        match Self::start(options).await {
+            Ok(cluster) => Some(cluster),
+            Err(e @ HarnessError::MissingBinary { .. })
+                if std::env::var_os("BEDSIDE_REQUIRE_CLUSTER").is_none() =>
+            {
+                eprintln!("SKIPPED: no Kubernetes control plane can be started here: {e}");
+                None
+            }
+            Err(e) => panic!("start the test cluster: {e}"),
+        }
+    }
+
     pub fn client(&self) -> Client {
         self.client.clone()
     }

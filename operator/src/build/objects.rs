@@ -521,18 +521,18 @@ mod tests {
 
     #[test]
     fn an_issuer_gets_a_certificate_for_every_dns_name_and_a_secret_gets_none() {
-        let certificate = certificate(&tenant("mercy-clinic.yaml"))
+        let issued = certificate(&tenant("mercy-clinic.yaml"))
             .expect("build")
             .expect("issuer-based TLS");
         assert_eq!(
-            certificate.spec.dns_names,
+            issued.spec.dns_names,
             Some(vec!["meet.mercy.example".to_string()])
         );
         assert_eq!(
-            certificate.spec.issuer_ref.kind.as_deref(),
+            issued.spec.issuer_ref.kind.as_deref(),
             Some("ClusterIssuer")
         );
-        assert_eq!(certificate.spec.secret_name, "mercy-clinic-tls");
+        assert_eq!(issued.spec.secret_name, "mercy-clinic-tls");
         assert!(
             certificate(&tenant("lakeside-behavioral.yaml"))
                 .expect("build")

@@ -278,7 +278,15 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
     let names = ChildNames::of(tenant);
     let now = Timestamp::now();
     let (baa_state, next_change) = baa::state_at(&tenant.spec.baa, now);
-    let previous = tenant.status.clone().unwrap_or_default();
+    // The status as stored now, not as the watch cache last saw it: the reconcile before this
+    // one may have written it a moment ago, and its conditions carry over.
+    let tenants: Api<HealthcareTenant> = Api::namespaced(client.clone(), &namespace);
+    let previous = tenants
+        .get_status(&tenant.name_any())
+        .await
+        .map_err(kube_err("reading the tenant's status"))?
+        .status
+        .unwrap_or_default();
 
     let mut observed = Observed {
         generation: tenant.metadata.generation,
