@@ -73,6 +73,14 @@ pub fn labels(tenant: &HealthcareTenant) -> BTreeMap<String, String> {
     labels
 }
 
+/// Labels for media-node pods: the full set minus the version, so upgrading the operator does
+/// not change the pod template.
+pub fn pod_labels(tenant: &HealthcareTenant) -> BTreeMap<String, String> {
+    let mut labels = labels(tenant);
+    labels.remove("app.kubernetes.io/version");
+    labels
+}
+
 /// The subset that selects a tenant's media-node pods; never changes, as selectors are immutable.
 pub fn selector_labels(tenant: &HealthcareTenant) -> BTreeMap<String, String> {
     BTreeMap::from([

@@ -19,7 +19,7 @@ use super::config::{
 use super::{BuildError, BuildInputs, Desired};
 use crate::names::{
     CONFIG_FILE, CONFIG_HASH_ANNOTATION, ChildNames, MEDIA_PORT, METRICS_PORT, SERVICE_ROLE_LABEL,
-    SIGNALING_PORT, default_image, labels, selector_labels,
+    SIGNALING_PORT, default_image, labels, pod_labels, selector_labels,
 };
 use crate::thirdparty::certmanager::Certificate;
 
@@ -129,7 +129,9 @@ fn deployment(
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "template": {
                     "metadata": {
-                        "labels": labels(tenant),
+                        // No version label here: an operator upgrade must not roll the pods
+                        // (and drop live calls) when the tenant's spec did not change.
+                        "labels": pod_labels(tenant),
                         "annotations": {CONFIG_HASH_ANNOTATION: hash},
                     },
                     "spec": {
@@ -448,6 +450,68 @@ mod tests {
                     .all(|p| p.host_port.is_none())
             );
         }
+    }
+
+    #[test]
+    fn the_pod_template_carries_nothing_that_changes_with_the_operator_version() {
+        let mut mercy = tenant("mercy-clinic.yaml");
+        mercy.spec.media_nodes.image = Some("registry.example/bedside-media-node:pinned".into());
+        let template = desired(&mercy, inputs())
+            .expect("build")
+            .deployment
+            .spec
+            .expect("spec")
+            .template;
+        let text = serde_json::to_string(&template).expect("json");
+        assert!(!text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+        let annotations = template
+            .metadata
+            .expect("meta")
+            .annotations
+            .expect("annotations");
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            ["bedside.health/config-hash"]
+        );
+    }
+
+    #[test]
+    fn rendered_objects_match_the_reviewed_snapshot() {
+        // The whole desired state of the mercy-clinic example, as reviewers read it. Update
+        // with BEDSIDE_UPDATE_SNAPSHOTS=1 and review the diff: a changed config hash rolls every
+        // tenant's pods on upgrade.
+        let desired = desired(&tenant("mercy-clinic.yaml"), inputs()).expect("build");
+        let mut rendered = String::new();
+        let mut push = |value: serde_json::Value| {
+            let mut value = value;
+            if let Some(labels) = value
+                .pointer_mut("/metadata/labels")
+                .and_then(Value::as_object_mut)
+            {
+                labels.remove("app.kubernetes.io/version");
+            }
+            rendered.push_str("---\n");
+            rendered.push_str(&serde_yaml::to_string(&value).expect("yaml"));
+        };
+        push(serde_json::to_value(&desired.config_map).expect("json"));
+        push(serde_json::to_value(&desired.deployment).expect("json"));
+        for service in &desired.services {
+            push(serde_json::to_value(service).expect("json"));
+        }
+        push(serde_json::to_value(&desired.network_policy).expect("json"));
+        let rendered = rendered.replace(&format!(":{}", env!("CARGO_PKG_VERSION")), ":VERSION");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/snapshots/mercy-clinic.yaml");
+        if std::env::var_os("BEDSIDE_UPDATE_SNAPSHOTS").is_some() {
+            std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+            std::fs::write(&path, &rendered).expect("write snapshot");
+        }
+        let snapshot = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            snapshot == rendered,
+            "rendered objects differ from {}; review, then rerun with BEDSIDE_UPDATE_SNAPSHOTS=1",
+            path.display()
+        );
     }
 
     #[test]
