@@ -261,7 +261,7 @@ impl RunningOperator {
         }
     }
 
-    /// Kills it without a goodbye, as a crash would (the Lease is not released).
+    /// Aborts it mid-flight, without the graceful shutdown path.
     pub fn kill(mut self) {
         self.stop.take();
         if let Some(task) = self.task.take() {

@@ -589,7 +589,8 @@ async fn a_restarted_operator_converges_and_only_the_leader_reconciles() {
         .await
         .expect("delete");
 
-    // Two new replicas; the crashed one's lease must expire before either leads.
+    // Two new replicas. (In-process, the killed replica's lease task sees its receiver gone and
+    // releases the Lease; a real crash leaves it to expire after 15 s.)
     let b = RunningOperator::start(&cluster, "op-b", true)
         .await
         .expect("operator b");
