@@ -7,8 +7,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bedside_crds::HealthcareTenant;
 use bedside_crds::validation::{TenantValidator, ValidationSetupError};
+use bedside_crds::{HealthcareTenant, HealthcareTenantStatus};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -82,6 +82,29 @@ pub struct Context {
     pub cert_manager: bool,
     /// prometheus-operator's ServiceMonitor, when its API is served.
     pub service_monitors: Option<ApiResource>,
+    /// What the last apply of each tenant's children wrote, by tenant uid.
+    pub applied: std::sync::Mutex<std::collections::HashMap<String, AppliedRecord>>,
+}
+
+/// The children a reconcile applied: a hash of what it sent and the resourceVersions the
+/// API server returned. A later reconcile that finds the same versions live, and would send
+/// the same objects, has nothing to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedRecord {
+    desired_hash: String,
+    versions: Vec<Option<String>>,
+}
+
+fn applied_hash(desired: &build::Desired, pdb: &DynamicObject) -> String {
+    let text = serde_json::to_string(&(
+        &desired.config_map,
+        &desired.deployment,
+        &desired.services,
+        &desired.network_policy,
+        pdb,
+    ))
+    .unwrap_or_default();
+    build::config::config_hash(&text)
 }
 
 impl Debug for Context {
@@ -107,6 +130,7 @@ impl Context {
             });
         tracing::info!(pdb = %pdb_resource.api_version, cert_manager, service_monitors = service_monitors.is_some(), "discovered the cluster's APIs");
         Ok(Self {
+            applied: Default::default(),
             cert_manager,
             service_monitors,
             recorder: Recorder::new(
@@ -354,22 +378,85 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         let provisioned = previous.observed_generation.is_some();
         let drift = drift::find(&live, &desired, provisioned);
 
-        server_side_apply(&configmaps, &desired.config_map, "ConfigMap").await?;
-        live_deployment =
-            Some(server_side_apply(&deployments, &desired.deployment, "Deployment").await?);
-        for service in &desired.services {
-            server_side_apply(&services, service, "Service").await?;
-        }
         let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
-        server_side_apply(&policies, &desired.network_policy, "NetworkPolicy").await?;
         let pdbs: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &namespace, &ctx.pdb_resource);
-        server_side_apply(
-            &pdbs,
-            &build::pod_disruption_budget(tenant, &ctx.pdb_resource)?,
-            "PodDisruptionBudget",
-        )
-        .await?;
+        let pdb = build::pod_disruption_budget(tenant, &ctx.pdb_resource)?;
+        let live_policy = policies
+            .get_opt(&names.network_policy)
+            .await
+            .map_err(kube_err("reading the NetworkPolicy"))?;
+        let live_pdb = pdbs
+            .get_opt(&names.disruption_budget)
+            .await
+            .map_err(kube_err("reading the PodDisruptionBudget"))?;
+        let mut live_versions: Vec<Option<String>> = vec![
+            live.config_map.as_ref().and_then(|o| o.resource_version()),
+            live.deployment.as_ref().and_then(|o| o.resource_version()),
+        ];
+        live_versions.extend(
+            live.services
+                .iter()
+                .map(|o| o.as_ref().and_then(|o| o.resource_version())),
+        );
+        live_versions.push(live_policy.as_ref().and_then(|o| o.resource_version()));
+        live_versions.push(live_pdb.as_ref().and_then(|o| o.resource_version()));
+        let desired_hash = applied_hash(&desired, &pdb);
+        let memo_key = tenant
+            .uid()
+            .unwrap_or_else(|| format!("{namespace}/{}", tenant.name_any()));
+        let unchanged_since_our_apply = ctx
+            .applied
+            .lock()
+            .ok()
+            .and_then(|memo| memo.get(&memo_key).cloned())
+            .is_some_and(|record| {
+                record.desired_hash == desired_hash
+                    && live_versions.iter().all(Option::is_some)
+                    && record.versions == live_versions
+            });
+
+        if unchanged_since_our_apply {
+            // Every child is exactly as our last apply left it, and we would apply the same
+            // again: server-side apply (the API server's most expensive write) is skipped.
+            live_deployment = live.deployment.clone();
+        } else {
+            let mut versions = vec![
+                server_side_apply(&configmaps, &desired.config_map, "ConfigMap")
+                    .await?
+                    .resource_version(),
+            ];
+            let deployment =
+                server_side_apply(&deployments, &desired.deployment, "Deployment").await?;
+            versions.push(deployment.resource_version());
+            live_deployment = Some(deployment);
+            for service in &desired.services {
+                versions.push(
+                    server_side_apply(&services, service, "Service")
+                        .await?
+                        .resource_version(),
+                );
+            }
+            versions.push(
+                server_side_apply(&policies, &desired.network_policy, "NetworkPolicy")
+                    .await?
+                    .resource_version(),
+            );
+            versions.push(
+                server_side_apply(&pdbs, &pdb, "PodDisruptionBudget")
+                    .await?
+                    .resource_version(),
+            );
+            if let Ok(mut memo) = ctx.applied.lock() {
+                memo.insert(
+                    memo_key,
+                    AppliedRecord {
+                        desired_hash,
+                        versions,
+                    },
+                );
+            }
+        }
 
         if ctx.cert_manager
             && let Some(certificate) = build::certificate(tenant)?
@@ -431,7 +518,7 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
 
-    write_status(tenant, ctx, &observed, &previous.conditions, &namespace).await?;
+    write_status(tenant, ctx, &observed, &previous, &namespace).await?;
     if !observed.spec_violations.is_empty() {
         publish(
             ctx,
@@ -471,34 +558,38 @@ async fn write_status(
     tenant: &HealthcareTenant,
     ctx: &Context,
     observed: &Observed,
-    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    previous_status: &HealthcareTenantStatus,
     namespace: &str,
 ) -> Result<(), Error> {
+    let previous = &previous_status.conditions[..];
     let conditions = status::conditions(observed, previous, Time(Timestamp::now()));
-    let endpoint = tenant
-        .spec
-        .tls
-        .dns_names
-        .first()
-        .map(|n| format!("wss://{n}"));
-    let patch = json!({
-        "apiVersion": "bedside.health/v1alpha1",
-        "kind": "HealthcareTenant",
-        "status": {
-            "observedGeneration": observed.generation,
-            "conditions": conditions,
-            "readyMediaNodes": observed.ready_media_nodes,
-            "endpoint": endpoint,
-        },
-    });
-    let api: Api<HealthcareTenant> = Api::namespaced(ctx.client.clone(), namespace);
-    api.patch_status(
-        &tenant.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(kube_err("writing the tenant's status"))?;
+    let status = HealthcareTenantStatus {
+        observed_generation: observed.generation,
+        conditions: conditions.clone(),
+        ready_media_nodes: Some(observed.ready_media_nodes),
+        endpoint: tenant
+            .spec
+            .tls
+            .dns_names
+            .first()
+            .map(|n| format!("wss://{n}")),
+    };
+    // An unchanged status is not written again: no write, no watch event, no churn.
+    if &status != previous_status {
+        let patch = json!({
+            "apiVersion": "bedside.health/v1alpha1",
+            "kind": "HealthcareTenant",
+            "status": status,
+        });
+        let api: Api<HealthcareTenant> = Api::namespaced(ctx.client.clone(), namespace);
+        api.patch_status(
+            &tenant.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(kube_err("writing the tenant's status"))?;
+    }
 
     let name = tenant.name_any();
     for c in &conditions {
@@ -558,6 +649,9 @@ async fn cleanup(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, Err
         ),
     )
     .await;
+    if let (Some(uid), Ok(mut memo)) = (tenant.uid(), ctx.applied.lock()) {
+        memo.remove(&uid);
+    }
     if let Some(namespace) = tenant.namespace() {
         let name = tenant.name_any();
         let _ = ctx
