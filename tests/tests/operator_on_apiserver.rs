@@ -764,3 +764,66 @@ async fn an_issuer_gets_a_cert_manager_certificate_and_monitoring_a_service_moni
     .await;
     assert_eq!(monitor.data["spec"]["endpoints"][0]["port"], "metrics");
 }
+
+#[tokio::test]
+async fn a_failing_reconcile_is_reported_on_the_tenant_with_the_reason() {
+    // The controller manager's quota controller makes the quota enforceable.
+    let Some(cluster) = cluster(ClusterOptions {
+        controller_manager: true,
+    })
+    .await
+    else {
+        return;
+    };
+    // A quota that allows no Services: a platform team's own policy the operator cannot beat.
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
+        Api::namespaced(cluster.client(), NS);
+    let quota = serde_json::from_value(json!({
+        "metadata": {"name": "no-services", "namespace": NS},
+        "spec": {"hard": {"services": "0"}},
+    }))
+    .expect("quota");
+    quotas
+        .create(&PostParams::default(), &quota)
+        .await
+        .expect("create quota");
+    eventually("the quota counted", Duration::from_secs(60), || async {
+        quotas
+            .get("no-services")
+            .await
+            .ok()?
+            .status?
+            .hard
+            .map(|_| ())
+    })
+    .await;
+    let _operator = RunningOperator::start(&cluster, "op-1", false)
+        .await
+        .expect("operator");
+    create_tenant(&cluster, |_| {}).await;
+
+    let resource = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "events.k8s.io",
+        "v1",
+        "Event",
+    ));
+    let events: Api<DynamicObject> = Api::namespaced_with(cluster.client(), NS, &resource);
+    let note = eventually("a ReconcileFailed Event", WAIT, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find_map(|e| {
+                (e.data["reason"] == "ReconcileFailed")
+                    .then(|| e.data["note"].as_str().unwrap_or_default().to_string())
+            })
+    })
+    .await;
+    assert!(
+        note.contains("applying Service lakeside-behavioral-signaling"),
+        "{note}"
+    );
+    assert!(note.contains("quota"), "{note}");
+}

@@ -183,6 +183,7 @@ pub async fn reconcile(tenant: Arc<HealthcareTenant>, ctx: Arc<Context>) -> Resu
     let started = Instant::now();
     let namespace = tenant.namespace().ok_or(BuildError::NoNamespace)?;
     let api: Api<HealthcareTenant> = Api::namespaced(ctx.client.clone(), &namespace);
+    let subject = tenant.clone();
     let result = finalizer(&api, FINALIZER, tenant, |event| async {
         match event {
             finalizer::Event::Apply(tenant) => provision(&tenant, &ctx).await,
@@ -202,6 +203,17 @@ pub async fn reconcile(tenant: Arc<HealthcareTenant>, ctx: Arc<Context>) -> Resu
         .reconciles
         .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
         .inc();
+    if let Err(error) = &result {
+        // The platform team sees why in `kubectl describe hct`, not only in the operator's log.
+        publish(
+            &ctx,
+            &subject,
+            EventType::Warning,
+            "ReconcileFailed",
+            format!("{error}; retrying"),
+        )
+        .await;
+    }
     result
 }
 
