@@ -1,9 +1,9 @@
 //! `bedside-media-node`: the encrypted SFU clinicians and patients join from a browser.
 //!
-//! This release carries the config contract only: `check-config` tells an operator (or the
-//! operator's renderer tests) whether a node would accept a config, before the media path lands.
+//! This release carries the config contract and join-token verification; `check-config` tells
+//! an operator whether a node would accept a config, before the media path lands.
 
-mod config;
+use bedside_media_node::config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,286 @@
+//! Join tokens (45 CFR 164.312(a)(2)(i) unique user identification, (d) authentication).
+//!
+//! A join token is a JWT signed HS256 with the tenant's join-token key (the Secret the
+//! operator generates once per tenant; tenants never share keys). It names a pseudonymous
+//! user (`sub`), the tenant (`aud`), one room and a role, and expires within a day. The node
+//! verifies it on every join; a token for another tenant or room, an expired or forged one,
+//! or one that carries what looks like a name or an address instead of an opaque id is refused.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// A join token may not be valid for longer than this: a link forwarded days later is dead.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
+/// Clock skew tolerated between the token issuer and the node.
+pub const LEEWAY_SECS: u64 = 30;
+/// The shortest key accepted: HS256 wants at least 256 bits.
+pub const MIN_KEY_BYTES: usize = 32;
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Admits from the waiting room, locks, mutes, expels, ends the meeting.
+    Host,
+    Participant,
+    /// Receives only.
+    Observer,
+}
+
+/// The claims a join token carries.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct JoinClaims {
+    /// Pseudonymous user id: opaque, never a name or an email address.
+    pub sub: String,
+    /// The tenant (HealthcareTenant name) the token is for.
+    pub aud: String,
+    pub room: String,
+    pub role: Role,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+/// What a verified token lets its bearer do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub user: String,
+    pub room: String,
+    pub role: Role,
+    pub expires_at: u64,
+}
+
+/// Why a token was refused, in words for the participant's screen and the audit trail.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the join key is {0} bytes; at least 32 are needed (the operator generates 32)")]
+    KeyTooShort(usize),
+    #[error("the join link has expired; ask the clinic for a new one")]
+    Expired,
+    #[error("the join link is not valid for this clinic")]
+    WrongTenant,
+    #[error("the join link is for another meeting")]
+    WrongRoom,
+    #[error("the join link is not valid (its signature does not match)")]
+    Forged,
+    #[error(
+        "the join link is valid for longer than {MAX_TOKEN_LIFETIME_SECS} seconds; links must expire within a day"
+    )]
+    LivesTooLong,
+    #[error(
+        "the join link's user id must be an opaque id (letters, digits, '.', '_', '-', at most 64), not a name or address"
+    )]
+    NotPseudonymous,
+    #[error("the join link is malformed: {0}")]
+    Malformed(String),
+}
+
+/// Verifies join tokens for one tenant.
+pub struct TokenVerifier {
+    tenant: String,
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("TokenVerifier")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_pseudonymous(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl TokenVerifier {
+    pub fn new(tenant: impl Into<String>, key: &[u8]) -> Result<Self, TokenError> {
+        if key.len() < MIN_KEY_BYTES {
+            return Err(TokenError::KeyTooShort(key.len()));
+        }
+        let tenant = tenant.into();
+        // HS256 only: a token may not pick its own algorithm (no `none`, no key confusion).
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[tenant.as_str()]);
+        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        validation.leeway = LEEWAY_SECS;
+        Ok(Self {
+            tenant,
+            key: DecodingKey::from_secret(key),
+            validation,
+        })
+    }
+
+    /// Verifies `token` for a join to `room` at `now` (seconds since the epoch).
+    pub fn verify(&self, token: &str, room: &str, now: u64) -> Result<Grant, TokenError> {
+        let data = jsonwebtoken::decode::<JoinClaims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidAudience => TokenError::WrongTenant,
+                ErrorKind::InvalidSignature => TokenError::Forged,
+                other => TokenError::Malformed(format!("{other:?}")),
+            },
+        )?;
+        let claims = data.claims;
+        // jsonwebtoken checks expiry against the system clock; check against `now` too, so
+        // the caller's clock (and tests) decide.
+        if claims.exp + LEEWAY_SECS < now {
+            return Err(TokenError::Expired);
+        }
+        if claims.exp > now + MAX_TOKEN_LIFETIME_SECS + LEEWAY_SECS {
+            return Err(TokenError::LivesTooLong);
+        }
+        if claims.aud != self.tenant {
+            return Err(TokenError::WrongTenant);
+        }
+        if claims.room != room {
+            return Err(TokenError::WrongRoom);
+        }
+        if !is_pseudonymous(&claims.sub) {
+            return Err(TokenError::NotPseudonymous);
+        }
+        Ok(Grant {
+            user: claims.sub,
+            room: claims.room,
+            role: claims.role,
+            expires_at: claims.exp,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs()
+    }
+
+    /// A fresh random key per test: no key material lives in the repository.
+    fn key() -> Vec<u8> {
+        let mut key = vec![0u8; 32];
+        aws_lc_rs::rand::fill(&mut key).expect("randomness");
+        key
+    }
+
+    fn claims(tenant: &str, room: &str, sub: &str, exp: u64) -> JoinClaims {
+        JoinClaims {
+            sub: sub.into(),
+            aud: tenant.into(),
+            room: room.into(),
+            role: Role::Participant,
+            exp,
+        }
+    }
+
+    fn sign(claims: &JoinClaims, key: &[u8]) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(key),
+        )
+        .expect("sign")
+    }
+
+    #[test]
+    fn a_valid_token_grants_its_role_in_its_room() {
+        let key = key();
+        let verifier = TokenVerifier::new("mercy-clinic", &key).expect("verifier");
+        let mut c = claims("mercy-clinic", "visit-42", "u-7f3a", now() + 600);
+        c.role = Role::Host;
+        let grant = verifier
+            .verify(&sign(&c, &key), "visit-42", now())
+            .expect("valid");
+        assert_eq!((grant.user.as_str(), grant.role), ("u-7f3a", Role::Host));
+    }
+
+    #[test]
+    fn tokens_for_another_tenant_room_or_key_are_refused() {
+        let key = key();
+        let verifier = TokenVerifier::new("mercy-clinic", &key).expect("verifier");
+        let t = now();
+        let other_tenant = sign(&claims("lakeside", "visit-42", "u-1", t + 600), &key);
+        assert_eq!(
+            verifier.verify(&other_tenant, "visit-42", t),
+            Err(TokenError::WrongTenant)
+        );
+        let other_room = sign(&claims("mercy-clinic", "visit-41", "u-1", t + 600), &key);
+        assert_eq!(
+            verifier.verify(&other_room, "visit-42", t),
+            Err(TokenError::WrongRoom)
+        );
+        let forged = sign(
+            &claims("mercy-clinic", "visit-42", "u-1", t + 600),
+            &self::key(),
+        );
+        assert_eq!(
+            verifier.verify(&forged, "visit-42", t),
+            Err(TokenError::Forged)
+        );
+    }
+
+    #[test]
+    fn expired_and_overlong_tokens_are_refused() {
+        let key = key();
+        let verifier = TokenVerifier::new("mercy-clinic", &key).expect("verifier");
+        let t = now();
+        let expired = sign(&claims("mercy-clinic", "r", "u-1", t - 3600), &key);
+        assert_eq!(verifier.verify(&expired, "r", t), Err(TokenError::Expired));
+        let forever = sign(
+            &claims("mercy-clinic", "r", "u-1", t + 30 * 24 * 3600),
+            &key,
+        );
+        assert_eq!(
+            verifier.verify(&forever, "r", t),
+            Err(TokenError::LivesTooLong)
+        );
+    }
+
+    #[test]
+    fn a_name_or_email_as_user_id_is_refused() {
+        let key = key();
+        let verifier = TokenVerifier::new("mercy-clinic", &key).expect("verifier");
+        let t = now();
+        for sub in ["jane.doe@example.org", "Jane Doe", ""] {
+            let token = sign(&claims("mercy-clinic", "r", sub, t + 600), &key);
+            assert_eq!(
+                verifier.verify(&token, "r", t),
+                Err(TokenError::NotPseudonymous),
+                "{sub:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsigned_and_garbage_tokens_are_refused_without_panicking() {
+        let key = key();
+        let verifier = TokenVerifier::new("mercy-clinic", &key).expect("verifier");
+        // alg "none": header {"alg":"none"} with a valid-looking payload and no signature.
+        let none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1LTEiLCJhdWQiOiJtZXJjeS1jbGluaWMiLCJyb29tIjoiciIsInJvbGUiOiJob3N0IiwiZXhwIjo0MTAyNDQ0ODAwfQ.";
+        for token in [none, "", "a.b.c", "not a token"] {
+            assert!(
+                matches!(
+                    verifier.verify(token, "r", now()),
+                    Err(TokenError::Malformed(_)) | Err(TokenError::Forged)
+                ),
+                "{token:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn short_keys_are_refused() {
+        assert_eq!(
+            TokenVerifier::new("t", &[0u8; 16]).err(),
+            Some(TokenError::KeyTooShort(16))
+        );
+    }
+}
