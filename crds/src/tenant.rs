@@ -521,14 +521,6 @@ pub enum ConditionType {
 }
 
 impl ConditionType {
-    pub const ALL: [ConditionType; 5] = [
-        ConditionType::Ready,
-        ConditionType::BaaActive,
-        ConditionType::SettingsLocked,
-        ConditionType::CertificateReady,
-        ConditionType::AuditSinksReady,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             ConditionType::Ready => "Ready",

@@ -108,7 +108,8 @@ async fn condition(cluster: &TestCluster, type_: &str) -> Option<(String, String
     Some((c.status, c.reason, c.message))
 }
 
-async fn event_reasons(cluster: &TestCluster) -> Vec<String> {
+/// The tenant namespace's Events as (reason, note).
+async fn events(cluster: &TestCluster) -> Vec<(String, String)> {
     let resource = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
         "events.k8s.io",
         "v1",
@@ -121,10 +122,21 @@ async fn event_reasons(cluster: &TestCluster) -> Vec<String> {
         .map(|l| {
             l.items
                 .iter()
-                .filter_map(|e| e.data["reason"].as_str().map(str::to_string))
+                .map(|e| {
+                    let field = |f: &str| e.data[f].as_str().unwrap_or_default().to_string();
+                    (field("reason"), field("note"))
+                })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+async fn event_reasons(cluster: &TestCluster) -> Vec<String> {
+    events(cluster)
+        .await
+        .into_iter()
+        .map(|(reason, _)| reason)
+        .collect()
 }
 
 #[tokio::test]
@@ -802,23 +814,11 @@ async fn a_failing_reconcile_is_reported_on_the_tenant_with_the_reason() {
         .expect("operator");
     create_tenant(&cluster, |_| {}).await;
 
-    let resource = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-        "events.k8s.io",
-        "v1",
-        "Event",
-    ));
-    let events: Api<DynamicObject> = Api::namespaced_with(cluster.client(), NS, &resource);
     let note = eventually("a ReconcileFailed Event", WAIT, || async {
-        events
-            .list(&ListParams::default())
+        events(&cluster)
             .await
-            .ok()?
-            .items
             .into_iter()
-            .find_map(|e| {
-                (e.data["reason"] == "ReconcileFailed")
-                    .then(|| e.data["note"].as_str().unwrap_or_default().to_string())
-            })
+            .find_map(|(reason, note)| (reason == "ReconcileFailed").then_some(note))
     })
     .await;
     assert!(
