@@ -2,7 +2,48 @@
 
 use std::path::{Path, PathBuf};
 
-use bedside_crds::node_config::{ConfigError, MediaNodeConfig};
+use bedside_crds::node_config::{
+    AuditSettings, AuditSinkSettings, CONFIG_VERSION, ConfigError, KeyFiles, MediaNodeConfig,
+    MeetingSettings, NetworkSettings, TenantIdentity, TlsFiles,
+};
+
+/// The dev tenant's name: the audience of the dev token.
+pub const DEV_TENANT: &str = "dev-clinic";
+/// Where the embedded default's material lives: nowhere, it is made in memory at start-up.
+const GENERATED: &str = "(generated in memory at start-up)";
+
+/// The embedded dev default: one tenant on 127.0.0.1 with the BAA's locked settings, so a
+/// developer's first run behaves like production in everything but the certificate.
+pub fn dev_default() -> MediaNodeConfig {
+    let loopback = std::net::Ipv4Addr::LOCALHOST;
+    MediaNodeConfig {
+        version: CONFIG_VERSION,
+        tenant: TenantIdentity {
+            name: DEV_TENANT.into(),
+            display_name: "bedside (development)".into(),
+        },
+        meetings: MeetingSettings::default(),
+        network: NetworkSettings {
+            signaling_listen: (loopback, 8443).into(),
+            media_listen: (loopback, 3478).into(),
+            advertised_media_address: Some((loopback, 3478).into()),
+            metrics_listen: (loopback, 9091).into(),
+        },
+        tls: TlsFiles {
+            cert_file: GENERATED.into(),
+            key_file: GENERATED.into(),
+        },
+        keys: KeyFiles {
+            join_token_key_file: GENERATED.into(),
+            audit_hmac_key_file: GENERATED.into(),
+        },
+        audit: AuditSettings {
+            retention_days: bedside_crds::policy::MIN_AUDIT_RETENTION_DAYS,
+            buffer_dir: std::env::temp_dir().join("bedside-dev-audit"),
+            sinks: vec![AuditSinkSettings::Stdout],
+        },
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -30,6 +71,16 @@ pub fn load(path: &Path) -> Result<MediaNodeConfig, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dev_default_is_a_valid_locked_config_on_loopback() {
+        let config = dev_default();
+        config
+            .validate()
+            .expect("the dev default passes the same checks as a rendered config");
+        assert!(config.network.signaling_listen.ip().is_loopback());
+        assert!(config.network.media_listen.ip().is_loopback());
+    }
 
     #[test]
     fn a_missing_file_names_the_path() {

@@ -1,14 +1,16 @@
 //! `bedside-media-node`: the encrypted SFU clinicians and patients join from a browser.
-//!
-//! This release carries the config contract and join-token verification; `check-config` tells
-//! an operator whether a node would accept a config, before the media path lands.
-
-use bedside_media_node::config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bedside_media_node::config;
+use bedside_media_node::node::{self, NodeSetup};
+use bedside_media_node::token::{self, JoinClaims, Role};
 use clap::{Parser, Subcommand};
+
+/// How long clients get to hear "shutting down" and close, after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -18,11 +20,20 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the node. Without --config: the embedded dev default on 127.0.0.1 (self-signed
+    /// certificate, a dev join link printed at start-up).
+    Run {
+        #[arg(long, value_name = "FILE", env = "BEDSIDE_CONFIG")]
+        config: Option<PathBuf>,
+        /// The `node` label on metrics.
+        #[arg(long, env = "POD_NAME", default_value = "local")]
+        node_name: String,
+    },
     /// Check media-node config files the way the node does at start-up: exits 1, naming every
     /// offending field, when a file unlocks a BAA-locked setting or breaks a bound.
     CheckConfig {
@@ -33,26 +44,119 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::CheckConfig { files } => {
-            let mut ok = true;
-            for file in files {
-                match config::load(&file) {
-                    Ok(config) => println!(
-                        "{}: valid config for tenant {}",
-                        file.display(),
-                        config.tenant.name
-                    ),
-                    Err(e) => {
-                        ok = false;
-                        println!("{e}");
-                    }
-                }
-            }
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+        None => run(None, "local".into()),
+        Some(Command::Run { config, node_name }) => run(config, node_name),
+        Some(Command::CheckConfig { files }) => check_config(files),
+    }
+}
+
+fn check_config(files: Vec<PathBuf>) -> ExitCode {
+    let mut ok = true;
+    for file in files {
+        match config::load(&file) {
+            Ok(config) => println!(
+                "{}: valid config for tenant {}",
+                file.display(),
+                config.tenant.name
+            ),
+            Err(e) => {
+                ok = false;
+                println!("{e}");
             }
         }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(config_file: Option<PathBuf>, node_name: String) -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,str0m=warn,dimpl=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bedside-media-node: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let dev = config_file.is_none();
+        let setup = match config_file {
+            Some(path) => config::load(&path)
+                .map_err(bedside_media_node::NodeError::from)
+                .and_then(|c| NodeSetup::from_config(c, node_name)),
+            None => NodeSetup::generated(config::dev_default(), node_name),
+        };
+        let setup = match setup {
+            Ok(setup) => setup,
+            Err(e) => {
+                eprintln!("bedside-media-node: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let dev_link = dev.then(|| dev_link(&setup));
+        let running = match node::start(setup).await {
+            Ok(running) => running,
+            Err(e) => {
+                eprintln!("bedside-media-node: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(link) = dev_link {
+            match link {
+                Ok(token) => println!(
+                    "\nbedside media node (dev default) is up.\n\
+                     Open this link in two or more browser tabs (accept the self-signed certificate once):\n\n  \
+                     https://{}/?room=dev-visit#token={token}\n\n\
+                     The link is valid for 12 hours. Stop with Ctrl-C.\n",
+                    running.signaling
+                ),
+                Err(e) => eprintln!("bedside-media-node: cannot make a dev token: {e}"),
+            }
+        }
+        wait_for_signal().await;
+        running.shutdown(SHUTDOWN_GRACE).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn dev_link(setup: &NodeSetup) -> Result<String, token::TokenError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    token::issue(
+        &JoinClaims {
+            sub: "dev-user".into(),
+            aud: setup.config.tenant.name.clone(),
+            room: "dev-visit".into(),
+            role: Role::Host,
+            exp: now + 12 * 3600,
+        },
+        &setup.join_key,
+    )
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
     }
 }

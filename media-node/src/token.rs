@@ -152,6 +152,20 @@ impl TokenVerifier {
     }
 }
 
+/// Signs a join token: what a scheduling system does with the tenant key, and what the dev
+/// default does to print a link. The node itself only verifies.
+pub fn issue(claims: &JoinClaims, key: &[u8]) -> Result<String, TokenError> {
+    if key.len() < MIN_KEY_BYTES {
+        return Err(TokenError::KeyTooShort(key.len()));
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(key),
+    )
+    .map_err(|e| TokenError::Malformed(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

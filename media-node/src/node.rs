@@ -1,0 +1,222 @@
+//! Wiring: config and key material in, a running node out (signaling, media loop, metrics).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use bedside_crds::node_config::MediaNodeConfig;
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::sync::watch;
+
+use crate::crypto_policy::SrtpPolicy;
+use crate::error::NodeError;
+use crate::sfu::{self, Command, EngineSettings, EngineStats, SfuHandle};
+use crate::signaling::server::{AppState, router};
+use crate::tls::{self, TlsMaterial};
+use crate::token::TokenVerifier;
+
+/// Everything a node needs, resolved: the config plus the material its files point at.
+#[derive(Clone, Debug)]
+pub struct NodeSetup {
+    pub config: MediaNodeConfig,
+    pub tls: TlsMaterial,
+    pub join_key: Vec<u8>,
+    /// Names this node in metrics (`node` label): the pod name in Kubernetes.
+    pub node_name: String,
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, NodeError> {
+    std::fs::read(path).map_err(|source| NodeError::ReadFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl NodeSetup {
+    /// Reads the TLS and key files a rendered config names.
+    pub fn from_config(config: MediaNodeConfig, node_name: String) -> Result<Self, NodeError> {
+        let tls = TlsMaterial {
+            cert_pem: read("the TLS certificate", &config.tls.cert_file)?,
+            key_pem: read("the TLS key", &config.tls.key_file)?,
+        };
+        let join_key = read("the join-token key", &config.keys.join_token_key_file)?;
+        Ok(Self {
+            config,
+            tls,
+            join_key,
+            node_name,
+        })
+    }
+
+    /// A config with its certificate and join key made in memory (dev default and tests).
+    pub fn generated(config: MediaNodeConfig, node_name: String) -> Result<Self, NodeError> {
+        let mut join_key = vec![0u8; 32];
+        aws_lc_rs::rand::fill(&mut join_key)
+            .map_err(|_| NodeError::Tls("no randomness for the join key".into()))?;
+        Ok(Self {
+            config,
+            tls: TlsMaterial::self_signed()?,
+            join_key,
+            node_name,
+        })
+    }
+}
+
+/// A node that is up; dropping it does not stop it, [`RunningNode::shutdown`] does.
+#[derive(Debug)]
+pub struct RunningNode {
+    pub signaling: SocketAddr,
+    pub media: SocketAddr,
+    pub metrics: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    sfu: SfuHandle,
+    https: axum_server::Handle<SocketAddr>,
+    https_task: tokio::task::JoinHandle<()>,
+    engine_task: tokio::task::JoinHandle<()>,
+    metrics_task: tokio::task::JoinHandle<()>,
+}
+
+pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
+    let config = &setup.config;
+    let verifier = Arc::new(TokenVerifier::new(&config.tenant.name, &setup.join_key)?);
+    let tls_config = tls::server_config(&setup.tls)?;
+
+    let registry = Registry::new();
+    let stats = Arc::new(EngineStats::new(
+        &registry,
+        &config.tenant.name,
+        &setup.node_name,
+    )?);
+
+    let unavailable = config.network.advertised_media_address.is_none().then(|| {
+        "this node has no advertised media address yet (the operator sets it once the media \
+         Service has one); try again in a minute"
+            .to_string()
+    });
+    let advertised = config
+        .network
+        .advertised_media_address
+        .unwrap_or(config.network.media_listen);
+    let settings = EngineSettings {
+        advertised,
+        policy: SrtpPolicy::Aes256GcmOnly,
+        max_participants: config.meetings.max_participants as usize,
+    };
+    let (sfu, media, engine_task) = sfu::start(config.network.media_listen, settings, stats)
+        .await
+        .map_err(|source| NodeError::Listen {
+            what: "media (UDP)",
+            addr: config.network.media_listen,
+            source,
+        })?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let state = AppState {
+        sfu: sfu.clone(),
+        verifier,
+        shutdown: shutdown_rx,
+        unavailable,
+        display_name: config.tenant.display_name.clone(),
+    };
+    let app = router(state);
+
+    let listener =
+        std::net::TcpListener::bind(config.network.signaling_listen).map_err(|source| {
+            NodeError::Listen {
+                what: "signaling (HTTPS)",
+                addr: config.network.signaling_listen,
+                source,
+            }
+        })?;
+    let signaling = listener.local_addr().map_err(|source| NodeError::Listen {
+        what: "signaling (HTTPS)",
+        addr: config.network.signaling_listen,
+        source,
+    })?;
+    let https = axum_server::Handle::new();
+    let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
+    let server = axum_server::from_tcp_rustls(listener, rustls)
+        .map_err(|source| NodeError::Listen {
+            what: "signaling (HTTPS)",
+            addr: signaling,
+            source,
+        })?
+        .handle(https.clone());
+    let https_task = tokio::spawn(async move {
+        if let Err(e) = server.serve(app.into_make_service()).await {
+            tracing::error!(error = %e, "signaling server stopped");
+        }
+    });
+
+    let metrics_listener = tokio::net::TcpListener::bind(config.network.metrics_listen)
+        .await
+        .map_err(|source| NodeError::Listen {
+            what: "metrics (HTTP)",
+            addr: config.network.metrics_listen,
+            source,
+        })?;
+    let metrics = metrics_listener
+        .local_addr()
+        .map_err(|source| NodeError::Listen {
+            what: "metrics (HTTP)",
+            addr: config.network.metrics_listen,
+            source,
+        })?;
+    let metrics_app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move { render_metrics(&registry) }
+        }),
+    );
+    let metrics_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(metrics_listener, metrics_app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+
+    tracing::info!(%signaling, %media, %advertised, %metrics, tenant = %config.tenant.name, "media node up");
+    Ok(RunningNode {
+        signaling,
+        media,
+        metrics,
+        shutdown,
+        sfu,
+        https,
+        https_task,
+        engine_task,
+        metrics_task,
+    })
+}
+
+fn render_metrics(registry: &Registry) -> String {
+    let mut out = Vec::new();
+    if TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .is_err()
+    {
+        return String::new();
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+impl RunningNode {
+    /// Stops taking joins, tells every client, and closes within `grace`.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        self.sfu
+            .tell(Command::Shutdown {
+                reason: "the media node is shutting down".into(),
+            })
+            .await;
+        self.https.graceful_shutdown(Some(grace));
+        let _ = tokio::time::timeout(grace + Duration::from_secs(1), self.https_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.engine_task).await;
+        self.metrics_task.abort();
+        tracing::info!("media node stopped");
+    }
+}

@@ -1,0 +1,745 @@
+//! The media loop: one UDP socket shared by every peer, all rooms, one task.
+//!
+//! str0m is sans-IO: this loop feeds it datagrams and timeouts and carries out what it asks
+//! (send a datagram, deliver media). Peers are found by remote address in a map; only a STUN
+//! packet from an address not seen before is matched by asking the connections still setting up.
+//! Sends never wait: a full socket buffer drops the datagram (RTX repairs it) so one slow
+//! subscriber never stalls the others.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::crypto::CryptoProvider;
+use str0m::media::KeyframeRequestKind;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::participant::{Participant, ParticipantId, Propagated};
+use super::stats::EngineStats;
+use crate::crypto_policy::{self, SrtpPolicy};
+use crate::signaling::protocol::{
+    ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, ProtocolError, ServerMessage,
+};
+use crate::token::Role;
+
+/// How often layer choices follow the bandwidth estimates.
+const REBALANCE_EVERY: Duration = Duration::from_millis(500);
+/// Datagrams read per wake-up before other work gets a turn.
+const READ_BATCH: usize = 64;
+const MIN_VIDEO_BPS: u64 = 150_000;
+
+/// What the engine needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// The address browsers send media to; the one host candidate of every connection.
+    pub advertised: SocketAddr,
+    pub policy: SrtpPolicy,
+    pub max_participants: usize,
+}
+
+/// A request from signaling to the media loop.
+#[derive(Debug)]
+pub enum Command {
+    Join {
+        room: String,
+        role: Role,
+        events: mpsc::Sender<ServerMessage>,
+        reply: oneshot::Sender<Result<Joined, ProtocolError>>,
+    },
+    Offer {
+        id: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<String, ProtocolError>>,
+    },
+    Answer {
+        id: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), ProtocolError>>,
+    },
+    Candidate {
+        id: ParticipantId,
+        candidate: String,
+        reply: oneshot::Sender<Result<(), ProtocolError>>,
+    },
+    Leave {
+        id: ParticipantId,
+        reason: LeaveReason,
+    },
+    /// Tell everyone, disconnect everyone, stop.
+    Shutdown { reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub id: ParticipantId,
+    pub participants: Vec<ParticipantInfo>,
+}
+
+pub struct Engine {
+    socket: UdpSocket,
+    settings: EngineSettings,
+    crypto: Arc<CryptoProvider>,
+    participants: HashMap<ParticipantId, Participant>,
+    by_addr: HashMap<SocketAddr, ParticipantId>,
+    rooms: HashMap<String, Vec<ParticipantId>>,
+    next_id: u64,
+    queue: VecDeque<Propagated>,
+    dirty: Vec<ParticipantId>,
+    gone: Vec<(ParticipantId, LeaveReason, Option<ProtocolError>)>,
+    stats: Arc<EngineStats>,
+    last_rebalance: Instant,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("participants", &self.participants.len())
+            .field("rooms", &self.rooms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn new(socket: UdpSocket, settings: EngineSettings, stats: Arc<EngineStats>) -> Self {
+        let crypto = crypto_policy::provider(settings.policy);
+        Self {
+            socket,
+            settings,
+            crypto,
+            participants: HashMap::new(),
+            by_addr: HashMap::new(),
+            rooms: HashMap::new(),
+            next_id: 1,
+            queue: VecDeque::new(),
+            dirty: Vec::new(),
+            gone: Vec::new(),
+            stats,
+            last_rebalance: Instant::now(),
+        }
+    }
+
+    /// Runs until a `Shutdown` command or until every command sender is gone.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                command = commands.recv() => {
+                    match command {
+                        Some(Command::Shutdown { reason }) => {
+                            self.shutdown(&reason);
+                            return;
+                        }
+                        Some(command) => self.command(command),
+                        None => {
+                            self.shutdown("the node is stopping");
+                            return;
+                        }
+                    }
+                }
+                received = self.socket.recv_from(&mut buf) => {
+                    match received {
+                        Ok((n, source)) => {
+                            self.datagram(&buf[..n], source, Instant::now());
+                            for _ in 0..READ_BATCH {
+                                match self.socket.try_recv_from(&mut buf) {
+                                    Ok((n, source)) => self.datagram(&buf[..n], source, Instant::now()),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "media socket read failed"),
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            self.timeouts(Instant::now());
+            self.settle();
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let cap = Instant::now() + Duration::from_millis(100);
+        self.participants
+            .values()
+            .filter_map(|p| p.next_timeout)
+            .fold(cap, Instant::min)
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Join {
+                room,
+                role,
+                events,
+                reply,
+            } => {
+                let _ = reply.send(self.join(room, role, events));
+            }
+            Command::Offer { id, sdp, reply } => {
+                let _ = reply.send(self.offer(id, &sdp));
+            }
+            Command::Answer { id, sdp, reply } => {
+                let _ = reply.send(self.answer(id, &sdp));
+            }
+            Command::Candidate {
+                id,
+                candidate,
+                reply,
+            } => {
+                let _ = reply.send(self.candidate(id, &candidate));
+            }
+            Command::Leave { id, reason } => self.gone.push((id, reason, None)),
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn join(
+        &mut self,
+        room: String,
+        role: Role,
+        events: mpsc::Sender<ServerMessage>,
+    ) -> Result<Joined, ProtocolError> {
+        let members = self.rooms.entry(room.clone()).or_default();
+        if members.len() >= self.settings.max_participants {
+            return Err(ProtocolError::new(
+                ErrorCode::RoomFull,
+                format!(
+                    "the meeting is full ({} participants, the tenant's limit)",
+                    self.settings.max_participants
+                ),
+            ));
+        }
+        let id = ParticipantId(self.next_id);
+        self.next_id += 1;
+        let info = ParticipantInfo {
+            id: id.to_string(),
+            role,
+        };
+        let mut already = Vec::new();
+        for other in members.iter() {
+            if let Some(p) = self.participants.get_mut(other) {
+                already.push(ParticipantInfo {
+                    id: p.id.to_string(),
+                    role: p.role,
+                });
+                p.tell(ServerMessage::ParticipantJoined {
+                    v: PROTOCOL_VERSION,
+                    participant: info.clone(),
+                });
+            }
+        }
+        members.push(id);
+        let mut participant = Participant::new(id, room, role, events);
+        // Subscribe to everything already published in the room.
+        for other in already.iter() {
+            if let Some(p) = self
+                .participants
+                .values()
+                .find(|p| p.id.to_string() == other.id)
+            {
+                for track in &p.tracks_in {
+                    participant.subscribe(p.id, track.mid, track.kind);
+                }
+            }
+        }
+        self.participants.insert(id, participant);
+        self.stats.participants.inc();
+        tracing::info!(participant = %id, rooms = self.rooms.len(), "participant joined");
+        Ok(Joined {
+            id,
+            participants: already,
+        })
+    }
+
+    fn participant(&mut self, id: ParticipantId) -> Result<&mut Participant, ProtocolError> {
+        self.participants.get_mut(&id).ok_or_else(|| {
+            ProtocolError::new(ErrorCode::NotAvailable, "you are no longer in the meeting")
+        })
+    }
+
+    fn offer(&mut self, id: ParticipantId, sdp: &str) -> Result<String, ProtocolError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| {
+            ProtocolError::new(
+                ErrorCode::InvalidSdp,
+                format!("the offer is not valid SDP: {e}"),
+            )
+        })?;
+        let advertised = self.settings.advertised;
+        let crypto = self.crypto.clone();
+        let participant = self.participant(id)?;
+        if participant.rtc.is_none() {
+            participant.rtc = Some(new_rtc(crypto, advertised)?);
+        }
+        participant.reset_negotiation();
+        let Some(rtc) = participant.rtc.as_mut() else {
+            return Err(ProtocolError::new(
+                ErrorCode::Internal,
+                "no media connection",
+            ));
+        };
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| {
+            ProtocolError::new(
+                ErrorCode::InvalidSdp,
+                format!("the offer cannot be accepted: {e}"),
+            )
+        })?;
+        self.dirty.push(id);
+        Ok(answer.to_sdp_string())
+    }
+
+    fn answer(&mut self, id: ParticipantId, sdp: &str) -> Result<(), ProtocolError> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| {
+            ProtocolError::new(
+                ErrorCode::InvalidSdp,
+                format!("the answer is not valid SDP: {e}"),
+            )
+        })?;
+        let participant = self.participant(id)?;
+        let (Some(rtc), Some(pending)) = (participant.rtc.as_mut(), participant.pending.take())
+        else {
+            return Err(ProtocolError::new(
+                ErrorCode::NoPendingOffer,
+                "there is no offer from the node to answer",
+            ));
+        };
+        rtc.sdp_api().accept_answer(pending, answer).map_err(|e| {
+            ProtocolError::new(
+                ErrorCode::InvalidSdp,
+                format!("the answer cannot be accepted: {e}"),
+            )
+        })?;
+        let opened = participant.negotiation_done();
+        for (source, source_mid) in opened {
+            self.queue.push_back(Propagated::KeyframeRequest {
+                source,
+                source_mid,
+                rid: None,
+                kind: KeyframeRequestKind::Fir,
+            });
+        }
+        self.dirty.push(id);
+        Ok(())
+    }
+
+    fn candidate(&mut self, id: ParticipantId, line: &str) -> Result<(), ProtocolError> {
+        let participant = self.participant(id)?;
+        let Some(rtc) = participant.rtc.as_mut() else {
+            return Err(ProtocolError::new(
+                ErrorCode::JoinFirst,
+                "send your offer before ICE candidates",
+            ));
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            return Ok(()); // end of candidates
+        }
+        let candidate = Candidate::from_sdp_string(line).map_err(|e| {
+            ProtocolError::new(
+                ErrorCode::InvalidMessage,
+                format!("not an ICE candidate line: {e}"),
+            )
+        })?;
+        // Test and dev peers live on loopback only; everything else is the peer's business.
+        rtc.add_remote_candidate(candidate);
+        self.dirty.push(id);
+        Ok(())
+    }
+
+    fn datagram(&mut self, contents: &[u8], source: SocketAddr, now: Instant) {
+        self.stats.datagrams_in.inc();
+        let Ok(contents) = contents.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.settings.advertised,
+                contents,
+            },
+        );
+        let id = match self.by_addr.get(&source) {
+            Some(id) => *id,
+            None => {
+                // A new remote address: only its STUN binding request can say who it is.
+                let Some(p) = self
+                    .participants
+                    .values_mut()
+                    .find(|p| p.rtc.as_ref().is_some_and(|rtc| rtc.accepts(&input)))
+                else {
+                    return;
+                };
+                p.remote_addrs.push(source);
+                self.by_addr.insert(source, p.id);
+                p.id
+            }
+        };
+        self.input(id, input);
+    }
+
+    fn input(&mut self, id: ParticipantId, input: Input) {
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let Some(rtc) = p.rtc.as_mut() else {
+            return;
+        };
+        if let Err(e) = rtc.handle_input(input) {
+            self.failed(id, e);
+            return;
+        }
+        self.drive(id);
+    }
+
+    fn failed(&mut self, id: ParticipantId, e: str0m::RtcError) {
+        let connected = self.participants.get(&id).is_some_and(|p| p.connected);
+        let text = e.to_string();
+        if !connected && text.contains("DTLS") {
+            let reason = crypto_policy::refusal_reason(self.settings.policy);
+            tracing::warn!(participant = %id, error = %text, "{reason}");
+            self.stats.media_refused.inc();
+            self.gone.push((
+                id,
+                LeaveReason::MediaRefused,
+                Some(ProtocolError::new(
+                    ErrorCode::MediaEncryptionRefused,
+                    reason,
+                )),
+            ));
+        } else {
+            tracing::info!(participant = %id, error = %text, "media connection ended");
+            self.gone.push((id, LeaveReason::Disconnected, None));
+        }
+        if let Some(rtc) = self.participants.get_mut(&id).and_then(|p| p.rtc.as_mut()) {
+            rtc.disconnect();
+        }
+    }
+
+    /// Polls one participant until str0m has nothing more to say.
+    fn drive(&mut self, id: ParticipantId) {
+        let now = Instant::now();
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        p.negotiate_if_needed();
+        let mut failure = None;
+        while let Some(rtc) = p.rtc.as_mut() {
+            if !rtc.is_alive() {
+                p.next_timeout = None;
+                self.gone.push((id, LeaveReason::Disconnected, None));
+                break;
+            }
+            let output = match rtc.poll_output() {
+                Ok(output) => output,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            match output {
+                Output::Timeout(t) => {
+                    p.next_timeout = Some(t);
+                    break;
+                }
+                Output::Transmit(t) => match self.socket.try_send_to(&t.contents, t.destination) {
+                    Ok(_) => {
+                        self.stats.datagrams_out.inc();
+                    }
+                    Err(e) => {
+                        if e.kind() != ErrorKind::WouldBlock {
+                            tracing::debug!(error = %e, "media send failed");
+                        }
+                        self.stats.send_dropped.inc();
+                    }
+                },
+                Output::Event(event) => {
+                    if let Some(prop) = on_event(p, event, now, &self.stats) {
+                        self.queue.push_back(prop);
+                    }
+                }
+            }
+        }
+        if let Some(e) = failure {
+            self.failed(id, e);
+        }
+    }
+
+    /// Delivers what one participant produced to the others in its room, then lets everyone
+    /// touched send, until nothing is left.
+    fn settle(&mut self) {
+        loop {
+            while let Some(prop) = self.queue.pop_front() {
+                self.propagate(prop);
+            }
+            if self.dirty.is_empty() {
+                break;
+            }
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for id in dirty {
+                self.drive(id);
+            }
+            if self.queue.is_empty() && self.dirty.is_empty() {
+                break;
+            }
+        }
+        self.remove_gone();
+        if self.last_rebalance.elapsed() >= REBALANCE_EVERY {
+            self.rebalance();
+            self.last_rebalance = Instant::now();
+        }
+    }
+
+    fn propagate(&mut self, prop: Propagated) {
+        let now = Instant::now();
+        match prop {
+            Propagated::TrackOpened { source, mid, kind } => {
+                for id in self.room_of(source) {
+                    if let Some(p) = self.participants.get_mut(&id) {
+                        p.subscribe(source, mid, kind);
+                        self.dirty.push(id);
+                    }
+                }
+            }
+            Propagated::Media { source, data } => {
+                let received_at = data.network_time;
+                for id in self.room_of(source) {
+                    let Some(p) = self.participants.get_mut(&id) else {
+                        continue;
+                    };
+                    match p.forward(source, &data) {
+                        Ok(Some(request)) => self.queue.push_back(request),
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.failed(id, e);
+                            continue;
+                        }
+                    }
+                    self.stats.frames_forwarded.inc();
+                    self.dirty.push(id);
+                }
+                self.stats
+                    .forward_delay
+                    .record(now.saturating_duration_since(received_at));
+            }
+            Propagated::KeyframeRequest {
+                source,
+                source_mid,
+                rid,
+                kind,
+            } => {
+                if let Some(p) = self.participants.get_mut(&source) {
+                    p.request_keyframe(source_mid, rid, kind, now);
+                    self.dirty.push(source);
+                }
+            }
+        }
+    }
+
+    /// Everyone else in `source`'s room.
+    fn room_of(&self, source: ParticipantId) -> Vec<ParticipantId> {
+        let Some(p) = self.participants.get(&source) else {
+            return Vec::new();
+        };
+        self.rooms
+            .get(&p.room)
+            .map(|members| members.iter().copied().filter(|m| *m != source).collect())
+            .unwrap_or_default()
+    }
+
+    fn timeouts(&mut self, now: Instant) {
+        let due: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| p.next_timeout.is_some_and(|t| t <= now))
+            .map(|p| p.id)
+            .collect();
+        for id in due {
+            self.input(id, Input::Timeout(now));
+        }
+        let overflowed: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| p.overflowed)
+            .map(|p| p.id)
+            .collect();
+        for id in overflowed {
+            self.gone.push((id, LeaveReason::Disconnected, None));
+        }
+    }
+
+    /// Picks each subscriber's simulcast layers from its bandwidth estimate.
+    fn rebalance(&mut self) {
+        let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        for id in ids {
+            let Some(estimate) = self.participants.get(&id).and_then(|p| p.estimate_bps) else {
+                continue;
+            };
+            let sources: Vec<(ParticipantId, str0m::media::Mid)> =
+                match self.participants.get_mut(&id) {
+                    Some(p) => p.video_out().map(|t| (t.source, t.source_mid)).collect(),
+                    None => continue,
+                };
+            if sources.is_empty() {
+                continue;
+            }
+            let share = estimate / sources.len() as u64;
+            let mut choices = Vec::with_capacity(sources.len());
+            let mut desired = 0;
+            for (source, mid) in &sources {
+                let layers = self
+                    .participants
+                    .get(source)
+                    .and_then(|p| p.tracks_in.iter().find(|t| t.mid == *mid))
+                    .map(|t| t.layers.clone());
+                let Some(layers) = layers else {
+                    choices.push(None);
+                    continue;
+                };
+                desired += layers.top_bps();
+                choices.push(if layers.is_empty() {
+                    None
+                } else {
+                    layers.choose(share)
+                });
+            }
+            let Some(p) = self.participants.get_mut(&id) else {
+                continue;
+            };
+            for (track, choice) in p.video_out().zip(choices) {
+                if choice.is_some() {
+                    track.selection.target = choice;
+                }
+            }
+            if let Some(rtc) = p.rtc.as_mut() {
+                rtc.bwe().set_bitrate(
+                    Bitrate::bps(MIN_VIDEO_BPS),
+                    Bitrate::bps(desired.max(MIN_VIDEO_BPS)),
+                );
+            }
+        }
+    }
+
+    fn remove_gone(&mut self) {
+        while let Some((id, reason, error)) = self.gone.pop() {
+            let Some(mut p) = self.participants.remove(&id) else {
+                continue;
+            };
+            if let Some(error) = error {
+                p.tell(error.to_message(true));
+            }
+            if let Some(rtc) = p.rtc.as_mut() {
+                rtc.disconnect();
+            }
+            for addr in &p.remote_addrs {
+                self.by_addr.remove(addr);
+            }
+            self.stats.participants.dec();
+            if let Some(members) = self.rooms.get_mut(&p.room) {
+                members.retain(|m| *m != id);
+                if members.is_empty() {
+                    self.rooms.remove(&p.room);
+                }
+            }
+            let others: Vec<ParticipantId> = self.rooms.get(&p.room).cloned().unwrap_or_default();
+            for other in others {
+                if let Some(o) = self.participants.get_mut(&other) {
+                    o.unsubscribe_all_from(id);
+                    o.tell(ServerMessage::ParticipantLeft {
+                        v: PROTOCOL_VERSION,
+                        participant_id: id.to_string(),
+                        reason,
+                    });
+                    self.dirty.push(other);
+                }
+            }
+            tracing::info!(participant = %id, ?reason, "participant left");
+        }
+        if !self.dirty.is_empty() {
+            let dirty = std::mem::take(&mut self.dirty);
+            for id in dirty {
+                self.drive(id);
+            }
+        }
+    }
+
+    fn shutdown(&mut self, reason: &str) {
+        for p in self.participants.values_mut() {
+            p.tell(ServerMessage::Closing {
+                v: PROTOCOL_VERSION,
+                reason: reason.to_string(),
+            });
+            if let Some(rtc) = p.rtc.as_mut() {
+                rtc.disconnect();
+            }
+        }
+        self.participants.clear();
+        self.rooms.clear();
+        self.by_addr.clear();
+        self.stats.participants.set(0);
+    }
+}
+
+fn new_rtc(crypto: Arc<CryptoProvider>, advertised: SocketAddr) -> Result<Rtc, ProtocolError> {
+    let mut rtc = RtcConfig::new()
+        .set_crypto_provider(crypto)
+        .set_stats_interval(Some(Duration::from_secs(1)))
+        .enable_bwe(Some(Bitrate::kbps(1_500)))
+        .build(Instant::now());
+    let candidate = Candidate::host(advertised, "udp").map_err(|e| {
+        ProtocolError::new(
+            ErrorCode::Internal,
+            format!("the node's media address {advertised} is not usable: {e}"),
+        )
+    })?;
+    rtc.add_local_candidate(candidate);
+    Ok(rtc)
+}
+
+/// One str0m event of participant `p`; what it means for the others, if anything.
+fn on_event(
+    p: &mut Participant,
+    event: Event,
+    now: Instant,
+    stats: &EngineStats,
+) -> Option<Propagated> {
+    match event {
+        Event::Connected => {
+            p.connected = true;
+            stats.connected.inc();
+            stats.join_to_media.record(p.joined_at.elapsed());
+            p.tell(ServerMessage::MediaConnected {
+                v: PROTOCOL_VERSION,
+                // The policy provider withholds SRTP keys from any other profile, so a
+                // completed connection has exactly this one.
+                srtp_profile: "AEAD_AES_256_GCM".into(),
+            });
+            None
+        }
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+            if let Some(rtc) = p.rtc.as_mut() {
+                rtc.disconnect();
+            }
+            None
+        }
+        Event::MediaAdded(added) => p.media_added(added.mid, added.kind, added.direction),
+        Event::MediaData(data) => p.media_in(data, now),
+        Event::KeyframeRequest(req) => p.keyframe_wanted(req.mid, req.kind),
+        Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+            p.estimate_bps = Some(estimate.as_u64());
+            None
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,395 @@
+//! One participant: its str0m connection, the tracks it publishes and the tracks it receives.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::Rtc;
+use str0m::change::SdpPendingOffer;
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use tokio::sync::mpsc;
+
+use super::simulcast::{Layers, Selection};
+use crate::signaling::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
+use crate::token::Role;
+
+/// Node-assigned, opaque, never the user id from the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantId(pub u64);
+
+impl std::fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+/// A keyframe request is relayed to a publisher at most this often per track.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+
+#[derive(Debug)]
+pub struct TrackIn {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    pub layers: Layers,
+    last_keyframe_request: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackOutState {
+    ToOpen,
+    Negotiating(Mid),
+    Open(Mid),
+    ToStop(Mid),
+    NegotiatingStop(Mid),
+}
+
+#[derive(Debug)]
+pub struct TrackOut {
+    pub source: ParticipantId,
+    pub source_mid: Mid,
+    pub kind: MediaKind,
+    pub state: TrackOutState,
+    pub selection: Selection,
+}
+
+impl TrackOut {
+    fn mid(&self) -> Option<Mid> {
+        match self.state {
+            TrackOutState::ToOpen => None,
+            TrackOutState::Negotiating(m)
+            | TrackOutState::Open(m)
+            | TrackOutState::ToStop(m)
+            | TrackOutState::NegotiatingStop(m) => Some(m),
+        }
+    }
+}
+
+/// What one participant's output means for the others.
+// Boxing the media variant would allocate once per frame on the forwarding path.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Propagated {
+    TrackOpened {
+        source: ParticipantId,
+        mid: Mid,
+        kind: MediaKind,
+    },
+    Media {
+        source: ParticipantId,
+        data: MediaData,
+    },
+    KeyframeRequest {
+        source: ParticipantId,
+        source_mid: Mid,
+        rid: Option<Rid>,
+        kind: KeyframeRequestKind,
+    },
+}
+
+#[derive(Debug)]
+pub struct Participant {
+    pub id: ParticipantId,
+    pub room: String,
+    pub role: Role,
+    pub events: mpsc::Sender<ServerMessage>,
+    pub rtc: Option<Rtc>,
+    pub pending: Option<SdpPendingOffer>,
+    pub tracks_in: Vec<TrackIn>,
+    pub tracks_out: Vec<TrackOut>,
+    pub remote_addrs: Vec<SocketAddr>,
+    pub next_timeout: Option<Instant>,
+    pub connected: bool,
+    /// Latest egress bandwidth estimate, bits per second.
+    pub estimate_bps: Option<u64>,
+    pub joined_at: Instant,
+    /// Set when the signaling channel is too slow to keep up; the engine removes it.
+    pub overflowed: bool,
+}
+
+impl Participant {
+    pub fn new(
+        id: ParticipantId,
+        room: String,
+        role: Role,
+        events: mpsc::Sender<ServerMessage>,
+    ) -> Self {
+        Self {
+            id,
+            room,
+            role,
+            events,
+            rtc: None,
+            pending: None,
+            tracks_in: Vec::new(),
+            tracks_out: Vec::new(),
+            remote_addrs: Vec::new(),
+            next_timeout: None,
+            connected: false,
+            estimate_bps: None,
+            joined_at: Instant::now(),
+            overflowed: false,
+        }
+    }
+
+    /// Queues a message for the participant's signaling connection without ever waiting: a
+    /// client that stops reading is dropped rather than slowing the media loop.
+    pub fn tell(&mut self, message: ServerMessage) {
+        if self.events.try_send(message).is_err() {
+            self.overflowed = true;
+        }
+    }
+
+    pub fn may_publish(&self) -> bool {
+        self.role != Role::Observer
+    }
+
+    /// A publisher's new track: remembered so others can subscribe.
+    pub fn media_added(
+        &mut self,
+        mid: Mid,
+        kind: MediaKind,
+        direction: Direction,
+    ) -> Option<Propagated> {
+        // The node receives what the client sends; observers publish nothing.
+        if !matches!(direction, Direction::RecvOnly | Direction::SendRecv) || !self.may_publish() {
+            return None;
+        }
+        if self.tracks_in.iter().any(|t| t.mid == mid) {
+            return None;
+        }
+        self.tracks_in.push(TrackIn {
+            mid,
+            kind,
+            layers: Layers::default(),
+            last_keyframe_request: None,
+        });
+        Some(Propagated::TrackOpened {
+            source: self.id,
+            mid,
+            kind,
+        })
+    }
+
+    /// Incoming media from this participant's own tracks.
+    pub fn media_in(&mut self, data: MediaData, now: Instant) -> Option<Propagated> {
+        if !self.may_publish() {
+            return None;
+        }
+        let track = self.tracks_in.iter_mut().find(|t| t.mid == data.mid)?;
+        if let Some(rid) = data.rid {
+            track.layers.record(rid, data.data.len(), now);
+        }
+        if !data.contiguous && track.kind == MediaKind::Video {
+            // Loss the NACK/RTX path could not repair: ask for a fresh keyframe.
+            let (mid, rid) = (data.mid, data.rid);
+            self.request_keyframe(mid, rid, KeyframeRequestKind::Pli, now);
+        }
+        Some(Propagated::Media {
+            source: self.id,
+            data,
+        })
+    }
+
+    /// Asks this participant (as publisher) for a keyframe, throttled per track.
+    pub fn request_keyframe(
+        &mut self,
+        mid: Mid,
+        rid: Option<Rid>,
+        kind: KeyframeRequestKind,
+        now: Instant,
+    ) {
+        let Some(track) = self.tracks_in.iter_mut().find(|t| t.mid == mid) else {
+            return;
+        };
+        if track
+            .last_keyframe_request
+            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        let Some(rtc) = self.rtc.as_mut() else {
+            return;
+        };
+        let Some(mut writer) = rtc.writer(mid) else {
+            return;
+        };
+        if writer.request_keyframe(rid, kind).is_ok() {
+            track.last_keyframe_request = Some(now);
+        }
+    }
+
+    /// Another participant published a track: this one will receive it after renegotiation.
+    pub fn subscribe(&mut self, source: ParticipantId, source_mid: Mid, kind: MediaKind) {
+        if self
+            .tracks_out
+            .iter()
+            .any(|t| t.source == source && t.source_mid == source_mid)
+        {
+            return;
+        }
+        self.tracks_out.push(TrackOut {
+            source,
+            source_mid,
+            kind,
+            state: TrackOutState::ToOpen,
+            selection: Selection::default(),
+        });
+    }
+
+    /// The source left: stop its tracks here.
+    pub fn unsubscribe_all_from(&mut self, source: ParticipantId) {
+        self.tracks_out
+            .retain(|t| !(t.source == source && t.state == TrackOutState::ToOpen));
+        for track in self.tracks_out.iter_mut().filter(|t| t.source == source) {
+            track.state = match track.state {
+                TrackOutState::Negotiating(m) | TrackOutState::Open(m) => TrackOutState::ToStop(m),
+                other => other,
+            };
+        }
+    }
+
+    /// Forwards one frame of `source`'s track. Returns a keyframe request for the source when a
+    /// layer switch waits for one. No allocation: the payload is shared (`Arc<[u8]>`).
+    pub fn forward(
+        &mut self,
+        source: ParticipantId,
+        data: &MediaData,
+    ) -> Result<Option<Propagated>, str0m::RtcError> {
+        let Some(rtc) = self.rtc.as_mut() else {
+            return Ok(None);
+        };
+        let Some(track) = self
+            .tracks_out
+            .iter_mut()
+            .find(|t| t.source == source && t.source_mid == data.mid)
+        else {
+            return Ok(None);
+        };
+        let TrackOutState::Open(mid) = track.state else {
+            return Ok(None);
+        };
+        let keyframe = data.is_keyframe();
+        let admitted = track.selection.admit(data.rid, keyframe);
+        let wants = track
+            .selection
+            .wants_keyframe()
+            .then(|| Propagated::KeyframeRequest {
+                source,
+                source_mid: track.source_mid,
+                rid: track.selection.target,
+                kind: KeyframeRequestKind::Fir,
+            });
+        if !admitted {
+            return Ok(wants);
+        }
+        let Some(writer) = rtc.writer(mid) else {
+            return Ok(wants);
+        };
+        let Some(pt) = writer.match_params(data.params) else {
+            return Ok(wants);
+        };
+        writer.write(pt, data.network_time, data.time, data.data.clone())?;
+        Ok(wants)
+    }
+
+    /// A subscriber's PLI/FIR on one of its outgoing tracks, mapped to the publisher's track.
+    pub fn keyframe_wanted(&self, mid: Mid, kind: KeyframeRequestKind) -> Option<Propagated> {
+        let track = self.tracks_out.iter().find(|t| t.mid() == Some(mid))?;
+        Some(Propagated::KeyframeRequest {
+            source: track.source,
+            source_mid: track.source_mid,
+            rid: track.selection.current.or(track.selection.target),
+            kind,
+        })
+    }
+
+    /// Starts an offer for tracks to add or stop, when no other negotiation is in flight; the
+    /// offer goes to the client via `tell`.
+    pub fn negotiate_if_needed(&mut self) {
+        let Some(rtc) = self.rtc.as_mut() else {
+            return;
+        };
+        if self.pending.is_some() {
+            return;
+        }
+        let mut change = rtc.sdp_api();
+        let mut added = Vec::new();
+        for track in &mut self.tracks_out {
+            match track.state {
+                TrackOutState::ToOpen => {
+                    let mid = change.add_media(
+                        track.kind,
+                        Direction::SendOnly,
+                        // The stream id tells the client whose camera this is.
+                        Some(track.source.to_string()),
+                        None,
+                        None,
+                    );
+                    track.state = TrackOutState::Negotiating(mid);
+                    added.push((track.source, track.kind, mid));
+                }
+                TrackOutState::ToStop(mid) => {
+                    change.stop_media(mid);
+                    track.state = TrackOutState::NegotiatingStop(mid);
+                }
+                _ => {}
+            }
+        }
+        if !change.has_changes() {
+            return;
+        }
+        let Some((offer, pending)) = change.apply() else {
+            return;
+        };
+        self.pending = Some(pending);
+        for (source, kind, mid) in added {
+            self.tell(ServerMessage::TrackAdded {
+                v: PROTOCOL_VERSION,
+                participant_id: source.to_string(),
+                kind: match kind {
+                    MediaKind::Audio => TrackKind::Audio,
+                    MediaKind::Video => TrackKind::Video,
+                },
+                mid: mid.to_string(),
+            });
+        }
+        self.tell(ServerMessage::Offer {
+            v: PROTOCOL_VERSION,
+            sdp: offer.to_sdp_string(),
+        });
+    }
+
+    /// The client sent a new offer while ours was in flight: str0m drops ours, so redo it after.
+    pub fn reset_negotiation(&mut self) {
+        self.pending = None;
+        for track in &mut self.tracks_out {
+            track.state = match track.state {
+                TrackOutState::Negotiating(_) => TrackOutState::ToOpen,
+                TrackOutState::NegotiatingStop(m) => TrackOutState::ToStop(m),
+                other => other,
+            };
+        }
+    }
+
+    /// The client answered our offer: newly opened tracks, which need a keyframe to start.
+    pub fn negotiation_done(&mut self) -> Vec<(ParticipantId, Mid)> {
+        let mut opened = Vec::new();
+        for track in &mut self.tracks_out {
+            if let TrackOutState::Negotiating(m) = track.state {
+                track.state = TrackOutState::Open(m);
+                if track.kind == MediaKind::Video {
+                    opened.push((track.source, track.source_mid));
+                }
+            }
+        }
+        self.tracks_out
+            .retain(|t| !matches!(t.state, TrackOutState::NegotiatingStop(_)));
+        opened
+    }
+
+    /// The video tracks this participant receives, for layer choice.
+    pub fn video_out(&mut self) -> impl Iterator<Item = &mut TrackOut> {
+        self.tracks_out
+            .iter_mut()
+            .filter(|t| t.kind == MediaKind::Video && matches!(t.state, TrackOutState::Open(_)))
+    }
+}

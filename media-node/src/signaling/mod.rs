@@ -1,0 +1,5 @@
+//! Signaling: the WebSocket-over-TLS protocol clients speak to join rooms and set up media.
+
+pub mod protocol;
+pub mod server;
+mod session;

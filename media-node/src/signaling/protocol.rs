@@ -1,0 +1,373 @@
+//! The signaling protocol, version 1 (docs/signaling.md): JSON text frames over a WebSocket.
+//!
+//! Parsing is pure and total: any input yields a message or a [`ProtocolError`] whose code and
+//! text go back to the client. Nothing here can panic on what a client sends.
+
+use serde::{Deserialize, Serialize};
+
+use crate::token::Role;
+
+/// The protocol version this node speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The largest frame accepted; an SDP offer with simulcast is about 10 KiB.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Room names: what a scheduling system puts in a link, never a patient's name.
+pub const MAX_ROOM_NAME: usize = 64;
+
+/// What a client sends.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Must come first.
+    Join {
+        v: u32,
+        room: String,
+        token: String,
+    },
+    /// The client's offer: the first one publishes its camera and microphone.
+    Offer {
+        v: u32,
+        sdp: String,
+    },
+    /// The client's answer to an offer from the node.
+    Answer {
+        v: u32,
+        sdp: String,
+    },
+    /// Trickle ICE: one candidate line (`candidate:...`), or an empty string at the end.
+    Candidate {
+        v: u32,
+        candidate: String,
+    },
+    Leave {
+        v: u32,
+    },
+}
+
+/// What the node sends.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    #[serde(rename_all = "camelCase")]
+    Joined {
+        v: u32,
+        participant_id: String,
+        room: String,
+        role: Role,
+        /// Everyone already in the room.
+        participants: Vec<ParticipantInfo>,
+    },
+    Answer {
+        v: u32,
+        sdp: String,
+    },
+    /// The node adds or removes forwarded tracks; the client answers.
+    Offer {
+        v: u32,
+        sdp: String,
+    },
+    ParticipantJoined {
+        v: u32,
+        participant: ParticipantInfo,
+    },
+    #[serde(rename_all = "camelCase")]
+    ParticipantLeft {
+        v: u32,
+        participant_id: String,
+        reason: LeaveReason,
+    },
+    /// A forwarded track is in the node's latest offer; `mid` ties it to the transceiver.
+    #[serde(rename_all = "camelCase")]
+    TrackAdded {
+        v: u32,
+        participant_id: String,
+        kind: TrackKind,
+        mid: String,
+    },
+    /// The media path is up: DTLS finished with the listed ciphers.
+    #[serde(rename_all = "camelCase")]
+    MediaConnected {
+        v: u32,
+        srtp_profile: String,
+    },
+    Error {
+        v: u32,
+        code: ErrorCode,
+        message: String,
+        /// The node closes the connection after a fatal error.
+        fatal: bool,
+    },
+    /// The node is shutting down or the meeting ended; the connection closes next.
+    Closing {
+        v: u32,
+        reason: String,
+    },
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantInfo {
+    pub id: String,
+    pub role: Role,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaveReason {
+    Left,
+    Disconnected,
+    MediaRefused,
+}
+
+/// Machine-readable error codes; the `message` beside them is for people.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    MalformedJson,
+    UnsupportedVersion,
+    UnknownType,
+    InvalidMessage,
+    TooLarge,
+    BinaryFrame,
+    JoinFirst,
+    AlreadyJoined,
+    TokenRefused,
+    RoomFull,
+    InvalidSdp,
+    NoPendingOffer,
+    MediaEncryptionRefused,
+    NotAvailable,
+    Internal,
+}
+
+/// A message the node could not take, with what to tell the client.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn to_message(&self, fatal: bool) -> ServerMessage {
+        ServerMessage::Error {
+            v: PROTOCOL_VERSION,
+            code: self.code,
+            message: self.message.clone(),
+            fatal,
+        }
+    }
+}
+
+const KNOWN_TYPES: &[&str] = &["join", "offer", "answer", "candidate", "leave"];
+
+/// Parses one text frame.
+pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(ProtocolError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "message of {} bytes is over the {MAX_MESSAGE_BYTES}-byte limit",
+                text.len()
+            ),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        ProtocolError::new(ErrorCode::MalformedJson, format!("not a JSON message: {e}"))
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            "a message is a JSON object with \"v\" and \"type\"",
+        ));
+    };
+    match object.get("v").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+        Some(v) => {
+            return Err(ProtocolError::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {v} is not supported; this node speaks version {PROTOCOL_VERSION}"
+                ),
+            ));
+        }
+        None => {
+            return Err(ProtocolError::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "the message has no numeric \"v\"; this node speaks version {PROTOCOL_VERSION}"
+                ),
+            ));
+        }
+    }
+    let kind = object
+        .get("type")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| {
+            ProtocolError::new(ErrorCode::InvalidMessage, "the message has no \"type\"")
+        })?
+        .to_string();
+    let kind = kind.as_str();
+    if !KNOWN_TYPES.contains(&kind) {
+        return Err(ProtocolError::new(
+            ErrorCode::UnknownType,
+            format!(
+                "unknown message type {:?}; known types: {}",
+                truncate(kind, 40),
+                KNOWN_TYPES.join(", ")
+            ),
+        ));
+    }
+    let message: ClientMessage = serde_json::from_value(value).map_err(|e| {
+        ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            format!("invalid {kind:?} message: {e}"),
+        )
+    })?;
+    if let ClientMessage::Join { room, .. } = &message {
+        check_room_name(room)?;
+    }
+    Ok(message)
+}
+
+fn check_room_name(room: &str) -> Result<(), ProtocolError> {
+    let ok = !room.is_empty()
+        && room.len() <= MAX_ROOM_NAME
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            format!(
+                "room names are 1-{MAX_ROOM_NAME} letters, digits, '-', '_' or '.' (an opaque id, never a name)"
+            ),
+        ))
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+impl ServerMessage {
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: no maps with non-string keys, no floats.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"v":1,"type":"error","code":"internal","message":"encoding failed","fatal":true}"#
+                .to_string()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_parses() {
+        let m = parse(r#"{"v":1,"type":"join","room":"visit-42","token":"abc"}"#).expect("join");
+        assert_eq!(
+            m,
+            ClientMessage::Join {
+                v: 1,
+                room: "visit-42".into(),
+                token: "abc".into()
+            }
+        );
+    }
+
+    #[test]
+    fn each_bad_input_gets_its_own_code_and_a_readable_message() {
+        let cases: &[(&str, ErrorCode, &str)] = &[
+            ("{", ErrorCode::MalformedJson, "not a JSON"),
+            ("[1,2]", ErrorCode::InvalidMessage, "JSON object"),
+            (
+                r#"{"type":"join"}"#,
+                ErrorCode::UnsupportedVersion,
+                "version 1",
+            ),
+            (
+                r#"{"v":2,"type":"join"}"#,
+                ErrorCode::UnsupportedVersion,
+                "version 2",
+            ),
+            (r#"{"v":1}"#, ErrorCode::InvalidMessage, "no \"type\""),
+            (r#"{"v":1,"type":"dance"}"#, ErrorCode::UnknownType, "dance"),
+            (
+                r#"{"v":1,"type":"join","room":"r"}"#,
+                ErrorCode::InvalidMessage,
+                "token",
+            ),
+            (
+                r#"{"v":1,"type":"join","room":"Jane Doe","token":"t"}"#,
+                ErrorCode::InvalidMessage,
+                "opaque id",
+            ),
+            (
+                r#"{"v":1,"type":"offer","sdp":7}"#,
+                ErrorCode::InvalidMessage,
+                "offer",
+            ),
+            (
+                r#"{"v":1,"type":"leave","extra":true}"#,
+                ErrorCode::InvalidMessage,
+                "extra",
+            ),
+        ];
+        for (input, code, words) in cases {
+            let err = parse(input).expect_err(input);
+            assert_eq!(err.code, *code, "{input}: {err}");
+            assert!(err.message.contains(words), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn oversized_messages_are_refused_before_parsing() {
+        let huge = format!(
+            r#"{{"v":1,"type":"offer","sdp":"{}"}}"#,
+            "a".repeat(MAX_MESSAGE_BYTES)
+        );
+        assert_eq!(parse(&huge).expect_err("huge").code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn server_messages_carry_the_version_and_a_kebab_case_type() {
+        let json = ServerMessage::ParticipantLeft {
+            v: PROTOCOL_VERSION,
+            participant_id: "p1".into(),
+            reason: LeaveReason::Left,
+        }
+        .to_json();
+        assert_eq!(
+            json,
+            r#"{"type":"participant-left","v":1,"participantId":"p1","reason":"left"}"#
+        );
+    }
+
+    #[test]
+    fn unknown_type_names_are_truncated_in_the_reply() {
+        let long = "x".repeat(5000);
+        let err = parse(&format!(r#"{{"v":1,"type":"{long}"}}"#)).expect_err("unknown");
+        assert!(err.message.len() < 200, "{}", err.message.len());
+    }
+}

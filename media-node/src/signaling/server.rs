@@ -1,0 +1,105 @@
+//! The HTTPS side of the node: the web client, `/healthz`, and the `/ws` signaling endpoint.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::watch;
+
+use super::protocol::MAX_MESSAGE_BYTES;
+use crate::sfu::SfuHandle;
+use crate::token::TokenVerifier;
+
+const INDEX_HTML: &str = include_str!("../../web/index.html");
+const CLIENT_JS: &str = include_str!("../../web/client.js");
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub sfu: SfuHandle,
+    pub verifier: Arc<TokenVerifier>,
+    /// Flips to true when the node starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Why joins cannot work at all (e.g. no advertised media address yet).
+    pub unavailable: Option<String>,
+    pub display_name: String,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/client.js", get(client_js))
+        .route("/healthz", get(healthz))
+        .route("/ws", get(websocket))
+        .with_state(state)
+}
+
+/// Security headers for a page that handles a clinical visit: no caching, no framing, no
+/// referrer (the URL carries the join token), scripts only from this origin.
+fn hardened(content_type: &'static str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+            ),
+            (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index(State(state): State<AppState>) -> Response {
+    let page = INDEX_HTML.replace("{{DISPLAY_NAME}}", &html_escape(&state.display_name));
+    let mut response = hardened("text/html; charset=utf-8", page);
+    *response.status_mut() = StatusCode::OK;
+    response
+}
+
+async fn client_js() -> Response {
+    hardened("text/javascript; charset=utf-8", CLIENT_JS.to_string())
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    if *state.shutdown.borrow() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else {
+        (StatusCode::OK, "ok\n")
+    }
+}
+
+async fn websocket(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| super::session::run(socket, state))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_cannot_inject_markup() {
+        assert_eq!(
+            html_escape("<script>\"x\"</script>"),
+            "&lt;script&gt;&quot;x&quot;&lt;/script&gt;"
+        );
+    }
+}

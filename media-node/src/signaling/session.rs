@@ -1,0 +1,282 @@
+//! One client's signaling connection: join first, then SDP and ICE, relayed to the media loop.
+//!
+//! Every bad input is answered with an error message; only a refused join, a refused media
+//! connection, repeated abuse or shutdown end the connection. Nothing a client sends reaches
+//! another room.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use super::protocol::{
+    self, ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, ProtocolError, ServerMessage,
+};
+use super::server::AppState;
+use crate::sfu::{Command, ParticipantId};
+
+/// A client that has not joined by then is disconnected.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Errors tolerated on one connection before it is closed.
+const MAX_ERRORS: u32 = 32;
+/// Messages waiting for a slow client before it is dropped.
+const EVENT_QUEUE: usize = 256;
+
+/// WebSocket close codes (RFC 6455): policy violation and going away.
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_NORMAL: u16 = 1000;
+
+enum Flow {
+    Continue,
+    Close(u16, String),
+}
+
+pub(super) async fn run(socket: WebSocket, state: AppState) {
+    let (mut sink, mut stream) = socket.split();
+    let (events_tx, mut events_rx) = mpsc::channel::<ServerMessage>(EVENT_QUEUE);
+    let mut session = Session {
+        state: state.clone(),
+        joined: None,
+        errors: 0,
+        events_tx,
+        outbox: Vec::new(),
+    };
+    let join_deadline = tokio::time::sleep(JOIN_TIMEOUT);
+    tokio::pin!(join_deadline);
+    let mut shutdown = state.shutdown.clone();
+
+    let close = loop {
+        let flow = tokio::select! {
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => session.on_text(text.as_str()).await,
+                Some(Ok(Message::Binary(_))) => session.on_error(ProtocolError::new(
+                    ErrorCode::BinaryFrame,
+                    "binary frames are not part of the protocol; send JSON text frames",
+                )),
+                Some(Ok(Message::Close(_))) | None => break None,
+                Some(Ok(_)) => Flow::Continue, // ping/pong: answered by the WebSocket layer
+                Some(Err(e)) => {
+                    // Oversized frames land here: tell the client if the socket still works.
+                    session.outbox.push(ProtocolError::new(
+                        ErrorCode::TooLarge,
+                        format!("the message could not be read: {e}"),
+                    ).to_message(true));
+                    Flow::Close(CLOSE_POLICY, "unreadable message".into())
+                }
+            },
+            event = events_rx.recv() => match event {
+                Some(ServerMessage::Closing { v, reason }) => {
+                    session.outbox.push(ServerMessage::Closing { v, reason: reason.clone() });
+                    Flow::Close(CLOSE_GOING_AWAY, reason)
+                }
+                Some(message @ ServerMessage::Error { fatal: true, .. }) => {
+                    session.joined = None; // the media loop already removed us
+                    session.outbox.push(message);
+                    Flow::Close(CLOSE_POLICY, "refused".into())
+                }
+                Some(message) => {
+                    session.outbox.push(message);
+                    Flow::Continue
+                }
+                None => Flow::Continue,
+            },
+            _ = &mut join_deadline, if session.joined.is_none() => {
+                session.outbox.push(ProtocolError::new(
+                    ErrorCode::JoinFirst,
+                    format!("no join within {} seconds", JOIN_TIMEOUT.as_secs()),
+                ).to_message(true));
+                Flow::Close(CLOSE_POLICY, "join timeout".into())
+            }
+            _ = shutdown.changed() => {
+                // Joined clients hear it from the media loop; the rest from here.
+                if session.joined.is_none() {
+                    session.outbox.push(ServerMessage::Closing {
+                        v: PROTOCOL_VERSION,
+                        reason: "the media node is shutting down".into(),
+                    });
+                    Flow::Close(CLOSE_GOING_AWAY, "shutting down".into())
+                } else {
+                    Flow::Continue
+                }
+            }
+        };
+        for message in session.outbox.drain(..) {
+            if sink
+                .send(Message::Text(Utf8Bytes::from(message.to_json())))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        if let Flow::Close(code, reason) = flow {
+            break Some((code, reason));
+        }
+    };
+    if let Some((code, reason)) = close {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            })))
+            .await;
+    }
+    if let Some(id) = session.joined {
+        state
+            .sfu
+            .tell(Command::Leave {
+                id,
+                reason: LeaveReason::Left,
+            })
+            .await;
+    }
+}
+
+struct Session {
+    state: AppState,
+    joined: Option<ParticipantId>,
+    errors: u32,
+    events_tx: mpsc::Sender<ServerMessage>,
+    outbox: Vec<ServerMessage>,
+}
+
+impl Session {
+    fn on_error(&mut self, error: ProtocolError) -> Flow {
+        self.errors += 1;
+        tracing::debug!(code = ?error.code, "signaling error");
+        if self.errors > MAX_ERRORS {
+            self.outbox.push(
+                ProtocolError::new(
+                    error.code,
+                    format!(
+                        "too many bad messages ({MAX_ERRORS}); closing. Last: {}",
+                        error.message
+                    ),
+                )
+                .to_message(true),
+            );
+            return Flow::Close(CLOSE_POLICY, "too many errors".into());
+        }
+        self.outbox.push(error.to_message(false));
+        Flow::Continue
+    }
+
+    fn fatal(&mut self, error: ProtocolError) -> Flow {
+        let reason = format!("{:?}", error.code);
+        self.outbox.push(error.to_message(true));
+        Flow::Close(CLOSE_POLICY, reason)
+    }
+
+    async fn on_text(&mut self, text: &str) -> Flow {
+        let message = match protocol::parse(text) {
+            Ok(message) => message,
+            Err(e) => return self.on_error(e),
+        };
+        match (message, self.joined) {
+            (ClientMessage::Join { room, token, .. }, None) => self.join(room, token).await,
+            (ClientMessage::Join { .. }, Some(_)) => self.on_error(ProtocolError::new(
+                ErrorCode::AlreadyJoined,
+                "this connection has already joined; open a new one for another room",
+            )),
+            (_, None) => self.on_error(ProtocolError::new(
+                ErrorCode::JoinFirst,
+                "send a join message with your token first",
+            )),
+            (ClientMessage::Offer { sdp, .. }, Some(id)) => {
+                match self
+                    .state
+                    .sfu
+                    .ask(|reply| Command::Offer { id, sdp, reply })
+                    .await
+                {
+                    Ok(sdp) => {
+                        self.outbox.push(ServerMessage::Answer {
+                            v: PROTOCOL_VERSION,
+                            sdp,
+                        });
+                        Flow::Continue
+                    }
+                    Err(e) => self.on_error(e),
+                }
+            }
+            (ClientMessage::Answer { sdp, .. }, Some(id)) => {
+                match self
+                    .state
+                    .sfu
+                    .ask(|reply| Command::Answer { id, sdp, reply })
+                    .await
+                {
+                    Ok(()) => Flow::Continue,
+                    Err(e) => self.on_error(e),
+                }
+            }
+            (ClientMessage::Candidate { candidate, .. }, Some(id)) => {
+                match self
+                    .state
+                    .sfu
+                    .ask(|reply| Command::Candidate {
+                        id,
+                        candidate,
+                        reply,
+                    })
+                    .await
+                {
+                    Ok(()) => Flow::Continue,
+                    Err(e) => self.on_error(e),
+                }
+            }
+            (ClientMessage::Leave { .. }, Some(_)) => Flow::Close(CLOSE_NORMAL, "left".into()),
+        }
+    }
+
+    async fn join(&mut self, room: String, token: String) -> Flow {
+        if *self.state.shutdown.borrow() {
+            return self.fatal(ProtocolError::new(
+                ErrorCode::NotAvailable,
+                "the media node is shutting down; reconnect to join through another node",
+            ));
+        }
+        if let Some(reason) = &self.state.unavailable {
+            return self.fatal(ProtocolError::new(ErrorCode::NotAvailable, reason.clone()));
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let grant = match self.state.verifier.verify(&token, &room, now) {
+            Ok(grant) => grant,
+            Err(e) => {
+                tracing::info!(reason = %e, "join refused");
+                return self.fatal(ProtocolError::new(ErrorCode::TokenRefused, e.to_string()));
+            }
+        };
+        let events = self.events_tx.clone();
+        let role = grant.role;
+        match self
+            .state
+            .sfu
+            .ask(|reply| Command::Join {
+                room: grant.room.clone(),
+                role,
+                events,
+                reply,
+            })
+            .await
+        {
+            Ok(joined) => {
+                self.joined = Some(joined.id);
+                self.outbox.push(ServerMessage::Joined {
+                    v: PROTOCOL_VERSION,
+                    participant_id: joined.id.to_string(),
+                    room: grant.room,
+                    role,
+                    participants: joined.participants,
+                });
+                Flow::Continue
+            }
+            Err(e) => self.fatal(e),
+        }
+    }
+}

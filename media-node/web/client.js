@@ -1,0 +1,225 @@
+// bedside web client: plain JavaScript, no build step. Speaks signaling protocol v1
+// (docs/signaling.md) to the node that served this page.
+'use strict';
+
+(() => {
+  const query = new URLSearchParams(location.search);
+  // The token travels in the fragment, which browsers never send to a server or a Referer.
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const room = query.get('room') || '';
+  const token = fragment.get('token') || query.get('token') || '';
+
+  const statusEl = document.getElementById('status');
+  const tilesEl = document.getElementById('tiles');
+  const joinBtn = document.getElementById('join');
+  const leaveBtn = document.getElementById('leave');
+
+  // Exposed for automated browser tests and for support staff debugging a visit.
+  const state = {
+    participantId: null,
+    participants: new Map(), // id -> { role, stream }
+    events: [],
+    errors: [],
+    mediaConnected: false,
+    closed: false,
+  };
+  window.bedside = { state, stats: () => summarizeStats() };
+
+  let ws = null;
+  let pc = null;
+  let local = null;
+  let chain = Promise.resolve();
+
+  function setStatus(text, isError) {
+    statusEl.textContent = text;
+    statusEl.className = isError ? 'error' : '';
+  }
+
+  function send(message) {
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      ws.send(JSON.stringify(Object.assign({ v: 1 }, message)));
+    }
+  }
+
+  function tile(id, label, stream, muted) {
+    let el = document.querySelector(`.tile[data-participant="${id}"]`);
+    if (!el) {
+      el = document.createElement('div');
+      el.className = 'tile';
+      el.dataset.participant = id;
+      const video = document.createElement('video');
+      video.autoplay = true;
+      video.playsInline = true;
+      video.muted = !!muted;
+      const caption = document.createElement('span');
+      caption.textContent = label;
+      el.append(video, caption);
+      tilesEl.append(el);
+    }
+    if (stream) {
+      const video = el.querySelector('video');
+      if (video.srcObject !== stream) video.srcObject = stream;
+    }
+    return el;
+  }
+
+  function removeTile(id) {
+    const el = document.querySelector(`.tile[data-participant="${id}"]`);
+    if (el) el.remove();
+  }
+
+  async function join() {
+    if (!room || !token) {
+      setStatus('This link is incomplete: it needs a room and a token. Ask the clinic for a new link.', true);
+      return;
+    }
+    joinBtn.disabled = true;
+    setStatus('Starting camera…');
+    try {
+      local = await navigator.mediaDevices.getUserMedia({
+        audio: true,
+        video: { width: 1280, height: 720 },
+      });
+    } catch (e) {
+      setStatus(`Camera or microphone unavailable (${e.name}); joining without them.`, true);
+      local = null;
+    }
+    if (local) tile('self', 'You', local, true);
+    setStatus('Connecting…');
+    ws = new WebSocket(`wss://${location.host}/ws`);
+    ws.onopen = () => send({ type: 'join', room, token });
+    ws.onmessage = (event) => {
+      // Handle messages strictly in order: SDP steps must not interleave.
+      chain = chain.then(() => handle(JSON.parse(event.data))).catch((e) => {
+        state.errors.push(String(e));
+        setStatus(`Error: ${e}`, true);
+      });
+    };
+    ws.onclose = () => {
+      state.closed = true;
+      leaveBtn.disabled = true;
+      joinBtn.disabled = false;
+      if (!statusEl.classList.contains('error')) setStatus('Disconnected');
+    };
+  }
+
+  async function startMedia() {
+    pc = new RTCPeerConnection({ iceServers: [] });
+    pc.onicecandidate = (e) => send({ type: 'candidate', candidate: e.candidate ? e.candidate.candidate : '' });
+    pc.ontrack = (e) => {
+      const stream = e.streams[0];
+      if (!stream) return;
+      const id = stream.id;
+      const entry = state.participants.get(id) || { role: 'participant' };
+      entry.stream = stream;
+      state.participants.set(id, entry);
+      tile(id, `Participant ${id}`, stream, false);
+    };
+    // A data channel gives every client, observers included, something to negotiate.
+    pc.createDataChannel('bedside');
+    if (local) {
+      const [audio] = local.getAudioTracks();
+      const [video] = local.getVideoTracks();
+      if (audio) pc.addTransceiver(audio, { direction: 'sendonly', streams: [local] });
+      if (video) {
+        // Three simulcast layers: the node picks one per receiver from its bandwidth.
+        pc.addTransceiver(video, {
+          direction: 'sendonly',
+          streams: [local],
+          sendEncodings: [
+            { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+            { rid: 'm', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+            { rid: 'h', maxBitrate: 1500000 },
+          ],
+        });
+      }
+    }
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    send({ type: 'offer', sdp: offer.sdp });
+  }
+
+  async function handle(message) {
+    state.events.push(message.type);
+    switch (message.type) {
+      case 'joined':
+        state.participantId = message.participantId;
+        for (const p of message.participants) {
+          state.participants.set(p.id, { role: p.role });
+          tile(p.id, `Participant ${p.id}`, null, false);
+        }
+        leaveBtn.disabled = false;
+        setStatus(`Joined as ${message.role}; setting up encrypted media…`);
+        await startMedia();
+        break;
+      case 'answer':
+        await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
+        break;
+      case 'offer': {
+        await pc.setRemoteDescription({ type: 'offer', sdp: message.sdp });
+        const answer = await pc.createAnswer();
+        await pc.setLocalDescription(answer);
+        send({ type: 'answer', sdp: answer.sdp });
+        break;
+      }
+      case 'participant-joined':
+        state.participants.set(message.participant.id, { role: message.participant.role });
+        tile(message.participant.id, `Participant ${message.participant.id}`, null, false);
+        break;
+      case 'participant-left':
+        state.participants.delete(message.participantId);
+        removeTile(message.participantId);
+        break;
+      case 'track-added':
+        break;
+      case 'media-connected':
+        state.mediaConnected = true;
+        setStatus(`Connected · encrypted (${message.srtpProfile})`);
+        break;
+      case 'error':
+        state.errors.push(`${message.code}: ${message.message}`);
+        setStatus(message.message, true);
+        break;
+      case 'closing':
+        setStatus(`The visit ended: ${message.reason}`, true);
+        break;
+      default:
+        break;
+    }
+  }
+
+  function leave() {
+    send({ type: 'leave' });
+    if (ws) ws.close();
+    if (pc) pc.close();
+    if (local) local.getTracks().forEach((t) => t.stop());
+    for (const id of state.participants.keys()) removeTile(id);
+    removeTile('self');
+    state.participants.clear();
+    setStatus('You left the visit');
+  }
+
+  // What flowed, per remote participant, and the negotiated ciphers.
+  async function summarizeStats() {
+    if (!pc) return null;
+    const report = await pc.getStats();
+    const out = { inbound: [], transport: null };
+    const byId = new Map();
+    report.forEach((s) => byId.set(s.id, s));
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp') {
+        out.inbound.push({ kind: s.kind, mid: s.mid, framesDecoded: s.framesDecoded || 0, bytesReceived: s.bytesReceived || 0 });
+      }
+      if (s.type === 'transport') {
+        out.transport = { srtpCipher: s.srtpCipher, dtlsCipher: s.dtlsCipher, tlsVersion: s.tlsVersion, dtlsState: s.dtlsState };
+      }
+    });
+    return out;
+  }
+
+  joinBtn.addEventListener('click', join);
+  leaveBtn.addEventListener('click', leave);
+  if (!room || !token) {
+    setStatus('Open the visit link the clinic sent you (it names a room and carries a token).', true);
+  }
+})();
