@@ -4,6 +4,7 @@
 pub mod binaries;
 pub mod cluster;
 pub mod examples;
+pub mod media;
 pub mod operator;
 
 pub use cluster::{ClusterOptions, TestCluster};

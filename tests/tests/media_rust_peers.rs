@@ -1,0 +1,317 @@
+//! The media node against an independent WebRTC stack (the `webrtc` crate), on loopback:
+//! forwarding across participants and rooms, room isolation, token and cipher refusals,
+//! malformed signaling, leave and shutdown notices.
+
+use std::time::Duration;
+
+use bedside_media_node::token::Role;
+use bedside_tests::media::{PeerOptions, RustPeer, Signal, TestNode, sign, wait_until};
+use serde_json::json;
+use webrtc::peer_connection::SrtpProtectionProfile;
+
+const FLOW: Duration = Duration::from_secs(20);
+
+async fn peer(node: &TestNode, room: &str, user: &str) -> RustPeer {
+    let token = node.token(room, user, Role::Participant);
+    let mut p = RustPeer::join(node, room, &token, PeerOptions::default()).await;
+    p.start_publishing();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_flows_between_everyone_in_a_room_and_never_across_rooms() {
+    let mut node = TestNode::start().await;
+    let a1 = peer(&node, "room-a", "u-a1").await;
+    let a2 = peer(&node, "room-a", "u-a2").await;
+    let a3 = peer(&node, "room-a", "u-a3").await;
+    let b1 = peer(&node, "room-b", "u-b1").await;
+    let b2 = peer(&node, "room-b", "u-b2").await;
+    let room_a = [&a1, &a2, &a3];
+    let room_b = [&b1, &b2];
+
+    let all_flowing = wait_until(FLOW, || {
+        room_a.iter().all(|p| {
+            room_a
+                .iter()
+                .filter(|o| o.participant_id != p.participant_id)
+                .all(|o| p.packets_from(&o.participant_id) > 20)
+        }) && room_b.iter().all(|p| {
+            room_b
+                .iter()
+                .filter(|o| o.participant_id != p.participant_id)
+                .all(|o| p.packets_from(&o.participant_id) > 20)
+        })
+    })
+    .await;
+    for p in room_a.iter().chain(room_b.iter()) {
+        eprintln!("{} heard {:?}", p.participant_id, p.publishers_heard());
+    }
+    assert!(all_flowing, "every participant hears every other in its room");
+
+    // Whose media it is: the payload names its publisher, end to end through the node.
+    let tag = a1.last_payload_from(&a2.participant_id);
+    assert!(
+        tag.starts_with(format!("from:{};", a2.participant_id).as_bytes()),
+        "a1 got a2's payload intact: {:?}",
+        String::from_utf8_lossy(&tag)
+    );
+    // Isolation: nobody hears anyone outside their room, and nobody hears themselves.
+    for p in room_a {
+        for o in room_b {
+            assert_eq!(p.packets_from(&o.participant_id), 0, "room-a hears room-b");
+            assert_eq!(o.packets_from(&p.participant_id), 0, "room-b hears room-a");
+        }
+        assert_eq!(p.packets_from(&p.participant_id), 0, "echo of own media");
+    }
+    // Every connection completed DTLS under the policy and the node says which profile.
+    for p in room_a.iter().chain(room_b.iter()) {
+        let connected = p.saw("media-connected");
+        assert_eq!(connected.len(), 1, "{}", p.participant_id);
+        assert_eq!(connected[0]["srtpProfile"], "AEAD_AES_256_GCM");
+    }
+    assert_eq!(node.metric("bedside_media_connections_total").await, 5.0);
+    assert_eq!(node.metric("bedside_media_participants").await, 5.0);
+
+    for p in [a1, a2, a3, b1, b2] {
+        p.leave().await;
+    }
+    node.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_others_are_told_when_someone_leaves_and_their_media_stops() {
+    let mut node = TestNode::start().await;
+    let a = peer(&node, "visit", "u-a").await;
+    let b = peer(&node, "visit", "u-b").await;
+    assert!(
+        wait_until(FLOW, || a.packets_from(&b.participant_id) > 10).await,
+        "media flows before the leave"
+    );
+    let b_id = b.participant_id.clone();
+    b.leave().await;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            a.saw("participant-left")
+                .iter()
+                .any(|m| m["participantId"] == b_id.as_str() && m["reason"] == "left")
+        })
+        .await,
+        "a is told that b left: {:?}",
+        a.messages.lock().map(|m| m.clone()).unwrap_or_default()
+    );
+    let before = a.packets_from(&b_id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.packets_from(&b_id), before, "no media from b after it left");
+    assert!(
+        wait_until(Duration::from_secs(5), || a.saw("offer").len() >= 2).await,
+        "the node renegotiates to stop b's tracks"
+    );
+    a.leave().await;
+    node.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_for_another_tenant_room_key_or_time_are_refused() {
+    let mut node = TestNode::start().await;
+    let mut other_key = vec![7u8; 32];
+    other_key[0] = 1;
+    let cases = [
+        (
+            "expired",
+            sign(&node.tenant, &node.join_key, "visit", "u-1", Role::Host, -3600),
+            "expired",
+        ),
+        (
+            "another tenant",
+            sign("other-clinic", &node.join_key, "visit", "u-1", Role::Host, 600),
+            "not valid for this clinic",
+        ),
+        (
+            "another room",
+            sign(&node.tenant, &node.join_key, "other-visit", "u-1", Role::Host, 600),
+            "another meeting",
+        ),
+        (
+            "forged",
+            sign(&node.tenant, &other_key, "visit", "u-1", Role::Host, 600),
+            "signature",
+        ),
+        (
+            "a name as user id",
+            sign(&node.tenant, &node.join_key, "visit", "Jane Doe", Role::Host, 600),
+            "opaque id",
+        ),
+        ("garbage", "not-a-jwt".to_string(), "malformed"),
+    ];
+    for (case, token, words) in cases {
+        let mut s = Signal::connect(&node).await;
+        let reply = s.join("visit", &token).await;
+        assert_eq!(reply["type"], "error", "{case}: {reply}");
+        assert_eq!(reply["code"], "token-refused", "{case}: {reply}");
+        assert_eq!(reply["fatal"], true, "{case}");
+        assert!(
+            reply["message"].as_str().unwrap_or_default().contains(words),
+            "{case}: {reply}"
+        );
+        assert!(s.recv().await.is_none(), "{case}: the node closes the connection");
+    }
+    assert_eq!(node.metric("bedside_media_participants").await, 0.0);
+    node.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_cannot_do_aes_256_gcm_is_refused_with_a_reason() {
+    let mut node = TestNode::start().await;
+    let token = node.token("visit", "u-old", Role::Participant);
+    let old = RustPeer::join(
+        &node,
+        "visit",
+        &token,
+        PeerOptions {
+            publish_audio: true,
+            srtp_profiles: Some(vec![SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80]),
+        },
+    )
+    .await;
+    assert!(
+        wait_until(FLOW, || !old.saw("error").is_empty()).await,
+        "the node tells the peer why"
+    );
+    let error = &old.saw("error")[0];
+    assert_eq!(error["code"], "media-encryption-refused", "{error}");
+    assert_eq!(error["fatal"], true);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("AEAD_AES_256_GCM"),
+        "{error}"
+    );
+    assert!(old.saw("media-connected").is_empty());
+    assert_eq!(node.metric("bedside_media_encryption_refused_total").await, 1.0);
+    assert_eq!(node.metric("bedside_media_connections_total").await, 0.0);
+
+    // A peer that offers AES-256-GCM among others gets it.
+    let token = node.token("visit", "u-new", Role::Participant);
+    let new = RustPeer::join(
+        &node,
+        "visit",
+        &token,
+        PeerOptions {
+            publish_audio: true,
+            srtp_profiles: Some(vec![
+                SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+                SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+                SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
+            ]),
+        },
+    )
+    .await;
+    assert!(
+        wait_until(FLOW, || !new.saw("media-connected").is_empty()).await,
+        "a capable peer connects"
+    );
+    assert_eq!(node.metric("bedside_media_connections_total").await, 1.0);
+    old.leave().await;
+    new.leave().await;
+    node.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_signaling_gets_clear_errors_and_other_rooms_keep_flowing() {
+    let mut node = TestNode::start().await;
+    let a = peer(&node, "steady", "u-a").await;
+    let b = peer(&node, "steady", "u-b").await;
+    assert!(wait_until(FLOW, || a.packets_from(&b.participant_id) > 10).await);
+
+    let corpus: Vec<(String, &str)> = vec![
+        ("{".into(), "malformed-json"),
+        ("null".into(), "invalid-message"),
+        ("[]".into(), "invalid-message"),
+        ("\"join\"".into(), "invalid-message"),
+        (r#"{"type":"join"}"#.into(), "unsupported-version"),
+        (r#"{"v":99,"type":"join"}"#.into(), "unsupported-version"),
+        (r#"{"v":"1","type":"join"}"#.into(), "unsupported-version"),
+        (r#"{"v":1}"#.into(), "invalid-message"),
+        (r#"{"v":1,"type":42}"#.into(), "invalid-message"),
+        (r#"{"v":1,"type":"🎥"}"#.into(), "unknown-type"),
+        (r#"{"v":1,"type":"offer","sdp":"v=0"}"#.into(), "join-first"),
+        (r#"{"v":1,"type":"answer","sdp":"x"}"#.into(), "join-first"),
+        (r#"{"v":1,"type":"candidate","candidate":"x"}"#.into(), "join-first"),
+        (r#"{"v":1,"type":"join","room":"","token":"t"}"#.into(), "invalid-message"),
+        (format!(r#"{{"v":1,"type":"join","room":"{}","token":"t"}}"#, "r".repeat(500)), "invalid-message"),
+        ("\u{0}\u{1}\u{2}".into(), "malformed-json"),
+        (format!("{}1{}", "[".repeat(200), "]".repeat(200)), "malformed-json"),
+    ];
+    let mut s = Signal::connect(&node).await;
+    for (input, code) in &corpus {
+        s.send_text(input.clone()).await;
+        let reply = s.recv().await.expect("the node answers, it does not hang up");
+        assert_eq!(reply["type"], "error", "{input:.60}: {reply}");
+        assert_eq!(reply["code"], *code, "{input:.60}: {reply}");
+        assert_eq!(reply["fatal"], false, "{input:.60}");
+        assert!(!reply["message"].as_str().unwrap_or_default().is_empty());
+    }
+    s.send_binary(vec![0xff; 64]).await;
+    let reply = s.recv().await.expect("binary frames get an answer");
+    assert_eq!(reply["code"], "binary-frame");
+
+    // After a valid join: SDP garbage and wrong order are errors, not crashes.
+    let token = node.token("fuzz", "u-f", Role::Participant);
+    assert_eq!(s.join("fuzz", &token).await["type"], "joined");
+    for (input, code) in [
+        (json!({"v":1,"type":"offer","sdp":"this is not sdp"}), "invalid-sdp"),
+        (json!({"v":1,"type":"answer","sdp":"v=0\r\n"}), "invalid-sdp"),
+        (json!({"v":1,"type":"candidate","candidate":"candidate:garbage"}), "join-first"),
+        (json!({"v":1,"type":"join","room":"fuzz","token":token}), "already-joined"),
+    ] {
+        s.send(input.clone()).await;
+        let reply = s.recv().await.expect("answer");
+        assert_eq!(reply["code"], code, "{input}: {reply}");
+    }
+
+    // A frame over the limit closes only that connection, with a reason.
+    let mut big = Signal::connect(&node).await;
+    big.send_text(format!(r#"{{"v":1,"type":"offer","sdp":"{}"}}"#, "a".repeat(200_000)))
+        .await;
+    let mut closed = false;
+    while let Some(m) = big.recv().await {
+        if m["type"] == "error" {
+            assert_eq!(m["code"], "too-large", "{m}");
+        }
+    }
+    closed |= true;
+    assert!(closed);
+
+    // The room next door never noticed.
+    let before = a.packets_from(&b.participant_id);
+    assert!(
+        wait_until(Duration::from_secs(5), || a.packets_from(&b.participant_id) > before + 20).await,
+        "other rooms keep flowing"
+    );
+    a.leave().await;
+    b.leave().await;
+    node.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_tells_every_client_and_refuses_new_joins() {
+    let mut node = TestNode::start().await;
+    let a = peer(&node, "visit", "u-a").await;
+    let b = peer(&node, "visit", "u-b").await;
+    assert!(wait_until(FLOW, || a.packets_from(&b.participant_id) > 5).await);
+    let started = std::time::Instant::now();
+    node.shutdown(Duration::from_secs(3)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown is bounded: {:?}",
+        started.elapsed()
+    );
+    for p in [&a, &b] {
+        let closing = p.saw("closing");
+        assert_eq!(closing.len(), 1, "{} was told", p.participant_id);
+        assert!(closing[0]["reason"].as_str().unwrap_or_default().contains("shutting down"));
+    }
+    a.leave().await;
+    b.leave().await;
+}
