@@ -11,8 +11,9 @@ sudo=""
 if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 
 # etcd-server: the real control plane's store; xz-utils: unpacks the cached kube-apiserver;
-# gcc/make: aws-lc-sys builds its C part.
-packages=(etcd-server xz-utils gcc make ca-certificates)
+# gcc/make: aws-lc-sys builds its C part; chromium + chromium-driver: the real browsers of the
+# media tests; iproute2: the loopback-only network namespaces they run in; python3-pip: aiortc.
+packages=(etcd-server xz-utils gcc make ca-certificates chromium chromium-driver iproute2 python3-pip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,6 +28,13 @@ fi
 if ! command -v kubectl >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends kubernetes-client \
     || echo "test-deps: no kubectl package here; the kubectl checks will be skipped with a message"
+fi
+
+# aiortc: a second, independent WebRTC stack (Python) for interop tests.
+if ! python3 -c "import aiortc" >/dev/null 2>&1; then
+  echo "test-deps: installing aiortc"
+  python3 -m pip install -q aiortc 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages aiortc
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

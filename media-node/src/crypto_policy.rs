@@ -117,6 +117,7 @@ impl DtlsProvider for PolicyDtlsProvider {
             dtls,
             policy: self.policy,
             refused: None,
+            connected: Held::No,
         }))
     }
 }
@@ -126,6 +127,16 @@ struct PolicyDtls {
     policy: SrtpPolicy,
     /// Set once the handshake settled on a profile outside the policy.
     refused: Option<SrtpProfile>,
+    connected: Held,
+}
+
+/// Where dimpl's "Connected" output is on its way to str0m.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    No,
+    Waiting,
+    Released,
+    Delivered,
 }
 
 impl std::fmt::Debug for PolicyDtls {
@@ -133,6 +144,7 @@ impl std::fmt::Debug for PolicyDtls {
         f.debug_struct("PolicyDtls")
             .field("policy", &self.policy)
             .field("refused", &self.refused)
+            .field("connected", &self.connected)
             .finish()
     }
 }
@@ -163,20 +175,39 @@ impl DtlsInstance for PolicyDtls {
         if self.refused.is_some() {
             return self.dtls.poll_output(buf);
         }
-        match self.dtls.poll_output(buf) {
-            DtlsOutput::KeyingMaterial(_, profile) if !self.policy.allows(profile) => {
-                tracing::warn!(
-                    negotiated = ?profile,
-                    required = self.policy.describe(),
-                    "{}",
-                    refusal_reason(self.policy)
-                );
-                self.refused = Some(profile);
-                // The keys are dropped here, so SRTP is never set up for this peer.
-                let _ = self.dtls.close();
-                DtlsOutput::Timeout(Instant::now())
+        // "Connected" is held back until the SRTP profile has passed the policy, so a refused
+        // peer is never reported as connected.
+        if self.connected == Held::Released {
+            self.connected = Held::Delivered;
+            return DtlsOutput::Connected;
+        }
+        {
+            match self.dtls.poll_output(buf) {
+                DtlsOutput::Connected if self.connected == Held::No => {
+                    self.connected = Held::Waiting;
+                    // Ask to be polled again right away: the keying material comes next.
+                    DtlsOutput::Timeout(Instant::now())
+                }
+                DtlsOutput::KeyingMaterial(_, profile) if !self.policy.allows(profile) => {
+                    tracing::warn!(
+                        negotiated = ?profile,
+                        required = self.policy.describe(),
+                        "{}",
+                        refusal_reason(self.policy)
+                    );
+                    self.refused = Some(profile);
+                    // The keys are dropped here, so SRTP is never set up for this peer.
+                    let _ = self.dtls.close();
+                    DtlsOutput::Timeout(Instant::now())
+                }
+                DtlsOutput::KeyingMaterial(km, profile) => {
+                    if self.connected == Held::Waiting {
+                        self.connected = Held::Released;
+                    }
+                    DtlsOutput::KeyingMaterial(km, profile)
+                }
+                other => other,
             }
-            other => other,
         }
     }
 

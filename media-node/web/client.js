@@ -7,6 +7,8 @@
   // The token travels in the fragment, which browsers never send to a server or a Referer.
   const fragment = new URLSearchParams(location.hash.slice(1));
   const room = query.get('room') || '';
+  // quality=low asks for a small camera picture (slow links, automated tests).
+  const low = query.get('quality') === 'low';
   const token = fragment.get('token') || query.get('token') || '';
 
   const statusEl = document.getElementById('status');
@@ -78,7 +80,7 @@
     try {
       local = await navigator.mediaDevices.getUserMedia({
         audio: true,
-        video: { width: 1280, height: 720 },
+        video: low ? { width: 320, height: 180 } : { width: 1280, height: 720 },
       });
     } catch (e) {
       setStatus(`Camera or microphone unavailable (${e.name}); joining without them.`, true);

@@ -2,6 +2,7 @@
 //! test, stopped by PID when it ends. The suites themselves are in `tests/tests/`.
 
 pub mod binaries;
+pub mod browser;
 pub mod cluster;
 pub mod examples;
 pub mod media;

@@ -134,7 +134,14 @@ pub fn now_secs() -> u64 {
 }
 
 /// Signs a join token; `lifetime_secs` may be negative for an expired one.
-pub fn sign(tenant: &str, key: &[u8], room: &str, user: &str, role: Role, lifetime_secs: i64) -> String {
+pub fn sign(
+    tenant: &str,
+    key: &[u8],
+    room: &str,
+    user: &str,
+    role: Role,
+    lifetime_secs: i64,
+) -> String {
     let exp = (now_secs() as i64 + lifetime_secs).max(0) as u64;
     token::issue(
         &JoinClaims {

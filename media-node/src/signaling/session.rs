@@ -46,6 +46,7 @@ pub(super) async fn run(socket: WebSocket, state: AppState) {
     let join_deadline = tokio::time::sleep(JOIN_TIMEOUT);
     tokio::pin!(join_deadline);
     let mut shutdown = state.shutdown.clone();
+    let mut shutdown_seen = *shutdown.borrow();
 
     let close = loop {
         let flow = tokio::select! {
@@ -89,7 +90,8 @@ pub(super) async fn run(socket: WebSocket, state: AppState) {
                 ).to_message(true));
                 Flow::Close(CLOSE_POLICY, "join timeout".into())
             }
-            _ = shutdown.changed() => {
+            _ = shutdown.changed(), if !shutdown_seen => {
+                shutdown_seen = true;
                 // Joined clients hear it from the media loop; the rest from here.
                 if session.joined.is_none() {
                     session.outbox.push(ServerMessage::Closing {

@@ -1,0 +1,217 @@
+//! Real browsers for the media tests: headless Chromium with a fake camera, driven through
+//! chromedriver, inside a network namespace that has only `lo` (TESTBED.md: this machine's
+//! eth0 must never carry test traffic). The whole test body runs on a thread that has entered
+//! that namespace, so the in-process media node, chromedriver and Chromium all share its
+//! loopback and nothing else.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder};
+use serde_json::{Value, json};
+
+/// Why browser tests cannot run here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    for (path, package) in [
+        ("/usr/bin/chromium", "chromium"),
+        ("/usr/bin/chromedriver", "chromium-driver"),
+        ("/usr/sbin/ip", "iproute2"),
+    ] {
+        if !std::path::Path::new(path).exists() {
+            return Some(format!(
+                "{path} is missing (apt-get install {package}; scripts/test-deps.sh does it)"
+            ));
+        }
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Some("network namespaces need root".into());
+    }
+    None
+}
+
+/// Skips (prints why) unless BEDSIDE_REQUIRE_BROWSERS=1, where a missing browser fails.
+pub fn require_or_skip() -> bool {
+    match unavailable() {
+        None => true,
+        Some(why) if std::env::var("BEDSIDE_REQUIRE_BROWSERS").as_deref() == Ok("1") => {
+            panic!("browser tests are required here but cannot run: {why}")
+        }
+        Some(why) => {
+            eprintln!("SKIP: browser test: {why}");
+            false
+        }
+    }
+}
+
+/// A loopback-only network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn create() -> Netns {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "bedside-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        run(&["ip", "netns", "add", &name]);
+        run(&[
+            "ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up",
+        ]);
+        Netns { name }
+    }
+
+    /// Runs `body` on a new thread inside the namespace, with its own tokio runtime.
+    pub fn run<F, Fut>(&self, body: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let path = PathBuf::from("/var/run/netns").join(&self.name);
+        let handle = std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open the namespace");
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("enter the namespace");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                // Worker threads are spawned from this thread and inherit its namespace.
+                .build()
+                .expect("runtime");
+            runtime.block_on(body());
+        });
+        if let Err(panic) = handle.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run(args: &[&str]) {
+    let status = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")));
+    assert!(status.success(), "{} failed", args.join(" "));
+}
+
+/// chromedriver on the namespace's loopback; killed on drop.
+#[derive(Debug)]
+pub struct Driver {
+    child: Child,
+    pub port: u16,
+    _profiles: tempfile::TempDir,
+}
+
+impl Driver {
+    /// Must be called from inside [`Netns::run`].
+    pub async fn start() -> Driver {
+        let port = free_port();
+        let child = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Driver {
+            child,
+            port,
+            _profiles: tempfile::tempdir().expect("profiles dir"),
+        }
+    }
+
+    /// A new headless Chromium with a fake camera and microphone.
+    pub async fn browser(&self) -> Client {
+        let profile = tempfile::Builder::new()
+            .prefix("chromium-")
+            .tempdir_in(self._profiles.path())
+            .expect("profile")
+            .keep();
+        let caps = json!({
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    format!("--user-data-dir={}", profile.display()),
+                    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                    "--allow-loopback-in-peer-connection",
+                    "--autoplay-policy=no-user-gesture-required",
+                ],
+            },
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!("a JSON object")
+        };
+        ClientBuilder::rustls()
+            .expect("webdriver client")
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a Chromium session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `window.bedside.stats()` of a page running the web client.
+pub async fn stats(client: &Client) -> Value {
+    client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             window.bedside.stats().then(done, (e) => done({error: String(e)}));",
+            vec![],
+        )
+        .await
+        .unwrap_or(Value::Null)
+}
+
+/// `window.bedside.state` as JSON (Maps become objects).
+pub async fn state(client: &Client) -> Value {
+    client
+        .execute(
+            "const s = window.bedside.state;\
+             return {participantId: s.participantId, participants: Array.from(s.participants.keys()),\
+                     events: s.events, errors: s.errors, mediaConnected: s.mediaConnected,\
+                     status: document.getElementById('status').textContent};",
+            vec![],
+        )
+        .await
+        .unwrap_or(Value::Null)
+}

@@ -1,0 +1,193 @@
+//! Real browsers through the served web client: three headless Chromiums with fake cameras
+//! hold a call through the node; each decodes video from both others over AEAD_AES_256_GCM;
+//! one leaves and the others are told; a browser with a bad token is refused.
+
+use std::time::{Duration, Instant};
+
+use bedside_media_node::token::Role;
+use bedside_tests::browser::{self, Driver, Netns};
+use bedside_tests::media::{TestNode, sign};
+use fantoccini::{Client, Locator};
+use serde_json::Value;
+
+async fn open(client: &Client, node: &TestNode, room: &str, token: &str) {
+    let url = format!(
+        "{}/?room={room}&quality=low#token={token}",
+        node.https_base()
+    );
+    client.goto(&url).await.expect("open the web client");
+    client
+        .find(Locator::Css("#join"))
+        .await
+        .expect("join button")
+        .click()
+        .await
+        .expect("click join");
+}
+
+/// Video frames decoded per inbound video stream, and the transport's ciphers.
+fn decoded_video(stats: &Value) -> Vec<u64> {
+    stats["inbound"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|s| s["kind"] == "video")
+                .map(|s| s["framesDecoded"].as_u64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_for<F>(within: Duration, what: &str, mut check: F)
+where
+    F: AsyncFnMut() -> Result<(), String>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(last) if start.elapsed() > within => {
+                panic!("{what}: not within {within:?}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+#[test]
+fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let mut node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let mut browsers = Vec::new();
+        for user in ["u-clinician", "u-patient", "u-interpreter"] {
+            let client = driver.browser().await;
+            let token = node.token("visit-1", user, Role::Participant);
+            open(&client, &node, "visit-1", &token).await;
+            browsers.push(client);
+        }
+
+        // Each browser decodes video from both others, and frames keep coming.
+        for (i, b) in browsers.iter().enumerate() {
+            wait_for(
+                Duration::from_secs(60),
+                &format!("browser {i} decodes two videos"),
+                async || {
+                    let stats = browser::stats(b).await;
+                    let decoded = decoded_video(&stats);
+                    if decoded.iter().filter(|f| **f > 10).count() >= 2 {
+                        Ok(())
+                    } else {
+                        Err(stats.to_string())
+                    }
+                },
+            )
+            .await;
+        }
+        let before: Vec<u64> = decoded_video(&browser::stats(&browsers[0]).await);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after: Vec<u64> = decoded_video(&browser::stats(&browsers[0]).await);
+        assert!(
+            after.iter().sum::<u64>() > before.iter().sum::<u64>() + 10,
+            "video keeps flowing: {before:?} -> {after:?}"
+        );
+
+        // The browser's own view of the crypto: SRTP AEAD_AES_256_GCM, DTLS with ECDHE + AES-GCM.
+        for b in &browsers {
+            let stats = browser::stats(b).await;
+            let transport = &stats["transport"];
+            assert_eq!(transport["srtpCipher"], "SRTP_AEAD_AES_256_GCM", "{stats}");
+            let dtls = transport["dtlsCipher"].as_str().unwrap_or_default();
+            assert!(
+                dtls.contains("ECDHE") && dtls.contains("AES") && dtls.contains("GCM"),
+                "{dtls}"
+            );
+            let state = browser::state(b).await;
+            assert_eq!(state["mediaConnected"], true, "{state}");
+            assert!(
+                state["status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("AEAD_AES_256_GCM")
+            );
+        }
+        // The node's view agrees: three connections under the policy, none refused.
+        assert_eq!(node.metric("bedside_media_connections_total").await, 3.0);
+        assert_eq!(
+            node.metric("bedside_media_encryption_refused_total").await,
+            0.0
+        );
+
+        // The third leaves; the other two are told and drop its tile.
+        let leaver = browser::state(&browsers[2]).await["participantId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        browsers[2]
+            .find(Locator::Css("#leave"))
+            .await
+            .expect("leave button")
+            .click()
+            .await
+            .expect("click leave");
+        for b in &browsers[..2] {
+            wait_for(Duration::from_secs(10), "the others are told", async || {
+                let state = browser::state(b).await;
+                let still_listed = state["participants"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|id| id == leaver.as_str()));
+                let told = state["events"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|t| t == "participant-left"));
+                if told && !still_listed {
+                    Ok(())
+                } else {
+                    Err(state.to_string())
+                }
+            })
+            .await;
+            let tile = b
+                .find(Locator::Css(&format!(".tile[data-participant='{leaver}']")))
+                .await;
+            assert!(tile.is_err(), "the leaver's video tile is gone");
+        }
+
+        // A browser with a forged token is refused and says why.
+        let intruder = driver.browser().await;
+        let forged = sign(&node.tenant, &[9u8; 32], "visit-1", "u-x", Role::Host, 600);
+        open(&intruder, &node, "visit-1", &forged).await;
+        wait_for(
+            Duration::from_secs(10),
+            "the bad token is refused",
+            async || {
+                let state = browser::state(&intruder).await;
+                let refused = state["errors"].as_array().is_some_and(|e| {
+                    e.iter()
+                        .any(|m| m.as_str().unwrap_or_default().starts_with("token-refused"))
+                });
+                if refused
+                    && state["status"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("not valid")
+                {
+                    Ok(())
+                } else {
+                    Err(state.to_string())
+                }
+            },
+        )
+        .await;
+        assert_eq!(node.metric("bedside_media_participants").await, 2.0);
+
+        for b in browsers {
+            let _ = b.close().await;
+        }
+        let _ = intruder.close().await;
+        node.shutdown(Duration::from_secs(2)).await;
+    });
+}
