@@ -1,6 +1,7 @@
 //! Harnesses for bedside's end-to-end suites: real components started on loopback by the
 //! test, stopped by PID when it ends. The suites themselves are in `tests/tests/`.
 
+pub mod aiortc;
 pub mod binaries;
 pub mod browser;
 pub mod cluster;

@@ -191,3 +191,51 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
         node.shutdown(Duration::from_secs(2)).await;
     });
 }
+
+#[test]
+fn aiortc_and_a_browser_exchange_video_through_the_node() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    if let Some(why) = bedside_tests::aiortc::unavailable() {
+        if std::env::var("BEDSIDE_REQUIRE_BROWSERS").as_deref() == Ok("1") {
+            panic!("aiortc is required here: {why}");
+        }
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let mut node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let chromium = driver.browser().await;
+        let token = node.token("interop", "u-browser", Role::Participant);
+        open(&chromium, &node, "interop", &token).await;
+        let token = node.token("interop", "u-aiortc", Role::Participant);
+        let aiortc = bedside_tests::aiortc::AiortcPeer::join(&node, "interop", &token).await;
+
+        wait_for(Duration::from_secs(60), "Chromium decodes aiortc's video", async || {
+            let stats = browser::stats(&chromium).await;
+            if decoded_video(&stats).iter().any(|f| *f > 10) {
+                Ok(())
+            } else {
+                Err(stats.to_string())
+            }
+        })
+        .await;
+        wait_for(Duration::from_secs(60), "aiortc decodes Chromium's video", async || {
+            let frames = aiortc.video_frames();
+            if frames > 10 {
+                Ok(())
+            } else {
+                Err(format!("{frames} frames; {}", aiortc.stats.lock().map(|s| s.to_string()).unwrap_or_default()))
+            }
+        })
+        .await;
+        assert_eq!(node.metric("bedside_media_connections_total").await, 2.0);
+
+        aiortc.stop().await;
+        let _ = chromium.close().await;
+        node.shutdown(Duration::from_secs(2)).await;
+    });
+}
