@@ -3,10 +3,15 @@ CARGO ?= cargo
 OPERATOR := target/debug/bedside-operator
 MEDIA_NODE := target/debug/bedside-media-node
 
-.PHONY: run test test-deps build crd fmt bench thirdparty-types
+.PHONY: run examples test test-deps build crd fmt bench thirdparty-types
 
-## run: build, print the HealthcareTenant CRD, and check the examples as a pipeline would
-run: build
+## run: start a media node on 127.0.0.1 with the embedded dev default; it prints the link to open
+run:
+	$(CARGO) build --locked -p bedside-media-node
+	$(MEDIA_NODE) run
+
+## examples: print the CRD and check the example tenants and node config as a pipeline would
+examples: build
 	@echo "== The HealthcareTenant CRD (crds/healthcaretenant.yaml) =="
 	@$(OPERATOR) crd | head -n 40
 	@echo "   ... ($$($(OPERATOR) crd | wc -l) lines; apply with: kubectl apply --server-side -f crds/healthcaretenant.yaml)"
@@ -41,7 +46,7 @@ fmt:
 	$(CARGO) fmt --all
 
 bench:
-	$(CARGO) build --locked --release -p bedside-operator
+	$(CARGO) build --locked --release -p bedside-operator -p bedside-media-node
 	$(CARGO) bench --locked -p bedside-benches
 
 ## thirdparty-types: regenerate the cert-manager types from its real CRD (needs `cargo install kopium`)

@@ -19,7 +19,9 @@ pub fn unavailable() -> Option<String> {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    (!ok).then(|| "python3 cannot import aiortc (pip install aiortc; scripts/test-deps.sh does it)".into())
+    (!ok).then(|| {
+        "python3 cannot import aiortc (pip install aiortc; scripts/test-deps.sh does it)".into()
+    })
 }
 
 #[derive(Debug)]
@@ -57,7 +59,10 @@ impl AiortcPeer {
         let mut signal = Signal::connect(node).await;
         let joined = signal.join(room, token).await;
         assert_eq!(joined["type"], "joined", "{joined}");
-        let participant_id = joined["participantId"].as_str().unwrap_or_default().to_string();
+        let participant_id = joined["participantId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         signal
             .send(json!({"v": 1, "type": "offer", "sdp": offer["sdp"]}))
             .await;

@@ -28,13 +28,18 @@ use webrtc::peer_connection::{
     SettingEngineBuilder, SrtpProtectionProfile, register_default_interceptors,
 };
 
-/// A media node in this process, on 127.0.0.1 with ephemeral ports.
+/// A media node on 127.0.0.1 with ephemeral ports: in this process (tests) or as the
+/// release binary in its own process (benchmarks, so its CPU can be read from /proc).
 #[derive(Debug)]
 pub struct TestNode {
     pub running: Option<RunningNode>,
+    pub process: Option<std::process::Child>,
+    pub signaling: std::net::SocketAddr,
+    pub metrics_addr: std::net::SocketAddr,
     pub join_key: Vec<u8>,
     pub cert_pem: Vec<u8>,
     pub tenant: String,
+    _files: Option<tempfile::TempDir>,
 }
 
 impl TestNode {
@@ -68,23 +73,82 @@ impl TestNode {
         );
         let running = node::start(setup).await.expect("the media node starts");
         TestNode {
+            signaling: running.signaling,
+            metrics_addr: running.metrics,
             running: Some(running),
+            process: None,
             join_key,
             cert_pem,
             tenant,
+            _files: None,
         }
     }
 
-    fn running(&self) -> &RunningNode {
-        self.running.as_ref().expect("node running")
+    /// Runs `binary run --config FILE` with files written to a temporary directory; fixed
+    /// ports are picked free first because the process cannot report ephemeral ones.
+    pub async fn spawn(binary: &std::path::Path) -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let setup = NodeSetup::generated(config::dev_default(), "bench-node".into())
+            .expect("node material");
+        let mut config = setup.config.clone();
+        config.tenant.name = "bench-clinic".into();
+        let loopback = std::net::Ipv4Addr::LOCALHOST;
+        let (signaling, media, metrics) = (free_tcp_port(), free_udp_port(), free_tcp_port());
+        config.network.signaling_listen = (loopback, signaling).into();
+        config.network.media_listen = (loopback, media).into();
+        config.network.advertised_media_address = Some((loopback, media).into());
+        config.network.metrics_listen = (loopback, metrics).into();
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("write node file");
+            path
+        };
+        config.tls.cert_file = write("tls.crt", &setup.tls.cert_pem);
+        config.tls.key_file = write("tls.key", &setup.tls.key_pem);
+        config.keys.join_token_key_file = write("join.key", &setup.join_key);
+        config.keys.audit_hmac_key_file = write("audit.key", &setup.join_key);
+        config.audit.buffer_dir = dir.path().join("audit");
+        let config_file = write("node.yaml", config.to_yaml().as_bytes());
+        let child = std::process::Command::new(binary)
+            .args(["run", "--config"])
+            .arg(&config_file)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        let signaling_addr = std::net::SocketAddr::from((loopback, signaling));
+        for _ in 0..100 {
+            if TcpStream::connect(signaling_addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        TestNode {
+            running: None,
+            process: Some(child),
+            signaling: signaling_addr,
+            metrics_addr: (loopback, metrics).into(),
+            join_key: setup.join_key,
+            cert_pem: setup.tls.cert_pem,
+            tenant: config.tenant.name,
+            _files: Some(dir),
+        }
+    }
+
+    /// The node's process id (the test process itself when in-process).
+    pub fn pid(&self) -> u32 {
+        self.process
+            .as_ref()
+            .map(|c| c.id())
+            .unwrap_or_else(std::process::id)
     }
 
     pub fn signaling_url(&self) -> String {
-        format!("wss://{}/ws", self.running().signaling)
+        format!("wss://{}/ws", self.signaling)
     }
 
     pub fn https_base(&self) -> String {
-        format!("https://{}", self.running().signaling)
+        format!("https://{}", self.signaling)
     }
 
     /// A token for `room` signed with this node's key.
@@ -93,7 +157,7 @@ impl TestNode {
     }
 
     pub async fn metrics(&self) -> String {
-        let addr = self.running().metrics;
+        let addr = self.metrics_addr;
         let mut stream = TcpStream::connect(addr).await.expect("metrics connect");
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         stream
@@ -123,7 +187,45 @@ impl TestNode {
         if let Some(running) = self.running.take() {
             running.shutdown(grace).await;
         }
+        if let Some(mut child) = self.process.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(child) = self.process.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port")
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
 }
 
 pub fn now_secs() -> u64 {
@@ -263,6 +365,37 @@ pub struct Received {
     pub packets: HashMap<String, u64>,
     /// The first bytes of the last payload per publisher, to check whose media it is.
     pub last_payload: HashMap<String, Vec<u8>>,
+    /// Stamped frames (load generator): count, first arrival, and send-to-receive latency.
+    pub stamped: HashMap<String, u64>,
+    pub first_stamped_at: HashMap<String, Instant>,
+    pub latencies_us: Vec<u32>,
+}
+
+/// The clock stamps are relative to: one per process, shared by publishers and receivers.
+fn stamp_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+const STAMP_MAGIC: &[u8; 4] = b"BSTS";
+
+/// Writes the send time into the last 12 bytes of a payload.
+fn stamp(payload: &mut [u8]) {
+    let micros = stamp_epoch().elapsed().as_micros() as u64;
+    let n = payload.len();
+    payload[n - 12..n - 8].copy_from_slice(STAMP_MAGIC);
+    payload[n - 8..].copy_from_slice(&micros.to_be_bytes());
+}
+
+fn read_stamp(payload: &[u8]) -> Option<Duration> {
+    let n = payload.len();
+    if n < 12 || &payload[n - 12..n - 8] != STAMP_MAGIC {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&payload[n - 8..]);
+    let sent = Duration::from_micros(u64::from_be_bytes(b));
+    Some(stamp_epoch().elapsed().saturating_sub(sent))
 }
 
 #[derive(Clone)]
@@ -285,10 +418,21 @@ impl PeerConnectionEventHandler for PeerHandler {
             let stream = track.stream_id().await.to_string();
             while let Some(event) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                    let latency = read_stamp(&packet.payload);
                     let mut r = received.lock().expect("lock");
                     *r.packets.entry(stream.clone()).or_default() += 1;
-                    let head = packet.payload.iter().take(16).copied().collect();
-                    r.last_payload.insert(stream.clone(), head);
+                    if let Some(latency) = latency {
+                        *r.stamped.entry(stream.clone()).or_default() += 1;
+                        r.first_stamped_at
+                            .entry(stream.clone())
+                            .or_insert_with(Instant::now);
+                        if r.latencies_us.len() < 2_000_000 {
+                            r.latencies_us.push(latency.as_micros() as u32);
+                        }
+                    } else {
+                        let head = packet.payload.iter().take(16).copied().collect();
+                        r.last_payload.insert(stream.clone(), head);
+                    }
                 }
             }
         });
@@ -299,14 +443,42 @@ impl PeerConnectionEventHandler for PeerHandler {
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
     pub publish_audio: bool,
+    /// Synthetic VP8 video for the load generator.
+    pub publish_video: Option<VideoLoad>,
     /// SRTP profiles the peer offers; None = the stack's defaults.
     pub srtp_profiles: Option<Vec<SrtpProtectionProfile>>,
+}
+
+/// Fixed-size VP8 packets at a constant bitrate, one frame per packet, each stamped.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoLoad {
+    pub bitrate_bps: u64,
+    pub packet_bytes: usize,
 }
 
 impl Default for PeerOptions {
     fn default() -> Self {
         Self {
             publish_audio: true,
+            publish_video: None,
+            srtp_profiles: None,
+        }
+    }
+}
+
+impl PeerOptions {
+    /// A subscriber: publishes nothing.
+    pub fn receive_only() -> Self {
+        Self {
+            publish_audio: false,
+            ..Self::default()
+        }
+    }
+
+    pub fn video(load: VideoLoad) -> Self {
+        Self {
+            publish_audio: false,
+            publish_video: Some(load),
             srtp_profiles: None,
         }
     }
@@ -321,6 +493,10 @@ pub struct RustPeer {
     pc: Arc<dyn PeerConnection>,
     audio: Option<Arc<TrackLocalStaticRTP>>,
     audio_ssrc: u32,
+    video: Option<(Arc<TrackLocalStaticRTP>, VideoLoad)>,
+    video_ssrc: u32,
+    /// Stamped video frames handed to the stack.
+    pub video_sent: Arc<std::sync::atomic::AtomicU64>,
     outgoing: mpsc::Sender<Value>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -334,6 +510,7 @@ impl std::fmt::Debug for RustPeer {
 }
 
 const OPUS_PT: u8 = 111;
+const VP8_PT: u8 = 96;
 
 impl RustPeer {
     pub async fn join(node: &TestNode, room: &str, token: &str, options: PeerOptions) -> RustPeer {
@@ -399,11 +576,42 @@ impl RustPeer {
                 .expect("add the audio track");
             Some(track)
         } else {
+            None
+        };
+        let video_ssrc = rand_u32();
+        let video = if let Some(load) = options.publish_video {
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                format!("stream-{participant_id}"),
+                format!("video-{participant_id}"),
+                "video".to_string(),
+                RtpCodecKind::Video,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(video_ssrc),
+                        ..Default::default()
+                    },
+                    codec: RTCRtpCodec {
+                        mime_type: "video/VP8".into(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: String::new(),
+                        rtcp_feedback: vec![],
+                    },
+                    ..Default::default()
+                }],
+            )));
+            pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+                .await
+                .expect("add the video track");
+            Some((track, load))
+        } else {
+            None
+        };
+        if audio.is_none() && video.is_none() {
             pc.create_data_channel("bedside", None)
                 .await
                 .expect("data channel");
-            None
-        };
+        }
 
         let offer = pc.create_offer(None).await.expect("offer");
         pc.set_local_description(offer).await.expect("local offer");
@@ -460,6 +668,9 @@ impl RustPeer {
             pc,
             audio,
             audio_ssrc,
+            video,
+            video_ssrc,
+            video_sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             outgoing,
             tasks: vec![signaling],
         }
@@ -497,6 +708,63 @@ impl RustPeer {
                 let _ = track.write_rtp(packet).await;
                 seq = seq.wrapping_add(1);
                 ts = ts.wrapping_add(960);
+            }
+        }));
+    }
+
+    /// Sends synthetic VP8 at the configured rate: one stamped frame per packet, a keyframe
+    /// every two seconds.
+    pub fn start_video(&mut self) {
+        let Some((track, load)) = self.video.clone() else {
+            return;
+        };
+        let ssrc = self.video_ssrc;
+        let sent = self.video_sent.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let interval = Duration::from_nanos(
+                (load.packet_bytes as u64 * 8 * 1_000_000_000) / load.bitrate_bps.max(1),
+            );
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut seq: u16 = rand_u32() as u16;
+            let ts_base: u32 = rand_u32();
+            let mut ts = ts_base;
+            let started = Instant::now();
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                let mut payload = vec![0u8; load.packet_bytes];
+                // VP8 payload descriptor: start of partition 0.
+                payload[0] = 0x10;
+                let keyframe = n % 300 == 0;
+                if keyframe {
+                    // Frame tag (key, shown), start code, 320x180.
+                    payload[1..11].copy_from_slice(&[
+                        0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00,
+                    ]);
+                } else {
+                    payload[1..4].copy_from_slice(&[0x11, 0x02, 0x00]);
+                }
+                stamp(&mut payload);
+                let packet = rtc::rtp::Packet {
+                    header: rtc::rtp::Header {
+                        version: 2,
+                        payload_type: VP8_PT,
+                        sequence_number: seq,
+                        timestamp: ts,
+                        marker: true,
+                        ssrc,
+                        ..Default::default()
+                    },
+                    payload: bytes::Bytes::from(payload),
+                };
+                if track.write_rtp(packet).await.is_ok() {
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                seq = seq.wrapping_add(1);
+                // 90 kHz clock, advanced by real time so frame times stay plausible.
+                ts = ts_base.wrapping_add((started.elapsed().as_micros() as u64 * 9 / 100) as u32);
+                n += 1;
             }
         }));
     }

@@ -214,23 +214,38 @@ fn aiortc_and_a_browser_exchange_video_through_the_node() {
         let token = node.token("interop", "u-aiortc", Role::Participant);
         let aiortc = bedside_tests::aiortc::AiortcPeer::join(&node, "interop", &token).await;
 
-        wait_for(Duration::from_secs(60), "Chromium decodes aiortc's video", async || {
-            let stats = browser::stats(&chromium).await;
-            if decoded_video(&stats).iter().any(|f| *f > 10) {
-                Ok(())
-            } else {
-                Err(stats.to_string())
-            }
-        })
+        wait_for(
+            Duration::from_secs(60),
+            "Chromium decodes aiortc's video",
+            async || {
+                let stats = browser::stats(&chromium).await;
+                if decoded_video(&stats).iter().any(|f| *f > 10) {
+                    Ok(())
+                } else {
+                    Err(stats.to_string())
+                }
+            },
+        )
         .await;
-        wait_for(Duration::from_secs(60), "aiortc decodes Chromium's video", async || {
-            let frames = aiortc.video_frames();
-            if frames > 10 {
-                Ok(())
-            } else {
-                Err(format!("{frames} frames; {}", aiortc.stats.lock().map(|s| s.to_string()).unwrap_or_default()))
-            }
-        })
+        wait_for(
+            Duration::from_secs(60),
+            "aiortc decodes Chromium's video",
+            async || {
+                let frames = aiortc.video_frames();
+                if frames > 10 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{frames} frames; {}",
+                        aiortc
+                            .stats
+                            .lock()
+                            .map(|s| s.to_string())
+                            .unwrap_or_default()
+                    ))
+                }
+            },
+        )
         .await;
         assert_eq!(node.metric("bedside_media_connections_total").await, 2.0);
 

@@ -209,8 +209,8 @@ async fn a_peer_that_cannot_do_aes_256_gcm_is_refused_with_a_reason() {
         "visit",
         &token,
         PeerOptions {
-            publish_audio: true,
             srtp_profiles: Some(vec![SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80]),
+            ..PeerOptions::default()
         },
     )
     .await;
@@ -242,12 +242,12 @@ async fn a_peer_that_cannot_do_aes_256_gcm_is_refused_with_a_reason() {
         "visit",
         &token,
         PeerOptions {
-            publish_audio: true,
             srtp_profiles: Some(vec![
                 SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
                 SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
                 SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
             ]),
+            ..PeerOptions::default()
         },
     )
     .await;

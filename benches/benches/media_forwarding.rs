@@ -1,0 +1,358 @@
+//! Media forwarding load: N publishers x M subscribers on loopback, against the release
+//! `bedside-media-node` in its own process, with the `webrtc` crate as the load generator.
+//!
+//! Each publisher sends 1,200-byte VP8 RTP packets at 1.5 Mbit/s (one stamped frame per packet)
+//! into its own room; M receive-only subscribers per room get it forwarded. Reported:
+//! forwarded streams per CPU-second of the node (utime+stime from /proc), loss, the node's own
+//! forwarding delay (its histogram: packet in to hand-off to the subscriber's sender),
+//! end-to-end delay through both stacks, join to first forwarded packet, node memory per
+//! subscriber. Results are printed and written into docs/benchmarks.md.
+//!
+//! Run with `make bench` (builds the release node first), or
+//! `BEDSIDE_MEDIA_NODE_BIN=... cargo bench -p bedside-benches --bench media_forwarding`.
+//! `BEDSIDE_BENCH_SCENARIOS="1x10,2x20"` picks the scenarios.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bedside_media_node::token::Role;
+use bedside_tests::media::{PeerOptions, RustPeer, TestNode, VideoLoad};
+
+const LOAD: VideoLoad = VideoLoad {
+    bitrate_bps: 1_500_000,
+    packet_bytes: 1_200,
+};
+const WARMUP: Duration = Duration::from_secs(3);
+const WINDOW: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Outcome {
+    publishers: usize,
+    subscribers: usize,
+    streams: usize,
+    node_cpu_secs: f64,
+    streams_per_core: f64,
+    loss_pct: f64,
+    node_delay_p50_us: f64,
+    node_delay_p99_us: f64,
+    e2e_p50_us: u32,
+    e2e_p99_us: u32,
+    join_to_first_p50_ms: u128,
+    join_to_first_max_ms: u128,
+    memory_per_subscriber_kib: f64,
+    send_dropped: f64,
+}
+
+fn node_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("BEDSIDE_MEDIA_NODE_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("release/bedside-media-node")
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    // Linux reports in USER_HZ, 100 on every platform we run.
+    ticks / 100.0
+}
+
+fn rss_kib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Cumulative histogram buckets (upper bound in seconds, count) of one metric.
+fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect()
+}
+
+/// Quantile from the difference of two cumulative histograms, interpolated within a bucket.
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, c)| {
+            let b = before
+                .iter()
+                .find(|(l, _)| l == le)
+                .map(|(_, c)| *c)
+                .unwrap_or(0.0);
+            (*le, c - b)
+        })
+        .collect();
+    let total = delta.last().map(|(_, c)| *c).unwrap_or(0.0);
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    let target = total * q;
+    let mut lower = (0.0, 0.0);
+    for (le, c) in delta {
+        if c >= target {
+            if le.is_infinite() {
+                return lower.0;
+            }
+            let span = c - lower.1;
+            let frac = if span > 0.0 {
+                (target - lower.1) / span
+            } else {
+                1.0
+            };
+            return lower.0 + (le - lower.0) * frac;
+        }
+        lower = (le, c);
+    }
+    lower.0
+}
+
+fn percentile(sorted: &[u32], q: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q) as usize]
+}
+
+async fn scenario(binary: &PathBuf, publishers: usize, per_room: usize) -> Outcome {
+    let mut node = TestNode::spawn(binary).await;
+    let pid = node.pid();
+    let mut pubs = Vec::new();
+    for i in 0..publishers {
+        let room = format!("bench-{i}");
+        let token = node.token(&room, &format!("pub-{i}"), Role::Participant);
+        let mut p = RustPeer::join(&node, &room, &token, PeerOptions::video(LOAD)).await;
+        p.start_video();
+        pubs.push(p);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = rss_kib(pid);
+    let mut subs = Vec::new();
+    for i in 0..publishers {
+        let room = format!("bench-{i}");
+        for j in 0..per_room {
+            let token = node.token(&room, &format!("sub-{i}-{j}"), Role::Participant);
+            let joined_at = Instant::now();
+            let s = RustPeer::join(&node, &room, &token, PeerOptions::receive_only()).await;
+            subs.push((s, joined_at, pubs[i].participant_id.clone()));
+        }
+    }
+    tokio::time::sleep(WARMUP).await;
+    let rss_after = rss_kib(pid);
+
+    let join_to_first: Vec<u128> = {
+        let mut v: Vec<u128> = subs
+            .iter()
+            .filter_map(|(s, joined_at, publisher)| {
+                let r = s.received.lock().ok()?;
+                r.first_stamped_at
+                    .get(publisher)
+                    .map(|t| t.saturating_duration_since(*joined_at).as_millis())
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+
+    // The measured window.
+    for (s, _, _) in &subs {
+        if let Ok(mut r) = s.received.lock() {
+            r.latencies_us.clear();
+        }
+    }
+    let received_before: u64 = subs
+        .iter()
+        .map(|(s, _, p)| {
+            s.received
+                .lock()
+                .map(|r| r.stamped.get(p).copied().unwrap_or(0))
+                .unwrap_or(0)
+        })
+        .sum();
+    let sent_before: Vec<u64> = pubs
+        .iter()
+        .map(|p| p.video_sent.load(Ordering::Relaxed))
+        .collect();
+    let metrics_before = node.metrics().await;
+    let dropped_before = node.metric("bedside_media_send_dropped_total").await;
+    let cpu_before = cpu_secs(pid);
+    tokio::time::sleep(WINDOW).await;
+    let cpu_after = cpu_secs(pid);
+    let metrics_after = node.metrics().await;
+    let dropped_after = node.metric("bedside_media_send_dropped_total").await;
+    let sent: Vec<u64> = pubs
+        .iter()
+        .zip(&sent_before)
+        .map(|(p, b)| p.video_sent.load(Ordering::Relaxed) - b)
+        .collect();
+    // Frames in flight at the window's edges cancel out over 10 s at these rates.
+    let received: u64 = subs
+        .iter()
+        .map(|(s, _, p)| {
+            s.received
+                .lock()
+                .map(|r| r.stamped.get(p).copied().unwrap_or(0))
+                .unwrap_or(0)
+        })
+        .sum::<u64>()
+        - received_before;
+    let expected: u64 = sent.iter().map(|s| s * per_room as u64).sum();
+    let mut latencies: Vec<u32> = subs
+        .iter()
+        .flat_map(|(s, _, _)| {
+            s.received
+                .lock()
+                .map(|r| r.latencies_us.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    latencies.sort_unstable();
+
+    let node_cpu = cpu_after - cpu_before;
+    let streams = publishers * per_room;
+    let delay_before = buckets(&metrics_before, "bedside_media_forward_delay_seconds");
+    let delay_after = buckets(&metrics_after, "bedside_media_forward_delay_seconds");
+    let outcome = Outcome {
+        publishers,
+        subscribers: publishers * per_room,
+        streams,
+        node_cpu_secs: node_cpu,
+        streams_per_core: streams as f64 / (node_cpu / WINDOW.as_secs_f64()).max(1e-9),
+        loss_pct: if expected > 0 {
+            (1.0 - received as f64 / expected as f64).max(0.0) * 100.0
+        } else {
+            f64::NAN
+        },
+        node_delay_p50_us: quantile(&delay_before, &delay_after, 0.5) * 1e6,
+        node_delay_p99_us: quantile(&delay_before, &delay_after, 0.99) * 1e6,
+        e2e_p50_us: percentile(&latencies, 0.5),
+        e2e_p99_us: percentile(&latencies, 0.99),
+        join_to_first_p50_ms: join_to_first
+            .get(join_to_first.len() / 2)
+            .copied()
+            .unwrap_or(0),
+        join_to_first_max_ms: join_to_first.last().copied().unwrap_or(0),
+        memory_per_subscriber_kib: (rss_after - rss_before) / (publishers * per_room) as f64,
+        send_dropped: dropped_after - dropped_before,
+    };
+    for p in pubs {
+        p.leave().await;
+    }
+    for (s, _, _) in subs {
+        s.leave().await;
+    }
+    node.shutdown(Duration::from_secs(3)).await;
+    outcome
+}
+
+fn table(outcomes: &[Outcome]) -> String {
+    let mut out = String::from(
+        "| publishers x subscribers | forwarded streams | node CPU (cores) | streams per core | loss | node delay p50 / p99 | end-to-end p50 / p99 | join to first packet p50 / max | node memory per subscriber | send drops |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for o in outcomes {
+        out.push_str(&format!(
+            "| {} x {} | {} | {:.2} | {:.0} | {:.2}% | {:.0} µs / {:.0} µs | {:.1} ms / {:.1} ms | {} ms / {} ms | {:.0} KiB | {:.0} |\n",
+            o.publishers,
+            o.subscribers / o.publishers.max(1),
+            o.streams,
+            o.node_cpu_secs / WINDOW.as_secs_f64(),
+            o.streams_per_core,
+            o.loss_pct,
+            o.node_delay_p50_us,
+            o.node_delay_p99_us,
+            o.e2e_p50_us as f64 / 1000.0,
+            o.e2e_p99_us as f64 / 1000.0,
+            o.join_to_first_p50_ms,
+            o.join_to_first_max_ms,
+            o.memory_per_subscriber_kib,
+            o.send_dropped,
+        ));
+    }
+    out
+}
+
+fn write_docs(table: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
+    let Ok(doc) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let (begin, end) = (
+        "<!-- media_forwarding:begin -->",
+        "<!-- media_forwarding:end -->",
+    );
+    let (Some(b), Some(e)) = (doc.find(begin), doc.find(end)) else {
+        eprintln!("docs/benchmarks.md has no media_forwarding markers; not updated");
+        return;
+    };
+    let updated = format!("{}{begin}\n{table}{}", &doc[..b], &doc[e..]);
+    if std::fs::write(&path, updated).is_ok() {
+        println!("written to docs/benchmarks.md");
+    }
+}
+
+fn main() {
+    let binary = node_binary();
+    if !binary.exists() {
+        eprintln!(
+            "{} is missing: run `make bench` (it builds the release node) or set BEDSIDE_MEDIA_NODE_BIN",
+            binary.display()
+        );
+        std::process::exit(2);
+    }
+    let scenarios: Vec<(usize, usize)> = std::env::var("BEDSIDE_BENCH_SCENARIOS")
+        .unwrap_or_else(|_| "1x10,2x20,4x25".into())
+        .split(',')
+        .filter_map(|s| {
+            let (a, b) = s.split_once('x')?;
+            Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut outcomes = Vec::new();
+    for (publishers, per_room) in scenarios {
+        eprintln!("media_forwarding: {publishers} publishers x {per_room} subscribers ...");
+        let outcome = runtime.block_on(scenario(&binary, publishers, per_room));
+        eprintln!("{outcome:?}");
+        outcomes.push(outcome);
+    }
+    let table = table(&outcomes);
+    println!(
+        "\nmedia_forwarding (1,200-byte VP8 RTP at 1.5 Mbit/s per publisher, loopback, {} s window)\n",
+        WINDOW.as_secs()
+    );
+    println!("{table}");
+    println!(
+        "Goals: >= 2,000 streams per core (LiveKit publishes about 190 per vCPU), node p99 < 1 ms, join to first packet < 1 s, 0 loss below saturation."
+    );
+    write_docs(&table);
+}
