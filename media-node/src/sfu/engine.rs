@@ -88,11 +88,14 @@ pub struct Engine {
     crypto: Arc<CryptoProvider>,
     participants: HashMap<ParticipantId, Participant>,
     by_addr: HashMap<SocketAddr, ParticipantId>,
-    rooms: HashMap<String, Vec<ParticipantId>>,
+    rooms: HashMap<Arc<str>, Vec<ParticipantId>>,
     next_id: u64,
     queue: VecDeque<Propagated>,
     dirty: Vec<ParticipantId>,
     gone: Vec<(ParticipantId, LeaveReason, Option<ProtocolError>)>,
+    failures: Vec<(ParticipantId, str0m::RtcError)>,
+    /// The previous round's dirty list, kept for its capacity.
+    dirty_spare: Vec<ParticipantId>,
     stats: Arc<EngineStats>,
     last_rebalance: Instant,
 }
@@ -120,6 +123,8 @@ impl Engine {
             queue: VecDeque::new(),
             dirty: Vec::new(),
             gone: Vec::new(),
+            failures: Vec::new(),
+            dirty_spare: Vec::new(),
             stats,
             last_rebalance: Instant::now(),
         }
@@ -208,6 +213,7 @@ impl Engine {
         role: Role,
         events: mpsc::Sender<ServerMessage>,
     ) -> Result<Joined, ProtocolError> {
+        let room: Arc<str> = Arc::from(room);
         let members = self.rooms.entry(room.clone()).or_default();
         if members.len() >= self.settings.max_participants {
             return Err(ProtocolError::new(
@@ -484,12 +490,14 @@ impl Engine {
             if self.dirty.is_empty() {
                 break;
             }
-            let mut dirty = std::mem::take(&mut self.dirty);
+            let mut dirty = std::mem::take(&mut self.dirty_spare);
+            std::mem::swap(&mut dirty, &mut self.dirty);
             dirty.sort_unstable();
             dirty.dedup();
-            for id in dirty {
+            for id in dirty.drain(..) {
                 self.drive(id);
             }
+            self.dirty_spare = dirty;
             if self.queue.is_empty() && self.dirty.is_empty() {
                 break;
             }
@@ -513,25 +521,37 @@ impl Engine {
                 }
             }
             Propagated::Media { source, data } => {
-                let received_at = data.network_time;
-                for id in self.room_of(source) {
-                    let Some(p) = self.participants.get_mut(&id) else {
+                // The room's member list is borrowed, not copied: nothing here allocates per
+                // frame (the payload is an Arc shared by every subscriber).
+                let Some(room) = self.participants.get(&source).map(|p| p.room.clone()) else {
+                    return;
+                };
+                let Some(members) = self.rooms.get(&room) else {
+                    return;
+                };
+                for id in members.iter().filter(|m| **m != source) {
+                    let Some(p) = self.participants.get_mut(id) else {
                         continue;
                     };
                     match p.forward(source, &data) {
-                        Ok(Some(request)) => self.queue.push_back(request),
-                        Ok(None) => {}
-                        Err(e) => {
-                            self.failed(id, e);
-                            continue;
+                        Ok(forward) => {
+                            if let Some(request) = forward.keyframe_request {
+                                self.queue.push_back(request);
+                            }
+                            if forward.written {
+                                self.stats.frames_forwarded.inc();
+                                self.dirty.push(*id);
+                            }
                         }
+                        Err(e) => self.failures.push((*id, e)),
                     }
-                    self.stats.frames_forwarded.inc();
-                    self.dirty.push(id);
                 }
                 self.stats
                     .forward_delay
-                    .record(now.saturating_duration_since(received_at));
+                    .record(Instant::now().saturating_duration_since(data.network_time));
+                while let Some((id, e)) = self.failures.pop() {
+                    self.failed(id, e);
+                }
             }
             Propagated::KeyframeRequest {
                 source,

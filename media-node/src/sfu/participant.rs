@@ -85,10 +85,17 @@ pub enum Propagated {
     },
 }
 
+/// What forwarding one frame to one subscriber did.
+#[derive(Debug, Default)]
+pub struct Forward {
+    pub written: bool,
+    pub keyframe_request: Option<Propagated>,
+}
+
 #[derive(Debug)]
 pub struct Participant {
     pub id: ParticipantId,
-    pub room: String,
+    pub room: std::sync::Arc<str>,
     pub role: Role,
     pub events: mpsc::Sender<ServerMessage>,
     pub rtc: Option<Rtc>,
@@ -108,7 +115,7 @@ pub struct Participant {
 impl Participant {
     pub fn new(
         id: ParticipantId,
-        room: String,
+        room: std::sync::Arc<str>,
         role: Role,
         events: mpsc::Sender<ServerMessage>,
     ) -> Self {
@@ -247,48 +254,48 @@ impl Participant {
         }
     }
 
-    /// Forwards one frame of `source`'s track. Returns a keyframe request for the source when a
-    /// layer switch waits for one. No allocation: the payload is shared (`Arc<[u8]>`).
+    /// Forwards one frame of `source`'s track, and asks the source for a keyframe when a layer
+    /// switch waits for one. No allocation: the payload is shared (`Arc<[u8]>`).
     pub fn forward(
         &mut self,
         source: ParticipantId,
         data: &MediaData,
-    ) -> Result<Option<Propagated>, str0m::RtcError> {
+    ) -> Result<Forward, str0m::RtcError> {
+        let mut out = Forward::default();
         let Some(rtc) = self.rtc.as_mut() else {
-            return Ok(None);
+            return Ok(out);
         };
         let Some(track) = self
             .tracks_out
             .iter_mut()
             .find(|t| t.source == source && t.source_mid == data.mid)
         else {
-            return Ok(None);
+            return Ok(out);
         };
         let TrackOutState::Open(mid) = track.state else {
-            return Ok(None);
+            return Ok(out);
         };
-        let keyframe = data.is_keyframe();
-        let admitted = track.selection.admit(data.rid, keyframe);
-        let wants = track
-            .selection
-            .wants_keyframe()
-            .then(|| Propagated::KeyframeRequest {
+        let admitted = track.selection.admit(data.rid, data.is_keyframe());
+        if track.selection.wants_keyframe() {
+            out.keyframe_request = Some(Propagated::KeyframeRequest {
                 source,
                 source_mid: track.source_mid,
                 rid: track.selection.target,
                 kind: KeyframeRequestKind::Fir,
             });
+        }
         if !admitted {
-            return Ok(wants);
+            return Ok(out);
         }
         let Some(writer) = rtc.writer(mid) else {
-            return Ok(wants);
+            return Ok(out);
         };
         let Some(pt) = writer.match_params(data.params) else {
-            return Ok(wants);
+            return Ok(out);
         };
         writer.write(pt, data.network_time, data.time, data.data.clone())?;
-        Ok(wants)
+        out.written = true;
+        Ok(out)
     }
 
     /// A subscriber's PLI/FIR on one of its outgoing tracks, mapped to the publisher's track.
