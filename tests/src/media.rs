@@ -736,7 +736,7 @@ impl RustPeer {
                 let mut payload = vec![0u8; load.packet_bytes];
                 // VP8 payload descriptor: start of partition 0.
                 payload[0] = 0x10;
-                let keyframe = n % 300 == 0;
+                let keyframe = n.is_multiple_of(300);
                 if keyframe {
                     // Frame tag (key, shown), start code, 320x180.
                     payload[1..11].copy_from_slice(&[
