@@ -140,7 +140,7 @@ fn percentile(sorted: &[u32], q: f64) -> u32 {
     sorted[((sorted.len() - 1) as f64 * q) as usize]
 }
 
-async fn scenario(binary: &PathBuf, publishers: usize, per_room: usize) -> Outcome {
+async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) -> Outcome {
     let mut node = TestNode::spawn(binary).await;
     let pid = node.pid();
     let mut pubs = Vec::new();
@@ -154,13 +154,13 @@ async fn scenario(binary: &PathBuf, publishers: usize, per_room: usize) -> Outco
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = rss_kib(pid);
     let mut subs = Vec::new();
-    for i in 0..publishers {
+    for (i, publisher) in pubs.iter().enumerate() {
         let room = format!("bench-{i}");
         for j in 0..per_room {
             let token = node.token(&room, &format!("sub-{i}-{j}"), Role::Participant);
             let joined_at = Instant::now();
             let s = RustPeer::join(&node, &room, &token, PeerOptions::receive_only()).await;
-            subs.push((s, joined_at, pubs[i].participant_id.clone()));
+            subs.push((s, joined_at, publisher.participant_id.clone()));
         }
     }
     tokio::time::sleep(WARMUP).await;
