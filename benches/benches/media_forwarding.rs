@@ -186,15 +186,7 @@ async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) 
             r.latencies_us.clear();
         }
     }
-    let received_before: u64 = subs
-        .iter()
-        .map(|(s, _, p)| {
-            s.received
-                .lock()
-                .map(|r| r.stamped.get(p).copied().unwrap_or(0))
-                .unwrap_or(0)
-        })
-        .sum();
+    let received_before = stamped_total(&subs);
     let sent_before: Vec<u64> = pubs
         .iter()
         .map(|p| p.video_sent.load(Ordering::Relaxed))
@@ -212,16 +204,7 @@ async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) 
         .map(|(p, b)| p.video_sent.load(Ordering::Relaxed) - b)
         .collect();
     // Frames in flight at the window's edges cancel out over 10 s at these rates.
-    let received: u64 = subs
-        .iter()
-        .map(|(s, _, p)| {
-            s.received
-                .lock()
-                .map(|r| r.stamped.get(p).copied().unwrap_or(0))
-                .unwrap_or(0)
-        })
-        .sum::<u64>()
-        - received_before;
+    let received = stamped_total(&subs) - received_before;
     let expected: u64 = sent.iter().map(|s| s * per_room as u64).sum();
     let mut latencies: Vec<u32> = subs
         .iter()
@@ -269,6 +252,18 @@ async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) 
     }
     node.shutdown(Duration::from_secs(3)).await;
     outcome
+}
+
+/// Stamped frames every subscriber got from its publisher.
+fn stamped_total(subs: &[(RustPeer, Instant, String)]) -> u64 {
+    subs.iter()
+        .map(|(s, _, publisher)| {
+            s.received
+                .lock()
+                .map(|r| r.stamped.get(publisher).copied().unwrap_or(0))
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 fn table(outcomes: &[Outcome]) -> String {

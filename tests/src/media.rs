@@ -692,18 +692,7 @@ impl RustPeer {
                 let mut payload = vec![0u8; 80];
                 let id = format!("from:{tag};");
                 payload[..id.len()].copy_from_slice(id.as_bytes());
-                let packet = rtc::rtp::Packet {
-                    header: rtc::rtp::Header {
-                        version: 2,
-                        payload_type: OPUS_PT,
-                        sequence_number: seq,
-                        timestamp: ts,
-                        marker: false,
-                        ssrc,
-                        ..Default::default()
-                    },
-                    payload: bytes::Bytes::from(payload),
-                };
+                let packet = rtp_packet(OPUS_PT, seq, ts, false, ssrc, payload);
                 // Errors before the connection is up are expected; keep the clock going.
                 let _ = track.write_rtp(packet).await;
                 seq = seq.wrapping_add(1);
@@ -746,18 +735,7 @@ impl RustPeer {
                     payload[1..4].copy_from_slice(&[0x11, 0x02, 0x00]);
                 }
                 stamp(&mut payload);
-                let packet = rtc::rtp::Packet {
-                    header: rtc::rtp::Header {
-                        version: 2,
-                        payload_type: VP8_PT,
-                        sequence_number: seq,
-                        timestamp: ts,
-                        marker: true,
-                        ssrc,
-                        ..Default::default()
-                    },
-                    payload: bytes::Bytes::from(payload),
-                };
+                let packet = rtp_packet(VP8_PT, seq, ts, true, ssrc, payload);
                 if track.write_rtp(packet).await.is_ok() {
                     sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -825,6 +803,28 @@ impl RustPeer {
         for task in self.tasks {
             task.abort();
         }
+    }
+}
+
+fn rtp_packet(
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    marker: bool,
+    ssrc: u32,
+    payload: Vec<u8>,
+) -> rtc::rtp::Packet {
+    rtc::rtp::Packet {
+        header: rtc::rtp::Header {
+            version: 2,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            marker,
+            ssrc,
+            ..Default::default()
+        },
+        payload: bytes::Bytes::from(payload),
     }
 }
 

@@ -618,21 +618,21 @@ impl Engine {
             let mut choices = Vec::with_capacity(sources.len());
             let mut desired = 0;
             for (source, mid) in &sources {
-                let layers = self
+                let track = self
                     .participants
                     .get(source)
-                    .and_then(|p| p.tracks_in.iter().find(|t| t.mid == *mid))
-                    .map(|t| t.layers.clone());
-                let Some(layers) = layers else {
+                    .and_then(|p| p.tracks_in.iter().find(|t| t.mid == *mid));
+                let Some(track) = track else {
                     choices.push(None);
                     continue;
                 };
-                desired += layers.top_bps();
-                choices.push(if layers.is_empty() {
-                    None
+                if track.layers.is_empty() {
+                    desired += track.total.bps;
+                    choices.push(None);
                 } else {
-                    layers.choose(share)
-                });
+                    desired += track.layers.top_bps();
+                    choices.push(track.layers.choose(share));
+                }
             }
             let Some(p) = self.participants.get_mut(&id) else {
                 continue;
@@ -643,6 +643,9 @@ impl Engine {
                 }
             }
             if let Some(rtc) = p.rtc.as_mut() {
+                // Ask the estimator to probe for what the best layers need, with headroom for
+                // RTP/SRTP overhead and retransmissions.
+                let desired = desired + desired / 4;
                 rtc.bwe().set_bitrate(
                     Bitrate::bps(MIN_VIDEO_BPS),
                     Bitrate::bps(desired.max(MIN_VIDEO_BPS)),
@@ -715,7 +718,8 @@ fn new_rtc(crypto: Arc<CryptoProvider>, advertised: SocketAddr) -> Result<Rtc, P
     let mut rtc = RtcConfig::new()
         .set_crypto_provider(crypto)
         .set_stats_interval(Some(Duration::from_secs(1)))
-        .enable_bwe(Some(Bitrate::kbps(1_500)))
+        // Start where a 720p camera needs to be; the estimate then follows the network.
+        .enable_bwe(Some(Bitrate::kbps(2_500)))
         .build(Instant::now());
     let candidate = Candidate::host(advertised, "udp").map_err(|e| {
         ProtocolError::new(

@@ -8,7 +8,7 @@ use str0m::change::SdpPendingOffer;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use tokio::sync::mpsc;
 
-use super::simulcast::{Layers, Selection};
+use super::simulcast::{LayerRate, Layers, Selection};
 use crate::signaling::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
 use crate::token::Role;
 
@@ -30,6 +30,8 @@ pub struct TrackIn {
     pub mid: Mid,
     pub kind: MediaKind,
     pub layers: Layers,
+    /// All of the track, layers together: what a non-simulcast subscriber receives.
+    pub total: LayerRate,
     last_keyframe_request: Option<Instant>,
 }
 
@@ -167,6 +169,7 @@ impl Participant {
             mid,
             kind,
             layers: Layers::default(),
+            total: LayerRate::new(Rid::from("*"), Instant::now()),
             last_keyframe_request: None,
         });
         Some(Propagated::TrackOpened {
@@ -182,8 +185,9 @@ impl Participant {
             return None;
         }
         let track = self.tracks_in.iter_mut().find(|t| t.mid == data.mid)?;
-        if let Some(rid) = data.rid {
-            track.layers.record(rid, data.data.len(), now);
+        match data.rid {
+            Some(rid) => track.layers.record(rid, data.data.len(), now),
+            None => track.total.record(data.data.len(), now),
         }
         if !data.contiguous && track.kind == MediaKind::Video {
             // Loss the NACK/RTX path could not repair: ask for a fresh keyframe.
