@@ -7,8 +7,7 @@ MEDIA_NODE := target/debug/bedside-media-node
 
 ## run: start a media node on 127.0.0.1 with the embedded dev default; it prints the link to open
 run:
-	$(CARGO) build --locked -p bedside-media-node
-	$(MEDIA_NODE) run
+	$(CARGO) run --locked -q -p bedside-media-node -- run
 
 ## examples: print the CRD and check the example tenants and node config as a pipeline would
 examples: build
