@@ -86,6 +86,10 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
     let tls_config = tls::server_config(&setup.tls)?;
 
     let registry = Registry::new();
+    // process_cpu_seconds_total, process_resident_memory_bytes, open fds: node saturation.
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     let stats = Arc::new(EngineStats::new(
         &registry,
         &config.tenant.name,
@@ -106,13 +110,14 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         policy: SrtpPolicy::Aes256GcmOnly,
         max_participants: config.meetings.max_participants as usize,
     };
-    let (sfu, media, engine_task) = sfu::start(config.network.media_listen, settings, stats)
-        .await
-        .map_err(|source| NodeError::Listen {
-            what: "media (UDP)",
-            addr: config.network.media_listen,
-            source,
-        })?;
+    let (sfu, media, engine_task) =
+        sfu::start(config.network.media_listen, settings, stats.clone())
+            .await
+            .map_err(|source| NodeError::Listen {
+                what: "media (UDP)",
+                addr: config.network.media_listen,
+                source,
+            })?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let state = AppState {
@@ -121,6 +126,8 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         shutdown: shutdown_rx,
         unavailable,
         display_name: config.tenant.display_name.clone(),
+        stats,
+        tenant: config.tenant.name.clone(),
     };
     let app = router(state);
 

@@ -94,6 +94,23 @@ impl Metrics {
         }
     }
 
+    /// Every metric name the operator exports, with or without samples yet.
+    pub fn metric_names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: [&dyn Collector; 6] = [
+            &self.reconciles,
+            &self.reconcile_seconds,
+            &self.errors,
+            &self.drift_reverted,
+            &self.tenant_condition,
+            &self.baa_expiry,
+        ];
+        collectors
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect()
+    }
+
     /// The text exposition format for /metrics.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod examples;
 pub mod media;
 pub mod operator;
+pub mod prometheus;
 
 pub use cluster::{ClusterOptions, TestCluster};
 

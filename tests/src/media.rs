@@ -174,11 +174,17 @@ impl TestNode {
 
     /// The value of a metric line that starts with `name`, summed over label sets.
     pub async fn metric(&self, name: &str) -> f64 {
+        self.metric_where(name, "").await
+    }
+
+    /// Like `metric`, over the series whose labels contain `label` (e.g. `reason="ice"`).
+    pub async fn metric_where(&self, name: &str, label: &str) -> f64 {
         self.metrics()
             .await
             .lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }

@@ -118,7 +118,11 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
         // The node's view agrees: three connections under the policy, none refused.
         assert_eq!(node.metric("bedside_media_connections_total").await, 3.0);
         assert_eq!(
-            node.metric("bedside_media_encryption_refused_total").await,
+            node.metric_where(
+                "bedside_media_connection_failures_total",
+                "reason=\"encryption_policy\""
+            )
+            .await,
             0.0
         );
 
@@ -251,6 +255,132 @@ fn aiortc_and_a_browser_exchange_video_through_the_node() {
 
         aiortc.stop().await;
         let _ = chromium.close().await;
+        node.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
+/// Every label value on every series of a /metrics page.
+fn label_values(metrics: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let Some((_, rest)) = line.split_once('{') else {
+            continue;
+        };
+        let Some((labels, _)) = rest.rsplit_once('}') else {
+            continue;
+        };
+        for pair in labels.split(',') {
+            if let Some((_, v)) = pair.split_once('=') {
+                values.push(v.trim_matches('"').to_string());
+            }
+        }
+    }
+    values
+}
+
+#[test]
+fn prometheus_scrapes_plausible_quality_series_during_a_browser_call() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    if let Some(why) = bedside_tests::prometheus::unavailable() {
+        if std::env::var("BEDSIDE_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{why}");
+        }
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let mut node = TestNode::start().await;
+        let prometheus =
+            bedside_tests::prometheus::Prometheus::start(&[node.metrics_addr]).await;
+        let driver = Driver::start().await;
+        let users = ["u-7f3a9c", "u-b41e02"];
+        let mut browsers = Vec::new();
+        for user in users {
+            let client = driver.browser().await;
+            let token = node.token("visit-42", user, Role::Participant);
+            open(&client, &node, "visit-42", &token).await;
+            browsers.push(client);
+        }
+        for b in &browsers {
+            wait_for(Duration::from_secs(60), "video decodes", async || {
+                let stats = browser::stats(b).await;
+                if decoded_video(&stats).iter().any(|f| *f > 10) {
+                    Ok(())
+                } else {
+                    Err(stats.to_string())
+                }
+            })
+            .await;
+        }
+
+        // Prometheus has scraped the call: the series SREs alert on exist with plausible values.
+        wait_for(Duration::from_secs(30), "Prometheus sees the call", async || {
+            let participants = prometheus.value("bedside_media_participants").await;
+            let rtt_samples = prometheus.value("bedside_media_rtt_seconds_count").await;
+            if participants == Some(2.0) && rtt_samples.is_some_and(|n| n >= 4.0) {
+                Ok(())
+            } else {
+                Err(format!("participants {participants:?}, rtt samples {rtt_samples:?}"))
+            }
+        })
+        .await;
+        let q = async |expr: &str| {
+            prometheus
+                .value(expr)
+                .await
+                .unwrap_or_else(|| panic!("no single series for {expr}"))
+        };
+        assert_eq!(q("bedside_media_rooms").await, 1.0);
+        assert!(q(r#"rate(bedside_media_bytes_total{direction="sent"}[10s])"#).await > 10_000.0);
+        assert!(q(r#"rate(bedside_media_bytes_total{direction="received"}[10s])"#).await > 10_000.0);
+        let rtt = q("bedside_media_rtt_seconds_sum / bedside_media_rtt_seconds_count").await;
+        assert!(rtt > 0.0 && rtt < 0.1, "mean RTT on loopback: {rtt}");
+        for direction in ["ingress", "egress"] {
+            let loss = q(&format!(
+                r#"bedside_media_packet_loss_ratio_sum{{direction="{direction}"}} / bedside_media_packet_loss_ratio_count{{direction="{direction}"}}"#
+            ))
+            .await;
+            assert!(loss < 0.02, "{direction} loss on loopback: {loss}");
+        }
+        assert_eq!(
+            q(r#"bedside_media_srtp_sessions_total{profile="AEAD_AES_256_GCM"}"#).await,
+            2.0
+        );
+        assert_eq!(q("sum(bedside_media_connection_failures_total)").await, 0.0);
+        assert!(q("bedside_media_join_seconds_count").await >= 2.0);
+        assert!(q("process_resident_memory_bytes").await > 0.0);
+
+        // No label anywhere names a participant, a user, the room or a display name.
+        let mut identifiers: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        identifiers.push("visit-42".into());
+        for b in &browsers {
+            let state = browser::state(b).await;
+            identifiers.push(state["participantId"].as_str().unwrap_or_default().to_string());
+        }
+        let values = label_values(&node.metrics().await);
+        assert!(values.iter().any(|v| v == "test-clinic"), "labels are parsed");
+        for id in &identifiers {
+            assert!(!id.is_empty());
+            assert!(
+                !values.iter().any(|v| v.contains(id.as_str())),
+                "a metric label carries {id}"
+            );
+        }
+        let series = prometheus.query(r#"{__name__=~"bedside_.*"}"#).await;
+        assert!(series.len() > 20, "{} series", series.len());
+        for (labels, _) in series {
+            let text = labels.to_string();
+            for id in &identifiers {
+                assert!(!text.contains(id.as_str()), "series {text} carries {id}");
+            }
+        }
+
+        for b in browsers {
+            let _ = b.close().await;
+        }
         node.shutdown(Duration::from_secs(2)).await;
     });
 }

@@ -73,6 +73,14 @@ async fn media_flows_between_everyone_in_a_room_and_never_across_rooms() {
         assert_eq!(connected[0]["srtpProfile"], "AEAD_AES_256_GCM");
     }
     assert_eq!(node.metric("bedside_media_connections_total").await, 5.0);
+    assert_eq!(
+        node.metric_where(
+            "bedside_media_srtp_sessions_total",
+            "profile=\"AEAD_AES_256_GCM\""
+        )
+        .await,
+        5.0
+    );
     assert_eq!(node.metric("bedside_media_participants").await, 5.0);
 
     for p in [a1, a2, a3, b1, b2] {
@@ -230,7 +238,11 @@ async fn a_peer_that_cannot_do_aes_256_gcm_is_refused_with_a_reason() {
     );
     assert!(old.saw("media-connected").is_empty());
     assert_eq!(
-        node.metric("bedside_media_encryption_refused_total").await,
+        node.metric_where(
+            "bedside_media_connection_failures_total",
+            "reason=\"encryption_policy\""
+        )
+        .await,
         1.0
     );
     assert_eq!(node.metric("bedside_media_connections_total").await, 0.0);

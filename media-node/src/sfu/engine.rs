@@ -22,7 +22,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::participant::{Participant, ParticipantId, Propagated};
-use super::stats::EngineStats;
+use super::stats::{ConnectionFailure, EngineStats};
 use crate::crypto_policy::{self, SrtpPolicy};
 use crate::signaling::protocol::{
     ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, ProtocolError, ServerMessage,
@@ -361,7 +361,8 @@ impl Engine {
     }
 
     fn datagram(&mut self, contents: &[u8], source: SocketAddr, now: Instant) {
-        self.stats.datagrams_in.inc();
+        self.stats.packets_in.inc();
+        self.stats.bytes_in.inc_by(contents.len() as u64);
         let Ok(contents) = contents.try_into() else {
             return;
         };
@@ -413,7 +414,7 @@ impl Engine {
         if !connected && text.contains("DTLS") {
             let reason = crypto_policy::refusal_reason(self.settings.policy);
             tracing::warn!(participant = %id, error = %text, "{reason}");
-            self.stats.media_refused.inc();
+            self.stats.failed(ConnectionFailure::EncryptionPolicy);
             self.gone.push((
                 id,
                 LeaveReason::MediaRefused,
@@ -423,6 +424,9 @@ impl Engine {
                 )),
             ));
         } else {
+            if !connected {
+                self.stats.failed(ConnectionFailure::Other);
+            }
             tracing::info!(participant = %id, error = %text, "media connection ended");
             self.gone.push((id, LeaveReason::Disconnected, None));
         }
@@ -441,6 +445,10 @@ impl Engine {
         let mut failure = None;
         while let Some(rtc) = p.rtc.as_mut() {
             if !rtc.is_alive() {
+                if !p.connected {
+                    // Never got through ICE (or was refused above, which counted itself).
+                    self.stats.failed(ConnectionFailure::Ice);
+                }
                 p.next_timeout = None;
                 self.gone.push((id, LeaveReason::Disconnected, None));
                 break;
@@ -458,8 +466,9 @@ impl Engine {
                     break;
                 }
                 Output::Transmit(t) => match self.socket.try_send_to(&t.contents, t.destination) {
-                    Ok(_) => {
-                        self.stats.datagrams_out.inc();
+                    Ok(n) => {
+                        self.stats.packets_out.inc();
+                        self.stats.bytes_out.inc_by(n as u64);
                     }
                     Err(e) => {
                         if e.kind() != ErrorKind::WouldBlock {
@@ -542,6 +551,9 @@ impl Engine {
                                 self.stats.frames_forwarded.inc();
                                 self.dirty.push(*id);
                             }
+                            if forward.switched {
+                                self.stats.layer_switches.inc();
+                            }
                         }
                         Err(e) => self.failures.push((*id, e)),
                     }
@@ -599,8 +611,26 @@ impl Engine {
         }
     }
 
-    /// Picks each subscriber's simulcast layers from its bandwidth estimate.
+    /// Picks each subscriber's simulcast layers from its bandwidth estimate, and refreshes the
+    /// room gauges.
     fn rebalance(&mut self) {
+        self.stats.rooms.set(self.rooms.len() as i64);
+        self.stats.publishers.set(
+            self.participants
+                .values()
+                .filter(|p| !p.tracks_in.is_empty())
+                .count() as i64,
+        );
+        self.stats.subscribers.set(
+            self.participants
+                .values()
+                .filter(|p| {
+                    p.tracks_out
+                        .iter()
+                        .any(|t| t.kind == str0m::media::MediaKind::Video)
+                })
+                .count() as i64,
+        );
         let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
         for id in ids {
             let Some(estimate) = self.participants.get(&id).and_then(|p| p.estimate_bps) else {
@@ -742,6 +772,10 @@ fn on_event(
         Event::Connected => {
             p.connected = true;
             stats.connected.inc();
+            stats
+                .srtp_sessions
+                .with_label_values(&["AEAD_AES_256_GCM"])
+                .inc();
             stats.join_to_media.record(p.joined_at.elapsed());
             p.tell(ServerMessage::MediaConnected {
                 v: PROTOCOL_VERSION,
@@ -762,6 +796,54 @@ fn on_event(
         Event::KeyframeRequest(req) => p.keyframe_wanted(req.mid, req.kind),
         Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
             p.estimate_bps = Some(estimate.as_u64());
+            None
+        }
+        Event::PeerStats(peer) => {
+            if let Some(rtt) = peer.rtt {
+                stats.rtt.observe(rtt.as_secs_f64());
+            }
+            if let Some(loss) = peer.ingress_loss_fraction {
+                stats
+                    .loss
+                    .with_label_values(&["ingress"])
+                    .observe(f64::from(loss));
+            }
+            if let Some(loss) = peer.egress_loss_fraction {
+                stats
+                    .loss
+                    .with_label_values(&["egress"])
+                    .observe(f64::from(loss));
+            }
+            None
+        }
+        Event::MediaIngressStats(ingress) => {
+            let kind = p
+                .tracks_in
+                .iter()
+                .find(|t| t.mid == ingress.mid)
+                .map(|t| t.kind);
+            let (label, clock) = match kind {
+                Some(str0m::media::MediaKind::Audio) => ("audio", 48_000.0),
+                Some(str0m::media::MediaKind::Video) => ("video", 90_000.0),
+                None => return None,
+            };
+            stats
+                .jitter
+                .with_label_values(&[label])
+                .observe(f64::from(ingress.jitter) / clock);
+            None
+        }
+        Event::MediaEgressStats(egress) => {
+            let delta = p.feedback_delta(
+                egress.mid,
+                egress.rid,
+                [egress.nacks, egress.plis, egress.firs],
+            );
+            for (kind, n) in ["nack", "pli", "fir"].iter().zip(delta) {
+                if n > 0 {
+                    stats.feedback.with_label_values(&[kind]).inc_by(n);
+                }
+            }
             None
         }
         _ => None,

@@ -87,10 +87,15 @@ pub enum Propagated {
     },
 }
 
+/// One outgoing RTP stream: its m-line and simulcast layer.
+type StreamKey = (Mid, Option<Rid>);
+
 /// What forwarding one frame to one subscriber did.
 #[derive(Debug, Default)]
 pub struct Forward {
     pub written: bool,
+    /// The subscriber moved to another simulcast layer with this frame.
+    pub switched: bool,
     pub keyframe_request: Option<Propagated>,
 }
 
@@ -112,6 +117,8 @@ pub struct Participant {
     pub joined_at: Instant,
     /// Set when the signaling channel is too slow to keep up; the engine removes it.
     pub overflowed: bool,
+    /// Cumulative NACK/PLI/FIR counts per outgoing stream, as last reported by str0m.
+    feedback_seen: Vec<(StreamKey, [u64; 3])>,
 }
 
 impl Participant {
@@ -136,6 +143,26 @@ impl Participant {
             estimate_bps: None,
             joined_at: Instant::now(),
             overflowed: false,
+            feedback_seen: Vec::new(),
+        }
+    }
+
+    /// New NACK/PLI/FIR counts since the last report for one outgoing stream.
+    pub fn feedback_delta(&mut self, mid: Mid, rid: Option<Rid>, now: [u64; 3]) -> [u64; 3] {
+        match self
+            .feedback_seen
+            .iter_mut()
+            .find(|(k, _)| *k == (mid, rid))
+        {
+            Some((_, last)) => {
+                let delta = [0, 1, 2].map(|i| now[i].saturating_sub(last[i]));
+                *last = now;
+                delta
+            }
+            None => {
+                self.feedback_seen.push(((mid, rid), now));
+                now
+            }
         }
     }
 
@@ -279,7 +306,9 @@ impl Participant {
         let TrackOutState::Open(mid) = track.state else {
             return Ok(out);
         };
+        let before = track.selection.current;
         let admitted = track.selection.admit(data.rid, data.is_keyframe());
+        out.switched = before.is_some() && before != track.selection.current;
         if track.selection.wants_keyframe() {
             out.keyframe_request = Some(Propagated::KeyframeRequest {
                 source,

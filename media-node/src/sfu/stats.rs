@@ -1,9 +1,12 @@
-//! Counters the media loop keeps; exported as Prometheus metrics labelled by tenant and node
-//! only, never by participant or room (room names come from scheduling systems).
+//! The node's Prometheus metrics. Labels are `tenant` and `node` (constant per node) and, where a
+//! metric says so, a small fixed set like `direction`, `kind` or `reason`: never a participant,
+//! a room name or a user, so nothing identifies a patient and cardinality stays flat.
 
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// Delay buckets fine enough to tell a 1 ms p99 goal apart.
 const DELAY_BUCKETS: &[f64] = &[
@@ -11,6 +14,72 @@ const DELAY_BUCKETS: &[f64] = &[
     0.05, 0.1,
 ];
 const JOIN_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0];
+const RTT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0,
+];
+const JITTER_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2];
+const LOSS_BUCKETS: &[f64] = &[0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
+
+/// Why a join was refused: the `reason` label of `bedside_media_joins_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefusal {
+    TokenExpired,
+    TokenWrongTenant,
+    TokenWrongRoom,
+    TokenForged,
+    TokenNotPseudonymous,
+    TokenInvalid,
+    RoomFull,
+    NotAvailable,
+}
+
+impl JoinRefusal {
+    pub const ALL: [JoinRefusal; 8] = [
+        JoinRefusal::TokenExpired,
+        JoinRefusal::TokenWrongTenant,
+        JoinRefusal::TokenWrongRoom,
+        JoinRefusal::TokenForged,
+        JoinRefusal::TokenNotPseudonymous,
+        JoinRefusal::TokenInvalid,
+        JoinRefusal::RoomFull,
+        JoinRefusal::NotAvailable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            JoinRefusal::TokenExpired => "token_expired",
+            JoinRefusal::TokenWrongTenant => "token_wrong_tenant",
+            JoinRefusal::TokenWrongRoom => "token_wrong_room",
+            JoinRefusal::TokenForged => "token_forged",
+            JoinRefusal::TokenNotPseudonymous => "token_not_pseudonymous",
+            JoinRefusal::TokenInvalid => "token_invalid",
+            JoinRefusal::RoomFull => "room_full",
+            JoinRefusal::NotAvailable => "not_available",
+        }
+    }
+}
+
+/// Why a media connection failed: the `reason` label of
+/// `bedside_media_connection_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionFailure {
+    /// DTLS could not agree on ECDHE + AES-GCM and AEAD_AES_256_GCM.
+    EncryptionPolicy,
+    /// ICE never connected or timed out.
+    Ice,
+    /// Anything else str0m reported.
+    Other,
+}
+
+impl ConnectionFailure {
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectionFailure::EncryptionPolicy => "encryption_policy",
+            ConnectionFailure::Ice => "ice",
+            ConnectionFailure::Other => "other",
+        }
+    }
+}
 
 /// A histogram of durations.
 #[derive(Debug, Clone)]
@@ -28,62 +97,109 @@ impl DurationHistogram {
 
 #[derive(Debug, Clone)]
 pub struct EngineStats {
+    pub rooms: IntGauge,
     pub participants: IntGauge,
+    pub publishers: IntGauge,
+    pub subscribers: IntGauge,
     pub connected: IntCounter,
-    pub media_refused: IntCounter,
-    pub datagrams_in: IntCounter,
-    pub datagrams_out: IntCounter,
+    /// Completed media sessions by negotiated SRTP profile.
+    pub srtp_sessions: IntCounterVec,
+    pub connection_failures: IntCounterVec,
+    pub joins_refused: IntCounterVec,
+    pub bytes: IntCounterVec,
+    pub packets: IntCounterVec,
+    /// The hot-path children of `bytes` and `packets`, resolved once.
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    pub packets_in: IntCounter,
+    pub packets_out: IntCounter,
     pub send_dropped: IntCounter,
     pub frames_forwarded: IntCounter,
+    /// NACK, PLI and FIR the node received from subscribers or sent to publishers.
+    pub feedback: IntCounterVec,
+    pub layer_switches: IntCounter,
+    pub rtt: Histogram,
+    pub jitter: HistogramVec,
+    pub loss: HistogramVec,
     /// From a frame's arrival at the node to its hand-off to every subscriber's sender.
     pub forward_delay: DurationHistogram,
-    /// From join to the media path being up.
+    /// From the token check to the media path being up.
     pub join_to_media: DurationHistogram,
 }
 
 impl EngineStats {
     pub fn new(registry: &Registry, tenant: &str, node: &str) -> Result<Self, prometheus::Error> {
-        let labelled = |name: &str, help: &str| {
+        let opts = |name: &str, help: &str| {
             Opts::new(name, help)
                 .const_label("tenant", tenant)
                 .const_label("node", node)
         };
-        let histogram =
-            |name: &str, help: &str, buckets: &[f64]| -> Result<Histogram, prometheus::Error> {
-                let h = Histogram::with_opts(
-                    HistogramOpts::new(name, help)
-                        .const_label("tenant", tenant)
-                        .const_label("node", node)
-                        .buckets(buckets.to_vec()),
-                )?;
-                registry.register(Box::new(h.clone()))?;
-                Ok(h)
-            };
-        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
-            let c = IntCounter::with_opts(labelled(name, help))?;
+        let hopts = |name: &str, help: &str, buckets: &[f64]| {
+            HistogramOpts::new(name, help)
+                .const_label("tenant", tenant)
+                .const_label("node", node)
+                .buckets(buckets.to_vec())
+        };
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(
+            registry: &Registry,
+            c: C,
+        ) -> Result<C, prometheus::Error> {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
+        }
+        let gauge = |name: &str, help: &str| reg(registry, IntGauge::with_opts(opts(name, help))?);
+        let counter =
+            |name: &str, help: &str| reg(registry, IntCounter::with_opts(opts(name, help))?);
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            reg(registry, IntCounterVec::new(opts(name, help), &[label])?)
         };
-        let participants = IntGauge::with_opts(labelled(
-            "bedside_media_participants",
-            "Participants joined to this node",
-        ))?;
-        registry.register(Box::new(participants.clone()))?;
-        Ok(Self {
-            participants,
+
+        let bytes = counter_vec(
+            "bedside_media_bytes_total",
+            "UDP payload bytes, by direction (received, sent)",
+            "direction",
+        )?;
+        let packets = counter_vec(
+            "bedside_media_packets_total",
+            "UDP datagrams, by direction (received, sent)",
+            "direction",
+        )?;
+        let stats = Self {
+            bytes_in: bytes.with_label_values(&["received"]),
+            bytes_out: bytes.with_label_values(&["sent"]),
+            packets_in: packets.with_label_values(&["received"]),
+            packets_out: packets.with_label_values(&["sent"]),
+            bytes,
+            packets,
+            rooms: gauge("bedside_media_rooms", "Rooms with at least one participant")?,
+            participants: gauge(
+                "bedside_media_participants",
+                "Participants joined to this node",
+            )?,
+            publishers: gauge("bedside_media_publishers", "Participants sending media")?,
+            subscribers: gauge(
+                "bedside_media_subscribers",
+                "Participants receiving forwarded video",
+            )?,
             connected: counter(
                 "bedside_media_connections_total",
                 "Media connections that completed DTLS under the encryption policy",
             )?,
-            media_refused: counter(
-                "bedside_media_encryption_refused_total",
-                "Media connections refused by the encryption policy",
+            srtp_sessions: counter_vec(
+                "bedside_media_srtp_sessions_total",
+                "Completed media sessions by negotiated SRTP protection profile",
+                "profile",
             )?,
-            datagrams_in: counter(
-                "bedside_media_datagrams_received_total",
-                "UDP datagrams received",
+            connection_failures: counter_vec(
+                "bedside_media_connection_failures_total",
+                "Media connections that failed, by reason (encryption_policy, ice, other)",
+                "reason",
             )?,
-            datagrams_out: counter("bedside_media_datagrams_sent_total", "UDP datagrams sent")?,
+            joins_refused: counter_vec(
+                "bedside_media_joins_refused_total",
+                "Joins refused, by reason",
+                "reason",
+            )?,
             send_dropped: counter(
                 "bedside_media_send_dropped_total",
                 "Datagrams dropped because the socket buffer was full",
@@ -92,16 +208,150 @@ impl EngineStats {
                 "bedside_media_frames_forwarded_total",
                 "Media frames handed to subscribers",
             )?,
-            forward_delay: DurationHistogram(histogram(
-                "bedside_media_forward_delay_seconds",
-                "Time from a frame's arrival at the node to its hand-off to subscribers",
-                DELAY_BUCKETS,
+            feedback: counter_vec(
+                "bedside_media_feedback_total",
+                "RTCP feedback the node received from receivers (nack, pli, fir)",
+                "kind",
+            )?,
+            layer_switches: counter(
+                "bedside_media_simulcast_layer_switches_total",
+                "Times a subscriber was switched to another simulcast layer",
+            )?,
+            rtt: reg(
+                registry,
+                Histogram::with_opts(hopts(
+                    "bedside_media_rtt_seconds",
+                    "Round-trip time to each peer, sampled every second",
+                    RTT_BUCKETS,
+                ))?,
+            )?,
+            jitter: reg(
+                registry,
+                HistogramVec::new(
+                    hopts(
+                        "bedside_media_jitter_seconds",
+                        "Interarrival jitter of received media, sampled every second, by kind",
+                        JITTER_BUCKETS,
+                    ),
+                    &["kind"],
+                )?,
+            )?,
+            loss: reg(
+                registry,
+                HistogramVec::new(
+                    hopts(
+                        "bedside_media_packet_loss_ratio",
+                        "Fraction of packets lost per peer and second, from RTCP receiver reports, by direction (ingress: to the node, egress: from it)",
+                        LOSS_BUCKETS,
+                    ),
+                    &["direction"],
+                )?,
+            )?,
+            forward_delay: DurationHistogram(reg(
+                registry,
+                Histogram::with_opts(hopts(
+                    "bedside_media_forward_delay_seconds",
+                    "Time from a frame's arrival at the node to its hand-off to subscribers",
+                    DELAY_BUCKETS,
+                ))?,
             )?),
-            join_to_media: DurationHistogram(histogram(
-                "bedside_media_join_to_connected_seconds",
-                "Time from a participant's join to its encrypted media path being up",
-                JOIN_BUCKETS,
+            join_to_media: DurationHistogram(reg(
+                registry,
+                Histogram::with_opts(hopts(
+                    "bedside_media_join_seconds",
+                    "Time from a participant's token check to its encrypted media path being up",
+                    JOIN_BUCKETS,
+                ))?,
             )?),
-        })
+        };
+        // Every label value exists from the start, so rates and alerts see zeros, not gaps.
+        for reason in JoinRefusal::ALL {
+            stats.joins_refused.with_label_values(&[reason.label()]);
+        }
+        for reason in [
+            ConnectionFailure::EncryptionPolicy,
+            ConnectionFailure::Ice,
+            ConnectionFailure::Other,
+        ] {
+            stats
+                .connection_failures
+                .with_label_values(&[reason.label()]);
+        }
+        for kind in ["nack", "pli", "fir"] {
+            stats.feedback.with_label_values(&[kind]);
+        }
+        Ok(stats)
+    }
+
+    /// Every metric name this node exports (with or without samples yet), for checks that a
+    /// dashboard or an alert only uses what exists.
+    pub fn metric_names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: [&dyn Collector; 20] = [
+            &self.rooms,
+            &self.participants,
+            &self.publishers,
+            &self.subscribers,
+            &self.connected,
+            &self.srtp_sessions,
+            &self.connection_failures,
+            &self.joins_refused,
+            &self.bytes,
+            &self.packets,
+            &self.send_dropped,
+            &self.frames_forwarded,
+            &self.feedback,
+            &self.layer_switches,
+            &self.rtt,
+            &self.jitter,
+            &self.loss,
+            self.forward_delay.inner(),
+            self.join_to_media.inner(),
+            &prometheus::process_collector::ProcessCollector::for_self(),
+        ];
+        let mut names: Vec<String> = collectors
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    pub fn refused(&self, reason: JoinRefusal) {
+        self.joins_refused
+            .with_label_values(&[reason.label()])
+            .inc();
+    }
+
+    pub fn failed(&self, reason: ConnectionFailure) {
+        self.connection_failures
+            .with_label_values(&[reason.label()])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_carry_units_and_labels_stay_fixed() {
+        let registry = Registry::new();
+        let _stats = EngineStats::new(&registry, "t", "n").expect("stats");
+        for family in registry.gather() {
+            let name = family.name();
+            assert!(name.starts_with("bedside_media_"), "{name}");
+            for metric in family.get_metric() {
+                for label in metric.get_label() {
+                    assert!(
+                        ["tenant", "node", "reason", "direction", "kind", "profile"]
+                            .contains(&label.name()),
+                        "{name} has label {}",
+                        label.name()
+                    );
+                }
+            }
+        }
     }
 }

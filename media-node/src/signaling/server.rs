@@ -11,7 +11,7 @@ use axum::routing::get;
 use tokio::sync::watch;
 
 use super::protocol::MAX_MESSAGE_BYTES;
-use crate::sfu::SfuHandle;
+use crate::sfu::{EngineStats, SfuHandle};
 use crate::token::TokenVerifier;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
@@ -26,6 +26,8 @@ pub struct AppState {
     /// Why joins cannot work at all (e.g. no advertised media address yet).
     pub unavailable: Option<String>,
     pub display_name: String,
+    pub stats: Arc<EngineStats>,
+    pub tenant: String,
 }
 
 pub fn router(state: AppState) -> Router {

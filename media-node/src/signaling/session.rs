@@ -14,7 +14,9 @@ use super::protocol::{
     self, ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, ProtocolError, ServerMessage,
 };
 use super::server::AppState;
+use crate::sfu::stats::JoinRefusal;
 use crate::sfu::{Command, ParticipantId};
+use crate::token::TokenError;
 
 /// A client that has not joined by then is disconnected.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -233,14 +235,17 @@ impl Session {
         }
     }
 
+    #[tracing::instrument(name = "join", skip_all, fields(tenant = %self.state.tenant))]
     async fn join(&mut self, room: String, token: String) -> Flow {
         if *self.state.shutdown.borrow() {
+            self.state.stats.refused(JoinRefusal::NotAvailable);
             return self.fatal(ProtocolError::new(
                 ErrorCode::NotAvailable,
                 "the media node is shutting down; reconnect to join through another node",
             ));
         }
         if let Some(reason) = &self.state.unavailable {
+            self.state.stats.refused(JoinRefusal::NotAvailable);
             return self.fatal(ProtocolError::new(ErrorCode::NotAvailable, reason.clone()));
         }
         let now = SystemTime::now()
@@ -250,7 +255,16 @@ impl Session {
         let grant = match self.state.verifier.verify(&token, &room, now) {
             Ok(grant) => grant,
             Err(e) => {
-                tracing::info!(reason = %e, "join refused");
+                let reason = match e {
+                    TokenError::Expired => JoinRefusal::TokenExpired,
+                    TokenError::WrongTenant => JoinRefusal::TokenWrongTenant,
+                    TokenError::WrongRoom => JoinRefusal::TokenWrongRoom,
+                    TokenError::Forged => JoinRefusal::TokenForged,
+                    TokenError::NotPseudonymous => JoinRefusal::TokenNotPseudonymous,
+                    _ => JoinRefusal::TokenInvalid,
+                };
+                self.state.stats.refused(reason);
+                tracing::info!(tenant = %self.state.tenant, reason = reason.label(), "join refused");
                 return self.fatal(ProtocolError::new(ErrorCode::TokenRefused, e.to_string()));
             }
         };
@@ -278,7 +292,12 @@ impl Session {
                 });
                 Flow::Continue
             }
-            Err(e) => self.fatal(e),
+            Err(e) => {
+                if e.code == ErrorCode::RoomFull {
+                    self.state.stats.refused(JoinRefusal::RoomFull);
+                }
+                self.fatal(e)
+            }
         }
     }
 }
