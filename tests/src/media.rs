@@ -306,6 +306,11 @@ impl Signal {
             .expect("send a signaling message");
     }
 
+    /// Sends without insisting: the node may already be closing the connection.
+    pub async fn try_send_text(&mut self, text: String) -> bool {
+        self.ws.send(Message::Text(text.into())).await.is_ok()
+    }
+
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.ws
             .send(Message::Binary(bytes.into()))

@@ -9,8 +9,11 @@ use crate::token::Role;
 
 /// The protocol version this node speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
-/// The largest frame accepted; an SDP offer with simulcast is about 10 KiB.
+/// The largest message accepted; an SDP offer with simulcast is about 10 KiB.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Frames up to this size are read and answered with a `too-large` error; beyond it the
+/// WebSocket layer closes the connection without reading the rest.
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// Room names: what a scheduling system puts in a link, never a patient's name.
 pub const MAX_ROOM_NAME: usize = 64;
 

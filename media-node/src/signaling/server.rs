@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
 
-use super::protocol::MAX_MESSAGE_BYTES;
+use super::protocol::MAX_FRAME_BYTES;
 use crate::sfu::{EngineStats, SfuHandle};
 use crate::token::TokenVerifier;
 
@@ -80,8 +80,8 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn websocket(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
-    ws.max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| super::session::run(socket, state))
 }
 
