@@ -106,6 +106,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         .advertised_media_address
         .unwrap_or(config.network.media_listen);
     let settings = EngineSettings {
+        tenant: config.tenant.name.clone(),
         advertised,
         policy: SrtpPolicy::Aes256GcmOnly,
         max_participants: config.meetings.max_participants as usize,

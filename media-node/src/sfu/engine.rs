@@ -38,6 +38,8 @@ const MIN_VIDEO_BPS: u64 = 150_000;
 /// What the engine needs to know about its node.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
+    /// The tenant's name, for log spans (never a user or a room).
+    pub tenant: String,
     /// The address browsers send media to; the one host candidate of every connection.
     pub advertised: SocketAddr,
     pub policy: SrtpPolicy,
@@ -273,6 +275,8 @@ impl Engine {
     }
 
     fn offer(&mut self, id: ParticipantId, sdp: &str) -> Result<String, ProtocolError> {
+        let _span = tracing::info_span!("negotiate", tenant = %self.settings.tenant, sdp = "offer")
+            .entered();
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| {
             ProtocolError::new(
                 ErrorCode::InvalidSdp,
@@ -303,6 +307,9 @@ impl Engine {
     }
 
     fn answer(&mut self, id: ParticipantId, sdp: &str) -> Result<(), ProtocolError> {
+        let _span =
+            tracing::info_span!("negotiate", tenant = %self.settings.tenant, sdp = "answer")
+                .entered();
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| {
             ProtocolError::new(
                 ErrorCode::InvalidSdp,
