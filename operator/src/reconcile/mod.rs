@@ -179,6 +179,11 @@ async fn discover_pdb(client: &Client) -> Result<ApiResource, Error> {
 }
 
 /// The controller's entry point for one tenant.
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(namespace = tenant.namespace().as_deref().unwrap_or(""), tenant = %tenant.name_any())
+)]
 pub async fn reconcile(tenant: Arc<HealthcareTenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = tenant.namespace().ok_or(BuildError::NoNamespace)?;
