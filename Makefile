@@ -3,7 +3,7 @@ CARGO ?= cargo
 OPERATOR := target/debug/bedside-operator
 MEDIA_NODE := target/debug/bedside-media-node
 
-.PHONY: run examples test test-deps build crd fmt bench thirdparty-types
+.PHONY: run examples test test-deps build crd manifests fmt bench thirdparty-types
 
 ## run: start a media node on 127.0.0.1 with the embedded dev default; it prints the link to open
 run:
@@ -36,10 +36,15 @@ test: test-deps
 test-deps:
 	./scripts/test-deps.sh
 
+## manifests: regenerate deploy/bedside.yaml, the chart rendered with its default values
+manifests:
+	python3 tests/scripts/render_chart.py charts/bedside > deploy/bedside.yaml
+
 ## crd: regenerate the committed CRD (the chart carries the same file)
 crd:
 	$(CARGO) run --locked -q -p bedside-operator -- crd > crds/healthcaretenant.yaml
 	cp crds/healthcaretenant.yaml charts/bedside/crds/healthcaretenant.yaml
+	python3 tests/scripts/render_chart.py charts/bedside > deploy/bedside.yaml
 
 fmt:
 	$(CARGO) fmt --all

@@ -31,12 +31,15 @@ if ! command -v kubectl >/dev/null; then
     || echo "test-deps: no kubectl package here; the kubectl checks will be skipped with a message"
 fi
 
-# aiortc: a second, independent WebRTC stack (Python) for interop tests.
-if ! python3 -c "import aiortc" >/dev/null 2>&1; then
-  echo "test-deps: installing aiortc"
-  python3 -m pip install -q aiortc 2>/dev/null \
-    || python3 -m pip install -q --break-system-packages aiortc
-fi
+# aiortc: a second, independent WebRTC stack (Python) for interop tests; helm-python-sdk: the
+# Helm 4 engine that lints and renders the chart; kubernetes-validate: schemas of 1.25-1.37.
+for module in aiortc:aiortc helm_python:helm-python-sdk kubernetes_validate:kubernetes-validate; do
+  if ! python3 -c "import ${module%%:*}" >/dev/null 2>&1; then
+    echo "test-deps: installing ${module#*:}"
+    python3 -m pip install -q "${module#*:}" 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages "${module#*:}"
+  fi
+done
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test-deps: installing cargo-nextest"

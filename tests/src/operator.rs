@@ -98,6 +98,7 @@ pub async fn install_thirdparty_crds(cluster: &TestCluster) -> Result<bool, Harn
     for file in [
         "cert-manager.io_certificates.yaml",
         "monitoring.coreos.com_servicemonitors.yaml",
+        "monitoring.coreos.com_prometheusrules.yaml",
     ] {
         let path = std::path::Path::new(&dir).join(file);
         let text = std::fs::read_to_string(&path)
@@ -224,6 +225,20 @@ impl RunningOperator {
         leader_election: bool,
     ) -> Result<Self, HarnessError> {
         let client = operator_client(cluster).await?;
+        Self::start_with_client(
+            client,
+            identity,
+            leader_election.then_some(OPERATOR_NAMESPACE),
+        )
+    }
+
+    /// Starts the operator with `client`'s credentials (e.g. the Helm chart's ServiceAccount),
+    /// with its Lease in `lease_namespace` when given.
+    pub fn start_with_client(
+        client: Client,
+        identity: &str,
+        lease_namespace: Option<&str>,
+    ) -> Result<Self, HarnessError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(setup)?
@@ -231,7 +246,7 @@ impl RunningOperator {
         let http_addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let settings = bedside_operator::run::Settings {
             http_addr: Some(http_addr),
-            lease_namespace: leader_election.then(|| OPERATOR_NAMESPACE.to_string()),
+            lease_namespace: lease_namespace.map(str::to_string),
             identity: identity.into(),
             concurrency: 16,
         };

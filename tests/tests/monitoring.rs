@@ -41,8 +41,9 @@ fn run(tool: &str, args: &[&str]) -> String {
 }
 
 fn dashboard() -> Value {
-    let text = std::fs::read_to_string(repo().join("monitoring/dashboards/bedside.json"))
-        .expect("dashboard JSON");
+    let text =
+        std::fs::read_to_string(repo().join("charts/bedside/monitoring/dashboards/bedside.json"))
+            .expect("dashboard JSON");
     serde_json::from_str(&text).expect("the dashboard is valid JSON")
 }
 
@@ -64,7 +65,8 @@ fn dashboard_exprs() -> Vec<String> {
 }
 
 fn rule_exprs() -> Vec<String> {
-    let text = std::fs::read_to_string(repo().join("monitoring/alerts.yaml")).expect("alerts");
+    let text = std::fs::read_to_string(repo().join("charts/bedside/monitoring/alerts.yaml"))
+        .expect("alerts");
     let rules: serde_yaml::Value = serde_yaml::from_str(&text).expect("alerts YAML");
     rules["groups"]
         .as_sequence()
@@ -100,14 +102,26 @@ fn metric_names_in(expr: &str) -> BTreeSet<String> {
 #[test]
 fn every_alert_fires_on_its_input_and_stays_silent_otherwise() {
     let Some(promtool) = promtool() else { return };
-    let checked = run(promtool, &["check", "rules", "monitoring/alerts.yaml"]);
+    let checked = run(
+        promtool,
+        &["check", "rules", "charts/bedside/monitoring/alerts.yaml"],
+    );
     assert!(checked.contains("SUCCESS"), "{checked}");
-    let tested = run(promtool, &["test", "rules", "monitoring/alerts_test.yaml"]);
+    let tested = run(
+        promtool,
+        &[
+            "test",
+            "rules",
+            "charts/bedside/monitoring/alerts_test.yaml",
+        ],
+    );
     assert!(tested.contains("SUCCESS"), "{tested}");
 
     // Every alert in the rules has at least one firing case in the test file.
-    let rules = std::fs::read_to_string(repo().join("monitoring/alerts.yaml")).expect("rules");
-    let tests = std::fs::read_to_string(repo().join("monitoring/alerts_test.yaml")).expect("tests");
+    let rules = std::fs::read_to_string(repo().join("charts/bedside/monitoring/alerts.yaml"))
+        .expect("rules");
+    let tests = std::fs::read_to_string(repo().join("charts/bedside/monitoring/alerts_test.yaml"))
+        .expect("tests");
     let tests: serde_yaml::Value = serde_yaml::from_str(&tests).expect("tests YAML");
     let fired: BTreeSet<String> = tests["tests"]
         .as_sequence()
