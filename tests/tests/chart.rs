@@ -127,6 +127,33 @@ fn the_chart_renders_by_default_and_with_every_option() {
         "the image the Containerfile builds, at the chart's appVersion"
     );
 
+    // Each option alone adds exactly its objects.
+    for (values, added) in [
+        (
+            r#"{"monitoring":{"serviceMonitor":{"enabled":true}}}"#,
+            vec!["ServiceMonitor"],
+        ),
+        (
+            r#"{"monitoring":{"prometheusRule":{"enabled":true}}}"#,
+            vec!["PrometheusRule"],
+        ),
+        (
+            r#"{"monitoring":{"dashboard":{"enabled":true}}}"#,
+            vec!["ConfigMap"],
+        ),
+        (
+            r#"{"admissionPolicy":{"enabled":true}}"#,
+            vec![
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
+            ],
+        ),
+    ] {
+        let with = kinds(&objects(&render(values).expect(values)));
+        let extra: Vec<&String> = with.difference(&expected).collect();
+        assert_eq!(extra, added.iter().collect::<Vec<_>>(), "{values}");
+    }
+
     let all = objects(&render(ALL_OPTIONS).expect("every option renders"));
     for kind in [
         "ServiceMonitor",
