@@ -561,6 +561,9 @@ impl Engine {
                             if forward.switched {
                                 self.stats.layer_switches.inc();
                             }
+                            if let Some(took) = forward.join_took {
+                                self.stats.join_to_media.record(took);
+                            }
                         }
                         Err(e) => self.failures.push((*id, e)),
                     }
@@ -799,7 +802,12 @@ fn on_event(
             None
         }
         Event::MediaAdded(added) => p.media_added(added.mid, added.kind, added.direction),
-        Event::MediaData(data) => p.media_in(data, now),
+        Event::MediaData(data) => {
+            if let Some(took) = p.first_media() {
+                stats.join_to_media.record(took);
+            }
+            p.media_in(data, now)
+        }
         Event::KeyframeRequest(req) => p.keyframe_wanted(req.mid, req.kind),
         Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
             p.estimate_bps = Some(estimate.as_u64());

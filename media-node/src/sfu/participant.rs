@@ -96,6 +96,8 @@ pub struct Forward {
     pub written: bool,
     /// The subscriber moved to another simulcast layer with this frame.
     pub switched: bool,
+    /// This was the subscriber's first media: how long its join took.
+    pub join_took: Option<std::time::Duration>,
     pub keyframe_request: Option<Propagated>,
 }
 
@@ -115,6 +117,8 @@ pub struct Participant {
     /// Latest egress bandwidth estimate, bits per second.
     pub estimate_bps: Option<u64>,
     pub joined_at: Instant,
+    /// Set once the first media frame went to or came from this participant.
+    pub first_media_seen: bool,
     /// Set when the signaling channel is too slow to keep up; the engine removes it.
     pub overflowed: bool,
     /// Cumulative NACK/PLI/FIR counts per outgoing stream, as last reported by str0m.
@@ -142,6 +146,7 @@ impl Participant {
             connected: false,
             estimate_bps: None,
             joined_at: Instant::now(),
+            first_media_seen: false,
             overflowed: false,
             feedback_seen: Vec::new(),
         }
@@ -204,6 +209,16 @@ impl Participant {
             mid,
             kind,
         })
+    }
+
+    /// The first media to or from this participant: the end of its join, as a user feels it.
+    /// Returns how long the join took, once.
+    pub fn first_media(&mut self) -> Option<std::time::Duration> {
+        if self.first_media_seen {
+            return None;
+        }
+        self.first_media_seen = true;
+        Some(self.joined_at.elapsed())
     }
 
     /// Incoming media from this participant's own tracks.
@@ -328,6 +343,7 @@ impl Participant {
         };
         writer.write(pt, data.network_time, data.time, data.data.clone())?;
         out.written = true;
+        out.join_took = self.first_media();
         Ok(out)
     }
 

@@ -123,7 +123,7 @@ pub struct EngineStats {
     pub loss: HistogramVec,
     /// From a frame's arrival at the node to its hand-off to every subscriber's sender.
     pub forward_delay: DurationHistogram,
-    /// From the token check to the media path being up.
+    /// From the token check to the first media frame sent or received.
     pub join_to_media: DurationHistogram,
 }
 
@@ -259,7 +259,7 @@ impl EngineStats {
                 registry,
                 Histogram::with_opts(hopts(
                     "bedside_media_join_seconds",
-                    "Time from a participant's token check to its encrypted media path being up",
+                    "Time from a participant's token check to its first media frame, sent or received",
                     JOIN_BUCKETS,
                 ))?,
             )?),
