@@ -5,6 +5,7 @@
 //! loopback and nothing else.
 
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -122,6 +123,9 @@ impl Driver {
         let port = free_port();
         let child = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
+            // Its own process group, so Drop can kill every Chromium it started, even when
+            // a failing test never closes its sessions.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -178,6 +182,8 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
