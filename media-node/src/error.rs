@@ -22,6 +22,8 @@ pub enum NodeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("audit: {0}")]
+    Audit(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -11,12 +11,14 @@ use bedside_crds::node_config::MediaNodeConfig;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
 
+use crate::audit::Auditor;
 use crate::crypto_policy::SrtpPolicy;
 use crate::error::NodeError;
 use crate::sfu::{self, Command, EngineSettings, EngineStats, SfuHandle};
 use crate::signaling::server::{AppState, router};
 use crate::tls::{self, TlsMaterial};
 use crate::token::TokenVerifier;
+use bedside_crds::node_config::AuditSinkSettings;
 
 /// Everything a node needs, resolved: the config plus the material its files point at.
 #[derive(Clone, Debug)]
@@ -24,6 +26,9 @@ pub struct NodeSetup {
     pub config: MediaNodeConfig,
     pub tls: TlsMaterial,
     pub join_key: Vec<u8>,
+    pub audit_key: Vec<u8>,
+    /// Where audit records go: stdout (the stdout sink) unless a file is given (tests).
+    pub audit_file: Option<std::path::PathBuf>,
     /// Names this node in metrics (`node` label): the pod name in Kubernetes.
     pub node_name: String,
 }
@@ -44,10 +49,13 @@ impl NodeSetup {
             key_pem: read("the TLS key", &config.tls.key_file)?,
         };
         let join_key = read("the join-token key", &config.keys.join_token_key_file)?;
+        let audit_key = read("the audit HMAC key", &config.keys.audit_hmac_key_file)?;
         Ok(Self {
             config,
             tls,
             join_key,
+            audit_key,
+            audit_file: None,
             node_name,
         })
     }
@@ -55,12 +63,16 @@ impl NodeSetup {
     /// A config with its certificate and join key made in memory (dev default and tests).
     pub fn generated(config: MediaNodeConfig, node_name: String) -> Result<Self, NodeError> {
         let mut join_key = vec![0u8; 32];
+        let mut audit_key = vec![0u8; 32];
         aws_lc_rs::rand::fill(&mut join_key)
-            .map_err(|_| NodeError::Tls("no randomness for the join key".into()))?;
+            .and_then(|()| aws_lc_rs::rand::fill(&mut audit_key))
+            .map_err(|_| NodeError::Tls("no randomness for the node's keys".into()))?;
         Ok(Self {
             config,
             tls: TlsMaterial::self_signed()?,
             join_key,
+            audit_key,
+            audit_file: None,
             node_name,
         })
     }
@@ -84,6 +96,34 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
     let config = &setup.config;
     let verifier = Arc::new(TokenVerifier::new(&config.tenant.name, &setup.join_key)?);
     let tls_config = tls::server_config(&setup.tls)?;
+    let audit_out: Box<dyn std::io::Write + Send> = match &setup.audit_file {
+        Some(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| NodeError::ReadFile {
+                    what: "the audit file",
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    let audit = Arc::new(Auditor::new(
+        &setup.audit_key,
+        &config.tenant.name,
+        &setup.node_name,
+        audit_out,
+    )?);
+    for sink in &config.audit.sinks {
+        if !matches!(sink, AuditSinkSettings::Stdout) {
+            tracing::warn!(
+                sink = ?sink,
+                "this audit sink is configured but delivery to it is not built yet; records go to stdout (the stdout sink) only"
+            );
+        }
+    }
 
     let registry = Registry::new();
     // process_cpu_seconds_total, process_resident_memory_bytes, open fds: node saturation.
@@ -129,6 +169,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         display_name: config.tenant.display_name.clone(),
         stats,
         tenant: config.tenant.name.clone(),
+        audit,
     };
     let app = router(state);
 
@@ -155,7 +196,10 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         })?
         .handle(https.clone());
     let https_task = tokio::spawn(async move {
-        if let Err(e) = server.serve(app.into_make_service()).await {
+        if let Err(e) = server
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+        {
             tracing::error!(error = %e, "signaling server stopped");
         }
     });

@@ -37,6 +37,9 @@ pub struct TestNode {
     pub signaling: std::net::SocketAddr,
     pub metrics_addr: std::net::SocketAddr,
     pub join_key: Vec<u8>,
+    pub audit_key: Vec<u8>,
+    /// Where the node writes its audit records (in-process nodes).
+    pub audit_file: Option<std::path::PathBuf>,
     pub cert_pem: Vec<u8>,
     pub tenant: String,
     _files: Option<tempfile::TempDir>,
@@ -65,9 +68,13 @@ impl TestNode {
         config.network.advertised_media_address = Some((loopback, 0).into());
         config.network.metrics_listen = (loopback, 0).into();
         edit(&mut config);
-        let setup = NodeSetup::generated(config, "test-node".into()).expect("node material");
-        let (join_key, cert_pem, tenant) = (
+        let files = tempfile::tempdir().expect("tempdir");
+        let audit_file = files.path().join("audit.jsonl");
+        let mut setup = NodeSetup::generated(config, "test-node".into()).expect("node material");
+        setup.audit_file = Some(audit_file.clone());
+        let (join_key, audit_key, cert_pem, tenant) = (
             setup.join_key.clone(),
+            setup.audit_key.clone(),
             setup.tls.cert_pem.clone(),
             setup.config.tenant.name.clone(),
         );
@@ -78,9 +85,11 @@ impl TestNode {
             running: Some(running),
             process: None,
             join_key,
+            audit_key,
+            audit_file: Some(audit_file),
             cert_pem,
             tenant,
-            _files: None,
+            _files: Some(files),
         }
     }
 
@@ -106,7 +115,7 @@ impl TestNode {
         config.tls.cert_file = write("tls.crt", &setup.tls.cert_pem);
         config.tls.key_file = write("tls.key", &setup.tls.key_pem);
         config.keys.join_token_key_file = write("join.key", &setup.join_key);
-        config.keys.audit_hmac_key_file = write("audit.key", &setup.join_key);
+        config.keys.audit_hmac_key_file = write("audit.key", &setup.audit_key);
         config.audit.buffer_dir = dir.path().join("audit");
         let config_file = write("node.yaml", config.to_yaml().as_bytes());
         let child = std::process::Command::new(binary)
@@ -129,10 +138,21 @@ impl TestNode {
             signaling: signaling_addr,
             metrics_addr: (loopback, metrics).into(),
             join_key: setup.join_key,
+            audit_key: setup.audit_key,
+            audit_file: None,
             cert_pem: setup.tls.cert_pem,
             tenant: config.tenant.name,
             _files: Some(dir),
         }
+    }
+
+    /// The audit records written so far, one JSON line each.
+    pub fn audit_lines(&self) -> Vec<String> {
+        self.audit_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default()
     }
 
     /// The node's process id (the test process itself when in-process).

@@ -419,3 +419,57 @@ async fn shutdown_tells_every_client_and_finishes_within_the_grace_period() {
     a.leave().await;
     b.leave().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_leaves_and_refusals_are_audited_in_a_chain_that_verifies() {
+    let mut node = TestNode::start().await;
+    let a = peer(&node, "visit-7", "u-clinician-1").await;
+    let b = peer(&node, "visit-7", "u-patient-2").await;
+    assert!(wait_until(FLOW, || a.packets_from(&b.participant_id) > 5).await);
+    let mut intruder = Signal::connect(&node).await;
+    let forged = sign(&node.tenant, &[3u8; 32], "visit-7", "u-x", Role::Host, 600);
+    assert_eq!(
+        intruder.join("visit-7", &forged).await["code"],
+        "token-refused"
+    );
+    b.leave().await;
+    assert!(
+        wait_until(Duration::from_secs(5), || node.audit_lines().len() >= 4).await,
+        "{:?}",
+        node.audit_lines()
+    );
+
+    let lines = node.audit_lines();
+    let key = bedside_audit::AuditKey::new(&node.audit_key).expect("key");
+    let verified = bedside_audit::verify(lines.iter().map(String::as_str), &key)
+        .expect("the node's records form an intact chain");
+    assert_eq!(verified.first_seq, Some(1));
+    let records: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let find = |action: &str, user: Option<&str>| {
+        records
+            .iter()
+            .find(|r| r["action"] == action && user.is_none_or(|u| r["actor"]["user"] == u))
+    };
+    let join = find("join", Some("u-clinician-1")).expect("a's join");
+    assert_eq!(join["tenant"], node.tenant.as_str());
+    assert_eq!(join["place"]["room"], "visit-7");
+    assert_eq!(join["place"]["clientIp"], "127.0.0.1");
+    assert_eq!(join["actor"]["auth"], "join-token");
+    assert_eq!(join["outcome"]["result"], "success");
+    assert!(find("leave", Some("u-patient-2")).is_some(), "b's leave");
+    let refused = find("token-refused", None).expect("the forged token");
+    assert_eq!(refused["outcome"]["reason"], "token-forged");
+    assert!(
+        refused["actor"].get("user").is_none(),
+        "an unverified claim is not a user"
+    );
+    // Wrong key: the verifier says so.
+    let other = bedside_audit::AuditKey::new(&[9u8; 32]).expect("key");
+    assert!(bedside_audit::verify(lines.iter().map(String::as_str), &other).is_err());
+
+    a.leave().await;
+    node.shutdown(Duration::from_secs(2)).await;
+}

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,6 +28,7 @@ pub struct AppState {
     pub display_name: String,
     pub stats: Arc<EngineStats>,
     pub tenant: String,
+    pub audit: Arc<crate::audit::Auditor>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -79,10 +80,14 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn websocket(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+async fn websocket(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+) -> Response {
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| super::session::run(socket, state))
+        .on_upgrade(move |socket| super::session::run(socket, state, peer.ip()))
 }
 
 fn html_escape(s: &str) -> String {

@@ -14,9 +14,11 @@ use super::protocol::{
     self, ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, ProtocolError, ServerMessage,
 };
 use super::server::AppState;
+use crate::audit::Who;
 use crate::sfu::stats::JoinRefusal;
 use crate::sfu::{Command, ParticipantId};
 use crate::token::TokenError;
+use bedside_audit::event::Action;
 
 /// A client that has not joined by then is disconnected.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -35,11 +37,13 @@ enum Flow {
     Close(u16, String),
 }
 
-pub(super) async fn run(socket: WebSocket, state: AppState) {
+pub(super) async fn run(socket: WebSocket, state: AppState, client_ip: std::net::IpAddr) {
     let (mut sink, mut stream) = socket.split();
     let (events_tx, mut events_rx) = mpsc::channel::<ServerMessage>(EVENT_QUEUE);
     let mut session = Session {
         state: state.clone(),
+        client_ip,
+        who: None,
         joined: None,
         errors: 0,
         events_tx,
@@ -76,6 +80,9 @@ pub(super) async fn run(socket: WebSocket, state: AppState) {
                 }
                 Some(message @ ServerMessage::Error { fatal: true, .. }) => {
                     session.joined = None; // the media loop already removed us
+                    if let ServerMessage::Error { code: ErrorCode::MediaEncryptionRefused, .. } = &message {
+                        session.audit(Action::MediaRefused, Some("encryption-policy"));
+                    }
                     session.outbox.push(message);
                     Flow::Close(CLOSE_POLICY, "refused".into())
                 }
@@ -128,6 +135,7 @@ pub(super) async fn run(socket: WebSocket, state: AppState) {
             .await;
     }
     if let Some(id) = session.joined {
+        session.audit(Action::Leave, None);
         state
             .sfu
             .tell(Command::Leave {
@@ -140,6 +148,9 @@ pub(super) async fn run(socket: WebSocket, state: AppState) {
 
 struct Session {
     state: AppState,
+    client_ip: std::net::IpAddr,
+    /// Who joined, and where: for the audit records of this connection.
+    who: Option<(Who, String)>,
     joined: Option<ParticipantId>,
     errors: u32,
     events_tx: mpsc::Sender<ServerMessage>,
@@ -147,6 +158,22 @@ struct Session {
 }
 
 impl Session {
+    fn audit(&self, action: Action, refusal: Option<&str>) {
+        let (who, room) = match &self.who {
+            Some((who, room)) => (who.clone(), Some(room.as_str())),
+            None => (
+                Who {
+                    user: None,
+                    role: None,
+                },
+                None,
+            ),
+        };
+        self.state
+            .audit
+            .record(&who, action, refusal, room, Some(self.client_ip));
+    }
+
     fn on_error(&mut self, error: ProtocolError) -> Flow {
         self.errors += 1;
         tracing::debug!(code = ?error.code, "signaling error");
@@ -264,6 +291,16 @@ impl Session {
                     _ => JoinRefusal::TokenInvalid,
                 };
                 self.state.stats.refused(reason);
+                self.state.audit.record(
+                    &Who {
+                        user: None,
+                        role: None,
+                    },
+                    Action::TokenRefused,
+                    Some(&reason.label().replace('_', "-")),
+                    Some(&room),
+                    Some(self.client_ip),
+                );
                 tracing::info!(tenant = %self.state.tenant, reason = reason.label(), "join refused");
                 return self.fatal(ProtocolError::new(ErrorCode::TokenRefused, e.to_string()));
             }
@@ -283,6 +320,14 @@ impl Session {
         {
             Ok(joined) => {
                 self.joined = Some(joined.id);
+                self.who = Some((
+                    Who {
+                        user: Some(grant.user.clone()),
+                        role: Some(role),
+                    },
+                    grant.room.clone(),
+                ));
+                self.audit(Action::Join, None);
                 self.outbox.push(ServerMessage::Joined {
                     v: PROTOCOL_VERSION,
                     participant_id: joined.id.to_string(),
@@ -295,6 +340,16 @@ impl Session {
             Err(e) => {
                 if e.code == ErrorCode::RoomFull {
                     self.state.stats.refused(JoinRefusal::RoomFull);
+                    self.state.audit.record(
+                        &Who {
+                            user: Some(grant.user.clone()),
+                            role: Some(role),
+                        },
+                        Action::Join,
+                        Some("room-full"),
+                        Some(&grant.room),
+                        Some(self.client_ip),
+                    );
                 }
                 self.fatal(e)
             }

@@ -1,0 +1,197 @@
+//! The audit event model: who did what, where, with what outcome (45 CFR 164.312(b)).
+//!
+//! PHI-free by construction: there is no field for free text. Identifiers are [`OpaqueId`]s
+//! (letters, digits, `.`, `_`, `-`; at most 64), so a display name, an email address or chat
+//! text cannot be put into a record, and reasons are a closed set of codes.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// A pseudonymous or opaque identifier: user ids, room ids, tenant and node names.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(try_from = "String", into = "String")]
+pub struct OpaqueId(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "{0:?} is not an opaque id: use 1-64 letters, digits, '.', '_' or '-' (never a name, an address or free text)"
+)]
+pub struct NotOpaque(pub String);
+
+impl OpaqueId {
+    pub fn new(id: impl Into<String>) -> Result<Self, NotOpaque> {
+        let id = id.into();
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok { Ok(Self(id)) } else { Err(NotOpaque(id)) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for OpaqueId {
+    type Error = NotOpaque;
+    fn try_from(s: String) -> Result<Self, NotOpaque> {
+        Self::new(s)
+    }
+}
+
+impl From<OpaqueId> for String {
+    fn from(id: OpaqueId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for OpaqueId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How the actor proved who they are.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    /// A join token signed with the tenant's key.
+    JoinToken,
+    /// A Kubernetes identity (the operator's ServiceAccount, or an API user).
+    Kubernetes,
+    /// Nobody authenticated yet (a refused join).
+    None,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActorRole {
+    Host,
+    Participant,
+    Observer,
+    Operator,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Actor {
+    /// The pseudonymous user id from the token, or the operator's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<OpaqueId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<ActorRole>,
+    pub auth: AuthMethod,
+}
+
+/// What happened.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Join,
+    Leave,
+    Admit,
+    Deny,
+    WaitingRoomEnter,
+    PasscodeFailure,
+    TokenRefused,
+    MediaRefused,
+    Mute,
+    Expel,
+    LockMeeting,
+    MeetingStart,
+    MeetingEnd,
+    SettingsChange,
+    DriftReverted,
+    TenantProvisioned,
+    TenantDeprovisioned,
+    BaaStateChange,
+    SinkFailure,
+    SinkRecovered,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Success,
+    Failure,
+}
+
+/// Why, as a closed code (`token-expired`, `room-full`, ...), never free text.
+pub type ReasonCode = OpaqueId;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub result: Verdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ReasonCode>,
+}
+
+impl Outcome {
+    pub fn success() -> Self {
+        Self {
+            result: Verdict::Success,
+            reason: None,
+        }
+    }
+
+    pub fn failure(reason: ReasonCode) -> Self {
+        Self {
+            result: Verdict::Failure,
+            reason: Some(reason),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Place {
+    /// The media node or operator replica.
+    pub node: OpaqueId,
+    /// The room, as the opaque id the scheduling system gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<OpaqueId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<IpAddr>,
+}
+
+/// One audit event, before it is sealed into the chain.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditEvent {
+    pub tenant: OpaqueId,
+    pub actor: Actor,
+    pub action: Action,
+    pub outcome: Outcome,
+    pub place: Place,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_addresses_and_free_text_cannot_be_ids() {
+        for bad in [
+            "Jane Doe",
+            "jane@example.org",
+            "",
+            "a".repeat(65).as_str(),
+            "dr. smith's room",
+        ] {
+            assert!(OpaqueId::new(bad).is_err(), "{bad}");
+        }
+        assert!(OpaqueId::new("u-7f3a9c").is_ok());
+    }
+
+    #[test]
+    fn a_record_with_a_display_name_does_not_even_parse() {
+        let json = r#"{"tenant":"mercy","actor":{"user":"Jane Doe","auth":"join-token"},
+            "action":"join","outcome":{"result":"success"},"place":{"node":"n1"}}"#;
+        let err = serde_json::from_str::<AuditEvent>(json).expect_err("not opaque");
+        assert!(err.to_string().contains("not an opaque id"), "{err}");
+    }
+}

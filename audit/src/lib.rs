@@ -1,0 +1,10 @@
+//! bedside's audit trail: a PHI-free event model ([`event`]), a tamper-evident chain
+//! ([`chain`]) and its verifier ([`verify`]). Shared by the media node and the operator.
+
+pub mod chain;
+pub mod event;
+pub mod verify;
+
+pub use chain::{AuditKey, Chain, ChainError, Record};
+pub use event::AuditEvent;
+pub use verify::{Broken, Verified, verify};

@@ -1,0 +1,311 @@
+//! Checks a stored stream of records and names the first place it is broken, and why.
+
+use crate::chain::{AuditKey, GENESIS, Record, line_hash};
+
+/// Why a chain is broken at a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Broken {
+    #[error("line {line}: not an audit record ({why})")]
+    Malformed { line: usize, why: String },
+    #[error(
+        "line {line} (seq {seq}): its MAC does not verify under this key: the record was altered, or the stream was sealed with another tenant's key"
+    )]
+    WrongKeyOrAltered { line: usize, seq: u64 },
+    #[error("line {line} (seq {seq}): its MAC does not verify: the record was altered")]
+    Altered { line: usize, seq: u64 },
+    #[error(
+        "line {line}: seq {found} follows seq {previous}: {missing} record(s) removed before it"
+    )]
+    Removed {
+        line: usize,
+        previous: u64,
+        found: u64,
+        missing: u64,
+    },
+    #[error(
+        "line {line}: seq {found} follows seq {previous}: records reordered (seq {expected} is at line {expected_at})"
+    )]
+    Reordered {
+        line: usize,
+        previous: u64,
+        found: u64,
+        expected: u64,
+        expected_at: usize,
+    },
+    #[error(
+        "line {line} (seq {seq}): it does not follow the record before it (its prev hash differs): a record before it was altered or replaced"
+    )]
+    PrevMismatch { line: usize, seq: u64 },
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Records checked.
+    pub records: usize,
+    /// Exact re-deliveries skipped (at-least-once sinks may repeat a record).
+    pub duplicates: usize,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+}
+
+/// Verifies JSON lines. A stream may start mid-chain (a rotated file): its first record is
+/// then trusted for its `prev` and checked for its MAC.
+pub fn verify<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    key: &AuditKey,
+) -> Result<Verified, Broken> {
+    let lines: Vec<&str> = lines.into_iter().collect();
+    // Where each sequence number sits, to tell a reordering from a removal.
+    let seq_at = |seq: u64, after: usize| {
+        lines.iter().enumerate().skip(after).find_map(|(i, l)| {
+            let r: Record = serde_json::from_str(l).ok()?;
+            (r.seq == seq).then_some(i + 1)
+        })
+    };
+    let mut previous: Option<(Record, String)> = None;
+    let mut verified = Verified {
+        records: 0,
+        duplicates: 0,
+        first_seq: None,
+        last_seq: None,
+    };
+    for (index, line) in lines.iter().copied().enumerate() {
+        let line_no = index + 1;
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Record = serde_json::from_str(line).map_err(|e| Broken::Malformed {
+            line: line_no,
+            why: e.to_string(),
+        })?;
+        if !key.check(&record) {
+            return Err(if verified.records == 0 {
+                Broken::WrongKeyOrAltered {
+                    line: line_no,
+                    seq: record.seq,
+                }
+            } else {
+                Broken::Altered {
+                    line: line_no,
+                    seq: record.seq,
+                }
+            });
+        }
+        match &previous {
+            None => {
+                if record.seq == 1 && record.prev != GENESIS {
+                    return Err(Broken::PrevMismatch {
+                        line: line_no,
+                        seq: record.seq,
+                    });
+                }
+                verified.first_seq = Some(record.seq);
+            }
+            Some((prev_record, prev_line)) => {
+                if record.seq == prev_record.seq && line == prev_line {
+                    verified.duplicates += 1;
+                    continue;
+                }
+                let expected = prev_record.seq + 1;
+                if record.seq != expected
+                    && let Some(expected_at) = seq_at(expected, index + 1)
+                {
+                    return Err(Broken::Reordered {
+                        line: line_no,
+                        previous: prev_record.seq,
+                        found: record.seq,
+                        expected,
+                        expected_at,
+                    });
+                }
+                if record.seq > prev_record.seq + 1 {
+                    return Err(Broken::Removed {
+                        line: line_no,
+                        previous: prev_record.seq,
+                        found: record.seq,
+                        missing: record.seq - prev_record.seq - 1,
+                    });
+                }
+                if record.seq <= prev_record.seq {
+                    // A record from earlier in the chain, re-inserted here.
+                    return Err(Broken::Reordered {
+                        line: line_no,
+                        previous: prev_record.seq,
+                        found: record.seq,
+                        expected,
+                        expected_at: seq_at(expected, index + 1).unwrap_or(0),
+                    });
+                }
+                if record.prev != line_hash(prev_line) {
+                    return Err(Broken::PrevMismatch {
+                        line: line_no,
+                        seq: record.seq,
+                    });
+                }
+            }
+        }
+        verified.records += 1;
+        verified.last_seq = Some(record.seq);
+        previous = Some((record, line.to_string()));
+    }
+    Ok(verified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::Chain;
+    use crate::event::*;
+
+    fn key(byte: u8) -> AuditKey {
+        AuditKey::new(&[byte; 32]).expect("key")
+    }
+
+    fn event(user: &str) -> AuditEvent {
+        AuditEvent {
+            tenant: OpaqueId::new("mercy-clinic").expect("id"),
+            actor: Actor {
+                user: Some(OpaqueId::new(user).expect("id")),
+                role: Some(ActorRole::Participant),
+                auth: AuthMethod::JoinToken,
+            },
+            action: Action::Join,
+            outcome: Outcome::success(),
+            place: Place {
+                node: OpaqueId::new("node-1").expect("id"),
+                room: Some(OpaqueId::new("visit-42").expect("id")),
+                client_ip: Some("127.0.0.1".parse().expect("ip")),
+            },
+        }
+    }
+
+    fn stream(n: usize) -> Vec<String> {
+        let mut chain = Chain::new(key(1), None);
+        (0..n)
+            .map(|i| {
+                chain
+                    .append(event(&format!("u-{i}")), jiff::Timestamp::now())
+                    .expect("append")
+                    .1
+            })
+            .collect()
+    }
+
+    fn check(lines: &[String], k: &AuditKey) -> Result<Verified, Broken> {
+        verify(lines.iter().map(String::as_str), k)
+    }
+
+    #[test]
+    fn an_intact_stream_verifies() {
+        let lines = stream(5);
+        let v = check(&lines, &key(1)).expect("intact");
+        assert_eq!((v.records, v.first_seq, v.last_seq), (5, Some(1), Some(5)));
+    }
+
+    #[test]
+    fn an_altered_record_is_named() {
+        let mut lines = stream(5);
+        lines[2] = lines[2].replace("u-2", "u-9");
+        assert_eq!(
+            check(&lines, &key(1)),
+            Err(Broken::Altered { line: 3, seq: 3 })
+        );
+    }
+
+    #[test]
+    fn a_removed_record_is_named() {
+        let mut lines = stream(5);
+        lines.remove(2);
+        assert_eq!(
+            check(&lines, &key(1)),
+            Err(Broken::Removed {
+                line: 3,
+                previous: 2,
+                found: 4,
+                missing: 1
+            })
+        );
+    }
+
+    #[test]
+    fn swapped_records_are_named() {
+        let mut lines = stream(5);
+        lines.swap(1, 2);
+        assert_eq!(
+            check(&lines, &key(1)),
+            Err(Broken::Reordered {
+                line: 2,
+                previous: 1,
+                found: 3,
+                expected: 2,
+                expected_at: 3
+            })
+        );
+        let mut lines = stream(5);
+        let moved = lines.remove(1);
+        lines.push(moved);
+        assert!(matches!(
+            check(&lines, &key(1)),
+            Err(Broken::Reordered {
+                line: 2,
+                expected_at: 5,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_record_resealed_with_the_key_breaks_the_next_link() {
+        // Someone holding the key rewrites record 3 and re-MACs it: record 4 no longer follows.
+        let mut lines = stream(5);
+        let mut record: Record = serde_json::from_str(&lines[2]).expect("record");
+        record.event.action = Action::Leave;
+        record.mac = key(1).mac(&record).expect("mac");
+        lines[2] = serde_json::to_string(&record).expect("json");
+        assert_eq!(
+            check(&lines, &key(1)),
+            Err(Broken::PrevMismatch { line: 4, seq: 4 })
+        );
+    }
+
+    #[test]
+    fn another_key_is_reported_at_the_first_record() {
+        let lines = stream(3);
+        assert_eq!(
+            check(&lines, &key(2)),
+            Err(Broken::WrongKeyOrAltered { line: 1, seq: 1 })
+        );
+    }
+
+    #[test]
+    fn exact_redeliveries_are_counted_not_fatal() {
+        let mut lines = stream(3);
+        lines.insert(2, lines[1].clone());
+        let v = check(&lines, &key(1)).expect("duplicates are detectable, not broken");
+        assert_eq!((v.records, v.duplicates), (3, 1));
+    }
+
+    #[test]
+    fn a_resumed_chain_continues_the_sequence() {
+        let lines = stream(2);
+        let last: Record = serde_json::from_str(&lines[1]).expect("record");
+        let mut resumed = Chain::new(key(1), Some((&last, &lines[1])));
+        let (_, line) = resumed
+            .append(event("u-after-restart"), jiff::Timestamp::now())
+            .expect("append");
+        let mut all = lines.clone();
+        all.push(line);
+        assert_eq!(check(&all, &key(1)).expect("one chain").records, 3);
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let lines = vec!["{".to_string()];
+        assert!(matches!(
+            check(&lines, &key(1)),
+            Err(Broken::Malformed { line: 1, .. })
+        ));
+    }
+}
