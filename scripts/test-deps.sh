@@ -13,8 +13,9 @@ if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 # etcd-server: the real control plane's store; xz-utils: unpacks the cached kube-apiserver;
 # gcc/make: aws-lc-sys builds its C part; chromium + chromium-driver: the real browsers of the
 # media tests; iproute2: the loopback-only network namespaces they run in; python3-pip: aiortc;
-# prometheus: the real server that scrapes a node, and promtool for the alert rules.
-packages=(etcd-server xz-utils gcc make ca-certificates chromium chromium-driver iproute2 python3-pip prometheus)
+# prometheus: the real server that scrapes a node, and promtool for the alert rules;
+# rsyslog + rsyslog-gnutls: the real syslog-over-TLS audit sink.
+packages=(etcd-server xz-utils gcc make ca-certificates chromium chromium-driver iproute2 python3-pip prometheus rsyslog rsyslog-gnutls)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

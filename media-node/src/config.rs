@@ -39,7 +39,9 @@ pub fn dev_default() -> MediaNodeConfig {
         },
         audit: AuditSettings {
             retention_days: bedside_crds::policy::MIN_AUDIT_RETENTION_DAYS,
-            buffer_dir: std::env::temp_dir().join("bedside-dev-audit"),
+            // Per process: the dev key is new at every start, so is the dev chain.
+            buffer_dir: std::env::temp_dir()
+                .join(format!("bedside-dev-audit-{}", std::process::id())),
             sinks: vec![AuditSinkSettings::Stdout],
         },
     }

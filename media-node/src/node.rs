@@ -12,6 +12,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
 
 use crate::audit::Auditor;
+use crate::audit::spool::Spool;
 use crate::crypto_policy::SrtpPolicy;
 use crate::error::NodeError;
 use crate::sfu::{self, Command, EngineSettings, EngineStats, SfuHandle};
@@ -96,35 +97,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
     let config = &setup.config;
     let verifier = Arc::new(TokenVerifier::new(&config.tenant.name, &setup.join_key)?);
     let tls_config = tls::server_config(&setup.tls)?;
-    let audit_out: Box<dyn std::io::Write + Send> = match &setup.audit_file {
-        Some(path) => Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| NodeError::ReadFile {
-                    what: "the audit file",
-                    path: path.clone(),
-                    source,
-                })?,
-        ),
-        None => Box::new(std::io::stdout()),
-    };
-    let audit = Arc::new(Auditor::new(
-        &setup.audit_key,
-        &config.tenant.name,
-        &setup.node_name,
-        audit_out,
-    )?);
-    for sink in &config.audit.sinks {
-        if !matches!(sink, AuditSinkSettings::Stdout) {
-            tracing::warn!(
-                sink = ?sink,
-                "this audit sink is configured but delivery to it is not built yet; records go to stdout (the stdout sink) only"
-            );
-        }
-    }
-
+    let audit = start_audit(&setup)?;
     let registry = Registry::new();
     // process_cpu_seconds_total, process_resident_memory_bytes, open fds: node saturation.
     registry.register(Box::new(
@@ -243,6 +216,77 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         engine_task,
         metrics_task,
     })
+}
+
+/// The auditor, and a delivery task per network sink.
+fn start_audit(setup: &NodeSetup) -> Result<Arc<Auditor>, NodeError> {
+    let config = &setup.config;
+    let buffer = &config.audit.buffer_dir;
+    let wants_stdout = config
+        .audit
+        .sinks
+        .iter()
+        .any(|s| matches!(s, AuditSinkSettings::Stdout));
+    let out: Option<Box<dyn std::io::Write + Send>> = match &setup.audit_file {
+        Some(path) => Some(Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| NodeError::ReadFile {
+                    what: "the audit file",
+                    path: path.clone(),
+                    source,
+                })?,
+        )),
+        None if wants_stdout => Some(Box::new(std::io::stdout())),
+        None => None,
+    };
+    let mut spools = Vec::new();
+    for (index, sink) in config.audit.sinks.iter().enumerate() {
+        match sink {
+            AuditSinkSettings::Stdout => {}
+            AuditSinkSettings::Syslog { address, ca_file } => {
+                let ca = read("the syslog sink's CA", ca_file)?;
+                let tls = crate::audit::syslog::tls_client(&ca)
+                    .map_err(|e| NodeError::Audit(format!("{}: {e}", ca_file.display())))?;
+                let spool = Arc::new(Spool::open(buffer, &format!("sink-{index}")).map_err(
+                    |source| NodeError::ReadFile {
+                        what: "the audit buffer directory",
+                        path: buffer.clone(),
+                        source,
+                    },
+                )?);
+                let wake = Arc::new(tokio::sync::Notify::new());
+                tokio::spawn(crate::audit::syslog::deliver(
+                    spool.clone(),
+                    address.clone(),
+                    tls,
+                    setup.node_name.clone(),
+                    wake.clone(),
+                    Arc::new(crate::audit::syslog::SinkHealth::default()),
+                ));
+                spools.push((spool, wake));
+            }
+            AuditSinkSettings::Webhook { url, .. } => tracing::warn!(
+                %url,
+                "the webhook audit sink is configured but webhook delivery is not built yet; its records are not sent"
+            ),
+        }
+    }
+    std::fs::create_dir_all(buffer).map_err(|source| NodeError::ReadFile {
+        what: "the audit buffer directory",
+        path: buffer.clone(),
+        source,
+    })?;
+    Ok(Arc::new(Auditor::new(
+        &setup.audit_key,
+        &config.tenant.name,
+        &setup.node_name,
+        out,
+        spools,
+        Some(buffer.join("chain-tail.json")),
+    )?))
 }
 
 fn render_metrics(registry: &Registry) -> String {

@@ -9,6 +9,7 @@ pub mod examples;
 pub mod media;
 pub mod operator;
 pub mod prometheus;
+pub mod rsyslog;
 
 pub use cluster::{ClusterOptions, TestCluster};
 

@@ -67,9 +67,10 @@ impl TestNode {
         config.network.media_listen = (loopback, 0).into();
         config.network.advertised_media_address = Some((loopback, 0).into());
         config.network.metrics_listen = (loopback, 0).into();
-        edit(&mut config);
         let files = tempfile::tempdir().expect("tempdir");
         let audit_file = files.path().join("audit.jsonl");
+        config.audit.buffer_dir = files.path().join("audit-buffer");
+        edit(&mut config);
         let mut setup = NodeSetup::generated(config, "test-node".into()).expect("node material");
         setup.audit_file = Some(audit_file.clone());
         let (join_key, audit_key, cert_pem, tenant) = (

@@ -1,15 +1,25 @@
 //! The node's audit records: joins, leaves and refusals, sealed into the tenant's chain
-//! (bedside-audit) and written as JSON lines to the stdout sink (or a file in tests).
+//! (bedside-audit), written as JSON lines to the stdout sink (or a file in tests) and appended
+//! to each network sink's disk-backed spool, from which [`syslog`] delivers them.
 //!
-//! Delivery to syslog and webhook sinks with a disk-backed buffer is issue 6's next step; until
-//! then a node configured with them says so at start-up.
+//! The chain survives restarts: the last record is kept in the buffer directory and the next
+//! process continues its sequence. Webhook delivery is not built yet; a node configured with a
+//! webhook sink says so at start-up.
+
+pub mod spool;
+pub mod syslog;
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use bedside_audit::event::{Action, Actor, ActorRole, AuthMethod, OpaqueId, Outcome, Place};
-use bedside_audit::{AuditEvent, AuditKey, Chain};
+use bedside_audit::{AuditEvent, AuditKey, Chain, Record};
+
+use self::spool::Spool;
 
 use crate::error::NodeError;
 use crate::token::Role;
@@ -22,7 +32,10 @@ pub struct Auditor {
 
 struct Inner {
     chain: Chain,
-    out: Box<dyn Write + Send>,
+    out: Option<Box<dyn Write + Send>>,
+    spools: Vec<(Arc<Spool>, Arc<Notify>)>,
+    /// Holds the last record, so a restarted node continues the chain.
+    tail_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -46,16 +59,28 @@ impl Auditor {
         key: &[u8],
         tenant: &str,
         node: &str,
-        out: Box<dyn Write + Send>,
+        out: Option<Box<dyn Write + Send>>,
+        spools: Vec<(Arc<Spool>, Arc<Notify>)>,
+        tail_file: Option<PathBuf>,
     ) -> Result<Self, NodeError> {
         let key = AuditKey::new(key).map_err(|e| NodeError::Audit(e.to_string()))?;
         let id = |what: &str, s: &str| {
             OpaqueId::new(s).map_err(|e| NodeError::Audit(format!("{what}: {e}")))
         };
+        let tail = tail_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|line| {
+                let record: Record = serde_json::from_str(line.trim()).ok()?;
+                Some((record, line.trim().to_string()))
+            });
+        let chain = Chain::new(key, tail.as_ref().map(|(r, l)| (r, l.as_str())));
         Ok(Self {
             inner: Mutex::new(Inner {
-                chain: Chain::new(key, None),
+                chain,
                 out,
+                spools,
+                tail_file,
             }),
             tenant: id("tenant name", tenant)?,
             node: id("node name", node)?,
@@ -102,14 +127,31 @@ impl Auditor {
             tracing::error!("audit chain lock poisoned; record lost");
             return;
         };
-        match inner.chain.append(event, jiff::Timestamp::now()) {
-            Ok((_, line)) => {
-                let written = writeln!(inner.out, "{line}").and_then(|()| inner.out.flush());
-                if let Err(e) = written {
-                    tracing::error!(error = %e, "audit record could not be written");
-                }
+        let line = match inner.chain.append(event, jiff::Timestamp::now()) {
+            Ok((_, line)) => line,
+            Err(e) => {
+                tracing::error!(error = %e, "audit record could not be sealed");
+                return;
             }
-            Err(e) => tracing::error!(error = %e, "audit record could not be sealed"),
+        };
+        // Spools first: once there, a record survives a sink outage and a node restart.
+        for (spool, wake) in &inner.spools {
+            if let Err(e) = spool.append(&line) {
+                tracing::error!(error = %e, "audit record could not be buffered for a sink");
+            }
+            wake.notify_one();
+        }
+        if let Some(tail) = &inner.tail_file {
+            let tmp = tail.with_extension("tmp");
+            if let Err(e) = std::fs::write(&tmp, &line).and_then(|()| std::fs::rename(&tmp, tail)) {
+                tracing::error!(error = %e, "the audit chain's tail could not be saved");
+            }
+        }
+        if let Some(out) = inner.out.as_mut() {
+            let written = writeln!(out, "{line}").and_then(|()| out.flush());
+            if let Err(e) = written {
+                tracing::error!(error = %e, "audit record could not be written");
+            }
         }
     }
 }
