@@ -12,6 +12,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
 
 use crate::audit::Auditor;
+use crate::audit::health::AuditMetrics;
 use crate::audit::spool::Spool;
 use crate::crypto_policy::SrtpPolicy;
 use crate::error::NodeError;
@@ -30,6 +31,8 @@ pub struct NodeSetup {
     pub audit_key: Vec<u8>,
     /// Where audit records go: stdout (the stdout sink) unless a file is given (tests).
     pub audit_file: Option<std::path::PathBuf>,
+    /// A CA to trust for webhook sinks instead of the public roots (a private SIEM, tests).
+    pub webhook_ca: Option<Vec<u8>>,
     /// Names this node in metrics (`node` label): the pod name in Kubernetes.
     pub node_name: String,
 }
@@ -57,6 +60,7 @@ impl NodeSetup {
             join_key,
             audit_key,
             audit_file: None,
+            webhook_ca: None,
             node_name,
         })
     }
@@ -74,6 +78,7 @@ impl NodeSetup {
             join_key,
             audit_key,
             audit_file: None,
+            webhook_ca: None,
             node_name,
         })
     }
@@ -97,8 +102,9 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
     let config = &setup.config;
     let verifier = Arc::new(TokenVerifier::new(&config.tenant.name, &setup.join_key)?);
     let tls_config = tls::server_config(&setup.tls)?;
-    let audit = start_audit(&setup)?;
     let registry = Registry::new();
+    let audit_metrics = AuditMetrics::new(&registry, &config.tenant.name, &setup.node_name)?;
+    let audit = start_audit(&setup, &audit_metrics)?;
     // process_cpu_seconds_total, process_resident_memory_bytes, open fds: node saturation.
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -219,7 +225,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
 }
 
 /// The auditor, and a delivery task per network sink.
-fn start_audit(setup: &NodeSetup) -> Result<Arc<Auditor>, NodeError> {
+fn start_audit(setup: &NodeSetup, metrics: &AuditMetrics) -> Result<Arc<Auditor>, NodeError> {
     let config = &setup.config;
     let buffer = &config.audit.buffer_dir;
     let wants_stdout = config
@@ -250,28 +256,37 @@ fn start_audit(setup: &NodeSetup) -> Result<Arc<Auditor>, NodeError> {
                 let ca = read("the syslog sink's CA", ca_file)?;
                 let tls = crate::audit::syslog::tls_client(&ca)
                     .map_err(|e| NodeError::Audit(format!("{}: {e}", ca_file.display())))?;
-                let spool = Arc::new(Spool::open(buffer, &format!("sink-{index}")).map_err(
-                    |source| NodeError::ReadFile {
-                        what: "the audit buffer directory",
-                        path: buffer.clone(),
-                        source,
-                    },
-                )?);
-                let wake = Arc::new(tokio::sync::Notify::new());
+                let (spool, wake) = open_spool(buffer, index)?;
                 tokio::spawn(crate::audit::syslog::deliver(
                     spool.clone(),
                     address.clone(),
                     tls,
                     setup.node_name.clone(),
                     wake.clone(),
-                    Arc::new(crate::audit::syslog::SinkHealth::default()),
+                    metrics.sink(index, "syslog"),
                 ));
                 spools.push((spool, wake));
             }
-            AuditSinkSettings::Webhook { url, .. } => tracing::warn!(
-                %url,
-                "the webhook audit sink is configured but webhook delivery is not built yet; its records are not sent"
-            ),
+            AuditSinkSettings::Webhook { url, token_file } => {
+                let token = String::from_utf8(read("the webhook sink's token", token_file)?)
+                    .map_err(|_| {
+                        NodeError::Audit(format!("{}: the token is not text", token_file.display()))
+                    })?
+                    .trim()
+                    .to_string();
+                // Public CAs (the SIEM's usual certificate), plus an extra CA file if mounted.
+                let tls = webhook_tls(setup.webhook_ca.as_deref())?;
+                let (spool, wake) = open_spool(buffer, index)?;
+                tokio::spawn(crate::audit::webhook::deliver(
+                    spool.clone(),
+                    url.clone(),
+                    token,
+                    tls,
+                    wake.clone(),
+                    metrics.sink(index, "webhook"),
+                ));
+                spools.push((spool, wake));
+            }
         }
     }
     std::fs::create_dir_all(buffer).map_err(|source| NodeError::ReadFile {
@@ -287,6 +302,46 @@ fn start_audit(setup: &NodeSetup) -> Result<Arc<Auditor>, NodeError> {
         spools,
         Some(buffer.join("chain-tail.json")),
     )?))
+}
+
+fn open_spool(
+    buffer: &Path,
+    index: usize,
+) -> Result<(Arc<Spool>, Arc<tokio::sync::Notify>), NodeError> {
+    let spool =
+        Spool::open(buffer, &format!("sink-{index}")).map_err(|source| NodeError::ReadFile {
+            what: "the audit buffer directory",
+            path: buffer.to_path_buf(),
+            source,
+        })?;
+    Ok((Arc::new(spool), Arc::new(tokio::sync::Notify::new())))
+}
+
+/// TLS for webhook sinks: the platform's public roots, or exactly `ca_pem` when given.
+fn webhook_tls(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, NodeError> {
+    match ca_pem {
+        Some(ca) => crate::audit::syslog::tls_client(ca).map_err(NodeError::Audit),
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(NodeError::Audit(
+                    "no system CA certificates for the webhook sink (install ca-certificates)"
+                        .into(),
+                ));
+            }
+            let config =
+                rustls::ClientConfig::builder_with_provider(Arc::new(tls::crypto_provider()))
+                    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                    .map_err(|e| NodeError::Tls(e.to_string()))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+            Ok(Arc::new(config))
+        }
+    }
 }
 
 fn render_metrics(registry: &Registry) -> String {

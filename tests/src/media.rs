@@ -53,6 +53,14 @@ impl TestNode {
     pub async fn start_with(
         edit: impl FnOnce(&mut bedside_crds::node_config::MediaNodeConfig),
     ) -> TestNode {
+        Self::start_custom(edit, |_| {}).await
+    }
+
+    /// Like `start_with`, and `edit_setup` may change the resolved setup (e.g. a webhook CA).
+    pub async fn start_custom(
+        edit: impl FnOnce(&mut bedside_crds::node_config::MediaNodeConfig),
+        edit_setup: impl FnOnce(&mut NodeSetup),
+    ) -> TestNode {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -73,6 +81,7 @@ impl TestNode {
         edit(&mut config);
         let mut setup = NodeSetup::generated(config, "test-node".into()).expect("node material");
         setup.audit_file = Some(audit_file.clone());
+        edit_setup(&mut setup);
         let (join_key, audit_key, cert_pem, tenant) = (
             setup.join_key.clone(),
             setup.audit_key.clone(),

@@ -115,3 +115,171 @@ async fn rsyslog_receives_every_record_across_an_outage_in_a_chain_that_verifies
     );
     node.shutdown(Duration::from_secs(2)).await;
 }
+
+mod webhook {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+    /// A local HTTPS receiver: keeps each record's exact text, checks the bearer token, and
+    /// answers with whatever status the test sets (an outage is a 503).
+    #[derive(Clone, Default)]
+    pub struct Receiver {
+        pub records: Arc<Mutex<Vec<String>>>,
+        pub token: Arc<Mutex<String>>,
+        pub status: Arc<AtomicU16>,
+    }
+
+    async fn ingest(State(r): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
+        let expected = format!(
+            "Bearer {}",
+            r.token.lock().map(|t| t.clone()).unwrap_or_default()
+        );
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+            return StatusCode::UNAUTHORIZED;
+        }
+        let status = r.status.load(Ordering::Relaxed);
+        if status != 200 {
+            return StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let Ok(batch) = serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(&body) else {
+            return StatusCode::BAD_REQUEST;
+        };
+        if let Ok(mut records) = r.records.lock() {
+            records.extend(batch.into_iter().map(|raw| raw.get().to_string()));
+        }
+        StatusCode::NO_CONTENT
+    }
+
+    /// Starts the receiver; returns its URL and the CA that signed its certificate.
+    pub async fn start(receiver: Receiver) -> (String, Vec<u8>) {
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("cert");
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+            cert.pem().into_bytes(),
+            key.serialize_pem().into_bytes(),
+        )
+        .await
+        .expect("tls");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let app = axum::Router::new()
+            .route("/ingest", axum::routing::post(ingest))
+            .with_state(receiver);
+        let server = axum_server::from_tcp_rustls(listener, tls).expect("server");
+        tokio::spawn(async move {
+            let _ = server.serve(app.into_make_service()).await;
+        });
+        (
+            format!("https://127.0.0.1:{port}/ingest"),
+            ca.pem().into_bytes(),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_gets_every_record_across_an_outage_and_a_wrong_token_is_a_sink_failure() {
+    use std::sync::atomic::Ordering;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let receiver = webhook::Receiver::default();
+    *receiver.token.lock().expect("lock") = "siem-token-1".into();
+    receiver.status.store(200, Ordering::Relaxed);
+    let (url, ca) = webhook::start(receiver.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "siem-token-1\n").expect("token");
+    let mut node = TestNode::start_custom(
+        move |c| {
+            c.audit
+                .sinks
+                .push(AuditSinkSettings::Webhook { url, token_file });
+        },
+        move |setup| setup.webhook_ca = Some(ca),
+    )
+    .await;
+    let delivered = || receiver.records.lock().map(|r| r.len()).unwrap_or(0);
+
+    visit(&node, "u-a", false).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || delivered() >= 2).await,
+        "first records arrive"
+    );
+
+    // An outage: the SIEM answers 503 while the node keeps auditing.
+    receiver.status.store(503, Ordering::Relaxed);
+    visit(&node, "u-b", false).await;
+    visit(&node, "u-c", true).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(delivered(), 2, "nothing is acknowledged during the outage");
+    assert!(
+        node.metric_where("bedside_audit_sink_failures_total", "reason=\"rejected\"")
+            .await
+            > 0.0
+    );
+    assert_eq!(
+        node.metric_where("bedside_audit_sink_up", "type=\"webhook\"")
+            .await,
+        0.0
+    );
+    assert!(
+        node.metric("bedside_audit_buffer_bytes").await > 0.0,
+        "records wait on disk"
+    );
+
+    // A wrong token is a sink failure with its own reason.
+    receiver.status.store(200, Ordering::Relaxed);
+    *receiver.token.lock().expect("lock") = "rotated-token".into();
+    let mut unauthorized = 0.0;
+    for _ in 0..50 {
+        unauthorized = node
+            .metric_where(
+                "bedside_audit_sink_failures_total",
+                "reason=\"unauthorized\"",
+            )
+            .await;
+        if unauthorized > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        unauthorized > 0.0,
+        "a refused token shows as an unauthorized sink failure"
+    );
+
+    // Fixed: everything buffered arrives, exactly once, and the chain verifies.
+    *receiver.token.lock().expect("lock") = "siem-token-1".into();
+    let sealed = node.audit_lines().len();
+    assert!(
+        wait_until(Duration::from_secs(20), || delivered() >= sealed).await,
+        "{} of {sealed} delivered",
+        delivered()
+    );
+    let records = receiver.records.lock().expect("lock").clone();
+    let key = bedside_audit::AuditKey::new(&node.audit_key).expect("key");
+    let verified = bedside_audit::verify(records.iter().map(String::as_str), &key)
+        .expect("what the SIEM got verifies");
+    assert_eq!(
+        (verified.records, verified.duplicates),
+        (sealed, 0),
+        "acknowledged batches are not resent"
+    );
+    assert_eq!(
+        node.metric_where("bedside_audit_sink_up", "type=\"webhook\"")
+            .await,
+        1.0
+    );
+    assert_eq!(node.metric("bedside_audit_buffer_bytes").await, 0.0);
+    node.shutdown(Duration::from_secs(2)).await;
+}

@@ -1,13 +1,14 @@
 //! The node's audit records: joins, leaves and refusals, sealed into the tenant's chain
 //! (bedside-audit), written as JSON lines to the stdout sink (or a file in tests) and appended
-//! to each network sink's disk-backed spool, from which [`syslog`] delivers them.
+//! to each network sink's disk-backed spool, from which [`syslog`] and [`webhook`] deliver them.
 //!
 //! The chain survives restarts: the last record is kept in the buffer directory and the next
-//! process continues its sequence. Webhook delivery is not built yet; a node configured with a
-//! webhook sink says so at start-up.
+//! process continues its sequence. [`webhook`] delivers to HTTPS receivers.
 
+pub mod health;
 pub mod spool;
 pub mod syslog;
+pub mod webhook;
 
 use std::io::Write;
 use std::net::IpAddr;

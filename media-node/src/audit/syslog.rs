@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::health::{SinkFailure, SinkHealth};
 use super::spool::Spool;
 use bedside_audit::Record;
 
@@ -83,14 +84,6 @@ pub fn tls_client(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// Health of one sink, for metrics.
-#[derive(Debug, Default)]
-pub struct SinkHealth {
-    pub up: std::sync::atomic::AtomicBool,
-    pub delivered: std::sync::atomic::AtomicU64,
-    pub failures: std::sync::atomic::AtomicU64,
-}
-
 /// Delivers the spool to `address` for as long as the node runs.
 pub async fn deliver(
     spool: Arc<Spool>,
@@ -98,9 +91,8 @@ pub async fn deliver(
     tls: Arc<rustls::ClientConfig>,
     hostname: String,
     wake: Arc<Notify>,
-    health: Arc<SinkHealth>,
+    health: SinkHealth,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     let host = address
         .rsplit_once(':')
         .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
@@ -121,16 +113,17 @@ pub async fn deliver(
         let mut stream = match stream {
             Ok(stream) => stream,
             Err(e) => {
-                if health.up.swap(false, Relaxed) {
+                if health.set_up(false) {
                     tracing::warn!(%address, error = %e, "audit syslog sink unreachable; records stay buffered");
                 }
-                health.failures.fetch_add(1, Relaxed);
+                health.failed(SinkFailure::Unreachable);
+                health.buffered(spool.depth(offset));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        if !health.up.swap(true, Relaxed) {
+        if !health.set_up(true) {
             tracing::info!(%address, "audit syslog sink connected");
         }
         backoff = Duration::from_millis(100);
@@ -153,6 +146,7 @@ pub async fn deliver(
                     Vec::new()
                 }
             };
+            health.buffered(spool.depth(offset));
             if lines.is_empty() {
                 tokio::select! {
                     _ = wake.notified() => {}
@@ -168,11 +162,11 @@ pub async fn deliver(
                 .await;
                 if let Err(e) = written {
                     tracing::warn!(%address, error = %e, "audit syslog sink failed; replaying from the last delivered record");
-                    health.up.store(false, Relaxed);
-                    health.failures.fetch_add(1, Relaxed);
+                    health.set_up(false);
+                    health.failed(SinkFailure::Broken);
                     break 'connected;
                 }
-                health.delivered.fetch_add(1, Relaxed);
+                health.delivered(1);
                 in_flight.push_back((Instant::now(), end));
                 offset = end;
             }
