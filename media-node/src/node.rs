@@ -22,6 +22,9 @@ use crate::tls::{self, TlsMaterial};
 use crate::token::TokenVerifier;
 use bedside_crds::node_config::AuditSinkSettings;
 
+/// 256 MiB of undelivered records (about a million joins) before a node stops taking joins.
+pub const DEFAULT_AUDIT_BUFFER_LIMIT: u64 = 256 * 1024 * 1024;
+
 /// Everything a node needs, resolved: the config plus the material its files point at.
 #[derive(Clone, Debug)]
 pub struct NodeSetup {
@@ -33,6 +36,8 @@ pub struct NodeSetup {
     pub audit_file: Option<std::path::PathBuf>,
     /// A CA to trust for webhook sinks instead of the public roots (a private SIEM, tests).
     pub webhook_ca: Option<Vec<u8>>,
+    /// Undelivered audit bytes per sink beyond which joins are refused.
+    pub audit_buffer_limit: u64,
     /// Names this node in metrics (`node` label): the pod name in Kubernetes.
     pub node_name: String,
 }
@@ -61,6 +66,7 @@ impl NodeSetup {
             audit_key,
             audit_file: None,
             webhook_ca: None,
+            audit_buffer_limit: DEFAULT_AUDIT_BUFFER_LIMIT,
             node_name,
         })
     }
@@ -79,6 +85,7 @@ impl NodeSetup {
             audit_key,
             audit_file: None,
             webhook_ca: None,
+            audit_buffer_limit: DEFAULT_AUDIT_BUFFER_LIMIT,
             node_name,
         })
     }
@@ -301,6 +308,7 @@ fn start_audit(setup: &NodeSetup, metrics: &AuditMetrics) -> Result<Arc<Auditor>
         out,
         spools,
         Some(buffer.join("chain-tail.json")),
+        setup.audit_buffer_limit,
     )?))
 }
 

@@ -283,3 +283,83 @@ async fn a_webhook_gets_every_record_across_an_outage_and_a_wrong_token_is_a_sin
     assert_eq!(node.metric("bedside_audit_buffer_bytes").await, 0.0);
     node.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_are_refused_while_an_audit_sink_cannot_keep_up_and_resume_after() {
+    use std::sync::atomic::Ordering;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let receiver = webhook::Receiver::default();
+    *receiver.token.lock().expect("lock") = "t".into();
+    receiver.status.store(503, Ordering::Relaxed);
+    let (url, ca) = webhook::start(receiver.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "t").expect("token");
+    let mut node = TestNode::start_custom(
+        move |c| {
+            c.audit
+                .sinks
+                .push(AuditSinkSettings::Webhook { url, token_file });
+        },
+        move |setup| {
+            setup.webhook_ca = Some(ca);
+            // A few records' worth, so the test fills it quickly.
+            setup.audit_buffer_limit = 1_500;
+        },
+    )
+    .await;
+
+    let mut refused = None;
+    for i in 0..20 {
+        let mut s = Signal::connect(&node).await;
+        let reply = s
+            .join(
+                "visit-9",
+                &node.token("visit-9", &format!("u-{i}"), Role::Participant),
+            )
+            .await;
+        s.close().await;
+        if reply["type"] == "error" {
+            refused = Some(reply);
+            break;
+        }
+    }
+    let refused = refused.expect("joins stop while nothing is delivered");
+    assert_eq!(refused["code"], "not-available", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("audit log"),
+        "{refused}"
+    );
+    assert_eq!(
+        node.metric_where(
+            "bedside_media_joins_refused_total",
+            "reason=\"audit_unavailable\""
+        )
+        .await,
+        1.0
+    );
+
+    // The sink recovers: the backlog drains and visits start again.
+    receiver.status.store(200, Ordering::Relaxed);
+    let mut joined = false;
+    for _ in 0..50 {
+        let mut s = Signal::connect(&node).await;
+        let reply = s
+            .join(
+                "visit-9",
+                &node.token("visit-9", "u-later", Role::Participant),
+            )
+            .await;
+        s.close().await;
+        if reply["type"] == "joined" {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(joined, "joins resume once the audit sink has caught up");
+    node.shutdown(Duration::from_secs(2)).await;
+}

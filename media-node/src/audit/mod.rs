@@ -27,6 +27,10 @@ use crate::token::Role;
 
 pub struct Auditor {
     inner: Mutex<Inner>,
+    /// Spools, outside the lock, for the backlog check on every join.
+    spools: Vec<Arc<Spool>>,
+    /// Beyond this many undelivered bytes for any sink, joins are refused.
+    buffer_limit: u64,
     tenant: OpaqueId,
     node: OpaqueId,
 }
@@ -63,6 +67,7 @@ impl Auditor {
         out: Option<Box<dyn Write + Send>>,
         spools: Vec<(Arc<Spool>, Arc<Notify>)>,
         tail_file: Option<PathBuf>,
+        buffer_limit: u64,
     ) -> Result<Self, NodeError> {
         let key = AuditKey::new(key).map_err(|e| NodeError::Audit(e.to_string()))?;
         let id = |what: &str, s: &str| {
@@ -77,6 +82,8 @@ impl Auditor {
             });
         let chain = Chain::new(key, tail.as_ref().map(|(r, l)| (r, l.as_str())));
         Ok(Self {
+            spools: spools.iter().map(|(s, _)| s.clone()).collect(),
+            buffer_limit,
             inner: Mutex::new(Inner {
                 chain,
                 out,
@@ -86,6 +93,14 @@ impl Auditor {
             tenant: id("tenant name", tenant)?,
             node: id("node name", node)?,
         })
+    }
+
+    /// True when some sink's undelivered backlog is over the limit: HIPAA prefers no service
+    /// to unaudited service, so the node then refuses new joins until the sink catches up.
+    pub fn backlog_exceeded(&self) -> bool {
+        self.spools
+            .iter()
+            .any(|s| s.depth(s.delivered()) > self.buffer_limit)
     }
 
     /// Seals and writes one record. A failed write is logged: the sink's health is issue 6.

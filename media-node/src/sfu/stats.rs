@@ -31,10 +31,12 @@ pub enum JoinRefusal {
     TokenInvalid,
     RoomFull,
     NotAvailable,
+    /// An audit sink's buffer is over its limit: no unaudited visits.
+    AuditUnavailable,
 }
 
 impl JoinRefusal {
-    pub const ALL: [JoinRefusal; 8] = [
+    pub const ALL: [JoinRefusal; 9] = [
         JoinRefusal::TokenExpired,
         JoinRefusal::TokenWrongTenant,
         JoinRefusal::TokenWrongRoom,
@@ -43,6 +45,7 @@ impl JoinRefusal {
         JoinRefusal::TokenInvalid,
         JoinRefusal::RoomFull,
         JoinRefusal::NotAvailable,
+        JoinRefusal::AuditUnavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -55,6 +58,7 @@ impl JoinRefusal {
             JoinRefusal::TokenInvalid => "token_invalid",
             JoinRefusal::RoomFull => "room_full",
             JoinRefusal::NotAvailable => "not_available",
+            JoinRefusal::AuditUnavailable => "audit_unavailable",
         }
     }
 }

@@ -275,6 +275,15 @@ impl Session {
             self.state.stats.refused(JoinRefusal::NotAvailable);
             return self.fatal(ProtocolError::new(ErrorCode::NotAvailable, reason.clone()));
         }
+        if self.state.audit.backlog_exceeded() {
+            self.state.stats.refused(JoinRefusal::AuditUnavailable);
+            tracing::warn!(tenant = %self.state.tenant, "join refused: an audit sink's buffer is full");
+            return self.fatal(ProtocolError::new(
+                ErrorCode::NotAvailable,
+                "visits cannot start right now: the clinic's audit log is not being delivered \
+                 (the record of who joined must be kept); please try again shortly",
+            ));
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
