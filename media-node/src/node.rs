@@ -261,8 +261,9 @@ fn start_audit(setup: &NodeSetup, metrics: &AuditMetrics) -> Result<Arc<Auditor>
             AuditSinkSettings::Stdout => {}
             AuditSinkSettings::Syslog { address, ca_file } => {
                 let ca = read("the syslog sink's CA", ca_file)?;
-                let tls = crate::audit::syslog::tls_client(&ca)
-                    .map_err(|e| NodeError::Audit(format!("{}: {e}", ca_file.display())))?;
+                let tls = tls::client_config(tls::Trust::Ca(&ca)).map_err(|e| {
+                    NodeError::Audit(format!("syslog sink {}: {e}", ca_file.display()))
+                })?;
                 let (spool, wake) = open_spool(buffer, index)?;
                 tokio::spawn(crate::audit::syslog::deliver(
                     spool.clone(),
@@ -281,8 +282,13 @@ fn start_audit(setup: &NodeSetup, metrics: &AuditMetrics) -> Result<Arc<Auditor>
                     })?
                     .trim()
                     .to_string();
-                // Public CAs (the SIEM's usual certificate), plus an extra CA file if mounted.
-                let tls = webhook_tls(setup.webhook_ca.as_deref())?;
+                // The system's public CAs (a SIEM's usual certificate), or a given CA.
+                let trust = setup
+                    .webhook_ca
+                    .as_deref()
+                    .map_or(tls::Trust::System, tls::Trust::Ca);
+                let tls = tls::client_config(trust)
+                    .map_err(|e| NodeError::Audit(format!("webhook sink {url}: {e}")))?;
                 let (spool, wake) = open_spool(buffer, index)?;
                 tokio::spawn(crate::audit::webhook::deliver(
                     spool.clone(),
@@ -323,33 +329,6 @@ fn open_spool(
             source,
         })?;
     Ok((Arc::new(spool), Arc::new(tokio::sync::Notify::new())))
-}
-
-/// TLS for webhook sinks: the platform's public roots, or exactly `ca_pem` when given.
-fn webhook_tls(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, NodeError> {
-    match ca_pem {
-        Some(ca) => crate::audit::syslog::tls_client(ca).map_err(NodeError::Audit),
-        None => {
-            let mut roots = rustls::RootCertStore::empty();
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err(NodeError::Audit(
-                    "no system CA certificates for the webhook sink (install ca-certificates)"
-                        .into(),
-                ));
-            }
-            let config =
-                rustls::ClientConfig::builder_with_provider(Arc::new(tls::crypto_provider()))
-                    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                    .map_err(|e| NodeError::Tls(e.to_string()))?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-            Ok(Arc::new(config))
-        }
-    }
 }
 
 fn render_metrics(registry: &Registry) -> String {

@@ -76,6 +76,50 @@ pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>
     Ok(Arc::new(config))
 }
 
+/// What a TLS client trusts.
+#[derive(Debug, Clone, Copy)]
+pub enum Trust<'a> {
+    /// Exactly the CA certificates in this PEM (a sink's own CA).
+    Ca(&'a [u8]),
+    /// The system's CA store (a SIEM with a public certificate).
+    System,
+}
+
+/// A TLS client under the same policy as the server: TLS 1.2/1.3, ECDHE with AES-GCM only.
+pub fn client_config(trust: Trust<'_>) -> Result<Arc<rustls::ClientConfig>, NodeError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match trust {
+        Trust::Ca(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert =
+                    cert.map_err(|e| NodeError::Tls(format!("the CA file is not valid PEM: {e}")))?;
+                roots.add(cert).map_err(|e| {
+                    NodeError::Tls(format!("the CA certificate is not usable: {e}"))
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(NodeError::Tls("the CA file holds no certificate".into()));
+            }
+        }
+        Trust::System => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(NodeError::Tls(
+                    "no system CA certificates (install ca-certificates)".into(),
+                ));
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| NodeError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,16 +35,7 @@ pub fn unavailable() -> Option<String> {
 
 /// Skips (prints why) unless BEDSIDE_REQUIRE_BROWSERS=1, where a missing browser fails.
 pub fn require_or_skip() -> bool {
-    match unavailable() {
-        None => true,
-        Some(why) if std::env::var("BEDSIDE_REQUIRE_BROWSERS").as_deref() == Ok("1") => {
-            panic!("browser tests are required here but cannot run: {why}")
-        }
-        Some(why) => {
-            eprintln!("SKIP: browser test: {why}");
-            false
-        }
-    }
+    crate::run_or_skip("browser test", unavailable(), "BEDSIDE_REQUIRE_BROWSERS")
 }
 
 /// A loopback-only network namespace, deleted on drop.

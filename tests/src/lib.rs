@@ -13,7 +13,27 @@ pub mod rsyslog;
 
 pub use cluster::{ClusterOptions, TestCluster};
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Whether a suite that needs an external tool can run here. With the tool present: true.
+/// Without it: a SKIP line saying why and false, or a panic when `require_var` is "1" (CI sets
+/// it, so there a missing tool is a failure, never a silent skip).
+pub fn run_or_skip(what: &str, unavailable: Option<String>, require_var: &str) -> bool {
+    let Some(why) = unavailable else {
+        return true;
+    };
+    if std::env::var(require_var).as_deref() == Ok("1") {
+        panic!("{what} is required here ({require_var}=1) but cannot run: {why}");
+    }
+    eprintln!("SKIP: {what}: {why}");
+    false
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {

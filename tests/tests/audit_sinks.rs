@@ -9,16 +9,7 @@ use bedside_tests::media::{Signal, TestNode, sign, wait_until};
 use bedside_tests::rsyslog::{self, Rsyslog};
 
 fn rsyslog_or_skip() -> bool {
-    match rsyslog::unavailable() {
-        None => true,
-        Some(why) if std::env::var("BEDSIDE_REQUIRE_TOOLS").as_deref() == Ok("1") => {
-            panic!("{why}")
-        }
-        Some(why) => {
-            eprintln!("SKIP: {why}");
-            false
-        }
-    }
+    bedside_tests::run_or_skip("rsyslog", rsyslog::unavailable(), "BEDSIDE_REQUIRE_TOOLS")
 }
 
 /// A join and a leave (two records), or a refused join (one).
@@ -188,26 +179,43 @@ mod webhook {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_webhook_gets_every_record_across_an_outage_and_a_wrong_token_is_a_sink_failure() {
-    use std::sync::atomic::Ordering;
+/// A node whose webhook sink is a local receiver expecting `token` and answering `status`.
+async fn node_with_webhook(
+    token: &str,
+    status: u16,
+    buffer_limit: Option<u64>,
+) -> (TestNode, webhook::Receiver, tempfile::TempDir) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let receiver = webhook::Receiver::default();
-    *receiver.token.lock().expect("lock") = "siem-token-1".into();
-    receiver.status.store(200, Ordering::Relaxed);
+    *receiver.token.lock().expect("lock") = token.into();
+    receiver
+        .status
+        .store(status, std::sync::atomic::Ordering::Relaxed);
     let (url, ca) = webhook::start(receiver.clone()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "siem-token-1\n").expect("token");
-    let mut node = TestNode::start_custom(
+    std::fs::write(&token_file, format!("{token}\n")).expect("token");
+    let node = TestNode::start_custom(
         move |c| {
             c.audit
                 .sinks
                 .push(AuditSinkSettings::Webhook { url, token_file });
         },
-        move |setup| setup.webhook_ca = Some(ca),
+        move |setup| {
+            setup.webhook_ca = Some(ca);
+            if let Some(limit) = buffer_limit {
+                setup.audit_buffer_limit = limit;
+            }
+        },
     )
     .await;
+    (node, receiver, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_gets_every_record_across_an_outage_and_a_wrong_token_is_a_sink_failure() {
+    use std::sync::atomic::Ordering;
+    let (mut node, receiver, _dir) = node_with_webhook("siem-token-1", 200, None).await;
     let delivered = || receiver.records.lock().map(|r| r.len()).unwrap_or(0);
 
     visit(&node, "u-a", false).await;
@@ -287,27 +295,8 @@ async fn a_webhook_gets_every_record_across_an_outage_and_a_wrong_token_is_a_sin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_are_refused_while_an_audit_sink_cannot_keep_up_and_resume_after() {
     use std::sync::atomic::Ordering;
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let receiver = webhook::Receiver::default();
-    *receiver.token.lock().expect("lock") = "t".into();
-    receiver.status.store(503, Ordering::Relaxed);
-    let (url, ca) = webhook::start(receiver.clone()).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "t").expect("token");
-    let mut node = TestNode::start_custom(
-        move |c| {
-            c.audit
-                .sinks
-                .push(AuditSinkSettings::Webhook { url, token_file });
-        },
-        move |setup| {
-            setup.webhook_ca = Some(ca);
-            // A few records' worth, so the test fills it quickly.
-            setup.audit_buffer_limit = 1_500;
-        },
-    )
-    .await;
+    // A few records' worth of buffer, so the test fills it quickly.
+    let (mut node, receiver, _dir) = node_with_webhook("t", 503, Some(1_500)).await;
 
     let mut refused = None;
     for i in 0..20 {

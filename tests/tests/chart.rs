@@ -5,7 +5,6 @@
 //! ServiceAccount with exactly the chart's RBAC, reconciles an example tenant.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use bedside_tests::examples::{documents, examples_dir};
 use bedside_tests::operator::{
     RunningOperator, ensure_namespace, eventually, install_thirdparty_crds,
 };
+use bedside_tests::repo_root as repo;
 use bedside_tests::{ClusterOptions, TestCluster};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
@@ -25,10 +25,6 @@ use serde_json::{Value, json};
 const RELEASE_NAMESPACE: &str = "bedside-system";
 const ALL_OPTIONS: &str = r#"{"monitoring":{"serviceMonitor":{"enabled":true},"prometheusRule":{"enabled":true},"dashboard":{"enabled":true}},"admissionPolicy":{"enabled":true}}"#;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// helm-python-sdk and kubernetes-validate, or a skip (a failure with BEDSIDE_REQUIRE_TOOLS=1).
 fn tools_or_skip() -> bool {
     let helm = Command::new("python3")
@@ -39,15 +35,10 @@ fn tools_or_skip() -> bool {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if helm && validate {
-        return true;
-    }
-    let why = "pip install helm-python-sdk kubernetes-validate (scripts/test-deps.sh does it)";
-    if std::env::var("BEDSIDE_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("chart tools missing: {why}");
-    }
-    eprintln!("SKIP: chart tools missing: {why}");
-    false
+    let missing = (!(helm && validate)).then(|| {
+        "pip install helm-python-sdk kubernetes-validate (scripts/test-deps.sh does it)".to_string()
+    });
+    bedside_tests::run_or_skip("chart tools", missing, "BEDSIDE_REQUIRE_TOOLS")
 }
 
 /// The chart rendered with `values` (JSON), or Helm's error message.

@@ -201,11 +201,11 @@ fn aiortc_and_a_browser_exchange_video_through_the_node() {
     if !browser::require_or_skip() {
         return;
     }
-    if let Some(why) = bedside_tests::aiortc::unavailable() {
-        if std::env::var("BEDSIDE_REQUIRE_BROWSERS").as_deref() == Ok("1") {
-            panic!("aiortc is required here: {why}");
-        }
-        eprintln!("SKIP: {why}");
+    if !bedside_tests::run_or_skip(
+        "aiortc",
+        bedside_tests::aiortc::unavailable(),
+        "BEDSIDE_REQUIRE_BROWSERS",
+    ) {
         return;
     }
     let netns = Netns::create();
@@ -283,11 +283,11 @@ fn prometheus_scrapes_plausible_quality_series_during_a_browser_call() {
     if !browser::require_or_skip() {
         return;
     }
-    if let Some(why) = bedside_tests::prometheus::unavailable() {
-        if std::env::var("BEDSIDE_REQUIRE_TOOLS").as_deref() == Ok("1") {
-            panic!("{why}");
-        }
-        eprintln!("SKIP: {why}");
+    if !bedside_tests::run_or_skip(
+        "Prometheus",
+        bedside_tests::prometheus::unavailable(),
+        "BEDSIDE_REQUIRE_TOOLS",
+    ) {
         return;
     }
     let netns = Netns::create();

@@ -3,26 +3,22 @@
 //! actually exports.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use bedside_tests::repo_root as repo;
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// promtool, or a skip (a failure when BEDSIDE_REQUIRE_TOOLS=1, as in CI).
 fn promtool() -> Option<&'static str> {
-    if Command::new("promtool").arg("--version").output().is_ok() {
-        return Some("promtool");
-    }
-    let why = "promtool is missing (apt-get install prometheus; scripts/test-deps.sh does it)";
-    if std::env::var("BEDSIDE_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{why}");
-    }
-    eprintln!("SKIP: {why}");
-    None
+    let missing = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_err()
+        .then(|| {
+            "promtool is missing (apt-get install prometheus; scripts/test-deps.sh does it)"
+                .to_string()
+        });
+    bedside_tests::run_or_skip("promtool", missing, "BEDSIDE_REQUIRE_TOOLS").then_some("promtool")
 }
 
 fn run(tool: &str, args: &[&str]) -> String {

@@ -8,8 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -61,27 +60,6 @@ pub fn frame(line: &str, hostname: &str) -> String {
     };
     let message = format!("<{PRI}>1 {time} {hostname} bedside-media-node - audit {sd} {line}");
     format!("{} {message}", message.len())
-}
-
-/// A TLS client that trusts only the sink's CA.
-pub fn tls_client(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        let cert = cert.map_err(|e| format!("the sink's CA file is not valid PEM: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("the sink's CA certificate is not usable: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err("the sink's CA file holds no certificate".into());
-    }
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::crypto_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// Delivers the spool to `address` for as long as the node runs.

@@ -610,15 +610,12 @@ impl Engine {
         for id in due {
             self.input(id, Input::Timeout(now));
         }
-        let overflowed: Vec<ParticipantId> = self
-            .participants
-            .values()
-            .filter(|p| p.overflowed)
-            .map(|p| p.id)
-            .collect();
-        for id in overflowed {
-            self.gone.push((id, LeaveReason::Disconnected, None));
-        }
+        self.gone.extend(
+            self.participants
+                .values()
+                .filter(|p| p.overflowed)
+                .map(|p| (p.id, LeaveReason::Disconnected, None)),
+        );
     }
 
     /// Picks each subscriber's simulcast layers from its bandwidth estimate, and refreshes the
