@@ -31,8 +31,8 @@ fn tools_or_skip() -> bool {
         .args(["-c", "import helm_python"])
         .output()
         .is_ok_and(|o| o.status.success());
-    let validate = Command::new("kubernetes-validate")
-        .arg("--version")
+    let validate = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
     let missing = (!(helm && validate)).then(|| {
@@ -251,8 +251,9 @@ fn every_rendered_object_is_valid_for_kubernetes_1_30_and_the_newest() {
         .collect();
     std::fs::write(&file, text.join("---\n")).expect("write");
     for version in ["1.30.0", "1.37.0"] {
-        let out = Command::new("kubernetes-validate")
-            .args(["--strict", "-k", version])
+        // As a module: pip's console scripts are not always on PATH (pyenv shims, --user).
+        let out = Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict", "-k", version])
             .arg(&file)
             .output()
             .expect("kubernetes-validate");
