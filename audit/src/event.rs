@@ -110,6 +110,11 @@ pub enum Action {
     BaaStateChange,
     SinkFailure,
     SinkRecovered,
+    /// Sealed periodically while a chain grows: a verifier can tell how long a node was
+    /// silent, and a stream cut after a checkpoint still verifies up to it.
+    Checkpoint,
+    /// Sealed when a node or operator replica stops cleanly: the chain has no record after it.
+    ChainClosed,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -57,13 +57,27 @@ fn main() -> ExitCode {
     match verify(text.lines(), &key) {
         Ok(v) => {
             println!(
-                "{}: intact: {} records (seq {}..{}), {} exact re-deliveries",
+                "{}: intact: {} records in {} chain(s), {} exact re-deliveries",
                 file.display(),
-                v.records,
-                v.first_seq.unwrap_or(0),
-                v.last_seq.unwrap_or(0),
-                v.duplicates
+                v.records(),
+                v.chains.len(),
+                v.duplicates()
             );
+            for c in &v.chains {
+                println!(
+                    "  {}: {} records (seq {}..{}), {} checkpoint(s), {}",
+                    c.node,
+                    c.records,
+                    c.first_seq.unwrap_or(0),
+                    c.last_seq.unwrap_or(0),
+                    c.checkpoints,
+                    if c.closed {
+                        "closed cleanly"
+                    } else {
+                        "open (the node still runs, or stopped without closing its chain)"
+                    }
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(broken) => {

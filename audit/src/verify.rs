@@ -1,6 +1,7 @@
 //! Checks a stored stream of records and names the first place it is broken, and why.
 
 use crate::chain::{AuditKey, GENESIS, Record, line_hash};
+use crate::event::Action;
 
 /// Why a chain is broken at a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,52 +39,103 @@ pub enum Broken {
     PrevMismatch { line: usize, seq: u64 },
 }
 
-/// What a verification found.
+/// What a verification found about one chain (one node or operator replica's records).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
+pub struct ChainReport {
+    /// The node (or operator replica) that sealed the chain.
+    pub node: String,
     /// Records checked.
     pub records: usize,
     /// Exact re-deliveries skipped (at-least-once sinks may repeat a record).
     pub duplicates: usize,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
+    /// Periodic checkpoints found.
+    pub checkpoints: usize,
+    /// The chain ends in the record a node seals when it stops cleanly. An open chain belongs
+    /// to a node that still runs, or that died; records after its last one cannot be accounted for.
+    pub closed: bool,
 }
 
-/// Verifies JSON lines. A stream may start mid-chain (a rotated file): its first record is
-/// then trusted for its `prev` and checked for its MAC.
+/// What a verification found: one report per chain, in order of first appearance.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verified {
+    pub chains: Vec<ChainReport>,
+}
+
+impl Verified {
+    pub fn records(&self) -> usize {
+        self.chains.iter().map(|c| c.records).sum()
+    }
+
+    pub fn duplicates(&self) -> usize {
+        self.chains.iter().map(|c| c.duplicates).sum()
+    }
+}
+
+/// One parsed line: its number in the stream, the record and the line's text.
+type Entry<'a> = (usize, Record, &'a str);
+
+/// Verifies JSON lines. A stream holds one chain per node (each media node and operator
+/// replica seals its own), interleaved as a shared sink received them; each is checked on
+/// its own. A stream may start mid-chain (a rotated file): a chain's first record is then
+/// trusted for its `prev` and checked for its MAC.
 pub fn verify<'a>(
     lines: impl IntoIterator<Item = &'a str>,
     key: &AuditKey,
 ) -> Result<Verified, Broken> {
-    let lines: Vec<&str> = lines.into_iter().collect();
-    // Where each sequence number sits, to tell a reordering from a removal.
-    let seq_at = |seq: u64, after: usize| {
-        lines.iter().enumerate().skip(after).find_map(|(i, l)| {
-            let r: Record = serde_json::from_str(l).ok()?;
-            (r.seq == seq).then_some(i + 1)
-        })
-    };
-    let mut previous: Option<(Record, String)> = None;
-    // Each record seen so far, by seq: an exact copy arriving later is a re-delivery.
-    let mut seen: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
-    let mut verified = Verified {
-        records: 0,
-        duplicates: 0,
-        first_seq: None,
-        last_seq: None,
-    };
-    for (index, line) in lines.iter().copied().enumerate() {
-        let line_no = index + 1;
+    let mut chains: Vec<(String, Vec<Entry<'a>>)> = Vec::new();
+    for (index, line) in lines.into_iter().enumerate() {
         let line = line.trim_end_matches(['\r', '\n']);
         if line.trim().is_empty() {
             continue;
         }
         let record: Record = serde_json::from_str(line).map_err(|e| Broken::Malformed {
-            line: line_no,
+            line: index + 1,
             why: e.to_string(),
         })?;
-        if !key.check(&record) {
-            return Err(if verified.records == 0 {
+        let node = record.event.place.node.as_str();
+        let entry = (index + 1, record.clone(), line);
+        match chains.iter_mut().find(|(n, _)| n == node) {
+            Some((_, entries)) => entries.push(entry),
+            None => chains.push((node.to_string(), vec![entry])),
+        }
+    }
+    let mut verified = Verified::default();
+    for (node, entries) in chains {
+        verified.chains.push(verify_chain(node, &entries, key)?);
+    }
+    Ok(verified)
+}
+
+fn verify_chain(
+    node: String,
+    entries: &[Entry<'_>],
+    key: &AuditKey,
+) -> Result<ChainReport, Broken> {
+    // Where each sequence number sits, to tell a reordering from a removal.
+    let seq_at = |seq: u64, after: usize| {
+        entries
+            .iter()
+            .skip(after)
+            .find_map(|(line_no, r, _)| (r.seq == seq).then_some(*line_no))
+    };
+    let mut previous: Option<(&Record, &str)> = None;
+    // Each record seen so far, by seq: an exact copy arriving later is a re-delivery.
+    let mut seen: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    let mut report = ChainReport {
+        node,
+        records: 0,
+        duplicates: 0,
+        first_seq: None,
+        last_seq: None,
+        checkpoints: 0,
+        closed: false,
+    };
+    for (index, (line_no, record, line)) in entries.iter().enumerate() {
+        let line_no = *line_no;
+        if !key.check(record) {
+            return Err(if report.records == 0 {
                 Broken::WrongKeyOrAltered {
                     line: line_no,
                     seq: record.seq,
@@ -95,7 +147,7 @@ pub fn verify<'a>(
                 }
             });
         }
-        match &previous {
+        match previous {
             None => {
                 if record.seq == 1 && record.prev != GENESIS {
                     return Err(Broken::PrevMismatch {
@@ -103,13 +155,13 @@ pub fn verify<'a>(
                         seq: record.seq,
                     });
                 }
-                verified.first_seq = Some(record.seq);
+                report.first_seq = Some(record.seq);
             }
             Some((prev_record, prev_line)) => {
                 if record.seq <= prev_record.seq
                     && seen.get(&record.seq).is_some_and(|h| *h == line_hash(line))
                 {
-                    verified.duplicates += 1;
+                    report.duplicates += 1;
                     continue;
                 }
                 let expected = prev_record.seq + 1;
@@ -150,12 +202,16 @@ pub fn verify<'a>(
                 }
             }
         }
-        verified.records += 1;
-        verified.last_seq = Some(record.seq);
+        report.records += 1;
+        report.last_seq = Some(record.seq);
+        if record.event.action == Action::Checkpoint {
+            report.checkpoints += 1;
+        }
+        report.closed = record.event.action == Action::ChainClosed;
         seen.insert(record.seq, line_hash(line));
-        previous = Some((record, line.to_string()));
+        previous = Some((record, line));
     }
-    Ok(verified)
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -169,6 +225,10 @@ mod tests {
     }
 
     fn event(user: &str) -> AuditEvent {
+        event_on("node-1", user, Action::Join)
+    }
+
+    fn event_on(node: &str, user: &str, action: Action) -> AuditEvent {
         AuditEvent {
             tenant: OpaqueId::new("mercy-clinic").expect("id"),
             actor: Actor {
@@ -176,10 +236,10 @@ mod tests {
                 role: Some(ActorRole::Participant),
                 auth: AuthMethod::JoinToken,
             },
-            action: Action::Join,
+            action,
             outcome: Outcome::success(),
             place: Place {
-                node: OpaqueId::new("node-1").expect("id"),
+                node: OpaqueId::new(node).expect("id"),
                 room: Some(OpaqueId::new("visit-42").expect("id")),
                 client_ip: Some("127.0.0.1".parse().expect("ip")),
             },
@@ -206,7 +266,9 @@ mod tests {
     fn an_intact_stream_verifies() {
         let lines = stream(5);
         let v = check(&lines, &key(1)).expect("intact");
-        assert_eq!((v.records, v.first_seq, v.last_seq), (5, Some(1), Some(5)));
+        let c = &v.chains[0];
+        assert_eq!((c.records, c.first_seq, c.last_seq), (5, Some(1), Some(5)));
+        assert!(!c.closed, "a chain without its closing record is open");
     }
 
     #[test]
@@ -289,7 +351,7 @@ mod tests {
         let mut lines = stream(3);
         lines.insert(2, lines[1].clone());
         let v = check(&lines, &key(1)).expect("duplicates are detectable, not broken");
-        assert_eq!((v.records, v.duplicates), (3, 1));
+        assert_eq!((v.records(), v.duplicates()), (3, 1));
         // A sink replaying a window after a reconnect: 1 2 3 4 | 3 4 5.
         let lines = stream(5);
         let replayed: Vec<String> = [0, 1, 2, 3, 2, 3, 4]
@@ -297,7 +359,8 @@ mod tests {
             .map(|i| lines[*i].clone())
             .collect();
         let v = check(&replayed, &key(1)).expect("a replayed window is not a break");
-        assert_eq!((v.records, v.duplicates, v.last_seq), (5, 2, Some(5)));
+        assert_eq!((v.records(), v.duplicates()), (5, 2));
+        assert_eq!(v.chains[0].last_seq, Some(5));
     }
 
     #[test]
@@ -310,7 +373,68 @@ mod tests {
             .expect("append");
         let mut all = lines.clone();
         all.push(line);
-        assert_eq!(check(&all, &key(1)).expect("one chain").records, 3);
+        assert_eq!(check(&all, &key(1)).expect("one chain").records(), 3);
+    }
+
+    /// Two nodes' chains, interleaved as a shared syslog receives them.
+    fn two_nodes() -> Vec<String> {
+        let (mut a, mut b) = (Chain::new(key(1), None), Chain::new(key(1), None));
+        let mut lines = Vec::new();
+        for i in 0..4 {
+            for (chain, node) in [(&mut a, "node-a"), (&mut b, "node-b")] {
+                let action = if i == 2 {
+                    Action::Checkpoint
+                } else {
+                    Action::Join
+                };
+                let e = event_on(node, &format!("u-{i}"), action);
+                lines.push(chain.append(e, jiff::Timestamp::now()).expect("append").1);
+            }
+        }
+        let e = event_on("node-b", "u-last", Action::ChainClosed);
+        lines.push(b.append(e, jiff::Timestamp::now()).expect("append").1);
+        lines
+    }
+
+    #[test]
+    fn interleaved_chains_of_several_nodes_verify_each_on_its_own() {
+        let v = check(&two_nodes(), &key(1)).expect("two intact chains");
+        let summary: Vec<_> = v
+            .chains
+            .iter()
+            .map(|c| {
+                (
+                    c.node.as_str(),
+                    c.records,
+                    c.last_seq,
+                    c.checkpoints,
+                    c.closed,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("node-a", 4, Some(4), 1, false),
+                ("node-b", 5, Some(5), 1, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_removal_in_one_of_several_chains_is_named_with_its_line() {
+        let mut lines = two_nodes();
+        // node-b's seq 2 sits at line 4.
+        lines.remove(3);
+        assert_eq!(
+            check(&lines, &key(1)),
+            Err(Broken::Removed {
+                line: 5,
+                previous: 1,
+                found: 3,
+                missing: 1
+            })
+        );
     }
 
     #[test]

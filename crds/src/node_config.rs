@@ -12,6 +12,7 @@ use kube::core::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{self, LockedSetting};
+pub use crate::tenant::BufferFullPolicy;
 
 /// The config format this build reads and writes.
 pub const CONFIG_VERSION: u32 = 1;
@@ -155,6 +156,15 @@ pub struct AuditSettings {
     /// Where records wait while a sink is down (an emptyDir or PVC).
     pub buffer_dir: PathBuf,
     pub sinks: Vec<AuditSinkSettings>,
+    /// Bytes each network sink may hold in the buffer before the policy applies.
+    #[serde(default = "default_buffer_bytes")]
+    pub buffer_bytes: u64,
+    #[serde(default)]
+    pub when_buffer_full: BufferFullPolicy,
+}
+
+fn default_buffer_bytes() -> u64 {
+    u64::from(crate::tenant::DEFAULT_AUDIT_BUFFER_MIB) << 20
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -373,6 +383,8 @@ mod tests {
                         token_file: "/etc/bedside/sinks/1/token".into(),
                     },
                 ],
+                buffer_bytes: 256 << 20,
+                when_buffer_full: BufferFullPolicy::RefuseJoins,
             },
         }
     }

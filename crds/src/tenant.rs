@@ -410,6 +410,34 @@ pub struct AuditConfig {
         .message("audit.sinks needs at least one sink: HIPAA audit controls (45 CFR 164.312(b)) require every access to be recorded somewhere the health system can read")
         .reason(Reason::FieldValueRequired))]
     pub sinks: Vec<AuditSink>,
+
+    /// MiB of records each network sink (syslog, webhook) may hold on the media node's disk
+    /// while it is down. The operator sizes the buffer volume from it. Default 256.
+    #[serde(default = "default_buffer_mib", rename = "bufferMiB")]
+    #[schemars(range(min = 16, max = 16384))]
+    pub buffer_mib: u32,
+
+    /// What a media node does when a sink's buffer is full. RefuseJoins (the default): calls
+    /// in progress go on, new joins are refused with a reason, because HIPAA prefers no
+    /// service to unaudited service. KeepServing: joins go on while the buffer grows to twice
+    /// its size; past that, joins are refused anyway, as records would otherwise be lost.
+    #[serde(default)]
+    pub when_buffer_full: BufferFullPolicy,
+}
+
+/// What a media node does when an audit sink's buffer is full.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BufferFullPolicy {
+    #[default]
+    RefuseJoins,
+    KeepServing,
+}
+
+/// The default per-sink audit buffer.
+pub const DEFAULT_AUDIT_BUFFER_MIB: u32 = 256;
+
+fn default_buffer_mib() -> u32 {
+    DEFAULT_AUDIT_BUFFER_MIB
 }
 
 fn default_retention_days() -> u32 {

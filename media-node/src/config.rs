@@ -43,6 +43,8 @@ pub fn dev_default() -> MediaNodeConfig {
             buffer_dir: std::env::temp_dir()
                 .join(format!("bedside-dev-audit-{}", std::process::id())),
             sinks: vec![AuditSinkSettings::Stdout],
+            buffer_bytes: u64::from(bedside_crds::tenant::DEFAULT_AUDIT_BUFFER_MIB) << 20,
+            when_buffer_full: Default::default(),
         },
     }
 }

@@ -11,19 +11,19 @@ use bedside_crds::node_config::MediaNodeConfig;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
 
-use crate::audit::Auditor;
-use crate::audit::health::AuditMetrics;
+use crate::audit::health::{AuditHealthReport, AuditMetrics};
 use crate::audit::spool::Spool;
+use crate::audit::{Auditor, BufferState};
 use crate::crypto_policy::SrtpPolicy;
 use crate::error::NodeError;
 use crate::sfu::{self, Command, EngineSettings, EngineStats, SfuHandle};
 use crate::signaling::server::{AppState, router};
 use crate::tls::{self, TlsMaterial};
 use crate::token::TokenVerifier;
-use bedside_crds::node_config::AuditSinkSettings;
+use bedside_crds::node_config::{AuditSinkSettings, BufferFullPolicy};
 
-/// 256 MiB of undelivered records (about a million joins) before a node stops taking joins.
-pub const DEFAULT_AUDIT_BUFFER_LIMIT: u64 = 256 * 1024 * 1024;
+/// How often the audit chain gets a checkpoint while it grows.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Everything a node needs, resolved: the config plus the material its files point at.
 #[derive(Clone, Debug)]
@@ -36,8 +36,8 @@ pub struct NodeSetup {
     pub audit_file: Option<std::path::PathBuf>,
     /// A CA to trust for webhook sinks instead of the public roots (a private SIEM, tests).
     pub webhook_ca: Option<Vec<u8>>,
-    /// Undelivered audit bytes per sink beyond which joins are refused.
-    pub audit_buffer_limit: u64,
+    /// How often the audit chain gets a checkpoint ([`CHECKPOINT_INTERVAL`]; shorter in tests).
+    pub checkpoint_interval: Duration,
     /// Names this node in metrics (`node` label): the pod name in Kubernetes.
     pub node_name: String,
 }
@@ -66,7 +66,7 @@ impl NodeSetup {
             audit_key,
             audit_file: None,
             webhook_ca: None,
-            audit_buffer_limit: DEFAULT_AUDIT_BUFFER_LIMIT,
+            checkpoint_interval: CHECKPOINT_INTERVAL,
             node_name,
         })
     }
@@ -85,7 +85,7 @@ impl NodeSetup {
             audit_key,
             audit_file: None,
             webhook_ca: None,
-            audit_buffer_limit: DEFAULT_AUDIT_BUFFER_LIMIT,
+            checkpoint_interval: CHECKPOINT_INTERVAL,
             node_name,
         })
     }
@@ -103,6 +103,7 @@ pub struct RunningNode {
     https_task: tokio::task::JoinHandle<()>,
     engine_task: tokio::task::JoinHandle<()>,
     metrics_task: tokio::task::JoinHandle<()>,
+    audit: Arc<Auditor>,
 }
 
 pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
@@ -112,6 +113,11 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
     let registry = Registry::new();
     let audit_metrics = AuditMetrics::new(&registry, &config.tenant.name, &setup.node_name)?;
     let audit = start_audit(&setup, &audit_metrics)?;
+    let health = AuditHealth {
+        audit: audit.clone(),
+        metrics: audit_metrics.clone(),
+        policy: config.audit.when_buffer_full,
+    };
     // process_cpu_seconds_total, process_resident_memory_bytes, open fds: node saturation.
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -155,7 +161,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         display_name: config.tenant.display_name.clone(),
         stats,
         tenant: config.tenant.name.clone(),
-        audit,
+        audit: audit.clone(),
     };
     let app = router(state);
 
@@ -204,13 +210,29 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
             addr: config.network.metrics_listen,
             source,
         })?;
-    let metrics_app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let registry = registry.clone();
-            async move { render_metrics(&registry) }
-        }),
-    );
+    let metrics_health = health.clone();
+    let metrics_app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                metrics_health.refresh();
+                async move { render_metrics(&registry) }
+            }),
+        )
+        // What the operator reads for the tenant's AuditSinksReady condition.
+        .route(
+            "/audit/health",
+            get(move || {
+                let body = serde_json::to_string(&health.report()).unwrap_or_default();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
+            }),
+        );
     let metrics_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(metrics_listener, metrics_app).await {
             tracing::error!(error = %e, "metrics server stopped");
@@ -228,7 +250,35 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         https_task,
         engine_task,
         metrics_task,
+        audit,
     })
+}
+
+/// The node's audit health, for `/audit/health` and the buffer gauge.
+#[derive(Clone, Debug)]
+struct AuditHealth {
+    audit: Arc<Auditor>,
+    metrics: AuditMetrics,
+    policy: BufferFullPolicy,
+}
+
+impl AuditHealth {
+    fn refresh(&self) -> BufferState {
+        let state = self.audit.buffer_state();
+        self.metrics
+            .set_buffer_full(state != BufferState::Ok, state == BufferState::FullRefusing);
+        state
+    }
+
+    fn report(&self) -> AuditHealthReport {
+        let state = self.refresh();
+        AuditHealthReport {
+            sinks: self.metrics.report(),
+            buffer_full: state != BufferState::Ok,
+            refusing_joins: state == BufferState::FullRefusing,
+            when_buffer_full: self.policy,
+        }
+    }
 }
 
 /// The auditor, and a delivery task per network sink.
@@ -256,6 +306,7 @@ fn start_audit(setup: &NodeSetup, metrics: &AuditMetrics) -> Result<Arc<Auditor>
         None => None,
     };
     let mut spools = Vec::new();
+    let (transitions, mut transitions_rx) = tokio::sync::mpsc::unbounded_channel();
     for (index, sink) in config.audit.sinks.iter().enumerate() {
         match sink {
             AuditSinkSettings::Stdout => {}
@@ -271,7 +322,7 @@ fn start_audit(setup: &NodeSetup, metrics: &AuditMetrics) -> Result<Arc<Auditor>
                     tls,
                     setup.node_name.clone(),
                     wake.clone(),
-                    metrics.sink(index, "syslog"),
+                    metrics.sink(index, "syslog", Some(transitions.clone())),
                 ));
                 spools.push((spool, wake));
             }
@@ -296,7 +347,7 @@ fn start_audit(setup: &NodeSetup, metrics: &AuditMetrics) -> Result<Arc<Auditor>
                     token,
                     tls,
                     wake.clone(),
-                    metrics.sink(index, "webhook"),
+                    metrics.sink(index, "webhook", Some(transitions.clone())),
                 ));
                 spools.push((spool, wake));
             }
@@ -307,15 +358,35 @@ fn start_audit(setup: &NodeSetup, metrics: &AuditMetrics) -> Result<Arc<Auditor>
         path: buffer.clone(),
         source,
     })?;
-    Ok(Arc::new(Auditor::new(
+    let auditor = Arc::new(Auditor::new(
         &setup.audit_key,
         &config.tenant.name,
         &setup.node_name,
         out,
         spools,
         Some(buffer.join("chain-tail.json")),
-        setup.audit_buffer_limit,
-    )?))
+        (config.audit.buffer_bytes, config.audit.when_buffer_full),
+    )?);
+    // Sink failures and recoveries become records; checkpoints mark the chain every interval.
+    let recorder = Arc::downgrade(&auditor);
+    let interval = setup.checkpoint_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        loop {
+            let transition = tokio::select! {
+                t = transitions_rx.recv() => t,
+                _ = tick.tick() => None,
+            };
+            let Some(auditor) = recorder.upgrade() else {
+                return;
+            };
+            match transition {
+                Some(t) => auditor.sink_transition(&t),
+                None => auditor.checkpoint(),
+            }
+        }
+    });
+    Ok(auditor)
 }
 
 fn open_spool(
@@ -354,6 +425,13 @@ impl RunningNode {
         self.https.graceful_shutdown(Some(grace));
         let _ = tokio::time::timeout(grace + Duration::from_secs(1), self.https_task).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.engine_task).await;
+        // The chain's last record; the sinks get a moment to take what is buffered, and what
+        // they do not take waits in the buffer for the next start.
+        self.audit.close();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !self.audit.drained() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.metrics_task.abort();
         tracing::info!("media node stopped");
     }

@@ -107,9 +107,22 @@ impl TestNode {
     /// ports are picked free first because the process cannot report ephemeral ones.
     pub async fn spawn(binary: &std::path::Path) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
-        let setup = NodeSetup::generated(config::dev_default(), "bench-node".into())
+        let material = NodeSetup::generated(config::dev_default(), "bench-node".into())
             .expect("node material");
-        let mut config = setup.config.clone();
+        let mut node = Self::spawn_in(binary, dir.path(), &material, |_| {}).await;
+        node._files = Some(dir);
+        node
+    }
+
+    /// Like `spawn`, with the node's files (config, keys, audit buffer) in `dir` and its key
+    /// material from `material`, so a test can start the same node again after killing it.
+    pub async fn spawn_in(
+        binary: &std::path::Path,
+        dir: &std::path::Path,
+        material: &NodeSetup,
+        edit: impl FnOnce(&mut bedside_crds::node_config::MediaNodeConfig),
+    ) -> TestNode {
+        let mut config = material.config.clone();
         config.tenant.name = "bench-clinic".into();
         let loopback = std::net::Ipv4Addr::LOCALHOST;
         let (signaling, media, metrics) = (free_tcp_port(), free_udp_port(), free_tcp_port());
@@ -118,20 +131,22 @@ impl TestNode {
         config.network.advertised_media_address = Some((loopback, media).into());
         config.network.metrics_listen = (loopback, metrics).into();
         let write = |name: &str, bytes: &[u8]| {
-            let path = dir.path().join(name);
+            let path = dir.join(name);
             std::fs::write(&path, bytes).expect("write node file");
             path
         };
-        config.tls.cert_file = write("tls.crt", &setup.tls.cert_pem);
-        config.tls.key_file = write("tls.key", &setup.tls.key_pem);
-        config.keys.join_token_key_file = write("join.key", &setup.join_key);
-        config.keys.audit_hmac_key_file = write("audit.key", &setup.audit_key);
-        config.audit.buffer_dir = dir.path().join("audit");
+        config.tls.cert_file = write("tls.crt", &material.tls.cert_pem);
+        config.tls.key_file = write("tls.key", &material.tls.key_pem);
+        config.keys.join_token_key_file = write("join.key", &material.join_key);
+        config.keys.audit_hmac_key_file = write("audit.key", &material.audit_key);
+        config.audit.buffer_dir = dir.join("audit");
+        edit(&mut config);
         let config_file = write("node.yaml", config.to_yaml().as_bytes());
         let child = std::process::Command::new(binary)
             .args(["run", "--config"])
             .arg(&config_file)
             .env("RUST_LOG", "warn")
+            .env("POD_NAME", &material.node_name)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
@@ -147,12 +162,20 @@ impl TestNode {
             process: Some(child),
             signaling: signaling_addr,
             metrics_addr: (loopback, metrics).into(),
-            join_key: setup.join_key,
-            audit_key: setup.audit_key,
+            join_key: material.join_key.clone(),
+            audit_key: material.audit_key.clone(),
             audit_file: None,
-            cert_pem: setup.tls.cert_pem,
+            cert_pem: material.tls.cert_pem.clone(),
             tenant: config.tenant.name,
-            _files: Some(dir),
+            _files: None,
+        }
+    }
+
+    /// SIGKILL: the process gets no chance to flush or close anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -187,11 +210,25 @@ impl TestNode {
     }
 
     pub async fn metrics(&self) -> String {
+        self.metrics_port_get("/metrics").await
+    }
+
+    /// The node's audit health report, as the operator reads it.
+    pub async fn audit_health(&self) -> Value {
+        let response = self.metrics_port_get("/audit/health").await;
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+    }
+
+    /// A GET on the metrics port: the whole HTTP/1.1 response.
+    async fn metrics_port_get(&self, path: &str) -> String {
         let addr = self.metrics_addr;
         let mut stream = TcpStream::connect(addr).await.expect("metrics connect");
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
             .await
             .expect("metrics request");
         let mut body = String::new();
@@ -262,6 +299,24 @@ fn free_udp_port() -> u16 {
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("a free UDP port")
+}
+
+/// A binary of this workspace, built beside the test executables (`cargo nextest run
+/// --workspace` builds every member's binaries).
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join(name))
+        .expect("a target directory");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (make test does)",
+        path.display()
+    );
+    path
 }
 
 pub fn now_secs() -> u64 {

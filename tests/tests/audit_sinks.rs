@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bedside_crds::node_config::AuditSinkSettings;
+use bedside_crds::node_config::{AuditSettings, AuditSinkSettings, BufferFullPolicy};
 use bedside_media_node::token::Role;
 use bedside_tests::media::{Signal, TestNode, sign, wait_until};
 use bedside_tests::rsyslog::{self, Rsyslog};
@@ -63,31 +63,49 @@ async fn rsyslog_receives_every_record_across_an_outage_in_a_chain_that_verifies
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     sink.restart().await;
-    let sealed = node.audit_lines().len();
-    assert!(sealed >= 11, "the node sealed {sealed} records");
     let key = bedside_audit::AuditKey::new(&node.audit_key).expect("key");
+    // The node also seals the sink's failure and its recovery: wait for all of it.
     assert!(
         wait_until(Duration::from_secs(20), || {
+            let sealed = node.audit_lines().len() as u64;
             let messages: Vec<String> = sink.received().into_iter().map(|(_, m)| m).collect();
             bedside_audit::verify(messages.iter().map(String::as_str), &key)
-                .is_ok_and(|v| v.last_seq == Some(sealed as u64))
+                .is_ok_and(|v| v.chains.first().and_then(|c| c.last_seq) == Some(sealed))
+                && messages.iter().any(|m| m.contains("\"sink-recovered\""))
         })
         .await,
         "every record arrives after the outage: {:#?}",
         sink.received()
     );
+    let sealed = node.audit_lines().len();
+    assert!(sealed >= 13, "the node sealed {sealed} records");
     let received = sink.received();
+    // The outage itself is on the record, with the sink and the reason.
+    assert!(
+        received
+            .iter()
+            .any(|(sd, _)| sd.contains("action=\"sink-failure\"")
+                && sd.contains("reason=\"syslog-1-")),
+        "the outage is audited"
+    );
     let messages: Vec<String> = received.iter().map(|(_, m)| m.clone()).collect();
     let verified = bedside_audit::verify(messages.iter().map(String::as_str), &key)
         .expect("what rsyslog stored verifies");
-    assert_eq!(verified.first_seq, Some(1), "nothing lost at the start");
+    assert_eq!(verified.chains.len(), 1, "one node, one chain");
     assert_eq!(
-        verified.records, sealed,
+        verified.chains[0].first_seq,
+        Some(1),
+        "nothing lost at the start"
+    );
+    assert_eq!(
+        verified.records(),
+        sealed,
         "every sealed record, once (plus exact re-deliveries)"
     );
     eprintln!(
         "{} records, {} re-delivered after the outage",
-        verified.records, verified.duplicates
+        verified.records(),
+        verified.duplicates()
     );
     // RFC 5424 structured data carries the fields a SIEM indexes.
     let (sd, _) = &received[0];
@@ -183,7 +201,7 @@ mod webhook {
 async fn node_with_webhook(
     token: &str,
     status: u16,
-    buffer_limit: Option<u64>,
+    edit_audit: impl FnOnce(&mut AuditSettings) + Send + 'static,
 ) -> (TestNode, webhook::Receiver, tempfile::TempDir) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let receiver = webhook::Receiver::default();
@@ -200,13 +218,9 @@ async fn node_with_webhook(
             c.audit
                 .sinks
                 .push(AuditSinkSettings::Webhook { url, token_file });
+            edit_audit(&mut c.audit);
         },
-        move |setup| {
-            setup.webhook_ca = Some(ca);
-            if let Some(limit) = buffer_limit {
-                setup.audit_buffer_limit = limit;
-            }
-        },
+        move |setup| setup.webhook_ca = Some(ca),
     )
     .await;
     (node, receiver, dir)
@@ -215,7 +229,7 @@ async fn node_with_webhook(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_gets_every_record_across_an_outage_and_a_wrong_token_is_a_sink_failure() {
     use std::sync::atomic::Ordering;
-    let (mut node, receiver, _dir) = node_with_webhook("siem-token-1", 200, None).await;
+    let (mut node, receiver, _dir) = node_with_webhook("siem-token-1", 200, |_| {}).await;
     let delivered = || receiver.records.lock().map(|r| r.len()).unwrap_or(0);
 
     visit(&node, "u-a", false).await;
@@ -268,18 +282,37 @@ async fn a_webhook_gets_every_record_across_an_outage_and_a_wrong_token_is_a_sin
 
     // Fixed: everything buffered arrives, exactly once, and the chain verifies.
     *receiver.token.lock().expect("lock") = "siem-token-1".into();
-    let sealed = node.audit_lines().len();
+    // The node also seals the sink's failure and its recovery: wait for all of it.
     assert!(
-        wait_until(Duration::from_secs(20), || delivered() >= sealed).await,
-        "{} of {sealed} delivered",
-        delivered()
+        wait_until(Duration::from_secs(20), || {
+            let records = receiver
+                .records
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default();
+            records.len() >= node.audit_lines().len()
+                && records.iter().any(|r| r.contains("\"sink-recovered\""))
+        })
+        .await,
+        "{} of {} delivered",
+        delivered(),
+        node.audit_lines().len()
     );
+    let sealed = node.audit_lines().len();
     let records = receiver.records.lock().expect("lock").clone();
+    for reason in ["webhook-1-rejected", "webhook-1-unauthorized"] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.contains("\"sink-failure\"") && r.contains(reason)),
+            "the failure {reason} is audited: {records:#?}"
+        );
+    }
     let key = bedside_audit::AuditKey::new(&node.audit_key).expect("key");
     let verified = bedside_audit::verify(records.iter().map(String::as_str), &key)
         .expect("what the SIEM got verifies");
     assert_eq!(
-        (verified.records, verified.duplicates),
+        (verified.records(), verified.duplicates()),
         (sealed, 0),
         "acknowledged batches are not resent"
     );
@@ -296,7 +329,7 @@ async fn a_webhook_gets_every_record_across_an_outage_and_a_wrong_token_is_a_sin
 async fn joins_are_refused_while_an_audit_sink_cannot_keep_up_and_resume_after() {
     use std::sync::atomic::Ordering;
     // A few records' worth of buffer, so the test fills it quickly.
-    let (mut node, receiver, _dir) = node_with_webhook("t", 503, Some(1_500)).await;
+    let (mut node, receiver, _dir) = node_with_webhook("t", 503, |a| a.buffer_bytes = 1_500).await;
 
     let mut refused = None;
     for i in 0..20 {
@@ -351,4 +384,203 @@ async fn joins_are_refused_while_an_audit_sink_cannot_keep_up_and_resume_after()
     }
     assert!(joined, "joins resume once the audit sink has caught up");
     node.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Joins as one user; whether the node let them in.
+async fn joins(node: &TestNode, user: &str) -> bool {
+    let mut s = Signal::connect(node).await;
+    let reply = s
+        .join("visit-9", &node.token("visit-9", user, Role::Participant))
+        .await;
+    s.close().await;
+    reply["type"] == "joined"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_that_keeps_serving_admits_joins_past_a_full_buffer_up_to_twice_its_size() {
+    let (mut node, _receiver, _dir) = node_with_webhook("t", 503, |a| {
+        a.buffer_bytes = 2_000;
+        a.when_buffer_full = BufferFullPolicy::KeepServing;
+    })
+    .await;
+    let health = node.audit_health().await;
+    assert_eq!(health["whenBufferFull"], "KeepServing", "{health}");
+    assert_eq!(health["bufferFull"], false, "{health}");
+
+    // Past the buffer's size: still serving, and saying so.
+    let mut i = 0;
+    while !node.audit_health().await["bufferFull"]
+        .as_bool()
+        .unwrap_or(false)
+    {
+        assert!(
+            joins(&node, &format!("u-{i}")).await,
+            "joins go on below the size"
+        );
+        i += 1;
+        assert!(i < 50, "the buffer never filled");
+    }
+    assert!(
+        joins(&node, "u-past-full").await,
+        "KeepServing admits past a full buffer"
+    );
+    assert_eq!(node.metric("bedside_audit_buffer_full").await, 1.0);
+    assert_eq!(node.metric("bedside_audit_refusing_joins").await, 0.0);
+    let health = node.audit_health().await;
+    assert_eq!(health["sinks"][0]["state"], "down", "{health}");
+    assert_eq!(health["sinks"][0]["reason"], "rejected", "{health}");
+
+    // At twice the size joins stop anyway: past it, records would be lost.
+    let mut refused = false;
+    for j in 0..50 {
+        if !joins(&node, &format!("u-more-{j}")).await {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "joins stop at twice the buffer");
+    let health = node.audit_health().await;
+    assert_eq!(health["refusingJoins"], true, "{health}");
+    assert_eq!(node.metric("bedside_audit_refusing_joins").await, 1.0);
+    node.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_carries_checkpoints_and_ends_in_a_closing_record_on_a_clean_stop() {
+    let mut node = TestNode::start_custom(
+        |_| {},
+        |setup| {
+            setup.checkpoint_interval = Duration::from_millis(300);
+        },
+    )
+    .await;
+    visit(&node, "u-1", false).await;
+    let checkpoints = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("\"action\":\"checkpoint\""))
+            .count()
+    };
+    // The visit's leave, then a checkpoint as the chain's newest record.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let lines = node.audit_lines();
+            lines.iter().any(|l| l.contains("\"action\":\"leave\""))
+                && lines
+                    .last()
+                    .is_some_and(|l| l.contains("\"action\":\"checkpoint\""))
+        })
+        .await,
+        "a checkpoint after the visit: {:#?}",
+        node.audit_lines()
+    );
+    let before = checkpoints(&node.audit_lines());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        checkpoints(&node.audit_lines()),
+        before,
+        "no checkpoint while nothing happens"
+    );
+    let key = bedside_audit::AuditKey::new(&node.audit_key).expect("key");
+    let lines = node.audit_lines();
+    let open = bedside_audit::verify(lines.iter().map(String::as_str), &key).expect("intact");
+    assert!(!open.chains[0].closed, "a running node's chain is open");
+
+    node.shutdown(Duration::from_secs(2)).await;
+    let lines = node.audit_lines();
+    let closed = bedside_audit::verify(lines.iter().map(String::as_str), &key).expect("intact");
+    assert_eq!(
+        (closed.chains[0].checkpoints, closed.chains[0].closed),
+        (before, true),
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_records_buffered_delivers_them_after_it_restarts() {
+    if !rsyslog_or_skip() {
+        return;
+    }
+    let binary = bedside_tests::media::workspace_binary("bedside-media-node");
+    let sink_dir = tempfile::tempdir().expect("tempdir");
+    let mut sink = Rsyslog::start(sink_dir.path()).await;
+    sink.kill();
+    let address = format!("127.0.0.1:{}", sink.port);
+    let ca_file = sink.ca_file.clone();
+    let with_syslog = move |c: &mut bedside_crds::node_config::MediaNodeConfig| {
+        c.audit.sinks = vec![AuditSinkSettings::Syslog { address, ca_file }];
+    };
+    // One node's files (keys, config, audit buffer) across both of its lives.
+    let node_dir = tempfile::tempdir().expect("tempdir");
+    let material = bedside_media_node::node::NodeSetup::generated(
+        bedside_media_node::config::dev_default(),
+        "node-killed".into(),
+    )
+    .expect("node material");
+
+    let mut node = bedside_tests::media::TestNode::spawn_in(
+        &binary,
+        node_dir.path(),
+        &material,
+        with_syslog.clone(),
+    )
+    .await;
+    for i in 0..4 {
+        visit(&node, &format!("u-before-kill-{i}"), false).await;
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            // The sink's failure, then four joins and leaves.
+            std::fs::read_to_string(node_dir.path().join("audit/sink-0.jsonl"))
+                .is_ok_and(|t| t.lines().count() == 9)
+        })
+        .await,
+        "records wait in the buffer"
+    );
+    node.kill();
+    assert!(
+        sink.received().is_empty(),
+        "nothing was delivered before the kill"
+    );
+
+    // The sink is back, and so is the node, on the same buffer: everything arrives.
+    sink.restart().await;
+    let mut node =
+        bedside_tests::media::TestNode::spawn_in(&binary, node_dir.path(), &material, with_syslog)
+            .await;
+    visit(&node, "u-after-restart", false).await;
+    let key = bedside_audit::AuditKey::new(&material.audit_key).expect("key");
+    let users = |messages: &[String], user: &str, action: &str| {
+        messages
+            .iter()
+            .any(|m| m.contains(&format!("\"user\":\"{user}\"")) && m.contains(action))
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let messages: Vec<String> = sink.received().into_iter().map(|(_, m)| m).collect();
+            users(&messages, "u-after-restart", "\"leave\"")
+        })
+        .await,
+        "the restarted node delivers: {:#?}",
+        sink.received()
+    );
+    let messages: Vec<String> = sink.received().into_iter().map(|(_, m)| m).collect();
+    for i in 0..4 {
+        let user = format!("u-before-kill-{i}");
+        assert!(
+            users(&messages, &user, "\"join\"") && users(&messages, &user, "\"leave\""),
+            "{user}'s join and leave survived the kill: {messages:#?}"
+        );
+    }
+    let verified = bedside_audit::verify(messages.iter().map(String::as_str), &key)
+        .expect("both lives form one intact chain");
+    assert_eq!(verified.chains.len(), 1, "{verified:?}");
+    let chain = &verified.chains[0];
+    assert_eq!(
+        (chain.first_seq, chain.last_seq),
+        (Some(1), Some(11)),
+        "9 records before the kill, 2 after, one sequence: {verified:?}"
+    );
+    assert!(!chain.closed, "the kill left no closing record");
+    node.shutdown(Duration::from_secs(5)).await;
 }

@@ -443,7 +443,7 @@ async fn joins_leaves_and_refusals_are_audited_in_a_chain_that_verifies() {
     let key = bedside_audit::AuditKey::new(&node.audit_key).expect("key");
     let verified = bedside_audit::verify(lines.iter().map(String::as_str), &key)
         .expect("the node's records form an intact chain");
-    assert_eq!(verified.first_seq, Some(1));
+    assert_eq!(verified.chains[0].first_seq, Some(1));
     let records: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).expect("JSON line"))

@@ -2,7 +2,11 @@
 //! records delivered, and how many bytes wait in its buffer. `sink` is the sink's index in the
 //! tenant's spec and `type` its kind: a fixed, small label set.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::sync::{Arc, Mutex};
+
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
 
 #[derive(Debug, Clone)]
 pub struct AuditMetrics {
@@ -10,14 +14,65 @@ pub struct AuditMetrics {
     failures: IntCounterVec,
     delivered: IntCounterVec,
     buffered: IntGaugeVec,
+    /// Every sink's state, for the health report the operator reads.
+    states: Arc<Mutex<Vec<SinkReport>>>,
+    buffer_full: IntGauge,
+    refusing_joins: IntGauge,
+}
+
+/// The node's `/audit/health` answer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditHealthReport {
+    pub sinks: Vec<SinkReport>,
+    /// Some sink's buffer is past its size.
+    pub buffer_full: bool,
+    /// Joins are refused until the sinks catch up.
+    pub refusing_joins: bool,
+    pub when_buffer_full: bedside_crds::node_config::BufferFullPolicy,
+}
+
+/// Whether a sink takes deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkState {
+    /// Nothing delivered or failed yet.
+    Unknown,
+    Up,
+    Down,
+}
+
+/// One sink, as the node's `/audit/health` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkReport {
+    pub sink: usize,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub state: SinkState,
+    /// The last failure's reason while down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    pub buffered_bytes: u64,
+}
+
+/// A sink going down or coming back: an audit event of its own (sink failure / recovery).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkTransition {
+    pub sink: usize,
+    pub kind: &'static str,
+    /// `None` when the sink recovered.
+    pub failure: Option<SinkFailure>,
 }
 
 /// One sink's handles into [`AuditMetrics`].
 #[derive(Debug, Clone)]
 pub struct SinkHealth {
     metrics: AuditMetrics,
+    index: usize,
     sink: String,
     kind: &'static str,
+    transitions: Option<UnboundedSender<SinkTransition>>,
 }
 
 /// Why a delivery failed: the `reason` label.
@@ -33,7 +88,7 @@ pub enum SinkFailure {
 }
 
 impl SinkFailure {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             SinkFailure::Unreachable => "unreachable",
             SinkFailure::Unauthorized => "unauthorized",
@@ -78,6 +133,16 @@ impl AuditMetrics {
             ),
             &["sink", "type"],
         )?;
+        let buffer_full = IntGauge::with_opts(opts(
+            "bedside_audit_buffer_full",
+            "1 when some audit sink's buffer is past its size (the tenant's whenBufferFull policy applies)",
+        ))?;
+        let refusing_joins = IntGauge::with_opts(opts(
+            "bedside_audit_refusing_joins",
+            "1 while the node refuses joins because audit records cannot be delivered",
+        ))?;
+        registry.register(Box::new(buffer_full.clone()))?;
+        registry.register(Box::new(refusing_joins.clone()))?;
         registry.register(Box::new(up.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(delivered.clone()))?;
@@ -87,11 +152,39 @@ impl AuditMetrics {
             failures,
             delivered,
             buffered,
+            states: Arc::default(),
+            buffer_full,
+            refusing_joins,
         })
     }
 
-    pub fn sink(&self, index: usize, kind: &'static str) -> SinkHealth {
+    pub fn set_buffer_full(&self, full: bool, refusing: bool) {
+        self.buffer_full.set(i64::from(full));
+        self.refusing_joins.set(i64::from(refusing));
+    }
+
+    /// Every network sink's state, in spec order.
+    pub fn report(&self) -> Vec<SinkReport> {
+        self.states.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Handles for sink `index`; its ups and downs are sent to `transitions`.
+    pub fn sink(
+        &self,
+        index: usize,
+        kind: &'static str,
+        transitions: Option<UnboundedSender<SinkTransition>>,
+    ) -> SinkHealth {
         let sink = index.to_string();
+        if let Ok(mut states) = self.states.lock() {
+            states.push(SinkReport {
+                sink: index,
+                kind,
+                state: SinkState::Unknown,
+                reason: None,
+                buffered_bytes: 0,
+            });
+        }
         // Present from the start: an alert sees a down sink, not a missing series.
         self.up.with_label_values(&[&sink, kind]).set(0);
         self.delivered.with_label_values(&[&sink, kind]);
@@ -107,15 +200,23 @@ impl AuditMetrics {
         }
         SinkHealth {
             metrics: self.clone(),
+            index,
             sink,
             kind,
+            transitions,
         }
     }
 
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 4] =
-            [&self.up, &self.failures, &self.delivered, &self.buffered];
+        let collectors: [&dyn Collector; 6] = [
+            &self.up,
+            &self.failures,
+            &self.delivered,
+            &self.buffered,
+            &self.buffer_full,
+            &self.refusing_joins,
+        ];
         collectors
             .iter()
             .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
@@ -124,19 +225,52 @@ impl AuditMetrics {
 }
 
 impl SinkHealth {
-    /// Returns whether the sink was up before (so callers log transitions once).
-    pub fn set_up(&self, up: bool) -> bool {
-        let gauge = self.metrics.up.with_label_values(&[&self.sink, self.kind]);
-        let was = gauge.get() == 1;
-        gauge.set(i64::from(up));
-        was
+    /// Moves the sink to `state`; returns whether that changed it, so callers log once.
+    fn set(&self, state: SinkState, reason: Option<SinkFailure>) -> bool {
+        self.metrics
+            .up
+            .with_label_values(&[&self.sink, self.kind])
+            .set(i64::from(state == SinkState::Up));
+        let Ok(mut states) = self.metrics.states.lock() else {
+            return false;
+        };
+        let Some(report) = states.iter_mut().find(|r| r.sink == self.index) else {
+            return false;
+        };
+        let (was, was_reason) = (report.state, report.reason);
+        report.state = state;
+        report.reason = reason.map(SinkFailure::label);
+        if was == state && was_reason == report.reason {
+            return false;
+        }
+        // A first success is not a recovery; a failure, or a new reason for one, is recorded.
+        let event = match (was, state) {
+            (_, SinkState::Down) => Some(reason),
+            (SinkState::Down, SinkState::Up) => Some(None),
+            _ => None,
+        };
+        if let (Some(failure), Some(tx)) = (event, &self.transitions) {
+            let _ = tx.send(SinkTransition {
+                sink: self.index,
+                kind: self.kind,
+                failure,
+            });
+        }
+        true
     }
 
-    pub fn failed(&self, reason: SinkFailure) {
+    /// A delivery went through; returns whether the sink was not up before.
+    pub fn up(&self) -> bool {
+        self.set(SinkState::Up, None)
+    }
+
+    /// A delivery failed; returns whether the sink was not down before.
+    pub fn down(&self, reason: SinkFailure) -> bool {
         self.metrics
             .failures
             .with_label_values(&[&self.sink, self.kind, reason.label()])
             .inc();
+        self.set(SinkState::Down, Some(reason))
     }
 
     pub fn delivered(&self, records: u64) {
@@ -151,5 +285,52 @@ impl SinkHealth {
             .buffered
             .with_label_values(&[&self.sink, self.kind])
             .set(bytes as i64);
+        if let Ok(mut states) = self.metrics.states.lock()
+            && let Some(report) = states.iter_mut().find(|r| r.sink == self.index)
+        {
+            report.buffered_bytes = bytes;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_and_recoveries_are_reported_once_each() {
+        let metrics = AuditMetrics::new(&Registry::new(), "t", "n").expect("metrics");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink = metrics.sink(1, "syslog", Some(tx));
+        assert!(sink.up(), "unknown to up is a change");
+        assert!(!sink.up());
+        assert!(sink.down(SinkFailure::Unreachable));
+        assert!(
+            !sink.down(SinkFailure::Unreachable),
+            "still down: no new event"
+        );
+        assert!(sink.down(SinkFailure::Broken), "a new reason is news");
+        assert!(sink.up());
+        let mut seen = Vec::new();
+        while let Ok(t) = rx.try_recv() {
+            seen.push(t.failure);
+        }
+        // The first success is not a recovery: only the failure and the recovery.
+        assert_eq!(
+            seen,
+            [
+                Some(SinkFailure::Unreachable),
+                Some(SinkFailure::Broken),
+                None
+            ]
+        );
+        sink.down(SinkFailure::Unauthorized);
+        sink.buffered(42);
+        let report = metrics.report();
+        assert_eq!(report[0].state, SinkState::Down);
+        assert_eq!(
+            (report[0].reason, report[0].buffered_bytes),
+            (Some("unauthorized"), 42)
+        );
     }
 }

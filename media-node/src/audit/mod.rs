@@ -3,7 +3,9 @@
 //! to each network sink's disk-backed spool, from which [`syslog`] and [`webhook`] deliver them.
 //!
 //! The chain survives restarts: the last record is kept in the buffer directory and the next
-//! process continues its sequence. [`webhook`] delivers to HTTPS receivers.
+//! process continues its sequence. A checkpoint is sealed every minute the chain grew, and a
+//! closing record when the node stops cleanly, so a verifier can tell a chain that ended from
+//! one that was cut. [`webhook`] delivers to HTTPS receivers.
 
 pub mod health;
 pub mod spool;
@@ -19,7 +21,9 @@ use tokio::sync::Notify;
 
 use bedside_audit::event::{Action, Actor, ActorRole, AuthMethod, OpaqueId, Outcome, Place};
 use bedside_audit::{AuditEvent, AuditKey, Chain, Record};
+use bedside_crds::node_config::BufferFullPolicy;
 
+use self::health::SinkTransition;
 use self::spool::Spool;
 
 use crate::error::NodeError;
@@ -29,8 +33,9 @@ pub struct Auditor {
     inner: Mutex<Inner>,
     /// Spools, outside the lock, for the backlog check on every join.
     spools: Vec<Arc<Spool>>,
-    /// Beyond this many undelivered bytes for any sink, joins are refused.
+    /// Undelivered bytes per sink at which the tenant's policy applies.
     buffer_limit: u64,
+    policy: BufferFullPolicy,
     tenant: OpaqueId,
     node: OpaqueId,
 }
@@ -41,6 +46,8 @@ struct Inner {
     spools: Vec<(Arc<Spool>, Arc<Notify>)>,
     /// Holds the last record, so a restarted node continues the chain.
     tail_file: Option<PathBuf>,
+    /// Records sealed since the last checkpoint.
+    since_checkpoint: u64,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -59,6 +66,24 @@ pub struct Who {
     pub role: Option<Role>,
 }
 
+impl Who {
+    /// The node itself: checkpoints, sink failures.
+    pub const NODE: Who = Who {
+        user: None,
+        role: None,
+    };
+}
+
+/// Whether the node's audit buffers let it take joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BufferState {
+    Ok,
+    /// Some sink's buffer is past its size, and the tenant keeps serving.
+    FullServing,
+    /// Joins are refused until the sinks catch up.
+    FullRefusing,
+}
+
 impl Auditor {
     pub fn new(
         key: &[u8],
@@ -67,43 +92,104 @@ impl Auditor {
         out: Option<Box<dyn Write + Send>>,
         spools: Vec<(Arc<Spool>, Arc<Notify>)>,
         tail_file: Option<PathBuf>,
-        buffer_limit: u64,
+        (buffer_limit, policy): (u64, BufferFullPolicy),
     ) -> Result<Self, NodeError> {
         let key = AuditKey::new(key).map_err(|e| NodeError::Audit(e.to_string()))?;
         let id = |what: &str, s: &str| {
             OpaqueId::new(s).map_err(|e| NodeError::Audit(format!("{what}: {e}")))
         };
-        let tail = tail_file
+        // The chain goes on after the newest record this node wrote anywhere: a record reaches
+        // the buffers before the tail file, so a node killed between the two resumes from the
+        // buffer, and never seals a second, different record under the same sequence number.
+        let saved = tail_file
             .as_ref()
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .and_then(|line| {
+            .and_then(|f| std::fs::read_to_string(f).ok());
+        let buffered = spools
+            .iter()
+            .filter_map(|(s, _)| s.last_line().ok().flatten());
+        let tail = saved
+            .into_iter()
+            .chain(buffered)
+            .filter_map(|line| {
                 let record: Record = serde_json::from_str(line.trim()).ok()?;
                 Some((record, line.trim().to_string()))
-            });
+            })
+            .max_by_key(|(record, _)| record.seq);
         let chain = Chain::new(key, tail.as_ref().map(|(r, l)| (r, l.as_str())));
         Ok(Self {
             spools: spools.iter().map(|(s, _)| s.clone()).collect(),
             buffer_limit,
+            policy,
             inner: Mutex::new(Inner {
                 chain,
                 out,
                 spools,
                 tail_file,
+                since_checkpoint: 0,
             }),
             tenant: id("tenant name", tenant)?,
             node: id("node name", node)?,
         })
     }
 
-    /// True when some sink's undelivered backlog is over the limit: HIPAA prefers no service
-    /// to unaudited service, so the node then refuses new joins until the sink catches up.
-    pub fn backlog_exceeded(&self) -> bool {
-        self.spools
+    /// Where the fullest sink's buffer stands against the tenant's policy. Under RefuseJoins,
+    /// a full buffer refuses joins: HIPAA prefers no service to unaudited service. Under
+    /// KeepServing, joins go on up to twice the size, past which records would be lost.
+    pub fn buffer_state(&self) -> BufferState {
+        let deepest = self
+            .spools
             .iter()
-            .any(|s| s.depth(s.delivered()) > self.buffer_limit)
+            .map(|s| s.depth(s.delivered()))
+            .max()
+            .unwrap_or(0);
+        match self.policy {
+            _ if deepest <= self.buffer_limit => BufferState::Ok,
+            BufferFullPolicy::KeepServing if deepest <= self.buffer_limit.saturating_mul(2) => {
+                BufferState::FullServing
+            }
+            _ => BufferState::FullRefusing,
+        }
     }
 
-    /// Seals and writes one record. A failed write is logged: the sink's health is issue 6.
+    /// True when joins must wait for the sinks to catch up.
+    pub fn refuses_joins(&self) -> bool {
+        self.buffer_state() == BufferState::FullRefusing
+    }
+
+    /// Seals a checkpoint if the chain grew since the last one.
+    pub fn checkpoint(&self) {
+        let grew = self
+            .inner
+            .lock()
+            .map(|inner| inner.since_checkpoint > 0)
+            .unwrap_or(false);
+        if grew {
+            self.record(&Who::NODE, Action::Checkpoint, None, None, None);
+        }
+    }
+
+    /// Seals the chain's last record: the node is stopping cleanly.
+    pub fn close(&self) {
+        self.record(&Who::NODE, Action::ChainClosed, None, None, None);
+    }
+
+    /// A sink went down or came back.
+    pub fn sink_transition(&self, t: &SinkTransition) {
+        match t.failure {
+            Some(failure) => {
+                let reason = format!("{}-{}-{}", t.kind, t.sink, failure.label());
+                self.record(&Who::NODE, Action::SinkFailure, Some(&reason), None, None);
+            }
+            None => self.record(&Who::NODE, Action::SinkRecovered, None, None, None),
+        }
+    }
+
+    /// True once every sink has taken every record.
+    pub fn drained(&self) -> bool {
+        self.spools.iter().all(|s| s.depth(s.delivered()) == 0)
+    }
+
+    /// Seals and writes one record. A failed write is logged and counted in the sink's health.
     pub fn record(
         &self,
         who: &Who,
@@ -144,7 +230,13 @@ impl Auditor {
             return;
         };
         let line = match inner.chain.append(event, jiff::Timestamp::now()) {
-            Ok((_, line)) => line,
+            Ok((_, line)) => {
+                inner.since_checkpoint = match action {
+                    Action::Checkpoint | Action::ChainClosed => 0,
+                    _ => inner.since_checkpoint + 1,
+                };
+                line
+            }
             Err(e) => {
                 tracing::error!(error = %e, "audit record could not be sealed");
                 return;

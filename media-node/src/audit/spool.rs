@@ -1,11 +1,15 @@
 //! A sink's disk-backed buffer: records are appended (and synced) before any delivery is
 //! tried, and a delivered offset is kept beside them, so neither a sink outage nor a node
-//! restart loses a record.
+//! restart loses a record. Once everything is delivered the file is emptied, so a buffer only
+//! ever holds what a sink has not taken yet.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+/// A drained buffer is emptied once it is this large.
+pub const COMPACT_AT: u64 = 1 << 20;
 
 #[derive(Debug)]
 pub struct Spool {
@@ -40,22 +44,63 @@ impl Spool {
         file.sync_data()
     }
 
-    /// Complete lines from `offset` on: (end offset, line).
-    pub fn read_from(&self, offset: u64) -> std::io::Result<Vec<(u64, String)>> {
+    /// Up to `max` complete lines from `offset` on: (end offset, line).
+    pub fn read_from(&self, offset: u64, max: usize) -> std::io::Result<Vec<(u64, String)>> {
         let mut file = File::open(&self.records)?;
         file.seek(SeekFrom::Start(offset))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text)?;
+        let mut reader = BufReader::new(file);
         let mut out = Vec::new();
         let mut end = offset;
-        for piece in text.split_inclusive('\n') {
-            if !piece.ends_with('\n') {
-                break; // a record still being written
+        let mut line = String::new();
+        while out.len() < max {
+            line.clear();
+            let read = reader.read_line(&mut line)?;
+            if read == 0 || !line.ends_with('\n') {
+                break; // the end, or a record still being written
             }
-            end += piece.len() as u64;
-            out.push((end, piece.trim_end_matches('\n').to_string()));
+            end += read as u64;
+            out.push((end, line.trim_end_matches('\n').to_string()));
         }
         Ok(out)
+    }
+
+    /// Empties the buffer when everything up to its end (`delivered`) has been delivered
+    /// and it has grown past [`COMPACT_AT`]; returns whether it did. Only the sink's delivery
+    /// task calls this, so the offset cannot move meanwhile; appends wait on the lock.
+    pub fn compact_if_drained(&self, delivered: u64) -> std::io::Result<bool> {
+        let file = self
+            .append
+            .lock()
+            .map_err(|_| std::io::Error::other("spool lock poisoned"))?;
+        let len = file.metadata()?.len();
+        if len != delivered || len < COMPACT_AT {
+            return Ok(false);
+        }
+        // Offset first: a crash between the two steps re-delivers (a detectable duplicate)
+        // instead of skipping records appended after the truncation.
+        self.set_delivered(0)?;
+        file.set_len(0)?;
+        Ok(true)
+    }
+
+    /// The last complete record in the buffer, delivered or not.
+    pub fn last_line(&self) -> std::io::Result<Option<String>> {
+        let mut file = File::open(&self.records)?;
+        let len = file.metadata()?.len();
+        // Records are well under 4 KiB; the tail of the file holds the last one whole.
+        let from = len.saturating_sub(64 * 1024);
+        file.seek(SeekFrom::Start(from))?;
+        let mut tail = String::new();
+        std::io::Read::read_to_string(&mut file, &mut tail)?;
+        let complete = match tail.rfind('\n') {
+            Some(end) => &tail[..end],
+            None => return Ok(None),
+        };
+        Ok(complete
+            .rsplit('\n')
+            .next()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string))
     }
 
     /// Bytes not yet delivered.
@@ -90,7 +135,7 @@ mod tests {
         let spool = Spool::open(dir.path(), "sink-0").expect("open");
         spool.append("one").expect("append");
         spool.append("two").expect("append");
-        let lines = spool.read_from(0).expect("read");
+        let lines = spool.read_from(0, 10).expect("read");
         assert_eq!(
             lines.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>(),
             ["one", "two"]
@@ -99,9 +144,33 @@ mod tests {
         drop(spool);
         let reopened = Spool::open(dir.path(), "sink-0").expect("reopen");
         let from = reopened.delivered();
-        let rest = reopened.read_from(from).expect("read");
+        let rest = reopened.read_from(from, 10).expect("read");
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].1, "two");
         assert_eq!(reopened.depth(from), 4);
+        assert_eq!(reopened.last_line().expect("read").as_deref(), Some("two"));
+    }
+
+    #[test]
+    fn a_drained_buffer_is_emptied_and_keeps_taking_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), "sink-0").expect("open");
+        let record = "r".repeat(1023);
+        for _ in 0..(COMPACT_AT / 1024) {
+            spool.append(&record).expect("append");
+        }
+        let lines = spool.read_from(0, 5).expect("read");
+        assert_eq!(lines.len(), 5, "reads are bounded");
+        let end = COMPACT_AT;
+        assert!(
+            !spool.compact_if_drained(lines[4].0).expect("compact"),
+            "not drained yet"
+        );
+        spool.set_delivered(end).expect("offset");
+        assert!(spool.compact_if_drained(end).expect("compact"));
+        assert_eq!((spool.delivered(), spool.depth(0)), (0, 0));
+        spool.append("after").expect("append");
+        let rest = spool.read_from(spool.delivered(), 10).expect("read");
+        assert_eq!(rest, [(6, "after".to_string())]);
     }
 }

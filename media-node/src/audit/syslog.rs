@@ -17,6 +17,8 @@ use super::health::{SinkFailure, SinkHealth};
 use super::spool::Spool;
 use bedside_audit::Record;
 
+/// Records read from the buffer at a time.
+const BATCH: usize = 256;
 /// Records sent within this long before a connection fails are sent again.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -37,24 +39,33 @@ fn sd_escape(value: &str) -> String {
 pub fn frame(line: &str, hostname: &str) -> String {
     let (time, sd) = match serde_json::from_str::<Record>(line) {
         Ok(r) => {
-            let action = serde_json::to_value(r.event.action)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let result = serde_json::to_value(r.event.outcome.result)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            (
-                r.time.to_string(),
-                format!(
-                    "[{SD_ID} tenant=\"{}\" seq=\"{}\" action=\"{}\" result=\"{}\"]",
-                    sd_escape(r.event.tenant.as_str()),
-                    r.seq,
-                    sd_escape(&action),
-                    sd_escape(&result)
-                ),
-            )
+            let text = |v: serde_json::Result<serde_json::Value>| {
+                v.ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            };
+            let e = &r.event;
+            let mut params = vec![
+                ("tenant", e.tenant.to_string()),
+                ("seq", r.seq.to_string()),
+                ("action", text(serde_json::to_value(e.action))),
+                ("result", text(serde_json::to_value(e.outcome.result))),
+                ("node", e.place.node.to_string()),
+                ("auth", text(serde_json::to_value(e.actor.auth))),
+            ];
+            let optional = [
+                ("reason", e.outcome.reason.as_ref().map(ToString::to_string)),
+                ("user", e.actor.user.as_ref().map(ToString::to_string)),
+                ("role", e.actor.role.map(|r| text(serde_json::to_value(r)))),
+                ("room", e.place.room.as_ref().map(ToString::to_string)),
+                ("clientIp", e.place.client_ip.map(|ip| ip.to_string())),
+            ];
+            params.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
+            let sd: String = params
+                .iter()
+                .map(|(k, v)| format!(" {k}=\"{}\"", sd_escape(v)))
+                .collect();
+            (r.time.to_string(), format!("[{SD_ID}{sd}]"))
         }
         Err(_) => (jiff::Timestamp::now().to_string(), "-".to_string()),
     };
@@ -91,17 +102,16 @@ pub async fn deliver(
         let mut stream = match stream {
             Ok(stream) => stream,
             Err(e) => {
-                if health.set_up(false) {
+                if health.down(SinkFailure::Unreachable) {
                     tracing::warn!(%address, error = %e, "audit syslog sink unreachable; records stay buffered");
                 }
-                health.failed(SinkFailure::Unreachable);
                 health.buffered(spool.depth(offset));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        if !health.set_up(true) {
+        if health.up() {
             tracing::info!(%address, "audit syslog sink connected");
         }
         backoff = Duration::from_millis(100);
@@ -117,7 +127,14 @@ pub async fn deliver(
                     tracing::error!(error = %e, "cannot record the audit sink's delivered offset");
                 }
             }
-            let lines = match spool.read_from(offset) {
+            if in_flight.is_empty() {
+                match spool.compact_if_drained(offset) {
+                    Ok(true) => offset = 0,
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "cannot empty the drained audit spool"),
+                }
+            }
+            let lines = match spool.read_from(offset, BATCH) {
                 Ok(lines) => lines,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the audit spool");
@@ -140,8 +157,7 @@ pub async fn deliver(
                 .await;
                 if let Err(e) = written {
                     tracing::warn!(%address, error = %e, "audit syslog sink failed; replaying from the last delivered record");
-                    health.set_up(false);
-                    health.failed(SinkFailure::Broken);
+                    health.down(SinkFailure::Broken);
                     break 'connected;
                 }
                 health.delivered(1);
@@ -163,5 +179,46 @@ mod tests {
         assert_eq!(len.parse::<usize>().expect("number"), rest.len());
         assert!(rest.starts_with("<85>1 "), "{rest}");
         assert_eq!(sd_escape(r#"a"b]c\"#), r#"a\"b\]c\\"#);
+    }
+
+    #[test]
+    fn structured_data_carries_who_what_where_and_why() {
+        use bedside_audit::event::*;
+        let key = bedside_audit::AuditKey::new(&[1; 32]).expect("key");
+        let id = |s: &str| OpaqueId::new(s).expect("id");
+        let event = AuditEvent {
+            tenant: id("mercy"),
+            actor: Actor {
+                user: Some(id("u-7")),
+                role: Some(ActorRole::Host),
+                auth: AuthMethod::JoinToken,
+            },
+            action: Action::Expel,
+            outcome: Outcome::failure(id("not-host")),
+            place: Place {
+                node: id("node-1"),
+                room: Some(id("visit-9")),
+                client_ip: Some("127.0.0.1".parse().expect("ip")),
+            },
+        };
+        let (_, line) = bedside_audit::Chain::new(key, None)
+            .append(event, jiff::Timestamp::now())
+            .expect("seal");
+        let f = frame(&line, "node-1");
+        for field in [
+            r#"tenant="mercy""#,
+            r#"seq="1""#,
+            r#"action="expel""#,
+            r#"result="failure""#,
+            r#"reason="not-host""#,
+            r#"user="u-7""#,
+            r#"role="host""#,
+            r#"room="visit-9""#,
+            r#"clientIp="127.0.0.1""#,
+            r#"auth="join-token""#,
+        ] {
+            assert!(f.contains(field), "{field} in {f}");
+        }
+        assert!(f.ends_with(&line), "the sealed record is the message: {f}");
     }
 }

@@ -50,7 +50,7 @@ pub async fn deliver(
     loop {
         let offset = spool.delivered();
         health.buffered(spool.depth(offset));
-        let lines = match spool.read_from(offset) {
+        let lines = match spool.read_from(offset, BATCH) {
             Ok(lines) => lines,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the audit spool");
@@ -64,7 +64,7 @@ pub async fn deliver(
             }
             continue;
         }
-        let batch = &lines[..lines.len().min(BATCH)];
+        let batch = &lines[..];
         let body = batch_body(batch.iter().map(|(_, l)| l.as_str()));
         let request = http::Request::post(&url)
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -81,10 +81,13 @@ pub async fn deliver(
             Ok(response) if response.status().is_success() => {
                 let _ = response.into_body().collect().await;
                 let end = batch.last().map(|(end, _)| *end).unwrap_or(offset);
-                if let Err(e) = spool.set_delivered(end) {
+                if let Err(e) = spool
+                    .set_delivered(end)
+                    .and_then(|()| spool.compact_if_drained(end))
+                {
                     tracing::error!(error = %e, "cannot record the audit sink's delivered offset");
                 }
-                if !health.set_up(true) {
+                if health.up() {
                     tracing::info!(%url, "audit webhook sink delivering");
                 }
                 health.delivered(batch.len() as u64);
@@ -114,8 +117,7 @@ pub async fn deliver(
                 format!("the webhook is unreachable: {e}"),
             ),
         };
-        health.failed(failure.0);
-        if health.set_up(false) {
+        if health.down(failure.0) {
             tracing::warn!(%url, reason = %failure.1, "audit webhook sink failing; records stay buffered");
         }
         tokio::time::sleep(backoff).await;

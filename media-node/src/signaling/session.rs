@@ -275,7 +275,7 @@ impl Session {
             self.state.stats.refused(JoinRefusal::NotAvailable);
             return self.fatal(ProtocolError::new(ErrorCode::NotAvailable, reason.clone()));
         }
-        if self.state.audit.backlog_exceeded() {
+        if self.state.audit.refuses_joins() {
             self.state.stats.refused(JoinRefusal::AuditUnavailable);
             tracing::warn!(tenant = %self.state.tenant, "join refused: an audit sink's buffer is full");
             return self.fatal(ProtocolError::new(

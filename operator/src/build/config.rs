@@ -87,6 +87,8 @@ pub fn node_config(
             retention_days: spec.audit.retention_days,
             buffer_dir: AUDIT_BUFFER_DIR.into(),
             sinks,
+            buffer_bytes: u64::from(spec.audit.buffer_mib) << 20,
+            when_buffer_full: spec.audit.when_buffer_full,
         },
     }
 }

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use bedside_crds::HealthcareTenant;
-use bedside_crds::tenant::{AuditDestination, IssuerKind, MediaServiceType};
+use bedside_crds::tenant::{
+    AuditDestination, BufferFullPolicy, HealthcareTenantSpec, IssuerKind, MediaServiceType,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::{ApiResource, DynamicObject};
@@ -63,6 +65,25 @@ pub(super) fn desired(
     })
 }
 
+/// The audit buffer volume: each network sink's buffer (twice it when the tenant keeps serving
+/// past a full buffer), plus room for the chain's tail and offsets. Sized so the node refuses
+/// joins before the kubelet would evict it for filling the volume and lose what it holds.
+fn audit_buffer_size(spec: &HealthcareTenantSpec) -> String {
+    let network_sinks = spec
+        .audit
+        .sinks
+        .iter()
+        .filter(|s| !matches!(s.destination(), Some(AuditDestination::Stdout) | None))
+        .count() as u64;
+    let per_sink = u64::from(spec.audit.buffer_mib)
+        * match spec.audit.when_buffer_full {
+            BufferFullPolicy::RefuseJoins => 1,
+            BufferFullPolicy::KeepServing => 2,
+        };
+    // A compacted buffer may hold up to 1 MiB of delivered records besides.
+    format!("{}Mi", network_sinks * (per_sink + 1) + 64)
+}
+
 fn deployment(
     tenant: &HealthcareTenant,
     names: &ChildNames,
@@ -85,7 +106,7 @@ fn deployment(
         json!({"name": "config", "configMap": {"name": names.config}}),
         json!({"name": "tls", "secret": {"secretName": tls_secret}}),
         json!({"name": "keys", "secret": {"secretName": names.keys}}),
-        json!({"name": "audit-buffer", "emptyDir": {"sizeLimit": "1Gi"}}),
+        json!({"name": "audit-buffer", "emptyDir": {"sizeLimit": audit_buffer_size(spec)}}),
         json!({"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}),
     ];
     let mut mounts = vec![
