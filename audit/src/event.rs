@@ -124,6 +124,16 @@ pub enum Verdict {
     Failure,
 }
 
+/// What a media node does when an audit sink's buffer is full (the tenant's choice).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BufferFullPolicy {
+    /// Calls in progress go on; new joins are refused with a reason until the sink catches up.
+    #[default]
+    RefuseJoins,
+    /// Joins go on while the buffer grows to twice its size; past that they are refused.
+    KeepServing,
+}
+
 /// Why, as a closed code (`token-expired`, `room-full`, ...), never free text.
 pub type ReasonCode = OpaqueId;
 

@@ -1,7 +1,10 @@
 //! bedside's audit trail: a PHI-free event model ([`event`]), a tamper-evident chain
-//! ([`chain`]) and its verifier ([`verify`]). Shared by the media node and the operator.
+//! ([`chain`]) and its verifier ([`verify`]); with the `delivery` feature, the disk-backed,
+//! at-least-once delivery to the tenant's sinks. Shared by the media node and the operator.
 
 pub mod chain;
+#[cfg(feature = "delivery")]
+pub mod delivery;
 pub mod event;
 pub mod verify;
 

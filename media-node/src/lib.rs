@@ -6,7 +6,6 @@
 //! - [`token`]: join-token verification;
 //! - [`node`]: config and key material in, a running node out.
 
-pub mod audit;
 pub mod config;
 pub mod crypto_policy;
 pub mod error;

@@ -11,16 +11,16 @@ use bedside_crds::node_config::MediaNodeConfig;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
 
-use crate::audit::health::{AuditHealthReport, AuditMetrics};
-use crate::audit::spool::Spool;
-use crate::audit::{Auditor, BufferState};
 use crate::crypto_policy::SrtpPolicy;
 use crate::error::NodeError;
 use crate::sfu::{self, Command, EngineSettings, EngineStats, SfuHandle};
 use crate::signaling::server::{AppState, router};
 use crate::tls::{self, TlsMaterial};
 use crate::token::TokenVerifier;
-use bedside_crds::node_config::{AuditSinkSettings, BufferFullPolicy};
+use bedside_audit::delivery::{
+    self, AuditHealthReport, AuditMetrics, Auditor, BufferState, NetworkSink,
+};
+use bedside_crds::node_config::AuditSinkSettings;
 
 /// How often the audit chain gets a checkpoint while it grows.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
@@ -116,7 +116,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
     let health = AuditHealth {
         audit: audit.clone(),
         metrics: audit_metrics.clone(),
-        policy: config.audit.when_buffer_full,
+        policy: buffer_policy(config.audit.when_buffer_full),
     };
     // process_cpu_seconds_total, process_resident_memory_bytes, open fds: node saturation.
     registry.register(Box::new(
@@ -259,7 +259,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
 struct AuditHealth {
     audit: Arc<Auditor>,
     metrics: AuditMetrics,
-    policy: BufferFullPolicy,
+    policy: delivery::BufferFullPolicy,
 }
 
 impl AuditHealth {
@@ -284,7 +284,6 @@ impl AuditHealth {
 /// The auditor, and a delivery task per network sink.
 fn start_audit(setup: &NodeSetup, metrics: &AuditMetrics) -> Result<Arc<Auditor>, NodeError> {
     let config = &setup.config;
-    let buffer = &config.audit.buffer_dir;
     let wants_stdout = config
         .audit
         .sinks
@@ -305,27 +304,17 @@ fn start_audit(setup: &NodeSetup, metrics: &AuditMetrics) -> Result<Arc<Auditor>
         None if wants_stdout => Some(Box::new(std::io::stdout())),
         None => None,
     };
-    let mut spools = Vec::new();
-    let (transitions, mut transitions_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut sinks = Vec::new();
     for (index, sink) in config.audit.sinks.iter().enumerate() {
         match sink {
             AuditSinkSettings::Stdout => {}
-            AuditSinkSettings::Syslog { address, ca_file } => {
-                let ca = read("the syslog sink's CA", ca_file)?;
-                let tls = tls::client_config(tls::Trust::Ca(&ca)).map_err(|e| {
-                    NodeError::Audit(format!("syslog sink {}: {e}", ca_file.display()))
-                })?;
-                let (spool, wake) = open_spool(buffer, index)?;
-                tokio::spawn(crate::audit::syslog::deliver(
-                    spool.clone(),
-                    address.clone(),
-                    tls,
-                    setup.node_name.clone(),
-                    wake.clone(),
-                    metrics.sink(index, "syslog", Some(transitions.clone())),
-                ));
-                spools.push((spool, wake));
-            }
+            AuditSinkSettings::Syslog { address, ca_file } => sinks.push((
+                index,
+                NetworkSink::Syslog {
+                    address: address.clone(),
+                    ca_pem: read("the syslog sink's CA", ca_file)?,
+                },
+            )),
             AuditSinkSettings::Webhook { url, token_file } => {
                 let token = String::from_utf8(read("the webhook sink's token", token_file)?)
                     .map_err(|_| {
@@ -333,73 +322,44 @@ fn start_audit(setup: &NodeSetup, metrics: &AuditMetrics) -> Result<Arc<Auditor>
                     })?
                     .trim()
                     .to_string();
-                // The system's public CAs (a SIEM's usual certificate), or a given CA.
-                let trust = setup
-                    .webhook_ca
-                    .as_deref()
-                    .map_or(tls::Trust::System, tls::Trust::Ca);
-                let tls = tls::client_config(trust)
-                    .map_err(|e| NodeError::Audit(format!("webhook sink {url}: {e}")))?;
-                let (spool, wake) = open_spool(buffer, index)?;
-                tokio::spawn(crate::audit::webhook::deliver(
-                    spool.clone(),
-                    url.clone(),
-                    token,
-                    tls,
-                    wake.clone(),
-                    metrics.sink(index, "webhook", Some(transitions.clone())),
+                sinks.push((
+                    index,
+                    NetworkSink::Webhook {
+                        url: url.clone(),
+                        token,
+                        ca_pem: setup.webhook_ca.clone(),
+                    },
                 ));
-                spools.push((spool, wake));
             }
         }
     }
-    std::fs::create_dir_all(buffer).map_err(|source| NodeError::ReadFile {
-        what: "the audit buffer directory",
-        path: buffer.clone(),
-        source,
-    })?;
-    let auditor = Arc::new(Auditor::new(
-        &setup.audit_key,
-        &config.tenant.name,
-        &setup.node_name,
+    let plan = delivery::Plan {
+        key: &setup.audit_key,
+        tenant: &config.tenant.name,
+        node: &setup.node_name,
+        app: "bedside-media-node",
         out,
-        spools,
-        Some(buffer.join("chain-tail.json")),
-        (config.audit.buffer_bytes, config.audit.when_buffer_full),
-    )?);
-    // Sink failures and recoveries become records; checkpoints mark the chain every interval.
-    let recorder = Arc::downgrade(&auditor);
-    let interval = setup.checkpoint_interval;
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        loop {
-            let transition = tokio::select! {
-                t = transitions_rx.recv() => t,
-                _ = tick.tick() => None,
-            };
-            let Some(auditor) = recorder.upgrade() else {
-                return;
-            };
-            match transition {
-                Some(t) => auditor.sink_transition(&t),
-                None => auditor.checkpoint(),
-            }
-        }
-    });
-    Ok(auditor)
+        buffer_dir: &config.audit.buffer_dir,
+        sinks,
+        buffer_bytes: config.audit.buffer_bytes,
+        when_buffer_full: buffer_policy(config.audit.when_buffer_full),
+        checkpoint_interval: setup.checkpoint_interval,
+    };
+    delivery::start(plan, metrics).map_err(|e| NodeError::Audit(e.to_string()))
 }
 
-fn open_spool(
-    buffer: &Path,
-    index: usize,
-) -> Result<(Arc<Spool>, Arc<tokio::sync::Notify>), NodeError> {
-    let spool =
-        Spool::open(buffer, &format!("sink-{index}")).map_err(|source| NodeError::ReadFile {
-            what: "the audit buffer directory",
-            path: buffer.to_path_buf(),
-            source,
-        })?;
-    Ok((Arc::new(spool), Arc::new(tokio::sync::Notify::new())))
+/// The tenant's policy, in the audit crate's terms.
+fn buffer_policy(
+    policy: bedside_crds::node_config::BufferFullPolicy,
+) -> delivery::BufferFullPolicy {
+    match policy {
+        bedside_crds::node_config::BufferFullPolicy::RefuseJoins => {
+            delivery::BufferFullPolicy::RefuseJoins
+        }
+        bedside_crds::node_config::BufferFullPolicy::KeepServing => {
+            delivery::BufferFullPolicy::KeepServing
+        }
+    }
 }
 
 fn render_metrics(registry: &Registry) -> String {

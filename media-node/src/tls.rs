@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -38,21 +37,9 @@ impl TlsMaterial {
     }
 }
 
-/// The only suites offered: ECDHE key exchange (implicit in TLS 1.3) with AES-GCM.
-pub fn crypto_provider() -> CryptoProvider {
-    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
-    CryptoProvider {
-        cipher_suites: vec![
-            cs::TLS13_AES_256_GCM_SHA384,
-            cs::TLS13_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        ],
-        ..rustls::crypto::aws_lc_rs::default_provider()
-    }
-}
+/// The only suites offered: ECDHE key exchange (implicit in TLS 1.3) with AES-GCM, the same
+/// policy as the audit sinks' client.
+pub use bedside_audit::delivery::tls::crypto_provider;
 
 pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, NodeError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&material.cert_pem)
@@ -73,50 +60,6 @@ pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>
         .map_err(|e| NodeError::Tls(format!("the TLS key does not fit the certificate: {e}")))?;
     // WebSocket upgrades need HTTP/1.1.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// What a TLS client trusts.
-#[derive(Debug, Clone, Copy)]
-pub enum Trust<'a> {
-    /// Exactly the CA certificates in this PEM (a sink's own CA).
-    Ca(&'a [u8]),
-    /// The system's CA store (a SIEM with a public certificate).
-    System,
-}
-
-/// A TLS client under the same policy as the server: TLS 1.2/1.3, ECDHE with AES-GCM only.
-pub fn client_config(trust: Trust<'_>) -> Result<Arc<rustls::ClientConfig>, NodeError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match trust {
-        Trust::Ca(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert =
-                    cert.map_err(|e| NodeError::Tls(format!("the CA file is not valid PEM: {e}")))?;
-                roots.add(cert).map_err(|e| {
-                    NodeError::Tls(format!("the CA certificate is not usable: {e}"))
-                })?;
-            }
-            if roots.is_empty() {
-                return Err(NodeError::Tls("the CA file holds no certificate".into()));
-            }
-        }
-        Trust::System => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err(NodeError::Tls(
-                    "no system CA certificates (install ca-certificates)".into(),
-                ));
-            }
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| NodeError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     Ok(Arc::new(config))
 }
 

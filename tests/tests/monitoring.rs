@@ -167,8 +167,8 @@ fn every_dashboard_query_parses() {
 fn every_metric_a_dashboard_or_alert_uses_is_exported() {
     let registry = prometheus::Registry::new();
     let node = bedside_media_node::sfu::EngineStats::new(&registry, "t", "n").expect("stats");
-    let audit = bedside_media_node::audit::health::AuditMetrics::new(&registry, "t", "n")
-        .expect("audit metrics");
+    let audit =
+        bedside_audit::delivery::AuditMetrics::new(&registry, "t", "n").expect("audit metrics");
     let operator = bedside_operator::metrics::Metrics::new();
     let exported: BTreeSet<String> = node
         .metric_names()

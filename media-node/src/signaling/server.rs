@@ -28,7 +28,7 @@ pub struct AppState {
     pub display_name: String,
     pub stats: Arc<EngineStats>,
     pub tenant: String,
-    pub audit: Arc<crate::audit::Auditor>,
+    pub audit: Arc<bedside_audit::delivery::Auditor>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -14,11 +14,12 @@ use super::protocol::{
     self, ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, ProtocolError, ServerMessage,
 };
 use super::server::AppState;
-use crate::audit::Who;
 use crate::sfu::stats::JoinRefusal;
 use crate::sfu::{Command, ParticipantId};
+use crate::token::Role;
 use crate::token::TokenError;
-use bedside_audit::event::Action;
+use bedside_audit::delivery::Who;
+use bedside_audit::event::{Action, ActorRole, AuthMethod};
 
 /// A client that has not joined by then is disconnected.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -157,6 +158,25 @@ struct Session {
     outbox: Vec<ServerMessage>,
 }
 
+/// Who a join token names, for the audit trail.
+trait TokenHolder {
+    fn token(user: &str, role: Role) -> Who;
+}
+
+impl TokenHolder for Who {
+    fn token(user: &str, role: Role) -> Who {
+        Who {
+            user: Some(user.to_string()),
+            role: Some(match role {
+                Role::Host => ActorRole::Host,
+                Role::Participant => ActorRole::Participant,
+                Role::Observer => ActorRole::Observer,
+            }),
+            auth: AuthMethod::JoinToken,
+        }
+    }
+}
+
 impl Session {
     fn audit(&self, action: Action, refusal: Option<&str>) {
         let (who, room) = match &self.who {
@@ -165,6 +185,7 @@ impl Session {
                 Who {
                     user: None,
                     role: None,
+                    auth: AuthMethod::None,
                 },
                 None,
             ),
@@ -304,6 +325,7 @@ impl Session {
                     &Who {
                         user: None,
                         role: None,
+                        auth: AuthMethod::None,
                     },
                     Action::TokenRefused,
                     Some(&reason.label().replace('_', "-")),
@@ -329,13 +351,7 @@ impl Session {
         {
             Ok(joined) => {
                 self.joined = Some(joined.id);
-                self.who = Some((
-                    Who {
-                        user: Some(grant.user.clone()),
-                        role: Some(role),
-                    },
-                    grant.room.clone(),
-                ));
+                self.who = Some((Who::token(&grant.user, role), grant.room.clone()));
                 self.audit(Action::Join, None);
                 self.outbox.push(ServerMessage::Joined {
                     v: PROTOCOL_VERSION,
@@ -350,10 +366,7 @@ impl Session {
                 if e.code == ErrorCode::RoomFull {
                     self.state.stats.refused(JoinRefusal::RoomFull);
                     self.state.audit.record(
-                        &Who {
-                            user: Some(grant.user.clone()),
-                            role: Some(role),
-                        },
+                        &Who::token(&grant.user, role),
                         Action::Join,
                         Some("room-full"),
                         Some(&grant.room),

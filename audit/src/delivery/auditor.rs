@@ -1,16 +1,11 @@
-//! The node's audit records: joins, leaves and refusals, sealed into the tenant's chain
-//! (bedside-audit), written as JSON lines to the stdout sink (or a file in tests) and appended
-//! to each network sink's disk-backed spool, from which [`syslog`] and [`webhook`] deliver them.
+//! The auditor: seals events into one chain (one per media node or operator replica) and
+//! hands each record to every sink: the stdout sink's writer, and each network sink's
+//! disk-backed buffer.
 //!
 //! The chain survives restarts: the last record is kept in the buffer directory and the next
-//! process continues its sequence. A checkpoint is sealed every minute the chain grew, and a
-//! closing record when the node stops cleanly, so a verifier can tell a chain that ended from
-//! one that was cut. [`webhook`] delivers to HTTPS receivers.
-
-pub mod health;
-pub mod spool;
-pub mod syslog;
-pub mod webhook;
+//! process continues its sequence. A checkpoint is sealed every interval in which the chain
+//! grew, and a closing record when the process stops cleanly, so a verifier can tell a chain
+//! that ended from one that was cut.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -19,15 +14,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use bedside_audit::event::{Action, Actor, ActorRole, AuthMethod, OpaqueId, Outcome, Place};
-use bedside_audit::{AuditEvent, AuditKey, Chain, Record};
-use bedside_crds::node_config::BufferFullPolicy;
-
-use self::health::SinkTransition;
-use self::spool::Spool;
-
-use crate::error::NodeError;
-use crate::token::Role;
+use super::DeliveryError;
+use super::health::SinkTransition;
+use super::spool::Spool;
+use crate::event::{
+    Action, Actor, ActorRole, AuthMethod, BufferFullPolicy, OpaqueId, Outcome, Place,
+};
+use crate::{AuditEvent, AuditKey, Chain, Record};
 
 pub struct Auditor {
     inner: Mutex<Inner>,
@@ -63,7 +56,8 @@ impl std::fmt::Debug for Auditor {
 #[derive(Debug, Clone)]
 pub struct Who {
     pub user: Option<String>,
-    pub role: Option<Role>,
+    pub role: Option<ActorRole>,
+    pub auth: AuthMethod,
 }
 
 impl Who {
@@ -71,6 +65,7 @@ impl Who {
     pub const NODE: Who = Who {
         user: None,
         role: None,
+        auth: AuthMethod::None,
     };
 }
 
@@ -93,11 +88,9 @@ impl Auditor {
         spools: Vec<(Arc<Spool>, Arc<Notify>)>,
         tail_file: Option<PathBuf>,
         (buffer_limit, policy): (u64, BufferFullPolicy),
-    ) -> Result<Self, NodeError> {
-        let key = AuditKey::new(key).map_err(|e| NodeError::Audit(e.to_string()))?;
-        let id = |what: &str, s: &str| {
-            OpaqueId::new(s).map_err(|e| NodeError::Audit(format!("{what}: {e}")))
-        };
+    ) -> Result<Self, DeliveryError> {
+        let key = AuditKey::new(key).map_err(|e| DeliveryError::setup("the audit key", e))?;
+        let id = |what: &str, s: &str| OpaqueId::new(s).map_err(|e| DeliveryError::setup(what, e));
         // The chain goes on after the newest record this node wrote anywhere: a record reaches
         // the buffers before the tail file, so a node killed between the two resumes from the
         // buffer, and never seals a second, different record under the same sequence number.
@@ -203,16 +196,8 @@ impl Auditor {
             actor: Actor {
                 // Ids that are not opaque are left out rather than recorded: never free text.
                 user: who.user.as_deref().and_then(|u| OpaqueId::new(u).ok()),
-                role: who.role.map(|r| match r {
-                    Role::Host => ActorRole::Host,
-                    Role::Participant => ActorRole::Participant,
-                    Role::Observer => ActorRole::Observer,
-                }),
-                auth: if who.user.is_some() {
-                    AuthMethod::JoinToken
-                } else {
-                    AuthMethod::None
-                },
+                role: who.role,
+                auth: who.auth,
             },
             action,
             outcome: match refusal.and_then(|r| OpaqueId::new(r).ok()) {

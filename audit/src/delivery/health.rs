@@ -29,7 +29,7 @@ pub struct AuditHealthReport {
     pub buffer_full: bool,
     /// Joins are refused until the sinks catch up.
     pub refusing_joins: bool,
-    pub when_buffer_full: bedside_crds::node_config::BufferFullPolicy,
+    pub when_buffer_full: crate::event::BufferFullPolicy,
 }
 
 /// Whether a sink takes deliveries.

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::health::{SinkFailure, SinkHealth};
 use super::spool::Spool;
-use bedside_audit::Record;
+use crate::Record;
 
 /// Records read from the buffer at a time.
 const BATCH: usize = 256;
@@ -36,7 +36,7 @@ fn sd_escape(value: &str) -> String {
 }
 
 /// One record as an RFC 5425 frame: `LEN SP <PRI>1 TIME HOST APP - MSGID [SD] MSG`.
-pub fn frame(line: &str, hostname: &str) -> String {
+pub fn frame(line: &str, hostname: &str, app: &str) -> String {
     let (time, sd) = match serde_json::from_str::<Record>(line) {
         Ok(r) => {
             let text = |v: serde_json::Result<serde_json::Value>| {
@@ -69,19 +69,30 @@ pub fn frame(line: &str, hostname: &str) -> String {
         }
         Err(_) => (jiff::Timestamp::now().to_string(), "-".to_string()),
     };
-    let message = format!("<{PRI}>1 {time} {hostname} bedside-media-node - audit {sd} {line}");
+    let message = format!("<{PRI}>1 {time} {hostname} {app} - audit {sd} {line}");
     format!("{} {message}", message.len())
 }
 
-/// Delivers the spool to `address` for as long as the node runs.
-pub async fn deliver(
-    spool: Arc<Spool>,
-    address: String,
-    tls: Arc<rustls::ClientConfig>,
-    hostname: String,
-    wake: Arc<Notify>,
-    health: SinkHealth,
-) {
+/// Where and as whom a syslog sink is delivered to.
+#[derive(Debug)]
+pub struct Target {
+    /// host:port
+    pub address: String,
+    pub tls: Arc<rustls::ClientConfig>,
+    /// HOSTNAME in each message: the node or operator replica.
+    pub hostname: String,
+    /// APP-NAME in each message.
+    pub app: &'static str,
+}
+
+/// Delivers the spool to the target for as long as the process runs.
+pub async fn deliver(spool: Arc<Spool>, target: Target, wake: Arc<Notify>, health: SinkHealth) {
+    let Target {
+        address,
+        tls,
+        hostname,
+        app,
+    } = target;
     let host = address
         .rsplit_once(':')
         .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
@@ -151,7 +162,9 @@ pub async fn deliver(
             }
             for (end, line) in lines {
                 let written = async {
-                    stream.write_all(frame(&line, &hostname).as_bytes()).await?;
+                    stream
+                        .write_all(frame(&line, &hostname, app).as_bytes())
+                        .await?;
                     stream.flush().await
                 }
                 .await;
@@ -174,7 +187,7 @@ mod tests {
 
     #[test]
     fn frames_count_octets_and_escape_structured_data() {
-        let f = frame("not a record", "node-1");
+        let f = frame("not a record", "node-1", "bedside-media-node");
         let (len, rest) = f.split_once(' ').expect("len");
         assert_eq!(len.parse::<usize>().expect("number"), rest.len());
         assert!(rest.starts_with("<85>1 "), "{rest}");
@@ -183,8 +196,8 @@ mod tests {
 
     #[test]
     fn structured_data_carries_who_what_where_and_why() {
-        use bedside_audit::event::*;
-        let key = bedside_audit::AuditKey::new(&[1; 32]).expect("key");
+        use crate::event::*;
+        let key = crate::AuditKey::new(&[1; 32]).expect("key");
         let id = |s: &str| OpaqueId::new(s).expect("id");
         let event = AuditEvent {
             tenant: id("mercy"),
@@ -201,10 +214,11 @@ mod tests {
                 client_ip: Some("127.0.0.1".parse().expect("ip")),
             },
         };
-        let (_, line) = bedside_audit::Chain::new(key, None)
+        let (_, line) = crate::Chain::new(key, None)
             .append(event, jiff::Timestamp::now())
             .expect("seal");
-        let f = frame(&line, "node-1");
+        let f = frame(&line, "node-1", "bedside-operator");
+        assert!(f.contains(" node-1 bedside-operator - audit "), "{f}");
         for field in [
             r#"tenant="mercy""#,
             r#"seq="1""#,

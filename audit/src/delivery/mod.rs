@@ -1,0 +1,175 @@
+//! Delivery: records sealed into the chain ([`auditor`]), written as JSON lines to the stdout
+//! sink, and appended to each network sink's disk-backed buffer ([`spool`]), from which
+//! [`syslog`] (RFC 5424 over TLS) and [`webhook`] (HTTPS JSON batches) deliver them at least
+//! once. [`health`] reports each sink's state. The media node and the operator share it.
+
+pub mod auditor;
+pub mod health;
+pub mod spool;
+pub mod syslog;
+pub mod tls;
+pub mod webhook;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+pub use self::auditor::{Auditor, BufferState, Who};
+pub use self::health::{AuditHealthReport, AuditMetrics, SinkTransition};
+use self::spool::Spool;
+pub use crate::event::BufferFullPolicy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("{what}: {detail}")]
+    Setup { what: String, detail: String },
+    #[error("{what} ({path}): {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl DeliveryError {
+    fn setup(what: impl Into<String>, detail: impl ToString) -> Self {
+        Self::Setup {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// One network sink, with its secrets already read.
+#[derive(Clone)]
+pub enum NetworkSink {
+    Syslog {
+        address: String,
+        ca_pem: Vec<u8>,
+    },
+    Webhook {
+        url: String,
+        token: String,
+        /// A private CA; the system's roots when `None`.
+        ca_pem: Option<Vec<u8>>,
+    },
+}
+
+impl std::fmt::Debug for NetworkSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Syslog { address, .. } => {
+                f.debug_struct("Syslog").field("address", address).finish()
+            }
+            // Never the token.
+            Self::Webhook { url, .. } => f.debug_struct("Webhook").field("url", url).finish(),
+        }
+    }
+}
+
+/// Everything one chain's delivery needs.
+#[allow(missing_debug_implementations)] // holds a key and a writer
+pub struct Plan<'a> {
+    pub key: &'a [u8],
+    pub tenant: &'a str,
+    /// The node or operator replica: the chain's name in every record.
+    pub node: &'a str,
+    /// The app name in syslog headers.
+    pub app: &'static str,
+    /// Where the stdout sink writes (stdout itself, or a file in tests); `None` without one.
+    pub out: Option<Box<dyn Write + Send>>,
+    pub buffer_dir: &'a Path,
+    /// Network sinks by their index in the tenant's spec.
+    pub sinks: Vec<(usize, NetworkSink)>,
+    pub buffer_bytes: u64,
+    pub when_buffer_full: BufferFullPolicy,
+    pub checkpoint_interval: Duration,
+}
+
+/// Opens the buffers, starts a delivery task per network sink and one that seals sink
+/// failures, recoveries and checkpoints. Must run inside a tokio runtime.
+pub fn start(plan: Plan<'_>, metrics: &AuditMetrics) -> Result<Arc<Auditor>, DeliveryError> {
+    std::fs::create_dir_all(plan.buffer_dir).map_err(|source| DeliveryError::File {
+        what: "the audit buffer directory",
+        path: plan.buffer_dir.to_path_buf(),
+        source,
+    })?;
+    let (transitions, mut transitions_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut spools = Vec::new();
+    for (index, sink) in plan.sinks {
+        let spool = Spool::open(plan.buffer_dir, &format!("sink-{index}")).map_err(|source| {
+            DeliveryError::File {
+                what: "the audit buffer directory",
+                path: plan.buffer_dir.to_path_buf(),
+                source,
+            }
+        })?;
+        let (spool, wake) = (Arc::new(spool), Arc::new(Notify::new()));
+        match sink {
+            NetworkSink::Syslog { address, ca_pem } => {
+                let tls = tls::client_config(tls::Trust::Ca(&ca_pem))
+                    .map_err(|e| DeliveryError::setup(format!("syslog sink {address}"), e))?;
+                tokio::spawn(syslog::deliver(
+                    spool.clone(),
+                    syslog::Target {
+                        address,
+                        tls,
+                        hostname: plan.node.to_string(),
+                        app: plan.app,
+                    },
+                    wake.clone(),
+                    metrics.sink(index, "syslog", Some(transitions.clone())),
+                ));
+            }
+            NetworkSink::Webhook { url, token, ca_pem } => {
+                let trust = ca_pem.as_deref().map_or(tls::Trust::System, tls::Trust::Ca);
+                let tls = tls::client_config(trust)
+                    .map_err(|e| DeliveryError::setup(format!("webhook sink {url}"), e))?;
+                tokio::spawn(webhook::deliver(
+                    spool.clone(),
+                    url,
+                    token,
+                    tls,
+                    wake.clone(),
+                    metrics.sink(index, "webhook", Some(transitions.clone())),
+                ));
+            }
+        }
+        spools.push((spool, wake));
+    }
+    let auditor = Arc::new(Auditor::new(
+        plan.key,
+        plan.tenant,
+        plan.node,
+        plan.out,
+        spools,
+        Some(plan.buffer_dir.join("chain-tail.json")),
+        (plan.buffer_bytes, plan.when_buffer_full),
+    )?);
+    // Sink failures and recoveries become records; checkpoints mark the chain every interval.
+    // The task ends with the auditor.
+    let recorder = Arc::downgrade(&auditor);
+    let interval = plan.checkpoint_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        loop {
+            let transition = tokio::select! {
+                t = transitions_rx.recv() => t,
+                _ = tick.tick() => None,
+            };
+            let Some(auditor) = recorder.upgrade() else {
+                return;
+            };
+            match transition {
+                Some(t) => auditor.sink_transition(&t),
+                None => auditor.checkpoint(),
+            }
+        }
+    });
+    Ok(auditor)
+}
