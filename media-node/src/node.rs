@@ -340,6 +340,7 @@ fn start_audit(setup: &NodeSetup, metrics: &AuditMetrics) -> Result<Arc<Auditor>
         app: "bedside-media-node",
         out,
         buffer_dir: &config.audit.buffer_dir,
+        chain_tail: config.audit.buffer_dir.join("chain-tail.json"),
         sinks,
         buffer_bytes: config.audit.buffer_bytes,
         when_buffer_full: buffer_policy(config.audit.when_buffer_full),

@@ -1,6 +1,7 @@
 //! `bedside-operator` as a library: the controller (so tests can run it in-process against a
 //! real API server) and its pure parts.
 
+pub mod audit;
 pub mod baa;
 pub mod build;
 pub mod metrics;

@@ -51,6 +51,13 @@ struct RunArgs {
     /// Tenants reconciled at once.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
+    /// Where the operator's own audit records wait for each tenant's sinks (mount a volume).
+    #[arg(
+        long,
+        env = "BEDSIDE_AUDIT_DIR",
+        default_value = "/var/lib/bedside-operator/audit"
+    )]
+    audit_dir: std::path::PathBuf,
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -60,6 +67,8 @@ fn run(args: RunArgs) -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,kube=warn".into()),
         )
+        // stdout carries the audit records of tenants with a stdout sink.
+        .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -84,6 +93,8 @@ fn run(args: RunArgs) -> ExitCode {
             lease_namespace: (!args.no_leader_election).then_some(args.lease_namespace),
             identity,
             concurrency: args.concurrency,
+            audit_dir: args.audit_dir,
+            sink_health_resync: bedside_operator::reconcile::SINK_HEALTH_RESYNC,
         };
         let shutdown = async {
             let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -19,6 +19,8 @@ pub fn cluster_role() -> ClusterRole {
             // blockOwnerDeletion on children needs update on the owner's finalizers.
             rule(&["bedside.health"], &["healthcaretenants/finalizers"], &["update"]),
             rule(&[""], &["configmaps", "services"], &owned),
+            // The media-node pods' addresses, to ask them about their audit sinks.
+            rule(&[""], &["pods"], &["list"]),
             // Secrets: no list/watch, so the operator cannot read every Secret in the cluster;
             // it reads the tenant's TLS Secret by name and creates the key Secret once.
             rule(&[""], &["secrets"], &["get", "create"]),

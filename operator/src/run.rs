@@ -27,6 +27,10 @@ pub struct Settings {
     pub identity: String,
     /// Tenants reconciled at once; more only queue up behind the API server's in-flight limit.
     pub concurrency: u16,
+    /// Buffers of the operator's own audit records, per tenant (a volume of its pod).
+    pub audit_dir: std::path::PathBuf,
+    /// How often AuditSinksReady is refreshed from the nodes' reports.
+    pub sink_health_resync: std::time::Duration,
 }
 
 pub const LEASE_NAME: &str = "bedside-operator-leader";
@@ -38,7 +42,15 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     check_crd_installed(&client).await?;
-    let ctx = Arc::new(Context::new(client.clone(), &settings.identity).await?);
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            &settings.identity,
+            settings.audit_dir.clone(),
+        )
+        .await?
+        .with_sink_health_resync(settings.sink_health_resync),
+    );
     let leading = Arc::new(AtomicBool::new(false));
     if let Some(addr) = settings.http_addr {
         serve_http(addr, ctx.clone(), leading.clone()).await?;

@@ -207,6 +207,8 @@ pub struct RunningOperator {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), bedside_operator::reconcile::Error>>>,
     pub http_addr: SocketAddr,
+    /// The operator's audit buffers, removed with it.
+    pub audit_dir: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for RunningOperator {
@@ -244,11 +246,15 @@ impl RunningOperator {
             .map_err(setup)?
             .port();
         let http_addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let audit_dir = tempfile::tempdir().map_err(setup)?;
         let settings = bedside_operator::run::Settings {
             http_addr: Some(http_addr),
             lease_namespace: lease_namespace.map(str::to_string),
             identity: identity.into(),
             concurrency: 16,
+            audit_dir: audit_dir.path().to_path_buf(),
+            // Nodes' audit sink reports show in the status within seconds, not half a minute.
+            sink_health_resync: Duration::from_secs(2),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(bedside_operator::run::run(client, settings, async move {
@@ -258,6 +264,7 @@ impl RunningOperator {
             stop: Some(stop),
             task: Some(task),
             http_addr,
+            audit_dir,
         })
     }
 

@@ -31,6 +31,18 @@ pub struct Auditor {
     policy: BufferFullPolicy,
     tenant: OpaqueId,
     node: OpaqueId,
+    /// The sinks' delivery tasks: they end with the auditor.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Auditor {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.lock() {
+            for task in tasks.iter() {
+                task.abort();
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -122,7 +134,14 @@ impl Auditor {
             }),
             tenant: id("tenant name", tenant)?,
             node: id("node name", node)?,
+            tasks: Mutex::default(),
         })
+    }
+
+    pub(super) fn own_tasks(&self, tasks: Vec<tokio::task::AbortHandle>) {
+        if let Ok(mut owned) = self.tasks.lock() {
+            owned.extend(tasks);
+        }
     }
 
     /// Where the fullest sink's buffer stands against the tenant's policy. Under RefuseJoins,

@@ -84,6 +84,8 @@ pub struct Plan<'a> {
     /// Where the stdout sink writes (stdout itself, or a file in tests); `None` without one.
     pub out: Option<Box<dyn Write + Send>>,
     pub buffer_dir: &'a Path,
+    /// Where the chain's last record is kept, so the next process continues it.
+    pub chain_tail: PathBuf,
     /// Network sinks by their index in the tenant's spec.
     pub sinks: Vec<(usize, NetworkSink)>,
     pub buffer_bytes: u64,
@@ -101,6 +103,7 @@ pub fn start(plan: Plan<'_>, metrics: &AuditMetrics) -> Result<Arc<Auditor>, Del
     })?;
     let (transitions, mut transitions_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut spools = Vec::new();
+    let mut tasks = Vec::new();
     for (index, sink) in plan.sinks {
         let spool = Spool::open(plan.buffer_dir, &format!("sink-{index}")).map_err(|source| {
             DeliveryError::File {
@@ -114,7 +117,7 @@ pub fn start(plan: Plan<'_>, metrics: &AuditMetrics) -> Result<Arc<Auditor>, Del
             NetworkSink::Syslog { address, ca_pem } => {
                 let tls = tls::client_config(tls::Trust::Ca(&ca_pem))
                     .map_err(|e| DeliveryError::setup(format!("syslog sink {address}"), e))?;
-                tokio::spawn(syslog::deliver(
+                let task = tokio::spawn(syslog::deliver(
                     spool.clone(),
                     syslog::Target {
                         address,
@@ -125,12 +128,13 @@ pub fn start(plan: Plan<'_>, metrics: &AuditMetrics) -> Result<Arc<Auditor>, Del
                     wake.clone(),
                     metrics.sink(index, "syslog", Some(transitions.clone())),
                 ));
+                tasks.push(task.abort_handle());
             }
             NetworkSink::Webhook { url, token, ca_pem } => {
                 let trust = ca_pem.as_deref().map_or(tls::Trust::System, tls::Trust::Ca);
                 let tls = tls::client_config(trust)
                     .map_err(|e| DeliveryError::setup(format!("webhook sink {url}"), e))?;
-                tokio::spawn(webhook::deliver(
+                let task = tokio::spawn(webhook::deliver(
                     spool.clone(),
                     url,
                     token,
@@ -138,6 +142,7 @@ pub fn start(plan: Plan<'_>, metrics: &AuditMetrics) -> Result<Arc<Auditor>, Del
                     wake.clone(),
                     metrics.sink(index, "webhook", Some(transitions.clone())),
                 ));
+                tasks.push(task.abort_handle());
             }
         }
         spools.push((spool, wake));
@@ -148,9 +153,10 @@ pub fn start(plan: Plan<'_>, metrics: &AuditMetrics) -> Result<Arc<Auditor>, Del
         plan.node,
         plan.out,
         spools,
-        Some(plan.buffer_dir.join("chain-tail.json")),
+        Some(plan.chain_tail),
         (plan.buffer_bytes, plan.when_buffer_full),
     )?);
+    auditor.own_tasks(tasks);
     // Sink failures and recoveries become records; checkpoints mark the chain every interval.
     // The task ends with the auditor.
     let recorder = Arc::downgrade(&auditor);

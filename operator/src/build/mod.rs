@@ -14,11 +14,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 /// What the reconciler learned from the cluster and the clock that shapes the objects.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BuildInputs {
     /// False while the BAA is not in force: media nodes are scaled to 0.
     pub media_allowed: bool,
     pub advertised_media_address: Option<SocketAddr>,
+    /// The operator's namespace: its pods may ask the media nodes about their audit sinks.
+    pub operator_namespace: Option<String>,
 }
 
 /// Every object the operator applies for a tenant (the key Secret and the PDB, whose shape

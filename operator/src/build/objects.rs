@@ -58,10 +58,10 @@ pub(super) fn desired(
 
     Ok(Desired {
         config_map,
-        deployment: deployment(tenant, &names, &hash, inputs)?,
+        deployment: deployment(tenant, &names, &hash, inputs.clone())?,
         config_hash: hash,
         services: services(tenant, &names)?,
-        network_policy: network_policy(tenant, &names)?,
+        network_policy: network_policy(tenant, &names, inputs.operator_namespace.clone())?,
     })
 }
 
@@ -272,6 +272,7 @@ fn sink_ports(tenant: &HealthcareTenant) -> Vec<i64> {
 fn network_policy(
     tenant: &HealthcareTenant,
     names: &ChildNames,
+    operator_namespace: Option<String>,
 ) -> Result<k8s_openapi::api::networking::v1::NetworkPolicy, BuildError> {
     let mut ingress = vec![json!({
         "ports": [
@@ -282,6 +283,13 @@ fn network_policy(
     if let Some(monitoring) = &tenant.spec.monitoring.namespace {
         ingress.push(json!({
             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": monitoring}}}],
+            "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
+        }));
+    }
+    if let Some(operator) = operator_namespace {
+        // The operator reads /audit/health for the AuditSinksReady condition.
+        ingress.push(json!({
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator}}}],
             "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
         }));
     }
@@ -419,6 +427,7 @@ mod tests {
         BuildInputs {
             media_allowed: true,
             advertised_media_address: None,
+            operator_namespace: None,
         }
     }
 
@@ -576,6 +585,24 @@ mod tests {
             assert_eq!(labels["bedside.health/tenant"], "mercy-clinic");
             assert_eq!(labels["app.kubernetes.io/managed-by"], "bedside-operator");
         }
+    }
+
+    #[test]
+    fn the_operators_namespace_may_read_the_nodes_audit_health() {
+        let mut with_operator = inputs();
+        with_operator.operator_namespace = Some("bedside-system".into());
+        let policy = desired(&tenant("mercy-clinic.yaml"), with_operator)
+            .expect("build")
+            .network_policy;
+        let ingress = serde_json::to_value(&policy).expect("json")["spec"]["ingress"].clone();
+        assert!(
+            ingress.as_array().expect("rules").iter().any(|rule| {
+                rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                    == "bedside-system"
+                    && rule["ports"][0]["port"] == METRICS_PORT
+            }),
+            "{ingress}"
+        );
     }
 
     #[test]

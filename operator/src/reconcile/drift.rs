@@ -211,6 +211,7 @@ mod tests {
             BuildInputs {
                 media_allowed: true,
                 advertised_media_address: None,
+                operator_namespace: None,
             },
         )
         .expect("build")

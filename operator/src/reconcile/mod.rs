@@ -1,6 +1,7 @@
 //! One reconcile of one tenant: fetch -> validate -> build -> diff -> apply -> status.
 
 pub mod drift;
+pub mod sinks;
 pub mod status;
 
 use std::fmt::Debug;
@@ -23,10 +24,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::audit::{Happening, OperatorAudit};
 use crate::baa::{self, BaaState};
 use crate::build::{self, BuildError, BuildInputs};
 use crate::metrics::Metrics;
-use crate::names::{ChildNames, FIELD_MANAGER, FINALIZER, MEDIA_PORT};
+use crate::names::{ChildNames, FIELD_MANAGER, FINALIZER, MEDIA_PORT, selector_labels};
 use crate::thirdparty::certmanager::Certificate;
 use drift::{Drift, Live};
 use status::{CertificateState, Observed};
@@ -34,6 +36,10 @@ use status::{CertificateState, Observed};
 /// How often a settled tenant is looked at again even without a watch event.
 const RESYNC: Duration = Duration::from_secs(300);
 const RETRY: Duration = Duration::from_secs(15);
+/// How often a tenant with media nodes is looked at again, to keep AuditSinksReady current.
+pub const SINK_HEALTH_RESYNC: Duration = Duration::from_secs(30);
+/// How long a deleted tenant is held for its last audit records to reach its sinks.
+const DEPROVISION_AUDIT_GRACE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -45,6 +51,11 @@ pub enum Error {
     Setup(String),
     #[error("{0}")]
     Finalizer(String),
+    #[error(
+        "the tenant's last audit records are not yet delivered to its sinks; the tenant is kept until they are, or for at most {} minutes after its deletion",
+        DEPROVISION_AUDIT_GRACE.as_secs() / 60
+    )]
+    AuditPending,
 }
 
 impl Error {
@@ -55,6 +66,7 @@ impl Error {
             Error::Kube { .. } => "kube_api",
             Error::Setup(_) => "setup",
             Error::Finalizer(_) => "finalizer",
+            Error::AuditPending => "audit_pending",
         }
     }
 }
@@ -84,6 +96,12 @@ pub struct Context {
     pub service_monitors: Option<ApiResource>,
     /// What the last apply of each tenant's children wrote, by tenant uid.
     pub applied: std::sync::Mutex<std::collections::HashMap<String, AppliedRecord>>,
+    /// The operator's own records, to each tenant's sinks.
+    pub audit: OperatorAudit,
+    /// Where the operator runs (POD_NAMESPACE), for the media nodes' NetworkPolicy.
+    pub operator_namespace: Option<String>,
+    /// How often tenants with audit sink reports are reconciled ([`SINK_HEALTH_RESYNC`]).
+    pub sink_health_resync: Duration,
 }
 
 /// The children a reconcile applied: a hash of what it sent and the resourceVersions the
@@ -116,7 +134,12 @@ impl Debug for Context {
 }
 
 impl Context {
-    pub async fn new(client: Client, identity: &str) -> Result<Self, Error> {
+    /// `audit_dir` holds the buffers of the operator's own audit records (a volume).
+    pub async fn new(
+        client: Client,
+        identity: &str,
+        audit_dir: std::path::PathBuf,
+    ) -> Result<Self, Error> {
         let pdb_resource = discover_pdb(&client).await?;
         let cert_manager = serves(&client, "cert-manager.io/v1", "certificates").await;
         let service_monitors = serves(&client, "monitoring.coreos.com/v1", "servicemonitors")
@@ -131,6 +154,9 @@ impl Context {
         tracing::info!(pdb = %pdb_resource.api_version, cert_manager, service_monitors = service_monitors.is_some(), "discovered the cluster's APIs");
         Ok(Self {
             applied: Default::default(),
+            audit: OperatorAudit::new(audit_dir, identity),
+            operator_namespace: std::env::var("POD_NAMESPACE").ok(),
+            sink_health_resync: SINK_HEALTH_RESYNC,
             cert_manager,
             service_monitors,
             recorder: Recorder::new(
@@ -145,6 +171,13 @@ impl Context {
             metrics: Metrics::new(),
             pdb_resource,
         })
+    }
+}
+
+impl Context {
+    pub fn with_sink_health_resync(mut self, every: Duration) -> Self {
+        self.sink_health_resync = every;
+        self
     }
 }
 
@@ -228,7 +261,11 @@ pub fn error_policy(tenant: Arc<HealthcareTenant>, error: &Error, ctx: Arc<Conte
         .with_label_values(&[error.metric_label()])
         .inc();
     tracing::warn!(tenant = %tenant.name_any(), namespace = ?tenant.namespace(), %error, "reconcile failed; retrying");
-    Action::requeue(RETRY)
+    match error {
+        // Delivery usually takes a moment, not a retry period.
+        Error::AuditPending => Action::requeue(Duration::from_secs(2)),
+        _ => Action::requeue(RETRY),
+    }
 }
 
 async fn server_side_apply<K>(api: &Api<K>, object: &K, what: &str) -> Result<K, Error>
@@ -244,6 +281,22 @@ where
     )
     .await
     .map_err(kube_err(format!("applying {what} {name}")))
+}
+
+/// Seals an audit record into the tenant's trail. A failure (its key Secret or a sink's
+/// Secret missing) is logged and shown as an Event; it does not stop the reconcile.
+async fn audit(ctx: &Context, tenant: &HealthcareTenant, what: Happening) {
+    if let Err(e) = ctx.audit.record(&ctx.client, tenant, &what).await {
+        tracing::warn!(tenant = %tenant.name_any(), error = %e, ?what, "audit record not made");
+        publish(
+            ctx,
+            tenant,
+            EventType::Warning,
+            "AuditRecordFailed",
+            e.to_string(),
+        )
+        .await;
+    }
 }
 
 async fn publish(
@@ -266,11 +319,12 @@ async fn publish(
 }
 
 /// The join-token and audit keys: created once; an existing Secret is never touched.
+/// Returns whether this call created them.
 async fn ensure_keys(
     tenant: &HealthcareTenant,
     ctx: &Context,
     namespace: &str,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let name = ChildNames::of(tenant).keys;
     if secrets
@@ -279,7 +333,7 @@ async fn ensure_keys(
         .map_err(kube_err(format!("reading Secret {name}")))?
         .is_some()
     {
-        return Ok(());
+        return Ok(false);
     }
     let random = |len: usize| -> Result<Vec<u8>, Error> {
         let mut key = vec![0u8; len];
@@ -290,10 +344,10 @@ async fn ensure_keys(
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(_) => {
             tracing::info!(tenant = %tenant.name_any(), secret = %name, "created the tenant's key Secret");
-            Ok(())
+            Ok(true)
         }
         // Another reconcile (or a restarted operator) made it first: keep theirs.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(source) => Err(Error::Kube {
             action: format!("creating Secret {name}"),
             source,
@@ -336,7 +390,10 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         drift_reverted: Vec::new(),
         certificate: CertificateState::CertManagerMissing,
         ready_media_nodes: 0,
+        sinks: Vec::new(),
     };
+    let spec_changed = previous.observed_generation.is_some()
+        && previous.observed_generation != tenant.metadata.generation;
 
     // Validate: on servers without CEL (before 1.25) the CRD's CEL rules never ran.
     let as_json = serde_json::to_value(tenant).map_err(|e| BuildError::Invalid {
@@ -350,6 +407,10 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         .filter(|v| !v.path.starts_with("status"))
         .map(|v| v.to_string())
         .collect();
+    if spec_changed {
+        let refused = !observed.spec_violations.is_empty();
+        audit(ctx, tenant, Happening::SettingsChanged { refused }).await;
+    }
 
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
@@ -366,9 +427,12 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
             BuildInputs {
                 media_allowed: baa_state.is_active(),
                 advertised_media_address: advertised_media_address(media_service.as_ref()),
+                operator_namespace: ctx.operator_namespace.clone(),
             },
         )?;
-        ensure_keys(tenant, ctx, &namespace).await?;
+        if ensure_keys(tenant, ctx, &namespace).await? {
+            audit(ctx, tenant, Happening::Provisioned).await;
+        }
 
         let mut live = Live {
             config_map: configmaps
@@ -534,6 +598,33 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         .and_then(|d| d.status.as_ref())
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
+    let selector: Vec<String> = selector_labels(tenant)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    observed.sinks = sinks::node_reports(&client, &namespace, &selector.join(",")).await;
+    let own = ctx.audit.sink_reports(tenant);
+    if !own.is_empty() {
+        observed.sinks.push(status::SinkReport {
+            reporter: "operator".into(),
+            health: Ok(status::AuditHealth {
+                sinks: own
+                    .into_iter()
+                    .map(|r| status::SinkHealth {
+                        sink: r.sink,
+                        kind: r.kind.into(),
+                        state: serde_json::to_value(r.state)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        reason: r.reason.map(Into::into),
+                        buffered_bytes: r.buffered_bytes,
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+        });
+    }
 
     write_status(tenant, ctx, &observed, &previous, &namespace).await?;
     if !observed.spec_violations.is_empty() {
@@ -547,10 +638,13 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         .await;
     }
 
-    let requeue = next_change
+    let mut requeue = next_change
         .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
         .map(|d| d.max(Duration::from_secs(1)).min(RESYNC))
         .unwrap_or(RESYNC);
+    if !observed.sinks.is_empty() {
+        requeue = requeue.min(ctx.sink_health_resync);
+    }
     Ok(Action::requeue(requeue))
 }
 
@@ -568,6 +662,11 @@ async fn report_drift(tenant: &HealthcareTenant, ctx: &Context, drift: &[Drift])
         };
         tracing::warn!(tenant = %tenant.name_any(), drift = %d, "reverted an edit of an owned object");
         publish(ctx, tenant, type_, reason, d.to_string()).await;
+        let what = Happening::DriftReverted {
+            kind: kind.to_string(),
+            weakened_lock: d.weakens_lock,
+        };
+        audit(ctx, tenant, what).await;
     }
 }
 
@@ -635,6 +734,13 @@ async fn write_status(
             .set(at);
     }
     for c in status::transitions(previous, &conditions) {
+        if c.type_ == "BAAActive" {
+            let what = Happening::BaaChanged {
+                active: c.status == "True",
+                reason: c.reason.clone(),
+            };
+            audit(ctx, tenant, what).await;
+        }
         let type_ = if c.status == "False" {
             EventType::Warning
         } else {
@@ -653,8 +759,41 @@ async fn write_status(
 }
 
 async fn cleanup(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, Error> {
-    // The audit record of the deprovisioning goes through the tenant's sinks once the audit
-    // trail lands; until then the Event is the record.
+    // The deprovisioning goes to the tenant's sinks; the finalizer holds the tenant until they
+    // have it, within a grace period (a sink down for good must not block a deletion forever).
+    if !ctx.audit.deprovision_recorded(tenant)
+        && let Err(e) = ctx.audit.deprovision(&ctx.client, tenant).await
+    {
+        tracing::warn!(tenant = %tenant.name_any(), error = %e, "the deprovisioning is not on record");
+        publish(
+            ctx,
+            tenant,
+            EventType::Warning,
+            "AuditRecordFailed",
+            e.to_string(),
+        )
+        .await;
+    }
+    let deleted_for = tenant
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).ok())
+        .unwrap_or_default();
+    if !ctx.audit.drained(tenant) {
+        if deleted_for < DEPROVISION_AUDIT_GRACE {
+            return Err(Error::AuditPending);
+        }
+        publish(
+            ctx,
+            tenant,
+            EventType::Warning,
+            "AuditUndelivered",
+            "the tenant's sinks did not take its last audit records within the grace period; they stay in the operator's buffer volume".into(),
+        )
+        .await;
+    }
+    ctx.audit.forget(tenant);
     publish(
         ctx,
         tenant,

@@ -6,6 +6,40 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::baa::BaaState;
 
+/// One audit sink as a media node (or the operator) reports it on `/audit/health`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkHealth {
+    pub sink: usize,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `unknown`, `up` or `down`.
+    pub state: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub buffered_bytes: u64,
+}
+
+/// A media node's `/audit/health`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditHealth {
+    pub sinks: Vec<SinkHealth>,
+    #[serde(default)]
+    pub buffer_full: bool,
+    #[serde(default)]
+    pub refusing_joins: bool,
+}
+
+/// Who reported on the sinks: a media node's pod, or the operator's own delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkReport {
+    pub reporter: String,
+    /// The report, or why it could not be had.
+    pub health: Result<AuditHealth, String>,
+}
+
 /// Why a condition has its status, CamelCase as Kubernetes conventions want.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -21,6 +55,8 @@ pub enum Reason {
     CertificateIssued,
     CertificateNotReady,
     SinksNotYetReported,
+    SinksDelivering,
+    SinkDown,
     MediaNodesReady,
     MediaNodesStarting,
     MediaStopped,
@@ -42,6 +78,8 @@ impl Reason {
             Reason::CertificateIssued => "CertificateIssued",
             Reason::CertificateNotReady => "CertificateNotReady",
             Reason::SinksNotYetReported => "SinksNotYetReported",
+            Reason::SinksDelivering => "SinksDelivering",
+            Reason::SinkDown => "SinkDown",
             Reason::MediaNodesReady => "MediaNodesReady",
             Reason::MediaNodesStarting => "MediaNodesStarting",
             Reason::MediaStopped => "MediaStopped",
@@ -75,6 +113,8 @@ pub struct Observed {
     pub drift_reverted: Vec<String>,
     pub certificate: CertificateState,
     pub ready_media_nodes: i32,
+    /// The media nodes' reports on the audit sinks, then the operator's own.
+    pub sinks: Vec<SinkReport>,
 }
 
 struct Verdict {
@@ -142,11 +182,7 @@ fn verdicts(o: &Observed) -> Vec<Verdict> {
         CertificateState::Certificate { name, ready: true, .. } => (Some(true), Reason::CertificateIssued, format!("cert-manager issued Certificate {name}")),
         CertificateState::Certificate { name, ready: false, message } => (Some(false), Reason::CertificateNotReady, format!("Certificate {name} is not ready yet: {message}")),
     };
-    let sinks = (
-        None,
-        Reason::SinksNotYetReported,
-        "media nodes have not reported audit sink health".to_string(),
-    );
+    let sinks = sinks_verdict(&o.sinks);
 
     let media_allowed = o.baa.is_active() && o.spec_violations.is_empty();
     let ready = if !media_allowed {
@@ -190,6 +226,63 @@ fn verdicts(o: &Observed) -> Vec<Verdict> {
         message,
     })
     .collect()
+}
+
+/// AuditSinksReady: every reporter delivers to every sink; otherwise which one does not, why,
+/// and how much waits. A node that refuses joins for a full buffer is named first.
+fn sinks_verdict(reports: &[SinkReport]) -> (Option<bool>, Reason, String) {
+    let mut problems = Vec::new();
+    let mut delivering = 0;
+    let mut unreachable = Vec::new();
+    for report in reports {
+        let health = match &report.health {
+            Ok(h) => h,
+            Err(why) => {
+                unreachable.push(format!("{}: {why}", report.reporter));
+                continue;
+            }
+        };
+        if health.refusing_joins {
+            problems.insert(
+                0,
+                format!(
+                    "{} refuses joins: its audit buffer is full (spec.audit.whenBufferFull)",
+                    report.reporter
+                ),
+            );
+        }
+        let mut ok = true;
+        for sink in health.sinks.iter().filter(|s| s.state == "down") {
+            ok = false;
+            problems.push(format!(
+                "{}: sink {} ({}) is down ({}), {} KiB buffered",
+                report.reporter,
+                sink.sink,
+                sink.kind,
+                sink.reason.as_deref().unwrap_or("failing"),
+                sink.buffered_bytes.div_ceil(1024)
+            ));
+        }
+        if ok && !health.refusing_joins {
+            delivering += 1;
+        }
+    }
+    if !problems.is_empty() {
+        return (Some(false), Reason::SinkDown, problems.join("; "));
+    }
+    if delivering == 0 {
+        let why = if unreachable.is_empty() {
+            "no media node has reported on its audit sinks yet".to_string()
+        } else {
+            format!("no report on the audit sinks: {}", unreachable.join("; "))
+        };
+        return (None, Reason::SinksNotYetReported, why);
+    }
+    let mut message = format!("{delivering} reporter(s) deliver to every audit sink");
+    if !unreachable.is_empty() {
+        message.push_str(&format!("; not reporting: {}", unreachable.join("; ")));
+    }
+    (Some(true), Reason::SinksDelivering, message)
 }
 
 /// The conditions for `observed`, keeping each one's lastTransitionTime while its status holds.
@@ -261,7 +354,82 @@ mod tests {
                 exists: true,
             },
             ready_media_nodes: 2,
+            sinks: vec![],
         }
+    }
+
+    fn report(reporter: &str, sinks: &[(&str, Option<&str>)], refusing: bool) -> SinkReport {
+        SinkReport {
+            reporter: reporter.into(),
+            health: Ok(AuditHealth {
+                sinks: sinks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (state, reason))| SinkHealth {
+                        sink: i + 1,
+                        kind: "syslog".into(),
+                        state: (*state).into(),
+                        reason: reason.map(Into::into),
+                        buffered_bytes: 4096,
+                    })
+                    .collect(),
+                buffer_full: refusing,
+                refusing_joins: refusing,
+            }),
+        }
+    }
+
+    #[test]
+    fn audit_sinks_ready_follows_what_the_nodes_report() {
+        let at = time("2026-11-23T10:00:00Z");
+        let mut o = observed();
+        o.sinks = vec![
+            report("media-a", &[("up", None)], false),
+            report("operator", &[("unknown", None)], false),
+        ];
+        let c = conditions(&o, &[], at.clone());
+        assert_eq!(get(&c, "AuditSinksReady").status, "True");
+        assert_eq!(get(&c, "AuditSinksReady").reason, "SinksDelivering");
+
+        o.sinks = vec![
+            report("media-a", &[("up", None)], false),
+            report("media-b", &[("down", Some("unauthorized"))], true),
+            SinkReport {
+                reporter: "media-c".into(),
+                health: Err("connection refused".into()),
+            },
+        ];
+        let c = conditions(&o, &[], at.clone());
+        let sinks = get(&c, "AuditSinksReady");
+        assert_eq!(
+            (sinks.status.as_str(), sinks.reason.as_str()),
+            ("False", "SinkDown")
+        );
+        assert!(
+            sinks.message.starts_with("media-b refuses joins"),
+            "{}",
+            sinks.message
+        );
+        assert!(
+            sinks
+                .message
+                .contains("media-b: sink 1 (syslog) is down (unauthorized), 4 KiB buffered"),
+            "{}",
+            sinks.message
+        );
+
+        o.sinks = vec![SinkReport {
+            reporter: "media-c".into(),
+            health: Err("connection refused".into()),
+        }];
+        let c = conditions(&o, &[], at);
+        let sinks = get(&c, "AuditSinksReady");
+        assert_eq!(sinks.status, "Unknown");
+        assert!(
+            sinks.message.contains("media-c: connection refused"),
+            "{}",
+            sinks.message
+        );
     }
 
     fn time(s: &str) -> Time {

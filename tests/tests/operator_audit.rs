@@ -1,0 +1,257 @@
+//! The operator's side of the audit trail, against a real API server and a real rsyslog on
+//! loopback: its own records (provisioned, drift reverted, deprovisioned) reach the tenant's
+//! sink in a chain that verifies, and AuditSinksReady follows what a real media node reports
+//! on `/audit/health`.
+//!
+//! There is no kubelet: the media node runs in this process and the test writes a Pod object
+//! for it, whose status (Running, podIP 127.0.0.1) the test sets itself.
+
+use std::time::Duration;
+
+use bedside_crds::HealthcareTenant;
+use bedside_crds::node_config::AuditSinkSettings;
+use bedside_tests::examples::{documents, examples_dir};
+use bedside_tests::media::TestNode;
+use bedside_tests::operator::{RunningOperator, ensure_namespace, eventually, install_crd};
+use bedside_tests::rsyslog::{self, Rsyslog};
+use bedside_tests::{ClusterOptions, TestCluster};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+const NS: &str = "tenant-audit";
+const TENANT: &str = "lakeside-behavioral";
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn condition(cluster: &TestCluster, type_: &str) -> Option<(String, String, String)> {
+    let tenant = Api::<HealthcareTenant>::namespaced(cluster.client(), NS)
+        .get_opt(TENANT)
+        .await
+        .ok()??;
+    let c = tenant
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status, c.reason, c.message))
+}
+
+/// The sink's messages that are records of `action`.
+fn records_of(sink: &Rsyslog, action: &str) -> Vec<Value> {
+    sink.received()
+        .into_iter()
+        .filter_map(|(_, m)| serde_json::from_str::<Value>(&m).ok())
+        .filter(|r| r["action"] == action)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_own_records_reach_the_tenants_sink_and_nodes_report_their_sinks() {
+    if !bedside_tests::run_or_skip("rsyslog", rsyslog::unavailable(), "BEDSIDE_REQUIRE_TOOLS") {
+        return;
+    }
+    let Some(cluster) = TestCluster::start_or_skip(ClusterOptions::default()).await else {
+        return;
+    };
+    install_crd(&cluster).await.expect("install the CRD");
+    ensure_namespace(&cluster, NS).await.expect("namespace");
+    let sink_dir = tempfile::tempdir().expect("tempdir");
+    let sink = Rsyslog::start(sink_dir.path()).await;
+
+    // The sink's CA and the tenant's TLS certificate, as the platform team would make them.
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(), NS);
+    let cert = rcgen::generate_simple_self_signed(vec!["telehealth.lakeside.example".into()])
+        .expect("cert");
+    for secret in [
+        json!({"metadata": {"name": "lakeside-meet-tls"}, "type": "kubernetes.io/tls",
+               "stringData": {"tls.crt": cert.cert.pem(), "tls.key": cert.signing_key.serialize_pem()}}),
+        json!({"metadata": {"name": "siem-ca"},
+               "stringData": {"ca.crt": std::fs::read_to_string(&sink.ca_file).expect("ca")}}),
+    ] {
+        let secret: Secret = serde_json::from_value(secret).expect("secret");
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create a Secret");
+    }
+    let mut doc = documents(&examples_dir().join("lakeside-behavioral.yaml")).remove(0);
+    doc["metadata"]["namespace"] = json!(NS);
+    doc["spec"]["audit"]["sinks"] = json!([
+        {"stdout": {}},
+        {"syslog": {"address": format!("127.0.0.1:{}", sink.port), "caSecret": "siem-ca"}},
+    ]);
+    let tenant: HealthcareTenant = serde_json::from_value(doc).expect("tenant");
+    let tenants: Api<HealthcareTenant> = Api::namespaced(cluster.client(), NS);
+    tenants
+        .create(&PostParams::default(), &tenant)
+        .await
+        .expect("create the tenant");
+    let operator = RunningOperator::start(&cluster, "op-audit", false)
+        .await
+        .expect("operator");
+
+    // Provisioned: on record, by the operator, authenticated by Kubernetes.
+    let provisioned = eventually("a tenant-provisioned record at the sink", WAIT, || async {
+        records_of(&sink, "tenant-provisioned").into_iter().next()
+    })
+    .await;
+    assert_eq!(provisioned["actor"]["role"], "operator", "{provisioned}");
+    assert_eq!(provisioned["actor"]["auth"], "kubernetes", "{provisioned}");
+    assert_eq!(provisioned["place"]["node"], "op-audit", "{provisioned}");
+    assert_eq!(provisioned["tenant"], TENANT, "{provisioned}");
+
+    // An edit that turns recording on is reverted, and that is on record too.
+    let configmaps: Api<ConfigMap> = Api::namespaced(cluster.client(), NS);
+    let name = "lakeside-behavioral-media-config";
+    let cm = configmaps.get(name).await.expect("cm");
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("config.yaml"))
+        .cloned()
+        .unwrap_or_default();
+    configmaps
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"config.yaml": text.replace("recording: Disabled", "recording: Enabled")}})),
+        )
+        .await
+        .expect("edit");
+    let reverted = eventually("a drift-reverted record", WAIT, || async {
+        records_of(&sink, "drift-reverted").into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        reverted["outcome"]["reason"], "configmap-locked-setting",
+        "{reverted}"
+    );
+
+    // A media node whose syslog sink is unreachable: the operator reads its /audit/health.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let ca_file = sink.ca_file.clone();
+    let node = TestNode::start_with(move |c| {
+        c.audit.sinks.push(AuditSinkSettings::Syslog {
+            address: format!("127.0.0.1:{closed_port}"),
+            ca_file,
+        });
+    })
+    .await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client(), NS);
+    let _ = accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa"),
+        )
+        .await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), NS);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "lakeside-behavioral-media-0", "labels": {
+            "app.kubernetes.io/name": "bedside-media-node",
+            "app.kubernetes.io/instance": TENANT,
+            "bedside.health/tenant": TENANT,
+        }},
+        "spec": {
+            "nodeName": "no-kubelet",
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "media-node", "image": "bedside-media-node",
+                "ports": [{"name": "metrics", "containerPort": node.metrics_addr.port()}]}],
+        },
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create the pod");
+    pods.patch_status(
+        "lakeside-behavioral-media-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running", "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}]}})),
+    )
+    .await
+    .expect("pod status");
+    let (status, _, message) = eventually(
+        "AuditSinksReady=False from the node",
+        Duration::from_secs(60),
+        || async {
+            condition(&cluster, "AuditSinksReady")
+                .await
+                .filter(|(s, r, _)| s == "False" && r == "SinkDown")
+        },
+    )
+    .await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("lakeside-behavioral-media-0: sink 1 (syslog) is down (unreachable)"),
+        "{message}"
+    );
+
+    // The node goes away; the operator's own delivery to the same sink is healthy.
+    pods.delete(
+        "lakeside-behavioral-media-0",
+        &DeleteParams::default().grace_period(0),
+    )
+    .await
+    .expect("delete the pod");
+    let (_, _, message) = eventually("AuditSinksReady=True", Duration::from_secs(60), || async {
+        condition(&cluster, "AuditSinksReady")
+            .await
+            .filter(|(s, _, _)| s == "True")
+    })
+    .await;
+    assert!(message.contains("1 reporter(s)"), "{message}");
+
+    // Deprovisioned: the record reaches the sink before the tenant is gone, and what the sink
+    // holds from the operator is one intact chain that ends cleanly.
+    let key = secrets
+        .get("lakeside-behavioral-keys")
+        .await
+        .expect("keys")
+        .data
+        .and_then(|mut d| d.remove("audit-hmac.key"))
+        .expect("audit key")
+        .0;
+    tenants
+        .delete(TENANT, &DeleteParams::default())
+        .await
+        .expect("delete the tenant");
+    eventually("the tenant gone", WAIT, || async {
+        tenants
+            .get_opt(TENANT)
+            .await
+            .ok()
+            .and_then(|t| t.is_none().then_some(()))
+    })
+    .await;
+    assert_eq!(
+        records_of(&sink, "tenant-deprovisioned").len(),
+        1,
+        "the deprovisioning is at the sink before the tenant is gone"
+    );
+    let operator_lines: Vec<String> = sink
+        .received()
+        .into_iter()
+        .map(|(_, m)| m)
+        .filter(|m| m.contains("\"node\":\"op-audit\""))
+        .collect();
+    let verified = eventually("the closing record at the sink", WAIT, || async {
+        let lines: Vec<String> = sink
+            .received()
+            .into_iter()
+            .map(|(_, m)| m)
+            .filter(|m| m.contains("\"node\":\"op-audit\""))
+            .collect();
+        let key = bedside_audit::AuditKey::new(&key).expect("key");
+        bedside_audit::verify(lines.iter().map(String::as_str), &key)
+            .ok()
+            .filter(|v| v.chains.first().is_some_and(|c| c.closed))
+    })
+    .await;
+    assert_eq!(verified.chains.len(), 1, "{verified:?}");
+    assert_eq!(verified.chains[0].first_seq, Some(1), "{operator_lines:#?}");
+    drop(node);
+    operator.stop().await.expect("the operator stops");
+}
