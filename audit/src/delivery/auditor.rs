@@ -49,8 +49,9 @@ struct Inner {
     chain: Chain,
     out: Option<Box<dyn Write + Send>>,
     spools: Vec<(Arc<Spool>, Arc<Notify>)>,
-    /// Holds the last record, so a restarted node continues the chain.
-    tail_file: Option<PathBuf>,
+    /// Holds the last record, so a restarted node continues the chain: rewritten in place
+    /// (one write at offset 0; only its first line counts), no rename per record.
+    tail_file: Option<std::fs::File>,
     /// Records sealed since the last checkpoint.
     since_checkpoint: u64,
 }
@@ -108,7 +109,8 @@ impl Auditor {
         // buffer, and never seals a second, different record under the same sequence number.
         let saved = tail_file
             .as_ref()
-            .and_then(|f| std::fs::read_to_string(f).ok());
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|text| text.lines().next().map(str::to_string));
         let buffered = spools
             .iter()
             .filter_map(|(s, _)| s.last_line().ok().flatten());
@@ -129,13 +131,31 @@ impl Auditor {
                 chain,
                 out,
                 spools,
-                tail_file,
+                tail_file: match tail_file {
+                    Some(path) => Some(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .truncate(false)
+                            .write(true)
+                            .open(&path)
+                            .map_err(|source| DeliveryError::File {
+                                what: "the audit chain's tail file",
+                                path,
+                                source,
+                            })?,
+                    ),
+                    None => None,
+                },
                 since_checkpoint: 0,
             }),
             tenant: id("tenant name", tenant)?,
             node: id("node name", node)?,
             tasks: Mutex::default(),
         })
+    }
+
+    pub(super) fn spools(&self) -> &[Arc<Spool>] {
+        &self.spools
     }
 
     pub(super) fn own_tasks(&self, tasks: Vec<tokio::task::AbortHandle>) {
@@ -254,8 +274,11 @@ impl Auditor {
             wake.notify_one();
         }
         if let Some(tail) = &inner.tail_file {
-            let tmp = tail.with_extension("tmp");
-            if let Err(e) = std::fs::write(&tmp, &line).and_then(|()| std::fs::rename(&tmp, tail)) {
+            use std::os::unix::fs::FileExt;
+            let mut text = Vec::with_capacity(line.len() + 1);
+            text.extend_from_slice(line.as_bytes());
+            text.push(b'\n');
+            if let Err(e) = tail.write_all_at(&text, 0) {
                 tracing::error!(error = %e, "the audit chain's tail could not be saved");
             }
         }

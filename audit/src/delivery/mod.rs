@@ -157,6 +157,24 @@ pub fn start(plan: Plan<'_>, metrics: &AuditMetrics) -> Result<Arc<Auditor>, Del
         (plan.buffer_bytes, plan.when_buffer_full),
     )?);
     auditor.own_tasks(tasks);
+    // Group commit: the buffers reach the disk every SYNC_EVERY, off the join path.
+    let synced: Vec<Arc<Spool>> = auditor.spools().to_vec();
+    if !synced.is_empty() {
+        let flusher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(spool::SYNC_EVERY);
+            loop {
+                tick.tick().await;
+                for s in &synced {
+                    let s = s.clone();
+                    let result = tokio::task::spawn_blocking(move || s.sync()).await;
+                    if let Ok(Err(e)) = result {
+                        tracing::error!(error = %e, "cannot sync the audit buffer to disk");
+                    }
+                }
+            }
+        });
+        auditor.own_tasks(vec![flusher.abort_handle()]);
+    }
     // Sink failures and recoveries become records; checkpoints mark the chain every interval.
     // The task ends with the auditor.
     let recorder = Arc::downgrade(&auditor);
