@@ -72,13 +72,25 @@ fn check_config(files: Vec<PathBuf>) -> ExitCode {
     }
 }
 
+/// RUST_LOG (default info), except that the WebSocket crates never log above debug: at trace
+/// they print whole signaling frames, which carry the names participants type.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,str0m=warn,dimpl=warn".into());
+    [
+        "tungstenite=debug",
+        "tokio_tungstenite=debug",
+        "axum::extract::ws=debug",
+    ]
+    .into_iter()
+    .filter_map(|d| d.parse().ok())
+    .fold(filter, tracing_subscriber::EnvFilter::add_directive)
+}
+
 fn run(config_file: Option<PathBuf>, node_name: String) -> ExitCode {
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,str0m=warn,dimpl=warn".into()),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

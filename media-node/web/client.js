@@ -14,6 +14,12 @@
   const statusEl = document.getElementById('status');
   const tilesEl = document.getElementById('tiles');
   const joinBtn = document.getElementById('join');
+  const nameEl = document.getElementById('name');
+  // The name a participant typed: shown on their tile; the node keeps it in memory only.
+  const label = (id) => {
+    const p = state.participants.get(id);
+    return (p && p.displayName) || `Participant ${id}`;
+  };
   const leaveBtn = document.getElementById('leave');
 
   // Exposed for automated browser tests and for support staff debugging a visit.
@@ -89,7 +95,8 @@
     if (local) tile('self', 'You', local, true);
     setStatus('Connecting…');
     ws = new WebSocket(`wss://${location.host}/ws`);
-    ws.onopen = () => send({ type: 'join', room, token });
+    const displayName = nameEl ? nameEl.value.trim() : '';
+    ws.onopen = () => send(displayName ? { type: 'join', room, token, displayName } : { type: 'join', room, token });
     ws.onmessage = (event) => {
       // Handle messages strictly in order: SDP steps must not interleave.
       chain = chain.then(() => handle(JSON.parse(event.data))).catch((e) => {
@@ -115,7 +122,7 @@
       const entry = state.participants.get(id) || { role: 'participant' };
       entry.stream = stream;
       state.participants.set(id, entry);
-      tile(id, `Participant ${id}`, stream, false);
+      tile(id, label(id), stream, false);
     };
     // A data channel gives every client, observers included, something to negotiate.
     pc.createDataChannel('bedside');
@@ -147,8 +154,8 @@
       case 'joined':
         state.participantId = message.participantId;
         for (const p of message.participants) {
-          state.participants.set(p.id, { role: p.role });
-          tile(p.id, `Participant ${p.id}`, null, false);
+          state.participants.set(p.id, { role: p.role, displayName: p.displayName });
+          tile(p.id, label(p.id), null, false);
         }
         leaveBtn.disabled = false;
         setStatus(`Joined as ${message.role}; setting up encrypted media…`);
@@ -165,8 +172,11 @@
         break;
       }
       case 'participant-joined':
-        state.participants.set(message.participant.id, { role: message.participant.role });
-        tile(message.participant.id, `Participant ${message.participant.id}`, null, false);
+        state.participants.set(message.participant.id, {
+          role: message.participant.role,
+          displayName: message.participant.displayName,
+        });
+        tile(message.participant.id, label(message.participant.id), null, false);
         break;
       case 'participant-left':
         state.participants.delete(message.participantId);

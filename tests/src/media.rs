@@ -109,17 +109,19 @@ impl TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let material = NodeSetup::generated(config::dev_default(), "bench-node".into())
             .expect("node material");
-        let mut node = Self::spawn_in(binary, dir.path(), &material, |_| {}).await;
+        let mut node = Self::spawn_in(binary, dir.path(), &material, "warn", |_| {}).await;
         node._files = Some(dir);
         node
     }
 
-    /// Like `spawn`, with the node's files (config, keys, audit buffer) in `dir` and its key
-    /// material from `material`, so a test can start the same node again after killing it.
+    /// Like `spawn`, with the node's files (config, keys, audit buffer; stdout.log with the
+    /// audit records, stderr.log with the log at `log_filter`) in `dir` and its key material
+    /// from `material`, so a test can start the same node again after killing it.
     pub async fn spawn_in(
         binary: &std::path::Path,
         dir: &std::path::Path,
         material: &NodeSetup,
+        log_filter: &str,
         edit: impl FnOnce(&mut bedside_crds::node_config::MediaNodeConfig),
     ) -> TestNode {
         let mut config = material.config.clone();
@@ -142,12 +144,21 @@ impl TestNode {
         config.audit.buffer_dir = dir.join("audit");
         edit(&mut config);
         let config_file = write("node.yaml", config.to_yaml().as_bytes());
+        // stdout carries the stdout sink's audit records, stderr the log.
+        let output = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name))
+                .expect("an output file for the node")
+        };
         let child = std::process::Command::new(binary)
             .args(["run", "--config"])
             .arg(&config_file)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_filter)
             .env("POD_NAME", &material.node_name)
-            .stdout(std::process::Stdio::null())
+            .stdout(output("stdout.log"))
+            .stderr(output("stderr.log"))
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
         let signaling_addr = std::net::SocketAddr::from((loopback, signaling));
@@ -439,6 +450,14 @@ impl Signal {
 
     pub async fn join(&mut self, room: &str, token: &str) -> Value {
         self.send(json!({"v": 1, "type": "join", "room": room, "token": token}))
+            .await;
+        self.recv().await.expect("a reply to join")
+    }
+
+    /// A join with the name the participant typed.
+    pub async fn join_as(&mut self, room: &str, token: &str, display_name: &str) -> Value {
+        self.send(json!({"v": 1, "type": "join", "room": room, "token": token,
+            "displayName": display_name}))
             .await;
         self.recv().await.expect("a reply to join")
     }

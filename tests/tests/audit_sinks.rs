@@ -522,6 +522,7 @@ async fn a_node_killed_with_records_buffered_delivers_them_after_it_restarts() {
         &binary,
         node_dir.path(),
         &material,
+        "warn",
         with_syslog.clone(),
     )
     .await;
@@ -545,9 +546,14 @@ async fn a_node_killed_with_records_buffered_delivers_them_after_it_restarts() {
 
     // The sink is back, and so is the node, on the same buffer: everything arrives.
     sink.restart().await;
-    let mut node =
-        bedside_tests::media::TestNode::spawn_in(&binary, node_dir.path(), &material, with_syslog)
-            .await;
+    let mut node = bedside_tests::media::TestNode::spawn_in(
+        &binary,
+        node_dir.path(),
+        &material,
+        "warn",
+        with_syslog,
+    )
+    .await;
     visit(&node, "u-after-restart", false).await;
     let key = bedside_audit::AuditKey::new(&material.audit_key).expect("key");
     let users = |messages: &[String], user: &str, action: &str| {
@@ -583,4 +589,86 @@ async fn a_node_killed_with_records_buffered_delivers_them_after_it_restarts() {
     );
     assert!(!chain.closed, "the kill left no closing record");
     node.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_display_name_reaches_the_room_and_no_record_log_line_or_metric() {
+    let binary = bedside_tests::media::workspace_binary("bedside-media-node");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let material = bedside_media_node::node::NodeSetup::generated(
+        bedside_media_node::config::dev_default(),
+        "node-privacy".into(),
+    )
+    .expect("node material");
+    // Everything at trace, the most an SRE chasing a problem could turn on.
+    let mut node = TestNode::spawn_in(&binary, dir.path(), &material, "trace", |_| {}).await;
+    let (jane, john) = ("Zelda Quintanilla-Okafor", "Bartholomew Ngata");
+
+    let mut a = Signal::connect(&node).await;
+    let joined = a
+        .join_as("visit-7", &node.token("visit-7", "u-a", Role::Host), jane)
+        .await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let mut b = Signal::connect(&node).await;
+    let joined = b
+        .join_as(
+            "visit-7",
+            &node.token("visit-7", "u-b", Role::Participant),
+            john,
+        )
+        .await;
+    assert_eq!(
+        joined["participants"][0]["displayName"], jane,
+        "the room shows the name: {joined}"
+    );
+    let seen = a.expect("participant-joined").await;
+    assert_eq!(seen["participant"]["displayName"], john, "{seen}");
+    // Refusals carry no name back into logs either: a forged token, an oversized name.
+    let mut c = Signal::connect(&node).await;
+    let forged = sign(
+        &node.tenant,
+        &[9u8; 32],
+        "visit-7",
+        "u-c",
+        Role::Participant,
+        600,
+    );
+    let refused = c.join_as("visit-7", &forged, jane).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    let mut d = Signal::connect(&node).await;
+    let too_long = format!("{jane} {}", "x".repeat(80));
+    let refused = d
+        .join_as(
+            "visit-7",
+            &node.token("visit-7", "u-d", Role::Participant),
+            &too_long,
+        )
+        .await;
+    assert_eq!(refused["code"], "invalid-message", "{refused}");
+    let metrics = node.metrics().await;
+    a.close().await;
+    b.close().await;
+    node.shutdown(Duration::from_secs(5)).await;
+
+    let audit = std::fs::read_to_string(dir.path().join("stdout.log")).expect("audit");
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).expect("log");
+    assert!(
+        audit.contains("\"u-a\"") && audit.contains("\"join\""),
+        "the audit stream has the joins: {audit}"
+    );
+    assert!(log.lines().count() > 5, "the log is there at trace: {log}");
+    for name in [jane, john] {
+        for (what, text) in [
+            ("audit record", &audit),
+            ("log line", &log),
+            ("metric", &metrics),
+        ] {
+            for part in name.split(' ') {
+                assert!(
+                    !text.contains(part),
+                    "{part:?} from a typed name appears in a {what}"
+                );
+            }
+        }
+    }
 }

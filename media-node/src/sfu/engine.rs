@@ -25,7 +25,8 @@ use super::participant::{Participant, ParticipantId, Propagated};
 use super::stats::{ConnectionFailure, EngineStats};
 use crate::crypto_policy::{self, SrtpPolicy};
 use crate::signaling::protocol::{
-    ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, ProtocolError, ServerMessage,
+    DisplayName, ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, ProtocolError,
+    ServerMessage,
 };
 use crate::token::Role;
 
@@ -52,6 +53,7 @@ pub enum Command {
     Join {
         room: String,
         role: Role,
+        display_name: Option<DisplayName>,
         events: mpsc::Sender<ServerMessage>,
         reply: oneshot::Sender<Result<Joined, ProtocolError>>,
     },
@@ -186,10 +188,11 @@ impl Engine {
             Command::Join {
                 room,
                 role,
+                display_name,
                 events,
                 reply,
             } => {
-                let _ = reply.send(self.join(room, role, events));
+                let _ = reply.send(self.join(room, role, display_name, events));
             }
             Command::Offer { id, sdp, reply } => {
                 let _ = reply.send(self.offer(id, &sdp));
@@ -213,6 +216,7 @@ impl Engine {
         &mut self,
         room: String,
         role: Role,
+        display_name: Option<DisplayName>,
         events: mpsc::Sender<ServerMessage>,
     ) -> Result<Joined, ProtocolError> {
         let room: Arc<str> = Arc::from(room);
@@ -231,6 +235,7 @@ impl Engine {
         let info = ParticipantInfo {
             id: id.to_string(),
             role,
+            display_name: display_name.clone(),
         };
         let mut already = Vec::new();
         for other in members.iter() {
@@ -238,6 +243,7 @@ impl Engine {
                 already.push(ParticipantInfo {
                     id: p.id.to_string(),
                     role: p.role,
+                    display_name: p.display_name.clone(),
                 });
                 p.tell(ServerMessage::ParticipantJoined {
                     v: PROTOCOL_VERSION,
@@ -247,6 +253,7 @@ impl Engine {
         }
         members.push(id);
         let mut participant = Participant::new(id, room, role, events);
+        participant.display_name = display_name;
         // Subscribe to everything already published in the room.
         for other in already.iter() {
             if let Some(p) = self

@@ -106,6 +106,8 @@ pub struct Participant {
     pub id: ParticipantId,
     pub room: std::sync::Arc<str>,
     pub role: Role,
+    /// What the participant typed; shown to the room, kept nowhere else.
+    pub display_name: Option<crate::signaling::protocol::DisplayName>,
     pub events: mpsc::Sender<ServerMessage>,
     pub rtc: Option<Rtc>,
     pub pending: Option<SdpPendingOffer>,
@@ -136,6 +138,7 @@ impl Participant {
             id,
             room,
             role,
+            display_name: None,
             events,
             rtc: None,
             pending: None,

@@ -22,10 +22,16 @@ pub const MAX_ROOM_NAME: usize = 64;
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// Must come first.
+    #[serde(rename_all = "camelCase")]
     Join {
         v: u32,
         room: String,
         token: String,
+        /// The name the participant typed, shown to the others in the room. It lives only in
+        /// the node's memory for the length of the visit: never in a log, a metric or an
+        /// audit record.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        display_name: Option<String>,
     },
     /// The client's offer: the first one publishes its camera and microphone.
     Offer {
@@ -112,6 +118,50 @@ pub enum ServerMessage {
 pub struct ParticipantInfo {
     pub id: String,
     pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<DisplayName>,
+}
+
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME: usize = 64;
+
+/// A name a participant typed. Its `Debug` is redacted, so it cannot reach a log line by way
+/// of `{:?}` on a message.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DisplayName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DisplayName(..)")
+    }
+}
+
+/// A display name as typed: trimmed, 1 to [`MAX_DISPLAY_NAME`] characters, no control
+/// characters. Empty means none.
+pub fn display_name(typed: Option<&str>) -> Result<Option<DisplayName>, ProtocolError> {
+    let Some(name) = typed.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if name.chars().count() > MAX_DISPLAY_NAME {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            format!("displayName is longer than {MAX_DISPLAY_NAME} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            "displayName may not contain control characters",
+        ));
+    }
+    Ok(Some(DisplayName(name.to_string())))
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,7 +344,8 @@ mod tests {
             ClientMessage::Join {
                 v: 1,
                 room: "visit-42".into(),
-                token: "abc".into()
+                token: "abc".into(),
+                display_name: None,
             }
         );
     }

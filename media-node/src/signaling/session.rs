@@ -11,7 +11,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::protocol::{
-    self, ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, ProtocolError, ServerMessage,
+    self, ClientMessage, DisplayName, ErrorCode, LeaveReason, PROTOCOL_VERSION, ProtocolError,
+    ServerMessage,
 };
 use super::server::AppState;
 use crate::sfu::stats::JoinRefusal;
@@ -227,7 +228,18 @@ impl Session {
             Err(e) => return self.on_error(e),
         };
         match (message, self.joined) {
-            (ClientMessage::Join { room, token, .. }, None) => self.join(room, token).await,
+            (
+                ClientMessage::Join {
+                    room,
+                    token,
+                    display_name,
+                    ..
+                },
+                None,
+            ) => match protocol::display_name(display_name.as_deref()) {
+                Ok(name) => self.join(room, token, name).await,
+                Err(e) => self.on_error(e),
+            },
             (ClientMessage::Join { .. }, Some(_)) => self.on_error(ProtocolError::new(
                 ErrorCode::AlreadyJoined,
                 "this connection has already joined; open a new one for another room",
@@ -284,7 +296,7 @@ impl Session {
     }
 
     #[tracing::instrument(name = "join", skip_all, fields(tenant = %self.state.tenant))]
-    async fn join(&mut self, room: String, token: String) -> Flow {
+    async fn join(&mut self, room: String, token: String, name: Option<DisplayName>) -> Flow {
         if *self.state.shutdown.borrow() {
             self.state.stats.refused(JoinRefusal::NotAvailable);
             return self.fatal(ProtocolError::new(
@@ -344,6 +356,7 @@ impl Session {
             .ask(|reply| Command::Join {
                 room: grant.room.clone(),
                 role,
+                display_name: name,
                 events,
                 reply,
             })
