@@ -9,6 +9,7 @@
 pub mod config;
 pub mod crypto_policy;
 pub mod error;
+pub mod meeting;
 pub mod node;
 pub mod sfu;
 pub mod signaling;

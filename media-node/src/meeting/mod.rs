@@ -1,0 +1,670 @@
+//! One meeting's rules under a BAA, as a state machine without sockets or clocks: who may
+//! enter (waiting room, lock, expelled users, the end), what a host may do (admit, deny, lock,
+//! expel, mute, stop a screen share, end), and when a meeting or a participant times out
+//! (idle timeout, maximum duration with a warning, no host left, token expiry).
+//!
+//! The engine feeds it requests and the time, and carries out the [`Effect`]s it returns; the
+//! node, not the web page, is where the rules hold. Tests drive it with a fake clock.
+
+pub mod passcode;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::token::Role;
+
+/// A participant's id within the node (the engine's).
+pub type Id = u64;
+
+/// The tenant's meeting settings, as the node enforces them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// No media and no signaling for this long drops a participant (at most 15 min).
+    pub idle_timeout: Duration,
+    /// The meeting ends this long after it starts.
+    pub max_duration: Duration,
+    /// Everyone is warned this long before the maximum duration.
+    pub warn_before: Duration,
+    /// A meeting with no host left ends after this.
+    pub hostless_grace: Duration,
+}
+
+impl Policy {
+    pub fn new(idle_timeout: Duration, max_duration: Duration) -> Self {
+        Self {
+            idle_timeout,
+            max_duration,
+            warn_before: Duration::from_secs(300).min(max_duration / 4),
+            hostless_grace: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why a request is refused; each has a code for the client and the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A host action from someone who is not a host.
+    NotHost,
+    /// The meeting is locked: no new joins, not even to the waiting room.
+    Locked,
+    /// This user was expelled from this meeting.
+    Expelled,
+    /// The meeting has ended.
+    Ended,
+    /// The target of a host action is not in the meeting (or not waiting, for admit/deny).
+    NoSuchParticipant,
+}
+
+impl Refusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::NotHost => "not-host",
+            Refusal::Locked => "meeting-locked",
+            Refusal::Expelled => "expelled",
+            Refusal::Ended => "meeting-ended",
+            Refusal::NoSuchParticipant => "no-such-participant",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::NotHost => "only a host can do that",
+            Refusal::Locked => "the host has locked this meeting; no one else can join",
+            Refusal::Expelled => "a host removed you from this meeting; you cannot rejoin it",
+            Refusal::Ended => "this meeting has ended",
+            Refusal::NoSuchParticipant => "that participant is not in this meeting",
+        }
+    }
+}
+
+/// Why someone leaves or the meeting ends: a code for the client and the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Denied,
+    Expelled,
+    Idle,
+    TokenExpired,
+    MaxDuration,
+    NoHost,
+    EndedByHost,
+}
+
+impl EndReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            EndReason::Denied => "denied",
+            EndReason::Expelled => "expelled",
+            EndReason::Idle => "idle-timeout",
+            EndReason::TokenExpired => "token-expired",
+            EndReason::MaxDuration => "max-duration",
+            EndReason::NoHost => "no-host",
+            EndReason::EndedByHost => "ended-by-host",
+        }
+    }
+}
+
+/// What the engine must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Let the participant's media flow: they are in the room now.
+    Admit(Id),
+    /// Close the participant's connection, telling them why.
+    Remove(Id, EndReason),
+    /// Stop forwarding the participant's audio and tell them.
+    Mute(Id),
+    /// Stop forwarding the participant's screen share and tell them.
+    StopShare(Id),
+    /// The hosts' view of the waiting room changed.
+    WaitingChanged,
+    /// The lock changed.
+    LockChanged(bool),
+    /// The meeting ends in this long.
+    Warn(Duration),
+    /// Everyone is removed; the meeting is over.
+    End(EndReason),
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    user: String,
+    role: Role,
+    admitted: bool,
+    last_activity: Instant,
+    token_expires: Instant,
+}
+
+/// One meeting.
+#[derive(Debug, Clone)]
+pub struct Meeting {
+    policy: Policy,
+    started: Instant,
+    members: BTreeMap<Id, Member>,
+    locked: bool,
+    expelled: HashSet<String>,
+    muted: HashSet<Id>,
+    warned: bool,
+    ended: bool,
+    /// When the last host left, while no host is in.
+    hostless_since: Option<Instant>,
+}
+
+impl Meeting {
+    pub fn new(policy: Policy, now: Instant) -> Self {
+        debug_assert!(policy.warn_before <= policy.max_duration);
+        Self {
+            policy,
+            started: now,
+            members: BTreeMap::new(),
+            locked: false,
+            expelled: HashSet::new(),
+            muted: HashSet::new(),
+            warned: false,
+            ended: false,
+            // Patients often arrive before the clinician: the grace starts when a host leaves.
+            hostless_since: None,
+        }
+    }
+
+    pub fn locked(&self) -> bool {
+        self.locked
+    }
+
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    pub fn is_admitted(&self, id: Id) -> bool {
+        self.members.get(&id).is_some_and(|m| m.admitted)
+    }
+
+    pub fn is_host(&self, id: Id) -> bool {
+        self.members
+            .get(&id)
+            .is_some_and(|m| m.admitted && m.role == Role::Host)
+    }
+
+    pub fn is_muted(&self, id: Id) -> bool {
+        self.muted.contains(&id)
+    }
+
+    /// Who waits, in arrival order.
+    pub fn waiting(&self) -> Vec<Id> {
+        self.members
+            .iter()
+            .filter(|(_, m)| !m.admitted)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The admitted hosts, who see the waiting room.
+    pub fn hosts(&self) -> Vec<Id> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.admitted && m.role == Role::Host)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// A join that passed the token (and passcode) checks. Hosts enter; everyone else waits
+    /// for a host to admit them.
+    pub fn join(
+        &mut self,
+        id: Id,
+        user: &str,
+        role: Role,
+        token_expires: Instant,
+        now: Instant,
+    ) -> Result<Vec<Effect>, Refusal> {
+        if self.ended {
+            return Err(Refusal::Ended);
+        }
+        if self.locked {
+            return Err(Refusal::Locked);
+        }
+        if self.expelled.contains(user) {
+            return Err(Refusal::Expelled);
+        }
+        let admitted = role == Role::Host;
+        self.members.insert(
+            id,
+            Member {
+                user: user.to_string(),
+                role,
+                admitted,
+                last_activity: now,
+                token_expires,
+            },
+        );
+        if admitted {
+            self.hostless_since = None;
+            // A host arriving sees who already waits.
+            Ok(vec![Effect::Admit(id), Effect::WaitingChanged])
+        } else {
+            Ok(vec![Effect::WaitingChanged])
+        }
+    }
+
+    fn host_only(&self, actor: Id) -> Result<(), Refusal> {
+        if self.ended {
+            return Err(Refusal::Ended);
+        }
+        if self.is_host(actor) {
+            Ok(())
+        } else {
+            Err(Refusal::NotHost)
+        }
+    }
+
+    fn waiting_target(&self, target: Id) -> Result<(), Refusal> {
+        match self.members.get(&target) {
+            Some(m) if !m.admitted => Ok(()),
+            _ => Err(Refusal::NoSuchParticipant),
+        }
+    }
+
+    pub fn admit(&mut self, actor: Id, target: Id) -> Result<Vec<Effect>, Refusal> {
+        self.host_only(actor)?;
+        self.waiting_target(target)?;
+        if let Some(m) = self.members.get_mut(&target) {
+            m.admitted = true;
+        }
+        Ok(vec![Effect::Admit(target), Effect::WaitingChanged])
+    }
+
+    pub fn deny(&mut self, actor: Id, target: Id) -> Result<Vec<Effect>, Refusal> {
+        self.host_only(actor)?;
+        self.waiting_target(target)?;
+        self.members.remove(&target);
+        Ok(vec![
+            Effect::Remove(target, EndReason::Denied),
+            Effect::WaitingChanged,
+        ])
+    }
+
+    pub fn lock(&mut self, actor: Id, locked: bool) -> Result<Vec<Effect>, Refusal> {
+        self.host_only(actor)?;
+        self.locked = locked;
+        Ok(vec![Effect::LockChanged(locked)])
+    }
+
+    /// Removes the target, who cannot rejoin this meeting with any token for the same user.
+    pub fn expel(&mut self, actor: Id, target: Id) -> Result<Vec<Effect>, Refusal> {
+        self.host_only(actor)?;
+        let member = self
+            .members
+            .remove(&target)
+            .ok_or(Refusal::NoSuchParticipant)?;
+        self.expelled.insert(member.user);
+        self.muted.remove(&target);
+        let mut effects = vec![Effect::Remove(target, EndReason::Expelled)];
+        if !member.admitted {
+            effects.push(Effect::WaitingChanged);
+        }
+        Ok(effects)
+    }
+
+    /// Mutes one admitted participant, or everyone but the host who asks.
+    pub fn mute(&mut self, actor: Id, target: Option<Id>) -> Result<Vec<Effect>, Refusal> {
+        self.host_only(actor)?;
+        let targets: Vec<Id> = match target {
+            Some(t) if self.is_admitted(t) => vec![t],
+            Some(_) => return Err(Refusal::NoSuchParticipant),
+            None => self
+                .members
+                .iter()
+                .filter(|(id, m)| m.admitted && **id != actor)
+                .map(|(id, _)| *id)
+                .collect(),
+        };
+        let mut effects = Vec::new();
+        for t in targets {
+            if self.muted.insert(t) {
+                effects.push(Effect::Mute(t));
+            }
+        }
+        Ok(effects)
+    }
+
+    /// A participant unmutes themselves (hosts mute; only the participant unmutes).
+    pub fn unmute_self(&mut self, id: Id) {
+        self.muted.remove(&id);
+    }
+
+    pub fn stop_share(&mut self, actor: Id, target: Id) -> Result<Vec<Effect>, Refusal> {
+        self.host_only(actor)?;
+        if !self.is_admitted(target) {
+            return Err(Refusal::NoSuchParticipant);
+        }
+        Ok(vec![Effect::StopShare(target)])
+    }
+
+    pub fn end(&mut self, actor: Id) -> Result<Vec<Effect>, Refusal> {
+        self.host_only(actor)?;
+        Ok(self.finish(EndReason::EndedByHost))
+    }
+
+    fn finish(&mut self, reason: EndReason) -> Vec<Effect> {
+        self.ended = true;
+        self.members.clear();
+        self.muted.clear();
+        vec![Effect::End(reason)]
+    }
+
+    /// Media or signaling from the participant: they are not idle.
+    pub fn activity(&mut self, id: Id, now: Instant) {
+        if let Some(m) = self.members.get_mut(&id) {
+            m.last_activity = now;
+        }
+    }
+
+    /// The participant left or disconnected.
+    pub fn leave(&mut self, id: Id, now: Instant) -> Vec<Effect> {
+        let Some(member) = self.members.remove(&id) else {
+            return Vec::new();
+        };
+        self.muted.remove(&id);
+        if self.hosts().is_empty() && member.role == Role::Host && self.hostless_since.is_none() {
+            self.hostless_since = Some(now);
+        }
+        if member.admitted {
+            Vec::new()
+        } else {
+            vec![Effect::WaitingChanged]
+        }
+    }
+
+    /// Timeouts at `now`: idle participants and expired tokens are removed; the meeting is
+    /// warned before and ended at its maximum duration, or ended when no host came back.
+    pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
+        if self.ended {
+            return Vec::new();
+        }
+        let age = now.saturating_duration_since(self.started);
+        if age >= self.policy.max_duration {
+            return self.finish(EndReason::MaxDuration);
+        }
+        if let Some(since) = self.hostless_since
+            && now.saturating_duration_since(since) >= self.policy.hostless_grace
+            && !self.members.is_empty()
+        {
+            return self.finish(EndReason::NoHost);
+        }
+        let mut effects = Vec::new();
+        if !self.warned && age + self.policy.warn_before >= self.policy.max_duration {
+            self.warned = true;
+            effects.push(Effect::Warn(self.policy.max_duration - age));
+        }
+        let mut gone = Vec::new();
+        for (id, m) in &self.members {
+            if now >= m.token_expires {
+                gone.push((*id, EndReason::TokenExpired));
+            } else if now.saturating_duration_since(m.last_activity) >= self.policy.idle_timeout {
+                gone.push((*id, EndReason::Idle));
+            }
+        }
+        for (id, reason) in gone {
+            let was_waiting = !self.is_admitted(id);
+            effects.extend(self.leave(id, now));
+            if was_waiting && !effects.contains(&Effect::WaitingChanged) {
+                effects.push(Effect::WaitingChanged);
+            }
+            effects.push(Effect::Remove(id, reason));
+        }
+        effects
+    }
+
+    /// When [`tick`](Self::tick) next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.ended {
+            return None;
+        }
+        let end = self.started + self.policy.max_duration;
+        let warn = (!self.warned).then(|| end - self.policy.warn_before);
+        let hostless = self
+            .hostless_since
+            .filter(|_| !self.members.is_empty())
+            .map(|s| s + self.policy.hostless_grace);
+        let members = self
+            .members
+            .values()
+            .flat_map(|m| [m.token_expires, m.last_activity + self.policy.idle_timeout]);
+        [Some(end), warn, hostless]
+            .into_iter()
+            .flatten()
+            .chain(members)
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    fn meeting() -> (Meeting, Instant) {
+        let t0 = Instant::now();
+        (Meeting::new(Policy::new(15 * MIN, 60 * MIN), t0), t0)
+    }
+
+    fn later(t0: Instant) -> Instant {
+        t0 + 600 * MIN
+    }
+
+    /// A host (1) and a participant (2) who was admitted.
+    fn with_host_and_guest() -> (Meeting, Instant) {
+        let (mut m, t0) = meeting();
+        m.join(1, "u-host", Role::Host, later(t0), t0)
+            .expect("host");
+        m.join(2, "u-guest", Role::Participant, later(t0), t0)
+            .expect("guest");
+        m.admit(1, 2).expect("admit");
+        (m, t0)
+    }
+
+    #[test]
+    fn non_hosts_wait_until_a_host_admits_them() {
+        let (mut m, t0) = meeting();
+        let effects = m
+            .join(2, "u-guest", Role::Participant, later(t0), t0)
+            .expect("waits");
+        assert_eq!(effects, [Effect::WaitingChanged]);
+        assert!(!m.is_admitted(2));
+        let effects = m
+            .join(1, "u-host", Role::Host, later(t0), t0)
+            .expect("host");
+        assert_eq!(effects, [Effect::Admit(1), Effect::WaitingChanged]);
+        assert_eq!(m.waiting(), [2]);
+        assert_eq!(
+            m.admit(1, 2),
+            Ok(vec![Effect::Admit(2), Effect::WaitingChanged])
+        );
+        assert!(m.is_admitted(2));
+        assert!(m.waiting().is_empty());
+    }
+
+    #[test]
+    fn a_denied_participant_is_removed_with_the_reason() {
+        let (mut m, t0) = meeting();
+        m.join(1, "u-host", Role::Host, later(t0), t0)
+            .expect("host");
+        m.join(2, "u-guest", Role::Participant, later(t0), t0)
+            .expect("guest");
+        assert_eq!(
+            m.deny(1, 2),
+            Ok(vec![
+                Effect::Remove(2, EndReason::Denied),
+                Effect::WaitingChanged
+            ])
+        );
+        assert_eq!(m.admit(1, 2), Err(Refusal::NoSuchParticipant));
+    }
+
+    #[test]
+    fn every_host_action_is_refused_to_a_non_host() {
+        let (mut m, _) = with_host_and_guest();
+        assert_eq!(m.lock(2, true), Err(Refusal::NotHost));
+        assert_eq!(m.expel(2, 1), Err(Refusal::NotHost));
+        assert_eq!(m.mute(2, None), Err(Refusal::NotHost));
+        assert_eq!(m.mute(2, Some(1)), Err(Refusal::NotHost));
+        assert_eq!(m.stop_share(2, 1), Err(Refusal::NotHost));
+        assert_eq!(m.end(2), Err(Refusal::NotHost));
+        assert_eq!(m.admit(2, 3), Err(Refusal::NotHost));
+        assert_eq!(m.deny(2, 3), Err(Refusal::NotHost));
+        assert!(!m.locked() && !m.ended() && !m.is_muted(1));
+    }
+
+    #[test]
+    fn a_waiting_host_token_holder_is_a_host_but_a_waiting_participant_is_not() {
+        let (mut m, t0) = meeting();
+        m.join(2, "u-guest", Role::Participant, later(t0), t0)
+            .expect("waits");
+        assert_eq!(
+            m.lock(2, true),
+            Err(Refusal::NotHost),
+            "waiting, not a host"
+        );
+    }
+
+    #[test]
+    fn a_locked_meeting_takes_no_one_not_even_into_the_waiting_room() {
+        let (mut m, t0) = with_host_and_guest();
+        assert_eq!(m.lock(1, true), Ok(vec![Effect::LockChanged(true)]));
+        assert_eq!(
+            m.join(3, "u-late", Role::Participant, later(t0), t0),
+            Err(Refusal::Locked)
+        );
+        assert_eq!(
+            m.join(4, "u-cohost", Role::Host, later(t0), t0),
+            Err(Refusal::Locked)
+        );
+        m.lock(1, false).expect("unlock");
+        assert!(
+            m.join(3, "u-late", Role::Participant, later(t0), t0)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_expelled_user_cannot_rejoin_with_any_token() {
+        let (mut m, t0) = with_host_and_guest();
+        assert_eq!(
+            m.expel(1, 2),
+            Ok(vec![Effect::Remove(2, EndReason::Expelled)])
+        );
+        assert_eq!(
+            m.join(5, "u-guest", Role::Participant, later(t0), t0),
+            Err(Refusal::Expelled),
+            "a fresh token for the same user is still refused"
+        );
+        assert_eq!(
+            m.join(6, "u-guest", Role::Host, later(t0), t0),
+            Err(Refusal::Expelled),
+            "even as a host"
+        );
+        assert!(
+            m.join(7, "u-other", Role::Participant, later(t0), t0)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn mute_one_and_mute_all_spare_the_host_who_asks() {
+        let (mut m, t0) = with_host_and_guest();
+        m.join(3, "u-third", Role::Participant, later(t0), t0)
+            .expect("third");
+        m.admit(1, 3).expect("admit");
+        assert_eq!(m.mute(1, Some(2)), Ok(vec![Effect::Mute(2)]));
+        assert_eq!(
+            m.mute(1, None),
+            Ok(vec![Effect::Mute(3)]),
+            "2 was muted already"
+        );
+        assert!(!m.is_muted(1));
+        m.unmute_self(2);
+        assert!(!m.is_muted(2));
+        assert_eq!(m.mute(1, Some(9)), Err(Refusal::NoSuchParticipant));
+        assert_eq!(m.stop_share(1, 2), Ok(vec![Effect::StopShare(2)]));
+    }
+
+    #[test]
+    fn ending_removes_everyone_and_no_one_rejoins() {
+        let (mut m, t0) = with_host_and_guest();
+        assert_eq!(m.end(1), Ok(vec![Effect::End(EndReason::EndedByHost)]));
+        assert_eq!(
+            m.join(1, "u-host", Role::Host, later(t0), t0),
+            Err(Refusal::Ended)
+        );
+        assert!(m.tick(t0 + 1000 * MIN).is_empty());
+        assert_eq!(m.next_deadline(), None);
+    }
+
+    #[test]
+    fn an_idle_participant_is_dropped_at_the_idle_timeout_and_activity_resets_it() {
+        let (mut m, t0) = with_host_and_guest();
+        m.activity(1, t0 + 10 * MIN);
+        assert!(m.tick(t0 + 14 * MIN).is_empty());
+        assert_eq!(m.next_deadline(), Some(t0 + 15 * MIN));
+        let effects = m.tick(t0 + 15 * MIN);
+        assert_eq!(effects, [Effect::Remove(2, EndReason::Idle)]);
+        assert!(m.is_admitted(1), "the host was active");
+        assert_eq!(m.tick(t0 + 25 * MIN), [Effect::Remove(1, EndReason::Idle)]);
+    }
+
+    #[test]
+    fn a_meeting_is_warned_then_ended_at_its_maximum_duration() {
+        let (mut m, t0) = with_host_and_guest();
+        for t in [10, 20, 30, 40, 50] {
+            m.activity(1, t0 + t * MIN);
+            m.activity(2, t0 + t * MIN);
+        }
+        assert!(m.tick(t0 + 54 * MIN).is_empty());
+        assert_eq!(m.tick(t0 + 55 * MIN), [Effect::Warn(5 * MIN)]);
+        assert!(m.tick(t0 + 56 * MIN).is_empty(), "warned once");
+        assert_eq!(m.tick(t0 + 60 * MIN), [Effect::End(EndReason::MaxDuration)]);
+        assert!(m.ended());
+    }
+
+    #[test]
+    fn a_meeting_whose_hosts_left_ends_after_the_grace_period() {
+        let (mut m, t0) = with_host_and_guest();
+        assert!(m.leave(1, t0 + MIN).is_empty());
+        m.activity(2, t0 + 5 * MIN);
+        assert!(m.tick(t0 + 5 * MIN).is_empty());
+        assert_eq!(m.tick(t0 + 6 * MIN), [Effect::End(EndReason::NoHost)]);
+
+        // A host who comes back in time saves it.
+        let (mut m, t0) = with_host_and_guest();
+        m.leave(1, t0 + MIN);
+        m.join(3, "u-host", Role::Host, later(t0), t0 + 3 * MIN)
+            .expect("back");
+        m.activity(2, t0 + 5 * MIN);
+        assert!(m.tick(t0 + 7 * MIN).is_empty());
+    }
+
+    #[test]
+    fn patients_waiting_before_the_clinician_arrives_are_not_ended() {
+        let (mut m, t0) = meeting();
+        m.join(2, "u-early", Role::Participant, later(t0), t0)
+            .expect("waits");
+        m.activity(2, t0 + 10 * MIN);
+        assert!(m.tick(t0 + 12 * MIN).is_empty());
+    }
+
+    #[test]
+    fn an_expired_token_ejects_its_holder() {
+        let (mut m, t0) = meeting();
+        m.join(1, "u-host", Role::Host, later(t0), t0)
+            .expect("host");
+        m.join(2, "u-guest", Role::Participant, t0 + 2 * MIN, t0)
+            .expect("guest");
+        assert_eq!(m.next_deadline(), Some(t0 + 2 * MIN));
+        assert_eq!(
+            m.tick(t0 + 2 * MIN),
+            [
+                Effect::WaitingChanged,
+                Effect::Remove(2, EndReason::TokenExpired)
+            ]
+        );
+    }
+}
