@@ -31,6 +31,8 @@ build:
 test: test-deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
+	# Suites run the node binary itself (SIGKILL, log capture): build it with the same features.
+	$(CARGO) build --locked --workspace --all-features --bins
 	$(CARGO) nextest run --locked --workspace --all-features --no-fail-fast
 
 test-deps:

@@ -146,7 +146,7 @@ async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) 
     let mut pubs = Vec::new();
     for i in 0..publishers {
         let room = format!("bench-{i}");
-        let token = node.token(&room, &format!("pub-{i}"), Role::Participant);
+        let token = node.token(&room, &format!("pub-{i}"), Role::Host);
         let mut p = RustPeer::join(&node, &room, &token, PeerOptions::video(LOAD)).await;
         p.start_video();
         pubs.push(p);
@@ -157,7 +157,7 @@ async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) 
     for (i, publisher) in pubs.iter().enumerate() {
         let room = format!("bench-{i}");
         for j in 0..per_room {
-            let token = node.token(&room, &format!("sub-{i}-{j}"), Role::Participant);
+            let token = node.token(&room, &format!("sub-{i}-{j}"), Role::Host);
             let joined_at = Instant::now();
             let s = RustPeer::join(&node, &room, &token, PeerOptions::receive_only()).await;
             subs.push((s, joined_at, publisher.participant_id.clone()));

@@ -118,7 +118,7 @@ fn run(config_file: Option<PathBuf>, node_name: String) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let dev_link = dev.then(|| dev_link(&setup));
+        let dev_link = dev.then(|| dev_links(&setup));
         let running = match node::start(setup).await {
             Ok(running) => running,
             Err(e) => {
@@ -128,13 +128,15 @@ fn run(config_file: Option<PathBuf>, node_name: String) -> ExitCode {
         };
         if let Some(link) = dev_link {
             match link {
-                Ok(token) => println!(
-                    "\nbedside media node (dev default) is up.\n\
-                     Open this link in two or more browser tabs (accept the self-signed certificate once):\n\n  \
-                     https://{}/?room=dev-visit#token={token}\n\n\
-                     The link is valid for 12 hours. Stop with Ctrl-C.\n",
-                    running.signaling
-                ),
+                Ok((host, patient, passcode)) => {
+                    let base = format!("https://{}/?room={DEV_ROOM}", running.signaling);
+                    println!(
+                        "\nbedside media node (dev default) is up. Accept its self-signed certificate once.\n\n\
+                         Clinician (host) link:\n\n  {base}#token={host}&passcode={passcode}\n\n\
+                         Patient link (waits until the clinician admits them):\n\n  {base}#token={patient}&passcode={passcode}\n\n\
+                         Meeting passcode: {passcode}. The links are valid for 12 hours. Stop with Ctrl-C.\n"
+                    )
+                }
                 Err(e) => eprintln!("bedside-media-node: cannot make a dev token: {e}"),
             }
         }
@@ -144,22 +146,33 @@ fn run(config_file: Option<PathBuf>, node_name: String) -> ExitCode {
     })
 }
 
-fn dev_link(setup: &NodeSetup) -> Result<String, token::TokenError> {
+/// The dev default's links: one for the clinician (host), one for a patient, each with the
+/// meeting's passcode in the fragment (a real patient gets it apart from the link).
+fn dev_links(setup: &NodeSetup) -> Result<(String, String, String), token::TokenError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    token::issue(
-        &JoinClaims {
-            sub: "dev-user".into(),
-            aud: setup.config.tenant.name.clone(),
-            room: "dev-visit".into(),
-            role: Role::Host,
-            exp: now + 12 * 3600,
-        },
-        &setup.join_key,
-    )
+    let token = |sub: &str, role: Role| {
+        token::issue(
+            &JoinClaims {
+                sub: sub.into(),
+                aud: setup.config.tenant.name.clone(),
+                room: DEV_ROOM.into(),
+                role,
+                exp: now + 12 * 3600,
+            },
+            &setup.join_key,
+        )
+    };
+    Ok((
+        token("dev-clinician", Role::Host)?,
+        token("dev-patient", Role::Participant)?,
+        bedside_media_node::meeting::passcode::derive(&setup.join_key, DEV_ROOM),
+    ))
 }
+
+const DEV_ROOM: &str = "dev-visit";
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};

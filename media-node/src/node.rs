@@ -142,6 +142,10 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         advertised,
         policy: SrtpPolicy::Aes256GcmOnly,
         max_participants: config.meetings.max_participants as usize,
+        meeting: crate::meeting::Policy::new(
+            config.meetings.idle_timeout.into(),
+            config.meetings.max_duration.into(),
+        ),
     };
     let (sfu, media, engine_task) =
         sfu::start(config.network.media_listen, settings, stats.clone())
@@ -162,6 +166,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         stats,
         tenant: config.tenant.name.clone(),
         audit: audit.clone(),
+        passcodes: Arc::new(crate::signaling::server::Passcodes::new(&setup.join_key)),
     };
     let app = router(state);
 

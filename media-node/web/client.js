@@ -10,6 +10,8 @@
   // quality=low asks for a small camera picture (slow links, automated tests).
   const low = query.get('quality') === 'low';
   const token = fragment.get('token') || query.get('token') || '';
+  // The passcode normally comes apart from the link (a text message); a dev link carries it.
+  const linkPasscode = fragment.get('passcode') || '';
 
   const statusEl = document.getElementById('status');
   const tilesEl = document.getElementById('tiles');
@@ -21,10 +23,22 @@
     return (p && p.displayName) || `Participant ${id}`;
   };
   const leaveBtn = document.getElementById('leave');
+  const passcodeEl = document.getElementById('passcode');
+  const hostEl = document.getElementById('host-controls');
+  const waitingEl = document.getElementById('waiting-list');
+  const lockBtn = document.getElementById('lock');
+  const muteAllBtn = document.getElementById('mute-all');
+  const endBtn = document.getElementById('end');
+  if (passcodeEl && linkPasscode) passcodeEl.value = linkPasscode;
 
   // Exposed for automated browser tests and for support staff debugging a visit.
   const state = {
     participantId: null,
+    role: null,
+    waiting: false,
+    waitingRoom: [], // hosts: [{ id, displayName }]
+    locked: false,
+    muted: false,
     participants: new Map(), // id -> { role, stream }
     events: [],
     errors: [],
@@ -62,6 +76,18 @@
       const caption = document.createElement('span');
       caption.textContent = label;
       el.append(video, caption);
+      if (state.role === 'host' && id !== 'self') {
+        // Host controls on each tile; the node checks the role again.
+        const mute = document.createElement('button');
+        mute.textContent = 'Mute';
+        mute.className = 'mute';
+        mute.addEventListener('click', () => send({ type: 'mute', participantId: id }));
+        const expel = document.createElement('button');
+        expel.textContent = 'Remove';
+        expel.className = 'expel';
+        expel.addEventListener('click', () => send({ type: 'expel', participantId: id }));
+        el.append(mute, expel);
+      }
       tilesEl.append(el);
     }
     if (stream) {
@@ -96,7 +122,11 @@
     setStatus('Connecting…');
     ws = new WebSocket(`wss://${location.host}/ws`);
     const displayName = nameEl ? nameEl.value.trim() : '';
-    ws.onopen = () => send(displayName ? { type: 'join', room, token, displayName } : { type: 'join', room, token });
+    const passcode = passcodeEl ? passcodeEl.value.trim() : linkPasscode;
+    const joinMessage = { type: 'join', room, token };
+    if (displayName) joinMessage.displayName = displayName;
+    if (passcode) joinMessage.passcode = passcode;
+    ws.onopen = () => send(joinMessage);
     ws.onmessage = (event) => {
       // Handle messages strictly in order: SDP steps must not interleave.
       chain = chain.then(() => handle(JSON.parse(event.data))).catch((e) => {
@@ -151,8 +181,33 @@
   async function handle(message) {
     state.events.push(message.type);
     switch (message.type) {
+      case 'waiting':
+        state.participantId = message.participantId;
+        state.waiting = true;
+        leaveBtn.disabled = false;
+        setStatus('You are in the waiting room. The clinician will let you in shortly.');
+        break;
+      case 'waiting-room':
+        state.waitingRoom = message.waiting;
+        renderWaiting();
+        break;
+      case 'locked':
+        state.locked = message.locked;
+        if (lockBtn) lockBtn.textContent = message.locked ? 'Unlock meeting' : 'Lock meeting';
+        break;
+      case 'muted':
+        state.muted = true;
+        if (local) local.getAudioTracks().forEach((t) => { t.enabled = false; });
+        setStatus('The host muted you.', false);
+        break;
+      case 'meeting-ending':
+        setStatus(`This meeting ends in ${Math.ceil(message.inSeconds / 60)} minute(s).`, false);
+        break;
       case 'joined':
         state.participantId = message.participantId;
+        state.waiting = false;
+        state.role = message.role;
+        if (hostEl) hostEl.hidden = message.role !== 'host';
         for (const p of message.participants) {
           state.participants.set(p.id, { role: p.role, displayName: p.displayName });
           tile(p.id, label(p.id), null, false);
@@ -200,6 +255,28 @@
     }
   }
 
+  // Hosts: who waits, with admit and deny.
+  function renderWaiting() {
+    if (!waitingEl) return;
+    waitingEl.replaceChildren();
+    for (const w of state.waitingRoom) {
+      const li = document.createElement('li');
+      li.dataset.participant = w.id;
+      const name = document.createElement('span');
+      name.textContent = w.displayName || `Guest ${w.id}`;
+      const admit = document.createElement('button');
+      admit.textContent = 'Admit';
+      admit.className = 'admit';
+      admit.addEventListener('click', () => send({ type: 'admit', participantId: w.id }));
+      const deny = document.createElement('button');
+      deny.textContent = 'Deny';
+      deny.className = 'deny';
+      deny.addEventListener('click', () => send({ type: 'deny', participantId: w.id }));
+      li.append(name, admit, deny);
+      waitingEl.append(li);
+    }
+  }
+
   function leave() {
     send({ type: 'leave' });
     if (ws) ws.close();
@@ -230,6 +307,9 @@
   }
 
   joinBtn.addEventListener('click', join);
+  if (lockBtn) lockBtn.addEventListener('click', () => send({ type: 'lock', locked: !state.locked }));
+  if (muteAllBtn) muteAllBtn.addEventListener('click', () => send({ type: 'mute' }));
+  if (endBtn) endBtn.addEventListener('click', () => send({ type: 'end' }));
   leaveBtn.addEventListener('click', leave);
   if (!room || !token) {
     setStatus('Open the visit link the clinic sent you (it names a room and carries a token).', true);

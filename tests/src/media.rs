@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bedside_media_node::config;
+use bedside_media_node::meeting::passcode;
 use bedside_media_node::node::{self, NodeSetup, RunningNode};
 use bedside_media_node::token::{self, JoinClaims, Role};
 use futures::{SinkExt, StreamExt};
@@ -215,6 +216,11 @@ impl TestNode {
         format!("https://{}", self.signaling)
     }
 
+    /// The meeting passcode of `room` (what the clinic sends the patient).
+    pub fn passcode(&self, room: &str) -> String {
+        passcode::derive(&self.join_key, room)
+    }
+
     /// A token for `room` signed with this node's key.
     pub fn token(&self, room: &str, user: &str, role: Role) -> String {
         sign(&self.tenant, &self.join_key, room, user, role, 600)
@@ -365,6 +371,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A raw signaling connection that trusts only the node's certificate.
 #[derive(Debug)]
 pub struct Signal {
+    /// The tenant's join key, from which meeting passcodes derive.
+    passcode_key: Vec<u8>,
     ws: Ws,
 }
 
@@ -388,7 +396,10 @@ impl Signal {
         )
         .await
         .expect("signaling connects over TLS");
-        Signal { ws }
+        Signal {
+            ws,
+            passcode_key: node.join_key.clone(),
+        }
     }
 
     pub async fn send(&mut self, message: Value) {
@@ -448,16 +459,27 @@ impl Signal {
         }
     }
 
+    /// A join with the meeting's right passcode.
     pub async fn join(&mut self, room: &str, token: &str) -> Value {
-        self.send(json!({"v": 1, "type": "join", "room": room, "token": token}))
-            .await;
+        let passcode = passcode::derive(&self.passcode_key, room);
+        self.join_with(room, token, Some(&passcode)).await
+    }
+
+    /// A join with the given passcode, or none.
+    pub async fn join_with(&mut self, room: &str, token: &str, passcode: Option<&str>) -> Value {
+        let mut message = json!({"v": 1, "type": "join", "room": room, "token": token});
+        if let Some(passcode) = passcode {
+            message["passcode"] = json!(passcode);
+        }
+        self.send(message).await;
         self.recv().await.expect("a reply to join")
     }
 
-    /// A join with the name the participant typed.
+    /// A join with the name the participant typed (and the right passcode).
     pub async fn join_as(&mut self, room: &str, token: &str, display_name: &str) -> Value {
+        let passcode = passcode::derive(&self.passcode_key, room);
         self.send(json!({"v": 1, "type": "join", "room": room, "token": token,
-            "displayName": display_name}))
+            "displayName": display_name, "passcode": passcode}))
             .await;
         self.recv().await.expect("a reply to join")
     }

@@ -16,16 +16,9 @@ fn rsyslog_or_skip() -> bool {
 async fn visit(node: &TestNode, user: &str, forged: bool) {
     let mut s = Signal::connect(node).await;
     let token = if forged {
-        sign(
-            &node.tenant,
-            &[4u8; 32],
-            "visit-9",
-            user,
-            Role::Participant,
-            600,
-        )
+        sign(&node.tenant, &[4u8; 32], "visit-9", user, Role::Host, 600)
     } else {
-        node.token("visit-9", user, Role::Participant)
+        node.token("visit-9", user, Role::Host)
     };
     let _ = s.join("visit-9", &token).await;
     s.close().await;
@@ -337,7 +330,7 @@ async fn joins_are_refused_while_an_audit_sink_cannot_keep_up_and_resume_after()
         let reply = s
             .join(
                 "visit-9",
-                &node.token("visit-9", &format!("u-{i}"), Role::Participant),
+                &node.token("visit-9", &format!("u-{i}"), Role::Host),
             )
             .await;
         s.close().await;
@@ -370,10 +363,7 @@ async fn joins_are_refused_while_an_audit_sink_cannot_keep_up_and_resume_after()
     for _ in 0..50 {
         let mut s = Signal::connect(&node).await;
         let reply = s
-            .join(
-                "visit-9",
-                &node.token("visit-9", "u-later", Role::Participant),
-            )
+            .join("visit-9", &node.token("visit-9", "u-later", Role::Host))
             .await;
         s.close().await;
         if reply["type"] == "joined" {
@@ -390,7 +380,7 @@ async fn joins_are_refused_while_an_audit_sink_cannot_keep_up_and_resume_after()
 async fn joins(node: &TestNode, user: &str) -> bool {
     let mut s = Signal::connect(node).await;
     let reply = s
-        .join("visit-9", &node.token("visit-9", user, Role::Participant))
+        .join("visit-9", &node.token("visit-9", user, Role::Host))
         .await;
     s.close().await;
     reply["type"] == "joined"
@@ -611,11 +601,7 @@ async fn a_typed_display_name_reaches_the_room_and_no_record_log_line_or_metric(
     assert_eq!(joined["type"], "joined", "{joined}");
     let mut b = Signal::connect(&node).await;
     let joined = b
-        .join_as(
-            "visit-7",
-            &node.token("visit-7", "u-b", Role::Participant),
-            john,
-        )
+        .join_as("visit-7", &node.token("visit-7", "u-b", Role::Host), john)
         .await;
     assert_eq!(
         joined["participants"][0]["displayName"], jane,
@@ -625,14 +611,7 @@ async fn a_typed_display_name_reaches_the_room_and_no_record_log_line_or_metric(
     assert_eq!(seen["participant"]["displayName"], john, "{seen}");
     // Refusals carry no name back into logs either: a forged token, an oversized name.
     let mut c = Signal::connect(&node).await;
-    let forged = sign(
-        &node.tenant,
-        &[9u8; 32],
-        "visit-7",
-        "u-c",
-        Role::Participant,
-        600,
-    );
+    let forged = sign(&node.tenant, &[9u8; 32], "visit-7", "u-c", Role::Host, 600);
     let refused = c.join_as("visit-7", &forged, jane).await;
     assert_eq!(refused["type"], "error", "{refused}");
     let mut d = Signal::connect(&node).await;
@@ -640,7 +619,7 @@ async fn a_typed_display_name_reaches_the_room_and_no_record_log_line_or_metric(
     let refused = d
         .join_as(
             "visit-7",
-            &node.token("visit-7", "u-d", Role::Participant),
+            &node.token("visit-7", "u-d", Role::Host),
             &too_long,
         )
         .await;

@@ -12,8 +12,9 @@ use serde_json::Value;
 
 async fn open(client: &Client, node: &TestNode, room: &str, token: &str) {
     let url = format!(
-        "{}/?room={room}&quality=low#token={token}",
-        node.https_base()
+        "{}/?room={room}&quality=low#token={token}&passcode={}",
+        node.https_base(),
+        node.passcode(room)
     );
     client.goto(&url).await.expect("open the web client");
     client
@@ -66,7 +67,7 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
         let mut browsers = Vec::new();
         for user in ["u-clinician", "u-patient", "u-interpreter"] {
             let client = driver.browser().await;
-            let token = node.token("visit-1", user, Role::Participant);
+            let token = node.token("visit-1", user, Role::Host);
             open(&client, &node, "visit-1", &token).await;
             browsers.push(client);
         }
@@ -213,9 +214,9 @@ fn aiortc_and_a_browser_exchange_video_through_the_node() {
         let mut node = TestNode::start().await;
         let driver = Driver::start().await;
         let chromium = driver.browser().await;
-        let token = node.token("interop", "u-browser", Role::Participant);
+        let token = node.token("interop", "u-browser", Role::Host);
         open(&chromium, &node, "interop", &token).await;
-        let token = node.token("interop", "u-aiortc", Role::Participant);
+        let token = node.token("interop", "u-aiortc", Role::Host);
         let aiortc = bedside_tests::aiortc::AiortcPeer::join(&node, "interop", &token).await;
 
         wait_for(
@@ -300,7 +301,7 @@ fn prometheus_scrapes_plausible_quality_series_during_a_browser_call() {
         let mut browsers = Vec::new();
         for user in users {
             let client = driver.browser().await;
-            let token = node.token("visit-42", user, Role::Participant);
+            let token = node.token("visit-42", user, Role::Host);
             open(&client, &node, "visit-42", &token).await;
             browsers.push(client);
         }

@@ -12,7 +12,7 @@ use webrtc::peer_connection::SrtpProtectionProfile;
 const FLOW: Duration = Duration::from_secs(20);
 
 async fn peer(node: &TestNode, room: &str, user: &str) -> RustPeer {
-    let token = node.token(room, user, Role::Participant);
+    let token = node.token(room, user, Role::Host);
     let mut p = RustPeer::join(node, room, &token, PeerOptions::default()).await;
     p.start_publishing();
     p
@@ -211,7 +211,7 @@ async fn tokens_for_another_tenant_room_key_or_time_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_cannot_do_aes_256_gcm_is_refused_with_a_reason() {
     let mut node = TestNode::start().await;
-    let token = node.token("visit", "u-old", Role::Participant);
+    let token = node.token("visit", "u-old", Role::Host);
     let old = RustPeer::join(
         &node,
         "visit",
@@ -248,7 +248,7 @@ async fn a_peer_that_cannot_do_aes_256_gcm_is_refused_with_a_reason() {
     assert_eq!(node.metric("bedside_media_connections_total").await, 0.0);
 
     // A peer that offers AES-256-GCM among others gets it.
-    let token = node.token("visit", "u-new", Role::Participant);
+    let token = node.token("visit", "u-new", Role::Host);
     let new = RustPeer::join(
         &node,
         "visit",
@@ -331,7 +331,7 @@ async fn malformed_signaling_gets_clear_errors_and_other_rooms_keep_flowing() {
     assert_eq!(reply["code"], "binary-frame");
 
     // After a valid join: SDP garbage and wrong order are errors, not crashes.
-    let token = node.token("fuzz", "u-f", Role::Participant);
+    let token = node.token("fuzz", "u-f", Role::Host);
     assert_eq!(s.join("fuzz", &token).await["type"], "joined");
     for (input, code) in [
         (

@@ -165,6 +165,11 @@ impl Meeting {
         }
     }
 
+    /// Nothing to remember once everyone is gone: not locked, no one expelled, not ended.
+    pub fn forgettable(&self) -> bool {
+        !self.locked && self.expelled.is_empty() && !self.ended
+    }
+
     pub fn locked(&self) -> bool {
         self.locked
     }
@@ -238,7 +243,11 @@ impl Meeting {
         if admitted {
             self.hostless_since = None;
             // A host arriving sees who already waits.
-            Ok(vec![Effect::Admit(id), Effect::WaitingChanged])
+            let mut effects = vec![Effect::Admit(id)];
+            if !self.waiting().is_empty() {
+                effects.push(Effect::WaitingChanged);
+            }
+            Ok(effects)
         } else {
             Ok(vec![Effect::WaitingChanged])
         }
@@ -481,6 +490,15 @@ mod tests {
         );
         assert!(m.is_admitted(2));
         assert!(m.waiting().is_empty());
+    }
+
+    #[test]
+    fn a_host_in_an_empty_waiting_room_hears_nothing_about_it() {
+        let (mut m, t0) = meeting();
+        assert_eq!(
+            m.join(1, "u-host", Role::Host, later(t0), t0),
+            Ok(vec![Effect::Admit(1)])
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::participant::{Participant, ParticipantId, Propagated};
 use super::stats::{ConnectionFailure, EngineStats};
 use crate::crypto_policy::{self, SrtpPolicy};
+use crate::meeting::{self, Meeting};
 use crate::signaling::protocol::{
     DisplayName, ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, ProtocolError,
     ServerMessage,
@@ -45,7 +46,25 @@ pub struct EngineSettings {
     pub advertised: SocketAddr,
     pub policy: SrtpPolicy,
     pub max_participants: usize,
+    /// The tenant's meeting rules (idle timeout, maximum duration).
+    pub meeting: meeting::Policy,
 }
+
+/// A host's action on the meeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostAction {
+    Admit(ParticipantId),
+    Deny(ParticipantId),
+    Lock(bool),
+    Expel(ParticipantId),
+    Mute(Option<ParticipantId>),
+    End,
+}
+
+/// How often meetings are checked for timeouts.
+const MEETING_TICK: Duration = Duration::from_secs(1);
+/// How long an ended meeting is remembered (so no one rejoins it), after its end.
+const ENDED_MEETING_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// A request from signaling to the media loop.
 #[derive(Debug)]
@@ -53,6 +72,8 @@ pub enum Command {
     Join {
         room: String,
         role: Role,
+        user: String,
+        token_expires: Instant,
         display_name: Option<DisplayName>,
         events: mpsc::Sender<ServerMessage>,
         reply: oneshot::Sender<Result<Joined, ProtocolError>>,
@@ -76,6 +97,11 @@ pub enum Command {
         id: ParticipantId,
         reason: LeaveReason,
     },
+    Host {
+        id: ParticipantId,
+        action: HostAction,
+        reply: oneshot::Sender<Result<(), ProtocolError>>,
+    },
     /// Tell everyone, disconnect everyone, stop.
     Shutdown { reason: String },
 }
@@ -84,6 +110,8 @@ pub enum Command {
 pub struct Joined {
     pub id: ParticipantId,
     pub participants: Vec<ParticipantInfo>,
+    /// False: in the waiting room; `joined` follows when a host admits them.
+    pub admitted: bool,
 }
 
 pub struct Engine {
@@ -102,6 +130,10 @@ pub struct Engine {
     dirty_spare: Vec<ParticipantId>,
     stats: Arc<EngineStats>,
     last_rebalance: Instant,
+    meetings: HashMap<Arc<str>, Meeting>,
+    /// Ended meetings, remembered until then so no one rejoins them.
+    ended: HashMap<Arc<str>, Instant>,
+    last_meeting_tick: Instant,
 }
 
 impl std::fmt::Debug for Engine {
@@ -131,6 +163,9 @@ impl Engine {
             dirty_spare: Vec::new(),
             stats,
             last_rebalance: Instant::now(),
+            meetings: HashMap::new(),
+            ended: HashMap::new(),
+            last_meeting_tick: Instant::now(),
         }
     }
 
@@ -171,6 +206,7 @@ impl Engine {
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             self.timeouts(Instant::now());
+            self.meeting_timeouts(Instant::now());
             self.settle();
         }
     }
@@ -188,11 +224,22 @@ impl Engine {
             Command::Join {
                 room,
                 role,
+                user,
+                token_expires,
                 display_name,
                 events,
                 reply,
             } => {
-                let _ = reply.send(self.join(room, role, display_name, events));
+                let joining = Joining {
+                    role,
+                    user,
+                    token_expires,
+                    display_name,
+                };
+                let _ = reply.send(self.join(room, joining, events));
+            }
+            Command::Host { id, action, reply } => {
+                let _ = reply.send(self.host(id, action));
             }
             Command::Offer { id, sdp, reply } => {
                 let _ = reply.send(self.offer(id, &sdp));
@@ -215,13 +262,20 @@ impl Engine {
     fn join(
         &mut self,
         room: String,
-        role: Role,
-        display_name: Option<DisplayName>,
+        joining: Joining,
         events: mpsc::Sender<ServerMessage>,
     ) -> Result<Joined, ProtocolError> {
+        let now = Instant::now();
         let room: Arc<str> = Arc::from(room);
-        let members = self.rooms.entry(room.clone()).or_default();
-        if members.len() >= self.settings.max_participants {
+        if self.ended.contains_key(&room) {
+            return Err(refusal(meeting::Refusal::Ended));
+        }
+        let present = self
+            .participants
+            .values()
+            .filter(|p| p.room == room)
+            .count();
+        if present >= self.settings.max_participants {
             return Err(ProtocolError::new(
                 ErrorCode::RoomFull,
                 format!(
@@ -231,48 +285,230 @@ impl Engine {
             ));
         }
         let id = ParticipantId(self.next_id);
+        let policy = self.settings.meeting;
+        let effects = self
+            .meetings
+            .entry(room.clone())
+            .or_insert_with(|| Meeting::new(policy, now))
+            .join(
+                id.0,
+                &joining.user,
+                joining.role,
+                joining.token_expires,
+                now,
+            )
+            .map_err(refusal)?;
         self.next_id += 1;
-        let info = ParticipantInfo {
-            id: id.to_string(),
-            role,
-            display_name: display_name.clone(),
-        };
-        let mut already = Vec::new();
-        for other in members.iter() {
-            if let Some(p) = self.participants.get_mut(other) {
-                already.push(ParticipantInfo {
-                    id: p.id.to_string(),
-                    role: p.role,
-                    display_name: p.display_name.clone(),
-                });
-                p.tell(ServerMessage::ParticipantJoined {
-                    v: PROTOCOL_VERSION,
-                    participant: info.clone(),
-                });
-            }
-        }
-        members.push(id);
-        let mut participant = Participant::new(id, room, role, events);
-        participant.display_name = display_name;
-        // Subscribe to everything already published in the room.
-        for other in already.iter() {
-            if let Some(p) = self
-                .participants
-                .values()
-                .find(|p| p.id.to_string() == other.id)
-            {
-                for track in &p.tracks_in {
-                    participant.subscribe(p.id, track.mid, track.kind);
-                }
-            }
-        }
+        let mut participant = Participant::new(id, room.clone(), joining.role, events);
+        participant.display_name = joining.display_name;
+        participant.user = joining.user;
         self.participants.insert(id, participant);
         self.stats.participants.inc();
         tracing::info!(participant = %id, rooms = self.rooms.len(), "participant joined");
+        let participants = self.admitted_in(&room);
+        // A host enters at once: the session answers `joined` itself, so no second one.
+        let (own, rest): (Vec<_>, Vec<_>) = effects
+            .into_iter()
+            .partition(|e| *e == meeting::Effect::Admit(id.0));
+        if !own.is_empty() {
+            self.admit(id, false);
+        }
+        self.apply(&room, rest);
+        let admitted = self.participants.get(&id).is_some_and(|p| p.admitted);
         Ok(Joined {
             id,
-            participants: already,
+            participants,
+            admitted,
         })
+    }
+
+    /// Who is in the room (admitted), as the others see them.
+    fn admitted_in(&self, room: &Arc<str>) -> Vec<ParticipantInfo> {
+        self.rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.participants.get(id))
+            .map(|p| p.info())
+            .collect()
+    }
+
+    fn host(&mut self, id: ParticipantId, action: HostAction) -> Result<(), ProtocolError> {
+        let room = self.participant(id)?.room.clone();
+        self.touch(id);
+        let meeting = self
+            .meetings
+            .get_mut(&room)
+            .ok_or_else(|| refusal(meeting::Refusal::Ended))?;
+        let effects = match action {
+            HostAction::Admit(t) => meeting.admit(id.0, t.0),
+            HostAction::Deny(t) => meeting.deny(id.0, t.0),
+            HostAction::Lock(locked) => meeting.lock(id.0, locked),
+            HostAction::Expel(t) => meeting.expel(id.0, t.0),
+            HostAction::Mute(t) => meeting.mute(id.0, t.map(|t| t.0)),
+            HostAction::End => meeting.end(id.0),
+        }
+        .map_err(refusal)?;
+        self.apply(&room, effects);
+        Ok(())
+    }
+
+    /// Carries out what the meeting decided.
+    fn apply(&mut self, room: &Arc<str>, effects: Vec<meeting::Effect>) {
+        use meeting::Effect;
+        for effect in effects {
+            match effect {
+                Effect::Admit(raw) => self.admit(ParticipantId(raw), true),
+                Effect::Remove(raw, reason) => {
+                    self.gone.push((
+                        ParticipantId(raw),
+                        LeaveReason::Removed,
+                        Some(removal(reason)),
+                    ));
+                }
+                Effect::Mute(raw) => {
+                    if let Some(p) = self.participants.get_mut(&ParticipantId(raw)) {
+                        p.muted = true;
+                        p.tell(ServerMessage::Muted {
+                            v: PROTOCOL_VERSION,
+                        });
+                    }
+                }
+                // Screen share is a later step; the meeting already checks who may stop one.
+                Effect::StopShare(_) => {}
+                Effect::WaitingChanged => self.tell_hosts_who_waits(room),
+                Effect::LockChanged(locked) => {
+                    self.tell_room(
+                        room,
+                        ServerMessage::Locked {
+                            v: PROTOCOL_VERSION,
+                            locked,
+                        },
+                    );
+                }
+                Effect::Warn(left) => {
+                    self.tell_room(
+                        room,
+                        ServerMessage::MeetingEnding {
+                            v: PROTOCOL_VERSION,
+                            in_seconds: left.as_secs(),
+                        },
+                    );
+                }
+                Effect::End(reason) => {
+                    let everyone: Vec<ParticipantId> = self
+                        .participants
+                        .values()
+                        .filter(|p| p.room == *room)
+                        .map(|p| p.id)
+                        .collect();
+                    for id in everyone {
+                        self.gone
+                            .push((id, LeaveReason::Removed, Some(removal(reason))));
+                    }
+                    self.meetings.remove(room);
+                    self.ended.insert(room.clone(), Instant::now());
+                    tracing::info!(reason = reason.code(), "meeting ended");
+                }
+            }
+        }
+    }
+
+    /// Into the room: the others are told, the newcomer subscribes to what is published and,
+    /// when `announce`, gets `joined` (admitted from the waiting room).
+    fn admit(&mut self, id: ParticipantId, announce: bool) {
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        if p.admitted {
+            return;
+        }
+        p.admitted = true;
+        let room = p.room.clone();
+        let info = p.info();
+        let already = self.admitted_in(&room);
+        let members = self.rooms.entry(room.clone()).or_default();
+        let others: Vec<ParticipantId> = members.clone();
+        members.push(id);
+        let mut published = Vec::new();
+        for other in others {
+            if let Some(o) = self.participants.get_mut(&other) {
+                o.tell(ServerMessage::ParticipantJoined {
+                    v: PROTOCOL_VERSION,
+                    participant: info.clone(),
+                });
+                published.extend(o.tracks_in.iter().map(|t| (o.id, t.mid, t.kind)));
+            }
+        }
+        if let Some(p) = self.participants.get_mut(&id) {
+            for (source, mid, kind) in published {
+                p.subscribe(source, mid, kind);
+            }
+            if !announce {
+                return;
+            }
+            p.tell(ServerMessage::Joined {
+                v: PROTOCOL_VERSION,
+                participant_id: id.to_string(),
+                room: room.to_string(),
+                role: p.role,
+                participants: already,
+            });
+        }
+    }
+
+    fn tell_hosts_who_waits(&mut self, room: &Arc<str>) {
+        let Some(meeting) = self.meetings.get(room) else {
+            return;
+        };
+        let waiting: Vec<ParticipantInfo> = meeting
+            .waiting()
+            .into_iter()
+            .filter_map(|raw| self.participants.get(&ParticipantId(raw)))
+            .map(|p| p.info())
+            .collect();
+        for host in meeting.hosts() {
+            if let Some(h) = self.participants.get_mut(&ParticipantId(host)) {
+                h.tell(ServerMessage::WaitingRoom {
+                    v: PROTOCOL_VERSION,
+                    waiting: waiting.clone(),
+                });
+            }
+        }
+    }
+
+    /// Everyone in the room and its waiting room.
+    fn tell_room(&mut self, room: &Arc<str>, message: ServerMessage) {
+        for p in self.participants.values_mut().filter(|p| p.room == *room) {
+            p.tell(message.clone());
+        }
+    }
+
+    fn touch(&mut self, id: ParticipantId) {
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.last_activity = Instant::now();
+        }
+    }
+
+    /// Idle participants, expired tokens, maximum durations, hostless meetings.
+    fn meeting_timeouts(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_meeting_tick) < MEETING_TICK {
+            return;
+        }
+        self.last_meeting_tick = now;
+        let rooms: Vec<Arc<str>> = self.meetings.keys().cloned().collect();
+        for room in rooms {
+            let Some(meeting) = self.meetings.get_mut(&room) else {
+                continue;
+            };
+            for p in self.participants.values().filter(|p| p.room == room) {
+                meeting.activity(p.id.0, p.last_activity);
+            }
+            let effects = meeting.tick(now);
+            self.apply(&room, effects);
+        }
+        self.ended
+            .retain(|_, at| now.saturating_duration_since(*at) < ENDED_MEETING_MEMORY);
     }
 
     fn participant(&mut self, id: ParticipantId) -> Result<&mut Participant, ProtocolError> {
@@ -281,9 +517,24 @@ impl Engine {
         })
     }
 
+    /// A participant in the room, not the waiting room: the only kind whose media may flow.
+    fn admitted(&mut self, id: ParticipantId) -> Result<&mut Participant, ProtocolError> {
+        let p = self.participant(id)?;
+        p.last_activity = Instant::now();
+        if p.admitted {
+            Ok(p)
+        } else {
+            Err(ProtocolError::new(
+                ErrorCode::Waiting,
+                "you are in the waiting room; media starts once a host admits you",
+            ))
+        }
+    }
+
     fn offer(&mut self, id: ParticipantId, sdp: &str) -> Result<String, ProtocolError> {
         let _span = tracing::info_span!("negotiate", tenant = %self.settings.tenant, sdp = "offer")
             .entered();
+        self.admitted(id)?;
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| {
             ProtocolError::new(
                 ErrorCode::InvalidSdp,
@@ -292,7 +543,7 @@ impl Engine {
         })?;
         let advertised = self.settings.advertised;
         let crypto = self.crypto.clone();
-        let participant = self.participant(id)?;
+        let participant = self.admitted(id)?;
         if participant.rtc.is_none() {
             participant.rtc = Some(new_rtc(crypto, advertised)?);
         }
@@ -323,7 +574,7 @@ impl Engine {
                 format!("the answer is not valid SDP: {e}"),
             )
         })?;
-        let participant = self.participant(id)?;
+        let participant = self.admitted(id)?;
         let (Some(rtc), Some(pending)) = (participant.rtc.as_mut(), participant.pending.take())
         else {
             return Err(ProtocolError::new(
@@ -351,7 +602,7 @@ impl Engine {
     }
 
     fn candidate(&mut self, id: ParticipantId, line: &str) -> Result<(), ProtocolError> {
-        let participant = self.participant(id)?;
+        let participant = self.admitted(id)?;
         let Some(rtc) = participant.rtc.as_mut() else {
             return Err(ProtocolError::new(
                 ErrorCode::JoinFirst,
@@ -415,6 +666,9 @@ impl Engine {
         let Some(rtc) = p.rtc.as_mut() else {
             return;
         };
+        if matches!(input, Input::Receive(..)) {
+            p.last_activity = Instant::now();
+        }
         if let Err(e) = rtc.handle_input(input) {
             self.failed(id, e);
             return;
@@ -713,11 +967,23 @@ impl Engine {
                 self.by_addr.remove(addr);
             }
             self.stats.participants.dec();
+            if let Some(meeting) = self.meetings.get_mut(&p.room) {
+                let effects = meeting.leave(id.0, Instant::now());
+                let room = p.room.clone();
+                self.apply(&room, effects);
+            }
             if let Some(members) = self.rooms.get_mut(&p.room) {
                 members.retain(|m| *m != id);
                 if members.is_empty() {
                     self.rooms.remove(&p.room);
                 }
+            }
+            // A meeting no one is in (room or waiting room) is forgotten, unless it must keep
+            // barring an expelled user or stay locked.
+            if !self.participants.values().any(|o| o.room == p.room)
+                && self.meetings.get(&p.room).is_some_and(|m| m.forgettable())
+            {
+                self.meetings.remove(&p.room);
             }
             let others: Vec<ParticipantId> = self.rooms.get(&p.room).cloned().unwrap_or_default();
             for other in others {
@@ -756,6 +1022,61 @@ impl Engine {
         self.by_addr.clear();
         self.stats.participants.set(0);
     }
+}
+
+/// A join as the engine needs it.
+#[derive(Debug)]
+struct Joining {
+    role: Role,
+    user: String,
+    token_expires: Instant,
+    display_name: Option<DisplayName>,
+}
+
+/// A refused join or host action, for the client.
+fn refusal(r: meeting::Refusal) -> ProtocolError {
+    use meeting::Refusal;
+    let code = match r {
+        Refusal::NotHost => ErrorCode::NotHost,
+        Refusal::Locked => ErrorCode::MeetingLocked,
+        Refusal::Expelled => ErrorCode::Expelled,
+        Refusal::Ended => ErrorCode::MeetingEnded,
+        Refusal::NoSuchParticipant => ErrorCode::NoSuchParticipant,
+    };
+    ProtocolError::new(code, r.message())
+}
+
+/// Why the node removes someone, for their screen.
+fn removal(reason: meeting::EndReason) -> ProtocolError {
+    use meeting::EndReason;
+    let (code, message) = match reason {
+        EndReason::Denied => (
+            ErrorCode::Denied,
+            "the host did not admit you to this meeting",
+        ),
+        EndReason::Expelled => (
+            ErrorCode::Expelled,
+            "a host removed you from this meeting; you cannot rejoin it",
+        ),
+        EndReason::Idle => (
+            ErrorCode::IdleTimeout,
+            "you were disconnected after a period without activity (the clinic's automatic logoff)",
+        ),
+        EndReason::TokenExpired => (
+            ErrorCode::TokenExpired,
+            "your link has expired; ask the clinic for a new one",
+        ),
+        EndReason::MaxDuration => (
+            ErrorCode::MeetingEnded,
+            "the meeting reached its maximum duration and has ended",
+        ),
+        EndReason::NoHost => (
+            ErrorCode::MeetingEnded,
+            "the meeting ended because no host was present",
+        ),
+        EndReason::EndedByHost => (ErrorCode::MeetingEnded, "the host ended the meeting"),
+    };
+    ProtocolError::new(code, message)
 }
 
 fn new_rtc(crypto: Arc<CryptoProvider>, advertised: SocketAddr) -> Result<Rtc, ProtocolError> {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-pub use engine::{Command, EngineSettings, Joined};
+pub use engine::{Command, EngineSettings, HostAction, Joined};
 pub use participant::ParticipantId;
 pub use stats::EngineStats;
 

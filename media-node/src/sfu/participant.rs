@@ -108,6 +108,14 @@ pub struct Participant {
     pub role: Role,
     /// What the participant typed; shown to the room, kept nowhere else.
     pub display_name: Option<crate::signaling::protocol::DisplayName>,
+    /// The token's pseudonymous user id (expelling bars the user, not the connection).
+    pub user: String,
+    /// In the room (not the waiting room): media may flow.
+    pub admitted: bool,
+    /// A host muted this participant: their audio is not forwarded.
+    pub muted: bool,
+    /// Last media or signaling from this participant, for the idle timeout.
+    pub last_activity: Instant,
     pub events: mpsc::Sender<ServerMessage>,
     pub rtc: Option<Rtc>,
     pub pending: Option<SdpPendingOffer>,
@@ -139,6 +147,10 @@ impl Participant {
             room,
             role,
             display_name: None,
+            user: String::new(),
+            admitted: false,
+            muted: false,
+            last_activity: Instant::now(),
             events,
             rtc: None,
             pending: None,
@@ -179,6 +191,15 @@ impl Participant {
     pub fn tell(&mut self, message: ServerMessage) {
         if self.events.try_send(message).is_err() {
             self.overflowed = true;
+        }
+    }
+
+    /// How the others see this participant.
+    pub fn info(&self) -> crate::signaling::protocol::ParticipantInfo {
+        crate::signaling::protocol::ParticipantInfo {
+            id: self.id.to_string(),
+            role: self.role,
+            display_name: self.display_name.clone(),
         }
     }
 
@@ -230,6 +251,9 @@ impl Participant {
             return None;
         }
         let track = self.tracks_in.iter_mut().find(|t| t.mid == data.mid)?;
+        if self.muted && track.kind == MediaKind::Audio {
+            return None;
+        }
         match data.rid {
             Some(rid) => track.layers.record(rid, data.data.len(), now),
             None => track.total.record(data.data.len(), now),

@@ -33,10 +33,12 @@ pub enum JoinRefusal {
     NotAvailable,
     /// An audit sink's buffer is over its limit: no unaudited visits.
     AuditUnavailable,
+    /// A missing or wrong passcode, or a client cooling down after too many.
+    Passcode,
 }
 
 impl JoinRefusal {
-    pub const ALL: [JoinRefusal; 9] = [
+    pub const ALL: [JoinRefusal; 10] = [
         JoinRefusal::TokenExpired,
         JoinRefusal::TokenWrongTenant,
         JoinRefusal::TokenWrongRoom,
@@ -46,6 +48,7 @@ impl JoinRefusal {
         JoinRefusal::RoomFull,
         JoinRefusal::NotAvailable,
         JoinRefusal::AuditUnavailable,
+        JoinRefusal::Passcode,
     ];
 
     pub fn label(self) -> &'static str {
@@ -59,6 +62,7 @@ impl JoinRefusal {
             JoinRefusal::RoomFull => "room_full",
             JoinRefusal::NotAvailable => "not_available",
             JoinRefusal::AuditUnavailable => "audit_unavailable",
+            JoinRefusal::Passcode => "passcode",
         }
     }
 }

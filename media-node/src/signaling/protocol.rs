@@ -32,6 +32,9 @@ pub enum ClientMessage {
         /// audit record.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         display_name: Option<String>,
+        /// The meeting's passcode, which the patient got apart from the link.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passcode: Option<String>,
     },
     /// The client's offer: the first one publishes its camera and microphone.
     Offer {
@@ -49,6 +52,40 @@ pub enum ClientMessage {
         candidate: String,
     },
     Leave {
+        v: u32,
+    },
+    /// Host: let a waiting participant in.
+    #[serde(rename_all = "camelCase")]
+    Admit {
+        v: u32,
+        participant_id: String,
+    },
+    /// Host: turn a waiting participant away.
+    #[serde(rename_all = "camelCase")]
+    Deny {
+        v: u32,
+        participant_id: String,
+    },
+    /// Host: no new joins, not even to the waiting room (or open again).
+    Lock {
+        v: u32,
+        locked: bool,
+    },
+    /// Host: remove a participant, who cannot rejoin this meeting.
+    #[serde(rename_all = "camelCase")]
+    Expel {
+        v: u32,
+        participant_id: String,
+    },
+    /// Host: stop forwarding one participant's audio, or everyone's but the host's.
+    #[serde(rename_all = "camelCase")]
+    Mute {
+        v: u32,
+        #[serde(default)]
+        participant_id: Option<String>,
+    },
+    /// Host: end the meeting for everyone.
+    End {
         v: u32,
     },
 }
@@ -110,6 +147,32 @@ pub enum ServerMessage {
     Closing {
         v: u32,
         reason: String,
+    },
+    /// You are in the waiting room until a host admits you; `joined` follows then.
+    #[serde(rename_all = "camelCase")]
+    Waiting {
+        v: u32,
+        participant_id: String,
+    },
+    /// To hosts: who waits, in arrival order.
+    WaitingRoom {
+        v: u32,
+        waiting: Vec<ParticipantInfo>,
+    },
+    /// The meeting was locked or opened.
+    Locked {
+        v: u32,
+        locked: bool,
+    },
+    /// A host muted you: the node no longer forwards your audio.
+    Muted {
+        v: u32,
+    },
+    /// The meeting ends in this many seconds (its maximum duration).
+    #[serde(rename_all = "camelCase")]
+    MeetingEnding {
+        v: u32,
+        in_seconds: u64,
     },
 }
 
@@ -177,6 +240,8 @@ pub enum LeaveReason {
     Left,
     Disconnected,
     MediaRefused,
+    /// The meeting removed them: denied, expelled, idle, token expired, meeting ended.
+    Removed,
 }
 
 /// Machine-readable error codes; the `message` beside them is for people.
@@ -198,6 +263,55 @@ pub enum ErrorCode {
     MediaEncryptionRefused,
     NotAvailable,
     Internal,
+    /// A host action from someone who is not a host.
+    NotHost,
+    /// Media before a host admitted you.
+    Waiting,
+    MeetingLocked,
+    Expelled,
+    Denied,
+    MeetingEnded,
+    IdleTimeout,
+    TokenExpired,
+    NoSuchParticipant,
+    /// The passcode is missing or wrong.
+    PasscodeRefused,
+    /// Too many wrong passcodes from this client; try again later.
+    PasscodeCoolDown,
+}
+
+impl ErrorCode {
+    /// The kebab-case code, as clients and audit records see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "malformed-json",
+            ErrorCode::UnsupportedVersion => "unsupported-version",
+            ErrorCode::UnknownType => "unknown-type",
+            ErrorCode::InvalidMessage => "invalid-message",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::BinaryFrame => "binary-frame",
+            ErrorCode::JoinFirst => "join-first",
+            ErrorCode::AlreadyJoined => "already-joined",
+            ErrorCode::TokenRefused => "token-refused",
+            ErrorCode::RoomFull => "room-full",
+            ErrorCode::InvalidSdp => "invalid-sdp",
+            ErrorCode::NoPendingOffer => "no-pending-offer",
+            ErrorCode::MediaEncryptionRefused => "media-encryption-refused",
+            ErrorCode::NotAvailable => "not-available",
+            ErrorCode::Internal => "internal",
+            ErrorCode::NotHost => "not-host",
+            ErrorCode::Waiting => "waiting",
+            ErrorCode::MeetingLocked => "meeting-locked",
+            ErrorCode::Expelled => "expelled",
+            ErrorCode::Denied => "denied",
+            ErrorCode::MeetingEnded => "meeting-ended",
+            ErrorCode::IdleTimeout => "idle-timeout",
+            ErrorCode::TokenExpired => "token-expired",
+            ErrorCode::NoSuchParticipant => "no-such-participant",
+            ErrorCode::PasscodeRefused => "passcode-refused",
+            ErrorCode::PasscodeCoolDown => "passcode-cool-down",
+        }
+    }
 }
 
 /// A message the node could not take, with what to tell the client.
@@ -226,7 +340,19 @@ impl ProtocolError {
     }
 }
 
-const KNOWN_TYPES: &[&str] = &["join", "offer", "answer", "candidate", "leave"];
+const KNOWN_TYPES: &[&str] = &[
+    "join",
+    "offer",
+    "answer",
+    "candidate",
+    "leave",
+    "admit",
+    "deny",
+    "lock",
+    "expel",
+    "mute",
+    "end",
+];
 
 /// Parses one text frame.
 pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
@@ -337,6 +463,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_error_code_reads_as_it_serializes() {
+        use ErrorCode::*;
+        for code in [
+            MalformedJson,
+            UnsupportedVersion,
+            UnknownType,
+            InvalidMessage,
+            TooLarge,
+            BinaryFrame,
+            JoinFirst,
+            AlreadyJoined,
+            TokenRefused,
+            RoomFull,
+            InvalidSdp,
+            NoPendingOffer,
+            MediaEncryptionRefused,
+            NotAvailable,
+            Internal,
+            NotHost,
+            Waiting,
+            MeetingLocked,
+            Expelled,
+            Denied,
+            MeetingEnded,
+            IdleTimeout,
+            TokenExpired,
+            NoSuchParticipant,
+            PasscodeRefused,
+            PasscodeCoolDown,
+        ] {
+            assert_eq!(serde_json::to_value(code).expect("json"), code.as_str());
+        }
+    }
+
+    #[test]
     fn a_join_parses() {
         let m = parse(r#"{"v":1,"type":"join","room":"visit-42","token":"abc"}"#).expect("join");
         assert_eq!(
@@ -346,6 +507,7 @@ mod tests {
                 room: "visit-42".into(),
                 token: "abc".into(),
                 display_name: None,
+                passcode: None,
             }
         );
     }

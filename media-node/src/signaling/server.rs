@@ -29,6 +29,23 @@ pub struct AppState {
     pub stats: Arc<EngineStats>,
     pub tenant: String,
     pub audit: Arc<bedside_audit::delivery::Auditor>,
+    pub passcodes: Arc<Passcodes>,
+}
+
+/// What the passcode check needs: the key passcodes derive from, and who has been guessing.
+#[derive(Debug)]
+pub struct Passcodes {
+    pub join_key: Vec<u8>,
+    pub guard: std::sync::Mutex<crate::meeting::passcode::Guard>,
+}
+
+impl Passcodes {
+    pub fn new(join_key: &[u8]) -> Self {
+        Self {
+            join_key: join_key.to_vec(),
+            guard: Default::default(),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {

@@ -15,10 +15,11 @@ use super::protocol::{
     ServerMessage,
 };
 use super::server::AppState;
+use crate::meeting::passcode::{self, Attempt};
 use crate::sfu::stats::JoinRefusal;
-use crate::sfu::{Command, ParticipantId};
+use crate::sfu::{Command, HostAction, ParticipantId};
 use crate::token::Role;
-use crate::token::TokenError;
+use crate::token::{Grant, TokenError};
 use bedside_audit::delivery::Who;
 use bedside_audit::event::{Action, ActorRole, AuthMethod};
 
@@ -47,6 +48,7 @@ pub(super) async fn run(socket: WebSocket, state: AppState, client_ip: std::net:
         client_ip,
         who: None,
         joined: None,
+        waiting: false,
         errors: 0,
         events_tx,
         outbox: Vec::new(),
@@ -82,13 +84,24 @@ pub(super) async fn run(socket: WebSocket, state: AppState, client_ip: std::net:
                 }
                 Some(message @ ServerMessage::Error { fatal: true, .. }) => {
                     session.joined = None; // the media loop already removed us
-                    if let ServerMessage::Error { code: ErrorCode::MediaEncryptionRefused, .. } = &message {
-                        session.audit(Action::MediaRefused, Some("encryption-policy"));
+                    if let ServerMessage::Error { code, .. } = &message {
+                        match code {
+                            ErrorCode::MediaEncryptionRefused => {
+                                session.audit(Action::MediaRefused, Some("encryption-policy"));
+                            }
+                            // Denied, expelled, idle, token expired, meeting ended.
+                            code => session.audit(Action::Leave, Some(code.as_str())),
+                        }
                     }
                     session.outbox.push(message);
                     Flow::Close(CLOSE_POLICY, "refused".into())
                 }
                 Some(message) => {
+                    if matches!(message, ServerMessage::Joined { .. }) && session.waiting {
+                        // A host admitted us: from now on this is a visit.
+                        session.waiting = false;
+                        session.audit(Action::Join, None);
+                    }
                     session.outbox.push(message);
                     Flow::Continue
                 }
@@ -137,7 +150,10 @@ pub(super) async fn run(socket: WebSocket, state: AppState, client_ip: std::net:
             .await;
     }
     if let Some(id) = session.joined {
-        session.audit(Action::Leave, None);
+        session.audit(
+            Action::Leave,
+            session.waiting.then_some("left-waiting-room"),
+        );
         state
             .sfu
             .tell(Command::Leave {
@@ -154,9 +170,21 @@ struct Session {
     /// Who joined, and where: for the audit records of this connection.
     who: Option<(Who, String)>,
     joined: Option<ParticipantId>,
+    /// In the waiting room: joined the node, not yet the visit.
+    waiting: bool,
     errors: u32,
     events_tx: mpsc::Sender<ServerMessage>,
     outbox: Vec<ServerMessage>,
+}
+
+fn cool_down(left: Duration) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::PasscodeCoolDown,
+        format!(
+            "too many wrong passcodes from this network; try again in {} minute(s)",
+            left.as_secs().div_ceil(60).max(1)
+        ),
+    )
 }
 
 /// Who a join token names, for the audit trail.
@@ -216,6 +244,59 @@ impl Session {
         Flow::Continue
     }
 
+    /// The meeting's passcode, compared in constant time; a client that keeps guessing is
+    /// cooled down. Every failure is an audit record.
+    fn check_passcode(&mut self, grant: &Grant, given: Option<&str>) -> Result<(), ProtocolError> {
+        let now = std::time::Instant::now();
+        let who = Who::token(&grant.user, grant.role);
+        let record = |reason: &str| {
+            self.state.audit.record(
+                &who,
+                Action::PasscodeFailure,
+                Some(reason),
+                Some(&grant.room),
+                Some(self.client_ip),
+            );
+        };
+        let Ok(mut guard) = self.state.passcodes.guard.lock() else {
+            return Err(ProtocolError::new(
+                ErrorCode::Internal,
+                "passcode check unavailable",
+            ));
+        };
+        if let Attempt::CoolingDown { for_ } = guard.check(self.client_ip, now) {
+            record("cool-down");
+            self.state.stats.refused(JoinRefusal::Passcode);
+            return Err(cool_down(for_));
+        }
+        let expected = passcode::derive(&self.state.passcodes.join_key, &grant.room);
+        match given {
+            Some(given) if passcode::matches(&expected, given) => {
+                guard.succeeded(self.client_ip);
+                Ok(())
+            }
+            given => {
+                record(if given.is_some() {
+                    "passcode-wrong"
+                } else {
+                    "passcode-missing"
+                });
+                self.state.stats.refused(JoinRefusal::Passcode);
+                if let Attempt::CoolingDown { for_ } = guard.failed(self.client_ip, now) {
+                    return Err(cool_down(for_));
+                }
+                Err(ProtocolError::new(
+                    ErrorCode::PasscodeRefused,
+                    if given.is_some() {
+                        "that passcode is not this meeting's; check the one the clinic sent you"
+                    } else {
+                        "this meeting needs its passcode (the clinic sent it to you with the link)"
+                    },
+                ))
+            }
+        }
+    }
+
     fn fatal(&mut self, error: ProtocolError) -> Flow {
         let reason = format!("{:?}", error.code);
         self.outbox.push(error.to_message(true));
@@ -233,11 +314,12 @@ impl Session {
                     room,
                     token,
                     display_name,
+                    passcode,
                     ..
                 },
                 None,
             ) => match protocol::display_name(display_name.as_deref()) {
-                Ok(name) => self.join(room, token, name).await,
+                Ok(name) => self.join(room, token, name, passcode).await,
                 Err(e) => self.on_error(e),
             },
             (ClientMessage::Join { .. }, Some(_)) => self.on_error(ProtocolError::new(
@@ -292,11 +374,83 @@ impl Session {
                 }
             }
             (ClientMessage::Leave { .. }, Some(_)) => Flow::Close(CLOSE_NORMAL, "left".into()),
+            (ClientMessage::Admit { participant_id, .. }, Some(id)) => {
+                self.host_action(id, Action::Admit, &participant_id, HostAction::Admit)
+                    .await
+            }
+            (ClientMessage::Deny { participant_id, .. }, Some(id)) => {
+                self.host_action(id, Action::Deny, &participant_id, HostAction::Deny)
+                    .await
+            }
+            (ClientMessage::Expel { participant_id, .. }, Some(id)) => {
+                self.host_action(id, Action::Expel, &participant_id, HostAction::Expel)
+                    .await
+            }
+            (ClientMessage::Mute { participant_id, .. }, Some(id)) => match participant_id {
+                Some(target) => {
+                    self.host_action(id, Action::Mute, &target, |t| HostAction::Mute(Some(t)))
+                        .await
+                }
+                None => self.host(id, Action::Mute, HostAction::Mute(None)).await,
+            },
+            (ClientMessage::Lock { locked, .. }, Some(id)) => {
+                self.host(id, Action::LockMeeting, HostAction::Lock(locked))
+                    .await
+            }
+            (ClientMessage::End { .. }, Some(id)) => {
+                self.host(id, Action::MeetingEnd, HostAction::End).await
+            }
+        }
+    }
+
+    /// A host action on another participant, named by the id the node gave them.
+    async fn host_action(
+        &mut self,
+        id: ParticipantId,
+        action: Action,
+        target: &str,
+        make: impl FnOnce(ParticipantId) -> HostAction,
+    ) -> Flow {
+        match target.strip_prefix('p').and_then(|n| n.parse::<u64>().ok()) {
+            Some(n) => self.host(id, action, make(ParticipantId(n))).await,
+            None => self.on_error(ProtocolError::new(
+                ErrorCode::NoSuchParticipant,
+                "participantId is not one the node gave out",
+            )),
+        }
+    }
+
+    /// Asks the media loop to carry out a host action; audited either way.
+    async fn host(&mut self, id: ParticipantId, action: Action, host_action: HostAction) -> Flow {
+        let result = self
+            .state
+            .sfu
+            .ask(|reply| Command::Host {
+                id,
+                action: host_action,
+                reply,
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                self.audit(action, None);
+                Flow::Continue
+            }
+            Err(e) => {
+                self.audit(action, Some(e.code.as_str()));
+                self.on_error(e)
+            }
         }
     }
 
     #[tracing::instrument(name = "join", skip_all, fields(tenant = %self.state.tenant))]
-    async fn join(&mut self, room: String, token: String, name: Option<DisplayName>) -> Flow {
+    async fn join(
+        &mut self,
+        room: String,
+        token: String,
+        name: Option<DisplayName>,
+        passcode: Option<String>,
+    ) -> Flow {
         if *self.state.shutdown.borrow() {
             self.state.stats.refused(JoinRefusal::NotAvailable);
             return self.fatal(ProtocolError::new(
@@ -348,14 +502,22 @@ impl Session {
                 return self.fatal(ProtocolError::new(ErrorCode::TokenRefused, e.to_string()));
             }
         };
-        let events = self.events_tx.clone();
         let role = grant.role;
+        if let Err(e) = self.check_passcode(&grant, passcode.as_deref()) {
+            return self.fatal(e);
+        }
+        let events = self.events_tx.clone();
+        // The token's expiry, on the media loop's clock: it ejects its holder then.
+        let token_expires =
+            std::time::Instant::now() + Duration::from_secs(grant.expires_at.saturating_sub(now));
         match self
             .state
             .sfu
             .ask(|reply| Command::Join {
                 room: grant.room.clone(),
                 role,
+                user: grant.user.clone(),
+                token_expires,
                 display_name: name,
                 events,
                 reply,
@@ -365,27 +527,36 @@ impl Session {
             Ok(joined) => {
                 self.joined = Some(joined.id);
                 self.who = Some((Who::token(&grant.user, role), grant.room.clone()));
-                self.audit(Action::Join, None);
-                self.outbox.push(ServerMessage::Joined {
-                    v: PROTOCOL_VERSION,
-                    participant_id: joined.id.to_string(),
-                    room: grant.room,
-                    role,
-                    participants: joined.participants,
-                });
+                if joined.admitted {
+                    self.audit(Action::Join, None);
+                    self.outbox.push(ServerMessage::Joined {
+                        v: PROTOCOL_VERSION,
+                        participant_id: joined.id.to_string(),
+                        room: grant.room,
+                        role,
+                        participants: joined.participants,
+                    });
+                } else {
+                    self.waiting = true;
+                    self.audit(Action::WaitingRoomEnter, None);
+                    self.outbox.push(ServerMessage::Waiting {
+                        v: PROTOCOL_VERSION,
+                        participant_id: joined.id.to_string(),
+                    });
+                }
                 Flow::Continue
             }
             Err(e) => {
                 if e.code == ErrorCode::RoomFull {
                     self.state.stats.refused(JoinRefusal::RoomFull);
-                    self.state.audit.record(
-                        &Who::token(&grant.user, role),
-                        Action::Join,
-                        Some("room-full"),
-                        Some(&grant.room),
-                        Some(self.client_ip),
-                    );
                 }
+                self.state.audit.record(
+                    &Who::token(&grant.user, role),
+                    Action::Join,
+                    Some(e.code.as_str()),
+                    Some(&grant.room),
+                    Some(self.client_ip),
+                );
                 self.fatal(e)
             }
         }

@@ -1,0 +1,263 @@
+//! Meetings under a BAA, enforced by the media node over real signaling: the waiting room,
+//! passcodes, host controls (admit, deny, lock, expel, mute, end) and what non-hosts may not
+//! do. Every control is also an audit record.
+
+use std::time::Duration;
+
+use bedside_media_node::token::Role;
+use bedside_tests::media::{PeerOptions, RustPeer, Signal, TestNode, wait_until};
+use serde_json::{Value, json};
+
+const ROOM: &str = "visit-3";
+
+async fn connect(node: &TestNode, user: &str, role: Role) -> (Signal, Value) {
+    let mut s = Signal::connect(node).await;
+    let reply = s
+        .join_as(
+            ROOM,
+            &node.token(ROOM, user, role),
+            &format!("Guest {user}"),
+        )
+        .await;
+    (s, reply)
+}
+
+/// The next message of `kind`, skipping others (offers, participant notices).
+async fn next(s: &mut Signal, kind: &str) -> Value {
+    loop {
+        let m = s
+            .recv()
+            .await
+            .unwrap_or_else(|| panic!("closed before {kind}"));
+        if m["type"] == kind {
+            return m;
+        }
+    }
+}
+
+fn audited(node: &TestNode, action: &str) -> Vec<Value> {
+    node.audit_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["action"] == action)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_wait_until_a_host_admits_them_and_non_hosts_cannot_act_as_hosts() {
+    let mut node = TestNode::start().await;
+    let (mut guest, reply) = connect(&node, "u-guest", Role::Participant).await;
+    assert_eq!(reply["type"], "waiting", "{reply}");
+    let guest_id = reply["participantId"].as_str().expect("id").to_string();
+
+    // No media before admission.
+    guest
+        .send(json!({"v": 1, "type": "offer", "sdp": "v=0\r\n"}))
+        .await;
+    let refused = guest.recv().await.expect("an answer");
+    assert_eq!(refused["code"], "waiting", "{refused}");
+
+    // The host arrives and sees who waits, with the name they typed.
+    let (mut host, reply) = connect(&node, "u-host", Role::Host).await;
+    assert_eq!(reply["type"], "joined", "{reply}");
+    let room = next(&mut host, "waiting-room").await;
+    assert_eq!(room["waiting"][0]["id"], guest_id.as_str(), "{room}");
+    assert_eq!(room["waiting"][0]["displayName"], "Guest u-guest", "{room}");
+
+    // A waiting participant cannot admit themselves or lock the room.
+    guest
+        .send(json!({"v": 1, "type": "admit", "participantId": guest_id}))
+        .await;
+    assert_eq!(guest.recv().await.expect("answer")["code"], "not-host");
+    guest
+        .send(json!({"v": 1, "type": "lock", "locked": true}))
+        .await;
+    assert_eq!(guest.recv().await.expect("answer")["code"], "not-host");
+
+    host.send(json!({"v": 1, "type": "admit", "participantId": guest_id}))
+        .await;
+    let joined = next(&mut guest, "joined").await;
+    assert_eq!(joined["role"], "participant", "{joined}");
+    assert_eq!(joined["participants"][0]["role"], "host", "{joined}");
+    let emptied = next(&mut host, "waiting-room").await;
+    assert_eq!(emptied["waiting"], json!([]), "{emptied}");
+
+    // An admitted participant is still not a host.
+    for action in [
+        json!({"v": 1, "type": "mute"}),
+        json!({"v": 1, "type": "end"}),
+        json!({"v": 1, "type": "expel", "participantId": "p1"}),
+    ] {
+        guest.send(action.clone()).await;
+        let reply = next(&mut guest, "error").await;
+        assert_eq!(reply["code"], "not-host", "{action}: {reply}");
+        assert_eq!(reply["fatal"], false, "{reply}");
+    }
+    assert_eq!(audited(&node, "waiting-room-enter").len(), 1);
+    let admits = audited(&node, "admit");
+    assert_eq!(
+        admits
+            .iter()
+            .map(|r| (r["actor"]["user"].as_str(), r["outcome"]["result"].as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (Some("u-guest"), Some("failure")),
+            (Some("u-host"), Some("success"))
+        ],
+        "the guest's try and the host's admission, each on record"
+    );
+    let refused = audited(&node, "lock-meeting");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["outcome"]["reason"] == "not-host" && r["actor"]["user"] == "u-guest"),
+        "a non-host's attempt is on record: {refused:?}"
+    );
+    node.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_lock_expel_and_end_are_felt_and_expelled_users_cannot_rejoin() {
+    let mut node = TestNode::start().await;
+    let (mut host, _) = connect(&node, "u-host", Role::Host).await;
+
+    // Denied: told why, and the connection closes.
+    let (mut denied, reply) = connect(&node, "u-denied", Role::Participant).await;
+    let id = reply["participantId"].as_str().expect("id").to_string();
+    next(&mut host, "waiting-room").await;
+    host.send(json!({"v": 1, "type": "deny", "participantId": id}))
+        .await;
+    let gone = next(&mut denied, "error").await;
+    assert_eq!(
+        (gone["code"].as_str(), gone["fatal"].as_bool()),
+        (Some("denied"), Some(true))
+    );
+    assert!(
+        denied.recv().await.is_none(),
+        "the node closed the connection"
+    );
+
+    // Expelled: removed, and a fresh token for the same user is refused.
+    let (mut guest, reply) = connect(&node, "u-guest", Role::Participant).await;
+    let id = reply["participantId"].as_str().expect("id").to_string();
+    host.send(json!({"v": 1, "type": "admit", "participantId": id}))
+        .await;
+    next(&mut guest, "joined").await;
+    host.send(json!({"v": 1, "type": "expel", "participantId": id}))
+        .await;
+    assert_eq!(next(&mut guest, "error").await["code"], "expelled");
+    let (_again, reply) = connect(&node, "u-guest", Role::Participant).await;
+    assert_eq!(reply["code"], "expelled", "{reply}");
+
+    // Locked: nobody new, not even into the waiting room; then open again.
+    host.send(json!({"v": 1, "type": "lock", "locked": true}))
+        .await;
+    assert_eq!(next(&mut host, "locked").await["locked"], true);
+    let (_late, reply) = connect(&node, "u-late", Role::Participant).await;
+    assert_eq!(reply["code"], "meeting-locked", "{reply}");
+    host.send(json!({"v": 1, "type": "lock", "locked": false}))
+        .await;
+    next(&mut host, "locked").await;
+    let (mut late, reply) = connect(&node, "u-late", Role::Participant).await;
+    assert_eq!(reply["type"], "waiting", "{reply}");
+
+    // Ended: everyone out, and the meeting stays over.
+    host.send(json!({"v": 1, "type": "end"})).await;
+    assert_eq!(next(&mut host, "error").await["code"], "meeting-ended");
+    assert_eq!(next(&mut late, "error").await["code"], "meeting-ended");
+    let (_after, reply) = connect(&node, "u-host", Role::Host).await;
+    assert_eq!(reply["code"], "meeting-ended", "{reply}");
+
+    for action in ["deny", "expel", "lock-meeting", "meeting-end"] {
+        assert!(
+            audited(&node, action)
+                .iter()
+                .any(|r| r["outcome"]["result"] == "success" && r["actor"]["role"] == "host"),
+            "{action} is on record"
+        );
+    }
+    let removed = audited(&node, "leave");
+    assert!(
+        removed.iter().any(|r| r["outcome"]["reason"] == "expelled"),
+        "the expelled participant's leave says why: {removed:?}"
+    );
+    node.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_passcode_is_refused_and_a_guessing_client_cools_down() {
+    let mut node = TestNode::start().await;
+    let token = node.token(ROOM, "u-guess", Role::Participant);
+    let mut s = Signal::connect(&node).await;
+    let reply = s.join_with(ROOM, &token, None).await;
+    assert_eq!(reply["code"], "passcode-refused", "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("passcode"),
+        "{reply}"
+    );
+    // Four more wrong guesses: the fifth failure starts the cool-down.
+    let mut last = Value::Null;
+    for guess in ["00000000", "11111111", "22222222", "33333333"] {
+        let mut s = Signal::connect(&node).await;
+        last = s.join_with(ROOM, &token, Some(guess)).await;
+    }
+    assert_eq!(last["code"], "passcode-cool-down", "{last}");
+    // Now even the right passcode waits out the cool-down.
+    let mut s = Signal::connect(&node).await;
+    let reply = s.join_with(ROOM, &token, Some(&node.passcode(ROOM))).await;
+    assert_eq!(reply["code"], "passcode-cool-down", "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("minute"),
+        "{reply}"
+    );
+    let failures = audited(&node, "passcode-failure");
+    assert_eq!(failures.len(), 6, "{failures:?}");
+    assert_eq!(failures[0]["outcome"]["reason"], "passcode-missing");
+    assert_eq!(failures[1]["outcome"]["reason"], "passcode-wrong");
+    assert_eq!(failures[5]["outcome"]["reason"], "cool-down");
+    assert_eq!(
+        node.metric_where("bedside_media_joins_refused_total", "reason=\"passcode\"")
+            .await,
+        6.0
+    );
+    node.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_muted_participants_audio_stops_reaching_the_others() {
+    let mut node = TestNode::start().await;
+    let host_token = node.token(ROOM, "u-host", Role::Host);
+    let host = RustPeer::join(&node, ROOM, &host_token, PeerOptions::receive_only()).await;
+    let speaker_token = node.token(ROOM, "u-speaker", Role::Host);
+    let mut speaker = RustPeer::join(&node, ROOM, &speaker_token, PeerOptions::default()).await;
+    speaker.start_publishing();
+    let speaker_id = speaker.participant_id.clone();
+    assert!(
+        wait_until(Duration::from_secs(20), || host.packets_from(&speaker_id)
+            > 20)
+        .await,
+        "audio flows before the mute"
+    );
+    host.send(json!({"v": 1, "type": "mute", "participantId": speaker_id}))
+        .await;
+    assert!(
+        wait_until(Duration::from_secs(5), || !speaker.saw("muted").is_empty()).await,
+        "the speaker is told"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_mute = host.packets_from(&speaker_id);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        host.packets_from(&speaker_id),
+        after_mute,
+        "no audio is forwarded once muted"
+    );
+    assert_eq!(audited(&node, "mute").len(), 1);
+    node.shutdown(Duration::from_secs(2)).await;
+}
