@@ -206,6 +206,8 @@ pub async fn state(client: &Client) -> Value {
             "const s = window.bedside.state;\
              return {participantId: s.participantId, participants: Array.from(s.participants.keys()),\
                      events: s.events, errors: s.errors, mediaConnected: s.mediaConnected,\
+                     role: s.role, waiting: s.waiting, waitingRoom: s.waitingRoom, locked: s.locked,\
+                     muted: s.muted, closed: s.closed,\
                      status: document.getElementById('status').textContent};",
             vec![],
         )

@@ -397,3 +397,254 @@ fn prometheus_scrapes_plausible_quality_series_during_a_browser_call() {
         node.shutdown(Duration::from_secs(2)).await;
     });
 }
+
+/// Opens the client as a participant who types `name` before joining.
+async fn open_as(client: &Client, node: &TestNode, room: &str, token: &str, name: &str) {
+    let url = format!(
+        "{}/?room={room}&quality=low#token={token}&passcode={}",
+        node.https_base(),
+        node.passcode(room)
+    );
+    client.goto(&url).await.expect("open the web client");
+    client
+        .execute(
+            "document.getElementById('name').value = arguments[0];",
+            vec![Value::String(name.to_string())],
+        )
+        .await
+        .expect("type a name");
+    client
+        .find(Locator::Css("#join"))
+        .await
+        .expect("join button")
+        .click()
+        .await
+        .expect("click join");
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+/// Inbound audio bytes per stream.
+fn audio_bytes(stats: &Value) -> Vec<u64> {
+    stats["inbound"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|s| s["kind"] == "audio")
+                .map(|s| s["bytesReceived"].as_u64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn errors_contain(b: &Client, code: &str) -> Result<(), String> {
+    let state = browser::state(b).await;
+    let seen = state["errors"].as_array().is_some_and(|e| {
+        e.iter()
+            .any(|e| e.as_str().unwrap_or_default().starts_with(code))
+    });
+    if seen { Ok(()) } else { Err(state.to_string()) }
+}
+
+#[test]
+fn a_clinician_admits_patients_from_the_waiting_room_then_mutes_expels_locks_and_ends() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let mut node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let room = "visit-9";
+        let host = driver.browser().await;
+        open(
+            &host,
+            &node,
+            room,
+            &node.token(room, "u-clinician", Role::Host),
+        )
+        .await;
+        wait_for(Duration::from_secs(30), "the clinician is in", async || {
+            let state = browser::state(&host).await;
+            if state["role"] == "host" {
+                Ok(())
+            } else {
+                Err(state.to_string())
+            }
+        })
+        .await;
+
+        // Two patients: each waits, and the clinician sees their typed names.
+        let mut patients = Vec::new();
+        for (user, name) in [("u-pat-a", "Ada Patient"), ("u-pat-b", "Bo Patient")] {
+            let b = driver.browser().await;
+            open_as(
+                &b,
+                &node,
+                room,
+                &node.token(room, user, Role::Participant),
+                name,
+            )
+            .await;
+            patients.push(b);
+        }
+        let mut ids = Vec::new();
+        for p in &patients {
+            wait_for(Duration::from_secs(30), "a patient waits", async || {
+                let state = browser::state(p).await;
+                let status = state["status"].as_str().unwrap_or_default();
+                if state["waiting"] == true && status.contains("waiting room") {
+                    Ok(())
+                } else {
+                    Err(state.to_string())
+                }
+            })
+            .await;
+            let state = browser::state(p).await;
+            assert_eq!(
+                state["mediaConnected"], false,
+                "no media while waiting: {state}"
+            );
+            ids.push(state["participantId"].as_str().expect("id").to_string());
+        }
+        wait_for(Duration::from_secs(10), "the waiting list", async || {
+            let list = host
+                .find(Locator::Css("#waiting-list"))
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            if list.contains("Ada Patient") && list.contains("Bo Patient") {
+                Ok(())
+            } else {
+                Err(list)
+            }
+        })
+        .await;
+
+        for id in &ids {
+            click(
+                &host,
+                &format!("#waiting-list li[data-participant='{id}'] button.admit"),
+            )
+            .await;
+        }
+        for (i, b) in std::iter::once(&host).chain(&patients).enumerate() {
+            wait_for(
+                Duration::from_secs(60),
+                &format!("browser {i} decodes two videos"),
+                async || {
+                    let stats = browser::stats(b).await;
+                    if decoded_video(&stats).iter().filter(|f| **f > 10).count() >= 2 {
+                        Ok(())
+                    } else {
+                        Err(stats.to_string())
+                    }
+                },
+            )
+            .await;
+        }
+
+        // Mute patient A: one of the clinician's two audio streams stops growing.
+        click(
+            &host,
+            &format!(".tile[data-participant='{}'] button.mute", ids[0]),
+        )
+        .await;
+        wait_for(Duration::from_secs(10), "patient A is told", async || {
+            let state = browser::state(&patients[0]).await;
+            if state["muted"] == true {
+                Ok(())
+            } else {
+                Err(state.to_string())
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = audio_bytes(&browser::stats(&host).await);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = audio_bytes(&browser::stats(&host).await);
+        let growing = before.iter().zip(&after).filter(|(b, a)| a > b).count();
+        assert_eq!(
+            growing, 1,
+            "only patient B's audio still flows: {before:?} -> {after:?}"
+        );
+
+        // Expel patient B: disconnected, and the same link cannot get back in.
+        click(
+            &host,
+            &format!(".tile[data-participant='{}'] button.expel", ids[1]),
+        )
+        .await;
+        wait_for(
+            Duration::from_secs(10),
+            "patient B is removed",
+            async || errors_contain(&patients[1], "expelled").await,
+        )
+        .await;
+        open(
+            &patients[1],
+            &node,
+            room,
+            &node.token(room, "u-pat-b", Role::Participant),
+        )
+        .await;
+        wait_for(
+            Duration::from_secs(10),
+            "patient B cannot rejoin",
+            async || errors_contain(&patients[1], "expelled").await,
+        )
+        .await;
+
+        // Lock: a newcomer is refused, not even put in the waiting room.
+        click(&host, "#lock").await;
+        wait_for(Duration::from_secs(10), "locked", async || {
+            let state = browser::state(&host).await;
+            if state["locked"] == true {
+                Ok(())
+            } else {
+                Err(state.to_string())
+            }
+        })
+        .await;
+        let late = driver.browser().await;
+        open(
+            &late,
+            &node,
+            room,
+            &node.token(room, "u-late", Role::Participant),
+        )
+        .await;
+        wait_for(
+            Duration::from_secs(10),
+            "a newcomer is refused",
+            async || errors_contain(&late, "meeting-locked").await,
+        )
+        .await;
+
+        // End: everyone still in is told and disconnected.
+        click(&host, "#end").await;
+        for b in [&host, &patients[0]] {
+            wait_for(Duration::from_secs(10), "the meeting ended", async || {
+                errors_contain(b, "meeting-ended").await?;
+                let state = browser::state(b).await;
+                if state["closed"] == true {
+                    Ok(())
+                } else {
+                    Err(state.to_string())
+                }
+            })
+            .await;
+        }
+        node.shutdown(Duration::from_secs(2)).await;
+    });
+}
