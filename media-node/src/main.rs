@@ -72,27 +72,42 @@ fn check_config(files: Vec<PathBuf>) -> ExitCode {
     }
 }
 
-/// RUST_LOG (default info), except that the WebSocket crates never log above debug: at trace
-/// they print whole signaling frames, which carry the names participants type.
-fn log_filter() -> tracing_subscriber::EnvFilter {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// Crates that see content: at trace, the WebSocket crates print whole signaling frames (the
+/// names participants type) and str0m and its SCTP stack print data-channel payloads (chat).
+const CONTENT_CRATES: &[&str] = &[
+    "tungstenite",
+    "tokio_tungstenite",
+    "axum::extract::ws",
+    "str0m",
+    "sctp_proto",
+    "dimpl",
+];
+
+/// The log: JSON lines on stderr, filtered by RUST_LOG (default info), and never a trace event
+/// from a crate that sees content, whatever RUST_LOG says.
+fn init_logging() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,str0m=warn,dimpl=warn".into());
-    [
-        "tungstenite=debug",
-        "tokio_tungstenite=debug",
-        "axum::extract::ws=debug",
-    ]
-    .into_iter()
-    .filter_map(|d| d.parse().ok())
-    .fold(filter, tracing_subscriber::EnvFilter::add_directive)
+    let no_content = tracing_subscriber::filter::filter_fn(|meta| {
+        *meta.level() != tracing::Level::TRACE
+            || !CONTENT_CRATES.iter().any(|c| meta.target().starts_with(c))
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr)
+                .with_filter(env)
+                .with_filter(no_content),
+        )
+        .init();
 }
 
 fn run(config_file: Option<PathBuf>, node_name: String) -> ExitCode {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(log_filter())
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -39,6 +39,7 @@
     waitingRoom: [], // hosts: [{ id, displayName }]
     locked: false,
     muted: false,
+    chat: [], // { from, displayName, text, mine }
     participants: new Map(), // id -> { role, stream }
     events: [],
     errors: [],
@@ -51,6 +52,29 @@
   let pc = null;
   let local = null;
   let chain = Promise.resolve();
+  let chatChannel = null;
+  const chatLog = document.getElementById('chat-log');
+  const chatText = document.getElementById('chat-text');
+  const chatSend = document.getElementById('chat-send');
+
+  // Chat lines are text nodes only: nothing a participant types becomes markup.
+  function addChat(entry) {
+    state.chat.push(entry);
+    if (!chatLog) return;
+    const li = document.createElement('li');
+    const who = document.createElement('b');
+    who.textContent = entry.mine ? 'You' : (entry.displayName || `Participant ${entry.from}`);
+    li.append(who, document.createTextNode(`: ${entry.text}`));
+    chatLog.append(li);
+  }
+
+  function sendChat(text) {
+    if (!text || !chatChannel || chatChannel.readyState !== 'open') return false;
+    chatChannel.send(text);
+    addChat({ from: state.participantId, text, mine: true });
+    return true;
+  }
+  window.bedside.chat = sendChat;
 
   function setStatus(text, isError) {
     statusEl.textContent = text;
@@ -154,8 +178,15 @@
       state.participants.set(id, entry);
       tile(id, label(id), stream, false);
     };
-    // A data channel gives every client, observers included, something to negotiate.
-    pc.createDataChannel('bedside');
+    // The data channel carries chat (relayed by the node, never stored), and gives every
+    // client, observers included, something to negotiate.
+    chatChannel = pc.createDataChannel('bedside');
+    chatChannel.onmessage = (e) => {
+      try {
+        const m = JSON.parse(e.data);
+        if (m.type === 'chat') addChat({ from: m.from, displayName: m.displayName, text: m.text, mine: false });
+      } catch (_) { /* not ours */ }
+    };
     if (local) {
       const [audio] = local.getAudioTracks();
       const [video] = local.getVideoTracks();
@@ -307,6 +338,11 @@
   }
 
   joinBtn.addEventListener('click', join);
+  if (chatSend) {
+    chatSend.addEventListener('click', () => {
+      if (sendChat(chatText.value.trim())) chatText.value = '';
+    });
+  }
   if (lockBtn) lockBtn.addEventListener('click', () => send({ type: 'lock', locked: !state.locked }));
   if (muteAllBtn) muteAllBtn.addEventListener('click', () => send({ type: 'mute' }));
   if (endBtn) endBtn.addEventListener('click', () => send({ type: 'end' }));

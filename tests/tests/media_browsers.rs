@@ -648,3 +648,110 @@ fn a_clinician_admits_patients_from_the_waiting_room_then_mutes_expels_locks_and
         node.shutdown(Duration::from_secs(2)).await;
     });
 }
+
+#[test]
+fn chat_reaches_the_room_and_no_file_log_or_metric_of_the_node() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        // The node binary in its own process, logging everything, so its output can be searched.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let material = bedside_media_node::node::NodeSetup::generated(
+            bedside_media_node::config::dev_default(),
+            "node-chat".into(),
+        )
+        .expect("node material");
+        let binary = bedside_tests::media::workspace_binary("bedside-media-node");
+        let mut node = TestNode::spawn_in(&binary, dir.path(), &material, "trace", |_| {}).await;
+        let driver = Driver::start().await;
+        let room = "visit-chat";
+        let browsers = [driver.browser().await, driver.browser().await];
+        for (b, user) in browsers.iter().zip(["u-one", "u-two"]) {
+            open(b, &node, room, &node.token(room, user, Role::Host)).await;
+        }
+        for b in &browsers {
+            wait_for(Duration::from_secs(60), "media up", async || {
+                let state = browser::state(b).await;
+                if state["mediaConnected"] == true {
+                    Ok(())
+                } else {
+                    Err(state.to_string())
+                }
+            })
+            .await;
+        }
+        let secret = "Chest pain since Tuesday; allergic to penicillin";
+        wait_for(
+            Duration::from_secs(20),
+            "the chat reaches the other browser",
+            async || {
+                browsers[0]
+                    .execute(
+                        "return window.bedside.chat(arguments[0]);",
+                        vec![Value::String(secret.into())],
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let got = browsers[1]
+                    .execute("return window.bedside.state.chat.map(c => c.text);", vec![])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if got
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|t| t == secret))
+                {
+                    Ok(())
+                } else {
+                    Err(got.to_string())
+                }
+            },
+        )
+        .await;
+        let text = browsers[1]
+            .find(Locator::Css("#chat-log"))
+            .await
+            .expect("chat log")
+            .text()
+            .await
+            .expect("text");
+        assert!(text.contains(secret), "shown on screen: {text}");
+        let metrics = node.metrics().await;
+        assert!(
+            metrics.contains("bedside_media_chat_messages_total"),
+            "chat is counted"
+        );
+        node.shutdown(Duration::from_secs(5)).await;
+
+        // Nowhere on the node's side: not its log (at trace), its audit stream, its buffers
+        // or its metrics.
+        let mut files = vec![];
+        let mut stack = vec![dir.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).expect("dir").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path)
+                } else {
+                    files.push(path)
+                }
+            }
+        }
+        assert!(files.iter().any(|f| f.ends_with("stderr.log")), "{files:?}");
+        for file in &files {
+            let bytes = std::fs::read(file).expect("read");
+            let text = String::from_utf8_lossy(&bytes);
+            for word in ["penicillin", "Chest pain"] {
+                let line = text.lines().find(|l| l.contains(word)).unwrap_or_default();
+                assert!(
+                    !text.contains(word),
+                    "{word:?} is in {}: {}",
+                    file.display(),
+                    line.chars().take(300).collect::<String>()
+                );
+            }
+        }
+        assert!(!metrics.contains("penicillin"));
+    });
+}

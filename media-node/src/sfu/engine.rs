@@ -21,7 +21,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig}
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::participant::{Participant, ParticipantId, Propagated};
+use super::participant::{ChatRefusal, Participant, ParticipantId, Propagated};
 use super::stats::{ConnectionFailure, EngineStats};
 use crate::crypto_policy::{self, SrtpPolicy};
 use crate::meeting::{self, Meeting};
@@ -836,6 +836,7 @@ impl Engine {
                     self.failed(id, e);
                 }
             }
+            Propagated::Chat { source, text } => self.relay_chat(source, &text),
             Propagated::KeyframeRequest {
                 source,
                 source_mid,
@@ -846,6 +847,35 @@ impl Engine {
                     p.request_keyframe(source_mid, rid, kind, now);
                     self.dirty.push(source);
                 }
+            }
+        }
+    }
+
+    /// A chat message to everyone else in the room, over their data channels. The text is
+    /// held only while it is written out: never logged, stored or counted by content.
+    fn relay_chat(&mut self, source: ParticipantId, text: &str) {
+        let Some(from) = self.participants.get(&source).map(|p| p.info()) else {
+            return;
+        };
+        let envelope = serde_json::json!({"type": "chat", "from": from.id,
+            "displayName": from.display_name, "text": text});
+        let bytes = envelope.to_string().into_bytes();
+        for id in self.room_of(source) {
+            let Some(p) = self.participants.get_mut(&id) else {
+                continue;
+            };
+            let (Some(channel), Some(rtc)) = (p.chat_channel, p.rtc.as_mut()) else {
+                continue;
+            };
+            let written = rtc
+                .channel(channel)
+                .map(|mut c| c.write(false, &bytes).unwrap_or(false))
+                .unwrap_or(false);
+            if written {
+                self.stats.chat_messages.inc();
+                self.dirty.push(id);
+            } else {
+                self.stats.chat_dropped.inc();
             }
         }
     }
@@ -1134,6 +1164,41 @@ fn on_event(
             p.media_in(data, now)
         }
         Event::KeyframeRequest(req) => p.keyframe_wanted(req.mid, req.kind),
+        Event::ChannelOpen(id, label) => {
+            if label == "bedside" {
+                p.chat_channel = Some(id);
+            }
+            None
+        }
+        Event::ChannelData(data) => {
+            if Some(data.id) != p.chat_channel || !p.admitted {
+                return None;
+            }
+            p.last_activity = now;
+            match p.chat_limits.check(&data.data, data.binary, now) {
+                Ok(text) => Some(Propagated::Chat {
+                    source: p.id,
+                    text: text.into(),
+                }),
+                Err(refusal) => {
+                    stats.chat_refused.inc();
+                    p.tell(
+                        ProtocolError::new(
+                            ErrorCode::ChatRefused,
+                            match refusal {
+                                ChatRefusal::TooLong => "chat messages are at most 2,000 bytes",
+                                ChatRefusal::TooFast => {
+                                    "too many chat messages; wait a few seconds"
+                                }
+                                ChatRefusal::NotText => "chat messages are UTF-8 text",
+                            },
+                        )
+                        .to_message(false),
+                    );
+                    None
+                }
+            }
+        }
         Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
             p.estimate_bps = Some(estimate.as_u64());
             None

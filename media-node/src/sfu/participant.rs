@@ -85,6 +85,61 @@ pub enum Propagated {
         rid: Option<Rid>,
         kind: KeyframeRequestKind,
     },
+    /// A chat message for the rest of the room: relayed, never stored.
+    Chat {
+        source: ParticipantId,
+        text: std::sync::Arc<str>,
+    },
+}
+
+/// The longest chat message, in bytes of UTF-8.
+pub const MAX_CHAT_BYTES: usize = 2_000;
+/// At most this many chat messages per participant per [`CHAT_WINDOW`].
+pub const MAX_CHAT_MESSAGES: usize = 20;
+pub const CHAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why a chat message was not relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatRefusal {
+    TooLong,
+    TooFast,
+    NotText,
+}
+
+/// Chat limits for one participant: size and rate (a sliding window of send times).
+#[derive(Debug, Default)]
+pub struct ChatLimits {
+    sent: std::collections::VecDeque<Instant>,
+}
+
+impl ChatLimits {
+    /// Whether `data` may go out at `now`; the text if so.
+    pub fn check(
+        &mut self,
+        data: &[u8],
+        binary: bool,
+        now: Instant,
+    ) -> Result<String, ChatRefusal> {
+        if binary {
+            return Err(ChatRefusal::NotText);
+        }
+        if data.len() > MAX_CHAT_BYTES {
+            return Err(ChatRefusal::TooLong);
+        }
+        let text = std::str::from_utf8(data).map_err(|_| ChatRefusal::NotText)?;
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= CHAT_WINDOW)
+        {
+            self.sent.pop_front();
+        }
+        if self.sent.len() >= MAX_CHAT_MESSAGES {
+            return Err(ChatRefusal::TooFast);
+        }
+        self.sent.push_back(now);
+        Ok(text.to_string())
+    }
 }
 
 /// One outgoing RTP stream: its m-line and simulcast layer.
@@ -116,6 +171,9 @@ pub struct Participant {
     pub muted: bool,
     /// Last media or signaling from this participant, for the idle timeout.
     pub last_activity: Instant,
+    /// The client's `bedside` data channel, which carries chat.
+    pub chat_channel: Option<str0m::channel::ChannelId>,
+    pub chat_limits: ChatLimits,
     pub events: mpsc::Sender<ServerMessage>,
     pub rtc: Option<Rtc>,
     pub pending: Option<SdpPendingOffer>,
@@ -151,6 +209,8 @@ impl Participant {
             admitted: false,
             muted: false,
             last_activity: Instant::now(),
+            chat_channel: None,
+            chat_limits: ChatLimits::default(),
             events,
             rtc: None,
             pending: None,
@@ -474,5 +534,34 @@ impl Participant {
         self.tracks_out
             .iter_mut()
             .filter(|t| t.kind == MediaKind::Video && matches!(t.state, TrackOutState::Open(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_is_bounded_in_size_and_rate() {
+        let mut limits = ChatLimits::default();
+        let t0 = Instant::now();
+        assert_eq!(limits.check(b"hello", false, t0), Ok("hello".to_string()));
+        assert_eq!(
+            limits.check(&[b'x'; MAX_CHAT_BYTES + 1], false, t0),
+            Err(ChatRefusal::TooLong)
+        );
+        assert_eq!(
+            limits.check(b"\xff\xfe", false, t0),
+            Err(ChatRefusal::NotText)
+        );
+        assert_eq!(limits.check(b"bin", true, t0), Err(ChatRefusal::NotText));
+        for _ in 1..MAX_CHAT_MESSAGES {
+            assert!(limits.check(b"m", false, t0).is_ok());
+        }
+        assert_eq!(limits.check(b"m", false, t0), Err(ChatRefusal::TooFast));
+        assert!(
+            limits.check(b"m", false, t0 + CHAT_WINDOW).is_ok(),
+            "the window slides"
+        );
     }
 }

@@ -123,6 +123,12 @@ pub struct EngineStats {
     pub packets_out: IntCounter,
     pub send_dropped: IntCounter,
     pub frames_forwarded: IntCounter,
+    /// Chat messages relayed to a participant (counts only; never content).
+    pub chat_messages: IntCounter,
+    /// Chat messages not relayed: too long, too fast, not text.
+    pub chat_refused: IntCounter,
+    /// Chat messages a receiver's data channel had no room for.
+    pub chat_dropped: IntCounter,
     /// NACK, PLI and FIR the node received from subscribers or sent to publishers.
     pub feedback: IntCounterVec,
     pub layer_switches: IntCounter,
@@ -216,6 +222,18 @@ impl EngineStats {
                 "bedside_media_frames_forwarded_total",
                 "Media frames handed to subscribers",
             )?,
+            chat_messages: counter(
+                "bedside_media_chat_messages_total",
+                "Chat messages relayed to participants (content is never stored)",
+            )?,
+            chat_refused: counter(
+                "bedside_media_chat_refused_total",
+                "Chat messages refused: too long, too fast or not text",
+            )?,
+            chat_dropped: counter(
+                "bedside_media_chat_dropped_total",
+                "Chat messages a receiver's data channel had no room for",
+            )?,
             feedback: counter_vec(
                 "bedside_media_feedback_total",
                 "RTCP feedback the node received from receivers (nack, pli, fir)",
@@ -295,7 +313,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 20] = [
+        let collectors: [&dyn Collector; 23] = [
             &self.rooms,
             &self.participants,
             &self.publishers,
@@ -308,6 +326,9 @@ impl EngineStats {
             &self.packets,
             &self.send_dropped,
             &self.frames_forwarded,
+            &self.chat_messages,
+            &self.chat_refused,
+            &self.chat_dropped,
             &self.feedback,
             &self.layer_switches,
             &self.rtt,

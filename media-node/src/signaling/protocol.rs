@@ -278,6 +278,8 @@ pub enum ErrorCode {
     PasscodeRefused,
     /// Too many wrong passcodes from this client; try again later.
     PasscodeCoolDown,
+    /// A chat message too long, too fast, or not text.
+    ChatRefused,
 }
 
 impl ErrorCode {
@@ -310,6 +312,7 @@ impl ErrorCode {
             ErrorCode::NoSuchParticipant => "no-such-participant",
             ErrorCode::PasscodeRefused => "passcode-refused",
             ErrorCode::PasscodeCoolDown => "passcode-cool-down",
+            ErrorCode::ChatRefused => "chat-refused",
         }
     }
 }
