@@ -99,6 +99,7 @@ pub enum Action {
     TokenRefused,
     MediaRefused,
     Mute,
+    StopShare,
     Expel,
     LockMeeting,
     MeetingStart,

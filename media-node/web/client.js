@@ -19,6 +19,7 @@
   const nameEl = document.getElementById('name');
   // The name a participant typed: shown on their tile; the node keeps it in memory only.
   const label = (id) => {
+    if (id.endsWith('-screen')) return `${label(id.slice(0, -'-screen'.length))}'s screen`;
     const p = state.participants.get(id);
     return (p && p.displayName) || `Participant ${id}`;
   };
@@ -100,7 +101,13 @@
       const caption = document.createElement('span');
       caption.textContent = label;
       el.append(video, caption);
-      if (state.role === 'host' && id !== 'self') {
+      if (state.role === 'host' && id.endsWith('-screen') && id !== 'self-screen') {
+        const stop = document.createElement('button');
+        stop.textContent = 'Stop share';
+        stop.className = 'expel stop-share';
+        stop.addEventListener('click', () => send({ type: 'stop-share', participantId: id.slice(0, -'-screen'.length) }));
+        el.append(stop);
+      } else if (state.role === 'host' && id !== 'self') {
         // Host controls on each tile; the node checks the role again.
         const mute = document.createElement('button');
         mute.textContent = 'Mute';
@@ -231,6 +238,10 @@
         if (local) local.getAudioTracks().forEach((t) => { t.enabled = false; });
         setStatus('The host muted you.', false);
         break;
+      case 'share-stopped':
+        stopSharing();
+        setStatus('The host stopped your screen share.', false);
+        break;
       case 'meeting-ending':
         setStatus(`This meeting ends in ${Math.ceil(message.inSeconds / 60)} minute(s).`, false);
         break;
@@ -284,6 +295,28 @@
       default:
         break;
     }
+  }
+
+  // Screen share: a second video track, declared to the node (`share {mid}`) before the offer
+  // that carries it, so others see it as a screen and hosts can stop it.
+  let screenTrack = null;
+  async function shareScreen() {
+    if (!pc || screenTrack) return;
+    const display = await navigator.mediaDevices.getDisplayMedia({ video: true });
+    [screenTrack] = display.getVideoTracks();
+    screenTrack.onended = stopSharing;
+    const transceiver = pc.addTransceiver(screenTrack, { direction: 'sendonly', streams: [display] });
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    send({ type: 'share', mid: transceiver.mid });
+    send({ type: 'offer', sdp: offer.sdp });
+    tile('self-screen', 'Your screen', display, true);
+  }
+
+  function stopSharing() {
+    if (screenTrack) screenTrack.stop();
+    screenTrack = null;
+    removeTile('self-screen');
   }
 
   // Hosts: who waits, with admit and deny.
@@ -346,6 +379,12 @@
   if (lockBtn) lockBtn.addEventListener('click', () => send({ type: 'lock', locked: !state.locked }));
   if (muteAllBtn) muteAllBtn.addEventListener('click', () => send({ type: 'mute' }));
   if (endBtn) endBtn.addEventListener('click', () => send({ type: 'end' }));
+  const shareBtn = document.getElementById('share');
+  if (shareBtn) {
+    shareBtn.addEventListener('click', () => {
+      chain = chain.then(shareScreen).catch((e) => setStatus(`Screen share unavailable: ${e.name || e}`, true));
+    });
+  }
   leaveBtn.addEventListener('click', leave);
   if (!room || !token) {
     setStatus('Open the visit link the clinic sent you (it names a room and carries a token).', true);

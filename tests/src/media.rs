@@ -579,6 +579,8 @@ impl PeerConnectionEventHandler for PeerHandler {
 /// Options for a test peer.
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
+    /// Declare the video as a screen share (`share {mid}` before the offer).
+    pub video_is_screen: bool,
     pub publish_audio: bool,
     /// Synthetic VP8 video for the load generator.
     pub publish_video: Option<VideoLoad>,
@@ -599,6 +601,7 @@ impl Default for PeerOptions {
             publish_audio: true,
             publish_video: None,
             srtp_profiles: None,
+            video_is_screen: false,
         }
     }
 }
@@ -617,6 +620,15 @@ impl PeerOptions {
             publish_audio: false,
             publish_video: Some(load),
             srtp_profiles: None,
+            video_is_screen: false,
+        }
+    }
+
+    /// Video declared to the node as a screen share.
+    pub fn screen(load: VideoLoad) -> Self {
+        Self {
+            video_is_screen: true,
+            ..Self::video(load)
         }
     }
 }
@@ -754,6 +766,19 @@ impl RustPeer {
         pc.set_local_description(offer).await.expect("local offer");
         let _ = tokio::time::timeout(Duration::from_secs(5), gathered.recv()).await;
         let local = pc.local_description().await.expect("local description");
+        if options.video_is_screen {
+            // The video m-line's mid, from the offer.
+            let video = local.sdp.split("m=video").nth(1).unwrap_or_default();
+            let mid = video
+                .lines()
+                .find_map(|l| l.strip_prefix("a=mid:"))
+                .expect("the video m-line has a mid")
+                .trim()
+                .to_string();
+            signal
+                .send(json!({"v": 1, "type": "share", "mid": mid}))
+                .await;
+        }
         signal
             .send(json!({"v": 1, "type": "offer", "sdp": local.sdp}))
             .await;

@@ -261,3 +261,65 @@ async fn a_muted_participants_audio_stops_reaching_the_others() {
     assert_eq!(audited(&node, "mute").len(), 1);
     node.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_stops_a_screen_share_and_only_a_host_can() {
+    let mut node = TestNode::start().await;
+    let host_token = node.token(ROOM, "u-host", Role::Host);
+    let host = RustPeer::join(&node, ROOM, &host_token, PeerOptions::receive_only()).await;
+    let load = bedside_tests::media::VideoLoad {
+        bitrate_bps: 300_000,
+        packet_bytes: 1_000,
+    };
+    let sharer_token = node.token(ROOM, "u-sharer", Role::Host);
+    let mut sharer = RustPeer::join(&node, ROOM, &sharer_token, PeerOptions::screen(load)).await;
+    sharer.start_video();
+    let sharer_id = sharer.participant_id.clone();
+    // Received tracks are keyed by their stream id: the sharer's screen is `<id>-screen`.
+    let screen = format!("{sharer_id}-screen");
+    assert!(
+        wait_until(Duration::from_secs(20), || host.packets_from(&screen) > 20).await,
+        "the screen reaches the host, as a screen: {:?}",
+        host.publishers_heard()
+    );
+    let offers = host.saw("offer");
+    assert!(
+        offers.iter().any(|o| o["sdp"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("msid:{sharer_id}-screen "))),
+        "the forwarded track is marked as a screen share: {offers:?}"
+    );
+
+    // A participant who is not a host cannot stop it.
+    let (mut guest, reply) = connect(&node, "u-guest", Role::Participant).await;
+    assert_eq!(reply["type"], "waiting");
+    guest
+        .send(json!({"v": 1, "type": "stop-share", "participantId": sharer_id}))
+        .await;
+    assert_eq!(next(&mut guest, "error").await["code"], "not-host");
+
+    host.send(json!({"v": 1, "type": "stop-share", "participantId": sharer_id}))
+        .await;
+    assert!(
+        wait_until(Duration::from_secs(5), || !sharer
+            .saw("share-stopped")
+            .is_empty())
+        .await,
+        "the sharer is told"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped_at = host.packets_from(&screen);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        host.packets_from(&screen),
+        stopped_at,
+        "nothing of the screen is forwarded once stopped"
+    );
+    assert!(
+        audited(&node, "stop-share")
+            .iter()
+            .any(|r| r["outcome"]["result"] == "success")
+    );
+    node.shutdown(Duration::from_secs(2)).await;
+}

@@ -58,6 +58,7 @@ pub enum HostAction {
     Lock(bool),
     Expel(ParticipantId),
     Mute(Option<ParticipantId>),
+    StopShare(ParticipantId),
     End,
 }
 
@@ -100,6 +101,12 @@ pub enum Command {
     Host {
         id: ParticipantId,
         action: HostAction,
+        reply: oneshot::Sender<Result<(), ProtocolError>>,
+    },
+    /// The client's next offer carries its screen share on this m-line.
+    Share {
+        id: ParticipantId,
+        mid: String,
         reply: oneshot::Sender<Result<(), ProtocolError>>,
     },
     /// Tell everyone, disconnect everyone, stop.
@@ -241,6 +248,12 @@ impl Engine {
             Command::Host { id, action, reply } => {
                 let _ = reply.send(self.host(id, action));
             }
+            Command::Share { id, mid, reply } => {
+                let _ = reply.send(self.admitted(id).map(|p| {
+                    p.share_mid = Some(str0m::media::Mid::from(mid.as_str()));
+                    p.share_stopped = false;
+                }));
+            }
             Command::Offer { id, sdp, reply } => {
                 let _ = reply.send(self.offer(id, &sdp));
             }
@@ -346,6 +359,7 @@ impl Engine {
             HostAction::Lock(locked) => meeting.lock(id.0, locked),
             HostAction::Expel(t) => meeting.expel(id.0, t.0),
             HostAction::Mute(t) => meeting.mute(id.0, t.map(|t| t.0)),
+            HostAction::StopShare(t) => meeting.stop_share(id.0, t.0),
             HostAction::End => meeting.end(id.0),
         }
         .map_err(refusal)?;
@@ -374,8 +388,14 @@ impl Engine {
                         });
                     }
                 }
-                // Screen share is a later step; the meeting already checks who may stop one.
-                Effect::StopShare(_) => {}
+                Effect::StopShare(raw) => {
+                    if let Some(p) = self.participants.get_mut(&ParticipantId(raw)) {
+                        p.share_stopped = true;
+                        p.tell(ServerMessage::ShareStopped {
+                            v: PROTOCOL_VERSION,
+                        });
+                    }
+                }
                 Effect::WaitingChanged => self.tell_hosts_who_waits(room),
                 Effect::LockChanged(locked) => {
                     self.tell_room(
@@ -437,12 +457,12 @@ impl Engine {
                     v: PROTOCOL_VERSION,
                     participant: info.clone(),
                 });
-                published.extend(o.tracks_in.iter().map(|t| (o.id, t.mid, t.kind)));
+                published.extend(o.tracks_in.iter().map(|t| (o.id, t.mid, t.kind, t.screen)));
             }
         }
         if let Some(p) = self.participants.get_mut(&id) {
-            for (source, mid, kind) in published {
-                p.subscribe(source, mid, kind);
+            for (source, mid, kind, screen) in published {
+                p.subscribe(source, mid, kind, screen);
             }
             if !announce {
                 return;
@@ -789,10 +809,15 @@ impl Engine {
     fn propagate(&mut self, prop: Propagated) {
         let now = Instant::now();
         match prop {
-            Propagated::TrackOpened { source, mid, kind } => {
+            Propagated::TrackOpened {
+                source,
+                mid,
+                kind,
+                screen,
+            } => {
                 for id in self.room_of(source) {
                     if let Some(p) = self.participants.get_mut(&id) {
-                        p.subscribe(source, mid, kind);
+                        p.subscribe(source, mid, kind, screen);
                         self.dirty.push(id);
                     }
                 }

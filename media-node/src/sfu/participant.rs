@@ -29,6 +29,8 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
 pub struct TrackIn {
     pub mid: Mid,
     pub kind: MediaKind,
+    /// The publisher's screen share (declared with `share` before its offer).
+    pub screen: bool,
     pub layers: Layers,
     /// All of the track, layers together: what a non-simulcast subscriber receives.
     pub total: LayerRate,
@@ -49,6 +51,8 @@ pub struct TrackOut {
     pub source: ParticipantId,
     pub source_mid: Mid,
     pub kind: MediaKind,
+    /// A screen share: its stream id is `<publisher>-screen`, so clients show it apart.
+    pub screen: bool,
     pub state: TrackOutState,
     pub selection: Selection,
 }
@@ -74,6 +78,7 @@ pub enum Propagated {
         source: ParticipantId,
         mid: Mid,
         kind: MediaKind,
+        screen: bool,
     },
     Media {
         source: ParticipantId,
@@ -171,6 +176,9 @@ pub struct Participant {
     pub muted: bool,
     /// Last media or signaling from this participant, for the idle timeout.
     pub last_activity: Instant,
+    /// The m-line the client declared as its screen share, and whether a host stopped it.
+    pub share_mid: Option<Mid>,
+    pub share_stopped: bool,
     /// The client's `bedside` data channel, which carries chat.
     pub chat_channel: Option<str0m::channel::ChannelId>,
     pub chat_limits: ChatLimits,
@@ -209,6 +217,8 @@ impl Participant {
             admitted: false,
             muted: false,
             last_activity: Instant::now(),
+            share_mid: None,
+            share_stopped: false,
             chat_channel: None,
             chat_limits: ChatLimits::default(),
             events,
@@ -281,9 +291,11 @@ impl Participant {
         if self.tracks_in.iter().any(|t| t.mid == mid) {
             return None;
         }
+        let screen = self.share_mid == Some(mid);
         self.tracks_in.push(TrackIn {
             mid,
             kind,
+            screen,
             layers: Layers::default(),
             total: LayerRate::new(Rid::from("*"), Instant::now()),
             last_keyframe_request: None,
@@ -292,6 +304,7 @@ impl Participant {
             source: self.id,
             mid,
             kind,
+            screen,
         })
     }
 
@@ -311,7 +324,7 @@ impl Participant {
             return None;
         }
         let track = self.tracks_in.iter_mut().find(|t| t.mid == data.mid)?;
-        if self.muted && track.kind == MediaKind::Audio {
+        if (self.muted && track.kind == MediaKind::Audio) || (track.screen && self.share_stopped) {
             return None;
         }
         match data.rid {
@@ -358,7 +371,13 @@ impl Participant {
     }
 
     /// Another participant published a track: this one will receive it after renegotiation.
-    pub fn subscribe(&mut self, source: ParticipantId, source_mid: Mid, kind: MediaKind) {
+    pub fn subscribe(
+        &mut self,
+        source: ParticipantId,
+        source_mid: Mid,
+        kind: MediaKind,
+        screen: bool,
+    ) {
         if self
             .tracks_out
             .iter()
@@ -370,6 +389,7 @@ impl Participant {
             source,
             source_mid,
             kind,
+            screen,
             state: TrackOutState::ToOpen,
             selection: Selection::default(),
         });
@@ -462,8 +482,12 @@ impl Participant {
                     let mid = change.add_media(
                         track.kind,
                         Direction::SendOnly,
-                        // The stream id tells the client whose camera this is.
-                        Some(track.source.to_string()),
+                        // The stream id tells the client whose camera (or screen) this is.
+                        Some(if track.screen {
+                            format!("{}-screen", track.source)
+                        } else {
+                            track.source.to_string()
+                        }),
                         None,
                         None,
                     );

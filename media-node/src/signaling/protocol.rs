@@ -88,6 +88,17 @@ pub enum ClientMessage {
     End {
         v: u32,
     },
+    /// The client's next offer adds its screen share on this m-line (1-16 characters).
+    Share {
+        v: u32,
+        mid: String,
+    },
+    /// Host: stop forwarding a participant's screen share.
+    #[serde(rename_all = "camelCase")]
+    StopShare {
+        v: u32,
+        participant_id: String,
+    },
 }
 
 /// What the node sends.
@@ -166,6 +177,10 @@ pub enum ServerMessage {
     },
     /// A host muted you: the node no longer forwards your audio.
     Muted {
+        v: u32,
+    },
+    /// A host stopped your screen share: the node no longer forwards it.
+    ShareStopped {
         v: u32,
     },
     /// The meeting ends in this many seconds (its maximum duration).
@@ -355,6 +370,8 @@ const KNOWN_TYPES: &[&str] = &[
     "expel",
     "mute",
     "end",
+    "share",
+    "stop-share",
 ];
 
 /// Parses one text frame.
@@ -422,6 +439,14 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
     })?;
     if let ClientMessage::Join { room, .. } = &message {
         check_room_name(room)?;
+    }
+    if let ClientMessage::Share { mid, .. } = &message
+        && (mid.is_empty() || mid.len() > 16)
+    {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            "share needs the mid (1-16 characters) of the screen's m-line",
+        ));
     }
     Ok(message)
 }

@@ -400,6 +400,26 @@ impl Session {
             (ClientMessage::End { .. }, Some(id)) => {
                 self.host(id, Action::MeetingEnd, HostAction::End).await
             }
+            (ClientMessage::StopShare { participant_id, .. }, Some(id)) => {
+                self.host_action(
+                    id,
+                    Action::StopShare,
+                    &participant_id,
+                    HostAction::StopShare,
+                )
+                .await
+            }
+            (ClientMessage::Share { mid, .. }, Some(id)) => {
+                match self
+                    .state
+                    .sfu
+                    .ask(|reply| Command::Share { id, mid, reply })
+                    .await
+                {
+                    Ok(()) => Flow::Continue,
+                    Err(e) => self.on_error(e),
+                }
+            }
         }
     }
 
