@@ -137,6 +137,8 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         .network
         .advertised_media_address
         .unwrap_or(config.network.media_listen);
+    let end_to_end = config.meetings.media_encryption
+        == bedside_crds::node_config::MediaEncryptionMode::EndToEnd;
     let settings = EngineSettings {
         tenant: config.tenant.name.clone(),
         advertised,
@@ -146,6 +148,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
             config.meetings.idle_timeout.into(),
             config.meetings.max_duration.into(),
         ),
+        end_to_end,
     };
     let (sfu, media, engine_task) =
         sfu::start(config.network.media_listen, settings, stats.clone())
@@ -167,6 +170,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         tenant: config.tenant.name.clone(),
         audit: audit.clone(),
         passcodes: Arc::new(crate::signaling::server::Passcodes::new(&setup.join_key)),
+        end_to_end,
     };
     let app = router(state);
 

@@ -12,6 +12,9 @@
   const token = fragment.get('token') || query.get('token') || '';
   // The passcode normally comes apart from the link (a text message); a dev link carries it.
   const linkPasscode = fragment.get('passcode') || '';
+  // End-to-end mode: the secret the host shared with the link's fragment; it never reaches a
+  // server, and the media key derived from it never leaves this browser.
+  const e2eSecret = fragment.get('e2e') || '';
 
   const statusEl = document.getElementById('status');
   const tilesEl = document.getElementById('tiles');
@@ -40,6 +43,7 @@
     waitingRoom: [], // hosts: [{ id, displayName }]
     locked: false,
     muted: false,
+    endToEnd: false,
     chat: [], // { from, displayName, text, mine }
     participants: new Map(), // id -> { role, stream }
     events: [],
@@ -173,10 +177,35 @@
     };
   }
 
+  // End to end: a worker seals every outgoing frame and opens every incoming one.
+  let e2eWorker = null;
+  const scriptTransform = 'RTCRtpScriptTransform' in window;
+
+  async function startEndToEnd() {
+    const enc = new TextEncoder();
+    const base = await crypto.subtle.importKey('raw', enc.encode(e2eSecret), 'HKDF', false, ['deriveBits']);
+    const key = await crypto.subtle.deriveBits(
+      { name: 'HKDF', hash: 'SHA-256', salt: enc.encode('bedside-e2e'), info: enc.encode(room) }, base, 256);
+    e2eWorker = new Worker('/e2e-worker.js');
+    e2eWorker.postMessage({ key });
+  }
+
+  function protect(senderOrReceiver, op, kind) {
+    if (!e2eWorker) return;
+    if (scriptTransform) {
+      senderOrReceiver.transform = new RTCRtpScriptTransform(e2eWorker, { op, kind });
+    } else {
+      const { readable, writable } = senderOrReceiver.createEncodedStreams();
+      e2eWorker.postMessage({ op, kind, readable, writable }, [readable, writable]);
+    }
+  }
+
   async function startMedia() {
-    pc = new RTCPeerConnection({ iceServers: [] });
+    if (state.endToEnd) await startEndToEnd();
+    pc = new RTCPeerConnection({ iceServers: [], encodedInsertableStreams: !!state.endToEnd && !scriptTransform });
     pc.onicecandidate = (e) => send({ type: 'candidate', candidate: e.candidate ? e.candidate.candidate : '' });
     pc.ontrack = (e) => {
+      protect(e.receiver, 'decrypt', e.track.kind);
       const stream = e.streams[0];
       if (!stream) return;
       const id = stream.id;
@@ -197,10 +226,10 @@
     if (local) {
       const [audio] = local.getAudioTracks();
       const [video] = local.getVideoTracks();
-      if (audio) pc.addTransceiver(audio, { direction: 'sendonly', streams: [local] });
+      if (audio) protect(pc.addTransceiver(audio, { direction: 'sendonly', streams: [local] }).sender, 'encrypt', 'audio');
       if (video) {
         // Three simulcast layers: the node picks one per receiver from its bandwidth.
-        pc.addTransceiver(video, {
+        const sent = pc.addTransceiver(video, {
           direction: 'sendonly',
           streams: [local],
           sendEncodings: [
@@ -209,6 +238,7 @@
             { rid: 'h', maxBitrate: 1500000 },
           ],
         });
+        protect(sent.sender, 'encrypt', 'video');
       }
     }
     const offer = await pc.createOffer();
@@ -249,6 +279,12 @@
         state.participantId = message.participantId;
         state.waiting = false;
         state.role = message.role;
+        state.endToEnd = !!message.endToEnd;
+        if (state.endToEnd && !e2eSecret) {
+          setStatus('This visit is encrypted end to end: open the full link the clinic sent (it carries the key).', true);
+          leave();
+          return;
+        }
         if (hostEl) hostEl.hidden = message.role !== 'host';
         for (const p of message.participants) {
           state.participants.set(p.id, { role: p.role, displayName: p.displayName });
@@ -306,6 +342,7 @@
     [screenTrack] = display.getVideoTracks();
     screenTrack.onended = stopSharing;
     const transceiver = pc.addTransceiver(screenTrack, { direction: 'sendonly', streams: [display] });
+    protect(transceiver.sender, 'encrypt', 'video');
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     send({ type: 'share', mid: transceiver.mid });

@@ -6,7 +6,8 @@ Lines in and out are JSON:
   in  {"type":"answer","sdp":...}         the node's answer
   in  {"type":"offer","sdp":...}          the node adds forwarded tracks
   out {"type":"answer","sdp":...}
-  out {"type":"stats","frames":{stream_id: n}, "connection": state}   once a second
+  out {"type":"stats","frames":{stream_id: n}, "connection": state,
+       "audioPayloads": [hex, ...]}     once a second; the last audio RTP payloads as received
   in  {"type":"quit"}
 Network: loopback only (TESTBED.md): no STUN servers, host candidates on 127.0.0.1.
 """
@@ -16,12 +17,29 @@ import json
 import sys
 from fractions import Fraction
 
+import collections
+
 import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from av import VideoFrame
 
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+# The audio payloads exactly as the node forwarded them (after SRTP, before decoding), so a
+# test can see what a party without the end-to-end key gets.
+AUDIO_PAYLOADS = collections.deque(maxlen=64)
+_handle_rtp_packet = RTCRtpReceiver._handle_rtp_packet
+
+
+async def _recording_handle_rtp_packet(self, packet, arrival_time_ms):
+    if getattr(self, "_RTCRtpReceiver__kind", None) == "audio":
+        AUDIO_PAYLOADS.append(bytes(packet.payload).hex())
+    return await _handle_rtp_packet(self, packet, arrival_time_ms)
+
+
+RTCRtpReceiver._handle_rtp_packet = _recording_handle_rtp_packet
 
 
 class MovingCamera(VideoStreamTrack):
@@ -81,7 +99,8 @@ async def main():
     async def report():
         while True:
             await asyncio.sleep(1)
-            emit({"type": "stats", "frames": frames, "connection": pc.connectionState})
+            emit({"type": "stats", "frames": frames, "connection": pc.connectionState,
+                  "audioPayloads": list(AUDIO_PAYLOADS)})
 
     reporter = asyncio.ensure_future(report())
     while True:

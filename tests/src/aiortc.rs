@@ -110,6 +110,25 @@ impl AiortcPeer {
     }
 
     /// Video frames aiortc decoded from what the node forwarded, over all its video tracks.
+    /// The last audio RTP payloads aiortc received, exactly as the node forwarded them.
+    pub fn audio_payloads(&self) -> Vec<Vec<u8>> {
+        let stats = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        stats["audioPayloads"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str())
+                    .filter_map(|h| {
+                        (0..h.len())
+                            .step_by(2)
+                            .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+                            .collect::<Option<Vec<u8>>>()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn video_frames(&self) -> u64 {
         let stats = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
         stats["frames"]

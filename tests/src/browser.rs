@@ -207,7 +207,7 @@ pub async fn state(client: &Client) -> Value {
              return {participantId: s.participantId, participants: Array.from(s.participants.keys()),\
                      events: s.events, errors: s.errors, mediaConnected: s.mediaConnected,\
                      role: s.role, waiting: s.waiting, waitingRoom: s.waitingRoom, locked: s.locked,\
-                     muted: s.muted, closed: s.closed,\
+                     muted: s.muted, closed: s.closed, endToEnd: s.endToEnd,\
                      status: document.getElementById('status').textContent};",
             vec![],
         )

@@ -502,6 +502,8 @@ pub struct Received {
     pub packets: HashMap<String, u64>,
     /// The first bytes of the last payload per publisher, to check whose media it is.
     pub last_payload: HashMap<String, Vec<u8>>,
+    /// The last few whole payloads per publisher, as the node forwarded them.
+    pub recent_payloads: HashMap<String, std::collections::VecDeque<Vec<u8>>>,
     /// Stamped frames (load generator): count, first arrival, and send-to-receive latency.
     pub stamped: HashMap<String, u64>,
     pub first_stamped_at: HashMap<String, Instant>,
@@ -569,6 +571,11 @@ impl PeerConnectionEventHandler for PeerHandler {
                     } else {
                         let head = packet.payload.iter().take(16).copied().collect();
                         r.last_payload.insert(stream.clone(), head);
+                        let recent = r.recent_payloads.entry(stream.clone()).or_default();
+                        if recent.len() == 64 {
+                            recent.pop_front();
+                        }
+                        recent.push_back(packet.payload.to_vec());
                     }
                 }
             }
@@ -930,6 +937,17 @@ impl RustPeer {
             .collect();
         v.sort();
         v
+    }
+
+    /// The last payloads (up to 64) received from a publisher, whole.
+    pub fn recent_payloads_from(&self, participant: &str) -> Vec<Vec<u8>> {
+        self.received
+            .lock()
+            .expect("lock")
+            .recent_payloads
+            .get(participant)
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn last_payload_from(&self, participant: &str) -> Vec<u8> {

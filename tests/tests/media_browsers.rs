@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bedside_media_node::token::Role;
 use bedside_tests::browser::{self, Driver, Netns};
-use bedside_tests::media::{TestNode, sign};
+use bedside_tests::media::{TestNode, sign, wait_until};
 use fantoccini::{Client, Locator};
 use serde_json::Value;
 
@@ -754,4 +754,138 @@ fn chat_reaches_the_room_and_no_file_log_or_metric_of_the_node() {
         }
         assert!(!metrics.contains("penicillin"));
     });
+}
+
+#[test]
+fn end_to_end_mode_decodes_in_the_browsers_and_not_on_the_way() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    if !bedside_tests::run_or_skip(
+        "aiortc",
+        bedside_tests::aiortc::unavailable(),
+        "BEDSIDE_REQUIRE_BROWSERS",
+    ) {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let mut node = TestNode::start_with(|c| {
+            c.meetings.media_encryption = bedside_crds::node_config::MediaEncryptionMode::EndToEnd;
+        })
+        .await;
+        let driver = Driver::start().await;
+        let room = "visit-e2e";
+        // The secret travels only in the links' fragments, shared by the host out of band.
+        let secret = "correct-horse-battery-staple-7731";
+        let mut browsers = Vec::new();
+        for user in ["u-clinician", "u-patient"] {
+            let b = driver.browser().await;
+            let url = format!(
+                "{}/?room={room}&quality=low#token={}&passcode={}&e2e={secret}",
+                node.https_base(),
+                node.token(room, user, Role::Host),
+                node.passcode(room)
+            );
+            b.goto(&url).await.expect("open the web client");
+            click(&b, "#join").await;
+            browsers.push(b);
+        }
+        for (i, b) in browsers.iter().enumerate() {
+            wait_for(
+                Duration::from_secs(60),
+                &format!("browser {i} decodes the other's video"),
+                async || {
+                    let stats = browser::stats(b).await;
+                    if decoded_video(&stats).iter().any(|f| *f > 30) {
+                        Ok(())
+                    } else {
+                        Err(format!("{stats} {}", browser::state(b).await))
+                    }
+                },
+            )
+            .await;
+            assert_eq!(browser::state(b).await["endToEnd"], true);
+        }
+
+        // A third stack in the room sees exactly what the node forwards: every frame it gets
+        // from the browsers is sealed with AES-256-GCM under the key derived from the shared
+        // secret (which never reached the node); without that key nothing opens.
+        let eavesdropper = bedside_tests::aiortc::AiortcPeer::join(
+            &node,
+            room,
+            &node.token(room, "u-eavesdropper", Role::Host),
+        )
+        .await;
+        assert!(
+            wait_until(Duration::from_secs(20), || eavesdropper
+                .audio_payloads()
+                .len()
+                >= 32)
+            .await,
+            "the node forwards the browsers' audio to a third party"
+        );
+        let payloads = eavesdropper.audio_payloads();
+        let right = e2e_key(secret, room);
+        let wrong = e2e_key("another-secret", room);
+        // Audio frames are one packet each: 1 clear byte | ciphertext + tag | 12-byte IV.
+        let opened = payloads.iter().filter(|p| opens(&right, p)).count();
+        assert_eq!(
+            opened,
+            payloads.len(),
+            "every frame is sealed under the participants' key"
+        );
+        assert_eq!(
+            payloads.iter().filter(|p| opens(&wrong, p)).count(),
+            0,
+            "and under no other"
+        );
+        // ...while the browsers keep decoding.
+        let before = decoded_video(&browser::stats(&browsers[0]).await);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = decoded_video(&browser::stats(&browsers[0]).await);
+        assert!(
+            after.iter().sum::<u64>() > before.iter().sum::<u64>(),
+            "{before:?} -> {after:?}"
+        );
+        eavesdropper.stop().await;
+        node.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
+/// The key the web client derives: HKDF-SHA-256(secret, salt "bedside-e2e", info room).
+fn e2e_key(secret: &str, room: &str) -> [u8; 32] {
+    use aws_lc_rs::hkdf;
+    struct Len32;
+    impl hkdf::KeyType for Len32 {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let mut key = [0u8; 32];
+    hkdf::Salt::new(hkdf::HKDF_SHA256, b"bedside-e2e")
+        .extract(secret.as_bytes())
+        .expand(&[room.as_bytes()], Len32)
+        .and_then(|okm| okm.fill(&mut key))
+        .expect("hkdf");
+    key
+}
+
+/// Whether a one-packet frame opens under `key` (1 clear byte, as for audio).
+fn opens(key: &[u8; 32], payload: &[u8]) -> bool {
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    if payload.len() < 1 + 16 + 12 {
+        return false;
+    }
+    let (body, iv) = payload.split_at(payload.len() - 12);
+    let Ok(nonce) = Nonce::try_assume_unique_for_key(iv) else {
+        return false;
+    };
+    let Ok(unbound) = UnboundKey::new(&AES_256_GCM, key) else {
+        return false;
+    };
+    let mut sealed = body[1..].to_vec();
+    LessSafeKey::new(unbound)
+        .open_in_place(nonce, Aad::from(&body[..1]), &mut sealed)
+        .is_ok()
 }

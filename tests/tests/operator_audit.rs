@@ -103,7 +103,11 @@ async fn the_operators_own_records_reach_the_tenants_sink_and_nodes_report_their
     // An edit that turns recording on is reverted, and that is on record too.
     let configmaps: Api<ConfigMap> = Api::namespaced(cluster.client(), NS);
     let name = "lakeside-behavioral-media-config";
-    let cm = configmaps.get(name).await.expect("cm");
+    // Provisioning is recorded when the keys exist; the children follow a moment later.
+    let cm = eventually("the config ConfigMap", WAIT, || async {
+        configmaps.get_opt(name).await.ok().flatten()
+    })
+    .await;
     let text = cm
         .data
         .as_ref()

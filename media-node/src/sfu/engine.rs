@@ -48,6 +48,8 @@ pub struct EngineSettings {
     pub max_participants: usize,
     /// The tenant's meeting rules (idle timeout, maximum duration).
     pub meeting: meeting::Policy,
+    /// Media is encrypted end to end by the clients; the node forwards frames it cannot read.
+    pub end_to_end: bool,
 }
 
 /// A host's action on the meeting.
@@ -473,6 +475,7 @@ impl Engine {
                 room: room.to_string(),
                 role: p.role,
                 participants: already,
+                end_to_end: self.settings.end_to_end,
             });
         }
     }

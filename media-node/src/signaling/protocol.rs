@@ -113,6 +113,10 @@ pub enum ServerMessage {
         role: Role,
         /// Everyone already in the room.
         participants: Vec<ParticipantInfo>,
+        /// The tenant requires end-to-end media encryption: the client encrypts every frame
+        /// with a key the node never sees (docs/signaling.md#end-to-end-encryption).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        end_to_end: bool,
     },
     Answer {
         v: u32,

@@ -16,6 +16,7 @@ use crate::token::TokenVerifier;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const CLIENT_JS: &str = include_str!("../../web/client.js");
+const E2E_WORKER_JS: &str = include_str!("../../web/e2e-worker.js");
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -30,6 +31,8 @@ pub struct AppState {
     pub tenant: String,
     pub audit: Arc<bedside_audit::delivery::Auditor>,
     pub passcodes: Arc<Passcodes>,
+    /// The tenant's mediaEncryption is EndToEnd.
+    pub end_to_end: bool,
 }
 
 /// What the passcode check needs: the key passcodes derive from, and who has been guessing.
@@ -52,6 +55,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/client.js", get(client_js))
+        .route("/e2e-worker.js", get(e2e_worker_js))
         .route("/healthz", get(healthz))
         .route("/ws", get(websocket))
         .with_state(state)
@@ -87,6 +91,10 @@ async fn index(State(state): State<AppState>) -> Response {
 
 async fn client_js() -> Response {
     hardened("text/javascript; charset=utf-8", CLIENT_JS.to_string())
+}
+
+async fn e2e_worker_js() -> Response {
+    hardened("text/javascript; charset=utf-8", E2E_WORKER_JS.to_string())
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {

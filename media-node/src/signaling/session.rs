@@ -555,6 +555,7 @@ impl Session {
                         room: grant.room,
                         role,
                         participants: joined.participants,
+                        end_to_end: self.state.end_to_end,
                     });
                 } else {
                     self.waiting = true;
