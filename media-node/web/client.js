@@ -33,6 +33,7 @@
   const lockBtn = document.getElementById('lock');
   const muteAllBtn = document.getElementById('mute-all');
   const endBtn = document.getElementById('end');
+  const unmuteBtn = document.getElementById('unmute');
   if (passcodeEl && linkPasscode) passcodeEl.value = linkPasscode;
 
   // Exposed for automated browser tests and for support staff debugging a visit.
@@ -266,7 +267,8 @@
       case 'muted':
         state.muted = true;
         if (local) local.getAudioTracks().forEach((t) => { t.enabled = false; });
-        setStatus('The host muted you.', false);
+        if (unmuteBtn) unmuteBtn.hidden = false;
+        setStatus('The host muted you. Press Unmute to speak again.', false);
         break;
       case 'share-stopped':
         stopSharing();
@@ -416,6 +418,14 @@
   if (lockBtn) lockBtn.addEventListener('click', () => send({ type: 'lock', locked: !state.locked }));
   if (muteAllBtn) muteAllBtn.addEventListener('click', () => send({ type: 'mute' }));
   if (endBtn) endBtn.addEventListener('click', () => send({ type: 'end' }));
+  if (unmuteBtn) {
+    unmuteBtn.addEventListener('click', () => {
+      send({ type: 'unmute' });
+      state.muted = false;
+      if (local) local.getAudioTracks().forEach((t) => { t.enabled = true; });
+      unmuteBtn.hidden = true;
+    });
+  }
   const shareBtn = document.getElementById('share');
   if (shareBtn) {
     shareBtn.addEventListener('click', () => {

@@ -259,6 +259,14 @@ async fn a_muted_participants_audio_stops_reaching_the_others() {
         "no audio is forwarded once muted"
     );
     assert_eq!(audited(&node, "mute").len(), 1);
+    // Only the speaker can unmute, and then their audio flows again.
+    speaker.send(json!({"v": 1, "type": "unmute"})).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || host.packets_from(&speaker_id)
+            > after_mute + 20)
+        .await,
+        "audio flows again after the speaker unmutes"
+    );
     node.shutdown(Duration::from_secs(2)).await;
 }
 

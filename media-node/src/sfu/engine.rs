@@ -105,6 +105,8 @@ pub enum Command {
         action: HostAction,
         reply: oneshot::Sender<Result<(), ProtocolError>>,
     },
+    /// The participant unmutes themselves.
+    Unmute { id: ParticipantId },
     /// The client's next offer carries its screen share on this m-line.
     Share {
         id: ParticipantId,
@@ -249,6 +251,15 @@ impl Engine {
             }
             Command::Host { id, action, reply } => {
                 let _ = reply.send(self.host(id, action));
+            }
+            Command::Unmute { id } => {
+                if let Some(p) = self.participants.get_mut(&id) {
+                    p.muted = false;
+                    p.last_activity = Instant::now();
+                    if let Some(meeting) = self.meetings.get_mut(&p.room) {
+                        meeting.unmute_self(id.0);
+                    }
+                }
             }
             Command::Share { id, mid, reply } => {
                 let _ = reply.send(self.admitted(id).map(|p| {

@@ -88,6 +88,10 @@ pub enum ClientMessage {
     End {
         v: u32,
     },
+    /// Unmute yourself after a host muted you (only you can).
+    Unmute {
+        v: u32,
+    },
     /// The client's next offer adds its screen share on this m-line (1-16 characters).
     Share {
         v: u32,
@@ -376,6 +380,7 @@ const KNOWN_TYPES: &[&str] = &[
     "end",
     "share",
     "stop-share",
+    "unmute",
 ];
 
 /// Parses one text frame.

@@ -409,6 +409,10 @@ impl Session {
                 )
                 .await
             }
+            (ClientMessage::Unmute { .. }, Some(id)) => {
+                self.state.sfu.tell(Command::Unmute { id }).await;
+                Flow::Continue
+            }
             (ClientMessage::Share { mid, .. }, Some(id)) => {
                 match self
                     .state
