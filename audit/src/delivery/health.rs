@@ -42,6 +42,17 @@ pub enum SinkState {
     Down,
 }
 
+impl SinkState {
+    /// As `/audit/health` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkState::Unknown => "unknown",
+            SinkState::Up => "up",
+            SinkState::Down => "down",
+        }
+    }
+}
+
 /// One sink, as the node's `/audit/health` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -296,6 +307,13 @@ impl SinkHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_read_as_they_serialize() {
+        for state in [SinkState::Unknown, SinkState::Up, SinkState::Down] {
+            assert_eq!(serde_json::to_value(state).expect("json"), state.as_str());
+        }
+    }
 
     #[test]
     fn failures_and_recoveries_are_reported_once_each() {

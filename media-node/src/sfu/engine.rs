@@ -530,16 +530,18 @@ impl Engine {
             return;
         }
         self.last_meeting_tick = now;
-        let rooms: Vec<Arc<str>> = self.meetings.keys().cloned().collect();
-        for room in rooms {
-            let Some(meeting) = self.meetings.get_mut(&room) else {
-                continue;
-            };
-            for p in self.participants.values().filter(|p| p.room == room) {
+        // One pass over the participants, not one per meeting: this runs every second.
+        for p in self.participants.values() {
+            if let Some(meeting) = self.meetings.get_mut(&p.room) {
                 meeting.activity(p.id.0, p.last_activity);
             }
-            let effects = meeting.tick(now);
-            self.apply(&room, effects);
+        }
+        let rooms: Vec<Arc<str>> = self.meetings.keys().cloned().collect();
+        for room in rooms {
+            if let Some(meeting) = self.meetings.get_mut(&room) {
+                let effects = meeting.tick(now);
+                self.apply(&room, effects);
+            }
         }
         self.ended
             .retain(|_, at| now.saturating_duration_since(*at) < ENDED_MEETING_MEMORY);

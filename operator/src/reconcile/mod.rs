@@ -613,10 +613,7 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
                     .map(|r| status::SinkHealth {
                         sink: r.sink,
                         kind: r.kind.into(),
-                        state: serde_json::to_value(r.state)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default(),
+                        state: r.state.as_str().into(),
                         reason: r.reason.map(Into::into),
                         buffered_bytes: r.buffered_bytes,
                     })
