@@ -10,7 +10,6 @@
 //! The goal (issue 6): >= 10,000 records/s per node, and < 1 ms added to a join at p99.
 //! Run with `make bench` or `cargo bench -p bedside-benches --bench audit_throughput`.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bedside_audit::delivery::{self, AuditMetrics, NetworkSink, Who};
@@ -127,25 +126,6 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
-fn write_docs(table: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
-    let Ok(doc) = std::fs::read_to_string(&path) else {
-        return;
-    };
-    let (begin, end) = (
-        "<!-- audit_throughput:begin -->",
-        "<!-- audit_throughput:end -->",
-    );
-    let (Some(b), Some(e)) = (doc.find(begin), doc.find(end)) else {
-        eprintln!("docs/benchmarks.md has no audit_throughput markers; not updated");
-        return;
-    };
-    let updated = format!("{}{begin}\n{table}{}", &doc[..b], &doc[e..]);
-    if std::fs::write(&path, updated).is_ok() {
-        println!("written to docs/benchmarks.md");
-    }
-}
-
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
@@ -181,6 +161,6 @@ fn main() {
             &format!("Audit: {RECORDS} join records through the delivery path"),
             &printed,
         );
-        write_docs(&table(&rows));
+        bedside_benches::write_docs_table("audit_throughput", &table(&rows));
     });
 }

@@ -293,25 +293,6 @@ fn table(outcomes: &[Outcome]) -> String {
     out
 }
 
-fn write_docs(table: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
-    let Ok(doc) = std::fs::read_to_string(&path) else {
-        return;
-    };
-    let (begin, end) = (
-        "<!-- media_forwarding:begin -->",
-        "<!-- media_forwarding:end -->",
-    );
-    let (Some(b), Some(e)) = (doc.find(begin), doc.find(end)) else {
-        eprintln!("docs/benchmarks.md has no media_forwarding markers; not updated");
-        return;
-    };
-    let updated = format!("{}{begin}\n{table}{}", &doc[..b], &doc[e..]);
-    if std::fs::write(&path, updated).is_ok() {
-        println!("written to docs/benchmarks.md");
-    }
-}
-
 fn main() {
     let binary = node_binary();
     if !binary.exists() {
@@ -349,5 +330,5 @@ fn main() {
     println!(
         "Goals: >= 2,000 streams per core (LiveKit publishes about 190 per vCPU), node p99 < 1 ms, join to first packet < 1 s, 0 loss below saturation."
     );
-    write_docs(&table);
+    bedside_benches::write_docs_table("media_forwarding", &table);
 }

@@ -27,3 +27,24 @@ pub fn print_table(title: &str, rows: &[Vec<String>]) {
         }
     }
 }
+
+/// Replaces the table between `<!-- {marker}:begin -->` and `<!-- {marker}:end -->` in
+/// docs/benchmarks.md, so the published figures are the last run's.
+pub fn write_docs_table(marker: &str, table: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
+    let Ok(doc) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let (begin, end) = (
+        format!("<!-- {marker}:begin -->"),
+        format!("<!-- {marker}:end -->"),
+    );
+    let (Some(b), Some(e)) = (doc.find(&begin), doc.find(&end)) else {
+        eprintln!("docs/benchmarks.md has no {marker} markers; not updated");
+        return;
+    };
+    let updated = format!("{}{begin}\n{table}{}", &doc[..b], &doc[e..]);
+    if std::fs::write(&path, updated).is_ok() {
+        println!("written to docs/benchmarks.md");
+    }
+}

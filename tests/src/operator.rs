@@ -38,6 +38,25 @@ where
     }
 }
 
+/// A tenant's condition of `type_` as (status, reason, message), once it has one.
+pub async fn tenant_condition(
+    client: &Client,
+    namespace: &str,
+    tenant: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    let tenant = Api::<HealthcareTenant>::namespaced(client.clone(), namespace)
+        .get_opt(tenant)
+        .await
+        .ok()??;
+    let c = tenant
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status, c.reason, c.message))
+}
+
 fn setup(e: impl std::fmt::Display) -> HarnessError {
     HarnessError::Config(e.to_string())
 }

@@ -10,20 +10,32 @@ use bedside_tests::media::{TestNode, sign, wait_until};
 use fantoccini::{Client, Locator};
 use serde_json::Value;
 
-async fn open(client: &Client, node: &TestNode, room: &str, token: &str) {
-    let url = format!(
+/// The link a clinic sends: the room in the query; token and passcode in the fragment.
+fn link(node: &TestNode, room: &str, token: &str) -> String {
+    format!(
         "{}/?room={room}&quality=low#token={token}&passcode={}",
         node.https_base(),
         node.passcode(room)
-    );
-    client.goto(&url).await.expect("open the web client");
-    client
-        .find(Locator::Css("#join"))
-        .await
-        .expect("join button")
-        .click()
-        .await
-        .expect("click join");
+    )
+}
+
+async fn open(client: &Client, node: &TestNode, room: &str, token: &str) {
+    open_url(client, &link(node, room, token), None).await;
+}
+
+/// Opens the client at `url`, types `name` if given, and presses Join.
+async fn open_url(client: &Client, url: &str, name: Option<&str>) {
+    client.goto(url).await.expect("open the web client");
+    if let Some(name) = name {
+        client
+            .execute(
+                "document.getElementById('name').value = arguments[0];",
+                vec![Value::String(name.to_string())],
+            )
+            .await
+            .expect("type a name");
+    }
+    click(client, "#join").await;
 }
 
 /// Video frames decoded per inbound video stream, and the transport's ciphers.
@@ -400,26 +412,7 @@ fn prometheus_scrapes_plausible_quality_series_during_a_browser_call() {
 
 /// Opens the client as a participant who types `name` before joining.
 async fn open_as(client: &Client, node: &TestNode, room: &str, token: &str, name: &str) {
-    let url = format!(
-        "{}/?room={room}&quality=low#token={token}&passcode={}",
-        node.https_base(),
-        node.passcode(room)
-    );
-    client.goto(&url).await.expect("open the web client");
-    client
-        .execute(
-            "document.getElementById('name').value = arguments[0];",
-            vec![Value::String(name.to_string())],
-        )
-        .await
-        .expect("type a name");
-    client
-        .find(Locator::Css("#join"))
-        .await
-        .expect("join button")
-        .click()
-        .await
-        .expect("click join");
+    open_url(client, &link(node, room, token), Some(name)).await;
 }
 
 async fn click(client: &Client, css: &str) {
@@ -781,14 +774,13 @@ fn end_to_end_mode_decodes_in_the_browsers_and_not_on_the_way() {
         let mut browsers = Vec::new();
         for user in ["u-clinician", "u-patient"] {
             let b = driver.browser().await;
-            let url = format!(
-                "{}/?room={room}&quality=low#token={}&passcode={}&e2e={secret}",
-                node.https_base(),
-                node.token(room, user, Role::Host),
-                node.passcode(room)
-            );
-            b.goto(&url).await.expect("open the web client");
-            click(&b, "#join").await;
+            let token = node.token(room, user, Role::Host);
+            open_url(
+                &b,
+                &format!("{}&e2e={secret}", link(&node, room, &token)),
+                None,
+            )
+            .await;
             browsers.push(b);
         }
         for (i, b) in browsers.iter().enumerate() {

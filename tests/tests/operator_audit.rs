@@ -24,16 +24,7 @@ const TENANT: &str = "lakeside-behavioral";
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn condition(cluster: &TestCluster, type_: &str) -> Option<(String, String, String)> {
-    let tenant = Api::<HealthcareTenant>::namespaced(cluster.client(), NS)
-        .get_opt(TENANT)
-        .await
-        .ok()??;
-    let c = tenant
-        .status?
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == type_)?;
-    Some((c.status, c.reason, c.message))
+    bedside_tests::operator::tenant_condition(&cluster.client(), NS, TENANT, type_).await
 }
 
 /// The sink's messages that are records of `action`.

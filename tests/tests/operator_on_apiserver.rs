@@ -99,13 +99,7 @@ fn replicas(deployment: &Deployment) -> Option<i32> {
 }
 
 async fn condition(cluster: &TestCluster, type_: &str) -> Option<(String, String, String)> {
-    let tenant = tenants(cluster).get(TENANT).await.ok()?;
-    let c = tenant
-        .status?
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == type_)?;
-    Some((c.status, c.reason, c.message))
+    bedside_tests::operator::tenant_condition(&cluster.client(), NS, TENANT, type_).await
 }
 
 /// The tenant namespace's Events as (reason, note).

@@ -75,7 +75,10 @@ pub struct Who {
 
 impl Who {
     /// The node itself: checkpoints, sink failures.
-    pub const NODE: Who = Who {
+    pub const NODE: Who = Who::UNAUTHENTICATED;
+
+    /// A client that has not proven who it is yet (a refused join).
+    pub const UNAUTHENTICATED: Who = Who {
         user: None,
         role: None,
         auth: AuthMethod::None,

@@ -188,21 +188,15 @@ fn cool_down(left: Duration) -> ProtocolError {
 }
 
 /// Who a join token names, for the audit trail.
-trait TokenHolder {
-    fn token(user: &str, role: Role) -> Who;
-}
-
-impl TokenHolder for Who {
-    fn token(user: &str, role: Role) -> Who {
-        Who {
-            user: Some(user.to_string()),
-            role: Some(match role {
-                Role::Host => ActorRole::Host,
-                Role::Participant => ActorRole::Participant,
-                Role::Observer => ActorRole::Observer,
-            }),
-            auth: AuthMethod::JoinToken,
-        }
+fn token_holder(user: &str, role: Role) -> Who {
+    Who {
+        user: Some(user.to_string()),
+        role: Some(match role {
+            Role::Host => ActorRole::Host,
+            Role::Participant => ActorRole::Participant,
+            Role::Observer => ActorRole::Observer,
+        }),
+        auth: AuthMethod::JoinToken,
     }
 }
 
@@ -210,14 +204,7 @@ impl Session {
     fn audit(&self, action: Action, refusal: Option<&str>) {
         let (who, room) = match &self.who {
             Some((who, room)) => (who.clone(), Some(room.as_str())),
-            None => (
-                Who {
-                    user: None,
-                    role: None,
-                    auth: AuthMethod::None,
-                },
-                None,
-            ),
+            None => (Who::UNAUTHENTICATED, None),
         };
         self.state
             .audit
@@ -248,7 +235,7 @@ impl Session {
     /// cooled down. Every failure is an audit record.
     fn check_passcode(&mut self, grant: &Grant, given: Option<&str>) -> Result<(), ProtocolError> {
         let now = std::time::Instant::now();
-        let who = Who::token(&grant.user, grant.role);
+        let who = token_holder(&grant.user, grant.role);
         let record = |reason: &str| {
             self.state.audit.record(
                 &who,
@@ -512,11 +499,7 @@ impl Session {
                 };
                 self.state.stats.refused(reason);
                 self.state.audit.record(
-                    &Who {
-                        user: None,
-                        role: None,
-                        auth: AuthMethod::None,
-                    },
+                    &Who::UNAUTHENTICATED,
                     Action::TokenRefused,
                     Some(&reason.label().replace('_', "-")),
                     Some(&room),
@@ -550,7 +533,7 @@ impl Session {
         {
             Ok(joined) => {
                 self.joined = Some(joined.id);
-                self.who = Some((Who::token(&grant.user, role), grant.room.clone()));
+                self.who = Some((token_holder(&grant.user, role), grant.room.clone()));
                 if joined.admitted {
                     self.audit(Action::Join, None);
                     self.outbox.push(ServerMessage::Joined {
@@ -576,7 +559,7 @@ impl Session {
                     self.state.stats.refused(JoinRefusal::RoomFull);
                 }
                 self.state.audit.record(
-                    &Who::token(&grant.user, role),
+                    &token_holder(&grant.user, role),
                     Action::Join,
                     Some(e.code.as_str()),
                     Some(&grant.room),

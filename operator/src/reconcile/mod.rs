@@ -287,16 +287,25 @@ where
 /// Secret missing) is logged and shown as an Event; it does not stop the reconcile.
 async fn audit(ctx: &Context, tenant: &HealthcareTenant, what: Happening) {
     if let Err(e) = ctx.audit.record(&ctx.client, tenant, &what).await {
-        tracing::warn!(tenant = %tenant.name_any(), error = %e, ?what, "audit record not made");
-        publish(
-            ctx,
-            tenant,
-            EventType::Warning,
-            "AuditRecordFailed",
-            e.to_string(),
-        )
-        .await;
+        audit_failed(ctx, tenant, &what, &e).await;
     }
+}
+
+async fn audit_failed(
+    ctx: &Context,
+    tenant: &HealthcareTenant,
+    what: &Happening,
+    error: &crate::audit::AuditError,
+) {
+    tracing::warn!(tenant = %tenant.name_any(), %error, ?what, "audit record not made");
+    publish(
+        ctx,
+        tenant,
+        EventType::Warning,
+        "AuditRecordFailed",
+        error.to_string(),
+    )
+    .await;
 }
 
 async fn publish(
@@ -761,15 +770,7 @@ async fn cleanup(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, Err
     if !ctx.audit.deprovision_recorded(tenant)
         && let Err(e) = ctx.audit.deprovision(&ctx.client, tenant).await
     {
-        tracing::warn!(tenant = %tenant.name_any(), error = %e, "the deprovisioning is not on record");
-        publish(
-            ctx,
-            tenant,
-            EventType::Warning,
-            "AuditRecordFailed",
-            e.to_string(),
-        )
-        .await;
+        audit_failed(ctx, tenant, &Happening::Deprovisioned, &e).await;
     }
     let deleted_for = tenant
         .metadata
