@@ -54,18 +54,9 @@ fn node_binary() -> PathBuf {
     target.join("release/bedside-media-node")
 }
 
-/// utime + stime of a process, in seconds.
+/// utime + stime of a process, in seconds (0 when /proc is unreadable).
 fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    // Linux reports in USER_HZ, 100 on every platform we run.
-    ticks / 100.0
+    bedside_tests::media::cpu_secs(pid).unwrap_or(0.0)
 }
 
 fn rss_kib(pid: u32) -> f64 {

@@ -651,3 +651,112 @@ async fn a_typed_display_name_reaches_the_room_and_no_record_log_line_or_metric(
         }
     }
 }
+
+/// An idle node costs almost nothing, whatever its audit sinks: a stdout-only node once spun
+/// more than a core in the task that records sink transitions. The bound (0.3 s of CPU over
+/// 10 idle seconds) sits two orders of magnitude from both that bug and from noise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_node_uses_almost_no_cpu_with_each_audit_sink_setup() {
+    if !rsyslog_or_skip() {
+        return;
+    }
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let binary = bedside_tests::media::workspace_binary("bedside-media-node");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let syslog = Rsyslog::start(dir.path()).await;
+    let receiver = webhook::Receiver::default();
+    *receiver.token.lock().expect("lock") = "idle-token".into();
+    receiver
+        .status
+        .store(200, std::sync::atomic::Ordering::Relaxed);
+    let (url, ca) = webhook::start(receiver.clone()).await;
+    // The binary trusts the system's roots for webhooks: point them at the test CA.
+    let ca_file = dir.path().join("webhook-ca.pem");
+    std::fs::write(&ca_file, &ca).expect("ca");
+    let token_file = dir.path().join("webhook-token");
+    std::fs::write(&token_file, "idle-token\n").expect("token");
+
+    let setups: [(&str, Vec<AuditSinkSettings>); 3] = [
+        ("stdout only", vec![AuditSinkSettings::Stdout]),
+        (
+            "stdout + syslog",
+            vec![
+                AuditSinkSettings::Stdout,
+                AuditSinkSettings::Syslog {
+                    address: format!("127.0.0.1:{}", syslog.port),
+                    ca_file: syslog.ca_file.clone(),
+                },
+            ],
+        ),
+        (
+            "stdout + webhook",
+            vec![
+                AuditSinkSettings::Stdout,
+                AuditSinkSettings::Webhook { url, token_file },
+            ],
+        ),
+    ];
+    let mut nodes = Vec::new();
+    for (name, sinks) in setups {
+        let node_dir = tempfile::tempdir().expect("tempdir");
+        let material = bedside_media_node::node::NodeSetup::generated(
+            bedside_media_node::config::dev_default(),
+            format!("idle-{}", nodes.len()),
+        )
+        .expect("node material");
+        let network_sinks = sinks.len() - 1;
+        let node = TestNode::spawn_in_env(
+            &binary,
+            node_dir.path(),
+            &material,
+            "warn",
+            &[("SSL_CERT_FILE", ca_file.as_os_str())],
+            move |c| c.audit.sinks = sinks,
+        )
+        .await;
+        // A record through every sink first, so the idle node is one whose sinks work.
+        visit(&node, "u-before-idle", false).await;
+        nodes.push((name, node, node_dir, network_sinks));
+    }
+    for (name, node, _, sinks) in &nodes {
+        let mut up = false;
+        for _ in 0..100 {
+            let health = node.audit_health().await;
+            let states: Vec<&serde_json::Value> = health["sinks"]
+                .as_array()
+                .map(|a| a.iter().map(|s| &s["state"]).collect())
+                .unwrap_or_default();
+            if states.len() == *sinks && states.iter().all(|s| *s == "up") {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            up,
+            "{name}: the sinks deliver: {}",
+            node.audit_health().await
+        );
+    }
+
+    let before: Vec<f64> = nodes
+        .iter()
+        .map(|(name, node, ..)| cpu_of(name, node))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for ((name, node, ..), before) in nodes.iter().zip(before) {
+        let used = cpu_of(name, node) - before;
+        assert!(
+            used < 0.3,
+            "{name}: an idle node used {used:.2} s of CPU in 10 s (bound 0.3 s)"
+        );
+    }
+    for (_, mut node, ..) in nodes {
+        node.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+fn cpu_of(name: &str, node: &TestNode) -> f64 {
+    bedside_tests::media::cpu_secs(node.pid())
+        .unwrap_or_else(|| panic!("{name}: /proc/{}/stat is readable", node.pid()))
+}

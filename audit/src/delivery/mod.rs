@@ -181,9 +181,18 @@ pub fn start(plan: Plan<'_>, metrics: &AuditMetrics) -> Result<Arc<Auditor>, Del
     let interval = plan.checkpoint_interval;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        // Without network sinks nobody holds a sender: the channel is closed from the start,
+        // and a closed channel answers `recv` at once, so its arm must be switched off.
+        let mut sinks_open = true;
         loop {
             let transition = tokio::select! {
-                t = transitions_rx.recv() => t,
+                t = transitions_rx.recv(), if sinks_open => match t {
+                    Some(t) => Some(t),
+                    None => {
+                        sinks_open = false;
+                        continue;
+                    }
+                },
                 _ = tick.tick() => None,
             };
             let Some(auditor) = recorder.upgrade() else {

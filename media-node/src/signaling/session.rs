@@ -105,7 +105,9 @@ pub(super) async fn run(socket: WebSocket, state: AppState, client_ip: std::net:
                     session.outbox.push(message);
                     Flow::Continue
                 }
-                None => Flow::Continue,
+                // The session holds a sender itself, so this cannot happen; were it to, a closed
+                // channel would answer at once and spin this loop.
+                None => Flow::Close(CLOSE_GOING_AWAY, "the media loop is gone".into()),
             },
             _ = &mut join_deadline, if session.joined.is_none() => {
                 session.outbox.push(ProtocolError::new(
@@ -469,9 +471,13 @@ impl Session {
                 "the media node is shutting down; reconnect to join through another node",
             ));
         }
-        if let Some(reason) = &self.state.unavailable {
+        if self.state.media_address.borrow().is_none() {
             self.state.stats.refused(JoinRefusal::NotAvailable);
-            return self.fatal(ProtocolError::new(ErrorCode::NotAvailable, reason.clone()));
+            return self.fatal(ProtocolError::new(
+                ErrorCode::NotAvailable,
+                "this media node has no public media address yet (the operator gives it one \
+                 once its media Service has an address); reconnect to join through another node",
+            ));
         }
         if self.state.audit.refuses_joins() {
             self.state.stats.refused(JoinRefusal::AuditUnavailable);
