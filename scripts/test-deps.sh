@@ -14,8 +14,11 @@ if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 # gcc/make: aws-lc-sys builds its C part; chromium + chromium-driver: the real browsers of the
 # media tests; iproute2: the loopback-only network namespaces they run in; python3-pip: aiortc;
 # prometheus: the real server that scrapes a node, and promtool for the alert rules;
-# rsyslog + rsyslog-gnutls: the real syslog-over-TLS audit sink.
-packages=(etcd-server xz-utils gcc make ca-certificates chromium chromium-driver iproute2 python3-pip prometheus rsyslog rsyslog-gnutls)
+# rsyslog + rsyslog-gnutls: the real syslog-over-TLS audit sink; containerd, runc, the CNI
+# plugins, iptables, conntrack, curl, openssl and libc6-dev (a static pause image): the
+# single-node cluster that runs pods (tests/src/pods.rs).
+packages=(etcd-server xz-utils gcc make ca-certificates chromium chromium-driver iproute2 python3-pip prometheus rsyslog rsyslog-gnutls
+  containerd runc containernetworking-plugins iptables conntrack curl openssl libc6-dev util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

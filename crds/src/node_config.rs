@@ -130,6 +130,12 @@ pub struct NetworkSettings {
     /// address). Absent until the operator knows it; the node then refuses joins, saying why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertised_media_address: Option<SocketAddr>,
+    /// Where each pod finds its own advertised address when it is not fixed above: a
+    /// directory (the operator's addresses ConfigMap, mounted) holding one file per pod, named
+    /// after the pod, with `host:port` in it. The node re-reads its file as the kubelet updates
+    /// it, and is not Ready until the file names a usable address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_media_address_dir: Option<PathBuf>,
     /// Prometheus metrics, on a port of its own.
     pub metrics_listen: SocketAddr,
 }
@@ -363,6 +369,7 @@ mod tests {
                 signaling_listen: "0.0.0.0:8443".parse().expect("addr"),
                 media_listen: "0.0.0.0:3478".parse().expect("addr"),
                 advertised_media_address: Some("203.0.113.10:3478".parse().expect("addr")),
+                advertised_media_address_dir: None,
                 metrics_listen: "0.0.0.0:9090".parse().expect("addr"),
             },
             tls: TlsFiles {

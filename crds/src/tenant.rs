@@ -291,9 +291,19 @@ pub struct MediaNodes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ComputeResources>,
 
-    /// The Service type for the media UDP port: LoadBalancer (default) or NodePort.
+    /// The Service type for each media node's UDP port: LoadBalancer (default) or NodePort.
+    /// Every media node gets a Service of its own, so browsers reach the node that holds
+    /// their visit, and only it.
     #[serde(default)]
     pub service_type: MediaServiceType,
+
+    /// With `serviceType: NodePort`: the address (IP or DNS name) at which browsers reach the
+    /// cluster's nodes; each media node advertises it with its own node port. Required for
+    /// NodePort (without it the media nodes are not Ready and the status says so); ignored for
+    /// LoadBalancer, whose addresses come from the load balancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub public_address: Option<String>,
 }
 
 /// CPU and memory for a media node, as in a container's `resources`.
@@ -346,6 +356,7 @@ impl Default for MediaNodes {
             image: None,
             resources: None,
             service_type: MediaServiceType::default(),
+            public_address: None,
         }
     }
 }

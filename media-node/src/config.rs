@@ -27,6 +27,7 @@ pub fn dev_default() -> MediaNodeConfig {
             signaling_listen: (loopback, 8443).into(),
             media_listen: (loopback, 3478).into(),
             advertised_media_address: Some((loopback, 3478).into()),
+            advertised_media_address_dir: None,
             metrics_listen: (loopback, 9091).into(),
         },
         tls: TlsFiles {

@@ -2,13 +2,21 @@
 //!
 //! - [`signaling`]: the WebSocket-over-TLS protocol and the web client;
 //! - [`sfu`]: rooms, participants and the str0m media loop;
+//! - [`meeting`]: the meeting state machine (waiting room, host controls, timeouts, passcodes);
 //! - [`crypto_policy`]: DTLS/SRTP restricted to what a BAA asks for;
 //! - [`token`]: join-token verification;
-//! - [`node`]: config and key material in, a running node out.
+//! - [`tls`]: the HTTPS certificate and server config;
+//! - [`config`]: reading and checking the node's config file, and the dev default;
+//! - [`address`]: the pod's advertised media address, followed from the operator's ConfigMap;
+//! - [`health`]: liveness and readiness verdicts for the kubelet's probes;
+//! - [`node`]: config and key material in, a running node out;
+//! - [`error`]: the crate's one error type.
 
+pub mod address;
 pub mod config;
 pub mod crypto_policy;
 pub mod error;
+pub mod health;
 pub mod meeting;
 pub mod node;
 pub mod sfu;

@@ -17,6 +17,7 @@ use crate::sfu::{self, Command, EngineSettings, EngineStats, SfuHandle};
 use crate::signaling::server::{AppState, router};
 use crate::tls::{self, TlsMaterial};
 use crate::token::TokenVerifier;
+use crate::{address, health};
 use bedside_audit::delivery::{
     self, AuditHealthReport, AuditMetrics, Auditor, BufferState, NetworkSink,
 };
@@ -128,12 +129,9 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         &setup.node_name,
     )?);
 
-    let unavailable = config.network.advertised_media_address.is_none().then(|| {
-        "this node has no advertised media address yet (the operator sets it once the media \
-         Service has one); try again in a minute"
-            .to_string()
-    });
-    let advertised = config
+    // Before the pod has an address, media sockets bind and the loop runs, but joins are
+    // refused and the node is not Ready.
+    let placeholder = config
         .network
         .advertised_media_address
         .unwrap_or(config.network.media_listen);
@@ -141,7 +139,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         == bedside_crds::node_config::MediaEncryptionMode::EndToEnd;
     let settings = EngineSettings {
         tenant: config.tenant.name.clone(),
-        advertised,
+        advertised: placeholder,
         policy: SrtpPolicy::Aes256GcmOnly,
         max_participants: config.meetings.max_participants as usize,
         meeting: crate::meeting::Policy::new(
@@ -159,12 +157,20 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
                 source,
             })?;
 
+    let media_address = follow_media_address(&setup, media, &sfu);
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let probes = Probes {
+        heartbeat: stats.heartbeat.clone(),
+        engine: engine_task.abort_handle(),
+        media_address: media_address.clone(),
+        draining: shutdown_rx.clone(),
+        audit: audit.clone(),
+    };
     let state = AppState {
         sfu: sfu.clone(),
         verifier,
         shutdown: shutdown_rx,
-        unavailable,
+        media_address,
         display_name: config.tenant.display_name.clone(),
         stats,
         tenant: config.tenant.name.clone(),
@@ -229,6 +235,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
                 async move { render_metrics(&registry) }
             }),
         )
+        .merge(probes.router())
         // What the operator reads for the tenant's AuditSinksReady condition.
         .route(
             "/audit/health",
@@ -248,7 +255,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         }
     });
 
-    tracing::info!(%signaling, %media, %advertised, %metrics, tenant = %config.tenant.name, "media node up");
+    tracing::info!(%signaling, %media, %metrics, node = %setup.node_name, tenant = %config.tenant.name, "media node up");
     Ok(RunningNode {
         signaling,
         media,
@@ -261,6 +268,94 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         metrics_task,
         audit,
     })
+}
+
+/// The address browsers send media to, as a watch: fixed by the config, or followed from the
+/// pod's file in the operator's addresses ConfigMap; every change also reaches the media loop.
+fn follow_media_address(
+    setup: &NodeSetup,
+    media: SocketAddr,
+    sfu: &SfuHandle,
+) -> watch::Receiver<Option<SocketAddr>> {
+    let network = &setup.config.network;
+    let fixed = network.advertised_media_address.map(|mut address| {
+        if address.port() == 0 {
+            // Listening on an ephemeral port (tests, dev): advertise the port actually bound.
+            address.set_port(media.port());
+        }
+        address
+    });
+    let (published, receiver) = watch::channel(fixed);
+    if let (None, Some(dir)) = (fixed, &network.advertised_media_address_dir) {
+        let file = address::file_of(dir, &setup.node_name);
+        tokio::spawn(address::follow(file, published));
+        let mut changes = receiver.clone();
+        let sfu = sfu.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let current = *changes.borrow_and_update();
+                if let Some(address) = current {
+                    sfu.tell(Command::Advertise { address }).await;
+                }
+            }
+        });
+    }
+    receiver
+}
+
+/// What the kubelet's probes read, on the metrics port: `/healthz` (liveness) and `/readyz`.
+#[derive(Clone, Debug)]
+struct Probes {
+    heartbeat: Arc<health::Heartbeat>,
+    engine: tokio::task::AbortHandle,
+    media_address: watch::Receiver<Option<SocketAddr>>,
+    draining: watch::Receiver<bool>,
+    audit: Arc<Auditor>,
+}
+
+impl Probes {
+    fn facts(&self) -> health::Facts {
+        health::Facts {
+            loop_age: self.heartbeat.age(std::time::Instant::now()),
+            loop_ended: self.engine.is_finished(),
+            media_address: *self.media_address.borrow(),
+            draining: *self.draining.borrow(),
+            audit_refusing_joins: self.audit.refuses_joins(),
+        }
+    }
+
+    fn router(self) -> Router {
+        use axum::http::StatusCode;
+        let liveness = self.clone();
+        Router::new()
+            .route(
+                "/healthz",
+                get(move || {
+                    let verdict = health::live(&liveness.facts());
+                    async move {
+                        match verdict {
+                            Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+                            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/readyz",
+                get(move || {
+                    let verdict = health::ready(&self.facts());
+                    async move {
+                        match verdict {
+                            Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+                            Err(reasons) => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("not ready: {}\n", reasons.join("; ")),
+                            ),
+                        }
+                    }
+                }),
+            )
+    }
 }
 
 /// The node's audit health, for `/audit/health` and the buffer gauge.

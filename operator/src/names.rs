@@ -16,6 +16,8 @@ pub const TENANT_LABEL: &str = "bedside.health/tenant";
 /// Which of a tenant's Services this is: signaling, media or metrics.
 pub const SERVICE_ROLE_LABEL: &str = "bedside.health/service";
 pub const CONFIG_FILE: &str = "config.yaml";
+/// The label a StatefulSet puts on each of its pods: a per-pod Service selects by it.
+pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 
 /// Ports inside the media-node container.
 pub const SIGNALING_PORT: i32 = 8443;
@@ -35,9 +37,11 @@ pub fn default_image() -> String {
 pub struct ChildNames {
     pub config: String,
     pub keys: String,
+    /// The StatefulSet; its pods are `<media_nodes>-<ordinal>`.
     pub media_nodes: String,
+    /// The ConfigMap mapping each media pod to the address it advertises.
+    pub addresses: String,
     pub signaling: String,
-    pub media: String,
     pub metrics: String,
     pub network_policy: String,
     pub disruption_budget: String,
@@ -51,13 +55,18 @@ impl ChildNames {
             config: format!("{t}-media-config"),
             keys: format!("{t}-keys"),
             media_nodes: format!("{t}-media"),
+            addresses: format!("{t}-media-addresses"),
             signaling: format!("{t}-signaling"),
-            media: format!("{t}-media-udp"),
             metrics: format!("{t}-metrics"),
             network_policy: format!("{t}-media"),
             disruption_budget: format!("{t}-media"),
             certificate_secret: format!("{t}-tls"),
         }
+    }
+
+    /// The media pod with this ordinal; its own media Service has the same name.
+    pub fn media_pod(&self, ordinal: i32) -> String {
+        format!("{}-{ordinal}", self.media_nodes)
     }
 }
 

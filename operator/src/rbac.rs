@@ -18,13 +18,15 @@ pub fn cluster_role() -> ClusterRole {
             rule(&["bedside.health"], &["healthcaretenants/status"], &["get", "patch", "update"]),
             // blockOwnerDeletion on children needs update on the owner's finalizers.
             rule(&["bedside.health"], &["healthcaretenants/finalizers"], &["update"]),
-            rule(&[""], &["configmaps", "services"], &owned),
+            rule(&[""], &["configmaps"], &owned),
+            // delete: the media Service of a pod removed by a scale-down, and nothing else.
+            rule(&[""], &["services"], &["get", "list", "watch", "create", "patch", "delete"]),
             // The media-node pods' addresses, to ask them about their audit sinks.
             rule(&[""], &["pods"], &["list"]),
             // Secrets: no list/watch, so the operator cannot read every Secret in the cluster;
             // it reads the tenant's TLS Secret by name and creates the key Secret once.
             rule(&[""], &["secrets"], &["get", "create"]),
-            rule(&["apps"], &["deployments"], &owned),
+            rule(&["apps"], &["statefulsets"], &owned),
             rule(&["networking.k8s.io"], &["networkpolicies"], &owned),
             rule(&["policy"], &["poddisruptionbudgets"], &owned),
             rule(&["cert-manager.io"], &["certificates"], &owned),
@@ -50,11 +52,17 @@ mod tests {
             .find(|r| r.resources.iter().flatten().any(|res| res == "secrets"))
             .expect("a secrets rule");
         assert_eq!(secrets.verbs, ["get", "create"]);
-        assert!(
-            role.rules
-                .iter()
-                .flatten()
-                .all(|r| !r.verbs.contains(&"delete".to_string()))
+        let deletes: Vec<_> = role
+            .rules
+            .iter()
+            .flatten()
+            .filter(|r| r.verbs.contains(&"delete".to_string()))
+            .flat_map(|r| r.resources.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            deletes,
+            ["services"],
+            "only removed pods' media Services are deleted"
         );
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bedside_crds::HealthcareTenant;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
@@ -142,7 +142,7 @@ pub async fn controller(
     .predicate_filter(spec_finalizers_or_deletion, Default::default());
     let mut controller = Controller::for_stream(tenants, reader)
         .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+        .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned.clone())
         .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone());
     if ctx.cert_manager {

@@ -28,7 +28,10 @@ rm -rf vendor/github.com/modern-go/reflect2 && mkdir vendor/github.com/modern-go
 cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go /usr/share/gocode/src/github.com/modern-go/reflect2/*.s vendor/github.com/modern-go/reflect2/
 rm -f vendor/github.com/modern-go/reflect2/*_test.go
 mkdir -p .go/src/k8s.io && ln -sfn ../../.. .go/src/k8s.io/kubernetes
-for what in kube-apiserver kube-controller-manager; do
-  GOPATH=$PWD/.go CGO_ENABLED=0 GOFLAGS=-mod=vendor make WHAT=cmd/$what
+# The pod-running cluster (tests/src/pods.rs) also needs the scheduler, kubelet and proxy.
+for what in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+  # kubelet is built with cgo upstream (it links glibc only); the rest are static.
+  cgo=0; [ "$what" = kubelet ] && cgo=1
+  GOPATH=$PWD/.go CGO_ENABLED=$cgo GOFLAGS=-mod=vendor make WHAT=cmd/$what
   install -m 0755 _output/bin/$what "$cache/bin/$what"
 done

@@ -59,6 +59,16 @@ impl Netns {
         Netns { name }
     }
 
+    /// A command that runs inside the namespace. `nsenter --net`, not `ip netns exec`: that
+    /// remounts /sys, and a kubelet then finds no cgroup mounts.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/var/run/netns/{}", self.name))
+            .arg(program);
+        command
+    }
+
     /// Runs `body` on a new thread inside the namespace, with its own tokio runtime.
     pub fn run<F, Fut>(&self, body: F)
     where

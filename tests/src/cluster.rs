@@ -109,6 +109,26 @@ impl TestCluster {
         Ok(cluster)
     }
 
+    /// A cluster some other harness runs (e.g. [`crate::pods::PodCluster`]): nothing is
+    /// started or stopped here.
+    pub async fn attach(kubeconfig: PathBuf) -> Result<Self, HarnessError> {
+        let dir = tempfile::Builder::new()
+            .prefix("bedside-cluster-")
+            .tempdir()
+            .map_err(HarnessError::io("create the cluster's temp dir"))?;
+        let client = client_for(&kubeconfig).await?;
+        let mut cluster = TestCluster {
+            processes: Processes {
+                dir,
+                children: Vec::new(),
+            },
+            kubeconfig,
+            client,
+        };
+        cluster.wait_ready().await?;
+        Ok(cluster)
+    }
+
     /// Like [`start`](Self::start), but a machine that cannot run a control plane at all (no
     /// etcd, no kube-apiserver and no way to build one) skips the calling test with a message,
     /// unless `BEDSIDE_REQUIRE_CLUSTER` is set (as CI sets it) to make that a failure.

@@ -104,6 +104,29 @@ impl TestNode {
         }
     }
 
+    /// A node some other harness runs (a pod in a cluster), reached at `signaling` with the
+    /// tenant's certificate and keys.
+    pub fn remote(
+        signaling: std::net::SocketAddr,
+        cert_pem: Vec<u8>,
+        tenant: &str,
+        join_key: Vec<u8>,
+        audit_key: Vec<u8>,
+    ) -> TestNode {
+        TestNode {
+            running: None,
+            process: None,
+            signaling,
+            metrics_addr: signaling,
+            join_key,
+            audit_key,
+            audit_file: None,
+            cert_pem,
+            tenant: tenant.into(),
+            _files: None,
+        }
+    }
+
     /// Runs `binary run --config FILE` with files written to a temporary directory; fixed
     /// ports are picked free first because the process cannot report ephemeral ones.
     pub async fn spawn(binary: &std::path::Path) -> TestNode {
@@ -123,6 +146,19 @@ impl TestNode {
         dir: &std::path::Path,
         material: &NodeSetup,
         log_filter: &str,
+        edit: impl FnOnce(&mut bedside_crds::node_config::MediaNodeConfig),
+    ) -> TestNode {
+        Self::spawn_in_env(binary, dir, material, log_filter, &[], edit).await
+    }
+
+    /// Like `spawn_in`, with extra environment variables for the process (e.g. `SSL_CERT_FILE`
+    /// naming a test CA that a webhook sink's certificate chains to).
+    pub async fn spawn_in_env(
+        binary: &std::path::Path,
+        dir: &std::path::Path,
+        material: &NodeSetup,
+        log_filter: &str,
+        env: &[(&str, &std::ffi::OsStr)],
         edit: impl FnOnce(&mut bedside_crds::node_config::MediaNodeConfig),
     ) -> TestNode {
         let mut config = material.config.clone();
@@ -158,6 +194,7 @@ impl TestNode {
             .arg(&config_file)
             .env("RUST_LOG", log_filter)
             .env("POD_NAME", &material.node_name)
+            .envs(env.iter().copied())
             .stdout(output("stdout.log"))
             .stderr(output("stderr.log"))
             .spawn()
@@ -316,6 +353,20 @@ fn free_udp_port() -> u16 {
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("a free UDP port")
+}
+
+/// CPU time (user + system) a process has used so far, in seconds; `None` when /proc cannot
+/// be read (the process is gone, or this is not Linux).
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')':
+    // utime and stime are the 12th and 13th of them.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux platform we run.
+    Some((utime + stime) / 100.0)
 }
 
 /// A binary of this workspace, built beside the test executables (`cargo nextest run
@@ -593,6 +644,9 @@ pub struct PeerOptions {
     pub publish_video: Option<VideoLoad>,
     /// SRTP profiles the peer offers; None = the stack's defaults.
     pub srtp_profiles: Option<Vec<SrtpProtectionProfile>>,
+    /// The address the peer's media socket binds: loopback, or an address of a network
+    /// namespace the test made (the pod-running cluster's node address).
+    pub bind_ip: std::net::IpAddr,
 }
 
 /// Fixed-size VP8 packets at a constant bitrate, one frame per packet, each stamped.
@@ -609,6 +663,7 @@ impl Default for PeerOptions {
             publish_video: None,
             srtp_profiles: None,
             video_is_screen: false,
+            bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
         }
     }
 }
@@ -626,8 +681,7 @@ impl PeerOptions {
         Self {
             publish_audio: false,
             publish_video: Some(load),
-            srtp_profiles: None,
-            video_is_screen: false,
+            ..Self::default()
         }
     }
 
@@ -682,7 +736,11 @@ impl RustPeer {
         media.register_default_codecs().expect("codecs");
         let registry =
             register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
-        let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
+        // No mDNS: its multicast socket fails with ENODEV in a namespace without a
+        // multicast route (the pod-running cluster's), and loopback peers never need it.
+        let mut settings = SettingEngineBuilder::new()
+            .with_include_loopback_candidate(true)
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
         if let Some(profiles) = options.srtp_profiles.clone() {
             settings = settings.with_srtp_protection_profiles(profiles);
         }
@@ -698,8 +756,10 @@ impl RustPeer {
             .with_setting_engine(settings.build())
             .with_interceptor_registry(registry)
             .with_handler(handler)
-            // Loopback only: never the machine's real interfaces.
-            .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+            // Loopback (or a test namespace's address) only: never the machine's interfaces.
+            .with_udp_addrs(vec![
+                std::net::SocketAddr::new(options.bind_ip, 0).to_string(),
+            ])
             .build()
             .await
             .expect("peer connection");

@@ -15,7 +15,7 @@ use bedside_tests::operator::{
 };
 use bedside_tests::repo_root as repo;
 use bedside_tests::{ClusterOptions, TestCluster};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
@@ -409,13 +409,13 @@ async fn the_chart_installs_on_a_real_api_server_and_its_operator_reconciles_a_t
         .expect("create the tenant");
 
     let configs: Api<ConfigMap> = Api::namespaced(admin.clone(), namespace);
-    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), namespace);
+    let sets: Api<StatefulSet> = Api::namespaced(admin.clone(), namespace);
     eventually(
         "children made with the chart's RBAC",
         Duration::from_secs(60),
         || async {
             let config = configs.get("lakeside-behavioral-media-config").await.ok()?;
-            let nodes = deployments.get("lakeside-behavioral-media").await.ok()?;
+            let nodes = sets.get("lakeside-behavioral-media").await.ok()?;
             Some((config, nodes))
         },
     )

@@ -3,7 +3,7 @@
 //! Every scenario asserts on live objects.
 //!
 //! There is no kubelet: pods never become ready by themselves, so where a scenario needs ready
-//! media nodes it writes the Deployment's status itself and says so.
+//! media nodes it writes the StatefulSet's status itself and says so.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use bedside_tests::operator::{
     RunningOperator, ensure_namespace, eventually, install_crd, install_thirdparty_crds,
 };
 use bedside_tests::{ClusterOptions, TestCluster};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -83,7 +83,7 @@ fn config_text(cm: &ConfigMap) -> String {
         .unwrap_or_default()
 }
 
-fn config_hash(deployment: &Deployment) -> String {
+fn config_hash(deployment: &StatefulSet) -> String {
     deployment
         .spec
         .as_ref()
@@ -94,7 +94,7 @@ fn config_hash(deployment: &Deployment) -> String {
         .unwrap_or_default()
 }
 
-fn replicas(deployment: &Deployment) -> Option<i32> {
+fn replicas(deployment: &StatefulSet) -> Option<i32> {
     deployment.spec.as_ref().and_then(|s| s.replicas)
 }
 
@@ -167,7 +167,7 @@ async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
         ("HealthcareTenant", TENANT)
     );
 
-    let deployment: Deployment = eventually("the media Deployment", WAIT, || {
+    let deployment: StatefulSet = eventually("the media StatefulSet", WAIT, || {
         get(&cluster, "lakeside-behavioral-media")
     })
     .await;
@@ -193,17 +193,28 @@ async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
     );
     for name in [
         "lakeside-behavioral-signaling",
-        "lakeside-behavioral-media-udp",
+        "lakeside-behavioral-media-0",
         "lakeside-behavioral-metrics",
     ] {
         eventually(name, WAIT, || get::<Service>(&cluster, name)).await;
     }
-    let service: Service = get(&cluster, "lakeside-behavioral-media-udp")
+    // The pod's own media Service, and the address the pod advertises: the tenant's public
+    // address with that Service's node port.
+    let service: Service = get(&cluster, "lakeside-behavioral-media-0")
         .await
         .expect("service");
+    let spec = service.spec.expect("spec");
+    assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    let node_port = spec.ports.expect("ports")[0]
+        .node_port
+        .expect("a node port");
+    let addresses: ConfigMap = eventually("the addresses ConfigMap", WAIT, || {
+        get(&cluster, "lakeside-behavioral-media-addresses")
+    })
+    .await;
     assert_eq!(
-        service.spec.expect("spec").type_.as_deref(),
-        Some("NodePort")
+        addresses.data.expect("data")["lakeside-behavioral-media-0"],
+        format!("198.51.100.20:{node_port}")
     );
     eventually("the NetworkPolicy", WAIT, || {
         get::<NetworkPolicy>(&cluster, "lakeside-behavioral-media")
@@ -278,17 +289,16 @@ async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
     .await;
 
     // No kubelet runs here: the test marks a media node ready the way a kubelet would.
-    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), NS);
-    deployments
-        .patch_status(
-            "lakeside-behavioral-media",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}),
-            ),
-        )
-        .await
-        .expect("write Deployment status");
+    let sets: Api<StatefulSet> = Api::namespaced(cluster.client(), NS);
+    sets.patch_status(
+        "lakeside-behavioral-media",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}),
+        ),
+    )
+    .await
+    .expect("write StatefulSet status");
     eventually("Ready=True", WAIT, || async {
         let (status, _, _) = condition(&cluster, "Ready").await?;
         (status == "True").then_some(())
@@ -305,13 +315,26 @@ async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
         )
         .await
         .expect("scale");
-    let scaled: Deployment = eventually("3 replicas", WAIT, || async {
-        get::<Deployment>(&cluster, "lakeside-behavioral-media")
+    let scaled: StatefulSet = eventually("3 replicas", WAIT, || async {
+        get::<StatefulSet>(&cluster, "lakeside-behavioral-media")
             .await
             .filter(|d| replicas(d) == Some(3))
     })
     .await;
     assert_eq!(config_hash(&scaled), hash, "scaling must not roll the pods");
+    let addresses: ConfigMap = eventually("3 addresses", WAIT, || async {
+        get::<ConfigMap>(&cluster, "lakeside-behavioral-media-addresses")
+            .await
+            .filter(|c| c.data.as_ref().is_some_and(|d| d.len() == 3))
+    })
+    .await;
+    let distinct: std::collections::BTreeSet<&String> =
+        addresses.data.as_ref().expect("data").values().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "each pod advertises its own address: {distinct:?}"
+    );
     tenants(&cluster)
         .patch(
             TENANT,
@@ -326,8 +349,8 @@ async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
             .filter(|c| config_text(c).contains("idleTimeout: 300s"))
     })
     .await;
-    let rolled: Deployment = eventually("a new config hash", WAIT, || async {
-        get::<Deployment>(&cluster, "lakeside-behavioral-media")
+    let rolled: StatefulSet = eventually("a new config hash", WAIT, || async {
+        get::<StatefulSet>(&cluster, "lakeside-behavioral-media")
             .await
             .filter(|d| config_hash(d) != hash)
     })
@@ -415,11 +438,11 @@ async fn edits_that_weaken_a_lock_are_reverted_and_reported() {
 
     // A conflicting field manager forces a writable root filesystem; the operator takes it back.
     let intruder = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "lakeside-behavioral-media", "namespace": NS},
         "spec": {"template": {"spec": {"containers": [{"name": "media-node", "securityContext": {"readOnlyRootFilesystem": false}}]}}},
     });
-    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), NS);
+    let deployments: Api<StatefulSet> = Api::namespaced(cluster.client(), NS);
     deployments
         .patch(
             "lakeside-behavioral-media",
@@ -429,7 +452,7 @@ async fn edits_that_weaken_a_lock_are_reverted_and_reported() {
         .await
         .expect("intruder applies");
     eventually("the read-only root filesystem taken back", WAIT, || async {
-        let d = get::<Deployment>(&cluster, "lakeside-behavioral-media").await?;
+        let d = get::<StatefulSet>(&cluster, "lakeside-behavioral-media").await?;
         let sc = d.spec?.template.spec?.containers[0]
             .security_context
             .clone()?;
@@ -451,7 +474,7 @@ async fn an_expired_agreement_stops_media_and_an_invalid_spec_changes_nothing() 
         doc["spec"]["baa"]["expiresOn"] = "2021-01-01".into();
     })
     .await;
-    let deployment: Deployment = eventually("the media Deployment", WAIT, || {
+    let deployment: StatefulSet = eventually("the media StatefulSet", WAIT, || {
         get(&cluster, "lakeside-behavioral-media")
     })
     .await;
@@ -483,7 +506,7 @@ async fn an_expired_agreement_stops_media_and_an_invalid_spec_changes_nothing() 
         .await
         .expect("renew");
     eventually("1 replica after renewal", WAIT, || async {
-        get::<Deployment>(&cluster, "lakeside-behavioral-media")
+        get::<StatefulSet>(&cluster, "lakeside-behavioral-media")
             .await
             .filter(|d| replicas(d) == Some(1))
     })
@@ -506,7 +529,7 @@ async fn an_expired_agreement_stops_media_and_an_invalid_spec_changes_nothing() 
     .await;
     assert_eq!(status, "False");
     assert!(message.contains("exactly one of issuerRef"), "{message}");
-    let unchanged: Deployment = get(&cluster, "lakeside-behavioral-media")
+    let unchanged: StatefulSet = get(&cluster, "lakeside-behavioral-media")
         .await
         .expect("deployment");
     assert_eq!(
@@ -660,7 +683,7 @@ async fn a_restarted_operator_converges_and_only_the_leader_reconciles() {
         .await
         .expect("scale");
     eventually("the new leader applies the change", WAIT, || async {
-        get::<Deployment>(&cluster, "lakeside-behavioral-media")
+        get::<StatefulSet>(&cluster, "lakeside-behavioral-media")
             .await
             .filter(|d| replicas(d) == Some(2))
     })

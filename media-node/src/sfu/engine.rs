@@ -113,6 +113,9 @@ pub enum Command {
         mid: String,
         reply: oneshot::Sender<Result<(), ProtocolError>>,
     },
+    /// The address browsers reach this node's media at changed (the operator gave this pod
+    /// its public address); connections made from now on use it.
+    Advertise { address: SocketAddr },
     /// Tell everyone, disconnect everyone, stop.
     Shutdown { reason: String },
 }
@@ -216,8 +219,10 @@ impl Engine {
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
-            self.timeouts(Instant::now());
-            self.meeting_timeouts(Instant::now());
+            let now = Instant::now();
+            self.stats.heartbeat.beat(now);
+            self.timeouts(now);
+            self.meeting_timeouts(now);
             self.settle();
         }
     }
@@ -281,6 +286,7 @@ impl Engine {
                 let _ = reply.send(self.candidate(id, &candidate));
             }
             Command::Leave { id, reason } => self.gone.push((id, reason, None)),
+            Command::Advertise { address } => self.settings.advertised = address,
             Command::Shutdown { .. } => {}
         }
     }

@@ -139,6 +139,8 @@ pub struct EngineStats {
     pub forward_delay: DurationHistogram,
     /// From the token check to the first media frame sent or received.
     pub join_to_media: DurationHistogram,
+    /// The media loop beats on every turn; the liveness probe reads it.
+    pub heartbeat: std::sync::Arc<crate::health::Heartbeat>,
 }
 
 impl EngineStats {
@@ -289,6 +291,7 @@ impl EngineStats {
                     JOIN_BUCKETS,
                 ))?,
             )?),
+            heartbeat: Default::default(),
         };
         // Every label value exists from the start, so rates and alerts see zeros, not gaps.
         for reason in JoinRefusal::ALL {

@@ -24,8 +24,8 @@ pub struct AppState {
     pub verifier: Arc<TokenVerifier>,
     /// Flips to true when the node starts shutting down.
     pub shutdown: watch::Receiver<bool>,
-    /// Why joins cannot work at all (e.g. no advertised media address yet).
-    pub unavailable: Option<String>,
+    /// Where browsers send media; `None` until the pod has an address (joins are refused).
+    pub media_address: watch::Receiver<Option<std::net::SocketAddr>>,
     pub display_name: String,
     pub stats: Arc<EngineStats>,
     pub tenant: String,

@@ -19,6 +19,8 @@ pub const TLS_DIR: &str = "/etc/bedside/tls";
 pub const KEYS_DIR: &str = "/etc/bedside/keys";
 pub const SINKS_DIR: &str = "/etc/bedside/sinks";
 pub const AUDIT_BUFFER_DIR: &str = "/var/lib/bedside/audit";
+/// The addresses ConfigMap, mounted: one file per media pod with the address it advertises.
+pub const ADDRESSES_DIR: &str = "/etc/bedside/addresses";
 pub const JOIN_TOKEN_KEY: &str = "join-token.key";
 pub const AUDIT_HMAC_KEY: &str = "audit-hmac.key";
 
@@ -26,10 +28,7 @@ fn any_port(port: i32) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port as u16))
 }
 
-pub fn node_config(
-    tenant: &HealthcareTenant,
-    advertised_media_address: Option<SocketAddr>,
-) -> MediaNodeConfig {
+pub fn node_config(tenant: &HealthcareTenant) -> MediaNodeConfig {
     let spec = &tenant.spec;
     let sinks = spec
         .audit
@@ -72,7 +71,10 @@ pub fn node_config(
         network: NetworkSettings {
             signaling_listen: any_port(SIGNALING_PORT),
             media_listen: any_port(MEDIA_PORT),
-            advertised_media_address,
+            // Each pod's own address, from the addresses ConfigMap: not in this file, so that
+            // an address arriving or changing rolls no pod.
+            advertised_media_address: None,
+            advertised_media_address_dir: Some(ADDRESSES_DIR.into()),
             metrics_listen: any_port(METRICS_PORT),
         },
         tls: TlsFiles {

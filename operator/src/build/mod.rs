@@ -1,15 +1,15 @@
 //! Desired state: plain functions from a tenant to the objects it needs. No client here; the
 //! reconciler diffs, applies and reports.
 
+pub mod addresses;
 pub mod config;
 mod objects;
 
+pub use addresses::{MediaAddresses, addresses_config_map, media_addresses};
 pub use objects::{certificate, keys_secret, pod_disruption_budget, service_monitor};
 
-use std::net::SocketAddr;
-
 use bedside_crds::HealthcareTenant;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
@@ -18,7 +18,6 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 pub struct BuildInputs {
     /// False while the BAA is not in force: media nodes are scaled to 0.
     pub media_allowed: bool,
-    pub advertised_media_address: Option<SocketAddr>,
     /// The operator's namespace: its pods may ask the media nodes about their audit sinks.
     pub operator_namespace: Option<String>,
 }
@@ -29,7 +28,7 @@ pub struct BuildInputs {
 pub struct Desired {
     pub config_map: ConfigMap,
     pub config_hash: String,
-    pub deployment: Deployment,
+    pub media_nodes: StatefulSet,
     pub services: Vec<Service>,
     pub network_policy: NetworkPolicy,
 }

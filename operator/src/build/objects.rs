@@ -15,13 +15,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::config::{
-    AUDIT_BUFFER_DIR, AUDIT_HMAC_KEY, CONFIG_DIR, JOIN_TOKEN_KEY, KEYS_DIR, SINKS_DIR, TLS_DIR,
-    config_hash, node_config,
+    ADDRESSES_DIR, AUDIT_BUFFER_DIR, AUDIT_HMAC_KEY, CONFIG_DIR, JOIN_TOKEN_KEY, KEYS_DIR,
+    SINKS_DIR, TLS_DIR, config_hash, node_config,
 };
 use super::{BuildError, BuildInputs, Desired};
 use crate::names::{
-    CONFIG_FILE, CONFIG_HASH_ANNOTATION, ChildNames, MEDIA_PORT, METRICS_PORT, SERVICE_ROLE_LABEL,
-    SIGNALING_PORT, default_image, labels, pod_labels, selector_labels,
+    CONFIG_FILE, CONFIG_HASH_ANNOTATION, ChildNames, MEDIA_PORT, METRICS_PORT, POD_NAME_LABEL,
+    SERVICE_ROLE_LABEL, SIGNALING_PORT, default_image, labels, pod_labels, selector_labels,
 };
 use crate::thirdparty::certmanager::Certificate;
 
@@ -29,7 +29,7 @@ fn typed<T: DeserializeOwned>(kind: &'static str, value: Value) -> Result<T, Bui
     serde_json::from_value(value).map_err(|source| BuildError::Invalid { kind, source })
 }
 
-fn metadata(tenant: &HealthcareTenant, name: &str) -> Result<Value, BuildError> {
+pub(super) fn metadata(tenant: &HealthcareTenant, name: &str) -> Result<Value, BuildError> {
     let namespace = tenant.namespace().ok_or(BuildError::NoNamespace)?;
     Ok(json!({
         "name": name,
@@ -44,7 +44,7 @@ pub(super) fn desired(
     inputs: BuildInputs,
 ) -> Result<Desired, BuildError> {
     let names = ChildNames::of(tenant);
-    let config_text = node_config(tenant, inputs.advertised_media_address).to_yaml();
+    let config_text = node_config(tenant).to_yaml();
     let hash = config_hash(&config_text);
 
     let config_map = typed(
@@ -56,11 +56,12 @@ pub(super) fn desired(
         }),
     )?;
 
+    let replicas = media_replicas(tenant, &inputs);
     Ok(Desired {
         config_map,
-        deployment: deployment(tenant, &names, &hash, inputs.clone())?,
+        media_nodes: stateful_set(tenant, &names, &hash, replicas)?,
         config_hash: hash,
-        services: services(tenant, &names)?,
+        services: services(tenant, &names, replicas)?,
         network_policy: network_policy(tenant, &names, inputs.operator_namespace.clone())?,
     })
 }
@@ -84,18 +85,25 @@ fn audit_buffer_size(spec: &HealthcareTenantSpec) -> String {
     format!("{}Mi", network_sinks * (per_sink + 1) + 64)
 }
 
-fn deployment(
+/// How many media pods run: the tenant's replicas, or none while the BAA is not in force.
+fn media_replicas(tenant: &HealthcareTenant, inputs: &BuildInputs) -> i32 {
+    if inputs.media_allowed {
+        tenant.spec.media_nodes.replicas
+    } else {
+        0
+    }
+}
+
+/// A StatefulSet, not a Deployment: each pod keeps its name (`<set>-<ordinal>`) across
+/// restarts, so it keeps its own media Service, its advertised address and, later, its
+/// storage. Pods start and stop in parallel; a rolling update replaces one at a time.
+fn stateful_set(
     tenant: &HealthcareTenant,
     names: &ChildNames,
     hash: &str,
-    inputs: BuildInputs,
-) -> Result<k8s_openapi::api::apps::v1::Deployment, BuildError> {
+    replicas: i32,
+) -> Result<k8s_openapi::api::apps::v1::StatefulSet, BuildError> {
     let spec = &tenant.spec;
-    let replicas = if inputs.media_allowed {
-        spec.media_nodes.replicas
-    } else {
-        0
-    };
     let tls_secret = spec
         .tls
         .secret_name
@@ -108,6 +116,9 @@ fn deployment(
         json!({"name": "keys", "secret": {"secretName": names.keys}}),
         json!({"name": "audit-buffer", "emptyDir": {"sizeLimit": audit_buffer_size(spec)}}),
         json!({"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}),
+        // Optional: a pod starts before the operator has written its address, and is not
+        // Ready until the kubelet brings the file in.
+        json!({"name": "addresses", "configMap": {"name": names.addresses, "optional": true}}),
     ];
     let mut mounts = vec![
         json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}),
@@ -115,6 +126,7 @@ fn deployment(
         json!({"name": "keys", "mountPath": KEYS_DIR, "readOnly": true}),
         json!({"name": "audit-buffer", "mountPath": AUDIT_BUFFER_DIR}),
         json!({"name": "tmp", "mountPath": "/tmp"}),
+        json!({"name": "addresses", "mountPath": ADDRESSES_DIR, "readOnly": true}),
     ];
     for (i, sink) in spec.audit.sinks.iter().enumerate() {
         let (secret, key, file) = match sink.destination() {
@@ -136,18 +148,19 @@ fn deployment(
         .map(|r| json!({"requests": r.requests, "limits": r.limits}))
         .unwrap_or_else(|| json!({}));
     let image = spec.media_nodes.image.clone().unwrap_or_else(default_image);
-    let probe = |path: &str| json!({"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3});
+    let probe = |path: &str, period: i32| json!({"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3});
 
     typed(
-        "Deployment",
+        "StatefulSet",
         json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
             "metadata": metadata(tenant, &names.media_nodes)?,
             "spec": {
                 "replicas": replicas,
+                "serviceName": names.metrics,
+                "podManagementPolicy": "Parallel",
                 "selector": {"matchLabels": selector_labels(tenant)},
-                // Calls in progress finish on the old pods while new ones come up.
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "updateStrategy": {"type": "RollingUpdate"},
                 "template": {
                     "metadata": {
                         // No version label here: an operator upgrade must not roll the pods
@@ -172,14 +185,17 @@ fn deployment(
                             "name": "media-node",
                             "image": image,
                             "args": ["run", "--config", format!("{CONFIG_DIR}/{CONFIG_FILE}")],
+                            // The node's name in its audit chain, metrics and logs, and the
+                            // file of the addresses ConfigMap it reads.
+                            "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
                             "ports": [
                                 {"name": "signaling", "containerPort": SIGNALING_PORT, "protocol": "TCP"},
                                 {"name": "media", "containerPort": MEDIA_PORT, "protocol": "UDP"},
                                 {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
                             ],
                             "resources": resources,
-                            "readinessProbe": probe("/readyz"),
-                            "livenessProbe": probe("/healthz"),
+                            "readinessProbe": probe("/readyz", 5),
+                            "livenessProbe": probe("/healthz", 10),
                             "securityContext": {
                                 "allowPrivilegeEscalation": false,
                                 "readOnlyRootFilesystem": true,
@@ -198,51 +214,64 @@ fn deployment(
     )
 }
 
+/// Signaling (shared: any pod answers), metrics (headless: Prometheus scrapes each pod, and it
+/// governs the StatefulSet) and one media Service per pod, so that each pod's advertised
+/// address reaches that pod and no other.
 fn services(
     tenant: &HealthcareTenant,
     names: &ChildNames,
+    replicas: i32,
 ) -> Result<Vec<k8s_openapi::api::core::v1::Service>, BuildError> {
     let exposed = match tenant.spec.media_nodes.service_type {
         MediaServiceType::LoadBalancer => "LoadBalancer",
         MediaServiceType::NodePort => "NodePort",
     };
-    let service = |name: &str, type_: &str, port: Value| -> Result<_, BuildError> {
-        let mut meta = metadata(tenant, name)?;
-        // A ServiceMonitor selects the metrics Service by this label.
-        meta["labels"][SERVICE_ROLE_LABEL] = port["name"].clone();
-        typed(
-            "Service",
-            json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": meta,
-                "spec": {"type": type_, "selector": selector_labels(tenant), "ports": [port]},
-            }),
-        )
-    };
-    Ok(vec![
+    let service =
+        |name: &str, type_: &str, port: Value, selector: Value| -> Result<_, BuildError> {
+            let mut meta = metadata(tenant, name)?;
+            // A ServiceMonitor selects the metrics Service by this label; the operator finds the
+            // per-pod media Services by it.
+            meta["labels"][SERVICE_ROLE_LABEL] = port["name"].clone();
+            typed(
+                "Service",
+                json!({
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": meta,
+                    "spec": {"type": type_, "selector": selector, "ports": [port]},
+                }),
+            )
+        };
+    let all_pods = json!(selector_labels(tenant));
+    let mut services = vec![
         service(
             &names.signaling,
             exposed,
             json!({"name": "signaling", "port": 443, "targetPort": "signaling", "protocol": "TCP"}),
+            all_pods.clone(),
         )?,
-        service(
-            &names.media,
-            exposed,
-            json!({"name": "media", "port": MEDIA_PORT, "targetPort": "media", "protocol": "UDP"}),
-        )?,
-        // Headless: Prometheus scrapes each pod, and no cluster IP is spent on it.
         {
             let mut metrics: k8s_openapi::api::core::v1::Service = service(
                 &names.metrics,
                 "ClusterIP",
                 json!({"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}),
+                all_pods,
             )?;
             if let Some(spec) = metrics.spec.as_mut() {
                 spec.cluster_ip = Some("None".into());
             }
             metrics
         },
-    ])
+    ];
+    for ordinal in 0..replicas {
+        let pod = names.media_pod(ordinal);
+        services.push(service(
+            &pod,
+            exposed,
+            json!({"name": "media", "port": MEDIA_PORT, "targetPort": "media", "protocol": "UDP"}),
+            json!({POD_NAME_LABEL: pod}),
+        )?);
+    }
+    Ok(services)
 }
 
 /// The TCP port of each audit sink, the only TCP the media nodes may open.
@@ -408,7 +437,7 @@ pub fn pod_disruption_budget(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::build::desired;
     use bedside_crds::MediaNodeConfig;
@@ -426,7 +455,6 @@ mod tests {
     fn inputs() -> BuildInputs {
         BuildInputs {
             media_allowed: true,
-            advertised_media_address: None,
             operator_namespace: None,
         }
     }
@@ -446,10 +474,10 @@ mod tests {
 
     #[test]
     fn media_pods_are_pod_security_restricted() {
-        let deployment = desired(&tenant("mercy-clinic.yaml"), inputs())
+        let media_nodes = desired(&tenant("mercy-clinic.yaml"), inputs())
             .expect("build")
-            .deployment;
-        let pod = deployment
+            .media_nodes;
+        let pod = media_nodes
             .spec
             .expect("spec")
             .template
@@ -488,7 +516,7 @@ mod tests {
         mercy.spec.media_nodes.image = Some("registry.example/bedside-media-node:pinned".into());
         let template = desired(&mercy, inputs())
             .expect("build")
-            .deployment
+            .media_nodes
             .spec
             .expect("spec")
             .template;
@@ -524,7 +552,7 @@ mod tests {
             rendered.push_str(&serde_yaml::to_string(&value).expect("yaml"));
         };
         push(serde_json::to_value(&desired.config_map).expect("json"));
-        push(serde_json::to_value(&desired.deployment).expect("json"));
+        push(serde_json::to_value(&desired.media_nodes).expect("json"));
         for service in &desired.services {
             push(serde_json::to_value(service).expect("json"));
         }
@@ -545,13 +573,76 @@ mod tests {
     }
 
     #[test]
+    fn each_media_pod_gets_a_media_service_of_its_own_and_knows_its_name() {
+        let desired = desired(&tenant("mercy-clinic.yaml"), inputs()).expect("build");
+        let media: Vec<(String, Value)> = desired
+            .services
+            .iter()
+            .filter(|s| s.metadata.labels.as_ref().expect("labels")[SERVICE_ROLE_LABEL] == "media")
+            .map(|s| {
+                let spec = serde_json::to_value(s.spec.as_ref().expect("spec")).expect("json");
+                (
+                    s.metadata.name.clone().unwrap_or_default(),
+                    spec["selector"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            media,
+            [
+                (
+                    "mercy-clinic-media-0".into(),
+                    json!({POD_NAME_LABEL: "mercy-clinic-media-0"})
+                ),
+                (
+                    "mercy-clinic-media-1".into(),
+                    json!({POD_NAME_LABEL: "mercy-clinic-media-1"})
+                ),
+            ]
+        );
+        let pod = desired
+            .media_nodes
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod");
+        let env = serde_json::to_value(&pod.containers[0].env).expect("json");
+        assert_eq!(env[0]["name"], "POD_NAME");
+        assert_eq!(
+            env[0]["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+        let probes = (
+            pod.containers[0]
+                .readiness_probe
+                .clone()
+                .expect("readiness"),
+            pod.containers[0].liveness_probe.clone().expect("liveness"),
+        );
+        let path = |p: &k8s_openapi::api::core::v1::Probe| {
+            p.http_get
+                .as_ref()
+                .and_then(|h| h.path.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            (path(&probes.0), path(&probes.1)),
+            ("/readyz".into(), "/healthz".into())
+        );
+    }
+
+    #[test]
     fn media_nodes_scale_to_zero_while_the_baa_is_not_in_force() {
         let mut inputs = inputs();
         inputs.media_allowed = false;
-        let deployment = desired(&tenant("mercy-clinic.yaml"), inputs)
-            .expect("build")
-            .deployment;
-        assert_eq!(deployment.spec.expect("spec").replicas, Some(0));
+        let stopped = desired(&tenant("mercy-clinic.yaml"), inputs).expect("build");
+        assert_eq!(stopped.media_nodes.spec.expect("spec").replicas, Some(0));
+        assert_eq!(
+            stopped.services.len(),
+            2,
+            "no media Service for pods that do not run"
+        );
     }
 
     #[test]
@@ -573,7 +664,7 @@ mod tests {
         let desired = desired(&tenant("mercy-clinic.yaml"), inputs()).expect("build");
         let mut metas = vec![
             desired.config_map.metadata.clone(),
-            desired.deployment.metadata.clone(),
+            desired.media_nodes.metadata.clone(),
             desired.network_policy.metadata.clone(),
         ];
         metas.extend(desired.services.iter().map(|s| s.metadata.clone()));
@@ -683,7 +774,7 @@ mod tests {
     fn sink_secrets_are_mounted_where_the_config_points() {
         let desired = desired(&tenant("mercy-clinic.yaml"), inputs()).expect("build");
         let pod = desired
-            .deployment
+            .media_nodes
             .spec
             .expect("spec")
             .template

@@ -2,7 +2,7 @@
 //! reason goes into the Warning Event, the log and the SettingsLocked condition.
 
 use bedside_crds::MediaNodeConfig;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Service};
 use kube::ResourceExt;
 
@@ -29,13 +29,23 @@ impl std::fmt::Display for Drift {
 #[derive(Debug, Default)]
 pub struct Live {
     pub config_map: Option<ConfigMap>,
-    pub deployment: Option<Deployment>,
+    pub media_nodes: Option<StatefulSet>,
     pub services: Vec<Option<Service>>,
 }
 
 /// Differences between `live` and `desired`. Missing children count only once the tenant was
-/// provisioned (before that they simply do not exist yet).
-pub fn find(live: &Live, desired: &Desired, provisioned: bool) -> Vec<Drift> {
+/// provisioned (before that they simply do not exist yet). When the tenant's spec changed since
+/// the last reconcile, live children differ from the new desired state by design: only edits
+/// that weaken a lock (which no spec can ask for) are drift then.
+pub fn find(live: &Live, desired: &Desired, provisioned: bool, spec_changed: bool) -> Vec<Drift> {
+    let mut found = find_all(live, desired, provisioned);
+    if spec_changed {
+        found.retain(|d| d.weakens_lock);
+    }
+    found
+}
+
+fn find_all(live: &Live, desired: &Desired, provisioned: bool) -> Vec<Drift> {
     let mut found = Vec::new();
     let mut missing = |object: String| {
         if provisioned {
@@ -52,14 +62,12 @@ pub fn find(live: &Live, desired: &Desired, provisioned: bool) -> Vec<Drift> {
         None => missing(cm_name.clone()),
         Some(live_cm) => drifts.extend(config_drift(&cm_name, live_cm, &desired.config_map)),
     }
-    let deploy_name = format!("Deployment {}", desired.deployment.name_any());
-    match &live.deployment {
-        None => missing(deploy_name.clone()),
-        Some(live_deploy) => drifts.extend(deployment_drift(
-            &deploy_name,
-            live_deploy,
-            &desired.deployment,
-        )),
+    let set_name = format!("StatefulSet {}", desired.media_nodes.name_any());
+    match &live.media_nodes {
+        None => missing(set_name.clone()),
+        Some(live_set) => {
+            drifts.extend(media_nodes_drift(&set_name, live_set, &desired.media_nodes))
+        }
     }
     for (live_service, desired_service) in live.services.iter().zip(&desired.services) {
         if live_service.is_none() {
@@ -117,11 +125,11 @@ fn config_drift(object: &str, live: &ConfigMap, desired: &ConfigMap) -> Vec<Drif
     found
 }
 
-fn pod(deployment: &Deployment) -> Option<&PodSpec> {
-    deployment.spec.as_ref()?.template.spec.as_ref()
+fn pod(set: &StatefulSet) -> Option<&PodSpec> {
+    set.spec.as_ref()?.template.spec.as_ref()
 }
 
-fn deployment_drift(object: &str, live: &Deployment, desired: &Deployment) -> Vec<Drift> {
+fn media_nodes_drift(object: &str, live: &StatefulSet, desired: &StatefulSet) -> Vec<Drift> {
     let mut found = Vec::new();
     let mut weakened = |what: String| {
         found.push(Drift {
@@ -180,7 +188,7 @@ fn deployment_drift(object: &str, live: &Deployment, desired: &Deployment) -> Ve
             ));
         }
     }
-    let replicas = |d: &Deployment| d.spec.as_ref().and_then(|s| s.replicas);
+    let replicas = |d: &StatefulSet| d.spec.as_ref().and_then(|s| s.replicas);
     if replicas(live) != replicas(desired) {
         found.push(Drift {
             object: object.into(),
@@ -210,7 +218,6 @@ mod tests {
             &tenant,
             BuildInputs {
                 media_allowed: true,
-                advertised_media_address: None,
                 operator_namespace: None,
             },
         )
@@ -220,7 +227,7 @@ mod tests {
     fn live_as(desired: &Desired) -> Live {
         Live {
             config_map: Some(desired.config_map.clone()),
-            deployment: Some(desired.deployment.clone()),
+            media_nodes: Some(desired.media_nodes.clone()),
             services: desired.services.iter().cloned().map(Some).collect(),
         }
     }
@@ -228,7 +235,7 @@ mod tests {
     #[test]
     fn nothing_differs_when_live_matches_desired() {
         let desired = mercy();
-        assert_eq!(find(&live_as(&desired), &desired, true), []);
+        assert_eq!(find(&live_as(&desired), &desired, true, false), []);
     }
 
     #[test]
@@ -242,7 +249,7 @@ mod tests {
             .expect("data");
         let text = data[CONFIG_FILE].replace("recording: Disabled", "recording: Enabled");
         data.insert(CONFIG_FILE.into(), text);
-        let drift = find(&live, &desired, true);
+        let drift = find(&live, &desired, true, false);
         assert_eq!(drift.len(), 1, "{drift:?}");
         assert!(drift[0].weakens_lock);
         assert!(
@@ -257,7 +264,7 @@ mod tests {
         let desired = mercy();
         let mut live = live_as(&desired);
         let pod = live
-            .deployment
+            .media_nodes
             .as_mut()
             .and_then(|d| d.spec.as_mut())
             .and_then(|s| s.template.spec.as_mut())
@@ -268,7 +275,7 @@ mod tests {
             .expect("sc")
             .privileged = Some(true);
         live.services[1] = None;
-        let drift: Vec<String> = find(&live, &desired, true)
+        let drift: Vec<String> = find(&live, &desired, true, false)
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -280,7 +287,36 @@ mod tests {
     }
 
     #[test]
+    fn a_spec_change_is_not_drift_but_a_weakened_lock_still_is() {
+        let desired = mercy();
+        let mut live = live_as(&desired);
+        if let Some(spec) = live.media_nodes.as_mut().and_then(|s| s.spec.as_mut()) {
+            spec.replicas = Some(5);
+        }
+        assert_eq!(
+            find(&live, &desired, true, true),
+            [],
+            "the tenant asked for the new size"
+        );
+        assert_eq!(
+            find(&live, &desired, true, false).len(),
+            1,
+            "an edit of the size is drift"
+        );
+        let pod = live
+            .media_nodes
+            .as_mut()
+            .and_then(|d| d.spec.as_mut())
+            .and_then(|s| s.template.spec.as_mut())
+            .expect("pod");
+        pod.host_network = Some(true);
+        let drift = find(&live, &desired, true, true);
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert!(drift[0].weakens_lock);
+    }
+
+    #[test]
     fn missing_children_of_a_new_tenant_are_not_drift() {
-        assert_eq!(find(&Live::default(), &mercy(), false), []);
+        assert_eq!(find(&Live::default(), &mercy(), false, false), []);
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bedside_crds::validation::{TenantValidator, ValidationSetupError};
 use bedside_crds::{HealthcareTenant, HealthcareTenantStatus};
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -28,7 +28,7 @@ use crate::audit::{Happening, OperatorAudit};
 use crate::baa::{self, BaaState};
 use crate::build::{self, BuildError, BuildInputs};
 use crate::metrics::Metrics;
-use crate::names::{ChildNames, FIELD_MANAGER, FINALIZER, MEDIA_PORT, selector_labels};
+use crate::names::{ChildNames, FIELD_MANAGER, FINALIZER, SERVICE_ROLE_LABEL, selector_labels};
 use crate::thirdparty::certmanager::Certificate;
 use drift::{Drift, Live};
 use status::{CertificateState, Observed};
@@ -116,7 +116,7 @@ pub struct AppliedRecord {
 fn applied_hash(desired: &build::Desired, pdb: &DynamicObject) -> String {
     let text = serde_json::to_string(&(
         &desired.config_map,
-        &desired.deployment,
+        &desired.media_nodes,
         &desired.services,
         &desired.network_policy,
         pdb,
@@ -364,18 +364,6 @@ async fn ensure_keys(
     }
 }
 
-fn advertised_media_address(service: Option<&Service>) -> Option<std::net::SocketAddr> {
-    let ingress = service?
-        .status
-        .as_ref()?
-        .load_balancer
-        .as_ref()?
-        .ingress
-        .as_ref()?;
-    let ip = ingress.iter().find_map(|i| i.ip.as_ref()?.parse().ok())?;
-    Some(std::net::SocketAddr::new(ip, MEDIA_PORT as u16))
-}
-
 async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, Error> {
     let namespace = tenant.namespace().ok_or(BuildError::NoNamespace)?;
     let client = ctx.client.clone();
@@ -399,6 +387,8 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         drift_reverted: Vec::new(),
         certificate: CertificateState::CertManagerMissing,
         ready_media_nodes: 0,
+        media_replicas: 0,
+        unaddressed: Vec::new(),
         sinks: Vec::new(),
     };
     let spec_changed = previous.observed_generation.is_some()
@@ -422,23 +412,24 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
     }
 
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    let mut live_deployment = None;
+    let mut live_media_nodes = None;
 
     if observed.spec_violations.is_empty() {
-        let media_service = services
-            .get_opt(&names.media)
-            .await
-            .map_err(kube_err("reading the media Service"))?;
         let desired = build::desired(
             tenant,
             BuildInputs {
                 media_allowed: baa_state.is_active(),
-                advertised_media_address: advertised_media_address(media_service.as_ref()),
                 operator_namespace: ctx.operator_namespace.clone(),
             },
         )?;
+        observed.media_replicas = desired
+            .media_nodes
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(0);
         if ensure_keys(tenant, ctx, &namespace).await? {
             audit(ctx, tenant, Happening::Provisioned).await;
         }
@@ -448,25 +439,27 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
                 .get_opt(&names.config)
                 .await
                 .map_err(kube_err("reading the config ConfigMap"))?,
-            deployment: deployments
+            media_nodes: sets
                 .get_opt(&names.media_nodes)
                 .await
-                .map_err(kube_err("reading the media Deployment"))?,
+                .map_err(kube_err("reading the media StatefulSet"))?,
             services: Vec::new(),
         };
         for service in &desired.services {
             let name = service.name_any();
-            live.services.push(if name == names.media {
-                media_service.clone()
-            } else {
+            live.services.push(
                 services
                     .get_opt(&name)
                     .await
-                    .map_err(kube_err(format!("reading Service {name}")))?
-            });
+                    .map_err(kube_err(format!("reading Service {name}")))?,
+            );
         }
+        let live_addresses = configmaps
+            .get_opt(&names.addresses)
+            .await
+            .map_err(kube_err("reading the media addresses ConfigMap"))?;
         let provisioned = previous.observed_generation.is_some();
-        let drift = drift::find(&live, &desired, provisioned);
+        let drift = drift::find(&live, &desired, provisioned, spec_changed);
 
         let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
         let pdbs: Api<DynamicObject> =
@@ -482,7 +475,8 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
             .map_err(kube_err("reading the PodDisruptionBudget"))?;
         let mut live_versions: Vec<Option<String>> = vec![
             live.config_map.as_ref().and_then(|o| o.resource_version()),
-            live.deployment.as_ref().and_then(|o| o.resource_version()),
+            live.media_nodes.as_ref().and_then(|o| o.resource_version()),
+            live_addresses.as_ref().and_then(|o| o.resource_version()),
         ];
         live_versions.extend(
             live.services
@@ -509,24 +503,39 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         if unchanged_since_our_apply {
             // Every child is exactly as our last apply left it, and we would apply the same
             // again: server-side apply (the API server's most expensive write) is skipped.
-            live_deployment = live.deployment.clone();
+            live_media_nodes = live.media_nodes.clone();
+            let live_services: Vec<Service> = live.services.iter().flatten().cloned().collect();
+            observed.unaddressed =
+                build::media_addresses(tenant, observed.media_replicas, &live_services).missing;
         } else {
+            // Services first: a node port is allocated when its Service is created, so a new
+            // pod's address is in the addresses ConfigMap before the pod starts.
+            let mut applied_services = Vec::new();
+            for service in &desired.services {
+                applied_services.push(server_side_apply(&services, service, "Service").await?);
+            }
+            prune_media_services(&services, tenant, &desired.services).await?;
+            let addresses =
+                build::media_addresses(tenant, observed.media_replicas, &applied_services);
+            observed.unaddressed = addresses.missing.clone();
             let mut versions = vec![
                 server_side_apply(&configmaps, &desired.config_map, "ConfigMap")
                     .await?
                     .resource_version(),
             ];
-            let deployment =
-                server_side_apply(&deployments, &desired.deployment, "Deployment").await?;
-            versions.push(deployment.resource_version());
-            live_deployment = Some(deployment);
-            for service in &desired.services {
-                versions.push(
-                    server_side_apply(&services, service, "Service")
-                        .await?
-                        .resource_version(),
-                );
-            }
+            let set = server_side_apply(&sets, &desired.media_nodes, "StatefulSet").await?;
+            versions.push(set.resource_version());
+            live_media_nodes = Some(set);
+            versions.push(
+                server_side_apply(
+                    &configmaps,
+                    &build::addresses_config_map(tenant, &addresses)?,
+                    "ConfigMap",
+                )
+                .await?
+                .resource_version(),
+            );
+            versions.extend(applied_services.iter().map(|s| s.resource_version()));
             versions.push(
                 server_side_apply(&policies, &desired.network_policy, "NetworkPolicy")
                     .await?
@@ -602,7 +611,7 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
             }
         };
     }
-    observed.ready_media_nodes = live_deployment
+    observed.ready_media_nodes = live_media_nodes
         .as_ref()
         .and_then(|d| d.status.as_ref())
         .and_then(|s| s.ready_replicas)
@@ -652,6 +661,41 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         requeue = requeue.min(ctx.sink_health_resync);
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Deletes the per-pod media Services of pods that no longer exist (after a scale-down), and
+/// only those: the others keep their addresses, so calls on them go on.
+async fn prune_media_services(
+    services: &Api<Service>,
+    tenant: &HealthcareTenant,
+    desired: &[Service],
+) -> Result<(), Error> {
+    let selector = format!(
+        "{}={},{SERVICE_ROLE_LABEL}=media",
+        crate::names::TENANT_LABEL,
+        tenant.name_any()
+    );
+    let live = services
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_err("listing the media Services"))?;
+    for service in live {
+        let name = service.name_any();
+        if desired.iter().any(|d| d.name_any() == name) {
+            continue;
+        }
+        match services.delete(&name, &Default::default()).await {
+            Ok(_) => tracing::info!(service = %name, "deleted the media Service of a removed pod"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    action: format!("deleting Service {name}"),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn report_drift(tenant: &HealthcareTenant, ctx: &Context, drift: &[Drift]) {

@@ -59,6 +59,7 @@ pub enum Reason {
     SinkDown,
     MediaNodesReady,
     MediaNodesStarting,
+    MediaNodesUnaddressed,
     MediaStopped,
     NotReady,
 }
@@ -82,6 +83,7 @@ impl Reason {
             Reason::SinkDown => "SinkDown",
             Reason::MediaNodesReady => "MediaNodesReady",
             Reason::MediaNodesStarting => "MediaNodesStarting",
+            Reason::MediaNodesUnaddressed => "MediaNodesUnaddressed",
             Reason::MediaStopped => "MediaStopped",
             Reason::NotReady => "NotReady",
         }
@@ -113,6 +115,10 @@ pub struct Observed {
     pub drift_reverted: Vec<String>,
     pub certificate: CertificateState,
     pub ready_media_nodes: i32,
+    /// How many media pods the tenant should run now.
+    pub media_replicas: i32,
+    /// Why media pods have no advertised address, one sentence each.
+    pub unaddressed: Vec<String>,
     /// The media nodes' reports on the audit sinks, then the operator's own.
     pub sinks: Vec<SinkReport>,
 }
@@ -196,6 +202,17 @@ fn verdicts(o: &Observed) -> Vec<Verdict> {
             Some(false),
             Reason::NotReady,
             "no certificate to serve signaling with (see CertificateReady)".into(),
+        )
+    } else if !o.unaddressed.is_empty() {
+        (
+            Some(false),
+            Reason::MediaNodesUnaddressed,
+            format!(
+                "{} of {} media node(s) have no address browsers can reach: {}",
+                o.unaddressed.len(),
+                o.media_replicas,
+                o.unaddressed.join("; ")
+            ),
         )
     } else if o.ready_media_nodes > 0 {
         (
@@ -354,6 +371,8 @@ mod tests {
                 exists: true,
             },
             ready_media_nodes: 2,
+            media_replicas: 2,
+            unaddressed: Vec::new(),
             sinks: vec![],
         }
     }
@@ -487,6 +506,21 @@ mod tests {
             .map(|c| c.type_.as_str())
             .collect();
         assert_eq!(changed, ["Ready"]);
+    }
+
+    #[test]
+    fn pods_without_a_reachable_address_keep_the_tenant_from_ready_and_say_why() {
+        let mut o = observed();
+        o.unaddressed = vec!["serviceType NodePort needs spec.mediaNodes.publicAddress".into()];
+        let ready = get(&conditions(&o, &[], time("2026-11-23T10:00:00Z")), "Ready").clone();
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason, "MediaNodesUnaddressed");
+        assert!(
+            ready.message.contains("1 of 2 media node(s)"),
+            "{}",
+            ready.message
+        );
+        assert!(ready.message.contains("publicAddress"), "{}", ready.message);
     }
 
     #[test]

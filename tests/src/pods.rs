@@ -1,0 +1,221 @@
+//! A real single-node Kubernetes that runs pods (kubelet + containerd + kube-proxy + a CNI
+//! bridge, all v1.20.2), inside a network namespace this harness creates, so pod and Service
+//! addresses, iptables rules and node ports never touch the host's interfaces. Started by
+//! `tests/scripts/podcluster/up.sh`, torn down by `down.sh` when dropped, even after a failure.
+//!
+//! One such cluster per machine at a time (containerd's socket is /run/containerd): the suites
+//! that use it run one at a time (.config/nextest.toml, test group `pod-cluster`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::browser::Netns;
+use crate::{HarnessError, binaries};
+
+/// The programs the cluster needs beside the Kubernetes binaries.
+const TOOLS: &[&str] = &[
+    "containerd",
+    "runc",
+    "ctr",
+    "etcd",
+    "iptables",
+    "conntrack",
+    "gcc",
+    "curl",
+    "openssl",
+    "nsenter",
+];
+
+/// Why no pod-running cluster can start here, or `None` when it can.
+pub fn unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("a kubelet and network namespaces need root".into());
+    }
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .copied()
+        .filter(|tool| !on_path(tool))
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "missing {} (scripts/test-deps.sh installs them)",
+            missing.join(", ")
+        ));
+    }
+    if !Path::new("/usr/lib/cni/bridge").is_file() {
+        return Some(
+            "missing the CNI plugins (apt-get install containernetworking-plugins)".into(),
+        );
+    }
+    None
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+}
+
+/// Skips (saying why) unless `BEDSIDE_REQUIRE_CLUSTER=1`, where a missing part fails.
+pub fn require_or_skip() -> bool {
+    crate::run_or_skip(
+        "pod-running cluster",
+        unavailable(),
+        "BEDSIDE_REQUIRE_CLUSTER",
+    )
+}
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
+}
+
+/// A running cluster; dropping it tears everything down.
+#[derive(Debug)]
+pub struct PodCluster {
+    netns: Netns,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl PodCluster {
+    /// Brings the cluster up (about 30 s): the Kubernetes binaries come from the testbed cache
+    /// or a source build ([`binaries::kube_binary`]).
+    pub fn start() -> Result<PodCluster, HarnessError> {
+        let dir = tempfile::Builder::new()
+            .prefix("bedside-pods-")
+            .tempdir()
+            .map_err(|source| HarnessError::Io {
+                action: "create the cluster's state dir",
+                source,
+            })?;
+        let bin = dir.path().join("k8s-bin");
+        std::fs::create_dir_all(&bin).map_err(|source| HarnessError::Io {
+            action: "create the binaries folder",
+            source,
+        })?;
+        for name in [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubelet",
+            "kube-proxy",
+        ] {
+            let found = binaries::kube_binary(name)?;
+            std::os::unix::fs::symlink(&found, bin.join(name)).map_err(|source| {
+                HarnessError::Io {
+                    action: "link a Kubernetes binary",
+                    source,
+                }
+            })?;
+        }
+        let netns = Netns::create();
+        let state = dir.path().join("state");
+        let output = netns
+            .command("bash")
+            .arg(scripts().join("podcluster/up.sh"))
+            .arg(&state)
+            .env("BIN", &bin)
+            .output()
+            .map_err(|source| HarnessError::Io {
+                action: "run tests/scripts/podcluster/up.sh",
+                source,
+            })?;
+        let cluster = PodCluster {
+            netns,
+            kubeconfig: state.join("kubeconfig"),
+            dir,
+        };
+        if !output.status.success() {
+            return Err(HarnessError::Exited {
+                name: "tests/scripts/podcluster/up.sh".into(),
+                status: output.status.to_string(),
+                log: format!(
+                    "{}\n{}\nkubelet: {}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr),
+                    cluster.log_tail("kubelet")
+                ),
+            });
+        }
+        Ok(cluster)
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Runs `body` inside the cluster's network namespace, on a runtime of its own: clients of
+    /// the cluster (kube, test peers, the operator) must live there.
+    pub fn run<F, Fut>(&self, body: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        self.netns.run(body)
+    }
+
+    /// Packs `programs` into an image named `reference` (entrypoint: the first program) and
+    /// imports it into the cluster's containerd.
+    pub fn load_image(&self, reference: &str, programs: &[&Path]) -> Result<(), HarnessError> {
+        let tar = self
+            .dir
+            .path()
+            .join(format!("{}.tar", reference.replace(['/', ':'], "_")));
+        let entrypoint = serde_json::json!([programs[0]]).to_string();
+        let mut pack = Command::new("python3");
+        pack.arg(scripts().join("mkimage.py"))
+            .arg(&tar)
+            .arg(reference)
+            .args(["--entrypoint", &entrypoint, "--user", "65532:65532"]);
+        for program in programs {
+            pack.arg("--bin").arg(program);
+        }
+        check("pack the image (tests/scripts/mkimage.py)", pack)?;
+        let mut import = Command::new("ctr");
+        import.args(["-n", "k8s.io", "images", "import"]).arg(&tar);
+        check("import the image into containerd", import)
+    }
+
+    /// `kubectl` aimed at this cluster, run inside its namespace.
+    pub fn kubectl(&self) -> Command {
+        let mut command = self.netns.command("kubectl");
+        command.arg("--kubeconfig").arg(&self.kubeconfig);
+        command
+    }
+
+    /// The last lines a cluster component logged (`kubelet`, `kas`, `proxy`, ...).
+    pub fn log_tail(&self, name: &str) -> String {
+        let path = self.dir.path().join(format!("state/logs/{name}.log"));
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+fn check(action: &'static str, mut command: Command) -> Result<(), HarnessError> {
+    let output = command
+        .output()
+        .map_err(|source| HarnessError::Io { action, source })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(HarnessError::Exited {
+            name: action.into(),
+            status: output.status.to_string(),
+            log: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
+
+impl Drop for PodCluster {
+    fn drop(&mut self) {
+        let state = self.dir.path().join("state");
+        if state.exists() {
+            let _ = self
+                .netns
+                .command("bash")
+                .arg(scripts().join("podcluster/down.sh"))
+                .arg(&state)
+                .output();
+        }
+    }
+}

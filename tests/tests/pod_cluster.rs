@@ -1,0 +1,444 @@
+//! bedside as a platform team runs it: a HealthcareTenant applied on a real Kubernetes that
+//! runs pods (kubelet + containerd + kube-proxy, tests/src/pods.rs), the media node packed into
+//! an image offline, the operator as its own ServiceAccount. What the team would notice: pods
+//! that become Ready and stay up, each advertising an address of its own, the tenant Ready, and a
+//! visit whose media flows through the advertised node port.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bedside_crds::HealthcareTenant;
+use bedside_media_node::token::Role;
+use bedside_tests::TestCluster;
+use bedside_tests::examples::{documents, examples_dir};
+use bedside_tests::media::{PeerOptions, RustPeer, TestNode, wait_until, workspace_binary};
+use bedside_tests::operator::{RunningOperator, ensure_namespace, eventually, install_crd};
+use bedside_tests::pods::{self, PodCluster};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const NS: &str = "tenant-lakeside";
+const TENANT: &str = "lakeside-behavioral";
+const IMAGE: &str = "localhost/bedside-media-node:test";
+/// The cluster node's address (its bridge, inside the test's network namespace): what a
+/// NodePort tenant names as `publicAddress`, and where the test's browsers-to-be connect from.
+const PUBLIC_ADDRESS: &str = "10.244.0.1";
+const SELECTOR: &str = "bedside.health/tenant=lakeside-behavioral";
+
+/// How the tenant exposes its media nodes, and so the address each pod must advertise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Exposure {
+    /// `publicAddress` with the pod's own node port.
+    NodePort,
+    /// The pod's own load balancer IP (the harness plays the cloud) with port 3478.
+    LoadBalancer,
+}
+
+/// The addresses the harness's "cloud" hands out, routed to the node inside the namespace.
+const LOAD_BALANCER_NET: &str = "10.99.0";
+
+#[test]
+fn a_node_port_tenant_runs_each_pod_ready_at_its_own_address_and_carries_a_visit() {
+    on_a_cluster(Exposure::NodePort);
+}
+
+#[test]
+fn a_load_balancer_tenant_runs_each_pod_ready_at_its_own_address_and_carries_a_visit() {
+    on_a_cluster(Exposure::LoadBalancer);
+}
+
+fn on_a_cluster(exposure: Exposure) {
+    if !pods::require_or_skip() {
+        return;
+    }
+    let cluster = PodCluster::start().unwrap_or_else(|e| panic!("start the cluster: {e}"));
+    cluster
+        .load_image(IMAGE, &[&workspace_binary("bedside-media-node")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cluster.kubeconfig().to_path_buf();
+    cluster.run(move || async move {
+        let api = TestCluster::attach(kubeconfig)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cloud = (exposure == Exposure::LoadBalancer).then(|| play_the_cloud(api.client()));
+        scenario(&api, exposure).await;
+        if let Some(cloud) = cloud {
+            cloud.abort();
+        }
+    });
+}
+
+/// What a cloud's load balancer controller does: every LoadBalancer Service gets an IP of its
+/// own in its status, and (here, inside the test's namespace) a route to the node, where
+/// kube-proxy forwards it to the Service's pods.
+fn play_the_cloud(client: kube::Client) -> tokio::task::JoinHandle<()> {
+    let routed = std::process::Command::new("ip")
+        .args([
+            "route",
+            "replace",
+            &format!("{LOAD_BALANCER_NET}.0/24"),
+            "dev",
+            "kbr0",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(routed, "route the load balancer addresses to the node");
+    tokio::spawn(async move {
+        let services: Api<Service> = Api::all(client);
+        let mut next = 1;
+        loop {
+            for service in services
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+            {
+                let wants =
+                    service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
+                let has = service
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.load_balancer.as_ref())
+                    .and_then(|l| l.ingress.as_ref())
+                    .is_some_and(|i| !i.is_empty());
+                if !wants || has {
+                    continue;
+                }
+                let (Some(name), Some(namespace)) =
+                    (service.metadata.name, service.metadata.namespace)
+                else {
+                    continue;
+                };
+                let ip = format!("{LOAD_BALANCER_NET}.{next}");
+                next += 1;
+                let _ = Api::<Service>::namespaced(services.clone().into_client(), &namespace)
+                    .patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(
+                            json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}),
+                        ),
+                    )
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+/// Where the test reaches the tenant's signaling: the node port on the node's address, or
+/// the signaling Service's own load balancer IP on 443.
+async fn public_signaling(cluster: &TestCluster, exposure: Exposure) -> std::net::SocketAddr {
+    let service: Service = Api::namespaced(cluster.client(), NS)
+        .get("lakeside-behavioral-signaling")
+        .await
+        .expect("signaling Service");
+    let text = match exposure {
+        Exposure::NodePort => {
+            let port = service
+                .spec
+                .and_then(|s| s.ports)
+                .and_then(|p| p.first()?.node_port)
+                .expect("a signaling node port");
+            format!("{PUBLIC_ADDRESS}:{port}")
+        }
+        Exposure::LoadBalancer => {
+            let ip = service
+                .status
+                .and_then(|s| s.load_balancer?.ingress?.first()?.ip.clone())
+                .expect("a signaling load balancer IP");
+            format!("{ip}:443")
+        }
+    };
+    text.parse().expect("an address")
+}
+
+async fn scenario(cluster: &TestCluster, exposure: Exposure) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    install_crd(cluster).await.expect("CRD");
+    ensure_namespace(cluster, NS).await.expect("namespace");
+    let cert_pem = tls_secret(cluster).await;
+    let operator = RunningOperator::start(cluster, "operator-0", false)
+        .await
+        .expect("operator");
+    create_tenant(cluster, 3, exposure).await;
+
+    // Every pod Ready, the tenant Ready with all three, each pod at an address of its own.
+    let tenants: Api<HealthcareTenant> = Api::namespaced(cluster.client(), NS);
+    let ready = |count: i32| {
+        let tenants = tenants.clone();
+        async move {
+            let status = tenants.get(TENANT).await.ok()?.status?;
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (ready && status.ready_media_nodes == Some(count)).then_some(status)
+        }
+    };
+    let status = eventually(
+        "the tenant Ready with 3 media nodes",
+        Duration::from_secs(240),
+        || ready(3),
+    )
+    .await;
+    let advertised = addresses(cluster).await;
+    assert_eq!(advertised.len(), 3, "{advertised:?}");
+    let distinct: BTreeSet<&String> = advertised.iter().map(|(_, a)| a).collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "each pod advertises its own address: {advertised:?}"
+    );
+    for (pod, address) in &advertised {
+        let expected = match exposure {
+            Exposure::NodePort => format!("{PUBLIC_ADDRESS}:"),
+            Exposure::LoadBalancer => format!("{LOAD_BALANCER_NET}."),
+        };
+        assert!(address.starts_with(&expected), "{pod}: {address}");
+        let log = pod_log(cluster, pod).await;
+        assert!(
+            log.contains("advertising this media address") && log.contains(address.as_str()),
+            "{pod} advertises {address}: {log}"
+        );
+    }
+    assert!(status.endpoint.is_some(), "{status:?}");
+
+    // They stay up: the probes pass (a probe that fails restarts a pod within 30 s).
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let pods = media_pods(cluster).await;
+    assert_eq!(pods.len(), 3);
+    for pod in &pods {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default();
+        assert!(
+            statuses.iter().all(|c| c.ready && c.restart_count == 0),
+            "{name} ready and never restarted: {statuses:?}"
+        );
+    }
+
+    // Down to one node: the removed pods' media Services go, the remaining pod keeps its address.
+    tenants
+        .patch(
+            TENANT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mediaNodes": {"replicas": 1}}})),
+        )
+        .await
+        .expect("scale down");
+    let services: Api<Service> = Api::namespaced(cluster.client(), NS);
+    eventually(
+        "the removed pods' media Services deleted",
+        Duration::from_secs(120),
+        || async {
+            let names: Vec<String> = services
+                .list(
+                    &ListParams::default()
+                        .labels(&format!("{SELECTOR},bedside.health/service=media")),
+                )
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter_map(|s| s.metadata.name)
+                .collect();
+            (names == ["lakeside-behavioral-media-0"]).then_some(())
+        },
+    )
+    .await;
+    eventually("one pod left", Duration::from_secs(120), || async {
+        (media_pods(cluster).await.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        addresses(cluster).await,
+        advertised[..1].to_vec(),
+        "the remaining pod keeps its address"
+    );
+
+    // A visit through the tenant's public endpoint: media crosses the pod's advertised address.
+    let keys: Api<Secret> = Api::namespaced(cluster.client(), NS);
+    let keys = keys
+        .get("lakeside-behavioral-keys")
+        .await
+        .expect("keys")
+        .data
+        .expect("data");
+    let signaling = public_signaling(cluster, exposure).await;
+    // kube-proxy follows the endpoints a moment later: until then a connection may still be
+    // sent to a removed pod. A browser would retry; the test waits until it need not.
+    eventually(
+        "the signaling endpoint reaches only live pods",
+        Duration::from_secs(60),
+        || async {
+            for _ in 0..5 {
+                let connect = tokio::net::TcpStream::connect(signaling);
+                tokio::time::timeout(Duration::from_secs(2), connect)
+                    .await
+                    .ok()?
+                    .ok()?;
+            }
+            Some(())
+        },
+    )
+    .await;
+    let node = TestNode::remote(
+        signaling,
+        cert_pem,
+        TENANT,
+        keys["join-token.key"].0.clone(),
+        keys["audit-hmac.key"].0.clone(),
+    );
+    let room = "visit-on-a-pod";
+    let from_the_node = || PeerOptions {
+        bind_ip: PUBLIC_ADDRESS.parse().expect("ip"),
+        ..PeerOptions::default()
+    };
+    let mut clinician = RustPeer::join(
+        &node,
+        room,
+        &node.token(room, "clin-1", Role::Host),
+        from_the_node(),
+    )
+    .await;
+    let mut patient = RustPeer::join(
+        &node,
+        room,
+        &node.token(room, "pt-1", Role::Host),
+        from_the_node(),
+    )
+    .await;
+    clinician.start_publishing();
+    patient.start_publishing();
+    let flowing = wait_until(Duration::from_secs(20), || {
+        clinician.packets_from(&patient.participant_id) > 20
+            && patient.packets_from(&clinician.participant_id) > 20
+    })
+    .await;
+    assert!(
+        flowing,
+        "media flows both ways through the pod's address ({exposure:?}); the pod's log: {}\nits counters: {}",
+        pod_log(cluster, "lakeside-behavioral-media-0").await,
+        pod_counters(cluster, "lakeside-behavioral-media-0").await
+    );
+    // The pod's audit chain carries the pod's name.
+    let log = pod_log(cluster, "lakeside-behavioral-media-0").await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"join\"") && l.contains("lakeside-behavioral-media-0")),
+        "join records name the pod: {log}"
+    );
+    clinician.leave().await;
+    patient.leave().await;
+    operator.stop().await.expect("the operator stops cleanly");
+}
+
+/// The TLS Secret the tenant names: valid for the loopback address the test connects to.
+async fn tls_secret(cluster: &TestCluster) -> Vec<u8> {
+    let cert = rcgen::generate_simple_self_signed(vec![
+        PUBLIC_ADDRESS.into(),
+        format!("{LOAD_BALANCER_NET}.1"),
+        format!("{LOAD_BALANCER_NET}.2"),
+        format!("{LOAD_BALANCER_NET}.3"),
+        format!("{LOAD_BALANCER_NET}.4"),
+        "telehealth.lakeside.example".into(),
+    ])
+    .expect("cert");
+    let pem = cert.cert.pem();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "lakeside-meet-tls", "namespace": NS},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": pem, "tls.key": cert.signing_key.serialize_pem()},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(cluster.client(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the TLS secret");
+    pem.into_bytes()
+}
+
+/// The lakeside example with `replicas` media nodes from the test image, exposed as asked,
+/// audit to stdout (the pod log), AES-GCM media.
+async fn create_tenant(cluster: &TestCluster, replicas: i32, exposure: Exposure) {
+    let mut doc = documents(&examples_dir().join("lakeside-behavioral.yaml")).remove(0);
+    doc["spec"]["mediaNodes"] = json!({
+        "replicas": replicas,
+        "image": IMAGE,
+        "serviceType": format!("{exposure:?}"),
+        "publicAddress": PUBLIC_ADDRESS,
+    });
+    doc["spec"]["meetings"]["mediaEncryption"] = "Required".into();
+    doc["spec"]["audit"]["sinks"] = json!([{"stdout": {}}]);
+    let tenant: HealthcareTenant = serde_json::from_value(doc).expect("tenant");
+    Api::<HealthcareTenant>::namespaced(cluster.client(), NS)
+        .create(&PostParams::default(), &tenant)
+        .await
+        .expect("create the tenant");
+}
+
+async fn media_pods(cluster: &TestCluster) -> Vec<Pod> {
+    Api::<Pod>::namespaced(cluster.client(), NS)
+        .list(&ListParams::default().labels(SELECTOR))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// (pod, advertised address), by pod name.
+async fn addresses(cluster: &TestCluster) -> Vec<(String, String)> {
+    Api::<ConfigMap>::namespaced(cluster.client(), NS)
+        .get("lakeside-behavioral-media-addresses")
+        .await
+        .ok()
+        .and_then(|c| c.data)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+async fn pod_log(cluster: &TestCluster, pod: &str) -> String {
+    Api::<Pod>::namespaced(cluster.client(), NS)
+        .logs(pod, &LogParams::default())
+        .await
+        .unwrap_or_else(|e| format!("<no log: {e}>"))
+}
+
+/// The pod's media counters (packets, connections, failures), read from its metrics port.
+async fn pod_counters(cluster: &TestCluster, pod: &str) -> String {
+    let Some(ip) = Api::<Pod>::namespaced(cluster.client(), NS)
+        .get(pod)
+        .await
+        .ok()
+        .and_then(|p| p.status?.pod_ip)
+    else {
+        return "<no pod IP>".into();
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect((ip.as_str(), 9090)).await else {
+        return "<metrics port closed>".into();
+    };
+    let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut text = String::new();
+    if stream.write_all(request.as_bytes()).await.is_err()
+        || stream.read_to_string(&mut text).await.is_err()
+    {
+        return "<metrics unreadable>".into();
+    }
+    text.lines()
+        .filter(|l| {
+            l.starts_with("bedside_media_packets_total")
+                || l.starts_with("bedside_media_connection")
+                || l.starts_with("bedside_media_srtp")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
