@@ -98,6 +98,16 @@ pub const MIN_MEETING_DURATION: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_MEETING_DURATION: Duration = Duration::from_secs(4 * 3600);
 pub const DEFAULT_MEETING_DURATION_TEXT: &str = "4h";
 
+/// A media node told to stop (a rolling update, a scale-down, a node drained) takes no new
+/// visits but lets the ones in progress run to their end, for at most this long: the tenant's
+/// maximum meeting duration, capped so a rollout is not held up for a day.
+pub const MAX_DRAIN_GRACE: Duration = Duration::from_secs(2 * 3600);
+
+/// How long a stopping media node keeps its calls: see [`MAX_DRAIN_GRACE`].
+pub fn drain_grace(max_meeting_duration: Duration) -> Duration {
+    max_meeting_duration.min(MAX_DRAIN_GRACE)
+}
+
 /// 45 CFR 164.316(b)(2)(i): documentation is retained six years.
 pub const MIN_AUDIT_RETENTION_DAYS: u32 = 2190;
 /// A century; anything longer is a typo.
@@ -122,6 +132,13 @@ pub const MAX_TENANT_NAME_LEN: usize = 40;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopping_node_keeps_its_calls_for_the_meeting_length_at_most_two_hours() {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        assert_eq!(drain_grace(minutes(90)), minutes(90));
+        assert_eq!(drain_grace(DEFAULT_MEETING_DURATION), MAX_DRAIN_GRACE);
+    }
 
     #[test]
     fn every_locked_setting_explains_itself_in_its_message() {

@@ -134,6 +134,7 @@ fn run(config_file: Option<PathBuf>, node_name: String) -> ExitCode {
             }
         };
         let dev_link = dev.then(|| dev_links(&setup));
+        let drain_grace = bedside_crds::policy::drain_grace(setup.config.meetings.max_duration.into());
         let running = match node::start(setup).await {
             Ok(running) => running,
             Err(e) => {
@@ -155,8 +156,12 @@ fn run(config_file: Option<PathBuf>, node_name: String) -> ExitCode {
                 Err(e) => eprintln!("bedside-media-node: cannot make a dev token: {e}"),
             }
         }
-        wait_for_signal().await;
-        running.shutdown(SHUTDOWN_GRACE).await;
+        match wait_for_signal().await {
+            // Kubernetes stopping the pod (rollout, scale-down, node drain): calls in progress
+            // run to their end, up to the drain grace the pod's termination period allows.
+            Stop::Terminate => running.drain(drain_grace, SHUTDOWN_GRACE).await,
+            Stop::Interrupt => running.shutdown(SHUTDOWN_GRACE).await,
+        }
         ExitCode::SUCCESS
     })
 }
@@ -189,14 +194,28 @@ fn dev_links(setup: &NodeSetup) -> Result<(String, String, String), token::Token
 
 const DEV_ROOM: &str = "dev-visit";
 
-async fn wait_for_signal() {
+/// How the node was asked to stop.
+enum Stop {
+    /// SIGTERM: drain.
+    Terminate,
+    /// Ctrl-C: tell clients and stop now.
+    Interrupt,
+}
+
+async fn wait_for_signal() -> Stop {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut term) = signal(SignalKind::terminate()) else {
         let _ = tokio::signal::ctrl_c().await;
-        return;
+        return Stop::Interrupt;
     };
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: draining");
+            Stop::Terminate
+        }
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupt: stopping");
+            Stop::Interrupt
+        }
     }
 }

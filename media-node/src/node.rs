@@ -105,6 +105,7 @@ pub struct RunningNode {
     engine_task: tokio::task::JoinHandle<()>,
     metrics_task: tokio::task::JoinHandle<()>,
     audit: Arc<Auditor>,
+    stats: Arc<EngineStats>,
 }
 
 pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
@@ -157,6 +158,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
                 source,
             })?;
 
+    let running_stats = stats.clone();
     let media_address = follow_media_address(&setup, media, &sfu);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let probes = Probes {
@@ -267,6 +269,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         engine_task,
         metrics_task,
         audit,
+        stats: running_stats,
     })
 }
 
@@ -479,6 +482,23 @@ fn render_metrics(registry: &Registry) -> String {
 }
 
 impl RunningNode {
+    /// Stops taking joins (`/readyz` fails, joins are refused with "reconnect"), lets the calls
+    /// in progress run until their last participant leaves or `grace` runs out, then shuts
+    /// down as [`shutdown`](Self::shutdown) does within `close`.
+    pub async fn drain(self, grace: Duration, close: Duration) {
+        let _ = self.shutdown.send(true);
+        let started = tokio::time::Instant::now();
+        tracing::info!(
+            participants = self.stats.participants.get(),
+            grace_s = grace.as_secs(),
+            "draining: no new visits; calls in progress go on"
+        );
+        while self.stats.participants.get() > 0 && started.elapsed() < grace {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.shutdown(close).await;
+    }
+
     /// Stops taking joins, tells every client, and closes within `grace`.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown.send(true);

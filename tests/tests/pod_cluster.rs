@@ -333,8 +333,63 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure) {
             .any(|l| l.contains("\"join\"") && l.contains("lakeside-behavioral-media-0")),
         "join records name the pod: {log}"
     );
+
+    // A rolling update (a spec change) stops the pod: it takes no new visits, and the call in
+    // progress goes on, through its pod's media Service, until the participants leave.
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), NS);
+    let old_uid = pods
+        .get("lakeside-behavioral-media-0")
+        .await
+        .expect("pod")
+        .metadata
+        .uid;
+    tenants
+        .patch(
+            TENANT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"meetings": {"idleTimeout": "5m"}}})),
+        )
+        .await
+        .expect("a spec change that rolls the pods");
+    eventually("the pod told to stop", Duration::from_secs(120), || async {
+        let pod = pods.get("lakeside-behavioral-media-0").await.ok()?;
+        pod.metadata.deletion_timestamp.map(|_| ())
+    })
+    .await;
+    let before = (
+        clinician.packets_from(&patient.participant_id),
+        patient.packets_from(&clinician.participant_id),
+    );
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let after = (
+        clinician.packets_from(&patient.participant_id),
+        patient.packets_from(&clinician.participant_id),
+    );
+    assert!(
+        after.0 > before.0 + 100 && after.1 > before.1 + 100,
+        "media goes on while the pod drains: {before:?} -> {after:?}"
+    );
+    assert!(
+        clinician.saw("closing").is_empty() && patient.saw("closing").is_empty(),
+        "nobody in the call was told to leave"
+    );
     clinician.leave().await;
     patient.leave().await;
+    // The call over, the pod goes, and its replacement serves at the same address.
+    eventually("a new pod Ready", Duration::from_secs(120), || async {
+        let pod = pods.get("lakeside-behavioral-media-0").await.ok()?;
+        (pod.metadata.uid != old_uid).then_some(())
+    })
+    .await;
+    eventually("the tenant Ready again", Duration::from_secs(120), || {
+        ready(1)
+    })
+    .await;
+    assert_eq!(
+        addresses(cluster).await,
+        advertised[..1].to_vec(),
+        "the new pod advertises its predecessor's address"
+    );
     operator.stop().await.expect("the operator stops cleanly");
 }
 

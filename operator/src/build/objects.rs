@@ -171,7 +171,9 @@ fn stateful_set(
                     "spec": {
                         "automountServiceAccountToken": false,
                         "enableServiceLinks": false,
-                        "terminationGracePeriodSeconds": 60,
+                        // A stopping pod keeps its calls for the drain grace, then has
+                        // half a minute to tell its clients and flush its audit trail.
+                        "terminationGracePeriodSeconds": termination_grace(spec),
                         "securityContext": {
                             "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
                             "seccompProfile": {"type": "RuntimeDefault"},
@@ -212,6 +214,10 @@ fn stateful_set(
             },
         }),
     )
+}
+
+fn termination_grace(spec: &HealthcareTenantSpec) -> u64 {
+    bedside_crds::policy::drain_grace(spec.meetings.max_duration.into()).as_secs() + 30
 }
 
 /// Signaling (shared: any pod answers), metrics (headless: Prometheus scrapes each pod, and it
@@ -264,12 +270,19 @@ fn services(
     ];
     for ordinal in 0..replicas {
         let pod = names.media_pod(ordinal);
-        services.push(service(
+        let mut media: k8s_openapi::api::core::v1::Service = service(
             &pod,
             exposed,
             json!({"name": "media", "port": MEDIA_PORT, "targetPort": "media", "protocol": "UDP"}),
             json!({POD_NAME_LABEL: pod}),
-        )?);
+        )?;
+        // The pod's media follows the pod whatever its readiness: a draining pod is not Ready
+        // (no new visits reach it through signaling) but its calls in progress must go on, and
+        // kube-proxy would cut their UDP flows the moment it left the endpoints.
+        if let Some(spec) = media.spec.as_mut() {
+            spec.publish_not_ready_addresses = Some(true);
+        }
+        services.push(media);
     }
     Ok(services)
 }
