@@ -245,6 +245,18 @@ async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) 
     outcome
 }
 
+/// The node's CPU over `WINDOW` with no client at all (stdout audit, as the dev default and a
+/// tenant auditing to the cluster's log collector): `None` when /proc cannot be read.
+async fn idle_cpu(binary: &std::path::Path) -> Option<f64> {
+    let mut node = TestNode::spawn(binary).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = bedside_tests::media::cpu_secs(node.pid())?;
+    tokio::time::sleep(WINDOW).await;
+    let after = bedside_tests::media::cpu_secs(node.pid())?;
+    node.shutdown(Duration::from_secs(3)).await;
+    Some(after - before)
+}
+
 /// Stamped frames every subscriber got from its publisher.
 fn stamped_total(subs: &[(RustPeer, Instant, String)]) -> u64 {
     subs.iter()
@@ -305,6 +317,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    eprintln!("media_forwarding: the idle node ...");
+    let idle = runtime.block_on(idle_cpu(&binary));
     let mut outcomes = Vec::new();
     for (publishers, per_room) in scenarios {
         eprintln!("media_forwarding: {publishers} publishers x {per_room} subscribers ...");
@@ -312,7 +326,15 @@ fn main() {
         eprintln!("{outcome:?}");
         outcomes.push(outcome);
     }
-    let table = table(&outcomes);
+    let mut table = table(&outcomes);
+    table.push_str(&match idle {
+        Some(secs) => format!(
+            "\nIdle node (no client, stdout audit): {secs:.2} s of CPU in {} s ({:.1}% of a core).\n",
+            WINDOW.as_secs(),
+            secs / WINDOW.as_secs_f64() * 100.0
+        ),
+        None => "\nIdle node: n/a (/proc unreadable).\n".into(),
+    });
     println!(
         "\nmedia_forwarding (1,200-byte VP8 RTP at 1.5 Mbit/s per publisher, loopback, {} s window)\n",
         WINDOW.as_secs()
