@@ -275,9 +275,18 @@ async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
         tenant_status.observed_generation,
         tenant.metadata.generation
     );
+    let signaling: Service = get(&cluster, "lakeside-behavioral-signaling")
+        .await
+        .expect("signaling");
+    let signaling_port = signaling.spec.expect("spec").ports.expect("ports")[0]
+        .node_port
+        .expect("a node port");
     assert_eq!(
-        tenant_status.endpoint.as_deref(),
-        Some("wss://telehealth.lakeside.example")
+        tenant_status.endpoint,
+        Some(format!(
+            "wss://telehealth.lakeside.example:{signaling_port}"
+        )),
+        "a NodePort tenant's signaling is on its node port"
     );
     eventually("a BAA Event", WAIT, || async {
         event_reasons(&cluster)

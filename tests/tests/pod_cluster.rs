@@ -203,7 +203,14 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure) {
             "{pod} advertises {address}: {log}"
         );
     }
-    assert!(status.endpoint.is_some(), "{status:?}");
+    let expected_endpoint = match exposure {
+        Exposure::NodePort => format!(
+            "wss://telehealth.lakeside.example:{}",
+            public_signaling(cluster, exposure).await.port()
+        ),
+        Exposure::LoadBalancer => "wss://telehealth.lakeside.example".into(),
+    };
+    assert_eq!(status.endpoint, Some(expected_endpoint), "{status:?}");
 
     // They stay up: the probes pass (a probe that fails restarts a pod within 30 s).
     tokio::time::sleep(Duration::from_secs(60)).await;

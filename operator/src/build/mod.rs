@@ -6,6 +6,8 @@ pub mod config;
 mod objects;
 
 pub use addresses::{MediaAddresses, addresses_config_map, media_addresses};
+#[cfg(test)]
+pub(crate) use objects::tests::tenant as objects_tests_tenant;
 pub use objects::{certificate, keys_secret, pod_disruption_budget, service_monitor};
 
 use bedside_crds::HealthcareTenant;

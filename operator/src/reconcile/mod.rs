@@ -389,6 +389,7 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         ready_media_nodes: 0,
         media_replicas: 0,
         unaddressed: Vec::new(),
+        endpoint: None,
         sinks: Vec::new(),
     };
     let spec_changed = previous.observed_generation.is_some()
@@ -507,6 +508,7 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
             let live_services: Vec<Service> = live.services.iter().flatten().cloned().collect();
             observed.unaddressed =
                 build::media_addresses(tenant, observed.media_replicas, &live_services).missing;
+            observed.endpoint = status::endpoint(tenant, &live_services);
         } else {
             // Services first: a node port is allocated when its Service is created, so a new
             // pod's address is in the addresses ConfigMap before the pod starts.
@@ -518,6 +520,7 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
             let addresses =
                 build::media_addresses(tenant, observed.media_replicas, &applied_services);
             observed.unaddressed = addresses.missing.clone();
+            observed.endpoint = status::endpoint(tenant, &applied_services);
             let mut versions = vec![
                 server_side_apply(&configmaps, &desired.config_map, "ConfigMap")
                     .await?
@@ -733,12 +736,7 @@ async fn write_status(
         observed_generation: observed.generation,
         conditions: conditions.clone(),
         ready_media_nodes: Some(observed.ready_media_nodes),
-        endpoint: tenant
-            .spec
-            .tls
-            .dns_names
-            .first()
-            .map(|n| format!("wss://{n}")),
+        endpoint: observed.endpoint.clone(),
     };
     // An unchanged status is not written again: no write, no watch event, no churn.
     if &status != previous_status {

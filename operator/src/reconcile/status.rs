@@ -119,8 +119,35 @@ pub struct Observed {
     pub media_replicas: i32,
     /// Why media pods have no advertised address, one sentence each.
     pub unaddressed: Vec<String>,
+    /// The signaling URL browsers use, once the signaling Service exists.
+    pub endpoint: Option<String>,
     /// The media nodes' reports on the audit sinks, then the operator's own.
     pub sinks: Vec<SinkReport>,
+}
+
+/// The signaling URL browsers use: the tenant's first DNS name, with the signaling Service's
+/// node port when the tenant is exposed on node ports (a load balancer listens on 443).
+pub fn endpoint(
+    tenant: &bedside_crds::HealthcareTenant,
+    services: &[k8s_openapi::api::core::v1::Service],
+) -> Option<String> {
+    let host = tenant.spec.tls.dns_names.first()?;
+    match tenant.spec.media_nodes.service_type {
+        bedside_crds::tenant::MediaServiceType::LoadBalancer => Some(format!("wss://{host}")),
+        bedside_crds::tenant::MediaServiceType::NodePort => {
+            let signaling = crate::names::ChildNames::of(tenant).signaling;
+            let port = services
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(signaling.as_str()))?
+                .spec
+                .as_ref()?
+                .ports
+                .as_ref()?
+                .first()?
+                .node_port?;
+            Some(format!("wss://{host}:{port}"))
+        }
+    }
 }
 
 struct Verdict {
@@ -373,6 +400,7 @@ mod tests {
             ready_media_nodes: 2,
             media_replicas: 2,
             unaddressed: Vec::new(),
+            endpoint: None,
             sinks: vec![],
         }
     }
@@ -506,6 +534,30 @@ mod tests {
             .map(|c| c.type_.as_str())
             .collect();
         assert_eq!(changed, ["Ready"]);
+    }
+
+    #[test]
+    fn the_endpoint_carries_the_signaling_node_port_only_for_node_port_tenants() {
+        let mut mercy = crate::build::objects_tests_tenant("mercy-clinic.yaml");
+        let signaling: k8s_openapi::api::core::v1::Service = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "mercy-clinic-signaling"}, "spec": {"ports": [{"port": 443, "nodePort": 31443}]}}),
+        )
+        .expect("service");
+        let services = [signaling];
+        assert_eq!(
+            endpoint(&mercy, &services).as_deref(),
+            Some("wss://meet.mercy.example")
+        );
+        mercy.spec.media_nodes.service_type = bedside_crds::tenant::MediaServiceType::NodePort;
+        assert_eq!(
+            endpoint(&mercy, &services).as_deref(),
+            Some("wss://meet.mercy.example:31443")
+        );
+        assert_eq!(
+            endpoint(&mercy, &[]),
+            None,
+            "no signaling Service, no endpoint yet"
+        );
     }
 
     #[test]
