@@ -328,36 +328,35 @@ impl Probes {
     }
 
     fn router(self) -> Router {
-        use axum::http::StatusCode;
         let liveness = self.clone();
         Router::new()
             .route(
                 "/healthz",
                 get(move || {
-                    let verdict = health::live(&liveness.facts());
-                    async move {
-                        match verdict {
-                            Ok(()) => (StatusCode::OK, "ok\n".to_string()),
-                            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-                        }
-                    }
+                    let verdict = health::live(&liveness.facts()).map(|()| "ok");
+                    async move { probe_answer(verdict) }
                 }),
             )
             .route(
                 "/readyz",
                 get(move || {
-                    let verdict = health::ready(&self.facts());
-                    async move {
-                        match verdict {
-                            Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-                            Err(reasons) => (
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                format!("not ready: {}\n", reasons.join("; ")),
-                            ),
-                        }
-                    }
+                    let verdict = health::ready(&self.facts())
+                        .map(|()| "ready")
+                        .map_err(|reasons| format!("not ready: {}", reasons.join("; ")));
+                    async move { probe_answer(verdict) }
                 }),
             )
+    }
+}
+
+/// 200 with "ok"/"ready", or 503 with why: what the kubelet records in the pod's events.
+fn probe_answer(verdict: Result<&'static str, String>) -> (axum::http::StatusCode, String) {
+    match verdict {
+        Ok(word) => (axum::http::StatusCode::OK, format!("{word}\n")),
+        Err(why) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("{why}\n"),
+        ),
     }
 }
 

@@ -465,6 +465,16 @@ pub(super) mod tests {
         tenant
     }
 
+    fn media_pod(desired: Desired) -> k8s_openapi::api::core::v1::PodSpec {
+        desired
+            .media_nodes
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod")
+    }
+
     fn inputs() -> BuildInputs {
         BuildInputs {
             media_allowed: true,
@@ -613,13 +623,7 @@ pub(super) mod tests {
                 ),
             ]
         );
-        let pod = desired
-            .media_nodes
-            .spec
-            .expect("spec")
-            .template
-            .spec
-            .expect("pod");
+        let pod = media_pod(desired);
         let env = serde_json::to_value(&pod.containers[0].env).expect("json");
         assert_eq!(env[0]["name"], "POD_NAME");
         assert_eq!(
@@ -786,13 +790,7 @@ pub(super) mod tests {
     #[test]
     fn sink_secrets_are_mounted_where_the_config_points() {
         let desired = desired(&tenant("mercy-clinic.yaml"), inputs()).expect("build");
-        let pod = desired
-            .media_nodes
-            .spec
-            .expect("spec")
-            .template
-            .spec
-            .expect("pod");
+        let pod = media_pod(desired);
         let mounts: Vec<String> = pod.containers[0]
             .volume_mounts
             .iter()

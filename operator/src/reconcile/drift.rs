@@ -232,6 +232,14 @@ mod tests {
         }
     }
 
+    fn live_pod(live: &mut Live) -> &mut PodSpec {
+        live.media_nodes
+            .as_mut()
+            .and_then(|d| d.spec.as_mut())
+            .and_then(|s| s.template.spec.as_mut())
+            .expect("pod")
+    }
+
     #[test]
     fn nothing_differs_when_live_matches_desired() {
         let desired = mercy();
@@ -263,12 +271,7 @@ mod tests {
     fn a_privileged_container_and_a_deleted_service_are_both_reported() {
         let desired = mercy();
         let mut live = live_as(&desired);
-        let pod = live
-            .media_nodes
-            .as_mut()
-            .and_then(|d| d.spec.as_mut())
-            .and_then(|s| s.template.spec.as_mut())
-            .expect("pod");
+        let pod = live_pod(&mut live);
         pod.containers[0]
             .security_context
             .as_mut()
@@ -303,12 +306,7 @@ mod tests {
             1,
             "an edit of the size is drift"
         );
-        let pod = live
-            .media_nodes
-            .as_mut()
-            .and_then(|d| d.spec.as_mut())
-            .and_then(|s| s.template.spec.as_mut())
-            .expect("pod");
+        let pod = live_pod(&mut live);
         pod.host_network = Some(true);
         let drift = find(&live, &desired, true, true);
         assert_eq!(drift.len(), 1, "{drift:?}");
