@@ -3,7 +3,11 @@ CARGO ?= cargo
 OPERATOR := target/debug/bedside-operator
 MEDIA_NODE := target/debug/bedside-media-node
 
-.PHONY: run examples test test-deps build crd manifests fmt bench thirdparty-types
+.PHONY: help run examples test check test-deps build crd manifests fmt bench thirdparty-types
+
+## help: list the targets
+help:
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## /  /'
 
 ## run: start a media node on 127.0.0.1 with the embedded dev default; it prints the link to open
 run:
@@ -35,6 +39,13 @@ test: test-deps
 	$(CARGO) build --locked --workspace --all-features --bins
 	$(CARGO) nextest run --locked --workspace --all-features --no-fail-fast
 
+## check: the inner loop: formatting, lints and the unit tests (no cluster, browser or sink)
+check:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
+	$(CARGO) nextest run --locked --all-features -p bedside-crds -p bedside-audit -p bedside-operator -p bedside-media-node
+
+## test-deps: install what the suites need (Debian/Ubuntu packages, Python modules, cargo-nextest)
 test-deps:
 	./scripts/test-deps.sh
 
@@ -48,9 +59,11 @@ crd:
 	cp crds/healthcaretenant.yaml charts/bedside/crds/healthcaretenant.yaml
 	python3 tests/scripts/render_chart.py charts/bedside > deploy/bedside.yaml
 
+## fmt: format the workspace
 fmt:
 	$(CARGO) fmt --all
 
+## bench: build the release binaries and run every benchmark (writes tables into docs/benchmarks.md)
 bench:
 	$(CARGO) build --locked --release -p bedside-operator -p bedside-media-node
 	$(CARGO) bench --locked -p bedside-benches

@@ -58,8 +58,10 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let binary =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/bedside-operator");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let binary = target.join("release/bedside-operator");
     if !binary.is_file() {
         eprintln!(
             "{} is missing: run `make bench`, which builds it first",
