@@ -27,6 +27,8 @@ pub fn cluster_role() -> ClusterRole {
             // it reads the tenant's TLS Secret by name and creates the key Secret once.
             rule(&[""], &["secrets"], &["get", "create"]),
             rule(&["apps"], &["statefulsets"], &owned),
+            // The media nodes' Deployment an older operator made: read and removed once.
+            rule(&["apps"], &["deployments"], &["get", "delete"]),
             rule(&["networking.k8s.io"], &["networkpolicies"], &owned),
             rule(&["policy"], &["poddisruptionbudgets"], &owned),
             rule(&["cert-manager.io"], &["certificates"], &owned),
@@ -61,8 +63,8 @@ mod tests {
             .collect();
         assert_eq!(
             deletes,
-            ["services"],
-            "only removed pods' media Services are deleted"
+            ["services", "deployments"],
+            "only removed pods' media Services and an older operator's Deployment are deleted"
         );
     }
 }

@@ -13,7 +13,7 @@ use bedside_tests::operator::{
     RunningOperator, ensure_namespace, eventually, install_crd, install_thirdparty_crds,
 };
 use bedside_tests::{ClusterOptions, TestCluster};
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -852,4 +852,68 @@ async fn a_failing_reconcile_is_reported_on_the_tenant_with_the_reason() {
         "{note}"
     );
     assert!(note.contains("quota"), "{note}");
+}
+
+#[tokio::test]
+async fn the_media_deployment_of_an_older_operator_is_removed_and_nobody_elses() {
+    let Some(cluster) = cluster(ClusterOptions::default()).await else {
+        return;
+    };
+    create_tenant(&cluster, |_| {}).await;
+    // A Deployment at the media nodes' name that the tenant does not control.
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), NS);
+    let name = "lakeside-behavioral-media";
+    let stranger: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "selector": {"matchLabels": {"app": "stranger"}},
+            "template": {
+                "metadata": {"labels": {"app": "stranger"}},
+                "spec": {"containers": [{"name": "c", "image": "example.invalid/c:1"}]},
+            },
+        },
+    }))
+    .expect("deployment");
+    deployments
+        .create(&PostParams::default(), &stranger)
+        .await
+        .expect("create the Deployment");
+    let _operator = RunningOperator::start(&cluster, "op-1", false)
+        .await
+        .expect("operator");
+    eventually("the StatefulSet", WAIT, || {
+        get::<StatefulSet>(&cluster, name)
+    })
+    .await;
+    eventually("a status written", WAIT, || condition(&cluster, "Ready")).await;
+    assert!(
+        get::<Deployment>(&cluster, name).await.is_some(),
+        "a Deployment the tenant does not control is left alone"
+    );
+
+    // Now it is what an operator before the StatefulSet layout left: the tenant controls it.
+    let tenant = tenants(&cluster).get(TENANT).await.expect("tenant");
+    let owner = json!({"metadata": {"ownerReferences": [{
+        "apiVersion": "bedside.health/v1alpha1", "kind": "HealthcareTenant",
+        "name": TENANT, "uid": tenant.metadata.uid, "controller": true,
+    }]}});
+    deployments
+        .patch(name, &PatchParams::default(), &Patch::Merge(owner))
+        .await
+        .expect("own it");
+    tenants(&cluster)
+        .patch(
+            TENANT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mediaNodes": {"replicas": 2}}})),
+        )
+        .await
+        .expect("a spec change, so the operator applies again");
+    eventually("the older operator's Deployment gone", WAIT, || async {
+        get::<Deployment>(&cluster, name)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }
