@@ -1,6 +1,7 @@
 //! bedside as a platform team runs it: a HealthcareTenant applied on a real Kubernetes that
-//! runs pods (kubelet + containerd + kube-proxy, tests/src/pods.rs), the media node packed into
-//! an image offline, the operator as its own ServiceAccount. What the team would notice: pods
+//! runs pods (kubelet + containerd + kube-proxy, tests/src/pods.rs), the operator and the media
+//! node packed into images offline; the operator installed from deploy/bedside.yaml as the
+//! README says (running in its own pods), or in the test process as its own ServiceAccount. What the team would notice: pods
 //! that become Ready and stay up, each advertising an address of its own, the tenant Ready, and a
 //! visit whose media flows through the advertised node port.
 
@@ -38,35 +39,89 @@ enum Exposure {
 /// The addresses the harness's "cloud" hands out, routed to the node inside the namespace.
 const LOAD_BALANCER_NET: &str = "10.99.0";
 
+/// Where the operator runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Install {
+    /// As the README tells a platform team: `deploy/bedside.yaml`, the operator in its own pods
+    /// as the chart's ServiceAccount, the media node from the image the operator names.
+    Manifest,
+    /// In the test process, as its own ServiceAccount, the media node from the test's image.
+    InProcess,
+}
+
 #[test]
-fn a_node_port_tenant_runs_each_pod_ready_at_its_own_address_and_carries_a_visit() {
-    on_a_cluster(Exposure::NodePort);
+fn a_node_port_tenant_installed_from_the_readme_runs_each_pod_at_its_own_address_and_carries_a_visit()
+ {
+    on_a_cluster(Exposure::NodePort, Install::Manifest);
 }
 
 #[test]
 fn a_load_balancer_tenant_runs_each_pod_ready_at_its_own_address_and_carries_a_visit() {
-    on_a_cluster(Exposure::LoadBalancer);
+    on_a_cluster(Exposure::LoadBalancer, Install::InProcess);
 }
 
-fn on_a_cluster(exposure: Exposure) {
+fn on_a_cluster(exposure: Exposure, install: Install) {
     if !pods::require_or_skip() {
         return;
     }
     let cluster = PodCluster::start().unwrap_or_else(|e| panic!("start the cluster: {e}"));
+    let media_image = match install {
+        Install::InProcess => IMAGE.to_string(),
+        Install::Manifest => bedside_operator::names::default_image(),
+    };
     cluster
-        .load_image(IMAGE, &[&workspace_binary("bedside-media-node")])
+        .load_image(&media_image, &[&workspace_binary("bedside-media-node")])
         .unwrap_or_else(|e| panic!("{e}"));
+    if install == Install::Manifest {
+        install_from_the_manifest(&cluster);
+    }
     let kubeconfig = cluster.kubeconfig().to_path_buf();
     cluster.run(move || async move {
         let api = TestCluster::attach(kubeconfig)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let cloud = (exposure == Exposure::LoadBalancer).then(|| play_the_cloud(api.client()));
-        scenario(&api, exposure).await;
+        scenario(&api, exposure, install).await;
         if let Some(cloud) = cloud {
             cloud.abort();
         }
     });
+}
+
+/// The README's install, with the operator image packed offline under the name the manifest
+/// uses. A v1.20 server cannot server-side apply the CRD's CEL fields, so this is the `kubectl
+/// create` docs/install.md gives for servers before 1.25.
+fn install_from_the_manifest(cluster: &PodCluster) {
+    let manifest = bedside_tests::repo_root().join("deploy/bedside.yaml");
+    let text = std::fs::read_to_string(&manifest).expect("deploy/bedside.yaml");
+    let image = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("image: ghcr.io/bedside-health/bedside-operator:")
+        })
+        .map(|tag| format!("ghcr.io/bedside-health/bedside-operator:{tag}"))
+        .expect("the operator image in the manifest");
+    cluster
+        .load_image(&image, &[&workspace_binary("bedside-operator")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    for args in [
+        vec!["create", "namespace", "bedside-system"],
+        vec![
+            "create",
+            "--validate=false",
+            "-f",
+            manifest.to_str().expect("path"),
+        ],
+    ] {
+        let out = cluster.kubectl().args(&args).output().expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// What a cloud's load balancer controller does: every LoadBalancer Service gets an IP of its
@@ -154,15 +209,25 @@ async fn public_signaling(cluster: &TestCluster, exposure: Exposure) -> std::net
     text.parse().expect("an address")
 }
 
-async fn scenario(cluster: &TestCluster, exposure: Exposure) {
+async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    install_crd(cluster).await.expect("CRD");
     ensure_namespace(cluster, NS).await.expect("namespace");
     let cert_pem = tls_secret(cluster).await;
-    let operator = RunningOperator::start(cluster, "operator-0", false)
-        .await
-        .expect("operator");
-    create_tenant(cluster, 3, exposure).await;
+    let operator = match install {
+        Install::InProcess => {
+            install_crd(cluster).await.expect("CRD");
+            Some(
+                RunningOperator::start(cluster, "operator-0", false)
+                    .await
+                    .expect("operator"),
+            )
+        }
+        Install::Manifest => {
+            operator_pod_ready(cluster).await;
+            None
+        }
+    };
+    create_tenant(cluster, 3, exposure, install).await;
 
     // Every pod Ready, the tenant Ready with all three, each pod at an address of its own.
     let tenants: Api<HealthcareTenant> = Api::namespaced(cluster.client(), NS);
@@ -397,7 +462,9 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure) {
         advertised[..1].to_vec(),
         "the new pod advertises its predecessor's address"
     );
-    operator.stop().await.expect("the operator stops cleanly");
+    if let Some(operator) = operator {
+        operator.stop().await.expect("the operator stops cleanly");
+    }
 }
 
 /// The TLS Secret the tenant names: valid for the loopback address the test connects to.
@@ -427,14 +494,16 @@ async fn tls_secret(cluster: &TestCluster) -> Vec<u8> {
 
 /// The lakeside example with `replicas` media nodes from the test image, exposed as asked,
 /// audit to stdout (the pod log), AES-GCM media.
-async fn create_tenant(cluster: &TestCluster, replicas: i32, exposure: Exposure) {
+async fn create_tenant(cluster: &TestCluster, replicas: i32, exposure: Exposure, install: Install) {
     let mut doc = documents(&examples_dir().join("lakeside-behavioral.yaml")).remove(0);
     doc["spec"]["mediaNodes"] = json!({
         "replicas": replicas,
-        "image": IMAGE,
         "serviceType": format!("{exposure:?}"),
         "publicAddress": PUBLIC_ADDRESS,
     });
+    if install == Install::InProcess {
+        doc["spec"]["mediaNodes"]["image"] = IMAGE.into();
+    }
     doc["spec"]["meetings"]["mediaEncryption"] = "Required".into();
     doc["spec"]["audit"]["sinks"] = json!([{"stdout": {}}]);
     let tenant: HealthcareTenant = serde_json::from_value(doc).expect("tenant");
@@ -442,6 +511,31 @@ async fn create_tenant(cluster: &TestCluster, replicas: i32, exposure: Exposure)
         .create(&PostParams::default(), &tenant)
         .await
         .expect("create the tenant");
+}
+
+/// The operator installed from the manifest: its leader Ready (the standby never is) and the
+/// CRD served.
+async fn operator_pod_ready(cluster: &TestCluster) {
+    eventually(
+        "the operator's leader pod Ready",
+        Duration::from_secs(180),
+        || async {
+            let pods = Api::<Pod>::namespaced(cluster.client(), "bedside-system")
+                .list(&ListParams::default().labels("app.kubernetes.io/name=bedside-operator"))
+                .await
+                .ok()?;
+            pods.items
+                .iter()
+                .any(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c.ready))
+                })
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 async fn media_pods(cluster: &TestCluster) -> Vec<Pod> {
