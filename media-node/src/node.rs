@@ -290,15 +290,20 @@ fn follow_media_address(
     });
     let (published, receiver) = watch::channel(fixed);
     if let (None, Some(dir)) = (fixed, &network.advertised_media_address_dir) {
-        let file = address::file_of(dir, &setup.node_name);
-        tokio::spawn(address::follow(file, published));
-        let mut changes = receiver.clone();
+        let (found, mut changes) = watch::channel(None);
+        tokio::spawn(address::follow(
+            address::file_of(dir, &setup.node_name),
+            found,
+        ));
         let sfu = sfu.clone();
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
                 let current = *changes.borrow_and_update();
                 if let Some(address) = current {
+                    // The media loop first, then signaling and readiness: a join let in by the
+                    // new address queues behind this command, so it never gets the old one.
                     sfu.tell(Command::Advertise { address }).await;
+                    published.send_replace(Some(address));
                 }
             }
         });

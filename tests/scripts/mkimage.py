@@ -2,10 +2,11 @@
 """Packs programs into a one-layer container image (a `docker save` tarball), offline: no
 registry, no daemon. The cluster suites import it with `ctr -n k8s.io images import OUT.tar`.
 
-  mkimage.py OUT.tar NAME:TAG [--bin PROGRAM]... [--file SRC:DEST[:MODE]]...
+  mkimage.py OUT.tar NAME:TAG [--bin PROGRAM[:DEST]]... [--file SRC:DEST[:MODE]]...
              [--entrypoint JSON] [--user UID:GID]
 
---bin copies a dynamically linked program and every library `ldd` names, at the same paths.
+--bin PROGRAM[:DEST] copies a dynamically linked program (to DEST, else its own path) and every
+library `ldd` names, at their own paths.
 """
 import argparse
 import hashlib
@@ -58,8 +59,9 @@ def main():
     args = ap.parse_args()
 
     entries = {}
-    for program in args.bin:
-        entries[program.lstrip("/")] = (program, 0o755)
+    for spec in args.bin:
+        program, _, dest = spec.partition(":")
+        entries[(dest or program).lstrip("/")] = (program, 0o755)
         for lib in library_paths(program):
             entries[lib.lstrip("/")] = (os.path.realpath(lib), 0o755)
     for spec in args.file:

@@ -153,21 +153,31 @@ impl PodCluster {
         self.netns.run(body)
     }
 
-    /// Packs `programs` into an image named `reference` (entrypoint: the first program) and
-    /// imports it into the cluster's containerd.
+    /// Packs `programs` into an image named `reference`, each at /usr/local/bin/<its name>, the
+    /// first as the entrypoint, and imports it into the cluster's containerd.
     pub fn load_image(&self, reference: &str, programs: &[&Path]) -> Result<(), HarnessError> {
         let tar = self
             .dir
             .path()
             .join(format!("{}.tar", reference.replace(['/', ':'], "_")));
-        let entrypoint = serde_json::json!([programs[0]]).to_string();
+        // /usr/local/bin/<name>, never the build path: a pod's /tmp emptyDir would hide a
+        // binary built under /tmp (a clean clone there did exactly that).
+        let inside = |program: &Path| {
+            let name = program
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("program");
+            format!("/usr/local/bin/{name}")
+        };
+        let entrypoint = serde_json::json!([inside(programs[0])]).to_string();
         let mut pack = Command::new("python3");
         pack.arg(scripts().join("mkimage.py"))
             .arg(&tar)
             .arg(reference)
             .args(["--entrypoint", &entrypoint, "--user", "65532:65532"]);
         for program in programs {
-            pack.arg("--bin").arg(program);
+            pack.arg("--bin")
+                .arg(format!("{}:{}", program.display(), inside(program)));
         }
         check("pack the image (tests/scripts/mkimage.py)", pack)?;
         let mut import = Command::new("ctr");

@@ -242,12 +242,21 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
             (ready && status.ready_media_nodes == Some(count)).then_some(status)
         }
     };
-    let status = eventually(
-        "the tenant Ready with 3 media nodes",
-        Duration::from_secs(240),
-        || ready(3),
-    )
-    .await;
+    // With load balancers the pods start before their addresses exist, and the kubelet brings
+    // the addresses ConfigMap into them at its next sync (up to about a minute), so allow for a
+    // busy machine.
+    let mut status = None;
+    let started = std::time::Instant::now();
+    while status.is_none() && started.elapsed() < Duration::from_secs(420) {
+        status = ready(3).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let Some(status) = status else {
+        panic!(
+            "the tenant is not Ready with 3 media nodes after 7 minutes: {}",
+            explain(cluster).await
+        );
+    };
     let advertised = addresses(cluster).await;
     assert_eq!(advertised.len(), 3, "{advertised:?}");
     let distinct: BTreeSet<&String> = advertised.iter().map(|(_, a)| a).collect();
@@ -511,6 +520,47 @@ async fn create_tenant(cluster: &TestCluster, replicas: i32, exposure: Exposure,
         .create(&PostParams::default(), &tenant)
         .await
         .expect("create the tenant");
+}
+
+/// What a platform engineer would look at when the tenant is not Ready: its conditions, the
+/// media pods' states and the addresses written so far.
+async fn explain(cluster: &TestCluster) -> String {
+    let tenant = Api::<HealthcareTenant>::namespaced(cluster.client(), NS)
+        .get(TENANT)
+        .await
+        .ok()
+        .and_then(|t| t.status)
+        .map(|s| {
+            s.conditions
+                .iter()
+                .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default();
+    let pods: Vec<String> = media_pods(cluster)
+        .await
+        .iter()
+        .map(|p| {
+            let statuses = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.clone())
+                .unwrap_or_default();
+            let states: Vec<String> = statuses
+                .iter()
+                .map(|c| format!("ready={} restarts={}", c.ready, c.restart_count))
+                .collect();
+            format!(
+                "{}: {states:?}",
+                p.metadata.name.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    format!(
+        "tenant: {tenant}\npods: {pods:?}\naddresses: {:?}",
+        addresses(cluster).await
+    )
 }
 
 /// The operator installed from the manifest: its leader Ready (the standby never is) and the
