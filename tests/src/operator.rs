@@ -57,6 +57,25 @@ pub async fn tenant_condition(
     Some((c.status, c.reason, c.message))
 }
 
+/// Merges `spec` into a tenant's spec, as a platform engineer's `kubectl patch` would;
+/// `what` names the change in the failure message.
+pub async fn patch_tenant_spec(
+    client: &Client,
+    namespace: &str,
+    tenant: &str,
+    spec: Value,
+    what: &str,
+) {
+    Api::<HealthcareTenant>::namespaced(client.clone(), namespace)
+        .patch(
+            tenant,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
 fn setup(e: impl std::fmt::Display) -> HarnessError {
     HarnessError::Config(e.to_string())
 }

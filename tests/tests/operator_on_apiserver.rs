@@ -11,6 +11,7 @@ use bedside_crds::HealthcareTenant;
 use bedside_tests::examples::{documents, examples_dir};
 use bedside_tests::operator::{
     RunningOperator, ensure_namespace, eventually, install_crd, install_thirdparty_crds,
+    patch_tenant_spec,
 };
 use bedside_tests::{ClusterOptions, TestCluster};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -316,14 +317,14 @@ async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
 
     // A config change rolls the pods; a replica change does not; the keys never change.
     let hash = config_hash(&deployment);
-    tenants(&cluster)
-        .patch(
-            TENANT,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"mediaNodes": {"replicas": 3}}})),
-        )
-        .await
-        .expect("scale");
+    patch_tenant_spec(
+        &cluster.client(),
+        NS,
+        TENANT,
+        json!({"mediaNodes": {"replicas": 3}}),
+        "scale",
+    )
+    .await;
     let scaled: StatefulSet = eventually("3 replicas", WAIT, || async {
         get::<StatefulSet>(&cluster, "lakeside-behavioral-media")
             .await
@@ -344,14 +345,14 @@ async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
         3,
         "each pod advertises its own address: {distinct:?}"
     );
-    tenants(&cluster)
-        .patch(
-            TENANT,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"meetings": {"idleTimeout": "5m"}}})),
-        )
-        .await
-        .expect("shorter logoff");
+    patch_tenant_spec(
+        &cluster.client(),
+        NS,
+        TENANT,
+        json!({"meetings": {"idleTimeout": "5m"}}),
+        "shorter logoff",
+    )
+    .await;
     let cm: ConfigMap = eventually("the 5m idle timeout in the config", WAIT, || async {
         get::<ConfigMap>(&cluster, "lakeside-behavioral-media-config")
             .await
@@ -506,14 +507,7 @@ async fn an_expired_agreement_stops_media_and_an_invalid_spec_changes_nothing() 
     );
 
     // A renewal brings media back.
-    tenants(&cluster)
-        .patch(
-            TENANT,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"baa": {"reference": "LBH/BAA/2026-001", "signedOn": "2026-01-01", "expiresOn": null}}})),
-        )
-        .await
-        .expect("renew");
+    patch_tenant_spec(&cluster.client(), NS, TENANT, json!({"baa": {"reference": "LBH/BAA/2026-001", "signedOn": "2026-01-01", "expiresOn": null}}), "renew").await;
     eventually("1 replica after renewal", WAIT, || async {
         get::<StatefulSet>(&cluster, "lakeside-behavioral-media")
             .await
@@ -522,14 +516,14 @@ async fn an_expired_agreement_stops_media_and_an_invalid_spec_changes_nothing() 
     .await;
 
     // 1.20 cannot run the CEL rule that refuses two TLS sources; the operator can.
-    tenants(&cluster)
-        .patch(
-            TENANT,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"tls": {"issuerRef": {"name": "hospital-ca"}}, "mediaNodes": {"replicas": 4}}})),
-        )
-        .await
-        .expect("accepted by a server without CEL");
+    patch_tenant_spec(
+        &cluster.client(),
+        NS,
+        TENANT,
+        json!({"tls": {"issuerRef": {"name": "hospital-ca"}}, "mediaNodes": {"replicas": 4}}),
+        "accepted by a server without CEL",
+    )
+    .await;
     let (status, _, message) = eventually("InvalidSpec", WAIT, || async {
         condition(&cluster, "SettingsLocked")
             .await
@@ -683,14 +677,14 @@ async fn a_restarted_operator_converges_and_only_the_leader_reconciles() {
         (holder == standby_name).then_some(())
     })
     .await;
-    tenants(&cluster)
-        .patch(
-            TENANT,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"mediaNodes": {"replicas": 2}}})),
-        )
-        .await
-        .expect("scale");
+    patch_tenant_spec(
+        &cluster.client(),
+        NS,
+        TENANT,
+        json!({"mediaNodes": {"replicas": 2}}),
+        "scale",
+    )
+    .await;
     eventually("the new leader applies the change", WAIT, || async {
         get::<StatefulSet>(&cluster, "lakeside-behavioral-media")
             .await
@@ -901,14 +895,14 @@ async fn the_media_deployment_of_an_older_operator_is_removed_and_nobody_elses()
         .patch(name, &PatchParams::default(), &Patch::Merge(owner))
         .await
         .expect("own it");
-    tenants(&cluster)
-        .patch(
-            TENANT,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"mediaNodes": {"replicas": 2}}})),
-        )
-        .await
-        .expect("a spec change, so the operator applies again");
+    patch_tenant_spec(
+        &cluster.client(),
+        NS,
+        TENANT,
+        json!({"mediaNodes": {"replicas": 2}}),
+        "a spec change, so the operator applies again",
+    )
+    .await;
     eventually("the older operator's Deployment gone", WAIT, || async {
         get::<Deployment>(&cluster, name)
             .await

@@ -13,7 +13,9 @@ use bedside_media_node::token::Role;
 use bedside_tests::TestCluster;
 use bedside_tests::examples::{documents, examples_dir};
 use bedside_tests::media::{PeerOptions, RustPeer, TestNode, wait_until, workspace_binary};
-use bedside_tests::operator::{RunningOperator, ensure_namespace, eventually, install_crd};
+use bedside_tests::operator::{
+    RunningOperator, ensure_namespace, eventually, install_crd, patch_tenant_spec,
+};
 use bedside_tests::pods::{self, PodCluster};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, ListParams, LogParams, Patch, PatchParams, PostParams};
@@ -304,14 +306,14 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
     }
 
     // Down to one node: the removed pods' media Services go, the remaining pod keeps its address.
-    tenants
-        .patch(
-            TENANT,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"mediaNodes": {"replicas": 1}}})),
-        )
-        .await
-        .expect("scale down");
+    patch_tenant_spec(
+        &cluster.client(),
+        NS,
+        TENANT,
+        json!({"mediaNodes": {"replicas": 1}}),
+        "scale down",
+    )
+    .await;
     let services: Api<Service> = Api::namespaced(cluster.client(), NS);
     eventually(
         "the removed pods' media Services deleted",
@@ -424,14 +426,14 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
         .expect("pod")
         .metadata
         .uid;
-    tenants
-        .patch(
-            TENANT,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"meetings": {"idleTimeout": "5m"}}})),
-        )
-        .await
-        .expect("a spec change that rolls the pods");
+    patch_tenant_spec(
+        &cluster.client(),
+        NS,
+        TENANT,
+        json!({"meetings": {"idleTimeout": "5m"}}),
+        "a spec change that rolls the pods",
+    )
+    .await;
     eventually("the pod told to stop", Duration::from_secs(120), || async {
         let pod = pods.get("lakeside-behavioral-media-0").await.ok()?;
         pod.metadata.deletion_timestamp.map(|_| ())
