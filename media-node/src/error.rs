@@ -24,6 +24,17 @@ pub enum NodeError {
     },
     #[error("audit: {0}")]
     Audit(String),
+    #[error(
+        "room placement needs the Kubernetes API (Leases in namespace {namespace}): {source}; \
+         check that the pod runs as the tenant's media ServiceAccount, which the operator binds \
+         to a Role for leases"
+    )]
+    Placement {
+        namespace: String,
+        source: Box<kube::Error>,
+    },
+    #[error("room placement: other pods kept changing this room's lease; try again")]
+    PlacementContended,
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -9,6 +9,7 @@
 //! - [`config`]: reading and checking the node's config file, and the dev default;
 //! - [`address`]: the pod's advertised media address, followed from the operator's ConfigMap;
 //! - [`health`]: liveness and readiness verdicts for the kubelet's probes;
+//! - [`placement`]: which pod holds which room, shared through Kubernetes Leases;
 //! - [`node`]: config and key material in, a running node out;
 //! - [`error`]: the crate's one error type.
 
@@ -19,6 +20,7 @@ pub mod error;
 pub mod health;
 pub mod meeting;
 pub mod node;
+pub mod placement;
 pub mod sfu;
 pub mod signaling;
 pub mod tls;

@@ -33,6 +33,13 @@ enum Command {
         /// The `node` label on metrics.
         #[arg(long, env = "POD_NAME", default_value = "local")]
         node_name: String,
+        /// In Kubernetes (with --pod-ip): share rooms with the tenant's other pods through
+        /// Leases in this namespace, so each room's participants meet on one pod.
+        #[arg(long, env = "POD_NAMESPACE", requires = "pod_ip")]
+        namespace: Option<String>,
+        /// This pod's IP, where the other pods reach its signaling.
+        #[arg(long, env = "POD_IP", requires = "namespace")]
+        pod_ip: Option<std::net::IpAddr>,
     },
     /// Check media-node config files the way the node does at start-up: exits 1, naming every
     /// offending field, when a file unlocks a BAA-locked setting or breaks a bound.
@@ -44,8 +51,18 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        None => run(None, "local".into()),
-        Some(Command::Run { config, node_name }) => run(config, node_name),
+        None => run(None, "local".into(), None),
+        Some(Command::Run {
+            config,
+            node_name,
+            namespace,
+            pod_ip,
+        }) => {
+            let placement = namespace
+                .zip(pod_ip)
+                .map(|(namespace, pod_ip)| node::PlacementSetup { namespace, pod_ip });
+            run(config, node_name, placement)
+        }
         Some(Command::CheckConfig { files }) => check_config(files),
     }
 }
@@ -106,7 +123,11 @@ fn init_logging() {
         .init();
 }
 
-fn run(config_file: Option<PathBuf>, node_name: String) -> ExitCode {
+fn run(
+    config_file: Option<PathBuf>,
+    node_name: String,
+    placement: Option<node::PlacementSetup>,
+) -> ExitCode {
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -127,7 +148,7 @@ fn run(config_file: Option<PathBuf>, node_name: String) -> ExitCode {
             None => NodeSetup::generated(config::dev_default(), node_name),
         };
         let setup = match setup {
-            Ok(setup) => setup,
+            Ok(setup) => NodeSetup { placement, ..setup },
             Err(e) => {
                 eprintln!("bedside-media-node: {e}");
                 return ExitCode::FAILURE;

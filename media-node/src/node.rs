@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::crypto_policy::SrtpPolicy;
 use crate::error::NodeError;
+use crate::placement::leases::{self, Placement};
 use crate::sfu::{self, Command, EngineSettings, EngineStats, SfuHandle};
 use crate::signaling::server::{AppState, router};
 use crate::tls::{self, TlsMaterial};
@@ -41,6 +42,17 @@ pub struct NodeSetup {
     pub checkpoint_interval: Duration,
     /// Names this node in metrics (`node` label): the pod name in Kubernetes.
     pub node_name: String,
+    /// In Kubernetes: where this pod's room placement lives; `None` holds every room here.
+    pub placement: Option<PlacementSetup>,
+}
+
+/// What a pod needs to share rooms with the other pods of its tenant.
+#[derive(Clone, Debug)]
+pub struct PlacementSetup {
+    /// The pod's namespace, where the placement Leases live.
+    pub namespace: String,
+    /// The pod's IP, at which the other pods reach its signaling.
+    pub pod_ip: std::net::IpAddr,
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, NodeError> {
@@ -69,6 +81,7 @@ impl NodeSetup {
             webhook_ca: None,
             checkpoint_interval: CHECKPOINT_INTERVAL,
             node_name,
+            placement: None,
         })
     }
 
@@ -88,6 +101,7 @@ impl NodeSetup {
             webhook_ca: None,
             checkpoint_interval: CHECKPOINT_INTERVAL,
             node_name,
+            placement: None,
         })
     }
 }
@@ -106,6 +120,7 @@ pub struct RunningNode {
     metrics_task: tokio::task::JoinHandle<()>,
     audit: Arc<Auditor>,
     stats: Arc<EngineStats>,
+    placement: Option<(Arc<Placement>, tokio::task::JoinHandle<()>)>,
 }
 
 pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
@@ -168,6 +183,29 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         draining: shutdown_rx.clone(),
         audit: audit.clone(),
     };
+    let placement = match &setup.placement {
+        Some(setup_placement) => {
+            let url = format!(
+                "wss://{}/ws",
+                SocketAddr::new(
+                    setup_placement.pod_ip,
+                    config.network.signaling_listen.port()
+                )
+            );
+            let placement = Arc::new(
+                Placement::connect(
+                    &setup_placement.namespace,
+                    &config.tenant.name,
+                    &setup.node_name,
+                    url,
+                )
+                .await?,
+            );
+            let beat = leases::spawn(placement.clone(), sfu.clone(), shutdown_rx.clone());
+            Some((placement, beat))
+        }
+        None => None,
+    };
     let state = AppState {
         sfu: sfu.clone(),
         verifier,
@@ -179,6 +217,8 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         audit: audit.clone(),
         passcodes: Arc::new(crate::signaling::server::Passcodes::new(&setup.join_key)),
         end_to_end,
+        placement: placement.as_ref().map(|(p, _)| p.clone()),
+        peer_tls: crate::signaling::forward::peer_tls(&setup.tls)?,
     };
     let app = router(state);
 
@@ -270,6 +310,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         metrics_task,
         audit,
         stats: running_stats,
+        placement,
     })
 }
 
@@ -520,6 +561,11 @@ impl RunningNode {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while !self.audit.drained() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some((placement, beat)) = &self.placement {
+            // Last: until now this pod said "draining", so its rooms stayed here.
+            beat.abort();
+            placement.leave().await;
         }
         self.metrics_task.abort();
         tracing::info!("media node stopped");

@@ -46,6 +46,10 @@ pub struct ChildNames {
     pub network_policy: String,
     pub disruption_budget: String,
     pub certificate_secret: String,
+    /// The media pods' ServiceAccount.
+    pub media_account: String,
+    /// The Role (and its binding) that lets the media pods place rooms.
+    pub placement: String,
 }
 
 impl ChildNames {
@@ -61,6 +65,8 @@ impl ChildNames {
             network_policy: format!("{t}-media"),
             disruption_budget: format!("{t}-media"),
             certificate_secret: format!("{t}-tls"),
+            media_account: format!("{t}-media"),
+            placement: format!("{t}-media-placement"),
         }
     }
 

@@ -34,7 +34,12 @@ pub fn cluster_role() -> ClusterRole {
             rule(&["cert-manager.io"], &["certificates"], &owned),
             rule(&["monitoring.coreos.com"], &["servicemonitors"], &owned),
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
-            rule(&["coordination.k8s.io"], &["leases"], &["get", "create", "update", "patch"]),
+            // Its own leader election; and it may grant the media pods' placement Role only
+            // what it holds itself (RBAC's escalation check).
+            rule(&["coordination.k8s.io"], &["leases"], &crate::build::access::LEASE_VERBS),
+            // The media pods' ServiceAccount, Role and RoleBinding (placement Leases).
+            rule(&[""], &["serviceaccounts"], &owned),
+            rule(&["rbac.authorization.k8s.io"], &["roles", "rolebindings"], &owned),
         ],
     }))
     .expect("a valid ClusterRole")
@@ -63,8 +68,9 @@ mod tests {
             .collect();
         assert_eq!(
             deletes,
-            ["services", "deployments"],
-            "only removed pods' media Services and an older operator's Deployment are deleted"
+            ["services", "deployments", "leases"],
+            "only removed pods' media Services, an older operator's Deployment and (to grant \
+             it to media pods) placement Leases are deleted"
         );
     }
 }

@@ -305,6 +305,25 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
         );
     }
 
+    // Visits through the tenant's public endpoint, never a pod IP.
+    let keys: Api<Secret> = Api::namespaced(cluster.client(), NS);
+    let keys = keys
+        .get("lakeside-behavioral-keys")
+        .await
+        .expect("keys")
+        .data
+        .expect("data");
+    let signaling = public_signaling(cluster, exposure).await;
+    reaches_only_live_pods(signaling).await;
+    let node = TestNode::remote(
+        signaling,
+        cert_pem,
+        TENANT,
+        keys["join-token.key"].0.clone(),
+        keys["audit-hmac.key"].0.clone(),
+    );
+    rooms_meet_on_one_pod_each(cluster, &node).await;
+
     // Down to one node: the removed pods' media Services go, the remaining pod keeps its address.
     patch_tenant_spec(
         &cluster.client(),
@@ -345,43 +364,8 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
     );
 
     // A visit through the tenant's public endpoint: media crosses the pod's advertised address.
-    let keys: Api<Secret> = Api::namespaced(cluster.client(), NS);
-    let keys = keys
-        .get("lakeside-behavioral-keys")
-        .await
-        .expect("keys")
-        .data
-        .expect("data");
-    let signaling = public_signaling(cluster, exposure).await;
-    // kube-proxy follows the endpoints a moment later: until then a connection may still be
-    // sent to a removed pod. A browser would retry; the test waits until it need not.
-    eventually(
-        "the signaling endpoint reaches only live pods",
-        Duration::from_secs(60),
-        || async {
-            for _ in 0..5 {
-                let connect = tokio::net::TcpStream::connect(signaling);
-                tokio::time::timeout(Duration::from_secs(2), connect)
-                    .await
-                    .ok()?
-                    .ok()?;
-            }
-            Some(())
-        },
-    )
-    .await;
-    let node = TestNode::remote(
-        signaling,
-        cert_pem,
-        TENANT,
-        keys["join-token.key"].0.clone(),
-        keys["audit-hmac.key"].0.clone(),
-    );
+    reaches_only_live_pods(signaling).await;
     let room = "visit-on-a-pod";
-    let from_the_node = || PeerOptions {
-        bind_ip: PUBLIC_ADDRESS.parse().expect("ip"),
-        ..PeerOptions::default()
-    };
     let mut clinician = RustPeer::join(
         &node,
         room,
@@ -476,6 +460,136 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
     if let Some(operator) = operator {
         operator.stop().await.expect("the operator stops cleanly");
     }
+}
+
+/// kube-proxy follows the endpoints a moment after pods come and go: until then a connection
+/// may still be sent to a pod that is gone. A browser would retry; the test waits until it
+/// need not.
+async fn reaches_only_live_pods(signaling: std::net::SocketAddr) {
+    eventually(
+        "the signaling endpoint reaches only live pods",
+        Duration::from_secs(60),
+        || async {
+            for _ in 0..5 {
+                let connect = tokio::net::TcpStream::connect(signaling);
+                tokio::time::timeout(Duration::from_secs(2), connect)
+                    .await
+                    .ok()?
+                    .ok()?;
+            }
+            Some(())
+        },
+    )
+    .await;
+}
+
+/// Peers connect from the cluster node's address, as a browser outside the cluster would.
+fn from_the_node() -> PeerOptions {
+    PeerOptions {
+        bind_ip: PUBLIC_ADDRESS.parse().expect("ip"),
+        ..PeerOptions::default()
+    }
+}
+
+/// Six visits of two or three participants, every join through the public endpoint (which
+/// spreads connections over the three pods): each visit meets on one pod, the visits spread over
+/// more than one pod, everyone gets everyone else's media, and the audit trail of the room's pod
+/// names each participant's own address, not the pod that carried the join.
+async fn rooms_meet_on_one_pod_each(cluster: &TestCluster, node: &TestNode) {
+    let mut rooms: Vec<(String, Vec<RustPeer>)> = Vec::new();
+    for r in 0..6 {
+        let room = format!("placed-visit-{r}");
+        let mut peers = Vec::new();
+        for p in 0..if r < 2 { 3 } else { 2 } {
+            let user = format!("u-{r}-{p}");
+            let token = node.token(&room, &user, Role::Host);
+            let mut peer = RustPeer::join(node, &room, &token, from_the_node()).await;
+            peer.start_publishing();
+            peers.push(peer);
+        }
+        rooms.push((room, peers));
+    }
+    let everyone_sees_everyone = || {
+        rooms.iter().all(|(_, peers)| {
+            peers.iter().all(|a| {
+                peers
+                    .iter()
+                    .filter(|b| b.participant_id != a.participant_id)
+                    .all(|b| a.packets_from(&b.participant_id) > 20)
+            })
+        })
+    };
+    let flowing = wait_until(Duration::from_secs(45), everyone_sees_everyone).await;
+    let mut counters = String::new();
+    let mut logs = Vec::new();
+    for pod in media_pods(cluster).await {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        counters.push_str(&format!("{name}: {}\n", pod_counters(cluster, &name).await));
+        logs.push(pod_log(cluster, &name).await);
+    }
+    assert!(
+        flowing,
+        "every participant receives every other one's media in their room; counters: {counters}"
+    );
+    for (_, peers) in rooms.drain(..) {
+        for peer in peers {
+            peer.leave().await;
+        }
+    }
+
+    let pod_ips: Vec<String> = media_pods(cluster)
+        .await
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
+    let mut room_pods: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    let mut joined = BTreeSet::new();
+    for line in logs.iter().flat_map(|log| log.lines()) {
+        let Ok(record) = serde_json::from_str::<bedside_audit::chain::Record>(line) else {
+            continue;
+        };
+        let event = record.event;
+        let Some(room) = event.place.room.map(|r| r.to_string()) else {
+            continue;
+        };
+        if event.action != bedside_audit::event::Action::Join || !room.starts_with("placed-") {
+            continue;
+        }
+        let ip = event
+            .place
+            .client_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
+        assert!(
+            !pod_ips.contains(&ip),
+            "the join record names the client, not the pod that carried the join: {line}"
+        );
+        joined.insert(event.actor.user.map(|u| u.to_string()).unwrap_or_default());
+        room_pods
+            .entry(room)
+            .or_default()
+            .insert(event.place.node.to_string());
+    }
+    assert_eq!(
+        joined.len(),
+        14,
+        "every join is in a pod's audit trail: {joined:?}"
+    );
+    assert_eq!(room_pods.len(), 6, "{room_pods:?}");
+    assert!(
+        room_pods.values().all(|pods| pods.len() == 1),
+        "each visit meets on one pod: {room_pods:?}"
+    );
+    let used: BTreeSet<&String> = room_pods.values().flatten().collect();
+    assert!(
+        used.len() >= 2,
+        "visits spread over the pods: {room_pods:?}"
+    );
+    assert!(
+        counters.contains("bedside_media_joins_forwarded_total"),
+        "pods carried joins on to their room's pod: {counters}"
+    );
+    println!("visits by pod: {room_pods:?}\ncounters:\n{counters}");
 }
 
 /// The TLS Secret the tenant names: valid for the loopback address the test connects to.
@@ -646,6 +760,7 @@ async fn pod_counters(cluster: &TestCluster, pod: &str) -> String {
             l.starts_with("bedside_media_packets_total")
                 || l.starts_with("bedside_media_connection")
                 || l.starts_with("bedside_media_srtp")
+                || (l.starts_with("bedside_media_joins_forwarded_total") && !l.ends_with(" 0"))
         })
         .collect::<Vec<_>>()
         .join("\n")

@@ -116,6 +116,10 @@ pub enum Command {
     /// The address browsers reach this node's media at changed (the operator gave this pod
     /// its public address); connections made from now on use it.
     Advertise { address: SocketAddr },
+    /// The rooms that have a meeting here (placement lets go of the others' leases).
+    Rooms {
+        reply: oneshot::Sender<Result<Vec<String>, ProtocolError>>,
+    },
     /// Tell everyone, disconnect everyone, stop.
     Shutdown { reason: String },
 }
@@ -287,6 +291,9 @@ impl Engine {
             }
             Command::Leave { id, reason } => self.gone.push((id, reason, None)),
             Command::Advertise { address } => self.settings.advertised = address,
+            Command::Rooms { reply } => {
+                let _ = reply.send(Ok(self.meetings.keys().map(|r| r.to_string()).collect()));
+            }
             Command::Shutdown { .. } => {}
         }
     }

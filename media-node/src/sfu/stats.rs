@@ -110,6 +110,8 @@ pub struct EngineStats {
     pub publishers: IntGauge,
     pub subscribers: IntGauge,
     pub connected: IntCounter,
+    /// Joins this pod carried on to the pod that holds their room.
+    pub forwarded_joins: IntCounter,
     /// Completed media sessions by negotiated SRTP profile.
     pub srtp_sessions: IntCounterVec,
     pub connection_failures: IntCounterVec,
@@ -196,6 +198,10 @@ impl EngineStats {
             subscribers: gauge(
                 "bedside_media_subscribers",
                 "Participants receiving forwarded video",
+            )?,
+            forwarded_joins: counter(
+                "bedside_media_joins_forwarded_total",
+                "Joins carried on to the pod that holds their room",
             )?,
             connected: counter(
                 "bedside_media_connections_total",
@@ -316,8 +322,9 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 23] = [
+        let collectors: [&dyn Collector; 24] = [
             &self.rooms,
+            &self.forwarded_joins,
             &self.participants,
             &self.publishers,
             &self.subscribers,

@@ -33,6 +33,10 @@ pub struct AppState {
     pub passcodes: Arc<Passcodes>,
     /// The tenant's mediaEncryption is EndToEnd.
     pub end_to_end: bool,
+    /// Which pod holds which room (Kubernetes); `None`: this node holds every room.
+    pub placement: Option<Arc<crate::placement::leases::Placement>>,
+    /// TLS to the other pods of the tenant, for joins carried on to their room's pod.
+    pub peer_tls: Arc<rustls::ClientConfig>,
 }
 
 /// What the passcode check needs: the key passcodes derive from, and who has been guessing.
@@ -109,10 +113,23 @@ async fn websocket(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    // A join another pod of the tenant carried here: the client's address is the one it
+    // vouched for, and the join stays on this pod.
+    let client = match super::forward::forwarded_client(&state.passcodes.join_key, &headers) {
+        Some(ip) => super::session::Client {
+            ip,
+            forwarded: true,
+        },
+        None => super::session::Client {
+            ip: peer.ip(),
+            forwarded: false,
+        },
+    };
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| super::session::run(socket, state, peer.ip()))
+        .on_upgrade(move |socket| super::session::run(socket, state, client))
 }
 
 fn html_escape(s: &str) -> String {

@@ -40,8 +40,123 @@ enum Flow {
     Close(u16, String),
 }
 
-pub(super) async fn run(socket: WebSocket, state: AppState, client_ip: std::net::IpAddr) {
-    let (mut sink, mut stream) = socket.split();
+/// Who is at the other end of a signaling connection.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Client {
+    /// The address audit records name.
+    pub ip: std::net::IpAddr,
+    /// Another pod of the tenant carried this join here: it stays here.
+    pub forwarded: bool,
+}
+
+/// With placement, the first message decides the pod: a join for a room another pod holds is
+/// carried there; everything else is served here.
+pub(super) async fn run(mut socket: WebSocket, state: AppState, client: Client) {
+    let mut first = None;
+    if let (Some(placement), false) = (state.placement.clone(), client.forwarded) {
+        let message = match tokio::time::timeout(JOIN_TIMEOUT, socket.recv()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(_) => return, // gone before a word
+            Err(_) => Message::Text(Utf8Bytes::from_static("{}")), // answered: join first
+        };
+        match route(&state, &placement, &message).await {
+            Route::Here => first = Some(message),
+            Route::To(url) => {
+                match super::forward::connect(
+                    &url,
+                    client.ip,
+                    &state.passcodes.join_key,
+                    state.peer_tls.clone(),
+                )
+                .await
+                {
+                    Ok(upstream) => {
+                        state.stats.forwarded_joins.inc();
+                        return super::forward::relay(socket, upstream, message).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the room's media node did not answer a carried join");
+                        return refuse(socket, unplaced("the visit's media node did not answer"))
+                            .await;
+                    }
+                }
+            }
+            Route::Refuse(error) => return refuse(socket, error).await,
+        }
+    }
+    serve(socket, state, client.ip, first).await
+}
+
+enum Route {
+    Here,
+    To(String),
+    Refuse(ProtocolError),
+}
+
+fn unplaced(why: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::NotAvailable,
+        format!("{why}; reconnect in a few seconds to join the visit"),
+    )
+}
+
+/// Where a first message goes: only a join with a valid token is placed (nobody else makes
+/// the cluster write a lease); anything else is answered here.
+async fn route(
+    state: &AppState,
+    placement: &crate::placement::leases::Placement,
+    first: &Message,
+) -> Route {
+    let Message::Text(text) = first else {
+        return Route::Here;
+    };
+    let Ok(ClientMessage::Join { room, token, .. }) = protocol::parse(text.as_str()) else {
+        return Route::Here;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let Ok(grant) = state.verifier.verify(&token, &room, now) else {
+        return Route::Here;
+    };
+    use crate::placement::leases::Owner;
+    match placement.owner(&grant.room).await {
+        Ok(Owner::Me) => Route::Here,
+        Ok(Owner::Peer { url, .. }) => Route::To(url),
+        Ok(Owner::Nowhere) => {
+            Route::Refuse(unplaced("no media node can take a new visit right now"))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot place a room");
+            Route::Refuse(unplaced("the visit's media node cannot be found right now"))
+        }
+    }
+}
+
+async fn refuse(mut socket: WebSocket, error: ProtocolError) {
+    let _ = socket
+        .send(Message::Text(Utf8Bytes::from(
+            error.to_message(true).to_json(),
+        )))
+        .await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: CLOSE_GOING_AWAY,
+            reason: "reconnect".into(),
+        })))
+        .await;
+}
+
+async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    client_ip: std::net::IpAddr,
+    first: Option<Message>,
+) {
+    let (mut sink, stream) = socket.split();
+    // A first message read to place the join is served before the rest.
+    let mut stream = futures::stream::iter(first.map(Ok)).chain(stream);
     let (events_tx, mut events_rx) = mpsc::channel::<ServerMessage>(EVENT_QUEUE);
     let mut session = Session {
         state: state.clone(),
@@ -456,6 +571,16 @@ impl Session {
         }
     }
 
+    /// A draining node still takes joins into its meetings in progress (a participant whose
+    /// connection dropped comes back to their call), and no new ones.
+    async fn hosted_here(&self, room: &str) -> bool {
+        self.state
+            .sfu
+            .ask(|reply| Command::Rooms { reply })
+            .await
+            .is_ok_and(|rooms| rooms.iter().any(|r| r == room))
+    }
+
     #[tracing::instrument(name = "join", skip_all, fields(tenant = %self.state.tenant))]
     async fn join(
         &mut self,
@@ -464,7 +589,7 @@ impl Session {
         name: Option<DisplayName>,
         passcode: Option<String>,
     ) -> Flow {
-        if *self.state.shutdown.borrow() {
+        if *self.state.shutdown.borrow() && !self.hosted_here(&room).await {
             self.state.stats.refused(JoinRefusal::NotAvailable);
             return self.fatal(ProtocolError::new(
                 ErrorCode::NotAvailable,

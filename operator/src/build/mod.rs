@@ -1,10 +1,12 @@
 //! Desired state: plain functions from a tenant to the objects it needs. No client here; the
 //! reconciler diffs, applies and reports.
 
+pub mod access;
 pub mod addresses;
 pub mod config;
 mod objects;
 
+pub use access::{MediaAccess, media_access};
 pub use addresses::{MediaAddresses, addresses_config_map, media_addresses};
 #[cfg(test)]
 pub(crate) use objects::tests::tenant as objects_tests_tenant;
@@ -33,6 +35,7 @@ pub struct Desired {
     pub media_nodes: StatefulSet,
     pub services: Vec<Service>,
     pub network_policy: NetworkPolicy,
+    pub access: MediaAccess,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -25,7 +25,10 @@ use crate::names::{
 };
 use crate::thirdparty::certmanager::Certificate;
 
-fn typed<T: DeserializeOwned>(kind: &'static str, value: Value) -> Result<T, BuildError> {
+pub(super) fn typed<T: DeserializeOwned>(
+    kind: &'static str,
+    value: Value,
+) -> Result<T, BuildError> {
     serde_json::from_value(value).map_err(|source| BuildError::Invalid { kind, source })
 }
 
@@ -63,6 +66,7 @@ pub(super) fn desired(
         config_hash: hash,
         services: services(tenant, &names, replicas)?,
         network_policy: network_policy(tenant, &names, inputs.operator_namespace.clone())?,
+        access: super::access::media_access(tenant, &names)?,
     })
 }
 
@@ -169,7 +173,10 @@ fn stateful_set(
                         "annotations": {CONFIG_HASH_ANNOTATION: hash},
                     },
                     "spec": {
-                        "automountServiceAccountToken": false,
+                        // The pods place rooms through Leases: their own ServiceAccount's
+                        // token, bound to a Role for leases in this namespace only.
+                        "serviceAccountName": names.media_account,
+                        "automountServiceAccountToken": true,
                         "enableServiceLinks": false,
                         // A stopping pod keeps its calls for the drain grace, then has
                         // half a minute to tell its clients and flush its audit trail.
@@ -188,8 +195,13 @@ fn stateful_set(
                             "image": image,
                             "args": ["run", "--config", format!("{CONFIG_DIR}/{CONFIG_FILE}")],
                             // The node's name in its audit chain, metrics and logs, and the
-                            // file of the addresses ConfigMap it reads.
-                            "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                            // file of the addresses ConfigMap it reads; where its placement
+                            // Leases live, and where the other pods reach its signaling.
+                            "env": [
+                                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                            ],
                             "ports": [
                                 {"name": "signaling", "containerPort": SIGNALING_PORT, "protocol": "TCP"},
                                 {"name": "media", "containerPort": MEDIA_PORT, "protocol": "UDP"},
@@ -335,12 +347,17 @@ fn network_policy(
             "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
         }));
     }
-    let mut tcp_out: Vec<Value> = vec![json!({"protocol": "TCP", "port": 53})];
-    tcp_out.extend(
-        sink_ports(tenant)
-            .into_iter()
-            .map(|p| json!({"protocol": "TCP", "port": p})),
-    );
+    // DNS and the API server, then each audit sink's port, once each.
+    let mut ports = vec![53, 443, 6443];
+    for port in sink_ports(tenant) {
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    let tcp_out: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"protocol": "TCP", "port": p}))
+        .collect();
     typed(
         "NetworkPolicy",
         json!({
@@ -353,8 +370,14 @@ fn network_policy(
                 "egress": [
                     // Media flows to browsers wherever they are, and DNS.
                     {"ports": [{"protocol": "UDP"}]},
-                    // TCP only for DNS and the audit sinks.
+                    // TCP only for DNS, the audit sinks and the API server (placement Leases;
+                    // 443 before and 6443 after the kubernetes Service's translation)...
                     {"ports": tcp_out},
+                    // ...and the tenant's other pods, to carry a join to its room's pod.
+                    {
+                        "to": [{"podSelector": {"matchLabels": selector_labels(tenant)}}],
+                        "ports": [{"protocol": "TCP", "port": SIGNALING_PORT}],
+                    },
                 ],
             },
         }),
@@ -580,6 +603,9 @@ pub(super) mod tests {
             push(serde_json::to_value(service).expect("json"));
         }
         push(serde_json::to_value(&desired.network_policy).expect("json"));
+        push(serde_json::to_value(&desired.access.service_account).expect("json"));
+        push(serde_json::to_value(&desired.access.role).expect("json"));
+        push(serde_json::to_value(&desired.access.role_binding).expect("json"));
         let rendered = rendered.replace(&format!(":{}", env!("CARGO_PKG_VERSION")), ":VERSION");
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/snapshots/mercy-clinic.yaml");

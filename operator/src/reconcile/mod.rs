@@ -1,5 +1,6 @@
 //! One reconcile of one tenant: fetch -> validate -> build -> diff -> apply -> status.
 
+mod access;
 pub mod drift;
 pub mod sinks;
 pub mod status;
@@ -119,6 +120,9 @@ fn applied_hash(desired: &build::Desired, pdb: &DynamicObject) -> String {
         &desired.media_nodes,
         &desired.services,
         &desired.network_policy,
+        &desired.access.service_account,
+        &desired.access.role,
+        &desired.access.role_binding,
         pdb,
     ))
     .unwrap_or_default();
@@ -486,6 +490,7 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         );
         live_versions.push(live_policy.as_ref().and_then(|o| o.resource_version()));
         live_versions.push(live_pdb.as_ref().and_then(|o| o.resource_version()));
+        live_versions.extend(access::live_versions(&client, &namespace, &desired.access).await?);
         let desired_hash = applied_hash(&desired, &pdb);
         let memo_key = tenant
             .uid()
@@ -526,6 +531,8 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
                     .await?
                     .resource_version(),
             ];
+            // The pods' ServiceAccount and Role before the pods.
+            let access_versions = access::apply(&client, &namespace, &desired.access).await?;
             let set = server_side_apply(&sets, &desired.media_nodes, "StatefulSet").await?;
             remove_legacy_deployment(&client, &namespace, tenant, &names.media_nodes).await?;
             versions.push(set.resource_version());
@@ -550,6 +557,7 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
                     .await?
                     .resource_version(),
             );
+            versions.extend(access_versions);
             if let Ok(mut memo) = ctx.applied.lock() {
                 memo.insert(
                     memo_key,

@@ -1,0 +1,361 @@
+//! The Leases behind placement: this pod's node lease, renewed every [`BEAT`]; room leases,
+//! created for new rooms, taken over from dead pods, and let go once their room stayed empty.
+//!
+//! The pod needs, in its own namespace only: leases get, list, create, update, patch, delete
+//! (the tenant's Role, which the operator makes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use tokio::sync::watch;
+
+use super::{
+    DRAINING_ANNOTATION, Decision, KIND_LABEL, NodeView, Releases, RoomView, SIGNALING_ANNOTATION,
+    TENANT_LABEL, decide, room_key,
+};
+use crate::error::NodeError;
+use crate::sfu::{Command, SfuHandle};
+
+/// How often a pod renews its node lease.
+pub const BEAT: Duration = Duration::from_secs(2);
+/// A pod whose node lease is older than this is dead: its rooms are placed again.
+pub const NODE_TTL: Duration = Duration::from_secs(8);
+/// How long a room lease waits for its first participant, or outlives its last.
+const ROOM_LINGER: Duration = Duration::from_secs(20);
+/// Room leases are let go every this many beats.
+const RELEASE_EVERY: u32 = 5;
+const FIELD_MANAGER: &str = "bedside-media-node";
+
+/// Where a join goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Owner {
+    Me,
+    /// Another pod, at its in-cluster signaling URL.
+    Peer {
+        name: String,
+        url: String,
+    },
+    /// No pod can take a new room now.
+    Nowhere,
+}
+
+/// This pod's view of the tenant's placement Leases.
+#[derive(Clone)]
+pub struct Placement {
+    api: Api<Lease>,
+    namespace: String,
+    tenant: String,
+    me: String,
+    url: String,
+}
+
+impl std::fmt::Debug for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placement")
+            .field("namespace", &self.namespace)
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+fn placement_error(namespace: &str, source: kube::Error) -> NodeError {
+    NodeError::Placement {
+        namespace: namespace.to_string(),
+        source: Box::new(source),
+    }
+}
+
+impl Placement {
+    /// In-cluster: the pod's ServiceAccount token and the `kubernetes` Service.
+    pub async fn connect(
+        namespace: &str,
+        tenant: &str,
+        me: &str,
+        url: String,
+    ) -> Result<Self, NodeError> {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| placement_error(namespace, e))?;
+        Ok(Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_string(),
+            tenant: tenant.to_string(),
+            me: me.to_string(),
+            url,
+        })
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    fn of_kind(&self, kind: &str) -> ListParams {
+        ListParams::default().labels(&format!(
+            "{TENANT_LABEL}={},{KIND_LABEL}={kind}",
+            self.tenant
+        ))
+    }
+
+    fn room_lease_name(&self, key: &str) -> String {
+        format!("{}-room-{key}", self.tenant)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeView>, kube::Error> {
+        let leases = self.api.list(&self.of_kind("node")).await?;
+        Ok(leases.items.iter().filter_map(node_view).collect())
+    }
+
+    async fn rooms(&self) -> Result<Vec<(RoomView, Lease)>, kube::Error> {
+        let leases = self.api.list(&self.of_kind("room")).await?;
+        Ok(leases
+            .items
+            .into_iter()
+            .filter_map(|lease| Some((room_view(&lease)?, lease)))
+            .collect())
+    }
+
+    /// Where `room`'s participants meet, placing the room if no live pod holds it. Pods that
+    /// race to place one room agree: the API server lets one create (or take over) its lease.
+    pub async fn owner(&self, room: &str) -> Result<Owner, NodeError> {
+        let key = room_key(room);
+        let name = self.room_lease_name(&key);
+        let fail = |e| placement_error(&self.namespace, e);
+        for _ in 0..4 {
+            let existing = self.api.get_opt(&name).await.map_err(fail)?;
+            let nodes = self.nodes().await.map_err(fail)?;
+            let now = Timestamp::now();
+            let current = existing.as_ref().and_then(room_view);
+            let decision = match decide(current.as_ref(), &nodes, &[], now) {
+                held @ Decision::Held { .. } => held,
+                _ => {
+                    let rooms: Vec<RoomView> = self
+                        .rooms()
+                        .await
+                        .map_err(fail)?
+                        .into_iter()
+                        .map(|(view, _)| view)
+                        .collect();
+                    decide(current.as_ref(), &nodes, &rooms, now)
+                }
+            };
+            let on = match decision {
+                Decision::Held { by } => return Ok(self.owner_named(&by, &nodes)),
+                Decision::Nowhere => return Ok(Owner::Nowhere),
+                Decision::Place { on } => on,
+            };
+            let mut lease = self.room_lease(&name, &key, &on, now);
+            let written = match existing {
+                None => self.api.create(&PostParams::default(), &lease).await,
+                Some(old) => {
+                    // Taken over from a dead pod, only if nobody changed it since we read it.
+                    lease.metadata.resource_version = old.metadata.resource_version;
+                    self.api
+                        .replace(&name, &PostParams::default(), &lease)
+                        .await
+                }
+            };
+            match written {
+                Ok(_) => {
+                    tracing::info!(room_key = %key, node = %on, "room placed");
+                    return Ok(self.owner_named(&on, &nodes));
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => continue, // another pod placed it
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        Err(NodeError::PlacementContended)
+    }
+
+    fn owner_named(&self, name: &str, nodes: &[NodeView]) -> Owner {
+        if name == self.me {
+            return Owner::Me;
+        }
+        match nodes
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.url.clone())
+        {
+            Some(url) => Owner::Peer {
+                name: name.to_string(),
+                url,
+            },
+            None => Owner::Nowhere,
+        }
+    }
+
+    fn room_lease(&self, name: &str, key: &str, holder: &str, now: Timestamp) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                labels: Some(
+                    [
+                        (TENANT_LABEL.to_string(), self.tenant.clone()),
+                        (KIND_LABEL.to_string(), "room".to_string()),
+                        (ROOM_KEY_LABEL.to_string(), key.to_string()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.to_string()),
+                acquire_time: Some(MicroTime(now)),
+                renew_time: Some(MicroTime(now)),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Says this pod is alive, where it listens, and whether it is draining.
+    async fn beat(&self, draining: bool) -> Result<(), kube::Error> {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(self.me.clone()),
+                labels: Some(
+                    [
+                        (TENANT_LABEL.to_string(), self.tenant.clone()),
+                        (KIND_LABEL.to_string(), "node".to_string()),
+                    ]
+                    .into(),
+                ),
+                annotations: Some(
+                    [
+                        (SIGNALING_ANNOTATION.to_string(), self.url.clone()),
+                        (DRAINING_ANNOTATION.to_string(), draining.to_string()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.me.clone()),
+                lease_duration_seconds: Some(NODE_TTL.as_secs() as i32),
+                renew_time: Some(MicroTime(Timestamp::now())),
+                ..Default::default()
+            }),
+        };
+        self.api
+            .patch(
+                &self.me,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&lease),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Lets go of the room leases this pod holds whose rooms stayed empty for the linger.
+    async fn release_idle(
+        &self,
+        releases: &mut Releases,
+        active: &[String],
+    ) -> Result<(), kube::Error> {
+        let mine: Vec<(RoomView, Lease)> = self
+            .rooms()
+            .await?
+            .into_iter()
+            .filter(|(view, _)| view.holder == self.me)
+            .collect();
+        let held: Vec<String> = mine.iter().map(|(view, _)| view.key.clone()).collect();
+        let active: Vec<String> = active.iter().map(|room| room_key(room)).collect();
+        for key in releases.due(&held, &active, std::time::Instant::now(), ROOM_LINGER) {
+            if let Some((_, lease)) = mine.iter().find(|(view, _)| view.key == key) {
+                self.delete_if_unchanged(lease).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_if_unchanged(&self, lease: &Lease) -> Result<(), kube::Error> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: lease.metadata.resource_version.clone(),
+                uid: lease.metadata.uid.clone(),
+            }),
+            ..Default::default()
+        };
+        match self
+            .api
+            .delete(&lease.metadata.name.clone().unwrap_or_default(), &params)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Gone already, or taken over: not ours to delete any more.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// On the way out: this pod's rooms and its node lease go, so new joins are placed at once.
+    pub async fn leave(&self) {
+        if let Ok(rooms) = self.rooms().await {
+            for (_, lease) in rooms.iter().filter(|(view, _)| view.holder == self.me) {
+                let _ = self.delete_if_unchanged(lease).await;
+            }
+        }
+        let _ = self.api.delete(&self.me, &DeleteParams::default()).await;
+    }
+}
+
+/// The label carrying a room lease's key (the lease's name carries it too, after the tenant).
+pub const ROOM_KEY_LABEL: &str = "bedside.health/room";
+
+fn node_view(lease: &Lease) -> Option<NodeView> {
+    let spec = lease.spec.as_ref()?;
+    let annotations = lease.metadata.annotations.as_ref();
+    Some(NodeView {
+        name: lease.metadata.name.clone()?,
+        url: annotations.and_then(|a| a.get(SIGNALING_ANNOTATION).cloned()),
+        draining: annotations
+            .and_then(|a| a.get(DRAINING_ANNOTATION))
+            .is_some_and(|d| d == "true"),
+        renewed: spec.renew_time.as_ref()?.0,
+        ttl: Duration::from_secs(spec.lease_duration_seconds?.max(0) as u64),
+    })
+}
+
+fn room_view(lease: &Lease) -> Option<RoomView> {
+    Some(RoomView {
+        key: lease.metadata.labels.as_ref()?.get(ROOM_KEY_LABEL)?.clone(),
+        holder: lease.spec.as_ref()?.holder_identity.clone()?,
+    })
+}
+
+/// Renews the node lease every beat (saying "draining" once the node drains) and lets go of
+/// idle room leases; a failure is logged when it starts and when it ends, not every beat.
+pub fn spawn(
+    placement: Arc<Placement>,
+    sfu: SfuHandle,
+    draining: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut releases = Releases::default();
+        let mut failing = false;
+        let mut ticker = tokio::time::interval(BEAT);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for beat in 0u32.. {
+            ticker.tick().await;
+            let is_draining = *draining.borrow();
+            let mut result = placement.beat(is_draining).await;
+            if result.is_ok() && beat % RELEASE_EVERY == 0 {
+                let active = sfu
+                    .ask(|reply| Command::Rooms { reply })
+                    .await
+                    .unwrap_or_default();
+                result = placement.release_idle(&mut releases, &active).await;
+            }
+            match (&result, failing) {
+                (Err(e), false) => {
+                    tracing::warn!(error = %e, "room placement: cannot renew this pod's lease; other pods will stop sending it rooms");
+                }
+                (Ok(()), true) => tracing::info!("room placement: lease renewed again"),
+                _ => {}
+            }
+            failing = result.is_err();
+        }
+    })
+}
