@@ -201,7 +201,12 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
                 )
                 .await?,
             );
-            let beat = leases::spawn(placement.clone(), sfu.clone(), shutdown_rx.clone());
+            let beat = leases::spawn(
+                placement.clone(),
+                sfu.clone(),
+                shutdown_rx.clone(),
+                media_address.clone(),
+            );
             Some((placement, beat))
         }
         None => None,

@@ -429,6 +429,13 @@ pub struct Signal {
 
 impl Signal {
     pub async fn connect(node: &TestNode) -> Signal {
+        Self::try_connect(node)
+            .await
+            .unwrap_or_else(|e| panic!("signaling connects over TLS: {e}"))
+    }
+
+    /// A connection that may fail (a pod that has just gone away).
+    pub async fn try_connect(node: &TestNode) -> Result<Signal, String> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile_certs(&node.cert_pem) {
             roots.add(cert).expect("trust the node's certificate");
@@ -446,11 +453,11 @@ impl Signal {
             Some(Connector::Rustls(Arc::new(client))),
         )
         .await
-        .expect("signaling connects over TLS");
-        Signal {
+        .map_err(|e| e.to_string())?;
+        Ok(Signal {
             ws,
             passcode_key: node.join_key.clone(),
-        }
+        })
     }
 
     pub async fn send(&mut self, message: Value) {
@@ -724,9 +731,36 @@ const VP8_PT: u8 = 96;
 
 impl RustPeer {
     pub async fn join(node: &TestNode, room: &str, token: &str, options: PeerOptions) -> RustPeer {
-        let mut signal = Signal::connect(node).await;
-        let joined = signal.join(room, token).await;
-        assert_eq!(joined["type"], "joined", "join refused: {joined}");
+        Self::try_join(node, room, token, options)
+            .await
+            .unwrap_or_else(|refusal| panic!("join refused: {refusal}"))
+    }
+
+    /// A join that may be refused or find no node: `Err` carries what the node said, or why
+    /// there was no answer.
+    pub async fn try_join(
+        node: &TestNode,
+        room: &str,
+        token: &str,
+        options: PeerOptions,
+    ) -> Result<RustPeer, Value> {
+        let mut signal = Signal::try_connect(node)
+            .await
+            .map_err(|e| json!({"connect": e}))?;
+        let passcode = passcode::derive(&signal.passcode_key, room);
+        signal
+            .send(
+                json!({"v": 1, "type": "join", "room": room, "token": token, "passcode": passcode}),
+            )
+            .await;
+        let joined = tokio::time::timeout(Duration::from_secs(15), signal.recv_any())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| json!({"closed": "no reply to join"}));
+        if joined["type"] != "joined" {
+            return Err(joined);
+        }
         let participant_id = joined["participantId"]
             .as_str()
             .expect("participant id")
@@ -890,7 +924,7 @@ impl RustPeer {
             }
         });
 
-        RustPeer {
+        Ok(RustPeer {
             participant_id,
             received,
             messages,
@@ -902,7 +936,7 @@ impl RustPeer {
             video_sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             outgoing,
             tasks: vec![signaling],
-        }
+        })
     }
 
     /// Sends synthetic Opus packets every 20 ms whose payload names this participant.

@@ -18,7 +18,7 @@ use bedside_tests::operator::{
 };
 use bedside_tests::pods::{self, PodCluster};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use kube::api::{Api, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const NS: &str = "tenant-lakeside";
@@ -500,8 +500,7 @@ async fn rooms_meet_on_one_pod_each(cluster: &TestCluster, node: &TestNode) {
     for r in 0..6 {
         let room = format!("placed-visit-{r}");
         let mut peers = Vec::new();
-        for p in 0..if r < 2 { 3 } else { 2 } {
-            let user = format!("u-{r}-{p}");
+        for user in users_of(r) {
             let token = node.token(&room, &user, Role::Host);
             let mut peer = RustPeer::join(node, &room, &token, from_the_node()).await;
             peer.start_publishing();
@@ -509,17 +508,10 @@ async fn rooms_meet_on_one_pod_each(cluster: &TestCluster, node: &TestNode) {
         }
         rooms.push((room, peers));
     }
-    let everyone_sees_everyone = || {
-        rooms.iter().all(|(_, peers)| {
-            peers.iter().all(|a| {
-                peers
-                    .iter()
-                    .filter(|b| b.participant_id != a.participant_id)
-                    .all(|b| a.packets_from(&b.participant_id) > 20)
-            })
-        })
-    };
-    let flowing = wait_until(Duration::from_secs(45), everyone_sees_everyone).await;
+    let flowing = wait_until(Duration::from_secs(45), || {
+        rooms.iter().all(|(_, peers)| in_media(peers, 20))
+    })
+    .await;
     let mut counters = String::new();
     let mut logs = Vec::new();
     for pod in media_pods(cluster).await {
@@ -531,11 +523,6 @@ async fn rooms_meet_on_one_pod_each(cluster: &TestCluster, node: &TestNode) {
         flowing,
         "every participant receives every other one's media in their room; counters: {counters}"
     );
-    for (_, peers) in rooms.drain(..) {
-        for peer in peers {
-            peer.leave().await;
-        }
-    }
 
     let pod_ips: Vec<String> = media_pods(cluster)
         .await
@@ -590,6 +577,117 @@ async fn rooms_meet_on_one_pod_each(cluster: &TestCluster, node: &TestNode) {
         "pods carried joins on to their room's pod: {counters}"
     );
     println!("visits by pod: {room_pods:?}\ncounters:\n{counters}");
+    a_pod_dies_during_calls(cluster, node, rooms, &room_pods).await;
+}
+
+/// The participants of visit `r`: three in the first two, two in the others.
+fn users_of(r: usize) -> Vec<String> {
+    (0..if r < 2 { 3 } else { 2 })
+        .map(|p| format!("u-{r}-{p}"))
+        .collect()
+}
+
+/// Everyone in the room has received more than `packets` from everyone else.
+fn in_media(peers: &[RustPeer], packets: u64) -> bool {
+    peers.iter().all(|a| {
+        peers
+            .iter()
+            .filter(|b| b.participant_id != a.participant_id)
+            .all(|b| a.packets_from(&b.participant_id) > packets)
+    })
+}
+
+/// Packets each participant has received from each other one.
+fn received(peers: &[RustPeer]) -> Vec<u64> {
+    peers
+        .iter()
+        .flat_map(|a| {
+            peers
+                .iter()
+                .filter(|b| b.participant_id != a.participant_id)
+                .map(|b| a.packets_from(&b.participant_id))
+        })
+        .collect()
+}
+
+/// A pod dies during calls (deleted at once, no drain). Its participants join again, as the
+/// web client does by itself, and are back in media within 15 s, their visits placed again;
+/// the visits on the other pods go on without a gap.
+async fn a_pod_dies_during_calls(
+    cluster: &TestCluster,
+    node: &TestNode,
+    rooms: Vec<(String, Vec<RustPeer>)>,
+    room_pods: &std::collections::BTreeMap<String, BTreeSet<String>>,
+) {
+    let victim = room_pods["placed-visit-0"]
+        .first()
+        .cloned()
+        .expect("visit 0 has a pod");
+    let (hit, spared): (Vec<_>, Vec<_>) = rooms
+        .into_iter()
+        .partition(|(room, _)| room_pods[room].contains(&victim));
+    let before: Vec<Vec<u64>> = spared.iter().map(|(_, peers)| received(peers)).collect();
+    Api::<Pod>::namespaced(cluster.client(), NS)
+        .delete(&victim, &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete the pod");
+    let killed = std::time::Instant::now();
+    let mut back = Vec::new();
+    for (room, peers) in hit {
+        for peer in peers {
+            let _ = tokio::time::timeout(Duration::from_secs(2), peer.leave()).await;
+        }
+        let r: usize = room["placed-visit-".len()..]
+            .parse()
+            .expect("a visit number");
+        let mut rejoined = Vec::new();
+        for user in users_of(r) {
+            let token = node.token(&room, &user, Role::Host);
+            let peer = loop {
+                match RustPeer::try_join(node, &room, &token, from_the_node()).await {
+                    Ok(peer) => break peer,
+                    Err(why) => {
+                        assert!(
+                            killed.elapsed() < Duration::from_secs(60),
+                            "{user} cannot join {room} again a minute after its pod died: {why}"
+                        );
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            };
+            rejoined.push(peer);
+        }
+        for peer in &mut rejoined {
+            peer.start_publishing();
+        }
+        back.push(rejoined);
+    }
+    let recovered = wait_until(Duration::from_secs(60), || {
+        back.iter().all(|peers| in_media(peers, 5))
+    })
+    .await;
+    let took = killed.elapsed();
+    assert!(
+        recovered && took < Duration::from_secs(15),
+        "the dead pod's participants are back in media within 15 s (took {took:?})"
+    );
+    println!("participants of the pod that died back in media after {took:?}");
+    for ((room, peers), before) in spared.iter().zip(&before) {
+        let after = received(peers);
+        assert!(
+            after.iter().zip(before).all(|(a, b)| *a > *b + 100),
+            "{room}, on another pod, goes on without a gap: {before:?} -> {after:?}"
+        );
+        assert!(
+            peers.iter().all(|p| p.saw("closing").is_empty()),
+            "nobody in {room} was told to leave"
+        );
+    }
+    for peers in back.into_iter().chain(spared.into_iter().map(|(_, p)| p)) {
+        for peer in peers {
+            peer.leave().await;
+        }
+    }
 }
 
 /// The TLS Secret the tenant names: valid for the loopback address the test connects to.

@@ -23,7 +23,7 @@ use crate::sfu::{Command, SfuHandle};
 /// How often a pod renews its node lease.
 pub const BEAT: Duration = Duration::from_secs(2);
 /// A pod whose node lease is older than this is dead: its rooms are placed again.
-pub const NODE_TTL: Duration = Duration::from_secs(8);
+pub const NODE_TTL: Duration = Duration::from_secs(6);
 /// How long a room lease waits for its first participant, or outlives its last.
 const ROOM_LINGER: Duration = Duration::from_secs(20);
 /// Room leases are let go every this many beats.
@@ -327,10 +327,12 @@ fn room_view(lease: &Lease) -> Option<RoomView> {
 
 /// Renews the node lease every beat (saying "draining" once the node drains) and lets go of
 /// idle room leases; a failure is logged when it starts and when it ends, not every beat.
+/// A pod without a media address yet does not beat: no room is sent to it.
 pub fn spawn(
     placement: Arc<Placement>,
     sfu: SfuHandle,
     draining: watch::Receiver<bool>,
+    media_address: watch::Receiver<Option<std::net::SocketAddr>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut releases = Releases::default();
@@ -339,6 +341,9 @@ pub fn spawn(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for beat in 0u32.. {
             ticker.tick().await;
+            if media_address.borrow().is_none() {
+                continue;
+            }
             let is_draining = *draining.borrow();
             let mut result = placement.beat(is_draining).await;
             if result.is_ok() && beat % RELEASE_EVERY == 0 {

@@ -24,7 +24,7 @@ use crate::tls::TlsMaterial;
 pub const CLIENT_IP_HEADER: &str = "x-bedside-client-ip";
 pub const CLIENT_PROOF_HEADER: &str = "x-bedside-client-proof";
 /// How long the room's pod gets to answer before the client is told to try again.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn hmac_key(join_key: &[u8]) -> aws_lc_rs::hmac::Key {
     aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, join_key)
