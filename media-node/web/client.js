@@ -51,6 +51,7 @@
     errors: [],
     mediaConnected: false,
     closed: false,
+    reconnects: 0,
   };
   window.bedside = { state, stats: () => summarizeStats() };
 
@@ -155,13 +156,26 @@
       local = null;
     }
     if (local) tile('self', 'You', local, true);
-    setStatus('Connecting…');
-    ws = new WebSocket(`wss://${location.host}/ws`);
     const displayName = nameEl ? nameEl.value.trim() : '';
     const passcode = passcodeEl ? passcodeEl.value.trim() : linkPasscode;
-    const joinMessage = { type: 'join', room, token };
+    joinMessage = { type: 'join', room, token };
     if (displayName) joinMessage.displayName = displayName;
     if (passcode) joinMessage.passcode = passcode;
+    connect();
+  }
+
+  // Reconnecting: when the connection drops (the visit's media node died, or is going away),
+  // the page joins again by itself with the same link and passcode; the visit's other pods
+  // take the room. It gives up after a minute, or when the node refused for good.
+  const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 8000, 8000, 8000, 8000, 8000];
+  let joinMessage = null;
+  let reconnects = 0;
+  let leaving = false;
+  let refused = false;
+
+  function connect() {
+    setStatus(reconnects ? 'Connection lost; reconnecting…' : 'Connecting…', reconnects > 0);
+    ws = new WebSocket(`wss://${location.host}/ws`);
     ws.onopen = () => send(joinMessage);
     ws.onmessage = (event) => {
       // Handle messages strictly in order: SDP steps must not interleave.
@@ -171,11 +185,29 @@
       });
     };
     ws.onclose = () => {
+      if (!leaving && !refused && reconnects < RECONNECT_DELAYS_MS.length) {
+        dropMedia();
+        setTimeout(connect, RECONNECT_DELAYS_MS[reconnects]);
+        reconnects += 1;
+        state.reconnects = reconnects;
+        return;
+      }
       state.closed = true;
       leaveBtn.disabled = true;
       joinBtn.disabled = false;
       if (!statusEl.classList.contains('error')) setStatus('Disconnected');
     };
+  }
+
+  // The media of a dropped connection: the camera stays on, the others' tiles go until the
+  // new connection brings them back.
+  function dropMedia() {
+    state.mediaConnected = false;
+    if (pc) pc.close();
+    pc = null;
+    chatChannel = null;
+    for (const id of state.participants.keys()) removeTile(id);
+    state.participants.clear();
   }
 
   // End to end: a worker seals every outgoing frame and opens every incoming one.
@@ -202,7 +234,7 @@
   }
 
   async function startMedia() {
-    if (state.endToEnd) await startEndToEnd();
+    if (state.endToEnd && !e2eWorker) await startEndToEnd();
     pc = new RTCPeerConnection({ iceServers: [], encodedInsertableStreams: !!state.endToEnd && !scriptTransform });
     pc.onicecandidate = (e) => send({ type: 'candidate', candidate: e.candidate ? e.candidate.candidate : '' });
     pc.ontrack = (e) => {
@@ -278,6 +310,7 @@
         setStatus(`This meeting ends in ${Math.ceil(message.inSeconds / 60)} minute(s).`, false);
         break;
       case 'joined':
+        reconnects = 0;
         state.participantId = message.participantId;
         state.waiting = false;
         state.role = message.role;
@@ -326,6 +359,9 @@
       case 'error':
         state.errors.push(`${message.code}: ${message.message}`);
         setStatus(message.message, true);
+        // Refused for good (expelled, denied, ended, wrong passcode...): no reconnecting.
+        // "Not available" is the node saying "try again": the page does.
+        if (message.fatal && message.code !== 'not-available') refused = true;
         break;
       case 'closing':
         setStatus(`The visit ended: ${message.reason}`, true);
@@ -381,6 +417,7 @@
   }
 
   function leave() {
+    leaving = true;
     send({ type: 'leave' });
     if (ws) ws.close();
     if (pc) pc.close();

@@ -217,7 +217,7 @@ pub async fn state(client: &Client) -> Value {
              return {participantId: s.participantId, participants: Array.from(s.participants.keys()),\
                      events: s.events, errors: s.errors, mediaConnected: s.mediaConnected,\
                      role: s.role, waiting: s.waiting, waitingRoom: s.waitingRoom, locked: s.locked,\
-                     muted: s.muted, closed: s.closed, endToEnd: s.endToEnd,\
+                     muted: s.muted, closed: s.closed, endToEnd: s.endToEnd, reconnects: s.reconnects,\
                      status: document.getElementById('status').textContent};",
             vec![],
         )

@@ -209,6 +209,91 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
     });
 }
 
+/// A visit's media node dies (killed: no goodbye) and its replacement comes up at the same
+/// address, as a pod's does: both browsers join again by themselves, with the link and
+/// passcode they had, and decode each other's video again; nobody clicks anything.
+#[test]
+fn browsers_rejoin_by_themselves_when_their_media_node_dies() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let binary = bedside_tests::media::workspace_binary("bedside-media-node");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let material = bedside_media_node::node::NodeSetup::generated(
+            bedside_media_node::config::dev_default(),
+            "node-dies".into(),
+        )
+        .expect("node material");
+        let mut node = TestNode::spawn_in(&binary, dir.path(), &material, "warn", |_| {}).await;
+        let driver = Driver::start().await;
+        let mut browsers = Vec::new();
+        for user in ["u-clinician", "u-patient"] {
+            let client = driver.browser().await;
+            let token = node.token("visit-rejoin", user, Role::Host);
+            open(&client, &node, "visit-rejoin", &token).await;
+            browsers.push(client);
+        }
+        let decodes_the_other = async |b: &Client, above: u64| -> Result<(), String> {
+            let stats = browser::stats(b).await;
+            if decoded_video(&stats).iter().any(|f| *f > above) {
+                Ok(())
+            } else {
+                Err(stats.to_string())
+            }
+        };
+        for b in &browsers {
+            wait_for(Duration::from_secs(60), "video before", async || {
+                decodes_the_other(b, 10).await
+            })
+            .await;
+        }
+
+        // Killed, and started again on the same ports with the same keys.
+        let signaling = node.signaling;
+        let media = bedside_media_node::config::load(&dir.path().join("node.yaml"))
+            .expect("the node's config")
+            .network
+            .media_listen;
+        node.kill();
+        let killed = Instant::now();
+        let _node = TestNode::spawn_in(&binary, dir.path(), &material, "warn", |c| {
+            c.network.signaling_listen = signaling;
+            c.network.media_listen = media;
+            c.network.advertised_media_address = Some(media);
+        })
+        .await;
+        for b in &browsers {
+            wait_for(
+                Duration::from_secs(30),
+                "video again, without a click",
+                async || {
+                    let state = browser::state(b).await;
+                    let joins = state["events"]
+                        .as_array()
+                        .map(|e| e.iter().filter(|t| *t == "joined").count())
+                        .unwrap_or(0);
+                    if joins < 2 || state["mediaConnected"] != true {
+                        return Err(state.to_string());
+                    }
+                    decodes_the_other(b, 10).await
+                },
+            )
+            .await;
+        }
+        println!(
+            "browsers back in the visit {:?} after the node died",
+            killed.elapsed()
+        );
+        for b in browsers {
+            let state = browser::state(&b).await;
+            assert_eq!(state["closed"], false, "{state}");
+            let _ = b.close().await;
+        }
+    });
+}
+
 #[test]
 fn aiortc_and_a_browser_exchange_video_through_the_node() {
     if !browser::require_or_skip() {
