@@ -250,6 +250,45 @@ fn to_client(message: tungstenite::Message) -> Option<ws::Message> {
 mod tests {
     use super::*;
 
+    /// A TLS handshake in memory between a pod's peer client and a server with `server`.
+    fn handshake(client: &TlsMaterial, server: &TlsMaterial) -> Result<(), rustls::Error> {
+        let client_config = peer_tls(client).expect("client config");
+        let server_config = crate::tls::server_config(server).expect("server config");
+        let name = ServerName::try_from("10.244.0.7").expect("an IP name");
+        let mut c = rustls::ClientConnection::new(client_config, name)?;
+        let mut s = rustls::ServerConnection::new(server_config)?;
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            c.write_tls(&mut wire).expect("write");
+            s.read_tls(&mut &wire[..]).expect("read");
+            s.process_new_packets()?;
+            let mut wire = Vec::new();
+            s.write_tls(&mut wire).expect("write");
+            c.read_tls(&mut &wire[..]).expect("read");
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        Err(rustls::Error::General(
+            "the handshake did not finish".into(),
+        ))
+    }
+
+    #[test]
+    fn a_carried_join_trusts_the_tenants_certificate_and_no_other() {
+        let ours = TlsMaterial::self_signed().expect("our certificate");
+        let theirs = TlsMaterial::self_signed().expect("another certificate");
+        // Another pod of the tenant (the same certificate, reached by IP): trusted.
+        handshake(&ours, &ours).expect("the tenant's own certificate is trusted");
+        // Anything else at that address (another tenant, an impostor): refused.
+        let refused = handshake(&ours, &theirs).expect_err("another certificate is refused");
+        assert!(
+            matches!(refused, rustls::Error::InvalidCertificate(_)),
+            "{refused:?}"
+        );
+    }
+
     #[test]
     fn only_a_pod_with_the_tenants_key_can_vouch_for_a_client_address() {
         let key = b"the tenant's join key, 32 bytes!";

@@ -740,12 +740,14 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn egress_allows_tcp_only_to_dns_and_the_audit_sinks() {
-        assert_eq!(sink_ports(&tenant("mercy-clinic.yaml")), [443, 6514]);
-        let policy = desired(&tenant("mercy-clinic.yaml"), inputs())
+    fn egress_allows_tcp_only_to_dns_the_api_server_the_sinks_and_the_tenants_own_pods() {
+        let tenant = tenant("mercy-clinic.yaml");
+        assert_eq!(sink_ports(&tenant), [443, 6514]);
+        let spec = desired(&tenant, inputs())
             .expect("build")
-            .network_policy;
-        let spec = policy.spec.expect("spec");
+            .network_policy
+            .spec
+            .expect("spec");
         assert_eq!(
             spec.policy_types,
             Some(vec!["Ingress".into(), "Egress".into()])
@@ -763,6 +765,50 @@ pub(super) mod tests {
                 .expect("labels")["kubernetes.io/metadata.name"],
             "monitoring"
         );
+        let egress = spec.egress.expect("egress");
+        let ports = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyEgressRule| {
+            rule.ports
+                .iter()
+                .flatten()
+                .map(|p| {
+                    let port = match &p.port {
+                        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
+                            n.to_string()
+                        }
+                        other => format!("{other:?}"),
+                    };
+                    format!("{}/{port}", p.protocol.clone().unwrap_or_default())
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(egress.len(), 3);
+        // UDP anywhere (media to browsers, DNS), with no port: no TCP rides on it.
+        assert_eq!(
+            egress[0].ports.as_ref().expect("ports")[0]
+                .protocol
+                .as_deref(),
+            Some("UDP")
+        );
+        assert!(egress[0].ports.as_ref().expect("ports")[0].port.is_none());
+        // TCP: DNS, the API server (443, 6443 after the kubernetes Service), the sinks, once each.
+        assert_eq!(
+            ports(&egress[1]),
+            ["TCP/53", "TCP/443", "TCP/6443", "TCP/6514"]
+        );
+        assert!(egress[1].to.is_none());
+        // Signaling on the tenant's own media pods only (a join carried to its room's pod).
+        assert_eq!(ports(&egress[2]), ["TCP/8443"]);
+        let to = egress[2].to.clone().expect("to");
+        assert_eq!(
+            to[0]
+                .pod_selector
+                .clone()
+                .expect("pods")
+                .match_labels
+                .expect("labels"),
+            selector_labels(&tenant)
+        );
+        assert!(to[0].namespace_selector.is_none());
     }
 
     #[test]
