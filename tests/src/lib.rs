@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod examples;
 pub mod media;
 pub mod operator;
+pub mod pod_tenant;
 pub mod pods;
 pub mod prometheus;
 pub mod rsyslog;

@@ -11,23 +11,17 @@ use std::time::Duration;
 use bedside_crds::HealthcareTenant;
 use bedside_media_node::token::Role;
 use bedside_tests::TestCluster;
-use bedside_tests::examples::{documents, examples_dir};
 use bedside_tests::media::{PeerOptions, RustPeer, TestNode, wait_until, workspace_binary};
 use bedside_tests::operator::{
     RunningOperator, ensure_namespace, eventually, install_crd, patch_tenant_spec,
 };
+use bedside_tests::pod_tenant;
 use bedside_tests::pods::{self, PodCluster};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use serde_json::json;
 
-const NS: &str = "tenant-lakeside";
-const TENANT: &str = "lakeside-behavioral";
-const IMAGE: &str = "localhost/bedside-media-node:test";
-/// The cluster node's address (its bridge, inside the test's network namespace): what a
-/// NodePort tenant names as `publicAddress`, and where the test's browsers-to-be connect from.
-const PUBLIC_ADDRESS: &str = "10.244.0.1";
-const SELECTOR: &str = "bedside.health/tenant=lakeside-behavioral";
+use bedside_tests::pod_tenant::{IMAGE, NS, PUBLIC_ADDRESS, SELECTOR, TENANT, media_pods};
 
 /// How the tenant exposes its media nodes, and so the address each pod must advertise.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -690,50 +684,18 @@ async fn a_pod_dies_during_calls(
     }
 }
 
-/// The TLS Secret the tenant names: valid for the loopback address the test connects to.
+/// The TLS Secret the tenant names: valid for the addresses the test connects to.
 async fn tls_secret(cluster: &TestCluster) -> Vec<u8> {
-    let cert = rcgen::generate_simple_self_signed(vec![
-        PUBLIC_ADDRESS.into(),
-        format!("{LOAD_BALANCER_NET}.1"),
-        format!("{LOAD_BALANCER_NET}.2"),
-        format!("{LOAD_BALANCER_NET}.3"),
-        format!("{LOAD_BALANCER_NET}.4"),
-        "telehealth.lakeside.example".into(),
-    ])
-    .expect("cert");
-    let pem = cert.cert.pem();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "lakeside-meet-tls", "namespace": NS},
-        "type": "kubernetes.io/tls",
-        "stringData": {"tls.crt": pem, "tls.key": cert.signing_key.serialize_pem()},
-    }))
-    .expect("secret");
-    Api::<Secret>::namespaced(cluster.client(), NS)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create the TLS secret");
-    pem.into_bytes()
+    let mut names = vec![PUBLIC_ADDRESS.to_string()];
+    names.extend((1..=4).map(|i| format!("{LOAD_BALANCER_NET}.{i}")));
+    pod_tenant::tls_secret(cluster, &names).await
 }
 
-/// The lakeside example with `replicas` media nodes from the test image, exposed as asked,
-/// audit to stdout (the pod log), AES-GCM media.
+/// The lakeside example with `replicas` media nodes from the test image (or, installed from
+/// the manifest, the operator's default), exposed as asked.
 async fn create_tenant(cluster: &TestCluster, replicas: i32, exposure: Exposure, install: Install) {
-    let mut doc = documents(&examples_dir().join("lakeside-behavioral.yaml")).remove(0);
-    doc["spec"]["mediaNodes"] = json!({
-        "replicas": replicas,
-        "serviceType": format!("{exposure:?}"),
-        "publicAddress": PUBLIC_ADDRESS,
-    });
-    if install == Install::InProcess {
-        doc["spec"]["mediaNodes"]["image"] = IMAGE.into();
-    }
-    doc["spec"]["meetings"]["mediaEncryption"] = "Required".into();
-    doc["spec"]["audit"]["sinks"] = json!([{"stdout": {}}]);
-    let tenant: HealthcareTenant = serde_json::from_value(doc).expect("tenant");
-    Api::<HealthcareTenant>::namespaced(cluster.client(), NS)
-        .create(&PostParams::default(), &tenant)
-        .await
-        .expect("create the tenant");
+    let image = (install == Install::InProcess).then_some(IMAGE);
+    pod_tenant::create(cluster, replicas, &format!("{exposure:?}"), image).await;
 }
 
 /// What a platform engineer would look at when the tenant is not Ready: its conditions, the
@@ -800,17 +762,6 @@ async fn operator_pod_ready(cluster: &TestCluster) {
         },
     )
     .await;
-}
-
-async fn media_pods(cluster: &TestCluster) -> Vec<Pod> {
-    Api::<Pod>::namespaced(cluster.client(), NS)
-        .list(&ListParams::default().labels(SELECTOR))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect()
 }
 
 /// (pod, advertised address), by pod name.

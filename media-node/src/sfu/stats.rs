@@ -14,6 +14,9 @@ const DELAY_BUCKETS: &[f64] = &[
     0.05, 0.1,
 ];
 const JOIN_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0];
+const PLACEMENT_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 3.0,
+];
 const RTT_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0,
 ];
@@ -141,6 +144,9 @@ pub struct EngineStats {
     pub forward_delay: DurationHistogram,
     /// From the token check to the first media frame sent or received.
     pub join_to_media: DurationHistogram,
+    /// What placing a join costs: finding (or choosing) the room's pod through the Leases, and
+    /// for a join carried on, the connection to that pod.
+    pub placement: DurationHistogram,
     /// The media loop beats on every turn; the liveness probe reads it.
     pub heartbeat: std::sync::Arc<crate::health::Heartbeat>,
 }
@@ -297,6 +303,14 @@ impl EngineStats {
                     JOIN_BUCKETS,
                 ))?,
             )?),
+            placement: DurationHistogram(reg(
+                registry,
+                Histogram::with_opts(hopts(
+                    "bedside_media_placement_seconds",
+                    "Time to find a join's room's pod (and, for a join carried on, to reach it)",
+                    PLACEMENT_BUCKETS,
+                ))?,
+            )?),
             heartbeat: Default::default(),
         };
         // Every label value exists from the start, so rates and alerts see zeros, not gaps.
@@ -322,7 +336,8 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 24] = [
+        let collectors: [&dyn Collector; 25] = [
+            self.placement.inner(),
             &self.rooms,
             &self.forwarded_joins,
             &self.participants,

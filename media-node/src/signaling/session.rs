@@ -59,8 +59,13 @@ pub(super) async fn run(mut socket: WebSocket, state: AppState, client: Client) 
             Ok(_) => return, // gone before a word
             Err(_) => Message::Text(Utf8Bytes::from_static("{}")), // answered: join first
         };
+        let started = std::time::Instant::now();
         match route(&state, &placement, &message).await {
-            Route::Here => first = Some(message),
+            Route::Here => {
+                state.stats.placement.record(started.elapsed());
+                first = Some(message);
+            }
+            Route::Unplaced => first = Some(message),
             Route::To(url) => {
                 match super::forward::connect(
                     &url,
@@ -71,6 +76,7 @@ pub(super) async fn run(mut socket: WebSocket, state: AppState, client: Client) 
                 .await
                 {
                     Ok(upstream) => {
+                        state.stats.placement.record(started.elapsed());
                         state.stats.forwarded_joins.inc();
                         return super::forward::relay(socket, upstream, message).await;
                     }
@@ -88,6 +94,9 @@ pub(super) async fn run(mut socket: WebSocket, state: AppState, client: Client) 
 }
 
 enum Route {
+    /// Not a join with a valid token: answered here, nothing placed.
+    Unplaced,
+    /// The room is this pod's.
     Here,
     To(String),
     Refuse(ProtocolError),
@@ -108,17 +117,17 @@ async fn route(
     first: &Message,
 ) -> Route {
     let Message::Text(text) = first else {
-        return Route::Here;
+        return Route::Unplaced;
     };
     let Ok(ClientMessage::Join { room, token, .. }) = protocol::parse(text.as_str()) else {
-        return Route::Here;
+        return Route::Unplaced;
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let Ok(grant) = state.verifier.verify(&token, &room, now) else {
-        return Route::Here;
+        return Route::Unplaced;
     };
     use crate::placement::leases::Owner;
     match placement.owner(&grant.room).await {

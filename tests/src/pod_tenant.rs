@@ -1,0 +1,98 @@
+//! A tenant on the pod-running cluster (`pods.rs`), shared by its suites and the placement
+//! benchmark: the lakeside example with its TLS Secret, waiting for it, its media pods.
+
+use std::time::Duration;
+
+use bedside_crds::{HealthcareTenant, HealthcareTenantStatus};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+use crate::TestCluster;
+use crate::examples::{documents, examples_dir};
+
+pub const NS: &str = "tenant-lakeside";
+pub const TENANT: &str = "lakeside-behavioral";
+pub const SELECTOR: &str = "bedside.health/tenant=lakeside-behavioral";
+/// The cluster node's address (its bridge, inside the test's network namespace): what a
+/// NodePort tenant names as `publicAddress`, and where the tests' clients connect from.
+pub const PUBLIC_ADDRESS: &str = "10.244.0.1";
+/// The media image the tests pack from the built binary.
+pub const IMAGE: &str = "localhost/bedside-media-node:test";
+
+/// The TLS Secret the tenant names (`lakeside-meet-tls`), valid for `names` and the tenant's
+/// DNS name; returns the certificate, which the tests' clients trust.
+pub async fn tls_secret(cluster: &TestCluster, names: &[String]) -> Vec<u8> {
+    let mut names = names.to_vec();
+    names.push("telehealth.lakeside.example".into());
+    let cert = rcgen::generate_simple_self_signed(names).expect("cert");
+    let pem = cert.cert.pem();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "lakeside-meet-tls", "namespace": NS},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": pem, "tls.key": cert.signing_key.serialize_pem()},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(cluster.client(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the TLS secret");
+    pem.into_bytes()
+}
+
+/// The lakeside example with `replicas` media nodes, exposed as `service_type` (NodePort
+/// tenants at [`PUBLIC_ADDRESS`]), from `image` (else the operator's default), audit to
+/// stdout (the pod log), AES-GCM media.
+pub async fn create(cluster: &TestCluster, replicas: i32, service_type: &str, image: Option<&str>) {
+    let mut doc = documents(&examples_dir().join("lakeside-behavioral.yaml")).remove(0);
+    doc["spec"]["mediaNodes"] = json!({
+        "replicas": replicas,
+        "serviceType": service_type,
+        "publicAddress": PUBLIC_ADDRESS,
+    });
+    if let Some(image) = image {
+        doc["spec"]["mediaNodes"]["image"] = image.into();
+    }
+    doc["spec"]["meetings"]["mediaEncryption"] = "Required".into();
+    doc["spec"]["audit"]["sinks"] = json!([{"stdout": {}}]);
+    let tenant: HealthcareTenant = serde_json::from_value(doc).expect("tenant");
+    Api::<HealthcareTenant>::namespaced(cluster.client(), NS)
+        .create(&PostParams::default(), &tenant)
+        .await
+        .expect("create the tenant");
+}
+
+/// The tenant's status once it is Ready with `count` media nodes, or `None` after `within`.
+pub async fn ready(
+    cluster: &TestCluster,
+    count: i32,
+    within: Duration,
+) -> Option<HealthcareTenantStatus> {
+    let tenants: Api<HealthcareTenant> = Api::namespaced(cluster.client(), NS);
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if let Some(status) = tenants.get(TENANT).await.ok().and_then(|t| t.status) {
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if ready && status.ready_media_nodes == Some(count) {
+                return Some(status);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    None
+}
+
+/// The tenant's media pods that are not being deleted.
+pub async fn media_pods(cluster: &TestCluster) -> Vec<Pod> {
+    Api::<Pod>::namespaced(cluster.client(), NS)
+        .list(&ListParams::default().labels(SELECTOR))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
