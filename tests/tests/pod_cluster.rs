@@ -11,12 +11,14 @@ use std::time::Duration;
 use bedside_crds::HealthcareTenant;
 use bedside_media_node::token::Role;
 use bedside_tests::TestCluster;
+use bedside_tests::browser::{self, Driver};
 use bedside_tests::media::{PeerOptions, RustPeer, TestNode, wait_until, workspace_binary};
 use bedside_tests::operator::{
     RunningOperator, ensure_namespace, eventually, install_crd, patch_tenant_spec,
 };
 use bedside_tests::pod_tenant;
 use bedside_tests::pods::{self, PodCluster};
+use fantoccini::Locator;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use serde_json::json;
@@ -317,6 +319,7 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
         keys["audit-hmac.key"].0.clone(),
     );
     rooms_meet_on_one_pod_each(cluster, &node).await;
+    a_patient_waits_and_is_admitted_in_chromium(&node).await;
 
     // Down to one node: the removed pods' media Services go, the remaining pod keeps its address.
     patch_tenant_spec(
@@ -517,6 +520,7 @@ async fn rooms_meet_on_one_pod_each(cluster: &TestCluster, node: &TestNode) {
         flowing,
         "every participant receives every other one's media in their room; counters: {counters}"
     );
+    every_pods_chain_verifies(node, &logs);
 
     let pod_ips: Vec<String> = media_pods(cluster)
         .await
@@ -572,6 +576,121 @@ async fn rooms_meet_on_one_pod_each(cluster: &TestCluster, node: &TestNode) {
     );
     println!("visits by pod: {room_pods:?}\ncounters:\n{counters}");
     a_pod_dies_during_calls(cluster, node, rooms, &room_pods).await;
+}
+
+/// Two Chromiums through the web client and the tenant's public endpoint: the patient waits in
+/// the waiting room until the clinician (whose connection may have reached another pod) admits
+/// them, then each decodes the other's video.
+async fn a_patient_waits_and_is_admitted_in_chromium(node: &TestNode) {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let driver = Driver::start().await;
+    let room = "visit-in-chromium";
+    let link = |user: &str, role: Role| {
+        format!(
+            "{}/?room={room}&quality=low#token={}&passcode={}",
+            node.https_base(),
+            node.token(room, user, role),
+            node.passcode(room)
+        )
+    };
+    let open = async |url: String| {
+        let b = driver.browser().await;
+        b.goto(&url).await.expect("open the web client");
+        b.find(Locator::Css("#join"))
+            .await
+            .expect("the join button")
+            .click()
+            .await
+            .expect("join");
+        b
+    };
+    let until =
+        async |what: &str, b: &fantoccini::Client, check: &dyn Fn(&serde_json::Value) -> bool| {
+            let started = std::time::Instant::now();
+            loop {
+                let state = browser::state(b).await;
+                if check(&state) {
+                    return state;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{what}: not within a minute: {state}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        };
+    let clinician = open(link("u-clinician", Role::Host)).await;
+    until("the clinician is in", &clinician, &|s| s["role"] == "host").await;
+    let patient = open(link("u-patient", Role::Participant)).await;
+    let waiting = until("the patient waits", &patient, &|s| s["waiting"] == true).await;
+    assert_eq!(waiting["mediaConnected"], false, "no media while waiting");
+    let id = waiting["participantId"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let admit = format!("#waiting-list li[data-participant='{id}'] button.admit");
+    let started = std::time::Instant::now();
+    loop {
+        match clinician.find(Locator::Css(&admit)).await {
+            Ok(button) => {
+                button.click().await.expect("admit");
+                break;
+            }
+            Err(e) => assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the clinician sees the waiting patient: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for b in [&clinician, &patient] {
+        let started = std::time::Instant::now();
+        loop {
+            let stats = browser::stats(b).await;
+            let decoded = stats["inbound"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["kind"] == "video")
+                .any(|s| s["framesDecoded"].as_u64().unwrap_or(0) > 10);
+            if decoded {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "each browser decodes the other's video: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    for b in [clinician, patient] {
+        let _ = b.close().await;
+    }
+}
+
+/// `bedside-audit verify` accepts each pod's audit chain (the stdout sink's records, in the
+/// pod's log) from its first record on: none altered, none missing, one chain per pod.
+fn every_pods_chain_verifies(node: &TestNode, logs: &[String]) {
+    let key = bedside_audit::AuditKey::new(&node.audit_key).expect("the tenant's audit key");
+    for log in logs {
+        let records: Vec<&str> = log.lines().filter(|l| l.starts_with("{\"seq\"")).collect();
+        let verified = bedside_audit::verify(records.iter().copied(), &key)
+            .unwrap_or_else(|broken| panic!("a pod's audit chain is broken: {broken}\n{log}"));
+        assert_eq!(verified.chains.len(), 1, "one chain per pod: {verified:?}");
+        let chain = &verified.chains[0];
+        assert!(
+            chain.node.starts_with("lakeside-behavioral-media-"),
+            "named by its pod: {chain:?}"
+        );
+        assert_eq!(
+            chain.first_seq,
+            Some(1),
+            "nothing missing from its start: {chain:?}"
+        );
+        assert_eq!(chain.records, records.len(), "{chain:?}");
+    }
 }
 
 /// The participants of visit `r`: three in the first two, two in the others.
