@@ -693,6 +693,37 @@ fn every_pods_chain_verifies(node: &TestNode, logs: &[String]) {
     }
 }
 
+/// Polls an async condition until it holds or `within` passes.
+async fn wait_until_async<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+/// The meeting memory in the room's lease (what the pod holding the room next starts from).
+async fn room_memory(cluster: &TestCluster, room: &str) -> Option<serde_json::Value> {
+    let key = bedside_media_node::placement::room_key(room);
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(cluster.client(), NS)
+        .get(&format!("{TENANT}-room-{key}"))
+        .await
+        .ok()?;
+    let text = lease
+        .metadata
+        .annotations?
+        .get(bedside_media_node::placement::MEMORY_ANNOTATION)?
+        .clone();
+    serde_json::from_str(&text).ok()
+}
+
 /// The participants of visit `r`: three in the first two, two in the others.
 fn users_of(r: usize) -> Vec<String> {
     (0..if r < 2 { 3 } else { 2 })
@@ -736,9 +767,53 @@ async fn a_pod_dies_during_calls(
         .first()
         .cloned()
         .expect("visit 0 has a pod");
-    let (hit, spared): (Vec<_>, Vec<_>) = rooms
+    let (mut hit, spared): (Vec<_>, Vec<_>) = rooms
         .into_iter()
         .partition(|(room, _)| room_pods[room].contains(&victim));
+    // In visit 0 the clinician removes u-0-2 and locks the meeting: that must outlive the pod.
+    let visit_0 = &mut hit[0].1;
+    let expelled = visit_0.remove(2);
+    visit_0[0]
+        .send(
+            serde_json::json!({"v": 1, "type": "expel", "participantId": expelled.participant_id}),
+        )
+        .await;
+    visit_0[0]
+        .send(serde_json::json!({"v": 1, "type": "lock", "locked": true}))
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), expelled.leave()).await;
+    let kept = wait_until_async(Duration::from_secs(20), || async {
+        room_memory(cluster, "placed-visit-0")
+            .await
+            .is_some_and(|m| {
+                m["locked"] == true && m["expelled"].as_array().is_some_and(|e| e.len() == 1)
+            })
+    })
+    .await;
+    if !kept {
+        let lease =
+            Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(cluster.client(), NS)
+                .get(&format!(
+                    "{TENANT}-room-{}",
+                    bedside_media_node::placement::room_key("placed-visit-0")
+                ))
+                .await;
+        let mut logs = String::new();
+        for pod in media_pods(cluster).await {
+            let name = pod.metadata.name.unwrap_or_default();
+            let log = pod_log(cluster, &name).await;
+            for line in log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("expel") || l.contains("lock"))
+            {
+                logs.push_str(&format!("{name}: {line}\n"));
+            }
+        }
+        panic!(
+            "the meeting's lock and expelled participant are not in its room's lease: {lease:?}\n{logs}\nthe clinician saw: {:?}",
+            hit[0].1[0].saw("error")
+        );
+    }
     let before: Vec<Vec<u64>> = spared.iter().map(|(_, peers)| received(peers)).collect();
     Api::<Pod>::namespaced(cluster.client(), NS)
         .delete(&victim, &DeleteParams::default().grace_period(0))
@@ -754,7 +829,8 @@ async fn a_pod_dies_during_calls(
             .parse()
             .expect("a visit number");
         let mut rejoined = Vec::new();
-        for user in users_of(r) {
+        let expelled = |user: &String| r == 0 && user == "u-0-2";
+        for user in users_of(r).into_iter().filter(|u| !expelled(u)) {
             let token = node.token(&room, &user, Role::Host);
             let peer = loop {
                 match RustPeer::try_join(node, &room, &token, from_the_node()).await {
@@ -785,6 +861,22 @@ async fn a_pod_dies_during_calls(
         "the dead pod's participants are back in media within 15 s (took {took:?})"
     );
     println!("participants of the pod that died back in media after {took:?}");
+    // Where visit 0 lives now, it is still locked to newcomers and closed to the expelled.
+    for (user, refusal) in [("u-0-2", "expelled"), ("u-0-9", "meeting-locked")] {
+        let token = node.token("placed-visit-0", user, Role::Host);
+        let started = std::time::Instant::now();
+        loop {
+            match RustPeer::try_join(node, "placed-visit-0", &token, from_the_node()).await {
+                Ok(_) => panic!("{user} got into visit 0 after its pod died"),
+                Err(why) if why["code"] == refusal => break,
+                Err(why) => assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "{user} is refused with {refusal}: {why}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
     for ((room, peers), before) in spared.iter().zip(&before) {
         let after = received(peers);
         assert!(

@@ -8,10 +8,48 @@
 
 pub mod passcode;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::token::Role;
+
+/// What a meeting keeps beyond the pod it runs on: a meeting placed again (its pod died or
+/// stopped, the room moved) starts from it. Users appear only as [`user_key`]s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    pub locked: bool,
+    pub ended: bool,
+    /// Expelled: they cannot come back.
+    pub expelled: BTreeSet<String>,
+    /// Admitted once (hosts, and participants a host let in): they come back without waiting,
+    /// even into a locked meeting.
+    pub admitted: BTreeSet<String>,
+}
+
+impl Memory {
+    /// Nothing worth keeping.
+    pub fn is_empty(&self) -> bool {
+        *self == Memory::default()
+    }
+
+    /// Worth keeping after everyone left (as the node keeps such a meeting): a lock, an end, an
+    /// expelled participant. Who was admitted matters only while the visit goes on.
+    pub fn outlives_the_visit(&self) -> bool {
+        self.locked || self.ended || !self.expelled.is_empty()
+    }
+}
+
+/// A user as a meeting remembers them: the token's pseudonymous id, hashed, so the memory
+/// kept outside the node (a Kubernetes Lease) does not list who took part.
+pub fn user_key(user: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user.as_bytes());
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// A participant's id within the node (the engine's).
 pub type Id = u64;
@@ -140,7 +178,10 @@ pub struct Meeting {
     started: Instant,
     members: BTreeMap<Id, Member>,
     locked: bool,
+    /// [`user_key`]s of the expelled.
     expelled: HashSet<String>,
+    /// [`user_key`]s of everyone admitted once.
+    admitted: HashSet<String>,
     muted: HashSet<Id>,
     warned: bool,
     ended: bool,
@@ -157,6 +198,7 @@ impl Meeting {
             members: BTreeMap::new(),
             locked: false,
             expelled: HashSet::new(),
+            admitted: HashSet::new(),
             muted: HashSet::new(),
             warned: false,
             ended: false,
@@ -172,6 +214,24 @@ impl Meeting {
 
     pub fn locked(&self) -> bool {
         self.locked
+    }
+
+    /// What to keep beyond this node.
+    pub fn memory(&self) -> Memory {
+        Memory {
+            locked: self.locked,
+            ended: self.ended,
+            expelled: self.expelled.iter().cloned().collect(),
+            admitted: self.admitted.iter().cloned().collect(),
+        }
+    }
+
+    /// A new meeting picks up where the one it replaces left off.
+    pub fn restore(&mut self, memory: &Memory) {
+        self.locked = memory.locked;
+        self.ended = memory.ended;
+        self.expelled.extend(memory.expelled.iter().cloned());
+        self.admitted.extend(memory.admitted.iter().cloned());
     }
 
     pub fn ended(&self) -> bool {
@@ -223,13 +283,19 @@ impl Meeting {
         if self.ended {
             return Err(Refusal::Ended);
         }
-        if self.locked {
-            return Err(Refusal::Locked);
-        }
-        if self.expelled.contains(user) {
+        let key = user_key(user);
+        if self.expelled.contains(&key) {
             return Err(Refusal::Expelled);
         }
-        let admitted = role == Role::Host;
+        // Someone admitted before (whose connection dropped, or whose pod died) comes back.
+        let known = self.admitted.contains(&key);
+        if self.locked && !known {
+            return Err(Refusal::Locked);
+        }
+        let admitted = role == Role::Host || known;
+        if admitted {
+            self.admitted.insert(key);
+        }
         self.members.insert(
             id,
             Member {
@@ -241,7 +307,9 @@ impl Meeting {
             },
         );
         if admitted {
-            self.hostless_since = None;
+            if role == Role::Host {
+                self.hostless_since = None;
+            }
             // A host arriving sees who already waits.
             let mut effects = vec![Effect::Admit(id)];
             if !self.waiting().is_empty() {
@@ -276,6 +344,7 @@ impl Meeting {
         self.waiting_target(target)?;
         if let Some(m) = self.members.get_mut(&target) {
             m.admitted = true;
+            self.admitted.insert(user_key(&m.user));
         }
         Ok(vec![Effect::Admit(target), Effect::WaitingChanged])
     }
@@ -303,7 +372,9 @@ impl Meeting {
             .members
             .remove(&target)
             .ok_or(Refusal::NoSuchParticipant)?;
-        self.expelled.insert(member.user);
+        let key = user_key(&member.user);
+        self.admitted.remove(&key);
+        self.expelled.insert(key);
         self.muted.remove(&target);
         let mut effects = vec![Effect::Remove(target, EndReason::Expelled)];
         if !member.admitted {
@@ -442,6 +513,105 @@ impl Meeting {
             .flatten()
             .chain(members)
             .min()
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy::new(Duration::from_secs(300), Duration::from_secs(3600))
+    }
+
+    fn far(now: Instant) -> Instant {
+        now + Duration::from_secs(3600)
+    }
+
+    #[test]
+    fn a_meeting_placed_again_keeps_its_lock_its_expelled_and_who_was_let_in() {
+        let now = Instant::now();
+        let mut first = Meeting::new(policy(), now);
+        first
+            .join(1, "u-host", Role::Host, far(now), now)
+            .expect("host");
+        first
+            .join(2, "u-patient", Role::Participant, far(now), now)
+            .expect("waits");
+        first.admit(1, 2).expect("admitted");
+        first
+            .join(3, "u-intruder", Role::Participant, far(now), now)
+            .expect("waits");
+        first.expel(1, 3).expect("expelled");
+        first.lock(1, true).expect("locked");
+        let memory = first.memory();
+        assert!(!memory.is_empty() && memory.outlives_the_visit());
+        assert!(
+            !serde_json::to_string(&memory)
+                .expect("json")
+                .contains("u-patient"),
+            "the memory names no user"
+        );
+
+        // The pod died; the room starts again elsewhere from its memory.
+        let mut again = Meeting::new(policy(), now);
+        again.restore(&memory);
+        assert!(again.locked());
+        let effects = again
+            .join(10, "u-patient", Role::Participant, far(now), now)
+            .expect("admitted once: back in, though locked");
+        assert_eq!(effects, vec![Effect::Admit(10)], "no waiting room again");
+        again
+            .join(11, "u-host", Role::Host, far(now), now)
+            .expect("the host");
+        assert_eq!(
+            again.join(12, "u-intruder", Role::Host, far(now), now),
+            Err(Refusal::Expelled),
+            "expelled stays expelled, whatever the token's role"
+        );
+        assert_eq!(
+            again.join(14, "u-stranger", Role::Host, far(now), now),
+            Err(Refusal::Locked)
+        );
+        again.lock(11, false).expect("unlocked");
+        assert_eq!(
+            again.join(13, "u-newcomer", Role::Participant, far(now), now),
+            Ok(vec![Effect::WaitingChanged]),
+            "a newcomer still waits"
+        );
+    }
+
+    #[test]
+    fn an_ended_meeting_stays_ended_where_it_is_placed_again() {
+        let now = Instant::now();
+        let mut first = Meeting::new(policy(), now);
+        first
+            .join(1, "u-host", Role::Host, far(now), now)
+            .expect("host");
+        first.end(1).expect("ended");
+        let mut again = Meeting::new(policy(), now);
+        again.restore(&first.memory());
+        assert_eq!(
+            again.join(2, "u-host", Role::Host, far(now), now),
+            Err(Refusal::Ended)
+        );
+    }
+
+    #[test]
+    fn an_expelled_participant_loses_the_way_back_in() {
+        let now = Instant::now();
+        let mut meeting = Meeting::new(policy(), now);
+        meeting
+            .join(1, "u-host", Role::Host, far(now), now)
+            .expect("host");
+        meeting
+            .join(2, "u-patient", Role::Participant, far(now), now)
+            .expect("waits");
+        meeting.admit(1, 2).expect("admitted");
+        meeting.expel(1, 2).expect("expelled");
+        let memory = meeting.memory();
+        assert_eq!(memory.admitted.len(), 1, "only the host: {memory:?}");
+        assert_eq!(memory.expelled.len(), 1);
     }
 }
 

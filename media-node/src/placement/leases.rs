@@ -14,10 +14,11 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use tokio::sync::watch;
 
 use super::{
-    DRAINING_ANNOTATION, Decision, KIND_LABEL, NodeView, Releases, RoomView, SIGNALING_ANNOTATION,
-    TENANT_LABEL, decide, room_key,
+    DRAINING_ANNOTATION, Decision, KIND_LABEL, MEMORY_ANNOTATION, NodeView, Releases, RoomView,
+    SIGNALING_ANNOTATION, TENANT_LABEL, decide, room_key,
 };
 use crate::error::NodeError;
+use crate::meeting::Memory;
 use crate::sfu::{Command, SfuHandle};
 
 /// How often a pod renews its node lease.
@@ -151,8 +152,10 @@ impl Placement {
             let written = match existing {
                 None => self.api.create(&PostParams::default(), &lease).await,
                 Some(old) => {
-                    // Taken over from a dead pod, only if nobody changed it since we read it.
+                    // Taken over from a dead pod, only if nobody changed it since we read it,
+                    // with the meeting's memory.
                     lease.metadata.resource_version = old.metadata.resource_version;
+                    lease.metadata.annotations = old.metadata.annotations;
                     self.api
                         .replace(&name, &PostParams::default(), &lease)
                         .await
@@ -263,7 +266,16 @@ impl Placement {
         let held: Vec<String> = mine.iter().map(|(view, _)| view.key.clone()).collect();
         let active: Vec<String> = active.iter().map(|room| room_key(room)).collect();
         for key in releases.due(&held, &active, std::time::Instant::now(), ROOM_LINGER) {
-            if let Some((_, lease)) = mine.iter().find(|(view, _)| view.key == key) {
+            let Some((_, lease)) = mine.iter().find(|(view, _)| view.key == key) else {
+                continue;
+            };
+            // A lock, an end or an expelled participant is kept for a day (as the node keeps
+            // an ended meeting), even by a pod that restarted without the meeting.
+            let keep = memory_of(lease).is_some_and(|m| m.outlives_the_visit())
+                && placed_at(lease).is_some_and(|at| {
+                    Timestamp::now().duration_since(at) < jiff::SignedDuration::from_hours(24)
+                });
+            if !keep {
                 self.delete_if_unchanged(lease).await?;
             }
         }
@@ -290,11 +302,37 @@ impl Placement {
         }
     }
 
-    /// On the way out: this pod's rooms and its node lease go, so new joins are placed at once.
+    /// The meeting's memory kept in the room's lease, if any.
+    pub async fn memory(&self, room: &str) -> Option<Memory> {
+        let name = self.room_lease_name(&room_key(room));
+        let lease = self.api.get_opt(&name).await.ok()??;
+        memory_of(&lease)
+    }
+
+    /// Keeps the meeting's memory in its room's lease.
+    pub async fn remember(&self, room: &str, memory: &Memory) {
+        let name = self.room_lease_name(&room_key(room));
+        let Ok(text) = serde_json::to_string(memory) else {
+            return;
+        };
+        let patch = serde_json::json!({"metadata": {"annotations": {MEMORY_ANNOTATION: text}}});
+        if let Err(e) = self
+            .api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(error = %e, "room placement: cannot keep a meeting's lock, expelled and admitted participants in its lease; they hold on this pod only");
+        }
+    }
+
+    /// On the way out: this pod's node lease goes, and its rooms' leases, so new joins are
+    /// placed at once; a room with a memory keeps its lease (the next pod takes it over).
     pub async fn leave(&self) {
         if let Ok(rooms) = self.rooms().await {
             for (_, lease) in rooms.iter().filter(|(view, _)| view.holder == self.me) {
-                let _ = self.delete_if_unchanged(lease).await;
+                if !memory_of(lease).is_some_and(|m| m.outlives_the_visit()) {
+                    let _ = self.delete_if_unchanged(lease).await;
+                }
             }
         }
         let _ = self.api.delete(&self.me, &DeleteParams::default()).await;
@@ -316,6 +354,19 @@ fn node_view(lease: &Lease) -> Option<NodeView> {
         renewed: spec.renew_time.as_ref()?.0,
         ttl: Duration::from_secs(spec.lease_duration_seconds?.max(0) as u64),
     })
+}
+
+fn placed_at(lease: &Lease) -> Option<Timestamp> {
+    Some(lease.spec.as_ref()?.acquire_time.as_ref()?.0)
+}
+
+fn memory_of(lease: &Lease) -> Option<Memory> {
+    let text = lease
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(MEMORY_ANNOTATION)?;
+    serde_json::from_str(text).ok()
 }
 
 fn room_view(lease: &Lease) -> Option<RoomView> {

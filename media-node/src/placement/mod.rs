@@ -20,6 +20,9 @@ pub const TENANT_LABEL: &str = "bedside.health/tenant";
 pub const KIND_LABEL: &str = "bedside.health/lease";
 pub const SIGNALING_ANNOTATION: &str = "bedside.health/signaling";
 pub const DRAINING_ANNOTATION: &str = "bedside.health/draining";
+/// On a room lease: the meeting's memory (`meeting::Memory`, JSON), for the pod that holds the
+/// room next.
+pub const MEMORY_ANNOTATION: &str = "bedside.health/meeting-memory";
 
 /// A pod as its node lease shows it.
 #[derive(Debug, Clone, PartialEq)]

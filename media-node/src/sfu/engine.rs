@@ -78,6 +78,8 @@ pub enum Command {
         user: String,
         token_expires: Instant,
         display_name: Option<DisplayName>,
+        /// The meeting's memory from before this pod held the room (placement).
+        remembered: Option<meeting::Memory>,
         events: mpsc::Sender<ServerMessage>,
         reply: oneshot::Sender<Result<Joined, ProtocolError>>,
     },
@@ -100,10 +102,11 @@ pub enum Command {
         id: ParticipantId,
         reason: LeaveReason,
     },
+    /// A host's action; the reply carries the meeting's memory after it.
     Host {
         id: ParticipantId,
         action: HostAction,
-        reply: oneshot::Sender<Result<(), ProtocolError>>,
+        reply: oneshot::Sender<Result<meeting::Memory, ProtocolError>>,
     },
     /// The participant unmutes themselves.
     Unmute { id: ParticipantId },
@@ -247,6 +250,7 @@ impl Engine {
                 user,
                 token_expires,
                 display_name,
+                remembered,
                 events,
                 reply,
             } => {
@@ -255,6 +259,7 @@ impl Engine {
                     user,
                     token_expires,
                     display_name,
+                    remembered,
                 };
                 let _ = reply.send(self.join(room, joining, events));
             }
@@ -292,7 +297,9 @@ impl Engine {
             Command::Leave { id, reason } => self.gone.push((id, reason, None)),
             Command::Advertise { address } => self.settings.advertised = address,
             Command::Rooms { reply } => {
-                let _ = reply.send(Ok(self.meetings.keys().map(|r| r.to_string()).collect()));
+                // Ended meetings too: they are remembered (and their rooms held) for a day.
+                let rooms = self.meetings.keys().chain(self.ended.keys());
+                let _ = reply.send(Ok(rooms.map(|r| r.to_string()).collect()));
             }
             Command::Shutdown { .. } => {}
         }
@@ -328,7 +335,13 @@ impl Engine {
         let effects = self
             .meetings
             .entry(room.clone())
-            .or_insert_with(|| Meeting::new(policy, now))
+            .or_insert_with(|| {
+                let mut meeting = Meeting::new(policy, now);
+                if let Some(memory) = &joining.remembered {
+                    meeting.restore(memory);
+                }
+                meeting
+            })
             .join(
                 id.0,
                 &joining.user,
@@ -372,7 +385,11 @@ impl Engine {
             .collect()
     }
 
-    fn host(&mut self, id: ParticipantId, action: HostAction) -> Result<(), ProtocolError> {
+    fn host(
+        &mut self,
+        id: ParticipantId,
+        action: HostAction,
+    ) -> Result<meeting::Memory, ProtocolError> {
         let room = self.participant(id)?.room.clone();
         self.touch(id);
         let meeting = self
@@ -390,7 +407,15 @@ impl Engine {
         }
         .map_err(refusal)?;
         self.apply(&room, effects);
-        Ok(())
+        // An ended meeting is gone from `meetings`; its memory is that it ended.
+        Ok(self
+            .meetings
+            .get(&room)
+            .map(Meeting::memory)
+            .unwrap_or_else(|| meeting::Memory {
+                ended: true,
+                ..Default::default()
+            }))
     }
 
     /// Carries out what the meeting decided.
@@ -1115,6 +1140,7 @@ struct Joining {
     user: String,
     token_expires: Instant,
     display_name: Option<DisplayName>,
+    remembered: Option<meeting::Memory>,
 }
 
 /// A refused join or host action, for the client.

@@ -569,8 +569,9 @@ impl Session {
             })
             .await;
         match result {
-            Ok(()) => {
+            Ok(memory) => {
                 self.audit(action, None);
+                self.remember(memory);
                 Flow::Continue
             }
             Err(e) => {
@@ -578,6 +579,17 @@ impl Session {
                 self.on_error(e)
             }
         }
+    }
+
+    /// With placement, the meeting's memory (lock, expelled, admitted, ended) goes into its
+    /// room's lease, for the pod that holds the room next; written in the background, the host
+    /// does not wait for the API server.
+    fn remember(&self, memory: crate::meeting::Memory) {
+        let (Some(placement), Some((_, room))) = (self.state.placement.clone(), self.who.clone())
+        else {
+            return;
+        };
+        tokio::spawn(async move { placement.remember(&room, &memory).await });
     }
 
     /// A draining node still takes joins into its meetings in progress (a participant whose
@@ -654,6 +666,11 @@ impl Session {
             return self.fatal(e);
         }
         let events = self.events_tx.clone();
+        // A room placed here again (its pod died, or moved) starts from what it remembered.
+        let remembered = match &self.state.placement {
+            Some(placement) => placement.memory(&grant.room).await,
+            None => None,
+        };
         // The token's expiry, on the media loop's clock: it ejects its holder then.
         let token_expires =
             std::time::Instant::now() + Duration::from_secs(grant.expires_at.saturating_sub(now));
@@ -666,6 +683,7 @@ impl Session {
                 user: grant.user.clone(),
                 token_expires,
                 display_name: name,
+                remembered,
                 events,
                 reply,
             })
