@@ -1,16 +1,18 @@
 //! The Leases behind placement: this pod's node lease, renewed every [`BEAT`]; room leases,
 //! created for new rooms, taken over from dead pods, and let go once their room stayed empty.
 //!
-//! The pod needs, in its own namespace only: leases get, list, create, update, patch, delete
+//! The pod needs, in its own namespace only: leases get, list, watch, create, update, patch, delete
 //! (the tenant's Role, which the operator makes).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::watch;
 
 use super::{
@@ -25,6 +27,8 @@ use crate::sfu::{Command, SfuHandle};
 pub const BEAT: Duration = Duration::from_secs(2);
 /// A pod whose node lease is older than this is dead: its rooms are placed again.
 pub const NODE_TTL: Duration = Duration::from_secs(6);
+/// How long a starting pod waits for its first view of the Leases.
+const CACHE_READY: Duration = Duration::from_secs(20);
 /// How long a room lease waits for its first participant, or outlives its last.
 const ROOM_LINGER: Duration = Duration::from_secs(20);
 /// Room leases are let go every this many beats.
@@ -44,10 +48,12 @@ pub enum Owner {
     Nowhere,
 }
 
-/// This pod's view of the tenant's placement Leases.
+/// This pod's view of the tenant's placement Leases: reads come from a watch-fed cache (a join
+/// costs no API round trip unless it places a room), writes go to the API server.
 #[derive(Clone)]
 pub struct Placement {
     api: Api<Lease>,
+    cache: reflector::Store<Lease>,
     namespace: String,
     tenant: String,
     me: String,
@@ -81,8 +87,33 @@ impl Placement {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| placement_error(namespace, e))?;
+        let api: Api<Lease> = Api::namespaced(client, namespace);
+        let (cache, writer) = reflector::store();
+        let leases = watcher::Config::default().labels(&format!("{TENANT_LABEL}={tenant}"));
+        let feed = reflector(writer, watcher(api.clone(), leases))
+            .default_backoff()
+            .touched_objects();
+        tokio::spawn(feed.for_each(|event| {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "room placement: the lease watch failed; retrying");
+            }
+            futures::future::ready(())
+        }));
+        // The first list must arrive before a join is placed, or every room looks new.
+        match tokio::time::timeout(CACHE_READY, cache.wait_until_ready()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                // The same call, for its error: what the watch could not do.
+                let error = api.list(&ListParams::default().limit(1)).await.err();
+                return Err(match error {
+                    Some(e) => placement_error(namespace, e),
+                    None => NodeError::PlacementContended,
+                });
+            }
+        }
         Ok(Self {
-            api: Api::namespaced(client, namespace),
+            api,
+            cache,
             namespace: namespace.to_string(),
             tenant: tenant.to_string(),
             me: me.to_string(),
@@ -105,11 +136,36 @@ impl Placement {
         format!("{}-room-{key}", self.tenant)
     }
 
-    async fn nodes(&self) -> Result<Vec<NodeView>, kube::Error> {
-        let leases = self.api.list(&self.of_kind("node")).await?;
-        Ok(leases.items.iter().filter_map(node_view).collect())
+    fn of_kind_cached(&self, kind: &str) -> Vec<Arc<Lease>> {
+        self.cache.state_filter(|lease| {
+            lease
+                .metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.get(KIND_LABEL).is_some_and(|k| k == kind))
+        })
     }
 
+    fn nodes(&self) -> Vec<NodeView> {
+        self.of_kind_cached("node")
+            .iter()
+            .filter_map(|lease| node_view(lease))
+            .collect()
+    }
+
+    fn room_views(&self) -> Vec<RoomView> {
+        self.of_kind_cached("room")
+            .iter()
+            .filter_map(|lease| room_view(lease))
+            .collect()
+    }
+
+    fn cached(&self, name: &str) -> Option<Lease> {
+        let key = reflector::ObjectRef::new(name).within(&self.namespace);
+        self.cache.get(&key).map(|lease| (*lease).clone())
+    }
+
+    /// Room leases, from the API server (what this pod holds, to let go of).
     async fn rooms(&self) -> Result<Vec<(RoomView, Lease)>, kube::Error> {
         let leases = self.api.list(&self.of_kind("room")).await?;
         Ok(leases
@@ -125,31 +181,19 @@ impl Placement {
         let key = room_key(room);
         let name = self.room_lease_name(&key);
         let fail = |e| placement_error(&self.namespace, e);
+        // The cache first; after a conflict, the API server (the cache may not have it yet).
+        let mut existing = self.cached(&name);
         for _ in 0..4 {
-            let existing = self.api.get_opt(&name).await.map_err(fail)?;
-            let nodes = self.nodes().await.map_err(fail)?;
+            let nodes = self.nodes();
             let now = Timestamp::now();
             let current = existing.as_ref().and_then(room_view);
-            let decision = match decide(current.as_ref(), &nodes, &[], now) {
-                held @ Decision::Held { .. } => held,
-                _ => {
-                    let rooms: Vec<RoomView> = self
-                        .rooms()
-                        .await
-                        .map_err(fail)?
-                        .into_iter()
-                        .map(|(view, _)| view)
-                        .collect();
-                    decide(current.as_ref(), &nodes, &rooms, now)
-                }
-            };
-            let on = match decision {
+            let on = match decide(current.as_ref(), &nodes, &self.room_views(), now) {
                 Decision::Held { by } => return Ok(self.owner_named(&by, &nodes)),
                 Decision::Nowhere => return Ok(Owner::Nowhere),
                 Decision::Place { on } => on,
             };
             let mut lease = self.room_lease(&name, &key, &on, now);
-            let written = match existing {
+            let written = match existing.take() {
                 None => self.api.create(&PostParams::default(), &lease).await,
                 Some(old) => {
                     // Taken over from a dead pod, only if nobody changed it since we read it,
@@ -166,7 +210,10 @@ impl Placement {
                     tracing::info!(room_key = %key, node = %on, "room placed");
                     return Ok(self.owner_named(&on, &nodes));
                 }
-                Err(kube::Error::Api(e)) if e.code == 409 => continue, // another pod placed it
+                // Another pod placed it first (or the cache was behind): read it and decide again.
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    existing = self.api.get_opt(&name).await.map_err(fail)?;
+                }
                 Err(e) => return Err(fail(e)),
             }
         }
@@ -303,10 +350,8 @@ impl Placement {
     }
 
     /// The meeting's memory kept in the room's lease, if any.
-    pub async fn memory(&self, room: &str) -> Option<Memory> {
-        let name = self.room_lease_name(&room_key(room));
-        let lease = self.api.get_opt(&name).await.ok()??;
-        memory_of(&lease)
+    pub fn memory(&self, room: &str) -> Option<Memory> {
+        memory_of(&self.cached(&self.room_lease_name(&room_key(room)))?)
     }
 
     /// Keeps the meeting's memory in its room's lease.

@@ -668,7 +668,7 @@ impl Session {
         let events = self.events_tx.clone();
         // A room placed here again (its pod died, or moved) starts from what it remembered.
         let remembered = match &self.state.placement {
-            Some(placement) => placement.memory(&grant.room).await,
+            Some(placement) => placement.memory(&grant.room),
             None => None,
         };
         // The token's expiry, on the media loop's clock: it ejects its holder then.

@@ -13,7 +13,9 @@ use bedside_crds::HealthcareTenant;
 use kube::ResourceExt;
 
 /// The verbs the media node's placement uses on Leases (media-node/src/placement/leases.rs).
-pub const LEASE_VERBS: [&str; 6] = ["get", "list", "create", "update", "patch", "delete"];
+pub const LEASE_VERBS: [&str; 7] = [
+    "get", "list", "watch", "create", "update", "patch", "delete",
+];
 
 #[derive(Debug, Clone)]
 pub struct MediaAccess {
@@ -76,7 +78,7 @@ mod tests {
             rules[0].resources.as_deref(),
             Some(&["leases".to_string()][..])
         );
-        assert!(!rules[0].verbs.iter().any(|v| v == "*" || v == "watch"));
+        assert_eq!(rules[0].verbs, LEASE_VERBS);
         let subject = &access.role_binding.subjects.expect("subjects")[0];
         assert_eq!(subject.name, names.media_account);
         assert_eq!(subject.namespace, tenant.namespace());
