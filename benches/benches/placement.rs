@@ -236,14 +236,14 @@ async fn kill_and_recover(
     round: usize,
 ) -> Vec<f64> {
     let pods: Api<Pod> = Api::namespaced(cluster.client(), NS);
-    let lease_holder = room_holder(cluster, &rooms[0].0).await;
+    let lease_holder = pod_tenant::room_holder(cluster, &rooms[0].0).await;
     let Some(victim) = lease_holder else {
         return Vec::new();
     };
     let mut hit = Vec::new();
     let mut kept = Vec::new();
     for (room, peers) in rooms.drain(..) {
-        if room_holder(cluster, &room).await.as_deref() == Some(victim.as_str()) {
+        if pod_tenant::room_holder(cluster, &room).await.as_deref() == Some(victim.as_str()) {
             hit.push((room, peers));
         } else {
             kept.push((room, peers));
@@ -298,17 +298,6 @@ async fn kill_and_recover(
     }
     rooms.extend(back);
     times
-}
-
-/// The pod named in the room's Lease.
-async fn room_holder(cluster: &TestCluster, room: &str) -> Option<String> {
-    let key = bedside_media_node::placement::room_key(room);
-    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(cluster.client(), NS)
-        .get(&format!("{TENANT}-room-{key}"))
-        .await
-        .ok()?
-        .spec?
-        .holder_identity
 }
 
 async fn measure(cluster: &TestCluster) -> Outcome {

@@ -96,3 +96,20 @@ pub async fn media_pods(cluster: &TestCluster) -> Vec<Pod> {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect()
 }
+
+/// The room's placement lease: which pod holds it, and the meeting's memory.
+pub async fn room_lease(
+    cluster: &TestCluster,
+    room: &str,
+) -> Option<k8s_openapi::api::coordination::v1::Lease> {
+    let key = bedside_media_node::placement::room_key(room);
+    Api::namespaced(cluster.client(), NS)
+        .get(&format!("{TENANT}-room-{key}"))
+        .await
+        .ok()
+}
+
+/// The pod that holds the room.
+pub async fn room_holder(cluster: &TestCluster, room: &str) -> Option<String> {
+    room_lease(cluster, room).await?.spec?.holder_identity
+}

@@ -321,7 +321,13 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
     rooms_meet_on_one_pod_each(cluster, &node).await;
     a_patient_waits_and_is_admitted_in_chromium(&node).await;
 
-    // Down to one node: the removed pods' media Services go, the remaining pod keeps its address.
+    // Down to one node, with a call on a pod that goes: the call goes on while its pod
+    // drains; once it ends, the pod and its media Service go; the remaining pod keeps its address.
+    let (room, mut call) =
+        a_call_on_a_pod_other_than(cluster, &node, "lakeside-behavioral-media-0").await;
+    let draining = pod_tenant::room_holder(cluster, &room)
+        .await
+        .expect("the call's pod");
     patch_tenant_spec(
         &cluster.client(),
         NS,
@@ -330,6 +336,34 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
         "scale down",
     )
     .await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), NS);
+    eventually(
+        "the call's pod told to stop",
+        Duration::from_secs(120),
+        || async {
+            pods.get(&draining)
+                .await
+                .ok()?
+                .metadata
+                .deletion_timestamp
+                .map(|_| ())
+        },
+    )
+    .await;
+    let before = received(&call);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let after = received(&call);
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| *a > *b + 100),
+        "the call on {draining} goes on while the scale-down drains it: {before:?} -> {after:?}"
+    );
+    assert!(
+        call.iter().all(|p| p.saw("closing").is_empty()),
+        "nobody in the call was told to leave"
+    );
+    for peer in call.drain(..) {
+        peer.leave().await;
+    }
     let services: Api<Service> = Api::namespaced(cluster.client(), NS);
     eventually(
         "the removed pods' media Services deleted",
@@ -709,14 +743,44 @@ where
     false
 }
 
+/// A call of two, in the first room placement puts on a pod other than `pod`.
+async fn a_call_on_a_pod_other_than(
+    cluster: &TestCluster,
+    node: &TestNode,
+    pod: &str,
+) -> (String, Vec<RustPeer>) {
+    for n in 0..10 {
+        let room = format!("visit-scaled-{n}");
+        let mut call = Vec::new();
+        for user in ["u-s-clinician", "u-s-patient"] {
+            let mut peer = RustPeer::join(
+                node,
+                &room,
+                &node.token(&room, user, Role::Host),
+                from_the_node(),
+            )
+            .await;
+            peer.start_publishing();
+            call.push(peer);
+        }
+        if pod_tenant::room_holder(cluster, &room).await.as_deref() != Some(pod) {
+            assert!(
+                wait_until(Duration::from_secs(20), || in_media(&call, 20)).await,
+                "the call's media flows"
+            );
+            return (room, call);
+        }
+        for peer in call {
+            peer.leave().await;
+        }
+    }
+    panic!("placement never chose a pod other than {pod} in 10 rooms");
+}
+
 /// The meeting memory in the room's lease (what the pod holding the room next starts from).
 async fn room_memory(cluster: &TestCluster, room: &str) -> Option<serde_json::Value> {
-    let key = bedside_media_node::placement::room_key(room);
-    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(cluster.client(), NS)
-        .get(&format!("{TENANT}-room-{key}"))
-        .await
-        .ok()?;
-    let text = lease
+    let text = pod_tenant::room_lease(cluster, room)
+        .await?
         .metadata
         .annotations?
         .get(bedside_media_node::placement::MEMORY_ANNOTATION)?

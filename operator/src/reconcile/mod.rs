@@ -112,6 +112,9 @@ pub struct Context {
 pub struct AppliedRecord {
     desired_hash: String,
     versions: Vec<Option<String>>,
+    /// A removed pod's media Service was kept for its draining pod: the next reconcile must
+    /// look again rather than skip.
+    prune_pending: bool,
 }
 
 fn applied_hash(desired: &build::Desired, pdb: &DynamicObject) -> String {
@@ -502,6 +505,7 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
             .and_then(|memo| memo.get(&memo_key).cloned())
             .is_some_and(|record| {
                 record.desired_hash == desired_hash
+                    && !record.prune_pending
                     && live_versions.iter().all(Option::is_some)
                     && record.versions == live_versions
             });
@@ -521,7 +525,8 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
             for service in &desired.services {
                 applied_services.push(server_side_apply(&services, service, "Service").await?);
             }
-            prune_media_services(&services, tenant, &desired.services).await?;
+            let prune_pending =
+                prune_media_services(&client, &services, tenant, &desired.services).await?;
             let addresses =
                 build::media_addresses(tenant, observed.media_replicas, &applied_services);
             observed.unaddressed = addresses.missing.clone();
@@ -564,6 +569,7 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
                     AppliedRecord {
                         desired_hash,
                         versions,
+                        prune_pending,
                     },
                 );
             }
@@ -713,23 +719,45 @@ async fn remove_legacy_deployment(
 
 /// Deletes the per-pod media Services of pods that no longer exist (after a scale-down), and
 /// only those: the others keep their addresses, so calls on them go on.
+/// Deletes the media Services of pods a scale-down removed, once each pod is gone: a pod that
+/// still drains keeps its Service, or kube-proxy would cut its calls' media. True when one was
+/// kept (the tenant is looked at again until it goes).
 async fn prune_media_services(
+    client: &Client,
     services: &Api<Service>,
     tenant: &HealthcareTenant,
     desired: &[Service],
-) -> Result<(), Error> {
-    let selector = format!(
-        "{}={},{SERVICE_ROLE_LABEL}=media",
-        crate::names::TENANT_LABEL,
-        tenant.name_any()
-    );
+) -> Result<bool, Error> {
+    let tenant_selector = format!("{}={}", crate::names::TENANT_LABEL, tenant.name_any());
     let live = services
-        .list(&kube::api::ListParams::default().labels(&selector))
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("{tenant_selector},{SERVICE_ROLE_LABEL}=media")),
+        )
         .await
         .map_err(kube_err("listing the media Services"))?;
-    for service in live {
-        let name = service.name_any();
-        if desired.iter().any(|d| d.name_any() == name) {
+    let removed: Vec<String> = live
+        .into_iter()
+        .map(|s| s.name_any())
+        .filter(|name| !desired.iter().any(|d| d.name_any() == *name))
+        .collect();
+    if removed.is_empty() {
+        return Ok(false);
+    }
+    // Each media Service is named after its pod.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(client.clone(), &tenant.namespace().unwrap_or_default());
+    let running: Vec<String> = pods
+        .list(&kube::api::ListParams::default().labels(&tenant_selector))
+        .await
+        .map_err(kube_err("listing the media pods"))?
+        .into_iter()
+        .map(|p| p.name_any())
+        .collect();
+    let mut kept = false;
+    for name in removed {
+        if running.contains(&name) {
+            kept = true;
             continue;
         }
         match services.delete(&name, &Default::default()).await {
@@ -743,7 +771,7 @@ async fn prune_media_services(
             }
         }
     }
-    Ok(())
+    Ok(kept)
 }
 
 async fn report_drift(tenant: &HealthcareTenant, ctx: &Context, drift: &[Drift]) {
