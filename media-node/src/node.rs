@@ -533,8 +533,9 @@ fn render_metrics(registry: &Registry) -> String {
 
 impl RunningNode {
     /// Stops taking joins (`/readyz` fails, joins are refused with "reconnect"), lets the calls
-    /// in progress run until their last participant leaves or `grace` runs out, then shuts
-    /// down as [`shutdown`](Self::shutdown) does within `close`.
+    /// in progress (its own, and those whose signaling it carries to other pods) run until
+    /// their last participant leaves or `grace` runs out, then shuts down as
+    /// [`shutdown`](Self::shutdown) does within `close`.
     pub async fn drain(self, grace: Duration, close: Duration) {
         let _ = self.shutdown.send(true);
         let started = tokio::time::Instant::now();
@@ -543,7 +544,9 @@ impl RunningNode {
             grace_s = grace.as_secs(),
             "draining: no new visits; calls in progress go on"
         );
-        while self.stats.participants.get() > 0 && started.elapsed() < grace {
+        // Its own calls, and the calls whose signaling it carries to other pods.
+        let busy = |stats: &EngineStats| stats.participants.get() > 0 || stats.relayed.get() > 0;
+        while busy(&self.stats) && started.elapsed() < grace {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         self.shutdown(close).await;

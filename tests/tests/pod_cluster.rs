@@ -353,10 +353,24 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
     let before = received(&call);
     tokio::time::sleep(Duration::from_secs(15)).await;
     let after = received(&call);
-    assert!(
-        after.iter().zip(&before).all(|(a, b)| *a > *b + 100),
-        "the call on {draining} goes on while the scale-down drains it: {before:?} -> {after:?}"
-    );
+    if !after.iter().zip(&before).all(|(a, b)| *a > *b + 100) {
+        let services: Vec<String> = Api::<Service>::namespaced(cluster.client(), NS)
+            .list(&ListParams::default().labels(SELECTOR))
+            .await
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .filter_map(|s| s.metadata.name)
+                    .collect()
+            })
+            .unwrap_or_default();
+        panic!(
+            "the call on {draining} goes on while the scale-down drains it: {before:?} -> {after:?}\nservices: {services:?}\nits counters: {}\nits log: {}\naddresses: {:?}",
+            pod_counters(cluster, &draining).await,
+            pod_log(cluster, &draining).await,
+            addresses(cluster).await,
+        );
+    }
     assert!(
         call.iter().all(|p| p.saw("closing").is_empty()),
         "nobody in the call was told to leave"
@@ -845,7 +859,6 @@ async fn a_pod_dies_during_calls(
     visit_0[0]
         .send(serde_json::json!({"v": 1, "type": "lock", "locked": true}))
         .await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), expelled.leave()).await;
     let kept = wait_until_async(Duration::from_secs(20), || async {
         room_memory(cluster, "placed-visit-0")
             .await
@@ -878,51 +891,84 @@ async fn a_pod_dies_during_calls(
             hit[0].1[0].saw("error")
         );
     }
+    // Left only now: had it left first, there would be nobody to expel.
+    let _ = tokio::time::timeout(Duration::from_secs(2), expelled.leave()).await;
     let before: Vec<Vec<u64>> = spared.iter().map(|(_, peers)| received(peers)).collect();
     Api::<Pod>::namespaced(cluster.client(), NS)
         .delete(&victim, &DeleteParams::default().grace_period(0))
         .await
         .expect("delete the pod");
     let killed = std::time::Instant::now();
-    let mut back = Vec::new();
-    for (room, peers) in hit {
-        for peer in peers {
-            let _ = tokio::time::timeout(Duration::from_secs(2), peer.leave()).await;
-        }
-        let r: usize = room["placed-visit-".len()..]
-            .parse()
-            .expect("a visit number");
-        let mut rejoined = Vec::new();
-        let expelled = |user: &String| r == 0 && user == "u-0-2";
-        for user in users_of(r).into_iter().filter(|u| !expelled(u)) {
-            let token = node.token(&room, &user, Role::Host);
-            let peer = loop {
-                match RustPeer::try_join(node, &room, &token, from_the_node()).await {
-                    Ok(peer) => break peer,
-                    Err(why) => {
-                        assert!(
-                            killed.elapsed() < Duration::from_secs(60),
-                            "{user} cannot join {room} again a minute after its pod died: {why}"
-                        );
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+    // While the dead pod's participants come back, the other visits are watched every 250 ms:
+    // the longest time any of their participants went without a packet from another.
+    let done = std::cell::Cell::new(false);
+    let rejoin = async {
+        let mut back = Vec::new();
+        for (room, peers) in hit {
+            for peer in peers {
+                let _ = tokio::time::timeout(Duration::from_secs(2), peer.leave()).await;
+            }
+            let r: usize = room["placed-visit-".len()..]
+                .parse()
+                .expect("a visit number");
+            let mut rejoined = Vec::new();
+            let expelled = |user: &String| r == 0 && user == "u-0-2";
+            for user in users_of(r).into_iter().filter(|u| !expelled(u)) {
+                let token = node.token(&room, &user, Role::Host);
+                let peer = loop {
+                    match RustPeer::try_join(node, &room, &token, from_the_node()).await {
+                        Ok(peer) => break peer,
+                        Err(why) => {
+                            assert!(
+                                killed.elapsed() < Duration::from_secs(60),
+                                "{user} cannot join {room} again a minute after its pod died: {why}"
+                            );
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
                     }
+                };
+                rejoined.push(peer);
+            }
+            for peer in &mut rejoined {
+                peer.start_publishing();
+            }
+            back.push(rejoined);
+        }
+        let recovered = wait_until(Duration::from_secs(60), || {
+            back.iter().all(|peers| in_media(peers, 5))
+        })
+        .await;
+        let took = killed.elapsed();
+        done.set(true);
+        (recovered, took, back)
+    };
+    let watch = async {
+        let mut longest = Duration::ZERO;
+        let mut last: Vec<(Vec<u64>, std::time::Instant)> = spared
+            .iter()
+            .map(|(_, peers)| (received(peers), std::time::Instant::now()))
+            .collect();
+        while !done.get() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            for ((_, peers), (counts, since)) in spared.iter().zip(last.iter_mut()) {
+                let now = received(peers);
+                if now.iter().zip(counts.iter()).all(|(a, b)| a > b) {
+                    *counts = now;
+                    *since = std::time::Instant::now();
                 }
-            };
-            rejoined.push(peer);
+                longest = longest.max(since.elapsed());
+            }
         }
-        for peer in &mut rejoined {
-            peer.start_publishing();
-        }
-        back.push(rejoined);
-    }
-    let recovered = wait_until(Duration::from_secs(60), || {
-        back.iter().all(|peers| in_media(peers, 5))
-    })
-    .await;
-    let took = killed.elapsed();
+        longest
+    };
+    let ((recovered, took, back), longest_gap) = futures::join!(rejoin, watch);
     assert!(
         recovered && took < Duration::from_secs(15),
         "the dead pod's participants are back in media within 15 s (took {took:?})"
+    );
+    assert!(
+        longest_gap < Duration::from_secs(2),
+        "the visits on the other pods go on without a gap (longest: {longest_gap:?})"
     );
     println!("participants of the pod that died back in media after {took:?}");
     // Where visit 0 lives now, it is still locked to newcomers and closed to the expelled.
@@ -944,8 +990,8 @@ async fn a_pod_dies_during_calls(
     for ((room, peers), before) in spared.iter().zip(&before) {
         let after = received(peers);
         assert!(
-            after.iter().zip(before).all(|(a, b)| *a > *b + 100),
-            "{room}, on another pod, goes on without a gap: {before:?} -> {after:?}"
+            after.iter().zip(before).all(|(a, b)| a > b),
+            "{room}, on another pod, goes on: {before:?} -> {after:?}"
         );
         assert!(
             peers.iter().all(|p| p.saw("closing").is_empty()),

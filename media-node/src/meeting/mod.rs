@@ -26,12 +26,15 @@ pub struct Memory {
     /// Admitted once (hosts, and participants a host let in): they come back without waiting,
     /// even into a locked meeting.
     pub admitted: BTreeSet<String>,
+    /// Which state is newer, when two are written out of order (the engine's count).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl Memory {
     /// Nothing worth keeping.
     pub fn is_empty(&self) -> bool {
-        *self == Memory::default()
+        !self.outlives_the_visit() && self.admitted.is_empty()
     }
 
     /// Worth keeping after everyone left (as the node keeps such a meeting): a lock, an end, an
@@ -223,6 +226,7 @@ impl Meeting {
             ended: self.ended,
             expelled: self.expelled.iter().cloned().collect(),
             admitted: self.admitted.iter().cloned().collect(),
+            revision: 0,
         }
     }
 

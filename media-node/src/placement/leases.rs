@@ -54,6 +54,8 @@ pub enum Owner {
 pub struct Placement {
     api: Api<Lease>,
     cache: reflector::Store<Lease>,
+    /// Meeting memories to write, in the order the meetings changed.
+    memories: tokio::sync::mpsc::UnboundedSender<(String, Memory)>,
     namespace: String,
     tenant: String,
     me: String,
@@ -111,14 +113,18 @@ impl Placement {
                 });
             }
         }
-        Ok(Self {
+        let (memories, pending) = tokio::sync::mpsc::unbounded_channel();
+        let placement = Self {
             api,
             cache,
+            memories,
             namespace: namespace.to_string(),
             tenant: tenant.to_string(),
             me: me.to_string(),
             url,
-        })
+        };
+        tokio::spawn(placement.clone().write_memories(pending));
+        Ok(placement)
     }
 
     pub fn me(&self) -> &str {
@@ -354,19 +360,35 @@ impl Placement {
         memory_of(&self.cached(&self.room_lease_name(&room_key(room)))?)
     }
 
-    /// Keeps the meeting's memory in its room's lease.
-    pub async fn remember(&self, room: &str, memory: &Memory) {
-        let name = self.room_lease_name(&room_key(room));
-        let Ok(text) = serde_json::to_string(memory) else {
-            return;
-        };
-        let patch = serde_json::json!({"metadata": {"annotations": {MEMORY_ANNOTATION: text}}});
-        if let Err(e) = self
-            .api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            tracing::warn!(error = %e, "room placement: cannot keep a meeting's lock, expelled and admitted participants in its lease; they hold on this pod only");
+    /// Keeps the meeting's memory in its room's lease: queued, and written in order, so an
+    /// older state never overwrites a newer one.
+    pub fn remember(&self, room: &str, memory: crate::meeting::Memory) {
+        let _ = self.memories.send((room.to_string(), memory));
+    }
+
+    async fn write_memories(
+        self,
+        mut pending: tokio::sync::mpsc::UnboundedReceiver<(String, Memory)>,
+    ) {
+        let mut written: std::collections::HashMap<String, u64> = Default::default();
+        while let Some((room, memory)) = pending.recv().await {
+            // A newer state of this meeting was written already.
+            if written.get(&room).is_some_and(|r| *r >= memory.revision) {
+                continue;
+            }
+            written.insert(room.clone(), memory.revision);
+            let name = self.room_lease_name(&room_key(&room));
+            let Ok(text) = serde_json::to_string(&memory) else {
+                continue;
+            };
+            let patch = serde_json::json!({"metadata": {"annotations": {MEMORY_ANNOTATION: text}}});
+            if let Err(e) = self
+                .api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::warn!(error = %e, "room placement: cannot keep a meeting's lock, expelled and admitted participants in its lease; they hold on this pod only");
+            }
         }
     }
 

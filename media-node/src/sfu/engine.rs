@@ -154,6 +154,8 @@ pub struct Engine {
     meetings: HashMap<Arc<str>, Meeting>,
     /// Ended meetings, remembered until then so no one rejoins them.
     ended: HashMap<Arc<str>, Instant>,
+    /// Counts host actions, so memories written out of order are told apart.
+    memory_revision: u64,
     last_meeting_tick: Instant,
 }
 
@@ -186,6 +188,7 @@ impl Engine {
             last_rebalance: Instant::now(),
             meetings: HashMap::new(),
             ended: HashMap::new(),
+            memory_revision: 0,
             last_meeting_tick: Instant::now(),
         }
     }
@@ -408,14 +411,17 @@ impl Engine {
         .map_err(refusal)?;
         self.apply(&room, effects);
         // An ended meeting is gone from `meetings`; its memory is that it ended.
-        Ok(self
+        let mut memory = self
             .meetings
             .get(&room)
             .map(Meeting::memory)
             .unwrap_or_else(|| meeting::Memory {
                 ended: true,
                 ..Default::default()
-            }))
+            });
+        self.memory_revision += 1;
+        memory.revision = self.memory_revision;
+        Ok(memory)
     }
 
     /// Carries out what the meeting decided.

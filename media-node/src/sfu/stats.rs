@@ -116,6 +116,8 @@ pub struct EngineStats {
     pub connected: IntCounter,
     /// Joins this pod carried on to the pod that holds their room.
     pub forwarded_joins: IntCounter,
+    /// Signaling connections this pod carries to other pods now: a draining pod keeps them.
+    pub relayed: IntGauge,
     /// Completed media sessions by negotiated SRTP profile.
     pub srtp_sessions: IntCounterVec,
     pub connection_failures: IntCounterVec,
@@ -209,6 +211,10 @@ impl EngineStats {
             forwarded_joins: counter(
                 "bedside_media_joins_forwarded_total",
                 "Joins carried on to the pod that holds their room",
+            )?,
+            relayed: gauge(
+                "bedside_media_relayed_connections",
+                "Signaling connections this pod carries to the pods that hold their rooms",
             )?,
             connected: counter(
                 "bedside_media_connections_total",
@@ -337,7 +343,8 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 25] = [
+        let collectors: [&dyn Collector; 26] = [
+            &self.relayed,
             self.placement.inner(),
             &self.rooms,
             &self.forwarded_joins,

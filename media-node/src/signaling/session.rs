@@ -78,7 +78,11 @@ pub(super) async fn run(mut socket: WebSocket, state: AppState, client: Client) 
                     Ok(upstream) => {
                         state.stats.placement.record(started.elapsed());
                         state.stats.forwarded_joins.inc();
-                        return super::forward::relay(socket, upstream, message).await;
+                        // A draining pod waits for these as for its own calls.
+                        state.stats.relayed.inc();
+                        super::forward::relay(socket, upstream, message).await;
+                        state.stats.relayed.dec();
+                        return;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "the room's media node did not answer a carried join");
@@ -585,11 +589,9 @@ impl Session {
     /// room's lease, for the pod that holds the room next; written in the background, the host
     /// does not wait for the API server.
     fn remember(&self, memory: crate::meeting::Memory) {
-        let (Some(placement), Some((_, room))) = (self.state.placement.clone(), self.who.clone())
-        else {
-            return;
-        };
-        tokio::spawn(async move { placement.remember(&room, &memory).await });
+        if let (Some(placement), Some((_, room))) = (&self.state.placement, &self.who) {
+            placement.remember(room, memory);
+        }
     }
 
     /// A draining node still takes joins into its meetings in progress (a participant whose
