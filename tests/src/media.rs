@@ -1068,6 +1068,11 @@ impl RustPeer {
         let _ = self.outgoing.send(message).await;
     }
 
+    /// Whether its signaling connection is still open (a relay that died closes it).
+    pub fn signaling_open(&self) -> bool {
+        self.tasks.first().is_some_and(|t| !t.is_finished())
+    }
+
     /// Leaves the meeting: sends `leave`, closes signaling and media.
     pub async fn leave(self) {
         let _ = self.outgoing.send(json!({"v": 1, "type": "leave"})).await;
