@@ -35,6 +35,15 @@ pub enum NodeError {
     },
     #[error("room placement: other pods kept changing this room's lease; try again")]
     PlacementContended,
+    #[error(
+        "room placement: the Leases in namespace {namespace} could be listed, but the watch on \
+         them gave nothing within {waited:?}; check that the API server's watch reaches the pod \
+         (NetworkPolicy egress to 443/6443, proxies that cut long requests)"
+    )]
+    PlacementNotReady {
+        namespace: String,
+        waited: std::time::Duration,
+    },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

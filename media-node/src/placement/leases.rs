@@ -109,7 +109,10 @@ impl Placement {
                 let error = api.list(&ListParams::default().limit(1)).await.err();
                 return Err(match error {
                     Some(e) => placement_error(namespace, e),
-                    None => NodeError::PlacementContended,
+                    None => NodeError::PlacementNotReady {
+                        namespace: namespace.to_string(),
+                        waited: CACHE_READY,
+                    },
                 });
             }
         }
@@ -125,17 +128,6 @@ impl Placement {
         };
         tokio::spawn(placement.clone().write_memories(pending));
         Ok(placement)
-    }
-
-    pub fn me(&self) -> &str {
-        &self.me
-    }
-
-    fn of_kind(&self, kind: &str) -> ListParams {
-        ListParams::default().labels(&format!(
-            "{TENANT_LABEL}={},{KIND_LABEL}={kind}",
-            self.tenant
-        ))
     }
 
     fn room_lease_name(&self, key: &str) -> String {
@@ -171,14 +163,14 @@ impl Placement {
         self.cache.get(&key).map(|lease| (*lease).clone())
     }
 
-    /// Room leases, from the API server (what this pod holds, to let go of).
-    async fn rooms(&self) -> Result<Vec<(RoomView, Lease)>, kube::Error> {
-        let leases = self.api.list(&self.of_kind("room")).await?;
-        Ok(leases
-            .items
+    /// The room leases this pod holds (deletes are guarded by resourceVersion, so a cache a
+    /// moment behind deletes nothing another pod took over).
+    fn mine(&self) -> Vec<(RoomView, Arc<Lease>)> {
+        self.of_kind_cached("room")
             .into_iter()
             .filter_map(|lease| Some((room_view(&lease)?, lease)))
-            .collect())
+            .filter(|(view, _)| view.holder == self.me)
+            .collect()
     }
 
     /// Where `room`'s participants meet, placing the room if no live pod holds it. Pods that
@@ -243,18 +235,22 @@ impl Placement {
         }
     }
 
+    /// The labels every placement lease carries: its tenant and its kind (node or room).
+    fn labels(&self, kind: &str) -> std::collections::BTreeMap<String, String> {
+        [
+            (TENANT_LABEL.to_string(), self.tenant.clone()),
+            (KIND_LABEL.to_string(), kind.to_string()),
+        ]
+        .into()
+    }
+
     fn room_lease(&self, name: &str, key: &str, holder: &str, now: Timestamp) -> Lease {
+        let mut labels = self.labels("room");
+        labels.insert(ROOM_KEY_LABEL.to_string(), key.to_string());
         Lease {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
-                labels: Some(
-                    [
-                        (TENANT_LABEL.to_string(), self.tenant.clone()),
-                        (KIND_LABEL.to_string(), "room".to_string()),
-                        (ROOM_KEY_LABEL.to_string(), key.to_string()),
-                    ]
-                    .into(),
-                ),
+                labels: Some(labels),
                 ..Default::default()
             },
             spec: Some(LeaseSpec {
@@ -271,13 +267,7 @@ impl Placement {
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(self.me.clone()),
-                labels: Some(
-                    [
-                        (TENANT_LABEL.to_string(), self.tenant.clone()),
-                        (KIND_LABEL.to_string(), "node".to_string()),
-                    ]
-                    .into(),
-                ),
+                labels: Some(self.labels("node")),
                 annotations: Some(
                     [
                         (SIGNALING_ANNOTATION.to_string(), self.url.clone()),
@@ -310,12 +300,7 @@ impl Placement {
         releases: &mut Releases,
         active: &[String],
     ) -> Result<(), kube::Error> {
-        let mine: Vec<(RoomView, Lease)> = self
-            .rooms()
-            .await?
-            .into_iter()
-            .filter(|(view, _)| view.holder == self.me)
-            .collect();
+        let mine = self.mine();
         let held: Vec<String> = mine.iter().map(|(view, _)| view.key.clone()).collect();
         let active: Vec<String> = active.iter().map(|room| room_key(room)).collect();
         for key in releases.due(&held, &active, std::time::Instant::now(), ROOM_LINGER) {
@@ -362,7 +347,7 @@ impl Placement {
 
     /// Keeps the meeting's memory in its room's lease: queued, and written in order, so an
     /// older state never overwrites a newer one.
-    pub fn remember(&self, room: &str, memory: crate::meeting::Memory) {
+    pub fn remember(&self, room: &str, memory: Memory) {
         let _ = self.memories.send((room.to_string(), memory));
     }
 
@@ -395,11 +380,9 @@ impl Placement {
     /// On the way out: this pod's node lease goes, and its rooms' leases, so new joins are
     /// placed at once; a room with a memory keeps its lease (the next pod takes it over).
     pub async fn leave(&self) {
-        if let Ok(rooms) = self.rooms().await {
-            for (_, lease) in rooms.iter().filter(|(view, _)| view.holder == self.me) {
-                if !memory_of(lease).is_some_and(|m| m.outlives_the_visit()) {
-                    let _ = self.delete_if_unchanged(lease).await;
-                }
+        for (_, lease) in self.mine() {
+            if !memory_of(&lease).is_some_and(|m| m.outlives_the_visit()) {
+                let _ = self.delete_if_unchanged(&lease).await;
             }
         }
         let _ = self.api.delete(&self.me, &DeleteParams::default()).await;
