@@ -162,20 +162,12 @@ async fn join_to_media(node: &TestNode, outcome: &mut Outcome) -> Vec<(String, V
 
 /// The pods' metrics text, by pod name.
 async fn pod_metrics(cluster: &TestCluster) -> BTreeMap<String, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut out = BTreeMap::new();
     for pod in pod_tenant::media_pods(cluster).await {
-        let (Some(name), Some(ip)) = (pod.metadata.name, pod.status.and_then(|s| s.pod_ip)) else {
-            continue;
-        };
-        let Ok(mut stream) = tokio::net::TcpStream::connect((ip.as_str(), 9090)).await else {
-            continue;
-        };
-        let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-        let mut text = String::new();
-        if stream.write_all(request.as_bytes()).await.is_ok()
-            && stream.read_to_string(&mut text).await.is_ok()
-        {
+        if let (Some(name), Ok(text)) = (
+            pod.metadata.name.clone(),
+            pod_tenant::pod_metrics(&pod).await,
+        ) {
             out.insert(name, text);
         }
     }

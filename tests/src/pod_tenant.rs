@@ -113,3 +113,27 @@ pub async fn room_lease(
 pub async fn room_holder(cluster: &TestCluster, room: &str) -> Option<String> {
     room_lease(cluster, room).await?.spec?.holder_identity
 }
+
+/// The metrics text of a media pod, read from its metrics port at its pod IP.
+pub async fn pod_metrics(pod: &Pod) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .ok_or("<no pod IP>")?;
+    let mut stream = tokio::net::TcpStream::connect((ip.as_str(), 9090))
+        .await
+        .map_err(|_| "<metrics port closed>")?;
+    let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut text = String::new();
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|_| "<metrics unreadable>")?;
+    stream
+        .read_to_string(&mut text)
+        .await
+        .map_err(|_| "<metrics unreadable>")?;
+    Ok(text)
+}

@@ -1159,25 +1159,13 @@ async fn pod_log(cluster: &TestCluster, pod: &str) -> String {
 
 /// The pod's media counters (packets, connections, failures), read from its metrics port.
 async fn pod_counters(cluster: &TestCluster, pod: &str) -> String {
-    let Some(ip) = Api::<Pod>::namespaced(cluster.client(), NS)
-        .get(pod)
-        .await
-        .ok()
-        .and_then(|p| p.status?.pod_ip)
-    else {
-        return "<no pod IP>".into();
+    let Ok(pod) = Api::<Pod>::namespaced(cluster.client(), NS).get(pod).await else {
+        return "<no pod>".into();
     };
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect((ip.as_str(), 9090)).await else {
-        return "<metrics port closed>".into();
+    let text = match pod_tenant::pod_metrics(&pod).await {
+        Ok(text) => text,
+        Err(why) => return why,
     };
-    let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let mut text = String::new();
-    if stream.write_all(request.as_bytes()).await.is_err()
-        || stream.read_to_string(&mut text).await.is_err()
-    {
-        return "<metrics unreadable>".into();
-    }
     text.lines()
         .filter(|l| {
             l.starts_with("bedside_media_packets_total")
