@@ -434,6 +434,25 @@ pub struct AuditConfig {
     /// its size; past that, joins are refused anyway, as records would otherwise be lost.
     #[serde(default)]
     pub when_buffer_full: BufferFullPolicy,
+
+    /// Keep each media node's audit buffers on a PersistentVolume of its own (one claim per
+    /// node, sized from bufferMiB), so records buffered while a sink is down are delivered even
+    /// when the node's pod is replaced: evicted, killed with its node, rolled. Without it the
+    /// buffers live in the pod (emptyDir): they survive a container restart, not the pod.
+    /// `{}` uses the cluster's default StorageClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<AuditStorage>,
+}
+
+/// The PersistentVolumes that hold the media nodes' audit buffers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditStorage {
+    /// The StorageClass of each node's claim; the cluster's default class when omitted.
+    /// Changing it gives new claims to nodes that have none; existing claims keep their class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub storage_class_name: Option<String>,
 }
 
 /// What a media node does when an audit sink's buffer is full.

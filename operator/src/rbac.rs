@@ -23,10 +23,17 @@ pub fn cluster_role() -> ClusterRole {
             rule(&[""], &["services"], &["get", "list", "watch", "create", "patch", "delete"]),
             // The media-node pods' addresses, to ask them about their audit sinks.
             rule(&[""], &["pods"], &["list"]),
+            // Pods that predate the tenant's audit volume claims are moved onto them by
+            // eviction, which the PodDisruptionBudget paces; never deleted outright.
+            rule(&[""], &["pods/eviction"], &["create"]),
             // Secrets: no list/watch, so the operator cannot read every Secret in the cluster;
             // it reads the tenant's TLS Secret by name and creates the key Secret once.
             rule(&[""], &["secrets"], &["get", "create"]),
-            rule(&["apps"], &["statefulsets"], &owned),
+            // delete: only to replace the media StatefulSet, its pods kept (orphaned), when its
+            // audit volume claims change, which the API server refuses in place.
+            rule(&["apps"], &["statefulsets"], &["get", "list", "watch", "create", "patch", "delete"]),
+            // The media nodes' audit volume claims, asked for more space when buffers grow.
+            rule(&[""], &["persistentvolumeclaims"], &["list", "patch"]),
             // The media nodes' Deployment an older operator made: read and removed once.
             rule(&["apps"], &["deployments"], &["get", "delete"]),
             rule(&["networking.k8s.io"], &["networkpolicies"], &owned),
@@ -68,9 +75,10 @@ mod tests {
             .collect();
         assert_eq!(
             deletes,
-            ["services", "deployments", "leases"],
-            "only removed pods' media Services, an older operator's Deployment and (to grant \
-             it to media pods) placement Leases are deleted"
+            ["services", "statefulsets", "deployments", "leases"],
+            "only removed pods' media Services, the media StatefulSet (replaced with its pods \
+             kept when its claims change), an older operator's Deployment and (to grant it to \
+             media pods) placement Leases are deleted"
         );
     }
 }

@@ -44,6 +44,19 @@ pub async fn tls_secret(cluster: &TestCluster, names: &[String]) -> Vec<u8> {
 /// tenants at [`PUBLIC_ADDRESS`]), from `image` (else the operator's default), audit to
 /// stdout (the pod log), AES-GCM media.
 pub async fn create(cluster: &TestCluster, replicas: i32, service_type: &str, image: Option<&str>) {
+    let audit = json!({"sinks": [{"stdout": {}}]});
+    create_with_audit(cluster, replicas, service_type, image, audit).await;
+}
+
+/// As [`create`], with `audit` (sinks, storage...) as the tenant's `spec.audit`, over the
+/// example's retention.
+pub async fn create_with_audit(
+    cluster: &TestCluster,
+    replicas: i32,
+    service_type: &str,
+    image: Option<&str>,
+    audit: serde_json::Value,
+) {
     let mut doc = documents(&examples_dir().join("lakeside-behavioral.yaml")).remove(0);
     doc["spec"]["mediaNodes"] = json!({
         "replicas": replicas,
@@ -54,7 +67,12 @@ pub async fn create(cluster: &TestCluster, replicas: i32, service_type: &str, im
         doc["spec"]["mediaNodes"]["image"] = image.into();
     }
     doc["spec"]["meetings"]["mediaEncryption"] = "Required".into();
-    doc["spec"]["audit"]["sinks"] = json!([{"stdout": {}}]);
+    let serde_json::Value::Object(audit) = audit else {
+        panic!("spec.audit is an object: {audit}");
+    };
+    for (field, value) in audit {
+        doc["spec"]["audit"][field] = value;
+    }
     let tenant: HealthcareTenant = serde_json::from_value(doc).expect("tenant");
     Api::<HealthcareTenant>::namespaced(cluster.client(), NS)
         .create(&PostParams::default(), &tenant)

@@ -185,6 +185,41 @@ impl PodCluster {
         check("import the image into containerd", import)
     }
 
+    /// `count` PersistentVolumes of `capacity` without a StorageClass, on the node's disk
+    /// (hostPath): what a tenant's claims bind to here, where no provisioner runs. Each is
+    /// owned by the media pods' user, as a provisioner's volume would be writable by it.
+    pub fn provide_volumes(&self, count: usize, capacity: &str) -> Result<(), HarnessError> {
+        let mut manifests = String::new();
+        for i in 0..count {
+            let path = self.dir.path().join(format!("volumes/pv-{i}"));
+            std::fs::create_dir_all(&path).map_err(|source| HarnessError::Io {
+                action: "create a volume's folder",
+                source,
+            })?;
+            std::os::unix::fs::chown(&path, Some(65532), Some(65532)).map_err(|source| {
+                HarnessError::Io {
+                    action: "give a volume's folder to the pods' user",
+                    source,
+                }
+            })?;
+            let volume = serde_json::json!({
+                "apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": format!("local-pv-{i}")},
+                "spec": {
+                    "capacity": {"storage": capacity},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": path, "type": "Directory"},
+                },
+            });
+            manifests.push_str(&volume.to_string());
+            manifests.push('\n');
+        }
+        let mut create = self.kubectl();
+        create.args(["create", "-f", "-"]);
+        check_with_input("create the PersistentVolumes", create, &manifests)
+    }
+
     /// `kubectl` aimed at this cluster, run inside its namespace.
     pub fn kubectl(&self) -> Command {
         let mut command = self.netns.command("kubectl");
@@ -205,6 +240,33 @@ fn check(action: &'static str, mut command: Command) -> Result<(), HarnessError>
     let output = command
         .output()
         .map_err(|source| HarnessError::Io { action, source })?;
+    succeeded(action, output)
+}
+
+fn check_with_input(
+    action: &'static str,
+    mut command: Command,
+    input: &str,
+) -> Result<(), HarnessError> {
+    use std::io::Write;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| HarnessError::Io { action, source })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|source| HarnessError::Io { action, source })?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|source| HarnessError::Io { action, source })?;
+    succeeded(action, output)
+}
+
+fn succeeded(action: &'static str, output: std::process::Output) -> Result<(), HarnessError> {
     if output.status.success() {
         Ok(())
     } else {

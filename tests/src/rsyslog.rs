@@ -26,21 +26,29 @@ pub fn unavailable() -> Option<String> {
 #[derive(Debug)]
 pub struct Rsyslog {
     child: Option<Child>,
+    pub ip: String,
     pub port: u16,
     pub ca_file: PathBuf,
     dir: PathBuf,
 }
 
 impl Rsyslog {
-    /// Writes the CA, the server certificate and the config into `dir`, and starts rsyslogd.
+    /// Writes the CA, the server certificate and the config into `dir`, and starts rsyslogd
+    /// on loopback.
     pub async fn start(dir: &Path) -> Rsyslog {
+        Self::start_on(dir, "127.0.0.1").await
+    }
+
+    /// As [`Rsyslog::start`], listening on `ip` (an address of the caller's network namespace,
+    /// such as a test cluster's node, where pods reach it).
+    pub async fn start_on(dir: &Path, ip: &str) -> Rsyslog {
         let ca_key = KeyPair::generate().expect("CA key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
         let issuer = Issuer::new(ca_params, ca_key);
         let server_key = KeyPair::generate().expect("server key");
-        let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        let server = CertificateParams::new(vec![ip.to_string(), "localhost".to_string()])
             .expect("server params")
             .signed_by(&server_key, &issuer)
             .expect("server cert");
@@ -48,7 +56,7 @@ impl Rsyslog {
         std::fs::write(&ca_file, ca_cert.pem()).expect("ca");
         std::fs::write(dir.join("server.pem"), server.pem()).expect("cert");
         std::fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("key");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+        let port = std::net::TcpListener::bind((ip, 0))
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
@@ -60,7 +68,7 @@ impl Rsyslog {
   DefaultNetstreamDriverCAFile="{d}/ca.pem" DefaultNetstreamDriverCertFile="{d}/server.pem"
   DefaultNetstreamDriverKeyFile="{d}/server.key")
 module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
-input(type="imtcp" port="{port}" address="127.0.0.1")
+input(type="imtcp" port="{port}" address="{ip}")
 template(name="records" type="string" string="%structured-data% %msg%\n")
 action(type="omfile" file="{d}/received.log" template="records")
 "#
@@ -69,6 +77,7 @@ action(type="omfile" file="{d}/received.log" template="records")
         .expect("config");
         let mut rsyslog = Rsyslog {
             child: None,
+            ip: ip.to_string(),
             port,
             ca_file,
             dir: dir.to_path_buf(),
@@ -91,7 +100,7 @@ action(type="omfile" file="{d}/received.log" template="records")
             .expect("start rsyslogd");
         self.child = Some(child);
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            if tokio::net::TcpStream::connect((self.ip.as_str(), self.port))
                 .await
                 .is_ok()
             {

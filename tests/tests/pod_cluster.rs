@@ -18,6 +18,7 @@ use bedside_tests::operator::{
 };
 use bedside_tests::pod_tenant;
 use bedside_tests::pods::{self, PodCluster};
+use bedside_tests::rsyslog::Rsyslog;
 use fantoccini::Locator;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
@@ -73,6 +74,10 @@ fn on_a_cluster(exposure: Exposure, install: Install) {
     if install == Install::Manifest {
         install_from_the_manifest(&cluster);
     }
+    // What a cloud's default StorageClass would provision: the audit buffers' claims bind here.
+    cluster
+        .provide_volumes(4, "1Gi")
+        .unwrap_or_else(|e| panic!("{e}"));
     let kubeconfig = cluster.kubeconfig().to_path_buf();
     cluster.run(move || async move {
         let api = TestCluster::attach(kubeconfig)
@@ -225,7 +230,15 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
             None
         }
     };
-    create_tenant(cluster, 3, exposure, install).await;
+    // Installed in process, the tenant also sends its audit to a SIEM (rsyslog over TLS, on the
+    // node's address) and keeps its buffers on volumes of their own from the start; installed
+    // from the manifest, it turns that storage on later, in a rolling update.
+    let sink_dir = tempfile::tempdir().expect("temp dir");
+    let mut sink = match install {
+        Install::InProcess => Some(siem(cluster, sink_dir.path()).await),
+        Install::Manifest => None,
+    };
+    create_tenant(cluster, 3, exposure, install, sink.as_ref()).await;
 
     // Every pod Ready, the tenant Ready with all three, each pod at an address of its own.
     let tenants: Api<HealthcareTenant> = Api::namespaced(cluster.client(), NS);
@@ -318,7 +331,7 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
         keys["join-token.key"].0.clone(),
         keys["audit-hmac.key"].0.clone(),
     );
-    rooms_meet_on_one_pod_each(cluster, &node).await;
+    rooms_meet_on_one_pod_each(cluster, &node, sink.as_mut()).await;
     a_patient_waits_and_is_admitted_in_chromium(&node).await;
 
     // Down to one node, with a call on a pod that goes: the call goes on while its pod
@@ -455,11 +468,17 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
         .expect("pod")
         .metadata
         .uid;
+    // From the manifest: audit storage turned on, a change the API server refuses to make to a
+    // StatefulSet in place, so the operator replaces it, keeping its pods, and they roll.
+    let change = match install {
+        Install::InProcess => json!({"meetings": {"idleTimeout": "5m"}}),
+        Install::Manifest => json!({"audit": {"storage": {}}}),
+    };
     patch_tenant_spec(
         &cluster.client(),
         NS,
         TENANT,
-        json!({"meetings": {"idleTimeout": "5m"}}),
+        change,
         "a spec change that rolls the pods",
     )
     .await;
@@ -502,6 +521,7 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
         advertised[..1].to_vec(),
         "the new pod advertises its predecessor's address"
     );
+    buffers_on_a_bound_claim(cluster, "lakeside-behavioral-media-0").await;
     if let Some(operator) = operator {
         operator.stop().await.expect("the operator stops cleanly");
     }
@@ -540,7 +560,11 @@ fn from_the_node() -> PeerOptions {
 /// spreads connections over the three pods): each visit meets on one pod, the visits spread over
 /// more than one pod, everyone gets everyone else's media, and the audit trail of the room's pod
 /// names each participant's own address, not the pod that carried the join.
-async fn rooms_meet_on_one_pod_each(cluster: &TestCluster, node: &TestNode) {
+async fn rooms_meet_on_one_pod_each(
+    cluster: &TestCluster,
+    node: &TestNode,
+    sink: Option<&mut Rsyslog>,
+) {
     let mut rooms: Vec<(String, Vec<RustPeer>)> = Vec::new();
     for r in 0..6 {
         let room = format!("placed-visit-{r}");
@@ -623,7 +647,7 @@ async fn rooms_meet_on_one_pod_each(cluster: &TestCluster, node: &TestNode) {
         "pods carried joins on to their room's pod: {counters}"
     );
     println!("visits by pod: {room_pods:?}\ncounters:\n{counters}");
-    a_pod_dies_during_calls(cluster, node, rooms, &room_pods).await;
+    a_pod_dies_during_calls(cluster, node, rooms, &room_pods, sink).await;
 }
 
 /// Two Chromiums through the web client and the tenant's public endpoint: the patient waits in
@@ -840,7 +864,13 @@ async fn a_pod_dies_during_calls(
     node: &TestNode,
     rooms: Vec<(String, Vec<RustPeer>)>,
     room_pods: &std::collections::BTreeMap<String, BTreeSet<String>>,
+    mut sink: Option<&mut Rsyslog>,
 ) {
+    // The SIEM is down from here until the dead pod's replacement runs: what the pod seals
+    // meanwhile waits in its buffers when it dies.
+    if let Some(sink) = sink.as_mut() {
+        sink.kill();
+    }
     let victim = room_pods["placed-visit-0"]
         .first()
         .cloned()
@@ -894,6 +924,8 @@ async fn a_pod_dies_during_calls(
     // Left only now: had it left first, there would be nobody to expel.
     let _ = tokio::time::timeout(Duration::from_secs(2), expelled.leave()).await;
     let before: Vec<Vec<u64>> = spared.iter().map(|(_, peers)| received(peers)).collect();
+    let sealed_before_death = pod_log(cluster, &victim).await;
+    let died_at = jiff::Timestamp::now();
     Api::<Pod>::namespaced(cluster.client(), NS)
         .delete(&victim, &DeleteParams::default().grace_period(0))
         .await
@@ -1056,6 +1088,134 @@ async fn a_pod_dies_during_calls(
             peer.leave().await;
         }
     }
+    if let Some(sink) = sink {
+        sink.restart().await;
+        buffered_records_outlive_their_pod(node, sink, &victim, &sealed_before_death, died_at)
+            .await;
+    }
+}
+
+/// rsyslog over TLS on the node's address, trusted through the Secret the tenant names.
+async fn siem(cluster: &TestCluster, dir: &std::path::Path) -> Rsyslog {
+    let sink = Rsyslog::start_on(dir, PUBLIC_ADDRESS).await;
+    let ca = std::fs::read_to_string(&sink.ca_file).expect("the SIEM's CA");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": SIEM_CA, "namespace": NS},
+        "stringData": {"ca.crt": ca},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(cluster.client(), NS)
+        .create(&Default::default(), &secret)
+        .await
+        .expect("create the SIEM's CA Secret");
+    sink
+}
+
+const SIEM_CA: &str = "lakeside-siem-ca";
+
+/// The records a pod sealed while its SIEM was down, then died (SIGKILL, no time to flush),
+/// reach the SIEM from its replacement, which carries the same name, the same claim and the same
+/// chain on: every record the dead pod wrote is there, and the chain verifies from its first
+/// record through the replacement's own.
+async fn buffered_records_outlive_their_pod(
+    node: &TestNode,
+    sink: &Rsyslog,
+    pod: &str,
+    sealed_before_death: &str,
+    died_at: jiff::Timestamp,
+) {
+    let written: Vec<&str> = sealed_before_death
+        .lines()
+        .filter(|l| l.starts_with("{\"seq\""))
+        .collect();
+    let last_written = written
+        .iter()
+        .filter_map(|l| serde_json::from_str::<bedside_audit::chain::Record>(l).ok())
+        .map(|r| r.seq)
+        .max()
+        .expect("the pod sealed records before it died");
+    let chain_of_pod = || -> Vec<(bedside_audit::chain::Record, String)> {
+        sink.received()
+            .into_iter()
+            .filter_map(|(_, line)| {
+                let record = serde_json::from_str::<bedside_audit::chain::Record>(&line).ok()?;
+                (record.event.place.node.to_string() == pod).then_some((record, line))
+            })
+            .collect()
+    };
+    let complete = wait_until_async(Duration::from_secs(60), || async {
+        let chain = chain_of_pod();
+        let lines: BTreeSet<&str> = chain.iter().map(|(_, l)| l.as_str()).collect();
+        written.iter().all(|l| lines.contains(l))
+            && chain
+                .iter()
+                .any(|(r, _)| r.seq > last_written && r.time > died_at)
+    })
+    .await;
+    let chain = chain_of_pod();
+    let missing: Vec<&&str> = written
+        .iter()
+        .filter(|l| !chain.iter().any(|(_, got)| got == **l))
+        .collect();
+    assert!(
+        complete,
+        "every record {pod} sealed before it died reaches the SIEM, and its replacement goes on \
+         with its chain: {} of {} missing (e.g. {:?}); the SIEM has {} of its records, up to seq {:?}",
+        missing.len(),
+        written.len(),
+        missing.first(),
+        chain.len(),
+        chain.iter().map(|(r, _)| r.seq).max()
+    );
+    let key = bedside_audit::AuditKey::new(&node.audit_key).expect("the tenant's audit key");
+    let verified = bedside_audit::verify(chain.iter().map(|(_, l)| l.as_str()), &key)
+        .unwrap_or_else(|broken| panic!("{pod}'s chain at the SIEM is broken: {broken}"));
+    assert_eq!(
+        verified.chains.len(),
+        1,
+        "one chain for the pod: {verified:?}"
+    );
+    assert_eq!(
+        verified.chains[0].first_seq,
+        Some(1),
+        "nothing missing from its start: {verified:?}"
+    );
+    println!(
+        "{pod}: {} records sealed before it died, {} at the SIEM after its replacement ({} re-delivered)",
+        written.len(),
+        verified.chains[0].records,
+        verified.chains[0].duplicates
+    );
+}
+
+/// The pod's audit buffers are on its own claim, bound to a volume.
+async fn buffers_on_a_bound_claim(cluster: &TestCluster, pod: &str) {
+    let claim_name = format!("audit-buffer-{pod}");
+    let pod_spec = Api::<Pod>::namespaced(cluster.client(), NS)
+        .get(pod)
+        .await
+        .expect("pod")
+        .spec
+        .expect("pod spec");
+    assert!(
+        pod_spec
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == "audit-buffer"
+                && v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.claim_name == claim_name)),
+        "{pod} keeps its audit buffers on {claim_name}: {:?}",
+        pod_spec.volumes
+    );
+    let claim =
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(cluster.client(), NS)
+            .get(&claim_name)
+            .await
+            .expect("the claim");
+    let phase = claim.status.and_then(|s| s.phase);
+    assert_eq!(phase.as_deref(), Some("Bound"), "{claim_name} is bound");
 }
 
 /// The TLS Secret the tenant names: valid for the addresses the test connects to.
@@ -1067,9 +1227,26 @@ async fn tls_secret(cluster: &TestCluster) -> Vec<u8> {
 
 /// The lakeside example with `replicas` media nodes from the test image (or, installed from
 /// the manifest, the operator's default), exposed as asked.
-async fn create_tenant(cluster: &TestCluster, replicas: i32, exposure: Exposure, install: Install) {
+async fn create_tenant(
+    cluster: &TestCluster,
+    replicas: i32,
+    exposure: Exposure,
+    install: Install,
+    siem: Option<&Rsyslog>,
+) {
     let image = (install == Install::InProcess).then_some(IMAGE);
-    pod_tenant::create(cluster, replicas, &format!("{exposure:?}"), image).await;
+    let service_type = format!("{exposure:?}");
+    let Some(siem) = siem else {
+        return pod_tenant::create(cluster, replicas, &service_type, image).await;
+    };
+    let audit = json!({
+        "sinks": [
+            {"stdout": {}},
+            {"syslog": {"address": format!("{}:{}", siem.ip, siem.port), "caSecret": SIEM_CA}},
+        ],
+        "storage": {},
+    });
+    pod_tenant::create_with_audit(cluster, replicas, &service_type, image, audit).await;
 }
 
 /// What a platform engineer would look at when the tenant is not Ready: its conditions, the

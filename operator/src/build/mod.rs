@@ -5,6 +5,7 @@ pub mod access;
 pub mod addresses;
 pub mod config;
 mod objects;
+pub mod storage;
 
 pub use access::{MediaAccess, media_access};
 pub use addresses::{MediaAddresses, addresses_config_map, media_addresses};

@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 
 use bedside_crds::HealthcareTenant;
-use bedside_crds::tenant::{
-    AuditDestination, BufferFullPolicy, HealthcareTenantSpec, IssuerKind, MediaServiceType,
-};
+use bedside_crds::tenant::{AuditDestination, HealthcareTenantSpec, IssuerKind, MediaServiceType};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::{ApiResource, DynamicObject};
@@ -18,6 +16,7 @@ use super::config::{
     ADDRESSES_DIR, AUDIT_BUFFER_DIR, AUDIT_HMAC_KEY, CONFIG_DIR, JOIN_TOKEN_KEY, KEYS_DIR,
     SINKS_DIR, TLS_DIR, config_hash, node_config,
 };
+use super::storage::{self, AUDIT_VOLUME};
 use super::{BuildError, BuildInputs, Desired};
 use crate::names::{
     CONFIG_FILE, CONFIG_HASH_ANNOTATION, ChildNames, MEDIA_PORT, METRICS_PORT, POD_NAME_LABEL,
@@ -70,25 +69,6 @@ pub(super) fn desired(
     })
 }
 
-/// The audit buffer volume: each network sink's buffer (twice it when the tenant keeps serving
-/// past a full buffer), plus room for the chain's tail and offsets. Sized so the node refuses
-/// joins before the kubelet would evict it for filling the volume and lose what it holds.
-fn audit_buffer_size(spec: &HealthcareTenantSpec) -> String {
-    let network_sinks = spec
-        .audit
-        .sinks
-        .iter()
-        .filter(|s| !matches!(s.destination(), Some(AuditDestination::Stdout) | None))
-        .count() as u64;
-    let per_sink = u64::from(spec.audit.buffer_mib)
-        * match spec.audit.when_buffer_full {
-            BufferFullPolicy::RefuseJoins => 1,
-            BufferFullPolicy::KeepServing => 2,
-        };
-    // A compacted buffer may hold up to 1 MiB of delivered records besides.
-    format!("{}Mi", network_sinks * (per_sink + 1) + 64)
-}
-
 /// How many media pods run: the tenant's replicas, or none while the BAA is not in force.
 fn media_replicas(tenant: &HealthcareTenant, inputs: &BuildInputs) -> i32 {
     if inputs.media_allowed {
@@ -118,17 +98,20 @@ fn stateful_set(
         json!({"name": "config", "configMap": {"name": names.config}}),
         json!({"name": "tls", "secret": {"secretName": tls_secret}}),
         json!({"name": "keys", "secret": {"secretName": names.keys}}),
-        json!({"name": "audit-buffer", "emptyDir": {"sizeLimit": audit_buffer_size(spec)}}),
+    ];
+    // In this place, so that an operator upgrade leaves the pod template (and the pods) alone.
+    volumes.extend(storage::pod_volume(spec));
+    volumes.extend([
         json!({"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}),
         // Optional: a pod starts before the operator has written its address, and is not
         // Ready until the kubelet brings the file in.
         json!({"name": "addresses", "configMap": {"name": names.addresses, "optional": true}}),
-    ];
+    ]);
     let mut mounts = vec![
         json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}),
         json!({"name": "tls", "mountPath": TLS_DIR, "readOnly": true}),
         json!({"name": "keys", "mountPath": KEYS_DIR, "readOnly": true}),
-        json!({"name": "audit-buffer", "mountPath": AUDIT_BUFFER_DIR}),
+        json!({"name": AUDIT_VOLUME, "mountPath": AUDIT_BUFFER_DIR}),
         json!({"name": "tmp", "mountPath": "/tmp"}),
         json!({"name": "addresses", "mountPath": ADDRESSES_DIR, "readOnly": true}),
     ];
@@ -154,78 +137,82 @@ fn stateful_set(
     let image = spec.media_nodes.image.clone().unwrap_or_else(default_image);
     let probe = |path: &str, period: i32| json!({"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3});
 
-    typed(
-        "StatefulSet",
-        json!({
-            "apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": metadata(tenant, &names.media_nodes)?,
-            "spec": {
-                "replicas": replicas,
-                "serviceName": names.metrics,
-                "podManagementPolicy": "Parallel",
-                "selector": {"matchLabels": selector_labels(tenant)},
-                "updateStrategy": {"type": "RollingUpdate"},
-                "template": {
-                    "metadata": {
-                        // No version label here: an operator upgrade must not roll the pods
-                        // (and drop live calls) when the tenant's spec did not change.
-                        "labels": pod_labels(tenant),
-                        "annotations": {CONFIG_HASH_ANNOTATION: hash},
+    let mut set = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": metadata(tenant, &names.media_nodes)?,
+        "spec": {
+            "replicas": replicas,
+            "serviceName": names.metrics,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector_labels(tenant)},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": {
+                "metadata": {
+                    // No version label here: an operator upgrade must not roll the pods
+                    // (and drop live calls) when the tenant's spec did not change.
+                    "labels": pod_labels(tenant),
+                    "annotations": {CONFIG_HASH_ANNOTATION: hash},
+                },
+                "spec": {
+                    // The pods place rooms through Leases: their own ServiceAccount's
+                    // token, bound to a Role for leases in this namespace only.
+                    "serviceAccountName": names.media_account,
+                    "automountServiceAccountToken": true,
+                    "enableServiceLinks": false,
+                    // A stopping pod keeps its calls for the drain grace, then has
+                    // half a minute to tell its clients and flush its audit trail.
+                    "terminationGracePeriodSeconds": termination_grace(spec),
+                    "securityContext": {
+                        "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "spec": {
-                        // The pods place rooms through Leases: their own ServiceAccount's
-                        // token, bound to a Role for leases in this namespace only.
-                        "serviceAccountName": names.media_account,
-                        "automountServiceAccountToken": true,
-                        "enableServiceLinks": false,
-                        // A stopping pod keeps its calls for the drain grace, then has
-                        // half a minute to tell its clients and flush its audit trail.
-                        "terminationGracePeriodSeconds": termination_grace(spec),
+                    "topologySpreadConstraints": [{
+                        "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": {"matchLabels": selector_labels(tenant)},
+                    }],
+                    "containers": [{
+                        "name": "media-node",
+                        "image": image,
+                        "args": ["run", "--config", format!("{CONFIG_DIR}/{CONFIG_FILE}")],
+                        // The node's name in its audit chain, metrics and logs, and the
+                        // file of the addresses ConfigMap it reads; where its placement
+                        // Leases live, and where the other pods reach its signaling.
+                        "env": [
+                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                        ],
+                        "ports": [
+                            {"name": "signaling", "containerPort": SIGNALING_PORT, "protocol": "TCP"},
+                            {"name": "media", "containerPort": MEDIA_PORT, "protocol": "UDP"},
+                            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+                        ],
+                        "resources": resources,
+                        "readinessProbe": probe("/readyz", 5),
+                        "livenessProbe": probe("/healthz", 10),
                         "securityContext": {
-                            "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "runAsNonRoot": true,
+                            "privileged": false,
+                            "capabilities": {"drop": ["ALL"]},
                             "seccompProfile": {"type": "RuntimeDefault"},
                         },
-                        "topologySpreadConstraints": [{
-                            "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                            "whenUnsatisfiable": "ScheduleAnyway",
-                            "labelSelector": {"matchLabels": selector_labels(tenant)},
-                        }],
-                        "containers": [{
-                            "name": "media-node",
-                            "image": image,
-                            "args": ["run", "--config", format!("{CONFIG_DIR}/{CONFIG_FILE}")],
-                            // The node's name in its audit chain, metrics and logs, and the
-                            // file of the addresses ConfigMap it reads; where its placement
-                            // Leases live, and where the other pods reach its signaling.
-                            "env": [
-                                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                            ],
-                            "ports": [
-                                {"name": "signaling", "containerPort": SIGNALING_PORT, "protocol": "TCP"},
-                                {"name": "media", "containerPort": MEDIA_PORT, "protocol": "UDP"},
-                                {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
-                            ],
-                            "resources": resources,
-                            "readinessProbe": probe("/readyz", 5),
-                            "livenessProbe": probe("/healthz", 10),
-                            "securityContext": {
-                                "allowPrivilegeEscalation": false,
-                                "readOnlyRootFilesystem": true,
-                                "runAsNonRoot": true,
-                                "privileged": false,
-                                "capabilities": {"drop": ["ALL"]},
-                                "seccompProfile": {"type": "RuntimeDefault"},
-                            },
-                            "volumeMounts": mounts,
-                        }],
-                        "volumes": volumes,
-                    },
+                        "volumeMounts": mounts,
+                    }],
+                    "volumes": volumes,
                 },
             },
-        }),
-    )
+        },
+    });
+    // Claims outlive their pods (and a scale-down): a pod that comes back under the same name
+    // delivers what its predecessor buffered, in the same audit chain.
+    let claims = storage::claim_templates(spec, json!(selector_labels(tenant)));
+    if !claims.is_empty() {
+        set["spec"]["volumeClaimTemplates"] = claims.into();
+    }
+    typed("StatefulSet", set)
 }
 
 fn termination_grace(spec: &HealthcareTenantSpec) -> u64 {

@@ -2,6 +2,7 @@
 
 mod access;
 pub mod drift;
+mod media_set;
 pub mod sinks;
 pub mod status;
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use bedside_crds::validation::{TenantValidator, ValidationSetupError};
 use bedside_crds::{HealthcareTenant, HealthcareTenantStatus};
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -538,8 +539,17 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
             ];
             // The pods' ServiceAccount and Role before the pods.
             let access_versions = access::apply(&client, &namespace, &desired.access).await?;
-            let set = server_side_apply(&sets, &desired.media_nodes, "StatefulSet").await?;
-            remove_legacy_deployment(&client, &namespace, tenant, &names.media_nodes).await?;
+            let set = media_set::apply(
+                &client,
+                tenant,
+                live.media_nodes.as_ref(),
+                &desired.media_nodes,
+            )
+            .await?;
+            media_set::remove_legacy_deployment(&client, &namespace, tenant, &names.media_nodes)
+                .await?;
+            let moving =
+                media_set::move_pods_onto_claims(&client, tenant, &desired.media_nodes).await?;
             versions.push(set.resource_version());
             live_media_nodes = Some(set);
             versions.push(
@@ -569,7 +579,8 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
                     AppliedRecord {
                         desired_hash,
                         versions,
-                        prune_pending,
+                        // Looked at again (not skipped) until every pod is where it should be.
+                        prune_pending: prune_pending || moving,
                     },
                 );
             }
@@ -679,42 +690,6 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         requeue = requeue.min(ctx.sink_health_resync);
     }
     Ok(Action::requeue(requeue))
-}
-
-/// Media nodes were a Deployment of the same name before they were a StatefulSet: after an
-/// operator upgrade its pods would linger (and sit behind the signaling Service), so the old
-/// Deployment goes, if this tenant controls it.
-async fn remove_legacy_deployment(
-    client: &Client,
-    namespace: &str,
-    tenant: &HealthcareTenant,
-    name: &str,
-) -> Result<(), Error> {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let Some(old) = deployments.get_opt(name).await.map_err(kube_err(format!(
-        "reading the legacy media Deployment {name}"
-    )))?
-    else {
-        return Ok(());
-    };
-    let ours = old
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && Some(&o.uid) == tenant.uid().as_ref());
-    if !ours {
-        return Ok(());
-    }
-    match deployments.delete(name, &Default::default()).await {
-        Ok(_) => {
-            tracing::info!(deployment = %name, "deleted the media Deployment of an older operator");
-            Ok(())
-        }
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(Error::Kube {
-            action: format!("deleting the legacy media Deployment {name}"),
-            source,
-        }),
-    }
 }
 
 /// Deletes the per-pod media Services of pods that no longer exist (after a scale-down), and
