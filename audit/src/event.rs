@@ -125,13 +125,17 @@ pub enum Verdict {
     Failure,
 }
 
-/// What a media node does when an audit sink's buffer is full (the tenant's choice).
+/// What a media node does when an audit sink's buffer is full (the tenant's choice): one
+/// definition for the CRD (`spec.audit.whenBufferFull`), the node's config and its delivery.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum BufferFullPolicy {
-    /// Calls in progress go on; new joins are refused with a reason until the sink catches up.
+    // Calls in progress go on; new joins are refused with a reason until the sink catches up.
+    // (Plain comments: the CRD documents the values on its field, and per-variant docs would
+    // turn the schema's enum into a oneOf.)
     #[default]
     RefuseJoins,
-    /// Joins go on while the buffer grows to twice its size; past that they are refused.
+    // Joins go on while the buffer grows to twice its size; past that they are refused.
     KeepServing,
 }
 

@@ -455,13 +455,8 @@ pub struct AuditStorage {
     pub storage_class_name: Option<String>,
 }
 
-/// What a media node does when an audit sink's buffer is full.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum BufferFullPolicy {
-    #[default]
-    RefuseJoins,
-    KeepServing,
-}
+/// What a media node does when an audit sink's buffer is full: the audit trail's own type.
+pub use bedside_audit::event::BufferFullPolicy;
 
 /// The default per-sink audit buffer.
 pub const DEFAULT_AUDIT_BUFFER_MIB: u32 = 256;

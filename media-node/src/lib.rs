@@ -1,6 +1,9 @@
 //! `bedside-media-node` as a library: the pieces the binary wires together, testable alone.
 //!
-//! - [`signaling`]: the WebSocket-over-TLS protocol and the web client;
+//! - [`protocol`]: the signaling messages, the one wire contract clients and the engine share
+//!   (a leaf: `sfu` and `signaling` both use it, neither through the other);
+//! - [`signaling`]: the WebSocket-over-TLS server, its sessions and the web client; joins
+//!   carried to the room's pod;
 //! - [`sfu`]: rooms, participants and the str0m media loop;
 //! - [`meeting`]: the meeting state machine (waiting room, host controls, timeouts, passcodes);
 //! - [`crypto_policy`]: DTLS/SRTP restricted to what a BAA asks for;
@@ -21,6 +24,7 @@ pub mod health;
 pub mod meeting;
 pub mod node;
 pub mod placement;
+pub mod protocol;
 pub mod sfu;
 pub mod signaling;
 pub mod tls;

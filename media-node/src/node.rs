@@ -15,7 +15,8 @@ use crate::crypto_policy::SrtpPolicy;
 use crate::error::NodeError;
 use crate::placement::leases::{self, Placement};
 use crate::sfu::{self, Command, EngineSettings, EngineStats, SfuHandle};
-use crate::signaling::server::{AppState, router};
+use crate::signaling::server::router;
+use crate::signaling::state::AppState;
 use crate::tls::{self, TlsMaterial};
 use crate::token::TokenVerifier;
 use crate::{address, health};
@@ -133,7 +134,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
     let health = AuditHealth {
         audit: audit.clone(),
         metrics: audit_metrics.clone(),
-        policy: buffer_policy(config.audit.when_buffer_full),
+        policy: config.audit.when_buffer_full,
     };
     // process_cpu_seconds_total, process_resident_memory_bytes, open fds: node saturation.
     registry.register(Box::new(
@@ -220,7 +221,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         stats,
         tenant: config.tenant.name.clone(),
         audit: audit.clone(),
-        passcodes: Arc::new(crate::signaling::server::Passcodes::new(&setup.join_key)),
+        passcodes: Arc::new(crate::meeting::passcode::Passcodes::new(&setup.join_key)),
         end_to_end,
         placement: placement.as_ref().map(|(p, _)| p.clone()),
         peer_tls: crate::signaling::forward::peer_tls(&setup.tls)?,
@@ -500,24 +501,10 @@ fn start_audit(setup: &NodeSetup, metrics: &AuditMetrics) -> Result<Arc<Auditor>
         chain_tail: config.audit.buffer_dir.join("chain-tail.json"),
         sinks,
         buffer_bytes: config.audit.buffer_bytes,
-        when_buffer_full: buffer_policy(config.audit.when_buffer_full),
+        when_buffer_full: config.audit.when_buffer_full,
         checkpoint_interval: setup.checkpoint_interval,
     };
     delivery::start(plan, metrics).map_err(|e| NodeError::Audit(e.to_string()))
-}
-
-/// The tenant's policy, in the audit crate's terms.
-fn buffer_policy(
-    policy: bedside_crds::node_config::BufferFullPolicy,
-) -> delivery::BufferFullPolicy {
-    match policy {
-        bedside_crds::node_config::BufferFullPolicy::RefuseJoins => {
-            delivery::BufferFullPolicy::RefuseJoins
-        }
-        bedside_crds::node_config::BufferFullPolicy::KeepServing => {
-            delivery::BufferFullPolicy::KeepServing
-        }
-    }
 }
 
 fn render_metrics(registry: &Registry) -> String {

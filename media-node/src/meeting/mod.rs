@@ -97,16 +97,6 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn code(self) -> &'static str {
-        match self {
-            Refusal::NotHost => "not-host",
-            Refusal::Locked => "meeting-locked",
-            Refusal::Expelled => "expelled",
-            Refusal::Ended => "meeting-ended",
-            Refusal::NoSuchParticipant => "no-such-participant",
-        }
-    }
-
     pub fn message(self) -> &'static str {
         match self {
             Refusal::NotHost => "only a host can do that",
@@ -496,28 +486,6 @@ impl Meeting {
         }
         effects
     }
-
-    /// When [`tick`](Self::tick) next has something to do.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        if self.ended {
-            return None;
-        }
-        let end = self.started + self.policy.max_duration;
-        let warn = (!self.warned).then(|| end - self.policy.warn_before);
-        let hostless = self
-            .hostless_since
-            .filter(|_| !self.members.is_empty())
-            .map(|s| s + self.policy.hostless_grace);
-        let members = self
-            .members
-            .values()
-            .flat_map(|m| [m.token_expires, m.last_activity + self.policy.idle_timeout]);
-        [Some(end), warn, hostless]
-            .into_iter()
-            .flatten()
-            .chain(members)
-            .min()
-    }
 }
 
 #[cfg(test)]
@@ -788,7 +756,6 @@ mod tests {
             Err(Refusal::Ended)
         );
         assert!(m.tick(t0 + 1000 * MIN).is_empty());
-        assert_eq!(m.next_deadline(), None);
     }
 
     #[test]
@@ -796,7 +763,6 @@ mod tests {
         let (mut m, t0) = with_host_and_guest();
         m.activity(1, t0 + 10 * MIN);
         assert!(m.tick(t0 + 14 * MIN).is_empty());
-        assert_eq!(m.next_deadline(), Some(t0 + 15 * MIN));
         let effects = m.tick(t0 + 15 * MIN);
         assert_eq!(effects, [Effect::Remove(2, EndReason::Idle)]);
         assert!(m.is_admitted(1), "the host was active");
@@ -850,7 +816,6 @@ mod tests {
             .expect("host");
         m.join(2, "u-guest", Role::Participant, t0 + 2 * MIN, t0)
             .expect("guest");
-        assert_eq!(m.next_deadline(), Some(t0 + 2 * MIN));
         assert_eq!(
             m.tick(t0 + 2 * MIN),
             [

@@ -40,6 +40,82 @@ pub fn matches(expected: &str, given: &str) -> bool {
             .is_ok()
 }
 
+/// The node's passcode check: the key passcodes derive from, and who has been guessing.
+#[derive(Debug)]
+pub struct Passcodes {
+    join_key: Vec<u8>,
+    guard: std::sync::Mutex<Guard>,
+}
+
+/// Why a passcode did not let a client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client failed too often: this attempt was not even compared.
+    CoolingDown(Duration),
+    /// Wrong (`given`) or missing; `cool_down` when this failure started one.
+    Failed {
+        given: bool,
+        cool_down: Option<Duration>,
+    },
+}
+
+impl Refusal {
+    /// The reason in the audit record.
+    pub fn audit_reason(self) -> &'static str {
+        match self {
+            Refusal::CoolingDown(_) => "cool-down",
+            Refusal::Failed { given: true, .. } => "passcode-wrong",
+            Refusal::Failed { given: false, .. } => "passcode-missing",
+        }
+    }
+}
+
+impl Passcodes {
+    pub fn new(join_key: &[u8]) -> Self {
+        Self {
+            join_key: join_key.to_vec(),
+            guard: Default::default(),
+        }
+    }
+
+    /// The tenant's join key (it also vouches for client addresses between pods).
+    pub fn join_key(&self) -> &[u8] {
+        &self.join_key
+    }
+
+    /// Checks `given` against `room`'s passcode for `client`: a right one clears the client's
+    /// failures, a wrong or missing one counts towards its cool-down.
+    pub fn check(
+        &self,
+        room: &str,
+        client: IpAddr,
+        given: Option<&str>,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        // The guard holds counters only: a panic elsewhere leaves nothing half-written to fear.
+        let mut guard = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Attempt::CoolingDown { for_ } = guard.check(client, now) {
+            return Err(Refusal::CoolingDown(for_));
+        }
+        match given {
+            Some(given) if matches(&derive(&self.join_key, room), given) => {
+                guard.succeeded(client);
+                Ok(())
+            }
+            given => {
+                let cool_down = match guard.failed(client, now) {
+                    Attempt::CoolingDown { for_ } => Some(for_),
+                    Attempt::Allowed => None,
+                };
+                Err(Refusal::Failed {
+                    given: given.is_some(),
+                    cool_down,
+                })
+            }
+        }
+    }
+}
+
 /// What a passcode attempt may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
@@ -113,6 +189,55 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_check_admits_the_right_passcode_and_cools_down_a_guesser() {
+        let passcodes = Passcodes::new(&[7; 32]);
+        let right = derive(&[7; 32], "visit-1");
+        let (guesser, other) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let t0 = Instant::now();
+        assert_eq!(passcodes.check("visit-1", other, Some(&right), t0), Ok(()));
+        assert_eq!(
+            passcodes.check("visit-1", guesser, None, t0),
+            Err(Refusal::Failed {
+                given: false,
+                cool_down: None
+            })
+        );
+        for _ in 1..MAX_FAILURES - 1 {
+            let refused = passcodes.check("visit-1", guesser, Some("00000000"), t0);
+            assert_eq!(
+                refused,
+                Err(Refusal::Failed {
+                    given: true,
+                    cool_down: None
+                })
+            );
+        }
+        assert_eq!(
+            passcodes.check("visit-1", guesser, Some("00000000"), t0),
+            Err(Refusal::Failed {
+                given: true,
+                cool_down: Some(COOL_DOWN)
+            }),
+            "the last failure allowed starts the cool-down"
+        );
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(
+            passcodes.check("visit-1", guesser, Some(&right), later),
+            Err(Refusal::CoolingDown(COOL_DOWN - Duration::from_secs(60))),
+            "not even the right passcode during the cool-down"
+        );
+        assert_eq!(
+            passcodes.check("visit-1", other, Some(&right), later),
+            Ok(())
+        );
+        assert_eq!(
+            passcodes.check("visit-1", guesser, Some(&right), t0 + COOL_DOWN),
+            Ok(())
+        );
+        assert_eq!(Refusal::CoolingDown(COOL_DOWN).audit_reason(), "cool-down");
+    }
 
     #[test]
     fn the_passcode_is_eight_digits_per_room_and_key() {

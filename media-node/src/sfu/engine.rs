@@ -25,7 +25,7 @@ use super::participant::{ChatRefusal, Participant, ParticipantId, Propagated};
 use super::stats::{ConnectionFailure, EngineStats};
 use crate::crypto_policy::{self, SrtpPolicy};
 use crate::meeting::{self, Meeting};
-use crate::signaling::protocol::{
+use crate::protocol::{
     DisplayName, ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, ProtocolError,
     ServerMessage,
 };

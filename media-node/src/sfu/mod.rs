@@ -15,7 +15,7 @@ pub use engine::{Command, EngineSettings, HostAction, Joined};
 pub use participant::ParticipantId;
 pub use stats::EngineStats;
 
-use crate::signaling::protocol::{ErrorCode, ProtocolError};
+use crate::protocol::{ErrorCode, ProtocolError};
 
 /// How signaling talks to the media loop.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Ri
 use tokio::sync::mpsc;
 
 use super::simulcast::{LayerRate, Layers, Selection};
-use crate::signaling::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
+use crate::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
 use crate::token::Role;
 
 /// Node-assigned, opaque, never the user id from the token.
@@ -167,7 +167,7 @@ pub struct Participant {
     pub room: std::sync::Arc<str>,
     pub role: Role,
     /// What the participant typed; shown to the room, kept nowhere else.
-    pub display_name: Option<crate::signaling::protocol::DisplayName>,
+    pub display_name: Option<crate::protocol::DisplayName>,
     /// The token's pseudonymous user id (expelling bars the user, not the connection).
     pub user: String,
     /// In the room (not the waiting room): media may flow.
@@ -265,8 +265,8 @@ impl Participant {
     }
 
     /// How the others see this participant.
-    pub fn info(&self) -> crate::signaling::protocol::ParticipantInfo {
-        crate::signaling::protocol::ParticipantInfo {
+    pub fn info(&self) -> crate::protocol::ParticipantInfo {
+        crate::protocol::ParticipantInfo {
             id: self.id.to_string(),
             role: self.role,
             display_name: self.display_name.clone(),

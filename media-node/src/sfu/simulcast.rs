@@ -86,14 +86,6 @@ impl Layers {
     pub fn top_bps(&self) -> u64 {
         self.rates.iter().map(|r| r.bps).max().unwrap_or(0)
     }
-
-    pub fn bps_of(&self, rid: Rid) -> u64 {
-        self.rates
-            .iter()
-            .find(|r| r.rid == rid)
-            .map(|r| r.bps)
-            .unwrap_or(0)
-    }
 }
 
 /// Which layer one subscriber receives of one simulcast track.
@@ -191,7 +183,7 @@ mod tests {
             l.record("h".into(), 1_200, start + Duration::from_millis(i * 10));
         }
         l.record("h".into(), 1_200, start + Duration::from_millis(1_000));
-        let bps = l.bps_of("h".into());
+        let bps = l.top_bps();
         // 100 packets of 1,200 bytes in one second: 960 kbit/s.
         assert!((900_000..1_000_000).contains(&bps), "{bps}");
     }

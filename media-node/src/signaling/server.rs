@@ -1,59 +1,18 @@
 //! The HTTPS side of the node: the web client, `/healthz`, and the `/ws` signaling endpoint.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::sync::watch;
 
-use super::protocol::MAX_FRAME_BYTES;
-use crate::sfu::{EngineStats, SfuHandle};
-use crate::token::TokenVerifier;
+use super::state::AppState;
+use crate::protocol::MAX_FRAME_BYTES;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const CLIENT_JS: &str = include_str!("../../web/client.js");
 const E2E_WORKER_JS: &str = include_str!("../../web/e2e-worker.js");
-
-#[derive(Clone, Debug)]
-pub struct AppState {
-    pub sfu: SfuHandle,
-    pub verifier: Arc<TokenVerifier>,
-    /// Flips to true when the node starts shutting down.
-    pub shutdown: watch::Receiver<bool>,
-    /// Where browsers send media; `None` until the pod has an address (joins are refused).
-    pub media_address: watch::Receiver<Option<std::net::SocketAddr>>,
-    pub display_name: String,
-    pub stats: Arc<EngineStats>,
-    pub tenant: String,
-    pub audit: Arc<bedside_audit::delivery::Auditor>,
-    pub passcodes: Arc<Passcodes>,
-    /// The tenant's mediaEncryption is EndToEnd.
-    pub end_to_end: bool,
-    /// Which pod holds which room (Kubernetes); `None`: this node holds every room.
-    pub placement: Option<Arc<crate::placement::leases::Placement>>,
-    /// TLS to the other pods of the tenant, for joins carried on to their room's pod.
-    pub peer_tls: Arc<rustls::ClientConfig>,
-}
-
-/// What the passcode check needs: the key passcodes derive from, and who has been guessing.
-#[derive(Debug)]
-pub struct Passcodes {
-    pub join_key: Vec<u8>,
-    pub guard: std::sync::Mutex<crate::meeting::passcode::Guard>,
-}
-
-impl Passcodes {
-    pub fn new(join_key: &[u8]) -> Self {
-        Self {
-            join_key: join_key.to_vec(),
-            guard: Default::default(),
-        }
-    }
-}
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -117,7 +76,7 @@ async fn websocket(
 ) -> Response {
     // A join another pod of the tenant carried here: the client's address is the one it
     // vouched for, and the join stays on this pod.
-    let client = match super::forward::forwarded_client(&state.passcodes.join_key, &headers) {
+    let client = match super::forward::forwarded_client(state.passcodes.join_key(), &headers) {
         Some(ip) => super::session::Client {
             ip,
             forwarded: true,

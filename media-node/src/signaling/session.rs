@@ -10,12 +10,12 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::protocol::{
+use super::state::AppState;
+use crate::meeting::passcode::Refusal;
+use crate::protocol::{
     self, ClientMessage, DisplayName, ErrorCode, LeaveReason, PROTOCOL_VERSION, ProtocolError,
     ServerMessage,
 };
-use super::server::AppState;
-use crate::meeting::passcode::{self, Attempt};
 use crate::sfu::stats::JoinRefusal;
 use crate::sfu::{Command, HostAction, ParticipantId};
 use crate::token::Role;
@@ -70,7 +70,7 @@ pub(super) async fn run(mut socket: WebSocket, state: AppState, client: Client) 
                 match super::forward::connect(
                     &url,
                     client.ip,
-                    &state.passcodes.join_key,
+                    state.passcodes.join_key(),
                     state.peer_tls.clone(),
                 )
                 .await
@@ -361,57 +361,36 @@ impl Session {
         Flow::Continue
     }
 
-    /// The meeting's passcode, compared in constant time; a client that keeps guessing is
-    /// cooled down. Every failure is an audit record.
+    /// The meeting's passcode (meeting::passcode decides); every refusal is an audit record.
     fn check_passcode(&mut self, grant: &Grant, given: Option<&str>) -> Result<(), ProtocolError> {
         let now = std::time::Instant::now();
-        let who = token_holder(&grant.user, grant.role);
-        let record = |reason: &str| {
-            self.state.audit.record(
-                &who,
-                Action::PasscodeFailure,
-                Some(reason),
-                Some(&grant.room),
-                Some(self.client_ip),
-            );
+        let passcodes = &self.state.passcodes;
+        let Err(refusal) = passcodes.check(&grant.room, self.client_ip, given, now) else {
+            return Ok(());
         };
-        let Ok(mut guard) = self.state.passcodes.guard.lock() else {
-            return Err(ProtocolError::new(
-                ErrorCode::Internal,
-                "passcode check unavailable",
-            ));
-        };
-        if let Attempt::CoolingDown { for_ } = guard.check(self.client_ip, now) {
-            record("cool-down");
-            self.state.stats.refused(JoinRefusal::Passcode);
-            return Err(cool_down(for_));
-        }
-        let expected = passcode::derive(&self.state.passcodes.join_key, &grant.room);
-        match given {
-            Some(given) if passcode::matches(&expected, given) => {
-                guard.succeeded(self.client_ip);
-                Ok(())
-            }
-            given => {
-                record(if given.is_some() {
-                    "passcode-wrong"
-                } else {
-                    "passcode-missing"
-                });
-                self.state.stats.refused(JoinRefusal::Passcode);
-                if let Attempt::CoolingDown { for_ } = guard.failed(self.client_ip, now) {
-                    return Err(cool_down(for_));
-                }
-                Err(ProtocolError::new(
-                    ErrorCode::PasscodeRefused,
-                    if given.is_some() {
-                        "that passcode is not this meeting's; check the one the clinic sent you"
-                    } else {
-                        "this meeting needs its passcode (the clinic sent it to you with the link)"
-                    },
-                ))
-            }
-        }
+        self.state.audit.record(
+            &token_holder(&grant.user, grant.role),
+            Action::PasscodeFailure,
+            Some(refusal.audit_reason()),
+            Some(&grant.room),
+            Some(self.client_ip),
+        );
+        self.state.stats.refused(JoinRefusal::Passcode);
+        Err(match refusal {
+            Refusal::CoolingDown(left)
+            | Refusal::Failed {
+                cool_down: Some(left),
+                ..
+            } => cool_down(left),
+            Refusal::Failed { given: true, .. } => ProtocolError::new(
+                ErrorCode::PasscodeRefused,
+                "that passcode is not this meeting's; check the one the clinic sent you",
+            ),
+            Refusal::Failed { given: false, .. } => ProtocolError::new(
+                ErrorCode::PasscodeRefused,
+                "this meeting needs its passcode (the clinic sent it to you with the link)",
+            ),
+        })
     }
 
     fn fatal(&mut self, error: ProtocolError) -> Flow {

@@ -7,7 +7,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde_json::json;
 
 use super::BuildError;
-use super::objects::{metadata, typed};
+use super::meta::{metadata, typed};
 use crate::names::ChildNames;
 use bedside_crds::HealthcareTenant;
 use kube::ResourceExt;

@@ -98,7 +98,7 @@ pub fn addresses_config_map(
     let names = ChildNames::of(tenant);
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": super::objects::metadata(tenant, &names.addresses)?,
+        "metadata": super::meta::metadata(tenant, &names.addresses)?,
         "data": addresses.by_pod,
     }))
     .map_err(|source| BuildError::Invalid {

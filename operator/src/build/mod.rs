@@ -4,6 +4,7 @@
 pub mod access;
 pub mod addresses;
 pub mod config;
+mod meta;
 mod objects;
 pub mod storage;
 

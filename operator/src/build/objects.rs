@@ -8,38 +8,20 @@ use bedside_crds::tenant::{AuditDestination, HealthcareTenantSpec, IssuerKind, M
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::{ApiResource, DynamicObject};
-use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::config::{
     ADDRESSES_DIR, AUDIT_BUFFER_DIR, AUDIT_HMAC_KEY, CONFIG_DIR, JOIN_TOKEN_KEY, KEYS_DIR,
     SINKS_DIR, TLS_DIR, config_hash, node_config,
 };
+use super::meta::{metadata, typed};
 use super::storage::{self, AUDIT_VOLUME};
 use super::{BuildError, BuildInputs, Desired};
 use crate::names::{
     CONFIG_FILE, CONFIG_HASH_ANNOTATION, ChildNames, MEDIA_PORT, METRICS_PORT, POD_NAME_LABEL,
-    SERVICE_ROLE_LABEL, SIGNALING_PORT, default_image, labels, pod_labels, selector_labels,
+    SERVICE_ROLE_LABEL, SIGNALING_PORT, default_image, pod_labels, selector_labels,
 };
 use crate::thirdparty::certmanager::Certificate;
-
-pub(super) fn typed<T: DeserializeOwned>(
-    kind: &'static str,
-    value: Value,
-) -> Result<T, BuildError> {
-    serde_json::from_value(value).map_err(|source| BuildError::Invalid { kind, source })
-}
-
-pub(super) fn metadata(tenant: &HealthcareTenant, name: &str) -> Result<Value, BuildError> {
-    let namespace = tenant.namespace().ok_or(BuildError::NoNamespace)?;
-    Ok(json!({
-        "name": name,
-        "namespace": namespace,
-        "labels": labels(tenant),
-        "ownerReferences": tenant.controller_owner_ref(&()).into_iter().collect::<Vec<_>>(),
-    }))
-}
 
 pub(super) fn desired(
     tenant: &HealthcareTenant,
