@@ -2,10 +2,11 @@
 //! records delivered, and how many bytes wait in its buffer. `sink` is the sink's index in the
 //! tenant's spec and `type` its kind: a fixed, small label set.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
 #[derive(Debug, Clone)]
@@ -20,20 +21,23 @@ pub struct AuditMetrics {
     refusing_joins: IntGauge,
 }
 
-/// The node's `/audit/health` answer.
-#[derive(Debug, Clone, Serialize)]
+/// The node's `/audit/health` answer: what the node serves and the operator reads, one type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditHealthReport {
     pub sinks: Vec<SinkReport>,
     /// Some sink's buffer is past its size.
+    #[serde(default)]
     pub buffer_full: bool,
     /// Joins are refused until the sinks catch up.
+    #[serde(default)]
     pub refusing_joins: bool,
+    #[serde(default)]
     pub when_buffer_full: crate::event::BufferFullPolicy,
 }
 
 /// Whether a sink takes deliveries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SinkState {
     /// Nothing delivered or failed yet.
@@ -42,28 +46,19 @@ pub enum SinkState {
     Down,
 }
 
-impl SinkState {
-    /// As `/audit/health` spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SinkState::Unknown => "unknown",
-            SinkState::Up => "up",
-            SinkState::Down => "down",
-        }
-    }
-}
-
 /// One sink, as the node's `/audit/health` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SinkReport {
     pub sink: usize,
+    /// `syslog` or `webhook`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     pub state: SinkState,
     /// The last failure's reason while down.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Cow<'static, str>>,
+    #[serde(default)]
     pub buffered_bytes: u64,
 }
 
@@ -190,7 +185,7 @@ impl AuditMetrics {
         if let Ok(mut states) = self.states.lock() {
             states.push(SinkReport {
                 sink: index,
-                kind,
+                kind: Cow::Borrowed(kind),
                 state: SinkState::Unknown,
                 reason: None,
                 buffered_bytes: 0,
@@ -248,9 +243,9 @@ impl SinkHealth {
         let Some(report) = states.iter_mut().find(|r| r.sink == self.index) else {
             return false;
         };
-        let (was, was_reason) = (report.state, report.reason);
+        let (was, was_reason) = (report.state, report.reason.clone());
         report.state = state;
-        report.reason = reason.map(SinkFailure::label);
+        report.reason = reason.map(|r| Cow::Borrowed(r.label()));
         if was == state && was_reason == report.reason {
             return false;
         }
@@ -309,10 +304,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn states_read_as_they_serialize() {
-        for state in [SinkState::Unknown, SinkState::Up, SinkState::Down] {
-            assert_eq!(serde_json::to_value(state).expect("json"), state.as_str());
-        }
+    fn the_report_a_node_serves_is_the_one_the_operator_reads() {
+        let metrics = AuditMetrics::new(&Registry::new(), "t", "n").expect("metrics");
+        let sink = metrics.sink(1, "syslog", None);
+        sink.down(SinkFailure::Unreachable);
+        sink.buffered(4096);
+        let served = AuditHealthReport {
+            sinks: metrics.report(),
+            buffer_full: false,
+            refusing_joins: false,
+            when_buffer_full: crate::event::BufferFullPolicy::KeepServing,
+        };
+        let wire = serde_json::to_value(&served).expect("json");
+        assert_eq!(
+            wire,
+            serde_json::json!({"sinks": [{"sink": 1, "type": "syslog", "state": "down",
+                "reason": "unreachable", "bufferedBytes": 4096}],
+                "bufferFull": false, "refusingJoins": false, "whenBufferFull": "KeepServing"})
+        );
+        let read: AuditHealthReport = serde_json::from_value(wire).expect("read back");
+        assert_eq!(read, served);
+        // An older node's report, without the newer fields, still reads.
+        let older: AuditHealthReport =
+            serde_json::from_str(r#"{"sinks":[{"sink":0,"type":"webhook","state":"up"}]}"#)
+                .expect("an older report");
+        assert_eq!(older.sinks[0].state, SinkState::Up);
     }
 
     #[test]
@@ -347,7 +363,7 @@ mod tests {
         let report = metrics.report();
         assert_eq!(report[0].state, SinkState::Down);
         assert_eq!(
-            (report[0].reason, report[0].buffered_bytes),
+            (report[0].reason.as_deref(), report[0].buffered_bytes),
             (Some("unauthorized"), 42)
         );
     }

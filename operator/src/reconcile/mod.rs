@@ -655,16 +655,7 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         observed.sinks.push(status::SinkReport {
             reporter: "operator".into(),
             health: Ok(status::AuditHealth {
-                sinks: own
-                    .into_iter()
-                    .map(|r| status::SinkHealth {
-                        sink: r.sink,
-                        kind: r.kind.into(),
-                        state: r.state.as_str().into(),
-                        reason: r.reason.map(Into::into),
-                        buffered_bytes: r.buffered_bytes,
-                    })
-                    .collect(),
+                sinks: own,
                 ..Default::default()
             }),
         });

@@ -6,31 +6,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::baa::BaaState;
 
-/// One audit sink as a media node (or the operator) reports it on `/audit/health`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SinkHealth {
-    pub sink: usize,
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// `unknown`, `up` or `down`.
-    pub state: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub buffered_bytes: u64,
-}
-
-/// A media node's `/audit/health`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditHealth {
-    pub sinks: Vec<SinkHealth>,
-    #[serde(default)]
-    pub buffer_full: bool,
-    #[serde(default)]
-    pub refusing_joins: bool,
-}
+/// A media node's (or the operator's own) `/audit/health`: the audit crate's one type.
+pub use bedside_audit::delivery::health::AuditHealthReport as AuditHealth;
+use bedside_audit::delivery::health::SinkState;
 
 /// Who reported on the sinks: a media node's pod, or the operator's own delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,7 +274,7 @@ fn sinks_verdict(reports: &[SinkReport]) -> (Option<bool>, Reason, String) {
             );
         }
         let mut ok = true;
-        for sink in health.sinks.iter().filter(|s| s.state == "down") {
+        for sink in health.sinks.iter().filter(|s| s.state == SinkState::Down) {
             ok = false;
             problems.push(format!(
                 "{}: sink {} ({}) is down ({}), {} KiB buffered",
@@ -412,16 +390,19 @@ mod tests {
                 sinks: sinks
                     .iter()
                     .enumerate()
-                    .map(|(i, (state, reason))| SinkHealth {
-                        sink: i + 1,
-                        kind: "syslog".into(),
-                        state: (*state).into(),
-                        reason: reason.map(Into::into),
-                        buffered_bytes: 4096,
-                    })
+                    .map(
+                        |(i, (state, reason))| bedside_audit::delivery::health::SinkReport {
+                            sink: i + 1,
+                            kind: "syslog".into(),
+                            state: serde_json::from_value((*state).into()).expect("a sink state"),
+                            reason: reason.map(|r| r.to_string().into()),
+                            buffered_bytes: 4096,
+                        },
+                    )
                     .collect(),
                 buffer_full: refusing,
                 refusing_joins: refusing,
+                ..Default::default()
             }),
         }
     }
