@@ -1,8 +1,11 @@
 //! One reconcile of one tenant: fetch -> validate -> build -> diff -> apply -> status.
 
 mod access;
+mod addons;
+mod children;
 pub mod drift;
 mod media_set;
+mod observe;
 pub mod sinks;
 pub mod status;
 
@@ -13,11 +16,8 @@ use std::time::{Duration, Instant};
 use bedside_crds::validation::{TenantValidator, ValidationSetupError};
 use bedside_crds::{HealthcareTenant, HealthcareTenantStatus};
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
@@ -27,13 +27,13 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::audit::{Happening, OperatorAudit};
-use crate::baa::{self, BaaState};
-use crate::build::{self, BuildError, BuildInputs};
+use crate::baa::BaaState;
+use crate::build::BuildError;
 use crate::metrics::Metrics;
-use crate::names::{ChildNames, FIELD_MANAGER, FINALIZER, SERVICE_ROLE_LABEL, selector_labels};
-use crate::thirdparty::certmanager::Certificate;
-use drift::{Drift, Live};
-use status::{CertificateState, Observed};
+use crate::names::{FIELD_MANAGER, FINALIZER};
+use children::AppliedRecord;
+use drift::Drift;
+use status::Observed;
 
 /// How often a settled tenant is looked at again even without a watch event.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -43,8 +43,48 @@ pub const SINK_HEALTH_RESYNC: Duration = Duration::from_secs(30);
 /// How long a deleted tenant is held for its last audit records to reach its sinks.
 const DEPROVISION_AUDIT_GRACE: Duration = Duration::from_secs(600);
 
+/// The steps of a reconcile, as the errors metric names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The stored status, the BAA's state, the spec against the CRD's own rules.
+    Observe,
+    /// The tenant's children: built, read, compared, applied.
+    Children,
+    /// cert-manager's Certificate and prometheus-operator's ServiceMonitor.
+    AddOns,
+    /// The TLS Secret, Ready media pods, the audit sinks' reports.
+    Health,
+    /// The status written.
+    Status,
+}
+
+impl Step {
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Observe => "observe",
+            Step::Children => "children",
+            Step::AddOns => "add_ons",
+            Step::Health => "health",
+            Step::Status => "status",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Step::Observe => "reading the tenant",
+            Step::Children => "applying the tenant's objects",
+            Step::AddOns => "applying the Certificate or ServiceMonitor",
+            Step::Health => "observing the media nodes and audit sinks",
+            Step::Status => "writing the tenant's status",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A step of the reconcile failed: the metric says which, the message why.
+    #[error("{} failed: {source}", step.describe())]
+    Step { step: Step, source: Box<Error> },
     #[error(transparent)]
     Build(#[from] BuildError),
     #[error("Kubernetes API call failed while {action}: {source}")]
@@ -64,11 +104,25 @@ impl Error {
     /// A short, fixed label for the errors metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
+            Error::Step { step, .. } => step.label(),
             Error::Build(_) => "build",
             Error::Kube { .. } => "kube_api",
             Error::Setup(_) => "setup",
             Error::Finalizer(_) => "finalizer",
             Error::AuditPending => "audit_pending",
+        }
+    }
+}
+
+impl Error {
+    /// Labels an error with the step it happened in (once: an inner step's label stays).
+    fn at(step: Step) -> impl FnOnce(Error) -> Error {
+        move |source| match source {
+            Error::Step { .. } => source,
+            source => Error::Step {
+                step,
+                source: Box::new(source),
+            },
         }
     }
 }
@@ -104,33 +158,6 @@ pub struct Context {
     pub operator_namespace: Option<String>,
     /// How often tenants with audit sink reports are reconciled ([`SINK_HEALTH_RESYNC`]).
     pub sink_health_resync: Duration,
-}
-
-/// The children a reconcile applied: a hash of what it sent and the resourceVersions the
-/// API server returned. A later reconcile that finds the same versions live, and would send
-/// the same objects, has nothing to apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppliedRecord {
-    desired_hash: String,
-    versions: Vec<Option<String>>,
-    /// A removed pod's media Service was kept for its draining pod: the next reconcile must
-    /// look again rather than skip.
-    prune_pending: bool,
-}
-
-fn applied_hash(desired: &build::Desired, pdb: &DynamicObject) -> String {
-    let text = serde_json::to_string(&(
-        &desired.config_map,
-        &desired.media_nodes,
-        &desired.services,
-        &desired.network_policy,
-        &desired.access.service_account,
-        &desired.access.role,
-        &desired.access.role_binding,
-        pdb,
-    ))
-    .unwrap_or_default();
-    build::config::config_hash(&text)
 }
 
 impl Debug for Context {
@@ -337,331 +364,51 @@ async fn publish(
 
 /// The join-token and audit keys: created once; an existing Secret is never touched.
 /// Returns whether this call created them.
-async fn ensure_keys(
-    tenant: &HealthcareTenant,
-    ctx: &Context,
-    namespace: &str,
-) -> Result<bool, Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = ChildNames::of(tenant).keys;
-    if secrets
-        .get_opt(&name)
-        .await
-        .map_err(kube_err(format!("reading Secret {name}")))?
-        .is_some()
-    {
-        return Ok(false);
-    }
-    let random = |len: usize| -> Result<Vec<u8>, Error> {
-        let mut key = vec![0u8; len];
-        aws_lc_rs::rand::fill(&mut key).map_err(|_| Error::Setup("no system randomness".into()))?;
-        Ok(key)
-    };
-    let secret = build::keys_secret(tenant, random(32)?, random(32)?)?;
-    match secrets.create(&PostParams::default(), &secret).await {
-        Ok(_) => {
-            tracing::info!(tenant = %tenant.name_any(), secret = %name, "created the tenant's key Secret");
-            Ok(true)
-        }
-        // Another reconcile (or a restarted operator) made it first: keep theirs.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(source) => Err(Error::Kube {
-            action: format!("creating Secret {name}"),
-            source,
-        }),
-    }
-}
-
+/// One reconcile of a live tenant, step by step; each step's failure is labelled with it.
 async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, Error> {
     let namespace = tenant.namespace().ok_or(BuildError::NoNamespace)?;
-    let client = ctx.client.clone();
-    let names = ChildNames::of(tenant);
     let now = Timestamp::now();
-    let (baa_state, next_change) = baa::state_at(&tenant.spec.baa, now);
-    // The status as stored now, not as the watch cache last saw it: the reconcile before this
-    // one may have written it a moment ago, and its conditions carry over.
-    let tenants: Api<HealthcareTenant> = Api::namespaced(client.clone(), &namespace);
-    let previous = tenants
-        .get_status(&tenant.name_any())
+    let observe::Start {
+        mut observed,
+        previous,
+        spec_changed,
+        next_change,
+    } = observe::start(tenant, ctx, &namespace, now)
         .await
-        .map_err(kube_err("reading the tenant's status"))?
-        .status
-        .unwrap_or_default();
+        .map_err(Error::at(Step::Observe))?;
 
-    let mut observed = Observed {
-        generation: tenant.metadata.generation,
-        baa: baa_state,
-        spec_violations: Vec::new(),
-        drift_reverted: Vec::new(),
-        certificate: CertificateState::CertManagerMissing,
-        ready_media_nodes: 0,
-        media_replicas: 0,
-        unaddressed: Vec::new(),
-        endpoint: None,
-        sinks: Vec::new(),
-    };
-    let spec_changed = previous.observed_generation.is_some()
-        && previous.observed_generation != tenant.metadata.generation;
-
-    // Validate: on servers without CEL (before 1.25) the CRD's CEL rules never ran.
-    let as_json = serde_json::to_value(tenant).map_err(|e| BuildError::Invalid {
-        kind: "HealthcareTenant",
-        source: e,
-    })?;
-    observed.spec_violations = ctx
-        .validator
-        .validate(&as_json)
-        .into_iter()
-        .filter(|v| !v.path.starts_with("status"))
-        .map(|v| v.to_string())
-        .collect();
-    if spec_changed {
-        let refused = !observed.spec_violations.is_empty();
-        audit(ctx, tenant, Happening::SettingsChanged { refused }).await;
-    }
-
-    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
-    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    let mut live_media_nodes = None;
-
+    let mut media_nodes = None;
     if observed.spec_violations.is_empty() {
-        let desired = build::desired(
-            tenant,
-            BuildInputs {
-                media_allowed: baa_state.is_active(),
-                operator_namespace: ctx.operator_namespace.clone(),
-            },
-        )?;
-        observed.media_replicas = desired
-            .media_nodes
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(0);
-        if ensure_keys(tenant, ctx, &namespace).await? {
-            audit(ctx, tenant, Happening::Provisioned).await;
-        }
-
-        let mut live = Live {
-            config_map: configmaps
-                .get_opt(&names.config)
-                .await
-                .map_err(kube_err("reading the config ConfigMap"))?,
-            media_nodes: sets
-                .get_opt(&names.media_nodes)
-                .await
-                .map_err(kube_err("reading the media StatefulSet"))?,
-            services: Vec::new(),
-        };
-        for service in &desired.services {
-            let name = service.name_any();
-            live.services.push(
-                services
-                    .get_opt(&name)
-                    .await
-                    .map_err(kube_err(format!("reading Service {name}")))?,
-            );
-        }
-        let live_addresses = configmaps
-            .get_opt(&names.addresses)
-            .await
-            .map_err(kube_err("reading the media addresses ConfigMap"))?;
         let provisioned = previous.observed_generation.is_some();
-        let drift = drift::find(&live, &desired, provisioned, spec_changed);
-
-        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
-        let pdbs: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &namespace, &ctx.pdb_resource);
-        let pdb = build::pod_disruption_budget(tenant, &ctx.pdb_resource)?;
-        let live_policy = policies
-            .get_opt(&names.network_policy)
+        let applied = children::reconcile(
+            tenant,
+            ctx,
+            &namespace,
+            observed.baa.is_active(),
+            (provisioned, spec_changed),
+            &mut observed,
+        )
+        .await
+        .map_err(Error::at(Step::Children))?;
+        addons::apply(tenant, ctx, &namespace, &mut observed)
             .await
-            .map_err(kube_err("reading the NetworkPolicy"))?;
-        let live_pdb = pdbs
-            .get_opt(&names.disruption_budget)
-            .await
-            .map_err(kube_err("reading the PodDisruptionBudget"))?;
-        let mut live_versions: Vec<Option<String>> = vec![
-            live.config_map.as_ref().and_then(|o| o.resource_version()),
-            live.media_nodes.as_ref().and_then(|o| o.resource_version()),
-            live_addresses.as_ref().and_then(|o| o.resource_version()),
-        ];
-        live_versions.extend(
-            live.services
-                .iter()
-                .map(|o| o.as_ref().and_then(|o| o.resource_version())),
-        );
-        live_versions.push(live_policy.as_ref().and_then(|o| o.resource_version()));
-        live_versions.push(live_pdb.as_ref().and_then(|o| o.resource_version()));
-        live_versions.extend(access::live_versions(&client, &namespace, &desired.access).await?);
-        let desired_hash = applied_hash(&desired, &pdb);
-        let memo_key = tenant
-            .uid()
-            .unwrap_or_else(|| format!("{namespace}/{}", tenant.name_any()));
-        let unchanged_since_our_apply = ctx
-            .applied
-            .lock()
-            .ok()
-            .and_then(|memo| memo.get(&memo_key).cloned())
-            .is_some_and(|record| {
-                record.desired_hash == desired_hash
-                    && !record.prune_pending
-                    && live_versions.iter().all(Option::is_some)
-                    && record.versions == live_versions
-            });
-
-        if unchanged_since_our_apply {
-            // Every child is exactly as our last apply left it, and we would apply the same
-            // again: server-side apply (the API server's most expensive write) is skipped.
-            live_media_nodes = live.media_nodes.clone();
-            let live_services: Vec<Service> = live.services.iter().flatten().cloned().collect();
-            observed.unaddressed =
-                build::media_addresses(tenant, observed.media_replicas, &live_services).missing;
-            observed.endpoint = status::endpoint(tenant, &live_services);
-        } else {
-            // Services first: a node port is allocated when its Service is created, so a new
-            // pod's address is in the addresses ConfigMap before the pod starts.
-            let mut applied_services = Vec::new();
-            for service in &desired.services {
-                applied_services.push(server_side_apply(&services, service, "Service").await?);
-            }
-            let prune_pending =
-                prune_media_services(&client, &services, tenant, &desired.services).await?;
-            let addresses =
-                build::media_addresses(tenant, observed.media_replicas, &applied_services);
-            observed.unaddressed = addresses.missing.clone();
-            observed.endpoint = status::endpoint(tenant, &applied_services);
-            let mut versions = vec![
-                server_side_apply(&configmaps, &desired.config_map, "ConfigMap")
-                    .await?
-                    .resource_version(),
-            ];
-            // The pods' ServiceAccount and Role before the pods.
-            let access_versions = access::apply(&client, &namespace, &desired.access).await?;
-            let set = media_set::apply(
-                &client,
-                tenant,
-                live.media_nodes.as_ref(),
-                &desired.media_nodes,
-            )
-            .await?;
-            media_set::remove_legacy_deployment(&client, &namespace, tenant, &names.media_nodes)
-                .await?;
-            let moving =
-                media_set::move_pods_onto_claims(&client, tenant, &desired.media_nodes).await?;
-            versions.push(set.resource_version());
-            live_media_nodes = Some(set);
-            versions.push(
-                server_side_apply(
-                    &configmaps,
-                    &build::addresses_config_map(tenant, &addresses)?,
-                    "ConfigMap",
-                )
-                .await?
-                .resource_version(),
-            );
-            versions.extend(applied_services.iter().map(|s| s.resource_version()));
-            versions.push(
-                server_side_apply(&policies, &desired.network_policy, "NetworkPolicy")
-                    .await?
-                    .resource_version(),
-            );
-            versions.push(
-                server_side_apply(&pdbs, &pdb, "PodDisruptionBudget")
-                    .await?
-                    .resource_version(),
-            );
-            versions.extend(access_versions);
-            if let Ok(mut memo) = ctx.applied.lock() {
-                memo.insert(
-                    memo_key,
-                    AppliedRecord {
-                        desired_hash,
-                        versions,
-                        // Looked at again (not skipped) until every pod is where it should be.
-                        prune_pending: prune_pending || moving,
-                    },
-                );
-            }
-        }
-
-        if ctx.cert_manager
-            && let Some(certificate) = build::certificate(tenant)?
-        {
-            let certificates: Api<Certificate> = Api::namespaced(client.clone(), &namespace);
-            let applied = server_side_apply(&certificates, &certificate, "Certificate").await?;
-            let ready = applied
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
-            observed.certificate = CertificateState::Certificate {
-                name: names.certificate_secret.clone(),
-                ready: ready.is_some_and(|c| c.status == "True"),
-                message: ready
-                    .map(|c| c.message.clone())
-                    .unwrap_or_else(|| "cert-manager has not reported on it yet".into()),
-            };
-        }
-        if let (true, Some(resource)) = (
-            tenant.spec.monitoring.service_monitor,
-            &ctx.service_monitors,
-        ) {
-            let monitors: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), &namespace, resource);
-            server_side_apply(
-                &monitors,
-                &build::service_monitor(tenant, resource)?,
-                "ServiceMonitor",
-            )
-            .await?;
-        }
-
-        report_drift(tenant, ctx, &drift).await;
-        observed.drift_reverted = drift
+            .map_err(Error::at(Step::AddOns))?;
+        report_drift(tenant, ctx, &applied.drift).await;
+        observed.drift_reverted = applied
+            .drift
             .iter()
             .filter(|d| d.weakens_lock)
             .map(ToString::to_string)
             .collect();
+        media_nodes = applied.media_nodes;
     }
 
-    if let Some(name) = &tenant.spec.tls.secret_name {
-        observed.certificate = {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-            let exists = secrets
-                .get_opt(name)
-                .await
-                .map_err(kube_err(format!("reading the TLS Secret {name}")))?
-                .is_some();
-            CertificateState::TenantSecret {
-                name: name.clone(),
-                exists,
-            }
-        };
-    }
-    observed.ready_media_nodes = live_media_nodes
-        .as_ref()
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    let selector: Vec<String> = selector_labels(tenant)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    observed.sinks = sinks::node_reports(&client, &namespace, &selector.join(",")).await;
-    let own = ctx.audit.sink_reports(tenant);
-    if !own.is_empty() {
-        observed.sinks.push(status::SinkReport {
-            reporter: "operator".into(),
-            health: Ok(status::AuditHealth {
-                sinks: own,
-                ..Default::default()
-            }),
-        });
-    }
-
-    write_status(tenant, ctx, &observed, &previous, &namespace).await?;
+    observe::health(tenant, ctx, &namespace, media_nodes.as_ref(), &mut observed)
+        .await
+        .map_err(Error::at(Step::Health))?;
+    write_status(tenant, ctx, &observed, &previous, &namespace)
+        .await
+        .map_err(Error::at(Step::Status))?;
     if !observed.spec_violations.is_empty() {
         publish(
             ctx,
@@ -672,72 +419,30 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         )
         .await;
     }
+    Ok(Action::requeue(requeue_after(
+        next_change,
+        now,
+        &observed,
+        ctx.sink_health_resync,
+    )))
+}
 
+/// Soon enough for the BAA's next change of state and, while anyone reports on audit sinks,
+/// for AuditSinksReady to stay current.
+fn requeue_after(
+    next_change: Option<Timestamp>,
+    now: Timestamp,
+    observed: &Observed,
+    sink_health_resync: Duration,
+) -> Duration {
     let mut requeue = next_change
         .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
         .map(|d| d.max(Duration::from_secs(1)).min(RESYNC))
         .unwrap_or(RESYNC);
     if !observed.sinks.is_empty() {
-        requeue = requeue.min(ctx.sink_health_resync);
+        requeue = requeue.min(sink_health_resync);
     }
-    Ok(Action::requeue(requeue))
-}
-
-/// Deletes the per-pod media Services of pods that no longer exist (after a scale-down), and
-/// only those: the others keep their addresses, so calls on them go on.
-/// Deletes the media Services of pods a scale-down removed, once each pod is gone: a pod that
-/// still drains keeps its Service, or kube-proxy would cut its calls' media. True when one was
-/// kept (the tenant is looked at again until it goes).
-async fn prune_media_services(
-    client: &Client,
-    services: &Api<Service>,
-    tenant: &HealthcareTenant,
-    desired: &[Service],
-) -> Result<bool, Error> {
-    let tenant_selector = format!("{}={}", crate::names::TENANT_LABEL, tenant.name_any());
-    let live = services
-        .list(
-            &kube::api::ListParams::default()
-                .labels(&format!("{tenant_selector},{SERVICE_ROLE_LABEL}=media")),
-        )
-        .await
-        .map_err(kube_err("listing the media Services"))?;
-    let removed: Vec<String> = live
-        .into_iter()
-        .map(|s| s.name_any())
-        .filter(|name| !desired.iter().any(|d| d.name_any() == *name))
-        .collect();
-    if removed.is_empty() {
-        return Ok(false);
-    }
-    // Each media Service is named after its pod.
-    let pods: Api<k8s_openapi::api::core::v1::Pod> =
-        Api::namespaced(client.clone(), &tenant.namespace().unwrap_or_default());
-    let running: Vec<String> = pods
-        .list(&kube::api::ListParams::default().labels(&tenant_selector))
-        .await
-        .map_err(kube_err("listing the media pods"))?
-        .into_iter()
-        .map(|p| p.name_any())
-        .collect();
-    let mut kept = false;
-    for name in removed {
-        if running.contains(&name) {
-            kept = true;
-            continue;
-        }
-        match services.delete(&name, &Default::default()).await {
-            Ok(_) => tracing::info!(service = %name, "deleted the media Service of a removed pod"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(source) => {
-                return Err(Error::Kube {
-                    action: format!("deleting Service {name}"),
-                    source,
-                });
-            }
-        }
-    }
-    Ok(kept)
+    requeue
 }
 
 async fn report_drift(tenant: &HealthcareTenant, ctx: &Context, drift: &[Drift]) {

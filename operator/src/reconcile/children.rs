@@ -1,0 +1,350 @@
+//! The tenant's children: the desired objects built (pure), the live ones read, drift found,
+//! and everything applied in order, unless every child is exactly as our last apply left it.
+
+use bedside_crds::HealthcareTenant;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::{Client, ResourceExt};
+
+use super::drift::{self, Drift, Live};
+use super::status::{self, Observed};
+use super::{Context, Error, access, audit, kube_err, media_set, server_side_apply};
+use crate::audit::Happening;
+use crate::build::{self, BuildInputs, Desired};
+use crate::names::{ChildNames, SERVICE_ROLE_LABEL};
+
+/// The children a reconcile applied: a hash of what it sent and the resourceVersions the
+/// API server returned. A later reconcile that finds the same versions live, and would send
+/// the same objects, has nothing to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedRecord {
+    desired_hash: String,
+    versions: Vec<Option<String>>,
+    /// A removed pod's media Service was kept for its draining pod: the next reconcile must
+    /// look again rather than skip.
+    prune_pending: bool,
+}
+
+fn applied_hash(desired: &build::Desired, pdb: &DynamicObject) -> String {
+    let text = serde_json::to_string(&(
+        &desired.config_map,
+        &desired.media_nodes,
+        &desired.services,
+        &desired.network_policy,
+        &desired.access.service_account,
+        &desired.access.role,
+        &desired.access.role_binding,
+        pdb,
+    ))
+    .unwrap_or_default();
+    build::config::config_hash(&text)
+}
+
+/// What reconciling the children leaves for the rest of the reconcile.
+pub(super) struct Children {
+    /// The media StatefulSet as the API server last returned it (its status counts Ready pods).
+    pub media_nodes: Option<StatefulSet>,
+    pub drift: Vec<Drift>,
+}
+
+/// Builds, reads, compares and applies the tenant's children; records in `observed` how many
+/// media pods it wants and which lack an address.
+pub(super) async fn reconcile(
+    tenant: &HealthcareTenant,
+    ctx: &Context,
+    namespace: &str,
+    media_allowed: bool,
+    (provisioned, spec_changed): (bool, bool),
+    observed: &mut Observed,
+) -> Result<Children, Error> {
+    let desired = build::desired(
+        tenant,
+        BuildInputs {
+            media_allowed,
+            operator_namespace: ctx.operator_namespace.clone(),
+        },
+    )?;
+    observed.media_replicas = desired
+        .media_nodes
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(0);
+    if ensure_keys(tenant, ctx, namespace).await? {
+        audit(ctx, tenant, Happening::Provisioned).await;
+    }
+    let pdb = build::pod_disruption_budget(tenant, &ctx.pdb_resource)?;
+    let (live, live_versions) = read(ctx, namespace, tenant, &desired).await?;
+    let drift = drift::find(&live, &desired, provisioned, spec_changed);
+
+    let desired_hash = applied_hash(&desired, &pdb);
+    let memo_key = tenant
+        .uid()
+        .unwrap_or_else(|| format!("{namespace}/{}", tenant.name_any()));
+    let unchanged_since_our_apply = ctx
+        .applied
+        .lock()
+        .ok()
+        .and_then(|memo| memo.get(&memo_key).cloned())
+        .is_some_and(|record| {
+            record.desired_hash == desired_hash
+                && !record.prune_pending
+                && live_versions.iter().all(Option::is_some)
+                && record.versions == live_versions
+        });
+    if unchanged_since_our_apply {
+        // Every child is exactly as our last apply left it, and we would apply the same
+        // again: server-side apply (the API server's most expensive write) is skipped.
+        let live_services: Vec<Service> = live.services.iter().flatten().cloned().collect();
+        observed.unaddressed =
+            build::media_addresses(tenant, observed.media_replicas, &live_services).missing;
+        observed.endpoint = status::endpoint(tenant, &live_services);
+        return Ok(Children {
+            media_nodes: live.media_nodes,
+            drift,
+        });
+    }
+    let (set, versions, prune_pending) = apply(
+        tenant,
+        ctx,
+        namespace,
+        &desired,
+        &pdb,
+        live.media_nodes.as_ref(),
+        observed,
+    )
+    .await?;
+    if let Ok(mut memo) = ctx.applied.lock() {
+        memo.insert(
+            memo_key,
+            AppliedRecord {
+                desired_hash,
+                versions,
+                prune_pending,
+            },
+        );
+    }
+    Ok(Children {
+        media_nodes: Some(set),
+        drift,
+    })
+}
+
+/// The live children, and their resourceVersions in the order [`apply`] returns its own.
+async fn read(
+    ctx: &Context,
+    namespace: &str,
+    tenant: &HealthcareTenant,
+    desired: &Desired,
+) -> Result<(Live, Vec<Option<String>>), Error> {
+    let client = &ctx.client;
+    let names = ChildNames::of(tenant);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let mut live = Live {
+        config_map: configmaps
+            .get_opt(&names.config)
+            .await
+            .map_err(kube_err("reading the config ConfigMap"))?,
+        media_nodes: sets
+            .get_opt(&names.media_nodes)
+            .await
+            .map_err(kube_err("reading the media StatefulSet"))?,
+        services: Vec::new(),
+    };
+    for service in &desired.services {
+        let name = service.name_any();
+        live.services.push(
+            services
+                .get_opt(&name)
+                .await
+                .map_err(kube_err(format!("reading Service {name}")))?,
+        );
+    }
+    let live_addresses = configmaps
+        .get_opt(&names.addresses)
+        .await
+        .map_err(kube_err("reading the media addresses ConfigMap"))?;
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
+    let pdbs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &ctx.pdb_resource);
+    let live_policy = policies
+        .get_opt(&names.network_policy)
+        .await
+        .map_err(kube_err("reading the NetworkPolicy"))?;
+    let live_pdb = pdbs
+        .get_opt(&names.disruption_budget)
+        .await
+        .map_err(kube_err("reading the PodDisruptionBudget"))?;
+    let mut versions: Vec<Option<String>> = vec![
+        live.config_map.as_ref().and_then(|o| o.resource_version()),
+        live.media_nodes.as_ref().and_then(|o| o.resource_version()),
+        live_addresses.as_ref().and_then(|o| o.resource_version()),
+    ];
+    versions.extend(
+        live.services
+            .iter()
+            .map(|o| o.as_ref().and_then(|o| o.resource_version())),
+    );
+    versions.push(live_policy.as_ref().and_then(|o| o.resource_version()));
+    versions.push(live_pdb.as_ref().and_then(|o| o.resource_version()));
+    versions.extend(access::live_versions(client, namespace, &desired.access).await?);
+    Ok((live, versions))
+}
+
+/// Applies every child in order; returns the media StatefulSet, the resourceVersions the API
+/// server returned (in [`read`]'s order) and whether the next reconcile must look again.
+async fn apply(
+    tenant: &HealthcareTenant,
+    ctx: &Context,
+    namespace: &str,
+    desired: &Desired,
+    pdb: &DynamicObject,
+    live_media_nodes: Option<&StatefulSet>,
+    observed: &mut Observed,
+) -> Result<(StatefulSet, Vec<Option<String>>, bool), Error> {
+    let client = &ctx.client;
+    let names = ChildNames::of(tenant);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    // Services first: a node port is allocated when its Service is created, so a new pod's
+    // address is in the addresses ConfigMap before the pod starts.
+    let mut applied_services = Vec::new();
+    for service in &desired.services {
+        applied_services.push(server_side_apply(&services, service, "Service").await?);
+    }
+    let prune_pending = prune_media_services(client, &services, tenant, &desired.services).await?;
+    let addresses = build::media_addresses(tenant, observed.media_replicas, &applied_services);
+    observed.unaddressed = addresses.missing.clone();
+    observed.endpoint = status::endpoint(tenant, &applied_services);
+    let mut versions = vec![
+        server_side_apply(&configmaps, &desired.config_map, "ConfigMap")
+            .await?
+            .resource_version(),
+    ];
+    // The pods' ServiceAccount and Role before the pods.
+    let access_versions = access::apply(client, namespace, &desired.access).await?;
+    let set = media_set::apply(client, tenant, live_media_nodes, &desired.media_nodes).await?;
+    media_set::remove_legacy_deployment(client, namespace, tenant, &names.media_nodes).await?;
+    let moving = media_set::move_pods_onto_claims(client, tenant, &desired.media_nodes).await?;
+    versions.push(set.resource_version());
+    versions.push(
+        server_side_apply(
+            &configmaps,
+            &build::addresses_config_map(tenant, &addresses)?,
+            "ConfigMap",
+        )
+        .await?
+        .resource_version(),
+    );
+    versions.extend(applied_services.iter().map(|s| s.resource_version()));
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
+    versions.push(
+        server_side_apply(&policies, &desired.network_policy, "NetworkPolicy")
+            .await?
+            .resource_version(),
+    );
+    let pdbs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &ctx.pdb_resource);
+    versions.push(
+        server_side_apply(&pdbs, pdb, "PodDisruptionBudget")
+            .await?
+            .resource_version(),
+    );
+    versions.extend(access_versions);
+    // Looked at again (not skipped) until every pod is where it should be.
+    Ok((set, versions, prune_pending || moving))
+}
+
+async fn ensure_keys(
+    tenant: &HealthcareTenant,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<bool, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = ChildNames::of(tenant).keys;
+    if secrets
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("reading Secret {name}")))?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let random = |len: usize| -> Result<Vec<u8>, Error> {
+        let mut key = vec![0u8; len];
+        aws_lc_rs::rand::fill(&mut key).map_err(|_| Error::Setup("no system randomness".into()))?;
+        Ok(key)
+    };
+    let secret = build::keys_secret(tenant, random(32)?, random(32)?)?;
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            tracing::info!(tenant = %tenant.name_any(), secret = %name, "created the tenant's key Secret");
+            Ok(true)
+        }
+        // Another reconcile (or a restarted operator) made it first: keep theirs.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(source) => Err(Error::Kube {
+            action: format!("creating Secret {name}"),
+            source,
+        }),
+    }
+}
+
+/// Deletes the media Services of pods a scale-down removed, once each pod is gone: a pod that
+/// still drains keeps its Service, or kube-proxy would cut its calls' media. True when one was
+/// kept (the tenant is looked at again until it goes).
+async fn prune_media_services(
+    client: &Client,
+    services: &Api<Service>,
+    tenant: &HealthcareTenant,
+    desired: &[Service],
+) -> Result<bool, Error> {
+    let tenant_selector = format!("{}={}", crate::names::TENANT_LABEL, tenant.name_any());
+    let live = services
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("{tenant_selector},{SERVICE_ROLE_LABEL}=media")),
+        )
+        .await
+        .map_err(kube_err("listing the media Services"))?;
+    let removed: Vec<String> = live
+        .into_iter()
+        .map(|s| s.name_any())
+        .filter(|name| !desired.iter().any(|d| d.name_any() == *name))
+        .collect();
+    if removed.is_empty() {
+        return Ok(false);
+    }
+    // Each media Service is named after its pod.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(client.clone(), &tenant.namespace().unwrap_or_default());
+    let running: Vec<String> = pods
+        .list(&kube::api::ListParams::default().labels(&tenant_selector))
+        .await
+        .map_err(kube_err("listing the media pods"))?
+        .into_iter()
+        .map(|p| p.name_any())
+        .collect();
+    let mut kept = false;
+    for name in removed {
+        if running.contains(&name) {
+            kept = true;
+            continue;
+        }
+        match services.delete(&name, &Default::default()).await {
+            Ok(_) => tracing::info!(service = %name, "deleted the media Service of a removed pod"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    action: format!("deleting Service {name}"),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(kept)
+}
