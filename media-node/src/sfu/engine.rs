@@ -759,7 +759,9 @@ impl Engine {
     fn failed(&mut self, id: ParticipantId, e: str0m::RtcError) {
         let connected = self.participants.get(&id).is_some_and(|p| p.connected);
         let text = e.to_string();
-        if !connected && text.contains("DTLS") {
+        // A handshake that fails before the connection is up: the peer offered no cipher suite
+        // the tenant's policy allows.
+        if !connected && matches!(e, str0m::RtcError::Dtls(_)) {
             let reason = crypto_policy::refusal_reason(self.settings.policy);
             tracing::warn!(participant = %id, error = %text, "{reason}");
             self.stats.failed(ConnectionFailure::EncryptionPolicy);
