@@ -5,6 +5,7 @@
 
 pub mod auditor;
 pub mod health;
+pub mod pace;
 pub mod spool;
 pub mod syslog;
 pub mod tls;

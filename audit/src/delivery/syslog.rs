@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::health::{SinkFailure, SinkHealth};
+use super::pace::Pace;
 use super::spool::Spool;
 use crate::Record;
 
@@ -21,7 +22,6 @@ use crate::Record;
 const BATCH: usize = 256;
 /// Records sent within this long before a connection fails are sent again.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// RFC 5424 PRI: facility authpriv (10), severity notice (5).
 const PRI: u8 = 10 * 8 + 5;
 /// The SD-ID of bedside's structured data (an enterprise-number-style private id).
@@ -102,7 +102,7 @@ pub async fn deliver(spool: Arc<Spool>, target: Target, wake: Arc<Notify>, healt
         return;
     };
     let connector = tokio_rustls::TlsConnector::from(tls);
-    let mut backoff = Duration::from_millis(100);
+    let mut pace = Pace::new(wake);
     loop {
         // Everything after the delivered offset is sent (again) on a new connection.
         let mut offset = spool.delivered();
@@ -117,15 +117,14 @@ pub async fn deliver(spool: Arc<Spool>, target: Target, wake: Arc<Notify>, healt
                     tracing::warn!(%address, error = %e, "audit syslog sink unreachable; records stay buffered");
                 }
                 health.buffered(spool.depth(offset));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                pace.back_off().await;
                 continue;
             }
         };
         if health.up() {
             tracing::info!(%address, "audit syslog sink connected");
         }
-        backoff = Duration::from_millis(100);
+        pace.recovered();
         // Sent but not yet old enough to count as delivered: (sent at, end offset).
         let mut in_flight: VecDeque<(Instant, u64)> = VecDeque::new();
         'connected: loop {
@@ -145,19 +144,9 @@ pub async fn deliver(spool: Arc<Spool>, target: Target, wake: Arc<Notify>, healt
                     Err(e) => tracing::error!(error = %e, "cannot empty the drained audit spool"),
                 }
             }
-            let lines = match spool.read_from(offset, BATCH) {
-                Ok(lines) => lines,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the audit spool");
-                    Vec::new()
-                }
-            };
             health.buffered(spool.depth(offset));
+            let lines = pace.batch(&spool, offset, BATCH).await;
             if lines.is_empty() {
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
                 continue;
             }
             for (end, line) in lines {

@@ -4,7 +4,6 @@
 //! the sink's metrics and the log.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -12,11 +11,11 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::Notify;
 
 use super::health::{SinkFailure, SinkHealth};
+use super::pace::Pace;
 use super::spool::Spool;
 
 /// Records per POST.
 const BATCH: usize = 100;
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The request body: the records, as a JSON array of the sealed lines.
 pub fn batch_body<'a>(lines: impl IntoIterator<Item = &'a str>) -> String {
@@ -46,22 +45,12 @@ pub async fn deliver(
         .enable_http1()
         .build();
     let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(https);
-    let mut backoff = Duration::from_millis(100);
+    let mut pace = Pace::new(wake);
     loop {
         let offset = spool.delivered();
         health.buffered(spool.depth(offset));
-        let lines = match spool.read_from(offset, BATCH) {
-            Ok(lines) => lines,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the audit spool");
-                Vec::new()
-            }
-        };
+        let lines = pace.batch(&spool, offset, BATCH).await;
         if lines.is_empty() {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
             continue;
         }
         let batch = &lines[..];
@@ -91,7 +80,7 @@ pub async fn deliver(
                     tracing::info!(%url, "audit webhook sink delivering");
                 }
                 health.delivered(batch.len() as u64);
-                backoff = Duration::from_millis(100);
+                pace.recovered();
                 continue;
             }
             Ok(response)
@@ -120,8 +109,7 @@ pub async fn deliver(
         if health.down(failure.0) {
             tracing::warn!(%url, reason = %failure.1, "audit webhook sink failing; records stay buffered");
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        pace.back_off().await;
     }
 }
 
