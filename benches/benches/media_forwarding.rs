@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bedside_media_node::token::Role;
+use bedside_crds::join::Role;
 use bedside_tests::media::{PeerOptions, RustPeer, TestNode, VideoLoad};
 
 const LOAD: VideoLoad = VideoLoad {

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bedside_media_node::token::Role;
+use bedside_crds::join::Role;
 use bedside_tests::TestCluster;
 use bedside_tests::media::{PeerOptions, RustPeer, Signal, TestNode, workspace_binary};
 use bedside_tests::operator::{RunningOperator, ensure_namespace, install_crd};

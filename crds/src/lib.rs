@@ -5,8 +5,10 @@
 //! - [`policy`]: the settings a Business Associate Agreement locks, with the reason for each,
 //!   named once for the CRD rules, the operator's renderer, the node and the docs;
 //! - [`node_config`]: the media-node config contract the operator renders and the node reads;
+//! - [`join`]: the join contract: join tokens, meeting passcodes and join links;
 //! - `validation` (feature `validation`): offline checks of tenant YAML with the CRD's own rules.
 
+pub mod join;
 pub mod node_config;
 pub mod policy;
 pub mod tenant;

@@ -15,7 +15,7 @@ pub enum NodeError {
         source: std::io::Error,
     },
     #[error("join-token key: {0}")]
-    JoinKey(#[from] crate::token::TokenError),
+    JoinKey(#[from] bedside_crds::join::TokenError),
     #[error("cannot listen for {what} on {addr}: {source} (is another process using the port?)")]
     Listen {
         what: &'static str,

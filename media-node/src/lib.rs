@@ -7,7 +7,6 @@
 //! - [`sfu`]: rooms, participants and the str0m media loop;
 //! - [`meeting`]: the meeting state machine (waiting room, host controls, timeouts, passcodes);
 //! - [`crypto_policy`]: DTLS/SRTP restricted to what a BAA asks for;
-//! - [`token`]: join-token verification;
 //! - [`tls`]: the HTTPS certificate and server config;
 //! - [`config`]: reading and checking the node's config file, and the dev default;
 //! - [`address`]: the pod's advertised media address, followed from the operator's ConfigMap;
@@ -28,6 +27,5 @@ pub mod protocol;
 pub mod sfu;
 pub mod signaling;
 pub mod tls;
-pub mod token;
 
 pub use error::NodeError;

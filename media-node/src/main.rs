@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bedside_crds::join::{self, JoinClaims, Role};
 use bedside_media_node::config;
 use bedside_media_node::node::{self, NodeSetup};
-use bedside_media_node::token::{self, JoinClaims, Role};
 use clap::{Parser, Subcommand};
 
 /// How long clients get to hear "shutting down" and close, after SIGTERM.
@@ -166,12 +166,15 @@ fn run(
         if let Some(link) = dev_link {
             match link {
                 Ok((host, patient, passcode)) => {
-                    let base = format!("https://{}/?room={DEV_ROOM}", running.signaling);
+                    let base = format!("https://{}", running.signaling);
+                    let link = |token: &str| join::link(&base, DEV_ROOM, token, Some(&passcode));
                     println!(
                         "\nbedside media node (dev default) is up. Accept its self-signed certificate once.\n\n\
-                         Clinician (host) link:\n\n  {base}#token={host}&passcode={passcode}\n\n\
-                         Patient link (waits until the clinician admits them):\n\n  {base}#token={patient}&passcode={passcode}\n\n\
-                         Meeting passcode: {passcode}. The links are valid for 12 hours. Stop with Ctrl-C.\n"
+                         Clinician (host) link:\n\n  {}\n\n\
+                         Patient link (waits until the clinician admits them):\n\n  {}\n\n\
+                         Meeting passcode: {passcode}. The links are valid for 12 hours. Stop with Ctrl-C.\n",
+                        link(&host),
+                        link(&patient),
                     )
                 }
                 Err(e) => eprintln!("bedside-media-node: cannot make a dev token: {e}"),
@@ -189,13 +192,13 @@ fn run(
 
 /// The dev default's links: one for the clinician (host), one for a patient, each with the
 /// meeting's passcode in the fragment (a real patient gets it apart from the link).
-fn dev_links(setup: &NodeSetup) -> Result<(String, String, String), token::TokenError> {
+fn dev_links(setup: &NodeSetup) -> Result<(String, String, String), join::TokenError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let token = |sub: &str, role: Role| {
-        token::issue(
+        join::issue(
             &JoinClaims {
                 sub: sub.into(),
                 aud: setup.config.tenant.name.clone(),
@@ -209,7 +212,7 @@ fn dev_links(setup: &NodeSetup) -> Result<(String, String, String), token::Token
     Ok((
         token("dev-clinician", Role::Host)?,
         token("dev-patient", Role::Participant)?,
-        bedside_media_node::meeting::passcode::derive(&setup.join_key, DEV_ROOM),
+        bedside_crds::join::passcode(&setup.join_key, DEV_ROOM),
     ))
 }
 

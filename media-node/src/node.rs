@@ -18,11 +18,11 @@ use crate::sfu::{self, Command, EngineSettings, EngineStats, SfuHandle};
 use crate::signaling::server::router;
 use crate::signaling::state::AppState;
 use crate::tls::{self, TlsMaterial};
-use crate::token::TokenVerifier;
 use crate::{address, health};
 use bedside_audit::delivery::{
     self, AuditHealthReport, AuditMetrics, Auditor, BufferState, NetworkSink,
 };
+use bedside_crds::join::TokenVerifier;
 use bedside_crds::node_config::AuditSinkSettings;
 
 /// How often the audit chain gets a checkpoint while it grows.

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::token::Role;
+use bedside_crds::join::Role;
 
 /// The protocol version this node speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

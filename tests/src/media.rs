@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bedside_crds::join::{self, JoinClaims, Role};
 use bedside_media_node::config;
-use bedside_media_node::meeting::passcode;
 use bedside_media_node::node::{self, NodeSetup, RunningNode};
-use bedside_media_node::token::{self, JoinClaims, Role};
 use futures::{SinkExt, StreamExt};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -255,7 +254,18 @@ impl TestNode {
 
     /// The meeting passcode of `room` (what the clinic sends the patient).
     pub fn passcode(&self, room: &str) -> String {
-        passcode::derive(&self.join_key, room)
+        join::passcode(&self.join_key, room)
+    }
+
+    /// The link a clinic sends (`join::link`, with the passcode), asking the web client for
+    /// its low quality: two cores carry several browsers.
+    pub fn link(&self, room: &str, token: &str) -> String {
+        let passcode = self.passcode(room);
+        join::link(&self.https_base(), room, token, Some(&passcode)).replacen(
+            '#',
+            "&quality=low#",
+            1,
+        )
     }
 
     /// A token for `room` signed with this node's key.
@@ -404,7 +414,7 @@ pub fn sign(
     lifetime_secs: i64,
 ) -> String {
     let exp = (now_secs() as i64 + lifetime_secs).max(0) as u64;
-    token::issue(
+    join::issue(
         &JoinClaims {
             sub: user.into(),
             aud: tenant.into(),
@@ -519,7 +529,7 @@ impl Signal {
 
     /// A join with the meeting's right passcode.
     pub async fn join(&mut self, room: &str, token: &str) -> Value {
-        let passcode = passcode::derive(&self.passcode_key, room);
+        let passcode = join::passcode(&self.passcode_key, room);
         self.join_with(room, token, Some(&passcode)).await
     }
 
@@ -535,7 +545,7 @@ impl Signal {
 
     /// A join with the name the participant typed (and the right passcode).
     pub async fn join_as(&mut self, room: &str, token: &str, display_name: &str) -> Value {
-        let passcode = passcode::derive(&self.passcode_key, room);
+        let passcode = join::passcode(&self.passcode_key, room);
         self.send(json!({"v": 1, "type": "join", "room": room, "token": token,
             "displayName": display_name, "passcode": passcode}))
             .await;
@@ -747,7 +757,7 @@ impl RustPeer {
         let mut signal = Signal::try_connect(node)
             .await
             .map_err(|e| json!({"connect": e}))?;
-        let passcode = passcode::derive(&signal.passcode_key, room);
+        let passcode = join::passcode(&signal.passcode_key, room);
         signal
             .send(
                 json!({"v": 1, "type": "join", "room": room, "token": token, "passcode": passcode}),

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use bedside_crds::join::Role;
 use bedside_crds::node_config::{AuditSettings, AuditSinkSettings, BufferFullPolicy};
-use bedside_media_node::token::Role;
 use bedside_tests::media::{Signal, TestNode, sign, wait_until};
 use bedside_tests::rsyslog::{self, Rsyslog};
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use bedside_media_node::token::Role;
+use bedside_crds::join::Role;
 use bedside_tests::browser::{self, Driver, Netns};
 use bedside_tests::media::{TestNode, sign, wait_until};
 use fantoccini::{Client, Locator};
@@ -12,11 +12,7 @@ use serde_json::Value;
 
 /// The link a clinic sends: the room in the query; token and passcode in the fragment.
 fn link(node: &TestNode, room: &str, token: &str) -> String {
-    format!(
-        "{}/?room={room}&quality=low#token={token}&passcode={}",
-        node.https_base(),
-        node.passcode(room)
-    )
+    node.link(room, token)
 }
 
 async fn open(client: &Client, node: &TestNode, room: &str, token: &str) {

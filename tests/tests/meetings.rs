@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bedside_media_node::token::Role;
+use bedside_crds::join::Role;
 use bedside_tests::media::{PeerOptions, RustPeer, Signal, TestNode, wait_until};
 use serde_json::{Value, json};
 

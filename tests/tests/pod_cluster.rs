@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bedside_crds::HealthcareTenant;
-use bedside_media_node::token::Role;
+use bedside_crds::join::Role;
 use bedside_tests::TestCluster;
 use bedside_tests::browser::{self, Driver};
 use bedside_tests::media::{PeerOptions, RustPeer, TestNode, wait_until, workspace_binary};
@@ -659,14 +659,7 @@ async fn a_patient_waits_and_is_admitted_in_chromium(node: &TestNode) {
     }
     let driver = Driver::start().await;
     let room = "visit-in-chromium";
-    let link = |user: &str, role: Role| {
-        format!(
-            "{}/?room={room}&quality=low#token={}&passcode={}",
-            node.https_base(),
-            node.token(room, user, role),
-            node.passcode(room)
-        )
-    };
+    let link = |user: &str, role: Role| node.link(room, &node.token(room, user, role));
     let open = async |url: String| {
         let b = driver.browser().await;
         b.goto(&url).await.expect("open the web client");

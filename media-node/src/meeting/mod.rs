@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::token::Role;
+use bedside_crds::join::Role;
 
 /// What a meeting keeps beyond the pod it runs on: a meeting placed again (its pod died or
 /// stopped, the room moved) starts from it. Users appear only as [`user_key`]s.

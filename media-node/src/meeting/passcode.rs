@@ -1,44 +1,17 @@
-//! Meeting passcodes: derived, checked in constant time, and guarded against guessing.
-//!
-//! A meeting's passcode is the first 8 decimal digits of HMAC-SHA-256(the tenant's join key,
-//! "bedside-passcode:" + room). The scheduling system, which holds the key and mints the join
-//! tokens, computes it too and gives it to the patient out of band (a text message, the
-//! appointment letter), so a leaked link alone does not get anyone in, and the node keeps no
-//! passcode state. A client (by IP address) that fails [`MAX_FAILURES`] times within
-//! [`WINDOW`] is refused for [`COOL_DOWN`] whatever it sends.
+//! The node's passcode check: the meeting's passcode (derived as the join contract says,
+//! `bedside_crds::join::passcode`), compared in constant time, and guarded against guessing: a
+//! client (by IP address) that fails [`MAX_FAILURES`] times within [`WINDOW`] is refused for
+//! [`COOL_DOWN`] whatever it sends.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::hmac;
+use bedside_crds::join::{passcode as derive, passcode_matches as matches};
 
-pub const DIGITS: usize = 8;
 pub const MAX_FAILURES: u32 = 5;
 pub const WINDOW: Duration = Duration::from_secs(600);
 pub const COOL_DOWN: Duration = Duration::from_secs(300);
-
-/// The passcode of `room` under the tenant's join key.
-pub fn derive(join_key: &[u8], room: &str) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, join_key);
-    let tag = hmac::sign(&key, format!("bedside-passcode:{room}").as_bytes());
-    let mut n = u64::from_be_bytes(tag.as_ref()[..8].try_into().unwrap_or_default());
-    let mut digits = String::with_capacity(DIGITS);
-    for _ in 0..DIGITS {
-        digits.push(char::from(b'0' + (n % 10) as u8));
-        n /= 10;
-    }
-    digits
-}
-
-/// Whether `given` is the passcode, in time that does not depend on where they differ.
-/// Spaces and dashes people type between digit groups are ignored.
-pub fn matches(expected: &str, given: &str) -> bool {
-    let given: String = given.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-    expected.len() == given.len()
-        && aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), given.as_bytes())
-            .is_ok()
-}
 
 /// The node's passcode check: the key passcodes derive from, and who has been guessing.
 #[derive(Debug)]
@@ -237,25 +210,6 @@ mod tests {
             Ok(())
         );
         assert_eq!(Refusal::CoolingDown(COOL_DOWN).audit_reason(), "cool-down");
-    }
-
-    #[test]
-    fn the_passcode_is_eight_digits_per_room_and_key() {
-        let a = derive(&[1; 32], "visit-42");
-        assert_eq!(a.len(), DIGITS);
-        assert!(a.bytes().all(|b| b.is_ascii_digit()), "{a}");
-        assert_eq!(a, derive(&[1; 32], "visit-42"), "stable");
-        assert_ne!(a, derive(&[1; 32], "visit-43"), "per room");
-        assert_ne!(a, derive(&[2; 32], "visit-42"), "per tenant key");
-    }
-
-    #[test]
-    fn typed_separators_are_forgiven_and_anything_else_fails() {
-        assert!(matches("12345678", "1234 5678"));
-        assert!(matches("12345678", "1234-5678"));
-        assert!(!matches("12345678", "12345679"));
-        assert!(!matches("12345678", "1234567"));
-        assert!(!matches("12345678", ""));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::protocol::{
     DisplayName, ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, ProtocolError,
     ServerMessage,
 };
-use crate::token::Role;
+use bedside_crds::join::Role;
 
 /// How often layer choices follow the bandwidth estimates.
 const REBALANCE_EVERY: Duration = Duration::from_millis(500);

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::simulcast::{LayerRate, Layers, Selection};
 use crate::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
-use crate::token::Role;
+use bedside_crds::join::Role;
 
 /// Node-assigned, opaque, never the user id from the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -18,10 +18,10 @@ use crate::protocol::{
 };
 use crate::sfu::stats::JoinRefusal;
 use crate::sfu::{Command, HostAction, ParticipantId};
-use crate::token::Role;
-use crate::token::{Grant, TokenError};
 use bedside_audit::delivery::Who;
 use bedside_audit::event::{Action, ActorRole, AuthMethod};
+use bedside_crds::join::Role;
+use bedside_crds::join::{Grant, TokenError};
 
 /// A client that has not joined by then is disconnected.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);

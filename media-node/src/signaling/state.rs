@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use crate::meeting::passcode::Passcodes;
 use crate::sfu::{EngineStats, SfuHandle};
-use crate::token::TokenVerifier;
+use bedside_crds::join::TokenVerifier;
 
 #[derive(Clone, Debug)]
 pub struct AppState {

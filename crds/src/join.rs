@@ -1,3 +1,7 @@
+//! The join contract: what a scheduling system (or the dev default, or a clinic's command)
+//! hands a clinician or a patient, and what the media node checks. One home for the token, the
+//! passcode and the link, shared by the node, the tools that issue links and the tests.
+//!
 //! Join tokens (45 CFR 164.312(a)(2)(i) unique user identification, (d) authentication).
 //!
 //! A join token is a JWT signed HS256 with the tenant's join-token key (the Secret the
@@ -5,7 +9,14 @@
 //! user (`sub`), the tenant (`aud`), one room and a role, and expires within a day. The node
 //! verifies it on every join; a token for another tenant or room, an expired or forged one,
 //! or one that carries what looks like a name or an address instead of an opaque id is refused.
+//!
+//! The meeting passcode ([`passcode`]) is derived from the same key and the room, so the
+//! scheduling system computes it too and gives it to the patient out of band (a text message,
+//! the appointment letter): a leaked link alone does not get anyone in, and the node keeps no
+//! passcode state. The link ([`link`]) carries the room in its query and the token (and, for
+//! the dev default, the passcode) in its fragment, which browsers never send to a server.
 
+use aws_lc_rs::hmac;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -166,6 +177,42 @@ pub fn issue(claims: &JoinClaims, key: &[u8]) -> Result<String, TokenError> {
     .map_err(|e| TokenError::Malformed(e.to_string()))
 }
 
+/// How many digits a meeting passcode has.
+pub const PASSCODE_DIGITS: usize = 8;
+
+/// The passcode of `room` under the tenant's join key: the first [`PASSCODE_DIGITS`] decimal
+/// digits of HMAC-SHA-256(key, "bedside-passcode:" + room).
+pub fn passcode(join_key: &[u8], room: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, join_key);
+    let tag = hmac::sign(&key, format!("bedside-passcode:{room}").as_bytes());
+    let mut n = u64::from_be_bytes(tag.as_ref()[..8].try_into().unwrap_or_default());
+    let mut digits = String::with_capacity(PASSCODE_DIGITS);
+    for _ in 0..PASSCODE_DIGITS {
+        digits.push(char::from(b'0' + (n % 10) as u8));
+        n /= 10;
+    }
+    digits
+}
+
+/// Whether `given` is the passcode, in time that does not depend on where they differ.
+/// Spaces and dashes people type between digit groups are ignored.
+pub fn passcode_matches(expected: &str, given: &str) -> bool {
+    let given: String = given.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    expected.len() == given.len()
+        && aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), given.as_bytes())
+            .is_ok()
+}
+
+/// A join link for the web client served at `base` (`https://meet.clinic.example`).
+pub fn link(base: &str, room: &str, token: &str, passcode: Option<&str>) -> String {
+    let mut url = format!("{}/?room={room}#token={token}", base.trim_end_matches('/'));
+    if let Some(passcode) = passcode {
+        url.push_str("&passcode=");
+        url.push_str(passcode);
+    }
+    url
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +342,42 @@ mod tests {
         assert_eq!(
             TokenVerifier::new("t", &[0u8; 16]).err(),
             Some(TokenError::KeyTooShort(16))
+        );
+    }
+
+    #[test]
+    fn the_passcode_is_eight_digits_per_room_and_key() {
+        let a = passcode(&[1; 32], "visit-42");
+        assert_eq!(a.len(), PASSCODE_DIGITS);
+        assert!(a.bytes().all(|b| b.is_ascii_digit()), "{a}");
+        assert_eq!(a, passcode(&[1; 32], "visit-42"), "stable");
+        assert_ne!(a, passcode(&[1; 32], "visit-43"), "per room");
+        assert_ne!(a, passcode(&[2; 32], "visit-42"), "per tenant key");
+    }
+
+    #[test]
+    fn typed_separators_are_forgiven_and_anything_else_fails() {
+        assert!(passcode_matches("12345678", "1234 5678"));
+        assert!(passcode_matches("12345678", "1234-5678"));
+        assert!(!passcode_matches("12345678", "12345679"));
+        assert!(!passcode_matches("12345678", "1234567"));
+        assert!(!passcode_matches("12345678", ""));
+    }
+
+    #[test]
+    fn a_link_carries_the_room_in_its_query_and_the_secrets_in_its_fragment() {
+        assert_eq!(
+            link(
+                "https://meet.example/",
+                "visit-1",
+                "t.o.k",
+                Some("12345678")
+            ),
+            "https://meet.example/?room=visit-1#token=t.o.k&passcode=12345678"
+        );
+        assert_eq!(
+            link("https://meet.example", "visit-1", "t.o.k", None),
+            "https://meet.example/?room=visit-1#token=t.o.k"
         );
     }
 }
