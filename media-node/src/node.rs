@@ -146,25 +146,8 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         &setup.node_name,
     )?);
 
-    // Before the pod has an address, media sockets bind and the loop runs, but joins are
-    // refused and the node is not Ready.
-    let placeholder = config
-        .network
-        .advertised_media_address
-        .unwrap_or(config.network.media_listen);
-    let end_to_end = config.meetings.media_encryption
-        == bedside_crds::node_config::MediaEncryptionMode::EndToEnd;
-    let settings = EngineSettings {
-        tenant: config.tenant.name.clone(),
-        advertised: placeholder,
-        policy: SrtpPolicy::Aes256GcmOnly,
-        max_participants: config.meetings.max_participants as usize,
-        meeting: crate::meeting::Policy::new(
-            config.meetings.idle_timeout.into(),
-            config.meetings.max_duration.into(),
-        ),
-        end_to_end,
-    };
+    let settings = engine_settings(config);
+    let end_to_end = settings.end_to_end;
     let (sfu, media, engine_task) =
         sfu::start(config.network.media_listen, settings, stats.clone())
             .await
@@ -185,31 +168,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         audit: audit.clone(),
     };
     let placement = match &setup.placement {
-        Some(setup_placement) => {
-            let url = format!(
-                "wss://{}/ws",
-                SocketAddr::new(
-                    setup_placement.pod_ip,
-                    config.network.signaling_listen.port()
-                )
-            );
-            let placement = Arc::new(
-                Placement::connect(
-                    &setup_placement.namespace,
-                    &config.tenant.name,
-                    &setup.node_name,
-                    url,
-                )
-                .await?,
-            );
-            let beat = leases::spawn(
-                placement.clone(),
-                sfu.clone(),
-                shutdown_rx.clone(),
-                media_address.clone(),
-            );
-            Some((placement, beat))
-        }
+        Some(on) => Some(start_placement(&setup, on, &sfu, &shutdown_rx, &media_address).await?),
         None => None,
     };
     let state = AppState {
@@ -226,19 +185,95 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         placement: placement.as_ref().map(|(p, _)| p.clone()),
         peer_tls: crate::signaling::forward::peer_tls(&setup.tls)?,
     };
-    let app = router(state);
+    let (signaling, https, https_task) =
+        serve_signaling(config.network.signaling_listen, tls_config, router(state))?;
+    let (metrics, metrics_task) =
+        serve_metrics(config.network.metrics_listen, registry, health, probes).await?;
 
-    let listener =
-        std::net::TcpListener::bind(config.network.signaling_listen).map_err(|source| {
-            NodeError::Listen {
-                what: "signaling (HTTPS)",
-                addr: config.network.signaling_listen,
-                source,
-            }
-        })?;
+    tracing::info!(%signaling, %media, %metrics, node = %setup.node_name, tenant = %config.tenant.name, "media node up");
+    Ok(RunningNode {
+        signaling,
+        media,
+        metrics,
+        shutdown,
+        sfu,
+        https,
+        https_task,
+        engine_task,
+        metrics_task,
+        audit,
+        stats: running_stats,
+        placement,
+    })
+}
+
+/// What the media loop needs from the config. Before the pod has an address, media sockets
+/// bind and the loop runs, but joins are refused and the node is not Ready.
+fn engine_settings(config: &MediaNodeConfig) -> EngineSettings {
+    let placeholder = config
+        .network
+        .advertised_media_address
+        .unwrap_or(config.network.media_listen);
+    EngineSettings {
+        tenant: config.tenant.name.clone(),
+        advertised: placeholder,
+        policy: SrtpPolicy::Aes256GcmOnly,
+        max_participants: config.meetings.max_participants as usize,
+        meeting: crate::meeting::Policy::new(
+            config.meetings.idle_timeout.into(),
+            config.meetings.max_duration.into(),
+        ),
+        end_to_end: config.meetings.media_encryption
+            == bedside_crds::node_config::MediaEncryptionMode::EndToEnd,
+    }
+}
+
+/// On a cluster: the lease cache that places rooms, and the task that beats this pod's lease.
+async fn start_placement(
+    setup: &NodeSetup,
+    on: &PlacementSetup,
+    sfu: &SfuHandle,
+    shutdown: &watch::Receiver<bool>,
+    media_address: &watch::Receiver<Option<SocketAddr>>,
+) -> Result<(Arc<Placement>, tokio::task::JoinHandle<()>), NodeError> {
+    let config = &setup.config;
+    let url = format!(
+        "wss://{}/ws",
+        SocketAddr::new(on.pod_ip, config.network.signaling_listen.port())
+    );
+    let placement = Arc::new(
+        Placement::connect(&on.namespace, &config.tenant.name, &setup.node_name, url).await?,
+    );
+    let beat = leases::spawn(
+        placement.clone(),
+        sfu.clone(),
+        shutdown.clone(),
+        media_address.clone(),
+    );
+    Ok((placement, beat))
+}
+
+/// The web client and `/ws` over TLS: its address, a handle to stop it, its task.
+fn serve_signaling(
+    listen: SocketAddr,
+    tls_config: Arc<rustls::ServerConfig>,
+    app: Router,
+) -> Result<
+    (
+        SocketAddr,
+        axum_server::Handle<SocketAddr>,
+        tokio::task::JoinHandle<()>,
+    ),
+    NodeError,
+> {
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| NodeError::Listen {
+        what: "signaling (HTTPS)",
+        addr: listen,
+        source,
+    })?;
     let signaling = listener.local_addr().map_err(|source| NodeError::Listen {
         what: "signaling (HTTPS)",
-        addr: config.network.signaling_listen,
+        addr: listen,
         source,
     })?;
     let https = axum_server::Handle::new();
@@ -258,19 +293,28 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
             tracing::error!(error = %e, "signaling server stopped");
         }
     });
+    Ok((signaling, https, https_task))
+}
 
-    let metrics_listener = tokio::net::TcpListener::bind(config.network.metrics_listen)
+/// `/metrics`, the probes and `/audit/health` over plain HTTP: its address and its task.
+async fn serve_metrics(
+    listen: SocketAddr,
+    registry: Registry,
+    health: AuditHealth,
+    probes: Probes,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), NodeError> {
+    let metrics_listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| NodeError::Listen {
             what: "metrics (HTTP)",
-            addr: config.network.metrics_listen,
+            addr: listen,
             source,
         })?;
     let metrics = metrics_listener
         .local_addr()
         .map_err(|source| NodeError::Listen {
             what: "metrics (HTTP)",
-            addr: config.network.metrics_listen,
+            addr: listen,
             source,
         })?;
     let metrics_health = health.clone();
@@ -302,22 +346,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
             tracing::error!(error = %e, "metrics server stopped");
         }
     });
-
-    tracing::info!(%signaling, %media, %metrics, node = %setup.node_name, tenant = %config.tenant.name, "media node up");
-    Ok(RunningNode {
-        signaling,
-        media,
-        metrics,
-        shutdown,
-        sfu,
-        https,
-        https_task,
-        engine_task,
-        metrics_task,
-        audit,
-        stats: running_stats,
-        placement,
-    })
+    Ok((metrics, metrics_task))
 }
 
 /// The address browsers send media to, as a watch: fixed by the config, or followed from the

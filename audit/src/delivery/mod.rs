@@ -102,7 +102,7 @@ pub fn start(plan: Plan<'_>, metrics: &AuditMetrics) -> Result<Arc<Auditor>, Del
         path: plan.buffer_dir.to_path_buf(),
         source,
     })?;
-    let (transitions, mut transitions_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (transitions, transitions_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut spools = Vec::new();
     let mut tasks = Vec::new();
     for (index, sink) in plan.sinks {
@@ -114,38 +114,16 @@ pub fn start(plan: Plan<'_>, metrics: &AuditMetrics) -> Result<Arc<Auditor>, Del
             }
         })?;
         let (spool, wake) = (Arc::new(spool), Arc::new(Notify::new()));
-        match sink {
-            NetworkSink::Syslog { address, ca_pem } => {
-                let tls = tls::client_config(tls::Trust::Ca(&ca_pem))
-                    .map_err(|e| DeliveryError::setup(format!("syslog sink {address}"), e))?;
-                let task = tokio::spawn(syslog::deliver(
-                    spool.clone(),
-                    syslog::Target {
-                        address,
-                        tls,
-                        hostname: plan.node.to_string(),
-                        app: plan.app,
-                    },
-                    wake.clone(),
-                    metrics.sink(index, "syslog", Some(transitions.clone())),
-                ));
-                tasks.push(task.abort_handle());
-            }
-            NetworkSink::Webhook { url, token, ca_pem } => {
-                let trust = ca_pem.as_deref().map_or(tls::Trust::System, tls::Trust::Ca);
-                let tls = tls::client_config(trust)
-                    .map_err(|e| DeliveryError::setup(format!("webhook sink {url}"), e))?;
-                let task = tokio::spawn(webhook::deliver(
-                    spool.clone(),
-                    url,
-                    token,
-                    tls,
-                    wake.clone(),
-                    metrics.sink(index, "webhook", Some(transitions.clone())),
-                ));
-                tasks.push(task.abort_handle());
-            }
-        }
+        let health = |kind| metrics.sink(index, kind, Some(transitions.clone()));
+        let task = spawn_delivery(
+            sink,
+            spool.clone(),
+            wake.clone(),
+            plan.node,
+            plan.app,
+            health,
+        )?;
+        tasks.push(task);
         spools.push((spool, wake));
     }
     let auditor = Arc::new(Auditor::new(
@@ -158,28 +136,80 @@ pub fn start(plan: Plan<'_>, metrics: &AuditMetrics) -> Result<Arc<Auditor>, Del
         (plan.buffer_bytes, plan.when_buffer_full),
     )?);
     auditor.own_tasks(tasks);
-    // Group commit: the buffers reach the disk every SYNC_EVERY, off the join path.
-    let synced: Vec<Arc<Spool>> = auditor.spools().to_vec();
-    if !synced.is_empty() {
-        let flusher = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(spool::SYNC_EVERY);
-            loop {
-                tick.tick().await;
-                for s in &synced {
-                    let s = s.clone();
-                    let result = tokio::task::spawn_blocking(move || s.sync()).await;
-                    if let Ok(Err(e)) = result {
-                        tracing::error!(error = %e, "cannot sync the audit buffer to disk");
-                    }
+    if let Some(flusher) = spawn_group_commit(auditor.spools().to_vec()) {
+        auditor.own_tasks(vec![flusher]);
+    }
+    spawn_transitions_and_checkpoints(&auditor, transitions_rx, plan.checkpoint_interval);
+    Ok(auditor)
+}
+
+/// One network sink's delivery task, reading from `spool`.
+fn spawn_delivery(
+    sink: NetworkSink,
+    spool: Arc<Spool>,
+    wake: Arc<Notify>,
+    node: &str,
+    app: &'static str,
+    health: impl Fn(&'static str) -> health::SinkHealth,
+) -> Result<tokio::task::AbortHandle, DeliveryError> {
+    let task = match sink {
+        NetworkSink::Syslog { address, ca_pem } => {
+            let tls = tls::client_config(tls::Trust::Ca(&ca_pem))
+                .map_err(|e| DeliveryError::setup(format!("syslog sink {address}"), e))?;
+            let target = syslog::Target {
+                address,
+                tls,
+                hostname: node.to_string(),
+                app,
+            };
+            tokio::spawn(syslog::deliver(spool, target, wake, health("syslog")))
+        }
+        NetworkSink::Webhook { url, token, ca_pem } => {
+            let trust = ca_pem.as_deref().map_or(tls::Trust::System, tls::Trust::Ca);
+            let tls = tls::client_config(trust)
+                .map_err(|e| DeliveryError::setup(format!("webhook sink {url}"), e))?;
+            tokio::spawn(webhook::deliver(
+                spool,
+                url,
+                token,
+                tls,
+                wake,
+                health("webhook"),
+            ))
+        }
+    };
+    Ok(task.abort_handle())
+}
+
+/// Group commit: the buffers reach the disk every [`spool::SYNC_EVERY`], off the join path.
+fn spawn_group_commit(spools: Vec<Arc<Spool>>) -> Option<tokio::task::AbortHandle> {
+    if spools.is_empty() {
+        return None;
+    }
+    let flusher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(spool::SYNC_EVERY);
+        loop {
+            tick.tick().await;
+            for s in &spools {
+                let s = s.clone();
+                let result = tokio::task::spawn_blocking(move || s.sync()).await;
+                if let Ok(Err(e)) = result {
+                    tracing::error!(error = %e, "cannot sync the audit buffer to disk");
                 }
             }
-        });
-        auditor.own_tasks(vec![flusher.abort_handle()]);
-    }
-    // Sink failures and recoveries become records; checkpoints mark the chain every interval.
-    // The task ends with the auditor.
-    let recorder = Arc::downgrade(&auditor);
-    let interval = plan.checkpoint_interval;
+        }
+    });
+    Some(flusher.abort_handle())
+}
+
+/// Sink failures and recoveries become records; checkpoints mark the chain every `interval`.
+/// The task ends with the auditor.
+fn spawn_transitions_and_checkpoints(
+    auditor: &Arc<Auditor>,
+    mut transitions: tokio::sync::mpsc::UnboundedReceiver<SinkTransition>,
+    interval: Duration,
+) {
+    let recorder = Arc::downgrade(auditor);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         // Without network sinks nobody holds a sender: the channel is closed from the start,
@@ -187,7 +217,7 @@ pub fn start(plan: Plan<'_>, metrics: &AuditMetrics) -> Result<Arc<Auditor>, Del
         let mut sinks_open = true;
         loop {
             let transition = tokio::select! {
-                t = transitions_rx.recv(), if sinks_open => match t {
+                t = transitions.recv(), if sinks_open => match t {
                     Some(t) => Some(t),
                     None => {
                         sinks_open = false;
@@ -205,5 +235,4 @@ pub fn start(plan: Plan<'_>, metrics: &AuditMetrics) -> Result<Arc<Auditor>, Del
             }
         }
     });
-    Ok(auditor)
 }

@@ -188,55 +188,11 @@ async fn serve(
 
     let close = loop {
         let flow = tokio::select! {
-            incoming = stream.next() => match incoming {
-                Some(Ok(Message::Text(text))) => session.on_text(text.as_str()).await,
-                Some(Ok(Message::Binary(_))) => session.on_error(ProtocolError::new(
-                    ErrorCode::BinaryFrame,
-                    "binary frames are not part of the protocol; send JSON text frames",
-                )),
-                Some(Ok(Message::Close(_))) | None => break None,
-                Some(Ok(_)) => Flow::Continue, // ping/pong: answered by the WebSocket layer
-                Some(Err(e)) => {
-                    // Oversized frames land here: tell the client if the socket still works.
-                    session.outbox.push(ProtocolError::new(
-                        ErrorCode::TooLarge,
-                        format!("the message could not be read: {e}"),
-                    ).to_message(true));
-                    Flow::Close(CLOSE_POLICY, "unreadable message".into())
-                }
+            incoming = stream.next() => match session.on_incoming(incoming).await {
+                Some(flow) => flow,
+                None => break None,
             },
-            event = events_rx.recv() => match event {
-                Some(ServerMessage::Closing { v, reason }) => {
-                    session.outbox.push(ServerMessage::Closing { v, reason: reason.clone() });
-                    Flow::Close(CLOSE_GOING_AWAY, reason)
-                }
-                Some(message @ ServerMessage::Error { fatal: true, .. }) => {
-                    session.joined = None; // the media loop already removed us
-                    if let ServerMessage::Error { code, .. } = &message {
-                        match code {
-                            ErrorCode::MediaEncryptionRefused => {
-                                session.audit(Action::MediaRefused, Some("encryption-policy"));
-                            }
-                            // Denied, expelled, idle, token expired, meeting ended.
-                            code => session.audit(Action::Leave, Some(code.as_str())),
-                        }
-                    }
-                    session.outbox.push(message);
-                    Flow::Close(CLOSE_POLICY, "refused".into())
-                }
-                Some(message) => {
-                    if matches!(message, ServerMessage::Joined { .. }) && session.waiting {
-                        // A host admitted us: from now on this is a visit.
-                        session.waiting = false;
-                        session.audit(Action::Join, None);
-                    }
-                    session.outbox.push(message);
-                    Flow::Continue
-                }
-                // The session holds a sender itself, so this cannot happen; were it to, a closed
-                // channel would answer at once and spin this loop.
-                None => Flow::Close(CLOSE_GOING_AWAY, "the media loop is gone".into()),
-            },
+            event = events_rx.recv() => session.on_engine_event(event),
             _ = &mut join_deadline, if session.joined.is_none() => {
                 session.outbox.push(ProtocolError::new(
                     ErrorCode::JoinFirst,
@@ -246,16 +202,7 @@ async fn serve(
             }
             _ = shutdown.changed(), if !shutdown_seen => {
                 shutdown_seen = true;
-                // Joined clients hear it from the media loop; the rest from here.
-                if session.joined.is_none() {
-                    session.outbox.push(ServerMessage::Closing {
-                        v: PROTOCOL_VERSION,
-                        reason: "the media node is shutting down".into(),
-                    });
-                    Flow::Close(CLOSE_GOING_AWAY, "shutting down".into())
-                } else {
-                    Flow::Continue
-                }
+                session.on_shutdown()
             }
         };
         for message in session.outbox.drain(..) {
@@ -331,6 +278,84 @@ fn token_holder(user: &str, role: Role) -> Who {
 }
 
 impl Session {
+    /// A frame from the client; `None` when the client closed the connection.
+    async fn on_incoming(
+        &mut self,
+        incoming: Option<Result<Message, axum::Error>>,
+    ) -> Option<Flow> {
+        Some(match incoming {
+            Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+            Some(Ok(Message::Binary(_))) => self.on_error(ProtocolError::new(
+                ErrorCode::BinaryFrame,
+                "binary frames are not part of the protocol; send JSON text frames",
+            )),
+            Some(Ok(Message::Close(_))) | None => return None,
+            Some(Ok(_)) => Flow::Continue, // ping/pong: answered by the WebSocket layer
+            Some(Err(e)) => {
+                // Oversized frames land here: tell the client if the socket still works.
+                self.outbox.push(
+                    ProtocolError::new(
+                        ErrorCode::TooLarge,
+                        format!("the message could not be read: {e}"),
+                    )
+                    .to_message(true),
+                );
+                Flow::Close(CLOSE_POLICY, "unreadable message".into())
+            }
+        })
+    }
+
+    /// A message the media loop sends this participant.
+    fn on_engine_event(&mut self, event: Option<ServerMessage>) -> Flow {
+        match event {
+            Some(ServerMessage::Closing { v, reason }) => {
+                self.outbox.push(ServerMessage::Closing {
+                    v,
+                    reason: reason.clone(),
+                });
+                Flow::Close(CLOSE_GOING_AWAY, reason)
+            }
+            Some(message @ ServerMessage::Error { fatal: true, .. }) => {
+                self.joined = None; // the media loop already removed us
+                if let ServerMessage::Error { code, .. } = &message {
+                    match code {
+                        ErrorCode::MediaEncryptionRefused => {
+                            self.audit(Action::MediaRefused, Some("encryption-policy"));
+                        }
+                        // Denied, expelled, idle, token expired, meeting ended.
+                        code => self.audit(Action::Leave, Some(code.as_str())),
+                    }
+                }
+                self.outbox.push(message);
+                Flow::Close(CLOSE_POLICY, "refused".into())
+            }
+            Some(message) => {
+                if matches!(message, ServerMessage::Joined { .. }) && self.waiting {
+                    // A host admitted us: from now on this is a visit.
+                    self.waiting = false;
+                    self.audit(Action::Join, None);
+                }
+                self.outbox.push(message);
+                Flow::Continue
+            }
+            // The session holds a sender itself, so this cannot happen; were it to, a closed
+            // channel would answer at once and spin this loop.
+            None => Flow::Close(CLOSE_GOING_AWAY, "the media loop is gone".into()),
+        }
+    }
+
+    /// The node began shutting down: joined clients hear it from the media loop, the rest here.
+    fn on_shutdown(&mut self) -> Flow {
+        if self.joined.is_some() {
+            return Flow::Continue;
+        }
+        self.outbox.push(ServerMessage::Closing {
+            v: PROTOCOL_VERSION,
+            reason: "the media node is shutting down".into(),
+        });
+        Flow::Close(CLOSE_GOING_AWAY, "shutting down".into())
+    }
+
     fn audit(&self, action: Action, refusal: Option<&str>) {
         let (who, room) = match &self.who {
             Some((who, room)) => (who.clone(), Some(room.as_str())),
@@ -404,99 +429,113 @@ impl Session {
             Ok(message) => message,
             Err(e) => return self.on_error(e),
         };
-        match (message, self.joined) {
-            (
-                ClientMessage::Join {
-                    room,
-                    token,
-                    display_name,
-                    passcode,
-                    ..
-                },
-                None,
-            ) => match protocol::display_name(display_name.as_deref()) {
-                Ok(name) => self.join(room, token, name, passcode).await,
-                Err(e) => self.on_error(e),
-            },
-            (ClientMessage::Join { .. }, Some(_)) => self.on_error(ProtocolError::new(
+        let Some(id) = self.joined else {
+            return self.before_join(message).await;
+        };
+        match message {
+            ClientMessage::Join { .. } => self.on_error(ProtocolError::new(
                 ErrorCode::AlreadyJoined,
                 "this connection has already joined; open a new one for another room",
             )),
-            (_, None) => self.on_error(ProtocolError::new(
+            ClientMessage::Leave { .. } => Flow::Close(CLOSE_NORMAL, "left".into()),
+            ClientMessage::Unmute { .. } => {
+                self.state.sfu.tell(Command::Unmute { id }).await;
+                Flow::Continue
+            }
+            message @ (ClientMessage::Offer { .. }
+            | ClientMessage::Answer { .. }
+            | ClientMessage::Candidate { .. }
+            | ClientMessage::Share { .. }) => self.negotiate(id, message).await,
+            message => self.control(id, message).await,
+        }
+    }
+
+    /// Before a join, a join is all a client may send.
+    async fn before_join(&mut self, message: ClientMessage) -> Flow {
+        let ClientMessage::Join {
+            room,
+            token,
+            display_name,
+            passcode,
+            ..
+        } = message
+        else {
+            return self.on_error(ProtocolError::new(
                 ErrorCode::JoinFirst,
                 "send a join message with your token first",
-            )),
-            (ClientMessage::Offer { sdp, .. }, Some(id)) => {
-                match self
-                    .state
-                    .sfu
-                    .ask(|reply| Command::Offer { id, sdp, reply })
-                    .await
-                {
-                    Ok(sdp) => {
-                        self.outbox.push(ServerMessage::Answer {
-                            v: PROTOCOL_VERSION,
-                            sdp,
-                        });
-                        Flow::Continue
-                    }
-                    Err(e) => self.on_error(e),
-                }
-            }
-            (ClientMessage::Answer { sdp, .. }, Some(id)) => {
-                match self
-                    .state
-                    .sfu
-                    .ask(|reply| Command::Answer { id, sdp, reply })
-                    .await
-                {
-                    Ok(()) => Flow::Continue,
-                    Err(e) => self.on_error(e),
-                }
-            }
-            (ClientMessage::Candidate { candidate, .. }, Some(id)) => {
-                match self
-                    .state
-                    .sfu
-                    .ask(|reply| Command::Candidate {
-                        id,
-                        candidate,
-                        reply,
+            ));
+        };
+        match protocol::display_name(display_name.as_deref()) {
+            Ok(name) => self.join(room, token, name, passcode).await,
+            Err(e) => self.on_error(e),
+        }
+    }
+
+    /// Media negotiation: offers, answers, candidates, a screen share's track.
+    async fn negotiate(&mut self, id: ParticipantId, message: ClientMessage) -> Flow {
+        let sfu = &self.state.sfu;
+        let result = match message {
+            ClientMessage::Offer { sdp, .. } => sfu
+                .ask(|reply| Command::Offer { id, sdp, reply })
+                .await
+                .map(|sdp| {
+                    self.outbox.push(ServerMessage::Answer {
+                        v: PROTOCOL_VERSION,
+                        sdp,
                     })
-                    .await
-                {
-                    Ok(()) => Flow::Continue,
-                    Err(e) => self.on_error(e),
-                }
+                }),
+            ClientMessage::Answer { sdp, .. } => {
+                sfu.ask(|reply| Command::Answer { id, sdp, reply }).await
             }
-            (ClientMessage::Leave { .. }, Some(_)) => Flow::Close(CLOSE_NORMAL, "left".into()),
-            (ClientMessage::Admit { participant_id, .. }, Some(id)) => {
+            ClientMessage::Candidate { candidate, .. } => {
+                sfu.ask(|reply| Command::Candidate {
+                    id,
+                    candidate,
+                    reply,
+                })
+                .await
+            }
+            ClientMessage::Share { mid, .. } => {
+                sfu.ask(|reply| Command::Share { id, mid, reply }).await
+            }
+            // on_text sends nothing else here.
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => Flow::Continue,
+            Err(e) => self.on_error(e),
+        }
+    }
+
+    /// A host's controls: admit, deny, expel, mute, stop a share, lock, end.
+    async fn control(&mut self, id: ParticipantId, message: ClientMessage) -> Flow {
+        match message {
+            ClientMessage::Admit { participant_id, .. } => {
                 self.host_action(id, Action::Admit, &participant_id, HostAction::Admit)
                     .await
             }
-            (ClientMessage::Deny { participant_id, .. }, Some(id)) => {
+            ClientMessage::Deny { participant_id, .. } => {
                 self.host_action(id, Action::Deny, &participant_id, HostAction::Deny)
                     .await
             }
-            (ClientMessage::Expel { participant_id, .. }, Some(id)) => {
+            ClientMessage::Expel { participant_id, .. } => {
                 self.host_action(id, Action::Expel, &participant_id, HostAction::Expel)
                     .await
             }
-            (ClientMessage::Mute { participant_id, .. }, Some(id)) => match participant_id {
-                Some(target) => {
-                    self.host_action(id, Action::Mute, &target, |t| HostAction::Mute(Some(t)))
-                        .await
-                }
-                None => self.host(id, Action::Mute, HostAction::Mute(None)).await,
-            },
-            (ClientMessage::Lock { locked, .. }, Some(id)) => {
+            ClientMessage::Mute {
+                participant_id: Some(target),
+                ..
+            } => {
+                self.host_action(id, Action::Mute, &target, |t| HostAction::Mute(Some(t)))
+                    .await
+            }
+            ClientMessage::Mute { .. } => self.host(id, Action::Mute, HostAction::Mute(None)).await,
+            ClientMessage::Lock { locked, .. } => {
                 self.host(id, Action::LockMeeting, HostAction::Lock(locked))
                     .await
             }
-            (ClientMessage::End { .. }, Some(id)) => {
-                self.host(id, Action::MeetingEnd, HostAction::End).await
-            }
-            (ClientMessage::StopShare { participant_id, .. }, Some(id)) => {
+            ClientMessage::End { .. } => self.host(id, Action::MeetingEnd, HostAction::End).await,
+            ClientMessage::StopShare { participant_id, .. } => {
                 self.host_action(
                     id,
                     Action::StopShare,
@@ -505,21 +544,8 @@ impl Session {
                 )
                 .await
             }
-            (ClientMessage::Unmute { .. }, Some(id)) => {
-                self.state.sfu.tell(Command::Unmute { id }).await;
-                Flow::Continue
-            }
-            (ClientMessage::Share { mid, .. }, Some(id)) => {
-                match self
-                    .state
-                    .sfu
-                    .ask(|reply| Command::Share { id, mid, reply })
-                    .await
-                {
-                    Ok(()) => Flow::Continue,
-                    Err(e) => self.on_error(e),
-                }
-            }
+            // on_text sends nothing else here.
+            _ => Flow::Continue,
         }
     }
 
@@ -591,16 +617,36 @@ impl Session {
         name: Option<DisplayName>,
         passcode: Option<String>,
     ) -> Flow {
-        if *self.state.shutdown.borrow() && !self.hosted_here(&room).await {
+        if let Err(e) = self.available(&room).await {
+            return self.fatal(e);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let grant = match self.verify(&token, &room, now) {
+            Ok(grant) => grant,
+            Err(e) => return self.fatal(e),
+        };
+        if let Err(e) = self.check_passcode(&grant, passcode.as_deref()) {
+            return self.fatal(e);
+        }
+        self.enter(grant, name, now).await
+    }
+
+    /// Whether this node takes the join at all: not while it shuts down (unless it holds the
+    /// room), not without a media address, not while audit cannot keep up.
+    async fn available(&self, room: &str) -> Result<(), ProtocolError> {
+        if *self.state.shutdown.borrow() && !self.hosted_here(room).await {
             self.state.stats.refused(JoinRefusal::NotAvailable);
-            return self.fatal(ProtocolError::new(
+            return Err(ProtocolError::new(
                 ErrorCode::NotAvailable,
                 "the media node is shutting down; reconnect to join through another node",
             ));
         }
         if self.state.media_address.borrow().is_none() {
             self.state.stats.refused(JoinRefusal::NotAvailable);
-            return self.fatal(ProtocolError::new(
+            return Err(ProtocolError::new(
                 ErrorCode::NotAvailable,
                 "this media node has no public media address yet (the operator gives it one \
                  once its media Service has an address); reconnect to join through another node",
@@ -609,43 +655,42 @@ impl Session {
         if self.state.audit.refuses_joins() {
             self.state.stats.refused(JoinRefusal::AuditUnavailable);
             tracing::warn!(tenant = %self.state.tenant, "join refused: an audit sink's buffer is full");
-            return self.fatal(ProtocolError::new(
+            return Err(ProtocolError::new(
                 ErrorCode::NotAvailable,
                 "visits cannot start right now: the clinic's audit log is not being delivered \
                  (the record of who joined must be kept); please try again shortly",
             ));
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let grant = match self.state.verifier.verify(&token, &room, now) {
-            Ok(grant) => grant,
-            Err(e) => {
-                let reason = match e {
-                    TokenError::Expired => JoinRefusal::TokenExpired,
-                    TokenError::WrongTenant => JoinRefusal::TokenWrongTenant,
-                    TokenError::WrongRoom => JoinRefusal::TokenWrongRoom,
-                    TokenError::Forged => JoinRefusal::TokenForged,
-                    TokenError::NotPseudonymous => JoinRefusal::TokenNotPseudonymous,
-                    _ => JoinRefusal::TokenInvalid,
-                };
-                self.state.stats.refused(reason);
-                self.state.audit.record(
-                    &Who::UNAUTHENTICATED,
-                    Action::TokenRefused,
-                    Some(&reason.label().replace('_', "-")),
-                    Some(&room),
-                    Some(self.client_ip),
-                );
-                tracing::info!(tenant = %self.state.tenant, reason = reason.label(), "join refused");
-                return self.fatal(ProtocolError::new(ErrorCode::TokenRefused, e.to_string()));
-            }
-        };
+        Ok(())
+    }
+
+    /// The join token, verified; a refusal is counted and audited.
+    fn verify(&self, token: &str, room: &str, now: u64) -> Result<Grant, ProtocolError> {
+        self.state.verifier.verify(token, room, now).map_err(|e| {
+            let reason = match e {
+                TokenError::Expired => JoinRefusal::TokenExpired,
+                TokenError::WrongTenant => JoinRefusal::TokenWrongTenant,
+                TokenError::WrongRoom => JoinRefusal::TokenWrongRoom,
+                TokenError::Forged => JoinRefusal::TokenForged,
+                TokenError::NotPseudonymous => JoinRefusal::TokenNotPseudonymous,
+                _ => JoinRefusal::TokenInvalid,
+            };
+            self.state.stats.refused(reason);
+            self.state.audit.record(
+                &Who::UNAUTHENTICATED,
+                Action::TokenRefused,
+                Some(&reason.label().replace('_', "-")),
+                Some(room),
+                Some(self.client_ip),
+            );
+            tracing::info!(tenant = %self.state.tenant, reason = reason.label(), "join refused");
+            ProtocolError::new(ErrorCode::TokenRefused, e.to_string())
+        })
+    }
+
+    /// Into the meeting: joined, or in its waiting room; or refused by the meeting.
+    async fn enter(&mut self, grant: Grant, name: Option<DisplayName>, now: u64) -> Flow {
         let role = grant.role;
-        if let Err(e) = self.check_passcode(&grant, passcode.as_deref()) {
-            return self.fatal(e);
-        }
         let events = self.events_tx.clone();
         // A room placed here again (its pod died, or moved) starts from what it remembered.
         let remembered = match &self.state.placement {

@@ -136,73 +136,37 @@ struct Verdict {
 }
 
 fn verdicts(o: &Observed) -> Vec<Verdict> {
-    let baa = match o.baa {
-        BaaState::Active {
-            expires_on: Some(d),
-        } => (
-            Some(true),
-            Reason::AgreementInForce,
-            format!("the Business Associate Agreement is in force through {d}"),
-        ),
-        BaaState::Active { expires_on: None } => (
-            Some(true),
-            Reason::AgreementInForce,
-            "the Business Associate Agreement is in force with no end date".into(),
-        ),
-        BaaState::NotYetInForce { signed_on } => (
-            Some(false),
-            Reason::AgreementNotYetInForce,
-            format!(
-                "the Business Associate Agreement takes effect on {signed_on} (UTC); media nodes are stopped until then"
-            ),
-        ),
-        BaaState::Expired { expired_on } => (
-            Some(false),
-            Reason::AgreementExpired,
-            format!(
-                "the Business Associate Agreement expired after {expired_on}; media nodes are stopped: sign a new agreement and update spec.baa"
-            ),
-        ),
-    };
-    let locked = if !o.spec_violations.is_empty() {
+    let certificate = certificate_verdict(o);
+    [
         (
-            Some(false),
-            Reason::InvalidSpec,
-            format!(
-                "the spec breaks the CRD's rules, so nothing was changed: {}",
-                o.spec_violations.join("; ")
-            ),
-        )
-    } else if !o.drift_reverted.is_empty() {
-        (
-            Some(true),
-            Reason::DriftReverted,
-            format!("reverted: {}", o.drift_reverted.join("; ")),
-        )
-    } else {
-        (
-            Some(true),
-            Reason::LockedSettingsApplied,
-            "every child object carries the locked settings".into(),
-        )
-    };
-    let certificate = match &o.certificate {
-        CertificateState::TenantSecret { name, exists: true } => (Some(true), Reason::TenantSecretFound, format!("serving the certificate in Secret {name}")),
-        CertificateState::TenantSecret { name, exists: false } => (Some(false), Reason::TenantSecretMissing, format!("Secret {name} (type kubernetes.io/tls) does not exist in the tenant's namespace; create it or use tls.issuerRef")),
-        CertificateState::CertManagerMissing => (Some(false), Reason::CertManagerNotInstalled, "tls.issuerRef needs cert-manager, whose API (cert-manager.io/v1) this cluster does not serve; install cert-manager and restart the operator, or use tls.secretName".into()),
-        CertificateState::Certificate { name, ready: true, .. } => (Some(true), Reason::CertificateIssued, format!("cert-manager issued Certificate {name}")),
-        CertificateState::Certificate { name, ready: false, message } => (Some(false), Reason::CertificateNotReady, format!("Certificate {name} is not ready yet: {message}")),
-    };
-    let sinks = sinks_verdict(&o.sinks);
+            ConditionType::Ready,
+            ready_verdict(o, certificate.0 == Some(true)),
+        ),
+        (ConditionType::BaaActive, baa_verdict(o)),
+        (ConditionType::SettingsLocked, locked_verdict(o)),
+        (ConditionType::CertificateReady, certificate),
+        (ConditionType::AuditSinksReady, sinks_verdict(&o.sinks)),
+    ]
+    .into_iter()
+    .map(|(type_, (ok, reason, message))| Verdict {
+        type_,
+        ok,
+        reason,
+        message,
+    })
+    .collect()
+}
 
+/// Ready: media allowed, a certificate to serve, every pod addressed, at least one pod Ready.
+fn ready_verdict(o: &Observed, certificate_served: bool) -> (Option<bool>, Reason, String) {
     let media_allowed = o.baa.is_active() && o.spec_violations.is_empty();
-    let ready = if !media_allowed {
+    if !media_allowed {
         (
             Some(false),
             Reason::MediaStopped,
             "media nodes are stopped (see BAAActive and SettingsLocked)".to_string(),
         )
-    } else if certificate.0 != Some(true) {
+    } else if !certificate_served {
         (
             Some(false),
             Reason::NotReady,
@@ -231,23 +195,76 @@ fn verdicts(o: &Observed) -> Vec<Verdict> {
             Reason::MediaNodesStarting,
             "no media node is ready yet".into(),
         )
-    };
+    }
+}
 
-    [
-        (ConditionType::Ready, ready),
-        (ConditionType::BaaActive, baa),
-        (ConditionType::SettingsLocked, locked),
-        (ConditionType::CertificateReady, certificate),
-        (ConditionType::AuditSinksReady, sinks),
-    ]
-    .into_iter()
-    .map(|(type_, (ok, reason, message))| Verdict {
-        type_,
-        ok,
-        reason,
-        message,
-    })
-    .collect()
+/// BAAActive: whether the agreement is in force today.
+fn baa_verdict(o: &Observed) -> (Option<bool>, Reason, String) {
+    match o.baa {
+        BaaState::Active {
+            expires_on: Some(d),
+        } => (
+            Some(true),
+            Reason::AgreementInForce,
+            format!("the Business Associate Agreement is in force through {d}"),
+        ),
+        BaaState::Active { expires_on: None } => (
+            Some(true),
+            Reason::AgreementInForce,
+            "the Business Associate Agreement is in force with no end date".into(),
+        ),
+        BaaState::NotYetInForce { signed_on } => (
+            Some(false),
+            Reason::AgreementNotYetInForce,
+            format!(
+                "the Business Associate Agreement takes effect on {signed_on} (UTC); media nodes are stopped until then"
+            ),
+        ),
+        BaaState::Expired { expired_on } => (
+            Some(false),
+            Reason::AgreementExpired,
+            format!(
+                "the Business Associate Agreement expired after {expired_on}; media nodes are stopped: sign a new agreement and update spec.baa"
+            ),
+        ),
+    }
+}
+
+/// SettingsLocked: an invalid spec first, then drift taken back, else the locks hold.
+fn locked_verdict(o: &Observed) -> (Option<bool>, Reason, String) {
+    if !o.spec_violations.is_empty() {
+        (
+            Some(false),
+            Reason::InvalidSpec,
+            format!(
+                "the spec breaks the CRD's rules, so nothing was changed: {}",
+                o.spec_violations.join("; ")
+            ),
+        )
+    } else if !o.drift_reverted.is_empty() {
+        (
+            Some(true),
+            Reason::DriftReverted,
+            format!("reverted: {}", o.drift_reverted.join("; ")),
+        )
+    } else {
+        (
+            Some(true),
+            Reason::LockedSettingsApplied,
+            "every child object carries the locked settings".into(),
+        )
+    }
+}
+
+/// CertificateReady: the certificate signaling serves, from the tenant's Secret or cert-manager.
+fn certificate_verdict(o: &Observed) -> (Option<bool>, Reason, String) {
+    match &o.certificate {
+        CertificateState::TenantSecret { name, exists: true } => (Some(true), Reason::TenantSecretFound, format!("serving the certificate in Secret {name}")),
+        CertificateState::TenantSecret { name, exists: false } => (Some(false), Reason::TenantSecretMissing, format!("Secret {name} (type kubernetes.io/tls) does not exist in the tenant's namespace; create it or use tls.issuerRef")),
+        CertificateState::CertManagerMissing => (Some(false), Reason::CertManagerNotInstalled, "tls.issuerRef needs cert-manager, whose API (cert-manager.io/v1) this cluster does not serve; install cert-manager and restart the operator, or use tls.secretName".into()),
+        CertificateState::Certificate { name, ready: true, .. } => (Some(true), Reason::CertificateIssued, format!("cert-manager issued Certificate {name}")),
+        CertificateState::Certificate { name, ready: false, message } => (Some(false), Reason::CertificateNotReady, format!("Certificate {name} is not ready yet: {message}")),
+    }
 }
 
 /// AuditSinksReady: every reporter delivers to every sink; otherwise which one does not, why,
