@@ -22,6 +22,14 @@ use serde::{Deserialize, Serialize};
 
 /// A join token may not be valid for longer than this: a link forwarded days later is dead.
 pub const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
+/// A visit's link works from a little before its start to a little after its end: at most a
+/// day-long visit plus [`MAX_OPENS_BEFORE_SECS`] and [`MAX_GRACE_SECS`].
+pub const MAX_VISIT_WINDOW_SECS: u64 =
+    MAX_TOKEN_LIFETIME_SECS + MAX_OPENS_BEFORE_SECS + MAX_GRACE_SECS;
+/// The earliest a visit's link may open before its start.
+pub const MAX_OPENS_BEFORE_SECS: u64 = 3600;
+/// The longest a visit's link may keep working after its scheduled end.
+pub const MAX_GRACE_SECS: u64 = 3600;
 /// Clock skew tolerated between the token issuer and the node.
 pub const LEEWAY_SECS: u64 = 30;
 /// The shortest key accepted: HS256 wants at least 256 bits.
@@ -48,6 +56,12 @@ pub struct JoinClaims {
     pub role: Role,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// Not before: a visit's link opens here (seconds since the epoch); absent for ad-hoc links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// The visit's scheduled start, so the landing page can say when the appointment is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
 }
 
 /// What a verified token lets its bearer do.
@@ -64,8 +78,15 @@ pub struct Grant {
 pub enum TokenError {
     #[error("the join key is {0} bytes; at least 32 are needed (the operator generates 32)")]
     KeyTooShort(usize),
-    #[error("the join link has expired; ask the clinic for a new one")]
+    #[error(
+        "this visit has ended and its link no longer works; if you still need to be seen, ask the clinic for a new link"
+    )]
     Expired,
+    #[error(
+        "this visit has not opened yet: its link works from {} (a little before the appointment); please come back then",
+        utc(*opens_at)
+    )]
+    NotOpenYet { opens_at: u64 },
     #[error("the join link is not valid for this clinic")]
     WrongTenant,
     #[error("the join link is for another meeting")]
@@ -73,7 +94,7 @@ pub enum TokenError {
     #[error("the join link is not valid (its signature does not match)")]
     Forged,
     #[error(
-        "the join link is valid for longer than {MAX_TOKEN_LIFETIME_SECS} seconds; links must expire within a day"
+        "the join link is valid for longer than a day (or its visit's window is longer than {MAX_VISIT_WINDOW_SECS} seconds); links must expire soon after their visit"
     )]
     LivesTooLong,
     #[error(
@@ -82,6 +103,15 @@ pub enum TokenError {
     NotPseudonymous,
     #[error("the join link is malformed: {0}")]
     Malformed(String),
+}
+
+/// A time for people: `2026-12-03 14:45 UTC`.
+pub fn utc(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| format!("{secs} seconds after 1970"))
 }
 
 /// Verifies join tokens for one tenant.
@@ -142,8 +172,19 @@ impl TokenVerifier {
         if claims.exp + LEEWAY_SECS < now {
             return Err(TokenError::Expired);
         }
-        if claims.exp > now + MAX_TOKEN_LIFETIME_SECS + LEEWAY_SECS {
-            return Err(TokenError::LivesTooLong);
+        match claims.nbf {
+            // A visit's link: its window is bounded, wherever in the future it lies.
+            Some(nbf) if claims.exp < nbf || claims.exp - nbf > MAX_VISIT_WINDOW_SECS => {
+                return Err(TokenError::LivesTooLong);
+            }
+            Some(nbf) if now + LEEWAY_SECS < nbf => {
+                return Err(TokenError::NotOpenYet { opens_at: nbf });
+            }
+            Some(_) => {}
+            None if claims.exp > now + MAX_TOKEN_LIFETIME_SECS + LEEWAY_SECS => {
+                return Err(TokenError::LivesTooLong);
+            }
+            None => {}
         }
         if claims.aud != self.tenant {
             return Err(TokenError::WrongTenant);
@@ -239,6 +280,8 @@ mod tests {
             room: room.into(),
             role: Role::Participant,
             exp,
+            nbf: None,
+            start: None,
         }
     }
 
@@ -301,6 +344,37 @@ mod tests {
         );
         assert_eq!(
             verifier.verify(&forever, "r", t),
+            Err(TokenError::LivesTooLong)
+        );
+    }
+
+    #[test]
+    fn a_visit_link_works_only_in_its_window_however_far_ahead_it_lies() {
+        let key = key();
+        let verifier = TokenVerifier::new("mercy-clinic", &key).expect("verifier");
+        let t = now();
+        let next_week = t + 7 * 24 * 3600;
+        let mut c = claims("mercy-clinic", "r", "u-1", next_week + 3600);
+        c.nbf = Some(next_week - 900);
+        let token = sign(&c, &key);
+        let early = verifier.verify(&token, "r", t);
+        assert_eq!(
+            early,
+            Err(TokenError::NotOpenYet {
+                opens_at: next_week - 900
+            })
+        );
+        assert!(
+            early.expect_err("too early").to_string().contains(" UTC"),
+            "the patient is told when it opens"
+        );
+        // Inside the window (the caller's clock decides; jsonwebtoken's own expiry check
+        // passes because the token expires after today).
+        assert!(verifier.verify(&token, "r", next_week).is_ok());
+        // A window longer than a day-long visit plus its margins is refused.
+        c.nbf = Some(c.exp - MAX_VISIT_WINDOW_SECS - 1);
+        assert_eq!(
+            verifier.verify(&sign(&c, &key), "r", next_week),
             Err(TokenError::LivesTooLong)
         );
     }

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod tenant;
 #[cfg(feature = "validation")]
 pub mod validation;
+pub mod visit;
 
 pub use node_config::MediaNodeConfig;
 pub use tenant::{HealthcareTenant, HealthcareTenantSpec, HealthcareTenantStatus};

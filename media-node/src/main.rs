@@ -205,6 +205,8 @@ fn dev_links(setup: &NodeSetup) -> Result<(String, String, String), join::TokenE
                 room: DEV_ROOM.into(),
                 role,
                 exp: now + 12 * 3600,
+                nbf: None,
+                start: None,
             },
             &setup.join_key,
         )

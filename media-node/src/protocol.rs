@@ -296,6 +296,8 @@ pub enum ErrorCode {
     MeetingEnded,
     IdleTimeout,
     TokenExpired,
+    /// A visit's link used before its window opens; the page says when to come back.
+    VisitNotOpenYet,
     NoSuchParticipant,
     /// The passcode is missing or wrong.
     PasscodeRefused,
@@ -332,6 +334,7 @@ impl ErrorCode {
             ErrorCode::MeetingEnded => "meeting-ended",
             ErrorCode::IdleTimeout => "idle-timeout",
             ErrorCode::TokenExpired => "token-expired",
+            ErrorCode::VisitNotOpenYet => "visit-not-open-yet",
             ErrorCode::NoSuchParticipant => "no-such-participant",
             ErrorCode::PasscodeRefused => "passcode-refused",
             ErrorCode::PasscodeCoolDown => "passcode-cool-down",
@@ -526,6 +529,7 @@ mod tests {
             MeetingEnded,
             IdleTimeout,
             TokenExpired,
+            VisitNotOpenYet,
             NoSuchParticipant,
             PasscodeRefused,
             PasscodeCoolDown,

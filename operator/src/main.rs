@@ -32,6 +32,11 @@ enum Command {
     /// Prints every violation with its field path; exits 1 on any violation or unreadable
     /// file, 0 when every HealthcareTenant is valid. Other kinds of objects are skipped.
     Validate(cli::validate::Args),
+    /// Book visits: a link per person for a HealthcareTenant, the passcode apart.
+    ///
+    /// Reads the tenant's join key through your kubeconfig (your RBAC on its `<tenant>-keys`
+    /// Secret decides whether you may) or from --key-file; prints text, JSON or FHIR.
+    Visit(cli::visit::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -135,5 +140,6 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Validate(args) => cli::validate::run(&args),
+        Command::Visit(args) => cli::visit::run(&args),
     }
 }

@@ -421,6 +421,8 @@ pub fn sign(
             room: room.into(),
             role,
             exp,
+            nbf: None,
+            start: None,
         },
         key,
     )

@@ -28,6 +28,8 @@ const LOSS_BUCKETS: &[f64] = &[0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinRefusal {
     TokenExpired,
+    /// A visit's link used before its window opens.
+    TokenNotOpenYet,
     TokenWrongTenant,
     TokenWrongRoom,
     TokenForged,
@@ -42,8 +44,9 @@ pub enum JoinRefusal {
 }
 
 impl JoinRefusal {
-    pub const ALL: [JoinRefusal; 10] = [
+    pub const ALL: [JoinRefusal; 11] = [
         JoinRefusal::TokenExpired,
+        JoinRefusal::TokenNotOpenYet,
         JoinRefusal::TokenWrongTenant,
         JoinRefusal::TokenWrongRoom,
         JoinRefusal::TokenForged,
@@ -58,6 +61,7 @@ impl JoinRefusal {
     pub fn label(self) -> &'static str {
         match self {
             JoinRefusal::TokenExpired => "token_expired",
+            JoinRefusal::TokenNotOpenYet => "token_not_open_yet",
             JoinRefusal::TokenWrongTenant => "token_wrong_tenant",
             JoinRefusal::TokenWrongRoom => "token_wrong_room",
             JoinRefusal::TokenForged => "token_forged",

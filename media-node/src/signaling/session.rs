@@ -667,13 +667,18 @@ impl Session {
     /// The join token, verified; a refusal is counted and audited.
     fn verify(&self, token: &str, room: &str, now: u64) -> Result<Grant, ProtocolError> {
         self.state.verifier.verify(token, room, now).map_err(|e| {
-            let reason = match e {
-                TokenError::Expired => JoinRefusal::TokenExpired,
-                TokenError::WrongTenant => JoinRefusal::TokenWrongTenant,
-                TokenError::WrongRoom => JoinRefusal::TokenWrongRoom,
-                TokenError::Forged => JoinRefusal::TokenForged,
-                TokenError::NotPseudonymous => JoinRefusal::TokenNotPseudonymous,
-                _ => JoinRefusal::TokenInvalid,
+            let (reason, code) = match e {
+                TokenError::Expired => (JoinRefusal::TokenExpired, ErrorCode::TokenExpired),
+                TokenError::NotOpenYet { .. } => {
+                    (JoinRefusal::TokenNotOpenYet, ErrorCode::VisitNotOpenYet)
+                }
+                TokenError::WrongTenant => (JoinRefusal::TokenWrongTenant, ErrorCode::TokenRefused),
+                TokenError::WrongRoom => (JoinRefusal::TokenWrongRoom, ErrorCode::TokenRefused),
+                TokenError::Forged => (JoinRefusal::TokenForged, ErrorCode::TokenRefused),
+                TokenError::NotPseudonymous => {
+                    (JoinRefusal::TokenNotPseudonymous, ErrorCode::TokenRefused)
+                }
+                _ => (JoinRefusal::TokenInvalid, ErrorCode::TokenRefused),
             };
             self.state.stats.refused(reason);
             self.state.audit.record(
@@ -684,7 +689,7 @@ impl Session {
                 Some(self.client_ip),
             );
             tracing::info!(tenant = %self.state.tenant, reason = reason.label(), "join refused");
-            ProtocolError::new(ErrorCode::TokenRefused, e.to_string())
+            ProtocolError::new(code, e.to_string())
         })
     }
 

@@ -1,3 +1,4 @@
-//! Subcommands that work offline, without a cluster.
+//! Subcommands for people and scripts: offline checks, and booking visits.
 
 pub mod validate;
+pub mod visit;

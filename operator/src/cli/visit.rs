@@ -1,0 +1,312 @@
+//! `bedside-operator visit create`: book a visit and print its links, for clinic staff and
+//! scripts. The tenant's join key comes through the user's kubeconfig (their RBAC on the
+//! tenant's `<tenant>-keys` Secret decides who may) or from a key file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bedside_crds::visit::{self, Invitee, InviteeRole, IssuedVisit, VisitPolicy, VisitRequest};
+use bedside_crds::{HealthcareTenant, policy};
+use bedside_operator::build::config::JOIN_TOKEN_KEY;
+use bedside_operator::names::ChildNames;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Book a visit: one link per person, the passcode apart, the window the links work in.
+    Create(Box<CreateArgs>),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    /// For people: the window, the passcode, a link per person.
+    Text,
+    /// Everything, for scripts and scheduling systems.
+    Json,
+    /// FHIR Appointments (R5 virtualService and the R4 extension) for the EHR.
+    Fhir,
+}
+
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    /// The HealthcareTenant whose key signs the links.
+    #[arg(long)]
+    tenant: String,
+    /// The tenant's namespace (default: the kubeconfig context's).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Read the join key from this file instead of the tenant's Secret (needs --url).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// The web client's address, e.g. https://meet.mercy.example (default: the tenant's
+    /// status.endpoint).
+    #[arg(long)]
+    url: Option<String>,
+    /// When the visit starts: an RFC 3339 time (2026-12-03T15:00:00Z) or `now`.
+    #[arg(long, default_value = "now")]
+    start: String,
+    /// How long it lasts, e.g. 30m or 1h15m (at most the tenant's maxDuration).
+    #[arg(long, default_value = "30m")]
+    duration: kube::core::Duration,
+    /// The hosting practitioner: Practitioner/<id> or PractitionerRole/<id>.
+    #[arg(long)]
+    host: String,
+    /// A patient: Patient/<id>. Repeat for each.
+    #[arg(long, value_name = "REFERENCE")]
+    patient: Vec<String>,
+    /// An interpreter: Practitioner/<id>, PractitionerRole/<id> or RelatedPerson/<id>.
+    #[arg(long, value_name = "REFERENCE")]
+    interpreter: Vec<String>,
+    /// A caregiver: RelatedPerson/<id> or Patient/<id>.
+    #[arg(long, value_name = "REFERENCE")]
+    caregiver: Vec<String>,
+    /// Someone who sees and hears but never sends.
+    #[arg(long, value_name = "REFERENCE")]
+    observer: Vec<String>,
+    /// How long before the start the links open (at most 1h).
+    #[arg(long, default_value = "15m")]
+    opens_before: kube::core::Duration,
+    /// How long after the end the links keep working (at most 1h).
+    #[arg(long, default_value = "15m")]
+    grace: kube::core::Duration,
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("--start: {0}: give an RFC 3339 time such as 2026-12-03T15:00:00Z, or now")]
+    Start(jiff::Error),
+    #[error("--key-file needs --url: without the cluster there is no tenant endpoint to read")]
+    UrlNeeded,
+    #[error("cannot read the key file {path}: {source}")]
+    KeyFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no Kubernetes config ({0}): set KUBECONFIG, or use --key-file and --url")]
+    NoCluster(kube::Error),
+    #[error(
+        "cannot read HealthcareTenant {namespace}/{tenant}: {source} (does it exist, and may you get it?)"
+    )]
+    Tenant {
+        namespace: String,
+        tenant: String,
+        source: kube::Error,
+    },
+    #[error(
+        "cannot read the join key from Secret {namespace}/{secret}: {detail} (booking visits needs `get` on that Secret)"
+    )]
+    Key {
+        namespace: String,
+        secret: String,
+        detail: String,
+    },
+    #[error(
+        "tenant {0} has no endpoint in its status yet (is it Ready?); give the web client's address with --url"
+    )]
+    NoEndpoint(String),
+    #[error("{0}")]
+    Visit(#[from] visit::VisitError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot render the output: {0}")]
+    Render(serde_json::Error),
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    let Command::Create(create) = &args.command;
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+        .and_then(|rt| rt.block_on(run_create(create)));
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_create(args: &CreateArgs) -> Result<String, CliError> {
+    let now = Timestamp::now();
+    let request = request(args, now)?;
+    let (policy, key) = match &args.key_file {
+        Some(path) => offline(args, path)?,
+        None => from_cluster(args).await?,
+    };
+    let id = visit::new_visit_id()?;
+    let visit = visit::book(&request, &policy, &key, &id, now)?;
+    render(&visit, &policy.tenant, args.output)
+}
+
+fn request(args: &CreateArgs, now: Timestamp) -> Result<VisitRequest, CliError> {
+    let start = match args.start.as_str() {
+        "now" => now,
+        text => text.parse().map_err(CliError::Start)?,
+    };
+    let roles = [
+        (&args.patient, InviteeRole::Patient),
+        (&args.interpreter, InviteeRole::Interpreter),
+        (&args.caregiver, InviteeRole::Caregiver),
+        (&args.observer, InviteeRole::Observer),
+    ];
+    let invitees = roles
+        .into_iter()
+        .flat_map(|(references, role)| {
+            references.iter().map(move |reference| Invitee {
+                reference: reference.clone(),
+                role,
+            })
+        })
+        .collect();
+    Ok(VisitRequest {
+        start,
+        duration: args.duration.into(),
+        host: args.host.clone(),
+        invitees,
+    })
+}
+
+/// Key file and URL given: the tenant's limits are the defaults a tenant gets.
+fn offline(args: &CreateArgs, path: &PathBuf) -> Result<(VisitPolicy, Vec<u8>), CliError> {
+    let base_url = args.url.clone().ok_or(CliError::UrlNeeded)?;
+    let key = std::fs::read(path).map_err(|source| CliError::KeyFile {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let policy = VisitPolicy {
+        tenant: args.tenant.clone(),
+        base_url,
+        max_duration: policy::DEFAULT_MEETING_DURATION,
+        max_participants: policy::DEFAULT_MAX_PARTICIPANTS,
+        opens_before: args.opens_before.into(),
+        grace: args.grace.into(),
+    };
+    Ok((policy, key))
+}
+
+/// The tenant's limits and endpoint, and its key, through the user's kubeconfig.
+async fn from_cluster(args: &CreateArgs) -> Result<(VisitPolicy, Vec<u8>), CliError> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(CliError::NoCluster)?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let tenant = Api::<HealthcareTenant>::namespaced(client.clone(), &namespace)
+        .get(&args.tenant)
+        .await
+        .map_err(|source| CliError::Tenant {
+            namespace: namespace.clone(),
+            tenant: args.tenant.clone(),
+            source,
+        })?;
+    let secret = ChildNames::of(&tenant).keys;
+    let key_error = |detail: String| CliError::Key {
+        namespace: namespace.clone(),
+        secret: secret.clone(),
+        detail,
+    };
+    let key = Api::<Secret>::namespaced(client, &namespace)
+        .get(&secret)
+        .await
+        .map_err(|e| key_error(e.to_string()))?
+        .data
+        .and_then(|mut data| data.remove(JOIN_TOKEN_KEY))
+        .ok_or_else(|| key_error(format!("it has no {JOIN_TOKEN_KEY}")))?
+        .0;
+    let base_url = match &args.url {
+        Some(url) => url.clone(),
+        None => tenant
+            .status
+            .as_ref()
+            .and_then(|s| s.endpoint.as_deref())
+            .map(web_client_url)
+            .ok_or_else(|| CliError::NoEndpoint(args.tenant.clone()))?,
+    };
+    let meetings = &tenant.spec.meetings;
+    let policy = VisitPolicy {
+        tenant: args.tenant.clone(),
+        base_url,
+        max_duration: meetings.max_duration.into(),
+        max_participants: meetings.max_participants,
+        opens_before: args.opens_before.into(),
+        grace: args.grace.into(),
+    };
+    Ok((policy, key))
+}
+
+/// The web client is served where signaling is: `wss://host:port` -> `https://host:port`.
+fn web_client_url(endpoint: &str) -> String {
+    let rest = endpoint
+        .strip_prefix("wss://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .unwrap_or(endpoint);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("https://{authority}")
+}
+
+fn render(visit: &IssuedVisit, tenant: &str, output: Output) -> Result<String, CliError> {
+    match output {
+        Output::Json => serde_json::to_string_pretty(visit).map_err(CliError::Render),
+        Output::Fhir => serde_json::to_string_pretty(&visit::fhir::appointments(visit))
+            .map_err(CliError::Render),
+        Output::Text => Ok(text(visit, tenant)),
+    }
+}
+
+fn text(visit: &IssuedVisit, tenant: &str) -> String {
+    let time = |t: Timestamp| t.strftime("%Y-%m-%d %H:%M UTC").to_string();
+    let minutes =
+        Duration::from_secs((visit.end.as_second() - visit.start.as_second()).max(0) as u64)
+            .as_secs()
+            / 60;
+    let (a, b) = visit.passcode.split_at(visit.passcode.len() / 2);
+    let mut out = format!(
+        "Visit {} ({tenant})\n  starts    {}, {minutes} min\n  links     work from {} to {}\n  passcode  {a} {b}  (send it apart from the links: a text message, the letter)\n\n",
+        visit.id,
+        time(visit.start),
+        time(visit.window.opens),
+        time(visit.window.closes),
+    );
+    for person in std::iter::once(&visit.host).chain(&visit.invitees) {
+        out.push_str(&format!(
+            "  {:<12} {}\n    {}\n",
+            person.role, person.reference, person.link
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::web_client_url;
+
+    #[test]
+    fn the_web_client_is_where_signaling_is() {
+        assert_eq!(
+            web_client_url("wss://meet.mercy.example"),
+            "https://meet.mercy.example"
+        );
+        assert_eq!(
+            web_client_url("wss://10.0.0.7:30443/"),
+            "https://10.0.0.7:30443"
+        );
+    }
+}

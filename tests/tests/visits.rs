@@ -1,0 +1,325 @@
+//! Visits booked with `bedside-operator visit create` against a real media node: the links it
+//! prints join (the patient waits, the host admits), links outside their window are refused
+//! with words a patient understands, bad bookings name their field, and the FHIR output is a
+//! valid R5 and R4B Appointment by the `fhir.resources` models (a real validator, not a
+//! string comparison).
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use bedside_tests::media::{Signal, TestNode, workspace_binary};
+use serde_json::{Value, json};
+
+/// Runs `bedside-operator visit create` for `node`'s tenant with its key in a file.
+fn book(node: &TestNode, extra: &[&str]) -> Output {
+    let mut key = tempfile::NamedTempFile::new().expect("a key file");
+    key.write_all(&node.join_key).expect("write the key");
+    let key_path = key.path().to_string_lossy().to_string();
+    let base = node.https_base();
+    let mut args = vec![
+        "visit",
+        "create",
+        "--tenant",
+        &node.tenant,
+        "--key-file",
+        &key_path,
+        "--url",
+        &base,
+    ];
+    args.extend_from_slice(extra);
+    Command::new(workspace_binary("bedside-operator"))
+        .args(&args)
+        .output()
+        .expect("run bedside-operator visit create")
+}
+
+fn booked(node: &TestNode, extra: &[&str]) -> Value {
+    let out = book(node, extra);
+    assert!(
+        out.status.success(),
+        "booking failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+/// The room and token a link carries (query and fragment).
+fn room_and_token(link: &str) -> (String, String) {
+    let (before, token) = link.split_once("#token=").expect("token in the fragment");
+    let room = before.split_once("?room=").expect("room in the query").1;
+    (room.to_string(), token.to_string())
+}
+
+async fn join(node: &TestNode, link: &str, passcode: &str, name: &str) -> (Signal, Value) {
+    let (room, token) = room_and_token(link);
+    let mut s = Signal::connect(node).await;
+    s.send(json!({"v": 1, "type": "join", "room": room, "token": token,
+        "passcode": passcode, "displayName": name}))
+        .await;
+    let reply = s.recv().await.expect("a reply to join");
+    (s, reply)
+}
+
+async fn next(s: &mut Signal, kind: &str) -> Value {
+    loop {
+        let m = s
+            .recv()
+            .await
+            .unwrap_or_else(|| panic!("closed before {kind}"));
+        if m["type"] == kind {
+            return m;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booked_visits_links_join_the_patient_waits_and_the_host_admits() {
+    let mut node = TestNode::start().await;
+    let visit = booked(
+        &node,
+        &[
+            "--host",
+            "Practitioner/dr-7",
+            "--patient",
+            "Patient/8c1f2a",
+            "--duration",
+            "20m",
+            "-o",
+            "json",
+        ],
+    );
+    let passcode = visit["passcode"].as_str().expect("passcode");
+    let patient_link = visit["invitees"][0]["link"].as_str().expect("patient link");
+    let host_link = visit["host"]["link"].as_str().expect("host link");
+    assert!(
+        !patient_link.contains(passcode),
+        "the passcode travels apart from the link"
+    );
+
+    let (mut patient, reply) = join(&node, patient_link, passcode, "Patient").await;
+    assert_eq!(reply["type"], "waiting", "the patient waits: {reply}");
+    let (mut host, reply) = join(&node, host_link, passcode, "Dr Seven").await;
+    assert_eq!(reply["type"], "joined", "{reply}");
+    assert_eq!(reply["role"], "host", "{reply}");
+    let waiting = next(&mut host, "waiting-room").await;
+    let id = waiting["waiting"][0]["id"].clone();
+    host.send(json!({"v": 1, "type": "admit", "participantId": id}))
+        .await;
+    let joined = next(&mut patient, "joined").await;
+    assert_eq!(joined["role"], "participant", "{joined}");
+
+    // The audit trail names each person by their pseudonymous reference.
+    let audit = node.audit_lines().join("\n");
+    assert!(
+        audit.contains("practitioner.dr-7"),
+        "host in the audit trail"
+    );
+    assert!(
+        audit.contains("patient.8c1f2a"),
+        "patient in the audit trail"
+    );
+    node.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_before_its_window_is_refused_with_when_to_come_back() {
+    let mut node = TestNode::start().await;
+    let tomorrow = jiff::Timestamp::now() + Duration::from_secs(24 * 3600);
+    let start = tomorrow.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let visit = booked(
+        &node,
+        &[
+            "--start",
+            &start,
+            "--host",
+            "Practitioner/dr-7",
+            "--patient",
+            "Patient/8c1f2a",
+            "-o",
+            "json",
+        ],
+    );
+    let passcode = visit["passcode"].as_str().expect("passcode");
+    let link = visit["invitees"][0]["link"].as_str().expect("patient link");
+    let (_s, reply) = join(&node, link, passcode, "Patient").await;
+    assert_eq!(reply["code"], "visit-not-open-yet", "{reply}");
+    assert_eq!(reply["fatal"], true, "{reply}");
+    let message = reply["message"].as_str().unwrap_or_default();
+    let opens = jiff::Timestamp::from_second(tomorrow.as_second() - 15 * 60)
+        .expect("a time")
+        .strftime("%Y-%m-%d %H:%M UTC")
+        .to_string();
+    assert!(
+        message.contains("not opened yet") && message.contains(&opens),
+        "the patient is told when to come back ({opens}): {message}"
+    );
+    assert!(
+        node.metric_where(
+            "bedside_media_joins_refused_total",
+            "\"token_not_open_yet\""
+        )
+        .await
+            >= 1.0,
+        "counted"
+    );
+    node.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bookings_are_refused_naming_the_field() {
+    let mut node = TestNode::start().await;
+    let crowd: Vec<String> = (0..60).map(|n| format!("Patient/p-{n}")).collect();
+    let mut crowd_args = vec!["--host", "Practitioner/dr-7"];
+    for p in &crowd {
+        crowd_args.extend_from_slice(&["--patient", p.as_str()]);
+    }
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "a visit in the past",
+            vec![
+                "--start",
+                "2020-01-01T09:00:00Z",
+                "--host",
+                "Practitioner/dr-7",
+                "--patient",
+                "Patient/1",
+            ],
+            "start: ",
+        ),
+        (
+            "longer than maxDuration",
+            vec![
+                "--duration",
+                "9h",
+                "--host",
+                "Practitioner/dr-7",
+                "--patient",
+                "Patient/1",
+            ],
+            "duration: ",
+        ),
+        (
+            "a name where a reference belongs",
+            vec!["--host", "Practitioner/dr-7", "--patient", "Jane Doe"],
+            "participants[0].reference: ",
+        ),
+        (
+            "a patient as host",
+            vec!["--host", "Patient/1", "--patient", "Patient/2"],
+            "host: ",
+        ),
+        ("more than maxParticipants", crowd_args, "participants: "),
+    ];
+    for (case, args, field) in cases {
+        let out = book(&node, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{case}: accepted");
+        assert!(
+            stderr.contains(field),
+            "{case}: the error names {field}: {stderr}"
+        );
+        assert!(!stderr.contains("Jane"), "{case}: a name echoed: {stderr}");
+        assert!(out.stdout.is_empty(), "{case}: no links printed");
+    }
+    node.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Checks the `-o fhir` output with the `fhir.resources` models: R5 Appointment and R4B
+/// Appointment (with HL7's cross-version virtualService extension).
+const VALIDATE_FHIR: &str = r#"
+import json, sys
+from fhir.resources.appointment import Appointment
+from fhir.resources.R4B.appointment import Appointment as AppointmentR4B
+out = json.load(sys.stdin)
+r5 = Appointment.model_validate(out["r5"])
+r4 = AppointmentR4B.model_validate(out["r4"])
+service = r5.virtualService[0]
+ext = {e.url: e for e in r4.extension[0].extension}
+print(json.dumps({
+    "r5_address": service.addressUrl,
+    "r5_session_key": service.sessionKey,
+    "r5_channel": service.channelType.code,
+    "r5_participants": len(r5.participant),
+    "r4_address": ext["addressUrl"].valueUrl,
+    "r4_extension": r4.extension[0].url,
+}))
+"#;
+
+fn fhir_unavailable() -> Option<String> {
+    let ok = Command::new("python3")
+        .args(["-c", "import fhir.resources"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!ok).then(|| {
+        "the fhir.resources Python package is not installed (scripts/test-deps.sh installs it)"
+            .into()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fhir_output_is_a_valid_r5_and_r4b_appointment() {
+    if !bedside_tests::run_or_skip(
+        "FHIR validation",
+        fhir_unavailable(),
+        "BEDSIDE_REQUIRE_TOOLS",
+    ) {
+        return;
+    }
+    let mut node = TestNode::start().await;
+    let args = [
+        "--host",
+        "Practitioner/dr-7",
+        "--patient",
+        "Patient/8c1f2a",
+        "--interpreter",
+        "Practitioner/int-3",
+    ];
+    let json_out = booked(&node, &[&args[..], &["-o", "json"]].concat());
+    let fhir = book(&node, &[&args[..], &["-o", "fhir"]].concat());
+    assert!(
+        fhir.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fhir.stderr)
+    );
+    let mut python = Command::new("python3")
+        .args(["-c", VALIDATE_FHIR])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    python
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&fhir.stdout)
+        .expect("feed the validator");
+    let checked = python.wait_with_output().expect("the validator");
+    assert!(
+        checked.status.success(),
+        "fhir.resources refused the output: {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&checked.stdout).expect("validator JSON");
+    assert_eq!(seen["r5_channel"], "bedside");
+    assert_eq!(seen["r5_participants"], 3, "host, patient, interpreter");
+    assert_eq!(
+        seen["r4_extension"],
+        bedside_crds::visit::fhir::R4_VIRTUAL_SERVICE_EXTENSION
+    );
+    // Two bookings are two visits; what matters is the shape: a patient link for the node.
+    let address = seen["r5_address"].as_str().unwrap_or_default();
+    assert!(
+        address.starts_with(&format!("{}/?room=visit-", node.https_base())),
+        "{address}"
+    );
+    assert_eq!(seen["r4_address"], seen["r5_address"]);
+    assert_eq!(seen["r5_session_key"].as_str().map(str::len), Some(8));
+    assert!(
+        json_out["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("visit-"))
+    );
+    node.shutdown(Duration::from_secs(2)).await;
+}
