@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bedside_audit::delivery::{self, AuditMetrics, NetworkSink, Who};
 use bedside_audit::event::{Action, ActorRole, AuthMethod};
-use bedside_benches::print_table;
+use bedside_benches::{percentile_us, print_table};
 use bedside_tests::rsyslog::{self, Rsyslog};
 
 const RECORDS: usize = 50_000;
@@ -26,11 +26,6 @@ struct Row {
     p50_us: f64,
     p99_us: f64,
     max_us: f64,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
 }
 
 async fn run(label: &'static str, syslog: Option<&Rsyslog>) -> Row {
@@ -101,9 +96,9 @@ async fn run(label: &'static str, syslog: Option<&Rsyslog>) -> Row {
         sinks: label,
         sealed_per_sec: RECORDS as f64 / sealing.as_secs_f64(),
         delivered_per_sec,
-        p50_us: percentile(&took, 0.50),
-        p99_us: percentile(&took, 0.99),
-        max_us: percentile(&took, 1.0),
+        p50_us: percentile_us(&took, 0.50),
+        p99_us: percentile_us(&took, 0.99),
+        max_us: percentile_us(&took, 1.0),
     }
 }
 

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bedside_benches::print_table;
+use bedside_benches::{print_table, rate as measure};
 use bedside_crds::validation::TenantValidator;
 use serde_json::Value;
 
@@ -15,20 +15,6 @@ fn load(path: &str) -> Value {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
     let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()));
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
-}
-
-/// Runs `f` for at least `budget`, returning calls per second and the mean time per call.
-fn measure(budget: Duration, mut f: impl FnMut() -> usize) -> (f64, Duration) {
-    let started = Instant::now();
-    let mut calls = 0u32;
-    let mut sink = 0usize;
-    while started.elapsed() < budget {
-        sink = sink.wrapping_add(f());
-        calls += 1;
-    }
-    std::hint::black_box(sink);
-    let elapsed = started.elapsed();
-    (f64::from(calls) / elapsed.as_secs_f64(), elapsed / calls)
 }
 
 fn main() {

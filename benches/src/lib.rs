@@ -1,6 +1,32 @@
 //! Shared pieces of bedside's benchmarks: results are printed as aligned tables so a run can
 //! be pasted into an issue or docs/ as is.
 
+use std::time::{Duration, Instant};
+
+/// Runs `f` for at least `budget`: calls per second and the mean time per call. `f` returns
+/// something derived from its work so the optimiser cannot drop it.
+pub fn rate(budget: Duration, mut f: impl FnMut() -> usize) -> (f64, Duration) {
+    let started = Instant::now();
+    let mut calls = 0u32;
+    let mut sink = 0usize;
+    while started.elapsed() < budget {
+        sink = sink.wrapping_add(f());
+        calls += 1;
+    }
+    std::hint::black_box(sink);
+    let elapsed = started.elapsed();
+    (f64::from(calls) / elapsed.as_secs_f64(), elapsed / calls)
+}
+
+/// The `p` quantile (0..=1) of sorted durations, in microseconds.
+pub fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
 /// Prints a titled table; the first row is the header.
 pub fn print_table(title: &str, rows: &[Vec<String>]) {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);

@@ -36,6 +36,40 @@
   const unmuteBtn = document.getElementById('unmute');
   if (passcodeEl && linkPasscode) passcodeEl.value = linkPasscode;
 
+  // The visit page: when the visit is, and what is happening, in words for a patient. The
+  // token's claims are read here only to say when; the node checks them.
+  const visitEl = document.getElementById('visit');
+  const claims = (() => {
+    try {
+      const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      return JSON.parse(atob(part));
+    } catch (e) {
+      return {};
+    }
+  })();
+  const localTime = (secs) => new Date(secs * 1000).toLocaleString([], {
+    weekday: 'long', day: 'numeric', month: 'long', hour: '2-digit', minute: '2-digit',
+  });
+  const when = claims.start ? `Your visit is on ${localTime(claims.start)}. ` : '';
+  const PAGES = {
+    'too-early': () => ['This visit has not opened yet',
+      `${when}This link opens at ${localTime(claims.nbf)}; keep this page open and join then.`],
+    waiting: () => ['Your clinician will let you in',
+      `${when}You are in the waiting room. Please stay on this page.`],
+    ended: () => ['This visit has ended',
+      'This link no longer works. If you still need to be seen, please contact the clinic for a new link.'],
+  };
+  function showPage(name) {
+    state.page = name;
+    if (!visitEl) return;
+    const page = PAGES[name];
+    visitEl.hidden = !page;
+    if (!page) return;
+    const [title, detail] = page();
+    document.getElementById('visit-title').textContent = title;
+    document.getElementById('visit-detail').textContent = detail;
+  }
+
   // Exposed for automated browser tests and for support staff debugging a visit.
   const state = {
     participantId: null,
@@ -52,6 +86,7 @@
     mediaConnected: false,
     closed: false,
     reconnects: 0,
+    page: null, // too-early, waiting, ended: the visit page shown
   };
   window.bedside = { state, stats: () => summarizeStats() };
 
@@ -287,6 +322,7 @@
         state.waiting = true;
         leaveBtn.disabled = false;
         setStatus('You are in the waiting room. The clinician will let you in shortly.');
+        showPage('waiting');
         break;
       case 'waiting-room':
         state.waitingRoom = message.waiting;
@@ -311,6 +347,7 @@
         break;
       case 'joined':
         reconnects = 0;
+        showPage(null);
         state.participantId = message.participantId;
         state.waiting = false;
         state.role = message.role;
@@ -362,6 +399,8 @@
         // Refused for good (expelled, denied, ended, wrong passcode...): no reconnecting.
         // "Not available" is the node saying "try again": the page does.
         if (message.fatal && message.code !== 'not-available') refused = true;
+        if (message.code === 'visit-not-open-yet') showPage('too-early');
+        if (message.code === 'token-expired') showPage('ended');
         break;
       case 'closing':
         setStatus(`The visit ended: ${message.reason}`, true);
@@ -447,6 +486,19 @@
   }
 
   joinBtn.addEventListener('click', join);
+  // Too early or too late by the link's own window: say so before anyone presses Join; a
+  // page left open lets its patient join when the window opens.
+  const nowSecs = Date.now() / 1000;
+  if (claims.nbf && nowSecs < claims.nbf) {
+    showPage('too-early');
+    joinBtn.disabled = true;
+    const opensInMs = (claims.nbf - nowSecs) * 1000;
+    // Timers cannot wait longer than ~24 days; a page open that long is reloaded anyway.
+    if (opensInMs < 2 ** 31 - 1) setTimeout(() => { joinBtn.disabled = false; showPage(null); }, opensInMs);
+  } else if (claims.exp && nowSecs > claims.exp) {
+    showPage('ended');
+    joinBtn.disabled = true;
+  }
   if (chatSend) {
     chatSend.addEventListener('click', () => {
       if (sendChat(chatText.value.trim())) chatText.value = '';

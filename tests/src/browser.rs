@@ -218,6 +218,9 @@ pub async fn state(client: &Client) -> Value {
                      events: s.events, errors: s.errors, mediaConnected: s.mediaConnected,\
                      role: s.role, waiting: s.waiting, waitingRoom: s.waitingRoom, locked: s.locked,\
                      muted: s.muted, closed: s.closed, endToEnd: s.endToEnd, reconnects: s.reconnects,\
+                     page: s.page, visitTitle: document.getElementById('visit-title').textContent,\
+                     visitDetail: document.getElementById('visit-detail').textContent,\
+                     joinDisabled: document.getElementById('join').disabled,\
                      status: document.getElementById('status').textContent};",
             vec![],
         )

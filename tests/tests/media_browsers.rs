@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bedside_crds::join::Role;
+use bedside_crds::visit;
 use bedside_tests::browser::{self, Driver, Netns};
 use bedside_tests::media::{TestNode, sign, wait_until};
 use fantoccini::{Client, Locator};
@@ -961,4 +962,115 @@ fn opens(key: &[u8; 32], payload: &[u8]) -> bool {
     LessSafeKey::new(unbound)
         .open_in_place(nonce, Aad::from(&body[..1]), &mut sealed)
         .is_ok()
+}
+
+/// A patient's page for a booked visit: "not opened yet" with when (Join disabled) before the
+/// window, "your clinician will let you in" in the waiting room, "this visit has ended" after.
+#[test]
+fn a_patients_visit_page_says_too_early_waiting_and_ended() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let mut node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let book = |start: jiff::Timestamp| {
+            let policy = visit::VisitPolicy {
+                tenant: node.tenant.clone(),
+                base_url: node.https_base(),
+                max_duration: Duration::from_secs(3600),
+                max_participants: 4,
+                opens_before: visit::DEFAULT_OPENS_BEFORE,
+                grace: visit::DEFAULT_GRACE,
+            };
+            let request = visit::VisitRequest {
+                start,
+                duration: Duration::from_secs(1800),
+                host: "Practitioner/dr-7".into(),
+                invitees: vec![visit::Invitee {
+                    reference: "Patient/8c1f2a".into(),
+                    role: visit::InviteeRole::Patient,
+                }],
+            };
+            let id = visit::new_visit_id().expect("id");
+            visit::book(
+                &request,
+                &policy,
+                &node.join_key,
+                &id,
+                jiff::Timestamp::now(),
+            )
+            .expect("booked")
+        };
+        let page = |b: &Client, name: &'static str, title: &'static str| {
+            let b = b.clone();
+            async move {
+                wait_for(Duration::from_secs(15), name, async || {
+                    let state = browser::state(&b).await;
+                    if state["page"] == name && state["visitTitle"] == title {
+                        Ok(())
+                    } else {
+                        Err(state.to_string())
+                    }
+                })
+                .await;
+                browser::state(&b).await
+            }
+        };
+
+        // Tomorrow's visit: the page says so and when, before anyone presses Join.
+        let early = book(jiff::Timestamp::now() + Duration::from_secs(24 * 3600));
+        let patient = driver.browser().await;
+        patient
+            .goto(&early.invitees[0].link)
+            .await
+            .expect("open the link");
+        let state = page(&patient, "too-early", "This visit has not opened yet").await;
+        assert_eq!(state["joinDisabled"], true, "{state}");
+        assert!(
+            state["visitDetail"]
+                .as_str()
+                .is_some_and(|d| d.contains("Your visit is on") && d.contains("opens at")),
+            "{state}"
+        );
+
+        // Today's visit: the patient types the passcode the clinic texted and waits.
+        let now = book(jiff::Timestamp::now());
+        patient
+            .goto(&now.invitees[0].link)
+            .await
+            .expect("open the link");
+        patient
+            .execute(
+                "document.getElementById('passcode').value = arguments[0];",
+                vec![Value::String(now.passcode.clone())],
+            )
+            .await
+            .expect("type the passcode");
+        click(&patient, "#join").await;
+        page(&patient, "waiting", "Your clinician will let you in").await;
+
+        // A link past its window.
+        let ended = driver.browser().await;
+        let token = sign(
+            &node.tenant,
+            &node.join_key,
+            "visit-old",
+            "patient.1",
+            Role::Participant,
+            -3600,
+        );
+        ended
+            .goto(&node.link("visit-old", &token))
+            .await
+            .expect("open the link");
+        let state = page(&ended, "ended", "This visit has ended").await;
+        assert_eq!(state["joinDisabled"], true, "{state}");
+
+        for b in [patient, ended] {
+            let _ = b.close().await;
+        }
+        node.shutdown(Duration::from_secs(2)).await;
+    });
 }

@@ -911,3 +911,118 @@ async fn the_media_deployment_of_an_older_operator_is_removed_and_nobody_elses()
     })
     .await;
 }
+
+/// A token for ServiceAccount `name` in the tenant's namespace, bound to a Role with `rules`:
+/// a clinic user whose RBAC the platform team chose.
+async fn clinic_user(cluster: &TestCluster, name: &str, rules: Value) -> std::path::PathBuf {
+    let admin = cluster.client();
+    let apply = PatchParams::apply("bedside-tests").force();
+    let objects = [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": NS}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": name, "namespace": NS}, "rules": rules}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": NS},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": NS}]}),
+    ];
+    for object in objects {
+        let kind = object["kind"].as_str().unwrap_or_default().to_string();
+        let (group, version) = match object["apiVersion"].as_str().unwrap_or_default() {
+            "v1" => ("", "v1"),
+            _ => ("rbac.authorization.k8s.io", "v1"),
+        };
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(admin.clone(), NS, &ApiResource::from_gvk(&gvk));
+        let object: DynamicObject = serde_json::from_value(object).expect("object");
+        api.patch(name, &apply, &Patch::Apply(&object))
+            .await
+            .unwrap_or_else(|e| panic!("apply the {kind}: {e}"));
+    }
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(admin, NS);
+    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600}});
+    let response: Value = accounts
+        .create_subresource("token", name, &PostParams::default(), &request)
+        .await
+        .expect("a token");
+    let token = response["status"]["token"].as_str().expect("token");
+    cluster.kubeconfig_with_token(token).expect("a kubeconfig")
+}
+
+fn book_visit(kubeconfig: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(bedside_tests::media::workspace_binary("bedside-operator"))
+        .env("KUBECONFIG", kubeconfig)
+        .args(["visit", "create", "--tenant", TENANT, "-n", NS])
+        .args(["--host", "Practitioner/dr-7", "--patient", "Patient/8c1f2a"])
+        .args(extra)
+        .output()
+        .expect("run bedside-operator visit create")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clinic_staff_book_visits_with_the_tenants_key_when_their_rbac_allows() {
+    let Some(cluster) = cluster(ClusterOptions::default()).await else {
+        return;
+    };
+    let _operator = RunningOperator::start(&cluster, "op-1", false)
+        .await
+        .expect("operator");
+    create_tenant(&cluster, |_| {}).await;
+    let keys: Secret = eventually("the keys Secret", WAIT, || {
+        get(&cluster, "lakeside-behavioral-keys")
+    })
+    .await;
+    let key = keys.data.expect("data")["join-token.key"].0.clone();
+
+    // Front-desk staff who may read the tenant but not its key: refused, and told why.
+    let read_tenant = json!([{"apiGroups": ["bedside.health"], "resources": ["healthcaretenants"],
+        "verbs": ["get"]}]);
+    let desk = clinic_user(&cluster, "front-desk", read_tenant.clone()).await;
+    let out = book_visit(&desk, &["--url", "https://telehealth.lakeside.example"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "booked without access to the key");
+    assert!(
+        stderr.contains("lakeside-behavioral-keys") && stderr.contains("needs `get`"),
+        "the refusal names the Secret and the permission: {stderr}"
+    );
+
+    // Schedulers whose Role also grants that one Secret: links signed with the tenant's key.
+    let mut rules = read_tenant;
+    rules.as_array_mut().expect("rules").push(json!({"apiGroups": [""],
+        "resources": ["secrets"], "resourceNames": ["lakeside-behavioral-keys"], "verbs": ["get"]}));
+    let scheduler = clinic_user(&cluster, "scheduler", rules).await;
+    let out = book_visit(
+        &scheduler,
+        &["--url", "https://telehealth.lakeside.example", "-o", "json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let visit: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let id = visit["id"].as_str().expect("id");
+    assert_eq!(visit["passcode"], bedside_crds::join::passcode(&key, id));
+    assert_eq!(visit["maxParticipants"], 6, "the tenant's maxParticipants");
+    let link = visit["host"]["link"].as_str().expect("host link");
+    let token = link.split_once("#token=").expect("token").1;
+    let start = jiff::Timestamp::now().as_second() as u64;
+    let verifier = bedside_crds::join::TokenVerifier::new(TENANT, &key).expect("verifier");
+    let grant = verifier
+        .verify(token, id, start)
+        .expect("the tenant's key signed it");
+    assert_eq!(grant.role, bedside_crds::join::Role::Host);
+
+    // The tenant's own limits apply: its maxDuration is 90m.
+    let out = book_visit(
+        &scheduler,
+        &["--url", "https://x.example", "--duration", "2h"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("duration: ") && stderr.contains("90m"),
+        "{stderr}"
+    );
+}
