@@ -22,19 +22,6 @@ async fn connect(node: &TestNode, user: &str, role: Role) -> (Signal, Value) {
     (s, reply)
 }
 
-/// The next message of `kind`, skipping others (offers, participant notices).
-async fn next(s: &mut Signal, kind: &str) -> Value {
-    loop {
-        let m = s
-            .recv()
-            .await
-            .unwrap_or_else(|| panic!("closed before {kind}"));
-        if m["type"] == kind {
-            return m;
-        }
-    }
-}
-
 fn audited(node: &TestNode, action: &str) -> Vec<Value> {
     node.audit_lines()
         .iter()
@@ -60,7 +47,7 @@ async fn participants_wait_until_a_host_admits_them_and_non_hosts_cannot_act_as_
     // The host arrives and sees who waits, with the name they typed.
     let (mut host, reply) = connect(&node, "u-host", Role::Host).await;
     assert_eq!(reply["type"], "joined", "{reply}");
-    let room = next(&mut host, "waiting-room").await;
+    let room = host.expect("waiting-room").await;
     assert_eq!(room["waiting"][0]["id"], guest_id.as_str(), "{room}");
     assert_eq!(room["waiting"][0]["displayName"], "Guest u-guest", "{room}");
 
@@ -76,10 +63,10 @@ async fn participants_wait_until_a_host_admits_them_and_non_hosts_cannot_act_as_
 
     host.send(json!({"v": 1, "type": "admit", "participantId": guest_id}))
         .await;
-    let joined = next(&mut guest, "joined").await;
+    let joined = guest.expect("joined").await;
     assert_eq!(joined["role"], "participant", "{joined}");
     assert_eq!(joined["participants"][0]["role"], "host", "{joined}");
-    let emptied = next(&mut host, "waiting-room").await;
+    let emptied = host.expect("waiting-room").await;
     assert_eq!(emptied["waiting"], json!([]), "{emptied}");
 
     // An admitted participant is still not a host.
@@ -89,7 +76,7 @@ async fn participants_wait_until_a_host_admits_them_and_non_hosts_cannot_act_as_
         json!({"v": 1, "type": "expel", "participantId": "p1"}),
     ] {
         guest.send(action.clone()).await;
-        let reply = next(&mut guest, "error").await;
+        let reply = guest.expect("error").await;
         assert_eq!(reply["code"], "not-host", "{action}: {reply}");
         assert_eq!(reply["fatal"], false, "{reply}");
     }
@@ -124,10 +111,10 @@ async fn deny_lock_expel_and_end_are_felt_and_expelled_users_cannot_rejoin() {
     // Denied: told why, and the connection closes.
     let (mut denied, reply) = connect(&node, "u-denied", Role::Participant).await;
     let id = reply["participantId"].as_str().expect("id").to_string();
-    next(&mut host, "waiting-room").await;
+    host.expect("waiting-room").await;
     host.send(json!({"v": 1, "type": "deny", "participantId": id}))
         .await;
-    let gone = next(&mut denied, "error").await;
+    let gone = denied.expect("error").await;
     assert_eq!(
         (gone["code"].as_str(), gone["fatal"].as_bool()),
         (Some("denied"), Some(true))
@@ -142,29 +129,29 @@ async fn deny_lock_expel_and_end_are_felt_and_expelled_users_cannot_rejoin() {
     let id = reply["participantId"].as_str().expect("id").to_string();
     host.send(json!({"v": 1, "type": "admit", "participantId": id}))
         .await;
-    next(&mut guest, "joined").await;
+    guest.expect("joined").await;
     host.send(json!({"v": 1, "type": "expel", "participantId": id}))
         .await;
-    assert_eq!(next(&mut guest, "error").await["code"], "expelled");
+    assert_eq!(guest.expect("error").await["code"], "expelled");
     let (_again, reply) = connect(&node, "u-guest", Role::Participant).await;
     assert_eq!(reply["code"], "expelled", "{reply}");
 
     // Locked: nobody new, not even into the waiting room; then open again.
     host.send(json!({"v": 1, "type": "lock", "locked": true}))
         .await;
-    assert_eq!(next(&mut host, "locked").await["locked"], true);
+    assert_eq!(host.expect("locked").await["locked"], true);
     let (_late, reply) = connect(&node, "u-late", Role::Participant).await;
     assert_eq!(reply["code"], "meeting-locked", "{reply}");
     host.send(json!({"v": 1, "type": "lock", "locked": false}))
         .await;
-    next(&mut host, "locked").await;
+    host.expect("locked").await;
     let (mut late, reply) = connect(&node, "u-late", Role::Participant).await;
     assert_eq!(reply["type"], "waiting", "{reply}");
 
     // Ended: everyone out, and the meeting stays over.
     host.send(json!({"v": 1, "type": "end"})).await;
-    assert_eq!(next(&mut host, "error").await["code"], "meeting-ended");
-    assert_eq!(next(&mut late, "error").await["code"], "meeting-ended");
+    assert_eq!(host.expect("error").await["code"], "meeting-ended");
+    assert_eq!(late.expect("error").await["code"], "meeting-ended");
     let (_after, reply) = connect(&node, "u-host", Role::Host).await;
     assert_eq!(reply["code"], "meeting-ended", "{reply}");
 
@@ -305,7 +292,7 @@ async fn a_host_stops_a_screen_share_and_only_a_host_can() {
     guest
         .send(json!({"v": 1, "type": "stop-share", "participantId": sharer_id}))
         .await;
-    assert_eq!(next(&mut guest, "error").await["code"], "not-host");
+    assert_eq!(guest.expect("error").await["code"], "not-host");
 
     host.send(json!({"v": 1, "type": "stop-share", "participantId": sharer_id}))
         .await;

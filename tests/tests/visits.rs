@@ -61,18 +61,6 @@ async fn join(node: &TestNode, link: &str, passcode: &str, name: &str) -> (Signa
     (s, reply)
 }
 
-async fn next(s: &mut Signal, kind: &str) -> Value {
-    loop {
-        let m = s
-            .recv()
-            .await
-            .unwrap_or_else(|| panic!("closed before {kind}"));
-        if m["type"] == kind {
-            return m;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booked_visits_links_join_the_patient_waits_and_the_host_admits() {
     let mut node = TestNode::start().await;
@@ -102,11 +90,11 @@ async fn a_booked_visits_links_join_the_patient_waits_and_the_host_admits() {
     let (mut host, reply) = join(&node, host_link, passcode, "Dr Seven").await;
     assert_eq!(reply["type"], "joined", "{reply}");
     assert_eq!(reply["role"], "host", "{reply}");
-    let waiting = next(&mut host, "waiting-room").await;
+    let waiting = host.expect("waiting-room").await;
     let id = waiting["waiting"][0]["id"].clone();
     host.send(json!({"v": 1, "type": "admit", "participantId": id}))
         .await;
-    let joined = next(&mut patient, "joined").await;
+    let joined = patient.expect("joined").await;
     assert_eq!(joined["role"], "participant", "{joined}");
 
     // The audit trail names each person by their pseudonymous reference.

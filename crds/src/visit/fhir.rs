@@ -47,7 +47,7 @@ fn base(visit: &IssuedVisit) -> Value {
         "status": "booked",
         "start": instant(visit.start),
         "end": instant(visit.end),
-        "minutesDuration": (visit.end.as_second() - visit.start.as_second()) / 60,
+        "minutesDuration": visit.minutes(),
         "participant": participants,
     })
 }

@@ -130,6 +130,13 @@ pub struct IssuedVisit {
     pub invitees: Vec<IssuedLink>,
 }
 
+impl IssuedVisit {
+    /// The scheduled length in whole minutes.
+    pub fn minutes(&self) -> i64 {
+        (self.end.as_second() - self.start.as_second()) / 60
+    }
+}
+
 /// Why a visit cannot be booked, naming the field.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VisitError {

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use bedside_crds::visit::{self, Invitee, InviteeRole, IssuedVisit, VisitPolicy, VisitRequest};
 use bedside_crds::{HealthcareTenant, policy};
@@ -183,7 +182,7 @@ fn request(args: &CreateArgs, now: Timestamp) -> Result<VisitRequest, CliError> 
 }
 
 /// Key file and URL given: the tenant's limits are the defaults a tenant gets.
-fn offline(args: &CreateArgs, path: &PathBuf) -> Result<(VisitPolicy, Vec<u8>), CliError> {
+fn offline(args: &CreateArgs, path: &std::path::Path) -> Result<(VisitPolicy, Vec<u8>), CliError> {
     let base_url = args.url.clone().ok_or(CliError::UrlNeeded)?;
     let key = std::fs::read(path).map_err(|source| CliError::KeyFile {
         path: path.display().to_string(),
@@ -272,11 +271,8 @@ fn render(visit: &IssuedVisit, tenant: &str, output: Output) -> Result<String, C
 }
 
 fn text(visit: &IssuedVisit, tenant: &str) -> String {
-    let time = |t: Timestamp| t.strftime("%Y-%m-%d %H:%M UTC").to_string();
-    let minutes =
-        Duration::from_secs((visit.end.as_second() - visit.start.as_second()).max(0) as u64)
-            .as_secs()
-            / 60;
+    let time = |t: Timestamp| bedside_crds::join::utc(u64::try_from(t.as_second()).unwrap_or(0));
+    let minutes = visit.minutes();
     let (a, b) = visit.passcode.split_at(visit.passcode.len() / 2);
     let mut out = format!(
         "Visit {} ({tenant})\n  starts    {}, {minutes} min\n  links     work from {} to {}\n  passcode  {a} {b}  (send it apart from the links: a text message, the letter)\n\n",
