@@ -20,7 +20,7 @@ use crate::signaling::state::AppState;
 use crate::tls::{self, TlsMaterial};
 use crate::{address, health};
 use bedside_audit::delivery::{
-    self, AuditHealthReport, AuditMetrics, Auditor, BufferState, NetworkSink,
+    self, AuditHealthReport, AuditMetrics, Auditor, BufferState, ChainLock, NetworkSink,
 };
 use bedside_crds::join::TokenVerifier;
 use bedside_crds::node_config::AuditSinkSettings;
@@ -122,6 +122,8 @@ pub struct RunningNode {
     audit: Arc<Auditor>,
     stats: Arc<EngineStats>,
     placement: Option<(Arc<Placement>, tokio::task::JoinHandle<()>)>,
+    /// This process is the chain's one writer until it ends.
+    _chain_lock: ChainLock,
 }
 
 pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
@@ -130,6 +132,10 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
     let tls_config = tls::server_config(&setup.tls)?;
     let registry = Registry::new();
     let audit_metrics = AuditMetrics::new(&registry, &config.tenant.name, &setup.node_name)?;
+    // Before the chain is read: a predecessor still stopping would fork it.
+    let chain_lock = ChainLock::acquire(&config.audit.buffer_dir, predecessor_patience(config))
+        .await
+        .map_err(|e| NodeError::Audit(e.to_string()))?;
     let audit = start_audit(&setup, &audit_metrics)?;
     let health = AuditHealth {
         audit: audit.clone(),
@@ -204,7 +210,14 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         audit,
         stats: running_stats,
         placement,
+        _chain_lock: chain_lock,
     })
+}
+
+/// The longest a predecessor with this node's buffers can still be running: its drain, plus
+/// the margin the operator adds to the pod's termination grace.
+fn predecessor_patience(config: &MediaNodeConfig) -> Duration {
+    bedside_crds::policy::drain_grace(config.meetings.max_duration.into()) + Duration::from_secs(60)
 }
 
 /// What the media loop needs from the config. Before the pod has an address, media sockets

@@ -760,3 +760,62 @@ fn cpu_of(name: &str, node: &TestNode) -> f64 {
     bedside_tests::media::cpu_secs(node.pid())
         .unwrap_or_else(|| panic!("{name}: /proc/{}/stat is readable", node.pid()))
 }
+
+/// A replacement started on the buffers of a node that still runs (a StatefulSet pod
+/// force-deleted while its container stops) waits for it: the chain goes on from the
+/// predecessor's last record and never forks into two records under one sequence number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_waits_for_its_predecessor_and_the_chain_does_not_fork() {
+    let binary = bedside_tests::media::workspace_binary("bedside-media-node");
+    let node_dir = tempfile::tempdir().expect("tempdir");
+    let material = bedside_media_node::node::NodeSetup::generated(
+        bedside_media_node::config::dev_default(),
+        "node-replaced".into(),
+    )
+    .expect("node material");
+    let stdout_sink = |_: &mut bedside_crds::node_config::MediaNodeConfig| {};
+    let mut first =
+        TestNode::spawn_in(&binary, node_dir.path(), &material, "warn", stdout_sink).await;
+    assert!(serves(&first), "the first node serves");
+    let mut second =
+        TestNode::spawn_in(&binary, node_dir.path(), &material, "warn", stdout_sink).await;
+    assert!(
+        !serves(&second),
+        "the replacement must not serve while its predecessor still writes the chain"
+    );
+    visit(&first, "u-predecessor", false).await;
+    first.kill();
+    assert!(
+        wait_until(Duration::from_secs(10), || serves(&second)).await,
+        "the replacement serves once its predecessor is gone"
+    );
+    visit(&second, "u-replacement", false).await;
+    second.shutdown(Duration::from_secs(5)).await;
+
+    let log = std::fs::read_to_string(node_dir.path().join("stderr.log")).expect("log");
+    assert!(
+        log.contains("still held by another process"),
+        "the replacement said why it waited: {log}"
+    );
+    let records = std::fs::read_to_string(node_dir.path().join("stdout.log")).expect("records");
+    let key = bedside_audit::AuditKey::new(&material.audit_key).expect("key");
+    let verified = bedside_audit::verify(records.lines(), &key)
+        .unwrap_or_else(|broken| panic!("one chain across both processes: {broken}\n{records}"));
+    assert_eq!(verified.chains.len(), 1, "{verified:?}");
+    let chain = &verified.chains[0];
+    assert_eq!(chain.first_seq, Some(1), "{verified:?}");
+    assert!(
+        chain.closed,
+        "the replacement closed the chain: {verified:?}"
+    );
+    for user in ["u-predecessor", "u-replacement"] {
+        assert!(
+            records.contains(&format!("\"user\":\"{user}\"")),
+            "{user}'s join is in the chain: {records}"
+        );
+    }
+}
+
+fn serves(node: &TestNode) -> bool {
+    std::net::TcpStream::connect_timeout(&node.signaling, Duration::from_millis(200)).is_ok()
+}

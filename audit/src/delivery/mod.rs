@@ -1,10 +1,12 @@
 //! Delivery: records sealed into the chain ([`auditor`]), written as JSON lines to the stdout
 //! sink, and appended to each network sink's disk-backed buffer ([`spool`]), from which
 //! [`syslog`] (RFC 5424 over TLS) and [`webhook`] (HTTPS JSON batches) deliver them at least
-//! once. [`health`] reports each sink's state. The media node and the operator share it.
+//! once. [`health`] reports each sink's state; [`lock`] keeps one process writing a chain. The media
+//! node and the operator share it.
 
 pub mod auditor;
 pub mod health;
+pub mod lock;
 pub mod pace;
 pub mod spool;
 pub mod syslog;
@@ -20,6 +22,7 @@ use tokio::sync::Notify;
 
 pub use self::auditor::{Auditor, BufferState, Who};
 pub use self::health::{AuditHealthReport, AuditMetrics, SinkTransition};
+pub use self::lock::ChainLock;
 use self::spool::Spool;
 pub use crate::event::BufferFullPolicy;
 
