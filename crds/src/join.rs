@@ -204,6 +204,24 @@ impl TokenVerifier {
     }
 }
 
+impl TokenVerifier {
+    /// The visit (room) a token of this tenant belongs to and when its window closes, whether
+    /// or not it is open now: for cancelling a visit by one of its links.
+    pub fn visit_of(&self, token: &str) -> Result<(String, u64), TokenError> {
+        let mut validation = self.validation.clone();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        let data = jsonwebtoken::decode::<JoinClaims>(token, &self.key, &validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::InvalidAudience => TokenError::WrongTenant,
+                ErrorKind::InvalidSignature => TokenError::Forged,
+                other => TokenError::Malformed(format!("{other:?}")),
+            },
+        )?;
+        Ok((data.claims.room, data.claims.exp))
+    }
+}
+
 /// Signs a join token: what a scheduling system does with the tenant key, and what the dev
 /// default does to print a link. The node itself only verifies.
 pub fn issue(claims: &JoinClaims, key: &[u8]) -> Result<String, TokenError> {
@@ -254,10 +272,44 @@ pub fn link(base: &str, room: &str, token: &str, passcode: Option<&str>) -> Stri
     url
 }
 
+/// The room and token of a join link made by [`link`] (its passcode, if any, is not needed).
+pub fn parse_link(url: &str) -> Option<(String, String)> {
+    let (before, fragment) = url.split_once('#')?;
+    let room = before
+        .split_once('?')?
+        .1
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("room="))?;
+    let token = fragment
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))?;
+    (!room.is_empty() && !token.is_empty()).then(|| (room.to_string(), token.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header};
+
+    #[test]
+    fn a_link_gives_back_its_room_and_token() {
+        let url = link(
+            "https://meet.example/",
+            "visit-1",
+            "a.b.c",
+            Some("12345678"),
+        );
+        assert_eq!(
+            parse_link(&url),
+            Some(("visit-1".to_string(), "a.b.c".to_string()))
+        );
+        assert_eq!(
+            parse_link(&link("https://meet.example", "visit-2", "t", None)),
+            Some(("visit-2".to_string(), "t".to_string()))
+        );
+        assert_eq!(parse_link("https://meet.example/?room=visit-1"), None);
+        assert_eq!(parse_link("not a link"), None);
+    }
 
     fn now() -> u64 {
         std::time::SystemTime::now()
@@ -345,6 +397,34 @@ mod tests {
         assert_eq!(
             verifier.verify(&forever, "r", t),
             Err(TokenError::LivesTooLong)
+        );
+    }
+
+    #[test]
+    fn a_link_names_its_visit_and_window_end_before_it_opens_and_after_it_closes() {
+        let key = key();
+        let verifier = TokenVerifier::new("mercy-clinic", &key).expect("verifier");
+        let t = now();
+        let mut c = claims("mercy-clinic", "visit-7", "u-1", t + 7 * 24 * 3600);
+        c.nbf = Some(t + 6 * 24 * 3600);
+        assert_eq!(
+            verifier.visit_of(&sign(&c, &key)),
+            Ok(("visit-7".to_string(), t + 7 * 24 * 3600))
+        );
+        c.exp = t - 3600;
+        c.nbf = Some(t - 7200);
+        assert_eq!(
+            verifier.visit_of(&sign(&c, &key)),
+            Ok(("visit-7".to_string(), t - 3600))
+        );
+        assert_eq!(
+            verifier.visit_of(&sign(&c, &[9u8; 32])),
+            Err(TokenError::Forged)
+        );
+        c.aud = "another-clinic".into();
+        assert_eq!(
+            verifier.visit_of(&sign(&c, &key)),
+            Err(TokenError::WrongTenant)
         );
     }
 

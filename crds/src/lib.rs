@@ -6,9 +6,12 @@
 //!   named once for the CRD rules, the operator's renderer, the node and the docs;
 //! - [`node_config`]: the media-node config contract the operator renders and the node reads;
 //! - [`join`]: the join contract: join tokens, meeting passcodes and join links;
+//! - [`visit`]: booking a visit (its links, window and FHIR form);
+//! - [`leases`]: the Leases a tenant's pods share (placement, cancelled visits);
 //! - `validation` (feature `validation`): offline checks of tenant YAML with the CRD's own rules.
 
 pub mod join;
+pub mod leases;
 pub mod node_config;
 pub mod policy;
 pub mod tenant;

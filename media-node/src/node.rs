@@ -174,7 +174,9 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         audit: audit.clone(),
     };
     let placement = match &setup.placement {
-        Some(on) => Some(start_placement(&setup, on, &sfu, &shutdown_rx, &media_address).await?),
+        Some(on) => {
+            Some(start_placement(&setup, on, &sfu, &shutdown_rx, &media_address, &audit).await?)
+        }
         None => None,
     };
     let state = AppState {
@@ -248,6 +250,7 @@ async fn start_placement(
     sfu: &SfuHandle,
     shutdown: &watch::Receiver<bool>,
     media_address: &watch::Receiver<Option<SocketAddr>>,
+    audit: &Arc<Auditor>,
 ) -> Result<(Arc<Placement>, tokio::task::JoinHandle<()>), NodeError> {
     let config = &setup.config;
     let url = format!(
@@ -262,6 +265,7 @@ async fn start_placement(
         sfu.clone(),
         shutdown.clone(),
         media_address.clone(),
+        audit.clone(),
     );
     Ok((placement, beat))
 }

@@ -298,6 +298,10 @@ pub enum ErrorCode {
     TokenExpired,
     /// A visit's link used before its window opens; the page says when to come back.
     VisitNotOpenYet,
+    /// The clinic cancelled the visit: its links are refused, its call ended.
+    VisitCancelled,
+    /// The same link joined again elsewhere; this connection left the visit.
+    LinkOpenedElsewhere,
     NoSuchParticipant,
     /// The passcode is missing or wrong.
     PasscodeRefused,
@@ -335,6 +339,8 @@ impl ErrorCode {
             ErrorCode::IdleTimeout => "idle-timeout",
             ErrorCode::TokenExpired => "token-expired",
             ErrorCode::VisitNotOpenYet => "visit-not-open-yet",
+            ErrorCode::VisitCancelled => "visit-cancelled",
+            ErrorCode::LinkOpenedElsewhere => "link-opened-elsewhere",
             ErrorCode::NoSuchParticipant => "no-such-participant",
             ErrorCode::PasscodeRefused => "passcode-refused",
             ErrorCode::PasscodeCoolDown => "passcode-cool-down",
@@ -352,6 +358,14 @@ pub struct ProtocolError {
 }
 
 impl ProtocolError {
+    /// A link of a cancelled visit, at join or when the call it is in ends.
+    pub fn visit_cancelled() -> Self {
+        Self::new(
+            ErrorCode::VisitCancelled,
+            "the clinic cancelled this visit; contact them if you need a new appointment",
+        )
+    }
+
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
@@ -530,9 +544,12 @@ mod tests {
             IdleTimeout,
             TokenExpired,
             VisitNotOpenYet,
+            VisitCancelled,
+            LinkOpenedElsewhere,
             NoSuchParticipant,
             PasscodeRefused,
             PasscodeCoolDown,
+            ChatRefused,
         ] {
             assert_eq!(serde_json::to_value(code).expect("json"), code.as_str());
         }

@@ -58,6 +58,10 @@
       `${when}You are in the waiting room. Please stay on this page.`],
     ended: () => ['This visit has ended',
       'This link no longer works. If you still need to be seen, please contact the clinic for a new link.'],
+    cancelled: () => ['This visit was cancelled',
+      'The clinic cancelled this visit, so this link no longer works. If you still need to be seen, please contact the clinic.'],
+    elsewhere: () => ['This visit is open somewhere else',
+      'Your link was opened in another window or on another device, and your visit goes on there. To use this one instead, reload this page; the other one will then leave the visit.'],
   };
   function showPage(name) {
     state.page = name;
@@ -86,7 +90,7 @@
     mediaConnected: false,
     closed: false,
     reconnects: 0,
-    page: null, // too-early, waiting, ended: the visit page shown
+    page: null, // too-early, waiting, ended, cancelled, elsewhere: the visit page shown
   };
   window.bedside = { state, stats: () => summarizeStats() };
 
@@ -401,6 +405,9 @@
         if (message.fatal && message.code !== 'not-available') refused = true;
         if (message.code === 'visit-not-open-yet') showPage('too-early');
         if (message.code === 'token-expired') showPage('ended');
+        if (message.code === 'visit-cancelled') showPage('cancelled');
+        // Never rejoin by itself here: two windows would take the visit from each other.
+        if (message.code === 'link-opened-elsewhere') showPage('elsewhere');
         break;
       case 'closing':
         setStatus(`The visit ended: ${message.reason}`, true);

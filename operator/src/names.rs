@@ -12,7 +12,7 @@ pub const FINALIZER: &str = "bedside.health/deprovision";
 /// Pod-template annotation holding the rendered config's hash: a config change rolls the pods,
 /// and nothing else (an operator upgrade that renders the same config) does.
 pub const CONFIG_HASH_ANNOTATION: &str = "bedside.health/config-hash";
-pub const TENANT_LABEL: &str = "bedside.health/tenant";
+pub use bedside_crds::leases::TENANT_LABEL;
 /// Which of a tenant's Services this is: signaling, media or metrics.
 pub const SERVICE_ROLE_LABEL: &str = "bedside.health/service";
 pub const CONFIG_FILE: &str = "config.yaml";

@@ -967,7 +967,7 @@ fn opens(key: &[u8; 32], payload: &[u8]) -> bool {
 /// A patient's page for a booked visit: "not opened yet" with when (Join disabled) before the
 /// window, "your clinician will let you in" in the waiting room, "this visit has ended" after.
 #[test]
-fn a_patients_visit_page_says_too_early_waiting_and_ended() {
+fn a_patients_visit_page_says_too_early_waiting_open_elsewhere_and_ended() {
     if !browser::require_or_skip() {
         return;
     }
@@ -1051,6 +1051,36 @@ fn a_patients_visit_page_says_too_early_waiting_and_ended() {
         click(&patient, "#join").await;
         page(&patient, "waiting", "Your clinician will let you in").await;
 
+        // The same link opened on a phone: the phone waits, the laptop says where the visit went
+        // and stays out (no reconnecting, which would take the visit back).
+        let phone = driver.browser().await;
+        phone
+            .goto(&now.invitees[0].link)
+            .await
+            .expect("open the link");
+        phone
+            .execute(
+                "document.getElementById('passcode').value = arguments[0];",
+                vec![Value::String(now.passcode.clone())],
+            )
+            .await
+            .expect("type the passcode");
+        click(&phone, "#join").await;
+        page(&phone, "waiting", "Your clinician will let you in").await;
+        let state = page(&patient, "elsewhere", "This visit is open somewhere else").await;
+        assert!(
+            state["visitDetail"]
+                .as_str()
+                .is_some_and(|d| d.contains("another device")),
+            "{state}"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            browser::state(&phone).await["page"],
+            "waiting",
+            "the laptop did not take the visit back"
+        );
+
         // A link past its window.
         let ended = driver.browser().await;
         let token = sign(
@@ -1068,7 +1098,7 @@ fn a_patients_visit_page_says_too_early_waiting_and_ended() {
         let state = page(&ended, "ended", "This visit has ended").await;
         assert_eq!(state["joinDisabled"], true, "{state}");
 
-        for b in [patient, ended] {
+        for b in [patient, phone, ended] {
             let _ = b.close().await;
         }
         node.shutdown(Duration::from_secs(2)).await;

@@ -332,7 +332,7 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
         keys["audit-hmac.key"].0.clone(),
     );
     rooms_meet_on_one_pod_each(cluster, &node, sink.as_mut()).await;
-    a_patient_waits_and_is_admitted_in_chromium(&node).await;
+    a_patient_waits_and_is_admitted_in_chromium_until_the_visit_is_cancelled(cluster, &node).await;
 
     // Down to one node, with a call on a pod that goes: the call goes on while its pod
     // drains; once it ends, the pod and its media Service go; the remaining pod keeps its address.
@@ -653,7 +653,10 @@ async fn rooms_meet_on_one_pod_each(
 /// Two Chromiums through the web client and the tenant's public endpoint: the patient waits in
 /// the waiting room until the clinician (whose connection may have reached another pod) admits
 /// them, then each decodes the other's video.
-async fn a_patient_waits_and_is_admitted_in_chromium(node: &TestNode) {
+async fn a_patient_waits_and_is_admitted_in_chromium_until_the_visit_is_cancelled(
+    cluster: &TestCluster,
+    node: &TestNode,
+) {
     if !browser::require_or_skip() {
         return;
     }
@@ -730,7 +733,30 @@ async fn a_patient_waits_and_is_admitted_in_chromium(node: &TestNode) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    for b in [clinician, patient] {
+    // The clinic cancels the visit: both browsers say so, and its links are refused through the
+    // tenant's Service, whichever pod a new connection reaches.
+    let window_end = (jiff::Timestamp::now() + Duration::from_secs(3600)).to_string();
+    let out = std::process::Command::new(workspace_binary("bedside-operator"))
+        .args([
+            "visit", "cancel", "--tenant", TENANT, "-n", NS, "--id", room,
+        ])
+        .args(["--until", &window_end])
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .output()
+        .expect("run bedside-operator visit cancel");
+    assert!(
+        out.status.success(),
+        "visit cancel: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cancelled = |s: &serde_json::Value| {
+        s["page"] == "cancelled" && s["visitTitle"] == "This visit was cancelled"
+    };
+    until("the clinician is told", &clinician, &cancelled).await;
+    until("the patient is told", &patient, &cancelled).await;
+    let again = open(link("u-clinician", Role::Host)).await;
+    until("the clinician's link is refused", &again, &cancelled).await;
+    for b in [clinician, patient, again] {
         let _ = b.close().await;
     }
 }

@@ -46,9 +46,7 @@ fn booked(node: &TestNode, extra: &[&str]) -> Value {
 
 /// The room and token a link carries (query and fragment).
 fn room_and_token(link: &str) -> (String, String) {
-    let (before, token) = link.split_once("#token=").expect("token in the fragment");
-    let room = before.split_once("?room=").expect("room in the query").1;
-    (room.to_string(), token.to_string())
+    bedside_crds::join::parse_link(link).expect("a visit link")
 }
 
 async fn join(node: &TestNode, link: &str, passcode: &str, name: &str) -> (Signal, Value) {
@@ -106,6 +104,64 @@ async fn a_booked_visits_links_join_the_patient_waits_and_the_host_admits() {
     assert!(
         audit.contains("patient.8c1f2a"),
         "patient in the audit trail"
+    );
+    node.shutdown(Duration::from_secs(2)).await;
+}
+
+/// A patient link admits one person at a time: opened again (a reload, a second device), the
+/// newer connection takes the patient's place, admitted as before, and the older one is told
+/// why; the host sees one patient, and the audit trail records the take-over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_opened_again_takes_the_persons_place_and_the_older_window_is_told_why() {
+    let mut node = TestNode::start().await;
+    let visit = booked(
+        &node,
+        &[
+            "--host",
+            "Practitioner/dr-7",
+            "--patient",
+            "Patient/8c1f2a",
+            "-o",
+            "json",
+        ],
+    );
+    let passcode = visit["passcode"].as_str().expect("passcode");
+    let patient_link = visit["invitees"][0]["link"].as_str().expect("patient link");
+    let host_link = visit["host"]["link"].as_str().expect("host link");
+    let (mut host, _) = join(&node, host_link, passcode, "Dr Seven").await;
+    let (mut laptop, reply) = join(&node, patient_link, passcode, "Patient").await;
+    assert_eq!(reply["type"], "waiting", "{reply}");
+    let waiting = host.expect("waiting-room").await;
+    let id = waiting["waiting"][0]["id"].clone();
+    host.send(json!({"v": 1, "type": "admit", "participantId": id}))
+        .await;
+    laptop.expect("joined").await;
+
+    let (_phone, reply) = join(&node, patient_link, passcode, "Patient").await;
+    assert_eq!(
+        reply["type"], "joined",
+        "the patient, admitted once, is back in on the newer device: {reply}"
+    );
+    let told = laptop.expect("error").await;
+    assert_eq!(told["code"], "link-opened-elsewhere", "{told}");
+    assert_eq!(told["fatal"], true, "{told}");
+    assert!(
+        told["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("another window or on another device")),
+        "{told}"
+    );
+    let left = host.expect("participant-left").await;
+    assert_eq!(
+        left["participantId"], id,
+        "the older connection left: {left}"
+    );
+    let audit = node.audit_lines().join("\n");
+    assert!(
+        audit.lines().any(|l| l.contains("\"leave\"")
+            && l.contains("link-opened-elsewhere")
+            && l.contains("patient.8c1f2a")),
+        "the take-over is on record: {audit}"
     );
     node.shutdown(Duration::from_secs(2)).await;
 }
@@ -310,4 +366,132 @@ async fn the_fhir_output_is_a_valid_r5_and_r4b_appointment() {
             .is_some_and(|id| id.starts_with("visit-"))
     );
     node.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Runs `bedside-operator visit cancel` with the kubeconfig given, naming the visit by a link.
+fn cancel(kubeconfig: &std::path::Path, node: &TestNode, link: &str) -> Output {
+    let mut key = tempfile::NamedTempFile::new().expect("a key file");
+    key.write_all(&node.join_key).expect("write the key");
+    Command::new(workspace_binary("bedside-operator"))
+        .args(["visit", "cancel", "--tenant", &node.tenant, "-n", CLINIC_NS])
+        .args(["--link", link, "--key-file"])
+        .arg(key.path())
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("run bedside-operator visit cancel")
+}
+
+const CLINIC_NS: &str = "clinic";
+
+/// Two media node processes of one tenant sharing room placement through a real API server
+/// (as two pods do; the pod-running suites prove the pods themselves): a visit held on one is
+/// cancelled with `visit cancel` and a link, its call ends for both participants with words
+/// they understand, and its links are refused on both nodes, also on a node started after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_visit_ends_on_the_node_holding_it_and_its_links_are_refused_everywhere() {
+    let Some(cluster) =
+        bedside_tests::TestCluster::start_or_skip(bedside_tests::ClusterOptions::default()).await
+    else {
+        return;
+    };
+    bedside_tests::operator::ensure_namespace(&cluster, CLINIC_NS)
+        .await
+        .expect("namespace");
+    let binary = workspace_binary("bedside-media-node");
+    let first = bedside_media_node::node::NodeSetup::generated(
+        bedside_media_node::config::dev_default(),
+        "clinic-media-0".into(),
+    )
+    .expect("node material");
+    // The second pod of the same tenant: the same keys and certificate, its own name.
+    let second = bedside_media_node::node::NodeSetup {
+        node_name: "clinic-media-1".into(),
+        ..first.clone()
+    };
+    let env = [
+        ("POD_NAMESPACE", std::ffi::OsStr::new(CLINIC_NS)),
+        ("POD_IP", std::ffi::OsStr::new("127.0.0.1")),
+        ("KUBECONFIG", cluster.kubeconfig().as_os_str()),
+    ];
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let start =
+        |material, dir| TestNode::spawn_in_env(&binary, dir, material, "info", &env, |_| {});
+    let mut a = start(&first, dirs[0].path()).await;
+    let mut b = start(&second, dirs[1].path()).await;
+
+    let visit = booked(
+        &a,
+        &[
+            "--host",
+            "Practitioner/dr-7",
+            "--patient",
+            "Patient/8c1f2a",
+            "-o",
+            "json",
+        ],
+    );
+    let passcode = visit["passcode"].as_str().expect("passcode");
+    let patient_link = visit["invitees"][0]["link"].as_str().expect("patient link");
+    let host_link = visit["host"]["link"].as_str().expect("host link");
+    // One through each node: placement brings both to the node holding the room.
+    let (mut host, reply) = join(&a, host_link, passcode, "Dr Seven").await;
+    assert_eq!(reply["type"], "joined", "{reply}");
+    let (mut patient, reply) = join(&b, patient_link, passcode, "Patient").await;
+    assert_eq!(reply["type"], "waiting", "{reply}");
+    let id = host.expect("waiting-room").await["waiting"][0]["id"].clone();
+    host.send(json!({"v": 1, "type": "admit", "participantId": id}))
+        .await;
+    patient.expect("joined").await;
+
+    let out = cancel(cluster.kubeconfig(), &a, patient_link);
+    assert!(
+        out.status.success(),
+        "visit cancel: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("cancelled"), "{said}");
+    for (who, signal) in [("host", &mut host), ("patient", &mut patient)] {
+        let told = signal.expect("error").await;
+        assert_eq!(told["code"], "visit-cancelled", "{who}: {told}");
+        assert!(
+            told["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("cancelled this visit")),
+            "{who}: {told}"
+        );
+    }
+    // Cancelling again is not an error.
+    let again = cancel(cluster.kubeconfig(), &a, patient_link);
+    assert!(
+        again.status.success() && String::from_utf8_lossy(&again.stdout).contains("already"),
+        "{again:?}"
+    );
+
+    // Refused on both nodes, and on a node started after the cancellation.
+    b.kill();
+    let b = start(&second, dirs[1].path()).await;
+    for (node, link) in [(&a, host_link), (&b, patient_link), (&b, host_link)] {
+        let (_s, reply) = join(node, link, passcode, "Again").await;
+        assert_eq!(reply["code"], "visit-cancelled", "{reply}");
+        assert_eq!(reply["fatal"], true, "{reply}");
+    }
+    let records = |dir: &tempfile::TempDir| {
+        std::fs::read_to_string(dir.path().join("stdout.log")).unwrap_or_default()
+    };
+    let all = format!("{}{}", records(&dirs[0]), records(&dirs[1]));
+    assert!(
+        all.lines()
+            .any(|l| l.contains("\"meeting-end\"") && l.contains("visit-cancelled")),
+        "the node holding the call records why it ended: {all}"
+    );
+    assert!(
+        all.lines()
+            .any(|l| l.contains("\"token-refused\"") && l.contains("visit-cancelled")),
+        "refused links are on record: {all}"
+    );
+    a.shutdown(Duration::from_secs(2)).await;
 }

@@ -118,6 +118,10 @@ pub enum EndReason {
     MaxDuration,
     NoHost,
     EndedByHost,
+    /// The clinic cancelled the visit.
+    Cancelled,
+    /// The same link joined again (another window or device): the newer connection stays.
+    OpenedElsewhere,
 }
 
 impl EndReason {
@@ -130,6 +134,8 @@ impl EndReason {
             EndReason::MaxDuration => "max-duration",
             EndReason::NoHost => "no-host",
             EndReason::EndedByHost => "ended-by-host",
+            EndReason::Cancelled => "visit-cancelled",
+            EndReason::OpenedElsewhere => "link-opened-elsewhere",
         }
     }
 }
@@ -290,6 +296,10 @@ impl Meeting {
         if admitted {
             self.admitted.insert(key);
         }
+        // A link admits one person at a time: the same user joining again (a reload, another
+        // device, a reconnect before the old connection timed out) takes over; the older
+        // connection is told why and leaves.
+        let mut effects = self.taken_over_by(user);
         self.members.insert(
             id,
             Member {
@@ -305,14 +315,40 @@ impl Meeting {
                 self.hostless_since = None;
             }
             // A host arriving sees who already waits.
-            let mut effects = vec![Effect::Admit(id)];
+            effects.push(Effect::Admit(id));
             if !self.waiting().is_empty() {
                 effects.push(Effect::WaitingChanged);
             }
-            Ok(effects)
         } else {
-            Ok(vec![Effect::WaitingChanged])
+            effects.push(Effect::WaitingChanged);
         }
+        Ok(effects)
+    }
+
+    /// Removes `user`'s current connections, as a new one of theirs arrives.
+    fn taken_over_by(&mut self, user: &str) -> Vec<Effect> {
+        let older: Vec<Id> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.user == user)
+            .map(|(id, _)| *id)
+            .collect();
+        older
+            .into_iter()
+            .map(|id| {
+                self.members.remove(&id);
+                self.muted.remove(&id);
+                Effect::Remove(id, EndReason::OpenedElsewhere)
+            })
+            .collect()
+    }
+
+    /// The clinic cancelled the visit: everyone leaves, and the meeting stays ended.
+    pub fn cancel(&mut self) -> Vec<Effect> {
+        if self.ended {
+            return Vec::new();
+        }
+        self.finish(EndReason::Cancelled)
     }
 
     fn host_only(&self, actor: Id) -> Result<(), Refusal> {
@@ -611,6 +647,51 @@ mod tests {
             .expect("guest");
         m.admit(1, 2).expect("admit");
         (m, t0)
+    }
+
+    #[test]
+    fn a_link_opened_again_takes_over_and_the_older_connection_is_told_why() {
+        let (mut m, t0) = with_host_and_guest();
+        let effects = m
+            .join(3, "u-guest", Role::Participant, later(t0), t0)
+            .expect("the same link again");
+        assert_eq!(
+            effects,
+            vec![
+                Effect::Remove(2, EndReason::OpenedElsewhere),
+                Effect::Admit(3)
+            ],
+            "one person per link: the newer connection stays, admitted as before"
+        );
+        assert!(!m.is_admitted(2) && m.is_admitted(3));
+        // A guest still waiting who opens the link again waits once, on the newer connection.
+        m.join(4, "u-waiting", Role::Participant, later(t0), t0)
+            .expect("waits");
+        let effects = m
+            .join(5, "u-waiting", Role::Participant, later(t0), t0)
+            .expect("again");
+        assert_eq!(
+            effects,
+            vec![
+                Effect::Remove(4, EndReason::OpenedElsewhere),
+                Effect::WaitingChanged
+            ]
+        );
+        assert_eq!(m.waiting(), vec![5]);
+        assert_eq!(EndReason::OpenedElsewhere.code(), "link-opened-elsewhere");
+    }
+
+    #[test]
+    fn a_cancelled_visit_ends_for_everyone_and_takes_no_one_after() {
+        let (mut m, t0) = with_host_and_guest();
+        assert_eq!(m.cancel(), vec![Effect::End(EndReason::Cancelled)]);
+        assert!(m.ended() && m.memory().outlives_the_visit());
+        assert_eq!(m.cancel(), vec![], "cancelled once");
+        assert_eq!(
+            m.join(3, "u-host", Role::Host, later(t0), t0),
+            Err(Refusal::Ended)
+        );
+        assert_eq!(EndReason::Cancelled.code(), "visit-cancelled");
     }
 
     #[test]

@@ -15,9 +15,13 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::watch;
 
+use bedside_audit::delivery::{Auditor, Who};
+use bedside_audit::event::Action;
+use bedside_crds::leases::{CANCELLED_KIND, cancellation_expired, cancellation_name, room_key_of};
+
 use super::{
-    DRAINING_ANNOTATION, Decision, KIND_LABEL, MEMORY_ANNOTATION, NodeView, Releases, RoomView,
-    SIGNALING_ANNOTATION, TENANT_LABEL, decide, room_key,
+    DRAINING_ANNOTATION, Decision, KIND_LABEL, MEMORY_ANNOTATION, NodeView, ROOM_KEY_LABEL,
+    Releases, RoomView, SIGNALING_ANNOTATION, TENANT_LABEL, decide, room_key,
 };
 use crate::error::NodeError;
 use crate::meeting::Memory;
@@ -340,6 +344,53 @@ impl Placement {
         }
     }
 
+    /// Whether the clinic cancelled the visit held in `room` (a cancellation Lease, written by
+    /// `bedside-operator visit cancel`, is in this pod's view).
+    pub fn cancelled(&self, room: &str) -> bool {
+        cancelled_in(&self.cache, &self.namespace, &self.tenant, room)
+    }
+
+    /// Ends the meetings held here whose visits were cancelled, and deletes cancellations
+    /// whose visits' windows have closed (any pod may: the delete is guarded).
+    async fn enforce_cancellations(
+        &self,
+        sfu: &SfuHandle,
+        active: &[String],
+        audit: &Auditor,
+    ) -> Result<(), kube::Error> {
+        let cancellations = self.of_kind_cached(CANCELLED_KIND);
+        for room in active {
+            let key = room_key(room);
+            let cancelled = cancellations
+                .iter()
+                .any(|c| room_key_of(c, CANCELLED_KIND).is_some_and(|k| k == key));
+            let room_ = room.clone();
+            if cancelled
+                && sfu
+                    .ask(|reply| Command::Cancel { room: room_, reply })
+                    .await
+                    .unwrap_or(false)
+            {
+                audit.record(
+                    &Who::NODE,
+                    Action::MeetingEnd,
+                    Some("visit-cancelled"),
+                    Some(room),
+                    None,
+                );
+                tracing::info!(room_key = %key, "visit cancelled: its meeting here ended");
+            }
+        }
+        let now = Timestamp::now();
+        for lease in cancellations
+            .iter()
+            .filter(|c| cancellation_expired(c, now))
+        {
+            self.delete_if_unchanged(lease).await?;
+        }
+        Ok(())
+    }
+
     /// The meeting's memory kept in the room's lease, if any.
     pub fn memory(&self, room: &str) -> Option<Memory> {
         memory_of(&self.cached(&self.room_lease_name(&room_key(room)))?)
@@ -389,8 +440,18 @@ impl Placement {
     }
 }
 
-/// The label carrying a room lease's key (the lease's name carries it too, after the tenant).
-pub const ROOM_KEY_LABEL: &str = "bedside.health/room";
+/// The check a join pays for cancellations: a lookup in the watched cache, no API call.
+pub fn cancelled_in(
+    cache: &reflector::Store<Lease>,
+    namespace: &str,
+    tenant: &str,
+    room: &str,
+) -> bool {
+    let name = cancellation_name(tenant, room);
+    cache
+        .get(&reflector::ObjectRef::new(&name).within(namespace))
+        .is_some()
+}
 
 fn node_view(lease: &Lease) -> Option<NodeView> {
     let spec = lease.spec.as_ref()?;
@@ -426,14 +487,15 @@ fn room_view(lease: &Lease) -> Option<RoomView> {
     })
 }
 
-/// Renews the node lease every beat (saying "draining" once the node drains) and lets go of
-/// idle room leases; a failure is logged when it starts and when it ends, not every beat.
+/// Renews the node lease every beat (saying "draining" once the node drains), ends the
+/// meetings of cancelled visits held here and lets go of idle room leases; a failure is logged when it starts and when it ends, not every beat.
 /// A pod without a media address yet does not beat: no room is sent to it.
 pub fn spawn(
     placement: Arc<Placement>,
     sfu: SfuHandle,
     draining: watch::Receiver<bool>,
     media_address: watch::Receiver<Option<std::net::SocketAddr>>,
+    audit: Arc<Auditor>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut releases = Releases::default();
@@ -447,11 +509,14 @@ pub fn spawn(
             }
             let is_draining = *draining.borrow();
             let mut result = placement.beat(is_draining).await;
+            let active = sfu
+                .ask(|reply| Command::Rooms { reply })
+                .await
+                .unwrap_or_default();
+            if result.is_ok() {
+                result = placement.enforce_cancellations(&sfu, &active, &audit).await;
+            }
             if result.is_ok() && beat % RELEASE_EVERY == 0 {
-                let active = sfu
-                    .ask(|reply| Command::Rooms { reply })
-                    .await
-                    .unwrap_or_default();
                 result = placement.release_idle(&mut releases, &active).await;
             }
             match (&result, failing) {

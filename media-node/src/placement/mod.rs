@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-/// Labels and annotations on the Leases (one definition: the node writes, the node reads).
-pub const TENANT_LABEL: &str = "bedside.health/tenant";
-pub const KIND_LABEL: &str = "bedside.health/lease";
+/// Labels on the Leases, and room keys: one definition in the shared crate (the CLI writes
+/// cancellations); annotations only the node reads and writes are named here.
+pub use bedside_crds::leases::{KIND_LABEL, ROOM_KEY_LABEL, TENANT_LABEL, room_key};
 pub const SIGNALING_ANNOTATION: &str = "bedside.health/signaling";
 pub const DRAINING_ANNOTATION: &str = "bedside.health/draining";
 /// On a room lease: the meeting's memory (`meeting::Memory`, JSON), for the pod that holds the
@@ -91,16 +91,6 @@ pub fn decide(
         .map_or(Decision::Nowhere, |n| Decision::Place {
             on: n.name.clone(),
         })
-}
-
-/// A room's lease key: a hash, so that room names (visit ids) never appear in the cluster's
-/// object names, and any name fits Kubernetes' naming rules.
-pub fn room_key(room: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, room.as_bytes());
-    digest.as_ref()[..10]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Which of its room leases a pod lets go: those whose room has had no meeting here for
@@ -208,15 +198,6 @@ mod tests {
         let nodes = [node("a", 1, true, now), node("b", 60, false, now)];
         assert_eq!(decide(None, &nodes, &[], now), Decision::Nowhere);
         assert_eq!(decide(None, &[], &[], now), Decision::Nowhere);
-    }
-
-    #[test]
-    fn room_keys_are_stable_short_and_hide_the_room_name() {
-        let key = room_key("visit-4711");
-        assert_eq!(key, room_key("visit-4711"));
-        assert_ne!(key, room_key("visit-4712"));
-        assert_eq!(key.len(), 20);
-        assert!(key.chars().all(|c| c.is_ascii_hexdigit()));
     }
 
     #[test]

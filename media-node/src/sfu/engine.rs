@@ -123,6 +123,12 @@ pub enum Command {
     Rooms {
         reply: oneshot::Sender<Result<Vec<String>, ProtocolError>>,
     },
+    /// The clinic cancelled the visit held in `room`: its meeting here ends for everyone. The
+    /// reply says whether a meeting was running.
+    Cancel {
+        room: String,
+        reply: oneshot::Sender<Result<bool, ProtocolError>>,
+    },
     /// Tell everyone, disconnect everyone, stop.
     Shutdown { reason: String },
 }
@@ -303,6 +309,16 @@ impl Engine {
                 // Ended meetings too: they are remembered (and their rooms held) for a day.
                 let rooms = self.meetings.keys().chain(self.ended.keys());
                 let _ = reply.send(Ok(rooms.map(|r| r.to_string()).collect()));
+            }
+            Command::Cancel { room, reply } => {
+                let room: Arc<str> = room.into();
+                let effects = self
+                    .meetings
+                    .get_mut(&room)
+                    .map(|meeting| meeting.cancel())
+                    .unwrap_or_default();
+                let _ = reply.send(Ok(!effects.is_empty()));
+                self.apply(&room, effects);
             }
             Command::Shutdown { .. } => {}
         }
@@ -1193,6 +1209,11 @@ fn removal(reason: meeting::EndReason) -> ProtocolError {
             "the meeting ended because no host was present",
         ),
         EndReason::EndedByHost => (ErrorCode::MeetingEnded, "the host ended the meeting"),
+        EndReason::Cancelled => return ProtocolError::visit_cancelled(),
+        EndReason::OpenedElsewhere => (
+            ErrorCode::LinkOpenedElsewhere,
+            "your link was opened in another window or on another device; the visit goes on there",
+        ),
     };
     ProtocolError::new(code, message)
 }

@@ -41,10 +41,12 @@ pub enum JoinRefusal {
     AuditUnavailable,
     /// A missing or wrong passcode, or a client cooling down after too many.
     Passcode,
+    /// A link of a visit the clinic cancelled.
+    VisitCancelled,
 }
 
 impl JoinRefusal {
-    pub const ALL: [JoinRefusal; 11] = [
+    pub const ALL: [JoinRefusal; 12] = [
         JoinRefusal::TokenExpired,
         JoinRefusal::TokenNotOpenYet,
         JoinRefusal::TokenWrongTenant,
@@ -56,6 +58,7 @@ impl JoinRefusal {
         JoinRefusal::NotAvailable,
         JoinRefusal::AuditUnavailable,
         JoinRefusal::Passcode,
+        JoinRefusal::VisitCancelled,
     ];
 
     pub fn label(self) -> &'static str {
@@ -67,6 +70,7 @@ impl JoinRefusal {
             JoinRefusal::TokenForged => "token_forged",
             JoinRefusal::TokenNotPseudonymous => "token_not_pseudonymous",
             JoinRefusal::TokenInvalid => "token_invalid",
+            JoinRefusal::VisitCancelled => "visit_cancelled",
             JoinRefusal::RoomFull => "room_full",
             JoinRefusal::NotAvailable => "not_available",
             JoinRefusal::AuditUnavailable => "audit_unavailable",

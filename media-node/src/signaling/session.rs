@@ -628,6 +628,9 @@ impl Session {
             Ok(grant) => grant,
             Err(e) => return self.fatal(e),
         };
+        if let Err(e) = self.not_cancelled(&grant.room) {
+            return self.fatal(e);
+        }
         if let Err(e) = self.check_passcode(&grant, passcode.as_deref()) {
             return self.fatal(e);
         }
@@ -691,6 +694,30 @@ impl Session {
             tracing::info!(tenant = %self.state.tenant, reason = reason.label(), "join refused");
             ProtocolError::new(code, e.to_string())
         })
+    }
+
+    /// A cancelled visit's links are refused on every pod (with placement: the cancellations
+    /// are Leases every pod watches); counted and audited like a refused token.
+    fn not_cancelled(&self, room: &str) -> Result<(), ProtocolError> {
+        let cancelled = self
+            .state
+            .placement
+            .as_ref()
+            .is_some_and(|p| p.cancelled(room));
+        if !cancelled {
+            return Ok(());
+        }
+        let reason = JoinRefusal::VisitCancelled;
+        self.state.stats.refused(reason);
+        self.state.audit.record(
+            &Who::UNAUTHENTICATED,
+            Action::TokenRefused,
+            Some(&reason.label().replace('_', "-")),
+            Some(room),
+            Some(self.client_ip),
+        );
+        tracing::info!(tenant = %self.state.tenant, reason = reason.label(), "join refused");
+        Err(ProtocolError::visit_cancelled())
     }
 
     /// Into the meeting: joined, or in its waiting room; or refused by the meeting.

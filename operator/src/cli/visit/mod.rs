@@ -1,6 +1,10 @@
 //! `bedside-operator visit create`: book a visit and print its links, for clinic staff and
 //! scripts. The tenant's join key comes through the user's kubeconfig (their RBAC on the
 //! tenant's `<tenant>-keys` Secret decides who may) or from a key file.
+//! `bedside-operator visit cancel` ([`cancel`]): refuse a visit's links on every pod and end
+//! its call.
+
+mod cancel;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +27,8 @@ pub struct Args {
 enum Command {
     /// Book a visit: one link per person, the passcode apart, the window the links work in.
     Create(Box<CreateArgs>),
+    /// Cancel a visit: its links are refused on every media pod, and its call ends.
+    Cancel(cancel::CancelArgs),
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,15 +126,23 @@ enum CliError {
     Runtime(std::io::Error),
     #[error("cannot render the output: {0}")]
     Render(serde_json::Error),
+    #[error("{0}")]
+    Cancel(String),
 }
 
 pub fn run(args: &Args) -> ExitCode {
-    let Command::Create(create) = &args.command;
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(CliError::Runtime)
-        .and_then(|rt| rt.block_on(run_create(create)));
+        .and_then(|rt| {
+            rt.block_on(async {
+                match &args.command {
+                    Command::Create(create) => run_create(create).await,
+                    Command::Cancel(cancel) => cancel::run(cancel).await,
+                }
+            })
+        });
     match result {
         Ok(text) => {
             println!("{text}");
@@ -181,13 +195,17 @@ fn request(args: &CreateArgs, now: Timestamp) -> Result<VisitRequest, CliError> 
     })
 }
 
+fn read_key_file(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|source| CliError::KeyFile {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 /// Key file and URL given: the tenant's limits are the defaults a tenant gets.
 fn offline(args: &CreateArgs, path: &std::path::Path) -> Result<(VisitPolicy, Vec<u8>), CliError> {
     let base_url = args.url.clone().ok_or(CliError::UrlNeeded)?;
-    let key = std::fs::read(path).map_err(|source| CliError::KeyFile {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let key = read_key_file(path)?;
     let policy = VisitPolicy {
         tenant: args.tenant.clone(),
         base_url,
@@ -199,30 +217,38 @@ fn offline(args: &CreateArgs, path: &std::path::Path) -> Result<(VisitPolicy, Ve
     Ok((policy, key))
 }
 
-/// The tenant's limits and endpoint, and its key, through the user's kubeconfig.
-async fn from_cluster(args: &CreateArgs) -> Result<(VisitPolicy, Vec<u8>), CliError> {
+/// The user's kubeconfig: its client and the namespace to use.
+async fn cluster(namespace: &Option<String>) -> Result<(kube::Client, String), CliError> {
     let client = kube::Client::try_default()
         .await
         .map_err(CliError::NoCluster)?;
-    let namespace = args
-        .namespace
+    let namespace = namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let tenant = Api::<HealthcareTenant>::namespaced(client.clone(), &namespace)
-        .get(&args.tenant)
+    Ok((client, namespace))
+}
+
+/// The tenant and its join key, read with the user's own rights.
+async fn tenant_and_key(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(HealthcareTenant, Vec<u8>), CliError> {
+    let tenant = Api::<HealthcareTenant>::namespaced(client.clone(), namespace)
+        .get(name)
         .await
         .map_err(|source| CliError::Tenant {
-            namespace: namespace.clone(),
-            tenant: args.tenant.clone(),
+            namespace: namespace.to_string(),
+            tenant: name.to_string(),
             source,
         })?;
     let secret = ChildNames::of(&tenant).keys;
     let key_error = |detail: String| CliError::Key {
-        namespace: namespace.clone(),
+        namespace: namespace.to_string(),
         secret: secret.clone(),
         detail,
     };
-    let key = Api::<Secret>::namespaced(client, &namespace)
+    let key = Api::<Secret>::namespaced(client.clone(), namespace)
         .get(&secret)
         .await
         .map_err(|e| key_error(e.to_string()))?
@@ -230,6 +256,13 @@ async fn from_cluster(args: &CreateArgs) -> Result<(VisitPolicy, Vec<u8>), CliEr
         .and_then(|mut data| data.remove(JOIN_TOKEN_KEY))
         .ok_or_else(|| key_error(format!("it has no {JOIN_TOKEN_KEY}")))?
         .0;
+    Ok((tenant, key))
+}
+
+/// The tenant's limits and endpoint, and its key, through the user's kubeconfig.
+async fn from_cluster(args: &CreateArgs) -> Result<(VisitPolicy, Vec<u8>), CliError> {
+    let (client, namespace) = cluster(&args.namespace).await?;
+    let (tenant, key) = tenant_and_key(&client, &namespace, &args.tenant).await?;
     let base_url = match &args.url {
         Some(url) => url.clone(),
         None => tenant
