@@ -37,8 +37,9 @@ fi
 
 # aiortc: a second, independent WebRTC stack (Python) for interop tests; helm-python-sdk: the
 # Helm 4 engine that lints and renders the chart; kubernetes-validate: schemas of 1.25-1.37;
-# fhir.resources: the FHIR R5/R4B models that validate `visit create -o fhir`.
-for module in aiortc:aiortc helm_python:helm-python-sdk kubernetes_validate:kubernetes-validate fhir.resources:fhir.resources; do
+# fhir.resources: the FHIR R5/R4B models that validate `visit create -o fhir`;
+# openapi-spec-validator: checks the visits API's committed OpenAPI document.
+for module in aiortc:aiortc helm_python:helm-python-sdk kubernetes_validate:kubernetes-validate fhir.resources:fhir.resources openapi_spec_validator:openapi-spec-validator; do
   if ! python3 -c "import ${module%%:*}" >/dev/null 2>&1; then
     echo "test-deps: installing ${module#*:}"
     python3 -m pip install -q "${module#*:}" 2>/dev/null \

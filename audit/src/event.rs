@@ -62,6 +62,9 @@ pub enum AuthMethod {
     JoinToken,
     /// A Kubernetes identity (the operator's ServiceAccount, or an API user).
     Kubernetes,
+    /// A scheduling system's credential for the visits API (named by its key in the tenant's
+    /// `<tenant>-api` Secret).
+    ApiCredential,
     /// Nobody authenticated yet (a refused join).
     None,
 }
@@ -73,6 +76,8 @@ pub enum ActorRole {
     Participant,
     Observer,
     Operator,
+    /// A scheduling system (EHR) calling the visits API.
+    Scheduler,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -111,6 +116,14 @@ pub enum Action {
     BaaStateChange,
     SinkFailure,
     SinkRecovered,
+    /// The visits API booked a visit (its id is the record's room; never its links).
+    VisitBooked,
+    /// The visits API cancelled a visit.
+    VisitCancelled,
+    /// The visits API told a caller a visit's state.
+    VisitRead,
+    /// The visits API refused a call: wrong or missing credential, too many calls.
+    ApiRefused,
     /// Sealed periodically while a chain grows: a verifier can tell how long a node was
     /// silent, and a stream cut after a checkpoint still verifies up to it.
     Checkpoint,

@@ -29,6 +29,31 @@ pub struct MediaNodeConfig {
     pub tls: TlsFiles,
     pub keys: KeyFiles,
     pub audit: AuditSettings,
+    /// The visits API for scheduling systems (`/api/v1/visits`); absent: not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiSettings>,
+}
+
+/// The visits API: who may call it and how often.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiSettings {
+    /// A directory of credentials, one file each (a mounted Secret: each key a file); the file
+    /// name names the caller in the audit trail. Read again while the node runs, so a
+    /// credential added to or removed from the Secret takes effect without a restart.
+    pub credentials_dir: PathBuf,
+    /// Calls per second each credential may make (bursts up to as many).
+    #[serde(default = "default_api_rate")]
+    pub requests_per_second: u32,
+}
+
+/// Enough for a scheduling system booking a day's visits at once; an API caller
+/// that goes wild cannot starve the node's visits.
+pub const DEFAULT_API_REQUESTS_PER_SECOND: u32 = 100;
+pub const MAX_API_REQUESTS_PER_SECOND: u32 = 10_000;
+
+fn default_api_rate() -> u32 {
+    DEFAULT_API_REQUESTS_PER_SECOND
 }
 
 /// Which tenant this node serves. Names only; no PHI ever lives in config.
@@ -307,6 +332,18 @@ impl MediaNodeConfig {
             );
         }
 
+        if let Some(api) = &self.api
+            && !(1..=MAX_API_REQUESTS_PER_SECOND).contains(&api.requests_per_second)
+        {
+            refuse(
+                "api.requestsPerSecond",
+                format!(
+                    "is {}; must be between 1 and {MAX_API_REQUESTS_PER_SECOND}",
+                    api.requests_per_second
+                ),
+            );
+        }
+
         let a = &self.audit;
         if a.retention_days < policy::MIN_AUDIT_RETENTION_DAYS {
             refuse(
@@ -393,7 +430,23 @@ mod tests {
                 buffer_bytes: 256 << 20,
                 when_buffer_full: BufferFullPolicy::RefuseJoins,
             },
+            api: Some(ApiSettings {
+                credentials_dir: "/etc/bedside/api".into(),
+                requests_per_second: DEFAULT_API_REQUESTS_PER_SECOND,
+            }),
         }
+    }
+
+    #[test]
+    fn an_api_rate_outside_its_bounds_is_named() {
+        let mut config = valid();
+        if let Some(api) = config.api.as_mut() {
+            api.requests_per_second = 0;
+        }
+        assert_eq!(
+            fields(config.validate().expect_err("refused")),
+            ["api.requestsPerSecond"]
+        );
     }
 
     fn fields(err: ConfigError) -> Vec<String> {

@@ -47,6 +47,8 @@ pub fn dev_default() -> MediaNodeConfig {
             buffer_bytes: u64::from(bedside_crds::tenant::DEFAULT_AUDIT_BUFFER_MIB) << 20,
             when_buffer_full: Default::default(),
         },
+        // On a dev node, `--api-credentials DIR` serves the visits API.
+        api: None,
     }
 }
 

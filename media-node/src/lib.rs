@@ -12,10 +12,12 @@
 //! - [`address`]: the pod's advertised media address, followed from the operator's ConfigMap;
 //! - [`health`]: liveness and readiness verdicts for the kubelet's probes;
 //! - [`placement`]: which pod holds which room, shared through Kubernetes Leases;
+//! - [`api`]: the visits API for scheduling systems (book, read, cancel);
 //! - [`node`]: config and key material in, a running node out;
 //! - [`error`]: the crate's one error type.
 
 pub mod address;
+pub mod api;
 pub mod config;
 pub mod crypto_policy;
 pub mod error;

@@ -193,8 +193,23 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         placement: placement.as_ref().map(|(p, _)| p.clone()),
         peer_tls: crate::signaling::forward::peer_tls(&setup.tls)?,
     };
+    let mut app = router(state);
+    if let Some(api) = &config.api {
+        let setup = crate::api::ApiSetup {
+            tenant: config.tenant.name.clone(),
+            join_key: setup.join_key.clone(),
+            max_duration: config.meetings.max_duration.into(),
+            max_participants: config.meetings.max_participants,
+            credentials_dir: api.credentials_dir.clone(),
+            requests_per_second: api.requests_per_second,
+            audit: audit.clone(),
+            placement: placement.as_ref().map(|(p, _)| p.clone()),
+            sfu: sfu.clone(),
+        };
+        app = app.merge(crate::api::router(setup, &registry)?);
+    }
     let (signaling, https, https_task) =
-        serve_signaling(config.network.signaling_listen, tls_config, router(state))?;
+        serve_signaling(config.network.signaling_listen, tls_config, app)?;
     let (metrics, metrics_task) =
         serve_metrics(config.network.metrics_listen, registry, health, probes).await?;
 

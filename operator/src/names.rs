@@ -50,6 +50,8 @@ pub struct ChildNames {
     pub media_account: String,
     /// The Role (and its binding) that lets the media pods place rooms.
     pub placement: String,
+    /// The visits API's credentials.
+    pub api_credentials: String,
 }
 
 impl ChildNames {
@@ -67,6 +69,7 @@ impl ChildNames {
             certificate_secret: format!("{t}-tls"),
             media_account: format!("{t}-media"),
             placement: format!("{t}-media-placement"),
+            api_credentials: format!("{t}-api"),
         }
     }
 

@@ -6,6 +6,7 @@ pub mod binaries;
 pub mod browser;
 pub mod cluster;
 pub mod examples;
+pub mod https;
 pub mod media;
 pub mod operator;
 pub mod pod_tenant;

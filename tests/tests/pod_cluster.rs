@@ -12,7 +12,10 @@ use bedside_crds::HealthcareTenant;
 use bedside_crds::join::Role;
 use bedside_tests::TestCluster;
 use bedside_tests::browser::{self, Driver};
-use bedside_tests::media::{PeerOptions, RustPeer, TestNode, wait_until, workspace_binary};
+use bedside_tests::https::Https;
+use bedside_tests::media::{
+    PeerOptions, RustPeer, TestNode, wait_until, wait_until_async, workspace_binary,
+};
 use bedside_tests::operator::{
     RunningOperator, ensure_namespace, eventually, install_crd, patch_tenant_spec,
 };
@@ -661,11 +664,36 @@ async fn a_patient_waits_and_is_admitted_in_chromium_until_the_visit_is_cancelle
         return;
     }
     let driver = Driver::start().await;
-    let room = "visit-in-chromium";
-    let link = |user: &str, role: Role| node.link(room, &node.token(room, user, role));
-    let open = async |url: String| {
+    // Booked as a scheduling system books it: through the visits API on the tenant's endpoint,
+    // with the credential the operator put in the tenant's Secret.
+    let credential = api_credential(cluster).await;
+    let https = Https::trusting(&node.cert_pem);
+    let visits = format!("{}/api/v1/visits", node.https_base());
+    let booked = https
+        .call(
+            "POST",
+            &visits,
+            Some(&credential),
+            Some(
+                &json!({"durationMinutes": 30, "host": "Practitioner/clin-1",
+                "participants": [{"reference": "Patient/pat-1", "role": "patient"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(booked.status, 201, "{}", booked.text);
+    let text = |v: &serde_json::Value| v.as_str().expect("a string").to_string();
+    let (visit_id, passcode) = (text(&booked.json["id"]), text(&booked.json["passcode"]));
+    let host_link = text(&booked.json["host"]["link"]);
+    let patient_link = text(&booked.json["invitees"][0]["link"]);
+    let open = async |url: &str| {
         let b = driver.browser().await;
-        b.goto(&url).await.expect("open the web client");
+        b.goto(url).await.expect("open the web client");
+        b.execute(
+            "document.getElementById('passcode').value = arguments[0];",
+            vec![serde_json::Value::String(passcode.clone())],
+        )
+        .await
+        .expect("type the passcode");
         b.find(Locator::Css("#join"))
             .await
             .expect("the join button")
@@ -689,9 +717,9 @@ async fn a_patient_waits_and_is_admitted_in_chromium_until_the_visit_is_cancelle
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         };
-    let clinician = open(link("u-clinician", Role::Host)).await;
+    let clinician = open(&host_link).await;
     until("the clinician is in", &clinician, &|s| s["role"] == "host").await;
-    let patient = open(link("u-patient", Role::Participant)).await;
+    let patient = open(&patient_link).await;
     let waiting = until("the patient waits", &patient, &|s| s["waiting"] == true).await;
     assert_eq!(waiting["mediaConnected"], false, "no media while waiting");
     let id = waiting["participantId"]
@@ -733,32 +761,46 @@ async fn a_patient_waits_and_is_admitted_in_chromium_until_the_visit_is_cancelle
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    // The clinic cancels the visit: both browsers say so, and its links are refused through the
-    // tenant's Service, whichever pod a new connection reaches.
-    let window_end = (jiff::Timestamp::now() + Duration::from_secs(3600)).to_string();
-    let out = std::process::Command::new(workspace_binary("bedside-operator"))
-        .args([
-            "visit", "cancel", "--tenant", TENANT, "-n", NS, "--id", room,
-        ])
-        .args(["--until", &window_end])
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .output()
-        .expect("run bedside-operator visit cancel");
-    assert!(
-        out.status.success(),
-        "visit cancel: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The clinic cancels the visit through the API: both browsers say so, and its links are
+    // refused through the tenant's Service, whichever pod a new connection reaches.
+    let cancel = https
+        .call(
+            "POST",
+            &format!("{visits}/{visit_id}/cancel"),
+            Some(&credential),
+            Some(&json!({"until": booked.json["window"]["closes"]})),
+        )
+        .await;
+    assert_eq!(cancel.status, 200, "{}", cancel.text);
     let cancelled = |s: &serde_json::Value| {
         s["page"] == "cancelled" && s["visitTitle"] == "This visit was cancelled"
     };
     until("the clinician is told", &clinician, &cancelled).await;
     until("the patient is told", &patient, &cancelled).await;
-    let again = open(link("u-clinician", Role::Host)).await;
+    let again = open(&host_link).await;
     until("the clinician's link is refused", &again, &cancelled).await;
+    let status = https
+        .call(
+            "GET",
+            &format!("{visits}/{visit_id}"),
+            Some(&credential),
+            None,
+        )
+        .await;
+    assert_eq!(status.json["cancelled"], true, "{}", status.text);
     for b in [clinician, patient, again] {
         let _ = b.close().await;
     }
+}
+
+/// The visits API credential the operator made for the tenant.
+async fn api_credential(cluster: &TestCluster) -> String {
+    let secret = Api::<Secret>::namespaced(cluster.client(), NS)
+        .get(&format!("{TENANT}-api"))
+        .await
+        .expect("the tenant's API credentials");
+    let initial = secret.data.expect("data")["initial"].0.clone();
+    String::from_utf8(initial).expect("a text credential")
 }
 
 /// `bedside-audit verify` accepts each pod's audit chain (the stdout sink's records, in the
@@ -782,22 +824,6 @@ fn every_pods_chain_verifies(node: &TestNode, logs: &[String]) {
         );
         assert_eq!(chain.records, records.len(), "{chain:?}");
     }
-}
-
-/// Polls an async condition until it holds or `within` passes.
-async fn wait_until_async<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = std::time::Instant::now();
-    while started.elapsed() < within {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    false
 }
 
 /// A call of two, in the first room placement puts on a pod other than `pod`.

@@ -417,8 +417,20 @@ async fn a_cancelled_visit_ends_on_the_node_holding_it_and_its_links_are_refused
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     ];
+    // Both serve the visits API with one credential (made now).
+    let creds = tempfile::tempdir().expect("dir");
+    let mut secret = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut secret).expect("randomness");
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(creds.path().join("ehr"), &secret).expect("credential");
+    let with_api = |c: &mut bedside_crds::node_config::MediaNodeConfig| {
+        c.api = Some(bedside_crds::node_config::ApiSettings {
+            credentials_dir: creds.path().to_path_buf(),
+            requests_per_second: 100,
+        });
+    };
     let start =
-        |material, dir| TestNode::spawn_in_env(&binary, dir, material, "info", &env, |_| {});
+        |material, dir| TestNode::spawn_in_env(&binary, dir, material, "info", &env, with_api);
     let mut a = start(&first, dirs[0].path()).await;
     let mut b = start(&second, dirs[1].path()).await;
 
@@ -493,5 +505,44 @@ async fn a_cancelled_visit_ends_on_the_node_holding_it_and_its_links_are_refused
             .any(|l| l.contains("\"token-refused\"") && l.contains("visit-cancelled")),
         "refused links are on record: {all}"
     );
+
+    // The same through the visits API: booked on one node, cancelled through the other, and
+    // both say so.
+    let https = bedside_tests::https::Https::trusting(&a.cert_pem);
+    let booked = https
+        .call(
+            "POST",
+            &format!("{}/api/v1/visits", b.https_base()),
+            Some(&secret),
+            Some(&json!({"durationMinutes": 30, "host": "Practitioner/dr-7",
+                "participants": [{"reference": "Patient/8c1f2a", "role": "patient"}]})),
+        )
+        .await;
+    assert_eq!(booked.status, 201, "{}", booked.text);
+    let id = booked.json["id"].as_str().expect("id");
+    let cancelled = https
+        .call(
+            "POST",
+            &format!("{}/api/v1/visits/{id}/cancel", a.https_base()),
+            Some(&secret),
+            Some(&json!({"until": booked.json["window"]["closes"]})),
+        )
+        .await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text);
+    assert_eq!(cancelled.json["cancelled"], true);
+    let status_on_b = format!("{}/api/v1/visits/{id}", b.https_base());
+    let seen = bedside_tests::media::wait_until_async(Duration::from_secs(10), async || {
+        https
+            .call("GET", &status_on_b, Some(&secret), None)
+            .await
+            .json["cancelled"]
+            == true
+    })
+    .await;
+    assert!(seen, "the other node knows the visit is cancelled");
+    let link = booked.json["invitees"][0]["link"].as_str().expect("link");
+    let passcode = booked.json["passcode"].as_str().expect("passcode");
+    let (_s, reply) = join(&b, link, passcode, "Patient").await;
+    assert_eq!(reply["code"], "visit-cancelled", "{reply}");
     a.shutdown(Duration::from_secs(2)).await;
 }

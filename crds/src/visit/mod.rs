@@ -9,6 +9,7 @@
 //! keeps no appointment data (no PHI at rest). Everything here is pure; the commands and APIs
 //! that book visits read the tenant's key and clock and call [`book`].
 
+pub mod api;
 pub mod fhir;
 
 use crate::join::{self, JoinClaims, MAX_GRACE_SECS, MAX_OPENS_BEFORE_SECS, Role, TokenError};
@@ -153,6 +154,15 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> VisitError {
     }
 }
 
+/// Whether `id` can be a visit id (a room name): printable, short, no spaces; never free text.
+pub fn is_visit_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// A fresh visit id: 96 random bits, so ids cannot be guessed from one another.
 pub fn new_visit_id() -> Result<String, VisitError> {
     let mut bytes = [0u8; 12];
@@ -270,7 +280,7 @@ fn check_people(request: &VisitRequest, policy: &VisitPolicy) -> Result<(), Visi
     if request.invitees.is_empty() {
         return Err(invalid(
             "participants",
-            "a visit needs someone besides the host (e.g. --patient Patient/<id>)",
+            "a visit needs someone besides the host (e.g. a patient, Patient/<id>)",
         ));
     }
     let people = request.invitees.len() + 1;

@@ -350,6 +350,31 @@ impl Placement {
         cancelled_in(&self.cache, &self.namespace, &self.tenant, room)
     }
 
+    /// Cancels `visit` for its tenant (the visits API): the cancellation Lease every pod
+    /// watches. `Ok(false)`: it was cancelled already.
+    pub async fn cancel(&self, visit: &str, until: Timestamp) -> Result<bool, NodeError> {
+        let lease =
+            bedside_crds::leases::cancellation(&self.tenant, visit, until, Timestamp::now());
+        match self.api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(placement_error(&self.namespace, e)),
+        }
+    }
+
+    /// Whether a live pod holds `room` (its call is going on, or ended less than a minute ago).
+    pub fn held(&self, room: &str) -> bool {
+        let Some(lease) = self.cached(&self.room_lease_name(&room_key(room))) else {
+            return false;
+        };
+        let nodes = self.nodes();
+        room_view(&lease).is_some_and(|view| {
+            nodes
+                .iter()
+                .any(|n| n.name == view.holder && n.live(Timestamp::now()))
+        })
+    }
+
     /// Ends the meetings held here whose visits were cancelled, and deletes cancellations
     /// whose visits' windows have closed (any pod may: the delete is guarded).
     async fn enforce_cancellations(

@@ -5,9 +5,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use bedside_crds::HealthcareTenant;
 use bedside_crds::node_config::{
-    AuditSettings, AuditSinkSettings, CONFIG_VERSION, KeyFiles, MediaEncryptionMode,
-    MediaNodeConfig, MeetingSettings, NetworkSettings, Requirement, Switch, TenantIdentity,
-    TlsFiles,
+    ApiSettings, AuditSettings, AuditSinkSettings, CONFIG_VERSION, DEFAULT_API_REQUESTS_PER_SECOND,
+    KeyFiles, MediaEncryptionMode, MediaNodeConfig, MeetingSettings, NetworkSettings, Requirement,
+    Switch, TenantIdentity, TlsFiles,
 };
 use bedside_crds::tenant::{AuditDestination, MediaEncryptionPolicy};
 use kube::ResourceExt;
@@ -21,6 +21,11 @@ pub const SINKS_DIR: &str = "/etc/bedside/sinks";
 pub const AUDIT_BUFFER_DIR: &str = "/var/lib/bedside/audit";
 /// The addresses ConfigMap, mounted: one file per media pod with the address it advertises.
 pub const ADDRESSES_DIR: &str = "/etc/bedside/addresses";
+/// The tenant's `<tenant>-api` Secret, mounted: one file per visits API credential.
+pub const API_DIR: &str = "/etc/bedside/api";
+/// The credential the operator makes with the Secret; the platform team adds and removes
+/// others (rotation).
+pub const INITIAL_API_CREDENTIAL: &str = "initial";
 pub const JOIN_TOKEN_KEY: &str = "join-token.key";
 pub const AUDIT_HMAC_KEY: &str = "audit-hmac.key";
 
@@ -92,6 +97,10 @@ pub fn node_config(tenant: &HealthcareTenant) -> MediaNodeConfig {
             buffer_bytes: u64::from(spec.audit.buffer_mib) << 20,
             when_buffer_full: spec.audit.when_buffer_full,
         },
+        api: Some(ApiSettings {
+            credentials_dir: API_DIR.into(),
+            requests_per_second: DEFAULT_API_REQUESTS_PER_SECOND,
+        }),
     }
 }
 

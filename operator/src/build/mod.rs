@@ -12,7 +12,7 @@ pub use access::{MediaAccess, media_access};
 pub use addresses::{MediaAddresses, addresses_config_map, media_addresses};
 #[cfg(test)]
 pub(crate) use objects::tests::tenant as objects_tests_tenant;
-pub use objects::{certificate, keys_secret, pod_disruption_budget, service_monitor};
+pub use objects::{api_secret, certificate, keys_secret, pod_disruption_budget, service_monitor};
 
 use bedside_crds::HealthcareTenant;
 use k8s_openapi::api::apps::v1::StatefulSet;

@@ -11,8 +11,8 @@ use kube::core::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
 
 use super::config::{
-    ADDRESSES_DIR, AUDIT_BUFFER_DIR, AUDIT_HMAC_KEY, CONFIG_DIR, JOIN_TOKEN_KEY, KEYS_DIR,
-    SINKS_DIR, TLS_DIR, config_hash, node_config,
+    ADDRESSES_DIR, API_DIR, AUDIT_BUFFER_DIR, AUDIT_HMAC_KEY, CONFIG_DIR, INITIAL_API_CREDENTIAL,
+    JOIN_TOKEN_KEY, KEYS_DIR, SINKS_DIR, TLS_DIR, config_hash, node_config,
 };
 use super::meta::{metadata, typed};
 use super::storage::{self, AUDIT_VOLUME};
@@ -88,6 +88,7 @@ fn stateful_set(
         // Optional: a pod starts before the operator has written its address, and is not
         // Ready until the kubelet brings the file in.
         json!({"name": "addresses", "configMap": {"name": names.addresses, "optional": true}}),
+        json!({"name": "api-credentials", "secret": {"secretName": names.api_credentials}}),
     ]);
     let mut mounts = vec![
         json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}),
@@ -96,6 +97,8 @@ fn stateful_set(
         json!({"name": AUDIT_VOLUME, "mountPath": AUDIT_BUFFER_DIR}),
         json!({"name": "tmp", "mountPath": "/tmp"}),
         json!({"name": "addresses", "mountPath": ADDRESSES_DIR, "readOnly": true}),
+        // A whole-Secret mount (no subPath): credentials added or removed reach the pod.
+        json!({"name": "api-credentials", "mountPath": API_DIR, "readOnly": true}),
     ];
     for (i, sink) in spec.audit.sinks.iter().enumerate() {
         let (secret, key, file) = match sink.destination() {
@@ -370,6 +373,23 @@ pub fn keys_secret(
         (JOIN_TOKEN_KEY.to_string(), ByteString(join_token_key)),
         (AUDIT_HMAC_KEY.to_string(), ByteString(audit_hmac_key)),
     ]));
+    Ok(secret)
+}
+
+/// The visits API's credentials, with one to start: generated once, never overwritten by a
+/// reconcile (the platform team adds and removes credentials to rotate them).
+pub fn api_secret(tenant: &HealthcareTenant, credential: String) -> Result<Secret, BuildError> {
+    let mut secret: Secret = typed(
+        "Secret",
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": metadata(tenant, &ChildNames::of(tenant).api_credentials)?,
+        }),
+    )?;
+    secret.data = Some(BTreeMap::from([(
+        INITIAL_API_CREDENTIAL.to_string(),
+        ByteString(credential.into_bytes()),
+    )]));
     Ok(secret)
 }
 

@@ -259,30 +259,51 @@ async fn apply(
     Ok((set, versions, prune_pending || moving))
 }
 
+/// The tenant's key Secret and its visits API credentials: each created once; an existing
+/// Secret is never touched (the platform team rotates API credentials in it). True when the
+/// keys were created now (the tenant was provisioned).
 async fn ensure_keys(
     tenant: &HealthcareTenant,
     ctx: &Context,
     namespace: &str,
 ) -> Result<bool, Error> {
+    let random = |len: usize| -> Result<Vec<u8>, Error> {
+        let mut key = vec![0u8; len];
+        aws_lc_rs::rand::fill(&mut key).map_err(|_| Error::Setup("no system randomness".into()))?;
+        Ok(key)
+    };
+    let names = ChildNames::of(tenant);
+    let created = create_once(ctx, namespace, &names.keys, || {
+        Ok(build::keys_secret(tenant, random(32)?, random(32)?)?)
+    })
+    .await?;
+    create_once(ctx, namespace, &names.api_credentials, || {
+        let credential: String = random(32)?.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(build::api_secret(tenant, credential)?)
+    })
+    .await?;
+    Ok(created)
+}
+
+/// Creates Secret `name` from `make` unless it exists; true when this call created it.
+async fn create_once(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    make: impl FnOnce() -> Result<Secret, Error>,
+) -> Result<bool, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = ChildNames::of(tenant).keys;
     if secrets
-        .get_opt(&name)
+        .get_opt(name)
         .await
         .map_err(kube_err(format!("reading Secret {name}")))?
         .is_some()
     {
         return Ok(false);
     }
-    let random = |len: usize| -> Result<Vec<u8>, Error> {
-        let mut key = vec![0u8; len];
-        aws_lc_rs::rand::fill(&mut key).map_err(|_| Error::Setup("no system randomness".into()))?;
-        Ok(key)
-    };
-    let secret = build::keys_secret(tenant, random(32)?, random(32)?)?;
-    match secrets.create(&PostParams::default(), &secret).await {
+    match secrets.create(&PostParams::default(), &make()?).await {
         Ok(_) => {
-            tracing::info!(tenant = %tenant.name_any(), secret = %name, "created the tenant's key Secret");
+            tracing::info!(namespace, secret = %name, "created a tenant's Secret");
             Ok(true)
         }
         // Another reconcile (or a restarted operator) made it first: keep theirs.

@@ -114,12 +114,7 @@ fn visit_of_link(tenant: &str, key: &[u8], link: &str) -> Result<(String, Timest
 
 /// A visit id is a room name: printable, short, no spaces (never free text).
 fn checked_id(id: &str) -> Result<String, CliError> {
-    let fine = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if fine {
+    if bedside_crds::visit::is_visit_id(id) {
         Ok(id.to_string())
     } else {
         Err(CliError::Cancel(
