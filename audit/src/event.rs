@@ -120,6 +120,8 @@ pub enum Action {
     VisitBooked,
     /// The visits API cancelled a visit.
     VisitCancelled,
+    /// The visits API reissued a visit's links (the older ones are refused).
+    VisitReissued,
     /// The visits API told a caller a visit's state.
     VisitRead,
     /// The visits API refused a call: wrong or missing credential, too many calls.

@@ -100,13 +100,22 @@ fn main() {
 
 /// A pod's cache with 10,000 cancelled visits; each join looks its own visit up.
 fn cancellation_check(now: jiff::Timestamp) {
-    use bedside_media_node::placement::leases::cancelled_in;
+    use bedside_crds::leases::{VisitChange, visit_change};
+    use bedside_media_node::placement::leases::visit_in;
     use kube::runtime::{reflector, watcher};
     let (cache, mut writer) = reflector::store();
     let until = now + Duration::from_secs(3600);
     for i in 0..10_000 {
-        let mut lease =
-            bedside_crds::leases::cancellation("mercy-clinic", &format!("visit-{i}"), until, now);
+        let visit = format!("visit-{i}");
+        let (mut lease, _) = visit_change(
+            VisitChange::Cancel,
+            None,
+            ("mercy-clinic", &visit),
+            until,
+            now,
+        )
+        .expect("a cancellation")
+        .expect("a lease");
         lease.metadata.namespace = Some("clinic".into());
         writer.apply_watcher_event(&watcher::Event::Apply(lease));
     }
@@ -115,7 +124,8 @@ fn cancellation_check(now: jiff::Timestamp) {
         // Half the joins are to cancelled visits, half to others.
         let room = format!("visit-{}", i % 20_000);
         let started = Instant::now();
-        let cancelled = cancelled_in(&cache, "clinic", "mercy-clinic", &room);
+        let cancelled = visit_in(&cache, "clinic", "mercy-clinic", &room)
+            .is_some_and(|v| v.refuses(0).is_some());
         took.push(started.elapsed());
         assert_eq!(cancelled, i % 20_000 < 10_000, "{room}");
     }

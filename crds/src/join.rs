@@ -62,6 +62,9 @@ pub struct JoinClaims {
     /// The visit's scheduled start, so the landing page can say when the appointment is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<u64>,
+    /// Which issue of the visit's links this is: a reissue refuses the older ones. Absent: 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
 }
 
 /// What a verified token lets its bearer do.
@@ -71,6 +74,8 @@ pub struct Grant {
     pub room: String,
     pub role: Role,
     pub expires_at: u64,
+    /// The issue of the visit's links this one belongs to (0: the first, or not a visit's).
+    pub generation: u32,
 }
 
 /// Why a token was refused, in words for the participant's screen and the audit trail.
@@ -200,6 +205,7 @@ impl TokenVerifier {
             room: claims.room,
             role: claims.role,
             expires_at: claims.exp,
+            generation: claims.generation.unwrap_or(0),
         })
     }
 }
@@ -334,6 +340,7 @@ mod tests {
             exp,
             nbf: None,
             start: None,
+            generation: None,
         }
     }
 

@@ -46,4 +46,6 @@ pub enum NodeError {
     },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Visit(bedside_crds::visit::VisitError),
 }

@@ -207,6 +207,7 @@ fn dev_links(setup: &NodeSetup) -> Result<(String, String, String), join::TokenE
                 exp: now + 12 * 3600,
                 nbf: None,
                 start: None,
+                generation: None,
             },
             &setup.join_key,
         )

@@ -302,6 +302,8 @@ pub enum ErrorCode {
     VisitCancelled,
     /// The same link joined again elsewhere; this connection left the visit.
     LinkOpenedElsewhere,
+    /// The visit's links were reissued; this one is older.
+    LinkReplaced,
     NoSuchParticipant,
     /// The passcode is missing or wrong.
     PasscodeRefused,
@@ -341,6 +343,7 @@ impl ErrorCode {
             ErrorCode::VisitNotOpenYet => "visit-not-open-yet",
             ErrorCode::VisitCancelled => "visit-cancelled",
             ErrorCode::LinkOpenedElsewhere => "link-opened-elsewhere",
+            ErrorCode::LinkReplaced => "link-replaced",
             ErrorCode::NoSuchParticipant => "no-such-participant",
             ErrorCode::PasscodeRefused => "passcode-refused",
             ErrorCode::PasscodeCoolDown => "passcode-cool-down",
@@ -546,6 +549,7 @@ mod tests {
             VisitNotOpenYet,
             VisitCancelled,
             LinkOpenedElsewhere,
+            LinkReplaced,
             NoSuchParticipant,
             PasscodeRefused,
             PasscodeCoolDown,

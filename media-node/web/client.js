@@ -60,6 +60,8 @@
       'This link no longer works. If you still need to be seen, please contact the clinic for a new link.'],
     cancelled: () => ['This visit was cancelled',
       'The clinic cancelled this visit, so this link no longer works. If you still need to be seen, please contact the clinic.'],
+    replaced: () => ['This link was replaced',
+      'The clinic sent you a newer link for this visit. Please open that one; this link no longer works.'],
     elsewhere: () => ['This visit is open somewhere else',
       'Your link was opened in another window or on another device, and your visit goes on there. To use this one instead, reload this page; the other one will then leave the visit.'],
   };
@@ -90,7 +92,7 @@
     mediaConnected: false,
     closed: false,
     reconnects: 0,
-    page: null, // too-early, waiting, ended, cancelled, elsewhere: the visit page shown
+    page: null, // too-early, waiting, ended, cancelled, replaced, elsewhere: the visit page shown
   };
   window.bedside = { state, stats: () => summarizeStats() };
 
@@ -406,6 +408,7 @@
         if (message.code === 'visit-not-open-yet') showPage('too-early');
         if (message.code === 'token-expired') showPage('ended');
         if (message.code === 'visit-cancelled') showPage('cancelled');
+        if (message.code === 'link-replaced') showPage('replaced');
         // Never rejoin by itself here: two windows would take the visit from each other.
         if (message.code === 'link-opened-elsewhere') showPage('elsewhere');
         break;

@@ -423,6 +423,7 @@ pub fn sign(
             exp,
             nbf: None,
             start: None,
+            generation: None,
         },
         key,
     )

@@ -761,6 +761,26 @@ async fn a_patient_waits_and_is_admitted_in_chromium_until_the_visit_is_cancelle
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    // The clinic reissues the links (one leaked, say): the old host link, opened again through
+    // the Service, says it was replaced; the two in the call stay in it.
+    let reissued = https
+        .call(
+            "POST",
+            &format!("{visits}/{visit_id}/reissue"),
+            Some(&credential),
+            Some(
+                &json!({"durationMinutes": 30, "host": "Practitioner/clin-1",
+                "participants": [{"reference": "Patient/pat-1", "role": "patient"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(reissued.status, 200, "{}", reissued.text);
+    let new_host_link = text(&reissued.json["host"]["link"]);
+    let old = open(&host_link).await;
+    until("the old link says it was replaced", &old, &|s| {
+        s["page"] == "replaced" && s["visitTitle"] == "This link was replaced"
+    })
+    .await;
     // The clinic cancels the visit through the API: both browsers say so, and its links are
     // refused through the tenant's Service, whichever pod a new connection reaches.
     let cancel = https
@@ -777,8 +797,8 @@ async fn a_patient_waits_and_is_admitted_in_chromium_until_the_visit_is_cancelle
     };
     until("the clinician is told", &clinician, &cancelled).await;
     until("the patient is told", &patient, &cancelled).await;
-    let again = open(&host_link).await;
-    until("the clinician's link is refused", &again, &cancelled).await;
+    let again = open(&new_host_link).await;
+    until("the clinician's new link is refused", &again, &cancelled).await;
     let status = https
         .call(
             "GET",
@@ -788,7 +808,7 @@ async fn a_patient_waits_and_is_admitted_in_chromium_until_the_visit_is_cancelle
         )
         .await;
     assert_eq!(status.json["cancelled"], true, "{}", status.text);
-    for b in [clinician, patient, again] {
+    for b in [clinician, patient, old, again] {
         let _ = b.close().await;
     }
 }

@@ -544,5 +544,98 @@ async fn a_cancelled_visit_ends_on_the_node_holding_it_and_its_links_are_refused
     let passcode = booked.json["passcode"].as_str().expect("passcode");
     let (_s, reply) = join(&b, link, passcode, "Patient").await;
     assert_eq!(reply["code"], "visit-cancelled", "{reply}");
+
+    links_reissued_through_the_api_and_the_cli(&a, &b, &https, &secret, cluster.kubeconfig()).await;
     a.shutdown(Duration::from_secs(2)).await;
+}
+
+/// A visit's links reissued through the API on one node, then with `visit reissue`: each time
+/// the older links are refused on the other node (`link-replaced`) and the new ones join, with
+/// the same id and passcode.
+async fn links_reissued_through_the_api_and_the_cli(
+    a: &TestNode,
+    b: &TestNode,
+    https: &bedside_tests::https::Https,
+    secret: &str,
+    kubeconfig: &std::path::Path,
+) {
+    let body = json!({"durationMinutes": 30, "host": "Practitioner/dr-7",
+        "participants": [{"reference": "Patient/8c1f2a", "role": "patient"}]});
+    let visits = format!("{}/api/v1/visits", b.https_base());
+    let booked = https.call("POST", &visits, Some(secret), Some(&body)).await;
+    assert_eq!(booked.status, 201, "{}", booked.text);
+    let id = booked.json["id"].as_str().expect("id");
+    let passcode = booked.json["passcode"].as_str().expect("passcode");
+    let first = booked.json["invitees"][0]["link"].as_str().expect("link");
+    let reissued = https
+        .call(
+            "POST",
+            &format!("{}/api/v1/visits/{id}/reissue", a.https_base()),
+            Some(secret),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(reissued.status, 200, "{}", reissued.text);
+    assert_eq!(
+        (
+            &reissued.json["id"],
+            &reissued.json["passcode"],
+            &reissued.json["generation"]
+        ),
+        (&booked.json["id"], &booked.json["passcode"], &json!(1))
+    );
+    let second = reissued.json["invitees"][0]["link"].as_str().expect("link");
+    assert!(
+        bedside_tests::media::wait_until_async(Duration::from_secs(10), || {
+            replaced(b, first, passcode)
+        })
+        .await,
+        "the first link is refused on the other node once reissued"
+    );
+    let (_s, reply) = join(b, second, passcode, "Patient").await;
+    assert_eq!(reply["type"], "waiting", "the new link joins: {reply}");
+
+    // The same with the CLI, the platform's way: issue 2 replaces issue 1.
+    let mut key = tempfile::NamedTempFile::new().expect("a key file");
+    key.write_all(&a.join_key).expect("write the key");
+    let out = Command::new(workspace_binary("bedside-operator"))
+        .args([
+            "visit", "reissue", "--id", id, "--tenant", &a.tenant, "-n", CLINIC_NS,
+        ])
+        .args([
+            "--host",
+            "Practitioner/dr-7",
+            "--patient",
+            "Patient/8c1f2a",
+            "-o",
+            "json",
+        ])
+        .args(["--url", &a.https_base(), "--key-file"])
+        .arg(key.path())
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("run bedside-operator visit reissue");
+    assert!(
+        out.status.success(),
+        "visit reissue: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let third: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(third["generation"], 2, "{third}");
+    assert!(
+        bedside_tests::media::wait_until_async(Duration::from_secs(10), || {
+            replaced(a, second, passcode)
+        })
+        .await,
+        "the API's links are refused once the CLI reissued"
+    );
+    let link = third["invitees"][0]["link"].as_str().expect("link");
+    let (_s, reply) = join(a, link, passcode, "Patient").await;
+    assert_eq!(reply["type"], "waiting", "the newest link joins: {reply}");
+}
+
+/// Whether `link` is refused as replaced by a newer issue.
+async fn replaced(node: &TestNode, link: &str, passcode: &str) -> bool {
+    let (_s, reply) = join(node, link, passcode, "Patient").await;
+    reply["code"] == "link-replaced"
 }

@@ -132,6 +132,16 @@ async fn a_scheduling_system_books_a_visit_whose_links_join_and_every_call_is_au
         .await;
     assert_eq!(alone.status, 503, "{}", alone.text);
     assert_eq!(alone.json["error"]["code"], "not-available");
+    let reissue = https
+        .call(
+            "POST",
+            &format!("{visits}/{id}/reissue"),
+            Some(&secret),
+            Some(&booking()),
+        )
+        .await;
+    assert_eq!(reissue.status, 503, "{}", reissue.text);
+    matches_the_document(&reissue.json, "Error");
 
     let audit = node.audit_lines();
     let booked: Vec<&String> = audit

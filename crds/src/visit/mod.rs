@@ -127,6 +127,10 @@ pub struct IssuedVisit {
     /// Send it on another channel than the links (a text message, the appointment letter).
     pub passcode: String,
     pub max_participants: u32,
+    /// Which issue of the links these are: 0 when booked, one more at each reissue (the
+    /// older links are then refused).
+    #[serde(default)]
+    pub generation: u32,
     pub host: IssuedLink,
     pub invitees: Vec<IssuedLink>,
 }
@@ -181,7 +185,19 @@ pub fn book(
     id: &str,
     now: Timestamp,
 ) -> Result<IssuedVisit, VisitError> {
-    let window = check(request, policy, now)?;
+    issue(request, policy, key, (id, 0), now)
+}
+
+/// Signs the links of visit `id` again, as issue `generation` (a reissue: the caller has made
+/// the older issues refused), with the same checks as a booking.
+pub fn issue(
+    request: &VisitRequest,
+    policy: &VisitPolicy,
+    key: &[u8],
+    (id, generation): (&str, u32),
+    now: Timestamp,
+) -> Result<IssuedVisit, VisitError> {
+    let window = check(request, policy, now, generation > 0)?;
     let end = request.start + request.duration;
     let sign = |reference: &str, role: Role| -> Result<String, VisitError> {
         let claims = JoinClaims {
@@ -192,6 +208,7 @@ pub fn book(
             exp: seconds(window.closes),
             nbf: Some(seconds(window.opens)),
             start: Some(seconds(request.start)),
+            generation: (generation > 0).then_some(generation),
         };
         Ok(join::link(
             &policy.base_url,
@@ -223,6 +240,7 @@ pub fn book(
         window,
         passcode: join::passcode(key, id),
         max_participants: policy.max_participants,
+        generation,
         host,
         invitees,
     })
@@ -233,6 +251,7 @@ fn check(
     request: &VisitRequest,
     policy: &VisitPolicy,
     now: Timestamp,
+    reissue: bool,
 ) -> Result<Window, VisitError> {
     check_margins(policy)?;
     if request.duration.is_zero() {
@@ -248,8 +267,16 @@ fn check(
             ),
         ));
     }
-    // A minute of slack for a visit booked "now" by a clock slightly ahead.
-    if request.start + Duration::from_secs(60) < now {
+    // A minute of slack for a visit booked "now" by a clock slightly ahead. A reissue may come
+    // during the visit; its window must still be open.
+    let closes = request.start + request.duration + policy.grace;
+    if reissue && closes < now {
+        return Err(invalid(
+            "start",
+            "this visit's window has closed; book a new visit instead",
+        ));
+    }
+    if !reissue && request.start + Duration::from_secs(60) < now {
         return Err(invalid(
             "start",
             format!(

@@ -178,3 +178,38 @@ fn the_appointment_carries_the_patients_link_and_never_the_hosts() {
         fhir::R4_VIRTUAL_SERVICE_EXTENSION
     );
 }
+
+#[test]
+fn a_reissue_carries_its_issue_in_every_link_and_may_come_during_the_visit() {
+    let key = key();
+    let verifier = TokenVerifier::new("mercy-clinic", &key).expect("verifier");
+    // Started ten minutes ago: a new booking is refused, a reissue is not.
+    let start = now() - Duration::from_secs(600);
+    assert!(book(&request(start), &policy(), &key, "visit-3", now()).is_err());
+    let visit = issue(&request(start), &policy(), &key, ("visit-3", 2), now()).expect("reissued");
+    assert_eq!(visit.generation, 2);
+    assert_eq!(
+        visit.passcode,
+        join::passcode(&key, "visit-3"),
+        "same passcode"
+    );
+    for link in std::iter::once(&visit.host).chain(&visit.invitees) {
+        let grant = verifier
+            .verify(token(&link.link), "visit-3", secs(now()))
+            .expect("works now");
+        assert_eq!(grant.generation, 2);
+    }
+    let first = book(&request(now()), &policy(), &key, "visit-4", now()).expect("booked");
+    let grant = verifier
+        .verify(token(&first.host.link), "visit-4", secs(now()))
+        .expect("works");
+    assert_eq!((first.generation, grant.generation), (0, 0));
+    // Once the window has closed there is nothing to reissue.
+    let long_ago = now() - Duration::from_secs(3 * 3600);
+    assert_eq!(
+        issue(&request(long_ago), &policy(), &key, ("visit-3", 3), now())
+            .map(|v| v.id)
+            .map_err(|e| e.to_string().starts_with("start: ")),
+        Err(true)
+    );
+}

@@ -1,5 +1,5 @@
 //! The visits API for scheduling systems (EHRs), on the tenant's endpoint beside the web
-//! client: book a visit, read its state, cancel it. The wire contract is
+//! client: book a visit, read its state, cancel it, reissue its links. The wire contract is
 //! `bedside_crds::visit::api`, described for integrators by the OpenAPI document served at
 //! `/api/v1/openapi.json` (committed as `media-node/api/visits-v1.openapi.json`).
 //!
@@ -24,7 +24,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bedside_audit::delivery::{Auditor, Who};
 use bedside_audit::event::{Action, ActorRole, AuthMethod};
-use bedside_crds::visit::api::{BookingBody, CancelBody, ErrorBody, VisitStatus, read};
+use bedside_crds::leases::VisitChange;
+use bedside_crds::visit::api::{Booking, BookingBody, CancelBody, ErrorBody, VisitStatus, read};
 use bedside_crds::visit::{self, VisitError, VisitPolicy};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -98,6 +99,7 @@ pub fn router(setup: ApiSetup, registry: &Registry) -> Result<Router, NodeError>
         .route("/api/v1/visits", post(create))
         .route("/api/v1/visits/{id}", get(status))
         .route("/api/v1/visits/{id}/cancel", post(cancel))
+        .route("/api/v1/visits/{id}/reissue", post(reissue))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state))
 }
@@ -273,8 +275,13 @@ impl ApiState {
         Ok(format!("https://{host}"))
     }
 
-    fn book(&self, headers: &HeaderMap, body: &[u8]) -> Result<visit::IssuedVisit, Refused> {
-        let now = Timestamp::now();
+    /// A booking body read, with the policy it is checked against.
+    fn booking(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<(Booking, VisitPolicy), Refused> {
         let booking = read::<BookingBody>(body)
             .map_err(Refused::invalid)?
             .booking(now);
@@ -286,21 +293,54 @@ impl ApiState {
             opens_before: booking.opens_before,
             grace: booking.grace,
         };
-        let refused = |e: VisitError| match e {
-            VisitError::Invalid { .. } => Refused::invalid(ErrorBody::from(&e)),
-            VisitError::Key(_) => Refused::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the visit's links could not be signed",
-            ),
-        };
+        Ok((booking, policy))
+    }
+
+    fn book(&self, headers: &HeaderMap, body: &[u8]) -> Result<visit::IssuedVisit, Refused> {
+        let now = Timestamp::now();
+        let (booking, policy) = self.booking(headers, body, now)?;
         let id = visit::new_visit_id().map_err(refused)?;
         visit::book(&booking.request, &policy, &self.setup.join_key, &id, now).map_err(refused)
     }
 
+    /// New links for visit `id`, the older ones refused on every pod from now on.
+    async fn reissue(
+        &self,
+        id: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<visit::IssuedVisit, Refused> {
+        checked_id(id)?;
+        let now = Timestamp::now();
+        let (booking, policy) = self.booking(headers, body, now)?;
+        let key = &self.setup.join_key;
+        // Checked before anything is written: a bad body leaves the current links working.
+        let trial = visit::issue(&booking.request, &policy, key, (id, 1), now).map_err(refused)?;
+        let record = self
+            .placement()?
+            .change_visit(VisitChange::Reissue, id, trial.window.closes)
+            .await
+            .map_err(not_stored)?
+            .unwrap_or_default();
+        visit::issue(&booking.request, &policy, key, (id, record.generation), now).map_err(refused)
+    }
+
+    fn placement(&self) -> Result<&Placement, Refused> {
+        self.setup.placement.as_deref().ok_or_else(|| {
+            Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-available",
+                "this media node runs alone: cancelling or reissuing a visit needs the tenant's pods on Kubernetes, which share them",
+            )
+        })
+    }
+
     async fn status_of(&self, id: &str) -> VisitStatus {
         let (cancelled, in_progress) = match &self.setup.placement {
-            Some(placement) => (placement.cancelled(id), placement.held(id)),
+            Some(placement) => (
+                placement.visit(id).is_some_and(|v| v.cancelled),
+                placement.held(id),
+            ),
             None => {
                 let rooms = self
                     .setup
@@ -455,24 +495,74 @@ async fn cancel_visit(api: &ApiState, id: &str, body: &[u8]) -> Result<Response,
             Some("until".into()),
         )));
     }
-    let Some(placement) = &api.setup.placement else {
-        return Err(Refused::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-available",
-            "this media node runs alone: cancelling a visit needs the tenant's pods on Kubernetes, which share cancellations",
-        ));
-    };
-    placement.cancel(id, until).await.map_err(|e| {
-        tracing::warn!(error = %e, "visits API: a cancellation could not be written");
-        Refused::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-available",
-            "the cancellation could not be stored right now; retry",
-        )
-    })?;
+    api.placement()?
+        .change_visit(VisitChange::Cancel, id, until)
+        .await
+        .map_err(not_stored)?;
     let mut status = api.status_of(id).await;
     status.cancelled = true;
     Ok(json(StatusCode::OK, &status))
+}
+
+/// `POST /api/v1/visits/{id}/reissue`
+async fn reissue(
+    State(api): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let caller = match api.authenticate(&headers, peer.ip()) {
+        Ok(name) => name,
+        Err(refused) => {
+            return api.finish(
+                "reissue",
+                None,
+                Action::VisitReissued,
+                None,
+                peer.ip(),
+                Err(refused),
+            );
+        }
+    };
+    let result = api
+        .reissue(&id, &headers, &body)
+        .await
+        .map(|visit| json(StatusCode::OK, &visit));
+    let visit = checked_id(&id).is_ok().then_some(id.as_str());
+    api.finish(
+        "reissue",
+        Some(&caller),
+        Action::VisitReissued,
+        visit,
+        peer.ip(),
+        result,
+    )
+}
+
+/// A booking the checks refused, or links that could not be signed.
+fn refused(e: VisitError) -> Refused {
+    match e {
+        VisitError::Invalid { .. } => Refused::invalid(ErrorBody::from(&e)),
+        VisitError::Key(_) => Refused::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the visit's links could not be signed",
+        ),
+    }
+}
+
+/// A visit lease that could not be written (a cancelled visit cannot be reissued: invalid).
+fn not_stored(e: NodeError) -> Refused {
+    if let NodeError::Visit(e) = e {
+        return refused(e);
+    }
+    tracing::warn!(error = %e, "visits API: a visit's state could not be stored");
+    Refused::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not-available",
+        "the visit's state could not be stored right now; retry",
+    )
 }
 
 fn checked_id(id: &str) -> Result<(), Refused> {

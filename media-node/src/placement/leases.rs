@@ -17,7 +17,10 @@ use tokio::sync::watch;
 
 use bedside_audit::delivery::{Auditor, Who};
 use bedside_audit::event::Action;
-use bedside_crds::leases::{CANCELLED_KIND, cancellation_expired, cancellation_name, room_key_of};
+use bedside_crds::leases::{
+    VISIT_KIND, VisitChange, VisitRecord, VisitWriteError, room_key_of, visit_lease_expired,
+    visit_lease_name, write_visit_change,
+};
 
 use super::{
     DRAINING_ANNOTATION, Decision, KIND_LABEL, MEMORY_ANNOTATION, NodeView, ROOM_KEY_LABEL,
@@ -344,22 +347,27 @@ impl Placement {
         }
     }
 
-    /// Whether the clinic cancelled the visit held in `room` (a cancellation Lease, written by
-    /// `bedside-operator visit cancel`, is in this pod's view).
-    pub fn cancelled(&self, room: &str) -> bool {
-        cancelled_in(&self.cache, &self.namespace, &self.tenant, room)
+    /// What bedside remembers of the visit held in `room` (its visit lease, written by the
+    /// visits API or `bedside-operator visit cancel|reissue`), if anything.
+    pub fn visit(&self, room: &str) -> Option<VisitRecord> {
+        visit_in(&self.cache, &self.namespace, &self.tenant, room)
     }
 
-    /// Cancels `visit` for its tenant (the visits API): the cancellation Lease every pod
-    /// watches. `Ok(false)`: it was cancelled already.
-    pub async fn cancel(&self, visit: &str, until: Timestamp) -> Result<bool, NodeError> {
-        let lease =
-            bedside_crds::leases::cancellation(&self.tenant, visit, until, Timestamp::now());
-        match self.api.create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-            Err(e) => Err(placement_error(&self.namespace, e)),
-        }
+    /// Cancels `visit`, or makes the next issue of its links current: its visit lease, which
+    /// every pod watches. The record written; `None`: cancelled already.
+    pub async fn change_visit(
+        &self,
+        change: VisitChange,
+        visit: &str,
+        until: Timestamp,
+    ) -> Result<Option<VisitRecord>, NodeError> {
+        write_visit_change(&self.api, change, (&self.tenant, visit), until)
+            .await
+            .map_err(|e| match e {
+                VisitWriteError::Refused(e) => NodeError::Visit(e),
+                VisitWriteError::Api(e) => placement_error(&self.namespace, e),
+                VisitWriteError::Contended => NodeError::PlacementContended,
+            })
     }
 
     /// Whether a live pod holds `room` (its call is going on, or ended less than a minute ago).
@@ -375,7 +383,7 @@ impl Placement {
         })
     }
 
-    /// Ends the meetings held here whose visits were cancelled, and deletes cancellations
+    /// Ends the meetings held here whose visits were cancelled, and deletes visit leases
     /// whose visits' windows have closed (any pod may: the delete is guarded).
     async fn enforce_cancellations(
         &self,
@@ -383,12 +391,12 @@ impl Placement {
         active: &[String],
         audit: &Auditor,
     ) -> Result<(), kube::Error> {
-        let cancellations = self.of_kind_cached(CANCELLED_KIND);
+        let visits = self.of_kind_cached(VISIT_KIND);
         for room in active {
             let key = room_key(room);
-            let cancelled = cancellations
-                .iter()
-                .any(|c| room_key_of(c, CANCELLED_KIND).is_some_and(|k| k == key));
+            let cancelled = visits.iter().any(|v| {
+                room_key_of(v, VISIT_KIND).is_some_and(|k| k == key) && VisitRecord::of(v).cancelled
+            });
             let room_ = room.clone();
             if cancelled
                 && sfu
@@ -407,10 +415,7 @@ impl Placement {
             }
         }
         let now = Timestamp::now();
-        for lease in cancellations
-            .iter()
-            .filter(|c| cancellation_expired(c, now))
-        {
+        for lease in visits.iter().filter(|v| visit_lease_expired(v, now)) {
             self.delete_if_unchanged(lease).await?;
         }
         Ok(())
@@ -465,17 +470,18 @@ impl Placement {
     }
 }
 
-/// The check a join pays for cancellations: a lookup in the watched cache, no API call.
-pub fn cancelled_in(
+/// The check a join pays for its visit (cancelled? reissued?): a lookup in the watched
+/// cache, no API call.
+pub fn visit_in(
     cache: &reflector::Store<Lease>,
     namespace: &str,
     tenant: &str,
     room: &str,
-) -> bool {
-    let name = cancellation_name(tenant, room);
+) -> Option<VisitRecord> {
+    let name = visit_lease_name(tenant, room);
     cache
         .get(&reflector::ObjectRef::new(&name).within(namespace))
-        .is_some()
+        .map(|lease| VisitRecord::of(&lease))
 }
 
 fn node_view(lease: &Lease) -> Option<NodeView> {

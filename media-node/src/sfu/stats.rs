@@ -43,10 +43,12 @@ pub enum JoinRefusal {
     Passcode,
     /// A link of a visit the clinic cancelled.
     VisitCancelled,
+    /// A link of an older issue, after the visit's links were reissued.
+    LinkReplaced,
 }
 
 impl JoinRefusal {
-    pub const ALL: [JoinRefusal; 12] = [
+    pub const ALL: [JoinRefusal; 13] = [
         JoinRefusal::TokenExpired,
         JoinRefusal::TokenNotOpenYet,
         JoinRefusal::TokenWrongTenant,
@@ -59,6 +61,7 @@ impl JoinRefusal {
         JoinRefusal::AuditUnavailable,
         JoinRefusal::Passcode,
         JoinRefusal::VisitCancelled,
+        JoinRefusal::LinkReplaced,
     ];
 
     pub fn label(self) -> &'static str {
@@ -71,6 +74,7 @@ impl JoinRefusal {
             JoinRefusal::TokenNotPseudonymous => "token_not_pseudonymous",
             JoinRefusal::TokenInvalid => "token_invalid",
             JoinRefusal::VisitCancelled => "visit_cancelled",
+            JoinRefusal::LinkReplaced => "link_replaced",
             JoinRefusal::RoomFull => "room_full",
             JoinRefusal::NotAvailable => "not_available",
             JoinRefusal::AuditUnavailable => "audit_unavailable",

@@ -22,6 +22,7 @@ use bedside_audit::delivery::Who;
 use bedside_audit::event::{Action, ActorRole, AuthMethod};
 use bedside_crds::join::Role;
 use bedside_crds::join::{Grant, TokenError};
+use bedside_crds::leases::VisitRefusal;
 
 /// A client that has not joined by then is disconnected.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -628,7 +629,7 @@ impl Session {
             Ok(grant) => grant,
             Err(e) => return self.fatal(e),
         };
-        if let Err(e) = self.not_cancelled(&grant.room) {
+        if let Err(e) = self.visit_allows(&grant) {
             return self.fatal(e);
         }
         if let Err(e) = self.check_passcode(&grant, passcode.as_deref()) {
@@ -696,28 +697,40 @@ impl Session {
         })
     }
 
-    /// A cancelled visit's links are refused on every pod (with placement: the cancellations
-    /// are Leases every pod watches); counted and audited like a refused token.
-    fn not_cancelled(&self, room: &str) -> Result<(), ProtocolError> {
-        let cancelled = self
+    /// A cancelled visit's links, and a reissued visit's older links, are refused on every pod
+    /// (with placement: visit leases every pod watches); counted and audited like a refused
+    /// token.
+    fn visit_allows(&self, grant: &Grant) -> Result<(), ProtocolError> {
+        let refusal = self
             .state
             .placement
             .as_ref()
-            .is_some_and(|p| p.cancelled(room));
-        if !cancelled {
-            return Ok(());
-        }
-        let reason = JoinRefusal::VisitCancelled;
+            .and_then(|p| p.visit(&grant.room))
+            .and_then(|visit| visit.refuses(grant.generation));
+        let (reason, error) = match refusal {
+            None => return Ok(()),
+            Some(VisitRefusal::Cancelled) => (
+                JoinRefusal::VisitCancelled,
+                ProtocolError::visit_cancelled(),
+            ),
+            Some(VisitRefusal::Replaced) => (
+                JoinRefusal::LinkReplaced,
+                ProtocolError::new(
+                    ErrorCode::LinkReplaced,
+                    "this link was replaced by a newer one; please use the latest link the clinic sent you",
+                ),
+            ),
+        };
         self.state.stats.refused(reason);
         self.state.audit.record(
             &Who::UNAUTHENTICATED,
             Action::TokenRefused,
             Some(&reason.label().replace('_', "-")),
-            Some(room),
+            Some(&grant.room),
             Some(self.client_ip),
         );
         tracing::info!(tenant = %self.state.tenant, reason = reason.label(), "join refused");
-        Err(ProtocolError::visit_cancelled())
+        Err(error)
     }
 
     /// Into the meeting: joined, or in its waiting room; or refused by the meeting.

@@ -1,16 +1,15 @@
-//! `bedside-operator visit cancel`: a cancellation Lease in the tenant's namespace, written
-//! with the user's own rights (`create` on leases there). Every media pod watches its tenant's
+//! `bedside-operator visit cancel`: the visit's lease in the tenant's namespace marked
+//! cancelled, written with the user's own rights (leases in that namespace). Every media pod watches its tenant's
 //! Leases: from then on the visit's links are refused everywhere, also after restarts, and the
 //! pod holding its call ends it within a beat. Booking stores nothing, so the visit is named
 //! by one of its links (the token says its visit and when its window closes, signed with the
 //! tenant's key) or by its id and window end.
 
 use bedside_crds::join::{TokenVerifier, parse_link};
-use bedside_crds::leases;
+use bedside_crds::leases::{self, VisitChange};
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use kube::api::PostParams;
 
 use super::{CliError, cluster, read_key_file, tenant_and_key};
 
@@ -67,22 +66,25 @@ pub(super) async fn run(args: &CancelArgs) -> Result<String, CliError> {
             "visit {visit}'s links stopped working at {until}: they are refused already"
         )));
     }
-    let lease = leases::cancellation(&args.tenant, &visit, until, now);
-    let done = format!(
-        "Visit {visit} ({}) cancelled: its links are refused on every media pod until {until}, and its call, if one runs, ends within seconds.",
-        args.tenant
-    );
-    match Api::<Lease>::namespaced(client, &namespace)
-        .create(&PostParams::default(), &lease)
-        .await
+    let api = Api::<Lease>::namespaced(client, &namespace);
+    match leases::write_visit_change(&api, VisitChange::Cancel, (&args.tenant, &visit), until).await
     {
-        Ok(_) => Ok(done),
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            Ok(format!("Visit {visit} was cancelled already."))
-        }
-        Err(e) => Err(CliError::Cancel(format!(
-            "cannot write the cancellation to namespace {namespace}: {e} (cancelling visits needs `create` on leases there)"
-        ))),
+        Ok(Some(_)) => Ok(format!(
+            "Visit {visit} ({}) cancelled: its links are refused on every media pod until {until}, and its call, if one runs, ends within seconds.",
+            args.tenant
+        )),
+        Ok(None) => Ok(format!("Visit {visit} was cancelled already.")),
+        Err(e) => Err(write_failed(&namespace, e)),
+    }
+}
+
+/// A visit lease the user could not write, and what they need.
+pub(super) fn write_failed(namespace: &str, e: leases::VisitWriteError) -> CliError {
+    match e {
+        leases::VisitWriteError::Refused(e) => CliError::Visit(e),
+        e => CliError::Cancel(format!(
+            "cannot write the visit's state to namespace {namespace}: {e} (cancelling and reissuing visits needs `get`, `create` and `update` on leases there)"
+        )),
     }
 }
 
@@ -139,6 +141,7 @@ mod tests {
             exp: 1_900_000_000,
             nbf: Some(1_899_990_000),
             start: Some(1_899_991_000),
+            generation: None,
         };
         let token = issue(&claims, &key).expect("token");
         let url = link("https://meet.example", "visit-abc", &token, None);

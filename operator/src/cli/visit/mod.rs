@@ -2,18 +2,20 @@
 //! scripts. The tenant's join key comes through the user's kubeconfig (their RBAC on the
 //! tenant's `<tenant>-keys` Secret decides who may) or from a key file.
 //! `bedside-operator visit cancel` ([`cancel`]): refuse a visit's links on every pod and end
-//! its call.
+//! its call. `bedside-operator visit reissue`: new links for a visit, the older ones refused.
 
 mod cancel;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bedside_crds::leases::VisitChange;
 use bedside_crds::visit::{self, Invitee, InviteeRole, IssuedVisit, VisitPolicy, VisitRequest};
 use bedside_crds::{HealthcareTenant, policy};
 use bedside_operator::build::config::JOIN_TOKEN_KEY;
 use bedside_operator::names::ChildNames;
 use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
@@ -29,6 +31,18 @@ enum Command {
     Create(Box<CreateArgs>),
     /// Cancel a visit: its links are refused on every media pod, and its call ends.
     Cancel(cancel::CancelArgs),
+    /// New links for a booked visit (same id and passcode); the older ones are refused on
+    /// every media pod. Give the visit's id and the same details as when it was booked.
+    Reissue(Box<ReissueArgs>),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReissueArgs {
+    /// The visit's id, as `visit create` printed it.
+    #[arg(long)]
+    id: String,
+    #[command(flatten)]
+    booking: CreateArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +154,7 @@ pub fn run(args: &Args) -> ExitCode {
                 match &args.command {
                     Command::Create(create) => run_create(create).await,
                     Command::Cancel(cancel) => cancel::run(cancel).await,
+                    Command::Reissue(reissue) => run_reissue(reissue).await,
                 }
             })
         });
@@ -165,6 +180,38 @@ async fn run_create(args: &CreateArgs) -> Result<String, CliError> {
     let id = visit::new_visit_id()?;
     let visit = visit::book(&request, &policy, &key, &id, now)?;
     render(&visit, &policy.tenant, args.output)
+}
+
+/// Checks the details, makes the next issue of the links current in the visit's lease (so the
+/// older ones are refused everywhere), and signs that issue.
+async fn run_reissue(args: &ReissueArgs) -> Result<String, CliError> {
+    let now = Timestamp::now();
+    let booking = &args.booking;
+    if !visit::is_visit_id(&args.id) {
+        return Err(CliError::Cancel(
+            "--id: a visit id as `visit create` printed it (visit-...)".into(),
+        ));
+    }
+    let request = request(booking, now)?;
+    let (client, namespace) = cluster(&booking.namespace).await?;
+    let (policy, key) = match &booking.key_file {
+        Some(path) => offline(booking, path)?,
+        None => from_cluster(booking).await?,
+    };
+    // Checked before anything is written: bad details leave the current links working.
+    let trial = visit::issue(&request, &policy, &key, (&args.id, 1), now)?;
+    let api = Api::<Lease>::namespaced(client, &namespace);
+    let record = bedside_crds::leases::write_visit_change(
+        &api,
+        VisitChange::Reissue,
+        (&booking.tenant, &args.id),
+        trial.window.closes,
+    )
+    .await
+    .map_err(|e| cancel::write_failed(&namespace, e))?
+    .unwrap_or_default();
+    let visit = visit::issue(&request, &policy, &key, (&args.id, record.generation), now)?;
+    render(&visit, &policy.tenant, booking.output)
 }
 
 fn request(args: &CreateArgs, now: Timestamp) -> Result<VisitRequest, CliError> {
@@ -314,6 +361,12 @@ fn text(visit: &IssuedVisit, tenant: &str) -> String {
         time(visit.window.opens),
         time(visit.window.closes),
     );
+    if visit.generation > 0 {
+        out.push_str(&format!(
+            "  reissued  these links are issue {}; the visit's older links are refused\n\n",
+            visit.generation
+        ));
+    }
     for person in std::iter::once(&visit.host).chain(&visit.invitees) {
         out.push_str(&format!(
             "  {:<12} {}\n    {}\n",
