@@ -66,7 +66,12 @@ struct ApiState {
     per_credential: DefaultKeyedRateLimiter<String>,
     wrong_credentials: DefaultKeyedRateLimiter<IpAddr>,
     calls: IntCounterVec,
+    /// Calls so far: every [`FORGET_EVERY`] the limiters forget addresses and credentials
+    /// whose limits have recovered, so their memory stays bounded by recent callers.
+    seen: std::sync::atomic::AtomicU64,
 }
+
+const FORGET_EVERY: u64 = 4096;
 
 /// The API's routes, to merge into the signaling server's.
 pub fn router(setup: ApiSetup, registry: &Registry) -> Result<Router, NodeError> {
@@ -93,6 +98,7 @@ pub fn router(setup: ApiSetup, registry: &Registry) -> Result<Router, NodeError>
         per_credential: DefaultKeyedRateLimiter::keyed(Quota::per_second(rate)),
         wrong_credentials: DefaultKeyedRateLimiter::keyed(Quota::per_minute(wrong)),
         calls,
+        seen: std::sync::atomic::AtomicU64::new(0),
     });
     Ok(Router::new()
         .route("/api/v1/openapi.json", get(openapi))
@@ -182,6 +188,11 @@ impl ApiState {
     /// The caller's credential name; wrong credentials are audited until the address has
     /// tried too many, then only counted.
     fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<String, Refused> {
+        let seen = self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if seen % FORGET_EVERY == FORGET_EVERY - 1 {
+            self.wrong_credentials.retain_recent();
+            self.per_credential.retain_recent();
+        }
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
