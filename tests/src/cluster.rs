@@ -131,14 +131,17 @@ impl TestCluster {
 
     /// Like [`start`](Self::start), but a machine that cannot run a control plane at all (no
     /// etcd, no kube-apiserver and no way to build one) skips the calling test with a message,
-    /// unless `BEDSIDE_REQUIRE_CLUSTER` is set (as CI sets it) to make that a failure.
+    /// unless `BEDSIDE_REQUIRE_CLUSTER=1` (as CI sets it) makes that a failure: the same rule as
+    /// every other skip ([`crate::run_or_skip`]).
     pub async fn start_or_skip(options: ClusterOptions) -> Option<Self> {
         match Self::start(options).await {
             Ok(cluster) => Some(cluster),
-            Err(e @ HarnessError::MissingBinary { .. })
-                if std::env::var_os("BEDSIDE_REQUIRE_CLUSTER").is_none() =>
-            {
-                eprintln!("SKIPPED: no Kubernetes control plane can be started here: {e}");
+            Err(e @ HarnessError::MissingBinary { .. }) => {
+                crate::run_or_skip(
+                    "a Kubernetes control plane",
+                    Some(e.to_string()),
+                    "BEDSIDE_REQUIRE_CLUSTER",
+                );
                 None
             }
             Err(e) => panic!("start the test cluster: {e}"),

@@ -122,12 +122,17 @@ pub async fn install_crd(cluster: &TestCluster) -> Result<(), HarnessError> {
 /// Installs the real cert-manager and prometheus-operator CRDs from `BEDSIDE_THIRDPARTY_CRDS`
 /// (never committed here), minus the constructs a v1.20 server refuses: every
 /// `x-kubernetes-validations` and `selectableFields`, and every `default` that is null or "".
-/// Returns false, saying why, when the folder is not given.
+/// Returns false, saying why, when the folder is not given; under `BEDSIDE_REQUIRE_TOOLS=1`
+/// (CI) a missing folder fails, so the (e)(1) certificate proof cannot skip unseen.
 pub async fn install_thirdparty_crds(cluster: &TestCluster) -> Result<bool, HarnessError> {
     let Some(dir) = std::env::var_os("BEDSIDE_THIRDPARTY_CRDS") else {
-        eprintln!(
-            "SKIPPED: BEDSIDE_THIRDPARTY_CRDS is not set, so the cert-manager and prometheus-operator CRDs \
-             cannot be installed (.ci/run points it at the machine's copies)"
+        crate::run_or_skip(
+            "the cert-manager and prometheus-operator CRDs",
+            Some(
+                "BEDSIDE_THIRDPARTY_CRDS is not set (.ci/run points it at the machine's copies)"
+                    .into(),
+            ),
+            "BEDSIDE_REQUIRE_TOOLS",
         );
         return Ok(false);
     };

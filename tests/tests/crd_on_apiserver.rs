@@ -219,15 +219,16 @@ async fn status_conditions_from_two_field_managers_merge_by_type() {
 
 #[tokio::test]
 async fn kubectl_shows_the_printer_columns_and_explains_the_locked_fields() {
-    if std::process::Command::new("kubectl")
+    let missing = std::process::Command::new("kubectl")
         .arg("version")
         .arg("--client")
         .output()
         .is_err()
-    {
-        eprintln!(
-            "SKIPPED: kubectl is not installed (scripts/test-deps.sh installs kubernetes-client where Debian has it)"
-        );
+        .then(|| {
+            "kubectl is not installed (scripts/test-deps.sh installs kubernetes-client where Debian has it)"
+                .to_string()
+        });
+    if !bedside_tests::run_or_skip("the kubectl checks", missing, "BEDSIDE_REQUIRE_TOOLS") {
         return;
     }
     let Some(cluster) = cluster_with_crd().await else {
