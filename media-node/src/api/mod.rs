@@ -242,23 +242,36 @@ impl ApiState {
         Ok(name)
     }
 
-    /// Counts the call and, when a caller is known, seals its record.
-    fn finish(
+    /// One call: the caller authenticated, then `work` (which says which visit it was about),
+    /// the call counted and, when the caller is known, its record sealed.
+    async fn answer<Fut>(
         &self,
-        call: &str,
-        caller: Option<&str>,
-        action: Action,
-        visit: Option<&str>,
+        (call, action): (&'static str, Action),
+        headers: &HeaderMap,
         client: IpAddr,
-        result: Result<Response, Refused>,
-    ) -> Response {
+        work: impl FnOnce() -> Fut,
+    ) -> Response
+    where
+        Fut: Future<Output = (Option<String>, Result<Response, Refused>)>,
+    {
+        let (caller, visit, result) = match self.authenticate(headers, client) {
+            Ok(name) => {
+                let (visit, result) = work().await;
+                (Some(name), visit, result)
+            }
+            Err(refused) => (None, None, Err(refused)),
+        };
         let outcome = result.as_ref().map_or_else(Refused::outcome, |_| "ok");
         self.calls.with_label_values(&[call, outcome]).inc();
         if let Some(name) = caller {
             let refusal = result.as_ref().err().map(|r| r.body.error.code.as_str());
-            self.setup
-                .audit
-                .record(&scheduler(name), action, refusal, visit, Some(client));
+            self.setup.audit.record(
+                &scheduler(&name),
+                action,
+                refusal,
+                visit.as_deref(),
+                Some(client),
+            );
         }
         result.unwrap_or_else(IntoResponse::into_response)
     }
@@ -389,43 +402,27 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match api.authenticate(&headers, peer.ip()) {
-        Ok(name) => name,
-        Err(refused) => {
-            return api.finish(
-                "create",
-                None,
-                Action::VisitBooked,
-                None,
-                peer.ip(),
-                Err(refused),
-            );
-        }
-    };
     let fhir = uri
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "format=fhir"));
-    let booked = api.book(&headers, &body);
-    let id = booked.as_ref().ok().map(|v| v.id.clone());
-    let result = booked.map(|visit| {
-        let mut response = if fhir {
-            json(StatusCode::CREATED, &visit::fhir::appointments(&visit))
-        } else {
-            json(StatusCode::CREATED, &visit)
-        };
-        if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/visits/{}", visit.id)) {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
-        response
-    });
-    api.finish(
-        "create",
-        Some(&caller),
-        Action::VisitBooked,
-        id.as_deref(),
-        peer.ip(),
-        result,
-    )
+    let work = async || {
+        let booked = api.book(&headers, &body);
+        let id = booked.as_ref().ok().map(|v| v.id.clone());
+        let result = booked.map(|visit| {
+            let mut response = if fhir {
+                json(StatusCode::CREATED, &visit::fhir::appointments(&visit))
+            } else {
+                json(StatusCode::CREATED, &visit)
+            };
+            if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/visits/{}", visit.id)) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+        });
+        (id, result)
+    };
+    api.answer(("create", Action::VisitBooked), &headers, peer.ip(), work)
+        .await
 }
 
 /// `GET /api/v1/visits/{id}`
@@ -435,32 +432,15 @@ async fn status(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let caller = match api.authenticate(&headers, peer.ip()) {
-        Ok(name) => name,
-        Err(refused) => {
-            return api.finish(
-                "status",
-                None,
-                Action::VisitRead,
-                None,
-                peer.ip(),
-                Err(refused),
-            );
-        }
+    let work = async || match checked_id(&id) {
+        Ok(()) => (
+            Some(id.clone()),
+            Ok(json(StatusCode::OK, &api.status_of(&id).await)),
+        ),
+        Err(refused) => (None, Err(refused)),
     };
-    let result = match checked_id(&id) {
-        Ok(()) => Ok(json(StatusCode::OK, &api.status_of(&id).await)),
-        Err(refused) => Err(refused),
-    };
-    let visit = checked_id(&id).is_ok().then_some(id.as_str());
-    api.finish(
-        "status",
-        Some(&caller),
-        Action::VisitRead,
-        visit,
-        peer.ip(),
-        result,
-    )
+    api.answer(("status", Action::VisitRead), &headers, peer.ip(), work)
+        .await
 }
 
 /// `POST /api/v1/visits/{id}/cancel`
@@ -471,29 +451,17 @@ async fn cancel(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match api.authenticate(&headers, peer.ip()) {
-        Ok(name) => name,
-        Err(refused) => {
-            return api.finish(
-                "cancel",
-                None,
-                Action::VisitCancelled,
-                None,
-                peer.ip(),
-                Err(refused),
-            );
-        }
+    let work = async || {
+        let result = cancel_visit(&api, &id, &body).await;
+        (checked_id(&id).is_ok().then(|| id.clone()), result)
     };
-    let result = cancel_visit(&api, &id, &body).await;
-    let visit = checked_id(&id).is_ok().then_some(id.as_str());
-    api.finish(
-        "cancel",
-        Some(&caller),
-        Action::VisitCancelled,
-        visit,
+    api.answer(
+        ("cancel", Action::VisitCancelled),
+        &headers,
         peer.ip(),
-        result,
+        work,
     )
+    .await
 }
 
 async fn cancel_visit(api: &ApiState, id: &str, body: &[u8]) -> Result<Response, Refused> {
@@ -523,32 +491,20 @@ async fn reissue(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match api.authenticate(&headers, peer.ip()) {
-        Ok(name) => name,
-        Err(refused) => {
-            return api.finish(
-                "reissue",
-                None,
-                Action::VisitReissued,
-                None,
-                peer.ip(),
-                Err(refused),
-            );
-        }
+    let work = async || {
+        let result = api
+            .reissue(&id, &headers, &body)
+            .await
+            .map(|visit| json(StatusCode::OK, &visit));
+        (checked_id(&id).is_ok().then(|| id.clone()), result)
     };
-    let result = api
-        .reissue(&id, &headers, &body)
-        .await
-        .map(|visit| json(StatusCode::OK, &visit));
-    let visit = checked_id(&id).is_ok().then_some(id.as_str());
-    api.finish(
-        "reissue",
-        Some(&caller),
-        Action::VisitReissued,
-        visit,
+    api.answer(
+        ("reissue", Action::VisitReissued),
+        &headers,
         peer.ip(),
-        result,
+        work,
     )
+    .await
 }
 
 /// A booking the checks refused, or links that could not be signed.
