@@ -1,7 +1,13 @@
 //! The selective forwarding unit: rooms of participants whose media the node forwards.
 
+//!
+//! `command` is what signaling asks; `engine` is the sans-IO core (rooms, negotiation,
+//! forwarding, str0m events); `shell` owns the socket and the clock and runs the engine.
+
+pub mod command;
 pub mod engine;
 pub mod participant;
+mod shell;
 pub mod simulcast;
 pub mod stats;
 
@@ -11,7 +17,7 @@ use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-pub use engine::{Command, EngineSettings, HostAction, Joined};
+pub use command::{Command, EngineSettings, HostAction, Joined};
 pub use participant::ParticipantId;
 pub use stats::EngineStats;
 
@@ -59,7 +65,7 @@ pub async fn start(
         settings.advertised.set_port(local.port());
     }
     let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
-    let engine = engine::Engine::new(socket, settings, stats);
-    let task = tokio::spawn(engine.run(rx));
+    let engine = engine::Engine::new(settings, stats.clone(), std::time::Instant::now());
+    let task = tokio::spawn(shell::run(engine, socket, rx, stats));
     Ok((SfuHandle { commands }, local, task))
 }

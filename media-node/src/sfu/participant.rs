@@ -207,6 +207,7 @@ impl Participant {
         room: std::sync::Arc<str>,
         role: Role,
         events: mpsc::Sender<ServerMessage>,
+        now: Instant,
     ) -> Self {
         Self {
             id,
@@ -216,7 +217,7 @@ impl Participant {
             user: String::new(),
             admitted: false,
             muted: false,
-            last_activity: Instant::now(),
+            last_activity: now,
             share_mid: None,
             share_stopped: false,
             chat_channel: None,
@@ -230,7 +231,7 @@ impl Participant {
             next_timeout: None,
             connected: false,
             estimate_bps: None,
-            joined_at: Instant::now(),
+            joined_at: now,
             first_media_seen: false,
             overflowed: false,
             feedback_seen: Vec::new(),
@@ -283,6 +284,7 @@ impl Participant {
         mid: Mid,
         kind: MediaKind,
         direction: Direction,
+        now: Instant,
     ) -> Option<Propagated> {
         // The node receives what the client sends; observers publish nothing.
         if !matches!(direction, Direction::RecvOnly | Direction::SendRecv) || !self.may_publish() {
@@ -297,7 +299,7 @@ impl Participant {
             kind,
             screen,
             layers: Layers::default(),
-            total: LayerRate::new(Rid::from("*"), Instant::now()),
+            total: LayerRate::new(Rid::from("*"), now),
             last_keyframe_request: None,
         });
         Some(Propagated::TrackOpened {
@@ -310,12 +312,12 @@ impl Participant {
 
     /// The first media to or from this participant: the end of its join, as a user feels it.
     /// Returns how long the join took, once.
-    pub fn first_media(&mut self) -> Option<std::time::Duration> {
+    pub fn first_media(&mut self, now: Instant) -> Option<std::time::Duration> {
         if self.first_media_seen {
             return None;
         }
         self.first_media_seen = true;
-        Some(self.joined_at.elapsed())
+        Some(now.saturating_duration_since(self.joined_at))
     }
 
     /// Incoming media from this participant's own tracks.
@@ -413,6 +415,7 @@ impl Participant {
         &mut self,
         source: ParticipantId,
         data: &MediaData,
+        now: Instant,
     ) -> Result<Forward, str0m::RtcError> {
         let mut out = Forward::default();
         let Some(rtc) = self.rtc.as_mut() else {
@@ -450,7 +453,7 @@ impl Participant {
         };
         writer.write(pt, data.network_time, data.time, data.data.clone())?;
         out.written = true;
-        out.join_took = self.first_media();
+        out.join_took = self.first_media(now);
         Ok(out)
     }
 

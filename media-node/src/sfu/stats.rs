@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use str0m::media::MediaKind;
+
+use super::participant::Forward;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
@@ -402,6 +405,70 @@ impl EngineStats {
         self.connection_failures
             .with_label_values(&[reason.label()])
             .inc();
+    }
+
+    /// A connection completed DTLS with `profile`, `join_took` after its join.
+    pub fn media_connected(&self, profile: &str, join_took: Duration) {
+        self.connected.inc();
+        self.srtp_sessions.with_label_values(&[profile]).inc();
+        self.join_to_media.record(join_took);
+    }
+
+    /// A peer's round trip and loss, as str0m reports them each second.
+    pub fn peer(&self, peer: &str0m::stats::PeerStats) {
+        if let Some(rtt) = peer.rtt {
+            self.rtt.observe(rtt.as_secs_f64());
+        }
+        let losses = [
+            ("ingress", peer.ingress_loss_fraction),
+            ("egress", peer.egress_loss_fraction),
+        ];
+        for (direction, loss) in losses {
+            if let Some(loss) = loss {
+                self.loss
+                    .with_label_values(&[direction])
+                    .observe(f64::from(loss));
+            }
+        }
+    }
+
+    /// Interarrival jitter of an incoming track, in RTP clock units of its kind.
+    pub fn ingress_jitter(&self, kind: MediaKind, jitter: u32) {
+        let (label, clock) = match kind {
+            MediaKind::Audio => ("audio", 48_000.0),
+            MediaKind::Video => ("video", 90_000.0),
+        };
+        self.jitter
+            .with_label_values(&[label])
+            .observe(f64::from(jitter) / clock);
+    }
+
+    /// New NACK, PLI and FIR counts from a subscriber.
+    pub fn feedback_received(&self, delta: [u64; 3]) {
+        for (kind, n) in ["nack", "pli", "fir"].iter().zip(delta) {
+            if n > 0 {
+                self.feedback.with_label_values(&[kind]).inc_by(n);
+            }
+        }
+    }
+
+    /// One frame offered to one subscriber.
+    pub fn forwarded(&self, forward: &Forward) {
+        if forward.written {
+            self.frames_forwarded.inc();
+        }
+        if forward.switched {
+            self.layer_switches.inc();
+        }
+        if let Some(took) = forward.join_took {
+            self.join_to_media.record(took);
+        }
+    }
+
+    pub fn room_gauges(&self, rooms: usize, publishers: usize, subscribers: usize) {
+        self.rooms.set(rooms as i64);
+        self.publishers.set(publishers as i64);
+        self.subscribers.set(subscribers as i64);
     }
 }
 

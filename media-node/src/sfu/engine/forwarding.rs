@@ -1,0 +1,225 @@
+//! What one participant produced (media, chat, keyframe requests, new tracks), delivered to
+//! the others in its room; and each subscriber's simulcast layers, chosen from its bandwidth
+//! estimate.
+
+use std::time::Duration;
+
+use str0m::bwe::Bitrate;
+use str0m::media::{MediaKind, Mid};
+
+use super::Engine;
+use crate::sfu::participant::{ParticipantId, Propagated};
+
+/// How often layer choices follow the bandwidth estimates.
+const REBALANCE_EVERY: Duration = Duration::from_millis(500);
+const MIN_VIDEO_BPS: u64 = 150_000;
+
+impl Engine {
+    /// Delivers what participants produced to the others in their rooms, then lets everyone
+    /// touched send, until nothing is left.
+    pub(super) fn settle(&mut self) {
+        loop {
+            while let Some(prop) = self.queue.pop_front() {
+                self.propagate(prop);
+            }
+            if self.dirty.is_empty() {
+                break;
+            }
+            let mut dirty = std::mem::take(&mut self.dirty_spare);
+            std::mem::swap(&mut dirty, &mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for id in dirty.drain(..) {
+                self.drive(id);
+            }
+            self.dirty_spare = dirty;
+            if self.queue.is_empty() && self.dirty.is_empty() {
+                break;
+            }
+        }
+        self.remove_gone();
+        if self.now.saturating_duration_since(self.last_rebalance) >= REBALANCE_EVERY {
+            self.rebalance();
+            self.last_rebalance = self.now;
+        }
+    }
+
+    fn propagate(&mut self, prop: Propagated) {
+        match prop {
+            Propagated::TrackOpened {
+                source,
+                mid,
+                kind,
+                screen,
+            } => {
+                for id in self.room_of(source) {
+                    if let Some(p) = self.participants.get_mut(&id) {
+                        p.subscribe(source, mid, kind, screen);
+                        self.dirty.push(id);
+                    }
+                }
+            }
+            Propagated::Media { source, data } => self.forward(source, &data),
+            Propagated::Chat { source, text } => self.relay_chat(source, &text),
+            Propagated::KeyframeRequest {
+                source,
+                source_mid,
+                rid,
+                kind,
+            } => {
+                if let Some(p) = self.participants.get_mut(&source) {
+                    p.request_keyframe(source_mid, rid, kind, self.now);
+                    self.dirty.push(source);
+                }
+            }
+        }
+    }
+
+    /// One frame to every subscriber in the source's room. The room's member list is
+    /// borrowed, not copied: nothing here allocates per frame (the payload is an Arc shared by
+    /// every subscriber).
+    fn forward(&mut self, source: ParticipantId, data: &str0m::media::MediaData) {
+        let Some(room) = self.participants.get(&source).map(|p| p.room.clone()) else {
+            return;
+        };
+        let Some(members) = self.rooms.get(&room) else {
+            return;
+        };
+        let now = self.now;
+        for id in members.iter().filter(|m| **m != source) {
+            let Some(p) = self.participants.get_mut(id) else {
+                continue;
+            };
+            match p.forward(source, data, now) {
+                Ok(forward) => {
+                    self.stats.forwarded(&forward);
+                    if let Some(request) = forward.keyframe_request {
+                        self.queue.push_back(request);
+                    }
+                    if forward.written {
+                        self.dirty.push(*id);
+                    }
+                }
+                Err(e) => self.failures.push((*id, e)),
+            }
+        }
+        self.stats
+            .forward_delay
+            .record(self.now.saturating_duration_since(data.network_time));
+        while let Some((id, e)) = self.failures.pop() {
+            self.failed(id, e);
+        }
+    }
+
+    /// A chat message to everyone else in the room, over their data channels. The text is
+    /// held only while it is written out: never logged, stored or counted by content.
+    fn relay_chat(&mut self, source: ParticipantId, text: &str) {
+        let Some(from) = self.participants.get(&source).map(|p| p.info()) else {
+            return;
+        };
+        let envelope = serde_json::json!({"type": "chat", "from": from.id,
+            "displayName": from.display_name, "text": text});
+        let bytes = envelope.to_string().into_bytes();
+        for id in self.room_of(source) {
+            let Some(p) = self.participants.get_mut(&id) else {
+                continue;
+            };
+            let (Some(channel), Some(rtc)) = (p.chat_channel, p.rtc.as_mut()) else {
+                continue;
+            };
+            let written = rtc
+                .channel(channel)
+                .map(|mut c| c.write(false, &bytes).unwrap_or(false))
+                .unwrap_or(false);
+            if written {
+                self.stats.chat_messages.inc();
+                self.dirty.push(id);
+            } else {
+                self.stats.chat_dropped.inc();
+            }
+        }
+    }
+
+    /// Everyone else in `source`'s room.
+    fn room_of(&self, source: ParticipantId) -> Vec<ParticipantId> {
+        let Some(p) = self.participants.get(&source) else {
+            return Vec::new();
+        };
+        self.rooms
+            .get(&p.room)
+            .map(|members| members.iter().copied().filter(|m| *m != source).collect())
+            .unwrap_or_default()
+    }
+
+    /// Picks each subscriber's simulcast layers from its bandwidth estimate, and refreshes the
+    /// room gauges.
+    fn rebalance(&mut self) {
+        let publishers = self
+            .participants
+            .values()
+            .filter(|p| !p.tracks_in.is_empty())
+            .count();
+        let subscribers = self
+            .participants
+            .values()
+            .filter(|p| p.tracks_out.iter().any(|t| t.kind == MediaKind::Video))
+            .count();
+        self.stats
+            .room_gauges(self.rooms.len(), publishers, subscribers);
+        let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        for id in ids {
+            self.choose_layers(id);
+        }
+    }
+
+    /// One subscriber's share of its estimate per video track it receives, and the layer of
+    /// each that fits; the estimator is asked to probe for what the best layers need.
+    fn choose_layers(&mut self, id: ParticipantId) {
+        let Some(estimate) = self.participants.get(&id).and_then(|p| p.estimate_bps) else {
+            return;
+        };
+        let sources: Vec<(ParticipantId, Mid)> = match self.participants.get_mut(&id) {
+            Some(p) => p.video_out().map(|t| (t.source, t.source_mid)).collect(),
+            None => return,
+        };
+        if sources.is_empty() {
+            return;
+        }
+        let share = estimate / sources.len() as u64;
+        let mut choices = Vec::with_capacity(sources.len());
+        let mut desired = 0;
+        for (source, mid) in &sources {
+            let track = self
+                .participants
+                .get(source)
+                .and_then(|p| p.tracks_in.iter().find(|t| t.mid == *mid));
+            let Some(track) = track else {
+                choices.push(None);
+                continue;
+            };
+            if track.layers.is_empty() {
+                desired += track.total.bps;
+                choices.push(None);
+            } else {
+                desired += track.layers.top_bps();
+                choices.push(track.layers.choose(share));
+            }
+        }
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        for (track, choice) in p.video_out().zip(choices) {
+            if choice.is_some() {
+                track.selection.target = choice;
+            }
+        }
+        if let Some(rtc) = p.rtc.as_mut() {
+            // Headroom for RTP/SRTP overhead and retransmissions.
+            let desired = desired + desired / 4;
+            rtc.bwe().set_bitrate(
+                Bitrate::bps(MIN_VIDEO_BPS),
+                Bitrate::bps(desired.max(MIN_VIDEO_BPS)),
+            );
+        }
+    }
+}

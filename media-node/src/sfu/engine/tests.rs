@@ -1,0 +1,479 @@
+//! The engine with real str0m peers in memory, as the web client uses it: the peers negotiate
+//! through the engine's commands, finish ICE and DTLS, and send real frames; a datagram goes
+//! from one `Rtc` to the other through the engine without a socket, and the test moves the
+//! clock. No address here is ever bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::Registry;
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::format::Codec;
+use str0m::media::{
+    Direction, Frequency, MediaData, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Engine;
+use crate::crypto_policy::SrtpPolicy;
+use crate::meeting;
+use crate::protocol::{ErrorCode, LeaveReason, ProtocolError, ServerMessage};
+use crate::sfu::command::{Command, EngineSettings, HostAction};
+use crate::sfu::participant::ParticipantId;
+use crate::sfu::stats::EngineStats;
+use bedside_crds::join::Role;
+
+const STEP: Duration = Duration::from_millis(1);
+const AUDIO_EVERY: u64 = 20;
+const VIDEO_EVERY: u64 = 33;
+
+/// One browser: its connection, its signaling messages, what it received.
+struct Peer {
+    addr: SocketAddr,
+    rtc: Rtc,
+    id: ParticipantId,
+    messages: mpsc::Receiver<ServerMessage>,
+    told: Vec<ServerMessage>,
+    received: Vec<(Instant, MediaData)>,
+    connected: bool,
+    /// What this peer sends: its audio m-line, its video m-line and the video's rids.
+    publishing: Option<(Mid, Mid, Vec<Rid>)>,
+    keyframe_wanted: bool,
+    /// The last byte of every frame it sends, so receivers tell senders apart.
+    marker: u8,
+}
+
+/// One room on one engine, and the peers in it.
+struct Call {
+    engine: Engine,
+    stats: Arc<EngineStats>,
+    start: Instant,
+    now: Instant,
+    peers: Vec<Peer>,
+    /// The bandwidth estimate a subscriber's network gives: (peer, bits per second).
+    estimate: Option<(usize, u64)>,
+}
+
+impl Call {
+    fn new() -> Self {
+        let stats = EngineStats::new(&Registry::new(), "tenant", "node").expect("metrics");
+        let stats = Arc::new(stats);
+        let settings = EngineSettings {
+            tenant: "tenant".into(),
+            advertised: "127.0.0.1:40000".parse().expect("address"),
+            policy: SrtpPolicy::Aes256GcmOnly,
+            max_participants: 10,
+            meeting: meeting::Policy::new(Duration::from_secs(900), Duration::from_secs(7200)),
+            end_to_end: false,
+        };
+        let start = Instant::now();
+        Self {
+            engine: Engine::new(settings, stats.clone(), start),
+            stats,
+            start,
+            now: start,
+            peers: Vec::new(),
+            estimate: None,
+        }
+    }
+
+    fn ask<T>(
+        &mut self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ProtocolError>>) -> Command,
+    ) -> Result<T, ProtocolError> {
+        let (reply, mut answer) = oneshot::channel();
+        self.engine.handle_command(make(reply), self.now);
+        answer
+            .try_recv()
+            .expect("the engine replies before it returns")
+    }
+
+    fn join(&mut self, role: Role, user: &str) -> Result<usize, ProtocolError> {
+        let (events, messages) = mpsc::channel(1024);
+        let (room, user, token_expires) = (
+            "room".into(),
+            user.into(),
+            self.now + Duration::from_secs(3600),
+        );
+        let joined = self.ask(|reply| Command::Join {
+            room,
+            role,
+            user,
+            token_expires,
+            display_name: None,
+            remembered: None,
+            events,
+            reply,
+        })?;
+        let index = self.peers.len();
+        let addr: SocketAddr = format!("127.0.0.{}:5000", index + 2)
+            .parse()
+            .expect("address");
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let mut rtc = RtcConfig::new().set_crypto_provider(crypto).build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        self.peers.push(Peer {
+            addr,
+            rtc,
+            id: joined.id,
+            messages,
+            told: Vec::new(),
+            received: Vec::new(),
+            connected: false,
+            publishing: None,
+            // A browser's first frame is a keyframe.
+            keyframe_wanted: true,
+            marker: b'a' + index as u8,
+        });
+        Ok(index)
+    }
+
+    /// The peer offers its microphone and camera (simulcast when `rids` are given).
+    fn publish(&mut self, i: usize, rids: &[&str]) {
+        let peer = &mut self.peers[i];
+        let mut change = peer.rtc.sdp_api();
+        let audio = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let simulcast = (!rids.is_empty()).then(|| {
+            let mut simulcast = Simulcast::new();
+            for rid in rids {
+                simulcast.add_send_layer(SimulcastLayer::new(rid));
+            }
+            simulcast
+        });
+        let video = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
+        let (offer, pending) = change.apply().expect("an offer");
+        let rids = rids.iter().map(|r| Rid::from(*r)).collect();
+        peer.publishing = Some((audio, video, rids));
+        let (id, sdp) = (peer.id, offer.to_sdp_string());
+        let answer = self
+            .ask(|reply| Command::Offer { id, sdp, reply })
+            .expect("the node accepts the offer");
+        let answer = SdpAnswer::from_sdp_string(&answer).expect("the node's answer is SDP");
+        let peer = &mut self.peers[i];
+        peer.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("the peer accepts the answer");
+    }
+
+    /// Moves the clock by `duration`, a millisecond at a time, carrying every datagram and
+    /// signaling message between the peers and the engine.
+    fn run(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end {
+            self.now += STEP;
+            if let Some((i, bps)) = self.estimate
+                && let Some(p) = self.engine.participants.get_mut(&self.peers[i].id)
+            {
+                p.estimate_bps = Some(bps);
+            }
+            for i in 0..self.peers.len() {
+                self.send_media(i);
+                self.poll_peer(i);
+            }
+            self.engine.handle_timeout(self.now);
+            self.deliver();
+            self.signal();
+        }
+    }
+
+    fn poll_peer(&mut self, i: usize) {
+        let now = self.now;
+        let peer = &mut self.peers[i];
+        if peer.rtc.handle_input(Input::Timeout(now)).is_err() {
+            return;
+        }
+        while let Ok(output) = peer.rtc.poll_output() {
+            match output {
+                Output::Timeout(_) => break,
+                Output::Transmit(t) => self.engine.handle_datagram(&t.contents, peer.addr, now),
+                Output::Event(Event::Connected) => peer.connected = true,
+                Output::Event(Event::MediaData(data)) => peer.received.push((now, data)),
+                Output::Event(Event::KeyframeRequest(_)) => peer.keyframe_wanted = true,
+                Output::Event(_) => {}
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            let Some(peer) = self.peers.iter_mut().find(|p| p.addr == t.destination) else {
+                continue;
+            };
+            let receive = Receive {
+                proto: Protocol::Udp,
+                source: t.source,
+                destination: t.destination,
+                contents: (&*t.contents).try_into().expect("a datagram"),
+            };
+            let _ = peer.rtc.handle_input(Input::Receive(self.now, receive));
+        }
+    }
+
+    /// Reads what the node told each peer; answers the node's offers as the client does.
+    fn signal(&mut self) {
+        for i in 0..self.peers.len() {
+            let mut answers = Vec::new();
+            let peer = &mut self.peers[i];
+            while let Ok(message) = peer.messages.try_recv() {
+                if let ServerMessage::Offer { sdp, .. } = &message {
+                    let offer = SdpOffer::from_sdp_string(sdp).expect("the node's offer is SDP");
+                    let answer = peer.rtc.sdp_api().accept_offer(offer).expect("acceptable");
+                    answers.push(answer.to_sdp_string());
+                }
+                peer.told.push(message);
+            }
+            let id = peer.id;
+            for sdp in answers {
+                self.ask(|reply| Command::Answer { id, sdp, reply })
+                    .expect("the node accepts the answer");
+            }
+        }
+    }
+
+    /// Audio every 20 ms, video every 33 ms on each layer (the higher, the larger), each frame
+    /// marked with its sender and layer; keyframes first and when asked for.
+    fn send_media(&mut self, i: usize) {
+        let now = self.now;
+        let ms = now.duration_since(self.start).as_millis() as u64;
+        let peer = &mut self.peers[i];
+        let Some((audio, video, rids)) = peer.publishing.clone() else {
+            return;
+        };
+        if !peer.connected {
+            return;
+        }
+        let pt = |rtc: &Rtc, codec| {
+            rtc.codec_config()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt())
+                .expect("the codec is configured")
+        };
+        if ms.is_multiple_of(AUDIO_EVERY) {
+            let (pt, time) = (
+                pt(&peer.rtc, Codec::Opus),
+                MediaTime::new(ms * 48, Frequency::FORTY_EIGHT_KHZ),
+            );
+            if let Some(writer) = peer.rtc.writer(audio) {
+                let _ = writer.write(pt, now, time, vec![peer.marker; 80]);
+            }
+        }
+        if !ms.is_multiple_of(VIDEO_EVERY) {
+            return;
+        }
+        let (pt, time) = (
+            pt(&peer.rtc, Codec::Vp8),
+            MediaTime::new(ms * 90, Frequency::NINETY_KHZ),
+        );
+        // The VP8 payload header's first bit clear means a keyframe.
+        let first = u8::from(!peer.keyframe_wanted);
+        peer.keyframe_wanted = false;
+        let layers: Vec<Option<Rid>> = if rids.is_empty() {
+            vec![None]
+        } else {
+            rids.into_iter().map(Some).collect()
+        };
+        for (n, rid) in layers.into_iter().enumerate() {
+            let Some(mut writer) = peer.rtc.writer(video) else {
+                return;
+            };
+            if let Some(rid) = rid {
+                writer = writer.rid(rid);
+            }
+            let mut frame = vec![peer.marker; 400 * (1 + 10 * n)];
+            frame[0] = first;
+            frame[1] = b'0' + n as u8;
+            let _ = writer.write(pt, now, time, frame);
+        }
+    }
+
+    /// Frames `to` received since `since`, from the peer whose marker is `from`'s.
+    fn frames(&self, to: usize, from: usize, kind: MediaKind, since: Instant) -> Vec<&MediaData> {
+        let marker = self.peers[from].marker;
+        self.peers[to]
+            .received
+            .iter()
+            .filter(|(at, d)| *at >= since && d.data.last() == Some(&marker))
+            .filter(|(_, d)| kind_of(d) == kind)
+            .map(|(_, d)| d)
+            .collect()
+    }
+
+    fn told(&self, i: usize, what: impl Fn(&ServerMessage) -> bool) -> bool {
+        self.peers[i].told.iter().any(what)
+    }
+
+    /// A clinician (host) and a patient admitted from the waiting room, both publishing,
+    /// connected and receiving each other.
+    fn visit(patient_rids: &[&str]) -> (Self, usize, usize) {
+        let mut call = Self::new();
+        let host = call.join(Role::Host, "clinician").expect("the host joins");
+        let patient = call
+            .join(Role::Participant, "patient")
+            .expect("the patient joins");
+        call.signal();
+        let id = call.peers[patient].id;
+        let sdp = String::new();
+        let early = call.ask(|reply| Command::Offer { id, sdp, reply });
+        assert_eq!(
+            early.map_err(|e| e.code),
+            Err(ErrorCode::Waiting),
+            "no media before admission"
+        );
+        let waiting = |m: &ServerMessage| matches!(m, ServerMessage::WaitingRoom { waiting, .. } if waiting.len() == 1);
+        assert!(call.told(host, waiting), "the host is told a patient waits");
+        let action = HostAction::Admit(id);
+        let host_id = call.peers[host].id;
+        call.ask(|reply| Command::Host {
+            id: host_id,
+            action,
+            reply,
+        })
+        .expect("the host admits");
+        call.signal();
+        let joined = |m: &ServerMessage| matches!(m, ServerMessage::Joined { .. });
+        assert!(
+            call.told(patient, joined),
+            "the patient is told they are in"
+        );
+        call.publish(host, &[]);
+        call.publish(patient, patient_rids);
+        call.run(Duration::from_secs(3));
+        assert!(call.peers[host].connected && call.peers[patient].connected);
+        (call, host, patient)
+    }
+}
+
+/// Audio is Opus (48 kHz); video VP8 (90 kHz).
+fn kind_of(data: &MediaData) -> MediaKind {
+    if data.params.spec().codec == Codec::Opus {
+        MediaKind::Audio
+    } else {
+        MediaKind::Video
+    }
+}
+
+#[test]
+fn once_admitted_from_the_waiting_room_clinician_and_patient_see_and_hear_each_other() {
+    let (mut call, host, patient) = Call::visit(&[]);
+    let since = call.now;
+    call.run(Duration::from_secs(1));
+    for (to, from) in [(host, patient), (patient, host)] {
+        let audio = call.frames(to, from, MediaKind::Audio, since).len();
+        let video = call.frames(to, from, MediaKind::Video, since).len();
+        // 50 audio and 30 video frames a second are sent.
+        assert!(
+            audio >= 45,
+            "{to} heard {audio} audio frames of {from} in a second"
+        );
+        assert!(
+            video >= 25,
+            "{to} saw {video} video frames of {from} in a second"
+        );
+    }
+    let connected = |m: &ServerMessage| matches!(m, ServerMessage::MediaConnected { srtp_profile, .. } if srtp_profile == "AEAD_AES_256_GCM");
+    assert!(call.told(host, connected) && call.told(patient, connected));
+    assert!(call.stats.frames_forwarded.get() > 100);
+    assert_eq!(call.stats.participants.get(), 2);
+}
+
+#[test]
+fn a_muted_patient_is_not_heard_but_still_seen_until_they_unmute() {
+    let (mut call, host, patient) = Call::visit(&[]);
+    let (host_id, target) = (call.peers[host].id, Some(call.peers[patient].id));
+    call.ask(|reply| Command::Host {
+        id: host_id,
+        action: HostAction::Mute(target),
+        reply,
+    })
+    .expect("the host mutes");
+    call.run(Duration::from_millis(200));
+    assert!(call.told(patient, |m| matches!(m, ServerMessage::Muted { .. })));
+    let since = call.now;
+    call.run(Duration::from_secs(1));
+    assert_eq!(call.frames(host, patient, MediaKind::Audio, since).len(), 0);
+    assert!(call.frames(host, patient, MediaKind::Video, since).len() >= 25);
+
+    let id = call.peers[patient].id;
+    call.engine.handle_command(Command::Unmute { id }, call.now);
+    call.run(Duration::from_millis(200));
+    let since = call.now;
+    call.run(Duration::from_secs(1));
+    assert!(call.frames(host, patient, MediaKind::Audio, since).len() >= 45);
+}
+
+#[test]
+fn an_expelled_patient_is_cut_off_told_why_and_cannot_rejoin() {
+    let (mut call, host, patient) = Call::visit(&[]);
+    let (host_id, target) = (call.peers[host].id, call.peers[patient].id);
+    call.ask(|reply| Command::Host {
+        id: host_id,
+        action: HostAction::Expel(target),
+        reply,
+    })
+    .expect("the host expels");
+    call.run(Duration::from_millis(200));
+    let expelled = |m: &ServerMessage| {
+        matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::Expelled,
+                fatal: true,
+                ..
+            }
+        )
+    };
+    assert!(call.told(patient, expelled));
+    let left = |m: &ServerMessage| {
+        matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Removed, .. }
+            if *participant_id == target.to_string())
+    };
+    assert!(call.told(host, left));
+    // The patient's browser keeps sending for a while; none of it reaches the host.
+    let since = call.now;
+    call.run(Duration::from_secs(1));
+    assert_eq!(call.frames(host, patient, MediaKind::Video, since).len(), 0);
+    assert_eq!(call.frames(host, patient, MediaKind::Audio, since).len(), 0);
+    assert_eq!(call.stats.participants.get(), 1);
+    let again = call.join(Role::Participant, "patient").map(|_| ());
+    assert_eq!(again.map_err(|e| e.code), Err(ErrorCode::Expelled));
+}
+
+#[test]
+fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe() {
+    let (mut call, host, patient) = Call::visit(&["l", "h"]);
+    // The layers measure ~0.1 and ~1.1 Mbit/s; a 3 Mbit/s estimate fits the higher.
+    call.estimate = Some((host, 3_000_000));
+    call.run(Duration::from_secs(2));
+    let layer = |d: &MediaData| d.data[1];
+    let since = call.now;
+    call.run(Duration::from_secs(1));
+    let seen: Vec<u8> = call
+        .frames(host, patient, MediaKind::Video, since)
+        .iter()
+        .map(|d| layer(d))
+        .collect();
+    assert!(
+        seen.len() >= 25 && seen.iter().all(|l| *l == b'1'),
+        "{seen:?}"
+    );
+
+    let switches = call.stats.layer_switches.get();
+    call.estimate = Some((host, 400_000));
+    let since = call.now;
+    call.run(Duration::from_secs(2));
+    let after = call.frames(host, patient, MediaKind::Video, since);
+    let first_low = after
+        .iter()
+        .position(|d| layer(d) == b'0')
+        .expect("the host gets the lower layer");
+    assert!(
+        after[first_low].is_keyframe(),
+        "the switch waits for a keyframe"
+    );
+    assert!(after[first_low..].iter().all(|d| layer(d) == b'0'));
+    assert!(call.stats.layer_switches.get() > switches);
+}
