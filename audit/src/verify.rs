@@ -2,6 +2,7 @@
 
 use crate::chain::{AuditKey, GENESIS, Record, line_hash};
 use crate::event::Action;
+use std::collections::HashMap;
 
 /// Why a chain is broken at a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,16 +114,9 @@ fn verify_chain(
     entries: &[Entry<'_>],
     key: &AuditKey,
 ) -> Result<ChainReport, Broken> {
-    // Where each sequence number sits, to tell a reordering from a removal.
-    let seq_at = |seq: u64, after: usize| {
-        entries
-            .iter()
-            .skip(after)
-            .find_map(|(line_no, r, _)| (r.seq == seq).then_some(*line_no))
-    };
     let mut previous: Option<(&Record, &str)> = None;
     // Each record seen so far, by seq: an exact copy arriving later is a re-delivery.
-    let mut seen: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    let mut seen: HashMap<u64, String> = HashMap::new();
     let mut report = ChainReport {
         node,
         records: 0,
@@ -157,48 +151,10 @@ fn verify_chain(
                 }
                 report.first_seq = Some(record.seq);
             }
-            Some((prev_record, prev_line)) => {
-                if record.seq <= prev_record.seq
-                    && seen.get(&record.seq).is_some_and(|h| *h == line_hash(line))
-                {
+            Some(prev) => {
+                if follows(entries, index, prev, &seen)? == Link::Redelivered {
                     report.duplicates += 1;
                     continue;
-                }
-                let expected = prev_record.seq + 1;
-                if record.seq != expected
-                    && let Some(expected_at) = seq_at(expected, index + 1)
-                {
-                    return Err(Broken::Reordered {
-                        line: line_no,
-                        previous: prev_record.seq,
-                        found: record.seq,
-                        expected,
-                        expected_at,
-                    });
-                }
-                if record.seq > prev_record.seq + 1 {
-                    return Err(Broken::Removed {
-                        line: line_no,
-                        previous: prev_record.seq,
-                        found: record.seq,
-                        missing: record.seq - prev_record.seq - 1,
-                    });
-                }
-                if record.seq <= prev_record.seq {
-                    // A record from earlier in the chain, re-inserted here.
-                    return Err(Broken::Reordered {
-                        line: line_no,
-                        previous: prev_record.seq,
-                        found: record.seq,
-                        expected,
-                        expected_at: seq_at(expected, index + 1).unwrap_or(0),
-                    });
-                }
-                if record.prev != line_hash(prev_line) {
-                    return Err(Broken::PrevMismatch {
-                        line: line_no,
-                        seq: record.seq,
-                    });
                 }
             }
         }
@@ -212,6 +168,74 @@ fn verify_chain(
         previous = Some((record, line));
     }
     Ok(report)
+}
+
+/// How a record stands to the one before it.
+#[derive(Debug, PartialEq, Eq)]
+enum Link {
+    Next,
+    /// An exact copy of a record already seen (a sink's at-least-once delivery).
+    Redelivered,
+}
+
+/// Checks that `entries[index]` follows `(prev_record, prev_line)`, telling a reordering from a
+/// removal and a re-delivery from a re-insertion.
+fn follows(
+    entries: &[Entry<'_>],
+    index: usize,
+    (prev_record, prev_line): (&Record, &str),
+    seen: &HashMap<u64, String>,
+) -> Result<Link, Broken> {
+    let (line_no, record, line) = &entries[index];
+    let line_no = *line_no;
+    // Where a sequence number sits further on, to tell a reordering from a removal.
+    let seq_at = |seq: u64| {
+        entries
+            .iter()
+            .skip(index + 1)
+            .find_map(|(line_no, r, _)| (r.seq == seq).then_some(*line_no))
+    };
+    if record.seq <= prev_record.seq && seen.get(&record.seq).is_some_and(|h| *h == line_hash(line))
+    {
+        return Ok(Link::Redelivered);
+    }
+    let expected = prev_record.seq + 1;
+    if record.seq != expected
+        && let Some(expected_at) = seq_at(expected)
+    {
+        return Err(Broken::Reordered {
+            line: line_no,
+            previous: prev_record.seq,
+            found: record.seq,
+            expected,
+            expected_at,
+        });
+    }
+    if record.seq > expected {
+        return Err(Broken::Removed {
+            line: line_no,
+            previous: prev_record.seq,
+            found: record.seq,
+            missing: record.seq - expected,
+        });
+    }
+    if record.seq < expected {
+        // A record from earlier in the chain, re-inserted here.
+        return Err(Broken::Reordered {
+            line: line_no,
+            previous: prev_record.seq,
+            found: record.seq,
+            expected,
+            expected_at: seq_at(expected).unwrap_or(0),
+        });
+    }
+    if record.prev != line_hash(prev_line) {
+        return Err(Broken::PrevMismatch {
+            line: line_no,
+            seq: record.seq,
+        });
+    }
+    Ok(Link::Next)
 }
 
 #[cfg(test)]

@@ -261,16 +261,9 @@ impl MediaNodeConfig {
     /// Refuses any config that unlocks a BAA-locked setting or leaves a bound, naming every
     /// offending field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut violations = Vec::new();
-        let mut refuse = |field: &str, problem: String| {
-            violations.push(ConfigViolation {
-                field: field.to_string(),
-                problem,
-            })
-        };
-
+        let mut v = Violations::default();
         if self.version != CONFIG_VERSION {
-            refuse(
+            v.refuse(
                 "version",
                 format!(
                     "this node reads config version {CONFIG_VERSION}, not {}; run a node and operator of the same release",
@@ -279,9 +272,20 @@ impl MediaNodeConfig {
             );
         }
         if self.tenant.name.trim().is_empty() {
-            refuse("tenant.name", "must name the HealthcareTenant".into());
+            v.refuse("tenant.name", "must name the HealthcareTenant".into());
         }
+        self.check_meetings(&mut v);
+        self.check_network_and_api(&mut v);
+        self.check_audit(&mut v);
+        if v.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(v.0))
+        }
+    }
 
+    /// The locked meeting settings and the meeting bounds.
+    fn check_meetings(&self, v: &mut Violations) {
         let m = &self.meetings;
         let locked: [(&LockedSetting, &str); 5] = [
             (&policy::RECORDING, m.recording.as_str()),
@@ -292,7 +296,7 @@ impl MediaNodeConfig {
         ];
         for (setting, value) in locked {
             if !setting.allows(value) {
-                refuse(
+                v.refuse(
                     &format!("meetings.{}", setting.field),
                     format!("is {value}, but {}", setting.message()),
                 );
@@ -300,20 +304,20 @@ impl MediaNodeConfig {
         }
         let idle = m.idle_timeout;
         if idle > policy::MAX_IDLE_TIMEOUT || idle < policy::MIN_IDLE_TIMEOUT {
-            refuse(
+            v.refuse(
                 "meetings.idleTimeout",
                 format!("is {idle}; automatic logoff needs between 1m and 15m"),
             );
         }
         let max = m.max_duration;
         if max > policy::MAX_MEETING_DURATION || max < policy::MIN_MEETING_DURATION {
-            refuse(
+            v.refuse(
                 "meetings.maxDuration",
                 format!("is {max}; meetings must end between 15m and 24h after they start"),
             );
         }
         if !(policy::MIN_PARTICIPANTS..=policy::MAX_PARTICIPANTS).contains(&m.max_participants) {
-            refuse(
+            v.refuse(
                 "meetings.maxParticipants",
                 format!(
                     "is {}; must be between {} and {}",
@@ -323,10 +327,12 @@ impl MediaNodeConfig {
                 ),
             );
         }
+    }
 
+    fn check_network_and_api(&self, v: &mut Violations) {
         let n = &self.network;
         if n.signaling_listen == n.metrics_listen {
-            refuse(
+            v.refuse(
                 "network.metricsListen",
                 "must differ from network.signalingListen: metrics are served on a port of their own".into(),
             );
@@ -335,7 +341,7 @@ impl MediaNodeConfig {
         if let Some(api) = &self.api
             && !(1..=MAX_API_REQUESTS_PER_SECOND).contains(&api.requests_per_second)
         {
-            refuse(
+            v.refuse(
                 "api.requestsPerSecond",
                 format!(
                     "is {}; must be between 1 and {MAX_API_REQUESTS_PER_SECOND}",
@@ -343,10 +349,13 @@ impl MediaNodeConfig {
                 ),
             );
         }
+    }
 
+    /// Retention and the sinks every record goes to.
+    fn check_audit(&self, v: &mut Violations) {
         let a = &self.audit;
         if a.retention_days < policy::MIN_AUDIT_RETENTION_DAYS {
-            refuse(
+            v.refuse(
                 "audit.retentionDays",
                 format!(
                     "is {}; HIPAA requires at least {} days (six years)",
@@ -356,13 +365,13 @@ impl MediaNodeConfig {
             );
         }
         if a.sinks.is_empty() {
-            refuse(
+            v.refuse(
                 "audit.sinks",
                 "is empty; every audit record must go to at least one sink".into(),
             );
         }
         if a.sinks.len() > policy::MAX_AUDIT_SINKS {
-            refuse(
+            v.refuse(
                 "audit.sinks",
                 format!(
                     "has {} sinks; at most {}",
@@ -375,18 +384,25 @@ impl MediaNodeConfig {
             if let AuditSinkSettings::Webhook { url, .. } = sink
                 && !url.starts_with("https://")
             {
-                refuse(
+                v.refuse(
                     &format!("audit.sinks[{i}].url"),
                     "must start with https://: audit records travel over TLS only".into(),
                 );
             }
         }
+    }
+}
 
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(violations))
-        }
+/// Every offending field of a config, collected so the user fixes them all at once.
+#[derive(Default)]
+struct Violations(Vec<ConfigViolation>);
+
+impl Violations {
+    fn refuse(&mut self, field: &str, problem: String) {
+        self.0.push(ConfigViolation {
+            field: field.to_string(),
+            problem,
+        });
     }
 }
 

@@ -303,30 +303,11 @@ fn structural_violation(error: &jsonschema::ValidationError<'_>) -> Violation {
             join(&path, property.as_str().unwrap_or_default()),
             "Required value".to_string(),
         ),
-        ValidationErrorKind::Enum { options } => {
-            let supported: Vec<String> = options
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|o| o.to_string())
-                .collect();
-            (
-                path,
-                format!(
-                    "Unsupported value: {value}: supported values: {}",
-                    supported.join(", ")
-                ),
-            )
-        }
+        ValidationErrorKind::Enum { options } => (path, unsupported(value, options)),
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             let fields: Vec<String> = unexpected.iter().map(|u| format!("{u:?}")).collect();
-            (
-                path,
-                format!(
-                    "unknown field {}: check its spelling against `kubectl explain healthcaretenant.spec`",
-                    fields.join(", ")
-                ),
-            )
+            let hint = "check its spelling against `kubectl explain healthcaretenant.spec`";
+            (path, format!("unknown field {}: {hint}", fields.join(", ")))
         }
         ValidationErrorKind::Maximum { limit } => (
             path,
@@ -365,20 +346,7 @@ fn structural_violation(error: &jsonschema::ValidationError<'_>) -> Violation {
             path,
             format!("Invalid value: {value}: must be a {format} (e.g. 2026-01-15 for a date)"),
         ),
-        ValidationErrorKind::Type { kind } => {
-            let expected: Vec<String> = match kind {
-                TypeKind::Single(t) => vec![t.to_string()],
-                TypeKind::Multiple(set) => set.iter().map(|t| t.to_string()).collect(),
-            };
-            let expected: Vec<String> = expected.into_iter().filter(|t| t != "null").collect();
-            (
-                path,
-                format!(
-                    "Invalid value: {value}: must be of type {} (quote quantities and dates, e.g. cpu: \"1\")",
-                    expected.join(" or ")
-                ),
-            )
-        }
+        ValidationErrorKind::Type { kind } => (path, wrong_type(value, kind)),
         ValidationErrorKind::MaxProperties { .. } | ValidationErrorKind::MinProperties { .. } => (
             path,
             format!("Invalid value: must set exactly one field ({error})"),
@@ -386,6 +354,31 @@ fn structural_violation(error: &jsonschema::ValidationError<'_>) -> Violation {
         _ => (path, error.to_string()),
     };
     Violation { path, message }
+}
+
+fn unsupported(value: &serde_json::Value, options: &serde_json::Value) -> String {
+    let supported: Vec<String> = options
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| o.to_string())
+        .collect();
+    format!(
+        "Unsupported value: {value}: supported values: {}",
+        supported.join(", ")
+    )
+}
+
+fn wrong_type(value: &serde_json::Value, kind: &TypeKind) -> String {
+    let expected: Vec<String> = match kind {
+        TypeKind::Single(t) => vec![t.to_string()],
+        TypeKind::Multiple(set) => set.iter().map(|t| t.to_string()).collect(),
+    };
+    let expected: Vec<String> = expected.into_iter().filter(|t| t != "null").collect();
+    format!(
+        "Invalid value: {value}: must be of type {} (quote quantities and dates, e.g. cpu: \"1\")",
+        expected.join(" or ")
+    )
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //!   (a leaf: `sfu` and `signaling` both use it, neither through the other);
 //! - [`signaling`]: the WebSocket-over-TLS server, its sessions and the web client; joins
 //!   carried to the room's pod;
-//! - [`sfu`]: rooms, participants and the str0m media loop;
+//! - [`sfu`]: the media engine (sans-IO: rooms, participants, str0m connections) and the shell
+//!   that gives it the socket and the clock;
 //! - [`meeting`]: the meeting state machine (waiting room, host controls, timeouts, passcodes);
 //! - [`crypto_policy`]: DTLS/SRTP restricted to what a BAA asks for;
 //! - [`tls`]: the HTTPS certificate and server config;

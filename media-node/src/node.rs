@@ -154,14 +154,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
 
     let settings = engine_settings(config);
     let end_to_end = settings.end_to_end;
-    let (sfu, media, engine_task) =
-        sfu::start(config.network.media_listen, settings, stats.clone())
-            .await
-            .map_err(|source| NodeError::Listen {
-                what: "media (UDP)",
-                addr: config.network.media_listen,
-                source,
-            })?;
+    let (sfu, media, engine_task) = start_media(config, settings, &stats).await?;
 
     let running_stats = stats.clone();
     let media_address = follow_media_address(&setup, media, &sfu);
@@ -193,21 +186,8 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         placement: placement.as_ref().map(|(p, _)| p.clone()),
         peer_tls: crate::signaling::forward::peer_tls(&setup.tls)?,
     };
-    let mut app = router(state);
-    if let Some(api) = &config.api {
-        let setup = crate::api::ApiSetup {
-            tenant: config.tenant.name.clone(),
-            join_key: setup.join_key.clone(),
-            max_duration: config.meetings.max_duration.into(),
-            max_participants: config.meetings.max_participants,
-            credentials_dir: api.credentials_dir.clone(),
-            requests_per_second: api.requests_per_second,
-            audit: audit.clone(),
-            placement: placement.as_ref().map(|(p, _)| p.clone()),
-            sfu: sfu.clone(),
-        };
-        app = app.merge(crate::api::router(setup, &registry)?);
-    }
+    let placed = placement.as_ref().map(|(p, _)| p.clone());
+    let app = with_visits_api(router(state), &setup, &audit, placed, &sfu, &registry)?;
     let (signaling, https, https_task) =
         serve_signaling(config.network.signaling_listen, tls_config, app)?;
     let (metrics, metrics_task) =
@@ -229,6 +209,47 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         placement,
         _chain_lock: chain_lock,
     })
+}
+
+async fn start_media(
+    config: &MediaNodeConfig,
+    settings: sfu::EngineSettings,
+    stats: &Arc<EngineStats>,
+) -> Result<(SfuHandle, SocketAddr, tokio::task::JoinHandle<()>), NodeError> {
+    sfu::start(config.network.media_listen, settings, stats.clone())
+        .await
+        .map_err(|source| NodeError::Listen {
+            what: "media (UDP)",
+            addr: config.network.media_listen,
+            source,
+        })
+}
+
+/// The visits API for scheduling systems, on the signaling port, when the config turns it on.
+fn with_visits_api(
+    app: axum::Router,
+    setup: &NodeSetup,
+    audit: &Arc<Auditor>,
+    placement: Option<Arc<Placement>>,
+    sfu: &SfuHandle,
+    registry: &Registry,
+) -> Result<axum::Router, NodeError> {
+    let config = &setup.config;
+    let Some(api) = &config.api else {
+        return Ok(app);
+    };
+    let api_setup = crate::api::ApiSetup {
+        tenant: config.tenant.name.clone(),
+        join_key: setup.join_key.clone(),
+        max_duration: config.meetings.max_duration.into(),
+        max_participants: config.meetings.max_participants,
+        credentials_dir: api.credentials_dir.clone(),
+        requests_per_second: api.requests_per_second,
+        audit: audit.clone(),
+        placement,
+        sfu: sfu.clone(),
+    };
+    Ok(app.merge(crate::api::router(api_setup, registry)?))
 }
 
 /// The longest a predecessor with this node's buffers can still be running: its drain, plus
