@@ -4,7 +4,7 @@
 //! Each publisher sends 1,200-byte VP8 RTP packets at 1.5 Mbit/s (one stamped frame per packet)
 //! into its own room; M receive-only subscribers per room get it forwarded. Reported:
 //! forwarded streams per CPU-second of the node (utime+stime from /proc), loss, the node's own
-//! forwarding delay (its histogram: packet in to hand-off to the subscriber's sender),
+//! forwarding delay (its histogram: packet in to the subscribers' datagrams sent),
 //! end-to-end delay through both stacks, join to first forwarded packet, node memory per
 //! subscriber. Results are printed and written into docs/benchmarks.md.
 //!

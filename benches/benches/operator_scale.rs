@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bedside_benches::print_table;
 use bedside_crds::HealthcareTenant;
+use bedside_tests::media::cpu_secs;
 use bedside_tests::operator::{ensure_namespace, install_crd, operator_token};
 use bedside_tests::{ClusterOptions, TestCluster};
 use futures::StreamExt;
@@ -42,6 +43,76 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
         .parse()
         .ok()?;
     Some(kib / 1024.0)
+}
+
+/// The processes this benchmark started (the API server, etcd), by name, so their CPU can be
+/// read beside the operator's.
+fn children_of_this_process() -> Vec<(String, u32)> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let name = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?.to_string();
+            let ppid = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().nth(1)?;
+            (ppid == me).then_some((name, pid))
+        })
+        .collect()
+}
+
+/// Where the CPU went while the tenants were provisioned: seconds per process.
+struct CpuUse(Vec<(String, u32, f64)>);
+
+impl CpuUse {
+    fn now(processes: &[(String, u32)]) -> Self {
+        Self(
+            processes
+                .iter()
+                .map(|(name, pid)| (name.clone(), *pid, cpu_secs(*pid).unwrap_or(0.0)))
+                .collect(),
+        )
+    }
+
+    fn since(&self, before: &CpuUse) -> Vec<(String, f64)> {
+        self.0
+            .iter()
+            .zip(&before.0)
+            .map(|((name, _, after), (_, _, start))| (name.clone(), after - start))
+            .collect()
+    }
+}
+
+/// The API server's requests by verb and resource, from its own metrics.
+async fn api_requests(client: &kube::Client) -> Vec<(String, f64)> {
+    let request = http::Request::get("/metrics").body(Vec::new());
+    let Ok(text) = (match request {
+        Ok(r) => client.request_text(r).await,
+        Err(_) => return Vec::new(),
+    }) else {
+        return Vec::new();
+    };
+    let mut counts: std::collections::BTreeMap<String, f64> = Default::default();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            Some(line[start..].split('"').next()?.to_string())
+        };
+        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else {
+            continue;
+        };
+        let n: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *counts.entry(format!("{verb} {resource}")).or_default() += n;
+    }
+    let mut counts: Vec<(String, f64)> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.total_cmp(&a.1));
+    counts
 }
 
 fn reconciles(metrics: &str) -> f64 {
@@ -103,6 +174,11 @@ async fn main() {
         .spawn()
         .expect("start the operator");
 
+    let mut processes = children_of_this_process();
+    processes.retain(|(name, _)| name != "bedside-operato");
+    processes.push(("bedside-operator".into(), operator.id()));
+    let requests_before = api_requests(&cluster.client()).await;
+    let cpu_before = CpuUse::now(&processes);
     let started = Instant::now();
     let client = cluster.client();
     futures::stream::iter(0..count)
@@ -158,6 +234,8 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    let cpu = CpuUse::now(&processes).since(&cpu_before);
+    let requests_after = api_requests(&cluster.client()).await;
     let rss = peak_rss_mib(operator.id());
     let metrics = std::process::Command::new("bash")
         .arg("-c")
@@ -202,4 +280,21 @@ async fn main() {
             ],
         ],
     );
+    let wall = total.as_secs_f64();
+    println!("\nWhere the CPU went while provisioning ({wall:.1} s of wall time, 2 cores):");
+    for (name, secs) in &cpu {
+        println!("  {name:<24} {secs:>7.1} CPU s  ({:.0}% of one core)", 100.0 * secs / wall);
+    }
+    println!("\nAPI requests during provisioning, per tenant (verb resource):");
+    for (what, after) in requests_after.iter().take(20) {
+        let before = requests_before
+            .iter()
+            .find(|(w, _)| w == what)
+            .map(|(_, n)| *n)
+            .unwrap_or(0.0);
+        let per_tenant = (after - before) / count as f64;
+        if per_tenant >= 0.05 {
+            println!("  {what:<40} {per_tenant:>6.2}");
+        }
+    }
 }

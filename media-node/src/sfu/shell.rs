@@ -63,6 +63,13 @@ pub async fn run(
         stats.heartbeat.beat(now);
         engine.handle_timeout(now);
         send(&mut engine, &socket, &stats);
+        // Packet in to every subscriber's datagrams handed to the socket.
+        let sent = Instant::now();
+        for arrived in engine.drain_delivered() {
+            stats
+                .forward_delay
+                .record(sent.saturating_duration_since(arrived));
+        }
     }
 }
 

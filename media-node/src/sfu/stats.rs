@@ -158,7 +158,8 @@ pub struct EngineStats {
     pub rtt: Histogram,
     pub jitter: HistogramVec,
     pub loss: HistogramVec,
-    /// From a frame's arrival at the node to its hand-off to every subscriber's sender.
+    /// From a frame's arrival at the node to its encrypted datagrams for every subscriber handed
+    /// to the socket (measured by the shell: the engine has no clock).
     pub forward_delay: DurationHistogram,
     /// From the token check to the first media frame sent or received.
     pub join_to_media: DurationHistogram,

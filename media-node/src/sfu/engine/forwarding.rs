@@ -103,9 +103,8 @@ impl Engine {
                 Err(e) => self.failures.push((*id, e)),
             }
         }
-        self.stats
-            .forward_delay
-            .record(self.now.saturating_duration_since(data.network_time));
+        // Timed by the shell once the subscribers' datagrams are handed to the socket.
+        self.delivered.push(data.network_time);
         while let Some((id, e)) = self.failures.pop() {
             self.failed(id, e);
         }

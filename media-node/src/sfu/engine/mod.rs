@@ -62,6 +62,9 @@ pub struct Engine {
     now: Instant,
     /// Datagrams to send, in order, until the shell takes them.
     outbox: VecDeque<Transmit>,
+    /// When each frame forwarded since the shell last asked arrived: the engine has no clock
+    /// to time its own forwarding with.
+    delivered: Vec<Instant>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -96,6 +99,7 @@ impl Engine {
             last_meeting_tick: now,
             now,
             outbox: VecDeque::new(),
+            delivered: Vec::new(),
         }
     }
 
@@ -207,6 +211,12 @@ impl Engine {
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.outbox.pop_front()
+    }
+
+    /// The arrival times of the frames forwarded since the last call, for the forwarding
+    /// delay the shell measures.
+    pub fn drain_delivered(&mut self) -> std::vec::Drain<'_, Instant> {
+        self.delivered.drain(..)
     }
 
     /// When `handle_timeout` is due next.
