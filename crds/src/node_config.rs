@@ -532,6 +532,36 @@ mod tests {
     }
 
     #[test]
+    fn the_lower_bounds_are_refused_too_and_the_message_names_the_range() {
+        let mut config = valid();
+        config.meetings.idle_timeout = std::time::Duration::from_secs(30).into();
+        config.meetings.max_duration = std::time::Duration::from_secs(10 * 60).into();
+        config.meetings.max_participants = 1;
+        let Err(ConfigError::Invalid(violations)) = config.validate() else {
+            panic!("below the lower bounds must be refused");
+        };
+        let problem = |field: &str| {
+            violations
+                .iter()
+                .find(|v| v.field == field)
+                .map(|v| v.problem.clone())
+                .unwrap_or_else(|| panic!("{field} is not named: {violations:?}"))
+        };
+        assert_eq!(
+            problem("meetings.idleTimeout"),
+            "is 30s; automatic logoff needs between 1m and 15m"
+        );
+        assert!(problem("meetings.maxDuration").contains("between 15m and 24h"));
+        assert!(problem("meetings.maxParticipants").contains("is 1; must be between"));
+        // The bounds themselves are allowed.
+        let mut config = valid();
+        config.meetings.idle_timeout = policy::MIN_IDLE_TIMEOUT.into();
+        config.meetings.max_duration = policy::MIN_MEETING_DURATION.into();
+        config.meetings.max_participants = policy::MIN_PARTICIPANTS;
+        assert!(config.validate().is_ok(), "{:?}", config.validate());
+    }
+
+    #[test]
     fn a_plain_http_webhook_is_refused() {
         let mut config = valid();
         config.audit.sinks = vec![AuditSinkSettings::Webhook {

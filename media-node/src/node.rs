@@ -504,6 +504,7 @@ struct AuditHealth {
 
 impl AuditHealth {
     fn refresh(&self) -> BufferState {
+        self.metrics.set_depths(&self.audit.depths());
         let state = self.audit.buffer_state();
         self.metrics
             .set_buffer_full(state != BufferState::Ok, state == BufferState::FullRefusing);

@@ -59,13 +59,31 @@ mod tests {
     #[test]
     fn the_operator_cannot_list_or_delete_secrets() {
         let role = cluster_role();
-        let secrets = role
-            .rules
-            .iter()
-            .flatten()
-            .find(|r| r.resources.iter().flatten().any(|res| res == "secrets"))
-            .expect("a secrets rule");
-        assert_eq!(secrets.verbs, ["get", "create"]);
+        // Every rule that reaches Secrets (by name or by a wildcard), not only the first.
+        let rules = role.rules.iter().flatten();
+        let mut verbs: Vec<String> = rules
+            .filter(|r| {
+                r.resources
+                    .iter()
+                    .flatten()
+                    .any(|res| res == "secrets" || res == "*")
+            })
+            .flat_map(|r| r.verbs.clone())
+            .collect();
+        verbs.sort();
+        verbs.dedup();
+        assert_eq!(
+            verbs,
+            ["create", "get"],
+            "Secrets are read by name and created"
+        );
+        assert!(
+            role.rules
+                .iter()
+                .flatten()
+                .all(|r| !r.verbs.contains(&"*".to_string())),
+            "no rule grants every verb"
+        );
         let deletes: Vec<_> = role
             .rules
             .iter()

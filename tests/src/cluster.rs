@@ -319,11 +319,11 @@ impl Processes {
                 "--service-account-issuer=https://kubernetes.default.svc".into(),
                 format!("--service-account-key-file={}", path("sa.pub")),
                 format!("--service-account-signing-key-file={}", path("sa.key")),
-                // Room for the Services of the 1,000-tenant benchmark: a signaling and a media
-                // Service per pod are 3 cluster IPs and 3 node ports per 2-replica tenant, more
-                // than the default node-port range (2,768) holds.
-                "--service-cluster-ip-range=10.96.0.0/20".into(),
-                "--service-node-port-range=30000-39999".into(),
+                // Room for the Services of the 10,000-tenant benchmark: a signaling and a media
+                // Service per pod are 4 cluster IPs and 3 node ports per 2-replica tenant, far
+                // more than the defaults hold. No kube-proxy here: nothing binds these ports.
+                "--service-cluster-ip-range=10.96.0.0/16".into(),
+                "--service-node-port-range=20000-59999".into(),
                 "--endpoint-reconciler-type=none".into(),
                 "--enable-priority-and-fairness=false".into(),
             ],

@@ -431,6 +431,15 @@ async fn a_tenant_that_keeps_serving_admits_joins_past_a_full_buffer_up_to_twice
     assert!(refused, "joins stop at twice the buffer");
     let health = node.audit_health().await;
     assert_eq!(health["refusingJoins"], true, "{health}");
+    // Refused at twice the size (4,000 bytes), give or take the last join's records: not
+    // before (the policy is to keep serving) and not long after (records would be lost).
+    let buffered = health["sinks"][0]["bufferedBytes"]
+        .as_u64()
+        .expect("the report counts the buffered bytes");
+    assert!(
+        (3_200..=5_000).contains(&buffered),
+        "joins stopped with {buffered} bytes buffered; the bound is 2 x 2,000: {health}"
+    );
     assert_eq!(node.metric("bedside_audit_refusing_joins").await, 1.0);
     node.shutdown(Duration::from_secs(2)).await;
 }

@@ -62,10 +62,14 @@ fn render(values: &str) -> Result<String, String> {
     }
 }
 
+/// The rendered objects; a document that is not YAML fails the test, naming it (empty
+/// documents, as Helm leaves between templates, are skipped).
 fn objects(stream: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(stream)
-        .filter_map(|d| {
-            let v: Value = serde::Deserialize::deserialize(d).ok()?;
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let v: Value = serde::Deserialize::deserialize(d)
+                .unwrap_or_else(|e| panic!("rendered document {} is not YAML: {e}", i + 1));
             (!v.is_null()).then_some(v)
         })
         .collect()

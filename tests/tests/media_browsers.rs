@@ -139,8 +139,17 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
         // The third leaves; the other two are told and drop its tile.
         let leaver = browser::state(&browsers[2]).await["participantId"]
             .as_str()
-            .unwrap_or_default()
+            .expect("the third browser knows its participant id")
             .to_string();
+        let tile = format!(".tile[data-participant='{leaver}']");
+        for b in &browsers[..2] {
+            let tiles = b.find_all(Locator::Css(&tile)).await.expect("WebDriver");
+            assert_eq!(
+                tiles.len(),
+                1,
+                "the others show the third's tile before it leaves"
+            );
+        }
         browsers[2]
             .find(Locator::Css("#leave"))
             .await
@@ -164,10 +173,8 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
                 }
             })
             .await;
-            let tile = b
-                .find(Locator::Css(&format!(".tile[data-participant='{leaver}']")))
-                .await;
-            assert!(tile.is_err(), "the leaver's video tile is gone");
+            let tiles = b.find_all(Locator::Css(&tile)).await.expect("WebDriver");
+            assert!(tiles.is_empty(), "the leaver's video tile is gone");
         }
 
         // A browser with a forged token is refused and says why.

@@ -93,13 +93,16 @@ async fn participants_wait_until_a_host_admits_them_and_non_hosts_cannot_act_as_
         ],
         "the guest's try and the host's admission, each on record"
     );
-    let refused = audited(&node, "lock-meeting");
-    assert!(
-        refused
-            .iter()
-            .any(|r| r["outcome"]["reason"] == "not-host" && r["actor"]["user"] == "u-guest"),
-        "a non-host's attempt is on record: {refused:?}"
-    );
+    // Every host action a non-host tried is on record as refused, with who tried.
+    for action in ["lock-meeting", "mute", "meeting-end", "expel"] {
+        let records = audited(&node, action);
+        assert!(
+            records.iter().any(|r| r["outcome"]["result"] == "failure"
+                && r["outcome"]["reason"] == "not-host"
+                && r["actor"]["user"] == "u-guest"),
+            "the guest's {action} is on record as refused: {records:?}"
+        );
+    }
     node.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -246,6 +249,24 @@ async fn a_muted_participants_audio_stops_reaching_the_others() {
         "no audio is forwarded once muted"
     );
     assert_eq!(audited(&node, "mute").len(), 1);
+    // Nobody else can unmute them: `unmute` names no one, so a host naming the speaker is
+    // refused, and the speaker stays muted.
+    host.send(json!({"v": 1, "type": "unmute", "participantId": speaker_id}))
+        .await;
+    assert!(
+        wait_until(Duration::from_secs(5), || host
+            .saw("error")
+            .iter()
+            .any(|e| e["code"] == "invalid-message"))
+        .await,
+        "an unmute naming someone else is refused"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        host.packets_from(&speaker_id),
+        after_mute,
+        "the speaker is still not heard"
+    );
     // Only the speaker can unmute, and then their audio flows again.
     speaker.send(json!({"v": 1, "type": "unmute"})).await;
     assert!(
@@ -311,10 +332,16 @@ async fn a_host_stops_a_screen_share_and_only_a_host_can() {
         stopped_at,
         "nothing of the screen is forwarded once stopped"
     );
+    let records = audited(&node, "stop-share");
     assert!(
-        audited(&node, "stop-share")
-            .iter()
-            .any(|r| r["outcome"]["result"] == "success")
+        records.iter().any(|r| r["outcome"]["result"] == "success"),
+        "the host's stop is on record: {records:?}"
+    );
+    assert!(
+        records.iter().any(|r| r["outcome"]["result"] == "failure"
+            && r["outcome"]["reason"] == "not-host"
+            && r["actor"]["user"] == "u-guest"),
+        "the guest's try is on record as refused: {records:?}"
     );
     node.shutdown(Duration::from_secs(2)).await;
 }

@@ -452,13 +452,14 @@ async fn edits_that_weaken_a_lock_are_reverted_and_reported() {
             .filter(|c| config_text(c).contains("recording: Disabled"))
     })
     .await;
-    let (_, reason, message) = eventually("SettingsLocked=DriftReverted", WAIT, || async {
+    let (status, _, message) = eventually("SettingsLocked=DriftReverted", WAIT, || async {
         condition(&cluster, "SettingsLocked")
             .await
             .filter(|(_, r, _)| r == "DriftReverted")
     })
     .await;
-    assert_eq!(reason, "DriftReverted");
+    // The settings are locked again (True); the reason keeps the tampering visible.
+    assert_eq!(status, "True");
     assert!(message.contains("meetings.recording"), "{message}");
     eventually("a LockedSettingReverted Warning Event", WAIT, || async {
         event_reasons(&cluster)
@@ -703,6 +704,23 @@ async fn a_restarted_operator_converges_and_only_the_leader_reconciles() {
         codes,
         (Some(200), Some(503)),
         "only the leader reports ready"
+    );
+    // And only the leader reconciled: the standby's counter has not moved.
+    let reconciles = |metrics: Option<(u16, String)>| -> f64 {
+        let (_, text) = metrics.expect("the operator serves /metrics");
+        text.lines()
+            .filter(|l| l.starts_with("bedside_operator_reconciles_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    eventually("the leader reconciles", WAIT, || async {
+        (reconciles(leader.http_get("/metrics").await) >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        reconciles(standby.http_get("/metrics").await),
+        0.0,
+        "the standby reconciled nothing"
     );
 
     // The leader steps down gracefully; the standby takes over and reconciles.

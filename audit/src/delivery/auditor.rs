@@ -186,6 +186,12 @@ impl Auditor {
         }
     }
 
+    /// Each network sink's undelivered bytes now, in the order the sinks were opened (the
+    /// delivery tasks only see them when they try to deliver, which a long back-off delays).
+    pub fn depths(&self) -> Vec<u64> {
+        self.spools.iter().map(|s| s.depth(s.delivered())).collect()
+    }
+
     /// True when joins must wait for the sinks to catch up.
     pub fn refuses_joins(&self) -> bool {
         self.buffer_state() == BufferState::FullRefusing

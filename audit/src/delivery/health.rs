@@ -169,6 +169,20 @@ impl AuditMetrics {
         self.refusing_joins.set(i64::from(refusing));
     }
 
+    /// The live undelivered bytes of each sink, in the order `sink` registered them (the
+    /// order `delivery::start` opens their buffers: [`super::Auditor::depths`]).
+    pub fn set_depths(&self, depths: &[u64]) {
+        let Ok(mut states) = self.states.lock() else {
+            return;
+        };
+        for (report, bytes) in states.iter_mut().zip(depths) {
+            report.buffered_bytes = *bytes;
+            self.buffered
+                .with_label_values(&[report.sink.to_string().as_str(), &report.kind])
+                .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Every network sink's state, in spec order.
     pub fn report(&self) -> Vec<SinkReport> {
         self.states.lock().map(|s| s.clone()).unwrap_or_default()
