@@ -69,11 +69,33 @@ pub fn provider(policy: SrtpPolicy) -> Arc<CryptoProvider> {
 
 static AES256_ONLY: PolicyDtlsProvider = PolicyDtlsProvider {
     policy: SrtpPolicy::Aes256GcmOnly,
+    dtls12: DTLS12_SUITES,
+    dtls13: DTLS13_SUITES,
 };
+
+/// A peer's provider that offers only these DTLS suites: the tests' browser whose suites the
+/// node must refuse.
+#[cfg(test)]
+pub(crate) fn peer_offering(
+    dtls12: &'static [Dtls12CipherSuite],
+    dtls13: &'static [Dtls13CipherSuite],
+) -> Arc<CryptoProvider> {
+    let dtls: &'static PolicyDtlsProvider = Box::leak(Box::new(PolicyDtlsProvider {
+        policy: SrtpPolicy::Aes256GcmOnly,
+        dtls12,
+        dtls13,
+    }));
+    Arc::new(CryptoProvider {
+        dtls_provider: dtls,
+        ..str0m::crypto::from_feature_flags()
+    })
+}
 
 #[derive(Debug)]
 struct PolicyDtlsProvider {
     policy: SrtpPolicy,
+    dtls12: &'static [Dtls12CipherSuite],
+    dtls13: &'static [Dtls13CipherSuite],
 }
 
 impl DtlsProvider for PolicyDtlsProvider {
@@ -94,8 +116,8 @@ impl DtlsProvider for PolicyDtlsProvider {
             .with_crypto_provider(dimpl::crypto::aws_lc_rs::default_provider())
             // ICE has already proven return routability; cookies would only add a round trip.
             .use_server_cookie(false)
-            .dtls12_cipher_suites(DTLS12_SUITES)
-            .dtls13_cipher_suites(DTLS13_SUITES);
+            .dtls12_cipher_suites(self.dtls12)
+            .dtls13_cipher_suites(self.dtls13);
         if let Some(mtu) = mtu {
             builder = builder.mtu(mtu);
         }

@@ -55,6 +55,8 @@ struct Call {
     peers: Vec<Peer>,
     /// The bandwidth estimate a subscriber's network gives: (peer, bits per second).
     estimate: Option<(usize, u64)>,
+    /// What the next peer's browser offers for DTLS.
+    peer_crypto: Arc<str0m::crypto::CryptoProvider>,
 }
 
 impl Call {
@@ -77,6 +79,7 @@ impl Call {
             now: start,
             peers: Vec::new(),
             estimate: None,
+            peer_crypto: Arc::new(str0m::crypto::from_feature_flags()),
         }
     }
 
@@ -112,7 +115,7 @@ impl Call {
         let addr: SocketAddr = format!("127.0.0.{}:5000", index + 2)
             .parse()
             .expect("address");
-        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let crypto = self.peer_crypto.clone();
         let mut rtc = RtcConfig::new().set_crypto_provider(crypto).build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
         self.peers.push(Peer {
@@ -131,8 +134,9 @@ impl Call {
         Ok(index)
     }
 
-    /// The peer offers its microphone and camera (simulcast when `rids` are given).
-    fn publish(&mut self, i: usize, rids: &[&str]) {
+    /// The peer offers its microphone and camera (simulcast when `rids` are given); the
+    /// node's answer.
+    fn publish(&mut self, i: usize, rids: &[&str]) -> String {
         let peer = &mut self.peers[i];
         let mut change = peer.rtc.sdp_api();
         let audio = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
@@ -151,12 +155,13 @@ impl Call {
         let answer = self
             .ask(|reply| Command::Offer { id, sdp, reply })
             .expect("the node accepts the offer");
-        let answer = SdpAnswer::from_sdp_string(&answer).expect("the node's answer is SDP");
+        let parsed = SdpAnswer::from_sdp_string(&answer).expect("the node's answer is SDP");
         let peer = &mut self.peers[i];
         peer.rtc
             .sdp_api()
-            .accept_answer(pending, answer)
+            .accept_answer(pending, parsed)
             .expect("the peer accepts the answer");
+        answer
     }
 
     /// Moves the clock by `duration`, a millisecond at a time, carrying every datagram and
@@ -339,7 +344,10 @@ impl Call {
             call.told(patient, joined),
             "the patient is told they are in"
         );
-        call.publish(host, &[]);
+        let answer = call.publish(host, &[]);
+        // The browser offers actpass; the node answers passive, so it is the DTLS server and
+        // the browser's ClientHello must carry a suite the node allows.
+        assert!(answer.contains("a=setup:passive"), "{answer}");
         call.publish(patient, patient_rids);
         call.run(Duration::from_secs(3));
         assert!(call.peers[host].connected && call.peers[patient].connected);
@@ -476,4 +484,39 @@ fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe()
     );
     assert!(after[first_low..].iter().all(|d| layer(d) == b'0'));
     assert!(call.stats.layer_switches.get() > switches);
+}
+
+#[test]
+fn a_browser_offering_only_chacha20_gets_no_media_and_is_told_why() {
+    use dimpl::crypto::{Dtls12CipherSuite, Dtls13CipherSuite};
+    let mut call = Call::new();
+    call.peer_crypto = crate::crypto_policy::peer_offering(
+        &[Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256],
+        &[Dtls13CipherSuite::CHACHA20_POLY1305_SHA256],
+    );
+    let host = call.join(Role::Host, "clinician").expect("the host joins");
+    call.publish(host, &[]);
+    call.run(Duration::from_secs(3));
+    assert!(
+        !call.peers[host].connected,
+        "no media path without an allowed suite"
+    );
+    let refused = |m: &ServerMessage| {
+        matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::MediaEncryptionRefused,
+                fatal: true,
+                ..
+            }
+        )
+    };
+    assert!(call.told(host, refused), "{:?}", call.peers[host].told);
+    let failures = call
+        .stats
+        .connection_failures
+        .with_label_values(&["encryption_policy"])
+        .get();
+    assert_eq!(failures, 1);
+    assert_eq!(call.stats.participants.get(), 0);
 }
