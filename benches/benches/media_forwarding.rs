@@ -26,21 +26,25 @@ const LOAD: VideoLoad = VideoLoad {
 const WARMUP: Duration = Duration::from_secs(3);
 const WINDOW: Duration = Duration::from_secs(10);
 
+/// One scenario's figures; `None` where nothing was measured (no samples, /proc unreadable),
+/// which the table prints as "n/a", never as a zero.
 #[derive(Debug)]
 struct Outcome {
     publishers: usize,
     subscribers: usize,
     streams: usize,
-    node_cpu_secs: f64,
-    streams_per_core: f64,
-    loss_pct: f64,
-    node_delay_p50_us: f64,
-    node_delay_p99_us: f64,
-    e2e_p50_us: u32,
-    e2e_p99_us: u32,
-    join_to_first_p50_ms: u128,
-    join_to_first_max_ms: u128,
-    memory_per_subscriber_kib: f64,
+    node_cpu_secs: Option<f64>,
+    streams_per_core: Option<f64>,
+    loss_pct: Option<f64>,
+    node_delay_p50_us: Option<f64>,
+    node_delay_p99_us: Option<f64>,
+    e2e_p50_us: Option<u32>,
+    e2e_p99_us: Option<u32>,
+    join_to_first_p50_ms: Option<u128>,
+    join_to_first_max_ms: Option<u128>,
+    /// Subscribers that received a first packet (the join figures cover only them).
+    joined_with_media: usize,
+    memory_per_subscriber_kib: Option<f64>,
     send_dropped: f64,
 }
 
@@ -54,18 +58,17 @@ fn node_binary() -> PathBuf {
     target.join("release/bedside-media-node")
 }
 
-/// utime + stime of a process, in seconds (0 when /proc is unreadable).
-fn cpu_secs(pid: u32) -> f64 {
-    bedside_tests::media::cpu_secs(pid).unwrap_or(0.0)
+/// utime + stime of a process, in seconds (`None` when /proc is unreadable).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    bedside_tests::media::cpu_secs(pid)
 }
 
-fn rss_kib(pid: u32) -> f64 {
+fn rss_kib(pid: u32) -> Option<f64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
+        .ok()?
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Cumulative histogram buckets (upper bound in seconds, count) of one metric.
@@ -87,8 +90,9 @@ fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Quantile from the difference of two cumulative histograms, interpolated within a bucket.
-fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+/// Quantile from the difference of two cumulative histograms, interpolated within a bucket;
+/// `None` without samples in between.
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
     let delta: Vec<(f64, f64)> = after
         .iter()
         .map(|(le, c)| {
@@ -102,14 +106,14 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
         .collect();
     let total = delta.last().map(|(_, c)| *c).unwrap_or(0.0);
     if total == 0.0 {
-        return f64::NAN;
+        return None;
     }
     let target = total * q;
     let mut lower = (0.0, 0.0);
     for (le, c) in delta {
         if c >= target {
             if le.is_infinite() {
-                return lower.0;
+                return Some(lower.0);
             }
             let span = c - lower.1;
             let frac = if span > 0.0 {
@@ -117,18 +121,16 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
             } else {
                 1.0
             };
-            return lower.0 + (le - lower.0) * frac;
+            return Some(lower.0 + (le - lower.0) * frac);
         }
         lower = (le, c);
     }
-    lower.0
+    Some(lower.0)
 }
 
-fn percentile(sorted: &[u32], q: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() - 1) as f64 * q) as usize]
+fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[(last as f64 * q) as usize])
 }
 
 async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) -> Outcome {
@@ -208,31 +210,30 @@ async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) 
         .collect();
     latencies.sort_unstable();
 
-    let node_cpu = cpu_after - cpu_before;
+    let node_cpu = cpu_after.zip(cpu_before).map(|(a, b)| a - b);
     let streams = publishers * per_room;
     let delay_before = buckets(&metrics_before, "bedside_media_forward_delay_seconds");
     let delay_after = buckets(&metrics_after, "bedside_media_forward_delay_seconds");
     let outcome = Outcome {
         publishers,
-        subscribers: publishers * per_room,
+        subscribers: streams,
         streams,
         node_cpu_secs: node_cpu,
-        streams_per_core: streams as f64 / (node_cpu / WINDOW.as_secs_f64()).max(1e-9),
-        loss_pct: if expected > 0 {
-            (1.0 - received as f64 / expected as f64).max(0.0) * 100.0
-        } else {
-            f64::NAN
-        },
-        node_delay_p50_us: quantile(&delay_before, &delay_after, 0.5) * 1e6,
-        node_delay_p99_us: quantile(&delay_before, &delay_after, 0.99) * 1e6,
+        streams_per_core: node_cpu
+            .filter(|cpu| *cpu > 0.0)
+            .map(|cpu| streams as f64 / (cpu / WINDOW.as_secs_f64())),
+        loss_pct: (expected > 0)
+            .then(|| (1.0 - received as f64 / expected as f64).max(0.0) * 100.0),
+        node_delay_p50_us: quantile(&delay_before, &delay_after, 0.5).map(|s| s * 1e6),
+        node_delay_p99_us: quantile(&delay_before, &delay_after, 0.99).map(|s| s * 1e6),
         e2e_p50_us: percentile(&latencies, 0.5),
         e2e_p99_us: percentile(&latencies, 0.99),
-        join_to_first_p50_ms: join_to_first
-            .get(join_to_first.len() / 2)
-            .copied()
-            .unwrap_or(0),
-        join_to_first_max_ms: join_to_first.last().copied().unwrap_or(0),
-        memory_per_subscriber_kib: (rss_after - rss_before) / (publishers * per_room) as f64,
+        join_to_first_p50_ms: percentile(&join_to_first, 0.5),
+        join_to_first_max_ms: join_to_first.last().copied(),
+        joined_with_media: join_to_first.len(),
+        memory_per_subscriber_kib: rss_after
+            .zip(rss_before)
+            .map(|(a, b)| (a - b) / streams as f64),
         send_dropped: dropped_after - dropped_before,
     };
     for p in pubs {
@@ -275,21 +276,43 @@ fn table(outcomes: &[Outcome]) -> String {
          |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for o in outcomes {
+        let na = || "n/a".to_string();
+        let joins = match (o.join_to_first_p50_ms, o.join_to_first_max_ms) {
+            (Some(p50), Some(max)) if o.joined_with_media == o.subscribers => {
+                format!("{p50} ms / {max} ms")
+            }
+            (Some(p50), Some(max)) => format!(
+                "{p50} ms / {max} ms ({} of {} got media)",
+                o.joined_with_media, o.subscribers
+            ),
+            _ => na(),
+        };
+        let pair = |a: Option<String>, b: Option<String>| match (a, b) {
+            (Some(a), Some(b)) => format!("{a} / {b}"),
+            _ => na(),
+        };
         out.push_str(&format!(
-            "| {} x {} | {} | {:.2} | {:.0} | {:.2}% | {:.0} µs / {:.0} µs | {:.1} ms / {:.1} ms | {} ms / {} ms | {:.0} KiB | {:.0} |\n",
+            "| {} x {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
             o.publishers,
             o.subscribers / o.publishers.max(1),
             o.streams,
-            o.node_cpu_secs / WINDOW.as_secs_f64(),
-            o.streams_per_core,
-            o.loss_pct,
-            o.node_delay_p50_us,
-            o.node_delay_p99_us,
-            o.e2e_p50_us as f64 / 1000.0,
-            o.e2e_p99_us as f64 / 1000.0,
-            o.join_to_first_p50_ms,
-            o.join_to_first_max_ms,
-            o.memory_per_subscriber_kib,
+            o.node_cpu_secs
+                .map_or_else(na, |c| format!("{:.2}", c / WINDOW.as_secs_f64())),
+            o.streams_per_core.map_or_else(na, |s| format!("{s:.0}")),
+            o.loss_pct.map_or_else(na, |l| format!("{l:.2}%")),
+            pair(
+                o.node_delay_p50_us.map(|d| format!("{d:.0} µs")),
+                o.node_delay_p99_us.map(|d| format!("{d:.0} µs"))
+            ),
+            pair(
+                o.e2e_p50_us
+                    .map(|d| format!("{:.1} ms", f64::from(d) / 1000.0)),
+                o.e2e_p99_us
+                    .map(|d| format!("{:.1} ms", f64::from(d) / 1000.0))
+            ),
+            joins,
+            o.memory_per_subscriber_kib
+                .map_or_else(na, |m| format!("{m:.0} KiB")),
             o.send_dropped,
         ));
     }
