@@ -3,7 +3,7 @@ CARGO ?= cargo
 OPERATOR := target/debug/bedside-operator
 MEDIA_NODE := target/debug/bedside-media-node
 
-.PHONY: help run examples test check test-deps build crd manifests fmt bench thirdparty-types
+.PHONY: help run examples test check smoke test-deps build crd manifests fmt bench thirdparty-types
 
 ## help: list the targets
 help:
@@ -44,6 +44,11 @@ check:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
 	$(CARGO) nextest run --locked --all-features -p bedside-crds -p bedside-audit -p bedside-operator -p bedside-media-node
+
+## smoke: the CPU cost of two fixed workloads against benches/cost-smoke.json; fails past twice the record (CI runs it after `make test`)
+smoke:
+	$(CARGO) build --locked --workspace --all-features --bins
+	$${CARGO_TARGET_DIR:-target}/debug/bedside-cost-smoke
 
 ## test-deps: install what the suites need (Debian/Ubuntu packages, Python modules, cargo-nextest)
 test-deps:

@@ -5,33 +5,11 @@
 //! The operator runs as its release binary, as its own ServiceAccount, so its RSS is its own.
 //! Run: `make bench` (builds the release binary first). `BEDSIDE_BENCH_TENANTS` sets the count.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bedside_benches::print_table;
-use bedside_crds::HealthcareTenant;
+use bedside_benches::{fleet, print_table};
 use bedside_tests::media::cpu_secs;
-use bedside_tests::operator::{ensure_namespace, install_crd, operator_token};
 use bedside_tests::{ClusterOptions, TestCluster};
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, PostParams};
-
-const NAMESPACES: usize = 10;
-
-fn tenant(i: usize) -> HealthcareTenant {
-    let doc = serde_json::json!({
-        "apiVersion": "bedside.health/v1alpha1", "kind": "HealthcareTenant",
-        "metadata": {"name": format!("clinic-{i:04}"), "namespace": format!("bench-{}", i % NAMESPACES)},
-        "spec": {
-            "displayName": format!("Clinic {i}"),
-            "baa": {"reference": format!("BAA-{i:04}"), "signedOn": "2026-01-01"},
-            "tls": {"secretName": "clinic-tls", "dnsNames": [format!("clinic-{i}.example")]},
-            "audit": {"sinks": [{"stdout": {}}]},
-        },
-    });
-    serde_json::from_value(doc).expect("a valid tenant")
-}
 
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -121,14 +99,6 @@ async fn api_requests(client: &kube::Client) -> Vec<(String, f64)> {
     counts
 }
 
-fn reconciles(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("bedside_operator_reconciles_total"))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::main]
 async fn main() {
     let count: usize = std::env::var("BEDSIDE_BENCH_TENANTS")
@@ -149,120 +119,29 @@ async fn main() {
     let cluster = TestCluster::start(ClusterOptions::default())
         .await
         .expect("test cluster");
-    install_crd(&cluster).await.expect("CRD");
-    for n in 0..NAMESPACES {
-        ensure_namespace(&cluster, &format!("bench-{n}"))
-            .await
-            .expect("namespace");
-    }
-    let kubeconfig = cluster
-        .kubeconfig_with_token(&operator_token(&cluster).await.expect("token"))
-        .expect("kubeconfig");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let mut operator = Command::new(&binary)
-        .args([
-            "run",
-            "--no-leader-election",
-            "--http-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .env(
-            "RUST_LOG",
-            std::env::var("BEDSIDE_BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(std::env::temp_dir().join("bedside-operator-bench.log"))
-                .map(Stdio::from)
-                .unwrap_or_else(|_| Stdio::null()),
-        )
-        .spawn()
-        .expect("start the operator");
+    fleet::prepare(&cluster).await;
+    let log = std::env::temp_dir().join("bedside-operator-bench.log");
+    let operator = fleet::OperatorProcess::start(&cluster, &binary, &log).await;
 
     let mut processes = children_of_this_process();
     processes.retain(|(name, _)| name != "bedside-operato");
-    processes.push(("bedside-operator".into(), operator.id()));
+    processes.push(("bedside-operator".into(), operator.pid()));
     let requests_before = api_requests(&cluster.client()).await;
     let cpu_before = CpuUse::now(&processes);
     let started = Instant::now();
     let client = cluster.client();
-    futures::stream::iter(0..count)
-        .map(|i| {
-            let client = client.clone();
-            async move {
-                let t = tenant(i);
-                let ns = t.metadata.namespace.clone().expect("namespace");
-                Api::<HealthcareTenant>::namespaced(client, &ns)
-                    .create(&PostParams::default(), &t)
-                    .await
-                    .expect("create tenant");
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await;
+    fleet::create_tenants(&client, count).await;
     let created = started.elapsed();
-
-    let tenants: Api<HealthcareTenant> = Api::all(client.clone());
-    let configmaps: Api<ConfigMap> = Api::all(client.clone());
-    let selector = ListParams::default().labels("app.kubernetes.io/managed-by=bedside-operator");
     let deadline = Duration::from_secs(600 * (count as u64).div_ceil(1000));
-    let provisioned = loop {
-        // The ConfigMaps first, by metadata only: listing 1,000 whole tenants every 250 ms
-        // would load the API server the benchmark measures.
-        let configs = configmaps
-            .list_metadata(&selector)
-            .await
-            .map(|l| l.items.len())
-            .unwrap_or(0);
-        let with_status = if configs < count {
-            0
-        } else {
-            tenants
-                .list(&ListParams::default())
-                .await
-                .map(|l| {
-                    l.items
-                        .iter()
-                        .filter(|t| {
-                            t.status
-                                .as_ref()
-                                .and_then(|s| s.observed_generation)
-                                .is_some()
-                        })
-                        .count()
-                })
-                .unwrap_or(0)
-        };
-        if with_status >= count && configs >= count {
-            break Some(started.elapsed());
-        }
-        if started.elapsed() > deadline {
-            eprintln!(
-                "gave up after {deadline:?}: {with_status} statuses, {configs} configs of {count}"
-            );
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let provisioned = fleet::provisioned(&client, count, started, deadline).await;
     let cpu = CpuUse::now(&processes).since(&cpu_before);
     let requests_after = api_requests(&cluster.client()).await;
-    let rss = peak_rss_mib(operator.id());
-    let metrics = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!("exec 3<>/dev/tcp/127.0.0.1/{port}; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"))
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let _ = operator.kill();
-    let _ = operator.wait();
+    let rss = peak_rss_mib(operator.pid());
+    let metrics = operator.metrics().await;
+    drop(operator);
 
     let total = provisioned.unwrap_or(deadline);
-    let reconciled = reconciles(&metrics);
+    let reconciled = fleet::counter_sum(&metrics, "bedside_operator_reconciles_total");
     print_table(
         &format!(
             "Operator at scale: {count} tenants, kube-apiserver v1.20.2 + etcd on this machine"

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+pub mod fleet;
+
 /// Runs `f` for at least `budget`: calls per second and the mean time per call. `f` returns
 /// something derived from its work so the optimiser cannot drop it.
 pub fn rate(budget: Duration, mut f: impl FnMut() -> usize) -> (f64, Duration) {
