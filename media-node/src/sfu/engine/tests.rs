@@ -307,6 +307,14 @@ impl Call {
             .collect()
     }
 
+    /// Peer `host` acts on the meeting, then the call runs for 200 ms.
+    fn host_acts(&mut self, host: usize, action: HostAction) {
+        let id = self.peers[host].id;
+        self.ask(|reply| Command::Host { id, action, reply })
+            .expect("the host acts");
+        self.run(Duration::from_millis(200));
+    }
+
     fn told(&self, i: usize, what: impl Fn(&ServerMessage) -> bool) -> bool {
         self.peers[i].told.iter().any(what)
     }
@@ -391,14 +399,7 @@ fn once_admitted_from_the_waiting_room_clinician_and_patient_see_and_hear_each_o
 #[test]
 fn a_muted_patient_is_not_heard_but_still_seen_until_they_unmute() {
     let (mut call, host, patient) = Call::visit(&[]);
-    let (host_id, target) = (call.peers[host].id, Some(call.peers[patient].id));
-    call.ask(|reply| Command::Host {
-        id: host_id,
-        action: HostAction::Mute(target),
-        reply,
-    })
-    .expect("the host mutes");
-    call.run(Duration::from_millis(200));
+    call.host_acts(host, HostAction::Mute(Some(call.peers[patient].id)));
     assert!(call.told(patient, |m| matches!(m, ServerMessage::Muted { .. })));
     let since = call.now;
     call.run(Duration::from_secs(1));
@@ -416,14 +417,8 @@ fn a_muted_patient_is_not_heard_but_still_seen_until_they_unmute() {
 #[test]
 fn an_expelled_patient_is_cut_off_told_why_and_cannot_rejoin() {
     let (mut call, host, patient) = Call::visit(&[]);
-    let (host_id, target) = (call.peers[host].id, call.peers[patient].id);
-    call.ask(|reply| Command::Host {
-        id: host_id,
-        action: HostAction::Expel(target),
-        reply,
-    })
-    .expect("the host expels");
-    call.run(Duration::from_millis(200));
+    let target = call.peers[patient].id;
+    call.host_acts(host, HostAction::Expel(target));
     let expelled = |m: &ServerMessage| {
         matches!(
             m,
