@@ -252,6 +252,30 @@ async fn a_peer_that_cannot_do_aes_256_gcm_is_refused_with_a_reason() {
         1.0
     );
     assert_eq!(node.metric("bedside_media_connections_total").await, 0.0);
+    // And the refusal is on record: who, and why.
+    assert!(
+        wait_until(Duration::from_secs(5), || node
+            .audit_lines()
+            .iter()
+            .any(|l| l.contains("media-refused")))
+        .await,
+        "the refusal reaches the audit trail"
+    );
+    let records: Vec<serde_json::Value> = node
+        .audit_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let refused = records
+        .iter()
+        .find(|r| r["action"] == "media-refused")
+        .unwrap_or_else(|| panic!("no media-refused record: {records:?}"));
+    assert_eq!(refused["actor"]["user"], "u-old", "{refused}");
+    assert_eq!(refused["outcome"]["result"], "failure", "{refused}");
+    assert_eq!(
+        refused["outcome"]["reason"], "encryption-policy",
+        "{refused}"
+    );
 
     // A peer that offers AES-256-GCM among others gets it.
     let token = node.token("visit", "u-new", Role::Host);

@@ -81,6 +81,22 @@ async fn participants_wait_until_a_host_admits_them_and_non_hosts_cannot_act_as_
         assert_eq!(reply["fatal"], false, "{reply}");
     }
     assert_eq!(audited(&node, "waiting-room-enter").len(), 1);
+    // Each join is on record with the role its token gave.
+    let roles: Vec<(String, String)> = audited(&node, "join")
+        .iter()
+        .map(|r| {
+            let field = |v: &Value| v.as_str().unwrap_or("<missing>").to_string();
+            (field(&r["actor"]["user"]), field(&r["actor"]["role"]))
+        })
+        .collect();
+    assert!(
+        roles.contains(&("u-guest".into(), "participant".into())),
+        "{roles:?}"
+    );
+    assert!(
+        roles.contains(&("u-host".into(), "host".into())),
+        "{roles:?}"
+    );
     let admits = audited(&node, "admit");
     assert_eq!(
         admits

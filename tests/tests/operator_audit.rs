@@ -12,7 +12,9 @@ use bedside_crds::HealthcareTenant;
 use bedside_crds::node_config::AuditSinkSettings;
 use bedside_tests::examples::{documents, examples_dir};
 use bedside_tests::media::TestNode;
-use bedside_tests::operator::{RunningOperator, ensure_namespace, eventually, install_crd};
+use bedside_tests::operator::{
+    RunningOperator, ensure_namespace, eventually, install_crd, patch_tenant_spec,
+};
 use bedside_tests::rsyslog::{self, Rsyslog};
 use bedside_tests::{ClusterOptions, TestCluster};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
@@ -197,6 +199,39 @@ async fn the_operators_own_records_reach_the_tenants_sink_and_nodes_report_their
     })
     .await;
     assert!(message.contains("1 reporter(s)"), "{message}");
+
+    // The first status put the BAA in force: a baa-state-change the operator really emits.
+    let in_force = eventually("a baa-state-change record", WAIT, || async {
+        records_of(&sink, "baa-state-change").into_iter().next()
+    })
+    .await;
+    assert_eq!(in_force["outcome"]["result"], "success", "{in_force}");
+    assert!(in_force["outcome"].get("reason").is_none(), "{in_force}");
+    // The platform team records that the agreement ended: a settings change, and the BAA's
+    // end stops the service, on record with the operator's own reason.
+    patch_tenant_spec(
+        &cluster.client(),
+        NS,
+        TENANT,
+        json!({"baa": {"expiresOn": "2025-12-31"}}),
+        "the BAA ended",
+    )
+    .await;
+    let changed = eventually("a settings-change record", WAIT, || async {
+        records_of(&sink, "settings-change").into_iter().next()
+    })
+    .await;
+    assert_eq!(changed["outcome"]["result"], "success", "{changed}");
+    let expired = eventually("the BAA's end on record", WAIT, || async {
+        records_of(&sink, "baa-state-change")
+            .into_iter()
+            .find(|r| r["outcome"]["result"] == "failure")
+    })
+    .await;
+    assert_eq!(
+        expired["outcome"]["reason"], "agreement-expired",
+        "{expired}"
+    );
 
     // Deprovisioned: the record reaches the sink before the tenant is gone, and what the sink
     // holds from the operator is one intact chain that ends cleanly.
