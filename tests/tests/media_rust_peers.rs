@@ -503,3 +503,64 @@ async fn joins_leaves_and_refusals_are_audited_in_a_chain_that_verifies() {
     a.leave().await;
     node.shutdown(Duration::from_secs(2)).await;
 }
+
+/// The page a patient opens: HTTPS with HSTS and the hardening headers, and the TLS listener
+/// takes TLS 1.2 and 1.3 and refuses older versions (a client offering only TLS 1.0-1.1 gets an
+/// alert from the node: the refusal is the node's, not the client library's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_client_is_served_over_tls_1_2_or_1_3_only_with_hsts() {
+    let mut node = TestNode::start().await;
+    let https = bedside_tests::https::Https::trusting(&node.cert_pem);
+    let page = https
+        .call("GET", &format!("{}/", node.https_base()), None, None)
+        .await;
+    assert_eq!(page.status, 200);
+    let header = |name: &str| {
+        page.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let hsts = header("strict-transport-security");
+    let max_age: u64 = hsts
+        .strip_prefix("max-age=")
+        .and_then(|v| v.split(';').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no HSTS max-age: {hsts:?}"));
+    assert!(
+        max_age >= 365 * 24 * 3600,
+        "HSTS for at least a year: {hsts}"
+    );
+    assert_eq!(header("x-frame-options"), "DENY");
+    assert_eq!(header("referrer-policy"), "no-referrer");
+    assert_eq!(header("cache-control"), "no-store");
+
+    // Python's ssl (OpenSSL) can still offer old versions when told to: ask for each.
+    let probe = |min: &str, max: &str| {
+        let script = format!(
+            "import socket, ssl, sys\n\
+             c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n\
+             c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n\
+             c.set_ciphers('ALL:@SECLEVEL=0')\n\
+             c.minimum_version = ssl.TLSVersion.{min}; c.maximum_version = ssl.TLSVersion.{max}\n\
+             s = socket.create_connection(('{}', {}), timeout=5)\n\
+             try:\n    t = c.wrap_socket(s); print('OK', t.version())\n\
+             except ssl.SSLError as e:\n    print('REFUSED', e.reason)\n",
+            node.signaling.ip(),
+            node.signaling.port()
+        );
+        let out = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3 (scripts/test-deps.sh installs it)");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(probe("TLSv1_2", "TLSv1_2"), "OK TLSv1.2");
+    assert_eq!(probe("TLSv1_3", "TLSv1_3"), "OK TLSv1.3");
+    let old = probe("TLSv1", "TLSv1_1");
+    assert!(
+        old.starts_with("REFUSED") && old.contains("ALERT"),
+        "TLS 1.0-1.1 is refused by an alert from the node: {old}"
+    );
+    node.shutdown(Duration::from_secs(2)).await;
+}
