@@ -428,11 +428,13 @@ async fn shutdown_tells_every_client_and_finishes_within_the_grace_period() {
     let a = peer(&node, "visit", "u-a").await;
     let b = peer(&node, "visit", "u-b").await;
     assert!(wait_until(FLOW, || a.packets_from(&b.participant_id) > 5).await);
+    let grace = Duration::from_secs(3);
     let started = std::time::Instant::now();
-    node.shutdown(Duration::from_secs(3)).await;
+    node.shutdown(grace).await;
+    // Within the grace itself, not merely bounded by the forced stop that follows it.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "shutdown is bounded: {:?}",
+        started.elapsed() <= grace,
+        "shutdown took {:?} with a grace of {grace:?}",
         started.elapsed()
     );
     for p in [&a, &b] {
