@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bedside_crds::join::Role;
 use bedside_crds::node_config::{AuditSettings, AuditSinkSettings, BufferFullPolicy};
-use bedside_tests::media::{Signal, TestNode, sign, wait_until};
+use bedside_tests::media::{Signal, TestNode, sign, wait_until, wait_until_async};
 use bedside_tests::rsyslog::{self, Rsyslog};
 
 fn rsyslog_or_skip() -> bool {
@@ -22,6 +22,59 @@ async fn visit(node: &TestNode, user: &str, forged: bool) {
     };
     let _ = s.join("visit-9", &token).await;
     s.close().await;
+}
+
+/// A syslog sink whose certificate the configured CA did not sign is never sent a record:
+/// the node reports it down and keeps the records buffered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_syslog_sink_with_an_untrusted_certificate_gets_nothing() {
+    if !rsyslog_or_skip() {
+        return;
+    }
+    let (dir, other_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let sink = Rsyslog::start(dir.path()).await;
+    // Another rsyslog's CA: a valid CA, but not the one that signed this sink's certificate.
+    let impostor_ca = Rsyslog::start(other_dir.path()).await.ca_file.clone();
+    assert_ne!(
+        std::fs::read(&impostor_ca).expect("ca"),
+        std::fs::read(&sink.ca_file).expect("ca")
+    );
+    let address = format!("127.0.0.1:{}", sink.port);
+    let copied = dir.path().join("untrusted-ca.pem");
+    std::fs::copy(&impostor_ca, &copied).expect("copy the CA");
+    let mut node = TestNode::start_with(move |c| {
+        c.audit.sinks.push(AuditSinkSettings::Syslog {
+            address,
+            ca_file: copied,
+        });
+    })
+    .await;
+    for i in 0..3 {
+        visit(&node, &format!("u-{i}"), false).await;
+    }
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            node.audit_health().await["sinks"][0]["state"] == "down"
+        })
+        .await,
+        "the sink is reported down: {}",
+        node.audit_health().await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        sink.received().is_empty(),
+        "records reached a sink the node cannot authenticate: {:?}",
+        sink.received()
+    );
+    let health = node.audit_health().await;
+    assert!(
+        health["sinks"][0]["bufferedBytes"].as_u64().unwrap_or(0) > 0,
+        "the records wait in the buffer: {health}"
+    );
+    node.shutdown(Duration::from_secs(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
