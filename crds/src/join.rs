@@ -103,7 +103,7 @@ pub enum TokenError {
     )]
     LivesTooLong,
     #[error(
-        "the join link's user id must be an opaque id (letters, digits, '.', '_', '-', at most 64), not a name or address"
+        "the join link's user id must be an opaque id (letters, digits, '.', '_', '-', at most 64, like patient.8c1f2a or u-7f3a9c), not a name (jane.doe) or address"
     )]
     NotPseudonymous,
     #[error("the join link is malformed: {0}")]
@@ -135,12 +135,41 @@ impl std::fmt::Debug for TokenVerifier {
     }
 }
 
-fn is_pseudonymous(id: &str) -> bool {
-    !id.is_empty()
+/// FHIR resource types a subject may start with: `<resource>.<id>` is how bedside names the
+/// people of a visit (`patient.8c1f2a`), from the EHR's references.
+const SUBJECT_RESOURCES: &[&str] = &[
+    "patient",
+    "practitioner",
+    "practitionerrole",
+    "relatedperson",
+    "person",
+    "device",
+];
+
+/// What bedside takes as pseudonymous: an opaque id of letters, digits, '.', '_' and '-' (at
+/// most 64), and not in the shapes names take. bedside cannot prove an id is not a name; it
+/// refuses addresses and spaces (by the charset) and `first.last` or `first_last` (two or more
+/// words of letters only, joined by '.' or '_'), also after a FHIR resource type
+/// (`patient.jane.doe`). An id with a digit, a single word or a `-`-joined handle passes; so
+/// does `patient.<opaque id>`.
+pub fn is_pseudonymous(id: &str) -> bool {
+    let charset = !id.is_empty()
         && id.len() <= 64
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    charset && !looks_like_a_name(id)
+}
+
+fn looks_like_a_name(id: &str) -> bool {
+    let mut words: Vec<&str> = id.split(['.', '_']).collect();
+    if words.len() > 1 && SUBJECT_RESOURCES.contains(&words[0].to_ascii_lowercase().as_str()) {
+        words.remove(0);
+    }
+    words.len() >= 2
+        && words
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphabetic()))
 }
 
 impl TokenVerifier {
@@ -233,6 +262,10 @@ impl TokenVerifier {
 pub fn issue(claims: &JoinClaims, key: &[u8]) -> Result<String, TokenError> {
     if key.len() < MIN_KEY_BYTES {
         return Err(TokenError::KeyTooShort(key.len()));
+    }
+    // A link the node would refuse is refused here, before anyone is sent it.
+    if !is_pseudonymous(&claims.sub) {
+        return Err(TokenError::NotPseudonymous);
     }
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(Algorithm::HS256),
@@ -471,13 +504,40 @@ mod tests {
         let key = key();
         let verifier = TokenVerifier::new("mercy-clinic", &key).expect("verifier");
         let t = now();
-        for sub in ["jane.doe@example.org", "Jane Doe", ""] {
+        for sub in [
+            "jane.doe@example.org",
+            "Jane Doe",
+            "",
+            "jane.doe",
+            "Jane.Doe",
+            "jane_doe",
+            "mary.jane.watson",
+            "j.doe",
+            "patient.jane.doe",
+        ] {
             let token = sign(&claims("mercy-clinic", "r", sub, t + 600), &key);
             assert_eq!(
                 verifier.verify(&token, "r", t),
                 Err(TokenError::NotPseudonymous),
                 "{sub:?}"
             );
+            // bedside's own issuer does not sign it either.
+            let refused = issue(&claims("mercy-clinic", "r", sub, t + 600), &key);
+            assert_eq!(refused, Err(TokenError::NotPseudonymous), "{sub:?}");
+        }
+        // Opaque ids pass: a resource and its id, handles, ids with digits.
+        for sub in [
+            "patient.8c1f2a",
+            "practitioner.dr-7",
+            "patient.abc",
+            "u-7f3a9c",
+            "u-guest",
+            "clinician",
+            "3f9a1c7e-2b4d-4e8f-9a6b-1c2d3e4f5a6b",
+            "mrn.0042",
+        ] {
+            let token = sign(&claims("mercy-clinic", "r", sub, t + 600), &key);
+            assert!(verifier.verify(&token, "r", t).is_ok(), "{sub:?}");
         }
     }
 

@@ -369,6 +369,12 @@ fn check_reference(field: &str, reference: &str, types: &[&str]) -> Result<(), V
             "the resource id is too long (at most 64 characters with its type)",
         ));
     }
+    if !crate::join::is_pseudonymous(&user_id(reference)) {
+        return Err(invalid(
+            field,
+            "the resource id has the shape of a person's name (first.last); bedside takes the EHR's opaque resource ids, never names",
+        ));
+    }
     Ok(())
 }
 

@@ -129,6 +129,9 @@ fn bad_bookings_name_their_field_and_never_echo_a_name() {
     named.invitees[0].reference = "Jane Doe".into();
     assert_eq!(field(named.clone()), "participants[0].reference");
     named.invitees[0].reference = "Patient/Jane Doe".into();
+    assert_eq!(field(named.clone()), "participants[0].reference");
+    // A valid FHIR id in the shape of a name is refused too (its link would be).
+    named.invitees[0].reference = "Patient/Jane.Doe".into();
     assert_eq!(field(named), "participants[0].reference");
     let mut host_as_patient = request(t);
     host_as_patient.host = "Patient/8c1f2a".into();
