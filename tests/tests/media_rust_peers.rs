@@ -184,6 +184,18 @@ async fn tokens_for_another_tenant_room_key_or_time_are_refused() {
             ),
             "opaque id",
         ),
+        (
+            "a name's shape as user id",
+            sign(
+                &node.tenant,
+                &node.join_key,
+                "visit",
+                "jane.doe",
+                Role::Host,
+                600,
+            ),
+            "opaque id",
+        ),
         ("garbage", "not-a-jwt".to_string(), "malformed"),
     ];
     for (case, token, words) in cases {
