@@ -361,8 +361,14 @@ mod tests {
 
     #[test]
     fn condition_reasons_become_reason_codes() {
+        // The BAAActive reasons the status really carries (reconcile/status.rs).
+        assert_eq!(kebab("AgreementExpired"), "agreement-expired");
+        assert_eq!(
+            kebab("AgreementNotYetInForce"),
+            "agreement-not-yet-in-force"
+        );
+        // An acronym stays one word.
         assert_eq!(kebab("BAAExpired"), "baa-expired");
-        assert_eq!(kebab("NotYetInForce"), "not-yet-in-force");
     }
 
     #[test]
@@ -376,24 +382,32 @@ mod tests {
             ),
             (
                 Happening::DriftReverted {
-                    kind: "Deployment".into(),
+                    kind: "StatefulSet".into(),
                     weakened_lock: true,
                 },
                 Action::DriftReverted,
-                Some("deployment-locked-setting"),
+                Some("statefulset-locked-setting"),
             ),
             (
                 Happening::BaaChanged {
                     active: false,
-                    reason: "BAAExpired".into(),
+                    reason: "AgreementExpired".into(),
                 },
                 Action::BaaStateChange,
-                Some("baa-expired"),
+                Some("agreement-expired"),
+            ),
+            (
+                Happening::BaaChanged {
+                    active: false,
+                    reason: "AgreementNotYetInForce".into(),
+                },
+                Action::BaaStateChange,
+                Some("agreement-not-yet-in-force"),
             ),
             (
                 Happening::BaaChanged {
                     active: true,
-                    reason: "BAAInForce".into(),
+                    reason: "AgreementInForce".into(),
                 },
                 Action::BaaStateChange,
                 None,
