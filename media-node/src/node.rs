@@ -504,8 +504,12 @@ struct AuditHealth {
 
 impl AuditHealth {
     fn refresh(&self) -> BufferState {
-        self.metrics.set_depths(&self.audit.depths());
-        let state = self.audit.buffer_state();
+        // One read of the buffers serves the report, the gauge and the verdict.
+        let depths = self.audit.depths();
+        self.metrics.set_depths(&depths);
+        let state = self
+            .audit
+            .state_at(depths.iter().copied().max().unwrap_or(0));
         self.metrics
             .set_buffer_full(state != BufferState::Ok, state == BufferState::FullRefusing);
         state

@@ -171,12 +171,12 @@ impl Auditor {
     /// a full buffer refuses joins: HIPAA prefers no service to unaudited service. Under
     /// KeepServing, joins go on up to twice the size, past which records would be lost.
     pub fn buffer_state(&self) -> BufferState {
-        let deepest = self
-            .spools
-            .iter()
-            .map(|s| s.depth(s.delivered()))
-            .max()
-            .unwrap_or(0);
+        self.state_at(self.depths().into_iter().max().unwrap_or(0))
+    }
+
+    /// Where the fullest sink's buffer, `deepest` bytes, stands against the tenant's policy
+    /// (for a caller that already read the [`depths`](Self::depths)).
+    pub fn state_at(&self, deepest: u64) -> BufferState {
         match self.policy {
             _ if deepest <= self.buffer_limit => BufferState::Ok,
             BufferFullPolicy::KeepServing if deepest <= self.buffer_limit.saturating_mul(2) => {
