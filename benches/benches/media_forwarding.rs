@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bedside_crds::join::Role;
-use bedside_tests::media::{PeerOptions, RustPeer, TestNode, VideoLoad};
+use bedside_tests::media::{PeerOptions, RustPeer, TestNode, VideoLoad, cpu_secs};
 
 const LOAD: VideoLoad = VideoLoad {
     bitrate_bps: 1_500_000,
@@ -56,11 +56,6 @@ fn node_binary() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     target.join("release/bedside-media-node")
-}
-
-/// utime + stime of a process, in seconds (`None` when /proc is unreadable).
-fn cpu_secs(pid: u32) -> Option<f64> {
-    bedside_tests::media::cpu_secs(pid)
 }
 
 fn rss_kib(pid: u32) -> Option<f64> {
@@ -251,9 +246,9 @@ async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) 
 async fn idle_cpu(binary: &std::path::Path) -> Option<f64> {
     let mut node = TestNode::spawn(binary).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = bedside_tests::media::cpu_secs(node.pid())?;
+    let before = cpu_secs(node.pid())?;
     tokio::time::sleep(WINDOW).await;
-    let after = bedside_tests::media::cpu_secs(node.pid())?;
+    let after = cpu_secs(node.pid())?;
     node.shutdown(Duration::from_secs(3)).await;
     Some(after - before)
 }
