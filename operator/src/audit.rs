@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bedside_audit::delivery::{self, AuditMetrics, Auditor, NetworkSink, Who};
 use bedside_audit::event::{Action, ActorRole, AuthMethod};
@@ -104,11 +104,16 @@ pub enum AuditError {
     Delivery(#[from] delivery::DeliveryError),
 }
 
+/// How long a trail with nothing left to do stays open: past one checkpoint interval, so the
+/// checkpoint after its last record is sealed by the open trail.
+pub const IDLE_TRAIL: Duration = Duration::from_secs(150);
+
 struct Trail {
     /// What the trail was started with (sinks and their secrets); a change restarts it.
     fingerprint: String,
     auditor: Arc<Auditor>,
     metrics: AuditMetrics,
+    last_record: Instant,
 }
 
 /// Every tenant's trail, by tenant uid.
@@ -118,6 +123,8 @@ pub struct OperatorAudit {
     replica: String,
     trails: Mutex<HashMap<String, Trail>>,
     checkpoint_interval: Duration,
+    /// Where a trail's `stdout` sink writes (the process's stdout; a buffer in tests).
+    stdout: fn() -> Box<dyn std::io::Write + Send>,
     /// Tenants whose deprovisioning is on record (the finalizer may run several times).
     deprovisioned: Mutex<std::collections::HashSet<String>>,
 }
@@ -139,6 +146,7 @@ impl OperatorAudit {
             replica: replica.to_string(),
             trails: Mutex::new(HashMap::new()),
             checkpoint_interval: Duration::from_secs(60),
+            stdout: || Box::new(std::io::stdout()),
             deprovisioned: Mutex::default(),
         }
     }
@@ -156,6 +164,12 @@ impl OperatorAudit {
         what: &Happening,
     ) -> Result<(), AuditError> {
         let auditor = self.trail(client, tenant).await?;
+        self.seal(&auditor, what);
+        tracing::info!(tenant = %tenant.name_any(), what = ?what, "audit record sealed");
+        Ok(())
+    }
+
+    fn seal(&self, auditor: &Auditor, what: &Happening) {
         let (action, refusal) = what.action_and_refusal();
         let who = Who {
             user: Some(self.replica.clone()),
@@ -163,8 +177,6 @@ impl OperatorAudit {
             auth: AuthMethod::Kubernetes,
         };
         auditor.record(&who, action, refusal.as_deref(), None, None);
-        tracing::info!(tenant = %tenant.name_any(), ?action, "audit record sealed");
-        Ok(())
     }
 
     /// True once the tenant's sinks have taken every record of this replica's trail.
@@ -210,6 +222,25 @@ impl OperatorAudit {
         Ok(())
     }
 
+    /// Closes the trails idle for [`IDLE_TRAIL`] whose records are all sealed into a checkpoint
+    /// and delivered; the next record reopens the trail, which continues the same chain from
+    /// its tail file (as after a restart). Returns how many were closed.
+    pub fn close_idle(&self, now: Instant) -> usize {
+        let Ok(mut trails) = self.trails.lock() else {
+            return 0;
+        };
+        let before = trails.len();
+        trails.retain(|_, t| {
+            now.saturating_duration_since(t.last_record) < IDLE_TRAIL || !t.auditor.settled()
+        });
+        before - trails.len()
+    }
+
+    /// How many trails are open.
+    pub fn open_trails(&self) -> usize {
+        self.trails.lock().map(|t| t.len()).unwrap_or(0)
+    }
+
     /// Drops a deprovisioned tenant's trail (its delivery tasks end).
     pub fn forget(&self, tenant: &HealthcareTenant) {
         let uid = tenant.uid().unwrap_or_default();
@@ -221,52 +252,33 @@ impl OperatorAudit {
         }
     }
 
+    /// The tenant's open trail, opened when it has none (or its sinks changed).
     async fn trail(
         &self,
         client: &Client,
         tenant: &HealthcareTenant,
     ) -> Result<Arc<Auditor>, AuditError> {
-        let namespace = tenant.namespace().unwrap_or_default();
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-        let key = secret_key(&secrets, &ChildNames::of(tenant).keys, AUDIT_HMAC_KEY).await?;
-        let mut sinks = Vec::new();
-        let mut stdout = false;
-        for (index, sink) in tenant.spec.audit.sinks.iter().enumerate() {
-            match sink.destination() {
-                Some(AuditDestination::Stdout) => stdout = true,
-                Some(AuditDestination::Syslog(s)) => sinks.push((
-                    index,
-                    NetworkSink::Syslog {
-                        address: s.address.clone(),
-                        ca_pem: secret_key(&secrets, &s.ca_secret, "ca.crt").await?,
-                    },
-                )),
-                Some(AuditDestination::Webhook(w)) => sinks.push((
-                    index,
-                    NetworkSink::Webhook {
-                        url: w.url.clone(),
-                        token: String::from_utf8_lossy(
-                            &secret_key(&secrets, &w.token_secret, "token").await?,
-                        )
-                        .trim()
-                        .to_string(),
-                        ca_pem: None,
-                    },
-                )),
-                None => {}
-            }
-        }
-        let fingerprint = fingerprint(&key, stdout, &sinks, &tenant.spec.audit);
+        let sinks = TrailSinks::read(client, tenant).await?;
+        self.open(tenant, sinks)
+    }
+
+    fn open(&self, tenant: &HealthcareTenant, sinks: TrailSinks) -> Result<Arc<Auditor>, AuditError> {
+        let fingerprint = fingerprint(&sinks.key, sinks.stdout, &sinks.network, &tenant.spec.audit);
         let uid = tenant.uid().unwrap_or_default();
-        if let Some(trail) = self.trails.lock().ok().and_then(|t| {
-            t.get(&uid)
+        // Marked used under the lock, so `close_idle` never closes a trail being recorded to.
+        if let Some(trail) = self.trails.lock().ok().and_then(|mut t| {
+            t.get_mut(&uid)
                 .filter(|t| t.fingerprint == fingerprint)
-                .map(|t| t.auditor.clone())
+                .map(|t| {
+                    t.last_record = Instant::now();
+                    t.auditor.clone()
+                })
         }) {
             return Ok(trail);
         }
-        // The chain's tail is kept per tenant, so a new sink set continues the same chain;
-        // the buffers are per sink set, so records never reach a sink they were not meant for.
+        // The chain's tail is kept per tenant, so a new sink set (or a reopened trail)
+        // continues the same chain; the buffers are per sink set, so records never reach a
+        // sink they were not meant for.
         let tenant_dir = self.root.join(&uid);
         let metrics = AuditMetrics::new(
             &prometheus::Registry::new(),
@@ -275,14 +287,14 @@ impl OperatorAudit {
         )
         .map_err(delivery::DeliveryError::from)?;
         let plan = delivery::Plan {
-            key: &key,
+            key: &sinks.key,
             tenant: &tenant.name_any(),
             node: &self.replica,
             app: "bedside-operator",
-            out: stdout.then(|| Box::new(std::io::stdout()) as Box<dyn std::io::Write + Send>),
+            out: sinks.stdout.then(|| (self.stdout)()),
             buffer_dir: &tenant_dir.join(&fingerprint[..16]),
             chain_tail: tenant_dir.join("chain-tail.json"),
-            sinks,
+            sinks: sinks.network,
             buffer_bytes: u64::from(tenant.spec.audit.buffer_mib) << 20,
             // The operator never refuses anything; its records simply wait.
             when_buffer_full: delivery::BufferFullPolicy::KeepServing,
@@ -298,10 +310,58 @@ impl OperatorAudit {
                     fingerprint,
                     auditor: auditor.clone(),
                     metrics,
+                    last_record: Instant::now(),
                 },
             );
         }
         Ok(auditor)
+    }
+}
+
+/// Where a tenant's trail goes, read from its spec and Secrets.
+struct TrailSinks {
+    key: Vec<u8>,
+    stdout: bool,
+    network: Vec<(usize, NetworkSink)>,
+}
+
+impl TrailSinks {
+    async fn read(client: &Client, tenant: &HealthcareTenant) -> Result<Self, AuditError> {
+        let namespace = tenant.namespace().unwrap_or_default();
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        let key = secret_key(&secrets, &ChildNames::of(tenant).keys, AUDIT_HMAC_KEY).await?;
+        let mut network = Vec::new();
+        let mut stdout = false;
+        for (index, sink) in tenant.spec.audit.sinks.iter().enumerate() {
+            match sink.destination() {
+                Some(AuditDestination::Stdout) => stdout = true,
+                Some(AuditDestination::Syslog(s)) => network.push((
+                    index,
+                    NetworkSink::Syslog {
+                        address: s.address.clone(),
+                        ca_pem: secret_key(&secrets, &s.ca_secret, "ca.crt").await?,
+                    },
+                )),
+                Some(AuditDestination::Webhook(w)) => network.push((
+                    index,
+                    NetworkSink::Webhook {
+                        url: w.url.clone(),
+                        token: String::from_utf8_lossy(
+                            &secret_key(&secrets, &w.token_secret, "token").await?,
+                        )
+                        .trim()
+                        .to_string(),
+                        ca_pem: None,
+                    },
+                )),
+                None => {}
+            }
+        }
+        Ok(Self {
+            key,
+            stdout,
+            network,
+        })
     }
 }
 
@@ -422,5 +482,58 @@ mod tests {
                 bedside_audit::event::OpaqueId::new(r).expect("opaque");
             }
         }
+    }
+
+    /// The `stdout` sink of the trails in these tests.
+    static OUT: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    struct Captured;
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            OUT.lock().expect("captured output").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_sealed_trail_closes_and_its_chain_goes_on_when_reopened() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut audit = OperatorAudit::new(dir.path().to_path_buf(), "bedside-operator-0");
+        audit.stdout = || Box::new(Captured);
+        let tenant = crate::build::objects_tests_tenant("mercy-clinic.yaml");
+        let mut key = vec![0u8; 32];
+        aws_lc_rs::rand::fill(&mut key).expect("random key");
+        let sinks = || TrailSinks {
+            key: key.clone(),
+            stdout: true,
+            network: Vec::new(),
+        };
+
+        let trail = audit.open(&tenant, sinks()).expect("trail");
+        audit.seal(&trail, &Happening::Provisioned);
+        drop(trail);
+        let idle = Instant::now() + IDLE_TRAIL + Duration::from_secs(1);
+        assert_eq!(
+            audit.close_idle(idle),
+            0,
+            "a record no checkpoint covers yet keeps its trail open"
+        );
+        audit.open(&tenant, sinks()).expect("trail").checkpoint();
+        assert_eq!(audit.close_idle(Instant::now()), 0, "just used");
+        assert_eq!(audit.close_idle(idle + IDLE_TRAIL), 1);
+        assert_eq!(audit.open_trails(), 0);
+
+        let reopened = audit.open(&tenant, sinks()).expect("reopened trail");
+        audit.seal(&reopened, &Happening::SettingsChanged { refused: false });
+        let text = String::from_utf8(OUT.lock().expect("output").clone()).expect("utf-8");
+        let key = bedside_audit::AuditKey::new(&key).expect("key");
+        let verified = bedside_audit::verify(text.lines(), &key).expect("one unbroken chain");
+        assert_eq!(verified.chains.len(), 1, "{text}");
+        let chain = &verified.chains[0];
+        assert_eq!((chain.records, chain.first_seq, chain.last_seq), (3, Some(1), Some(3)));
     }
 }

@@ -225,6 +225,17 @@ impl Auditor {
         }
     }
 
+    /// True when the chain has nothing left to do: every record is covered by a checkpoint (or
+    /// the chain's close) and every sink has taken every record.
+    pub fn settled(&self) -> bool {
+        let sealed = self
+            .inner
+            .lock()
+            .map(|inner| inner.since_checkpoint == 0)
+            .unwrap_or(false);
+        sealed && self.drained()
+    }
+
     /// True once every sink has taken every record.
     pub fn drained(&self) -> bool {
         self.spools.iter().all(|s| s.depth(s.delivered()) == 0)
