@@ -92,7 +92,7 @@ pub struct Actor {
 }
 
 /// What happened.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Join,
@@ -163,6 +163,10 @@ pub struct Outcome {
     pub result: Verdict,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<ReasonCode>,
+    /// This record stands for that many like it (same actor address, action and reason) that
+    /// were counted rather than sealed one by one: a flood of refusals cannot fill the buffer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<u32>,
 }
 
 impl Outcome {
@@ -170,6 +174,7 @@ impl Outcome {
         Self {
             result: Verdict::Success,
             reason: None,
+            repeated: None,
         }
     }
 
@@ -177,6 +182,7 @@ impl Outcome {
         Self {
             result: Verdict::Failure,
             reason: Some(reason),
+            repeated: None,
         }
     }
 }

@@ -163,6 +163,48 @@ pub struct NetworkSettings {
     pub advertised_media_address_dir: Option<PathBuf>,
     /// Prometheus metrics, on a port of its own.
     pub metrics_listen: SocketAddr,
+    /// What one client network may take of the node (defaults suit a clinic behind one NAT).
+    #[serde(default)]
+    pub client_limits: ClientLimits,
+}
+
+/// Bounds that keep a hostile or broken client from hurting other visits. A client network is
+/// an IPv4 address or an IPv6 /64 (one home or one phone's allocation).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientLimits {
+    /// Open signaling connections from one client network.
+    #[serde(default = "ClientLimits::default_connections_per_network")]
+    pub connections_per_network: u32,
+    /// Open signaling connections in all.
+    #[serde(default = "ClientLimits::default_connections")]
+    pub connections: u32,
+    /// Join attempts per minute from one client network (a burst of as many is allowed), checked
+    /// before the token is even read.
+    #[serde(default = "ClientLimits::default_join_attempts_per_minute")]
+    pub join_attempts_per_minute: u32,
+}
+
+impl ClientLimits {
+    fn default_connections_per_network() -> u32 {
+        200
+    }
+    fn default_connections() -> u32 {
+        4000
+    }
+    fn default_join_attempts_per_minute() -> u32 {
+        60
+    }
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            connections_per_network: Self::default_connections_per_network(),
+            connections: Self::default_connections(),
+            join_attempts_per_minute: Self::default_join_attempts_per_minute(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -338,6 +380,26 @@ impl MediaNodeConfig {
             );
         }
 
+        let l = &n.client_limits;
+        for (field, value) in [
+            ("network.clientLimits.connectionsPerNetwork", l.connections_per_network),
+            ("network.clientLimits.connections", l.connections),
+            ("network.clientLimits.joinAttemptsPerMinute", l.join_attempts_per_minute),
+        ] {
+            if value == 0 {
+                v.refuse(field, "is 0; no client could join: leave it out for the default".into());
+            }
+        }
+        if l.connections_per_network > l.connections {
+            v.refuse(
+                "network.clientLimits.connectionsPerNetwork",
+                format!(
+                    "is {}, over network.clientLimits.connections ({})",
+                    l.connections_per_network, l.connections
+                ),
+            );
+        }
+
         if let Some(api) = &self.api
             && !(1..=MAX_API_REQUESTS_PER_SECOND).contains(&api.requests_per_second)
         {
@@ -424,6 +486,7 @@ mod tests {
                 advertised_media_address: Some("203.0.113.10:3478".parse().expect("addr")),
                 advertised_media_address_dir: None,
                 metrics_listen: "0.0.0.0:9090".parse().expect("addr"),
+                client_limits: Default::default(),
             },
             tls: TlsFiles {
                 cert_file: "/etc/bedside/tls/tls.crt".into(),

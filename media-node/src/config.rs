@@ -29,6 +29,7 @@ pub fn dev_default() -> MediaNodeConfig {
             advertised_media_address: Some((loopback, 3478).into()),
             advertised_media_address_dir: None,
             metrics_listen: (loopback, 9091).into(),
+            client_limits: Default::default(),
         },
         tls: TlsFiles {
             cert_file: GENERATED.into(),

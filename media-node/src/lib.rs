@@ -6,6 +6,8 @@
 //!   carried to the room's pod;
 //! - [`sfu`]: the media engine (sans-IO: rooms, participants, str0m connections) and the shell
 //!   that gives it the socket and the clock;
+//! - [`limits`]: what one client network may take (connections, join attempts) and refusals
+//!   counted instead of sealed one by one;
 //! - [`meeting`]: the meeting state machine (waiting room, host controls, timeouts, passcodes);
 //! - [`crypto_policy`]: DTLS/SRTP restricted to what a BAA asks for;
 //! - [`tls`]: the HTTPS certificate and server config;
@@ -23,6 +25,7 @@ pub mod config;
 pub mod crypto_policy;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod meeting;
 pub mod node;
 pub mod placement;

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::crypto_policy::SrtpPolicy;
 use crate::error::NodeError;
 use crate::placement::leases::{self, Placement};
+use crate::limits::ClientGuards;
 use crate::sfu::{self, Command, EngineSettings, EngineStats, SfuHandle};
 use crate::signaling::server::router;
 use crate::signaling::state::AppState;
@@ -122,6 +123,8 @@ pub struct RunningNode {
     audit: Arc<Auditor>,
     stats: Arc<EngineStats>,
     placement: Option<(Arc<Placement>, tokio::task::JoinHandle<()>)>,
+    /// The client limits, and the task that seals counted refusals.
+    guards: (Arc<ClientGuards>, tokio::task::JoinHandle<()>),
     /// This process is the chain's one writer until it ends.
     _chain_lock: ChainLock,
 }
@@ -172,6 +175,11 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         }
         None => None,
     };
+    let guards = Arc::new(ClientGuards::new(&config.network.client_limits));
+    let sealing = tokio::spawn(crate::signaling::refusals::seal_counted(
+        guards.clone(),
+        audit.clone(),
+    ));
     let state = AppState {
         sfu: sfu.clone(),
         verifier,
@@ -185,6 +193,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         end_to_end,
         placement: placement.as_ref().map(|(p, _)| p.clone()),
         peer_tls: crate::signaling::forward::peer_tls(&setup.tls)?,
+        guards: guards.clone(),
     };
     let placed = placement.as_ref().map(|(p, _)| p.clone());
     let app = with_visits_api(router(state), &setup, &audit, placed, &sfu, &registry)?;
@@ -207,6 +216,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         audit,
         stats: running_stats,
         placement,
+        guards: (guards, sealing),
         _chain_lock: chain_lock,
     })
 }
@@ -639,6 +649,8 @@ impl RunningNode {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.engine_task).await;
         // The chain's last record; the sinks get a moment to take what is buffered, and what
         // they do not take waits in the buffer for the next start.
+        self.guards.1.abort();
+        crate::signaling::refusals::seal_all(&self.guards.0, &self.audit);
         self.audit.close();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while !self.audit.drained() && tokio::time::Instant::now() < deadline {

@@ -9,11 +9,9 @@ use bedside_crds::join::Role;
 
 /// The protocol version this node speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
-/// The largest message accepted; an SDP offer with simulcast is about 10 KiB.
+/// The largest message accepted; an SDP offer with simulcast is about 10 KiB. The WebSocket
+/// layer reads no frame beyond it: the connection closes with `too-large`.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// Frames up to this size are read and answered with a `too-large` error; beyond it the
-/// WebSocket layer closes the connection without reading the rest.
-pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// Room names: what a scheduling system puts in a link, never a patient's name.
 pub const MAX_ROOM_NAME: usize = 64;
 
@@ -311,6 +309,8 @@ pub enum ErrorCode {
     PasscodeCoolDown,
     /// A chat message too long, too fast, or not text.
     ChatRefused,
+    /// Too many join attempts from this network; the message says when to try again.
+    TooManyAttempts,
 }
 
 impl ErrorCode {
@@ -348,6 +348,7 @@ impl ErrorCode {
             ErrorCode::PasscodeRefused => "passcode-refused",
             ErrorCode::PasscodeCoolDown => "passcode-cool-down",
             ErrorCode::ChatRefused => "chat-refused",
+            ErrorCode::TooManyAttempts => "too-many-attempts",
         }
     }
 }
@@ -415,7 +416,10 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
         ));
     }
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        ProtocolError::new(ErrorCode::MalformedJson, format!("not a JSON message: {e}"))
+        ProtocolError::new(
+            ErrorCode::MalformedJson,
+            format!("not a JSON message ({})", without_input(&e)),
+        )
     })?;
     let Some(object) = value.as_object() else {
         return Err(ProtocolError::new(
@@ -453,17 +457,13 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
     if !KNOWN_TYPES.contains(&kind) {
         return Err(ProtocolError::new(
             ErrorCode::UnknownType,
-            format!(
-                "unknown message type {:?}; known types: {}",
-                truncate(kind, 40),
-                KNOWN_TYPES.join(", ")
-            ),
+            format!("unknown message type; known types: {}", KNOWN_TYPES.join(", ")),
         ));
     }
     let message: ClientMessage = serde_json::from_value(value).map_err(|e| {
         ProtocolError::new(
             ErrorCode::InvalidMessage,
-            format!("invalid {kind:?} message: {e}"),
+            format!("invalid {kind:?} message: {}", without_input(&e)),
         )
     })?;
     if let ClientMessage::Join { room, .. } = &message {
@@ -498,11 +498,42 @@ fn check_room_name(room: &str) -> Result<(), ProtocolError> {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
+/// What serde found wrong, without the client's input: its messages quote the offending
+/// value or field name (`invalid type: string "..."`), and nothing a client sent is echoed.
+/// What serde expected is ours (field names, types) and stays, with the position.
+fn without_input(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let what = match e.classify() {
+        serde_json::error::Category::Syntax => "malformed JSON",
+        serde_json::error::Category::Eof => "the message ends early",
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Data => {
+            ["missing field", "invalid type", "invalid value", "invalid length", "unknown field", "unknown variant", "duplicate field"]
+                .into_iter()
+                .find(|known| text.starts_with(known))
+                .unwrap_or("invalid content")
+        }
+    };
+    // `missing field` and `duplicate field` name one of our fields: say which.
+    let named = (what == "missing field" || what == "duplicate field")
+        .then(|| text.split('`').nth(1))
+        .flatten()
+        .filter(|field| field.len() <= 32 && field.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(|field| format!(" `{field}`"))
+        .unwrap_or_default();
+    // serde appends what it expected after the client's value: the last ", expected ".
+    let expected = text
+        .rfind(", expected ")
+        .map(|at| &text[at..])
+        .and_then(|rest| rest.split(" at line ").next())
+        .filter(|rest| !rest.contains('"'))
+        .unwrap_or("");
+    let position = if e.line() > 0 {
+        format!(" at line {} column {}", e.line(), e.column())
+    } else {
+        String::new()
+    };
+    format!("{what}{named}{expected}{position}")
 }
 
 impl ServerMessage {
@@ -590,7 +621,7 @@ mod tests {
                 "version 2",
             ),
             (r#"{"v":1}"#, ErrorCode::InvalidMessage, "no \"type\""),
-            (r#"{"v":1,"type":"dance"}"#, ErrorCode::UnknownType, "dance"),
+            (r#"{"v":1,"type":"dance"}"#, ErrorCode::UnknownType, "known types: join"),
             (
                 r#"{"v":1,"type":"join","room":"r"}"#,
                 ErrorCode::InvalidMessage,
@@ -609,7 +640,7 @@ mod tests {
             (
                 r#"{"v":1,"type":"leave","extra":true}"#,
                 ErrorCode::InvalidMessage,
-                "extra",
+                "unknown field",
             ),
         ];
         for (input, code, words) in cases {
@@ -643,9 +674,29 @@ mod tests {
     }
 
     #[test]
-    fn unknown_type_names_are_truncated_in_the_reply() {
-        let long = "x".repeat(5000);
-        let err = parse(&format!(r#"{{"v":1,"type":"{long}"}}"#)).expect_err("unknown");
-        assert!(err.message.len() < 200, "{}", err.message.len());
+    fn no_reply_repeats_what_the_client_sent() {
+        let canary = r"CANARY\u0022, expected x";
+        let inputs = [
+            format!(r#"{{"v":1,"type":"{canary}"}}"#),
+            format!(r#"{{"v":1,"type":"join","room":"r","token":"t","{canary}":1}}"#),
+            format!(r#"{{"v":1,"type":"join","room":"r","token":7,"passcode":"{canary}"}}"#),
+            format!(r#"{{"v":1,"type":"offer","sdp":["{canary}"]}}"#),
+            format!(r#"{{"v":1,"type":"mute","participantId":{{"{canary}":1}}}}"#),
+            format!(r#"{{"v":1,"type":"lock","locked":"{canary}"}}"#),
+            format!(r#"{{"v":1,"type":"join","room":"{canary}","token":"t"}}"#),
+            format!(r#"{{"v":1,"type":"join" "{canary}"}}"#),
+            format!("CANARY{}", "x".repeat(5000)),
+        ];
+        for input in inputs {
+            let err = parse(&input).expect_err(&input);
+            assert!(!err.message.contains("CANARY"), "{input}: {}", err.message);
+            assert!(err.message.len() < 300, "{}", err.message.len());
+        }
+        let err = parse(r#"{"v":1,"type":"lock","locked":"yes"}"#).expect_err("not a bool");
+        assert!(
+            err.message.ends_with("invalid type, expected a boolean"),
+            "what was wrong and what was expected stay: {}",
+            err.message
+        );
     }
 }

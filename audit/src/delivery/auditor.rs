@@ -250,7 +250,20 @@ impl Auditor {
         room: Option<&str>,
         client_ip: Option<IpAddr>,
     ) {
-        let event = AuditEvent {
+        self.record_repeated(who, action, refusal, room, client_ip, None);
+    }
+
+    /// Like [`record`](Self::record), for a record that stands for `repeated` like it.
+    pub fn record_repeated(
+        &self,
+        who: &Who,
+        action: Action,
+        refusal: Option<&str>,
+        room: Option<&str>,
+        client_ip: Option<IpAddr>,
+        repeated: Option<u32>,
+    ) {
+        let mut event = AuditEvent {
             tenant: self.tenant.clone(),
             actor: Actor {
                 // Ids that are not opaque are left out rather than recorded: never free text.
@@ -269,6 +282,7 @@ impl Auditor {
                 client_ip,
             },
         };
+        event.outcome.repeated = repeated;
         let Ok(mut inner) = self.inner.lock() else {
             tracing::error!("audit chain lock poisoned; record lost");
             return;

@@ -505,7 +505,11 @@ impl Meeting {
             effects.push(Effect::Warn(self.policy.max_duration - age));
         }
         let mut gone = Vec::new();
-        for (id, m) in &self.members {
+        for (id, m) in &mut self.members {
+            if !m.admitted {
+                // Waiting is not idleness: the clock starts when a host lets them in.
+                m.last_activity = now;
+            }
             if now >= m.token_expires {
                 gone.push((*id, EndReason::TokenExpired));
             } else if now.saturating_duration_since(m.last_activity) >= self.policy.idle_timeout {
@@ -848,6 +852,29 @@ mod tests {
         assert_eq!(effects, [Effect::Remove(2, EndReason::Idle)]);
         assert!(m.is_admitted(1), "the host was active");
         assert_eq!(m.tick(t0 + 25 * MIN), [Effect::Remove(1, EndReason::Idle)]);
+    }
+
+    #[test]
+    fn waiting_is_not_idleness_and_the_idle_clock_starts_at_admission() {
+        let (mut m, t0) = meeting();
+        m.join(1, "u-host", Role::Host, later(t0), t0).expect("host");
+        m.join(2, "u-guest", Role::Participant, later(t0), t0)
+            .expect("guest");
+        for minute in 1..=30 {
+            m.activity(1, t0 + minute * MIN);
+            assert!(
+                m.tick(t0 + minute * MIN).is_empty(),
+                "minute {minute}: a patient in the waiting room is never idle-kicked"
+            );
+        }
+        m.admit(1, 2).expect("admit");
+        m.activity(1, t0 + 40 * MIN);
+        assert!(m.tick(t0 + 44 * MIN).is_empty(), "14 minutes after admission");
+        assert_eq!(
+            m.tick(t0 + 45 * MIN),
+            [Effect::Remove(2, EndReason::Idle)],
+            "15 minutes after admission without a sign of life"
+        );
     }
 
     #[test]

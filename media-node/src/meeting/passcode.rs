@@ -1,6 +1,7 @@
 //! The node's passcode check: the meeting's passcode (derived as the join contract says,
 //! `bedside_crds::join::passcode`), compared in constant time, and guarded against guessing: a
-//! client (by IP address) that fails [`MAX_FAILURES`] times within [`WINDOW`] is refused for
+//! client network (an IPv4 address or an IPv6 /64) that fails [`MAX_FAILURES`] times within
+//! [`WINDOW`], or a room failed [`MAX_ROOM_FAILURES`] times from anywhere, is refused for
 //! [`COOL_DOWN`] whatever it sends.
 
 use std::collections::HashMap;
@@ -9,9 +10,14 @@ use std::time::{Duration, Instant};
 
 use bedside_crds::join::{passcode as derive, passcode_matches as matches};
 
+use crate::limits::Network;
+
 pub const MAX_FAILURES: u32 = 5;
 pub const WINDOW: Duration = Duration::from_secs(600);
 pub const COOL_DOWN: Duration = Duration::from_secs(300);
+/// Failures at one room, from anywhere, within [`WINDOW`] before it cools down: guessing a
+/// passcode needs the room's link, and a leaked link gets this many tries per window at most.
+pub const MAX_ROOM_FAILURES: u32 = 20;
 
 /// The node's passcode check: the key passcodes derive from, and who has been guessing.
 #[derive(Debug)]
@@ -67,16 +73,13 @@ impl Passcodes {
     ) -> Result<(), Refusal> {
         // The guard holds counters only: a panic elsewhere leaves nothing half-written to fear.
         let mut guard = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-        if let Attempt::CoolingDown { for_ } = guard.check(client, now) {
+        if let Attempt::CoolingDown { for_ } = guard.check(room, client, now) {
             return Err(Refusal::CoolingDown(for_));
         }
         match given {
-            Some(given) if matches(&derive(&self.join_key, room), given) => {
-                guard.succeeded(client);
-                Ok(())
-            }
+            Some(given) if matches(&derive(&self.join_key, room), given) => Ok(()),
             given => {
-                let cool_down = match guard.failed(client, now) {
+                let cool_down = match guard.failed(room, client, now) {
                     Attempt::CoolingDown { for_ } => Some(for_),
                     Attempt::Allowed => None,
                 };
@@ -93,7 +96,7 @@ impl Passcodes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
     Allowed,
-    /// Too many failures from this client: refused until then.
+    /// Too many failures from this client network, or at this room: refused until then.
     CoolingDown {
         for_: Duration,
     },
@@ -106,33 +109,37 @@ struct Failures {
     locked_until: Option<Instant>,
 }
 
-/// Failed attempts per client address. Bounded: entries older than the window and the
-/// cool-down are dropped as new failures arrive.
-#[derive(Debug, Default)]
-pub struct Guard {
-    by_client: HashMap<IpAddr, Failures>,
+/// Failed attempts per key within [`WINDOW`]; `max` of them start a [`COOL_DOWN`]. Bounded:
+/// past [`MAX_TRACKED`] keys, entries older than the window and the cool-down are swept.
+#[derive(Debug)]
+struct Counter<K> {
+    max: u32,
+    by_key: HashMap<K, Failures>,
 }
 
-/// More clients than this and the oldest entries are swept first.
-const MAX_TRACKED: usize = 100_000;
+impl<K: std::hash::Hash + Eq> Counter<K> {
+    fn new(max: u32) -> Self {
+        Self {
+            max,
+            by_key: HashMap::new(),
+        }
+    }
 
-impl Guard {
-    pub fn check(&self, client: IpAddr, now: Instant) -> Attempt {
-        match self.by_client.get(&client).and_then(|f| f.locked_until) {
+    fn check(&self, key: &K, now: Instant) -> Attempt {
+        match self.by_key.get(key).and_then(|f| f.locked_until) {
             Some(until) if until > now => Attempt::CoolingDown { for_: until - now },
             _ => Attempt::Allowed,
         }
     }
 
-    /// Records a failure; returns the attempt state after it.
-    pub fn failed(&mut self, client: IpAddr, now: Instant) -> Attempt {
-        if self.by_client.len() >= MAX_TRACKED {
-            self.by_client.retain(|_, f| {
+    fn failed(&mut self, key: K, now: Instant) -> Option<Duration> {
+        if self.by_key.len() >= MAX_TRACKED {
+            self.by_key.retain(|_, f| {
                 now.saturating_duration_since(f.first) < WINDOW
                     || f.locked_until.is_some_and(|u| u > now)
             });
         }
-        let f = self.by_client.entry(client).or_insert(Failures {
+        let f = self.by_key.entry(key).or_insert(Failures {
             count: 0,
             first: now,
             locked_until: None,
@@ -147,15 +154,52 @@ impl Guard {
             };
         }
         f.count += 1;
-        if f.count >= MAX_FAILURES {
+        if f.count >= self.max {
             f.locked_until = Some(now + COOL_DOWN);
+            return Some(COOL_DOWN);
         }
-        self.check(client, now)
+        None
+    }
+}
+
+/// Failed attempts per client network (an IPv4 address or an IPv6 /64) and per room. A right
+/// passcode clears nothing: an attacker cannot reset its count with a passcode of its own
+/// room, and rotating addresses (within a /64, or across many) still meets the room's limit.
+#[derive(Debug)]
+pub struct Guard {
+    by_network: Counter<Network>,
+    by_room: Counter<String>,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            by_network: Counter::new(MAX_FAILURES),
+            by_room: Counter::new(MAX_ROOM_FAILURES),
+        }
+    }
+}
+
+/// More keys than this and the oldest entries are swept first.
+const MAX_TRACKED: usize = 100_000;
+
+impl Guard {
+    pub fn check(&self, room: &str, client: IpAddr, now: Instant) -> Attempt {
+        let network = self.by_network.check(&Network::of(client), now);
+        let room = self.by_room.check(&room.to_string(), now);
+        match (network, room) {
+            (Attempt::CoolingDown { for_: a }, Attempt::CoolingDown { for_: b }) => {
+                Attempt::CoolingDown { for_: a.max(b) }
+            }
+            (Attempt::Allowed, other) | (other, Attempt::Allowed) => other,
+        }
     }
 
-    /// A right passcode clears the client's failures.
-    pub fn succeeded(&mut self, client: IpAddr) {
-        self.by_client.remove(&client);
+    /// Records a failure; returns the attempt state after it.
+    pub fn failed(&mut self, room: &str, client: IpAddr, now: Instant) -> Attempt {
+        self.by_network.failed(Network::of(client), now);
+        self.by_room.failed(room.to_string(), now);
+        self.check(room, client, now)
     }
 }
 
@@ -218,22 +262,23 @@ mod tests {
         let guesser: IpAddr = "127.0.0.9".parse().expect("ip");
         let other: IpAddr = "127.0.0.10".parse().expect("ip");
         for _ in 1..MAX_FAILURES {
-            assert_eq!(guard.failed(guesser, t0), Attempt::Allowed);
+            assert_eq!(guard.failed("r", guesser, t0), Attempt::Allowed);
         }
         assert_eq!(
-            guard.failed(guesser, t0),
+            guard.failed("r", guesser, t0),
             Attempt::CoolingDown { for_: COOL_DOWN }
         );
         assert_eq!(
-            guard.check(guesser, t0 + Duration::from_secs(60)),
+            guard.check("r", guesser, t0 + Duration::from_secs(60)),
             Attempt::CoolingDown {
                 for_: COOL_DOWN - Duration::from_secs(60)
             }
         );
-        assert_eq!(guard.check(other, t0), Attempt::Allowed);
-        assert_eq!(guard.check(guesser, t0 + COOL_DOWN), Attempt::Allowed);
+        assert_eq!(guard.check("r", other, t0), Attempt::Allowed);
+        assert_eq!(guard.check("other-room", guesser, t0), guard.check("r", guesser, t0));
+        assert_eq!(guard.check("r", guesser, t0 + COOL_DOWN), Attempt::Allowed);
         // After the cool-down it starts over.
-        assert_eq!(guard.failed(guesser, t0 + COOL_DOWN), Attempt::Allowed);
+        assert_eq!(guard.failed("r", guesser, t0 + COOL_DOWN), Attempt::Allowed);
     }
 
     #[test]
@@ -243,18 +288,59 @@ mod tests {
         for i in 0..20u64 {
             let at = t0 + WINDOW / 4 * (i as u32);
             // 4 failures per window at most
-            assert_eq!(guard.failed(client, at), Attempt::Allowed, "failure {i}");
+            assert_eq!(guard.failed("r", client, at), Attempt::Allowed, "failure {i}");
         }
     }
 
     #[test]
-    fn a_right_passcode_clears_the_count() {
-        let (mut guard, t0) = (Guard::default(), Instant::now());
-        let client: IpAddr = "127.0.0.1".parse().expect("ip");
-        for _ in 1..MAX_FAILURES {
-            guard.failed(client, t0);
+    fn a_right_passcode_for_another_room_does_not_reset_a_guesser() {
+        let passcodes = Passcodes::new(&[7; 32]);
+        let own = derive(&[7; 32], "my-room");
+        let attacker = IpAddr::from([10, 0, 0, 1]);
+        let t0 = Instant::now();
+        for _ in 0..MAX_FAILURES - 1 {
+            assert!(passcodes.check("victim", attacker, Some("00000000"), t0).is_err());
+            assert_eq!(passcodes.check("my-room", attacker, Some(&own), t0), Ok(()));
         }
-        guard.succeeded(client);
-        assert_eq!(guard.failed(client, t0), Attempt::Allowed);
+        assert_eq!(
+            passcodes.check("victim", attacker, Some("00000000"), t0),
+            Err(Refusal::Failed {
+                given: true,
+                cool_down: Some(COOL_DOWN)
+            }),
+            "successes elsewhere between the guesses change nothing"
+        );
+    }
+
+    #[test]
+    fn rotating_addresses_meets_the_networks_and_then_the_rooms_limit() {
+        let (mut guard, t0) = (Guard::default(), Instant::now());
+        // Every address of one /64 is one network.
+        for n in 0..MAX_FAILURES - 1 {
+            let ip: IpAddr = format!("2001:db8:7:7::{n:x}").parse().expect("ip");
+            assert_eq!(guard.failed("victim", ip, t0), Attempt::Allowed);
+        }
+        let next: IpAddr = "2001:db8:7:7::ffff".parse().expect("ip");
+        assert_eq!(
+            guard.failed("victim", next, t0),
+            Attempt::CoolingDown { for_: COOL_DOWN }
+        );
+        // Across networks, the room's own limit holds.
+        for n in MAX_FAILURES..MAX_ROOM_FAILURES - 1 {
+            let ip = IpAddr::from([198, 51, 100, u8::try_from(n).expect("small")]);
+            assert_eq!(guard.failed("victim", ip, t0), Attempt::Allowed, "failure {n}");
+        }
+        let last = IpAddr::from([203, 0, 113, 1]);
+        assert_eq!(
+            guard.failed("victim", last, t0),
+            Attempt::CoolingDown { for_: COOL_DOWN }
+        );
+        let fresh = IpAddr::from([203, 0, 113, 2]);
+        assert_eq!(
+            guard.check("victim", fresh, t0),
+            Attempt::CoolingDown { for_: COOL_DOWN },
+            "the room cools down for everyone"
+        );
+        assert_eq!(guard.check("next-door", fresh, t0), Attempt::Allowed);
     }
 }

@@ -66,6 +66,16 @@ pub async fn start(
     }
     let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
     let engine = engine::Engine::new(settings, stats.clone(), std::time::Instant::now());
-    let task = tokio::spawn(shell::run(engine, socket, rx, stats));
+    let task = tokio::spawn(async move {
+        use futures::FutureExt;
+        let run = std::panic::AssertUnwindSafe(shell::run(engine, socket, rx, stats));
+        if run.catch_unwind().await.is_err() {
+            // Every call on this node has lost its media: a process that still answers HTTP
+            // would hold new joins in a dead loop. Exit, so the kubelet (or whoever runs the
+            // node) starts a fresh one; the audit buffers are on disk and resume.
+            tracing::error!("the media loop panicked: exiting so that the node restarts");
+            std::process::exit(70);
+        }
+    });
     Ok((SfuHandle { commands }, local, task))
 }

@@ -12,6 +12,11 @@ use super::simulcast::{LayerRate, Layers, Selection};
 use crate::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
 use bedside_crds::join::Role;
 
+/// How long a participant whose network dropped keeps their place once ICE declared the path
+/// dead (str0m does after about 22 s without answers): a path that comes back (a phone that
+/// switched networks, a Wi-Fi that roamed) resumes the call instead of ending it.
+pub const ICE_GRACE: Duration = Duration::from_secs(10);
+
 /// Node-assigned, opaque, never the user id from the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ParticipantId(pub u64);
@@ -190,6 +195,11 @@ pub struct Participant {
     pub remote_addrs: Vec<SocketAddr>,
     pub next_timeout: Option<Instant>,
     pub connected: bool,
+    /// When ICE declared the browser's path dead; cleared when ICE finds one again.
+    pub ice_lost_since: Option<Instant>,
+    /// The last datagram from the browser: str0m may stay "disconnected" on a path that came
+    /// back, while its packets flow again.
+    pub last_heard: Instant,
     /// Latest egress bandwidth estimate, bits per second.
     pub estimate_bps: Option<u64>,
     pub joined_at: Instant,
@@ -202,6 +212,13 @@ pub struct Participant {
 }
 
 impl Participant {
+    /// ICE declared the path dead and nothing came from the browser for [`ICE_GRACE`] since:
+    /// the participant is gone, not on a blip.
+    pub fn network_lost(&self, now: Instant) -> bool {
+        self.ice_lost_since
+            .is_some_and(|since| now >= since.max(self.last_heard) + ICE_GRACE)
+    }
+
     pub fn new(
         id: ParticipantId,
         room: std::sync::Arc<str>,
@@ -230,6 +247,8 @@ impl Participant {
             remote_addrs: Vec::new(),
             next_timeout: None,
             connected: false,
+            ice_lost_since: None,
+            last_heard: now,
             estimate_bps: None,
             joined_at: now,
             first_media_seen: false,

@@ -48,10 +48,16 @@ pub enum JoinRefusal {
     VisitCancelled,
     /// A link of an older issue, after the visit's links were reissued.
     LinkReplaced,
+    /// Too many join attempts from the client's network: refused before the token is read.
+    RateLimited,
+    /// The client's network holds its share of signaling connections already.
+    NetworkConnections,
+    /// The node holds as many signaling connections as it takes.
+    NodeConnections,
 }
 
 impl JoinRefusal {
-    pub const ALL: [JoinRefusal; 13] = [
+    pub const ALL: [JoinRefusal; 16] = [
         JoinRefusal::TokenExpired,
         JoinRefusal::TokenNotOpenYet,
         JoinRefusal::TokenWrongTenant,
@@ -65,24 +71,40 @@ impl JoinRefusal {
         JoinRefusal::Passcode,
         JoinRefusal::VisitCancelled,
         JoinRefusal::LinkReplaced,
+        JoinRefusal::RateLimited,
+        JoinRefusal::NetworkConnections,
+        JoinRefusal::NodeConnections,
     ];
 
-    pub fn label(self) -> &'static str {
+    /// The reason in the metric's label and in audit records (the same words, kebab case).
+    fn names(self) -> (&'static str, &'static str) {
         match self {
-            JoinRefusal::TokenExpired => "token_expired",
-            JoinRefusal::TokenNotOpenYet => "token_not_open_yet",
-            JoinRefusal::TokenWrongTenant => "token_wrong_tenant",
-            JoinRefusal::TokenWrongRoom => "token_wrong_room",
-            JoinRefusal::TokenForged => "token_forged",
-            JoinRefusal::TokenNotPseudonymous => "token_not_pseudonymous",
-            JoinRefusal::TokenInvalid => "token_invalid",
-            JoinRefusal::VisitCancelled => "visit_cancelled",
-            JoinRefusal::LinkReplaced => "link_replaced",
-            JoinRefusal::RoomFull => "room_full",
-            JoinRefusal::NotAvailable => "not_available",
-            JoinRefusal::AuditUnavailable => "audit_unavailable",
-            JoinRefusal::Passcode => "passcode",
+            JoinRefusal::Passcode => ("passcode", "passcode"),
+            JoinRefusal::TokenExpired => ("token_expired", "token-expired"),
+            JoinRefusal::TokenNotOpenYet => ("token_not_open_yet", "token-not-open-yet"),
+            JoinRefusal::TokenWrongTenant => ("token_wrong_tenant", "token-wrong-tenant"),
+            JoinRefusal::TokenWrongRoom => ("token_wrong_room", "token-wrong-room"),
+            JoinRefusal::TokenForged => ("token_forged", "token-forged"),
+            JoinRefusal::TokenNotPseudonymous => ("token_not_pseudonymous", "token-not-pseudonymous"),
+            JoinRefusal::TokenInvalid => ("token_invalid", "token-invalid"),
+            JoinRefusal::VisitCancelled => ("visit_cancelled", "visit-cancelled"),
+            JoinRefusal::LinkReplaced => ("link_replaced", "link-replaced"),
+            JoinRefusal::RoomFull => ("room_full", "room-full"),
+            JoinRefusal::NotAvailable => ("not_available", "not-available"),
+            JoinRefusal::AuditUnavailable => ("audit_unavailable", "audit-unavailable"),
+            JoinRefusal::RateLimited => ("rate_limited", "rate-limited"),
+            JoinRefusal::NetworkConnections => ("network_connections", "network-connections"),
+            JoinRefusal::NodeConnections => ("node_connections", "node-connections"),
         }
+    }
+
+    /// The reason in audit records.
+    pub fn code(self) -> &'static str {
+        self.names().1
+    }
+
+    pub fn label(self) -> &'static str {
+        self.names().0
     }
 }
 
@@ -133,6 +155,8 @@ pub struct EngineStats {
     pub forwarded_joins: IntCounter,
     /// Signaling connections this pod carries to other pods now: a draining pod keeps them.
     pub relayed: IntGauge,
+    /// Signaling connections open now (joined or not).
+    pub signaling_connections: IntGauge,
     /// Completed media sessions by negotiated SRTP profile.
     pub srtp_sessions: IntCounterVec,
     pub connection_failures: IntCounterVec,
@@ -231,6 +255,10 @@ impl EngineStats {
             relayed: gauge(
                 "bedside_media_relayed_connections",
                 "Signaling connections this pod carries to the pods that hold their rooms",
+            )?,
+            signaling_connections: gauge(
+                "bedside_media_signaling_connections",
+                "Signaling connections open now, joined or not",
             )?,
             connected: counter(
                 "bedside_media_connections_total",
@@ -359,8 +387,9 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 26] = [
+        let collectors: [&dyn Collector; 27] = [
             &self.relayed,
+            &self.signaling_connections,
             self.placement.inner(),
             &self.rooms,
             &self.forwarded_joins,

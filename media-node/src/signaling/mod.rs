@@ -1,6 +1,7 @@
 //! Signaling: the WebSocket-over-TLS protocol clients speak to join rooms and set up media.
 
 pub mod forward;
+pub mod refusals;
 pub mod server;
 mod session;
 pub mod state;

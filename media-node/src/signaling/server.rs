@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::state::AppState;
-use crate::protocol::MAX_FRAME_BYTES;
+use crate::limits::ConnectionRefusal;
+use crate::protocol::MAX_MESSAGE_BYTES;
+use crate::sfu::stats::JoinRefusal;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const CLIENT_JS: &str = include_str!("../../web/client.js");
@@ -86,9 +88,42 @@ async fn websocket(
             forwarded: false,
         },
     };
-    ws.max_message_size(MAX_FRAME_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| super::session::run(socket, state, client))
+    let slot = match state.guards.connections.open(client.ip) {
+        Ok(slot) => slot,
+        Err(refusal) => return too_many_connections(&state, refusal),
+    };
+    state.stats.signaling_connections.set(count(&state));
+    // One limit for every frame: nothing a client sends, joined or not, needs more (an offer
+    // with simulcast is about 10 KiB), and the WebSocket layer never buffers beyond it.
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            super::session::run(socket, state.clone(), client).await;
+            drop(slot);
+            state.stats.signaling_connections.set(count(&state));
+        })
+}
+
+fn count(state: &AppState) -> i64 {
+    i64::try_from(state.guards.connections.count()).unwrap_or(i64::MAX)
+}
+
+/// Refused before the WebSocket upgrade: a plain HTTP answer the client can act on.
+fn too_many_connections(state: &AppState, refusal: ConnectionRefusal) -> Response {
+    let (status, reason, text) = match refusal {
+        ConnectionRefusal::NetworkFull => (
+            StatusCode::TOO_MANY_REQUESTS,
+            JoinRefusal::NetworkConnections,
+            "too many connections from your network; close other visit tabs or try again shortly\n",
+        ),
+        ConnectionRefusal::NodeFull => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            JoinRefusal::NodeConnections,
+            "this media node is full; try again shortly\n",
+        ),
+    };
+    state.stats.refused(reason);
+    (status, [(header::RETRY_AFTER, "10")], text).into_response()
 }
 
 fn html_escape(s: &str) -> String {

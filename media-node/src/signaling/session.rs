@@ -28,6 +28,8 @@ use bedside_crds::leases::VisitRefusal;
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Errors tolerated on one connection before it is closed.
 const MAX_ERRORS: u32 = 32;
+/// A client that takes no frame for this long is disconnected.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages waiting for a slow client before it is dropped.
 const EVENT_QUEUE: usize = 256;
 
@@ -54,6 +56,8 @@ pub(super) struct Client {
 /// carried there; everything else is served here.
 pub(super) async fn run(mut socket: WebSocket, state: AppState, client: Client) {
     let mut first = None;
+    // Whether placing the first message took one of the client's join attempts already.
+    let mut counted = false;
     if let (Some(placement), false) = (state.placement.clone(), client.forwarded) {
         let message = match tokio::time::timeout(JOIN_TIMEOUT, socket.recv()).await {
             Ok(Some(Ok(message))) => message,
@@ -61,7 +65,14 @@ pub(super) async fn run(mut socket: WebSocket, state: AppState, client: Client) 
             Err(_) => Message::Text(Utf8Bytes::from_static("{}")), // answered: join first
         };
         let started = std::time::Instant::now();
-        match route(&state, &placement, &message).await {
+        // Placing a join verifies its token: that takes one of the client's attempts. A client
+        // out of attempts is left unplaced, and its join refused below, with a record.
+        counted = state.guards.joins.allow(client.ip).is_ok();
+        let route = match counted {
+            true => route(&state, &placement, &message).await,
+            false => Route::Unplaced,
+        };
+        match route {
             Route::Here => {
                 state.stats.placement.record(started.elapsed());
                 first = Some(message);
@@ -95,7 +106,7 @@ pub(super) async fn run(mut socket: WebSocket, state: AppState, client: Client) 
             Route::Refuse(error) => return refuse(socket, error).await,
         }
     }
-    serve(socket, state, client.ip, first).await
+    serve(socket, state, client.ip, first, counted).await
 }
 
 enum Route {
@@ -149,17 +160,14 @@ async fn route(
 }
 
 async fn refuse(mut socket: WebSocket, error: ProtocolError) {
-    let _ = socket
-        .send(Message::Text(Utf8Bytes::from(
-            error.to_message(true).to_json(),
-        )))
-        .await;
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
+    let text = Message::Text(Utf8Bytes::from(error.to_message(true).to_json()));
+    if send(&mut socket, text).await {
+        let frame = CloseFrame {
             code: CLOSE_GOING_AWAY,
             reason: "reconnect".into(),
-        })))
-        .await;
+        };
+        send(&mut socket, Message::Close(Some(frame))).await;
+    }
 }
 
 async fn serve(
@@ -167,6 +175,7 @@ async fn serve(
     state: AppState,
     client_ip: std::net::IpAddr,
     first: Option<Message>,
+    attempt_counted: bool,
 ) {
     let (mut sink, stream) = socket.split();
     // A first message read to place the join is served before the rest.
@@ -179,6 +188,7 @@ async fn serve(
         joined: None,
         waiting: false,
         errors: 0,
+        attempt_counted,
         events_tx,
         outbox: Vec::new(),
     };
@@ -206,26 +216,28 @@ async fn serve(
                 session.on_shutdown()
             }
         };
+        let mut delivered = true;
         for message in session.outbox.drain(..) {
-            if sink
-                .send(Message::Text(Utf8Bytes::from(message.to_json())))
-                .await
-                .is_err()
-            {
+            let text = Message::Text(Utf8Bytes::from(message.to_json()));
+            if !send(&mut sink, text).await {
+                delivered = false;
                 break;
             }
+        }
+        if !delivered {
+            // The client does not read (or is gone): nothing more can reach it.
+            break None;
         }
         if let Flow::Close(code, reason) = flow {
             break Some((code, reason));
         }
     };
     if let Some((code, reason)) = close {
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from(reason),
-            })))
-            .await;
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        };
+        send(&mut sink, Message::Close(Some(frame))).await;
     }
     if let Some(id) = session.joined {
         session.audit(
@@ -242,6 +254,15 @@ async fn serve(
     }
 }
 
+/// Sends one frame; false when it failed or the client did not take it within
+/// [`WRITE_TIMEOUT`] (a client that never reads must not park its session forever).
+async fn send(sink: &mut (impl futures::Sink<Message> + Unpin), message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
 struct Session {
     state: AppState,
     client_ip: std::net::IpAddr,
@@ -251,6 +272,8 @@ struct Session {
     /// In the waiting room: joined the node, not yet the visit.
     waiting: bool,
     errors: u32,
+    /// The next join attempt was counted when the first message was placed.
+    attempt_counted: bool,
     events_tx: mpsc::Sender<ServerMessage>,
     outbox: Vec<ServerMessage>,
 }
@@ -394,12 +417,11 @@ impl Session {
         let Err(refusal) = passcodes.check(&grant.room, self.client_ip, given, now) else {
             return Ok(());
         };
-        self.state.audit.record(
+        self.refused(
             &token_holder(&grant.user, grant.role),
             Action::PasscodeFailure,
-            Some(refusal.audit_reason()),
+            refusal.audit_reason(),
             Some(&grant.room),
-            Some(self.client_ip),
         );
         self.state.stats.refused(JoinRefusal::Passcode);
         Err(match refusal {
@@ -621,6 +643,9 @@ impl Session {
         if let Err(e) = self.available(&room).await {
             return self.fatal(e);
         }
+        if let Err(e) = self.attempt_allowed() {
+            return self.fatal(e);
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -668,6 +693,41 @@ impl Session {
         Ok(())
     }
 
+    /// Join attempts per client network, before the token is read: a flood of bad tokens
+    /// costs neither signature checks nor one audit record each.
+    fn attempt_allowed(&mut self) -> Result<(), ProtocolError> {
+        if std::mem::take(&mut self.attempt_counted) {
+            return Ok(());
+        }
+        let Err(wait) = self.state.guards.joins.allow(self.client_ip) else {
+            return Ok(());
+        };
+        self.state.stats.refused(JoinRefusal::RateLimited);
+        self.refused(&Who::UNAUTHENTICATED, Action::Join, "rate-limited", None);
+        Err(ProtocolError::new(
+            ErrorCode::TooManyAttempts,
+            format!(
+                "too many join attempts from your network; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        ))
+    }
+
+    /// A refused attempt's audit record: sealed now, or counted into one sealed later.
+    fn refused(&self, who: &Who, action: Action, reason: &'static str, room: Option<&str>) {
+        super::refusals::record(
+            &self.state.guards,
+            &self.state.audit,
+            super::refusals::Refused {
+                who,
+                action,
+                reason,
+                room,
+                client: self.client_ip,
+            },
+        );
+    }
+
     /// The join token, verified; a refusal is counted and audited.
     fn verify(&self, token: &str, room: &str, now: u64) -> Result<Grant, ProtocolError> {
         self.state.verifier.verify(token, room, now).map_err(|e| {
@@ -685,13 +745,7 @@ impl Session {
                 _ => (JoinRefusal::TokenInvalid, ErrorCode::TokenRefused),
             };
             self.state.stats.refused(reason);
-            self.state.audit.record(
-                &Who::UNAUTHENTICATED,
-                Action::TokenRefused,
-                Some(&reason.label().replace('_', "-")),
-                Some(room),
-                Some(self.client_ip),
-            );
+            self.refused(&Who::UNAUTHENTICATED, Action::TokenRefused, reason.code(), Some(room));
             tracing::info!(tenant = %self.state.tenant, reason = reason.label(), "join refused");
             ProtocolError::new(code, e.to_string())
         })
@@ -722,12 +776,11 @@ impl Session {
             ),
         };
         self.state.stats.refused(reason);
-        self.state.audit.record(
+        self.refused(
             &Who::UNAUTHENTICATED,
             Action::TokenRefused,
-            Some(&reason.label().replace('_', "-")),
+            reason.code(),
             Some(&grant.room),
-            Some(self.client_ip),
         );
         tracing::info!(tenant = %self.state.tenant, reason = reason.label(), "join refused");
         Err(error)

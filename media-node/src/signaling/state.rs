@@ -29,4 +29,6 @@ pub struct AppState {
     pub placement: Option<Arc<crate::placement::leases::Placement>>,
     /// TLS to the other pods of the tenant, for joins carried on to their room's pod.
     pub peer_tls: Arc<rustls::ClientConfig>,
+    /// What one client network may take: connections, join attempts; refusals counted.
+    pub guards: Arc<crate::limits::ClientGuards>,
 }

@@ -32,10 +32,15 @@ pub(super) fn on_event(
             });
             None
         }
+        // A network blip (Wi-Fi to cellular, a roaming phone): the browser has a while to
+        // come back through ICE before the call is given up (see `ICE_GRACE`).
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-            if let Some(rtc) = p.rtc.as_mut() {
-                rtc.disconnect();
-            }
+            p.ice_lost_since.get_or_insert(now);
+            None
+        }
+        // Checking again means the browser's checks arrive again: the path is back.
+        Event::IceConnectionStateChange(_) => {
+            p.ice_lost_since = None;
             None
         }
         Event::MediaAdded(added) => p.media_added(added.mid, added.kind, added.direction, now),

@@ -197,6 +197,9 @@ impl Engine {
                 p.id
             }
         };
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.last_heard = self.now;
+        }
         self.input(id, input);
     }
 
@@ -372,7 +375,7 @@ impl Engine {
         self.gone.extend(
             self.participants
                 .values()
-                .filter(|p| p.overflowed)
+                .filter(|p| p.overflowed || p.network_lost(now))
                 .map(|p| (p.id, LeaveReason::Disconnected, None)),
         );
     }

@@ -57,6 +57,8 @@ struct Call {
     estimate: Option<(usize, u64)>,
     /// What the next peer's browser offers for DTLS.
     peer_crypto: Arc<str0m::crypto::CryptoProvider>,
+    /// A peer whose network is down: nothing it sends or is sent arrives.
+    cut: Option<usize>,
 }
 
 impl Call {
@@ -80,6 +82,7 @@ impl Call {
             peers: Vec::new(),
             estimate: None,
             peer_crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            cut: None,
         }
     }
 
@@ -194,6 +197,7 @@ impl Call {
         while let Ok(output) = peer.rtc.poll_output() {
             match output {
                 Output::Timeout(_) => break,
+                Output::Transmit(_) if self.cut == Some(i) => {}
                 Output::Transmit(t) => self.engine.handle_datagram(&t.contents, peer.addr, now),
                 Output::Event(Event::Connected) => peer.connected = true,
                 Output::Event(Event::MediaData(data)) => peer.received.push((now, data)),
@@ -205,9 +209,13 @@ impl Call {
 
     fn deliver(&mut self) {
         while let Some(t) = self.engine.poll_transmit() {
-            let Some(peer) = self.peers.iter_mut().find(|p| p.addr == t.destination) else {
+            let Some(i) = self.peers.iter().position(|p| p.addr == t.destination) else {
                 continue;
             };
+            if self.cut == Some(i) {
+                continue;
+            }
+            let peer = &mut self.peers[i];
             let receive = Receive {
                 proto: Protocol::Udp,
                 source: t.source,
@@ -514,4 +522,39 @@ fn a_browser_offering_only_chacha20_gets_no_media_and_is_told_why() {
         .get();
     assert_eq!(failures, 1);
     assert_eq!(call.stats.participants.get(), 0);
+}
+
+#[test]
+fn a_network_blip_keeps_the_patient_in_the_call_and_a_lost_network_ends_their_part() {
+    let (mut call, host, patient) = Call::visit(&[]);
+    let id = call.peers[patient].id;
+    let lost = |call: &Call| call.engine.participants.get(&id).and_then(|p| p.ice_lost_since);
+    // str0m gives up on a silent path after about 22 s; the patient then has ICE_GRACE more.
+    call.cut = Some(patient);
+    while lost(&call).is_none() {
+        assert!(call.now - call.start < Duration::from_secs(60), "ICE noticed the loss");
+        call.run(Duration::from_secs(1));
+    }
+    call.run(crate::sfu::participant::ICE_GRACE / 2);
+    assert_eq!(call.stats.participants.get(), 2, "within the grace period: still in the call");
+
+    call.cut = None;
+    call.run(Duration::from_secs(3));
+    let since = call.now;
+    call.run(Duration::from_secs(1));
+    assert!(
+        call.frames(host, patient, MediaKind::Video, since).len() >= 25,
+        "the patient is seen again once their network is back"
+    );
+    call.run(crate::sfu::participant::ICE_GRACE * 2);
+    assert_eq!(call.stats.participants.get(), 2, "back in the call for good");
+
+    call.cut = Some(patient);
+    call.run(Duration::from_secs(40) + crate::sfu::participant::ICE_GRACE);
+    assert_eq!(call.stats.participants.get(), 1, "gone for good after the grace period");
+    let left = |m: &ServerMessage| {
+        matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Disconnected, .. }
+            if *participant_id == id.to_string())
+    };
+    assert!(call.told(host, left));
 }
