@@ -382,12 +382,21 @@ impl MediaNodeConfig {
 
         let l = &n.client_limits;
         for (field, value) in [
-            ("network.clientLimits.connectionsPerNetwork", l.connections_per_network),
+            (
+                "network.clientLimits.connectionsPerNetwork",
+                l.connections_per_network,
+            ),
             ("network.clientLimits.connections", l.connections),
-            ("network.clientLimits.joinAttemptsPerMinute", l.join_attempts_per_minute),
+            (
+                "network.clientLimits.joinAttemptsPerMinute",
+                l.join_attempts_per_minute,
+            ),
         ] {
             if value == 0 {
-                v.refuse(field, "is 0; no client could join: leave it out for the default".into());
+                v.refuse(
+                    field,
+                    "is 0; no client could join: leave it out for the default".into(),
+                );
             }
         }
         if l.connections_per_network > l.connections {

@@ -284,7 +284,8 @@ const REFUSAL_KINDS: usize = 10_000;
 
 impl ClientGuards {
     pub fn new(limits: &ClientLimits) -> Self {
-        let per_minute = NonZeroU32::new(limits.join_attempts_per_minute).unwrap_or(NonZeroU32::MIN);
+        let per_minute =
+            NonZeroU32::new(limits.join_attempts_per_minute).unwrap_or(NonZeroU32::MIN);
         Self {
             connections: Connections::new(
                 limits.connections_per_network as usize,
@@ -307,9 +308,18 @@ mod tests {
 
     #[test]
     fn a_network_is_an_ipv4_address_or_an_ipv6_64() {
-        assert_eq!(Network::of(ip("2001:db8:1:2::1")), Network::of(ip("2001:db8:1:2:ffff::9")));
-        assert_ne!(Network::of(ip("2001:db8:1:2::1")), Network::of(ip("2001:db8:1:3::1")));
-        assert_eq!(Network::of(ip("::ffff:192.0.2.7")), Network::of(ip("192.0.2.7")));
+        assert_eq!(
+            Network::of(ip("2001:db8:1:2::1")),
+            Network::of(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            Network::of(ip("2001:db8:1:2::1")),
+            Network::of(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(
+            Network::of(ip("::ffff:192.0.2.7")),
+            Network::of(ip("192.0.2.7"))
+        );
         assert_ne!(Network::of(ip("192.0.2.7")), Network::of(ip("192.0.2.8")));
     }
 
@@ -317,19 +327,27 @@ mod tests {
     fn connections_are_capped_per_network_and_in_all_and_given_back_when_closed() {
         let connections = Connections::new(2, 3);
         let a1 = connections.open(ip("2001:db8::1")).expect("first");
-        let _a2 = connections.open(ip("2001:db8::2")).expect("second, same /64");
+        let _a2 = connections
+            .open(ip("2001:db8::2"))
+            .expect("second, same /64");
         assert_eq!(
-            connections.open(ip("2001:db8::3")).expect_err("a third from the /64"),
+            connections
+                .open(ip("2001:db8::3"))
+                .expect_err("a third from the /64"),
             ConnectionRefusal::NetworkFull
         );
         let _b = connections.open(ip("192.0.2.1")).expect("another network");
         assert_eq!(
-            connections.open(ip("192.0.2.2")).expect_err("the node is full"),
+            connections
+                .open(ip("192.0.2.2"))
+                .expect_err("the node is full"),
             ConnectionRefusal::NodeFull
         );
         drop(a1);
         assert_eq!(connections.count(), 2);
-        connections.open(ip("192.0.2.2")).expect("a closed connection's place is free again");
+        connections
+            .open(ip("192.0.2.2"))
+            .expect("a closed connection's place is free again");
     }
 
     #[test]
@@ -337,13 +355,21 @@ mod tests {
         let clock = FakeRelativeClock::default();
         let joins = JoinAttempts::with_clock(NonZeroU32::new(6).expect("6"), clock.clone());
         for n in 0..6 {
-            joins.allow(ip("2001:db8::1")).unwrap_or_else(|_| panic!("attempt {n} of the burst"));
+            joins
+                .allow(ip("2001:db8::1"))
+                .unwrap_or_else(|_| panic!("attempt {n} of the burst"));
         }
         let wait = joins
             .allow(ip("2001:db8::ffff"))
             .expect_err("another address of the same /64 shares the bucket");
-        assert_eq!(wait, Duration::from_secs(10), "one attempt per 10 s at 6 a minute");
-        joins.allow(ip("192.0.2.1")).expect("another network has its own");
+        assert_eq!(
+            wait,
+            Duration::from_secs(10),
+            "one attempt per 10 s at 6 a minute"
+        );
+        joins
+            .allow(ip("192.0.2.1"))
+            .expect("another network has its own");
         clock.advance(Duration::from_secs(10));
         joins.allow(ip("2001:db8::1")).expect("refilled");
         assert!(joins.allow(ip("2001:db8::1")).is_err());
@@ -361,9 +387,15 @@ mod tests {
             action: Action::TokenRefused,
             reason: "token-forged",
         };
-        assert_eq!(tally.refused(kind("192.0.2.1"), ip("192.0.2.1"), t0), Seal::Now);
+        assert_eq!(
+            tally.refused(kind("192.0.2.1"), ip("192.0.2.1"), t0),
+            Seal::Now
+        );
         for _ in 0..499 {
-            assert_eq!(tally.refused(kind("192.0.2.1"), ip("192.0.2.1"), t0), Seal::Counted);
+            assert_eq!(
+                tally.refused(kind("192.0.2.1"), ip("192.0.2.1"), t0),
+                Seal::Counted
+            );
         }
         assert_eq!(
             tally.refused(kind("192.0.2.2"), ip("192.0.2.2"), t0),
@@ -382,7 +414,11 @@ mod tests {
             "one record for the 499 counted; nothing for a kind refused once"
         );
         assert_eq!(
-            tally.refused(kind("192.0.2.1"), ip("192.0.2.1"), t0 + Duration::from_secs(61)),
+            tally.refused(
+                kind("192.0.2.1"),
+                ip("192.0.2.1"),
+                t0 + Duration::from_secs(61)
+            ),
             Seal::Now,
             "a new window starts with a sealed record"
         );
@@ -400,7 +436,11 @@ mod tests {
         let client = ip("192.0.2.1");
         assert_eq!(tally.refused(kind(1), client, t0), Seal::Now);
         assert_eq!(tally.refused(kind(2), client, t0), Seal::Now);
-        assert_eq!(tally.refused(kind(3), client, t0), Seal::Now, "the shared kind's first");
+        assert_eq!(
+            tally.refused(kind(3), client, t0),
+            Seal::Now,
+            "the shared kind's first"
+        );
         for n in 4..=200 {
             assert_eq!(tally.refused(kind(n), client, t0), Seal::Counted);
         }

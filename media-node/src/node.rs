@@ -13,8 +13,8 @@ use tokio::sync::watch;
 
 use crate::crypto_policy::SrtpPolicy;
 use crate::error::NodeError;
-use crate::placement::leases::{self, Placement};
 use crate::limits::ClientGuards;
+use crate::placement::leases::{self, Placement};
 use crate::sfu::{self, Command, EngineSettings, EngineStats, SfuHandle};
 use crate::signaling::server::router;
 use crate::signaling::state::AppState;

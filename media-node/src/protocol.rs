@@ -457,7 +457,10 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
     if !KNOWN_TYPES.contains(&kind) {
         return Err(ProtocolError::new(
             ErrorCode::UnknownType,
-            format!("unknown message type; known types: {}", KNOWN_TYPES.join(", ")),
+            format!(
+                "unknown message type; known types: {}",
+                KNOWN_TYPES.join(", ")
+            ),
         ));
     }
     let message: ClientMessage = serde_json::from_value(value).map_err(|e| {
@@ -507,12 +510,18 @@ fn without_input(e: &serde_json::Error) -> String {
         serde_json::error::Category::Syntax => "malformed JSON",
         serde_json::error::Category::Eof => "the message ends early",
         serde_json::error::Category::Io => "unreadable",
-        serde_json::error::Category::Data => {
-            ["missing field", "invalid type", "invalid value", "invalid length", "unknown field", "unknown variant", "duplicate field"]
-                .into_iter()
-                .find(|known| text.starts_with(known))
-                .unwrap_or("invalid content")
-        }
+        serde_json::error::Category::Data => [
+            "missing field",
+            "invalid type",
+            "invalid value",
+            "invalid length",
+            "unknown field",
+            "unknown variant",
+            "duplicate field",
+        ]
+        .into_iter()
+        .find(|known| text.starts_with(known))
+        .unwrap_or("invalid content"),
     };
     // `missing field` and `duplicate field` name one of our fields: say which.
     let named = (what == "missing field" || what == "duplicate field")
@@ -621,7 +630,11 @@ mod tests {
                 "version 2",
             ),
             (r#"{"v":1}"#, ErrorCode::InvalidMessage, "no \"type\""),
-            (r#"{"v":1,"type":"dance"}"#, ErrorCode::UnknownType, "known types: join"),
+            (
+                r#"{"v":1,"type":"dance"}"#,
+                ErrorCode::UnknownType,
+                "known types: join",
+            ),
             (
                 r#"{"v":1,"type":"join","room":"r"}"#,
                 ErrorCode::InvalidMessage,

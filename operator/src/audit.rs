@@ -262,7 +262,11 @@ impl OperatorAudit {
         self.open(tenant, sinks)
     }
 
-    fn open(&self, tenant: &HealthcareTenant, sinks: TrailSinks) -> Result<Arc<Auditor>, AuditError> {
+    fn open(
+        &self,
+        tenant: &HealthcareTenant,
+        sinks: TrailSinks,
+    ) -> Result<Arc<Auditor>, AuditError> {
         let fingerprint = fingerprint(&sinks.key, sinks.stdout, &sinks.network, &tenant.spec.audit);
         let uid = tenant.uid().unwrap_or_default();
         // Marked used under the lock, so `close_idle` never closes a trail being recorded to.
@@ -534,6 +538,9 @@ mod tests {
         let verified = bedside_audit::verify(text.lines(), &key).expect("one unbroken chain");
         assert_eq!(verified.chains.len(), 1, "{text}");
         let chain = &verified.chains[0];
-        assert_eq!((chain.records, chain.first_seq, chain.last_seq), (3, Some(1), Some(3)));
+        assert_eq!(
+            (chain.records, chain.first_seq, chain.last_seq),
+            (3, Some(1), Some(3))
+        );
     }
 }

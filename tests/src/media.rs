@@ -453,6 +453,22 @@ impl Signal {
 
     /// A connection that may fail (a pod that has just gone away).
     pub async fn try_connect(node: &TestNode) -> Result<Signal, String> {
+        Self::try_connect_from(node, None).await
+    }
+
+    /// A connection from `source` (another loopback address stands for another network).
+    pub async fn try_connect_from(
+        node: &TestNode,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Signal, String> {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        if let Some(source) = source {
+            socket.bind((source, 0).into()).map_err(|e| e.to_string())?;
+        }
+        let stream = socket
+            .connect(node.signaling)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile_certs(&node.cert_pem) {
             roots.add(cert).expect("trust the node's certificate");
@@ -463,10 +479,10 @@ impl Signal {
             .expect("TLS versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
             node.signaling_url(),
+            stream,
             None,
-            true,
             Some(Connector::Rustls(Arc::new(client))),
         )
         .await

@@ -857,7 +857,8 @@ mod tests {
     #[test]
     fn waiting_is_not_idleness_and_the_idle_clock_starts_at_admission() {
         let (mut m, t0) = meeting();
-        m.join(1, "u-host", Role::Host, later(t0), t0).expect("host");
+        m.join(1, "u-host", Role::Host, later(t0), t0)
+            .expect("host");
         m.join(2, "u-guest", Role::Participant, later(t0), t0)
             .expect("guest");
         for minute in 1..=30 {
@@ -869,7 +870,10 @@ mod tests {
         }
         m.admit(1, 2).expect("admit");
         m.activity(1, t0 + 40 * MIN);
-        assert!(m.tick(t0 + 44 * MIN).is_empty(), "14 minutes after admission");
+        assert!(
+            m.tick(t0 + 44 * MIN).is_empty(),
+            "14 minutes after admission"
+        );
         assert_eq!(
             m.tick(t0 + 45 * MIN),
             [Effect::Remove(2, EndReason::Idle)],

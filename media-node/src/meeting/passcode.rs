@@ -275,7 +275,10 @@ mod tests {
             }
         );
         assert_eq!(guard.check("r", other, t0), Attempt::Allowed);
-        assert_eq!(guard.check("other-room", guesser, t0), guard.check("r", guesser, t0));
+        assert_eq!(
+            guard.check("other-room", guesser, t0),
+            guard.check("r", guesser, t0)
+        );
         assert_eq!(guard.check("r", guesser, t0 + COOL_DOWN), Attempt::Allowed);
         // After the cool-down it starts over.
         assert_eq!(guard.failed("r", guesser, t0 + COOL_DOWN), Attempt::Allowed);
@@ -288,7 +291,11 @@ mod tests {
         for i in 0..20u64 {
             let at = t0 + WINDOW / 4 * (i as u32);
             // 4 failures per window at most
-            assert_eq!(guard.failed("r", client, at), Attempt::Allowed, "failure {i}");
+            assert_eq!(
+                guard.failed("r", client, at),
+                Attempt::Allowed,
+                "failure {i}"
+            );
         }
     }
 
@@ -299,7 +306,11 @@ mod tests {
         let attacker = IpAddr::from([10, 0, 0, 1]);
         let t0 = Instant::now();
         for _ in 0..MAX_FAILURES - 1 {
-            assert!(passcodes.check("victim", attacker, Some("00000000"), t0).is_err());
+            assert!(
+                passcodes
+                    .check("victim", attacker, Some("00000000"), t0)
+                    .is_err()
+            );
             assert_eq!(passcodes.check("my-room", attacker, Some(&own), t0), Ok(()));
         }
         assert_eq!(
@@ -328,7 +339,11 @@ mod tests {
         // Across networks, the room's own limit holds.
         for n in MAX_FAILURES..MAX_ROOM_FAILURES - 1 {
             let ip = IpAddr::from([198, 51, 100, u8::try_from(n).expect("small")]);
-            assert_eq!(guard.failed("victim", ip, t0), Attempt::Allowed, "failure {n}");
+            assert_eq!(
+                guard.failed("victim", ip, t0),
+                Attempt::Allowed,
+                "failure {n}"
+            );
         }
         let last = IpAddr::from([203, 0, 113, 1]);
         assert_eq!(

@@ -85,7 +85,9 @@ impl JoinRefusal {
             JoinRefusal::TokenWrongTenant => ("token_wrong_tenant", "token-wrong-tenant"),
             JoinRefusal::TokenWrongRoom => ("token_wrong_room", "token-wrong-room"),
             JoinRefusal::TokenForged => ("token_forged", "token-forged"),
-            JoinRefusal::TokenNotPseudonymous => ("token_not_pseudonymous", "token-not-pseudonymous"),
+            JoinRefusal::TokenNotPseudonymous => {
+                ("token_not_pseudonymous", "token-not-pseudonymous")
+            }
             JoinRefusal::TokenInvalid => ("token_invalid", "token-invalid"),
             JoinRefusal::VisitCancelled => ("visit_cancelled", "visit-cancelled"),
             JoinRefusal::LinkReplaced => ("link_replaced", "link-replaced"),

@@ -745,7 +745,12 @@ impl Session {
                 _ => (JoinRefusal::TokenInvalid, ErrorCode::TokenRefused),
             };
             self.state.stats.refused(reason);
-            self.refused(&Who::UNAUTHENTICATED, Action::TokenRefused, reason.code(), Some(room));
+            self.refused(
+                &Who::UNAUTHENTICATED,
+                Action::TokenRefused,
+                reason.code(),
+                Some(room),
+            );
             tracing::info!(tenant = %self.state.tenant, reason = reason.label(), "join refused");
             ProtocolError::new(code, e.to_string())
         })

@@ -528,15 +528,27 @@ fn a_browser_offering_only_chacha20_gets_no_media_and_is_told_why() {
 fn a_network_blip_keeps_the_patient_in_the_call_and_a_lost_network_ends_their_part() {
     let (mut call, host, patient) = Call::visit(&[]);
     let id = call.peers[patient].id;
-    let lost = |call: &Call| call.engine.participants.get(&id).and_then(|p| p.ice_lost_since);
+    let lost = |call: &Call| {
+        call.engine
+            .participants
+            .get(&id)
+            .and_then(|p| p.ice_lost_since)
+    };
     // str0m gives up on a silent path after about 22 s; the patient then has ICE_GRACE more.
     call.cut = Some(patient);
     while lost(&call).is_none() {
-        assert!(call.now - call.start < Duration::from_secs(60), "ICE noticed the loss");
+        assert!(
+            call.now - call.start < Duration::from_secs(60),
+            "ICE noticed the loss"
+        );
         call.run(Duration::from_secs(1));
     }
     call.run(crate::sfu::participant::ICE_GRACE / 2);
-    assert_eq!(call.stats.participants.get(), 2, "within the grace period: still in the call");
+    assert_eq!(
+        call.stats.participants.get(),
+        2,
+        "within the grace period: still in the call"
+    );
 
     call.cut = None;
     call.run(Duration::from_secs(3));
@@ -547,11 +559,19 @@ fn a_network_blip_keeps_the_patient_in_the_call_and_a_lost_network_ends_their_pa
         "the patient is seen again once their network is back"
     );
     call.run(crate::sfu::participant::ICE_GRACE * 2);
-    assert_eq!(call.stats.participants.get(), 2, "back in the call for good");
+    assert_eq!(
+        call.stats.participants.get(),
+        2,
+        "back in the call for good"
+    );
 
     call.cut = Some(patient);
     call.run(Duration::from_secs(40) + crate::sfu::participant::ICE_GRACE);
-    assert_eq!(call.stats.participants.get(), 1, "gone for good after the grace period");
+    assert_eq!(
+        call.stats.participants.get(),
+        1,
+        "gone for good after the grace period"
+    );
     let left = |m: &ServerMessage| {
         matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Disconnected, .. }
             if *participant_id == id.to_string())
