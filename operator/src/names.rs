@@ -16,6 +16,10 @@ pub use bedside_crds::leases::TENANT_LABEL;
 /// Which of a tenant's Services this is: signaling, media or metrics.
 pub const SERVICE_ROLE_LABEL: &str = "bedside.health/service";
 pub const CONFIG_FILE: &str = "config.yaml";
+/// On the keys Secret: the uid of the tenant the operator made it for. The Secret outlives its
+/// tenant (the audit key verifies six years of records), so no owner reference ties them; this
+/// is how the operator knows the Secret is its own and whose.
+pub const KEYS_OF_ANNOTATION: &str = "bedside.health/keys-of-tenant";
 /// The label a StatefulSet puts on each of its pods: a per-pod Service selects by it.
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 

@@ -635,11 +635,106 @@ async fn deleting_a_tenant_runs_the_finalizer_and_garbage_collects_its_children(
         Duration::from_secs(60),
         || async {
             let cm = get::<ConfigMap>(&cluster, "lakeside-behavioral-media-config").await;
-            let keys = get::<Secret>(&cluster, "lakeside-behavioral-keys").await;
-            (cm.is_none() && keys.is_none()).then_some(())
+            cm.is_none().then_some(())
         },
     )
     .await;
+    // The keys outlive the tenant: six years of its audit records verify with its key.
+    let keys = get::<Secret>(&cluster, "lakeside-behavioral-keys")
+        .await
+        .expect("the keys Secret is retained");
+    assert!(
+        keys.metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+    let deleted_uid = tenant.metadata.uid.clone().expect("uid");
+    assert_eq!(
+        keys.metadata.annotations.unwrap_or_default()["bedside.health/keys-of-tenant"],
+        deleted_uid
+    );
+    assert!(keys.data.unwrap_or_default().contains_key("audit-hmac.key"));
+
+    // A new tenant of the same name does not inherit them: it is refused, saying what to do.
+    create_tenant(&cluster, |_| {}).await;
+    let refusal = eventually(
+        "a ReconcileFailed Event about the old keys",
+        WAIT,
+        || async {
+            events(&cluster)
+                .await
+                .into_iter()
+                .find(|(reason, note)| reason == "ReconcileFailed" && note.contains(&deleted_uid))
+                .map(|(_, note)| note)
+        },
+    )
+    .await;
+    assert!(refusal.contains("escrow"), "{refusal}");
+    assert!(
+        get::<ConfigMap>(&cluster, "lakeside-behavioral-media-config")
+            .await
+            .is_none(),
+        "nothing provisioned on someone else's keys"
+    );
+    // Once the old keys are moved out, the new tenant gets keys of its own.
+    Api::<Secret>::namespaced(cluster.client(), NS)
+        .delete("lakeside-behavioral-keys", &DeleteParams::default())
+        .await
+        .expect("delete the retained keys");
+    eventually("the new tenant provisioned", WAIT, || {
+        get::<ConfigMap>(&cluster, "lakeside-behavioral-media-config")
+    })
+    .await;
+    let fresh = get::<Secret>(&cluster, "lakeside-behavioral-keys")
+        .await
+        .expect("new keys");
+    assert_ne!(
+        fresh.metadata.annotations.unwrap_or_default()["bedside.health/keys-of-tenant"],
+        deleted_uid
+    );
+}
+
+#[tokio::test]
+async fn a_keys_secret_the_operator_did_not_create_is_never_adopted() {
+    let Some(cluster) = cluster(ClusterOptions::default()).await else {
+        return;
+    };
+    let planted: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "lakeside-behavioral-keys", "namespace": NS},
+        "data": {"join-token.key": "AAAA", "audit-hmac.key": "AAAA"},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(cluster.client(), NS)
+        .create(&PostParams::default(), &planted)
+        .await
+        .expect("plant a keys Secret");
+    let _operator = RunningOperator::start(&cluster, "op-1", false)
+        .await
+        .expect("operator");
+    create_tenant(&cluster, |_| {}).await;
+    let refusal = eventually(
+        "a ReconcileFailed Event about the planted keys",
+        WAIT,
+        || async {
+            events(&cluster)
+                .await
+                .into_iter()
+                .find(|(reason, note)| {
+                    reason == "ReconcileFailed" && note.contains("did not create")
+                })
+                .map(|(_, note)| note)
+        },
+    )
+    .await;
+    assert!(refusal.contains("lakeside-behavioral-keys"), "{refusal}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        get::<StatefulSet>(&cluster, "lakeside-behavioral-media")
+            .await
+            .is_none(),
+        "no media node runs on keys of unknown origin"
+    );
 }
 
 #[tokio::test]

@@ -356,7 +356,8 @@ fn network_policy(
     )
 }
 
-/// The tenant's key material: generated once, never overwritten by a reconcile.
+/// The tenant's key material: generated once, never overwritten by a reconcile, and kept
+/// when the tenant is deleted.
 pub fn keys_secret(
     tenant: &HealthcareTenant,
     join_token_key: Vec<u8>,
@@ -373,6 +374,13 @@ pub fn keys_secret(
         (JOIN_TOKEN_KEY.to_string(), ByteString(join_token_key)),
         (AUDIT_HMAC_KEY.to_string(), ByteString(audit_hmac_key)),
     ]));
+    // Retained past the tenant (docs/audit.md, key escrow): no owner reference, and the
+    // tenant's uid to tell whose keys these are.
+    secret.metadata.owner_references = None;
+    secret.metadata.annotations = Some(BTreeMap::from([(
+        crate::names::KEYS_OF_ANNOTATION.to_string(),
+        kube::ResourceExt::uid(tenant).unwrap_or_default(),
+    )]));
     Ok(secret)
 }
 

@@ -5,7 +5,8 @@ use bedside_crds::HealthcareTenant;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DynamicObject, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 
 use super::drift::{self, Drift, Live};
@@ -13,7 +14,7 @@ use super::status::{self, Observed};
 use super::{Context, Error, access, audit, kube_err, media_set, server_side_apply};
 use crate::audit::Happening;
 use crate::build::{self, BuildInputs, Desired};
-use crate::names::{ChildNames, SERVICE_ROLE_LABEL};
+use crate::names::{ChildNames, KEYS_OF_ANNOTATION, SERVICE_ROLE_LABEL};
 
 /// The children a reconcile applied: a hash of what it sent and the resourceVersions the
 /// API server returned. A later reconcile that finds the same versions live, and would send
@@ -277,12 +278,88 @@ async fn ensure_keys(
         Ok(build::keys_secret(tenant, random(32)?, random(32)?)?)
     })
     .await?;
+    if !created {
+        keys_are_the_tenants(tenant, ctx, namespace, &names.keys).await?;
+    }
     create_once(ctx, namespace, &names.api_credentials, || {
         let credential: String = random(32)?.iter().map(|b| format!("{b:02x}")).collect();
         Ok(build::api_secret(tenant, credential)?)
     })
     .await?;
     Ok(created)
+}
+
+/// Whose keys Secret `name` is: the operator's for this tenant, or refused. Whoever can
+/// create a Secret named like the tenant's keys could otherwise sign host tokens and audit
+/// records that verify. A Secret of an older operator (owned by the tenant through an owner
+/// reference) is taken over: marked with the tenant's uid, the reference dropped so it
+/// outlives the tenant.
+async fn keys_are_the_tenants(
+    tenant: &HealthcareTenant,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(secret) = secrets
+        .get_metadata_opt(name)
+        .await
+        .map_err(kube_err(format!("reading Secret {name}")))?
+    else {
+        return Ok(());
+    };
+    let uid = tenant.uid().unwrap_or_default();
+    match keys_owner(&secret.metadata, &uid) {
+        KeysOwner::This => Ok(()),
+        KeysOwner::ThisByOwnerReference => {
+            let patch = serde_json::json!({"metadata": {
+                "ownerReferences": null,
+                "annotations": {KEYS_OF_ANNOTATION: uid},
+            }});
+            secrets
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(kube_err(format!("retaining Secret {name} past the tenant")))?;
+            Ok(())
+        }
+        KeysOwner::Deleted(other) => Err(Error::ForeignKeys {
+            name: name.to_string(),
+            why: format!(
+                "it holds the keys of a deleted tenant of the same name (uid {other}), kept to                  verify that tenant's audit records: move it to your key escrow (kubectl get                  secret {name} -o yaml > escrow.yaml), delete it, and the operator creates new keys"
+            ),
+        }),
+        KeysOwner::Unknown => Err(Error::ForeignKeys {
+            name: name.to_string(),
+            why: "the operator did not create it, and keys of unknown origin could sign host                   tokens and audit records: delete it and the operator creates the tenant's keys"
+                .to_string(),
+        }),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum KeysOwner {
+    This,
+    ThisByOwnerReference,
+    Deleted(String),
+    Unknown,
+}
+
+fn keys_owner(meta: &ObjectMeta, uid: &str) -> KeysOwner {
+    let marked = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(KEYS_OF_ANNOTATION));
+    let owned = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == uid && r.kind == "HealthcareTenant");
+    match marked {
+        Some(marked) if marked == uid => KeysOwner::This,
+        Some(marked) => KeysOwner::Deleted(marked.clone()),
+        None if owned => KeysOwner::ThisByOwnerReference,
+        None => KeysOwner::Unknown,
+    }
 }
 
 /// Creates Secret `name` from `make` unless it exists; true when this call created it.
@@ -368,4 +445,43 @@ async fn prune_media_services(
         }
     }
     Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    #[test]
+    fn a_keys_secret_is_the_tenants_only_by_its_mark_or_an_older_operators_owner_reference() {
+        let marked = |uid: &str| ObjectMeta {
+            annotations: Some([(KEYS_OF_ANNOTATION.to_string(), uid.to_string())].into()),
+            ..Default::default()
+        };
+        let owned_by = |kind: &str, uid: &str| ObjectMeta {
+            owner_references: Some(vec![OwnerReference {
+                kind: kind.into(),
+                uid: uid.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(keys_owner(&marked("u-1"), "u-1"), KeysOwner::This);
+        assert_eq!(
+            keys_owner(&marked("u-0"), "u-1"),
+            KeysOwner::Deleted("u-0".into())
+        );
+        assert_eq!(
+            keys_owner(&owned_by("HealthcareTenant", "u-1"), "u-1"),
+            KeysOwner::ThisByOwnerReference
+        );
+        assert_eq!(
+            keys_owner(&owned_by("Deployment", "u-1"), "u-1"),
+            KeysOwner::Unknown
+        );
+        assert_eq!(
+            keys_owner(&ObjectMeta::default(), "u-1"),
+            KeysOwner::Unknown
+        );
+    }
 }

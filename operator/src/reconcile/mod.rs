@@ -94,6 +94,10 @@ pub enum Error {
     #[error("{0}")]
     Finalizer(String),
     #[error(
+        "Secret {name} is not this tenant's keys Secret, so the tenant is not provisioned: {why}"
+    )]
+    ForeignKeys { name: String, why: String },
+    #[error(
         "the tenant's last audit records are not yet delivered to its sinks; the tenant is kept until they are, or for at most {} minutes after its deletion",
         DEPROVISION_AUDIT_GRACE.as_secs() / 60
     )]
@@ -109,6 +113,7 @@ impl Error {
             Error::Kube { .. } => "kube_api",
             Error::Setup(_) => "setup",
             Error::Finalizer(_) => "finalizer",
+            Error::ForeignKeys { .. } => "foreign_keys",
             Error::AuditPending => "audit_pending",
         }
     }
