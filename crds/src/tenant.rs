@@ -45,6 +45,7 @@ pub const BAA_REFERENCE_PATTERN: &str = r"^\S(.*\S)?$";
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.readyMediaNodes", description = "Media nodes ready to take calls"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = tenant_name_rule(),
+    validation = tenant_name_is_a_label_rule(),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HealthcareTenantSpec {
@@ -90,6 +91,18 @@ fn tenant_name_rule() -> Rule {
         policy::MAX_TENANT_NAME_LEN
     )))
     .field_path(".metadata.name")
+}
+
+/// A name with a '.' is a valid object name but not a valid Service name: refused here rather
+/// than failing every reconcile afterwards.
+fn tenant_name_is_a_label_rule() -> Rule {
+    Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
+        .message(Message::Message(
+            "metadata.name must be lower case letters, digits and '-' (no '.'): the operator \
+             names the tenant's Services after it, and a Service name is a DNS label"
+                .into(),
+        ))
+        .field_path(".metadata.name")
 }
 
 /// The Business Associate Agreement (45 CFR 164.308(b)) between the health system and the

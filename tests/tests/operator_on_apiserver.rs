@@ -217,10 +217,27 @@ async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
         addresses.data.expect("data")["lakeside-behavioral-media-0"],
         format!("198.51.100.20:{node_port}")
     );
-    eventually("the NetworkPolicy", WAIT, || {
+    let policy: NetworkPolicy = eventually("the NetworkPolicy", WAIT, || {
         get::<NetworkPolicy>(&cluster, "lakeside-behavioral-media")
     })
     .await;
+    // The policy is in place before the pods can start: it was written first (etcd revisions
+    // order writes; neither object has changed since, no kubelet runs here).
+    let revision = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("a numeric resourceVersion")
+    };
+    let set: StatefulSet = get(&cluster, "lakeside-behavioral-media")
+        .await
+        .expect("set");
+    assert!(
+        revision(&policy.metadata) < revision(&set.metadata),
+        "NetworkPolicy written at revision {}, StatefulSet at {}",
+        revision(&policy.metadata),
+        revision(&set.metadata)
+    );
     let pdb_version = if cluster.minor_version().await.expect("version") >= 21 {
         "v1"
     } else {

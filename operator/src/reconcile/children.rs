@@ -211,7 +211,12 @@ async fn apply(
     let names = ChildNames::of(tenant);
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-    // Services first: a node port is allocated when its Service is created, so a new pod's
+    // The NetworkPolicy before anything that starts a pod: no media pod runs unprotected.
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
+    let policy_version = server_side_apply(&policies, &desired.network_policy, "NetworkPolicy")
+        .await?
+        .resource_version();
+    // Then Services: a node port is allocated when its Service is created, so a new pod's
     // address is in the addresses ConfigMap before the pod starts.
     let mut applied_services = Vec::new();
     for service in &desired.services {
@@ -242,12 +247,7 @@ async fn apply(
         .resource_version(),
     );
     versions.extend(applied_services.iter().map(|s| s.resource_version()));
-    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
-    versions.push(
-        server_side_apply(&policies, &desired.network_policy, "NetworkPolicy")
-            .await?
-            .resource_version(),
-    );
+    versions.push(policy_version);
     let pdbs: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &ctx.pdb_resource);
     versions.push(
