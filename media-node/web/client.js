@@ -4,19 +4,38 @@
 
 (() => {
   const query = new URLSearchParams(location.search);
-  // The token travels in the fragment, which browsers never send to a server or a Referer.
-  const fragment = new URLSearchParams(location.hash.slice(1));
   const room = query.get('room') || '';
   // quality=low asks for a small camera picture (slow links, automated tests).
   const low = query.get('quality') === 'low';
-  const token = fragment.get('token') || query.get('token') || '';
+  // The link's secrets (token, passcode, end-to-end key) travel in the fragment, which
+  // browsers never send to a server or a Referer. Read once, they leave the address bar and
+  // the browser's history; this tab keeps them (sessionStorage) so a reload rejoins.
+  const secrets = (() => {
+    const key = `bedside-link:${room}`;
+    const fragment = new URLSearchParams(location.hash.slice(1));
+    let kept = {};
+    try { kept = JSON.parse(sessionStorage.getItem(key) || '{}'); } catch (e) { kept = {}; }
+    const fresh = {
+      token: fragment.get('token') || kept.token || '',
+      passcode: fragment.get('passcode') || kept.passcode || '',
+      e2e: fragment.get('e2e') || kept.e2e || '',
+    };
+    try { sessionStorage.setItem(key, JSON.stringify(fresh)); } catch (e) { /* private mode */ }
+    if (location.hash) history.replaceState(null, '', location.pathname + location.search);
+    return fresh;
+  })();
+  // A token in the query string is never used: servers, proxies and history would keep it.
+  const tokenInQuery = query.has('token');
+  const unsafeLink = 'This link carries its token where it is not safe (after "?"); ask the clinic for a new link.';
+  const token = secrets.token;
   // The passcode normally comes apart from the link (a text message); a dev link carries it.
-  const linkPasscode = fragment.get('passcode') || '';
+  const linkPasscode = secrets.passcode;
   // End-to-end mode: the secret the host shared with the link's fragment; it never reaches a
   // server, and the media key derived from it never leaves this browser.
-  const e2eSecret = fragment.get('e2e') || '';
+  const e2eSecret = secrets.e2e;
 
   const statusEl = document.getElementById('status');
+  const noticeEl = document.getElementById('notice');
   const tilesEl = document.getElementById('tiles');
   const joinBtn = document.getElementById('join');
   const nameEl = document.getElementById('name');
@@ -181,6 +200,10 @@
   }
 
   async function join() {
+    if (tokenInQuery) {
+      setStatus(unsafeLink, true);
+      return;
+    }
     if (!room || !token) {
       setStatus('This link is incomplete: it needs a room and a token. Ask the clinic for a new link.', true);
       return;
@@ -363,6 +386,9 @@
           leave();
           return;
         }
+        if (noticeEl && state.endToEnd) {
+          noticeEl.textContent = 'This visit is encrypted end to end: only the people in it can see and hear it, not even the clinic\'s media server. Nothing is recorded.';
+        }
         if (hostEl) hostEl.hidden = message.role !== 'host';
         for (const p of message.participants) {
           state.participants.set(p.id, { role: p.role, displayName: p.displayName });
@@ -532,7 +558,9 @@
     });
   }
   leaveBtn.addEventListener('click', leave);
-  if (!room || !token) {
+  if (tokenInQuery) {
+    setStatus(unsafeLink, true);
+  } else if (!room || !token) {
     setStatus('Open the visit link the clinic sent you (it names a room and carries a token).', true);
   }
 })();

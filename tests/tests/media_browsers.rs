@@ -205,10 +205,52 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
         .await;
         assert_eq!(node.metric("bedside_media_participants").await, 2.0);
 
+        // The link's secrets leave the address bar and history once read; a reload of the tab
+        // still rejoins. The page does not call hop-by-hop encryption "end to end".
+        let page = |b: &Client| {
+            let b = b.clone();
+            async move {
+                b.execute(
+                    "return {href: location.href, length: history.length, \
+                     notice: document.getElementById('notice').textContent};",
+                    vec![],
+                )
+                .await
+                .expect("read the page")
+            }
+        };
+        let seen = page(&browsers[0]).await;
+        let href = seen["href"].as_str().unwrap_or_default();
+        assert!(!href.contains('#') && !href.contains("token"), "{seen}");
+        let notice = seen["notice"].as_str().unwrap_or_default();
+        assert!(notice.contains("AES-256") && !notice.contains("end to end"), "{seen}");
+        browsers[0].refresh().await.expect("reload");
+        click(&browsers[0], "#join").await;
+        wait_for(Duration::from_secs(30), "the reloaded tab rejoins", async || {
+            let state = browser::state(&browsers[0]).await;
+            if state["mediaConnected"] == true { Ok(()) } else { Err(state.to_string()) }
+        })
+        .await;
+
+        // A token in the query string (where servers and history keep it) is never used.
+        let careless = driver.browser().await;
+        let token = node.token("visit-1", "u-careless", Role::Host);
+        let url = format!("{}/?room=visit-1&token={token}", node.https_base());
+        careless.goto(&url).await.expect("open");
+        click(&careless, "#join").await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let state = browser::state(&careless).await;
+        assert!(state["participantId"].is_null(), "{state}");
+        assert!(
+            state["status"].as_str().unwrap_or_default().contains("not safe"),
+            "{state}"
+        );
+
         for b in browsers {
             let _ = b.close().await;
         }
         let _ = intruder.close().await;
+        let _ = careless.close().await;
         node.shutdown(Duration::from_secs(2)).await;
     });
 }
