@@ -223,13 +223,24 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
         let href = seen["href"].as_str().unwrap_or_default();
         assert!(!href.contains('#') && !href.contains("token"), "{seen}");
         let notice = seen["notice"].as_str().unwrap_or_default();
-        assert!(notice.contains("AES-256") && !notice.contains("end to end"), "{seen}");
+        assert!(
+            notice.contains("AES-256") && !notice.contains("end to end"),
+            "{seen}"
+        );
         browsers[0].refresh().await.expect("reload");
         click(&browsers[0], "#join").await;
-        wait_for(Duration::from_secs(30), "the reloaded tab rejoins", async || {
-            let state = browser::state(&browsers[0]).await;
-            if state["mediaConnected"] == true { Ok(()) } else { Err(state.to_string()) }
-        })
+        wait_for(
+            Duration::from_secs(30),
+            "the reloaded tab rejoins",
+            async || {
+                let state = browser::state(&browsers[0]).await;
+                if state["mediaConnected"] == true {
+                    Ok(())
+                } else {
+                    Err(state.to_string())
+                }
+            },
+        )
         .await;
 
         // A token in the query string (where servers and history keep it) is never used.
@@ -242,7 +253,10 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
         let state = browser::state(&careless).await;
         assert!(state["participantId"].is_null(), "{state}");
         assert!(
-            state["status"].as_str().unwrap_or_default().contains("not safe"),
+            state["status"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not safe"),
             "{state}"
         );
 

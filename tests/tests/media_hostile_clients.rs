@@ -68,10 +68,9 @@ async fn a_network_past_its_share_of_connections_is_refused_and_others_still_joi
     for _ in 0..4 {
         held.push(Signal::connect(&node).await);
     }
-    let refusal = Signal::try_connect(&node)
-        .await
-        .err()
-        .expect("a seventh connection from the network is refused");
+    let Err(refusal) = Signal::try_connect(&node).await else {
+        panic!("a seventh connection from the network is refused");
+    };
     assert!(
         refusal.contains("429"),
         "HTTP 429 Too Many Requests: {refusal}"
