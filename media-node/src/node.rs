@@ -175,11 +175,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         }
         None => None,
     };
-    let guards = Arc::new(ClientGuards::new(&config.network.client_limits));
-    let sealing = tokio::spawn(crate::signaling::refusals::seal_counted(
-        guards.clone(),
-        audit.clone(),
-    ));
+    let (guards, sealing) = start_client_guards(config, &audit);
     let state = AppState {
         sfu: sfu.clone(),
         verifier,
@@ -219,6 +215,19 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         guards: (guards, sealing),
         _chain_lock: chain_lock,
     })
+}
+
+/// The client limits, and the task that seals the refusals they counted.
+fn start_client_guards(
+    config: &MediaNodeConfig,
+    audit: &Arc<Auditor>,
+) -> (Arc<ClientGuards>, tokio::task::JoinHandle<()>) {
+    let guards = Arc::new(ClientGuards::new(&config.network.client_limits));
+    let sealing = tokio::spawn(crate::signaling::refusals::seal_counted(
+        guards.clone(),
+        audit.clone(),
+    ));
+    (guards, sealing)
 }
 
 async fn start_media(

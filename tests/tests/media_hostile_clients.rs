@@ -42,8 +42,14 @@ async fn still_flowing(clinician: &RustPeer, patient: &RustPeer) {
     );
 }
 
-fn other_network() -> Option<IpAddr> {
-    Some(IpAddr::from([127, 0, 0, 2]))
+/// A client of another network (127.0.0.2) joins a visit of its own.
+async fn another_network_joins(node: &TestNode) -> Signal {
+    let mut other = Signal::try_connect_from(node, Some(IpAddr::from([127, 0, 0, 2])))
+        .await
+        .expect("another network connects");
+    let token = node.token("next-door", "u-o", Role::Host);
+    assert_eq!(other.join("next-door", &token).await["type"], "joined");
+    other
 }
 
 fn refused(metrics: &str, reason: &str) -> f64 {
@@ -77,11 +83,7 @@ async fn a_network_past_its_share_of_connections_is_refused_and_others_still_joi
     );
 
     // Another network is not affected, and can join a visit.
-    let mut other = Signal::try_connect_from(&node, other_network())
-        .await
-        .expect("another network connects");
-    let token = node.token("next-door", "u-o", Role::Host);
-    assert_eq!(other.join("next-door", &token).await["type"], "joined");
+    let _other = another_network_joins(&node).await;
 
     // A closed connection gives its place back.
     held.pop();
@@ -145,11 +147,7 @@ async fn a_bad_token_flood_is_rate_limited_and_audited_as_counted_records() {
     );
 
     // Another network still joins while 127.0.0.1 is held back.
-    let mut other = Signal::try_connect_from(&node, other_network())
-        .await
-        .expect("another network connects");
-    let token = node.token("next-door", "u-o", Role::Host);
-    assert_eq!(other.join("next-door", &token).await["type"], "joined");
+    let other = another_network_joins(&node).await;
     still_flowing(&clinician, &patient).await;
     let metrics = node.metrics().await;
     assert_eq!(refused(&metrics, "rate_limited"), (60 - verified) as f64);
