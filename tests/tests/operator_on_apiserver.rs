@@ -528,6 +528,46 @@ async fn edits_that_weaken_a_lock_are_reverted_and_reported() {
         (sc.read_only_root_filesystem == Some(true)).then_some(())
     })
     .await;
+
+    // Another manager adds what the operator never sets (a server-side apply would leave it):
+    // the host's network, a sidecar, the host's disk. All of it goes.
+    let addition = json!({"spec": {"template": {"spec": {
+        "hostNetwork": true,
+        "containers": [{"name": "sidecar", "image": "busybox"}],
+        "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+    }}}});
+    deployments
+        .patch(
+            "lakeside-behavioral-media",
+            &PatchParams::default(),
+            &Patch::Strategic(&addition),
+        )
+        .await
+        .expect("another manager adds to the pods");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for e in events(&cluster).await {
+        eprintln!("EVENT {e:?}");
+    }
+    let pod = eventually("the additions removed", WAIT, || async {
+        let d = get::<StatefulSet>(&cluster, "lakeside-behavioral-media").await?;
+        let pod = d.spec?.template.spec?;
+        let clean = pod.host_network != Some(true)
+            && pod.containers.len() == 1
+            && !pod.volumes.iter().flatten().any(|v| v.host_path.is_some());
+        clean.then_some(pod)
+    })
+    .await;
+    assert_eq!(pod.containers[0].name, "media-node");
+    // Reported as removed (Events of one reason are folded into a series, so the condition
+    // says which).
+    let (_, _, reported) = eventually("the removal reported", WAIT, || async {
+        condition(&cluster, "SettingsLocked")
+            .await
+            .filter(|(_, _, message)| message.contains("container sidecar was added"))
+    })
+    .await;
+    assert!(reported.contains("hostNetwork was enabled"), "{reported}");
+    assert!(reported.contains("volume host mounts a host path"), "{reported}");
 }
 
 #[tokio::test]

@@ -129,6 +129,61 @@ fn pod(set: &StatefulSet) -> Option<&PodSpec> {
     set.spec.as_ref()?.template.spec.as_ref()
 }
 
+/// What another field manager added to the media pods that the operator never sets: host
+/// namespaces, host paths, containers and volumes of its own. A server-side apply leaves fields
+/// it does not own alone, so these are only undone by replacing the pod template
+/// ([`template_tampered`] tells the apply to).
+fn foreign_additions(live: &PodSpec, desired: Option<&PodSpec>) -> Vec<String> {
+    let mut found = Vec::new();
+    for (on, what) in [
+        (live.host_network, "hostNetwork was enabled"),
+        (live.host_pid, "hostPID was enabled"),
+        (live.host_ipc, "hostIPC was enabled"),
+    ] {
+        if on == Some(true) {
+            found.push(what.to_string());
+        }
+    }
+    let ours_c: Vec<&str> = desired
+        .map(|d| d.containers.iter().map(|c| c.name.as_str()).collect())
+        .unwrap_or_default();
+    let ours_v: Vec<&str> = desired
+        .and_then(|d| d.volumes.as_ref())
+        .map(|v| v.iter().map(|v| v.name.as_str()).collect())
+        .unwrap_or_default();
+    let ours_i: Vec<&str> = desired
+        .and_then(|d| d.init_containers.as_ref())
+        .map(|v| v.iter().map(|c| c.name.as_str()).collect())
+        .unwrap_or_default();
+    for c in &live.containers {
+        if !ours_c.contains(&c.name.as_str()) {
+            found.push(format!("container {} was added", c.name));
+        }
+    }
+    for c in live.init_containers.iter().flatten() {
+        if !ours_i.contains(&c.name.as_str()) {
+            found.push(format!("init container {} was added", c.name));
+        }
+    }
+    for v in live.volumes.iter().flatten() {
+        if v.host_path.is_some() {
+            found.push(format!("volume {} mounts a host path", v.name));
+        } else if !ours_v.contains(&v.name.as_str()) {
+            found.push(format!("volume {} was added", v.name));
+        }
+    }
+    found
+}
+
+/// True when the live pod template carries what a server-side apply cannot take back (see
+/// [`foreign_additions`]) or a weakened security setting: the template is then replaced whole.
+pub fn template_tampered(live: &StatefulSet, desired: &StatefulSet) -> bool {
+    let Some(live_pod) = pod(live) else {
+        return false;
+    };
+    !foreign_additions(live_pod, pod(desired)).is_empty()
+}
+
 fn media_nodes_drift(object: &str, live: &StatefulSet, desired: &StatefulSet) -> Vec<Drift> {
     let mut found = Vec::new();
     let mut weakened = |what: String| {
@@ -142,8 +197,8 @@ fn media_nodes_drift(object: &str, live: &StatefulSet, desired: &StatefulSet) ->
         weakened("has no pod template; restored".into());
         return found;
     };
-    if live_pod.host_network == Some(true) {
-        weakened("hostNetwork was enabled; reverted (Pod Security restricted)".into());
+    for what in foreign_additions(live_pod, pod(desired)) {
+        weakened(format!("{what}; removed (Pod Security restricted)"));
     }
     if live_pod
         .security_context
@@ -311,6 +366,41 @@ mod tests {
         let drift = find(&live, &desired, true, true);
         assert_eq!(drift.len(), 1, "{drift:?}");
         assert!(drift[0].weakens_lock);
+    }
+
+    #[test]
+    fn what_another_manager_added_to_the_pods_is_named_and_the_template_marked_for_replacing() {
+        use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Volume};
+        let desired = mercy();
+        let mut live = live_as(&desired);
+        let live_set = live.media_nodes.clone().expect("set");
+        assert!(!template_tampered(&live_set, &desired.media_nodes));
+        let pod = live_pod(&mut live);
+        pod.host_pid = Some(true);
+        pod.containers.push(Container {
+            name: "sidecar".into(),
+            ..Default::default()
+        });
+        pod.volumes.get_or_insert_with(Vec::new).push(Volume {
+            name: "host".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: "/".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let drift = find(&live, &desired, true, false);
+        let said: Vec<&str> = drift.iter().map(|d| d.what.as_str()).collect();
+        for expected in [
+            "hostPID was enabled",
+            "container sidecar was added",
+            "volume host mounts a host path",
+        ] {
+            assert!(said.iter().any(|w| w.starts_with(expected)), "{said:?}");
+        }
+        assert!(drift.iter().all(|d| d.weakens_lock));
+        let tampered = live.media_nodes.expect("set");
+        assert!(template_tampered(&tampered, &desired.media_nodes));
     }
 
     #[test]

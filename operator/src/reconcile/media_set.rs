@@ -35,8 +35,60 @@ pub(super) async fn apply(
     if let Some(live) = live.filter(|live| storage::claims_differ(live, desired)) {
         replace_keeping_pods(&sets, live).await?;
         grow_claims(client, tenant, desired).await;
+    } else if let Some(live) = live.filter(|live| super::drift::template_tampered(live, desired)) {
+        replace_template(&sets, live, desired).await?;
     }
     server_side_apply(&sets, desired, "StatefulSet").await
+}
+
+/// Puts the operator's pod template back whole: a merge patch that turns the live template
+/// into the desired one, every field the operator does not set (host namespaces, host paths,
+/// containers another manager added) removed; the API server defaults what it defaults again,
+/// and the pods roll. Carries the live resourceVersion: an edit in between fails it, and the
+/// next reconcile looks again.
+async fn replace_template(
+    sets: &Api<StatefulSet>,
+    live: &StatefulSet,
+    desired: &StatefulSet,
+) -> Result<(), Error> {
+    let name = live.name_any();
+    let template = |set: &StatefulSet| {
+        serde_json::to_value(set.spec.as_ref().map(|s| &s.template)).unwrap_or_default()
+    };
+    let patch = json!({
+        "metadata": {"resourceVersion": live.resource_version()},
+        "spec": {"template": merge_patch(&template(live), &template(desired))},
+    });
+    sets.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube_err(format!(
+            "replacing the tampered pod template of StatefulSet {name}"
+        )))?;
+    tracing::warn!(statefulset = %name, "replaced a pod template another manager had added to");
+    Ok(())
+}
+
+/// The JSON merge patch (RFC 7386) that turns `live` into `desired`: keys only `live` has are
+/// set to null, objects are patched key by key, anything else (arrays included) is replaced.
+fn merge_patch(live: &serde_json::Value, desired: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (live, desired) {
+        (Value::Object(live), Value::Object(desired)) => {
+            let mut patch = serde_json::Map::new();
+            for key in live.keys().filter(|k| !desired.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            for (key, value) in desired {
+                let entry = match live.get(key) {
+                    Some(old) => merge_patch(old, value),
+                    None => value.clone(),
+                };
+                patch.insert(key.clone(), entry);
+            }
+            Value::Object(patch)
+        }
+        (_, desired) => desired.clone(),
+    }
 }
 
 /// Moves the pods that run without their audit claim (they predate `spec.audit.storage`) onto
@@ -215,5 +267,22 @@ pub(super) async fn remove_legacy_deployment(
             action: format!("deleting the legacy media Deployment {name}"),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_merge_patch_removes_what_only_the_live_object_has_and_replaces_lists() {
+        let live = json!({"spec": {"hostNetwork": true, "dnsPolicy": "ClusterFirst",
+            "containers": [{"name": "media-node"}, {"name": "sidecar"}]}});
+        let desired = json!({"spec": {"containers": [{"name": "media-node"}]}});
+        assert_eq!(
+            merge_patch(&live, &desired),
+            json!({"spec": {"hostNetwork": null, "dnsPolicy": null,
+                "containers": [{"name": "media-node"}]}})
+        );
     }
 }
