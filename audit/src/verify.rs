@@ -469,4 +469,23 @@ mod tests {
             Err(Broken::Malformed { line: 1, .. })
         ));
     }
+
+    proptest::proptest! {
+        /// Any byte of any record replaced by any other printable one: the stream no longer
+        /// verifies (the MAC covers every field, the next record's `prev` the whole line).
+        #[test]
+        fn any_changed_byte_of_any_record_is_found(
+            line in 0usize..6,
+            at in 0usize..100_000,
+            byte in 0x20u8..0x7f,
+        ) {
+            let mut lines = stream(6);
+            let mut bytes = lines[line].clone().into_bytes();
+            let at = at % bytes.len();
+            proptest::prop_assume!(bytes[at] != byte);
+            bytes[at] = byte;
+            lines[line] = String::from_utf8(bytes).expect("ASCII stays UTF-8");
+            proptest::prop_assert!(check(&lines, &key(1)).is_err(), "{}", lines[line]);
+        }
+    }
 }

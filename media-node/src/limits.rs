@@ -265,7 +265,15 @@ impl RefusalTally {
 
     /// Everything counted, due or not (the node is stopping).
     pub fn drain(&mut self) -> Vec<CountedRefusals> {
-        self.due(Instant::now() + self.window)
+        self.open
+            .drain()
+            .filter(|(_, tally)| tally.counted > 0)
+            .map(|(kind, tally)| CountedRefusals {
+                kind,
+                client: tally.last_client,
+                count: tally.counted,
+            })
+            .collect()
     }
 }
 
@@ -447,5 +455,36 @@ mod tests {
         assert_eq!(tally.open.len(), 3, "bounded");
         let due = tally.drain();
         assert_eq!(due.iter().map(|d| d.count).sum::<u32>(), 197);
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives in whatever order, every refusal is either sealed as it happens or
+        /// counted into exactly one later record: none lost, none counted twice; and the tally
+        /// never tracks more kinds than its capacity, plus one shared kind per action and reason.
+        #[test]
+        fn every_refusal_is_sealed_once_or_counted_into_one_record(
+            mut refusals in proptest::collection::vec((0u8..6, 0usize..3, 0u64..400), 0..300),
+        ) {
+            refusals.sort_by_key(|r| r.2);
+            let mut tally = RefusalTally::new(Duration::from_secs(60), 4);
+            let t0 = Instant::now();
+            let reasons = ["token-forged", "passcode-wrong", "rate-limited"];
+            let (mut sealed, mut counted) = (0u64, 0u64);
+            for (network, reason, at) in &refusals {
+                let now = t0 + Duration::from_secs(*at);
+                counted += tally.due(now).iter().map(|d| u64::from(d.count)).sum::<u64>();
+                let kind = RefusalKind {
+                    network: Network::V4([192, 0, 2, *network]),
+                    action: Action::TokenRefused,
+                    reason: reasons[*reason],
+                };
+                if tally.refused(kind, ip("192.0.2.1"), now) == Seal::Now {
+                    sealed += 1;
+                }
+                proptest::prop_assert!(tally.open.len() <= 4 + reasons.len());
+            }
+            counted += tally.drain().iter().map(|d| u64::from(d.count)).sum::<u64>();
+            proptest::prop_assert_eq!(sealed + counted, refusals.len() as u64);
+        }
     }
 }

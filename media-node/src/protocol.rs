@@ -712,4 +712,30 @@ mod tests {
             err.message
         );
     }
+
+    proptest::proptest! {
+        /// Any text, and any message shape with a marker in its type, keys or values: parsing
+        /// never panics and no reply carries the marker back.
+        #[test]
+        fn no_input_panics_the_parser_or_comes_back_in_its_reply(
+            text in "\\PC{0,300}",
+            kind in proptest::sample::select(vec!["join", "offer", "mute", "lock", "ZQXJ", "candidate"]),
+            key in "[a-zA-Z]{0,8}ZQXJ[a-z\\\\\"]{0,4}",
+            value in "[ -~]{0,20}ZQXJ[ -~]{0,20}",
+        ) {
+            let marked = format!("{text}ZQXJ");
+            let value = serde_json::Value::String(value).to_string();
+            let key = serde_json::Value::String(key).to_string();
+            for input in [
+                marked,
+                format!(r#"{{"v":1,"type":"{kind}",{key}:{value}}}"#),
+                format!(r#"{{"v":1,"type":"{kind}","room":{value},"token":{value}}}"#),
+                format!(r#"{{"v":1,"type":"{kind}","locked":{value},"sdp":[{value}]}}"#),
+            ] {
+                if let Err(e) = parse(&input) {
+                    proptest::prop_assert!(!e.message.contains("ZQXJ"), "{input}: {}", e.message);
+                }
+            }
+        }
+    }
 }

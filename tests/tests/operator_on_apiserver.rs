@@ -567,7 +567,10 @@ async fn edits_that_weaken_a_lock_are_reverted_and_reported() {
     })
     .await;
     assert!(reported.contains("hostNetwork was enabled"), "{reported}");
-    assert!(reported.contains("volume host mounts a host path"), "{reported}");
+    assert!(
+        reported.contains("volume host mounts a host path"),
+        "{reported}"
+    );
 }
 
 #[tokio::test]
