@@ -164,7 +164,9 @@ pub struct NetworkSettings {
     /// Prometheus metrics, on a port of its own.
     pub metrics_listen: SocketAddr,
     /// What one client network may take of the node (defaults suit a clinic behind one NAT).
-    #[serde(default)]
+    /// Left out when default: a rendered config (and its hash, which rolls the pods) stays as
+    /// it was for every tenant that does not set them.
+    #[serde(default, skip_serializing_if = "ClientLimits::is_default")]
     pub client_limits: ClientLimits,
 }
 
@@ -186,6 +188,10 @@ pub struct ClientLimits {
 }
 
 impl ClientLimits {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
     fn default_connections_per_network() -> u32 {
         200
     }

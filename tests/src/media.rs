@@ -132,7 +132,14 @@ impl TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let material = NodeSetup::generated(config::dev_default(), "bench-node".into())
             .expect("node material");
-        let mut node = Self::spawn_in(binary, dir.path(), &material, "warn", |_| {}).await;
+        // Every simulated client comes from loopback: one network, as far as the node's
+        // per-network limits go, so a load generator lifts them.
+        let mut node = Self::spawn_in(binary, dir.path(), &material, "warn", |c| {
+            let limits = &mut c.network.client_limits;
+            limits.join_attempts_per_minute = 1_000_000;
+            limits.connections_per_network = limits.connections;
+        })
+        .await;
         node._files = Some(dir);
         node
     }

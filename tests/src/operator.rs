@@ -231,9 +231,10 @@ pub async fn operator_token(cluster: &TestCluster) -> Result<String, HarnessErro
     let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
     create_or_keep(&bindings, &binding).await?;
 
+    // A day: a 10,000-tenant benchmark runs for more than the hour a shorter token lasted.
     let request = json!({
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"expirationSeconds": 3600},
+        "spec": {"expirationSeconds": 86400},
     });
     let response: Value = accounts
         .create_subresource("token", SERVICE_ACCOUNT, &PostParams::default(), &request)
