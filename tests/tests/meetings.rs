@@ -241,7 +241,11 @@ async fn a_wrong_passcode_is_refused_and_a_guessing_client_cools_down() {
             .sum::<u64>()
     };
     assert_eq!(
-        (attempts("passcode-missing"), attempts("passcode-wrong"), attempts("cool-down")),
+        (
+            attempts("passcode-missing"),
+            attempts("passcode-wrong"),
+            attempts("cool-down")
+        ),
         (1, 4, 1),
         "{failures:?}"
     );
