@@ -246,13 +246,23 @@ impl RefusalTally {
     /// The counts whose windows ended: one record each (kinds with nothing counted end quietly).
     pub fn due(&mut self, now: Instant) -> Vec<CountedRefusals> {
         let window = self.window;
-        let mut due = Vec::new();
+        self.take(|tally| now.saturating_duration_since(tally.since) >= window)
+    }
+
+    /// Everything counted, due or not (the node is stopping).
+    pub fn drain(&mut self) -> Vec<CountedRefusals> {
+        self.take(|_| true)
+    }
+
+    /// Ends the windows `ended` picks; their counts, where there are any.
+    fn take(&mut self, ended: impl Fn(&Tally) -> bool) -> Vec<CountedRefusals> {
+        let mut taken = Vec::new();
         self.open.retain(|kind, tally| {
-            if now.saturating_duration_since(tally.since) < window {
+            if !ended(tally) {
                 return true;
             }
             if tally.counted > 0 {
-                due.push(CountedRefusals {
+                taken.push(CountedRefusals {
                     kind: kind.clone(),
                     client: tally.last_client,
                     count: tally.counted,
@@ -260,20 +270,7 @@ impl RefusalTally {
             }
             false
         });
-        due
-    }
-
-    /// Everything counted, due or not (the node is stopping).
-    pub fn drain(&mut self) -> Vec<CountedRefusals> {
-        self.open
-            .drain()
-            .filter(|(_, tally)| tally.counted > 0)
-            .map(|(kind, tally)| CountedRefusals {
-                kind,
-                client: tally.last_client,
-                count: tally.counted,
-            })
-            .collect()
+        taken
     }
 }
 

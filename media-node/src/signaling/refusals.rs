@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bedside_audit::delivery::{Auditor, Who};
 use bedside_audit::event::Action;
 
-use crate::limits::{ClientGuards, CountedRefusals, Network, RefusalKind, Seal};
+use crate::limits::{ClientGuards, CountedRefusals, Network, RefusalKind, RefusalTally, Seal};
 
 /// How often counted refusals whose window ended are sealed.
 const SEAL_EVERY: Duration = Duration::from_secs(5);
@@ -52,24 +52,26 @@ pub async fn seal_counted(guards: Arc<ClientGuards>, audit: Arc<Auditor>) {
     let mut tick = tokio::time::interval(SEAL_EVERY);
     loop {
         tick.tick().await;
-        let due = match guards.refusals.lock() {
-            Ok(mut tally) => tally.due(Instant::now()),
-            Err(_) => Vec::new(),
-        };
-        for counted in due {
-            seal(&audit, &counted);
-        }
+        seal_taken(&guards, &audit, |tally| tally.due(Instant::now()));
         guards.joins.forget_idle();
     }
 }
 
 /// Seals everything counted, due or not: the node is stopping and its chain is about to close.
 pub fn seal_all(guards: &ClientGuards, audit: &Auditor) {
-    let all = match guards.refusals.lock() {
-        Ok(mut tally) => tally.drain(),
+    seal_taken(guards, audit, RefusalTally::drain);
+}
+
+fn seal_taken(
+    guards: &ClientGuards,
+    audit: &Auditor,
+    take: impl FnOnce(&mut RefusalTally) -> Vec<CountedRefusals>,
+) {
+    let taken = match guards.refusals.lock() {
+        Ok(mut tally) => take(&mut tally),
         Err(_) => Vec::new(),
     };
-    for counted in all {
+    for counted in taken {
         seal(audit, &counted);
     }
 }
