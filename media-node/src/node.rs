@@ -18,7 +18,7 @@ use crate::placement::leases::{self, Placement};
 use crate::sfu::{self, Command, EngineSettings, EngineStats, SfuHandle};
 use crate::signaling::server::router;
 use crate::signaling::state::AppState;
-use crate::tls::{self, TlsMaterial};
+use crate::tls::{self, ServedCertificate, TlsFiles, TlsMaterial};
 use crate::{address, health};
 use bedside_audit::delivery::{
     self, AuditHealthReport, AuditMetrics, Auditor, BufferState, ChainLock, NetworkSink,
@@ -34,6 +34,8 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 pub struct NodeSetup {
     pub config: MediaNodeConfig,
     pub tls: TlsMaterial,
+    /// Where `tls` was read from: read again while the node runs, so a renewal is served.
+    pub tls_files: Option<TlsFiles>,
     pub join_key: Vec<u8>,
     pub audit_key: Vec<u8>,
     /// Where audit records go: stdout (the stdout sink) unless a file is given (tests).
@@ -72,11 +74,16 @@ impl NodeSetup {
             cert_pem: read("the TLS certificate", &config.tls.cert_file)?,
             key_pem: read("the TLS key", &config.tls.key_file)?,
         };
+        let tls_files = Some(TlsFiles {
+            cert: config.tls.cert_file.clone(),
+            key: config.tls.key_file.clone(),
+        });
         let join_key = read("the join-token key", &config.keys.join_token_key_file)?;
         let audit_key = read("the audit HMAC key", &config.keys.audit_hmac_key_file)?;
         Ok(Self {
             config,
             tls,
+            tls_files,
             join_key,
             audit_key,
             audit_file: None,
@@ -97,6 +104,7 @@ impl NodeSetup {
         Ok(Self {
             config,
             tls: TlsMaterial::self_signed()?,
+            tls_files: None,
             join_key,
             audit_key,
             audit_file: None,
@@ -132,7 +140,8 @@ pub struct RunningNode {
 pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
     let config = &setup.config;
     let verifier = Arc::new(TokenVerifier::new(&config.tenant.name, &setup.join_key)?);
-    let tls_config = tls::server_config(&setup.tls)?;
+    let certificate = ServedCertificate::new(setup.tls.clone(), setup.tls_files.clone())?;
+    let tls_config = tls::server_config(certificate.clone())?;
     let registry = Registry::new();
     let audit_metrics = AuditMetrics::new(&registry, &config.tenant.name, &setup.node_name)?;
     // Before the chain is read: a predecessor still stopping would fork it.
@@ -162,6 +171,12 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
     let running_stats = stats.clone();
     let media_address = follow_media_address(&setup, media, &sfu);
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let tls_metrics = tls::TlsMetrics::new(&registry, &config.tenant.name, &setup.node_name)?;
+    tokio::spawn(tls::keep_fresh(
+        certificate.clone(),
+        tls_metrics,
+        shutdown_rx.clone(),
+    ));
     let probes = Probes {
         heartbeat: stats.heartbeat.clone(),
         engine: engine_task.abort_handle(),
@@ -188,7 +203,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         passcodes: Arc::new(crate::meeting::passcode::Passcodes::new(&setup.join_key)),
         end_to_end,
         placement: placement.as_ref().map(|(p, _)| p.clone()),
-        peer_tls: crate::signaling::forward::peer_tls(&setup.tls)?,
+        peer_tls: crate::signaling::forward::peer_tls(certificate)?,
         guards: guards.clone(),
     };
     let placed = placement.as_ref().map(|(p, _)| p.clone());

@@ -586,3 +586,141 @@ async fn the_web_client_is_served_over_tls_1_2_or_1_3_only_with_hsts() {
     );
     node.shutdown(Duration::from_secs(2)).await;
 }
+
+/// A Secret volume as the kubelet writes it: files behind `..data`, a symlink swapped in one
+/// rename when the Secret changes, so a reader sees the old pair or the new one.
+struct SecretMount {
+    dir: tempfile::TempDir,
+    version: u32,
+}
+
+impl SecretMount {
+    fn new(cert_pem: &[u8], key_pem: &[u8]) -> SecretMount {
+        let mut mount = SecretMount {
+            dir: tempfile::tempdir().expect("mount dir"),
+            version: 0,
+        };
+        for name in ["tls.crt", "tls.key"] {
+            std::os::unix::fs::symlink(format!("..data/{name}"), mount.dir.path().join(name))
+                .expect("file link");
+        }
+        mount.write(cert_pem, key_pem);
+        mount
+    }
+
+    fn write(&mut self, cert_pem: &[u8], key_pem: &[u8]) {
+        self.version += 1;
+        let version = format!("..v{}", self.version);
+        let root = self.dir.path();
+        std::fs::create_dir(root.join(&version)).expect("version dir");
+        std::fs::write(root.join(&version).join("tls.crt"), cert_pem).expect("cert");
+        std::fs::write(root.join(&version).join("tls.key"), key_pem).expect("key");
+        std::os::unix::fs::symlink(&version, root.join("..data_tmp")).expect("data link");
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap");
+    }
+
+    fn files(&self) -> bedside_media_node::tls::TlsFiles {
+        bedside_media_node::tls::TlsFiles {
+            cert: self.dir.path().join("tls.crt"),
+            key: self.dir.path().join("tls.key"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_reaches_new_connections_while_the_call_goes_on() {
+    let mut mount = None;
+    let mut node = TestNode::start_custom(
+        |_| {},
+        |setup| {
+            let m = SecretMount::new(&setup.tls.cert_pem, &setup.tls.key_pem);
+            setup.tls_files = Some(m.files());
+            mount = Some(m);
+        },
+    )
+    .await;
+    let mut mount = mount.expect("mounted");
+    let first_pem = node.cert_pem.clone();
+    let a = peer(&node, "rotation", "u-a").await;
+    let b = peer(&node, "rotation", "u-b").await;
+    let flowing = |floor: u64| {
+        a.packets_from(&b.participant_id) > floor && b.packets_from(&a.participant_id) > floor
+    };
+    assert!(wait_until(FLOW, || flowing(20)).await, "the call has media");
+
+    // cert-manager renews; the kubelet swaps the files.
+    let renewed = bedside_media_node::tls::TlsMaterial::self_signed().expect("renewal");
+    mount.write(&renewed.cert_pem, &renewed.key_pem);
+    node.cert_pem = renewed.cert_pem.clone();
+    let mut served_new = false;
+    for _ in 0..60 {
+        if Signal::try_connect(&node).await.is_ok() {
+            served_new = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(served_new, "a new connection gets the renewed certificate");
+    node.cert_pem = first_pem;
+    let refused = Signal::try_connect(&node)
+        .await
+        .expect_err("old certificate");
+    assert!(refused.contains("certificate"), "{refused}");
+    assert_eq!(
+        node.metric_where(
+            "bedside_media_tls_certificate_reloads_total",
+            "outcome=\"replaced\""
+        )
+        .await,
+        1.0
+    );
+
+    // The call that started before goes on: its media, and its signaling (a host's lock
+    // reaches the other participant over the connection opened under the old certificate).
+    let (heard_a, heard_b) = (
+        a.packets_from(&b.participant_id),
+        b.packets_from(&a.participant_id),
+    );
+    assert!(
+        wait_until(FLOW, || a.packets_from(&b.participant_id) > heard_a + 50
+            && b.packets_from(&a.participant_id) > heard_b + 50)
+        .await,
+        "media keeps flowing across the renewal"
+    );
+    a.send(json!({"v": 1, "type": "lock", "locked": true}))
+        .await;
+    assert!(
+        wait_until(Duration::from_secs(5), || !b.saw("locked").is_empty()).await,
+        "signaling opened before the renewal still carries messages"
+    );
+    assert!(a.signaling_open() && b.signaling_open());
+
+    // A renewal caught half-written (a key that does not fit) is refused; the renewed
+    // certificate stays in service.
+    let other = bedside_media_node::tls::TlsMaterial::self_signed().expect("other");
+    mount.write(&other.cert_pem, &renewed.key_pem);
+    assert!(
+        bedside_tests::media::wait_until_async(Duration::from_secs(15), || async {
+            node.metric_where(
+                "bedside_media_tls_certificate_reloads_total",
+                "outcome=\"refused\"",
+            )
+            .await
+                >= 1.0
+        })
+        .await,
+        "a key that does not fit its certificate is refused"
+    );
+    assert_eq!(
+        node.metric("bedside_media_tls_certificate_refused").await,
+        1.0
+    );
+    node.cert_pem = renewed.cert_pem;
+    Signal::try_connect(&node)
+        .await
+        .expect("the renewed certificate is still served");
+
+    a.leave().await;
+    b.leave().await;
+    node.shutdown(Duration::from_secs(2)).await;
+}

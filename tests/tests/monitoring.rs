@@ -184,6 +184,7 @@ fn every_metric_a_dashboard_or_alert_uses_is_exported() {
         .into_iter()
         .chain(audit.metric_names())
         .chain(operator.metric_names())
+        .chain(bedside_media_node::tls::TlsMetrics::NAMES.map(String::from))
         .collect();
     let mut used = BTreeSet::new();
     for expr in dashboard_exprs().iter().chain(rule_exprs().iter()) {

@@ -14,12 +14,11 @@ use axum::extract::ws::{self, WebSocket};
 use axum::http::HeaderMap;
 use futures::{SinkExt, StreamExt};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 use crate::error::NodeError;
-use crate::tls::TlsMaterial;
+use crate::tls::ServedCertificate;
 
 pub const CLIENT_IP_HEADER: &str = "x-bedside-client-ip";
 pub const CLIENT_PROOF_HEADER: &str = "x-bedside-client-proof";
@@ -56,11 +55,13 @@ pub fn forwarded_client(join_key: &[u8], headers: &HeaderMap) -> Option<IpAddr> 
         .map(|()| ip)
 }
 
-/// Trusts exactly the certificate this pod serves: every pod of a tenant mounts the same one,
-/// and pods are reached by IP, which the certificate does not name.
+/// Trusts exactly the certificate this pod serves (or served before its last renewal): every
+/// pod of a tenant mounts the same one, and pods are reached by IP, which the certificate does
+/// not name. A pod whose mount was renewed first presents a certificate this pod does not
+/// know yet: it reads its own mount again before refusing.
 #[derive(Debug)]
 struct SameCertificate {
-    ours: CertificateDer<'static>,
+    ours: Arc<ServedCertificate>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -73,7 +74,9 @@ impl ServerCertVerifier for SameCertificate {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.ours.as_ref() {
+        if self.ours.is_ours(end_entity)
+            || (self.ours.reload().is_ok() && self.ours.is_ours(end_entity))
+        {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
@@ -118,11 +121,7 @@ impl ServerCertVerifier for SameCertificate {
 }
 
 /// The TLS client a pod uses to reach the other pods of its tenant.
-pub fn peer_tls(material: &TlsMaterial) -> Result<Arc<rustls::ClientConfig>, NodeError> {
-    let ours = CertificateDer::pem_slice_iter(&material.cert_pem)
-        .next()
-        .ok_or_else(|| NodeError::Tls("the TLS certificate file holds no certificate".into()))?
-        .map_err(|e| NodeError::Tls(format!("the TLS certificate is not valid PEM: {e}")))?;
+pub fn peer_tls(ours: Arc<ServedCertificate>) -> Result<Arc<rustls::ClientConfig>, NodeError> {
     let provider = Arc::new(crate::tls::crypto_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -249,11 +248,19 @@ fn to_client(message: tungstenite::Message) -> Option<ws::Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::TlsMaterial;
+
+    fn served(material: &TlsMaterial) -> Arc<ServedCertificate> {
+        ServedCertificate::new(material.clone(), None).expect("served")
+    }
 
     /// A TLS handshake in memory between a pod's peer client and a server with `server`.
-    fn handshake(client: &TlsMaterial, server: &TlsMaterial) -> Result<(), rustls::Error> {
-        let client_config = peer_tls(client).expect("client config");
-        let server_config = crate::tls::server_config(server).expect("server config");
+    fn handshake(
+        client: &Arc<ServedCertificate>,
+        server: &Arc<ServedCertificate>,
+    ) -> Result<(), rustls::Error> {
+        let client_config = peer_tls(client.clone()).expect("client config");
+        let server_config = crate::tls::server_config(server.clone()).expect("server config");
         let name = ServerName::try_from("10.244.0.7").expect("an IP name");
         let mut c = rustls::ClientConnection::new(client_config, name)?;
         let mut s = rustls::ServerConnection::new(server_config)?;
@@ -277,8 +284,8 @@ mod tests {
 
     #[test]
     fn a_carried_join_trusts_the_tenants_certificate_and_no_other() {
-        let ours = TlsMaterial::self_signed().expect("our certificate");
-        let theirs = TlsMaterial::self_signed().expect("another certificate");
+        let ours = served(&TlsMaterial::self_signed().expect("our certificate"));
+        let theirs = served(&TlsMaterial::self_signed().expect("another certificate"));
         // Another pod of the tenant (the same certificate, reached by IP): trusted.
         handshake(&ours, &ours).expect("the tenant's own certificate is trusted");
         // Anything else at that address (another tenant, an impostor): refused.
@@ -287,6 +294,40 @@ mod tests {
             matches!(refused, rustls::Error::InvalidCertificate(_)),
             "{refused:?}"
         );
+    }
+
+    #[test]
+    fn pods_trust_each_other_across_a_renewal_either_one_sees_first() {
+        let old = TlsMaterial::self_signed().expect("old");
+        let new = TlsMaterial::self_signed().expect("new");
+        let (renewed, waiting) = (served(&old), served(&old));
+        renewed.offer(new.clone()).expect("renewed");
+        // The renewed pod still trusts the one that serves the old certificate.
+        handshake(&renewed, &waiting).expect("old certificate trusted after a renewal");
+        // The pod not yet renewed (no files to read again here) refuses the new one: with a
+        // mount, it reads its files before refusing (`a_pod_reads_its_mount_again...`).
+        assert!(handshake(&waiting, &renewed).is_err());
+        waiting.offer(new).expect("renewed too");
+        handshake(&waiting, &renewed).expect("both renewed");
+    }
+
+    #[test]
+    fn a_pod_reads_its_mount_again_before_refusing_an_unknown_certificate() {
+        let dir = tempfile::tempdir().expect("dir");
+        let files = crate::tls::TlsFiles {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+        };
+        let write = |m: &TlsMaterial| {
+            std::fs::write(&files.cert, &m.cert_pem).expect("cert");
+            std::fs::write(&files.key, &m.key_pem).expect("key");
+        };
+        let old = TlsMaterial::self_signed().expect("old");
+        let new = TlsMaterial::self_signed().expect("new");
+        write(&old);
+        let mounted = ServedCertificate::new(old, Some(files.clone())).expect("served");
+        write(&new);
+        handshake(&mounted, &served(&new)).expect("the renewed mount is read on demand");
     }
 
     #[test]
