@@ -162,6 +162,57 @@ impl<C: Clock + Clone> JoinAttempts<C> {
     }
 }
 
+/// Messages one joined client may send: a browser sends an offer, a handful of candidates and
+/// an answer per renegotiation, and a host's clicks; a burst of [`MESSAGE_BURST`] and
+/// [`MESSAGES_PER_SECOND`] after it is far above that, and bounds what one session can make the
+/// media loop do.
+pub const MESSAGES_PER_SECOND: u32 = 20;
+pub const MESSAGE_BURST: u32 = 60;
+
+/// One session's message budget.
+pub struct MessagePace<C: Clock = DefaultClock> {
+    limiter: RateLimiter<
+        governor::state::NotKeyed,
+        governor::state::InMemoryState,
+        C,
+        NoOpMiddleware<C::Instant>,
+    >,
+}
+
+impl std::fmt::Debug for MessagePace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessagePace").finish_non_exhaustive()
+    }
+}
+
+impl MessagePace {
+    pub fn new() -> Self {
+        Self::with_clock(&DefaultClock::default())
+    }
+}
+
+impl Default for MessagePace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: Clock + Clone> MessagePace<C> {
+    pub fn with_clock(clock: &C) -> Self {
+        let quota =
+            Quota::per_second(NonZeroU32::new(MESSAGES_PER_SECOND).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(MESSAGE_BURST).unwrap_or(NonZeroU32::MIN));
+        Self {
+            limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
+        }
+    }
+
+    /// False once the client sends faster than any client does.
+    pub fn allow(&self) -> bool {
+        self.limiter.check().is_ok()
+    }
+}
+
 /// What a refusal's audit record is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RefusalKind {
@@ -483,5 +534,16 @@ mod tests {
             counted += tally.drain().iter().map(|d| u64::from(d.count)).sum::<u64>();
             proptest::prop_assert_eq!(sealed + counted, refusals.len() as u64);
         }
+    }
+
+    #[test]
+    fn a_session_has_a_burst_and_a_steady_pace_and_no_more() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let pace = MessagePace::with_clock(&clock);
+        let burst = (0..1000).take_while(|_| pace.allow()).count();
+        assert_eq!(burst, MESSAGE_BURST as usize);
+        clock.advance(Duration::from_secs(1));
+        let next = (0..1000).take_while(|_| pace.allow()).count();
+        assert_eq!(next, MESSAGES_PER_SECOND as usize);
     }
 }

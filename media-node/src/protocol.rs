@@ -311,6 +311,10 @@ pub enum ErrorCode {
     ChatRefused,
     /// Too many join attempts from this network; the message says when to try again.
     TooManyAttempts,
+    /// More ICE candidates than one connection needs; the rest are ignored.
+    TooManyCandidates,
+    /// More messages than a client sends; the connection is closed.
+    TooManyMessages,
 }
 
 impl ErrorCode {
@@ -349,6 +353,8 @@ impl ErrorCode {
             ErrorCode::PasscodeCoolDown => "passcode-cool-down",
             ErrorCode::ChatRefused => "chat-refused",
             ErrorCode::TooManyAttempts => "too-many-attempts",
+            ErrorCode::TooManyCandidates => "too-many-candidates",
+            ErrorCode::TooManyMessages => "too-many-messages",
         }
     }
 }

@@ -189,3 +189,43 @@ async fn a_bad_token_flood_is_rate_limited_and_audited_as_counted_records() {
             .all(|r| r["place"]["clientIp"] == "127.0.0.1")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_client_flooding_messages_is_closed_and_the_call_next_door_goes_on() {
+    let mut node = TestNode::start().await;
+    let (clinician, patient) = call(&node).await;
+    let mut flooder = another_network_joins(&node).await;
+    // Far faster than any browser: each unmute costs the media loop a command.
+    let mut sent = 0;
+    for _ in 0..500 {
+        if !flooder
+            .try_send_text(r#"{"v":1,"type":"unmute"}"#.to_string())
+            .await
+        {
+            break;
+        }
+        sent += 1;
+    }
+    let mut closing = None;
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_secs(5), flooder.recv_any()).await
+    {
+        if message["code"] == "too-many-messages" {
+            closing = Some(message);
+            break;
+        }
+    }
+    let closing = closing.unwrap_or_else(|| panic!("no too-many-messages after {sent} messages"));
+    assert_eq!(closing["fatal"], true, "{closing}");
+    assert!(
+        closing["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("20 messages a second"),
+        "{closing}"
+    );
+    still_flowing(&clinician, &patient).await;
+    clinician.leave().await;
+    patient.leave().await;
+    node.shutdown(Duration::from_secs(2)).await;
+}

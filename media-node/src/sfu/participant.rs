@@ -16,6 +16,11 @@ use bedside_crds::join::Role;
 /// dead (str0m does after about 22 s without answers): a path that comes back (a phone that
 /// switched networks, a Wi-Fi that roamed) resumes the call instead of ending it.
 pub const ICE_GRACE: Duration = Duration::from_secs(10);
+/// Tracks one participant may publish: camera audio and video, screen video and audio.
+pub const MAX_PUBLISHED_TRACKS: usize = 4;
+/// ICE candidates a client may send for one connection: browsers gather a handful (host,
+/// server-reflexive, relay, per interface and family); more is a flood.
+pub const MAX_REMOTE_CANDIDATES: usize = 32;
 
 /// Node-assigned, opaque, never the user id from the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -207,6 +212,8 @@ pub struct Participant {
     pub first_media_seen: bool,
     /// Set when the signaling channel is too slow to keep up; the engine removes it.
     pub overflowed: bool,
+    /// ICE candidates taken from the client ([`MAX_REMOTE_CANDIDATES`] at most).
+    pub remote_candidates: usize,
     /// Cumulative NACK/PLI/FIR counts per outgoing stream, as last reported by str0m.
     feedback_seen: Vec<(StreamKey, [u64; 3])>,
 }
@@ -253,6 +260,7 @@ impl Participant {
             joined_at: now,
             first_media_seen: false,
             overflowed: false,
+            remote_candidates: 0,
             feedback_seen: Vec::new(),
         }
     }
@@ -309,7 +317,11 @@ impl Participant {
         if !matches!(direction, Direction::RecvOnly | Direction::SendRecv) || !self.may_publish() {
             return None;
         }
-        if self.tracks_in.iter().any(|t| t.mid == mid) {
+        // A client adding tracks without end would have every subscriber's connection
+        // renegotiated for each: a camera, a microphone and a screen share are all there is.
+        if self.tracks_in.iter().any(|t| t.mid == mid)
+            || self.tracks_in.len() >= MAX_PUBLISHED_TRACKS
+        {
             return None;
         }
         let screen = self.share_mid == Some(mid);

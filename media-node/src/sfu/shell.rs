@@ -19,6 +19,8 @@ use super::stats::EngineStats;
 const READ_BATCH: usize = 64;
 /// Larger than any datagram a WebRTC peer sends (they stay under the path MTU).
 const RECEIVE_BUFFER: usize = 2048;
+/// Commands taken per wake-up: a burst of signaling never holds media back longer than this.
+const COMMAND_BATCH: usize = 32;
 
 /// Runs until a `Shutdown` command or until every command sender is gone.
 pub async fn run(
@@ -30,19 +32,29 @@ pub async fn run(
     let mut buf = vec![0u8; RECEIVE_BUFFER];
     loop {
         let deadline = engine.next_deadline();
+        // Unbiased: commands and datagrams each get their turn, whichever is flooded.
         tokio::select! {
-            biased;
-            command = commands.recv() => match command {
-                Some(Command::Shutdown { reason }) => {
-                    engine.shutdown(&reason);
-                    return;
+            command = commands.recv() => {
+                let mut next = command;
+                for _ in 0..COMMAND_BATCH {
+                    match next {
+                        Some(Command::Shutdown { reason }) => {
+                            engine.shutdown(&reason);
+                            return;
+                        }
+                        Some(command) => engine.handle_command(command, Instant::now()),
+                        None => {
+                            engine.shutdown("the node is stopping");
+                            return;
+                        }
+                    }
+                    let Ok(command) = commands.try_recv() else {
+                        break;
+                    };
+                    next = Some(command);
                 }
-                Some(command) => engine.handle_command(command, Instant::now()),
-                None => {
-                    engine.shutdown("the node is stopping");
-                    return;
-                }
-            },
+                send(&mut engine, &socket, &stats);
+            }
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, source)) => {
                     receive(&mut engine, &buf[..n], source, &stats);

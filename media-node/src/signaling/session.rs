@@ -191,6 +191,7 @@ async fn serve(
         attempt_counted,
         events_tx,
         outbox: Vec::new(),
+        pace: crate::limits::MessagePace::new(),
     };
     let join_deadline = tokio::time::sleep(JOIN_TIMEOUT);
     tokio::pin!(join_deadline);
@@ -276,6 +277,8 @@ struct Session {
     attempt_counted: bool,
     events_tx: mpsc::Sender<ServerMessage>,
     outbox: Vec<ServerMessage>,
+    /// Messages after the join, bounded per second.
+    pace: crate::limits::MessagePace,
 }
 
 fn cool_down(left: Duration) -> ProtocolError {
@@ -455,6 +458,15 @@ impl Session {
         let Some(id) = self.joined else {
             return self.before_join(message).await;
         };
+        if !self.pace.allow() {
+            return self.fatal(ProtocolError::new(
+                ErrorCode::TooManyMessages,
+                format!(
+                    "more than {} messages a second; this connection is closed",
+                    crate::limits::MESSAGES_PER_SECOND
+                ),
+            ));
+        }
         match message {
             ClientMessage::Join { .. } => self.on_error(ProtocolError::new(
                 ErrorCode::AlreadyJoined,

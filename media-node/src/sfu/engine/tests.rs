@@ -59,6 +59,8 @@ struct Call {
     peer_crypto: Arc<str0m::crypto::CryptoProvider>,
     /// A peer whose network is down: nothing it sends or is sent arrives.
     cut: Option<usize>,
+    /// Where the engine sent datagrams that no peer has: addresses it probed on its own.
+    strays: Vec<SocketAddr>,
 }
 
 impl Call {
@@ -83,6 +85,7 @@ impl Call {
             estimate: None,
             peer_crypto: Arc::new(str0m::crypto::from_feature_flags()),
             cut: None,
+            strays: Vec::new(),
         }
     }
 
@@ -210,6 +213,7 @@ impl Call {
     fn deliver(&mut self) {
         while let Some(t) = self.engine.poll_transmit() {
             let Some(i) = self.peers.iter().position(|p| p.addr == t.destination) else {
+                self.strays.push(t.destination);
                 continue;
             };
             if self.cut == Some(i) {
@@ -364,6 +368,10 @@ impl Call {
         // The browser offers actpass; the node answers passive, so it is the DTLS server and
         // the browser's ClientHello must carry a suite the node allows.
         assert!(answer.contains("a=setup:passive"), "{answer}");
+        assert!(
+            answer.contains("a=ice-lite"),
+            "the node is ICE-lite: {answer}"
+        );
         call.publish(patient, patient_rids);
         call.run(Duration::from_secs(3));
         assert!(call.peers[host].connected && call.peers[patient].connected);
@@ -577,4 +585,99 @@ fn a_network_blip_keeps_the_patient_in_the_call_and_a_lost_network_ends_their_pa
             if *participant_id == id.to_string())
     };
     assert!(call.told(host, left));
+}
+
+#[test]
+fn the_node_is_ice_lite_and_probes_no_address_a_client_names() {
+    let (mut call, host, patient) = Call::visit(&[]);
+    let id = call.peers[patient].id;
+    // Addresses the patient does not have: a cloud's metadata service, a cluster-internal
+    // address, somebody else on the Internet.
+    for (n, target) in ["169.254.169.254 80", "10.96.0.1 443", "198.51.100.7 5000"]
+        .into_iter()
+        .enumerate()
+    {
+        let candidate = format!("candidate:{n} 1 udp 2130706431 {target} typ host");
+        call.ask(|reply| Command::Candidate {
+            id,
+            candidate,
+            reply,
+        })
+        .expect("a well-formed candidate is taken");
+    }
+    let since = call.now;
+    call.run(Duration::from_secs(5));
+    assert!(
+        call.strays.is_empty(),
+        "the node sent datagrams to {:?}",
+        call.strays
+    );
+    assert!(call.frames(host, patient, MediaKind::Video, since).len() >= 100);
+
+    // A flood of candidates stops at the bound, with a reason.
+    let mut refused = None;
+    for n in 3..100 {
+        let candidate = format!("candidate:{n} 1 udp 2130706431 198.51.100.{n} 5000 typ host");
+        if let Err(e) = call.ask(|reply| Command::Candidate {
+            id,
+            candidate,
+            reply,
+        }) {
+            refused = Some((n, e.code));
+            break;
+        }
+    }
+    assert_eq!(
+        refused,
+        Some((
+            crate::sfu::participant::MAX_REMOTE_CANDIDATES,
+            ErrorCode::TooManyCandidates
+        ))
+    );
+}
+
+#[test]
+fn a_client_adding_tracks_without_end_reaches_the_others_with_four() {
+    let (mut call, host, patient) = Call::visit(&[]);
+    let patient_id = call.peers[patient].id.to_string();
+    let peer = &mut call.peers[patient];
+    let mut change = peer.rtc.sdp_api();
+    for _ in 0..6 {
+        change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    }
+    let (offer, pending) = change.apply().expect("an offer");
+    let (id, sdp) = (peer.id, offer.to_sdp_string());
+    let answer = call
+        .ask(|reply| Command::Offer { id, sdp, reply })
+        .expect("the node answers");
+    let answer = SdpAnswer::from_sdp_string(&answer).expect("SDP");
+    call.peers[patient]
+        .rtc
+        .sdp_api()
+        .accept_answer(pending, answer)
+        .expect("accepted");
+    call.run(Duration::from_secs(2));
+    let offered = call.peers[host]
+        .told
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::TrackAdded { participant_id, .. } if *participant_id == patient_id))
+        .count();
+    assert_eq!(offered, crate::sfu::participant::MAX_PUBLISHED_TRACKS);
+    assert!(call.peers[host].connected && call.peers[patient].connected);
+}
+
+#[test]
+fn an_offer_larger_than_any_room_needs_is_refused_before_it_is_parsed() {
+    let (mut call, _, patient) = Call::visit(&[]);
+    let id = call.peers[patient].id;
+    let sdp = "v=0\r\n".to_string() + &"m=video 9 UDP/TLS/RTP/SAVPF 96\r\n".repeat(100);
+    let refused = call
+        .ask(|reply| Command::Offer { id, sdp, reply })
+        .expect_err("too many sections");
+    assert_eq!(refused.code, ErrorCode::InvalidSdp);
+    assert!(
+        refused.message.contains("at most 41"),
+        "{}",
+        refused.message
+    );
 }
