@@ -81,7 +81,10 @@ pub fn ready(facts: &Facts) -> Result<(), Vec<String>> {
         reasons.push("draining: the node is shutting down".into());
     }
     if facts.audit_refusing_joins {
-        reasons.push("an audit sink's buffer is full: joins are refused".into());
+        reasons.push(
+            "audit records cannot be kept or an audit sink's buffer is full: joins are refused"
+                .into(),
+        );
     }
     if reasons.is_empty() {
         Ok(())

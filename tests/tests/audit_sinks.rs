@@ -881,3 +881,41 @@ async fn a_replacement_waits_for_its_predecessor_and_the_chain_does_not_fork() {
 fn serves(node: &TestNode) -> bool {
     std::net::TcpStream::connect_timeout(&node.signaling, Duration::from_millis(200)).is_ok()
 }
+
+/// The disk that holds the audit log is full: no visit starts without its record, and the
+/// client is told why instead of joining an unaudited call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_whose_record_cannot_be_kept_is_undone_and_refused() {
+    let mut node =
+        TestNode::start_custom(|_| {}, |setup| setup.audit_file = Some("/dev/full".into())).await;
+    for attempt in ["first", "second"] {
+        let mut s = Signal::connect(&node).await;
+        let token = node.token("visit-9", &format!("u-{attempt}"), Role::Host);
+        let answer = s.join("visit-9", &token).await;
+        assert_eq!(answer["code"], "not-available", "{attempt}: {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("audit log cannot be kept"),
+            "{answer}"
+        );
+        s.close().await;
+    }
+    assert!(
+        wait_until_async(Duration::from_secs(5), || async {
+            node.metric("bedside_media_participants").await == 0.0
+        })
+        .await,
+        "nobody is in a call"
+    );
+    assert_eq!(
+        node.metric_where(
+            "bedside_media_joins_refused_total",
+            "reason=\"audit_unavailable\""
+        )
+        .await,
+        2.0
+    );
+    node.shutdown(Duration::from_secs(2)).await;
+}

@@ -33,6 +33,8 @@ pub struct Auditor {
     node: OpaqueId,
     /// The sinks' delivery tasks: they end with the auditor.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The last record could not be written everywhere: joins wait until one can.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Auditor {
@@ -154,6 +156,7 @@ impl Auditor {
             tenant: id("tenant name", tenant)?,
             node: id("node name", node)?,
             tasks: Mutex::default(),
+            failing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -192,19 +195,26 @@ impl Auditor {
         self.spools.iter().map(|s| s.depth(s.delivered())).collect()
     }
 
-    /// True when joins must wait for the sinks to catch up.
+    /// True when joins must wait: for the sinks to catch up, or for records to be writable
+    /// again (whatever the tenant's buffer policy: a lost record is not a late one).
     pub fn refuses_joins(&self) -> bool {
-        self.buffer_state() == BufferState::FullRefusing
+        self.failing() || self.buffer_state() == BufferState::FullRefusing
     }
 
-    /// Seals a checkpoint if the chain grew since the last one.
+    /// The last record could not be written everywhere.
+    pub fn failing(&self) -> bool {
+        self.failing.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Seals a checkpoint if the chain grew since the last one, or if the last record could
+    /// not be written (the checkpoint finds out whether records can be kept again).
     pub fn checkpoint(&self) {
         let grew = self
             .inner
             .lock()
             .map(|inner| inner.since_checkpoint > 0)
             .unwrap_or(false);
-        if grew {
+        if grew || self.failing() {
             self.record(&Who::NODE, Action::Checkpoint, None, None, None);
         }
     }
@@ -241,7 +251,8 @@ impl Auditor {
         self.spools.iter().all(|s| s.depth(s.delivered()) == 0)
     }
 
-    /// Seals and writes one record. A failed write is logged and counted in the sink's health.
+    /// Seals and writes one record. A failed write is logged, and joins are refused until a
+    /// record is written again ([`try_record`](Self::try_record) reports it to the caller).
     pub fn record(
         &self,
         who: &Who,
@@ -250,7 +261,20 @@ impl Auditor {
         room: Option<&str>,
         client_ip: Option<IpAddr>,
     ) {
-        self.record_repeated(who, action, refusal, room, client_ip, None);
+        let _ = self.try_record_repeated(who, action, refusal, room, client_ip, None);
+    }
+
+    /// Like [`record`](Self::record), for a record that must be kept before what it is about
+    /// goes on (a join): `Err` when it was not written everywhere.
+    pub fn try_record(
+        &self,
+        who: &Who,
+        action: Action,
+        refusal: Option<&str>,
+        room: Option<&str>,
+        client_ip: Option<IpAddr>,
+    ) -> Result<(), DeliveryError> {
+        self.try_record_repeated(who, action, refusal, room, client_ip, None)
     }
 
     /// Like [`record`](Self::record), for a record that stands for `repeated` like it.
@@ -263,6 +287,18 @@ impl Auditor {
         client_ip: Option<IpAddr>,
         repeated: Option<u32>,
     ) {
+        let _ = self.try_record_repeated(who, action, refusal, room, client_ip, repeated);
+    }
+
+    fn try_record_repeated(
+        &self,
+        who: &Who,
+        action: Action,
+        refusal: Option<&str>,
+        room: Option<&str>,
+        client_ip: Option<IpAddr>,
+        repeated: Option<u32>,
+    ) -> Result<(), DeliveryError> {
         let mut event = AuditEvent {
             tenant: self.tenant.clone(),
             actor: Actor {
@@ -283,44 +319,137 @@ impl Auditor {
             },
         };
         event.outcome.repeated = repeated;
-        let Ok(mut inner) = self.inner.lock() else {
-            tracing::error!("audit chain lock poisoned; record lost");
-            return;
+        let written = match self.inner.lock() {
+            Ok(mut inner) => inner.seal_and_write(event),
+            Err(_) => Err("the audit chain's lock is poisoned".to_string()),
         };
-        let line = match inner.chain.append(event, jiff::Timestamp::now()) {
-            Ok((_, line)) => {
-                inner.since_checkpoint = match action {
-                    Action::Checkpoint | Action::ChainClosed => 0,
-                    _ => inner.since_checkpoint + 1,
-                };
-                line
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "audit record could not be sealed");
-                return;
-            }
+        self.failing
+            .store(written.is_err(), std::sync::atomic::Ordering::Release);
+        written.map_err(|e| {
+            tracing::error!(error = %e, "audit record not kept; joins are refused until records can be written");
+            DeliveryError::Unrecorded(e)
+        })
+    }
+}
+
+impl Inner {
+    /// Seals `event` and writes it everywhere it goes; every place is tried, the first
+    /// failure is returned.
+    fn seal_and_write(&mut self, event: AuditEvent) -> Result<(), String> {
+        let action = event.action;
+        let line = match self.chain.append(event, jiff::Timestamp::now()) {
+            Ok((_, line)) => line,
+            Err(e) => return Err(format!("cannot seal: {e}")),
         };
+        self.since_checkpoint = match action {
+            Action::Checkpoint | Action::ChainClosed => 0,
+            _ => self.since_checkpoint + 1,
+        };
+        let mut failure = None;
         // Spools first: once there, a record survives a sink outage and a node restart.
-        for (spool, wake) in &inner.spools {
+        for (spool, wake) in &self.spools {
             if let Err(e) = spool.append(&line) {
-                tracing::error!(error = %e, "audit record could not be buffered for a sink");
+                failure.get_or_insert(format!("cannot buffer it for a sink: {e}"));
             }
             wake.notify_one();
         }
-        if let Some(tail) = &inner.tail_file {
+        if let Some(tail) = &self.tail_file {
             use std::os::unix::fs::FileExt;
             let mut text = Vec::with_capacity(line.len() + 1);
             text.extend_from_slice(line.as_bytes());
             text.push(b'\n');
             if let Err(e) = tail.write_all_at(&text, 0) {
-                tracing::error!(error = %e, "the audit chain's tail could not be saved");
+                failure.get_or_insert(format!("cannot save the chain's tail: {e}"));
             }
         }
-        if let Some(out) = inner.out.as_mut() {
+        if let Some(out) = self.out.as_mut() {
             let written = writeln!(out, "{line}").and_then(|()| out.flush());
             if let Err(e) = written {
-                tracing::error!(error = %e, "audit record could not be written");
+                failure.get_or_insert(format!("cannot write it to stdout: {e}"));
             }
         }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A stdout that can fill up like a disk.
+    struct Disk {
+        full: Arc<AtomicBool>,
+        lines: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.full.load(Ordering::Acquire) {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            self.lines
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_written_refuses_joins_until_one_can() {
+        let full = Arc::new(AtomicBool::new(false));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let disk = Disk {
+            full: full.clone(),
+            lines: lines.clone(),
+        };
+        let auditor = Auditor::new(
+            &[7; 32],
+            "mercy",
+            "node-1",
+            Some(Box::new(disk)),
+            Vec::new(),
+            None,
+            (1 << 20, BufferFullPolicy::KeepServing),
+        )
+        .expect("auditor");
+        let who = Who::UNAUTHENTICATED;
+        auditor
+            .try_record(&who, Action::Join, None, Some("r-1"), None)
+            .expect("written");
+        assert!(!auditor.refuses_joins());
+
+        full.store(true, Ordering::Release);
+        let err = auditor
+            .try_record(&who, Action::Join, None, Some("r-1"), None)
+            .expect_err("a full disk");
+        assert!(err.to_string().contains("stdout"), "{err}");
+        assert!(
+            auditor.refuses_joins(),
+            "even a tenant that keeps serving on a full buffer does not serve unaudited"
+        );
+        // The checkpoint finds out when records can be kept again.
+        auditor.checkpoint();
+        assert!(auditor.refuses_joins());
+        full.store(false, Ordering::Release);
+        auditor.checkpoint();
+        assert!(!auditor.refuses_joins());
+        let text = String::from_utf8(lines.lock().expect("lines").clone()).expect("text");
+        let kept: Vec<Record> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a whole record"))
+            .collect();
+        assert_eq!(
+            kept.len(),
+            2,
+            "the join and the checkpoint after the disk came back"
+        );
+        // The lost records are a gap the verifier names, not a silent hole.
+        assert!(kept[1].seq > kept[0].seq + 1);
     }
 }

@@ -91,6 +91,9 @@ pub enum SinkFailure {
     Rejected,
     /// The connection broke while sending.
     Broken,
+    /// A line in the buffer is not a record (a write cut short): it was set aside in the
+    /// buffer's `.set-aside` file, so the records after it are delivered.
+    SetAside,
 }
 
 impl SinkFailure {
@@ -100,6 +103,7 @@ impl SinkFailure {
             SinkFailure::Unauthorized => "unauthorized",
             SinkFailure::Rejected => "rejected",
             SinkFailure::Broken => "broken",
+            SinkFailure::SetAside => "set-aside",
         }
     }
 }
@@ -277,6 +281,22 @@ impl SinkHealth {
             });
         }
         true
+    }
+
+    /// A line that is not a record was set aside: counted, and sealed as a record of its own,
+    /// while the sink's state stays as it is.
+    pub fn set_aside(&self) {
+        self.metrics
+            .failures
+            .with_label_values(&[&self.sink, self.kind, SinkFailure::SetAside.label()])
+            .inc();
+        if let Some(tx) = &self.transitions {
+            let _ = tx.send(SinkTransition {
+                sink: self.index,
+                kind: self.kind,
+                failure: Some(SinkFailure::SetAside),
+            });
+        }
     }
 
     /// A delivery went through; returns whether the sink was not up before.

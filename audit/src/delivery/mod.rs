@@ -38,6 +38,10 @@ pub enum DeliveryError {
     },
     #[error(transparent)]
     Metrics(#[from] prometheus::Error),
+    /// A record was sealed but not written everywhere (a full disk, a closed stdout): the
+    /// visit it was about must not go on unaudited.
+    #[error("the audit record could not be kept ({0}); free the audit buffer's volume")]
+    Unrecorded(String),
 }
 
 impl DeliveryError {

@@ -34,15 +34,35 @@ impl Spool {
             .create(true)
             .append(true)
             .open(&records)?;
-        Ok(Spool {
+        let spool = Spool {
             records,
             offset: dir.join(format!("{name}.offset")),
             append: Mutex::new(append),
             dirty: std::sync::atomic::AtomicBool::new(false),
-        })
+        };
+        // After a machine crash the offset (synced) can be ahead of records that were
+        // delivered but not on the disk yet: new records are written from the shorter end,
+        // and must not be skipped.
+        let len = spool.len()?;
+        if spool.saved_offset() > len {
+            spool.write_offset(len)?;
+        }
+        Ok(spool)
     }
 
-    /// Appends one record line (one write).
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(std::fs::metadata(&self.records)?.len())
+    }
+
+    fn saved_offset(&self) -> u64 {
+        std::fs::read_to_string(&self.offset)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Appends one record line (one write). A write cut short (a full disk) is taken back,
+    /// so the next record does not run into half of this one.
     pub fn append(&self, line: &str) -> std::io::Result<()> {
         let mut text = Vec::with_capacity(line.len() + 1);
         text.extend_from_slice(line.as_bytes());
@@ -51,7 +71,11 @@ impl Spool {
             .append
             .lock()
             .map_err(|_| std::io::Error::other("spool lock poisoned"))?;
-        file.write_all(&text)?;
+        let before = file.metadata()?.len();
+        if let Err(e) = file.write_all(&text) {
+            let _ = file.set_len(before);
+            return Err(e);
+        }
         self.dirty.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
@@ -104,7 +128,7 @@ impl Spool {
         }
         // Offset first: a crash between the two steps re-delivers (a detectable duplicate)
         // instead of skipping records appended after the truncation.
-        self.set_delivered(0)?;
+        self.write_offset(0)?;
         file.set_len(0)?;
         Ok(true)
     }
@@ -137,17 +161,41 @@ impl Spool {
     }
 
     pub fn delivered(&self) -> u64 {
-        std::fs::read_to_string(&self.offset)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        self.saved_offset()
     }
 
-    /// Records everything before `offset` as delivered (write, then rename: never torn).
+    /// Records everything before `offset` as delivered: the records reach the disk first,
+    /// then the offset is written, synced and renamed into place (never torn, never ahead of
+    /// what a crash keeps).
     pub fn set_delivered(&self, offset: u64) -> std::io::Result<()> {
+        self.sync()?;
+        self.write_offset(offset)
+    }
+
+    /// Writes the delivered offset (without syncing the records first).
+    fn write_offset(&self, offset: u64) -> std::io::Result<()> {
         let tmp = self.offset.with_extension("offset.tmp");
-        std::fs::write(&tmp, offset.to_string())?;
-        std::fs::rename(&tmp, &self.offset)
+        let mut file = File::create(&tmp)?;
+        file.write_all(offset.to_string().as_bytes())?;
+        file.sync_data()?;
+        std::fs::rename(&tmp, &self.offset)?;
+        if let Some(dir) = self.offset.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Moves a line that is not a record out of the way: appended to the `.set-aside` file
+    /// beside the buffer (kept for whoever investigates), and counted as delivered.
+    pub fn set_aside(&self, line: &str, end: u64) -> std::io::Result<()> {
+        let mut aside = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.records.with_extension("set-aside"))?;
+        aside.write_all(line.as_bytes())?;
+        aside.write_all(b"\n")?;
+        aside.sync_data()?;
+        self.set_delivered(end)
     }
 }
 
@@ -175,6 +223,35 @@ mod tests {
         assert_eq!(rest[0].1, "two");
         assert_eq!(reopened.depth(from), 4);
         assert_eq!(reopened.last_line().expect("read").as_deref(), Some("two"));
+    }
+
+    #[test]
+    fn an_offset_ahead_of_the_buffer_resumes_at_its_end_and_skips_nothing_new() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), "sink-0").expect("open");
+        spool.append("one").expect("append");
+        // A crash kept the offset of records the disk did not keep.
+        spool.set_delivered(400).expect("offset");
+        drop(spool);
+        let spool = Spool::open(dir.path(), "sink-0").expect("reopened after the crash");
+        assert_eq!(spool.delivered(), 4);
+        spool.append("two").expect("append");
+        let rest = spool.read_from(spool.delivered(), 10).expect("read");
+        assert_eq!(rest, [(8, "two".to_string())]);
+    }
+
+    #[test]
+    fn a_line_set_aside_is_kept_beside_the_buffer_and_delivery_moves_past_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), "sink-0").expect("open");
+        spool.append("{\"seq\":1,\"ev").expect("append");
+        spool.append("{\"seq\":2}").expect("append");
+        let lines = spool.read_from(0, 10).expect("read");
+        spool.set_aside(&lines[0].1, lines[0].0).expect("set aside");
+        let rest = spool.read_from(spool.delivered(), 10).expect("read");
+        assert_eq!(rest[0].1, "{\"seq\":2}");
+        let aside = std::fs::read_to_string(dir.path().join("sink-0.set-aside")).expect("kept");
+        assert_eq!(aside, "{\"seq\":1,\"ev\n");
     }
 
     #[test]

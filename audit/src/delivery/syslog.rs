@@ -22,6 +22,9 @@ use crate::Record;
 const BATCH: usize = 256;
 /// Records sent within this long before a connection fails are sent again.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(10);
+/// A connection (TCP and TLS) or a write that takes longer has failed: a receiver that stops
+/// reading must not hold delivery forever.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// RFC 5424 PRI: facility authpriv (10), severity notice (5).
 const PRI: u8 = 10 * 8 + 5;
 /// The SD-ID of bedside's structured data (an enterprise-number-style private id).
@@ -106,9 +109,16 @@ pub async fn deliver(spool: Arc<Spool>, target: Target, wake: Arc<Notify>, healt
     loop {
         // Everything after the delivered offset is sent (again) on a new connection.
         let mut offset = spool.delivered();
-        let stream = match TcpStream::connect(&address).await {
-            Ok(tcp) => connector.connect(server_name.clone(), tcp).await,
-            Err(e) => Err(e),
+        let connect = async {
+            let tcp = TcpStream::connect(&address).await?;
+            connector.connect(server_name.clone(), tcp).await
+        };
+        let stream = match tokio::time::timeout(IO_TIMEOUT, connect).await {
+            Ok(connected) => connected,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no TLS connection within {}s", IO_TIMEOUT.as_secs()),
+            )),
         };
         let mut stream = match stream {
             Ok(stream) => stream,
@@ -128,14 +138,19 @@ pub async fn deliver(spool: Arc<Spool>, target: Target, wake: Arc<Notify>, healt
         // Sent but not yet old enough to count as delivered: (sent at, end offset).
         let mut in_flight: VecDeque<(Instant, u64)> = VecDeque::new();
         'connected: loop {
+            // Everything sent long enough ago counts as delivered: one synced offset for all.
+            let mut settled = None;
             while let Some((sent, end)) = in_flight.front().copied() {
                 if sent.elapsed() < REPLAY_WINDOW {
                     break;
                 }
                 in_flight.pop_front();
-                if let Err(e) = spool.set_delivered(end) {
-                    tracing::error!(error = %e, "cannot record the audit sink's delivered offset");
-                }
+                settled = Some(end);
+            }
+            if let Some(end) = settled
+                && let Err(e) = spool.set_delivered(end)
+            {
+                tracing::error!(error = %e, "cannot record the audit sink's delivered offset");
             }
             if in_flight.is_empty() {
                 match spool.compact_if_drained(offset) {
@@ -150,13 +165,19 @@ pub async fn deliver(spool: Arc<Spool>, target: Target, wake: Arc<Notify>, healt
                 continue;
             }
             for (end, line) in lines {
-                let written = async {
+                let write = async {
                     stream
                         .write_all(frame(&line, &hostname, app).as_bytes())
                         .await?;
                     stream.flush().await
-                }
-                .await;
+                };
+                let written = match tokio::time::timeout(IO_TIMEOUT, write).await {
+                    Ok(written) => written,
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the receiver took nothing for {}s", IO_TIMEOUT.as_secs()),
+                    )),
+                };
                 if let Err(e) = written {
                     tracing::warn!(%address, error = %e, "audit syslog sink failed; replaying from the last delivered record");
                     health.down(SinkFailure::Broken);

@@ -281,6 +281,15 @@ struct Session {
     pace: crate::limits::MessagePace,
 }
 
+/// No visit starts while its audit record cannot be kept or delivered.
+fn audit_unavailable() -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::NotAvailable,
+        "visits cannot start right now: the clinic's audit log cannot be kept or delivered \
+         (the record of who joined must be kept); please try again shortly",
+    )
+}
+
 fn cool_down(left: Duration) -> ProtocolError {
     ProtocolError::new(
         ErrorCode::PasscodeCoolDown,
@@ -381,6 +390,36 @@ impl Session {
             reason: "the media node is shutting down".into(),
         });
         Flow::Close(CLOSE_GOING_AWAY, "shutting down".into())
+    }
+
+    /// Records `action` of this connection's holder, or says why it could not be kept.
+    fn try_audit(&self, action: Action) -> Result<(), bedside_audit::delivery::DeliveryError> {
+        let Some((who, room)) = &self.who else {
+            return Ok(());
+        };
+        self.state
+            .audit
+            .try_record(who, action, None, Some(room), Some(self.client_ip))
+    }
+
+    /// The join went through but its record could not be kept: undone, and the client told.
+    async fn unrecorded(
+        &mut self,
+        id: ParticipantId,
+        error: bedside_audit::delivery::DeliveryError,
+    ) -> Flow {
+        tracing::error!(tenant = %self.state.tenant, error = %error, "join undone: its audit record could not be kept");
+        self.state.stats.refused(JoinRefusal::AuditUnavailable);
+        self.joined = None;
+        self.waiting = false;
+        self.state
+            .sfu
+            .tell(Command::Leave {
+                id,
+                reason: LeaveReason::Left,
+            })
+            .await;
+        self.fatal(audit_unavailable())
     }
 
     fn audit(&self, action: Action, refusal: Option<&str>) {
@@ -695,12 +734,8 @@ impl Session {
         }
         if self.state.audit.refuses_joins() {
             self.state.stats.refused(JoinRefusal::AuditUnavailable);
-            tracing::warn!(tenant = %self.state.tenant, "join refused: an audit sink's buffer is full");
-            return Err(ProtocolError::new(
-                ErrorCode::NotAvailable,
-                "visits cannot start right now: the clinic's audit log is not being delivered \
-                 (the record of who joined must be kept); please try again shortly",
-            ));
+            tracing::warn!(tenant = %self.state.tenant, "join refused: audit records cannot be kept or delivered");
+            return Err(audit_unavailable());
         }
         Ok(())
     }
@@ -833,8 +868,16 @@ impl Session {
             Ok(joined) => {
                 self.joined = Some(joined.id);
                 self.who = Some((token_holder(&grant.user, role), grant.room.clone()));
+                let action = if joined.admitted {
+                    Action::Join
+                } else {
+                    Action::WaitingRoomEnter
+                };
+                // No visit without its record: a join that cannot be audited is undone.
+                if let Err(e) = self.try_audit(action) {
+                    return self.unrecorded(joined.id, e).await;
+                }
                 if joined.admitted {
-                    self.audit(Action::Join, None);
                     self.outbox.push(ServerMessage::Joined {
                         v: PROTOCOL_VERSION,
                         participant_id: joined.id.to_string(),
@@ -845,7 +888,6 @@ impl Session {
                     });
                 } else {
                     self.waiting = true;
-                    self.audit(Action::WaitingRoomEnter, None);
                     self.outbox.push(ServerMessage::Waiting {
                         v: PROTOCOL_VERSION,
                         participant_id: joined.id.to_string(),
