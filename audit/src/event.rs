@@ -126,6 +126,9 @@ pub enum Action {
     VisitRead,
     /// The visits API refused a call: wrong or missing credential, too many calls.
     ApiRefused,
+    /// A node took up rotated join keys (`bedside-operator keys rotate`): the record's room is
+    /// the new current key's id (`bedside_crds::join::key_id`), never a key.
+    JoinKeyRotated,
     /// Sealed periodically while a chain grows: a verifier can tell how long a node was
     /// silent, and a stream cut after a checkpoint still verifies up to it.
     Checkpoint,

@@ -10,6 +10,10 @@
 //! verifies it on every join; a token for another tenant or room, an expired or forged one,
 //! or one that carries what looks like a name or an address instead of an opaque id is refused.
 //!
+//! Keys rotate: a token names its key (`kid`, [`key_id`]: derived from the key, so there is
+//! nothing to configure), and a node verifies against the current key and the previous one,
+//! so links issued before a rotation keep working through their visit.
+//!
 //! The meeting passcode ([`passcode`]) is derived from the same key and the room, so the
 //! scheduling system computes it too and gives it to the patient out of band (a text message,
 //! the appointment letter): a leaked link alone does not get anyone in, and the node keeps no
@@ -76,6 +80,8 @@ pub struct Grant {
     pub expires_at: u64,
     /// The issue of the visit's links this one belongs to (0: the first, or not a visit's).
     pub generation: u32,
+    /// The key that signed the token ([`key_id`]): the room's passcode derives from it.
+    pub key_id: String,
 }
 
 /// Why a token was refused, in words for the participant's screen and the audit trail.
@@ -119,10 +125,24 @@ pub fn utc(secs: u64) -> String {
         .unwrap_or_else(|| format!("{secs} seconds after 1970"))
 }
 
-/// Verifies join tokens for one tenant.
+/// The id of a join key, as tokens name it in their `kid` header: 12 hex digits of a
+/// domain-separated SHA-256 of the key (it reveals nothing of a 256-bit random key).
+pub fn key_id(key: &[u8]) -> String {
+    let mut input = b"bedside-join-key-id\0".to_vec();
+    input.extend_from_slice(key);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
+    digest.as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Verifies join tokens for one tenant, against its current key and, during a rotation, the
+/// previous one.
 pub struct TokenVerifier {
     tenant: String,
-    key: DecodingKey,
+    /// (key id, key), the current first.
+    keys: Vec<(String, DecodingKey)>,
     validation: Validation,
 }
 
@@ -174,8 +194,16 @@ fn looks_like_a_name(id: &str) -> bool {
 
 impl TokenVerifier {
     pub fn new(tenant: impl Into<String>, key: &[u8]) -> Result<Self, TokenError> {
-        if key.len() < MIN_KEY_BYTES {
-            return Err(TokenError::KeyTooShort(key.len()));
+        Self::with_keys(tenant, &[key])
+    }
+
+    /// A verifier for tokens signed with any of `keys` (the current first, then the previous).
+    pub fn with_keys(tenant: impl Into<String>, keys: &[&[u8]]) -> Result<Self, TokenError> {
+        if let Some(short) = keys.iter().find(|k| k.len() < MIN_KEY_BYTES) {
+            return Err(TokenError::KeyTooShort(short.len()));
+        }
+        if keys.is_empty() {
+            return Err(TokenError::KeyTooShort(0));
         }
         let tenant = tenant.into();
         // HS256 only: a token may not pick its own algorithm (no `none`, no key confusion).
@@ -185,22 +213,60 @@ impl TokenVerifier {
         validation.leeway = LEEWAY_SECS;
         Ok(Self {
             tenant,
-            key: DecodingKey::from_secret(key),
+            keys: keys
+                .iter()
+                .map(|k| (key_id(k), DecodingKey::from_secret(k)))
+                .collect(),
             validation,
         })
     }
 
+    /// Whether a token names a key this verifier does not hold (a key rotated in since it
+    /// was made: the caller may read its keys again).
+    pub fn names_an_unknown_key(&self, token: &str) -> bool {
+        jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|h| h.kid)
+            .is_some_and(|kid| !self.keys.iter().any(|(id, _)| *id == kid))
+    }
+
+    /// Decodes `token` with the key its `kid` names (each key in turn for a token without
+    /// one, issued before keys had ids).
+    fn decode(
+        &self,
+        token: &str,
+        validation: &Validation,
+    ) -> Result<(JoinClaims, String), TokenError> {
+        let kid = jsonwebtoken::decode_header(token)
+            .map_err(|e| TokenError::Malformed(format!("{:?}", e.kind())))?
+            .kid;
+        let candidates = self
+            .keys
+            .iter()
+            .filter(|(id, _)| kid.as_ref().is_none_or(|kid| kid == id));
+        let mut refusal = TokenError::Forged;
+        for (id, key) in candidates {
+            match jsonwebtoken::decode::<JoinClaims>(token, key, validation) {
+                Ok(data) => return Ok((data.claims, id.clone())),
+                Err(e) => {
+                    refusal = match e.kind() {
+                        ErrorKind::ExpiredSignature => TokenError::Expired,
+                        ErrorKind::InvalidAudience => TokenError::WrongTenant,
+                        ErrorKind::InvalidSignature => TokenError::Forged,
+                        other => TokenError::Malformed(format!("{other:?}")),
+                    };
+                    if refusal != TokenError::Forged {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(refusal)
+    }
+
     /// Verifies `token` for a join to `room` at `now` (seconds since the epoch).
     pub fn verify(&self, token: &str, room: &str, now: u64) -> Result<Grant, TokenError> {
-        let data = jsonwebtoken::decode::<JoinClaims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::InvalidAudience => TokenError::WrongTenant,
-                ErrorKind::InvalidSignature => TokenError::Forged,
-                other => TokenError::Malformed(format!("{other:?}")),
-            },
-        )?;
-        let claims = data.claims;
+        let (claims, key_id) = self.decode(token, &self.validation)?;
         // jsonwebtoken checks expiry against the system clock; check against `now` too, so
         // the caller's clock (and tests) decide.
         if claims.exp + LEEWAY_SECS < now {
@@ -235,6 +301,7 @@ impl TokenVerifier {
             role: claims.role,
             expires_at: claims.exp,
             generation: claims.generation.unwrap_or(0),
+            key_id,
         })
     }
 }
@@ -246,14 +313,8 @@ impl TokenVerifier {
         let mut validation = self.validation.clone();
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        let data = jsonwebtoken::decode::<JoinClaims>(token, &self.key, &validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::InvalidAudience => TokenError::WrongTenant,
-                ErrorKind::InvalidSignature => TokenError::Forged,
-                other => TokenError::Malformed(format!("{other:?}")),
-            },
-        )?;
-        Ok((data.claims.room, data.claims.exp))
+        let (claims, _) = self.decode(token, &validation)?;
+        Ok((claims.room, claims.exp))
     }
 }
 
@@ -267,8 +328,10 @@ pub fn issue(claims: &JoinClaims, key: &[u8]) -> Result<String, TokenError> {
     if !is_pseudonymous(&claims.sub) {
         return Err(TokenError::NotPseudonymous);
     }
+    let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+    header.kid = Some(key_id(key));
     jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &header,
         claims,
         &jsonwebtoken::EncodingKey::from_secret(key),
     )
@@ -396,6 +459,60 @@ mod tests {
             .verify(&sign(&c, &key), "visit-42", now())
             .expect("valid");
         assert_eq!((grant.user.as_str(), grant.role), ("u-7f3a", Role::Host));
+    }
+
+    #[test]
+    fn during_a_rotation_links_of_the_current_and_the_previous_key_work_and_no_others() {
+        let (old, new, stranger) = (key(), key(), key());
+        let verifier = TokenVerifier::with_keys("mercy-clinic", &[&new, &old]).expect("verifier");
+        let c = claims("mercy-clinic", "visit-42", "u-7f3a", now() + 600);
+        let by_new = issue(&c, &new).expect("issued");
+        let by_old = issue(&c, &old).expect("issued");
+        let grant = verifier
+            .verify(&by_new, "visit-42", now())
+            .expect("current key");
+        assert_eq!(grant.key_id, key_id(&new));
+        let grant = verifier
+            .verify(&by_old, "visit-42", now())
+            .expect("previous key");
+        assert_eq!(
+            grant.key_id,
+            key_id(&old),
+            "the passcode derives from the signer"
+        );
+        // A token from before key ids: tried against each key.
+        let grant = verifier
+            .verify(&sign(&c, &old), "visit-42", now())
+            .expect("no kid");
+        assert_eq!(grant.key_id, key_id(&old));
+        // Another key, named or not, and a token that names a known key it was not signed with.
+        let by_stranger = issue(&c, &stranger).expect("issued");
+        assert!(verifier.names_an_unknown_key(&by_stranger));
+        assert!(!verifier.names_an_unknown_key(&by_old));
+        assert_eq!(
+            verifier.verify(&by_stranger, "visit-42", now()),
+            Err(TokenError::Forged)
+        );
+        assert_eq!(
+            verifier.verify(&sign(&c, &stranger), "visit-42", now()),
+            Err(TokenError::Forged)
+        );
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key_id(&new));
+        let posing =
+            jsonwebtoken::encode(&header, &c, &EncodingKey::from_secret(&stranger)).expect("sign");
+        assert_eq!(
+            verifier.verify(&posing, "visit-42", now()),
+            Err(TokenError::Forged)
+        );
+        // Once the previous key is retired, its links are refused.
+        let retired = TokenVerifier::new("mercy-clinic", &new).expect("verifier");
+        assert_eq!(
+            retired.verify(&by_old, "visit-42", now()),
+            Err(TokenError::Forged)
+        );
+        assert_ne!(key_id(&old), key_id(&new));
+        assert_eq!(key_id(&old).len(), 12);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod config;
 pub mod crypto_policy;
 pub mod error;
 pub mod health;
+pub mod keys;
 pub mod limits;
 pub mod meeting;
 pub mod node;

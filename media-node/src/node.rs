@@ -23,7 +23,6 @@ use crate::{address, health};
 use bedside_audit::delivery::{
     self, AuditHealthReport, AuditMetrics, Auditor, BufferState, ChainLock, NetworkSink,
 };
-use bedside_crds::join::TokenVerifier;
 use bedside_crds::node_config::AuditSinkSettings;
 
 /// How often the audit chain gets a checkpoint while it grows.
@@ -36,7 +35,12 @@ pub struct NodeSetup {
     pub tls: TlsMaterial,
     /// Where `tls` was read from: read again while the node runs, so a renewal is served.
     pub tls_files: Option<TlsFiles>,
+    /// The current join-token key.
     pub join_key: Vec<u8>,
+    /// During a rotation, the key before it: its links keep working.
+    pub previous_join_key: Option<Vec<u8>>,
+    /// Where the join keys were read from: read again while the node runs.
+    pub join_key_files: Option<crate::keys::KeyFiles>,
     pub audit_key: Vec<u8>,
     /// Where audit records go: stdout (the stdout sink) unless a file is given (tests).
     pub audit_file: Option<std::path::PathBuf>,
@@ -79,12 +83,16 @@ impl NodeSetup {
             key: config.tls.key_file.clone(),
         });
         let join_key = read("the join-token key", &config.keys.join_token_key_file)?;
+        let join_key_files = crate::keys::KeyFiles::beside(config.keys.join_token_key_file.clone());
+        let previous_join_key = std::fs::read(&join_key_files.previous).ok();
         let audit_key = read("the audit HMAC key", &config.keys.audit_hmac_key_file)?;
         Ok(Self {
             config,
             tls,
             tls_files,
             join_key,
+            previous_join_key,
+            join_key_files: Some(join_key_files),
             audit_key,
             audit_file: None,
             webhook_ca: None,
@@ -106,6 +114,8 @@ impl NodeSetup {
             tls: TlsMaterial::self_signed()?,
             tls_files: None,
             join_key,
+            previous_join_key: None,
+            join_key_files: None,
             audit_key,
             audit_file: None,
             webhook_ca: None,
@@ -139,7 +149,6 @@ pub struct RunningNode {
 
 pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
     let config = &setup.config;
-    let verifier = Arc::new(TokenVerifier::new(&config.tenant.name, &setup.join_key)?);
     let certificate = ServedCertificate::new(setup.tls.clone(), setup.tls_files.clone())?;
     let tls_config = tls::server_config(certificate.clone())?;
     let registry = Registry::new();
@@ -149,6 +158,13 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         .await
         .map_err(|e| NodeError::Audit(e.to_string()))?;
     let audit = start_audit(&setup, &audit_metrics)?;
+    let keys = crate::keys::JoinKeys::new(
+        &config.tenant.name,
+        setup.join_key.clone(),
+        setup.previous_join_key.clone(),
+        setup.join_key_files.clone(),
+        Some(audit.clone()),
+    )?;
     let health = AuditHealth {
         audit: audit.clone(),
         metrics: audit_metrics.clone(),
@@ -177,6 +193,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         tls_metrics,
         shutdown_rx.clone(),
     ));
+    tokio::spawn(crate::keys::keep_fresh(keys.clone(), shutdown_rx.clone()));
     let probes = Probes {
         heartbeat: stats.heartbeat.clone(),
         engine: engine_task.abort_handle(),
@@ -193,21 +210,29 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
     let (guards, sealing) = start_client_guards(config, &audit);
     let state = AppState {
         sfu: sfu.clone(),
-        verifier,
+        keys: keys.clone(),
         shutdown: shutdown_rx,
         media_address,
         display_name: config.tenant.display_name.clone(),
         stats,
         tenant: config.tenant.name.clone(),
         audit: audit.clone(),
-        passcodes: Arc::new(crate::meeting::passcode::Passcodes::new(&setup.join_key)),
+        passcodes: Arc::new(crate::meeting::passcode::Passcodes::new()),
         end_to_end,
         placement: placement.as_ref().map(|(p, _)| p.clone()),
         peer_tls: crate::signaling::forward::peer_tls(certificate)?,
         guards: guards.clone(),
     };
     let placed = placement.as_ref().map(|(p, _)| p.clone());
-    let app = with_visits_api(router(state), &setup, &audit, placed, &sfu, &registry)?;
+    let app = with_visits_api(
+        router(state),
+        &setup,
+        &audit,
+        placed,
+        &sfu,
+        &registry,
+        &keys,
+    )?;
     let (signaling, https, https_task) =
         serve_signaling(config.network.signaling_listen, tls_config, app)?;
     let (metrics, metrics_task) =
@@ -267,6 +292,7 @@ fn with_visits_api(
     placement: Option<Arc<Placement>>,
     sfu: &SfuHandle,
     registry: &Registry,
+    keys: &Arc<crate::keys::JoinKeys>,
 ) -> Result<axum::Router, NodeError> {
     let config = &setup.config;
     let Some(api) = &config.api else {
@@ -274,7 +300,7 @@ fn with_visits_api(
     };
     let api_setup = crate::api::ApiSetup {
         tenant: config.tenant.name.clone(),
-        join_key: setup.join_key.clone(),
+        keys: keys.clone(),
         max_duration: config.meetings.max_duration.into(),
         max_participants: config.meetings.max_participants,
         credentials_dir: api.credentials_dir.clone(),

@@ -37,6 +37,9 @@ enum Command {
     /// Reads the tenant's join key through your kubeconfig (your RBAC on its `<tenant>-keys`
     /// Secret decides whether you may) or from --key-file; prints text, JSON or FHIR.
     Visit(cli::visit::Args),
+    /// Rotate a tenant's join-token key: new links are signed with a new key, links already
+    /// sent keep working. Needs `get` and `patch` on the tenant's `<tenant>-keys` Secret.
+    Keys(cli::keys::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -141,5 +144,6 @@ fn main() -> ExitCode {
         }
         Command::Validate(args) => cli::validate::run(&args),
         Command::Visit(args) => cli::visit::run(&args),
+        Command::Keys(args) => cli::keys::run(&args),
     }
 }

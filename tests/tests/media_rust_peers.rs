@@ -724,3 +724,85 @@ async fn a_renewed_certificate_reaches_new_connections_while_the_call_goes_on() 
     b.leave().await;
     node.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_of_the_old_and_the_new_join_key_work_across_a_rotation_without_a_restart() {
+    let mount = tempfile::tempdir().expect("mount");
+    let files = bedside_media_node::keys::KeyFiles::beside(mount.path().join("join-token.key"));
+    let mut old_key = Vec::new();
+    let mut node = TestNode::start_custom(
+        |_| {},
+        |setup| {
+            std::fs::write(&files.current, &setup.join_key).expect("key");
+            setup.join_key_files = Some(files.clone());
+            old_key = setup.join_key.clone();
+        },
+    )
+    .await;
+    let new_key = vec![0x5a; 32];
+    let token = |key: &[u8], user: &str| {
+        let claims = bedside_crds::join::JoinClaims {
+            sub: user.into(),
+            aud: node.tenant.clone(),
+            room: "visit".into(),
+            role: Role::Host,
+            exp: bedside_tests::media::now_secs() + 600,
+            nbf: None,
+            start: None,
+            generation: None,
+        };
+        bedside_crds::join::issue(&claims, key).expect("issued")
+    };
+    let passcode = |key: &[u8]| bedside_crds::join::passcode(key, "visit");
+    let join = |token: String, passcode: String| {
+        let node = &node;
+        async move {
+            let mut s = Signal::connect(node).await;
+            let answer = s.join_with("visit", &token, Some(&passcode)).await;
+            s.close().await;
+            answer
+        }
+    };
+    assert_eq!(
+        join(token(&old_key, "u-1"), passcode(&old_key)).await["type"],
+        "joined"
+    );
+
+    // The rotation: the current key moves aside, a new one is current.
+    std::fs::write(&files.previous, &old_key).expect("previous");
+    std::fs::write(&files.current, &new_key).expect("current");
+    // The first link of the new key makes the node read its keys again.
+    assert_eq!(
+        join(token(&new_key, "u-2"), passcode(&new_key)).await["type"],
+        "joined"
+    );
+    // A link sent before the rotation still works, with the passcode sent with it.
+    assert_eq!(
+        join(token(&old_key, "u-3"), passcode(&old_key)).await["type"],
+        "joined"
+    );
+    let wrong = join(token(&old_key, "u-4"), passcode(&new_key)).await;
+    assert_eq!(wrong["code"], "passcode-refused", "{wrong}");
+    let rotated = node
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l.contains("\"join-key-rotated\""))
+        .collect::<Vec<_>>();
+    assert_eq!(rotated.len(), 1, "{rotated:?}");
+    assert!(rotated[0].contains(&bedside_crds::join::key_id(&new_key)));
+    assert!(
+        !rotated[0].contains(&format!("{:?}", new_key)),
+        "no key in a record"
+    );
+
+    // The previous key retired: its links are refused once the node has read its keys.
+    std::fs::remove_file(&files.previous).expect("retired");
+    assert!(
+        bedside_tests::media::wait_until_async(Duration::from_secs(15), || async {
+            join(token(&old_key, "u-5"), passcode(&old_key)).await["code"] == "token-refused"
+        })
+        .await,
+        "a retired key's links are refused"
+    );
+    node.shutdown(Duration::from_secs(2)).await;
+}

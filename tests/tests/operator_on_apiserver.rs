@@ -1240,3 +1240,114 @@ async fn clinic_staff_book_visits_with_the_tenants_key_when_their_rbac_allows() 
         "{stderr}"
     );
 }
+
+fn rotate_keys(kubeconfig: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(bedside_tests::media::workspace_binary("bedside-operator"))
+        .env("KUBECONFIG", kubeconfig)
+        .args(["keys", "rotate", "--tenant", TENANT, "-n", NS])
+        .args(extra)
+        .output()
+        .expect("run bedside-operator keys rotate")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_key_rotation_keeps_the_old_key_for_links_in_use_and_waits_before_the_next() {
+    let Some(cluster) = cluster(ClusterOptions::default()).await else {
+        return;
+    };
+    let _operator = RunningOperator::start(&cluster, "op-1", false)
+        .await
+        .expect("operator");
+    create_tenant(&cluster, |_| {}).await;
+    let keys: Secret = eventually("the keys Secret", WAIT, || {
+        get(&cluster, "lakeside-behavioral-keys")
+    })
+    .await;
+    let original = keys.data.expect("data");
+    let first = original["join-token.key"].0.clone();
+    let officer = clinic_user(
+        &cluster,
+        "security-officer",
+        json!([{"apiGroups": ["bedside.health"], "resources": ["healthcaretenants"], "verbs": ["get"]},
+               {"apiGroups": [""], "resources": ["secrets"],
+                "resourceNames": ["lakeside-behavioral-keys"], "verbs": ["get", "patch"]}]),
+    )
+    .await;
+
+    let out = rotate_keys(&officer, &[]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first_id = bedside_crds::join::key_id(&first);
+    assert!(
+        said.contains(&first_id) && said.contains("keep working"),
+        "{said}"
+    );
+    let rotated: Secret = get(&cluster, "lakeside-behavioral-keys")
+        .await
+        .expect("keys");
+    let data = rotated.data.expect("data");
+    let second = data["join-token.key"].0.clone();
+    assert_eq!(
+        data["join-token.previous.key"].0, first,
+        "the old key stays, as previous"
+    );
+    assert_ne!(second, first);
+    assert_eq!(
+        data["audit-hmac.key"], original["audit-hmac.key"],
+        "the audit key stays"
+    );
+
+    // Links booked now are signed with the new key, and name it.
+    let scheduler = clinic_user(
+        &cluster,
+        "scheduler",
+        json!([{"apiGroups": ["bedside.health"], "resources": ["healthcaretenants"], "verbs": ["get"]},
+               {"apiGroups": [""], "resources": ["secrets"],
+                "resourceNames": ["lakeside-behavioral-keys"], "verbs": ["get"]}]),
+    )
+    .await;
+    let out = book_visit(&scheduler, &["--url", "https://x.example", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let visit: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let link = visit["host"]["link"].as_str().expect("link");
+    let token = link.split_once("#token=").expect("token").1;
+    let header = jsonwebtoken::decode_header(token).expect("a JWT");
+    assert_eq!(header.kid, Some(bedside_crds::join::key_id(&second)));
+
+    // Again within a visit window: refused, saying until when; forced (a leaked key): done.
+    let out = rotate_keys(&officer, &[]);
+    let refused = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && refused.contains(&first_id) && refused.contains("--force"),
+        "{refused}"
+    );
+    let out = rotate_keys(&officer, &["--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let forced: Secret = get(&cluster, "lakeside-behavioral-keys")
+        .await
+        .expect("keys");
+    assert_eq!(
+        forced.data.expect("data")["join-token.previous.key"].0,
+        second
+    );
+
+    // Someone who may only read the Secret cannot rotate it, and is told what is missing.
+    let out = rotate_keys(&scheduler, &["--force"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("patch"),
+        "{stderr}"
+    );
+}

@@ -50,7 +50,8 @@ const WRONG_CREDENTIALS_PER_MINUTE: u32 = 10;
 #[allow(missing_debug_implementations)] // holds the join key
 pub struct ApiSetup {
     pub tenant: String,
-    pub join_key: Vec<u8>,
+    /// The tenant's join keys: visits are signed with the current one.
+    pub keys: std::sync::Arc<crate::keys::JoinKeys>,
     pub max_duration: Duration,
     pub max_participants: u32,
     pub credentials_dir: std::path::PathBuf,
@@ -324,7 +325,8 @@ impl ApiState {
         let now = Timestamp::now();
         let (booking, policy) = self.booking(headers, body, now)?;
         let id = visit::new_visit_id().map_err(refused)?;
-        visit::book(&booking.request, &policy, &self.setup.join_key, &id, now).map_err(refused)
+        let key = self.setup.keys.current();
+        visit::book(&booking.request, &policy, &key, &id, now).map_err(refused)
     }
 
     /// New links for visit `id`, the older ones refused on every pod from now on.
@@ -337,7 +339,7 @@ impl ApiState {
         checked_id(id)?;
         let now = Timestamp::now();
         let (booking, policy) = self.booking(headers, body, now)?;
-        let key = &self.setup.join_key;
+        let key = &self.setup.keys.current();
         // Checked before anything is written: a bad body leaves the current links working.
         let trial = visit::issue(&booking.request, &policy, key, (id, 1), now).map_err(refused)?;
         let record = self

@@ -19,10 +19,9 @@ pub const COOL_DOWN: Duration = Duration::from_secs(300);
 /// passcode needs the room's link, and a leaked link gets this many tries per window at most.
 pub const MAX_ROOM_FAILURES: u32 = 20;
 
-/// The node's passcode check: the key passcodes derive from, and who has been guessing.
-#[derive(Debug)]
+/// The node's passcode check: who has been guessing.
+#[derive(Debug, Default)]
 pub struct Passcodes {
-    join_key: Vec<u8>,
     guard: std::sync::Mutex<Guard>,
 }
 
@@ -50,22 +49,16 @@ impl Refusal {
 }
 
 impl Passcodes {
-    pub fn new(join_key: &[u8]) -> Self {
-        Self {
-            join_key: join_key.to_vec(),
-            guard: Default::default(),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// The tenant's join key (it also vouches for client addresses between pods).
-    pub fn join_key(&self) -> &[u8] {
-        &self.join_key
-    }
-
-    /// Checks `given` against `room`'s passcode for `client`: a right one clears the client's
-    /// failures, a wrong or missing one counts towards its cool-down.
+    /// Checks `given` against `room`'s passcode under `join_key` (the key that signed the
+    /// link) for `client`: a right one clears the client's failures, a wrong or missing one
+    /// counts towards its cool-down.
     pub fn check(
         &self,
+        join_key: &[u8],
         room: &str,
         client: IpAddr,
         given: Option<&str>,
@@ -77,7 +70,7 @@ impl Passcodes {
             return Err(Refusal::CoolingDown(for_));
         }
         match given {
-            Some(given) if matches(&derive(&self.join_key, room), given) => Ok(()),
+            Some(given) if matches(&derive(join_key, room), given) => Ok(()),
             given => {
                 let cool_down = match guard.failed(room, client, now) {
                     Attempt::CoolingDown { for_ } => Some(for_),
@@ -207,22 +200,27 @@ impl Guard {
 mod tests {
     use super::*;
 
+    const KEY: [u8; 32] = [7; 32];
+
     #[test]
     fn the_check_admits_the_right_passcode_and_cools_down_a_guesser() {
-        let passcodes = Passcodes::new(&[7; 32]);
+        let passcodes = Passcodes::new();
         let right = derive(&[7; 32], "visit-1");
         let (guesser, other) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
         let t0 = Instant::now();
-        assert_eq!(passcodes.check("visit-1", other, Some(&right), t0), Ok(()));
         assert_eq!(
-            passcodes.check("visit-1", guesser, None, t0),
+            passcodes.check(&KEY, "visit-1", other, Some(&right), t0),
+            Ok(())
+        );
+        assert_eq!(
+            passcodes.check(&KEY, "visit-1", guesser, None, t0),
             Err(Refusal::Failed {
                 given: false,
                 cool_down: None
             })
         );
         for _ in 1..MAX_FAILURES - 1 {
-            let refused = passcodes.check("visit-1", guesser, Some("00000000"), t0);
+            let refused = passcodes.check(&KEY, "visit-1", guesser, Some("00000000"), t0);
             assert_eq!(
                 refused,
                 Err(Refusal::Failed {
@@ -232,7 +230,7 @@ mod tests {
             );
         }
         assert_eq!(
-            passcodes.check("visit-1", guesser, Some("00000000"), t0),
+            passcodes.check(&KEY, "visit-1", guesser, Some("00000000"), t0),
             Err(Refusal::Failed {
                 given: true,
                 cool_down: Some(COOL_DOWN)
@@ -241,16 +239,16 @@ mod tests {
         );
         let later = t0 + Duration::from_secs(60);
         assert_eq!(
-            passcodes.check("visit-1", guesser, Some(&right), later),
+            passcodes.check(&KEY, "visit-1", guesser, Some(&right), later),
             Err(Refusal::CoolingDown(COOL_DOWN - Duration::from_secs(60))),
             "not even the right passcode during the cool-down"
         );
         assert_eq!(
-            passcodes.check("visit-1", other, Some(&right), later),
+            passcodes.check(&KEY, "visit-1", other, Some(&right), later),
             Ok(())
         );
         assert_eq!(
-            passcodes.check("visit-1", guesser, Some(&right), t0 + COOL_DOWN),
+            passcodes.check(&KEY, "visit-1", guesser, Some(&right), t0 + COOL_DOWN),
             Ok(())
         );
         assert_eq!(Refusal::CoolingDown(COOL_DOWN).audit_reason(), "cool-down");
@@ -301,20 +299,23 @@ mod tests {
 
     #[test]
     fn a_right_passcode_for_another_room_does_not_reset_a_guesser() {
-        let passcodes = Passcodes::new(&[7; 32]);
+        let passcodes = Passcodes::new();
         let own = derive(&[7; 32], "my-room");
         let attacker = IpAddr::from([10, 0, 0, 1]);
         let t0 = Instant::now();
         for _ in 0..MAX_FAILURES - 1 {
             assert!(
                 passcodes
-                    .check("victim", attacker, Some("00000000"), t0)
+                    .check(&KEY, "victim", attacker, Some("00000000"), t0)
                     .is_err()
             );
-            assert_eq!(passcodes.check("my-room", attacker, Some(&own), t0), Ok(()));
+            assert_eq!(
+                passcodes.check(&KEY, "my-room", attacker, Some(&own), t0),
+                Ok(())
+            );
         }
         assert_eq!(
-            passcodes.check("victim", attacker, Some("00000000"), t0),
+            passcodes.check(&KEY, "victim", attacker, Some("00000000"), t0),
             Err(Refusal::Failed {
                 given: true,
                 cool_down: Some(COOL_DOWN)

@@ -78,7 +78,12 @@ async fn websocket(
 ) -> Response {
     // A join another pod of the tenant carried here: the client's address is the one it
     // vouched for, and the join stays on this pod.
-    let client = match super::forward::forwarded_client(state.passcodes.join_key(), &headers) {
+    let vouched = state
+        .keys
+        .all()
+        .iter()
+        .find_map(|key| super::forward::forwarded_client(key, &headers));
+    let client = match vouched {
         Some(ip) => super::session::Client {
             ip,
             forwarded: true,

@@ -82,7 +82,7 @@ pub(super) async fn run(mut socket: WebSocket, state: AppState, client: Client) 
                 match super::forward::connect(
                     &url,
                     client.ip,
-                    state.passcodes.join_key(),
+                    &state.keys.current(),
                     state.peer_tls.clone(),
                 )
                 .await
@@ -142,7 +142,7 @@ async fn route(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let Ok(grant) = state.verifier.verify(&token, &room, now) else {
+    let Ok(grant) = state.keys.verify(&token, &room, now) else {
         return Route::Unplaced;
     };
     use crate::placement::leases::Owner;
@@ -456,7 +456,9 @@ impl Session {
     fn check_passcode(&mut self, grant: &Grant, given: Option<&str>) -> Result<(), ProtocolError> {
         let now = std::time::Instant::now();
         let passcodes = &self.state.passcodes;
-        let Err(refusal) = passcodes.check(&grant.room, self.client_ip, given, now) else {
+        // The room's passcode derives from the key that signed the link.
+        let key = self.state.keys.by_id(&grant.key_id).unwrap_or_default();
+        let Err(refusal) = passcodes.check(&key, &grant.room, self.client_ip, given, now) else {
             return Ok(());
         };
         self.refused(
@@ -777,7 +779,7 @@ impl Session {
 
     /// The join token, verified; a refusal is counted and audited.
     fn verify(&self, token: &str, room: &str, now: u64) -> Result<Grant, ProtocolError> {
-        self.state.verifier.verify(token, room, now).map_err(|e| {
+        self.state.keys.verify(token, room, now).map_err(|e| {
             let (reason, code) = match e {
                 TokenError::Expired => (JoinRefusal::TokenExpired, ErrorCode::TokenExpired),
                 TokenError::NotOpenYet { .. } => {

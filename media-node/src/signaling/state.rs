@@ -8,12 +8,12 @@ use tokio::sync::watch;
 
 use crate::meeting::passcode::Passcodes;
 use crate::sfu::{EngineStats, SfuHandle};
-use bedside_crds::join::TokenVerifier;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub sfu: SfuHandle,
-    pub verifier: Arc<TokenVerifier>,
+    /// The tenant's join keys: tokens verified, passcodes derived, pods vouched for.
+    pub keys: Arc<crate::keys::JoinKeys>,
     /// Flips to true when the node starts shutting down.
     pub shutdown: watch::Receiver<bool>,
     /// Where browsers send media; `None` until the pod has an address (joins are refused).

@@ -1,4 +1,5 @@
 //! Subcommands for people and scripts: offline checks, and booking visits.
 
+pub mod keys;
 pub mod validate;
 pub mod visit;

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 
-use super::{CliError, cluster, read_key_file, tenant_and_key};
+use super::{CliError, cluster, read_key_file, tenant_and_keys};
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("visit").required(true).args(["link", "id"])))]
@@ -41,11 +41,11 @@ pub(super) async fn run(args: &CancelArgs) -> Result<String, CliError> {
     let (client, namespace) = cluster(&args.namespace).await?;
     let (visit, until) = match (&args.link, &args.id, &args.until) {
         (Some(link), _, _) => {
-            let key = match &args.key_file {
-                Some(path) => read_key_file(path)?,
-                None => tenant_and_key(&client, &namespace, &args.tenant).await?.1,
+            let keys = match &args.key_file {
+                Some(path) => vec![read_key_file(path)?],
+                None => tenant_and_keys(&client, &namespace, &args.tenant).await?.1,
             };
-            visit_of_link(&args.tenant, &key, link)?
+            visit_of_link(&args.tenant, &keys, link)?
         }
         (None, Some(id), Some(until)) => (
             checked_id(id)?,
@@ -89,13 +89,19 @@ pub(super) fn write_failed(namespace: &str, e: leases::VisitWriteError) -> CliEr
 }
 
 /// The visit a link belongs to and the end of its window, from its signed token.
-fn visit_of_link(tenant: &str, key: &[u8], link: &str) -> Result<(String, Timestamp), CliError> {
+/// `keys`: the tenant's current join key, then its previous one during a rotation.
+fn visit_of_link(
+    tenant: &str,
+    keys: &[Vec<u8>],
+    link: &str,
+) -> Result<(String, Timestamp), CliError> {
     let (room, token) = parse_link(link).ok_or_else(|| {
         CliError::Cancel(
             "--link: not a visit link (expected https://.../?room=<visit>#token=<token>)".into(),
         )
     })?;
-    let verifier = TokenVerifier::new(tenant, key)
+    let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let verifier = TokenVerifier::with_keys(tenant, &keys)
         .map_err(|e| CliError::Cancel(format!("the tenant's join key: {e}")))?;
     let (visit, closes) = verifier.visit_of(&token).map_err(|e| {
         CliError::Cancel(format!(
@@ -145,20 +151,20 @@ mod tests {
         };
         let token = issue(&claims, &key).expect("token");
         let url = link("https://meet.example", "visit-abc", &token, None);
-        let (visit, until) = visit_of_link("mercy-clinic", &key, &url).expect("visit");
+        let (visit, until) = visit_of_link("mercy-clinic", &[key.to_vec()], &url).expect("visit");
         assert_eq!(visit, "visit-abc");
         assert_eq!(until.as_second(), 1_900_000_000);
         let edited = link("https://meet.example", "visit-other", &token, None);
-        let refused = visit_of_link("mercy-clinic", &key, &edited).expect_err("edited");
+        let refused = visit_of_link("mercy-clinic", &[key.to_vec()], &edited).expect_err("edited");
         assert!(refused.to_string().contains("edited"), "{refused}");
-        let foreign = visit_of_link("mercy-clinic", &[8u8; 32], &url).expect_err("foreign");
+        let foreign = visit_of_link("mercy-clinic", &[vec![8u8; 32]], &url).expect_err("foreign");
         assert!(
             foreign
                 .to_string()
                 .contains("not one of tenant mercy-clinic's"),
             "{foreign}"
         );
-        assert!(visit_of_link("mercy-clinic", &key, "https://x/").is_err());
+        assert!(visit_of_link("mercy-clinic", &[key.to_vec()], "https://x/").is_err());
     }
 
     #[test]

@@ -281,6 +281,16 @@ async fn tenant_and_key(
     namespace: &str,
     name: &str,
 ) -> Result<(HealthcareTenant, Vec<u8>), CliError> {
+    let (tenant, mut keys) = tenant_and_keys(client, namespace, name).await?;
+    Ok((tenant, keys.swap_remove(0)))
+}
+
+/// The tenant and its join keys, the current first, then (during a rotation) the previous.
+async fn tenant_and_keys(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(HealthcareTenant, Vec<Vec<u8>>), CliError> {
     let tenant = Api::<HealthcareTenant>::namespaced(client.clone(), namespace)
         .get(name)
         .await
@@ -295,15 +305,20 @@ async fn tenant_and_key(
         secret: secret.clone(),
         detail,
     };
-    let key = Api::<Secret>::namespaced(client.clone(), namespace)
+    let mut data = Api::<Secret>::namespaced(client.clone(), namespace)
         .get(&secret)
         .await
         .map_err(|e| key_error(e.to_string()))?
         .data
-        .and_then(|mut data| data.remove(JOIN_TOKEN_KEY))
+        .unwrap_or_default();
+    let current = data
+        .remove(JOIN_TOKEN_KEY)
         .ok_or_else(|| key_error(format!("it has no {JOIN_TOKEN_KEY}")))?
         .0;
-    Ok((tenant, key))
+    let previous = data
+        .remove(crate::cli::keys::PREVIOUS_JOIN_TOKEN_KEY)
+        .map(|k| k.0);
+    Ok((tenant, std::iter::once(current).chain(previous).collect()))
 }
 
 /// The tenant's limits and endpoint, and its key, through the user's kubeconfig.
