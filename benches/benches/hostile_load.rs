@@ -12,7 +12,6 @@
 //! `cargo build --release -p bedside-media-node`.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,16 +29,6 @@ const LOAD: VideoLoad = VideoLoad {
 const ATTACK: Duration = Duration::from_secs(20);
 const IDLE_SOCKETS: usize = 5_000;
 const FORGED_JOINS: usize = 2_000;
-
-fn node_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("BEDSIDE_MEDIA_NODE_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("release/bedside-media-node")
-}
 
 fn status_kib(pid: u32, field: &str) -> Option<f64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -145,9 +134,10 @@ async fn big_frames(node: &TestNode) -> (usize, usize) {
     (sent, closed)
 }
 
-/// Joined clients flooding candidates and huge offers: how many were closed for it.
-async fn floods(node: &TestNode) -> (usize, usize) {
-    let mut closed = 0;
+/// Joined clients flooding candidates and huge offers: (clients, closed by the node, the
+/// codes they were closed with).
+async fn floods(node: &TestNode) -> (usize, usize, Vec<String>) {
+    let (mut closed, mut codes) = (0, std::collections::BTreeSet::new());
     let candidate = json!({"v": 1, "type": "candidate",
         "candidate": "candidate:1 1 udp 2130706431 169.254.169.254 80 typ host"});
     let offer = json!({"v": 1, "type": "offer",
@@ -167,19 +157,23 @@ async fn floods(node: &TestNode) -> (usize, usize) {
                 break;
             }
         }
+        // Read what the node said until it closes the connection.
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             match tokio::time::timeout(Duration::from_secs(1), s.recv_any()).await {
-                Ok(Some(m)) if m["code"] == "too-many-messages" => {
+                Ok(Some(m)) if m["fatal"] == true => {
+                    codes.insert(m["code"].as_str().unwrap_or("?").to_string());
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
                     closed += 1;
                     break;
                 }
-                Ok(Some(_)) => {}
-                _ => break,
+                Err(_) => break,
             }
         }
     }
-    (20, closed)
+    (20, closed, codes.into_iter().collect())
 }
 
 /// Forged tokens from ten networks: (attempts, refused as rate limited).
@@ -208,7 +202,7 @@ async fn forged_joins(node: &TestNode) -> (usize, usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let binary = node_binary();
+    let binary = bedside_benches::media_node_binary();
     if !binary.is_file() {
         eprintln!(
             "{} is missing: run `make bench`, which builds it first",
@@ -314,7 +308,12 @@ async fn main() {
         ],
         vec![
             "joined clients flooding candidates and 400-m-line offers".into(),
-            format!("{} of {} closed (too-many-messages)", floods.1, floods.0),
+            format!(
+                "{} of {} closed by the node ({})",
+                floods.1,
+                floods.0,
+                floods.2.join(", ")
+            ),
         ],
         vec![
             "forged-token joins (10 networks)".into(),

@@ -12,7 +12,6 @@
 //! `BEDSIDE_MEDIA_NODE_BIN=... cargo bench -p bedside-benches --bench media_forwarding`.
 //! `BEDSIDE_BENCH_SCENARIOS="1x10,2x20"` picks the scenarios.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -46,16 +45,6 @@ struct Outcome {
     joined_with_media: usize,
     memory_per_subscriber_kib: Option<f64>,
     send_dropped: f64,
-}
-
-fn node_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("BEDSIDE_MEDIA_NODE_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("release/bedside-media-node")
 }
 
 fn rss_kib(pid: u32) -> Option<f64> {
@@ -315,7 +304,7 @@ fn table(outcomes: &[Outcome]) -> String {
 }
 
 fn main() {
-    let binary = node_binary();
+    let binary = bedside_benches::media_node_binary();
     if !binary.exists() {
         eprintln!(
             "{} is missing: run `make bench` (it builds the release node) or set BEDSIDE_MEDIA_NODE_BIN",

@@ -31,6 +31,17 @@ pub fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
+/// The release build of the media node: `BEDSIDE_MEDIA_NODE_BIN`, or the shared target dir's.
+pub fn media_node_binary() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("BEDSIDE_MEDIA_NODE_BIN") {
+        return std::path::PathBuf::from(path);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("release/bedside-media-node")
+}
+
 /// Prints a titled table; the first row is the header.
 pub fn print_table(title: &str, rows: &[Vec<String>]) {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);

@@ -2,8 +2,9 @@
 //! the node issues, the address a pod vouches for when it carries a join, passcodes of new
 //! visits) and, during a rotation, the previous one, whose links keep working through their
 //! visits. Both come from the mounted keys Secret (`join-token.key` and, beside it,
-//! `join-token.previous.key`), read again every [`RELOAD_INTERVAL`] and whenever a token names
-//! a key the node does not hold yet: a rotation reaches a running node without a restart.
+//! `join-token.previous.key`), read again every few seconds ([`crate::reload`]) and whenever
+//! a token names a key the node does not hold yet: a rotation reaches a running node without
+//! a restart.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -14,7 +15,7 @@ use bedside_audit::delivery::{Auditor, Who};
 use bedside_audit::event::Action;
 
 use crate::error::NodeError;
-use crate::tls::{RELOAD_INTERVAL, Reload};
+use crate::reload::Reload;
 
 /// The previous key's file name, beside the current key's.
 pub const PREVIOUS_KEY_FILE: &str = "join-token.previous.key";
@@ -166,25 +167,18 @@ impl JoinKeys {
     }
 }
 
-/// Reads the keys every [`RELOAD_INTERVAL`] until `shutdown`.
-pub async fn keep_fresh(keys: Arc<JoinKeys>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(RELOAD_INTERVAL);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = shutdown.changed() => return,
+/// Reads the keys every [`RELOAD_INTERVAL`](crate::reload::RELOAD_INTERVAL) until `shutdown`.
+pub async fn keep_fresh(keys: Arc<JoinKeys>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let outcome = |result| match result {
+        Ok(Reload::Unchanged) => {}
+        Ok(Reload::Replaced) => {
+            tracing::info!(keys = ?keys.ids(), "join keys rotated: tokens signed with these keys are accepted");
         }
-        match keys.reload() {
-            Ok(Reload::Unchanged) => {}
-            Ok(Reload::Replaced) => {
-                tracing::info!(keys = ?keys.ids(), "join keys rotated: tokens signed with these keys are accepted");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the mounted join keys cannot be used; keeping the ones held");
-            }
+        Err(e) => {
+            tracing::warn!(error = %e, "the mounted join keys cannot be used; keeping the ones held");
         }
-    }
+    };
+    crate::reload::every_interval(shutdown, || keys.reload(), outcome).await;
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -15,10 +14,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::error::NodeError;
-
-/// How often the mounted files are read again. The kubelet updates a Secret volume within
-/// about a minute of the Secret changing; reading two small files is cheap.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+pub use crate::reload::Reload;
 
 /// A certificate chain and its key, PEM.
 #[derive(Clone, PartialEq, Eq)]
@@ -91,13 +87,6 @@ impl TlsFiles {
             key_pem: read("the TLS key", &self.key)?,
         })
     }
-}
-
-/// What [`ServedCertificate::offer`] did with new material.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reload {
-    Unchanged,
-    Replaced,
 }
 
 /// The certificate new handshakes get, replaceable while the node runs.
@@ -214,20 +203,15 @@ impl ResolvesServerCert for ServedCertificate {
     }
 }
 
-/// Reads the files every [`RELOAD_INTERVAL`] until `shutdown`; logs and counts each outcome.
+/// Reads the files every [`RELOAD_INTERVAL`](crate::reload::RELOAD_INTERVAL) until
+/// `shutdown`; logs and counts each outcome.
 pub async fn keep_fresh(
     served: Arc<ServedCertificate>,
     metrics: TlsMetrics,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut every = tokio::time::interval(RELOAD_INTERVAL);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        match served.reload() {
+    let outcome = |result| {
+        match result {
             Ok(Reload::Unchanged) => {}
             Ok(Reload::Replaced) => {
                 tracing::info!("TLS certificate renewed: new connections get the new one");
@@ -239,7 +223,8 @@ pub async fn keep_fresh(
             }
         }
         metrics.refused.set(i64::from(served.mount_refused()));
-    }
+    };
+    crate::reload::every_interval(shutdown, || served.reload(), outcome).await;
 }
 
 /// What an SRE sees of certificate renewals.

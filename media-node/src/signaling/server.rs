@@ -10,6 +10,11 @@ use axum::routing::get;
 use super::state::AppState;
 use crate::limits::ConnectionRefusal;
 use crate::protocol::MAX_MESSAGE_BYTES;
+
+/// The WebSocket layer's read and write buffers per connection.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
+/// What may wait for a client that does not read before it is cut off.
+const MAX_UNREAD_BYTES: usize = 1 << 20;
 use crate::sfu::stats::JoinRefusal;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
@@ -99,9 +104,15 @@ async fn websocket(
     };
     state.stats.signaling_connections.set(count(&state));
     // One limit for every frame: nothing a client sends, joined or not, needs more (an offer
-    // with simulcast is about 10 KiB), and the WebSocket layer never buffers beyond it.
+    // with simulcast is about 10 KiB), and the WebSocket layer never buffers beyond it. Small
+    // read and write buffers (the library's default is 128 KiB each): thousands of idle
+    // connections cost megabytes, not gigabytes; a client that does not read is cut off once
+    // a megabyte waits for it (the node's offer in a full room is about 100 KiB).
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_UNREAD_BYTES)
         .on_upgrade(move |socket| async move {
             super::session::run(socket, state.clone(), client).await;
             drop(slot);
