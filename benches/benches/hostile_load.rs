@@ -30,14 +30,6 @@ const ATTACK: Duration = Duration::from_secs(20);
 const IDLE_SOCKETS: usize = 5_000;
 const FORGED_JOINS: usize = 2_000;
 
-fn status_kib(pid: u32, field: &str) -> Option<f64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-}
-
 /// Client network `n` (1..=254 of 127.0.0.0/24 beyond the calls' 127.0.0.1).
 fn network(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
@@ -223,7 +215,7 @@ async fn main() {
         real_call(&node, "call-b").await,
     ];
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_before = status_kib(pid, "VmRSS:");
+    let rss_before = bedside_benches::proc_status_kib(pid, "VmRSS:");
     let audit_before = audit_lines(dir.path());
     let counts = |calls: &[(RustPeer, RustPeer)]| -> Vec<(u64, u64)> {
         calls
@@ -254,10 +246,10 @@ async fn main() {
         tokio::time::sleep(ATTACK - attacked_for).await;
     }
     let after = counts(&calls);
-    let rss_peak = status_kib(pid, "VmHWM:");
+    let rss_peak = bedside_benches::proc_status_kib(pid, "VmHWM:");
     drop((raw, upgraded));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = status_kib(pid, "VmRSS:");
+    let rss_after = bedside_benches::proc_status_kib(pid, "VmRSS:");
     let audit_records = audit_lines(dir.path()) - audit_before;
     let refusing = node.metric("bedside_audit_refusing_joins").await;
     let alive = std::fs::metadata(format!("/proc/{pid}")).is_ok();

@@ -47,14 +47,6 @@ struct Outcome {
     send_dropped: f64,
 }
 
-fn rss_kib(pid: u32) -> Option<f64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-}
-
 /// Cumulative histogram buckets (upper bound in seconds, count) of one metric.
 fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
     let prefix = format!("{name}_bucket{{");
@@ -129,7 +121,7 @@ async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) 
         pubs.push(p);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_before = rss_kib(pid);
+    let rss_before = bedside_benches::proc_status_kib(pid, "VmRSS:");
     let mut subs = Vec::new();
     for (i, publisher) in pubs.iter().enumerate() {
         let room = format!("bench-{i}");
@@ -141,7 +133,7 @@ async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) 
         }
     }
     tokio::time::sleep(WARMUP).await;
-    let rss_after = rss_kib(pid);
+    let rss_after = bedside_benches::proc_status_kib(pid, "VmRSS:");
 
     let join_to_first: Vec<u128> = {
         let mut v: Vec<u128> = subs

@@ -11,18 +11,6 @@ use bedside_benches::{fleet, print_table};
 use bedside_tests::media::cpu_secs;
 use bedside_tests::{ClusterOptions, TestCluster};
 
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
-}
-
 /// The processes this benchmark started (the API server, etcd), by name, so their CPU can be
 /// read beside the operator's.
 fn children_of_this_process() -> Vec<(String, u32)> {
@@ -136,7 +124,7 @@ async fn main() {
     let provisioned = fleet::provisioned(&client, count, started, deadline).await;
     let cpu = CpuUse::now(&processes).since(&cpu_before);
     let requests_after = api_requests(&cluster.client()).await;
-    let rss = peak_rss_mib(operator.pid());
+    let rss = bedside_benches::proc_status_kib(operator.pid(), "VmHWM:").map(|kib| kib / 1024.0);
     let metrics = operator.metrics().await;
     drop(operator);
 

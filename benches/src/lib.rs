@@ -42,6 +42,15 @@ pub fn media_node_binary() -> std::path::PathBuf {
     target.join("release/bedside-media-node")
 }
 
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`), if the process is readable.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
 /// Prints a titled table; the first row is the header.
 pub fn print_table(title: &str, rows: &[Vec<String>]) {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);

@@ -34,12 +34,8 @@ impl KeyFiles {
         Self { current, previous }
     }
 
-    fn read(&self) -> Result<(Vec<u8>, Option<Vec<u8>>), NodeError> {
-        let current = std::fs::read(&self.current).map_err(|source| NodeError::ReadFile {
-            what: "the join-token key",
-            path: self.current.clone(),
-            source,
-        })?;
+    pub(crate) fn read(&self) -> Result<(Vec<u8>, Option<Vec<u8>>), NodeError> {
+        let current = crate::node::read("the join-token key", &self.current)?;
         // Absent outside a rotation.
         let previous = std::fs::read(&self.previous).ok();
         Ok((current, previous))

@@ -63,7 +63,7 @@ pub struct PlacementSetup {
     pub pod_ip: std::net::IpAddr,
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, NodeError> {
+pub(crate) fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, NodeError> {
     std::fs::read(path).map_err(|source| NodeError::ReadFile {
         what,
         path: path.to_path_buf(),
@@ -74,22 +74,18 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, NodeError> {
 impl NodeSetup {
     /// Reads the TLS and key files a rendered config names.
     pub fn from_config(config: MediaNodeConfig, node_name: String) -> Result<Self, NodeError> {
-        let tls = TlsMaterial {
-            cert_pem: read("the TLS certificate", &config.tls.cert_file)?,
-            key_pem: read("the TLS key", &config.tls.key_file)?,
-        };
-        let tls_files = Some(TlsFiles {
+        let tls_files = TlsFiles {
             cert: config.tls.cert_file.clone(),
             key: config.tls.key_file.clone(),
-        });
-        let join_key = read("the join-token key", &config.keys.join_token_key_file)?;
+        };
+        let tls = tls_files.read()?;
         let join_key_files = crate::keys::KeyFiles::beside(config.keys.join_token_key_file.clone());
-        let previous_join_key = std::fs::read(&join_key_files.previous).ok();
+        let (join_key, previous_join_key) = join_key_files.read()?;
         let audit_key = read("the audit HMAC key", &config.keys.audit_hmac_key_file)?;
         Ok(Self {
             config,
             tls,
-            tls_files,
+            tls_files: Some(tls_files),
             join_key,
             previous_join_key,
             join_key_files: Some(join_key_files),

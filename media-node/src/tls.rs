@@ -74,14 +74,8 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    fn read(&self) -> Result<TlsMaterial, NodeError> {
-        let read = |what: &'static str, path: &PathBuf| {
-            std::fs::read(path).map_err(|source| NodeError::ReadFile {
-                what,
-                path: path.clone(),
-                source,
-            })
-        };
+    pub(crate) fn read(&self) -> Result<TlsMaterial, NodeError> {
+        use crate::node::read;
         Ok(TlsMaterial {
             cert_pem: read("the TLS certificate", &self.cert)?,
             key_pem: read("the TLS key", &self.key)?,

@@ -44,7 +44,7 @@ impl Spool {
         // delivered but not on the disk yet: new records are written from the shorter end,
         // and must not be skipped.
         let len = spool.len()?;
-        if spool.saved_offset() > len {
+        if spool.delivered() > len {
             spool.write_offset(len)?;
         }
         Ok(spool)
@@ -54,7 +54,7 @@ impl Spool {
         Ok(std::fs::metadata(&self.records)?.len())
     }
 
-    fn saved_offset(&self) -> u64 {
+    pub fn delivered(&self) -> u64 {
         std::fs::read_to_string(&self.offset)
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -158,10 +158,6 @@ impl Spool {
         std::fs::metadata(&self.records)
             .map(|m| m.len().saturating_sub(offset))
             .unwrap_or(0)
-    }
-
-    pub fn delivered(&self) -> u64 {
-        self.saved_offset()
     }
 
     /// Records everything before `offset` as delivered: the records reach the disk first,

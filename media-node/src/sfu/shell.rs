@@ -53,7 +53,6 @@ pub async fn run(
                     };
                     next = Some(command);
                 }
-                send(&mut engine, &socket, &stats);
             }
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, source)) => {
