@@ -6,6 +6,8 @@ pub mod baa;
 pub mod build;
 pub mod metrics;
 pub mod names;
+#[cfg(test)]
+mod properties;
 pub mod rbac;
 pub mod reconcile;
 pub mod run;

@@ -40,6 +40,7 @@ impl Spool {
             append: Mutex::new(append),
             dirty: std::sync::atomic::AtomicBool::new(false),
         };
+        spool.set_aside_torn_tail()?;
         // After a machine crash the offset (synced) can be ahead of records that were
         // delivered but not on the disk yet: new records are written from the shorter end,
         // and must not be skipped.
@@ -48,6 +49,46 @@ impl Spool {
             spool.write_offset(len)?;
         }
         Ok(spool)
+    }
+
+    /// A record cut short by a crash (a write the disk kept only part of) would run into the
+    /// next one appended: it is moved to the `.set-aside` file and the buffer ends at its last
+    /// whole record. Delivery never read it (only whole lines are read), so nothing delivered
+    /// moves.
+    fn set_aside_torn_tail(&self) -> std::io::Result<()> {
+        let mut file = File::open(&self.records)?;
+        let len = file.metadata()?.len();
+        let mut end = len;
+        let mut chunk = vec![0u8; 4096];
+        while end > 0 {
+            let from = end.saturating_sub(chunk.len() as u64);
+            let part = &mut chunk[..(end - from) as usize];
+            file.seek(SeekFrom::Start(from))?;
+            std::io::Read::read_exact(&mut file, part)?;
+            match part.iter().rposition(|b| *b == b'\n') {
+                Some(at) => {
+                    end = from + at as u64 + 1;
+                    break;
+                }
+                None => end = from,
+            }
+        }
+        if end == len {
+            return Ok(());
+        }
+        file.seek(SeekFrom::Start(end))?;
+        let mut torn = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut torn)?;
+        tracing::warn!(
+            buffer = %self.records.display(),
+            bytes = torn.len(),
+            "an audit record cut short by a crash was set aside; the buffer goes on after the last whole record"
+        );
+        self.keep_aside(&String::from_utf8_lossy(&torn))?;
+        self.append
+            .lock()
+            .map_err(|_| std::io::Error::other("spool lock poisoned"))?
+            .set_len(end)
     }
 
     fn len(&self) -> std::io::Result<u64> {
@@ -184,14 +225,18 @@ impl Spool {
     /// Moves a line that is not a record out of the way: appended to the `.set-aside` file
     /// beside the buffer (kept for whoever investigates), and counted as delivered.
     pub fn set_aside(&self, line: &str, end: u64) -> std::io::Result<()> {
+        self.keep_aside(line)?;
+        self.set_delivered(end)
+    }
+
+    fn keep_aside(&self, line: &str) -> std::io::Result<()> {
         let mut aside = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.records.with_extension("set-aside"))?;
         aside.write_all(line.as_bytes())?;
         aside.write_all(b"\n")?;
-        aside.sync_data()?;
-        self.set_delivered(end)
+        aside.sync_data()
     }
 }
 

@@ -7,6 +7,8 @@
 //! node, not the web page, is where the rules hold. Tests drive it with a fake clock.
 
 pub mod passcode;
+#[cfg(test)]
+mod properties;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};

@@ -359,4 +359,77 @@ mod tests {
         );
         assert_eq!(guard.check("next-door", fresh, t0), Attempt::Allowed);
     }
+
+    /// Clients: two IPv4 hosts, two addresses of one IPv6 /64, another /64, and their
+    /// networks as the guard must see them.
+    const CLIENTS: [(&str, usize); 5] = [
+        ("10.0.0.1", 0),
+        ("10.0.0.2", 1),
+        ("2001:db8:1:1::1", 2),
+        ("2001:db8:1:1::2", 2),
+        ("2001:db8:2:2::1", 3),
+    ];
+
+    /// At most `max` compared failures per episode, and episodes start at least a cool-down
+    /// apart: any span of `d` holds at most `max * (d / COOL_DOWN + 2)`.
+    fn within_rate(times: &[Instant], max: u32) -> bool {
+        times.iter().enumerate().all(|(i, from)| {
+            times[i..].iter().enumerate().all(|(n, to)| {
+                let spans = (*to - *from).as_secs() / COOL_DOWN.as_secs() + 2;
+                (n as u64) < u64::from(max) * spans
+            })
+        })
+    }
+
+    /// Seconds between attempts: mostly a burst, sometimes a pause, now and then a long one.
+    fn pace() -> impl proptest::strategy::Strategy<Value = u64> {
+        proptest::prop_oneof![6 => 0u64..3, 3 => 0u64..120, 1 => 0u64..1200]
+    }
+
+    proptest::proptest! {
+        /// Any mix of right and wrong passcodes from any clients at any pace: a right passcode
+        /// is only ever held back by a cool-down, a cool-down follows a real run of failures
+        /// (of that network or at that room), and no network or room gets more guesses
+        /// compared than the limits allow.
+        #[test]
+        fn the_guard_bounds_guessing_and_never_refuses_without_cause(
+            attempts in proptest::collection::vec((0usize..3, 0usize..CLIENTS.len(), proptest::bool::weighted(0.2), pace()), 1..300),
+        ) {
+            let passcodes = Passcodes::new();
+            let mut now = Instant::now();
+            // Compared failures, by network and by room.
+            let mut by_network: Vec<Vec<Instant>> = vec![Vec::new(); 4];
+            let mut by_room: Vec<Vec<Instant>> = vec![Vec::new(); 3];
+            for (room, client, right, wait) in attempts {
+                now += Duration::from_secs(wait);
+                let (ip, network) = CLIENTS[client];
+                let name = format!("visit-{room}");
+                let given = if right { derive(&KEY, &name) } else { "00000000".to_string() };
+                let outcome = passcodes.check(&KEY, &name, ip.parse().expect("ip"), Some(&given), now);
+                match outcome {
+                    Ok(()) => proptest::prop_assert!(right, "a wrong passcode let in"),
+                    Err(Refusal::CoolingDown(_)) => {
+                        let recent = |times: &[Instant]| {
+                            times.iter().filter(|t| now.saturating_duration_since(**t) < WINDOW + COOL_DOWN).count() as u32
+                        };
+                        proptest::prop_assert!(
+                            recent(&by_network[network]) >= MAX_FAILURES || recent(&by_room[room]) >= MAX_ROOM_FAILURES,
+                            "a cool-down without a run of failures behind it"
+                        );
+                    }
+                    Err(Refusal::Failed { .. }) => {
+                        proptest::prop_assert!(!right, "a right passcode counted as a failure");
+                        by_network[network].push(now);
+                        by_room[room].push(now);
+                    }
+                }
+            }
+            for times in &by_network {
+                proptest::prop_assert!(within_rate(times, MAX_FAILURES), "a network guessed past its limit");
+            }
+            for times in &by_room {
+                proptest::prop_assert!(within_rate(times, MAX_ROOM_FAILURES), "a room was guessed past its limit");
+            }
+        }
+    }
 }
