@@ -3,7 +3,7 @@ CARGO ?= cargo
 OPERATOR := target/debug/bedside-operator
 MEDIA_NODE := target/debug/bedside-media-node
 
-.PHONY: help run examples test check smoke test-deps build crd manifests fmt bench thirdparty-types
+.PHONY: help run examples test check smoke fuzz test-deps build crd manifests fmt bench thirdparty-types
 
 ## help: list the targets
 help:
@@ -49,6 +49,10 @@ check:
 smoke:
 	$(CARGO) build --locked --workspace --all-features --bins
 	$${CARGO_TARGET_DIR:-target}/debug/bedside-cost-smoke
+
+## fuzz: run every fuzz target (fuzz/) for FUZZ_SECONDS each (default 60; CI runs it after `make smoke`)
+fuzz:
+	./scripts/fuzz.sh
 
 ## test-deps: install what the suites need (Debian/Ubuntu packages, Python modules, cargo-nextest)
 test-deps:

@@ -10,6 +10,7 @@
 //! - [`leases`]: the Leases a tenant's pods share (placement, cancelled visits);
 //! - `validation` (feature `validation`): offline checks of tenant YAML with the CRD's own rules.
 
+pub mod duration;
 pub mod join;
 pub mod leases;
 pub mod node_config;

@@ -123,7 +123,9 @@ pub struct MeetingSettings {
     pub waiting_room: Switch,
     pub passcode: Requirement,
     pub media_encryption: MediaEncryptionMode,
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub idle_timeout: Duration,
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub max_duration: Duration,
     pub max_participants: u32,
 }

@@ -226,7 +226,10 @@ pub struct MeetingPolicy {
 
     /// Automatic logoff (45 CFR 164.312(a)(2)(iii)): a participant idle this long is dropped.
     /// A Go duration between 1m and 15m, e.g. 10m.
-    #[serde(default = "default_idle_timeout")]
+    #[serde(
+        default = "default_idle_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     #[schemars(regex(pattern = DURATION_PATTERN), extend("default" = policy::DEFAULT_IDLE_TIMEOUT_TEXT))]
     #[x_kube(
         validation = duration_at_most(policy::MAX_IDLE_TIMEOUT, "idleTimeout must be at most 15m: HIPAA automatic logoff (45 CFR 164.312(a)(2)(iii)) ends idle sessions, and a BAA allows no longer".into()),
@@ -236,7 +239,10 @@ pub struct MeetingPolicy {
 
     /// Meetings end this long after they start, with a warning shortly before. A Go duration
     /// between 15m and 24h, e.g. 4h.
-    #[serde(default = "default_max_duration")]
+    #[serde(
+        default = "default_max_duration",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     #[schemars(regex(pattern = DURATION_PATTERN), extend("default" = policy::DEFAULT_MEETING_DURATION_TEXT))]
     #[x_kube(
         validation = duration_at_most(policy::MAX_MEETING_DURATION, "maxDuration must be at most 24h: a meeting left open is an unattended door into a visit".into()),

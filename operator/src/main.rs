@@ -25,8 +25,14 @@ enum Command {
     Run(RunArgs),
     /// Print the HealthcareTenant CustomResourceDefinition as YAML.
     Crd,
-    /// Print the operator's least-privilege ClusterRole as YAML.
-    Rbac,
+    /// Print the operator's least-privilege roles as YAML: its cluster-wide ClusterRole, the
+    /// ClusterRole it needs in each namespace that holds tenants (bind it there with a
+    /// RoleBinding), and the Role for its leader-election Lease in its own namespace.
+    Rbac {
+        /// The operator's own namespace (for the leader-election Role).
+        #[arg(long, default_value = "bedside-system")]
+        namespace: String,
+    },
     /// Check tenant YAML offline with exactly the CRD's rules (schema + CEL).
     ///
     /// Prints every violation with its field path; exits 1 on any violation or unreadable
@@ -128,16 +134,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
-        Command::Rbac => match serde_yaml::to_string(&bedside_operator::rbac::cluster_role()) {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
+        Command::Rbac { namespace } => {
+            use bedside_operator::rbac;
+            let documents = [
+                serde_yaml::to_string(&rbac::cluster_role()),
+                serde_yaml::to_string(&rbac::tenant_role()),
+                serde_yaml::to_string(&rbac::leader_role(&namespace)),
+            ];
+            match documents.into_iter().collect::<Result<Vec<_>, _>>() {
+                Ok(yaml) => {
+                    print!("{}", yaml.join("---\n"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Crd => {
             print!("{}", bedside_crds::crd_yaml());
             ExitCode::SUCCESS

@@ -1,5 +1,5 @@
 //! Running `bedside-operator` in-process against a test cluster, authenticated as its own
-//! ServiceAccount bound to its own ClusterRole (so a missing RBAC rule fails a test).
+//! ServiceAccount bound to its own roles (so a missing RBAC rule fails a test).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bedside_crds::HealthcareTenant;
 use bedside_operator::rbac;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
@@ -195,41 +195,110 @@ pub async fn ensure_namespace(cluster: &TestCluster, name: &str) -> Result<(), H
     create_or_keep(&namespaces, &ns).await
 }
 
-/// A client that acts as the operator's ServiceAccount, bound to `rbac::cluster_role()`.
+/// A client that acts as the operator's ServiceAccount, with its roles (`rbac`) bound.
 pub async fn operator_client(cluster: &TestCluster) -> Result<Client, HarnessError> {
     cluster
         .client_with_token(&operator_token(cluster).await?)
         .await
 }
 
-/// A token for the operator's ServiceAccount (created and bound to its ClusterRole first).
+/// A token for the operator's ServiceAccount, bound to its cluster-wide role, its tenant role
+/// in every namespace and its leader-election Role (created first).
 pub async fn operator_token(cluster: &TestCluster) -> Result<String, HarnessError> {
+    service_account_token(cluster, SERVICE_ACCOUNT, None).await
+}
+
+/// A token for ServiceAccount `name` in the operator's namespace with the operator's roles;
+/// `tenant_namespaces` limits where it may write, as the chart's `tenantNamespaces` does (None:
+/// everywhere).
+pub async fn service_account_token(
+    cluster: &TestCluster,
+    name: &str,
+    tenant_namespaces: Option<&[&str]>,
+) -> Result<String, HarnessError> {
     let admin = cluster.client();
     ensure_namespace(cluster, OPERATOR_NAMESPACE).await?;
     let sa: ServiceAccount = serde_json::from_value(json!({
-        "metadata": {"name": SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE}
+        "metadata": {"name": name, "namespace": OPERATOR_NAMESPACE}
     }))
     .map_err(setup)?;
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), OPERATOR_NAMESPACE);
     create_or_keep(&accounts, &sa).await?;
-    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    let apply = PatchParams::apply("bedside-tests").force();
+    let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
+    for role in [rbac::cluster_role(), rbac::tenant_role()] {
+        let role_name = role.metadata.name.clone().unwrap_or_default();
+        cluster_roles
+            .patch(&role_name, &apply, &Patch::Apply(role))
+            .await
+            .map_err(setup)?;
+    }
+    let roles: Api<Role> = Api::namespaced(admin.clone(), OPERATOR_NAMESPACE);
     roles
         .patch(
-            rbac::CLUSTER_ROLE,
-            &PatchParams::apply("bedside-tests").force(),
-            &Patch::Apply(rbac::cluster_role()),
+            rbac::LEADER_ROLE,
+            &apply,
+            &Patch::Apply(rbac::leader_role(OPERATOR_NAMESPACE)),
         )
         .await
         .map_err(setup)?;
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": rbac::CLUSTER_ROLE},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac::CLUSTER_ROLE},
-        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE}],
-    }))
-    .map_err(setup)?;
-    let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
-    create_or_keep(&bindings, &binding).await?;
+    let subject =
+        json!([{"kind": "ServiceAccount", "name": name, "namespace": OPERATOR_NAMESPACE}]);
+    let binding = |kind: &str, role_kind: &str, role: &str, namespace: Option<&str>| {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+            "metadata": {"name": format!("{name}-{role}"), "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+            "subjects": subject,
+        })
+    };
+    let cluster_bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    let mut cluster_wide = vec![binding(
+        "ClusterRoleBinding",
+        "ClusterRole",
+        rbac::CLUSTER_ROLE,
+        None,
+    )];
+    let mut namespaced = vec![binding(
+        "RoleBinding",
+        "Role",
+        rbac::LEADER_ROLE,
+        Some(OPERATOR_NAMESPACE),
+    )];
+    match tenant_namespaces {
+        None => cluster_wide.push(binding(
+            "ClusterRoleBinding",
+            "ClusterRole",
+            rbac::TENANT_ROLE,
+            None,
+        )),
+        Some(namespaces) => {
+            for namespace in namespaces {
+                ensure_namespace(cluster, namespace).await?;
+                namespaced.push(binding(
+                    "RoleBinding",
+                    "ClusterRole",
+                    rbac::TENANT_ROLE,
+                    Some(namespace),
+                ));
+            }
+        }
+    }
+    for object in cluster_wide {
+        create_or_keep(
+            &cluster_bindings,
+            &serde_json::from_value(object).map_err(setup)?,
+        )
+        .await?;
+    }
+    for object in namespaced {
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), &namespace);
+        create_or_keep(&bindings, &serde_json::from_value(object).map_err(setup)?).await?;
+    }
 
     // A day: a 10,000-tenant benchmark runs for more than the hour a shorter token lasted.
     let request = json!({
@@ -237,7 +306,7 @@ pub async fn operator_token(cluster: &TestCluster) -> Result<String, HarnessErro
         "spec": {"expirationSeconds": 86400},
     });
     let response: Value = accounts
-        .create_subresource("token", SERVICE_ACCOUNT, &PostParams::default(), &request)
+        .create_subresource("token", name, &PostParams::default(), &request)
         .await
         .map_err(setup)?;
     response["status"]["token"]

@@ -93,6 +93,8 @@ fn the_chart_renders_by_default_and_with_every_option() {
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "Deployment",
         "Service",
     ]
@@ -215,19 +217,54 @@ fn bad_values_are_refused_at_install_with_the_field() {
 }
 
 #[test]
-fn the_charts_cluster_role_is_the_operators_own() {
+fn the_charts_roles_are_the_operators_own_and_tenant_namespaces_narrow_where_it_writes() {
     if !tools_or_skip() {
         return;
     }
+    use bedside_operator::rbac;
     let rendered = objects(&render("{}").expect("render"));
-    let role = rendered
+    let named = |kind: &str, name: &str| {
+        rendered
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name}"))
+            .clone()
+    };
+    for (kind, own) in [
+        ("ClusterRole", serde_json::to_value(rbac::cluster_role())),
+        ("ClusterRole", serde_json::to_value(rbac::tenant_role())),
+        ("Role", serde_json::to_value(rbac::leader_role("default"))),
+    ] {
+        let own = own.expect("rbac");
+        let name = own["metadata"]["name"].as_str().expect("a name");
+        assert_eq!(
+            named(kind, name)["rules"],
+            own["rules"],
+            "chart RBAC == `bedside-operator rbac` for {kind} {name}"
+        );
+    }
+    // By default the operator writes in every namespace ...
+    let tenant_binding = named("ClusterRoleBinding", "bedside-operator-tenant");
+    assert_eq!(tenant_binding["roleRef"]["name"], rbac::TENANT_ROLE);
+    // ... and with tenantNamespaces only in those.
+    let narrowed = objects(
+        &render(r#"{"operator": {"tenantNamespaces": ["clinic-a", "clinic-b"]}}"#).expect("render"),
+    );
+    let writes: Vec<String> = narrowed
         .iter()
-        .find(|o| o["kind"] == "ClusterRole")
-        .expect("ClusterRole");
-    let own = serde_json::to_value(bedside_operator::rbac::cluster_role()).expect("rbac");
-    assert_eq!(
-        role["rules"], own["rules"],
-        "chart RBAC == `bedside-operator rbac`"
+        .filter(|o| o["roleRef"]["name"] == rbac::TENANT_ROLE)
+        .map(|o| {
+            format!(
+                "{} {}",
+                o["kind"].as_str().unwrap_or_default(),
+                o["metadata"]["namespace"].as_str().unwrap_or("<cluster>")
+            )
+        })
+        .collect();
+    assert_eq!(writes, ["RoleBinding clinic-a", "RoleBinding clinic-b"]);
+    assert!(
+        render(r#"{"operator": {"tenantNamespaces": ["Clinic_A"]}}"#).is_err(),
+        "a namespace name is checked by the values schema"
     );
 }
 

@@ -11,7 +11,7 @@ use bedside_crds::HealthcareTenant;
 use bedside_tests::examples::{documents, examples_dir};
 use bedside_tests::operator::{
     RunningOperator, ensure_namespace, eventually, install_crd, install_thirdparty_crds,
-    patch_tenant_spec,
+    patch_tenant_spec, service_account_token,
 };
 use bedside_tests::{ClusterOptions, TestCluster};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -1350,4 +1350,104 @@ async fn a_join_key_rotation_keeps_the_old_key_for_links_in_use_and_waits_before
         !out.status.success() && stderr.contains("patch"),
         "{stderr}"
     );
+}
+
+/// RBAC narrowed as the chart's `tenantNamespaces` narrows it: the operator writes in the
+/// namespaces it was given and nowhere else. A tenant outside them is not provisioned, and its
+/// status says what to grant; once granted, it is provisioned without a restart.
+#[tokio::test]
+async fn an_operator_given_some_namespaces_writes_there_and_nowhere_else() {
+    let Some(cluster) = cluster(ClusterOptions::default()).await else {
+        return;
+    };
+    const ELSEWHERE: &str = "tenant-elsewhere";
+    ensure_namespace(&cluster, ELSEWHERE)
+        .await
+        .expect("namespace");
+    let token = service_account_token(&cluster, "bedside-operator-scoped", Some(&[NS]))
+        .await
+        .expect("a ServiceAccount with the operator's roles in one namespace");
+    let scoped = cluster.client_with_token(&token).await.expect("client");
+
+    // The boundary itself, as the API server enforces it: 403 outside, not 404.
+    let forbidden = |result: Result<_, kube::Error>| matches!(result, Err(kube::Error::Api(status)) if status.code == 403);
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "planted"}})).expect("cm");
+    for namespace in ["kube-system", ELSEWHERE] {
+        let configmaps: Api<ConfigMap> = Api::namespaced(scoped.clone(), namespace);
+        assert!(
+            forbidden(
+                configmaps
+                    .create(&PostParams::default(), &cm)
+                    .await
+                    .map(|_| ())
+            ),
+            "a ConfigMap written in {namespace}"
+        );
+        let secrets: Api<Secret> = Api::namespaced(scoped.clone(), namespace);
+        assert!(
+            forbidden(secrets.get("anything").await.map(|_| ())),
+            "a Secret read in {namespace}"
+        );
+    }
+    let everywhere: Api<Secret> = Api::all(scoped.clone());
+    assert!(
+        forbidden(everywhere.list(&ListParams::default()).await.map(|_| ())),
+        "Secrets listed"
+    );
+
+    let _operator = RunningOperator::start_with_client(scoped, "scoped-0", None).expect("operator");
+    create_tenant(&cluster, |_| {}).await;
+    let mut other = documents(&examples_dir().join("lakeside-behavioral.yaml")).remove(0);
+    other["metadata"]["namespace"] = json!(ELSEWHERE);
+    let other: HealthcareTenant = serde_json::from_value(other).expect("tenant");
+    Api::<HealthcareTenant>::namespaced(cluster.client(), ELSEWHERE)
+        .create(&PostParams::default(), &other)
+        .await
+        .expect("create the tenant elsewhere");
+
+    let _: ConfigMap = eventually("the permitted tenant's ConfigMap", WAIT, || {
+        get(&cluster, "lakeside-behavioral-media-config")
+    })
+    .await;
+    let (status, _, message) = eventually("the other tenant's NotPermitted", WAIT, || async {
+        bedside_tests::operator::tenant_condition(&cluster.client(), ELSEWHERE, TENANT, "Ready")
+            .await
+            .filter(|(_, reason, _)| reason == "NotPermitted")
+    })
+    .await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains(&format!(
+            "kubectl create rolebinding bedside-operator -n {ELSEWHERE}"
+        )) && message.contains("--clusterrole=bedside-operator-tenant"),
+        "the status says what to grant: {message}"
+    );
+    let configmaps: Api<ConfigMap> = Api::namespaced(cluster.client(), ELSEWHERE);
+    assert!(
+        configmaps
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=bedside-operator"))
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "nothing written where the operator may not write"
+    );
+
+    // The grant the status names: the tenant is provisioned on the next retry.
+    service_account_token(&cluster, "bedside-operator-scoped", Some(&[ELSEWHERE]))
+        .await
+        .expect("grant");
+    let _: ConfigMap = eventually(
+        "the tenant provisioned once granted",
+        Duration::from_secs(60),
+        || async {
+            configmaps
+                .get_opt("lakeside-behavioral-media-config")
+                .await
+                .ok()
+                .flatten()
+        },
+    )
+    .await;
 }

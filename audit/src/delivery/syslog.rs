@@ -38,6 +38,18 @@ fn sd_escape(value: &str) -> String {
         .replace(']', "\\]")
 }
 
+/// A HOSTNAME (at most 255 characters) or APP-NAME (48) as RFC 5424 allows it: printable
+/// US-ASCII without spaces, `-` when nothing is left. A space would shift every field after
+/// it at the collector.
+fn header_field(value: &str, max: usize) -> String {
+    let kept: String = value
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(max)
+        .collect();
+    if kept.is_empty() { "-".into() } else { kept }
+}
+
 /// One record as an RFC 5425 frame: `LEN SP <PRI>1 TIME HOST APP - MSGID [SD] MSG`.
 pub fn frame(line: &str, hostname: &str, app: &str) -> String {
     let (time, sd) = match serde_json::from_str::<Record>(line) {
@@ -72,6 +84,7 @@ pub fn frame(line: &str, hostname: &str, app: &str) -> String {
         }
         Err(_) => (jiff::Timestamp::now().to_string(), "-".to_string()),
     };
+    let (hostname, app) = (header_field(hostname, 255), header_field(app, 48));
     let message = format!("<{PRI}>1 {time} {hostname} {app} - audit {sd} {line}");
     format!("{} {message}", message.len())
 }
@@ -202,6 +215,13 @@ mod tests {
         assert_eq!(len.parse::<usize>().expect("number"), rest.len());
         assert!(rest.starts_with("<85>1 "), "{rest}");
         assert_eq!(sd_escape(r#"a"b]c\"#), r#"a\"b\]c\\"#);
+    }
+
+    #[test]
+    fn a_hostname_with_spaces_or_line_breaks_cannot_shift_the_header() {
+        let f = frame("not a record", "node 1\nforged", "");
+        let fields: Vec<&str> = f.split(' ').collect();
+        assert_eq!(&fields[3..7], ["node1forged", "-", "-", "audit"], "{f}");
     }
 
     #[test]

@@ -102,6 +102,8 @@ pub enum Error {
         DEPROVISION_AUDIT_GRACE.as_secs() / 60
     )]
     AuditPending,
+    #[error("{hint} ({action} was forbidden)")]
+    NotPermitted { action: String, hint: String },
 }
 
 impl Error {
@@ -115,6 +117,25 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::ForeignKeys { .. } => "foreign_keys",
             Error::AuditPending => "audit_pending",
+            Error::NotPermitted { .. } => "not_permitted",
+        }
+    }
+
+    /// RBAC refused the operator (403, "User ... cannot ..."): it may not write in the
+    /// tenant's namespace. A quota or an admission policy also answers 403, with other words.
+    fn forbidden_action(&self) -> Option<&str> {
+        match self {
+            Error::Step { source, .. } => source.forbidden_action(),
+            Error::Kube {
+                action,
+                source: kube::Error::Api(status),
+            } if status.code == 403
+                && status.message.contains("User \"")
+                && status.message.contains(" cannot ") =>
+            {
+                Some(action)
+            }
+            _ => None,
         }
     }
 }
@@ -367,8 +388,52 @@ async fn publish(
     }
 }
 
-/// The join-token and audit keys: created once; an existing Secret is never touched.
-/// Returns whether this call created them.
+/// The tenant's children, then its add-ons.
+async fn apply(
+    tenant: &HealthcareTenant,
+    ctx: &Context,
+    namespace: &str,
+    (provisioned, spec_changed): (bool, bool),
+    observed: &mut Observed,
+) -> Result<children::Children, Error> {
+    let media_allowed = observed.baa.is_active();
+    let applied = children::reconcile(
+        tenant,
+        ctx,
+        namespace,
+        media_allowed,
+        (provisioned, spec_changed),
+        observed,
+    )
+    .await
+    .map_err(Error::at(Step::Children))?;
+    addons::apply(tenant, ctx, namespace, observed)
+        .await
+        .map_err(Error::at(Step::AddOns))?;
+    Ok(applied)
+}
+
+/// RBAC does not let the operator write in the tenant's namespace: the status says what to
+/// grant (the namespace is not one it was given), and the reconcile fails with the same words.
+async fn not_permitted(
+    tenant: &HealthcareTenant,
+    ctx: &Context,
+    namespace: &str,
+    mut observed: Observed,
+    previous: &HealthcareTenantStatus,
+    error: &Error,
+) -> Result<Action, Error> {
+    let hint = crate::rbac::grant_hint(namespace, ctx.operator_namespace.as_deref());
+    observed.not_permitted = Some(hint.clone());
+    write_status(tenant, ctx, &observed, previous, namespace)
+        .await
+        .map_err(Error::at(Step::Status))?;
+    Err(Error::at(Step::Children)(Error::NotPermitted {
+        action: error.forbidden_action().unwrap_or_default().to_string(),
+        hint,
+    }))
+}
+
 /// One reconcile of a live tenant, step by step; each step's failure is labelled with it.
 async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, Error> {
     let namespace = tenant.namespace().ok_or(BuildError::NoNamespace)?;
@@ -385,19 +450,20 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
     let mut media_nodes = None;
     if observed.spec_violations.is_empty() {
         let provisioned = previous.observed_generation.is_some();
-        let applied = children::reconcile(
+        let applied = match apply(
             tenant,
             ctx,
             &namespace,
-            observed.baa.is_active(),
             (provisioned, spec_changed),
             &mut observed,
         )
         .await
-        .map_err(Error::at(Step::Children))?;
-        addons::apply(tenant, ctx, &namespace, &mut observed)
-            .await
-            .map_err(Error::at(Step::AddOns))?;
+        {
+            Err(e) if e.forbidden_action().is_some() => {
+                return not_permitted(tenant, ctx, &namespace, observed, &previous, &e).await;
+            }
+            applied => applied?,
+        };
         report_drift(tenant, ctx, &applied.drift).await;
         observed.drift_reverted = applied
             .drift

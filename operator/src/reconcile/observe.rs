@@ -54,6 +54,7 @@ pub(super) async fn start(
         unaddressed: Vec::new(),
         endpoint: None,
         sinks: Vec::new(),
+        not_permitted: None,
     };
     let spec_changed = previous.observed_generation.is_some()
         && previous.observed_generation != tenant.metadata.generation;

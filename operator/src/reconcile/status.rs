@@ -40,6 +40,8 @@ pub enum Reason {
     MediaNodesUnaddressed,
     MediaStopped,
     NotReady,
+    /// RBAC does not let the operator write in the tenant's namespace.
+    NotPermitted,
 }
 
 impl Reason {
@@ -64,6 +66,7 @@ impl Reason {
             Reason::MediaNodesUnaddressed => "MediaNodesUnaddressed",
             Reason::MediaStopped => "MediaStopped",
             Reason::NotReady => "NotReady",
+            Reason::NotPermitted => "NotPermitted",
         }
     }
 }
@@ -101,6 +104,8 @@ pub struct Observed {
     pub endpoint: Option<String>,
     /// The media nodes' reports on the audit sinks, then the operator's own.
     pub sinks: Vec<SinkReport>,
+    /// What to grant, when RBAC does not let the operator write in the tenant's namespace.
+    pub not_permitted: Option<String>,
 }
 
 /// The signaling URL browsers use: the tenant's first DNS name, with the signaling Service's
@@ -160,7 +165,9 @@ fn verdicts(o: &Observed) -> Vec<Verdict> {
 /// Ready: media allowed, a certificate to serve, every pod addressed, at least one pod Ready.
 fn ready_verdict(o: &Observed, certificate_served: bool) -> (Option<bool>, Reason, String) {
     let media_allowed = o.baa.is_active() && o.spec_violations.is_empty();
-    if !media_allowed {
+    if let Some(grant) = &o.not_permitted {
+        (Some(false), Reason::NotPermitted, grant.clone())
+    } else if !media_allowed {
         (
             Some(false),
             Reason::MediaStopped,
@@ -397,6 +404,7 @@ mod tests {
             unaddressed: Vec::new(),
             endpoint: None,
             sinks: vec![],
+            not_permitted: None,
         }
     }
 
