@@ -14,7 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{self, LockedSetting};
 
 /// Go-style durations as Kubernetes writes them: `90s`, `15m`, `4h`, `1h30m`.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+/// Go durations whose every number has at most 5 digits (with at most [`DURATION_MAX_LENGTH`]
+/// characters, under 60 years): what the API server stores, the operator can always read
+/// (`crate::duration`).
+pub const DURATION_PATTERN: &str = r"^([0-9]{1,5}(\.[0-9]{1,5})?(ns|us|µs|ms|s|m|h))+$";
+pub const DURATION_MAX_LENGTH: u32 = 32;
 /// A DNS-1123 subdomain: the name of a Secret or an Issuer.
 pub const OBJECT_NAME_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
@@ -230,7 +234,7 @@ pub struct MeetingPolicy {
         default = "default_idle_timeout",
         deserialize_with = "crate::duration::deserialize"
     )]
-    #[schemars(regex(pattern = DURATION_PATTERN), extend("default" = policy::DEFAULT_IDLE_TIMEOUT_TEXT))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH), extend("default" = policy::DEFAULT_IDLE_TIMEOUT_TEXT))]
     #[x_kube(
         validation = duration_at_most(policy::MAX_IDLE_TIMEOUT, "idleTimeout must be at most 15m: HIPAA automatic logoff (45 CFR 164.312(a)(2)(iii)) ends idle sessions, and a BAA allows no longer".into()),
         validation = duration_at_least(policy::MIN_IDLE_TIMEOUT, "idleTimeout must be at least 1m: shorter would drop a clinician who is reading a chart mid-visit".into()),
@@ -243,7 +247,7 @@ pub struct MeetingPolicy {
         default = "default_max_duration",
         deserialize_with = "crate::duration::deserialize"
     )]
-    #[schemars(regex(pattern = DURATION_PATTERN), extend("default" = policy::DEFAULT_MEETING_DURATION_TEXT))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH), extend("default" = policy::DEFAULT_MEETING_DURATION_TEXT))]
     #[x_kube(
         validation = duration_at_most(policy::MAX_MEETING_DURATION, "maxDuration must be at most 24h: a meeting left open is an unattended door into a visit".into()),
         validation = duration_at_least(policy::MIN_MEETING_DURATION, "maxDuration must be at least 15m: a visit needs time to happen".into()),
