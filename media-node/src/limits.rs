@@ -325,10 +325,16 @@ impl RefusalTally {
     }
 }
 
+/// How many TCP connections a client network (and the node) may hold for each signaling
+/// connection it may hold: a browser loads the page and the client over a few more.
+pub const SOCKETS_PER_SIGNALING_CONNECTION: usize = 2;
+
 /// The limits a signaling server holds, built from the node's config.
 #[derive(Debug)]
 pub struct ClientGuards {
     pub connections: Arc<Connections>,
+    /// TCP connections at accept, before TLS ([`crate::signaling::accept`]).
+    pub sockets: Arc<Connections>,
     pub joins: JoinAttempts,
     pub refusals: Mutex<RefusalTally>,
 }
@@ -346,6 +352,10 @@ impl ClientGuards {
             connections: Connections::new(
                 limits.connections_per_network as usize,
                 limits.connections as usize,
+            ),
+            sockets: Connections::new(
+                limits.connections_per_network as usize * SOCKETS_PER_SIGNALING_CONNECTION,
+                limits.connections as usize * SOCKETS_PER_SIGNALING_CONNECTION,
             ),
             joins: JoinAttempts::new(per_minute),
             refusals: Mutex::new(RefusalTally::new(REFUSAL_WINDOW, REFUSAL_KINDS)),

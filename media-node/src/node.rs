@@ -210,7 +210,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         shutdown: shutdown_rx,
         media_address,
         display_name: config.tenant.display_name.clone(),
-        stats,
+        stats: stats.clone(),
         tenant: config.tenant.name.clone(),
         audit: audit.clone(),
         passcodes: Arc::new(crate::meeting::passcode::Passcodes::new()),
@@ -229,8 +229,12 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         &registry,
         &keys,
     )?;
-    let (signaling, https, https_task) =
-        serve_signaling(config.network.signaling_listen, tls_config, app)?;
+    let (signaling, https, https_task) = serve_signaling(
+        config.network.signaling_listen,
+        tls_config,
+        app,
+        crate::signaling::accept::SocketGate::new(guards.sockets.clone(), stats.clone()),
+    )?;
     let (metrics, metrics_task) =
         serve_metrics(config.network.metrics_listen, registry, health, probes).await?;
 
@@ -367,6 +371,7 @@ fn serve_signaling(
     listen: SocketAddr,
     tls_config: Arc<rustls::ServerConfig>,
     app: Router,
+    gate: crate::signaling::accept::SocketGate,
 ) -> Result<
     (
         SocketAddr,
@@ -387,12 +392,15 @@ fn serve_signaling(
     })?;
     let https = axum_server::Handle::new();
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
-    let server = axum_server::from_tcp_rustls(listener, rustls)
+    // The gate counts each socket before its TLS handshake; TLS runs on what it lets in.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls).acceptor(gate);
+    let server = axum_server::from_tcp(listener)
         .map_err(|source| NodeError::Listen {
             what: "signaling (HTTPS)",
             addr: signaling,
             source,
         })?
+        .acceptor(acceptor)
         .handle(https.clone());
     let https_task = tokio::spawn(async move {
         if let Err(e) = server

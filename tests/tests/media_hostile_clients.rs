@@ -229,3 +229,85 @@ async fn a_joined_client_flooding_messages_is_closed_and_the_call_next_door_goes
     patient.leave().await;
     node.shutdown(Duration::from_secs(2)).await;
 }
+
+/// Opens a TCP connection from `source` to the node's signaling port and sends nothing: a TLS
+/// handshake that never starts.
+async fn raw_socket(node: &TestNode, source: IpAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::new(source, 0))
+        .expect("bind a loopback source");
+    socket.connect(node.signaling).await.expect("connect")
+}
+
+/// Whether the node closed `stream` (read gives end of file or an error) within a second.
+async fn closed_by_the_node(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_that_never_start_tls_are_held_to_the_networks_share_before_the_handshake() {
+    let mut node = TestNode::start_with(|c| {
+        c.network.client_limits.connections_per_network = 3;
+    })
+    .await;
+    let (clinician, patient) = call(&node).await;
+    let hostile = IpAddr::from([127, 0, 0, 3]);
+
+    // Twice the signaling share in TCP sockets (6) are held, waiting for the handshake timeout.
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(raw_socket(&node, hostile).await);
+    }
+    for socket in &mut held {
+        assert!(
+            !closed_by_the_node(socket).await,
+            "a socket within the share stays open"
+        );
+    }
+    // The next is closed at once, before any TLS: and so is a real client from that network.
+    let mut over = raw_socket(&node, hostile).await;
+    assert!(
+        closed_by_the_node(&mut over).await,
+        "a socket past the share is closed at once"
+    );
+    assert!(
+        Signal::try_connect_from(&node, Some(hostile))
+            .await
+            .is_err(),
+        "no TLS for the network while it holds its share"
+    );
+
+    // Another network, and the call in progress, are unaffected.
+    let _other = another_network_joins(&node).await;
+    still_flowing(&clinician, &patient).await;
+
+    // Closed sockets give their places back.
+    held.clear();
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(s) = Signal::try_connect_from(&node, Some(hostile)).await {
+            again = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        again.is_some(),
+        "the network connects again once its sockets closed"
+    );
+    let metrics = node.metrics().await;
+    assert!(
+        refused(&metrics, "network_connections") >= 2.0,
+        "counted: {}",
+        refused(&metrics, "network_connections")
+    );
+    clinician.leave().await;
+    patient.leave().await;
+    node.shutdown(Duration::from_secs(2)).await;
+}

@@ -222,12 +222,20 @@ fn services(
             // A ServiceMonitor selects the metrics Service by this label; the operator finds the
             // per-pod media Services by it.
             meta["labels"][SERVICE_ROLE_LABEL] = port["name"].clone();
+            let mut spec = json!({"type": type_, "selector": selector, "ports": [port]});
+            if type_ == "LoadBalancer" {
+                // The node sees each client's own address: the per-network connection,
+                // join-attempt and passcode limits count people, not the cluster's nodes
+                // (with Cluster, kube-proxy rewrites every source to a node's address). The
+                // load balancer sends only to nodes that run a pod (health-check node port).
+                spec["externalTrafficPolicy"] = json!("Local");
+            }
             typed(
                 "Service",
                 json!({
                     "apiVersion": "v1", "kind": "Service",
                     "metadata": meta,
-                    "spec": {"type": type_, "selector": selector, "ports": [port]},
+                    "spec": spec,
                 }),
             )
         };
@@ -646,6 +654,16 @@ pub(super) mod tests {
                 ),
             ]
         );
+        for service in &desired.services {
+            let spec = service.spec.as_ref().expect("spec");
+            let exposed = spec.type_.as_deref() == Some("LoadBalancer");
+            assert_eq!(
+                spec.external_traffic_policy.as_deref(),
+                exposed.then_some("Local"),
+                "clients' own addresses reach the node through {:?}",
+                service.metadata.name
+            );
+        }
         let pod = media_pod(desired);
         let env = serde_json::to_value(&pod.containers[0].env).expect("json");
         assert_eq!(env[0]["name"], "POD_NAME");
