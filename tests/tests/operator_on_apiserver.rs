@@ -1396,7 +1396,7 @@ async fn an_operator_given_some_namespaces_writes_there_and_nowhere_else() {
         "Secrets listed"
     );
 
-    let _operator = RunningOperator::start_with_client(scoped, "scoped-0", None).expect("operator");
+    let operator = RunningOperator::start_with_client(scoped, "scoped-0", None).expect("operator");
     create_tenant(&cluster, |_| {}).await;
     let mut other = documents(&examples_dir().join("lakeside-behavioral.yaml")).remove(0);
     other["metadata"]["namespace"] = json!(ELSEWHERE);
@@ -1432,6 +1432,15 @@ async fn an_operator_given_some_namespaces_writes_there_and_nowhere_else() {
             .items
             .is_empty(),
         "nothing written where the operator may not write"
+    );
+
+    let (_, metrics) = operator.http_get("/metrics").await.expect("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l
+                .starts_with("bedside_operator_reconcile_errors_total{reason=\"not_permitted\"}")),
+        "the errors metric names what an SRE must grant: {metrics}"
     );
 
     // The grant the status names: the tenant is provisioned on the next retry.

@@ -428,10 +428,12 @@ async fn not_permitted(
     write_status(tenant, ctx, &observed, previous, namespace)
         .await
         .map_err(Error::at(Step::Status))?;
-    Err(Error::at(Step::Children)(Error::NotPermitted {
+    // Not labelled with its step: the errors metric says `not_permitted`, which is what an
+    // SRE must act on.
+    Err(Error::NotPermitted {
         action: error.forbidden_action().unwrap_or_default().to_string(),
         hint,
-    }))
+    })
 }
 
 /// One reconcile of a live tenant, step by step; each step's failure is labelled with it.
