@@ -173,12 +173,3 @@ pub async fn provisioned(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
-
-/// The sum of every sample of a counter family in Prometheus text.
-pub fn counter_sum(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
-}

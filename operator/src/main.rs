@@ -108,7 +108,7 @@ fn run(args: RunArgs) -> ExitCode {
             identity,
             concurrency: args.concurrency,
             audit_dir: args.audit_dir,
-            sink_health_resync: bedside_operator::reconcile::SINK_HEALTH_RESYNC,
+            resync: Default::default(),
         };
         let shutdown = async {
             let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -12,6 +12,7 @@ pub struct Metrics {
     pub drift_reverted: IntCounterVec,
     pub tenant_condition: IntGaugeVec,
     pub baa_expiry: IntGaugeVec,
+    pub children_checks: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -71,6 +72,14 @@ impl Metrics {
             &["namespace", "tenant"],
         )
         .expect("valid metric");
+        let children_checks = IntCounterVec::new(
+            Opts::new(
+                "bedside_operator_children_checks_total",
+                "Checks of a tenant's children, by where they were read: the watch caches (no API request) or the API server",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_seconds.clone()),
@@ -78,6 +87,7 @@ impl Metrics {
             Box::new(drift_reverted.clone()),
             Box::new(tenant_condition.clone()),
             Box::new(baa_expiry.clone()),
+            Box::new(children_checks.clone()),
         ] {
             registry
                 .register(collector)
@@ -91,19 +101,21 @@ impl Metrics {
             drift_reverted,
             tenant_condition,
             baa_expiry,
+            children_checks,
         }
     }
 
     /// Every metric name the operator exports, with or without samples yet.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 6] = [
+        let collectors: [&dyn Collector; 7] = [
             &self.reconciles,
             &self.reconcile_seconds,
             &self.errors,
             &self.drift_reverted,
             &self.tenant_condition,
             &self.baa_expiry,
+            &self.children_checks,
         ];
         collectors
             .iter()

@@ -34,8 +34,9 @@ pub fn cluster_role() -> ClusterRole {
             // blockOwnerDeletion on children needs update on the owner's finalizers.
             rule(&["bedside.health"], &["healthcaretenants/finalizers"], &["update"]),
             // The watches that bring a tenant back when a child changes: read only.
-            rule(&["", "apps", "networking.k8s.io", "cert-manager.io"],
-                 &["configmaps", "services", "statefulsets", "networkpolicies", "certificates"],
+            rule(&["", "apps", "networking.k8s.io", "cert-manager.io", "policy", "rbac.authorization.k8s.io"],
+                 &["configmaps", "services", "statefulsets", "networkpolicies", "certificates",
+                   "poddisruptionbudgets", "serviceaccounts", "roles", "rolebindings"],
                  &["list", "watch"]),
             // Why a tenant is not provisioned, in `kubectl describe hct`, wherever it is.
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),

@@ -6,13 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bedside_crds::HealthcareTenant;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::names::FIELD_MANAGER;
+use crate::reconcile::watched::Watched;
 use crate::reconcile::{self, Context, Error};
 use crate::thirdparty::certmanager::Certificate;
 
@@ -29,8 +27,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Buffers of the operator's own audit records, per tenant (a volume of its pod).
     pub audit_dir: std::path::PathBuf,
-    /// How often AuditSinksReady is refreshed from the nodes' reports.
-    pub sink_health_resync: std::time::Duration,
+    /// How often tenants are looked at again without a watch event.
+    pub resync: reconcile::Resync,
 }
 
 pub const LEASE_NAME: &str = "bedside-operator-leader";
@@ -49,7 +47,7 @@ pub async fn run(
             settings.audit_dir.clone(),
         )
         .await?
-        .with_sink_health_resync(settings.sink_health_resync),
+        .with_resync(settings.resync),
     );
     tokio::spawn(close_idle_audit_trails(ctx.clone()));
     let leading = Arc::new(AtomicBool::new(false));
@@ -163,18 +161,27 @@ pub async fn controller(
     .reflect(writer)
     .applied_objects()
     .predicate_filter(spec_finalizers_or_deletion, Default::default());
+    // Every child's change brings its tenant back; the same watches fill the caches that let
+    // a reconcile confirm a settled tenant's children without reading them.
+    let (watched, children) = Watched::start(&client, &owned, &ctx.pdb_resource);
+    let pdb_resource = ctx.pdb_resource.clone();
     let mut controller = Controller::for_stream(tenants, reader)
-        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
-        .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned.clone())
-        .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone());
+        .owns_stream(children.config_maps)
+        .owns_stream(children.stateful_sets)
+        .owns_stream(children.services)
+        .owns_stream(children.network_policies)
+        .owns_stream_with(children.disruption_budgets, pdb_resource)
+        .owns_stream(children.service_accounts)
+        .owns_stream(children.roles)
+        .owns_stream(children.role_bindings);
     if ctx.cert_manager {
         controller = controller.owns(Api::<Certificate>::all(client.clone()), owned);
     }
+    set_watched(&ctx, Some(Arc::new(watched)));
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(stop)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(tenant = %object.name, "reconciled"),
@@ -182,6 +189,14 @@ pub async fn controller(
             }
         })
         .await;
+    // Nothing fills these caches any more: a next leadership starts its own.
+    set_watched(&ctx, None);
+}
+
+fn set_watched(ctx: &Context, watched: Option<Arc<Watched>>) {
+    if let Ok(mut slot) = ctx.watched.write() {
+        *slot = watched;
+    }
 }
 
 fn spec_finalizers_or_deletion(tenant: &HealthcareTenant) -> Option<u64> {

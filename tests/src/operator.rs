@@ -315,6 +315,15 @@ pub async fn service_account_token(
         .ok_or_else(|| setup("TokenRequest returned no token"))
 }
 
+/// The sum of every sample of a metric family (`name` and any labels) in Prometheus text.
+pub fn counter_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// An operator running in this test process.
 pub struct RunningOperator {
     stop: Option<oneshot::Sender<()>>,
@@ -354,6 +363,21 @@ impl RunningOperator {
         identity: &str,
         lease_namespace: Option<&str>,
     ) -> Result<Self, HarnessError> {
+        let resync = bedside_operator::reconcile::Resync {
+            // Nodes' audit sink reports show in the status within seconds, not half a minute.
+            sink_health: Duration::from_secs(2),
+            ..Default::default()
+        };
+        Self::start_with_resync(client, identity, lease_namespace, resync)
+    }
+
+    /// Starts the operator with its own resync periods.
+    pub fn start_with_resync(
+        client: Client,
+        identity: &str,
+        lease_namespace: Option<&str>,
+        resync: bedside_operator::reconcile::Resync,
+    ) -> Result<Self, HarnessError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(setup)?
@@ -366,8 +390,7 @@ impl RunningOperator {
             identity: identity.into(),
             concurrency: 16,
             audit_dir: audit_dir.path().to_path_buf(),
-            // Nodes' audit sink reports show in the status within seconds, not half a minute.
-            sink_health_resync: Duration::from_secs(2),
+            resync,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(bedside_operator::run::run(client, settings, async move {

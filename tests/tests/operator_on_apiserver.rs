@@ -10,8 +10,8 @@ use std::time::Duration;
 use bedside_crds::HealthcareTenant;
 use bedside_tests::examples::{documents, examples_dir};
 use bedside_tests::operator::{
-    RunningOperator, ensure_namespace, eventually, install_crd, install_thirdparty_crds,
-    patch_tenant_spec, service_account_token,
+    RunningOperator, counter_sum, ensure_namespace, eventually, install_crd,
+    install_thirdparty_crds, operator_client, patch_tenant_spec, service_account_token,
 };
 use bedside_tests::{ClusterOptions, TestCluster};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -570,6 +570,81 @@ async fn edits_that_weaken_a_lock_are_reverted_and_reported() {
     assert!(
         reported.contains("volume host mounts a host path"),
         "{reported}"
+    );
+}
+
+/// Reconciles of the tenant's children, by where they were read: "cache" or "api".
+async fn children_checks(operator: &RunningOperator, source: &str) -> f64 {
+    let (_, metrics) = operator.http_get("/metrics").await.expect("/metrics");
+    let sample = format!("bedside_operator_children_checks_total{{source=\"{source}\"}}");
+    counter_sum(
+        &metrics
+            .lines()
+            .filter(|l| l.starts_with(&sample))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "bedside_operator_children_checks_total",
+    )
+}
+
+/// At 10,000 tenants the periodic look at every settled tenant, a GET per child, was the API
+/// server's whole capacity. Now the watch caches confirm the children unchanged, and a child
+/// changed behind the operator's back is still read from the API server and put back.
+#[tokio::test]
+async fn a_settled_tenant_is_looked_at_from_the_watch_caches_and_a_deleted_child_is_put_back() {
+    let Some(cluster) = cluster(ClusterOptions::default()).await else {
+        return;
+    };
+    let client = operator_client(&cluster).await.expect("operator client");
+    let every_second = bedside_operator::reconcile::Resync {
+        settled: Duration::from_secs(1),
+        sink_health: Duration::from_secs(1),
+    };
+    let operator =
+        RunningOperator::start_with_resync(client, "op-1", None, every_second).expect("operator");
+    create_tenant(&cluster, |_| {}).await;
+    eventually("SettingsLocked", WAIT, || {
+        condition(&cluster, "SettingsLocked")
+    })
+    .await;
+    eventually("a look answered by the caches", WAIT, || async {
+        (children_checks(&operator, "cache").await >= 1.0).then_some(())
+    })
+    .await;
+
+    let (cache, api) = (
+        children_checks(&operator, "cache").await,
+        children_checks(&operator, "api").await,
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let looks = children_checks(&operator, "cache").await - cache;
+    assert!(looks >= 3.0, "resynced every second: {looks} looks in 6 s");
+    assert_eq!(
+        children_checks(&operator, "api").await,
+        api,
+        "nothing changed, so nothing was read from the API server"
+    );
+
+    // Someone deletes the NetworkPolicy that keeps the media pods' ports closed.
+    let policies: Api<NetworkPolicy> = Api::namespaced(cluster.client(), NS);
+    let before = policies
+        .get("lakeside-behavioral-media")
+        .await
+        .expect("the NetworkPolicy");
+    policies
+        .delete("lakeside-behavioral-media", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let restored: NetworkPolicy = eventually("the NetworkPolicy back", WAIT, || async {
+        get::<NetworkPolicy>(&cluster, "lakeside-behavioral-media")
+            .await
+            .filter(|p| p.metadata.uid != before.metadata.uid)
+    })
+    .await;
+    assert_eq!(restored.spec, before.spec, "put back as it was");
+    assert!(
+        children_checks(&operator, "api").await > api,
+        "the change was read from the API server"
     );
 }
 

@@ -1,6 +1,8 @@
 //! The tenant's children: the desired objects built (pure), the live ones read, drift found,
 //! and everything applied in order, unless every child is exactly as our last apply left it.
 
+use std::time::{Duration, Instant};
+
 use bedside_crds::HealthcareTenant;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -26,7 +28,50 @@ pub struct AppliedRecord {
     /// A removed pod's media Service was kept for its draining pod: the next reconcile must
     /// look again rather than skip.
     prune_pending: bool,
+    /// What the children showed when they were last read from the API server.
+    seen: Seen,
+    /// When the children (and the keys Secrets, which no watch covers) were last read from
+    /// the API server.
+    read_at: Instant,
 }
+
+/// What a reconcile takes from the children for the status, kept for the reconciles that
+/// confirm them unchanged from the watch caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    ready_media_nodes: i32,
+    unaddressed: Vec<String>,
+    endpoint: Option<String>,
+}
+
+impl AppliedRecord {
+    /// What the children still show, when the watch caches confirm every child is at the
+    /// version this record holds, the tenant would be sent the same objects, and the last
+    /// read from the API server is recent enough.
+    fn confirmed(
+        &self,
+        desired_hash: &str,
+        cached: &[Option<String>],
+        read_every: Duration,
+    ) -> Option<&Seen> {
+        let unchanged = self.desired_hash == desired_hash
+            && !self.prune_pending
+            && cached.iter().all(Option::is_some)
+            && self.versions == cached
+            && self.read_at.elapsed() < read_every;
+        unchanged.then_some(&self.seen)
+    }
+}
+
+/// How long the children may go unread from the API server when the watch caches show no
+/// change: an hour, a little less for some tenants (by uid) so that thousands provisioned
+/// together are not read again together.
+fn read_every(uid: &str) -> Duration {
+    let spread = super::spread(uid, FULL_READ.as_secs() / 4);
+    FULL_READ - Duration::from_secs(spread)
+}
+
+const FULL_READ: Duration = Duration::from_secs(3600);
 
 fn applied_hash(desired: &build::Desired, pdb: &DynamicObject) -> String {
     let text = serde_json::to_string(&(
@@ -45,8 +90,8 @@ fn applied_hash(desired: &build::Desired, pdb: &DynamicObject) -> String {
 
 /// What reconciling the children leaves for the rest of the reconcile.
 pub(super) struct Children {
-    /// The media StatefulSet as the API server last returned it (its status counts Ready pods).
-    pub media_nodes: Option<StatefulSet>,
+    /// Ready media pods, as the StatefulSet's status counts them.
+    pub ready_media_nodes: i32,
     pub drift: Vec<Drift>,
 }
 
@@ -73,63 +118,109 @@ pub(super) async fn reconcile(
         .as_ref()
         .and_then(|s| s.replicas)
         .unwrap_or(0);
-    if ensure_keys(tenant, ctx, namespace).await? {
-        audit(ctx, tenant, Happening::Provisioned).await;
-    }
     let pdb = build::pod_disruption_budget(tenant, &ctx.pdb_resource)?;
-    let (live, live_versions) = read(ctx, namespace, tenant, &desired).await?;
-    let drift = drift::find(&live, &desired, provisioned, spec_changed);
-
     let desired_hash = applied_hash(&desired, &pdb);
     let memo_key = tenant
         .uid()
         .unwrap_or_else(|| format!("{namespace}/{}", tenant.name_any()));
-    let unchanged_since_our_apply = ctx
+    let record = ctx
         .applied
         .lock()
         .ok()
-        .and_then(|memo| memo.get(&memo_key).cloned())
-        .is_some_and(|record| {
-            record.desired_hash == desired_hash
-                && !record.prune_pending
-                && live_versions.iter().all(Option::is_some)
-                && record.versions == live_versions
-        });
-    if unchanged_since_our_apply {
+        .and_then(|memo| memo.get(&memo_key).cloned());
+    if let Some(children) = confirm_from_caches(
+        ctx,
+        (namespace, &ChildNames::of(tenant)),
+        &desired,
+        (&desired_hash, record.as_ref()),
+        read_every(&memo_key),
+        observed,
+    ) {
+        return Ok(children);
+    }
+    ctx.metrics
+        .children_checks
+        .with_label_values(&["api"])
+        .inc();
+
+    if ensure_keys(tenant, ctx, namespace).await? {
+        audit(ctx, tenant, Happening::Provisioned).await;
+    }
+    let (live, live_versions) = read(ctx, namespace, tenant, &desired).await?;
+    let drift = drift::find(&live, &desired, provisioned, spec_changed);
+    let unchanged_since_our_apply = record.as_ref().is_some_and(|record| {
+        record.desired_hash == desired_hash
+            && !record.prune_pending
+            && live_versions.iter().all(Option::is_some)
+            && record.versions == live_versions
+    });
+    let (set, versions, prune_pending) = if unchanged_since_our_apply {
         // Every child is exactly as our last apply left it, and we would apply the same
         // again: server-side apply (the API server's most expensive write) is skipped.
         let live_services: Vec<Service> = live.services.iter().flatten().cloned().collect();
         observed.unaddressed =
             build::media_addresses(tenant, observed.media_replicas, &live_services).missing;
         observed.endpoint = status::endpoint(tenant, &live_services);
-        return Ok(Children {
-            media_nodes: live.media_nodes,
-            drift,
-        });
-    }
-    let (set, versions, prune_pending) = apply(
-        tenant,
-        ctx,
-        namespace,
-        &desired,
-        &pdb,
-        live.media_nodes.as_ref(),
-        observed,
-    )
-    .await?;
+        (live.media_nodes, live_versions, false)
+    } else {
+        let (set, versions, prune_pending) = apply(
+            tenant,
+            ctx,
+            namespace,
+            &desired,
+            &pdb,
+            live.media_nodes.as_ref(),
+            observed,
+        )
+        .await?;
+        (Some(set), versions, prune_pending)
+    };
+    let ready_media_nodes = set
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let record = AppliedRecord {
+        desired_hash,
+        versions,
+        prune_pending,
+        seen: Seen {
+            ready_media_nodes,
+            unaddressed: observed.unaddressed.clone(),
+            endpoint: observed.endpoint.clone(),
+        },
+        read_at: Instant::now(),
+    };
     if let Ok(mut memo) = ctx.applied.lock() {
-        memo.insert(
-            memo_key,
-            AppliedRecord {
-                desired_hash,
-                versions,
-                prune_pending,
-            },
-        );
+        memo.insert(memo_key, record);
     }
     Ok(Children {
-        media_nodes: Some(set),
+        ready_media_nodes,
         drift,
+    })
+}
+
+/// The children as the last read left them, when the watch caches confirm that nothing
+/// changed since: no API request at all (a settled tenant's periodic look costs nothing).
+fn confirm_from_caches(
+    ctx: &Context,
+    (namespace, names): (&str, &ChildNames),
+    desired: &Desired,
+    (desired_hash, record): (&str, Option<&AppliedRecord>),
+    read_every: Duration,
+    observed: &mut Observed,
+) -> Option<Children> {
+    let cached = ctx.cached_versions(namespace, names, desired)?;
+    let seen = record?.confirmed(desired_hash, &cached, read_every)?;
+    ctx.metrics
+        .children_checks
+        .with_label_values(&["cache"])
+        .inc();
+    observed.unaddressed = seen.unaddressed.clone();
+    observed.endpoint = seen.endpoint.clone();
+    Some(Children {
+        ready_media_nodes: seen.ready_media_nodes,
+        drift: Vec::new(),
     })
 }
 
@@ -451,6 +542,75 @@ async fn prune_media_services(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn record(versions: &[&str], read_ago: Duration) -> AppliedRecord {
+        AppliedRecord {
+            desired_hash: "h1".into(),
+            versions: versions.iter().map(|v| Some(v.to_string())).collect(),
+            prune_pending: false,
+            seen: Seen {
+                ready_media_nodes: 2,
+                unaddressed: Vec::new(),
+                endpoint: Some("https://telehealth.example".into()),
+            },
+            read_at: Instant::now() - read_ago,
+        }
+    }
+
+    #[test]
+    fn the_caches_confirm_only_every_child_at_the_version_applied_and_a_recent_read() {
+        let hour = Duration::from_secs(3600);
+        let minute = Duration::from_secs(60);
+        let cached = |v: &[Option<&str>]| -> Vec<Option<String>> {
+            v.iter().map(|v| v.map(str::to_string)).collect()
+        };
+        let settled = record(&["1", "2", "3"], minute);
+        let seen = settled.confirmed("h1", &cached(&[Some("1"), Some("2"), Some("3")]), hour);
+        assert_eq!(seen.map(|s| s.ready_media_nodes), Some(2));
+        // A child edited (or its status moved), deleted, or not yet seen by its watch.
+        assert!(
+            settled
+                .confirmed("h1", &cached(&[Some("1"), Some("9"), Some("3")]), hour)
+                .is_none()
+        );
+        assert!(
+            settled
+                .confirmed("h1", &cached(&[Some("1"), None, Some("3")]), hour)
+                .is_none()
+        );
+        // The tenant would get other objects now (its spec or the BAA changed).
+        let all = cached(&[Some("1"), Some("2"), Some("3")]);
+        assert!(settled.confirmed("h2", &all, hour).is_none());
+        // Read too long ago: the keys Secrets, which no watch covers, are looked at again.
+        assert!(
+            record(&["1", "2", "3"], hour)
+                .confirmed("h1", &all, hour)
+                .is_none()
+        );
+        // A draining pod's Service is waiting to be removed.
+        let pruning = AppliedRecord {
+            prune_pending: true,
+            ..settled.clone()
+        };
+        assert!(pruning.confirmed("h1", &all, hour).is_none());
+    }
+
+    #[test]
+    fn tenants_provisioned_together_are_read_again_spread_over_a_quarter_hour() {
+        let periods: std::collections::BTreeSet<u64> = (0..200)
+            .map(|i| read_every(&format!("uid-{i}")).as_secs())
+            .collect();
+        assert!(
+            periods.iter().all(|s| (2700..=3600).contains(s)),
+            "{periods:?}"
+        );
+        assert!(periods.len() > 150, "spread, not bunched: {periods:?}");
+        assert_eq!(
+            read_every("uid-7"),
+            read_every("uid-7"),
+            "the same for a tenant"
+        );
+    }
 
     #[test]
     fn a_keys_secret_is_the_tenants_only_by_its_mark_or_an_older_operators_owner_reference() {

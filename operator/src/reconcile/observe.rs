@@ -4,7 +4,6 @@
 
 use bedside_crds::{HealthcareTenant, HealthcareTenantStatus};
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -35,14 +34,20 @@ pub(super) async fn start(
 ) -> Result<Start, Error> {
     let (baa_state, next_change) = baa::state_at(&tenant.spec.baa, now);
     // The status as stored now, not as the watch cache last saw it: the reconcile before this
-    // one may have written it a moment ago, and its conditions carry over.
-    let tenants: Api<HealthcareTenant> = Api::namespaced(ctx.client.clone(), namespace);
-    let previous = tenants
-        .get_status(&tenant.name_any())
-        .await
-        .map_err(kube_err("reading the tenant's status"))?
-        .status
-        .unwrap_or_default();
+    // one may have written it a moment ago, and its conditions carry over. A tenant in hand at
+    // the version the operator last read or wrote carries it already.
+    let previous = match ctx.status_in_hand(tenant) {
+        Some(status) => status,
+        None => {
+            let tenants: Api<HealthcareTenant> = Api::namespaced(ctx.client.clone(), namespace);
+            let stored = tenants
+                .get_status(&tenant.name_any())
+                .await
+                .map_err(kube_err("reading the tenant's status"))?;
+            ctx.status_seen_at(tenant, stored.resource_version());
+            stored.status.unwrap_or_default()
+        }
+    };
     let mut observed = Observed {
         generation: tenant.metadata.generation,
         baa: baa_state,
@@ -83,13 +88,12 @@ pub(super) async fn start(
     })
 }
 
-/// The TLS Secret the tenant names, how many media pods are Ready, and what every media node
+/// The TLS Secret the tenant names, and what every media node
 /// (and the operator's own delivery) reports of the tenant's audit sinks.
 pub(super) async fn health(
     tenant: &HealthcareTenant,
     ctx: &Context,
     namespace: &str,
-    media_nodes: Option<&StatefulSet>,
     observed: &mut Observed,
 ) -> Result<(), Error> {
     if let Some(name) = &tenant.spec.tls.secret_name {
@@ -104,10 +108,6 @@ pub(super) async fn health(
             exists,
         };
     }
-    observed.ready_media_nodes = media_nodes
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
     let selector: Vec<String> = selector_labels(tenant)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))

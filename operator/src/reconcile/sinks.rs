@@ -19,7 +19,12 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// One report per running media-node pod that has an address.
 pub async fn node_reports(client: &Client, namespace: &str, selector: &str) -> Vec<SinkReport> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let list = match pods.list(&ListParams::default().labels(selector)).await {
+    // From the API server's watch cache (resourceVersion 0), not etcd: every reconcile asks,
+    // and a report a moment old is as good.
+    let list = match pods
+        .list(&ListParams::default().labels(selector).match_any())
+        .await
+    {
         Ok(list) => list,
         Err(e) => {
             return vec![SinkReport {
