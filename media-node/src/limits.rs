@@ -329,12 +329,18 @@ impl RefusalTally {
 /// connection it may hold: a browser loads the page and the client over a few more.
 pub const SOCKETS_PER_SIGNALING_CONNECTION: usize = 2;
 
+/// How many ICE-TCP connections a client network (and the node) may hold for each signaling
+/// connection: a browser may try a connection per local interface before it settles on one.
+pub const ICE_TCP_PER_SIGNALING_CONNECTION: usize = 2;
+
 /// The limits a signaling server holds, built from the node's config.
 #[derive(Debug)]
 pub struct ClientGuards {
     pub connections: Arc<Connections>,
     /// TCP connections at accept, before TLS ([`crate::signaling::accept`]).
     pub sockets: Arc<Connections>,
+    /// ICE-TCP media connections, from browsers whose networks block UDP.
+    pub media_tcp: Arc<Connections>,
     pub joins: JoinAttempts,
     pub refusals: Mutex<RefusalTally>,
 }
@@ -356,6 +362,10 @@ impl ClientGuards {
             sockets: Connections::new(
                 limits.connections_per_network as usize * SOCKETS_PER_SIGNALING_CONNECTION,
                 limits.connections as usize * SOCKETS_PER_SIGNALING_CONNECTION,
+            ),
+            media_tcp: Connections::new(
+                limits.connections_per_network as usize * ICE_TCP_PER_SIGNALING_CONNECTION,
+                limits.connections as usize * ICE_TCP_PER_SIGNALING_CONNECTION,
             ),
             joins: JoinAttempts::new(per_minute),
             refusals: Mutex::new(RefusalTally::new(REFUSAL_WINDOW, REFUSAL_KINDS)),

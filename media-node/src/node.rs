@@ -178,7 +178,9 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
 
     let settings = engine_settings(config);
     let end_to_end = settings.end_to_end;
-    let (sfu, media, engine_task) = start_media(config, settings, &stats).await?;
+    let (guards, sealing) = start_client_guards(config, &audit);
+    let (sfu, media, engine_task) =
+        start_media(config, settings, &stats, guards.media_tcp.clone()).await?;
 
     let running_stats = stats.clone();
     let media_address = follow_media_address(&setup, media, &sfu);
@@ -203,7 +205,6 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         }
         None => None,
     };
-    let (guards, sealing) = start_client_guards(config, &audit);
     let state = AppState {
         sfu: sfu.clone(),
         keys: keys.clone(),
@@ -274,14 +275,20 @@ async fn start_media(
     config: &MediaNodeConfig,
     settings: sfu::EngineSettings,
     stats: &Arc<EngineStats>,
+    tcp_gate: Arc<crate::limits::Connections>,
 ) -> Result<(SfuHandle, SocketAddr, tokio::task::JoinHandle<()>), NodeError> {
-    sfu::start(config.network.media_listen, settings, stats.clone())
-        .await
-        .map_err(|source| NodeError::Listen {
-            what: "media (UDP)",
-            addr: config.network.media_listen,
-            source,
-        })
+    sfu::start(
+        config.network.media_listen,
+        settings,
+        stats.clone(),
+        tcp_gate,
+    )
+    .await
+    .map_err(|source| NodeError::Listen {
+        what: "media (UDP, and TCP on the same port for ICE-TCP)",
+        addr: config.network.media_listen,
+        source,
+    })
 }
 
 /// The visits API for scheduling systems, on the signaling port, when the config turns it on.

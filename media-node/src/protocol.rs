@@ -103,6 +103,25 @@ pub enum ClientMessage {
     },
 }
 
+/// How a participant's media reaches the node.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaPath {
+    /// UDP: the usual and fastest path.
+    Udp,
+    /// ICE-TCP: the browser's network blocks UDP to the node.
+    Tcp,
+}
+
+impl MediaPath {
+    pub fn label(self) -> &'static str {
+        match self {
+            MediaPath::Udp => "udp",
+            MediaPath::Tcp => "tcp",
+        }
+    }
+}
+
 /// What the node sends.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -147,11 +166,14 @@ pub enum ServerMessage {
         kind: TrackKind,
         mid: String,
     },
-    /// The media path is up: DTLS finished with the listed ciphers.
+    /// The media path is up: DTLS finished with the listed ciphers, over `path`.
     #[serde(rename_all = "camelCase")]
     MediaConnected {
         v: u32,
         srtp_profile: String,
+        /// Absent from nodes before ICE-TCP.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<MediaPath>,
     },
     Error {
         v: u32,

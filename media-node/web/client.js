@@ -109,6 +109,7 @@
     events: [],
     errors: [],
     mediaConnected: false,
+    mediaPath: null,
     closed: false,
     reconnects: 0,
     page: null, // too-early, waiting, ended, cancelled, replaced, elsewhere: the visit page shown
@@ -423,7 +424,10 @@
         break;
       case 'media-connected':
         state.mediaConnected = true;
-        setStatus(`Connected · encrypted (${message.srtpProfile})`);
+        state.mediaPath = message.path || 'udp';
+        // TCP works through networks that block UDP, with more delay on a lossy link.
+        setStatus(`Connected · encrypted (${message.srtpProfile})` +
+          (state.mediaPath === 'tcp' ? ' · over TCP (this network blocks UDP)' : ''));
         break;
       case 'error':
         state.errors.push(`${message.code}: ${message.message}`);
@@ -516,6 +520,10 @@
       }
       if (s.type === 'transport') {
         out.transport = { srtpCipher: s.srtpCipher, dtlsCipher: s.dtlsCipher, tlsVersion: s.tlsVersion, dtlsState: s.dtlsState };
+        // The path ICE chose: the node's candidate of the selected pair says udp or tcp.
+        const pair = byId.get(s.selectedCandidatePairId);
+        const remote = pair && byId.get(pair.remoteCandidateId);
+        out.transport.protocol = remote ? remote.protocol : null;
       }
     });
     return out;

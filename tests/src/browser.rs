@@ -215,7 +215,7 @@ pub async fn state(client: &Client) -> Value {
         .execute(
             "const s = window.bedside.state;\
              return {participantId: s.participantId, participants: Array.from(s.participants.keys()),\
-                     events: s.events, errors: s.errors, mediaConnected: s.mediaConnected,\
+                     events: s.events, errors: s.errors, mediaConnected: s.mediaConnected, mediaPath: s.mediaPath,\
                      role: s.role, waiting: s.waiting, waitingRoom: s.waitingRoom, locked: s.locked,\
                      muted: s.muted, closed: s.closed, endToEnd: s.endToEnd, reconnects: s.reconnects,\
                      page: s.page, visitTitle: document.getElementById('visit-title').textContent,\

@@ -116,8 +116,11 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
                 dtls.contains("ECDHE") && dtls.contains("AES") && dtls.contains("GCM"),
                 "{dtls}"
             );
+            // Where UDP works, the call takes it (the TCP candidate ranks lower).
+            assert_eq!(transport["protocol"], "udp", "{stats}");
             let state = browser::state(b).await;
             assert_eq!(state["mediaConnected"], true, "{state}");
+            assert_eq!(state["mediaPath"], "udp", "{state}");
             assert!(
                 state["status"]
                     .as_str()
@@ -272,6 +275,78 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
 /// A visit's media node dies (killed: no goodbye) and its replacement comes up at the same
 /// address, as a pod's does: both browsers join again by themselves, with the link and
 /// passcode they had, and decode each other's video again; nobody clicks anything.
+/// Hospital guest Wi-Fi and many clinic firewalls let no UDP through. With every UDP packet
+/// to the node's media port dropped (iptables, in this test's own namespace), two browsers
+/// still hold an encrypted call: ICE-TCP on the same port, AES-256-GCM as over UDP.
+#[test]
+fn browsers_on_a_network_that_blocks_udp_hold_the_call_over_ice_tcp() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let node = TestNode::start().await;
+        let media = node.running.as_ref().expect("an in-process node").media;
+        let port = media.port().to_string();
+        // This thread runs inside the test's namespace, and so does what it starts.
+        let blocked = std::process::Command::new("iptables")
+            .args(["-I", "INPUT", "-p", "udp", "--dport", &port, "-j", "DROP"])
+            .status()
+            .expect("run iptables");
+        assert!(blocked.success(), "iptables in the test's namespace");
+        let driver = Driver::start().await;
+        let mut browsers = Vec::new();
+        // Both hosts: no waiting room to admit from in this test.
+        for (user, role) in [("u-clinician", Role::Host), ("u-patient", Role::Host)] {
+            let client = driver.browser().await;
+            let token = node.token("visit-tcp", user, role);
+            open(&client, &node, "visit-tcp", &token).await;
+            browsers.push(client);
+        }
+        for (i, b) in browsers.iter().enumerate() {
+            wait_for(
+                Duration::from_secs(60),
+                &format!("browser {i} decodes video over TCP"),
+                async || {
+                    let stats = browser::stats(b).await;
+                    if decoded_video(&stats).iter().any(|f| *f > 30) {
+                        Ok(())
+                    } else {
+                        Err(format!("{stats} {}", browser::state(b).await))
+                    }
+                },
+            )
+            .await;
+        }
+        for b in &browsers {
+            let stats = browser::stats(b).await;
+            let transport = &stats["transport"];
+            assert_eq!(transport["protocol"], "tcp", "{stats}");
+            assert_eq!(transport["srtpCipher"], "SRTP_AEAD_AES_256_GCM", "{stats}");
+            let state = browser::state(b).await;
+            assert_eq!(state["mediaPath"], "tcp", "{state}");
+            let status = state["status"].as_str().unwrap_or_default();
+            assert!(status.contains("over TCP"), "the page says so: {status}");
+        }
+        let by_path = |path: &'static str| {
+            node.metric_where(
+                "bedside_media_sessions_by_path_total",
+                match path {
+                    "tcp" => "path=\"tcp\"",
+                    _ => "path=\"udp\"",
+                },
+            )
+        };
+        assert_eq!(
+            by_path("tcp").await,
+            2.0,
+            "the node counts two TCP sessions"
+        );
+        assert_eq!(by_path("udp").await, 0.0);
+        assert!(node.metric("bedside_media_ice_tcp_connections").await >= 2.0);
+    });
+}
+
 #[test]
 fn browsers_rejoin_by_themselves_when_their_media_node_dies() {
     if !browser::require_or_skip() {

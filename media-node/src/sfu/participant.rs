@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use str0m::Rtc;
 use str0m::change::SdpPendingOffer;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::net::Protocol;
 use tokio::sync::mpsc;
 
 use super::simulcast::{LayerRate, Layers, Selection};
@@ -197,7 +198,10 @@ pub struct Participant {
     pub pending: Option<SdpPendingOffer>,
     pub tracks_in: Vec<TrackIn>,
     pub tracks_out: Vec<TrackOut>,
-    pub remote_addrs: Vec<SocketAddr>,
+    /// Where the browser's packets came from: a UDP address, or an ICE-TCP connection.
+    pub remote_addrs: Vec<(Protocol, SocketAddr)>,
+    /// The transport of the browser's latest packet: the path its call uses.
+    pub path: Option<Protocol>,
     pub next_timeout: Option<Instant>,
     pub connected: bool,
     /// When ICE declared the browser's path dead; cleared when ICE finds one again.
@@ -252,6 +256,7 @@ impl Participant {
             tracks_in: Vec::new(),
             tracks_out: Vec::new(),
             remote_addrs: Vec::new(),
+            path: None,
             next_timeout: None,
             connected: false,
             ice_lost_since: None,

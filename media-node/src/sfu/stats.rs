@@ -7,6 +7,7 @@ use std::time::Duration;
 use str0m::media::MediaKind;
 
 use super::participant::Forward;
+use crate::protocol::MediaPath;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
@@ -161,6 +162,10 @@ pub struct EngineStats {
     pub signaling_connections: IntGauge,
     /// Completed media sessions by negotiated SRTP profile.
     pub srtp_sessions: IntCounterVec,
+    /// Completed media sessions by the path their media takes (udp, tcp).
+    pub sessions_by_path: IntCounterVec,
+    /// ICE-TCP connections open now.
+    pub ice_tcp_connections: IntGauge,
     pub connection_failures: IntCounterVec,
     pub joins_refused: IntCounterVec,
     pub bytes: IntCounterVec,
@@ -270,6 +275,15 @@ impl EngineStats {
                 "bedside_media_srtp_sessions_total",
                 "Completed media sessions by negotiated SRTP protection profile",
                 "profile",
+            )?,
+            sessions_by_path: counter_vec(
+                "bedside_media_sessions_by_path_total",
+                "Completed media sessions by the path their media takes: udp, or tcp (ICE-TCP, from networks that block UDP)",
+                "path",
+            )?,
+            ice_tcp_connections: gauge(
+                "bedside_media_ice_tcp_connections",
+                "ICE-TCP connections open now",
             )?,
             connection_failures: counter_vec(
                 "bedside_media_connection_failures_total",
@@ -382,6 +396,9 @@ impl EngineStats {
         for kind in ["nack", "pli", "fir"] {
             stats.feedback.with_label_values(&[kind]);
         }
+        for path in [MediaPath::Udp, MediaPath::Tcp] {
+            stats.sessions_by_path.with_label_values(&[path.label()]);
+        }
         Ok(stats)
     }
 
@@ -389,7 +406,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 27] = [
+        let collectors: [&dyn Collector; 29] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -400,6 +417,8 @@ impl EngineStats {
             &self.subscribers,
             &self.connected,
             &self.srtp_sessions,
+            &self.sessions_by_path,
+            &self.ice_tcp_connections,
             &self.connection_failures,
             &self.joins_refused,
             &self.bytes,
@@ -439,10 +458,13 @@ impl EngineStats {
             .inc();
     }
 
-    /// A connection completed DTLS with `profile`, `join_took` after its join.
-    pub fn media_connected(&self, profile: &str, join_took: Duration) {
+    /// A connection completed DTLS with `profile` over `path`, `join_took` after its join.
+    pub fn media_connected(&self, profile: &str, path: MediaPath, join_took: Duration) {
         self.connected.inc();
         self.srtp_sessions.with_label_values(&[profile]).inc();
+        self.sessions_by_path
+            .with_label_values(&[path.label()])
+            .inc();
         self.join_to_media.record(join_took);
     }
 
@@ -518,8 +540,16 @@ mod tests {
             for metric in family.get_metric() {
                 for label in metric.get_label() {
                     assert!(
-                        ["tenant", "node", "reason", "direction", "kind", "profile"]
-                            .contains(&label.name()),
+                        [
+                            "tenant",
+                            "node",
+                            "reason",
+                            "direction",
+                            "kind",
+                            "profile",
+                            "path"
+                        ]
+                        .contains(&label.name()),
                         "{name} has label {}",
                         label.name()
                     );

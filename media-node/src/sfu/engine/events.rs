@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use str0m::bwe::BweKind;
 use str0m::channel::ChannelData;
+use str0m::net::Protocol;
 use str0m::{Event, IceConnectionState};
 
-use crate::protocol::{ErrorCode, PROTOCOL_VERSION, ProtocolError, ServerMessage};
+use crate::protocol::{ErrorCode, MediaPath, PROTOCOL_VERSION, ProtocolError, ServerMessage};
 use crate::sfu::participant::{ChatRefusal, Participant, Propagated};
 use crate::sfu::stats::EngineStats;
 
@@ -23,12 +24,21 @@ pub(super) fn on_event(
     match event {
         Event::Connected => {
             p.connected = true;
-            stats.media_connected(SRTP_PROFILE, now.saturating_duration_since(p.joined_at));
+            let path = match p.path {
+                Some(Protocol::Tcp) => MediaPath::Tcp,
+                _ => MediaPath::Udp,
+            };
+            stats.media_connected(
+                SRTP_PROFILE,
+                path,
+                now.saturating_duration_since(p.joined_at),
+            );
             p.tell(ServerMessage::MediaConnected {
                 v: PROTOCOL_VERSION,
                 // The policy provider withholds SRTP keys from any other profile, so a
                 // completed connection has exactly this one.
                 srtp_profile: SRTP_PROFILE.into(),
+                path: Some(path),
             });
             None
         }

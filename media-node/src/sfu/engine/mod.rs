@@ -41,7 +41,7 @@ pub struct Engine {
     settings: EngineSettings,
     crypto: Arc<CryptoProvider>,
     participants: HashMap<ParticipantId, Participant>,
-    by_addr: HashMap<SocketAddr, ParticipantId>,
+    by_addr: HashMap<(Protocol, SocketAddr), ParticipantId>,
     rooms: HashMap<Arc<str>, Vec<ParticipantId>>,
     next_id: u64,
     queue: VecDeque<Propagated>,
@@ -168,6 +168,17 @@ impl Engine {
 
     /// One datagram from the media socket.
     pub fn handle_datagram(&mut self, contents: &[u8], source: SocketAddr, now: Instant) {
+        self.handle_packet(Protocol::Udp, contents, source, now);
+    }
+
+    /// One packet from a browser: a UDP datagram, or a frame of an ICE-TCP connection.
+    pub fn handle_packet(
+        &mut self,
+        proto: Protocol,
+        contents: &[u8],
+        source: SocketAddr,
+        now: Instant,
+    ) {
         self.clock(now);
         let Ok(contents) = contents.try_into() else {
             return;
@@ -175,13 +186,13 @@ impl Engine {
         let input = Input::Receive(
             self.now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
                 destination: self.settings.advertised,
                 contents,
             },
         );
-        let id = match self.by_addr.get(&source) {
+        let id = match self.by_addr.get(&(proto, source)) {
             Some(id) => *id,
             None => {
                 // A new remote address: only its STUN binding request can say who it is.
@@ -192,13 +203,14 @@ impl Engine {
                 else {
                     return;
                 };
-                p.remote_addrs.push(source);
-                self.by_addr.insert(source, p.id);
+                p.remote_addrs.push((proto, source));
+                self.by_addr.insert((proto, source), p.id);
                 p.id
             }
         };
         if let Some(p) = self.participants.get_mut(&id) {
             p.last_heard = self.now;
+            p.path = Some(proto);
         }
         self.input(id, input);
     }

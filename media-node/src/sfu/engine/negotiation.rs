@@ -15,6 +15,7 @@ use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::crypto::CryptoProvider;
 use str0m::media::KeyframeRequestKind;
+use str0m::net::TcpType;
 use str0m::{Candidate, Rtc, RtcConfig};
 
 use super::Engine;
@@ -179,13 +180,22 @@ fn new_rtc(
         // Start where a 720p camera needs to be; the estimate then follows the network.
         .enable_bwe(Some(Bitrate::kbps(2_500)))
         .build(now);
-    let candidate = Candidate::host(advertised, "udp").map_err(|e| {
+    let unusable = |e: str0m::error::IceError| {
         ProtocolError::new(
             ErrorCode::Internal,
             format!("the node's media address {advertised} is not usable: {e}"),
         )
-    })?;
-    rtc.add_local_candidate(candidate);
+    };
+    rtc.add_local_candidate(Candidate::host(advertised, "udp").map_err(unusable)?);
+    // ICE-TCP on the same address and port, for networks that block UDP. Its type preference
+    // is lower (90 against 126), so a browser that reaches the node over UDP uses UDP.
+    let tcp = Candidate::builder()
+        .tcp()
+        .host(advertised)
+        .tcptype(TcpType::Passive)
+        .build()
+        .map_err(unusable)?;
+    rtc.add_local_candidate(tcp);
     Ok(rtc)
 }
 

@@ -358,8 +358,8 @@ impl Engine {
             if let Some(rtc) = p.rtc.as_mut() {
                 rtc.disconnect();
             }
-            for addr in &p.remote_addrs {
-                self.by_addr.remove(addr);
+            for from in &p.remote_addrs {
+                self.by_addr.remove(from);
             }
             self.stats.participants.dec();
             if let Some(meeting) = self.meetings.get_mut(&p.room) {
