@@ -320,10 +320,12 @@ impl Processes {
                 format!("--service-account-key-file={}", path("sa.pub")),
                 format!("--service-account-signing-key-file={}", path("sa.key")),
                 // Room for the Services of the 10,000-tenant benchmark: a signaling and a media
-                // Service per pod are 4 cluster IPs and 3 node ports per 2-replica tenant, far
-                // more than the defaults hold. No kube-proxy here: nothing binds these ports.
+                // Service per pod, LoadBalancers with externalTrafficPolicy Local, are 3 cluster
+                // IPs and 6 node ports (a node port and a health-check node port each) per
+                // 2-replica tenant, far more than the defaults hold. No kube-proxy here: nothing
+                // binds these ports.
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
-                "--service-node-port-range=20000-59999".into(),
+                "--service-node-port-range=1024-65535".into(),
                 "--endpoint-reconciler-type=none".into(),
                 "--enable-priority-and-fairness=false".into(),
             ],

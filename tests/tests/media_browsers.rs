@@ -64,6 +64,25 @@ where
     }
 }
 
+/// Waits until each browser has decoded more than 30 frames of another's video.
+async fn each_decodes_video(browsers: &[Client], what: &str) {
+    for (i, b) in browsers.iter().enumerate() {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("browser {i} decodes {what}"),
+            async || {
+                let stats = browser::stats(b).await;
+                if decoded_video(&stats).iter().any(|f| *f > 30) {
+                    Ok(())
+                } else {
+                    Err(format!("{stats} {}", browser::state(b).await))
+                }
+            },
+        )
+        .await;
+    }
+}
+
 #[test]
 fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
     if !browser::require_or_skip() {
@@ -303,21 +322,7 @@ fn browsers_on_a_network_that_blocks_udp_hold_the_call_over_ice_tcp() {
             open(&client, &node, "visit-tcp", &token).await;
             browsers.push(client);
         }
-        for (i, b) in browsers.iter().enumerate() {
-            wait_for(
-                Duration::from_secs(60),
-                &format!("browser {i} decodes video over TCP"),
-                async || {
-                    let stats = browser::stats(b).await;
-                    if decoded_video(&stats).iter().any(|f| *f > 30) {
-                        Ok(())
-                    } else {
-                        Err(format!("{stats} {}", browser::state(b).await))
-                    }
-                },
-            )
-            .await;
-        }
+        each_decodes_video(&browsers, "video over TCP").await;
         for b in &browsers {
             let stats = browser::stats(b).await;
             let transport = &stats["transport"];
@@ -1003,20 +1008,8 @@ fn end_to_end_mode_decodes_in_the_browsers_and_not_on_the_way() {
             .await;
             browsers.push(b);
         }
-        for (i, b) in browsers.iter().enumerate() {
-            wait_for(
-                Duration::from_secs(60),
-                &format!("browser {i} decodes the other's video"),
-                async || {
-                    let stats = browser::stats(b).await;
-                    if decoded_video(&stats).iter().any(|f| *f > 30) {
-                        Ok(())
-                    } else {
-                        Err(format!("{stats} {}", browser::state(b).await))
-                    }
-                },
-            )
-            .await;
+        each_decodes_video(&browsers, "the other's video").await;
+        for b in &browsers {
             assert_eq!(browser::state(b).await["endToEnd"], true);
         }
 
