@@ -640,14 +640,22 @@ async fn open_as(client: &Client, node: &TestNode, room: &str, token: &str, name
     open_url(client, &link(node, room, token), Some(name)).await;
 }
 
+/// Clicks what `css` finds. The page rebuilds lists (the waiting room) on every change, so an
+/// element found a moment ago may be gone: like a person, the click goes to the new one.
 async fn click(client: &Client, css: &str) {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    for attempt in 1.. {
+        let element = client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        match element.click().await {
+            Ok(()) => return,
+            Err(e) if attempt < 5 && e.to_string().contains("stale element") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("click {css}: {e}"),
+        }
+    }
 }
 
 /// Inbound audio bytes per stream.
