@@ -45,21 +45,25 @@ struct Seen {
 }
 
 impl AppliedRecord {
-    /// What the children still show, when the watch caches confirm every child is at the
-    /// version this record holds, the tenant would be sent the same objects, and the last
-    /// read from the API server is recent enough.
+    /// Every child is at the version this record holds and the tenant would be sent the same
+    /// objects: there is nothing to apply.
+    fn unchanged(&self, desired_hash: &str, versions: &[Option<String>]) -> bool {
+        self.desired_hash == desired_hash
+            && !self.prune_pending
+            && versions.iter().all(Option::is_some)
+            && self.versions == versions
+    }
+
+    /// What the children still show, when the watch caches' versions say they are unchanged
+    /// and the last read from the API server is recent enough.
     fn confirmed(
         &self,
         desired_hash: &str,
         cached: &[Option<String>],
         read_every: Duration,
     ) -> Option<&Seen> {
-        let unchanged = self.desired_hash == desired_hash
-            && !self.prune_pending
-            && cached.iter().all(Option::is_some)
-            && self.versions == cached
-            && self.read_at.elapsed() < read_every;
-        unchanged.then_some(&self.seen)
+        let confirmed = self.unchanged(desired_hash, cached) && self.read_at.elapsed() < read_every;
+        confirmed.then_some(&self.seen)
     }
 }
 
@@ -120,14 +124,7 @@ pub(super) async fn reconcile(
         .unwrap_or(0);
     let pdb = build::pod_disruption_budget(tenant, &ctx.pdb_resource)?;
     let desired_hash = applied_hash(&desired, &pdb);
-    let memo_key = tenant
-        .uid()
-        .unwrap_or_else(|| format!("{namespace}/{}", tenant.name_any()));
-    let record = ctx
-        .applied
-        .lock()
-        .ok()
-        .and_then(|memo| memo.get(&memo_key).cloned());
+    let (memo_key, record) = recall(ctx, tenant, namespace);
     if let Some(children) = confirm_from_caches(
         ctx,
         (namespace, &ChildNames::of(tenant)),
@@ -148,12 +145,9 @@ pub(super) async fn reconcile(
     }
     let (live, live_versions) = read(ctx, namespace, tenant, &desired).await?;
     let drift = drift::find(&live, &desired, provisioned, spec_changed);
-    let unchanged_since_our_apply = record.as_ref().is_some_and(|record| {
-        record.desired_hash == desired_hash
-            && !record.prune_pending
-            && live_versions.iter().all(Option::is_some)
-            && record.versions == live_versions
-    });
+    let unchanged_since_our_apply = record
+        .as_ref()
+        .is_some_and(|record| record.unchanged(&desired_hash, &live_versions));
     let (set, versions, prune_pending) = if unchanged_since_our_apply {
         // Every child is exactly as our last apply left it, and we would apply the same
         // again: server-side apply (the API server's most expensive write) is skipped.
@@ -180,24 +174,52 @@ pub(super) async fn reconcile(
         .and_then(|s| s.status.as_ref())
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
+    let seen = Seen {
+        ready_media_nodes,
+        unaddressed: observed.unaddressed.clone(),
+        endpoint: observed.endpoint.clone(),
+    };
+    remember(ctx, memo_key, (desired_hash, versions, prune_pending), seen);
+    Ok(Children {
+        ready_media_nodes,
+        drift,
+    })
+}
+
+/// The tenant's key in the memo of applies, and what the last read (and apply) left there.
+fn recall(
+    ctx: &Context,
+    tenant: &HealthcareTenant,
+    namespace: &str,
+) -> (String, Option<AppliedRecord>) {
+    let memo_key = tenant
+        .uid()
+        .unwrap_or_else(|| format!("{namespace}/{}", tenant.name_any()));
+    let record = ctx
+        .applied
+        .lock()
+        .ok()
+        .and_then(|memo| memo.get(&memo_key).cloned());
+    (memo_key, record)
+}
+
+/// What this read (and apply) left, for the next reconcile to compare with.
+fn remember(
+    ctx: &Context,
+    memo_key: String,
+    (desired_hash, versions, prune_pending): (String, Vec<Option<String>>, bool),
+    seen: Seen,
+) {
     let record = AppliedRecord {
         desired_hash,
         versions,
         prune_pending,
-        seen: Seen {
-            ready_media_nodes,
-            unaddressed: observed.unaddressed.clone(),
-            endpoint: observed.endpoint.clone(),
-        },
+        seen,
         read_at: Instant::now(),
     };
     if let Ok(mut memo) = ctx.applied.lock() {
         memo.insert(memo_key, record);
     }
-    Ok(Children {
-        ready_media_nodes,
-        drift,
-    })
 }
 
 /// The children as the last read left them, when the watch caches confirm that nothing
