@@ -57,6 +57,16 @@ pub enum JoinRefusal {
     NodeConnections,
 }
 
+/// A connection the client limits refused, as the refusals metric names it.
+impl From<crate::limits::ConnectionRefusal> for JoinRefusal {
+    fn from(refusal: crate::limits::ConnectionRefusal) -> Self {
+        match refusal {
+            crate::limits::ConnectionRefusal::NetworkFull => JoinRefusal::NetworkConnections,
+            crate::limits::ConnectionRefusal::NodeFull => JoinRefusal::NodeConnections,
+        }
+    }
+}
+
 impl JoinRefusal {
     pub const ALL: [JoinRefusal; 16] = [
         JoinRefusal::TokenExpired,

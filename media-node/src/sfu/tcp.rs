@@ -17,8 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use super::stats::{EngineStats, JoinRefusal};
-use crate::limits::{ConnectionRefusal, ConnectionSlot, Connections};
+use super::stats::EngineStats;
+use crate::limits::{ConnectionSlot, Connections};
 
 /// A connection with no frame for this long is closed.
 pub const IDLE: Duration = Duration::from_secs(30);
@@ -74,10 +74,7 @@ pub async fn accept(
         let slot = match gate.open(remote.ip()) {
             Ok(slot) => slot,
             Err(refusal) => {
-                stats.refused(match refusal {
-                    ConnectionRefusal::NetworkFull => JoinRefusal::NetworkConnections,
-                    ConnectionRefusal::NodeFull => JoinRefusal::NodeConnections,
-                });
+                stats.refused(refusal.into());
                 continue;
             }
         };

@@ -13,8 +13,8 @@ use axum_server::accept::Accept;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::limits::{ConnectionRefusal, ConnectionSlot, Connections};
-use crate::sfu::stats::{EngineStats, JoinRefusal};
+use crate::limits::{ConnectionSlot, Connections};
+use crate::sfu::stats::EngineStats;
 
 /// Takes a place for every accepted socket, or closes it.
 #[derive(Clone, Debug)]
@@ -36,10 +36,7 @@ impl SocketGate {
                 _slot: slot,
             }),
             Err(refusal) => {
-                self.stats.refused(match refusal {
-                    ConnectionRefusal::NetworkFull => JoinRefusal::NetworkConnections,
-                    ConnectionRefusal::NodeFull => JoinRefusal::NodeConnections,
-                });
+                self.stats.refused(refusal.into());
                 Err(io::Error::new(
                     io::ErrorKind::ConnectionRefused,
                     "too many connections from this network or to this node",

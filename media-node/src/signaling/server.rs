@@ -15,7 +15,6 @@ use crate::protocol::MAX_MESSAGE_BYTES;
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
 /// What may wait for a client that does not read before it is cut off.
 const MAX_UNREAD_BYTES: usize = 1 << 20;
-use crate::sfu::stats::JoinRefusal;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const CLIENT_JS: &str = include_str!("../../web/client.js");
@@ -126,19 +125,17 @@ fn count(state: &AppState) -> i64 {
 
 /// Refused before the WebSocket upgrade: a plain HTTP answer the client can act on.
 fn too_many_connections(state: &AppState, refusal: ConnectionRefusal) -> Response {
-    let (status, reason, text) = match refusal {
+    let (status, text) = match refusal {
         ConnectionRefusal::NetworkFull => (
             StatusCode::TOO_MANY_REQUESTS,
-            JoinRefusal::NetworkConnections,
             "too many connections from your network; close other visit tabs or try again shortly\n",
         ),
         ConnectionRefusal::NodeFull => (
             StatusCode::SERVICE_UNAVAILABLE,
-            JoinRefusal::NodeConnections,
             "this media node is full; try again shortly\n",
         ),
     };
-    state.stats.refused(reason);
+    state.stats.refused(refusal.into());
     (status, [(header::RETRY_AFTER, "10")], text).into_response()
 }
 
