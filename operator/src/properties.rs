@@ -123,6 +123,7 @@ fn config_text(
         BuildInputs {
             media_allowed: true,
             operator_namespace: Some("bedside-system".into()),
+            mixed_protocol_load_balancers: true,
         },
     )
     .map_err(|e| TestCaseError::fail(format!("an admitted tenant did not build: {e}")))?;

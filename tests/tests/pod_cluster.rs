@@ -663,6 +663,9 @@ async fn a_patient_waits_and_is_admitted_in_chromium_until_the_visit_is_cancelle
     if !browser::require_or_skip() {
         return;
     }
+    // The browsers are on a network that lets no UDP out (a clinic's guest Wi-Fi): their
+    // media reaches the pods over ICE-TCP, through the same Services and addresses.
+    let _no_udp = UdpBlocked::here();
     let driver = Driver::start().await;
     // Booked as a scheduling system books it: through the visits API on the tenant's endpoint,
     // with the credential the operator put in the tenant's Secret.
@@ -761,6 +764,27 @@ async fn a_patient_waits_and_is_admitted_in_chromium_until_the_visit_is_cancelle
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    for b in [&clinician, &patient] {
+        let stats = browser::stats(b).await;
+        assert_eq!(stats["transport"]["protocol"], "tcp", "{stats}");
+        assert_eq!(
+            stats["transport"]["srtpCipher"], "SRTP_AEAD_AES_256_GCM",
+            "{stats}"
+        );
+        assert_eq!(browser::state(b).await["mediaPath"], "tcp");
+    }
+    let mut over_tcp = 0.0;
+    for pod in media_pods(cluster).await {
+        let text = pod_tenant::pod_metrics(&pod).await.unwrap_or_default();
+        over_tcp += text
+            .lines()
+            .filter(|l| {
+                l.starts_with("bedside_media_sessions_by_path_total{") && l.contains("path=\"tcp\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    assert_eq!(over_tcp, 2.0, "the pods count two sessions over TCP");
     // The clinic reissues the links (one leaked, say): the old host link, opened again through
     // the Service, says it was replaced; the two in the call stay in it.
     let reissued = https
@@ -810,6 +834,43 @@ async fn a_patient_waits_and_is_admitted_in_chromium_until_the_visit_is_cancelle
     assert_eq!(status.json["cancelled"], true, "{}", status.text);
     for b in [clinician, patient, old, again] {
         let _ = b.close().await;
+    }
+}
+
+/// An iptables rule in the test's namespace that drops every UDP datagram sent out of it (to
+/// anything but loopback), removed on drop. By destination, not interface: a node port on the
+/// node's own address leaves through the bridge only after kube-proxy's translation.
+struct UdpBlocked;
+
+impl UdpBlocked {
+    const RULE: [&str; 8] = [
+        "OUTPUT",
+        "-p",
+        "udp",
+        "!",
+        "-d",
+        "127.0.0.0/8",
+        "-j",
+        "DROP",
+    ];
+
+    fn here() -> UdpBlocked {
+        let added = std::process::Command::new("iptables")
+            .arg("-I")
+            .args(Self::RULE)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(added, "iptables drops UDP in the test's namespace");
+        UdpBlocked
+    }
+}
+
+impl Drop for UdpBlocked {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("iptables")
+            .arg("-D")
+            .args(Self::RULE)
+            .status();
     }
 }
 

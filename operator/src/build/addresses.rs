@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use bedside_crds::HealthcareTenant;
 use bedside_crds::tenant::MediaServiceType;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServicePort};
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -56,11 +56,7 @@ fn address_of(
                  which browsers reach the cluster's nodes"
                     .to_string()
             })?;
-            let port = service
-                .spec
-                .as_ref()
-                .and_then(|s| s.ports.as_ref())
-                .and_then(|p| p.first())
+            let port = media_port(service, "UDP")
                 .and_then(|p| p.node_port)
                 .ok_or_else(|| format!("Service {pod} has no node port yet"))?;
             Ok(host_port(host, port))
@@ -80,6 +76,53 @@ fn address_of(
             Ok(host_port(&host, MEDIA_PORT))
         }
     }
+}
+
+fn media_port<'a>(service: &'a Service, protocol: &str) -> Option<&'a ServicePort> {
+    service
+        .spec
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .iter()
+        .find(|p| p.port == MEDIA_PORT && p.protocol.as_deref() == Some(protocol))
+}
+
+/// Whether a media Service carries ICE-TCP beside UDP.
+pub fn has_tcp_media_port(service: &Service) -> bool {
+    media_port(service, "TCP").is_some()
+}
+
+/// The same Service with UDP media only, for a cluster that refuses mixed-protocol load
+/// balancers.
+pub fn without_tcp_media_port(service: &Service) -> Service {
+    let mut udp_only = service.clone();
+    if let Some(ports) = udp_only.spec.as_mut().and_then(|s| s.ports.as_mut()) {
+        ports.retain(|p| !(p.port == MEDIA_PORT && p.protocol.as_deref() == Some("TCP")));
+    }
+    udp_only
+}
+
+/// A merge patch that gives a NodePort media Service's TCP port the UDP port's node port,
+/// when they differ: the pod advertises one address for both. The API server allocates one
+/// number for both when it creates the Service, but a TCP port added to a Service made before
+/// ICE-TCP gets a number of its own.
+pub fn tcp_node_port_pin(service: &Service) -> Option<serde_json::Value> {
+    let spec = service.spec.as_ref()?;
+    if spec.type_.as_deref() != Some("NodePort") {
+        return None;
+    }
+    let udp = media_port(service, "UDP")?.node_port?;
+    if media_port(service, "TCP")?.node_port == Some(udp) {
+        return None;
+    }
+    let mut ports = spec.ports.clone()?;
+    for port in &mut ports {
+        if port.port == MEDIA_PORT && port.protocol.as_deref() == Some("TCP") {
+            port.node_port = Some(udp);
+        }
+    }
+    Some(json!({"spec": {"ports": ports}}))
 }
 
 fn host_port(host: &str, port: i32) -> String {
@@ -137,6 +180,49 @@ mod tests {
             found.missing,
             ["Service mercy-clinic-media-2 is not created yet"]
         );
+    }
+
+    fn both_protocols(type_: &str, udp: i32, tcp: i32) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "mercy-clinic-media-0"},
+            "spec": {"type": type_, "ports": [
+                {"name": "media-tcp", "port": 3478, "protocol": "TCP", "nodePort": tcp},
+                {"name": "media", "port": 3478, "protocol": "UDP", "nodePort": udp},
+            ]},
+        }))
+        .expect("service")
+    }
+
+    #[test]
+    fn a_pod_advertises_its_udp_node_port_and_its_tcp_port_is_pinned_to_the_same_number() {
+        let mut mercy = tenant("mercy-clinic.yaml");
+        mercy.spec.media_nodes.service_type = MediaServiceType::NodePort;
+        mercy.spec.media_nodes.public_address = Some("198.51.100.4".into());
+        // A Service made before ICE-TCP: its new TCP port got a number of its own.
+        let upgraded = both_protocols("NodePort", 31001, 31777);
+        let found = media_addresses(&mercy, 1, std::slice::from_ref(&upgraded));
+        assert_eq!(found.by_pod["mercy-clinic-media-0"], "198.51.100.4:31001");
+        let patch = tcp_node_port_pin(&upgraded).expect("a pin");
+        assert_eq!(
+            patch["spec"]["ports"],
+            json!([
+                {"name": "media-tcp", "port": 3478, "protocol": "TCP", "nodePort": 31001},
+                {"name": "media", "port": 3478, "protocol": "UDP", "nodePort": 31001},
+            ]),
+            "the whole list, both ports kept"
+        );
+        assert_eq!(
+            tcp_node_port_pin(&both_protocols("NodePort", 31001, 31001)),
+            None
+        );
+        // Behind a load balancer both reach the pod on port 3478 whatever the node ports.
+        assert_eq!(
+            tcp_node_port_pin(&both_protocols("LoadBalancer", 31001, 31777)),
+            None
+        );
+        let udp_only = without_tcp_media_port(&upgraded);
+        assert!(has_tcp_media_port(&upgraded) && !has_tcp_media_port(&udp_only));
+        assert_eq!(tcp_node_port_pin(&udp_only), None);
     }
 
     #[test]

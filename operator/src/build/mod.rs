@@ -9,7 +9,10 @@ mod objects;
 pub mod storage;
 
 pub use access::{MediaAccess, media_access};
-pub use addresses::{MediaAddresses, addresses_config_map, media_addresses};
+pub use addresses::{
+    MediaAddresses, addresses_config_map, has_tcp_media_port, media_addresses, tcp_node_port_pin,
+    without_tcp_media_port,
+};
 #[cfg(test)]
 pub(crate) use objects::tests::tenant as objects_tests_tenant;
 pub use objects::{api_secret, certificate, keys_secret, pod_disruption_budget, service_monitor};
@@ -26,6 +29,9 @@ pub struct BuildInputs {
     pub media_allowed: bool,
     /// The operator's namespace: its pods may ask the media nodes about their audit sinks.
     pub operator_namespace: Option<String>,
+    /// Whether the API server takes a LoadBalancer Service with both UDP and TCP ports (probed
+    /// at start-up): then a load-balanced pod also takes ICE-TCP at its address.
+    pub mixed_protocol_load_balancers: bool,
 }
 
 /// Every object the operator applies for a tenant (the key Secret and the PDB, whose shape

@@ -45,7 +45,7 @@ pub(super) fn desired(
         config_map,
         media_nodes: stateful_set(tenant, &names, &hash, replicas)?,
         config_hash: hash,
-        services: services(tenant, &names, replicas)?,
+        services: services(tenant, &names, replicas, &inputs)?,
         network_policy: network_policy(tenant, &names, inputs.operator_namespace.clone())?,
         access: super::access::media_access(tenant, &names)?,
     })
@@ -171,6 +171,8 @@ fn stateful_set(
                         "ports": [
                             {"name": "signaling", "containerPort": SIGNALING_PORT, "protocol": "TCP"},
                             {"name": "media", "containerPort": MEDIA_PORT, "protocol": "UDP"},
+                            // ICE-TCP, for browsers on networks that block UDP.
+                            {"name": "media-tcp", "containerPort": MEDIA_PORT, "protocol": "TCP"},
                             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
                         ],
                         "resources": resources,
@@ -211,18 +213,19 @@ fn services(
     tenant: &HealthcareTenant,
     names: &ChildNames,
     replicas: i32,
+    inputs: &BuildInputs,
 ) -> Result<Vec<k8s_openapi::api::core::v1::Service>, BuildError> {
     let exposed = match tenant.spec.media_nodes.service_type {
         MediaServiceType::LoadBalancer => "LoadBalancer",
         MediaServiceType::NodePort => "NodePort",
     };
     let service =
-        |name: &str, type_: &str, port: Value, selector: Value| -> Result<_, BuildError> {
+        |name: &str, type_: &str, ports: Vec<Value>, selector: Value| -> Result<_, BuildError> {
             let mut meta = metadata(tenant, name)?;
             // A ServiceMonitor selects the metrics Service by this label; the operator finds the
             // per-pod media Services by it.
-            meta["labels"][SERVICE_ROLE_LABEL] = port["name"].clone();
-            let mut spec = json!({"type": type_, "selector": selector, "ports": [port]});
+            meta["labels"][SERVICE_ROLE_LABEL] = ports[0]["name"].clone();
+            let mut spec = json!({"type": type_, "selector": selector, "ports": ports});
             if type_ == "LoadBalancer" {
                 // The node sees each client's own address: the per-network connection,
                 // join-attempt and passcode limits count people, not the cluster's nodes
@@ -244,14 +247,18 @@ fn services(
         service(
             &names.signaling,
             exposed,
-            json!({"name": "signaling", "port": 443, "targetPort": "signaling", "protocol": "TCP"}),
+            vec![
+                json!({"name": "signaling", "port": 443, "targetPort": "signaling", "protocol": "TCP"}),
+            ],
             all_pods.clone(),
         )?,
         {
             let mut metrics: k8s_openapi::api::core::v1::Service = service(
                 &names.metrics,
                 "ClusterIP",
-                json!({"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}),
+                vec![
+                    json!({"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}),
+                ],
                 all_pods,
             )?;
             if let Some(spec) = metrics.spec.as_mut() {
@@ -260,12 +267,21 @@ fn services(
             metrics
         },
     ];
+    // ICE-TCP on the same port as the UDP candidate: a browser reaches both at the one address
+    // the pod advertises. A load balancer carries both only where the cluster serves
+    // mixed-protocol LoadBalancers (Kubernetes 1.24 and later); elsewhere media stays UDP only.
+    let mut media_ports = vec![
+        json!({"name": "media", "port": MEDIA_PORT, "targetPort": "media", "protocol": "UDP"}),
+    ];
+    if exposed == "NodePort" || inputs.mixed_protocol_load_balancers {
+        media_ports.push(json!({"name": "media-tcp", "port": MEDIA_PORT, "targetPort": "media-tcp", "protocol": "TCP"}));
+    }
     for ordinal in 0..replicas {
         let pod = names.media_pod(ordinal);
         let mut media: k8s_openapi::api::core::v1::Service = service(
             &pod,
             exposed,
-            json!({"name": "media", "port": MEDIA_PORT, "targetPort": "media", "protocol": "UDP"}),
+            media_ports.clone(),
             json!({POD_NAME_LABEL: pod}),
         )?;
         // The pod's media follows the pod whatever its readiness: a draining pod is not Ready
@@ -312,6 +328,7 @@ fn network_policy(
         "ports": [
             {"protocol": "TCP", "port": SIGNALING_PORT},
             {"protocol": "UDP", "port": MEDIA_PORT},
+            {"protocol": "TCP", "port": MEDIA_PORT},
         ],
     })];
     if let Some(monitoring) = &tenant.spec.monitoring.namespace {
@@ -507,6 +524,7 @@ pub(super) mod tests {
         BuildInputs {
             media_allowed: true,
             operator_namespace: None,
+            mixed_protocol_load_balancers: true,
         }
     }
 
@@ -623,6 +641,66 @@ pub(super) mod tests {
             snapshot == rendered,
             "rendered objects differ from {}; review, then rerun with BEDSIDE_UPDATE_SNAPSHOTS=1",
             path.display()
+        );
+    }
+
+    /// (protocol, port, targetPort) of each media Service's ports, and the policy's open ports.
+    fn media_exposure(
+        inputs: BuildInputs,
+        service_type: MediaServiceType,
+    ) -> (Vec<Vec<String>>, Value) {
+        let mut mercy = tenant("mercy-clinic.yaml");
+        mercy.spec.media_nodes.service_type = service_type;
+        let desired = desired(&mercy, inputs).expect("build");
+        let ports = desired
+            .services
+            .iter()
+            .filter(|s| s.metadata.labels.as_ref().expect("labels")[SERVICE_ROLE_LABEL] == "media")
+            .map(|s| {
+                let spec = serde_json::to_value(s.spec.as_ref().expect("spec")).expect("json");
+                spec["ports"]
+                    .as_array()
+                    .expect("ports")
+                    .iter()
+                    .map(|p| format!("{} {} {}", p["protocol"], p["port"], p["targetPort"]))
+                    .collect()
+            })
+            .collect();
+        let policy = serde_json::to_value(&desired.network_policy).expect("json");
+        (ports, policy["spec"]["ingress"][0]["ports"].clone())
+    }
+
+    #[test]
+    fn each_media_pod_takes_ice_tcp_on_its_udp_port_where_the_cluster_can_expose_it() {
+        let both = vec![
+            r#""UDP" 3478 "media""#.to_string(),
+            r#""TCP" 3478 "media-tcp""#.into(),
+        ];
+        let (ports, open) = media_exposure(inputs(), MediaServiceType::LoadBalancer);
+        assert_eq!(ports, [both.clone(), both.clone()]);
+        assert!(
+            open.as_array()
+                .expect("ports")
+                .contains(&json!({"protocol": "TCP", "port": MEDIA_PORT})),
+            "the NetworkPolicy lets ICE-TCP in: {open}"
+        );
+        // A cluster that refuses mixed-protocol load balancers: UDP only behind them...
+        let older = BuildInputs {
+            mixed_protocol_load_balancers: false,
+            ..inputs()
+        };
+        let (ports, _) = media_exposure(older.clone(), MediaServiceType::LoadBalancer);
+        assert_eq!(ports, [both[..1].to_vec(), both[..1].to_vec()]);
+        // ...while node ports carry both protocols on any cluster.
+        let (ports, _) = media_exposure(older, MediaServiceType::NodePort);
+        assert_eq!(ports, [both.clone(), both]);
+        let pod = media_pod(desired(&tenant("mercy-clinic.yaml"), inputs()).expect("build"));
+        let declared = serde_json::to_value(&pod.containers[0].ports).expect("json");
+        assert!(
+            declared.as_array().expect("ports").contains(
+                &json!({"name": "media-tcp", "containerPort": MEDIA_PORT, "protocol": "TCP"})
+            ),
+            "{declared}"
         );
     }
 

@@ -136,6 +136,7 @@ mod tests {
         let inputs = BuildInputs {
             media_allowed: true,
             operator_namespace: None,
+            mixed_protocol_load_balancers: true,
         };
         desired(tenant, inputs).expect("desired").media_nodes
     }

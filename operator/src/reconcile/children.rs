@@ -114,6 +114,9 @@ pub(super) async fn reconcile(
         BuildInputs {
             media_allowed,
             operator_namespace: ctx.operator_namespace.clone(),
+            mixed_protocol_load_balancers: ctx
+                .mixed_protocol_load_balancers
+                .load(std::sync::atomic::Ordering::Relaxed),
         },
     )?;
     observed.media_replicas = desired
@@ -333,7 +336,7 @@ async fn apply(
     // address is in the addresses ConfigMap before the pod starts.
     let mut applied_services = Vec::new();
     for service in &desired.services {
-        applied_services.push(server_side_apply(&services, service, "Service").await?);
+        applied_services.push(apply_service(ctx, &services, service).await?);
     }
     let prune_pending = prune_media_services(client, &services, tenant, &desired.services).await?;
     let addresses = build::media_addresses(tenant, observed.media_replicas, &applied_services);
@@ -371,6 +374,52 @@ async fn apply(
     versions.extend(access_versions);
     // Looked at again (not skipped) until every pod is where it should be.
     Ok((set, versions, prune_pending || moving))
+}
+
+/// Applies a Service. An API server before Kubernetes 1.24 refuses a LoadBalancer with both
+/// UDP and TCP ports: then the media goes UDP only (ICE-TCP off behind load balancers), from
+/// now on for every tenant, said once in the log. A NodePort Service whose TCP node port
+/// differs from its UDP one (added to a Service made before ICE-TCP) gets the UDP one, so the
+/// pod's one advertised address serves both.
+async fn apply_service(
+    ctx: &Context,
+    services: &Api<Service>,
+    service: &Service,
+) -> Result<Service, Error> {
+    let applied = match server_side_apply(services, service, "Service").await {
+        Err(Error::Kube {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 422
+            && status.message.contains("protocol")
+            && build::has_tcp_media_port(service) =>
+        {
+            if ctx
+                .mixed_protocol_load_balancers
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(message = %status.message, "this cluster refuses LoadBalancer \
+                    Services with both UDP and TCP: media behind load balancers is UDP only, \
+                    without ICE-TCP (Kubernetes 1.24 and later take them; NodePort tenants keep \
+                    ICE-TCP)");
+            }
+            server_side_apply(services, &build::without_tcp_media_port(service), "Service").await?
+        }
+        other => other?,
+    };
+    match build::tcp_node_port_pin(&applied) {
+        Some(patch) => services
+            .patch(
+                &applied.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await
+            .map_err(kube_err(
+                "giving a media Service's TCP port the UDP port's node port",
+            )),
+        None => Ok(applied),
+    }
 }
 
 /// The tenant's key Secret and its visits API credentials: each created once; an existing

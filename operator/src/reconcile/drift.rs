@@ -274,6 +274,7 @@ mod tests {
             BuildInputs {
                 media_allowed: true,
                 operator_namespace: None,
+                mixed_protocol_load_balancers: true,
             },
         )
         .expect("build")

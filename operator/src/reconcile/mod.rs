@@ -206,6 +206,9 @@ pub struct Context {
     pub operator_namespace: Option<String>,
     /// How often tenants are looked at again without a watch event.
     pub resync: Resync,
+    /// Whether the API server takes a LoadBalancer Service with both UDP and TCP ports
+    /// (Kubernetes 1.24 and later): assumed until it refuses one.
+    pub mixed_protocol_load_balancers: std::sync::atomic::AtomicBool,
     /// The running controller's metadata caches of the children (none between leaderships:
     /// a cache nobody fills any more must not confirm anything).
     pub watched: std::sync::RwLock<Option<Arc<watched::Watched>>>,
@@ -247,6 +250,7 @@ impl Context {
             status_versions: Default::default(),
             audit: OperatorAudit::new(audit_dir, identity),
             operator_namespace: std::env::var("POD_NAMESPACE").ok(),
+            mixed_protocol_load_balancers: std::sync::atomic::AtomicBool::new(true),
             resync: Resync::default(),
             cert_manager,
             service_monitors,

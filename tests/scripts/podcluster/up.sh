@@ -73,7 +73,8 @@ etcd --data-dir ./etcd --listen-client-urls http://127.0.0.1:2379 --advertise-cl
   --service-account-issuer=https://kubernetes.default.svc --service-account-key-file=./sa.pub \
   --service-account-signing-key-file=./sa.key --service-cluster-ip-range=$SVC_CIDR \
   --service-node-port-range=30000-32767 --enable-priority-and-fairness=false \
-  --kubelet-preferred-address-types=InternalIP --allow-privileged=true > logs/kas.log 2>&1 & echo $! > kas.pid
+  --kubelet-preferred-address-types=InternalIP --allow-privileged=true \
+  --feature-gates=MixedProtocolLBService=true > logs/kas.log 2>&1 & echo $! > kas.pid
 cat > kubeconfig <<KC
 apiVersion: v1
 kind: Config
