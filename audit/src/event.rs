@@ -134,6 +134,28 @@ pub enum Action {
     Checkpoint,
     /// Sealed when a node or operator replica stops cleanly: the chain has no record after it.
     ChainClosed,
+    /// A participant's media is flowing, encrypted, on the path in `place.mediaPath`.
+    MediaConnected,
+}
+
+/// How a participant's media reaches the node: in the join's audit trail, the node's metrics
+/// and the signaling protocol's `media-connected`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaPath {
+    /// UDP: the usual and fastest path.
+    Udp,
+    /// ICE-TCP: the browser's network blocks UDP to the node.
+    Tcp,
+}
+
+impl MediaPath {
+    pub fn label(self) -> &'static str {
+        match self {
+            MediaPath::Udp => "udp",
+            MediaPath::Tcp => "tcp",
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +222,9 @@ pub struct Place {
     pub room: Option<OpaqueId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<IpAddr>,
+    /// The path of a participant's media (`media-connected` records only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_path: Option<MediaPath>,
 }
 
 /// One audit event, before it is sealed into the chain.

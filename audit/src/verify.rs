@@ -266,6 +266,7 @@ mod tests {
                 node: OpaqueId::new(node).expect("id"),
                 room: Some(OpaqueId::new("visit-42").expect("id")),
                 client_ip: Some("127.0.0.1".parse().expect("ip")),
+                media_path: None,
             },
         }
     }

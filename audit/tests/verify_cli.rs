@@ -22,6 +22,7 @@ fn log(key: &[u8], n: usize) -> String {
                 node: OpaqueId::new("n1").expect("id"),
                 room: None,
                 client_ip: None,
+                media_path: None,
             },
         };
         out.push_str(

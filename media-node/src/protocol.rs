@@ -103,24 +103,8 @@ pub enum ClientMessage {
     },
 }
 
-/// How a participant's media reaches the node.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum MediaPath {
-    /// UDP: the usual and fastest path.
-    Udp,
-    /// ICE-TCP: the browser's network blocks UDP to the node.
-    Tcp,
-}
-
-impl MediaPath {
-    pub fn label(self) -> &'static str {
-        match self {
-            MediaPath::Udp => "udp",
-            MediaPath::Tcp => "tcp",
-        }
-    }
-}
+/// How a participant's media reaches the node: one definition with the audit record's.
+pub use bedside_audit::event::MediaPath;
 
 /// What the node sends.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! hold a call through the node; each decodes video from both others over AEAD_AES_256_GCM;
 //! one leaves and the others are told; a browser with a bad token is refused.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bedside_crds::join::Role;
@@ -349,6 +350,23 @@ fn browsers_on_a_network_that_blocks_udp_hold_the_call_over_ice_tcp() {
         );
         assert_eq!(by_path("udp").await, 0.0);
         assert!(node.metric("bedside_media_ice_tcp_connections").await >= 2.0);
+        // The audit trail says how each participant's media went.
+        let connected: Vec<serde_json::Value> = node
+            .audit_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["action"] == "media-connected")
+            .collect();
+        let users: BTreeSet<&str> = connected
+            .iter()
+            .filter(|r| r["place"]["mediaPath"] == "tcp")
+            .filter_map(|r| r["actor"]["user"].as_str())
+            .collect();
+        assert_eq!(
+            users,
+            BTreeSet::from(["u-clinician", "u-patient"]),
+            "{connected:?}"
+        );
     });
 }
 

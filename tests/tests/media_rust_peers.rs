@@ -512,6 +512,11 @@ async fn joins_leaves_and_refusals_are_audited_in_a_chain_that_verifies() {
     assert_eq!(join["actor"]["auth"], "join-token");
     assert_eq!(join["outcome"]["result"], "success");
     assert!(find("leave", Some("u-patient-2")).is_some(), "b's leave");
+    // Once its media flowed, the path it took is on record too.
+    let connected = find("media-connected", Some("u-clinician-1")).expect("a's media");
+    assert_eq!(connected["place"]["mediaPath"], "udp", "{connected}");
+    assert_eq!(connected["place"]["room"], "visit-7");
+    assert_eq!(connected["outcome"]["result"], "success");
     let refused = find("token-refused", None).expect("the forged token");
     assert_eq!(refused["outcome"]["reason"], "token-forged");
     assert!(

@@ -18,7 +18,7 @@ use super::DeliveryError;
 use super::health::SinkTransition;
 use super::spool::Spool;
 use crate::event::{
-    Action, Actor, ActorRole, AuthMethod, BufferFullPolicy, OpaqueId, Outcome, Place,
+    Action, Actor, ActorRole, AuthMethod, BufferFullPolicy, MediaPath, OpaqueId, Outcome, Place,
 };
 use crate::{AuditEvent, AuditKey, Chain, Record};
 
@@ -290,6 +290,25 @@ impl Auditor {
         let _ = self.try_record_repeated(who, action, refusal, room, client_ip, repeated);
     }
 
+    /// Records that a participant's media flows, and on which path (UDP, ICE-TCP).
+    pub fn record_media_connected(
+        &self,
+        who: &Who,
+        room: &str,
+        client_ip: IpAddr,
+        path: MediaPath,
+    ) {
+        let mut event = self.event(
+            who,
+            Action::MediaConnected,
+            None,
+            Some(room),
+            Some(client_ip),
+        );
+        event.place.media_path = Some(path);
+        let _ = self.seal(event);
+    }
+
     fn try_record_repeated(
         &self,
         who: &Who,
@@ -299,7 +318,20 @@ impl Auditor {
         client_ip: Option<IpAddr>,
         repeated: Option<u32>,
     ) -> Result<(), DeliveryError> {
-        let mut event = AuditEvent {
+        let mut event = self.event(who, action, refusal, room, client_ip);
+        event.outcome.repeated = repeated;
+        self.seal(event)
+    }
+
+    fn event(
+        &self,
+        who: &Who,
+        action: Action,
+        refusal: Option<&str>,
+        room: Option<&str>,
+        client_ip: Option<IpAddr>,
+    ) -> AuditEvent {
+        AuditEvent {
             tenant: self.tenant.clone(),
             actor: Actor {
                 // Ids that are not opaque are left out rather than recorded: never free text.
@@ -316,9 +348,13 @@ impl Auditor {
                 node: self.node.clone(),
                 room: room.and_then(|r| OpaqueId::new(r).ok()),
                 client_ip,
+                media_path: None,
             },
-        };
-        event.outcome.repeated = repeated;
+        }
+    }
+
+    /// Seals `event` into the chain and writes it everywhere it goes.
+    fn seal(&self, event: AuditEvent) -> Result<(), DeliveryError> {
         let written = match self.inner.lock() {
             Ok(mut inner) => inner.seal_and_write(event),
             Err(_) => Err("the audit chain's lock is poisoned".to_string()),

@@ -242,6 +242,7 @@ mod tests {
                 node: id("node-1"),
                 room: Some(id("visit-9")),
                 client_ip: Some("127.0.0.1".parse().expect("ip")),
+                media_path: None,
             },
         };
         let (_, line) = crate::Chain::new(key, None)

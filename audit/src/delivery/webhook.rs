@@ -178,6 +178,7 @@ mod tests {
                     node: id("node-1"),
                     room: None,
                     client_ip: None,
+                    media_path: None,
                 },
             };
             chain.append(event, jiff::Timestamp::now()).expect("seal").1

@@ -366,6 +366,17 @@ impl Session {
                 Flow::Close(CLOSE_POLICY, "refused".into())
             }
             Some(message) => {
+                if let (
+                    ServerMessage::MediaConnected {
+                        path: Some(path), ..
+                    },
+                    Some((who, room)),
+                ) = (&message, &self.who)
+                {
+                    self.state
+                        .audit
+                        .record_media_connected(who, room, self.client_ip, *path);
+                }
                 if matches!(message, ServerMessage::Joined { .. }) && self.waiting {
                     // A host admitted us: from now on this is a visit.
                     self.waiting = false;
