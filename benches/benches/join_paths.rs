@@ -15,7 +15,6 @@ use bedside_benches::{print_table, write_docs_table};
 use bedside_crds::join::Role;
 use bedside_tests::browser::{self, Driver, Netns};
 use bedside_tests::media::TestNode;
-use serde_json::Value;
 
 const CALLS: usize = 10;
 
@@ -33,7 +32,8 @@ const ready = () => {
   const t0 = performance.now();
   join.click();
   const poll = async () => {
-    const s = await window.bedside.stats();
+    // null until the page has a peer connection
+    const s = (await window.bedside.stats().catch(() => null)) || {};
     const decoded = (s.inbound || []).some((x) => x.kind === 'video' && x.framesDecoded > 0);
     if (decoded) return done({ms: performance.now() - t0, protocol: s.transport && s.transport.protocol});
     if (performance.now() - t0 > 20000) return done({error: 'no frame in 20 s', stats: s});

@@ -52,7 +52,8 @@
   const lockBtn = document.getElementById('lock');
   const muteAllBtn = document.getElementById('mute-all');
   const endBtn = document.getElementById('end');
-  const unmuteBtn = document.getElementById('unmute');
+  const micBtn = document.getElementById('mic');
+  const cameraBtn = document.getElementById('camera');
   if (passcodeEl && linkPasscode) passcodeEl.value = linkPasscode;
 
   // The visit page: when the visit is, and what is happening, in words for a patient. The
@@ -102,7 +103,9 @@
     waiting: false,
     waitingRoom: [], // hosts: [{ id, displayName }]
     locked: false,
-    muted: false,
+    muted: false, // by a host: the node drops this participant's audio until they unmute
+    micOn: true,
+    cameraOn: true,
     endToEnd: false,
     chat: [], // { from, displayName, text, mine }
     participants: new Map(), // id -> { role, stream }
@@ -221,6 +224,8 @@
       local = null;
     }
     if (local) tile('self', 'You', local, true);
+    if (micBtn) micBtn.disabled = !(local && local.getAudioTracks().length);
+    if (cameraBtn) cameraBtn.disabled = !(local && local.getVideoTracks().length);
     const displayName = nameEl ? nameEl.value.trim() : '';
     const passcode = passcodeEl ? passcodeEl.value.trim() : linkPasscode;
     joinMessage = { type: 'join', room, token };
@@ -364,8 +369,7 @@
         break;
       case 'muted':
         state.muted = true;
-        if (local) local.getAudioTracks().forEach((t) => { t.enabled = false; });
-        if (unmuteBtn) unmuteBtn.hidden = false;
+        setMic(false);
         setStatus('The host muted you. Press Unmute to speak again.', false);
         break;
       case 'share-stopped':
@@ -495,6 +499,25 @@
     }
   }
 
+  // My microphone and camera: their tracks are switched off, not stopped, so they come back at
+  // once; the others hear silence and see black meanwhile. A participant a host muted asks the
+  // node to let their audio through again.
+  function setMic(on) {
+    if (on && state.muted) {
+      send({ type: 'unmute' });
+      state.muted = false;
+    }
+    state.micOn = on;
+    if (local) local.getAudioTracks().forEach((t) => { t.enabled = on; });
+    if (micBtn) micBtn.textContent = on ? 'Mute' : 'Unmute';
+  }
+
+  function setCamera(on) {
+    state.cameraOn = on;
+    if (local) local.getVideoTracks().forEach((t) => { t.enabled = on; });
+    if (cameraBtn) cameraBtn.textContent = on ? 'Camera off' : 'Camera on';
+  }
+
   function leave() {
     leaving = true;
     send({ type: 'leave' });
@@ -504,6 +527,8 @@
     for (const id of state.participants.keys()) removeTile(id);
     removeTile('self');
     state.participants.clear();
+    if (micBtn) micBtn.disabled = true;
+    if (cameraBtn) cameraBtn.disabled = true;
     setStatus('You left the visit');
   }
 
@@ -516,7 +541,10 @@
     report.forEach((s) => byId.set(s.id, s));
     report.forEach((s) => {
       if (s.type === 'inbound-rtp') {
-        out.inbound.push({ kind: s.kind, mid: s.mid, framesDecoded: s.framesDecoded || 0, bytesReceived: s.bytesReceived || 0 });
+        out.inbound.push({
+          kind: s.kind, mid: s.mid, framesDecoded: s.framesDecoded || 0, bytesReceived: s.bytesReceived || 0,
+          totalAudioEnergy: s.totalAudioEnergy || 0,
+        });
       }
       if (s.type === 'transport') {
         out.transport = { srtpCipher: s.srtpCipher, dtlsCipher: s.dtlsCipher, tlsVersion: s.tlsVersion, dtlsState: s.dtlsState };
@@ -551,14 +579,8 @@
   if (lockBtn) lockBtn.addEventListener('click', () => send({ type: 'lock', locked: !state.locked }));
   if (muteAllBtn) muteAllBtn.addEventListener('click', () => send({ type: 'mute' }));
   if (endBtn) endBtn.addEventListener('click', () => send({ type: 'end' }));
-  if (unmuteBtn) {
-    unmuteBtn.addEventListener('click', () => {
-      send({ type: 'unmute' });
-      state.muted = false;
-      if (local) local.getAudioTracks().forEach((t) => { t.enabled = true; });
-      unmuteBtn.hidden = true;
-    });
-  }
+  if (micBtn) micBtn.addEventListener('click', () => setMic(!state.micOn));
+  if (cameraBtn) cameraBtn.addEventListener('click', () => setCamera(!state.cameraOn));
   const shareBtn = document.getElementById('share');
   if (shareBtn) {
     shareBtn.addEventListener('click', () => {

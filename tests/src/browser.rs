@@ -217,7 +217,7 @@ pub async fn state(client: &Client) -> Value {
              return {participantId: s.participantId, participants: Array.from(s.participants.keys()),\
                      events: s.events, errors: s.errors, mediaConnected: s.mediaConnected, mediaPath: s.mediaPath,\
                      role: s.role, waiting: s.waiting, waitingRoom: s.waitingRoom, locked: s.locked,\
-                     muted: s.muted, closed: s.closed, endToEnd: s.endToEnd, reconnects: s.reconnects,\
+                     muted: s.muted, micOn: s.micOn, cameraOn: s.cameraOn, closed: s.closed, endToEnd: s.endToEnd, reconnects: s.reconnects,\
                      page: s.page, visitTitle: document.getElementById('visit-title').textContent,\
                      visitDetail: document.getElementById('visit-detail').textContent,\
                      joinDisabled: document.getElementById('join').disabled,\

@@ -370,6 +370,106 @@ fn browsers_on_a_network_that_blocks_udp_hold_the_call_over_ice_tcp() {
     });
 }
 
+/// How much audio energy arrived from the others over `window` (0 when they are silent).
+async fn heard_over(client: &Client, window: Duration) -> f64 {
+    let energy = async || {
+        browser::stats(client).await["inbound"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["kind"] == "audio")
+            .filter_map(|s| s["totalAudioEnergy"].as_f64())
+            .sum::<f64>()
+    };
+    let before = energy().await;
+    tokio::time::sleep(window).await;
+    energy().await - before
+}
+
+/// The mean brightness (0-255) of the other participant's video as this page shows it.
+async fn brightness_of_the_other(client: &Client) -> f64 {
+    client
+        .execute(
+            "const v = document.querySelector('.tile:not([data-participant^=\"self\"]) video');\
+             if (!v || !v.videoWidth) return -1;\
+             const c = document.createElement('canvas'); c.width = 64; c.height = 36;\
+             const g = c.getContext('2d'); g.drawImage(v, 0, 0, 64, 36);\
+             const d = g.getImageData(0, 0, 64, 36).data; let sum = 0;\
+             for (let i = 0; i < d.length; i += 4) sum += (d[i] + d[i + 1] + d[i + 2]) / 3;\
+             return sum / (d.length / 4);",
+            vec![],
+        )
+        .await
+        .ok()
+        .and_then(|v| v.as_f64())
+        .unwrap_or(-1.0)
+}
+
+#[test]
+fn a_participant_mutes_their_microphone_and_turns_off_their_camera_and_the_other_side_notices() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let mut browsers = Vec::new();
+        for user in ["u-patient", "u-clinician"] {
+            let client = driver.browser().await;
+            let token = node.token("visit-self", user, Role::Host);
+            open(&client, &node, "visit-self", &token).await;
+            browsers.push(client);
+        }
+        each_decodes_video(&browsers, "the other's camera").await;
+        let (me, other) = (&browsers[0], &browsers[1]);
+        let window = Duration::from_secs(2);
+        assert!(heard_over(other, window).await > 0.0, "heard before muting");
+        click(me, "#mic").await;
+        let state = browser::state(me).await;
+        assert_eq!(state["micOn"], false, "{state}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let muted = heard_over(other, window).await;
+        assert!(muted < 1e-6, "silence while I am muted: {muted}");
+        click(me, "#mic").await;
+        wait_for(
+            Duration::from_secs(10),
+            "heard again after unmuting",
+            async || {
+                let heard = heard_over(other, window).await;
+                if heard > 0.0 {
+                    Ok(())
+                } else {
+                    Err(format!("{heard}"))
+                }
+            },
+        )
+        .await;
+        // The camera: the other side sees my picture, then black, then my picture again.
+        let seen = async |what: &str, check: fn(f64) -> bool| {
+            wait_for(Duration::from_secs(10), what, async || {
+                let b = brightness_of_the_other(other).await;
+                if check(b) {
+                    Ok(())
+                } else {
+                    Err(format!("brightness {b}"))
+                }
+            })
+            .await;
+        };
+        seen("my picture", |b| b > 20.0).await;
+        click(me, "#camera").await;
+        assert_eq!(browser::state(me).await["cameraOn"], false);
+        seen("black while my camera is off", |b| (0.0..5.0).contains(&b)).await;
+        click(me, "#camera").await;
+        seen("my picture again", |b| b > 20.0).await;
+        // The call went on throughout: neither side reconnected.
+        for b in &browsers {
+            assert_eq!(browser::state(b).await["reconnects"], 0);
+        }
+    });
+}
+
 #[test]
 fn browsers_rejoin_by_themselves_when_their_media_node_dies() {
     if !browser::require_or_skip() {
