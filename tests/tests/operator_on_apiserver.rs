@@ -206,9 +206,21 @@ async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
         .expect("service");
     let spec = service.spec.expect("spec");
     assert_eq!(spec.type_.as_deref(), Some("NodePort"));
-    let node_port = spec.ports.expect("ports")[0]
-        .node_port
-        .expect("a node port");
+    // UDP media and ICE-TCP on one node port: the pod advertises one address for both.
+    let ports: Vec<(String, i32, Option<i32>)> = spec
+        .ports
+        .expect("ports")
+        .into_iter()
+        .map(|p| (p.protocol.unwrap_or_default(), p.port, p.node_port))
+        .collect();
+    let node_port = ports[0].2.expect("a node port");
+    assert_eq!(
+        ports,
+        [
+            ("UDP".to_string(), 3478, Some(node_port)),
+            ("TCP".to_string(), 3478, Some(node_port))
+        ]
+    );
     let addresses: ConfigMap = eventually("the addresses ConfigMap", WAIT, || {
         get(&cluster, "lakeside-behavioral-media-addresses")
     })
@@ -432,6 +444,53 @@ async fn a_new_tenant_gets_every_child_with_the_locked_settings_and_a_status() {
         data.contains_key("ehr-2027"),
         "the added credential is kept"
     );
+}
+
+#[tokio::test]
+async fn load_balancers_on_a_server_without_mixed_protocols_carry_udp_media_only() {
+    let Some(cluster) = cluster(ClusterOptions::default()).await else {
+        return;
+    };
+    let _operator = RunningOperator::start(&cluster, "op-1", false)
+        .await
+        .expect("operator");
+    // This v1.20 server refuses a LoadBalancer with UDP and TCP (no MixedProtocolLBService):
+    // the tenant is still provisioned, its media Services UDP only.
+    create_tenant(&cluster, |t| {
+        t["spec"]["mediaNodes"]["serviceType"] = json!("LoadBalancer");
+    })
+    .await;
+    {
+        let pod = "lakeside-behavioral-media-0";
+        let service: Service = eventually(pod, WAIT, || get::<Service>(&cluster, pod)).await;
+        let spec = service.spec.expect("spec");
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+        let protocols: Vec<String> = spec
+            .ports
+            .expect("ports")
+            .into_iter()
+            .map(|p| p.protocol.unwrap_or_default())
+            .collect();
+        assert_eq!(protocols, ["UDP"], "{pod}");
+    }
+    // Past its Services without an error: waiting for the cloud to give them addresses.
+    eventually(
+        "the tenant waiting for load balancer addresses",
+        WAIT,
+        || async {
+            let status = tenants(&cluster)
+                .get("lakeside-behavioral")
+                .await
+                .ok()?
+                .status?;
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready" && c.reason == "MediaNodesUnaddressed")
+                .map(|_| ())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
