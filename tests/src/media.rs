@@ -170,7 +170,7 @@ impl TestNode {
         let mut config = material.config.clone();
         config.tenant.name = "bench-clinic".into();
         let loopback = std::net::Ipv4Addr::LOCALHOST;
-        let (signaling, media, metrics) = (free_tcp_port(), free_udp_port(), free_tcp_port());
+        let (signaling, media, metrics) = free_ports();
         config.network.signaling_listen = (loopback, signaling).into();
         config.network.media_listen = (loopback, media).into();
         config.network.advertised_media_address = Some((loopback, media).into());
@@ -358,18 +358,23 @@ impl Drop for TestNode {
     }
 }
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free TCP port")
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port")
+/// Signaling, media and metrics ports for a node process, distinct, each free now: the media
+/// port for UDP and for TCP both (the node takes ICE-TCP on its UDP port, and a port chosen
+/// free for UDP alone may be another socket's TCP port, even this node's signaling one). The
+/// sockets are held until all three are chosen.
+fn free_ports() -> (u16, u16, u16) {
+    let tcp = || std::net::TcpListener::bind("127.0.0.1:0").expect("a free TCP port");
+    let (signaling, metrics) = (tcp(), tcp());
+    let media = (0..64)
+        .find_map(|_| {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+            let port = udp.local_addr().ok()?.port();
+            let _tcp = std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+            Some(port)
+        })
+        .expect("a port free for both UDP and TCP");
+    let port = |l: &std::net::TcpListener| l.local_addr().expect("bound").port();
+    (port(&signaling), media, port(&metrics))
 }
 
 /// CPU time (user + system) a process has used so far, in seconds; `None` when /proc cannot
