@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bedside_benches::{print_table, write_docs_table};
 use bedside_crds::join::Role;
-use bedside_tests::browser::{self, Driver, Netns};
+use bedside_tests::browser::{self, Driver, IptablesRule, Netns};
 use bedside_tests::media::TestNode;
 
 const CALLS: usize = 10;
@@ -43,31 +43,6 @@ const ready = () => {
 };
 ready();
 "#;
-
-/// Drops UDP to the node's media port in this namespace while it lives.
-struct UdpDropped(String);
-
-impl UdpDropped {
-    fn to_port(port: u16) -> UdpDropped {
-        let port = port.to_string();
-        iptables("-I", &port);
-        UdpDropped(port)
-    }
-}
-
-impl Drop for UdpDropped {
-    fn drop(&mut self) {
-        iptables("-D", &self.0);
-    }
-}
-
-fn iptables(op: &str, port: &str) {
-    let ok = std::process::Command::new("iptables")
-        .args([op, "INPUT", "-p", "udp", "--dport", port, "-j", "DROP"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "iptables {op} in the benchmark's namespace");
-}
 
 async fn one_call(
     node: &TestNode,
@@ -122,7 +97,10 @@ fn main() {
             "calls".into(),
         ]];
         for path in ["udp", "tcp"] {
-            let _dropped = (path == "tcp").then(|| UdpDropped::to_port(media.port()));
+            let port = media.port().to_string();
+            let _dropped = (path == "tcp").then(|| {
+                IptablesRule::insert(&["INPUT", "-p", "udp", "--dport", &port, "-j", "DROP"])
+            });
             // One call first to warm the browsers up, not counted.
             let _ = one_call(&node, (&clinician, &patient), &format!("warm-{path}")).await;
             let mut took = Vec::new();

@@ -102,6 +102,37 @@ impl Drop for Netns {
     }
 }
 
+/// An iptables rule in the calling thread's network namespace (a test's own), deleted on drop:
+/// e.g. a network that lets no UDP out.
+#[derive(Debug)]
+pub struct IptablesRule {
+    rule: Vec<String>,
+}
+
+impl IptablesRule {
+    /// `rule` as `iptables -I` takes it: the chain first, then the match and target.
+    pub fn insert(rule: &[&str]) -> IptablesRule {
+        let rule: Vec<String> = rule.iter().map(|s| s.to_string()).collect();
+        let added = Command::new("iptables")
+            .arg("-I")
+            .args(&rule)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            added,
+            "iptables -I {} in the test's namespace",
+            rule.join(" ")
+        );
+        IptablesRule { rule }
+    }
+}
+
+impl Drop for IptablesRule {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables").arg("-D").args(&self.rule).status();
+    }
+}
+
 fn run(args: &[&str]) {
     let status = Command::new(args[0])
         .args(&args[1..])

@@ -309,11 +309,8 @@ fn browsers_on_a_network_that_blocks_udp_hold_the_call_over_ice_tcp() {
         let media = node.running.as_ref().expect("an in-process node").media;
         let port = media.port().to_string();
         // This thread runs inside the test's namespace, and so does what it starts.
-        let blocked = std::process::Command::new("iptables")
-            .args(["-I", "INPUT", "-p", "udp", "--dport", &port, "-j", "DROP"])
-            .status()
-            .expect("run iptables");
-        assert!(blocked.success(), "iptables in the test's namespace");
+        let _blocked =
+            browser::IptablesRule::insert(&["INPUT", "-p", "udp", "--dport", &port, "-j", "DROP"]);
         let driver = Driver::start().await;
         let mut browsers = Vec::new();
         // Both hosts: no waiting room to admit from in this test.

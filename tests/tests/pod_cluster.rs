@@ -665,7 +665,18 @@ async fn a_patient_waits_and_is_admitted_in_chromium_until_the_visit_is_cancelle
     }
     // The browsers are on a network that lets no UDP out (a clinic's guest Wi-Fi): their
     // media reaches the pods over ICE-TCP, through the same Services and addresses.
-    let _no_udp = UdpBlocked::here();
+    // By destination, not interface: a node port on the node's own address leaves through the
+    // bridge only after kube-proxy's translation.
+    let _no_udp = browser::IptablesRule::insert(&[
+        "OUTPUT",
+        "-p",
+        "udp",
+        "!",
+        "-d",
+        "127.0.0.0/8",
+        "-j",
+        "DROP",
+    ]);
     let driver = Driver::start().await;
     // Booked as a scheduling system books it: through the visits API on the tenant's endpoint,
     // with the credential the operator put in the tenant's Secret.
@@ -834,43 +845,6 @@ async fn a_patient_waits_and_is_admitted_in_chromium_until_the_visit_is_cancelle
     assert_eq!(status.json["cancelled"], true, "{}", status.text);
     for b in [clinician, patient, old, again] {
         let _ = b.close().await;
-    }
-}
-
-/// An iptables rule in the test's namespace that drops every UDP datagram sent out of it (to
-/// anything but loopback), removed on drop. By destination, not interface: a node port on the
-/// node's own address leaves through the bridge only after kube-proxy's translation.
-struct UdpBlocked;
-
-impl UdpBlocked {
-    const RULE: [&str; 8] = [
-        "OUTPUT",
-        "-p",
-        "udp",
-        "!",
-        "-d",
-        "127.0.0.0/8",
-        "-j",
-        "DROP",
-    ];
-
-    fn here() -> UdpBlocked {
-        let added = std::process::Command::new("iptables")
-            .arg("-I")
-            .args(Self::RULE)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(added, "iptables drops UDP in the test's namespace");
-        UdpBlocked
-    }
-}
-
-impl Drop for UdpBlocked {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("iptables")
-            .arg("-D")
-            .args(Self::RULE)
-            .status();
     }
 }
 

@@ -78,6 +78,11 @@ fn address_of(
     }
 }
 
+/// Whether `port` is the media port for `protocol` ("UDP", or "TCP" for ICE-TCP).
+fn is_media(port: &ServicePort, protocol: &str) -> bool {
+    port.port == MEDIA_PORT && port.protocol.as_deref() == Some(protocol)
+}
+
 fn media_port<'a>(service: &'a Service, protocol: &str) -> Option<&'a ServicePort> {
     service
         .spec
@@ -85,7 +90,7 @@ fn media_port<'a>(service: &'a Service, protocol: &str) -> Option<&'a ServicePor
         .ports
         .as_ref()?
         .iter()
-        .find(|p| p.port == MEDIA_PORT && p.protocol.as_deref() == Some(protocol))
+        .find(|p| is_media(p, protocol))
 }
 
 /// Whether a media Service carries ICE-TCP beside UDP.
@@ -98,7 +103,7 @@ pub fn has_tcp_media_port(service: &Service) -> bool {
 pub fn without_tcp_media_port(service: &Service) -> Service {
     let mut udp_only = service.clone();
     if let Some(ports) = udp_only.spec.as_mut().and_then(|s| s.ports.as_mut()) {
-        ports.retain(|p| !(p.port == MEDIA_PORT && p.protocol.as_deref() == Some("TCP")));
+        ports.retain(|p| !is_media(p, "TCP"));
     }
     udp_only
 }
@@ -117,10 +122,8 @@ pub fn tcp_node_port_pin(service: &Service) -> Option<serde_json::Value> {
         return None;
     }
     let mut ports = spec.ports.clone()?;
-    for port in &mut ports {
-        if port.port == MEDIA_PORT && port.protocol.as_deref() == Some("TCP") {
-            port.node_port = Some(udp);
-        }
+    for port in ports.iter_mut().filter(|p| is_media(p, "TCP")) {
+        port.node_port = Some(udp);
     }
     Some(json!({"spec": {"ports": ports}}))
 }
