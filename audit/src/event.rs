@@ -147,6 +147,9 @@ pub enum MediaPath {
     Udp,
     /// ICE-TCP: the browser's network blocks UDP to the node.
     Tcp,
+    /// Through the tenant's TURN relay: the browser's network lets only TCP 443 (or UDP to the
+    /// relay) out.
+    Relay,
 }
 
 impl MediaPath {
@@ -154,6 +157,7 @@ impl MediaPath {
         match self {
             MediaPath::Udp => "udp",
             MediaPath::Tcp => "tcp",
+            MediaPath::Relay => "relay",
         }
     }
 }

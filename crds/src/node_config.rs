@@ -170,6 +170,53 @@ pub struct NetworkSettings {
     /// it was for every tenant that does not set them.
     #[serde(default, skip_serializing_if = "ClientLimits::is_default")]
     pub client_limits: ClientLimits,
+    /// The tenant's TURN relay, for browsers whose network lets nothing out but TCP 443
+    /// (docs/media-node.md#turn-relay). Absent: browsers get no relay, only the node's own UDP
+    /// and TCP candidates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelaySettings>,
+}
+
+/// A TURN relay (coturn) that shares a secret with the node: the node hands each joining
+/// browser a username and password derived from it (coturn's `use-auth-secret` scheme) that
+/// stop working when the join token does.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RelaySettings {
+    /// The TURN URLs browsers are given, e.g. `turns:relay.mercy.example:443?transport=tcp`.
+    pub urls: Vec<String>,
+    /// coturn's `static-auth-secret`, alone in a file (a mounted Secret). Read again while the
+    /// node runs, so a rotated secret takes effect without a restart.
+    pub shared_secret_file: PathBuf,
+}
+
+/// More would only slow every browser's ICE gathering.
+pub const MAX_RELAY_URLS: usize = 4;
+
+impl RelaySettings {
+    /// What is wrong with the URLs, if anything (RFC 7065 `turn:` and `turns:` only).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.urls.is_empty() || self.urls.len() > MAX_RELAY_URLS {
+            problems.push(format!(
+                "lists {} URL(s); give between 1 and {MAX_RELAY_URLS}",
+                self.urls.len()
+            ));
+        }
+        for url in &self.urls {
+            let scheme_ok = url.starts_with("turn:") || url.starts_with("turns:");
+            let host = url
+                .split_once(':')
+                .map(|(_, rest)| rest)
+                .unwrap_or_default();
+            if !scheme_ok || host.is_empty() || url.chars().any(char::is_whitespace) {
+                problems.push(format!(
+                    "{url:?} is not a TURN URL; write turns:HOST:443?transport=tcp or turn:HOST:3478"
+                ));
+            }
+        }
+        problems
+    }
 }
 
 /// Bounds that keep a hostile or broken client from hurting other visits. A client network is
@@ -381,6 +428,9 @@ impl MediaNodeConfig {
 
     fn check_network_and_api(&self, v: &mut Violations) {
         let n = &self.network;
+        for problem in n.relay.iter().flat_map(RelaySettings::problems) {
+            v.refuse("network.relay.urls", problem);
+        }
         if n.signaling_listen == n.metrics_listen {
             v.refuse(
                 "network.metricsListen",
@@ -504,6 +554,7 @@ mod tests {
                 advertised_media_address_dir: None,
                 metrics_listen: "0.0.0.0:9090".parse().expect("addr"),
                 client_limits: Default::default(),
+                relay: None,
             },
             tls: TlsFiles {
                 cert_file: "/etc/bedside/tls/tls.crt".into(),
@@ -543,6 +594,33 @@ mod tests {
             fields(config.validate().expect_err("refused")),
             ["api.requestsPerSecond"]
         );
+    }
+
+    #[test]
+    fn a_relay_url_that_is_not_turn_is_named_with_the_form_to_write() {
+        let mut config = valid();
+        config.network.relay = Some(RelaySettings {
+            urls: vec![
+                "turns:relay.mercy.example:443?transport=tcp".into(),
+                "https://relay.mercy.example".into(),
+            ],
+            shared_secret_file: "/etc/bedside/relay/secret".into(),
+        });
+        let Err(ConfigError::Invalid(violations)) = config.validate() else {
+            panic!("an https URL is no TURN server");
+        };
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].field, "network.relay.urls");
+        assert!(
+            violations[0].problem.contains("turns:HOST:443"),
+            "{violations:?}"
+        );
+        if let Some(relay) = config.network.relay.as_mut() {
+            relay.urls.truncate(1);
+        }
+        let parsed =
+            MediaNodeConfig::from_yaml(&config.to_yaml()).expect("one turns: URL is valid");
+        assert_eq!(parsed, config);
     }
 
     fn fields(err: ConfigError) -> Vec<String> {

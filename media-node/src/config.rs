@@ -30,6 +30,7 @@ pub fn dev_default() -> MediaNodeConfig {
             advertised_media_address_dir: None,
             metrics_listen: (loopback, 9091).into(),
             client_limits: Default::default(),
+            relay: None,
         },
         tls: TlsFiles {
             cert_file: GENERATED.into(),

@@ -44,6 +44,11 @@ pub enum NodeError {
         namespace: String,
         waited: std::time::Duration,
     },
+    #[error(
+        "{path}: the TURN relay's shared secret has {bytes} byte(s); use at least 32 random bytes \
+         (e.g. `openssl rand -hex 32`), the same as coturn's static-auth-secret"
+    )]
+    RelaySecret { path: PathBuf, bytes: usize },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("{0}")]

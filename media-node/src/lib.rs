@@ -31,6 +31,7 @@ pub mod meeting;
 pub mod node;
 pub mod placement;
 pub mod protocol;
+pub mod relay;
 pub mod reload;
 pub mod sfu;
 pub mod signaling;

@@ -192,6 +192,14 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         shutdown_rx.clone(),
     ));
     tokio::spawn(crate::keys::keep_fresh(keys.clone(), shutdown_rx.clone()));
+    let relay = match &config.network.relay {
+        Some(settings) => {
+            let relay = Arc::new(crate::relay::Relay::load(settings)?);
+            tokio::spawn(crate::relay::keep_fresh(relay.clone(), shutdown_rx.clone()));
+            Some(relay)
+        }
+        None => None,
+    };
     let probes = Probes {
         heartbeat: stats.heartbeat.clone(),
         engine: engine_task.abort_handle(),
@@ -219,6 +227,7 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         placement: placement.as_ref().map(|(p, _)| p.clone()),
         peer_tls: crate::signaling::forward::peer_tls(certificate)?,
         guards: guards.clone(),
+        relay,
     };
     let placed = placement.as_ref().map(|(p, _)| p.clone());
     let app = with_visits_api(

@@ -106,6 +106,16 @@ pub enum ClientMessage {
 /// How a participant's media reaches the node: one definition with the audit record's.
 pub use bedside_audit::event::MediaPath;
 
+/// A TURN server as WebRTC's `RTCIceServer` dictionary spells it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    /// Derived from the secret the node shares with the relay; valid until the username's
+    /// expiry.
+    pub credential: String,
+}
+
 /// What the node sends.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -122,6 +132,11 @@ pub enum ServerMessage {
         /// with a key the node never sees (docs/signaling.md#end-to-end-encryption).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         end_to_end: bool,
+        /// The tenant's TURN relay with a credential for this join, for networks that let
+        /// nothing but TCP 443 out; empty when the tenant runs none. The client passes these
+        /// to `RTCPeerConnection` as they are.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     Answer {
         v: u32,

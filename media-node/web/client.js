@@ -33,6 +33,11 @@
   // End-to-end mode: the secret the host shared with the link's fragment; it never reaches a
   // server, and the media key derived from it never leaves this browser.
   const e2eSecret = secrets.e2e;
+  // What the status line adds for a path other than plain UDP.
+  const PATH_NOTES = {
+    tcp: ' · over TCP (this network blocks UDP)',
+    relay: ' · through the clinic\'s relay (this network allows only web traffic)',
+  };
 
   const statusEl = document.getElementById('status');
   const noticeEl = document.getElementById('notice');
@@ -113,6 +118,7 @@
     errors: [],
     mediaConnected: false,
     mediaPath: null,
+    iceServers: [],
     closed: false,
     reconnects: 0,
     page: null, // too-early, waiting, ended, cancelled, replaced, elsewhere: the visit page shown
@@ -305,7 +311,7 @@
 
   async function startMedia() {
     if (state.endToEnd && !e2eWorker) await startEndToEnd();
-    pc = new RTCPeerConnection({ iceServers: [], encodedInsertableStreams: !!state.endToEnd && !scriptTransform });
+    pc = new RTCPeerConnection({ iceServers: state.iceServers, encodedInsertableStreams: !!state.endToEnd && !scriptTransform });
     pc.onicecandidate = (e) => send({ type: 'candidate', candidate: e.candidate ? e.candidate.candidate : '' });
     pc.ontrack = (e) => {
       protect(e.receiver, 'decrypt', e.track.kind);
@@ -386,6 +392,9 @@
         state.waiting = false;
         state.role = message.role;
         state.endToEnd = !!message.endToEnd;
+        // The tenant's TURN relay, with a credential for this join only: the last resort of
+        // networks that let nothing but TCP 443 out.
+        state.iceServers = Array.isArray(message.iceServers) ? message.iceServers : [];
         if (state.endToEnd && !e2eSecret) {
           setStatus('This visit is encrypted end to end: open the full link the clinic sent (it carries the key).', true);
           leave();
@@ -429,9 +438,8 @@
       case 'media-connected':
         state.mediaConnected = true;
         state.mediaPath = message.path || 'udp';
-        // TCP works through networks that block UDP, with more delay on a lossy link.
-        setStatus(`Connected · encrypted (${message.srtpProfile})` +
-          (state.mediaPath === 'tcp' ? ' · over TCP (this network blocks UDP)' : ''));
+        // TCP and the relay work through networks that block UDP, with more delay.
+        setStatus(`Connected · encrypted (${message.srtpProfile})` + (PATH_NOTES[state.mediaPath] || ''));
         break;
       case 'error':
         state.errors.push(`${message.code}: ${message.message}`);
@@ -552,6 +560,10 @@
         const pair = byId.get(s.selectedCandidatePairId);
         const remote = pair && byId.get(pair.remoteCandidateId);
         out.transport.protocol = remote ? remote.protocol : null;
+        // Ours: `relay` with relayProtocol `tls` is TURN over TLS on 443.
+        const local = pair && byId.get(pair.localCandidateId);
+        out.transport.localType = local ? local.candidateType : null;
+        out.transport.relayProtocol = local ? local.relayProtocol || null : null;
       }
     });
     return out;

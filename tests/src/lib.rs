@@ -13,6 +13,7 @@ pub mod pod_tenant;
 pub mod pods;
 pub mod prometheus;
 pub mod rsyslog;
+pub mod turn;
 
 pub use cluster::{ClusterOptions, TestCluster};
 

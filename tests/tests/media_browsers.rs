@@ -1358,3 +1358,70 @@ fn a_patients_visit_page_says_too_early_waiting_open_elsewhere_and_ended() {
         node.shutdown(Duration::from_secs(2)).await;
     });
 }
+
+/// A network that lets nothing out but TCP 443 to the clinic's relay (a hospital guest Wi-Fi):
+/// no UDP and no TCP reach the node's media port from the browsers, and the relay's UDP port is
+/// closed too. Both browsers hold the call through the tenant's TURN relay (coturn, as the
+/// operator configures it) over TLS, still AES-256-GCM end to end with the node; the page, the
+/// node's metrics and the audit trail say `relay`.
+#[test]
+fn browsers_that_may_reach_only_the_relay_over_tls_hold_the_call_through_it() {
+    if !browser::require_or_skip() || !bedside_tests::turn::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (coturn, settings) = bedside_tests::turn::start_for_loopback_node(dir.path()).await;
+        let node = TestNode::start_with(|c| c.network.relay = Some(settings)).await;
+        let media = node.running.as_ref().expect("an in-process node").media;
+        let (port, relay) = (
+            media.port().to_string(),
+            bedside_tests::turn::relay_ip().to_string(),
+        );
+        // Only the relay may send to the node's media port; the browsers reach the relay on
+        // TLS 443 alone.
+        let _rules = [
+            &[
+                "INPUT", "-p", "udp", "--dport", &port, "!", "-s", &relay, "-j", "DROP",
+            ][..],
+            &["INPUT", "-p", "tcp", "--dport", &port, "-j", "DROP"],
+            &[
+                "INPUT", "-p", "udp", "-d", &relay, "--dport", "3478", "-j", "DROP",
+            ],
+        ]
+        .map(browser::IptablesRule::insert);
+        let driver = Driver::start().await;
+        let mut browsers = Vec::new();
+        for (user, role) in [("u-clinician", Role::Host), ("u-patient", Role::Host)] {
+            let client = driver.browser().await;
+            let token = node.token("visit-relay", user, role);
+            open(&client, &node, "visit-relay", &token).await;
+            browsers.push(client);
+        }
+        each_decodes_video(&browsers, "video through the relay").await;
+        for b in &browsers {
+            let stats = browser::stats(b).await;
+            let transport = &stats["transport"];
+            assert_eq!(transport["localType"], "relay", "{stats}\n{}", coturn.log());
+            assert_eq!(transport["relayProtocol"], "tls", "{stats}");
+            assert_eq!(transport["srtpCipher"], "SRTP_AEAD_AES_256_GCM", "{stats}");
+            let state = browser::state(b).await;
+            assert_eq!(state["mediaPath"], "relay", "{state}");
+            let status = state["status"].as_str().unwrap_or_default();
+            assert!(status.contains("relay"), "the page says so: {status}");
+        }
+        let relayed = node
+            .metric_where("bedside_media_sessions_by_path_total", "path=\"relay\"")
+            .await;
+        assert_eq!(relayed, 2.0, "the node counts two relayed sessions");
+        let connected: BTreeSet<String> = node
+            .audit_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["action"] == "media-connected" && r["place"]["mediaPath"] == "relay")
+            .filter_map(|r| r["actor"]["user"].as_str().map(String::from))
+            .collect();
+        assert_eq!(connected.len(), 2, "{connected:?}");
+    });
+}

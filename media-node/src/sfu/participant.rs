@@ -202,6 +202,11 @@ pub struct Participant {
     pub remote_addrs: Vec<(Protocol, SocketAddr)>,
     /// The transport of the browser's latest packet: the path its call uses.
     pub path: Option<Protocol>,
+    /// Where the node sent its last packet before media connected: the nominated pair.
+    pub sent_to: Option<SocketAddr>,
+    /// The addresses of the browser's `relay` candidates: media from one of them came
+    /// through the tenant's TURN relay.
+    pub relay_candidates: Vec<SocketAddr>,
     pub next_timeout: Option<Instant>,
     pub connected: bool,
     /// When ICE declared the browser's path dead; cleared when ICE finds one again.
@@ -256,6 +261,8 @@ impl Participant {
             tracks_in: Vec::new(),
             tracks_out: Vec::new(),
             remote_addrs: Vec::new(),
+            sent_to: None,
+            relay_candidates: Vec::new(),
             path: None,
             next_timeout: None,
             connected: false,

@@ -406,7 +406,7 @@ impl EngineStats {
         for kind in ["nack", "pli", "fir"] {
             stats.feedback.with_label_values(&[kind]);
         }
-        for path in [MediaPath::Udp, MediaPath::Tcp] {
+        for path in [MediaPath::Udp, MediaPath::Tcp, MediaPath::Relay] {
             stats.sessions_by_path.with_label_values(&[path.label()]);
         }
         Ok(stats)

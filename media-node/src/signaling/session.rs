@@ -192,6 +192,7 @@ async fn serve(
         events_tx,
         outbox: Vec::new(),
         pace: crate::limits::MessagePace::new(),
+        token_expires_at: 0,
     };
     let join_deadline = tokio::time::sleep(JOIN_TIMEOUT);
     tokio::pin!(join_deadline);
@@ -279,6 +280,9 @@ struct Session {
     outbox: Vec<ServerMessage>,
     /// Messages after the join, bounded per second.
     pace: crate::limits::MessagePace,
+    /// When the join token stops working (seconds since the epoch): the relay credential
+    /// handed out with `joined` stops with it.
+    token_expires_at: u64,
 }
 
 /// No visit starts while its audit record cannot be kept or delivered.
@@ -382,6 +386,7 @@ impl Session {
                     self.waiting = false;
                     self.audit(Action::Join, None);
                 }
+                let message = self.with_relay(message);
                 self.outbox.push(message);
                 Flow::Continue
             }
@@ -389,6 +394,22 @@ impl Session {
             // channel would answer at once and spin this loop.
             None => Flow::Close(CLOSE_GOING_AWAY, "the media loop is gone".into()),
         }
+    }
+
+    /// `joined` carries the tenant's relay, with a credential that dies with the join token.
+    fn with_relay(&self, mut message: ServerMessage) -> ServerMessage {
+        if let (
+            ServerMessage::Joined {
+                ice_servers,
+                participant_id,
+                ..
+            },
+            Some(relay),
+        ) = (&mut message, &self.state.relay)
+        {
+            *ice_servers = vec![relay.ice_server(self.token_expires_at, participant_id)];
+        }
+        message
     }
 
     /// The node began shutting down: joined clients hear it from the media loop, the rest here.
@@ -890,15 +911,18 @@ impl Session {
                 if let Err(e) = self.try_audit(action) {
                     return self.unrecorded(joined.id, e).await;
                 }
+                self.token_expires_at = grant.expires_at;
                 if joined.admitted {
-                    self.outbox.push(ServerMessage::Joined {
+                    let message = self.with_relay(ServerMessage::Joined {
                         v: PROTOCOL_VERSION,
                         participant_id: joined.id.to_string(),
                         room: grant.room,
                         role,
                         participants: joined.participants,
                         end_to_end: self.state.end_to_end,
+                        ice_servers: Vec::new(),
                     });
+                    self.outbox.push(message);
                 } else {
                     self.waiting = true;
                     self.outbox.push(ServerMessage::Waiting {

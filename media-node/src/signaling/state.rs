@@ -31,4 +31,6 @@ pub struct AppState {
     pub peer_tls: Arc<rustls::ClientConfig>,
     /// What one client network may take: connections, join attempts; refusals counted.
     pub guards: Arc<crate::limits::ClientGuards>,
+    /// The tenant's TURN relay, handed to each joining browser; `None`: the tenant runs none.
+    pub relay: Option<Arc<crate::relay::Relay>>,
 }

@@ -82,6 +82,7 @@ pub fn node_config(tenant: &HealthcareTenant) -> MediaNodeConfig {
             advertised_media_address_dir: Some(ADDRESSES_DIR.into()),
             metrics_listen: any_port(METRICS_PORT),
             client_limits: Default::default(),
+            relay: None,
         },
         tls: TlsFiles {
             cert_file: format!("{TLS_DIR}/tls.crt").into(),

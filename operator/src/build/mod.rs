@@ -6,6 +6,7 @@ pub mod addresses;
 pub mod config;
 mod meta;
 mod objects;
+pub mod relay;
 pub mod storage;
 
 pub use access::{MediaAccess, media_access};

@@ -1,6 +1,7 @@
 //! One str0m event of one participant: what it changes for that participant, what the node's
 //! metrics record (`EngineStats`), and what it means for the others in the room.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use str0m::bwe::BweKind;
@@ -15,6 +16,21 @@ use crate::sfu::stats::EngineStats;
 /// The one SRTP profile the node's crypto policy lets a connection complete with.
 const SRTP_PROFILE: &str = "AEAD_AES_256_GCM";
 
+/// How a participant's media reaches the node. Media relayed by TURN arrives from the relay's
+/// address and port, which the browser announced in its `relay` candidate; a relay that is
+/// itself behind a NAT on its way to the node shows up as plain UDP.
+fn media_path(
+    transport: Option<Protocol>,
+    sent_to: Option<SocketAddr>,
+    relays: &[SocketAddr],
+) -> MediaPath {
+    match (transport, sent_to) {
+        (Some(Protocol::Tcp), _) => MediaPath::Tcp,
+        (_, Some(peer)) if relays.contains(&peer) => MediaPath::Relay,
+        _ => MediaPath::Udp,
+    }
+}
+
 pub(super) fn on_event(
     p: &mut Participant,
     event: Event,
@@ -24,10 +40,7 @@ pub(super) fn on_event(
     match event {
         Event::Connected => {
             p.connected = true;
-            let path = match p.path {
-                Some(Protocol::Tcp) => MediaPath::Tcp,
-                _ => MediaPath::Udp,
-            };
+            let path = media_path(p.path, p.sent_to, &p.relay_candidates);
             stats.media_connected(
                 SRTP_PROFILE,
                 path,
@@ -116,5 +129,26 @@ fn chat(
             p.tell(ProtocolError::new(ErrorCode::ChatRefused, message).to_message(false));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_from_the_browsers_relay_candidate_is_relayed_and_other_media_is_not() {
+        let relayed: SocketAddr = "192.0.2.10:50000".parse().expect("addr");
+        let direct: SocketAddr = "192.0.2.10:50001".parse().expect("addr");
+        let udp = Some(Protocol::Udp);
+        assert_eq!(media_path(udp, Some(relayed), &[relayed]), MediaPath::Relay);
+        // The relay's host, another port: the browser's own host candidate on that machine.
+        assert_eq!(media_path(udp, Some(direct), &[relayed]), MediaPath::Udp);
+        assert_eq!(media_path(udp, Some(direct), &[]), MediaPath::Udp);
+        assert_eq!(
+            media_path(Some(Protocol::Tcp), Some(relayed), &[relayed]),
+            MediaPath::Tcp
+        );
+        assert_eq!(media_path(None, None, &[relayed]), MediaPath::Udp);
     }
 }

@@ -355,7 +355,12 @@ impl Engine {
                     p.next_timeout = Some(t);
                     break;
                 }
-                Ok(Output::Transmit(t)) => self.outbox.push_back(t),
+                Ok(Output::Transmit(t)) => {
+                    if !p.connected {
+                        p.sent_to = Some(t.destination);
+                    }
+                    self.outbox.push_back(t)
+                }
                 Ok(Output::Event(event)) => {
                     if let Some(prop) = events::on_event(p, event, now, &self.stats) {
                         self.queue.push_back(prop);

@@ -128,6 +128,9 @@ impl Engine {
             ));
         }
         participant.remote_candidates += 1;
+        if candidate.kind() == str0m::CandidateKind::Relayed {
+            participant.relay_candidates.push(candidate.addr());
+        }
         if !contactable(candidate.addr(), advertised) {
             tracing::debug!("an ICE candidate for an address a media node never contacts, dropped");
             return Ok(());

@@ -290,6 +290,8 @@ impl Engine {
                 role: p.role,
                 participants: already,
                 end_to_end: self.settings.end_to_end,
+                // The signaling session adds the relay's credential on its way out.
+                ice_servers: Vec::new(),
             });
         }
     }
