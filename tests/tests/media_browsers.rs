@@ -1415,6 +1415,19 @@ fn browsers_that_may_reach_only_the_relay_over_tls_hold_the_call_through_it() {
             .metric_where("bedside_media_sessions_by_path_total", "path=\"relay\"")
             .await;
         assert_eq!(relayed, 2.0, "the node counts two relayed sessions");
+        // Every session is relayed: nearly all the node's media bytes went through the relay
+        // (all but the checks and handshakes before media connected).
+        for direction in ["received", "sent"] {
+            let label = format!("direction=\"{direction}\"");
+            let relayed = node
+                .metric_where("bedside_media_relayed_bytes_total", &label)
+                .await;
+            let all = node.metric_where("bedside_media_bytes_total", &label).await;
+            assert!(
+                relayed > 50_000.0 && relayed >= 0.8 * all,
+                "{direction}: {relayed} of {all} bytes relayed"
+            );
+        }
         let connected: BTreeSet<String> = node
             .audit_lines()
             .iter()

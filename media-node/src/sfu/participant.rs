@@ -207,6 +207,8 @@ pub struct Participant {
     /// The addresses of the browser's `relay` candidates: media from one of them came
     /// through the tenant's TURN relay.
     pub relay_candidates: Vec<SocketAddr>,
+    /// Media connected through the relay: its bytes are counted as relayed.
+    pub relayed: bool,
     pub next_timeout: Option<Instant>,
     pub connected: bool,
     /// When ICE declared the browser's path dead; cleared when ICE finds one again.
@@ -263,6 +265,7 @@ impl Participant {
             remote_addrs: Vec::new(),
             sent_to: None,
             relay_candidates: Vec::new(),
+            relayed: false,
             path: None,
             next_timeout: None,
             connected: false,

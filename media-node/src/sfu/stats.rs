@@ -183,6 +183,10 @@ pub struct EngineStats {
     /// The hot-path children of `bytes` and `packets`, resolved once.
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
+    /// The part of those bytes that went through the tenant's TURN relay.
+    pub relayed_bytes_in: IntCounter,
+    pub relayed_bytes_out: IntCounter,
+    relayed_bytes: IntCounterVec,
     pub packets_in: IntCounter,
     pub packets_out: IntCounter,
     pub send_dropped: IntCounter,
@@ -248,7 +252,15 @@ impl EngineStats {
             "UDP datagrams, by direction (received, sent)",
             "direction",
         )?;
+        let relayed_bytes = counter_vec(
+            "bedside_media_relayed_bytes_total",
+            "UDP payload bytes of sessions through the tenant's TURN relay, by direction (received, sent)",
+            "direction",
+        )?;
         let stats = Self {
+            relayed_bytes_in: relayed_bytes.with_label_values(&["received"]),
+            relayed_bytes_out: relayed_bytes.with_label_values(&["sent"]),
+            relayed_bytes,
             bytes_in: bytes.with_label_values(&["received"]),
             bytes_out: bytes.with_label_values(&["sent"]),
             packets_in: packets.with_label_values(&["received"]),
@@ -288,7 +300,7 @@ impl EngineStats {
             )?,
             sessions_by_path: counter_vec(
                 "bedside_media_sessions_by_path_total",
-                "Completed media sessions by the path their media takes: udp, or tcp (ICE-TCP, from networks that block UDP)",
+                "Completed media sessions by the path their media takes: udp, tcp (ICE-TCP, from networks that block UDP), or relay (the tenant's TURN relay)",
                 "path",
             )?,
             ice_tcp_connections: gauge(
@@ -416,7 +428,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 29] = [
+        let collectors: [&dyn Collector; 30] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -428,6 +440,7 @@ impl EngineStats {
             &self.connected,
             &self.srtp_sessions,
             &self.sessions_by_path,
+            &self.relayed_bytes,
             &self.ice_tcp_connections,
             &self.connection_failures,
             &self.joins_refused,

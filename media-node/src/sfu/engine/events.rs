@@ -41,6 +41,7 @@ pub(super) fn on_event(
         Event::Connected => {
             p.connected = true;
             let path = media_path(p.path, p.sent_to, &p.relay_candidates);
+            p.relayed = path == MediaPath::Relay;
             stats.media_connected(
                 SRTP_PROFILE,
                 path,

@@ -180,6 +180,7 @@ impl Engine {
         now: Instant,
     ) {
         self.clock(now);
+        let size = contents.len() as u64;
         let Ok(contents) = contents.try_into() else {
             return;
         };
@@ -211,6 +212,9 @@ impl Engine {
         if let Some(p) = self.participants.get_mut(&id) {
             p.last_heard = self.now;
             p.path = Some(proto);
+            if p.relayed {
+                self.stats.relayed_bytes_in.inc_by(size);
+            }
         }
         self.input(id, input);
     }
@@ -358,6 +362,8 @@ impl Engine {
                 Ok(Output::Transmit(t)) => {
                     if !p.connected {
                         p.sent_to = Some(t.destination);
+                    } else if p.relayed {
+                        self.stats.relayed_bytes_out.inc_by(t.contents.len() as u64);
                     }
                     self.outbox.push_back(t)
                 }
