@@ -59,6 +59,14 @@
   const endBtn = document.getElementById('end');
   const micBtn = document.getElementById('mic');
   const cameraBtn = document.getElementById('camera');
+  const devices = window.bedsideDevices;
+  const previewEl = document.getElementById('preview');
+  const levelEl = document.getElementById('level');
+  const cameraSelect = document.getElementById('camera-select');
+  const micSelect = document.getElementById('mic-select');
+  const speakerSelect = document.getElementById('speaker-select');
+  const audioOnlyEl = document.getElementById('audio-only');
+  const deviceHelpEl = document.getElementById('device-help');
   if (passcodeEl && linkPasscode) passcodeEl.value = linkPasscode;
 
   // The visit page: when the visit is, and what is happening, in words for a patient. The
@@ -119,6 +127,12 @@
     mediaConnected: false,
     mediaPath: null,
     iceServers: [],
+    // The devices in use (ids), the microphone's latest level (0-1), and whether the
+    // participant chose to join without a camera.
+    devices: { camera: null, microphone: null, speaker: null },
+    level: 0,
+    audioOnly: false,
+    deviceHelp: null,
     closed: false,
     reconnects: 0,
     page: null, // too-early, waiting, ended, cancelled, replaced, elsewhere: the visit page shown
@@ -128,6 +142,9 @@
   let ws = null;
   let pc = null;
   let local = null;
+  // What carries my camera and microphone to the node: a device switch replaces their track.
+  let cameraSender = null;
+  let micSender = null;
   let chain = Promise.resolve();
   let chatChannel = null;
   const chatLog = document.getElementById('chat-log');
@@ -174,6 +191,7 @@
       video.autoplay = true;
       video.playsInline = true;
       video.muted = !!muted;
+      if (state.devices.speaker && video.setSinkId) video.setSinkId(state.devices.speaker).catch(() => {});
       const caption = document.createElement('span');
       caption.textContent = label;
       el.append(video, caption);
@@ -219,16 +237,14 @@
       return;
     }
     joinBtn.disabled = true;
-    setStatus('Starting camera…');
-    try {
-      local = await navigator.mediaDevices.getUserMedia({
-        audio: true,
-        video: low ? { width: 320, height: 180 } : { width: 1280, height: 720 },
-      });
-    } catch (e) {
-      setStatus(`Camera or microphone unavailable (${e.name}); joining without them.`, true);
-      local = null;
+    await devicesReady;
+    if (!local) {
+      setStatus('Starting camera…');
+      await openDevices();
+      if (!local) setStatus('Camera and microphone unavailable; joining without them.', true);
     }
+    if (previewEl) previewEl.hidden = true;
+    if (audioOnlyEl) audioOnlyEl.disabled = true;
     if (local) tile('self', 'You', local, true);
     if (micBtn) micBtn.disabled = !(local && local.getAudioTracks().length);
     if (cameraBtn) cameraBtn.disabled = !(local && local.getVideoTracks().length);
@@ -335,7 +351,10 @@
     if (local) {
       const [audio] = local.getAudioTracks();
       const [video] = local.getVideoTracks();
-      if (audio) protect(pc.addTransceiver(audio, { direction: 'sendonly', streams: [local] }).sender, 'encrypt', 'audio');
+      if (audio) {
+        micSender = pc.addTransceiver(audio, { direction: 'sendonly', streams: [local] }).sender;
+        protect(micSender, 'encrypt', 'audio');
+      }
       if (video) {
         // Three simulcast layers: the node picks one per receiver from its bandwidth.
         const sent = pc.addTransceiver(video, {
@@ -348,6 +367,7 @@
           ],
         });
         protect(sent.sender, 'encrypt', 'video');
+        cameraSender = sent.sender;
       }
     }
     const offer = await pc.createOffer();
@@ -526,12 +546,114 @@
     if (cameraBtn) cameraBtn.textContent = on ? 'Camera off' : 'Camera on';
   }
 
+  // The camera (unless audio only) and microphone chosen in the pickers: previewed before the
+  // visit, with the microphone's level, so a patient sees and hears that they work.
+  const videoSize = () => (low ? { width: 320, height: 180 } : { width: 1280, height: 720 });
+  const pick = (id) => (id ? { deviceId: { exact: id } } : {});
+  let stopMeter = () => {};
+  let devicesReady = Promise.resolve();
+
+  async function openDevices() {
+    const audioOnly = !!(audioOnlyEl && audioOnlyEl.checked);
+    state.audioOnly = audioOnly;
+    try {
+      local = await navigator.mediaDevices.getUserMedia({
+        audio: pick(state.devices.microphone),
+        video: audioOnly ? false : Object.assign(videoSize(), pick(state.devices.camera)),
+      });
+    } catch (e) {
+      local = null;
+      showDeviceHelp(devices.help(e.name));
+      return;
+    }
+    showDeviceHelp(null);
+    if (previewEl) {
+      previewEl.srcObject = audioOnly ? null : local;
+      previewEl.hidden = audioOnly || !!state.participantId;
+    }
+    watchLevel();
+    await listDevices();
+  }
+
+  function showDeviceHelp(text) {
+    state.deviceHelp = text;
+    if (!deviceHelpEl) return;
+    deviceHelpEl.hidden = !text;
+    deviceHelpEl.textContent = text || '';
+  }
+
+  function watchLevel() {
+    stopMeter();
+    stopMeter = local ? devices.meter(local, (level) => {
+      state.level = level;
+      if (levelEl) levelEl.value = level;
+    }) : () => {};
+  }
+
+  // The pickers, with the devices in use selected.
+  async function listDevices() {
+    const found = await devices.list();
+    const inUse = (kind) => {
+      const [track] = kind === 'audio' ? local.getAudioTracks() : local.getVideoTracks();
+      return track ? track.getSettings().deviceId : null;
+    };
+    if (local) {
+      state.devices.camera = inUse('video') || state.devices.camera;
+      state.devices.microphone = inUse('audio') || state.devices.microphone;
+    }
+    devices.fill(cameraSelect, state.audioOnly ? [] : found.videoinput, state.devices.camera, 'Camera');
+    devices.fill(micSelect, found.audioinput, state.devices.microphone, 'Microphone');
+    // Choosing where sound plays needs setSinkId (not every browser has it).
+    const canChooseSpeaker = 'setSinkId' in HTMLMediaElement.prototype;
+    devices.fill(speakerSelect, canChooseSpeaker ? found.audiooutput : [], state.devices.speaker, 'Speaker');
+  }
+
+  // A device chosen in a picker: before the visit, the preview follows; in it, the new track
+  // replaces the old one on its way to the node, without renegotiating or dropping the call.
+  async function switchDevice(kind, deviceId) {
+    if (!local) return;
+    const video = kind === 'video';
+    const constraints = video
+      ? { video: Object.assign(videoSize(), pick(deviceId)) }
+      : { audio: pick(deviceId) };
+    let fresh;
+    try {
+      fresh = await navigator.mediaDevices.getUserMedia(constraints);
+    } catch (e) {
+      showDeviceHelp(devices.help(e.name));
+      return;
+    }
+    const [track] = video ? fresh.getVideoTracks() : fresh.getAudioTracks();
+    const [old] = video ? local.getVideoTracks() : local.getAudioTracks();
+    track.enabled = video ? state.cameraOn : state.micOn;
+    const sender = video ? cameraSender : micSender;
+    if (sender) await sender.replaceTrack(track);
+    if (old) {
+      local.removeTrack(old);
+      old.stop();
+    }
+    local.addTrack(track);
+    if (video) state.devices.camera = deviceId;
+    else {
+      state.devices.microphone = deviceId;
+      watchLevel();
+    }
+  }
+
+  function setSpeaker(deviceId) {
+    state.devices.speaker = deviceId;
+    document.querySelectorAll('video').forEach((v) => {
+      if (v.setSinkId) v.setSinkId(deviceId).catch(() => {});
+    });
+  }
+
   function leave() {
     leaving = true;
     send({ type: 'leave' });
     if (ws) ws.close();
     if (pc) pc.close();
     if (local) local.getTracks().forEach((t) => t.stop());
+    stopMeter();
     for (const id of state.participants.keys()) removeTile(id);
     removeTile('self');
     state.participants.clear();
@@ -544,7 +666,11 @@
   async function summarizeStats() {
     if (!pc) return null;
     const report = await pc.getStats();
-    const out = { inbound: [], transport: null };
+    const out = { inbound: [], transport: null, sending: {} };
+    // Which devices the node gets my media from right now.
+    for (const [name, sender] of [['camera', cameraSender], ['microphone', micSender]]) {
+      if (sender && sender.track) out.sending[name] = sender.track.getSettings().deviceId || null;
+    }
     const byId = new Map();
     report.forEach((s) => byId.set(s.id, s));
     report.forEach((s) => {
@@ -600,9 +726,28 @@
     });
   }
   leaveBtn.addEventListener('click', leave);
+  // Device work one step at a time: a switch never races the preview or another switch.
+  const onDevices = (step) => (devicesReady = devicesReady.then(step).catch((e) => {
+    state.errors.push(String(e));
+  }));
+  if (cameraSelect) cameraSelect.addEventListener('change', () => onDevices(() => switchDevice('video', cameraSelect.value)));
+  if (micSelect) micSelect.addEventListener('change', () => onDevices(() => switchDevice('audio', micSelect.value)));
+  if (speakerSelect) speakerSelect.addEventListener('change', () => setSpeaker(speakerSelect.value));
+  if (audioOnlyEl) {
+    audioOnlyEl.addEventListener('change', () => {
+      onDevices(() => {
+        if (local) local.getTracks().forEach((t) => t.stop());
+        return openDevices();
+      });
+    });
+  }
+  window.bedside.switchDevice = (kind, deviceId) => onDevices(() => switchDevice(kind, deviceId));
   if (tokenInQuery) {
     setStatus(unsafeLink, true);
   } else if (!room || !token) {
     setStatus('Open the visit link the clinic sent you (it names a room and carries a token).', true);
+  } else if (state.page !== 'ended') {
+    // The preview: a patient checks camera and microphone before the visit, even early.
+    onDevices(openDevices);
   }
 })();

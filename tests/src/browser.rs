@@ -180,25 +180,38 @@ impl Driver {
 
     /// A new headless Chromium with a fake camera and microphone.
     pub async fn browser(&self) -> Client {
+        self.browser_with(|_| {}).await
+    }
+
+    /// Like [`Driver::browser`], with its command line edited (e.g. two fake cameras:
+    /// `--use-fake-device-for-media-stream=device-count=2`).
+    pub async fn browser_with(&self, edit: impl FnOnce(&mut Vec<String>)) -> Client {
         let profile = tempfile::Builder::new()
             .prefix("chromium-")
             .tempdir_in(self._profiles.path())
             .expect("profile")
             .keep();
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            "--allow-loopback-in-peer-connection",
+            "--autoplay-policy=no-user-gesture-required",
+        ]
+        .map(String::from)
+        .into();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        edit(&mut args);
         let caps = json!({
             "acceptInsecureCerts": true,
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    format!("--user-data-dir={}", profile.display()),
-                    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                    "--allow-loopback-in-peer-connection",
-                    "--autoplay-policy=no-user-gesture-required",
-                ],
-            },
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
         });
         let Value::Object(caps) = caps else {
             unreachable!("a JSON object")
@@ -249,6 +262,7 @@ pub async fn state(client: &Client) -> Value {
                      events: s.events, errors: s.errors, mediaConnected: s.mediaConnected, mediaPath: s.mediaPath,\
                      role: s.role, waiting: s.waiting, waitingRoom: s.waitingRoom, locked: s.locked,\
                      muted: s.muted, micOn: s.micOn, cameraOn: s.cameraOn, closed: s.closed, endToEnd: s.endToEnd, reconnects: s.reconnects,\
+                     devices: s.devices, level: s.level, audioOnly: s.audioOnly, deviceHelp: s.deviceHelp,\
                      page: s.page, visitTitle: document.getElementById('visit-title').textContent,\
                      visitDetail: document.getElementById('visit-detail').textContent,\
                      joinDisabled: document.getElementById('join').disabled,\

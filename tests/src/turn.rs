@@ -69,6 +69,10 @@ impl Coturn {
         );
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn udp_address(&self) -> SocketAddr {
         SocketAddr::new(self.relay.listen.expect("listen"), self.relay.port)
     }

@@ -1438,3 +1438,279 @@ fn browsers_that_may_reach_only_the_relay_over_tls_hold_the_call_through_it() {
         assert_eq!(connected.len(), 2, "{connected:?}");
     });
 }
+
+/// Runs `script` in the page and returns what it returns.
+async fn run_js(client: &Client, script: &str) -> Value {
+    client
+        .execute(script, vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{script}: {e}"))
+}
+
+/// The device ids a picker offers.
+async fn picker_options(client: &Client, id: &str) -> Vec<String> {
+    let options = run_js(
+        client,
+        &format!("return Array.from(document.getElementById('{id}').options).map(o => o.value);"),
+    )
+    .await;
+    serde_json::from_value(options).unwrap_or_default()
+}
+
+/// Chooses `device` in picker `id` as a person would (a change event).
+async fn choose(client: &Client, id: &str, device: &str) {
+    client
+        .execute(
+            "const s = document.getElementById(arguments[0]); s.value = arguments[1];\
+             s.dispatchEvent(new Event('change'));",
+            vec![Value::from(id), Value::from(device)],
+        )
+        .await
+        .expect("choose a device");
+}
+
+/// Before joining, a patient sees their own camera and their microphone's level, and picks
+/// the third of three cameras; in the call they switch back to the first: the node gets the new
+/// camera's video on the same connection (no reconnect), and the clinician keeps decoding it.
+#[test]
+fn a_patient_checks_camera_and_microphone_before_joining_and_switches_camera_mid_call() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let clinician = driver.browser().await;
+        let patient = driver
+            .browser_with(|args| {
+                for a in args.iter_mut() {
+                    if a == "--use-fake-device-for-media-stream" {
+                        // The second fake camera is a depth camera (Y16), the third an ordinary one.
+                        *a = "--use-fake-device-for-media-stream=device-count=3".into();
+                    }
+                }
+            })
+            .await;
+        let token = node.token("visit-devices", "u-patient", Role::Host);
+        patient
+            .goto(&link(&node, "visit-devices", &token))
+            .await
+            .expect("open the link");
+        // The preview plays and the meter moves (Chromium's fake microphone beeps).
+        let mut loudest = 0.0f64;
+        wait_for(
+            Duration::from_secs(20),
+            "the preview and the level meter",
+            async || {
+                let width = run_js(
+                    &patient,
+                    "return document.getElementById('preview').videoWidth;",
+                )
+                .await;
+                let level = browser::state(&patient).await["level"]
+                    .as_f64()
+                    .unwrap_or(0.0);
+                loudest = loudest.max(level);
+                if width.as_u64().unwrap_or(0) > 0 && loudest > 0.01 {
+                    Ok(())
+                } else {
+                    Err(format!("preview width {width}, loudest level {loudest}"))
+                }
+            },
+        )
+        .await;
+        let cameras = picker_options(&patient, "camera-select").await;
+        assert_eq!(cameras.len(), 3, "three fake cameras offered: {cameras:?}");
+        assert!(!picker_options(&patient, "mic-select").await.is_empty());
+        choose(&patient, "camera-select", &cameras[2]).await;
+        wait_for(
+            Duration::from_secs(10),
+            "the preview follows the pick",
+            async || {
+                let state = browser::state(&patient).await;
+                let previewed = run_js(
+                    &patient,
+                    "const t = document.getElementById('preview').srcObject.getVideoTracks()[0];\
+                 return t && t.readyState === 'live' ? t.getSettings().deviceId : null;",
+                )
+                .await;
+                if state["devices"]["camera"] == cameras[2].as_str()
+                    && previewed == cameras[2].as_str()
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{state} previewed {previewed}"))
+                }
+            },
+        )
+        .await;
+
+        open(
+            &clinician,
+            &node,
+            "visit-devices",
+            &node.token("visit-devices", "u-clinician", Role::Host),
+        )
+        .await;
+        click(&patient, "#join").await;
+        let browsers = [clinician, patient];
+        each_decodes_video(&browsers, "video").await;
+        let [clinician, patient] = browsers;
+        let stats = browser::stats(&patient).await;
+        assert_eq!(stats["sending"]["camera"], cameras[2].as_str(), "{stats}");
+
+        choose(&patient, "camera-select", &cameras[0]).await;
+        wait_for(
+            Duration::from_secs(10),
+            "the node gets the first camera",
+            async || {
+                let stats = browser::stats(&patient).await;
+                if stats["sending"]["camera"] == cameras[0].as_str() {
+                    Ok(())
+                } else {
+                    Err(stats.to_string())
+                }
+            },
+        )
+        .await;
+        let before: u64 = decoded_video(&browser::stats(&clinician).await)
+            .iter()
+            .sum();
+        wait_for(
+            Duration::from_secs(20),
+            "the clinician keeps decoding",
+            async || {
+                let now: u64 = decoded_video(&browser::stats(&clinician).await)
+                    .iter()
+                    .sum();
+                if now > before + 30 {
+                    Ok(())
+                } else {
+                    Err(format!("{before} -> {now} frames"))
+                }
+            },
+        )
+        .await;
+        let state = browser::state(&patient).await;
+        assert_eq!(
+            state["reconnects"], 0,
+            "the call was never dropped: {state}"
+        );
+        assert_eq!(state["devices"]["camera"], cameras[0].as_str(), "{state}");
+    });
+}
+
+/// A patient without a usable camera (or who would rather not show one) ticks "audio only":
+/// the clinician hears them and receives no video from them, and the patient still sees the
+/// clinician.
+#[test]
+fn a_patient_who_joins_with_audio_only_is_heard_and_sends_no_video() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let (clinician, patient) = (driver.browser().await, driver.browser().await);
+        let token = node.token("visit-audio", "u-patient", Role::Host);
+        patient
+            .goto(&link(&node, "visit-audio", &token))
+            .await
+            .expect("open the link");
+        click(&patient, "#audio-only").await;
+        wait_for(Duration::from_secs(10), "audio only chosen", async || {
+            let state = browser::state(&patient).await;
+            let hidden = run_js(
+                &patient,
+                "return document.getElementById('preview').hidden;",
+            )
+            .await;
+            if state["audioOnly"] == true && hidden == true {
+                Ok(())
+            } else {
+                Err(format!("{state} preview hidden {hidden}"))
+            }
+        })
+        .await;
+        open(
+            &clinician,
+            &node,
+            "visit-audio",
+            &node.token("visit-audio", "u-clinician", Role::Host),
+        )
+        .await;
+        click(&patient, "#join").await;
+        each_decodes_video(std::slice::from_ref(&patient), "the clinician's video").await;
+        wait_for(
+            Duration::from_secs(20),
+            "the clinician hears the patient",
+            async || {
+                let stats = browser::stats(&clinician).await;
+                let heard = audio_bytes(&stats).iter().any(|b| *b > 5_000);
+                if heard {
+                    Ok(())
+                } else {
+                    Err(stats.to_string())
+                }
+            },
+        )
+        .await;
+        let stats = browser::stats(&clinician).await;
+        assert!(
+            decoded_video(&stats).iter().all(|f| *f == 0),
+            "no video from an audio-only patient: {stats}"
+        );
+        let camera_button = run_js(
+            &patient,
+            "return document.getElementById('camera').disabled;",
+        )
+        .await;
+        assert_eq!(camera_button, true, "nothing to turn on or off");
+        assert!(browser::stats(&patient).await["sending"]["camera"].is_null());
+    });
+}
+
+/// A browser that refuses the camera and microphone: the page says, in plain words, where to
+/// allow them, before the patient even tries to join.
+#[test]
+fn a_browser_that_refuses_the_camera_gets_plain_help() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let patient = driver
+            .browser_with(|args| {
+                args.retain(|a| a != "--use-fake-ui-for-media-stream");
+                args.push("--deny-permission-prompts".into());
+            })
+            .await;
+        let token = node.token("visit-denied", "u-patient", Role::Host);
+        patient
+            .goto(&link(&node, "visit-denied", &token))
+            .await
+            .expect("open the link");
+        wait_for(Duration::from_secs(15), "the help shows", async || {
+            let state = browser::state(&patient).await;
+            let shown = run_js(
+                &patient,
+                "return !document.getElementById('device-help').hidden;",
+            )
+            .await;
+            let help = state["deviceHelp"].as_str().unwrap_or_default().to_string();
+            if shown == true
+                && help.contains("allow Camera and Microphone")
+                && help.contains("reload this page")
+            {
+                Ok(())
+            } else {
+                Err(format!("{state}"))
+            }
+        })
+        .await;
+    });
+}

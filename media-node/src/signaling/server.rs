@@ -19,12 +19,14 @@ const MAX_UNREAD_BYTES: usize = 1 << 20;
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const CLIENT_JS: &str = include_str!("../../web/client.js");
 const E2E_WORKER_JS: &str = include_str!("../../web/e2e-worker.js");
+const DEVICES_JS: &str = include_str!("../../web/devices.js");
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/client.js", get(client_js))
         .route("/e2e-worker.js", get(e2e_worker_js))
+        .route("/devices.js", get(devices_js))
         .route("/healthz", get(healthz))
         .route("/ws", get(websocket))
         .with_state(state)
@@ -60,6 +62,10 @@ async fn index(State(state): State<AppState>) -> Response {
 
 async fn client_js() -> Response {
     hardened("text/javascript; charset=utf-8", CLIENT_JS.to_string())
+}
+
+async fn devices_js() -> Response {
+    hardened("text/javascript; charset=utf-8", DEVICES_JS.to_string())
 }
 
 async fn e2e_worker_js() -> Response {
