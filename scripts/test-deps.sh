@@ -47,6 +47,18 @@ for module in aiortc:aiortc helm_python:helm-python-sdk kubernetes_validate:kube
   fi
 done
 
+# axe-core: the accessibility checker the browser tests run inside Chromium (WCAG 2.1 AA);
+# into target/npm, beside the build, never committed.
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [[ ! -f $root/target/npm/node_modules/axe-core/axe.min.js ]]; then
+  if ! command -v npm >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends npm
+  fi
+  echo "test-deps: installing axe-core (npm)"
+  mkdir -p "$root/target/npm"
+  npm install --silent --no-audit --no-fund --prefix "$root/target/npm" axe-core@4
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test-deps: installing cargo-nextest"
   cargo install --locked cargo-nextest

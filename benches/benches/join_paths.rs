@@ -140,7 +140,10 @@ async fn relay_cpu(
     let mbits = (bytes_after - bytes_before) * 8.0 / WINDOW.as_secs_f64() / 1e6;
     let core_share = (cpu_after - cpu_before) / WINDOW.as_secs_f64();
     let streams = mbits / 1.5;
-    assert!(mbits > 0.1, "the call went through the relay: {mbits:.2} Mbit/s");
+    assert!(
+        mbits > 0.1,
+        "the call went through the relay: {mbits:.2} Mbit/s"
+    );
     (mbits, 100.0 * core_share / streams)
 }
 

@@ -39,6 +39,9 @@
     relay: ' · through the clinic\'s relay (this network allows only web traffic)',
   };
 
+  // What the others see of a role (a participant needs no badge).
+  const ROLE_NAMES = { host: 'Host', observer: 'Observer' };
+
   const statusEl = document.getElementById('status');
   const noticeEl = document.getElementById('notice');
   const tilesEl = document.getElementById('tiles');
@@ -136,6 +139,7 @@
     closed: false,
     reconnects: 0,
     page: null, // too-early, waiting, ended, cancelled, replaced, elsewhere: the visit page shown
+    activeSpeaker: null, // the participant whose voice the others hear now
   };
   window.bedside = { state, stats: () => summarizeStats() };
 
@@ -195,6 +199,15 @@
       const caption = document.createElement('span');
       caption.textContent = label;
       el.append(video, caption);
+      // The role comes from the node (the token), never from the name typed: nobody passes
+      // for the clinician by calling themselves "Dr. ...".
+      const role = ROLE_NAMES[(state.participants.get(id) || {}).role];
+      if (role && id !== 'self' && !id.endsWith('-screen')) {
+        const badge = document.createElement('span');
+        badge.className = 'role';
+        badge.textContent = role;
+        el.append(badge);
+      }
       if (state.role === 'host' && id.endsWith('-screen') && id !== 'self-screen') {
         const stop = document.createElement('button');
         stop.textContent = 'Stop share';
@@ -298,6 +311,7 @@
     if (pc) pc.close();
     pc = null;
     chatChannel = null;
+    speakers.clear();
     for (const id of state.participants.keys()) removeTile(id);
     state.participants.clear();
   }
@@ -334,6 +348,7 @@
       const stream = e.streams[0];
       if (!stream) return;
       const id = stream.id;
+      if (e.track.kind === 'audio') speakers.set(e.track.id, id);
       const entry = state.participants.get(id) || { role: 'participant' };
       entry.stream = stream;
       state.participants.set(id, entry);
@@ -428,6 +443,7 @@
           state.participants.set(p.id, { role: p.role, displayName: p.displayName });
           tile(p.id, label(p.id), null, false);
         }
+        renderPeople();
         leaveBtn.disabled = false;
         setStatus(`Joined as ${message.role}; setting up encrypted media…`);
         await startMedia();
@@ -448,10 +464,12 @@
           displayName: message.participant.displayName,
         });
         tile(message.participant.id, label(message.participant.id), null, false);
+        renderPeople();
         break;
       case 'participant-left':
         state.participants.delete(message.participantId);
         removeTile(message.participantId);
+        renderPeople();
         break;
       case 'track-added':
         break;
@@ -526,6 +544,54 @@
       waitingEl.append(li);
     }
   }
+
+  // Hosts: who is in the visit, with their role (from the node), to mute or remove.
+  function renderPeople() {
+    const list = document.getElementById('people-list');
+    if (!list || state.role !== 'host') return;
+    list.replaceChildren();
+    for (const [id, p] of state.participants) {
+      if (id.endsWith('-screen')) continue;
+      const li = document.createElement('li');
+      li.dataset.participant = id;
+      const name = document.createElement('span');
+      name.textContent = `${label(id)}${ROLE_NAMES[p.role] ? ` (${ROLE_NAMES[p.role]})` : ''}`;
+      li.append(name);
+      if (p.role !== 'host') {
+        for (const [text, type] of [['Mute', 'mute'], ['Remove', 'expel']]) {
+          const b = document.createElement('button');
+          b.textContent = text;
+          b.className = type;
+          b.setAttribute('aria-label', `${text} ${label(id)}`);
+          b.addEventListener('click', () => send({ type, participantId: id }));
+          li.append(b);
+        }
+      }
+      list.append(li);
+    }
+  }
+
+  // Who speaks: the loudest remote voice above a whisper (the browser's own measure of what
+  // it plays), every half second, outlined.
+  const speakers = new Map(); // remote audio track id -> participant id
+  setInterval(async () => {
+    if (!pc || !speakers.size) return;
+    let loudest = null;
+    let level = 0.02;
+    (await pc.getStats()).forEach((s) => {
+      const id = s.type === 'inbound-rtp' && s.kind === 'audio' && speakers.get(s.trackIdentifier);
+      if (id && s.audioLevel > level) {
+        level = s.audioLevel;
+        loudest = id;
+      }
+    });
+    // Silence between words keeps the last speaker highlighted.
+    if (loudest === null || loudest === state.activeSpeaker) return;
+    state.activeSpeaker = loudest;
+    document.querySelectorAll('.tile').forEach((t) => {
+      t.classList.toggle('speaking', t.dataset.participant === loudest);
+    });
+  }, 500);
 
   // My microphone and camera: their tracks are switched off, not stopped, so they come back at
   // once; the others hear silence and see black meanwhile. A participant a host muted asks the
@@ -725,7 +791,16 @@
       chain = chain.then(shareScreen).catch((e) => setStatus(`Screen share unavailable: ${e.name || e}`, true));
     });
   }
-  leaveBtn.addEventListener('click', leave);
+  // Leaving asks first: a stray tap on a phone must not end a patient's visit.
+  const leaveDialog = document.getElementById('leave-confirm');
+  leaveBtn.addEventListener('click', () => {
+    if (leaveDialog && leaveDialog.showModal && state.participantId) leaveDialog.showModal();
+    else leave();
+  });
+  if (leaveDialog) {
+    document.getElementById('leave-yes').addEventListener('click', () => { leaveDialog.close(); leave(); });
+    document.getElementById('leave-no').addEventListener('click', () => leaveDialog.close());
+  }
   // Device work one step at a time: a switch never races the preview or another switch.
   const onDevices = (step) => (devicesReady = devicesReady.then(step).catch((e) => {
     state.errors.push(String(e));

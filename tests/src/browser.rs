@@ -186,6 +186,21 @@ impl Driver {
     /// Like [`Driver::browser`], with its command line edited (e.g. two fake cameras:
     /// `--use-fake-device-for-media-stream=device-count=2`).
     pub async fn browser_with(&self, edit: impl FnOnce(&mut Vec<String>)) -> Client {
+        self.session(edit, None).await
+    }
+
+    /// A phone: Chromium's mobile emulation of a 360 x 740 screen (the narrowest common
+    /// Android width) with touch.
+    pub async fn phone(&self) -> Client {
+        let phone = json!({"deviceMetrics": {"width": 360, "height": 740, "pixelRatio": 3.0, "touch": true}});
+        self.session(|_| {}, Some(phone)).await
+    }
+
+    async fn session(
+        &self,
+        edit: impl FnOnce(&mut Vec<String>),
+        mobile_emulation: Option<Value>,
+    ) -> Client {
         let profile = tempfile::Builder::new()
             .prefix("chromium-")
             .tempdir_in(self._profiles.path())
@@ -209,10 +224,13 @@ impl Driver {
         .into();
         args.push(format!("--user-data-dir={}", profile.display()));
         edit(&mut args);
-        let caps = json!({
+        let mut caps = json!({
             "acceptInsecureCerts": true,
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
         });
+        if let Some(emulation) = mobile_emulation {
+            caps["goog:chromeOptions"]["mobileEmulation"] = emulation;
+        }
         let Value::Object(caps) = caps else {
             unreachable!("a JSON object")
         };
@@ -263,6 +281,7 @@ pub async fn state(client: &Client) -> Value {
                      role: s.role, waiting: s.waiting, waitingRoom: s.waitingRoom, locked: s.locked,\
                      muted: s.muted, micOn: s.micOn, cameraOn: s.cameraOn, closed: s.closed, endToEnd: s.endToEnd, reconnects: s.reconnects,\
                      devices: s.devices, level: s.level, audioOnly: s.audioOnly, deviceHelp: s.deviceHelp,\
+                     activeSpeaker: s.activeSpeaker,\
                      page: s.page, visitTitle: document.getElementById('visit-title').textContent,\
                      visitDetail: document.getElementById('visit-detail').textContent,\
                      joinDisabled: document.getElementById('join').disabled,\
@@ -271,4 +290,48 @@ pub async fn state(client: &Client) -> Value {
         )
         .await
         .unwrap_or(Value::Null)
+}
+
+/// axe-core's script (npm `axe-core`, which `make test-deps` puts in target/npm), or why not.
+pub fn axe_source() -> Result<String, String> {
+    let path = std::env::var_os("BEDSIDE_AXE_JS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::repo_root().join("target/npm/node_modules/axe-core/axe.min.js"));
+    std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "axe-core not found at {} ({e}); run `make test-deps` (npm install axe-core)",
+            path.display()
+        )
+    })
+}
+
+/// The WCAG 2.1 A and AA violations axe-core finds on the page as it is now: one line per
+/// rule, with the elements it names.
+pub async fn accessibility_violations(client: &Client, axe: &str) -> Vec<String> {
+    // The library runs as the WebDriver script itself: the page's CSP allows no eval and no
+    // inline script, and needs no loosening for this.
+    let script = format!(
+        "{axe}\n;const done = arguments[arguments.length - 1];\
+         axe.run(document, {{runOnly: {{type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}}}})\
+         .then((r) => done(r.violations.map((v) => `${{v.id}} (${{v.impact}}): ${{v.help}} at ${{v.nodes.map((n) => n.target.join(' ')).join(', ')}}`)),\
+               (e) => done([`axe failed: ${{e}}`]));"
+    );
+    let found = client
+        .execute_async(&script, vec![])
+        .await
+        .unwrap_or_else(|e| Value::from(vec![format!("axe could not run: {e}")]));
+    serde_json::from_value(found).unwrap_or_default()
+}
+
+/// Saves what `client` shows as `<name>.png` among the test artifacts
+/// (`$BEDSIDE_ARTIFACTS_DIR`, else target/test-artifacts), and returns its path.
+pub async fn save_screenshot(client: &Client, name: &str) -> PathBuf {
+    let dir = std::env::var_os("BEDSIDE_ARTIFACTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::repo_root().join("target/test-artifacts"));
+    std::fs::create_dir_all(&dir).expect("artifacts folder");
+    let png = client.screenshot().await.expect("a screenshot");
+    let path = dir.join(format!("{name}.png"));
+    std::fs::write(&path, png).expect("write the screenshot");
+    path
 }

@@ -173,13 +173,23 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
                 "the others show the third's tile before it leaves"
             );
         }
-        browsers[2]
-            .find(Locator::Css("#leave"))
-            .await
-            .expect("leave button")
-            .click()
-            .await
-            .expect("click leave");
+        // Leave asks first; Stay keeps the visit, Leave leaves.
+        click(&browsers[2], "#leave").await;
+        let asked = run_js(
+            &browsers[2],
+            "return document.getElementById('leave-confirm').open;",
+        )
+        .await;
+        assert_eq!(asked, true, "Leave asks before leaving");
+        click(&browsers[2], "#leave-no").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            browser::state(&browsers[2]).await["closed"],
+            false,
+            "Stay stays"
+        );
+        click(&browsers[2], "#leave").await;
+        click(&browsers[2], "#leave-yes").await;
         for b in &browsers[..2] {
             wait_for(Duration::from_secs(10), "the others are told", async || {
                 let state = browser::state(b).await;
@@ -918,6 +928,36 @@ fn a_clinician_admits_patients_from_the_waiting_room_then_mutes_expels_locks_and
         assert_eq!(
             growing, 1,
             "only patient B's audio still flows: {before:?} -> {after:?}"
+        );
+        // The one voice the clinician hears is outlined as the speaker.
+        wait_for(Duration::from_secs(10), "patient B is the speaker", async || {
+            let state = browser::state(&host).await;
+            let outlined = run_js(&host, "return Array.from(document.querySelectorAll('.tile.speaking')).map(t => t.dataset.participant);").await;
+            if state["activeSpeaker"] == ids[1].as_str() && outlined == serde_json::json!([ids[1]]) {
+                Ok(())
+            } else {
+                Err(format!("{} outlined {outlined}", state["activeSpeaker"]))
+            }
+        })
+        .await;
+        // Roles come from the node: the patients see who the host is; the host lists who is in
+        // the visit, each with Mute and Remove.
+        let host_id = browser::state(&host).await["participantId"].clone();
+        let badges = run_js(
+            &patients[0],
+            "return Array.from(document.querySelectorAll('.tile .role')).map(b => [b.parentElement.dataset.participant, b.textContent]);",
+        )
+        .await;
+        assert_eq!(badges, serde_json::json!([[host_id, "Host"]]), "only the host wears a badge");
+        let listed = run_js(
+            &host,
+            "return Array.from(document.querySelectorAll('#people-list li')).map(li => [li.dataset.participant, li.querySelectorAll('button.mute, button.expel').length]);",
+        )
+        .await;
+        assert_eq!(
+            listed,
+            serde_json::json!([[ids[0], 2], [ids[1], 2]]),
+            "both patients listed with Mute and Remove"
         );
 
         // Expel patient B: disconnected, and the same link cannot get back in.
@@ -1712,5 +1752,196 @@ fn a_browser_that_refuses_the_camera_gets_plain_help() {
             }
         })
         .await;
+    });
+}
+
+/// WCAG 2.1 A and AA, checked by axe-core inside Chromium on every page of a visit: before
+/// joining, the waiting room, the host's call with its waiting list, the patient's call, and a
+/// visit that has ended. Zero violations; each page is saved as a screenshot artifact.
+#[test]
+fn every_page_of_a_visit_passes_axe_core_wcag_2_1_aa() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let axe = match browser::axe_source() {
+        Ok(axe) => axe,
+        Err(why) => {
+            bedside_tests::run_or_skip("accessibility check", Some(why), "BEDSIDE_REQUIRE_TOOLS");
+            return;
+        }
+    };
+    let netns = Netns::create();
+    netns.run(|| async move {
+        let node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let (clinician, patient, late) = (
+            driver.browser().await,
+            driver.browser().await,
+            driver.browser().await,
+        );
+        let mut found = Vec::new();
+        let mut check = async |client: &Client, page: &str| {
+            browser::save_screenshot(client, &format!("a11y-{page}")).await;
+            for violation in browser::accessibility_violations(client, &axe).await {
+                found.push(format!("{page}: {violation}"));
+            }
+        };
+        open(
+            &clinician,
+            &node,
+            "visit-a11y",
+            &node.token("visit-a11y", "u-clinician", Role::Host),
+        )
+        .await;
+        patient
+            .goto(&link(
+                &node,
+                "visit-a11y",
+                &node.token("visit-a11y", "u-patient", Role::Participant),
+            ))
+            .await
+            .expect("open the link");
+        wait_for(Duration::from_secs(15), "the preview", async || {
+            let width = run_js(
+                &patient,
+                "return document.getElementById('preview').videoWidth;",
+            )
+            .await;
+            if width.as_u64().unwrap_or(0) > 0 {
+                Ok(())
+            } else {
+                Err(width.to_string())
+            }
+        })
+        .await;
+        check(&patient, "pre-join").await;
+        click(&patient, "#join").await;
+        wait_for(Duration::from_secs(15), "the waiting room", async || {
+            let state = browser::state(&patient).await;
+            if state["page"] == "waiting" {
+                Ok(())
+            } else {
+                Err(state.to_string())
+            }
+        })
+        .await;
+        check(&patient, "waiting").await;
+        wait_for(
+            Duration::from_secs(15),
+            "the host sees who waits",
+            async || {
+                let state = browser::state(&clinician).await;
+                if state["waitingRoom"]
+                    .as_array()
+                    .is_some_and(|w| !w.is_empty())
+                {
+                    Ok(())
+                } else {
+                    Err(state.to_string())
+                }
+            },
+        )
+        .await;
+        check(&clinician, "in-call-host").await;
+        click(&clinician, "#waiting-list .admit").await;
+        let browsers = [clinician, patient];
+        each_decodes_video(&browsers, "video").await;
+        check(&browsers[1], "in-call-patient").await;
+        let expired = sign(
+            &node.tenant,
+            &node.join_key,
+            "visit-a11y",
+            "u-late",
+            Role::Participant,
+            -120,
+        );
+        late.goto(&link(&node, "visit-a11y", &expired))
+            .await
+            .expect("open the link");
+        wait_for(Duration::from_secs(10), "the ended page", async || {
+            let state = browser::state(&late).await;
+            if state["page"] == "ended" {
+                Ok(())
+            } else {
+                Err(state.to_string())
+            }
+        })
+        .await;
+        check(&late, "ended").await;
+        assert!(
+            found.is_empty(),
+            "WCAG 2.1 AA violations:\n{}",
+            found.join("\n")
+        );
+    });
+}
+
+/// Whether the page is wider than the screen (a phone user would have to scroll sideways).
+async fn scrolls_sideways(client: &Client) -> Value {
+    run_js(
+        client,
+        "const d = document.documentElement;\
+         return d.scrollWidth > d.clientWidth ? `${d.scrollWidth} > ${d.clientWidth}` : false;",
+    )
+    .await
+}
+
+/// A patient on a phone (Chromium's mobile emulation, 360 px wide): the page before joining
+/// and the call itself fit the screen, with no sideways scrolling, and Leave is on screen.
+#[test]
+fn on_a_360_pixel_phone_the_visit_fits_the_screen() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let (clinician, phone) = (driver.browser().await, driver.phone().await);
+        phone
+            .goto(&link(
+                &node,
+                "visit-phone",
+                &node.token("visit-phone", "u-patient", Role::Host),
+            ))
+            .await
+            .expect("open the link");
+        wait_for(Duration::from_secs(15), "the preview", async || {
+            let width = run_js(
+                &phone,
+                "return document.getElementById('preview').videoWidth;",
+            )
+            .await;
+            if width.as_u64().unwrap_or(0) > 0 {
+                Ok(())
+            } else {
+                Err(width.to_string())
+            }
+        })
+        .await;
+        let width = run_js(&phone, "return window.innerWidth;").await;
+        assert_eq!(width, 360, "the emulated phone is 360 px wide");
+        browser::save_screenshot(&phone, "phone-pre-join").await;
+        assert_eq!(scrolls_sideways(&phone).await, false, "before joining");
+        open(
+            &clinician,
+            &node,
+            "visit-phone",
+            &node.token("visit-phone", "u-clinician", Role::Host),
+        )
+        .await;
+        click(&phone, "#join").await;
+        let browsers = [clinician, phone];
+        each_decodes_video(&browsers, "video").await;
+        let phone = &browsers[1];
+        browser::save_screenshot(phone, "phone-in-call").await;
+        assert_eq!(scrolls_sideways(phone).await, false, "in the call");
+        let leave = run_js(
+            phone,
+            "const r = document.getElementById('leave').getBoundingClientRect();\
+             return r.right <= window.innerWidth && r.width > 0;",
+        )
+        .await;
+        assert_eq!(leave, true, "Leave is on the screen");
     });
 }
