@@ -26,21 +26,20 @@
   })();
   // A token in the query string is never used: servers, proxies and history would keep it.
   const tokenInQuery = query.has('token');
-  const unsafeLink = 'This link carries its token where it is not safe (after "?"); ask the clinic for a new link.';
   const token = secrets.token;
   // The passcode normally comes apart from the link (a text message); a dev link carries it.
   const linkPasscode = secrets.passcode;
   // End-to-end mode: the secret the host shared with the link's fragment; it never reaches a
   // server, and the media key derived from it never leaves this browser.
   const e2eSecret = secrets.e2e;
+  // Every word on the page comes from i18n.js, in the reader's language.
+  const i18n = window.bedsideI18n;
+  const t = i18n.t;
   // What the status line adds for a path other than plain UDP.
-  const PATH_NOTES = {
-    tcp: ' · over TCP (this network blocks UDP)',
-    relay: ' · through the clinic\'s relay (this network allows only web traffic)',
-  };
+  const PATH_NOTES = { tcp: 'overTcp', relay: 'overRelay' };
 
   // What the others see of a role (a participant needs no badge).
-  const ROLE_NAMES = { host: 'Host', observer: 'Observer' };
+  const roleName = (role) => (role === 'host' || role === 'observer' ? t(`role_${role}`) : '');
 
   const statusEl = document.getElementById('status');
   const noticeEl = document.getElementById('notice');
@@ -49,9 +48,11 @@
   const nameEl = document.getElementById('name');
   // The name a participant typed: shown on their tile; the node keeps it in memory only.
   const label = (id) => {
-    if (id.endsWith('-screen')) return `${label(id.slice(0, -'-screen'.length))}'s screen`;
+    if (id === 'self') return t('you');
+    if (id === 'self-screen') return t('yourScreen');
+    if (id.endsWith('-screen')) return t('screenOf', { name: label(id.slice(0, -'-screen'.length)) });
     const p = state.participants.get(id);
-    return (p && p.displayName) || `Participant ${id}`;
+    return (p && p.displayName) || t('participant', { id });
   };
   const leaveBtn = document.getElementById('leave');
   const passcodeEl = document.getElementById('passcode');
@@ -83,23 +84,17 @@
       return {};
     }
   })();
-  const localTime = (secs) => new Date(secs * 1000).toLocaleString([], {
+  const localTime = (secs) => new Date(secs * 1000).toLocaleString([i18n.lang], {
     weekday: 'long', day: 'numeric', month: 'long', hour: '2-digit', minute: '2-digit',
   });
-  const when = claims.start ? `Your visit is on ${localTime(claims.start)}. ` : '';
+  const when = () => (claims.start ? t('when', { date: localTime(claims.start) }) : '');
   const PAGES = {
-    'too-early': () => ['This visit has not opened yet',
-      `${when}This link opens at ${localTime(claims.nbf)}; keep this page open and join then.`],
-    waiting: () => ['Your clinician will let you in',
-      `${when}You are in the waiting room. Please stay on this page.`],
-    ended: () => ['This visit has ended',
-      'This link no longer works. If you still need to be seen, please contact the clinic for a new link.'],
-    cancelled: () => ['This visit was cancelled',
-      'The clinic cancelled this visit, so this link no longer works. If you still need to be seen, please contact the clinic.'],
-    replaced: () => ['This link was replaced',
-      'The clinic sent you a newer link for this visit. Please open that one; this link no longer works.'],
-    elsewhere: () => ['This visit is open somewhere else',
-      'Your link was opened in another window or on another device, and your visit goes on there. To use this one instead, reload this page; the other one will then leave the visit.'],
+    'too-early': () => [t('tooEarlyTitle'), t('tooEarlyDetail', { when: when(), opens: localTime(claims.nbf) })],
+    waiting: () => [t('waitingTitle'), t('waitingDetail', { when: when() })],
+    ended: () => [t('endedTitle'), t('endedDetail')],
+    cancelled: () => [t('cancelledTitle'), t('cancelledDetail')],
+    replaced: () => [t('replacedTitle'), t('replacedDetail')],
+    elsewhere: () => [t('elsewhereTitle'), t('elsewhereDetail')],
   };
   function showPage(name) {
     state.page = name;
@@ -140,6 +135,7 @@
     reconnects: 0,
     page: null, // too-early, waiting, ended, cancelled, replaced, elsewhere: the visit page shown
     activeSpeaker: null, // the participant whose voice the others hear now
+    quality: {}, // participant id -> good, fair or poor: how their video arrives here
   };
   window.bedside = { state, stats: () => summarizeStats() };
 
@@ -161,7 +157,7 @@
     if (!chatLog) return;
     const li = document.createElement('li');
     const who = document.createElement('b');
-    who.textContent = entry.mine ? 'You' : (entry.displayName || `Participant ${entry.from}`);
+    who.textContent = entry.mine ? t('you') : (entry.displayName || t('participant', { id: entry.from }));
     li.append(who, document.createTextNode(`: ${entry.text}`));
     chatLog.append(li);
   }
@@ -174,10 +170,14 @@
   }
   window.bedside.chat = sendChat;
 
-  function setStatus(text, isError) {
-    statusEl.textContent = text;
+  // The status line: `render` is called again when the reader switches language.
+  let status = null;
+  function setStatus(render, isError) {
+    status = { render, isError };
+    statusEl.textContent = render();
     statusEl.className = isError ? 'error' : '';
   }
+  const say = (key, vars, isError) => setStatus(() => t(key, vars), isError);
 
   function send(message) {
     if (ws && ws.readyState === WebSocket.OPEN) {
@@ -201,7 +201,7 @@
       el.append(video, caption);
       // The role comes from the node (the token), never from the name typed: nobody passes
       // for the clinician by calling themselves "Dr. ...".
-      const role = ROLE_NAMES[(state.participants.get(id) || {}).role];
+      const role = roleName((state.participants.get(id) || {}).role);
       if (role && id !== 'self' && !id.endsWith('-screen')) {
         const badge = document.createElement('span');
         badge.className = 'role';
@@ -210,18 +210,18 @@
       }
       if (state.role === 'host' && id.endsWith('-screen') && id !== 'self-screen') {
         const stop = document.createElement('button');
-        stop.textContent = 'Stop share';
+        stop.textContent = t('stopShare');
         stop.className = 'expel stop-share';
         stop.addEventListener('click', () => send({ type: 'stop-share', participantId: id.slice(0, -'-screen'.length) }));
         el.append(stop);
       } else if (state.role === 'host' && id !== 'self') {
         // Host controls on each tile; the node checks the role again.
         const mute = document.createElement('button');
-        mute.textContent = 'Mute';
+        mute.textContent = t('mute');
         mute.className = 'mute';
         mute.addEventListener('click', () => send({ type: 'mute', participantId: id }));
         const expel = document.createElement('button');
-        expel.textContent = 'Remove';
+        expel.textContent = t('remove');
         expel.className = 'expel';
         expel.addEventListener('click', () => send({ type: 'expel', participantId: id }));
         el.append(mute, expel);
@@ -242,23 +242,23 @@
 
   async function join() {
     if (tokenInQuery) {
-      setStatus(unsafeLink, true);
+      say('unsafeLink', null, true);
       return;
     }
     if (!room || !token) {
-      setStatus('This link is incomplete: it needs a room and a token. Ask the clinic for a new link.', true);
+      say('incompleteLink', null, true);
       return;
     }
     joinBtn.disabled = true;
     await devicesReady;
     if (!local) {
-      setStatus('Starting camera…');
+      say('startingCamera');
       await openDevices();
-      if (!local) setStatus('Camera and microphone unavailable; joining without them.', true);
+      if (!local) say('noDevices', null, true);
     }
     if (previewEl) previewEl.hidden = true;
     if (audioOnlyEl) audioOnlyEl.disabled = true;
-    if (local) tile('self', 'You', local, true);
+    if (local) tile('self', label('self'), local, true);
     if (micBtn) micBtn.disabled = !(local && local.getAudioTracks().length);
     if (cameraBtn) cameraBtn.disabled = !(local && local.getVideoTracks().length);
     const displayName = nameEl ? nameEl.value.trim() : '';
@@ -279,14 +279,14 @@
   let refused = false;
 
   function connect() {
-    setStatus(reconnects ? 'Connection lost; reconnecting…' : 'Connecting…', reconnects > 0);
+    say(reconnects ? 'reconnecting' : 'connecting', null, reconnects > 0);
     ws = new WebSocket(`wss://${location.host}/ws`);
     ws.onopen = () => send(joinMessage);
     ws.onmessage = (event) => {
       // Handle messages strictly in order: SDP steps must not interleave.
       chain = chain.then(() => handle(JSON.parse(event.data))).catch((e) => {
         state.errors.push(String(e));
-        setStatus(`Error: ${e}`, true);
+        say('failed', { error: e }, true);
       });
     };
     ws.onclose = () => {
@@ -300,7 +300,7 @@
       state.closed = true;
       leaveBtn.disabled = true;
       joinBtn.disabled = false;
-      if (!statusEl.classList.contains('error')) setStatus('Disconnected');
+      if (!statusEl.classList.contains('error')) say('disconnected');
     };
   }
 
@@ -311,7 +311,8 @@
     if (pc) pc.close();
     pc = null;
     chatChannel = null;
-    speakers.clear();
+    tracks.clear();
+    counted.clear();
     for (const id of state.participants.keys()) removeTile(id);
     state.participants.clear();
   }
@@ -348,7 +349,7 @@
       const stream = e.streams[0];
       if (!stream) return;
       const id = stream.id;
-      if (e.track.kind === 'audio') speakers.set(e.track.id, id);
+      tracks.set(e.track.id, id);
       const entry = state.participants.get(id) || { role: 'participant' };
       entry.stream = stream;
       state.participants.set(id, entry);
@@ -397,7 +398,7 @@
         state.participantId = message.participantId;
         state.waiting = true;
         leaveBtn.disabled = false;
-        setStatus('You are in the waiting room. The clinician will let you in shortly.');
+        say('inWaitingRoom');
         showPage('waiting');
         break;
       case 'waiting-room':
@@ -406,19 +407,19 @@
         break;
       case 'locked':
         state.locked = message.locked;
-        if (lockBtn) lockBtn.textContent = message.locked ? 'Unlock meeting' : 'Lock meeting';
+        if (lockBtn) lockBtn.textContent = t(message.locked ? 'unlock' : 'lock');
         break;
       case 'muted':
         state.muted = true;
         setMic(false);
-        setStatus('The host muted you. Press Unmute to speak again.', false);
+        say('hostMuted');
         break;
       case 'share-stopped':
         stopSharing();
-        setStatus('The host stopped your screen share.', false);
+        say('shareStopped');
         break;
       case 'meeting-ending':
-        setStatus(`This meeting ends in ${Math.ceil(message.inSeconds / 60)} minute(s).`, false);
+        say('endsIn', { minutes: Math.ceil(message.inSeconds / 60) });
         break;
       case 'joined':
         reconnects = 0;
@@ -431,12 +432,13 @@
         // networks that let nothing but TCP 443 out.
         state.iceServers = Array.isArray(message.iceServers) ? message.iceServers : [];
         if (state.endToEnd && !e2eSecret) {
-          setStatus('This visit is encrypted end to end: open the full link the clinic sent (it carries the key).', true);
+          say('needsKey', null, true);
           leave();
           return;
         }
         if (noticeEl && state.endToEnd) {
-          noticeEl.textContent = 'This visit is encrypted end to end: only the people in it can see and hear it, not even the clinic\'s media server. Nothing is recorded.';
+          noticeEl.dataset.i18n = 'noticeEndToEnd';
+          noticeEl.textContent = t('noticeEndToEnd');
         }
         if (hostEl) hostEl.hidden = message.role !== 'host';
         for (const p of message.participants) {
@@ -445,7 +447,7 @@
         }
         renderPeople();
         leaveBtn.disabled = false;
-        setStatus(`Joined as ${message.role}; setting up encrypted media…`);
+        say('joinedAs', { role: t(`role_${message.role}`) });
         await startMedia();
         break;
       case 'answer':
@@ -477,11 +479,12 @@
         state.mediaConnected = true;
         state.mediaPath = message.path || 'udp';
         // TCP and the relay work through networks that block UDP, with more delay.
-        setStatus(`Connected · encrypted (${message.srtpProfile})` + (PATH_NOTES[state.mediaPath] || ''));
+        setStatus(() => t('connected', { profile: message.srtpProfile }) +
+          (PATH_NOTES[state.mediaPath] ? t(PATH_NOTES[state.mediaPath]) : ''));
         break;
       case 'error':
         state.errors.push(`${message.code}: ${message.message}`);
-        setStatus(message.message, true);
+        setStatus(() => i18n.error(message.code, message.message), true);
         // Refused for good (expelled, denied, ended, wrong passcode...): no reconnecting.
         // "Not available" is the node saying "try again": the page does.
         if (message.fatal && message.code !== 'not-available') refused = true;
@@ -493,7 +496,7 @@
         if (message.code === 'link-opened-elsewhere') showPage('elsewhere');
         break;
       case 'closing':
-        setStatus(`The visit ended: ${message.reason}`, true);
+        setStatus(() => (i18n.lang === 'en' ? t('visitEnded', { reason: message.reason }) : t('visitEnded')), true);
         break;
       default:
         break;
@@ -514,7 +517,7 @@
     await pc.setLocalDescription(offer);
     send({ type: 'share', mid: transceiver.mid });
     send({ type: 'offer', sdp: offer.sdp });
-    tile('self-screen', 'Your screen', display, true);
+    tile('self-screen', label('self-screen'), display, true);
   }
 
   function stopSharing() {
@@ -531,13 +534,13 @@
       const li = document.createElement('li');
       li.dataset.participant = w.id;
       const name = document.createElement('span');
-      name.textContent = w.displayName || `Guest ${w.id}`;
+      name.textContent = w.displayName || t('guest', { id: w.id });
       const admit = document.createElement('button');
-      admit.textContent = 'Admit';
+      admit.textContent = t('admit');
       admit.className = 'admit';
       admit.addEventListener('click', () => send({ type: 'admit', participantId: w.id }));
       const deny = document.createElement('button');
-      deny.textContent = 'Deny';
+      deny.textContent = t('deny');
       deny.className = 'deny';
       deny.addEventListener('click', () => send({ type: 'deny', participantId: w.id }));
       li.append(name, admit, deny);
@@ -555,10 +558,10 @@
       const li = document.createElement('li');
       li.dataset.participant = id;
       const name = document.createElement('span');
-      name.textContent = `${label(id)}${ROLE_NAMES[p.role] ? ` (${ROLE_NAMES[p.role]})` : ''}`;
+      name.textContent = `${label(id)}${roleName(p.role) ? ` (${roleName(p.role)})` : ''}`;
       li.append(name);
       if (p.role !== 'host') {
-        for (const [text, type] of [['Mute', 'mute'], ['Remove', 'expel']]) {
+        for (const [text, type] of [[t('mute'), 'mute'], [t('remove'), 'expel']]) {
           const b = document.createElement('button');
           b.textContent = text;
           b.className = type;
@@ -571,25 +574,58 @@
     }
   }
 
-  // Who speaks: the loudest remote voice above a whisper (the browser's own measure of what
-  // it plays), every half second, outlined.
-  const speakers = new Map(); // remote audio track id -> participant id
+  // Every half second, from the browser's own statistics: who speaks (the loudest remote voice
+  // above a whisper, outlined; silence keeps the last speaker) and how well each person's
+  // video arrives (a word on their tile: frame rate, loss since the last look, round trip).
+  const tracks = new Map(); // remote track id -> participant id
+  const counted = new Map(); // participant id -> { lost, received } at the last look
+  function grade(id, video, rtt) {
+    const before = counted.get(id) || { lost: 0, received: 0 };
+    const lost = (video.packetsLost || 0) - before.lost;
+    const received = (video.packetsReceived || 0) - before.received;
+    counted.set(id, { lost: video.packetsLost || 0, received: video.packetsReceived || 0 });
+    const loss = lost > 0 ? lost / (lost + received) : 0;
+    const fps = video.framesPerSecond || 0;
+    if (fps >= 10 && loss < 0.03 && rtt < 0.4) return 'good';
+    if (fps >= 5 && loss < 0.1 && rtt < 1) return 'fair';
+    return 'poor';
+  }
+  function showQuality(id, level) {
+    state.quality[id] = level;
+    const el = document.querySelector(`.tile[data-participant="${id}"]`);
+    if (!el) return;
+    let badge = el.querySelector('.quality');
+    if (badge && badge.dataset.level === level) return;
+    if (!badge) {
+      badge = document.createElement('span');
+      badge.className = 'quality';
+      el.append(badge);
+    }
+    badge.dataset.level = level;
+    badge.textContent = t(`quality_${level}`);
+  }
   setInterval(async () => {
-    if (!pc || !speakers.size) return;
+    if (!pc || !tracks.size) return;
+    const report = await pc.getStats();
+    let rtt = 0;
+    report.forEach((s) => {
+      if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime) rtt = s.currentRoundTripTime;
+    });
     let loudest = null;
     let level = 0.02;
-    (await pc.getStats()).forEach((s) => {
-      const id = s.type === 'inbound-rtp' && s.kind === 'audio' && speakers.get(s.trackIdentifier);
-      if (id && s.audioLevel > level) {
+    report.forEach((s) => {
+      const id = s.type === 'inbound-rtp' && tracks.get(s.trackIdentifier);
+      if (!id) return;
+      if (s.kind === 'audio' && s.audioLevel > level) {
         level = s.audioLevel;
         loudest = id;
       }
+      if (s.kind === 'video' && s.packetsReceived) showQuality(id, grade(id, s, rtt));
     });
-    // Silence between words keeps the last speaker highlighted.
     if (loudest === null || loudest === state.activeSpeaker) return;
     state.activeSpeaker = loudest;
-    document.querySelectorAll('.tile').forEach((t) => {
-      t.classList.toggle('speaking', t.dataset.participant === loudest);
+    document.querySelectorAll('.tile').forEach((el) => {
+      el.classList.toggle('speaking', el.dataset.participant === loudest);
     });
   }, 500);
 
@@ -603,13 +639,13 @@
     }
     state.micOn = on;
     if (local) local.getAudioTracks().forEach((t) => { t.enabled = on; });
-    if (micBtn) micBtn.textContent = on ? 'Mute' : 'Unmute';
+    if (micBtn) micBtn.textContent = t(on ? 'mute' : 'unmute');
   }
 
   function setCamera(on) {
     state.cameraOn = on;
     if (local) local.getVideoTracks().forEach((t) => { t.enabled = on; });
-    if (cameraBtn) cameraBtn.textContent = on ? 'Camera off' : 'Camera on';
+    if (cameraBtn) cameraBtn.textContent = t(on ? 'cameraOff' : 'cameraOn');
   }
 
   // The camera (unless audio only) and microphone chosen in the pickers: previewed before the
@@ -667,11 +703,11 @@
       state.devices.camera = inUse('video') || state.devices.camera;
       state.devices.microphone = inUse('audio') || state.devices.microphone;
     }
-    devices.fill(cameraSelect, state.audioOnly ? [] : found.videoinput, state.devices.camera, 'Camera');
-    devices.fill(micSelect, found.audioinput, state.devices.microphone, 'Microphone');
+    devices.fill(cameraSelect, state.audioOnly ? [] : found.videoinput, state.devices.camera, t('camera'));
+    devices.fill(micSelect, found.audioinput, state.devices.microphone, t('microphone'));
     // Choosing where sound plays needs setSinkId (not every browser has it).
     const canChooseSpeaker = 'setSinkId' in HTMLMediaElement.prototype;
-    devices.fill(speakerSelect, canChooseSpeaker ? found.audiooutput : [], state.devices.speaker, 'Speaker');
+    devices.fill(speakerSelect, canChooseSpeaker ? found.audiooutput : [], state.devices.speaker, t('speaker'));
   }
 
   // A device chosen in a picker: before the visit, the preview follows; in it, the new track
@@ -725,7 +761,7 @@
     state.participants.clear();
     if (micBtn) micBtn.disabled = true;
     if (cameraBtn) cameraBtn.disabled = true;
-    setStatus('You left the visit');
+    say('left');
   }
 
   // What flowed, per remote participant, and the negotiated ciphers.
@@ -788,7 +824,7 @@
   const shareBtn = document.getElementById('share');
   if (shareBtn) {
     shareBtn.addEventListener('click', () => {
-      chain = chain.then(shareScreen).catch((e) => setStatus(`Screen share unavailable: ${e.name || e}`, true));
+      chain = chain.then(shareScreen).catch((e) => say('shareUnavailable', { error: e.name || e }, true));
     });
   }
   // Leaving asks first: a stray tap on a phone must not end a patient's visit.
@@ -817,10 +853,47 @@
     });
   }
   window.bedside.switchDevice = (kind, deviceId) => onDevices(() => switchDevice(kind, deviceId));
+  // The language: the browser's, switchable here; everything shown is said again in it.
+  const languageEl = document.getElementById('language');
+  if (languageEl) {
+    for (const [code, name] of Object.entries(i18n.names)) {
+      const option = document.createElement('option');
+      option.value = code;
+      option.textContent = name;
+      option.lang = code;
+      option.selected = code === i18n.lang;
+      languageEl.append(option);
+    }
+    languageEl.addEventListener('change', () => i18n.set(languageEl.value));
+  }
+  function relabel() {
+    if (micBtn) micBtn.textContent = t(state.micOn ? 'mute' : 'unmute');
+    if (cameraBtn) cameraBtn.textContent = t(state.cameraOn ? 'cameraOff' : 'cameraOn');
+    if (lockBtn) lockBtn.textContent = t(state.locked ? 'unlock' : 'lock');
+    document.querySelectorAll('.tile').forEach((el) => {
+      const id = el.dataset.participant;
+      el.querySelector('span').textContent = label(id);
+      const badge = el.querySelector('.role');
+      if (badge) badge.textContent = roleName((state.participants.get(id) || {}).role);
+      const quality = el.querySelector('.quality');
+      if (quality) quality.textContent = t(`quality_${quality.dataset.level}`);
+      for (const [css, key] of [['.mute', 'mute'], ['.stop-share', 'stopShare'], ['.expel:not(.stop-share)', 'remove']]) {
+        const button = el.querySelector(`button${css}`);
+        if (button) button.textContent = t(key);
+      }
+    });
+    if (status) setStatus(status.render, status.isError);
+    showPage(state.page);
+    renderWaiting();
+    renderPeople();
+  }
+  i18n.apply();
+  relabel();
+  i18n.onChange(relabel);
   if (tokenInQuery) {
-    setStatus(unsafeLink, true);
+    say('unsafeLink', null, true);
   } else if (!room || !token) {
-    setStatus('Open the visit link the clinic sent you (it names a room and carries a token).', true);
+    say('openLink', null, true);
   } else if (state.page !== 'ended') {
     // The preview: a patient checks camera and microphone before the visit, even early.
     onDevices(openDevices);

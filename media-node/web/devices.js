@@ -7,26 +7,15 @@ window.bedsideDevices = (() => {
   // What to tell a patient whose browser would not start the camera or microphone, by cause
   // and by browser: where the setting is, in the words that browser uses.
   function help(errorName) {
-    if (errorName === 'NotFoundError' || errorName === 'OverconstrainedError') {
-      return 'No camera or microphone was found. Plug one in and reload this page, or join with audio only.';
-    }
-    if (errorName === 'NotReadableError' || errorName === 'AbortError') {
-      return 'Another program or browser tab is using your camera or microphone. Close it, then reload this page.';
-    }
-    if (errorName !== 'NotAllowedError' && errorName !== 'SecurityError') {
-      return `Your camera or microphone could not be started (${errorName}). Reload this page to try again.`;
-    }
+    const t = window.bedsideI18n.t;
+    if (errorName === 'NotFoundError' || errorName === 'OverconstrainedError') return t('helpMissing');
+    if (errorName === 'NotReadableError' || errorName === 'AbortError') return t('helpBusy');
+    if (errorName !== 'NotAllowedError' && errorName !== 'SecurityError') return t('helpOther', { error: errorName });
     const ua = navigator.userAgent;
-    if (/Firefox\//.test(ua)) {
-      return 'Firefox blocked your camera and microphone. Click the camera icon at the left of the address bar, remove the block, and reload this page.';
-    }
-    if (/Edg\//.test(ua)) {
-      return 'Edge blocked your camera and microphone. Click the lock icon at the left of the address bar, set Camera and Microphone to Allow, and reload this page.';
-    }
-    if (/Safari\//.test(ua) && !/Chrome|Chromium/.test(ua)) {
-      return 'Safari blocked your camera and microphone. Open Safari > Settings for This Website, set Camera and Microphone to Allow, and reload this page. On an iPhone: Settings > Safari > Camera and Microphone.';
-    }
-    return 'Your browser blocked your camera and microphone. Click the icon at the left of the address bar (a lock or a camera), allow Camera and Microphone, and reload this page.';
+    if (/Firefox\//.test(ua)) return t('helpFirefox');
+    if (/Edg\//.test(ua)) return t('helpEdge');
+    if (/Safari\//.test(ua) && !/Chrome|Chromium/.test(ua)) return t('helpSafari');
+    return t('helpChrome');
   }
 
   // The browser's devices by kind; names appear once the page may use the devices.

@@ -281,7 +281,7 @@ pub async fn state(client: &Client) -> Value {
                      role: s.role, waiting: s.waiting, waitingRoom: s.waitingRoom, locked: s.locked,\
                      muted: s.muted, micOn: s.micOn, cameraOn: s.cameraOn, closed: s.closed, endToEnd: s.endToEnd, reconnects: s.reconnects,\
                      devices: s.devices, level: s.level, audioOnly: s.audioOnly, deviceHelp: s.deviceHelp,\
-                     activeSpeaker: s.activeSpeaker,\
+                     activeSpeaker: s.activeSpeaker, quality: s.quality,\
                      page: s.page, visitTitle: document.getElementById('visit-title').textContent,\
                      visitDetail: document.getElementById('visit-detail').textContent,\
                      joinDisabled: document.getElementById('join').disabled,\

@@ -173,6 +173,26 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
                 "the others show the third's tile before it leaves"
             );
         }
+        // On loopback every tile says the connection is good, from the browser's own figures.
+        for b in &browsers {
+            wait_for(Duration::from_secs(20), "good connections shown", async || {
+                let state = browser::state(b).await;
+                let shown = run_js(
+                    b,
+                    "return Array.from(document.querySelectorAll('.tile .quality')).map(q => q.dataset.level);",
+                )
+                .await;
+                let good = state["quality"].as_object().is_some_and(|q| {
+                    q.len() == 2 && q.values().all(|v| v == "good")
+                });
+                if good && shown == serde_json::json!(["good", "good"]) {
+                    Ok(())
+                } else {
+                    Err(format!("{} shown {shown}", state["quality"]))
+                }
+            })
+            .await;
+        }
         // Leave asks first; Stay keeps the visit, Leave leaves.
         click(&browsers[2], "#leave").await;
         let asked = run_js(
@@ -435,7 +455,21 @@ fn a_participant_mutes_their_microphone_and_turns_off_their_camera_and_the_other
         click(me, "#mic").await;
         let state = browser::state(me).await;
         assert_eq!(state["micOn"], false, "{state}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Silence within a few seconds (what was already on its way still plays out on a
+        // loaded machine), and it lasts.
+        wait_for(
+            Duration::from_secs(10),
+            "silence while I am muted",
+            async || {
+                let muted = heard_over(other, window).await;
+                if muted < 1e-6 {
+                    Ok(())
+                } else {
+                    Err(format!("{muted}"))
+                }
+            },
+        )
+        .await;
         let muted = heard_over(other, window).await;
         assert!(muted < 1e-6, "silence while I am muted: {muted}");
         click(me, "#mic").await;
@@ -1801,19 +1835,7 @@ fn every_page_of_a_visit_passes_axe_core_wcag_2_1_aa() {
             ))
             .await
             .expect("open the link");
-        wait_for(Duration::from_secs(15), "the preview", async || {
-            let width = run_js(
-                &patient,
-                "return document.getElementById('preview').videoWidth;",
-            )
-            .await;
-            if width.as_u64().unwrap_or(0) > 0 {
-                Ok(())
-            } else {
-                Err(width.to_string())
-            }
-        })
-        .await;
+        shows_the_preview(&patient).await;
         check(&patient, "pre-join").await;
         click(&patient, "#join").await;
         wait_for(Duration::from_secs(15), "the waiting room", async || {
@@ -1876,6 +1898,23 @@ fn every_page_of_a_visit_passes_axe_core_wcag_2_1_aa() {
     });
 }
 
+/// Waits until the page previews the camera, before joining.
+async fn shows_the_preview(client: &Client) {
+    wait_for(Duration::from_secs(15), "the preview", async || {
+        let width = run_js(
+            client,
+            "return document.getElementById('preview').videoWidth;",
+        )
+        .await;
+        if width.as_u64().unwrap_or(0) > 0 {
+            Ok(())
+        } else {
+            Err(width.to_string())
+        }
+    })
+    .await;
+}
+
 /// Whether the page is wider than the screen (a phone user would have to scroll sideways).
 async fn scrolls_sideways(client: &Client) -> Value {
     run_js(
@@ -1906,19 +1945,7 @@ fn on_a_360_pixel_phone_the_visit_fits_the_screen() {
             ))
             .await
             .expect("open the link");
-        wait_for(Duration::from_secs(15), "the preview", async || {
-            let width = run_js(
-                &phone,
-                "return document.getElementById('preview').videoWidth;",
-            )
-            .await;
-            if width.as_u64().unwrap_or(0) > 0 {
-                Ok(())
-            } else {
-                Err(width.to_string())
-            }
-        })
-        .await;
+        shows_the_preview(&phone).await;
         let width = run_js(&phone, "return window.innerWidth;").await;
         assert_eq!(width, 360, "the emulated phone is 360 px wide");
         browser::save_screenshot(&phone, "phone-pre-join").await;
@@ -1943,5 +1970,148 @@ fn on_a_360_pixel_phone_the_visit_fits_the_screen() {
         )
         .await;
         assert_eq!(leave, true, "Leave is on the screen");
+    });
+}
+
+/// A patient whose browser speaks Spanish gets the visit in Spanish, the node's refusals
+/// included; the pages stay WCAG 2.1 AA in Spanish; the patient can switch to English.
+#[test]
+fn a_spanish_speaking_patient_gets_the_visit_in_spanish_and_can_switch_to_english() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let axe = match browser::axe_source() {
+        Ok(axe) => axe,
+        Err(why) => {
+            bedside_tests::run_or_skip("accessibility check", Some(why), "BEDSIDE_REQUIRE_TOOLS");
+            return;
+        }
+    };
+    let netns = Netns::create();
+    netns.run(|| async move {
+        let node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let spanish = |args: &mut Vec<String>| {
+            args.push("--lang=es".into());
+            args.push("--accept-lang=es".into());
+        };
+        let patient = driver.browser_with(spanish).await;
+        let text = async |client: &Client, id: &str| {
+            run_js(client, &format!("return document.getElementById('{id}').textContent;")).await
+        };
+        patient
+            .goto(&link(&node, "visita", &node.token("visita", "u-patient", Role::Participant)))
+            .await
+            .expect("open the link");
+        assert_eq!(run_js(&patient, "return document.documentElement.lang;").await, "es");
+        assert_eq!(text(&patient, "join").await, "Entrar a la consulta");
+        let mut found = browser::accessibility_violations(&patient, &axe).await;
+        browser::save_screenshot(&patient, "es-pre-join").await;
+        click(&patient, "#join").await;
+        wait_for(Duration::from_secs(15), "la sala de espera", async || {
+            let state = browser::state(&patient).await;
+            if state["visitTitle"] == "Su profesional de salud le dará paso" {
+                Ok(())
+            } else {
+                Err(state.to_string())
+            }
+        })
+        .await;
+        found.extend(browser::accessibility_violations(&patient, &axe).await);
+        browser::save_screenshot(&patient, "es-waiting").await;
+        assert!(found.is_empty(), "WCAG 2.1 AA violations in Spanish:\n{}", found.join("\n"));
+
+        // Switched to English on the page: everything shown is said again in English.
+        patient
+            .execute(
+                "const s = document.getElementById('language'); s.value = 'en';\
+                 s.dispatchEvent(new Event('change'));",
+                vec![],
+            )
+            .await
+            .expect("switch language");
+        let state = browser::state(&patient).await;
+        assert_eq!(state["visitTitle"], "Your clinician will let you in", "{state}");
+        assert_eq!(text(&patient, "leave").await, "Leave");
+        assert_eq!(run_js(&patient, "return document.documentElement.lang;").await, "en");
+
+        // The node's refusal, in Spanish for a Spanish reader.
+        let intruder = driver.browser_with(spanish).await;
+        let forged = sign(&node.tenant, &[9u8; 32], "visita", "u-x", Role::Host, 600);
+        open(&intruder, &node, "visita", &forged).await;
+        wait_for(Duration::from_secs(10), "el rechazo en español", async || {
+            let status = browser::state(&intruder).await["status"].clone();
+            if status == "Este enlace no es válido para esta consulta. Pida a la clínica un enlace nuevo." {
+                Ok(())
+            } else {
+                Err(status.to_string())
+            }
+        })
+        .await;
+    });
+}
+
+/// A network blip: every packet between one browser and the node's media port is dropped for
+/// 5 s (iptables in the test's namespace), then let through again. The call comes back by itself,
+/// without anyone clicking and without the page rejoining: the other side decodes the browser's
+/// video again.
+#[test]
+fn a_five_second_network_drop_heals_without_user_action() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let node = TestNode::start().await;
+        let media = node.running.as_ref().expect("an in-process node").media;
+        let driver = Driver::start().await;
+        let mut browsers = Vec::new();
+        for user in ["u-clinician", "u-patient"] {
+            let client = driver.browser().await;
+            open(
+                &client,
+                &node,
+                "visit-blip",
+                &node.token("visit-blip", user, Role::Host),
+            )
+            .await;
+            browsers.push(client);
+        }
+        each_decodes_video(&browsers, "video").await;
+        let decoded =
+            async |b: &Client| -> u64 { decoded_video(&browser::stats(b).await).iter().sum() };
+        {
+            let port = media.port().to_string();
+            let _cut = [
+                &["INPUT", "-p", "udp", "--dport", &port, "-j", "DROP"][..],
+                &["INPUT", "-p", "udp", "--sport", &port, "-j", "DROP"],
+            ]
+            .map(browser::IptablesRule::insert);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let during = decoded(&browsers[0]).await;
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let later = decoded(&browsers[0]).await;
+            assert!(
+                later <= during + 5,
+                "the cut holds: {during} -> {later} frames"
+            );
+        }
+        let restored = decoded(&browsers[0]).await;
+        wait_for(Duration::from_secs(20), "video flows again", async || {
+            let now = decoded(&browsers[0]).await;
+            if now > restored + 30 {
+                Ok(())
+            } else {
+                Err(format!("{restored} -> {now}"))
+            }
+        })
+        .await;
+        for b in &browsers {
+            let state = browser::state(b).await;
+            assert_eq!(
+                state["reconnects"], 0,
+                "healed in place, no rejoin: {state}"
+            );
+        }
     });
 }

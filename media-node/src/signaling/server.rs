@@ -17,16 +17,25 @@ const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
 const MAX_UNREAD_BYTES: usize = 1 << 20;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
-const CLIENT_JS: &str = include_str!("../../web/client.js");
-const E2E_WORKER_JS: &str = include_str!("../../web/e2e-worker.js");
-const DEVICES_JS: &str = include_str!("../../web/devices.js");
+/// The web client's scripts, by path: plain files, no build step (docs/media-node.md#the-web-client).
+const SCRIPTS: [(&str, &str); 4] = [
+    ("/i18n.js", include_str!("../../web/i18n.js")),
+    ("/devices.js", include_str!("../../web/devices.js")),
+    ("/client.js", include_str!("../../web/client.js")),
+    ("/e2e-worker.js", include_str!("../../web/e2e-worker.js")),
+];
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/client.js", get(client_js))
-        .route("/e2e-worker.js", get(e2e_worker_js))
-        .route("/devices.js", get(devices_js))
+    let mut router = Router::new().route("/", get(index));
+    for (path, body) in SCRIPTS {
+        router = router.route(
+            path,
+            get(
+                move || async move { hardened("text/javascript; charset=utf-8", body.to_string()) },
+            ),
+        );
+    }
+    router
         .route("/healthz", get(healthz))
         .route("/ws", get(websocket))
         .with_state(state)
@@ -58,18 +67,6 @@ async fn index(State(state): State<AppState>) -> Response {
     let mut response = hardened("text/html; charset=utf-8", page);
     *response.status_mut() = StatusCode::OK;
     response
-}
-
-async fn client_js() -> Response {
-    hardened("text/javascript; charset=utf-8", CLIENT_JS.to_string())
-}
-
-async fn devices_js() -> Response {
-    hardened("text/javascript; charset=utf-8", DEVICES_JS.to_string())
-}
-
-async fn e2e_worker_js() -> Response {
-    hardened("text/javascript; charset=utf-8", E2E_WORKER_JS.to_string())
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
