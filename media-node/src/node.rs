@@ -352,6 +352,7 @@ fn engine_settings(config: &MediaNodeConfig) -> EngineSettings {
         ),
         end_to_end: config.meetings.media_encryption
             == bedside_crds::node_config::MediaEncryptionMode::EndToEnd,
+        relay: config.network.relay.is_some(),
     }
 }
 

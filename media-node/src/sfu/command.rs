@@ -25,6 +25,9 @@ pub struct EngineSettings {
     pub meeting: meeting::Policy,
     /// Media is encrypted end to end by the clients; the node forwards frames it cannot read.
     pub end_to_end: bool,
+    /// Browsers are given a TURN relay: a connection's path is known only once its `relay`
+    /// candidates are (see `Participant::path_known`).
+    pub relay: bool,
 }
 
 /// A host's action on the meeting.

@@ -209,6 +209,12 @@ pub struct Participant {
     pub relay_candidates: Vec<SocketAddr>,
     /// Media connected through the relay: its bytes are counted as relayed.
     pub relayed: bool,
+    /// The browser may use a TURN relay (the node hands one out).
+    pub may_relay: bool,
+    /// The browser sent its end-of-candidates: every `relay` candidate is known.
+    pub candidates_done: bool,
+    /// When media connected, while its path is not known yet (see [`Participant::path_known`]).
+    pub unreported_since: Option<Instant>,
     pub next_timeout: Option<Instant>,
     pub connected: bool,
     /// When ICE declared the browser's path dead; cleared when ICE finds one again.
@@ -229,7 +235,23 @@ pub struct Participant {
     feedback_seen: Vec<(StreamKey, [u64; 3])>,
 }
 
+/// The longest media-connected waits for the browser's `relay` candidates.
+pub const PATH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Participant {
+    /// Whether the path media connected over can be told: the browser was given no relay, or
+    /// it has sent all its candidates, or media comes from one of its `relay` candidates. A
+    /// browser's checks through the relay can reach the node before the candidate itself
+    /// arrives over signaling; waiting (at most [`PATH_WAIT`]) keeps a relayed call off the
+    /// record as `udp`.
+    pub fn path_known(&self) -> bool {
+        !self.may_relay
+            || self.candidates_done
+            || self
+                .sent_to
+                .is_some_and(|peer| self.relay_candidates.contains(&peer))
+    }
+
     /// ICE declared the path dead and nothing came from the browser for [`ICE_GRACE`] since:
     /// the participant is gone, not on a blip.
     pub fn network_lost(&self, now: Instant) -> bool {
@@ -266,6 +288,9 @@ impl Participant {
             sent_to: None,
             relay_candidates: Vec::new(),
             relayed: false,
+            may_relay: false,
+            candidates_done: false,
+            unreported_since: None,
             path: None,
             next_timeout: None,
             connected: false,

@@ -31,6 +31,32 @@ fn media_path(
     }
 }
 
+/// Tells the participant and the metrics that media is up, and over which path, once the path
+/// is known or `anyway` (the wait is over).
+pub(super) fn report_connected(p: &mut Participant, stats: &EngineStats, anyway: bool) {
+    let Some(connected_at) = p.unreported_since else {
+        return;
+    };
+    if !anyway && !p.path_known() {
+        return;
+    }
+    p.unreported_since = None;
+    let path = media_path(p.path, p.sent_to, &p.relay_candidates);
+    p.relayed = path == MediaPath::Relay;
+    stats.media_connected(
+        SRTP_PROFILE,
+        path,
+        connected_at.saturating_duration_since(p.joined_at),
+    );
+    p.tell(ServerMessage::MediaConnected {
+        v: PROTOCOL_VERSION,
+        // The policy provider withholds SRTP keys from any other profile, so a completed
+        // connection has exactly this one.
+        srtp_profile: SRTP_PROFILE.into(),
+        path: Some(path),
+    });
+}
+
 pub(super) fn on_event(
     p: &mut Participant,
     event: Event,
@@ -40,20 +66,8 @@ pub(super) fn on_event(
     match event {
         Event::Connected => {
             p.connected = true;
-            let path = media_path(p.path, p.sent_to, &p.relay_candidates);
-            p.relayed = path == MediaPath::Relay;
-            stats.media_connected(
-                SRTP_PROFILE,
-                path,
-                now.saturating_duration_since(p.joined_at),
-            );
-            p.tell(ServerMessage::MediaConnected {
-                v: PROTOCOL_VERSION,
-                // The policy provider withholds SRTP keys from any other profile, so a
-                // completed connection has exactly this one.
-                srtp_profile: SRTP_PROFILE.into(),
-                path: Some(path),
-            });
+            p.unreported_since = Some(now);
+            report_connected(p, stats, false);
             None
         }
         // A network blip (Wi-Fi to cellular, a roaming phone): the browser has a while to

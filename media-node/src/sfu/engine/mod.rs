@@ -28,7 +28,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Input, Output};
 
 use super::command::{Command, EngineSettings};
-use super::participant::{Participant, ParticipantId, Propagated};
+use super::participant::{PATH_WAIT, Participant, ParticipantId, Propagated};
 use super::stats::{ConnectionFailure, EngineStats};
 use crate::crypto_policy;
 use crate::meeting::Meeting;
@@ -384,8 +384,24 @@ impl Engine {
     }
 
     /// Connections whose str0m timer is due, and participants whose signaling overflowed.
+    /// Reports a participant's media connected once its path is known (see
+    /// `Participant::path_known`).
+    fn report_path(&mut self, id: ParticipantId) {
+        if let Some(p) = self.participants.get_mut(&id) {
+            events::report_connected(p, &self.stats, false);
+        }
+    }
+
     fn connection_timeouts(&mut self) {
         let now = self.now;
+        // Connections whose path stayed unknown for PATH_WAIT are reported as they look.
+        for p in self.participants.values_mut() {
+            if p.unreported_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= PATH_WAIT)
+            {
+                events::report_connected(p, &self.stats, true);
+            }
+        }
         let due: Vec<ParticipantId> = self
             .participants
             .values()

@@ -105,15 +105,17 @@ impl Engine {
     pub(super) fn candidate(&mut self, id: ParticipantId, line: &str) -> Result<(), ProtocolError> {
         let advertised = self.settings.advertised;
         let participant = self.admitted(id)?;
-        let Some(rtc) = participant.rtc.as_mut() else {
+        if participant.rtc.is_none() {
             return Err(ProtocolError::new(
                 ErrorCode::JoinFirst,
                 "send your offer before ICE candidates",
             ));
-        };
+        }
         let line = line.trim();
         if line.is_empty() {
-            return Ok(()); // end of candidates
+            participant.candidates_done = true;
+            self.report_path(id);
+            return Ok(());
         }
         let candidate = Candidate::from_sdp_string(line).map_err(|e| {
             ProtocolError::new(
@@ -130,7 +132,11 @@ impl Engine {
         participant.remote_candidates += 1;
         if candidate.kind() == str0m::CandidateKind::Relayed {
             participant.relay_candidates.push(candidate.addr());
+            self.report_path(id);
         }
+        let Some(rtc) = self.participants.get_mut(&id).and_then(|p| p.rtc.as_mut()) else {
+            return Ok(());
+        };
         if !contactable(candidate.addr(), advertised) {
             tracing::debug!("an ICE candidate for an address a media node never contacts, dropped");
             return Ok(());

@@ -68,6 +68,7 @@ impl Engine {
         self.next_id += 1;
         let mut participant = Participant::new(id, room.clone(), joining.role, events, now);
         participant.display_name = joining.display_name;
+        participant.may_relay = self.settings.relay;
         participant.user = joining.user;
         self.participants.insert(id, participant);
         self.stats.participants.inc();

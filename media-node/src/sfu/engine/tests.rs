@@ -20,9 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::Engine;
 use crate::crypto_policy::SrtpPolicy;
 use crate::meeting;
-use crate::protocol::{ErrorCode, LeaveReason, ProtocolError, ServerMessage};
+use crate::protocol::{ErrorCode, LeaveReason, MediaPath, ProtocolError, ServerMessage};
 use crate::sfu::command::{Command, EngineSettings, HostAction};
-use crate::sfu::participant::ParticipantId;
+use crate::sfu::participant::{PATH_WAIT, ParticipantId};
 use crate::sfu::stats::EngineStats;
 use bedside_crds::join::Role;
 
@@ -65,16 +65,22 @@ struct Call {
 
 impl Call {
     fn new() -> Self {
+        Self::with_settings(|_| {})
+    }
+
+    fn with_settings(edit: impl FnOnce(&mut EngineSettings)) -> Self {
         let stats = EngineStats::new(&Registry::new(), "tenant", "node").expect("metrics");
         let stats = Arc::new(stats);
-        let settings = EngineSettings {
+        let mut settings = EngineSettings {
             tenant: "tenant".into(),
             advertised: "127.0.0.1:40000".parse().expect("address"),
             policy: SrtpPolicy::Aes256GcmOnly,
             max_participants: 10,
             meeting: meeting::Policy::new(Duration::from_secs(900), Duration::from_secs(7200)),
             end_to_end: false,
+            relay: false,
         };
+        edit(&mut settings);
         let start = Instant::now();
         Self {
             engine: Engine::new(settings, stats.clone(), start),
@@ -680,4 +686,72 @@ fn an_offer_larger_than_any_room_needs_is_refused_before_it_is_parsed() {
         "{}",
         refused.message
     );
+}
+
+/// With a relay handed out, a connection's path is told once the browser's candidates say it:
+/// media from the browser's own `relay` candidate is on record as relay at once; a browser that
+/// ends its candidates is udp then; one that never does is told as it looks after `PATH_WAIT`.
+#[test]
+fn with_a_relay_the_path_is_told_once_the_browsers_candidates_say_it() {
+    let mut call = Call::with_settings(|s| s.relay = true);
+    let peers: Vec<usize> = ["relayed", "ends-candidates", "silent"]
+        .iter()
+        .map(|user| call.join(Role::Host, user).expect("joins"))
+        .collect();
+    for &i in &peers {
+        call.publish(i, &[]);
+    }
+    let relay = call.peers[peers[0]].addr;
+    let id = call.peers[peers[0]].id;
+    let candidate = format!(
+        "candidate:1 1 udp 16777215 {} {} typ relay raddr 0.0.0.0 rport 0",
+        relay.ip(),
+        relay.port()
+    );
+    call.ask(|reply| Command::Candidate {
+        id,
+        candidate,
+        reply,
+    })
+    .expect("a relay candidate");
+    call.run(Duration::from_millis(500));
+    assert!(
+        call.peers.iter().all(|p| p.connected),
+        "media is up for all three"
+    );
+    let told = |call: &Call, i: usize, path: MediaPath| {
+        call.told(
+            i,
+            |m| matches!(m, ServerMessage::MediaConnected { path: Some(p), .. } if *p == path),
+        )
+    };
+    let told_any =
+        |call: &Call, i: usize| call.told(i, |m| matches!(m, ServerMessage::MediaConnected { .. }));
+    assert!(told(&call, peers[0], MediaPath::Relay), "relayed at once");
+    assert!(
+        !told_any(&call, peers[1]) && !told_any(&call, peers[2]),
+        "not yet known"
+    );
+
+    let id = call.peers[peers[1]].id;
+    call.ask(|reply| Command::Candidate {
+        id,
+        candidate: String::new(),
+        reply,
+    })
+    .expect("end of candidates");
+    call.signal();
+    assert!(
+        told(&call, peers[1], MediaPath::Udp),
+        "told at the end of its candidates"
+    );
+    assert!(!told_any(&call, peers[2]));
+
+    call.run(PATH_WAIT);
+    assert!(
+        told(&call, peers[2], MediaPath::Udp),
+        "told as it looks after the wait"
+    );
+    let sessions = |path: &str| call.stats.sessions_by_path.with_label_values(&[path]).get();
+    assert_eq!((sessions("relay"), sessions("udp")), (1, 2));
 }
