@@ -36,6 +36,8 @@ impl Room {
             max_participants: 4,
             meeting: meeting::Policy::new(Duration::from_secs(900), Duration::from_secs(7200)),
             end_to_end: false,
+            // With a relay handed out: candidates also decide when media-connected is told.
+            relay: true,
         };
         let now = Instant::now();
         let mut room = Self {
