@@ -136,6 +136,10 @@
     page: null, // too-early, waiting, ended, cancelled, replaced, elsewhere: the visit page shown
     activeSpeaker: null, // the participant whose voice the others hear now
     quality: {}, // participant id -> good, fair or poor: how their video arrives here
+    layout: 'grid', // or speaker: the one speaking large, the others small
+    banner: null, // the notice shown while the connection is interrupted
+    interruptions: 0, // times the banner came up
+    iceRestarts: 0, // ICE restarts this page asked for
   };
   window.bedside = { state, stats: () => summarizeStats() };
 
@@ -178,6 +182,16 @@
     statusEl.className = isError ? 'error' : '';
   }
   const say = (key, vars, isError) => setStatus(() => t(key, vars), isError);
+
+  // While the connection is interrupted, a banner says so and that nothing needs doing.
+  const bannerEl = document.getElementById('banner');
+  function showBanner(on) {
+    if (on && !state.banner) state.interruptions += 1;
+    state.banner = on ? 'interrupted' : null;
+    if (!bannerEl) return;
+    bannerEl.hidden = !on;
+    bannerEl.textContent = on ? t('interrupted') : '';
+  }
 
   function send(message) {
     if (ws && ws.readyState === WebSocket.OPEN) {
@@ -227,6 +241,7 @@
         el.append(mute, expel);
       }
       tilesEl.append(el);
+      feature();
     }
     if (stream) {
       const video = el.querySelector('video');
@@ -238,6 +253,26 @@
   function removeTile(id) {
     const el = document.querySelector(`.tile[data-participant="${id}"]`);
     if (el) el.remove();
+    feature();
+  }
+
+  // Grid: everyone the same size. Speaker: the one speaking (else the first other person,
+  // else me) fills the row, the others line up small below.
+  const layoutBtn = document.getElementById('layout');
+  function setLayout(name) {
+    state.layout = name;
+    tilesEl.classList.toggle('speaker', name === 'speaker');
+    if (layoutBtn) layoutBtn.setAttribute('aria-pressed', String(name === 'speaker'));
+    feature();
+  }
+  function feature() {
+    const tiles = [...tilesEl.querySelectorAll('.tile')];
+    const wanted = state.layout === 'speaker'
+      ? tiles.find((el) => el.dataset.participant === state.activeSpeaker)
+        || tiles.find((el) => !el.dataset.participant.startsWith('self'))
+        || tiles[0]
+      : null;
+    tiles.forEach((el) => el.classList.toggle('featured', el === wanted));
   }
 
   async function join() {
@@ -291,6 +326,7 @@
     };
     ws.onclose = () => {
       if (!leaving && !refused && reconnects < RECONNECT_DELAYS_MS.length) {
+        showBanner(true);
         dropMedia();
         setTimeout(connect, RECONNECT_DELAYS_MS[reconnects]);
         reconnects += 1;
@@ -298,16 +334,66 @@
         return;
       }
       state.closed = true;
+      showBanner(false);
       leaveBtn.disabled = true;
       joinBtn.disabled = false;
       if (!statusEl.classList.contains('error')) say('disconnected');
     };
   }
 
+  // A media path that drops while signaling holds (Wi-Fi to cellular, a blip): the banner at
+  // once; if ICE has not found its way back after ICE_RESTART_AFTER_MS, an ICE restart (new
+  // credentials, offered over the signaling that survived), again every ICE_RETRY_MS; and if
+  // restarts cannot bring it back within REJOIN_AFTER_MS, a rejoin with the same link.
+  const ICE_RESTART_AFTER_MS = 3000;
+  const ICE_RETRY_MS = 10000;
+  const REJOIN_AFTER_MS = 45000;
+  let iceTimer = null;
+  let interruptedAt = 0;
+  const iceUp = (conn) => ['connected', 'completed'].includes(conn.iceConnectionState);
+
+  function watchIce() {
+    if (!pc) return;
+    if (iceUp(pc)) {
+      clearTimeout(iceTimer);
+      iceTimer = null;
+      interruptedAt = 0;
+      if (state.mediaConnected) showBanner(false);
+      return;
+    }
+    const ice = pc.iceConnectionState;
+    if ((ice === 'disconnected' || ice === 'failed') && !iceTimer) {
+      interruptedAt = interruptedAt || Date.now();
+      showBanner(true);
+      const conn = pc;
+      iceTimer = setTimeout(() => restartIce(conn), ice === 'failed' ? 0 : ICE_RESTART_AFTER_MS);
+    }
+  }
+
+  function restartIce(conn) {
+    iceTimer = null;
+    if (conn !== pc || leaving || iceUp(conn)) return;
+    if (Date.now() - interruptedAt > REJOIN_AFTER_MS) {
+      if (ws) ws.close();
+      return;
+    }
+    chain = chain.then(async () => {
+      if (conn !== pc || conn.signalingState !== 'stable') return;
+      const offer = await conn.createOffer({ iceRestart: true });
+      await conn.setLocalDescription(offer);
+      state.iceRestarts += 1;
+      send({ type: 'offer', sdp: offer.sdp });
+    }).catch((e) => state.errors.push(String(e)));
+    iceTimer = setTimeout(() => restartIce(conn), ICE_RETRY_MS);
+  }
+
   // The media of a dropped connection: the camera stays on, the others' tiles go until the
   // new connection brings them back.
   function dropMedia() {
     state.mediaConnected = false;
+    clearTimeout(iceTimer);
+    iceTimer = null;
+    interruptedAt = 0;
     if (pc) pc.close();
     pc = null;
     chatChannel = null;
@@ -343,6 +429,7 @@
   async function startMedia() {
     if (state.endToEnd && !e2eWorker) await startEndToEnd();
     pc = new RTCPeerConnection({ iceServers: state.iceServers, encodedInsertableStreams: !!state.endToEnd && !scriptTransform });
+    pc.oniceconnectionstatechange = watchIce;
     pc.onicecandidate = (e) => send({ type: 'candidate', candidate: e.candidate ? e.candidate.candidate : '' });
     pc.ontrack = (e) => {
       protect(e.receiver, 'decrypt', e.track.kind);
@@ -477,6 +564,7 @@
         break;
       case 'media-connected':
         state.mediaConnected = true;
+        showBanner(false);
         state.mediaPath = message.path || 'udp';
         // TCP and the relay work through networks that block UDP, with more delay.
         setStatus(() => t('connected', { profile: message.srtpProfile }) +
@@ -627,6 +715,7 @@
     document.querySelectorAll('.tile').forEach((el) => {
       el.classList.toggle('speaking', el.dataset.participant === loudest);
     });
+    feature();
   }, 500);
 
   // My microphone and camera: their tracks are switched off, not stopped, so they come back at
@@ -820,6 +909,7 @@
   if (muteAllBtn) muteAllBtn.addEventListener('click', () => send({ type: 'mute' }));
   if (endBtn) endBtn.addEventListener('click', () => send({ type: 'end' }));
   if (micBtn) micBtn.addEventListener('click', () => setMic(!state.micOn));
+  if (layoutBtn) layoutBtn.addEventListener('click', () => setLayout(state.layout === 'speaker' ? 'grid' : 'speaker'));
   if (cameraBtn) cameraBtn.addEventListener('click', () => setCamera(!state.cameraOn));
   const shareBtn = document.getElementById('share');
   if (shareBtn) {
@@ -883,6 +973,7 @@
       }
     });
     if (status) setStatus(status.render, status.isError);
+    if (state.banner && bannerEl) bannerEl.textContent = t(state.banner);
     showPage(state.page);
     renderWaiting();
     renderPeople();

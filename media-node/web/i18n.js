@@ -62,6 +62,10 @@ window.bedsideI18n = (() => {
       noDevices: 'Camera and microphone unavailable; joining without them.',
       connecting: 'Connecting…',
       reconnecting: 'Connection lost; reconnecting…',
+      interrupted: 'Your connection was interrupted. Reconnecting… you do not need to do anything.',
+      pageTitle: '{name} · video visit',
+      speakerView: 'Speaker view',
+      gridView: 'Grid view',
       disconnected: 'Disconnected',
       failed: 'Error: {error}',
       inWaitingRoom: 'You are in the waiting room. The clinician will let you in shortly.',
@@ -154,6 +158,10 @@ window.bedsideI18n = (() => {
       noDevices: 'No hay cámara ni micrófono disponibles; entrará sin ellos.',
       connecting: 'Conectando…',
       reconnecting: 'Se perdió la conexión; volviendo a conectar…',
+      interrupted: 'Se interrumpió su conexión. Volviendo a conectar… no tiene que hacer nada.',
+      pageTitle: '{name} · consulta por video',
+      speakerView: 'Vista de orador',
+      gridView: 'Vista de cuadrícula',
       disconnected: 'Desconectado',
       failed: 'Error: {error}',
       inWaitingRoom: 'Está en la sala de espera. Su profesional de salud le dará paso en breve.',
@@ -241,6 +249,9 @@ window.bedsideI18n = (() => {
   // The page's fixed text: data-i18n (text), data-i18n-placeholder, data-i18n-label (aria-label).
   function apply() {
     document.documentElement.lang = lang;
+    // The tab's title too: the clinic's name (the page's heading) in the reader's language.
+    const heading = document.querySelector('h1');
+    if (heading) document.title = t('pageTitle', { name: heading.textContent });
     document.querySelectorAll('[data-i18n]').forEach((el) => { el.textContent = t(el.dataset.i18n); });
     document.querySelectorAll('[data-i18n-placeholder]').forEach((el) => { el.placeholder = t(el.dataset.i18nPlaceholder); });
     document.querySelectorAll('[data-i18n-label]').forEach((el) => { el.setAttribute('aria-label', t(el.dataset.i18nLabel)); });

@@ -281,7 +281,9 @@ pub async fn state(client: &Client) -> Value {
                      role: s.role, waiting: s.waiting, waitingRoom: s.waitingRoom, locked: s.locked,\
                      muted: s.muted, micOn: s.micOn, cameraOn: s.cameraOn, closed: s.closed, endToEnd: s.endToEnd, reconnects: s.reconnects,\
                      devices: s.devices, level: s.level, audioOnly: s.audioOnly, deviceHelp: s.deviceHelp,\
-                     activeSpeaker: s.activeSpeaker, quality: s.quality,\
+                     activeSpeaker: s.activeSpeaker, quality: s.quality, layout: s.layout,\
+                     banner: document.getElementById('banner').hidden ? null : document.getElementById('banner').textContent,\
+                     interruptions: s.interruptions, iceRestarts: s.iceRestarts, title: document.title,\
                      page: s.page, visitTitle: document.getElementById('visit-title').textContent,\
                      visitDetail: document.getElementById('visit-detail').textContent,\
                      joinDisabled: document.getElementById('join').disabled,\

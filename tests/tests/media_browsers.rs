@@ -974,6 +974,40 @@ fn a_clinician_admits_patients_from_the_waiting_room_then_mutes_expels_locks_and
             }
         })
         .await;
+        // Speaker view: the one speaking fills the row, the others line up small; grid again
+        // makes everyone the same size.
+        let widths = async |client: &Client| {
+            run_js(client, "return Array.from(document.querySelectorAll('.tile')).map(t => [t.dataset.participant, t.classList.contains('featured'), Math.round(t.getBoundingClientRect().width)]);").await
+        };
+        click(&host, "#layout").await;
+        wait_for(Duration::from_secs(5), "the speaker fills the row", async || {
+            let tiles = widths(&host).await;
+            let list = tiles.as_array().cloned().unwrap_or_default();
+            let width = |t: &Value| t[2].as_f64().unwrap_or(0.0);
+            let featured: Vec<&Value> = list.iter().filter(|t| t[1] == true).collect();
+            let others = list.iter().filter(|t| t[1] != true).map(width).fold(0.0, f64::max);
+            if featured.len() == 1 && featured[0][0] == ids[1].as_str() && width(featured[0]) > 2.0 * others {
+                Ok(())
+            } else {
+                Err(tiles.to_string())
+            }
+        })
+        .await;
+        assert_eq!(
+            run_js(&host, "return document.getElementById('layout').getAttribute('aria-pressed');").await,
+            "true"
+        );
+        browser::save_screenshot(&host, "speaker-view").await;
+        click(&host, "#layout").await;
+        let tiles = widths(&host).await;
+        let sizes: Vec<i64> = tiles
+            .as_array()
+            .map(|l| l.iter().filter_map(|t| t[2].as_i64()).collect())
+            .unwrap_or_default();
+        assert!(
+            sizes.len() >= 3 && sizes.iter().all(|w| *w == sizes[0]),
+            "grid view: every tile the same size: {tiles}"
+        );
         // Roles come from the node: the patients see who the host is; the host lists who is in
         // the visit, each with Mute and Remove.
         let host_id = browser::state(&host).await["participantId"].clone();
@@ -1970,6 +2004,9 @@ fn on_a_360_pixel_phone_the_visit_fits_the_screen() {
         )
         .await;
         assert_eq!(leave, true, "Leave is on the screen");
+        click(phone, "#layout").await;
+        browser::save_screenshot(phone, "phone-speaker-view").await;
+        assert_eq!(scrolls_sideways(phone).await, false, "in speaker view");
     });
 }
 
@@ -2004,6 +2041,11 @@ fn a_spanish_speaking_patient_gets_the_visit_in_spanish_and_can_switch_to_englis
             .await
             .expect("open the link");
         assert_eq!(run_js(&patient, "return document.documentElement.lang;").await, "es");
+        let title = run_js(&patient, "return document.title;").await;
+        assert!(
+            title.as_str().is_some_and(|t| t.ends_with("· consulta por video")),
+            "the tab's title in Spanish: {title}"
+        );
         assert_eq!(text(&patient, "join").await, "Entrar a la consulta");
         let mut found = browser::accessibility_violations(&patient, &axe).await;
         browser::save_screenshot(&patient, "es-pre-join").await;
@@ -2113,5 +2155,104 @@ fn a_five_second_network_drop_heals_without_user_action() {
                 "healed in place, no rejoin: {state}"
             );
         }
+    });
+}
+
+/// A longer cut of the media port, UDP and TCP: the page shows a banner
+/// that says the connection was interrupted and that nothing needs doing (in the page's
+/// language, WCAG 2.1 AA), restarts ICE over the signaling that survived, and once the network
+/// is back the call resumes without a rejoin; the node counts the restart.
+#[test]
+fn a_path_that_stays_cut_comes_back_through_an_ice_restart_with_a_banner() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let axe = browser::axe_source();
+    if let Err(why) = &axe {
+        bedside_tests::run_or_skip(
+            "the banner's accessibility check",
+            Some(why.clone()),
+            "BEDSIDE_REQUIRE_TOOLS",
+        );
+    }
+    let netns = Netns::create();
+    netns.run(|| async move {
+        let node = TestNode::start().await;
+        let media = node.running.as_ref().expect("an in-process node").media;
+        let driver = Driver::start().await;
+        let mut browsers = Vec::new();
+        for user in ["u-clinician", "u-patient"] {
+            let client = driver.browser().await;
+            open(
+                &client,
+                &node,
+                "visit-restart",
+                &node.token("visit-restart", user, Role::Host),
+            )
+            .await;
+            browsers.push(client);
+        }
+        each_decodes_video(&browsers, "video").await;
+        let decoded =
+            async |b: &Client| -> u64 { decoded_video(&browser::stats(b).await).iter().sum() };
+        {
+            let port = media.port().to_string();
+            // UDP and ICE-TCP alike (a restart would otherwise find its way over TCP).
+            let _cut = [
+                &["INPUT", "-p", "udp", "--dport", &port, "-j", "DROP"][..],
+                &["INPUT", "-p", "udp", "--sport", &port, "-j", "DROP"],
+                &["INPUT", "-p", "tcp", "--dport", &port, "-j", "DROP"],
+                &["INPUT", "-p", "tcp", "--sport", &port, "-j", "DROP"],
+            ]
+            .map(browser::IptablesRule::insert);
+            wait_for(
+                Duration::from_secs(12),
+                "the banner and a restart",
+                async || {
+                    let state = browser::state(&browsers[0]).await;
+                    let said = state["banner"].as_str().unwrap_or_default();
+                    if said.starts_with("Your connection was interrupted")
+                        && state["iceRestarts"].as_u64() >= Some(1)
+                    {
+                        Ok(())
+                    } else {
+                        Err(state.to_string())
+                    }
+                },
+            )
+            .await;
+            browser::save_screenshot(&browsers[0], "connection-interrupted").await;
+            if let Ok(axe) = &axe {
+                let found = browser::accessibility_violations(&browsers[0], axe).await;
+                assert!(found.is_empty(), "the banner is WCAG 2.1 AA: {found:?}");
+            }
+            tokio::time::sleep(Duration::from_secs(4)).await;
+        }
+        let restored = decoded(&browsers[0]).await;
+        wait_for(Duration::from_secs(30), "video flows again", async || {
+            let now = decoded(&browsers[0]).await;
+            if now > restored + 30 {
+                Ok(())
+            } else {
+                Err(format!("{restored} -> {now}"))
+            }
+        })
+        .await;
+        wait_for(Duration::from_secs(10), "the banner goes", async || {
+            let state = browser::state(&browsers[0]).await;
+            if state["banner"].is_null() {
+                Ok(())
+            } else {
+                Err(state.to_string())
+            }
+        })
+        .await;
+        let state = browser::state(&browsers[0]).await;
+        assert_eq!(state["reconnects"], 0, "healed by ICE, no rejoin: {state}");
+        let restarts = bedside_tests::operator::counter_sum(
+            &node.metrics().await,
+            "bedside_media_ice_restarts_total",
+        );
+        assert!(restarts >= 1.0, "the node counts the restart: {restarts}");
     });
 }

@@ -229,8 +229,11 @@ pub struct Participant {
     pub first_media_seen: bool,
     /// Set when the signaling channel is too slow to keep up; the engine removes it.
     pub overflowed: bool,
-    /// ICE candidates taken from the client ([`MAX_REMOTE_CANDIDATES`] at most).
+    /// ICE candidates taken from the client ([`MAX_REMOTE_CANDIDATES`] at most per ICE
+    /// session: an ICE restart starts a new budget).
     pub remote_candidates: usize,
+    /// The `a=ice-ufrag` of the client's latest offer: a new one is an ICE restart.
+    pub remote_ufrag: Option<String>,
     /// Cumulative NACK/PLI/FIR counts per outgoing stream, as last reported by str0m.
     feedback_seen: Vec<(StreamKey, [u64; 3])>,
 }
@@ -301,8 +304,24 @@ impl Participant {
             first_media_seen: false,
             overflowed: false,
             remote_candidates: 0,
+            remote_ufrag: None,
             feedback_seen: Vec::new(),
         }
+    }
+
+    /// Takes the ICE username fragment of the client's offer; true when it differs from the
+    /// previous offer's: the browser restarted ICE (its network changed or dropped), and its
+    /// new candidates get a budget of their own.
+    pub fn ice_restarted(&mut self, ufrag: Option<&str>) -> bool {
+        let Some(ufrag) = ufrag else {
+            return false;
+        };
+        let restarted = self.remote_ufrag.as_deref().is_some_and(|old| old != ufrag);
+        if restarted {
+            self.remote_candidates = 0;
+        }
+        self.remote_ufrag = Some(ufrag.to_owned());
+        restarted
     }
 
     /// New NACK/PLI/FIR counts since the last report for one outgoing stream.

@@ -176,6 +176,8 @@ pub struct EngineStats {
     pub sessions_by_path: IntCounterVec,
     /// ICE-TCP connections open now.
     pub ice_tcp_connections: IntGauge,
+    /// ICE restarts browsers asked for: a network that changed or dropped under a call.
+    pub ice_restarts: IntCounter,
     pub connection_failures: IntCounterVec,
     pub joins_refused: IntCounterVec,
     pub bytes: IntCounterVec,
@@ -307,6 +309,10 @@ impl EngineStats {
                 "bedside_media_ice_tcp_connections",
                 "ICE-TCP connections open now",
             )?,
+            ice_restarts: counter(
+                "bedside_media_ice_restarts_total",
+                "ICE restarts browsers asked for after their network changed or dropped (the call went on)",
+            )?,
             connection_failures: counter_vec(
                 "bedside_media_connection_failures_total",
                 "Media connections that failed, by reason (encryption_policy, ice, other)",
@@ -428,7 +434,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 30] = [
+        let collectors: [&dyn Collector; 31] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -442,6 +448,7 @@ impl EngineStats {
             &self.sessions_by_path,
             &self.relayed_bytes,
             &self.ice_tcp_connections,
+            &self.ice_restarts,
             &self.connection_failures,
             &self.joins_refused,
             &self.bytes,

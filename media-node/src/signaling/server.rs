@@ -161,4 +161,18 @@ mod tests {
             "&lt;script&gt;&quot;x&quot;&lt;/script&gt;"
         );
     }
+
+    /// A patient on a weak phone connection loads the whole client: under 200 KB, and nothing
+    /// from anywhere but the node (no third-party request; the CSP would refuse one anyway).
+    #[test]
+    fn the_web_client_stays_under_200_kb_and_loads_nothing_from_elsewhere() {
+        let total: usize =
+            INDEX_HTML.len() + SCRIPTS.iter().map(|(_, body)| body.len()).sum::<usize>();
+        assert!(total < 200 * 1024, "the web client weighs {total} bytes");
+        for (name, body) in std::iter::once(("index.html", INDEX_HTML)).chain(SCRIPTS) {
+            for scheme in ["http://", "https://", "//cdn", "src=\"http"] {
+                assert!(!body.contains(scheme), "{name} names {scheme}");
+            }
+        }
+    }
 }

@@ -49,6 +49,11 @@ impl Engine {
             participant.rtc = Some(new_rtc(crypto, advertised, now)?);
         }
         participant.reset_negotiation();
+        if participant.ice_restarted(ice_ufrag(sdp)) {
+            tracing::info!(participant = %id, "the browser restarted ICE");
+            self.stats.ice_restarts.inc();
+        }
+        let participant = self.admitted(id)?;
         let Some(rtc) = participant.rtc.as_mut() else {
             return Err(ProtocolError::new(
                 ErrorCode::Internal,
@@ -145,6 +150,12 @@ impl Engine {
         self.dirty.push(id);
         Ok(())
     }
+}
+
+/// The session-level (or first) `a=ice-ufrag` of an SDP; str0m keeps its own copy private.
+fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
 }
 
 /// The media sections an offer may hold: every participant's tracks (the client's own and

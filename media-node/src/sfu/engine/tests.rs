@@ -755,3 +755,64 @@ fn with_a_relay_the_path_is_told_once_the_browsers_candidates_say_it() {
     let sessions = |path: &str| call.stats.sessions_by_path.with_label_values(&[path]).get();
     assert_eq!((sessions("relay"), sessions("udp")), (1, 2));
 }
+
+/// A browser whose network dropped long enough for ICE to give up restarts ICE (new
+/// credentials in a new offer, over signaling that survived): the node answers with credentials
+/// of its own, the call goes on both ways, the restart is counted, and the new ICE session gets
+/// a fresh candidate budget.
+#[test]
+fn a_browser_that_restarts_ice_after_its_network_dropped_stays_in_the_call() {
+    let (mut call, host, patient) = Call::visit(&[]);
+    let id = call.peers[patient].id;
+    let ufrag = |sdp: &str| {
+        sdp.lines()
+            .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+            .map(str::to_owned)
+    };
+    let first_answer = {
+        let p = call.engine.participants.get_mut(&id).expect("in the call");
+        p.rtc
+            .as_mut()
+            .map(|rtc| rtc.direct_api().local_ice_credentials().ufrag)
+    };
+    // Spend the candidate budget of the first ICE session.
+    let spent = call.engine.participants.get_mut(&id).expect("in the call");
+    spent.remote_candidates = crate::sfu::participant::MAX_REMOTE_CANDIDATES;
+
+    call.cut = Some(patient);
+    call.run(Duration::from_secs(8));
+    call.cut = None;
+    let peer = &mut call.peers[patient];
+    let mut change = peer.rtc.sdp_api();
+    change.ice_restart(true);
+    let (offer, pending) = change.apply().expect("an ICE restart is a change");
+    let sdp = offer.to_sdp_string();
+    let answer = call
+        .ask(|reply| Command::Offer { id, sdp, reply })
+        .expect("the node accepts the restart");
+    assert_ne!(
+        ufrag(&answer),
+        first_answer,
+        "the node answers with new ICE credentials"
+    );
+    let parsed = SdpAnswer::from_sdp_string(&answer).expect("SDP");
+    call.peers[patient]
+        .rtc
+        .sdp_api()
+        .accept_answer(pending, parsed)
+        .expect("the browser accepts the answer");
+    call.run(Duration::from_secs(3));
+    let since = call.now;
+    call.run(Duration::from_secs(2));
+    assert!(call.frames(host, patient, MediaKind::Video, since).len() >= 50);
+    assert!(call.frames(patient, host, MediaKind::Video, since).len() >= 50);
+    assert_eq!(call.stats.ice_restarts.get(), 1);
+    assert_eq!(call.stats.participants.get(), 2);
+    let candidate = "candidate:7 1 udp 2130706431 198.51.100.7 5000 typ host".to_string();
+    call.ask(|reply| Command::Candidate {
+        id,
+        candidate,
+        reply,
+    })
+    .expect("a new ICE session takes candidates again");
+}
