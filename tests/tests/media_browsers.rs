@@ -1828,6 +1828,17 @@ fn a_browser_that_refuses_the_camera_gets_plain_help() {
 /// visit that has ended. Zero violations; each page is saved as a screenshot artifact.
 #[test]
 fn every_page_of_a_visit_passes_axe_core_wcag_2_1_aa() {
+    every_page_passes_axe_in("en");
+}
+
+/// The same pages in Spanish (the browser's language), the ended page included.
+#[test]
+fn every_page_of_a_visit_passes_axe_core_wcag_2_1_aa_in_spanish() {
+    every_page_passes_axe_in("es");
+}
+
+/// The patient uses the keyboard only: Tab from the top of the page reaches Join, Enter joins.
+fn every_page_passes_axe_in(lang: &'static str) {
     if !browser::require_or_skip() {
         return;
     }
@@ -1839,17 +1850,25 @@ fn every_page_of_a_visit_passes_axe_core_wcag_2_1_aa() {
         }
     };
     let netns = Netns::create();
-    netns.run(|| async move {
+    netns.run(move || async move {
         let node = TestNode::start().await;
         let driver = Driver::start().await;
+        let language = move |args: &mut Vec<String>| {
+            args.push(format!("--lang={lang}"));
+            args.push(format!("--accept-lang={lang}"));
+        };
         let (clinician, patient, late) = (
-            driver.browser().await,
-            driver.browser().await,
-            driver.browser().await,
+            driver.browser_with(language).await,
+            driver.browser_with(language).await,
+            driver.browser_with(language).await,
         );
         let mut found = Vec::new();
         let mut check = async |client: &Client, page: &str| {
-            browser::save_screenshot(client, &format!("a11y-{page}")).await;
+            browser::save_screenshot(client, &format!("a11y-{lang}-{page}")).await;
+            let shown = run_js(client, "return document.documentElement.lang;").await;
+            if shown != lang {
+                found.push(format!("{page}: the page is in {shown}, not {lang}"));
+            }
             for violation in browser::accessibility_violations(client, &axe).await {
                 found.push(format!("{page}: {violation}"));
             }
@@ -1871,7 +1890,7 @@ fn every_page_of_a_visit_passes_axe_core_wcag_2_1_aa() {
             .expect("open the link");
         shows_the_preview(&patient).await;
         check(&patient, "pre-join").await;
-        click(&patient, "#join").await;
+        join_by_keyboard(&patient).await;
         wait_for(Duration::from_secs(15), "the waiting room", async || {
             let state = browser::state(&patient).await;
             if state["page"] == "waiting" {
@@ -1926,10 +1945,31 @@ fn every_page_of_a_visit_passes_axe_core_wcag_2_1_aa() {
         check(&late, "ended").await;
         assert!(
             found.is_empty(),
-            "WCAG 2.1 AA violations:\n{}",
+            "WCAG 2.1 AA violations ({lang}):\n{}",
             found.join("\n")
         );
     });
+}
+
+/// Tab from the top of the page until Join has the focus (it must, within the page's controls),
+/// then Enter.
+async fn join_by_keyboard(client: &Client) {
+    const TAB: &str = "\u{e004}";
+    const ENTER: &str = "\u{e007}";
+    run_js(
+        client,
+        "document.activeElement && document.activeElement.blur(); return null;",
+    )
+    .await;
+    for _ in 0..20 {
+        let focused = client.active_element().await.expect("the focused element");
+        if focused.attr("id").await.ok().flatten().as_deref() == Some("join") {
+            focused.send_keys(ENTER).await.expect("press Enter");
+            return;
+        }
+        focused.send_keys(TAB).await.expect("press Tab");
+    }
+    panic!("Tab never reached the Join button");
 }
 
 /// Waits until the page previews the camera, before joining.
