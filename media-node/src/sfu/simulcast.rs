@@ -3,6 +3,13 @@
 //! A publisher sends up to three encodings of its camera (rids, low to high). Each subscriber
 //! gets the best layer that fits its share of the bandwidth estimate; a switch takes effect at
 //! the target layer's next keyframe so the decoder never sees a broken frame.
+//!
+//! The choice holds steady: a subscriber moves down as soon as its layer no longer fits its
+//! share at all (before its picture freezes), and once it had to, up again only after the
+//! higher layer has fitted with headroom for [`UP_HOLD`]; an estimate that wobbles around a
+//! layer's rate keeps the layer it has instead of switching every second. Until the first move
+//! down, a move up is at once: at the start of a call the higher layers are measured a moment
+//! after the lowest, and the picture should be sharp from the first seconds.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +20,8 @@ pub const MAX_LAYERS: usize = 3;
 /// Headroom kept below the estimate so a layer is not chosen on the edge of congestion.
 const HEADROOM: f64 = 0.85;
 const WINDOW: Duration = Duration::from_secs(1);
+/// How long a higher layer must keep fitting before a subscriber moves up to it.
+pub const UP_HOLD: Duration = Duration::from_secs(2);
 
 /// Incoming bitrate of one layer, measured over one-second windows.
 #[derive(Debug, Clone)]
@@ -82,10 +91,48 @@ impl Layers {
             .or(lowest)
     }
 
+    /// Where a subscriber now aiming at `target` should go, given its share of the estimate.
+    pub fn aim(&self, target: Option<Rid>, share_bps: u64) -> Aim {
+        let Some(fits) = self.choose(share_bps) else {
+            return Aim::Stay;
+        };
+        let rate = |rid: Rid| self.rates.iter().find(|r| r.rid == rid).map(|r| r.bps);
+        let Some(target) = target else {
+            return Aim::Start(fits);
+        };
+        let (Some(now), Some(next)) = (rate(target), rate(fits)) else {
+            // The layer aimed at is gone (its publisher stopped sending it).
+            return Aim::Down(fits);
+        };
+        if fits == target {
+            Aim::Stay
+        } else if next > now {
+            Aim::Up(fits)
+        } else if now > share_bps {
+            Aim::Down(fits)
+        } else {
+            // Within the headroom band: it still fits, so it stays.
+            Aim::Stay
+        }
+    }
+
     /// The rate of the best layer: what a subscriber would like to receive.
     pub fn top_bps(&self) -> u64 {
         self.rates.iter().map(|r| r.bps).max().unwrap_or(0)
     }
+}
+
+/// What [`Layers::aim`] advises for one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aim {
+    Stay,
+    /// The first layer, at once.
+    Start(Rid),
+    /// A lower layer, at once: the one aimed at no longer fits.
+    Down(Rid),
+    /// A higher layer fits: taken at once, or after a move down once it has kept fitting for
+    /// [`UP_HOLD`].
+    Up(Rid),
 }
 
 /// Which layer one subscriber receives of one simulcast track.
@@ -95,9 +142,33 @@ pub struct Selection {
     pub current: Option<Rid>,
     /// The layer to switch to at its next keyframe.
     pub target: Option<Rid>,
+    /// Since when a higher layer has kept fitting.
+    up_since: Option<Instant>,
+    /// This subscriber had to move down once: moves up wait for [`UP_HOLD`] from now on.
+    moved_down: bool,
 }
 
 impl Selection {
+    /// Follows an aim: down and start at once, up after [`UP_HOLD`] of wanting it once a move
+    /// down happened.
+    pub fn steer(&mut self, aim: Aim, now: Instant) {
+        match aim {
+            Aim::Start(rid) | Aim::Down(rid) => {
+                self.moved_down |= matches!(aim, Aim::Down(_));
+                self.target = Some(rid);
+                self.up_since = None;
+            }
+            Aim::Up(rid) => {
+                let since = *self.up_since.get_or_insert(now);
+                if !self.moved_down || now.saturating_duration_since(since) >= UP_HOLD {
+                    self.target = Some(rid);
+                    self.up_since = None;
+                }
+            }
+            Aim::Stay => self.up_since = None,
+        }
+    }
+
     /// Decides whether a packet of layer `rid` is forwarded, switching at keyframes.
     pub fn admit(&mut self, rid: Option<Rid>, keyframe: bool) -> bool {
         let Some(rid) = rid else {
@@ -151,6 +222,47 @@ mod tests {
         assert_eq!(l.choose(300_000), Some("l".into()));
         // Nothing fits: the lowest layer still flows (video degrades, it does not freeze).
         assert_eq!(l.choose(10_000), Some("l".into()));
+    }
+
+    /// An estimate that wobbles around the top layer's rate (as a clean link's does) keeps the
+    /// layer; a real drop moves down at once; a recovered link moves up after UP_HOLD.
+    #[test]
+    fn the_choice_holds_steady_on_a_wobbling_estimate_and_moves_down_at_once() {
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let mut s = Selection::default();
+        let first = layers(&[("l", 150_000), ("m", 0), ("h", 0)]);
+        s.steer(first.aim(s.target, 3_000_000), at(0));
+        assert_eq!(s.target, Some("l".into()), "only the lowest is measured yet");
+        let l = layers(&[("l", 150_000), ("m", 500_000), ("h", 1_500_000)]);
+        s.steer(l.aim(s.target, 3_000_000), at(0));
+        assert_eq!(s.target, Some("h".into()), "up at once at the start of a call");
+        let mut changes = 0;
+        for second in 1..60 {
+            // 1.6 and 2.0 Mbit/s in turn: with headroom h fits only the higher; it fits both.
+            let share = if second % 2 == 0 {
+                2_000_000
+            } else {
+                1_600_000
+            };
+            let before = s.target;
+            s.steer(l.aim(s.target, share), at(second));
+            changes += usize::from(before != s.target);
+        }
+        assert_eq!(changes, 0, "no layer change in a minute of wobble");
+
+        s.steer(l.aim(s.target, 400_000), at(60));
+        assert_eq!(s.target, Some("l".into()), "a drop moves down at once");
+        for second in 61..63 {
+            // Alternating: the higher layer does not fit for a whole UP_HOLD.
+            let share = if second % 2 == 0 { 3_000_000 } else { 400_000 };
+            s.steer(l.aim(s.target, share), at(second));
+        }
+        assert_eq!(s.target, Some("l".into()));
+        for second in 63..66 {
+            s.steer(l.aim(s.target, 3_000_000), at(second));
+        }
+        assert_eq!(s.target, Some("h".into()), "up after UP_HOLD of headroom");
     }
 
     #[test]

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use str0m::bwe::Bitrate;
-use str0m::media::{MediaKind, Mid};
+use str0m::media::{MediaKind, Mid, Rid};
 
 use super::Engine;
 use crate::sfu::participant::{ParticipantId, Propagated};
+use crate::sfu::simulcast::Aim;
 
 /// How often layer choices follow the bandwidth estimates.
 const REBALANCE_EVERY: Duration = Duration::from_millis(500);
@@ -177,40 +178,42 @@ impl Engine {
         let Some(estimate) = self.participants.get(&id).and_then(|p| p.estimate_bps) else {
             return;
         };
-        let sources: Vec<(ParticipantId, Mid)> = match self.participants.get_mut(&id) {
-            Some(p) => p.video_out().map(|t| (t.source, t.source_mid)).collect(),
+        let sources: Vec<(ParticipantId, Mid, Option<Rid>)> = match self.participants.get_mut(&id) {
+            Some(p) => p
+                .video_out()
+                .map(|t| (t.source, t.source_mid, t.selection.target))
+                .collect(),
             None => return,
         };
         if sources.is_empty() {
             return;
         }
         let share = estimate / sources.len() as u64;
-        let mut choices = Vec::with_capacity(sources.len());
+        let mut aims = Vec::with_capacity(sources.len());
         let mut desired = 0;
-        for (source, mid) in &sources {
+        for (source, mid, target) in &sources {
             let track = self
                 .participants
                 .get(source)
                 .and_then(|p| p.tracks_in.iter().find(|t| t.mid == *mid));
             let Some(track) = track else {
-                choices.push(None);
+                aims.push(Aim::Stay);
                 continue;
             };
             if track.layers.is_empty() {
                 desired += track.total.bps;
-                choices.push(None);
+                aims.push(Aim::Stay);
             } else {
                 desired += track.layers.top_bps();
-                choices.push(track.layers.choose(share));
+                aims.push(track.layers.aim(*target, share));
             }
         }
+        let now = self.now;
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
-        for (track, choice) in p.video_out().zip(choices) {
-            if choice.is_some() {
-                track.selection.target = choice;
-            }
+        for (track, aim) in p.video_out().zip(aims) {
+            track.selection.steer(aim, now);
         }
         if let Some(rtc) = p.rtc.as_mut() {
             // Headroom for RTP/SRTP overhead and retransmissions.

@@ -468,7 +468,7 @@ fn an_expelled_patient_is_cut_off_told_why_and_cannot_rejoin() {
 }
 
 #[test]
-fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe() {
+fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe_and_up_only_after_a_hold() {
     let (mut call, host, patient) = Call::visit(&["l", "h"]);
     // The layers measure ~0.1 and ~1.1 Mbit/s; a 3 Mbit/s estimate fits the higher.
     call.estimate = Some((host, 3_000_000));
@@ -501,6 +501,18 @@ fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe()
     );
     assert!(after[first_low..].iter().all(|d| layer(d) == b'0'));
     assert!(call.stats.layer_switches.get() > switches);
+
+    // The link recovers: after a move down, up again only once the estimate has had headroom
+    // for UP_HOLD (a wobbling estimate does not flap), then at a keyframe.
+    call.estimate = Some((host, 3_000_000));
+    let since = call.now;
+    call.run(crate::sfu::simulcast::UP_HOLD - Duration::from_millis(500));
+    let held = call.frames(host, patient, MediaKind::Video, since);
+    assert!(held.iter().all(|d| layer(d) == b'0'), "held below for UP_HOLD");
+    let since = call.now;
+    call.run(Duration::from_secs(3));
+    let back = call.frames(host, patient, MediaKind::Video, since);
+    assert!(back.iter().any(|d| layer(d) == b'1'), "back up after UP_HOLD");
 }
 
 #[test]
