@@ -213,6 +213,35 @@ impl<C: Clock + Clone> MessagePace<C> {
     }
 }
 
+/// Quality reports: one every few seconds is all a browser sends; more are dropped, not
+/// refused (a report is a nicety, never worth a closed connection).
+pub const QUALITY_REPORT_EVERY: Duration = Duration::from_secs(4);
+
+/// One session's budget of quality reports (two at once, then one per
+/// [`QUALITY_REPORT_EVERY`]).
+pub struct ReportPace(governor::DefaultDirectRateLimiter);
+
+impl std::fmt::Debug for ReportPace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportPace").finish_non_exhaustive()
+    }
+}
+
+impl Default for ReportPace {
+    fn default() -> Self {
+        let quota = Quota::with_period(QUALITY_REPORT_EVERY)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+        Self(RateLimiter::direct(quota))
+    }
+}
+
+impl ReportPace {
+    pub fn allow(&self) -> bool {
+        self.0.check().is_ok()
+    }
+}
+
 /// What a refusal's audit record is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RefusalKind {

@@ -101,6 +101,79 @@ pub enum ClientMessage {
         v: u32,
         participant_id: String,
     },
+    /// How the browser receives and sends video, every few seconds: numbers only, for the
+    /// node's quality metrics (docs/signaling.md#quality-reports).
+    #[serde(rename_all = "camelCase")]
+    Quality {
+        v: u32,
+        /// One entry per remote video the browser decodes now.
+        #[serde(default)]
+        video: Vec<ReceivedVideo>,
+        /// Freezes since the last report.
+        #[serde(default)]
+        freezes: u32,
+        /// The browser's `availableOutgoingBitrate`, bits per second.
+        #[serde(default)]
+        send_estimate_bps: Option<u64>,
+    },
+}
+
+/// What a browser reports of its picture ([`ClientMessage::Quality`]): no identifier, no
+/// content.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct QualityReport {
+    pub video: Vec<ReceivedVideo>,
+    /// Freezes of those videos since the last report (the browser's `freezeCount`: no frame
+    /// for much longer than the usual gap, at least 150 ms beyond it).
+    pub freezes: u32,
+    /// What the browser estimates it can send (`availableOutgoingBitrate`), bits per second.
+    pub send_estimate_bps: Option<u64>,
+}
+
+/// One decoded remote video, as the browser shows it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceivedVideo {
+    /// Decoded frame height, pixels.
+    pub height: u32,
+    /// Decoded frames per second.
+    pub fps: u32,
+}
+
+/// Bounds of a quality report: what any real browser stays within.
+pub const MAX_REPORTED_VIDEOS: usize = 16;
+const MAX_REPORTED_HEIGHT: u32 = 4320;
+const MAX_REPORTED_FPS: u32 = 240;
+const MAX_REPORTED_FREEZES: u32 = 1000;
+const MAX_REPORTED_BPS: u64 = 1_000_000_000;
+
+impl QualityReport {
+    /// The report, or why it cannot be true.
+    pub fn checked(self) -> Result<Self, ProtocolError> {
+        let bad = |what: String| Err(ProtocolError::new(ErrorCode::InvalidMessage, what));
+        if self.video.len() > MAX_REPORTED_VIDEOS {
+            return bad(format!(
+                "a quality report names at most {MAX_REPORTED_VIDEOS} videos"
+            ));
+        }
+        if let Some(v) = self
+            .video
+            .iter()
+            .find(|v| v.height > MAX_REPORTED_HEIGHT || v.fps > MAX_REPORTED_FPS)
+        {
+            return bad(format!(
+                "a video of {} px at {} fps is beyond any camera (at most {MAX_REPORTED_HEIGHT} px, {MAX_REPORTED_FPS} fps)",
+                v.height, v.fps
+            ));
+        }
+        if self.freezes > MAX_REPORTED_FREEZES {
+            return bad(format!("at most {MAX_REPORTED_FREEZES} freezes per report"));
+        }
+        if self.send_estimate_bps.is_some_and(|b| b > MAX_REPORTED_BPS) {
+            return bad(format!("sendEstimateBps is at most {MAX_REPORTED_BPS}"));
+        }
+        Ok(self)
+    }
 }
 
 /// How a participant's media reaches the node: one definition with the audit record's.
@@ -428,6 +501,7 @@ const KNOWN_TYPES: &[&str] = &[
     "end",
     "share",
     "stop-share",
+    "quality",
     "unmute",
 ];
 
@@ -585,6 +659,37 @@ impl ServerMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quality_report_is_read_and_checked_against_what_browsers_can_do() {
+        let text = r#"{"v":1,"type":"quality","video":[{"height":720,"fps":30}],"freezes":1,"sendEstimateBps":2500000}"#;
+        let Ok(ClientMessage::Quality {
+            video,
+            freezes,
+            send_estimate_bps,
+            ..
+        }) = parse(text)
+        else {
+            panic!("a quality report");
+        };
+        let report = QualityReport {
+            video,
+            freezes,
+            send_estimate_bps,
+        };
+        assert_eq!(report.clone().checked().map(|r| r.video.len()), Ok(1));
+        let mut tall = report.clone();
+        tall.video[0].height = 100_000;
+        let refused = tall.checked().expect_err("beyond any camera");
+        assert_eq!(refused.code, ErrorCode::InvalidMessage);
+        assert!(refused.message.contains("100000 px"), "{}", refused.message);
+        let many = QualityReport {
+            video: vec![report.video[0]; MAX_REPORTED_VIDEOS + 1],
+            ..report
+        };
+        assert!(many.checked().is_err());
+        assert!(parse(r#"{"v":1,"type":"quality","video":[{"height":-1,"fps":30}]}"#).is_err());
+    }
 
     #[test]
     fn every_error_code_reads_as_it_serializes() {

@@ -718,6 +718,31 @@
     feature();
   }, 500);
 
+  // Every 5 s, how the videos here arrive (height, frame rate, freezes since the last report)
+  // and what this browser estimates it can send: numbers only, for the node's quality metrics
+  // (docs/signaling.md#quality-reports). Nothing names anyone.
+  const frozen = new Map(); // inbound-rtp id -> freezeCount at the last report
+  setInterval(async () => {
+    if (!pc || !state.mediaConnected) return;
+    const report = await pc.getStats();
+    const video = [];
+    let freezes = 0;
+    let sendEstimateBps;
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video' && s.frameHeight) {
+        video.push({ height: Math.round(s.frameHeight), fps: Math.round(s.framesPerSecond || 0) });
+        freezes += Math.max(0, (s.freezeCount || 0) - (frozen.get(s.id) || 0));
+        frozen.set(s.id, s.freezeCount || 0);
+      }
+      if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate) {
+        sendEstimateBps = Math.round(s.availableOutgoingBitrate);
+      }
+    });
+    const message = { type: 'quality', video: video.slice(0, 16), freezes };
+    if (sendEstimateBps) message.sendEstimateBps = sendEstimateBps;
+    send(message);
+  }, 5000);
+
   // My microphone and camera: their tracks are switched off, not stopped, so they come back at
   // once; the others hear silence and see black meanwhile. A participant a host muted asks the
   // node to let their audio through again.

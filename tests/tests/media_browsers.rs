@@ -759,6 +759,30 @@ fn prometheus_scrapes_plausible_quality_series_during_a_browser_call() {
             2.0
         );
         assert_eq!(q("sum(bedside_media_connection_failures_total)").await, 0.0);
+        // The browsers' quality reports (every 5 s): what they decode, in plausible figures,
+        // and what they estimate they can send.
+        wait_for(Duration::from_secs(30), "quality reports from both", async || {
+            let reports = prometheus.value("bedside_media_quality_reports_total").await;
+            let heights = prometheus
+                .value("bedside_media_received_video_height_pixels_count")
+                .await;
+            let estimates = prometheus.value("bedside_media_send_estimate_bps_count").await;
+            if [reports, heights, estimates].iter().all(|n| n.is_some_and(|n| n >= 2.0)) {
+                Ok(())
+            } else {
+                Err(format!("reports {reports:?}, heights {heights:?}, estimates {estimates:?}"))
+            }
+        })
+        .await;
+        let height = q("bedside_media_received_video_height_pixels_sum / bedside_media_received_video_height_pixels_count").await;
+        // The test pages ask for a 320x180 camera; simulcast layers are a half and a quarter.
+        assert!((40.0..=180.0).contains(&height), "mean decoded height: {height}");
+        let fps = q("bedside_media_received_video_fps_sum / bedside_media_received_video_fps_count").await;
+        assert!(fps > 0.0 && fps <= 60.0, "mean decoded frame rate: {fps}");
+        let estimate = q("bedside_media_send_estimate_bps_sum / bedside_media_send_estimate_bps_count").await;
+        assert!(estimate > 30_000.0, "mean send estimate: {estimate}");
+        let freezes = q("bedside_media_video_freezes_total").await;
+        assert!(freezes >= 0.0, "the freeze counter the alert reads is there");
         assert!(q("bedside_media_join_seconds_count").await >= 2.0);
         assert!(q("process_resident_memory_bytes").await > 0.0);
 

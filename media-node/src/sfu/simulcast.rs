@@ -233,10 +233,18 @@ mod tests {
         let mut s = Selection::default();
         let first = layers(&[("l", 150_000), ("m", 0), ("h", 0)]);
         s.steer(first.aim(s.target, 3_000_000), at(0));
-        assert_eq!(s.target, Some("l".into()), "only the lowest is measured yet");
+        assert_eq!(
+            s.target,
+            Some("l".into()),
+            "only the lowest is measured yet"
+        );
         let l = layers(&[("l", 150_000), ("m", 500_000), ("h", 1_500_000)]);
         s.steer(l.aim(s.target, 3_000_000), at(0));
-        assert_eq!(s.target, Some("h".into()), "up at once at the start of a call");
+        assert_eq!(
+            s.target,
+            Some("h".into()),
+            "up at once at the start of a call"
+        );
         let mut changes = 0;
         for second in 1..60 {
             // 1.6 and 2.0 Mbit/s in turn: with headroom h fits only the higher; it fits both.

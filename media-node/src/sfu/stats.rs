@@ -18,6 +18,10 @@ const DELAY_BUCKETS: &[f64] = &[
     0.05, 0.1,
 ];
 const JOIN_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0];
+/// Picture heights browsers decode: phone-small to 4K.
+const HEIGHT_BUCKETS: &[f64] = &[180.0, 270.0, 360.0, 540.0, 720.0, 1080.0, 2160.0];
+const FPS_BUCKETS: &[f64] = &[5.0, 10.0, 15.0, 20.0, 24.0, 30.0, 60.0];
+const SEND_ESTIMATE_BUCKETS: &[f64] = &[150e3, 300e3, 500e3, 1e6, 1.5e6, 2.5e6, 5e6, 10e6];
 const PLACEMENT_BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
     3.0,
@@ -202,6 +206,12 @@ pub struct EngineStats {
     /// NACK, PLI and FIR the node received from subscribers or sent to publishers.
     pub feedback: IntCounterVec,
     pub layer_switches: IntCounter,
+    /// What browsers report of the video they decode (docs/signaling.md#quality-reports).
+    pub received_height: Histogram,
+    pub received_fps: Histogram,
+    pub freezes: IntCounter,
+    pub send_estimate: Histogram,
+    pub quality_reports: IntCounter,
     pub rtt: Histogram,
     pub jitter: HistogramVec,
     pub loss: HistogramVec,
@@ -218,6 +228,19 @@ pub struct EngineStats {
 }
 
 impl EngineStats {
+    /// A browser's quality report, checked: numbers into histograms, nothing that names anyone.
+    pub fn record_quality(&self, report: &crate::protocol::QualityReport) {
+        self.quality_reports.inc();
+        for video in &report.video {
+            self.received_height.observe(f64::from(video.height));
+            self.received_fps.observe(f64::from(video.fps));
+        }
+        self.freezes.inc_by(u64::from(report.freezes));
+        if let Some(bps) = report.send_estimate_bps {
+            self.send_estimate.observe(bps as f64);
+        }
+    }
+
     pub fn new(registry: &Registry, tenant: &str, node: &str) -> Result<Self, prometheus::Error> {
         let opts = |name: &str, help: &str| {
             Opts::new(name, help)
@@ -352,6 +375,38 @@ impl EngineStats {
                 "bedside_media_simulcast_layer_switches_total",
                 "Times a subscriber was switched to another simulcast layer",
             )?,
+            received_height: reg(
+                registry,
+                Histogram::with_opts(hopts(
+                    "bedside_media_received_video_height_pixels",
+                    "Height of each remote video browsers decode, from their quality reports",
+                    HEIGHT_BUCKETS,
+                ))?,
+            )?,
+            received_fps: reg(
+                registry,
+                Histogram::with_opts(hopts(
+                    "bedside_media_received_video_fps",
+                    "Frame rate of each remote video browsers decode, from their quality reports",
+                    FPS_BUCKETS,
+                ))?,
+            )?,
+            freezes: counter(
+                "bedside_media_video_freezes_total",
+                "Video freezes browsers saw (their own freezeCount: no frame for well over the usual gap)",
+            )?,
+            send_estimate: reg(
+                registry,
+                Histogram::with_opts(hopts(
+                    "bedside_media_send_estimate_bps",
+                    "What publishing browsers estimate they can send (availableOutgoingBitrate), bits per second",
+                    SEND_ESTIMATE_BUCKETS,
+                ))?,
+            )?,
+            quality_reports: counter(
+                "bedside_media_quality_reports_total",
+                "Quality reports taken from browsers (about one per participant every 5 s)",
+            )?,
             rtt: reg(
                 registry,
                 Histogram::with_opts(hopts(
@@ -434,7 +489,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 31] = [
+        let collectors: [&dyn Collector; 36] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -460,6 +515,11 @@ impl EngineStats {
             &self.chat_dropped,
             &self.feedback,
             &self.layer_switches,
+            &self.received_height,
+            &self.received_fps,
+            &self.freezes,
+            &self.send_estimate,
+            &self.quality_reports,
             &self.rtt,
             &self.jitter,
             &self.loss,

@@ -192,6 +192,7 @@ async fn serve(
         events_tx,
         outbox: Vec::new(),
         pace: crate::limits::MessagePace::new(),
+        reports: crate::limits::ReportPace::default(),
         token_expires_at: 0,
     };
     let join_deadline = tokio::time::sleep(JOIN_TIMEOUT);
@@ -280,6 +281,8 @@ struct Session {
     outbox: Vec<ServerMessage>,
     /// Messages after the join, bounded per second.
     pace: crate::limits::MessagePace,
+    /// Quality reports, a few a minute.
+    reports: crate::limits::ReportPace,
     /// When the join token stops working (seconds since the epoch): the relay credential
     /// handed out with `joined` stops with it.
     token_expires_at: u64,
@@ -548,6 +551,24 @@ impl Session {
             ClientMessage::Leave { .. } => Flow::Close(CLOSE_NORMAL, "left".into()),
             ClientMessage::Unmute { .. } => {
                 self.state.sfu.tell(Command::Unmute { id }).await;
+                Flow::Continue
+            }
+            ClientMessage::Quality {
+                video,
+                freezes,
+                send_estimate_bps,
+                ..
+            } => {
+                let report = protocol::QualityReport {
+                    video,
+                    freezes,
+                    send_estimate_bps,
+                };
+                match report.checked() {
+                    Ok(report) if self.reports.allow() => self.state.stats.record_quality(&report),
+                    Ok(_) => {}
+                    Err(e) => return self.on_error(e),
+                }
                 Flow::Continue
             }
             message @ (ClientMessage::Offer { .. }

@@ -468,7 +468,8 @@ fn an_expelled_patient_is_cut_off_told_why_and_cannot_rejoin() {
 }
 
 #[test]
-fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe_and_up_only_after_a_hold() {
+fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe_and_up_only_after_a_hold()
+ {
     let (mut call, host, patient) = Call::visit(&["l", "h"]);
     // The layers measure ~0.1 and ~1.1 Mbit/s; a 3 Mbit/s estimate fits the higher.
     call.estimate = Some((host, 3_000_000));
@@ -508,11 +509,17 @@ fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe_a
     let since = call.now;
     call.run(crate::sfu::simulcast::UP_HOLD - Duration::from_millis(500));
     let held = call.frames(host, patient, MediaKind::Video, since);
-    assert!(held.iter().all(|d| layer(d) == b'0'), "held below for UP_HOLD");
+    assert!(
+        held.iter().all(|d| layer(d) == b'0'),
+        "held below for UP_HOLD"
+    );
     let since = call.now;
     call.run(Duration::from_secs(3));
     let back = call.frames(host, patient, MediaKind::Video, since);
-    assert!(back.iter().any(|d| layer(d) == b'1'), "back up after UP_HOLD");
+    assert!(
+        back.iter().any(|d| layer(d) == b'1'),
+        "back up after UP_HOLD"
+    );
 }
 
 #[test]
