@@ -2157,6 +2157,23 @@ fn a_spanish_speaking_patient_gets_the_visit_in_spanish_and_can_switch_to_englis
     });
 }
 
+/// Two browsers in `room`, both hosts (no waiting room), each decoding the other's video.
+async fn two_hosts_in_a_call(driver: &Driver, node: &TestNode, room: &str) -> Vec<Client> {
+    let mut browsers = Vec::new();
+    for user in ["u-clinician", "u-patient"] {
+        let client = driver.browser().await;
+        open(&client, node, room, &node.token(room, user, Role::Host)).await;
+        browsers.push(client);
+    }
+    each_decodes_video(&browsers, "video").await;
+    browsers
+}
+
+/// Every video frame the page decoded so far.
+async fn decoded_frames(b: &Client) -> u64 {
+    decoded_video(&browser::stats(b).await).iter().sum()
+}
+
 /// A network blip: every packet between one browser and the node's media port is dropped for
 /// 5 s (iptables in the test's namespace), then let through again. The call comes back by itself,
 /// without anyone clicking and without the page rejoining: the other side decodes the browser's
@@ -2171,21 +2188,7 @@ fn a_five_second_network_drop_heals_without_user_action() {
         let node = TestNode::start().await;
         let media = node.running.as_ref().expect("an in-process node").media;
         let driver = Driver::start().await;
-        let mut browsers = Vec::new();
-        for user in ["u-clinician", "u-patient"] {
-            let client = driver.browser().await;
-            open(
-                &client,
-                &node,
-                "visit-blip",
-                &node.token("visit-blip", user, Role::Host),
-            )
-            .await;
-            browsers.push(client);
-        }
-        each_decodes_video(&browsers, "video").await;
-        let decoded =
-            async |b: &Client| -> u64 { decoded_video(&browser::stats(b).await).iter().sum() };
+        let browsers = two_hosts_in_a_call(&driver, &node, "visit-blip").await;
         {
             let port = media.port().to_string();
             let _cut = [
@@ -2194,17 +2197,17 @@ fn a_five_second_network_drop_heals_without_user_action() {
             ]
             .map(browser::IptablesRule::insert);
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let during = decoded(&browsers[0]).await;
+            let during = decoded_frames(&browsers[0]).await;
             tokio::time::sleep(Duration::from_secs(4)).await;
-            let later = decoded(&browsers[0]).await;
+            let later = decoded_frames(&browsers[0]).await;
             assert!(
                 later <= during + 5,
                 "the cut holds: {during} -> {later} frames"
             );
         }
-        let restored = decoded(&browsers[0]).await;
+        let restored = decoded_frames(&browsers[0]).await;
         wait_for(Duration::from_secs(20), "video flows again", async || {
-            let now = decoded(&browsers[0]).await;
+            let now = decoded_frames(&browsers[0]).await;
             if now > restored + 30 {
                 Ok(())
             } else {
@@ -2244,21 +2247,7 @@ fn a_path_that_stays_cut_comes_back_through_an_ice_restart_with_a_banner() {
         let node = TestNode::start().await;
         let media = node.running.as_ref().expect("an in-process node").media;
         let driver = Driver::start().await;
-        let mut browsers = Vec::new();
-        for user in ["u-clinician", "u-patient"] {
-            let client = driver.browser().await;
-            open(
-                &client,
-                &node,
-                "visit-restart",
-                &node.token("visit-restart", user, Role::Host),
-            )
-            .await;
-            browsers.push(client);
-        }
-        each_decodes_video(&browsers, "video").await;
-        let decoded =
-            async |b: &Client| -> u64 { decoded_video(&browser::stats(b).await).iter().sum() };
+        let browsers = two_hosts_in_a_call(&driver, &node, "visit-restart").await;
         {
             let port = media.port().to_string();
             // UDP and ICE-TCP alike (a restart would otherwise find its way over TCP).
@@ -2292,9 +2281,9 @@ fn a_path_that_stays_cut_comes_back_through_an_ice_restart_with_a_banner() {
             }
             tokio::time::sleep(Duration::from_secs(4)).await;
         }
-        let restored = decoded(&browsers[0]).await;
+        let restored = decoded_frames(&browsers[0]).await;
         wait_for(Duration::from_secs(30), "video flows again", async || {
-            let now = decoded(&browsers[0]).await;
+            let now = decoded_frames(&browsers[0]).await;
             if now > restored + 30 {
                 Ok(())
             } else {

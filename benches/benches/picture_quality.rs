@@ -1,0 +1,185 @@
+//! Picture quality on a clean link (issue 19): two Chromiums with fake 1280x720 cameras at
+//! 30 fps join a visit on loopback; from the patient's press on Join, how long until each side
+//! decodes the other at 1280 px (the top simulcast layer), then, over 30 s held there, the
+//! layer changes and freezes per minute and the frame rate each side decodes. Read from each
+//! page's own `getStats()` every 250 ms (the width) and at the ends of the hold (freezes).
+//!
+//! Goal (issue 19): top layer within 5 s of admission, held for 30 s with at most one layer
+//! change. A shaped link (tc in a namespace with a veth pair) is not measured yet.
+//!
+//! Run: `cargo bench -p bedside-benches --bench picture_quality` (root, Chromium and
+//! chromedriver: `make test-deps`).
+
+use std::time::{Duration, Instant};
+
+use bedside_benches::{print_table, write_docs_table};
+use bedside_crds::join::Role;
+use bedside_tests::browser::{self, Driver, Netns};
+use bedside_tests::media::TestNode;
+use fantoccini::Client;
+use serde_json::Value;
+
+const CALLS: usize = 10;
+const TOP_WIDTH: u64 = 1280;
+const HOLD: Duration = Duration::from_secs(30);
+
+/// The first remote video's width, frame rate and freeze count as the page decodes it.
+async fn decoded(page: &Client) -> Option<(u64, f64, u64)> {
+    let stats = browser::stats(page).await;
+    let video = stats["inbound"]
+        .as_array()?
+        .iter()
+        .find(|v| v["kind"] == "video" && v["frameWidth"].as_u64().unwrap_or(0) > 0)?
+        .clone();
+    let number = |v: &Value| v.as_f64().unwrap_or(0.0);
+    Some((
+        video["frameWidth"].as_u64().unwrap_or(0),
+        number(&video["framesPerSecond"]),
+        video["freezeCount"].as_u64().unwrap_or(0),
+    ))
+}
+
+async fn join(page: &Client, node: &TestNode, room: &str, user: &str) {
+    // Full quality: the test pages' link asks for a small camera; this one does not.
+    let link = node
+        .link(room, &node.token(room, user, Role::Host))
+        .replacen("&quality=low", "", 1);
+    page.goto(&link).await.expect("open the link");
+    let _ = page
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             const press = () => { const b = document.getElementById('join');\
+               if (!b || b.disabled) return setTimeout(press, 10); b.click(); done(null); };\
+             press();",
+            vec![],
+        )
+        .await;
+}
+
+/// What one call measured for one side.
+#[derive(Default, Clone)]
+struct Side {
+    to_top: Option<Duration>,
+    changes: u32,
+    freezes: u64,
+    fps: Vec<f64>,
+}
+
+async fn one_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Side; 2] {
+    join(pages[0], node, room, "u-clinician").await;
+    let pressed = Instant::now();
+    join(pages[1], node, room, "u-patient").await;
+    let mut sides = [Side::default(), Side::default()];
+    while sides.iter().any(|s| s.to_top.is_none()) && pressed.elapsed() < Duration::from_secs(30) {
+        for (side, page) in sides.iter_mut().zip(pages) {
+            if side.to_top.is_none() && decoded(page).await.is_some_and(|(w, _, _)| w >= TOP_WIDTH)
+            {
+                side.to_top = Some(pressed.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut first = [None, None];
+    let mut last_width = [0u64; 2];
+    let held = Instant::now();
+    while held.elapsed() < HOLD {
+        for (i, page) in pages.iter().enumerate() {
+            let Some((width, fps, freezes)) = decoded(page).await else {
+                continue;
+            };
+            let since: &mut u64 = first[i].get_or_insert(freezes);
+            sides[i].freezes = freezes.saturating_sub(*since);
+            if last_width[i] != 0 && width != last_width[i] {
+                sides[i].changes += 1;
+            }
+            last_width[i] = width;
+            sides[i].fps.push(fps);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for page in pages {
+        page.goto("about:blank").await.expect("leave the call");
+    }
+    sides
+}
+
+fn main() {
+    if let Some(why) = browser::unavailable() {
+        println!("picture_quality: skipped: {why}");
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let node = TestNode::start().await;
+        let driver = Driver::start().await;
+        // Chromium's fake camera at 30 frames a second (its default is slower).
+        let camera = |args: &mut Vec<String>| {
+            for arg in args.iter_mut() {
+                if arg == "--use-fake-device-for-media-stream" {
+                    *arg = "--use-fake-device-for-media-stream=fps=30".into();
+                }
+            }
+        };
+        let (clinician, patient) = (
+            driver.browser_with(camera).await,
+            driver.browser_with(camera).await,
+        );
+        let pages = [&clinician, &patient];
+        let _ = one_call(&node, pages, "warm-up").await;
+        let mut calls = Vec::new();
+        for call in 0..CALLS {
+            calls.push(one_call(&node, pages, &format!("picture-{call}")).await);
+        }
+        let minutes = HOLD.as_secs_f64() / 60.0 * CALLS as f64;
+        let mut rows = vec![vec![
+            "side (receives)".to_string(),
+            "to 1280 px p50".into(),
+            "max".into(),
+            "reached".into(),
+            "layer changes / min".into(),
+            "freezes / min".into(),
+            "fps (mean)".into(),
+        ]];
+        for (i, who) in ["clinician (the patient)", "patient (the clinician)"]
+            .iter()
+            .enumerate()
+        {
+            let mut tops: Vec<Duration> = calls.iter().filter_map(|c| c[i].to_top).collect();
+            tops.sort();
+            let reached = tops.len();
+            let show = |d: Option<&Duration>| {
+                d.map(|d| format!("{} ms", d.as_millis()))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let changes: u32 = calls.iter().map(|c| c[i].changes).sum();
+            let freezes: u64 = calls.iter().map(|c| c[i].freezes).sum();
+            let fps: Vec<f64> = calls.iter().flat_map(|c| c[i].fps.clone()).collect();
+            let mean_fps = fps.iter().sum::<f64>() / fps.len().max(1) as f64;
+            rows.push(vec![
+                who.to_string(),
+                show(tops.get(reached / 2)),
+                show(tops.last()),
+                format!("{reached}/{CALLS}"),
+                format!("{:.2}", f64::from(changes) / minutes),
+                format!("{:.2}", freezes as f64 / minutes),
+                format!("{mean_fps:.1}"),
+            ]);
+        }
+        print_table(
+            "Picture quality on a clean link: two Chromiums, fake 1280x720 at 30 fps (loopback)",
+            &rows,
+        );
+        let mut table = format!(
+            "| {} |\n|{}\n",
+            rows[0].join(" | "),
+            "---|".repeat(rows[0].len())
+        );
+        for row in &rows[1..] {
+            table.push_str(&format!("| {} |\n", row.join(" | ")));
+        }
+        write_docs_table("picture_quality", &table);
+        for b in [clinician, patient] {
+            let _ = b.close().await;
+        }
+    });
+}
