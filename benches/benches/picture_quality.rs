@@ -5,7 +5,13 @@
 //! page's own `getStats()` every 250 ms (the width) and at the ends of the hold (freezes).
 //!
 //! Goal (issue 19): top layer within 5 s of admission, held for 30 s with at most one layer
-//! change. A shaped link (tc in a namespace with a veth pair) is not measured yet.
+//! change.
+//!
+//! Then a shaped link: once both decode at 1280 px, the patient's media port is limited to
+//! 600 kbit/s both ways (tc htb and tbf on the namespace's loopback, matched on the port) for 15 s, then
+//! freed: how long until each side's decoded width steps down, the longest stall (no new
+//! decoded frame) while limited, and how long until 1280 px again once freed. Goal: down within
+//! 2 s, no stall over 1 s, back within 10 s.
 //!
 //! Run: `cargo bench -p bedside-benches --bench picture_quality` (root, Chromium and
 //! chromedriver: `make test-deps`).
@@ -22,9 +28,12 @@ use serde_json::Value;
 const CALLS: usize = 10;
 const TOP_WIDTH: u64 = 1280;
 const HOLD: Duration = Duration::from_secs(30);
+const SHAPED_CALLS: usize = 5;
+const SHAPED_FOR: Duration = Duration::from_secs(15);
+const SHAPE: &str = "600kbit";
 
-/// The first remote video's width, frame rate and freeze count as the page decodes it.
-async fn decoded(page: &Client) -> Option<(u64, f64, u64)> {
+/// The first remote video's width, frame rate, freeze count and frames decoded so far.
+async fn decoded(page: &Client) -> Option<(u64, f64, u64, u64)> {
     let stats = browser::stats(page).await;
     let video = stats["inbound"]
         .as_array()?
@@ -36,6 +45,7 @@ async fn decoded(page: &Client) -> Option<(u64, f64, u64)> {
         video["frameWidth"].as_u64().unwrap_or(0),
         number(&video["framesPerSecond"]),
         video["freezeCount"].as_u64().unwrap_or(0),
+        video["framesDecoded"].as_u64().unwrap_or(0),
     ))
 }
 
@@ -65,26 +75,31 @@ struct Side {
     fps: Vec<f64>,
 }
 
-async fn one_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Side; 2] {
+/// Both join; each side's time from the patient's press until it decodes at 1280 px.
+async fn join_and_reach_top(node: &TestNode, pages: [&Client; 2], room: &str) -> [Side; 2] {
     join(pages[0], node, room, "u-clinician").await;
     let pressed = Instant::now();
     join(pages[1], node, room, "u-patient").await;
     let mut sides = [Side::default(), Side::default()];
     while sides.iter().any(|s| s.to_top.is_none()) && pressed.elapsed() < Duration::from_secs(30) {
         for (side, page) in sides.iter_mut().zip(pages) {
-            if side.to_top.is_none() && decoded(page).await.is_some_and(|(w, _, _)| w >= TOP_WIDTH)
-            {
+            if side.to_top.is_none() && decoded(page).await.is_some_and(|(w, ..)| w >= TOP_WIDTH) {
                 side.to_top = Some(pressed.elapsed());
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    sides
+}
+
+async fn one_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Side; 2] {
+    let mut sides = join_and_reach_top(node, pages, room).await;
     let mut first = [None, None];
     let mut last_width = [0u64; 2];
     let held = Instant::now();
     while held.elapsed() < HOLD {
         for (i, page) in pages.iter().enumerate() {
-            let Some((width, fps, freezes)) = decoded(page).await else {
+            let Some((width, fps, freezes, _)) = decoded(page).await else {
                 continue;
             };
             let since: &mut u64 = first[i].get_or_insert(freezes);
@@ -101,6 +116,123 @@ async fn one_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Side; 2]
         page.goto("about:blank").await.expect("leave the call");
     }
     sides
+}
+
+/// What one side saw of a shaped call.
+#[derive(Default, Clone)]
+struct Shaped {
+    down: Option<Duration>,
+    longest_stall: Duration,
+    back: Option<Duration>,
+}
+
+async fn shaped_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Shaped; 2] {
+    let reached = join_and_reach_top(node, pages, room).await;
+    assert!(
+        reached.iter().all(|s| s.to_top.is_some()),
+        "{room}: both at 1280 px before shaping"
+    );
+    let stats = browser::stats(pages[1]).await;
+    let port = stats["transport"]["localPort"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("the patient's media port: {stats}"));
+    let mut sides = [Shaped::default(), Shaped::default()];
+    {
+        let _limited = browser::ShapedLink::new(port, SHAPE);
+        let shaped = Instant::now();
+        let mut progress = [(0u64, Instant::now()); 2];
+        while shaped.elapsed() < SHAPED_FOR {
+            for (i, page) in pages.iter().enumerate() {
+                let Some((width, _, _, frames)) = decoded(page).await else {
+                    continue;
+                };
+                if width < TOP_WIDTH && sides[i].down.is_none() {
+                    sides[i].down = Some(shaped.elapsed());
+                }
+                if frames > progress[i].0 {
+                    progress[i] = (frames, Instant::now());
+                }
+                sides[i].longest_stall = sides[i].longest_stall.max(progress[i].1.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let freed = Instant::now();
+    while sides.iter().any(|s| s.back.is_none()) && freed.elapsed() < Duration::from_secs(30) {
+        for (side, page) in sides.iter_mut().zip(pages) {
+            if side.back.is_none() && decoded(page).await.is_some_and(|(w, ..)| w >= TOP_WIDTH) {
+                side.back = Some(freed.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for page in pages {
+        page.goto("about:blank").await.expect("leave the call");
+    }
+    sides
+}
+
+/// p50 and max of what was measured, and how many calls measured it.
+fn spread(mut values: Vec<Duration>, of: usize) -> [String; 3] {
+    values.sort();
+    let show = |d: Option<&Duration>| {
+        d.map(|d| format!("{} ms", d.as_millis()))
+            .unwrap_or_else(|| "-".into())
+    };
+    [
+        show(values.get(values.len() / 2)),
+        show(values.last()),
+        format!("{}/{of}", values.len()),
+    ]
+}
+
+fn shaped_table(calls: &[[Shaped; 2]]) -> Vec<Vec<String>> {
+    let mut rows = vec![vec![
+        "side (receives)".to_string(),
+        "steps down p50".into(),
+        "max".into(),
+        "stepped".into(),
+        "longest stall p50".into(),
+        "max".into(),
+        "back to 1280 px p50".into(),
+        "max".into(),
+        "back".into(),
+    ]];
+    for (i, who) in ["clinician (the patient's uplink)", "patient (its downlink)"]
+        .iter()
+        .enumerate()
+    {
+        let n = calls.len();
+        let [down50, down_max, stepped] =
+            spread(calls.iter().filter_map(|c| c[i].down).collect(), n);
+        let [stall50, stall_max, _] = spread(calls.iter().map(|c| c[i].longest_stall).collect(), n);
+        let [back50, back_max, back] = spread(calls.iter().filter_map(|c| c[i].back).collect(), n);
+        rows.push(vec![
+            who.to_string(),
+            down50,
+            down_max,
+            stepped,
+            stall50,
+            stall_max,
+            back50,
+            back_max,
+            back,
+        ]);
+    }
+    rows
+}
+
+fn markdown(rows: &[Vec<String>]) -> String {
+    let mut table = format!(
+        "| {} |\n|{}\n",
+        rows[0].join(" | "),
+        "---|".repeat(rows[0].len())
+    );
+    for row in &rows[1..] {
+        table.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    table
 }
 
 fn main() {
@@ -169,14 +301,20 @@ fn main() {
             "Picture quality on a clean link: two Chromiums, fake 1280x720 at 30 fps (loopback)",
             &rows,
         );
-        let mut table = format!(
-            "| {} |\n|{}\n",
-            rows[0].join(" | "),
-            "---|".repeat(rows[0].len())
-        );
-        for row in &rows[1..] {
-            table.push_str(&format!("| {} |\n", row.join(" | ")));
+        let mut shaped = Vec::new();
+        for call in 0..SHAPED_CALLS {
+            shaped.push(shaped_call(&node, pages, &format!("shaped-{call}")).await);
         }
+        let shaped_rows = shaped_table(&shaped);
+        print_table(
+            "The patient's link limited to 600 kbit/s for 15 s, then freed (tc on loopback)",
+            &shaped_rows,
+        );
+        let table = format!(
+            "{}\nThe patient's link limited to 600 kbit/s for 15 s, then freed:\n\n{}",
+            markdown(&rows),
+            markdown(&shaped_rows)
+        );
         write_docs_table("picture_quality", &table);
         for b in [clinician, patient] {
             let _ = b.close().await;

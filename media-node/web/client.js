@@ -906,6 +906,7 @@
         // Ours: `relay` with relayProtocol `tls` is TURN over TLS on 443.
         const local = pair && byId.get(pair.localCandidateId);
         out.transport.localType = local ? local.candidateType : null;
+        out.transport.localPort = local ? local.port : null;
         out.transport.relayProtocol = local ? local.relayProtocol || null : null;
       }
     });

@@ -133,6 +133,48 @@ impl Drop for IptablesRule {
     }
 }
 
+/// One browser's link shaped on the test namespace's loopback (tc): every packet to or from
+/// its media `port` is limited to `rate` (e.g. `600kbit`) with at most 100 ms of queue, as a
+/// slow uplink's buffer would hold; everything else flows as before. Removed on drop. (htb and
+/// tbf: the qdiscs this machine's kernel has; netem is not among them.)
+#[derive(Debug)]
+pub struct ShapedLink;
+
+impl ShapedLink {
+    pub fn new(port: u16, rate: &str) -> ShapedLink {
+        let mut steps = vec![
+            "qdisc add dev lo root handle 1: htb default 10".to_string(),
+            "class add dev lo parent 1: classid 1:10 htb rate 10gbit quantum 60000".into(),
+            format!("class add dev lo parent 1: classid 1:30 htb rate {rate} ceil {rate}"),
+            format!(
+                "qdisc add dev lo parent 1:30 handle 30: tbf rate {rate} burst 16kb latency 100ms"
+            ),
+        ];
+        for end in ["sport", "dport"] {
+            steps.push(format!(
+                "filter add dev lo parent 1: protocol ip prio 1 u32 match ip {end} {port} 0xffff flowid 1:30"
+            ));
+        }
+        let link = ShapedLink;
+        for step in steps {
+            let done = Command::new("tc")
+                .args(step.split(' '))
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(done, "tc {step} in the test's namespace");
+        }
+        link
+    }
+}
+
+impl Drop for ShapedLink {
+    fn drop(&mut self) {
+        let _ = Command::new("tc")
+            .args(["qdisc", "del", "dev", "lo", "root"])
+            .status();
+    }
+}
+
 fn run(args: &[&str]) {
     let status = Command::new(args[0])
         .args(&args[1..])
