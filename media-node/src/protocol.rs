@@ -103,30 +103,24 @@ pub enum ClientMessage {
     },
     /// How the browser receives and sends video, every few seconds: numbers only, for the
     /// node's quality metrics (docs/signaling.md#quality-reports).
-    #[serde(rename_all = "camelCase")]
-    Quality {
-        v: u32,
-        /// One entry per remote video the browser decodes now.
-        #[serde(default)]
-        video: Vec<ReceivedVideo>,
-        /// Freezes since the last report.
-        #[serde(default)]
-        freezes: u32,
-        /// The browser's `availableOutgoingBitrate`, bits per second.
-        #[serde(default)]
-        send_estimate_bps: Option<u64>,
-    },
+    Quality(QualityReport),
 }
 
 /// What a browser reports of its picture ([`ClientMessage::Quality`]): no identifier, no
 /// content.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QualityReport {
+    pub v: u32,
+    /// One entry per remote video the browser decodes now.
+    #[serde(default)]
     pub video: Vec<ReceivedVideo>,
     /// Freezes of those videos since the last report (the browser's `freezeCount`: no frame
     /// for much longer than the usual gap, at least 150 ms beyond it).
+    #[serde(default)]
     pub freezes: u32,
     /// What the browser estimates it can send (`availableOutgoingBitrate`), bits per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_estimate_bps: Option<u64>,
 }
 
@@ -663,20 +657,13 @@ mod tests {
     #[test]
     fn a_quality_report_is_read_and_checked_against_what_browsers_can_do() {
         let text = r#"{"v":1,"type":"quality","video":[{"height":720,"fps":30}],"freezes":1,"sendEstimateBps":2500000}"#;
-        let Ok(ClientMessage::Quality {
-            video,
-            freezes,
-            send_estimate_bps,
-            ..
-        }) = parse(text)
-        else {
+        let Ok(ClientMessage::Quality(report)) = parse(text) else {
             panic!("a quality report");
         };
-        let report = QualityReport {
-            video,
-            freezes,
-            send_estimate_bps,
-        };
+        assert!(
+            parse(r#"{"v":1,"type":"quality","pixels":[1,2]}"#).is_err(),
+            "unknown fields are refused as in every message"
+        );
         assert_eq!(report.clone().checked().map(|r| r.video.len()), Ok(1));
         let mut tall = report.clone();
         tall.video[0].height = 100_000;

@@ -553,17 +553,7 @@ impl Session {
                 self.state.sfu.tell(Command::Unmute { id }).await;
                 Flow::Continue
             }
-            ClientMessage::Quality {
-                video,
-                freezes,
-                send_estimate_bps,
-                ..
-            } => {
-                let report = protocol::QualityReport {
-                    video,
-                    freezes,
-                    send_estimate_bps,
-                };
+            ClientMessage::Quality(report) => {
                 match report.checked() {
                     Ok(report) if self.reports.allow() => self.state.stats.record_quality(&report),
                     Ok(_) => {}

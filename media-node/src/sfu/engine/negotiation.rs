@@ -153,7 +153,7 @@ impl Engine {
 }
 
 /// The session-level (or first) `a=ice-ufrag` of an SDP; str0m keeps its own copy private.
-fn ice_ufrag(sdp: &str) -> Option<&str> {
+pub(super) fn ice_ufrag(sdp: &str) -> Option<&str> {
     sdp.lines()
         .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
 }

@@ -783,11 +783,6 @@ fn with_a_relay_the_path_is_told_once_the_browsers_candidates_say_it() {
 fn a_browser_that_restarts_ice_after_its_network_dropped_stays_in_the_call() {
     let (mut call, host, patient) = Call::visit(&[]);
     let id = call.peers[patient].id;
-    let ufrag = |sdp: &str| {
-        sdp.lines()
-            .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
-            .map(str::to_owned)
-    };
     let first_answer = {
         let p = call.engine.participants.get_mut(&id).expect("in the call");
         p.rtc
@@ -810,7 +805,7 @@ fn a_browser_that_restarts_ice_after_its_network_dropped_stays_in_the_call() {
         .ask(|reply| Command::Offer { id, sdp, reply })
         .expect("the node accepts the restart");
     assert_ne!(
-        ufrag(&answer),
+        super::negotiation::ice_ufrag(&answer).map(str::to_owned),
         first_answer,
         "the node answers with new ICE credentials"
     );
