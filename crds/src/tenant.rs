@@ -50,6 +50,8 @@ pub const BAA_REFERENCE_PATTERN: &str = r"^\S(.*\S)?$";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = tenant_name_rule(),
     validation = tenant_name_is_a_label_rule(),
+    validation = relay_needs_load_balancers_rule(),
+    validation = relay_has_its_own_name_rule(),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HealthcareTenantSpec {
@@ -82,6 +84,11 @@ pub struct HealthcareTenantSpec {
     #[serde(default)]
     #[schemars(extend("default" = {}))]
     pub monitoring: Monitoring,
+
+    /// A TURN relay (TURN over TLS on port 443) for browsers on networks that let nothing out
+    /// but TCP 443. Absent: browsers reach the media nodes directly (UDP, else ICE-TCP) only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<Relay>,
 }
 
 fn tenant_name_rule() -> Rule {
@@ -107,6 +114,31 @@ fn tenant_name_is_a_label_rule() -> Rule {
                 .into(),
         ))
         .field_path(".metadata.name")
+}
+
+/// The relay forwards only to the media nodes' load balancer addresses; a NodePort tenant's
+/// media address is a name or the cluster nodes' address, which no allow list can pin.
+fn relay_needs_load_balancers_rule() -> Rule {
+    Rule::new(
+        "!has(self.spec.relay) || !has(self.spec.mediaNodes) || !has(self.spec.mediaNodes.serviceType) || self.spec.mediaNodes.serviceType == 'LoadBalancer'",
+    )
+    .message(Message::Message(
+        "spec.relay needs mediaNodes.serviceType LoadBalancer: the relay may forward only to \
+         the media nodes' own load balancer addresses; remove spec.relay or switch to LoadBalancer"
+            .into(),
+    ))
+    .field_path(".spec.relay")
+}
+
+/// The relay has a load balancer address of its own, so a name of its own.
+fn relay_has_its_own_name_rule() -> Rule {
+    Rule::new("!has(self.spec.relay) || !(self.spec.relay.hostname in self.spec.tls.dnsNames)")
+        .message(Message::Message(
+            "spec.relay.hostname must differ from every tls.dnsNames entry: the relay has its \
+             own load balancer address, e.g. relay.<your signaling name>"
+                .into(),
+        ))
+        .field_path(".spec.relay.hostname")
 }
 
 /// The Business Associate Agreement (45 CFR 164.308(b)) between the health system and the
@@ -384,6 +416,38 @@ impl Default for MediaNodes {
     }
 }
 
+/// The tenant's TURN relay (coturn), run by the operator: TURN over TLS on 443 with the
+/// tenant's certificate, credentials per join from a secret shared with the media nodes,
+/// forwarding only to the tenant's media nodes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Relay {
+    /// The DNS name browsers reach the relay at, e.g. relay.meet.mercy.example: point it at
+    /// status.relayAddress. With tls.issuerRef the certificate is issued for it too; with
+    /// tls.secretName that certificate must cover it.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_NAME_PATTERN))]
+    pub hostname: String,
+
+    /// The relay's container image (coturn). Defaults to the relay image matching the
+    /// operator's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// How many relay pods run, 1 to 5.
+    #[serde(default = "default_relay_replicas")]
+    #[schemars(range(min = 1, max = 5))]
+    pub replicas: i32,
+
+    /// CPU and memory for each relay pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ComputeResources>,
+}
+
+fn default_relay_replicas() -> i32 {
+    1
+}
+
 /// The certificate for the tenant's signaling endpoint (WebSocket over TLS).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -579,6 +643,10 @@ pub struct HealthcareTenantStatus {
     /// The signaling endpoint browsers connect to, e.g. wss://meet.mercy.example.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+
+    /// The relay's load balancer address: where spec.relay.hostname must point (DNS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_address: Option<String>,
 }
 
 /// The condition types in `status.conditions`.

@@ -882,7 +882,8 @@
   async function summarizeStats() {
     if (!pc) return null;
     const report = await pc.getStats();
-    const out = { inbound: [], transport: null, sending: {} };
+    // candidates and pairs: what ICE tried, for a failing test or a support call to read.
+    const out = { inbound: [], transport: null, sending: {}, candidates: [], pairs: [] };
     // Which devices the node gets my media from right now.
     for (const [name, sender] of [['camera', cameraSender], ['microphone', micSender]]) {
       if (sender && sender.track) out.sending[name] = sender.track.getSettings().deviceId || null;
@@ -898,6 +899,11 @@
           from: tracks.get(s.trackIdentifier) || null,
         });
       }
+      if (s.type === 'local-candidate' || s.type === 'remote-candidate') {
+        const relay = s.relayProtocol ? `/${s.relayProtocol}` : '';
+        out.candidates.push(`${s.type} ${s.candidateType} ${s.protocol}${relay} ${s.address}:${s.port}`);
+      }
+      if (s.type === 'candidate-pair') out.pairs.push(`${s.state} ${s.localCandidateId} ${s.remoteCandidateId}`);
       if (s.type === 'transport') {
         out.transport = { srtpCipher: s.srtpCipher, dtlsCipher: s.dtlsCipher, tlsVersion: s.tlsVersion, dtlsState: s.dtlsState };
         // The path ICE chose: the node's candidate of the selected pair says udp or tcp.

@@ -36,6 +36,18 @@ pub fn default_image() -> String {
     )
 }
 
+/// The relay's TURN-over-TLS port inside its container (unprivileged); its Service takes 443.
+pub const RELAY_TLS_PORT: i32 = 5349;
+
+/// The relay image used when the tenant names none: coturn, packed for the operator's release
+/// (docs/install.md#turn-relay says how, with the entrypoint `turnserver`).
+pub fn default_relay_image() -> String {
+    format!(
+        "ghcr.io/bedside-health/bedside-relay:{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// Child object names, `<tenant>-<part>`; the CRD caps tenant names so these fit 63 characters.
 #[derive(Debug, Clone)]
 pub struct ChildNames {
@@ -56,6 +68,12 @@ pub struct ChildNames {
     pub placement: String,
     /// The visits API's credentials.
     pub api_credentials: String,
+    /// The TURN relay's Deployment, Service and NetworkPolicy.
+    pub relay: String,
+    /// The relay's turnserver.conf.
+    pub relay_config: String,
+    /// The secret the relay shares with the media nodes (per-join TURN credentials).
+    pub relay_secret: String,
 }
 
 impl ChildNames {
@@ -74,6 +92,9 @@ impl ChildNames {
             media_account: format!("{t}-media"),
             placement: format!("{t}-media-placement"),
             api_credentials: format!("{t}-api"),
+            relay: format!("{t}-relay"),
+            relay_config: format!("{t}-relay-config"),
+            relay_secret: format!("{t}-relay-secret"),
         }
     }
 

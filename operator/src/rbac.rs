@@ -35,7 +35,7 @@ pub fn cluster_role() -> ClusterRole {
             rule(&["bedside.health"], &["healthcaretenants/finalizers"], &["update"]),
             // The watches that bring a tenant back when a child changes: read only.
             rule(&["", "apps", "networking.k8s.io", "cert-manager.io", "policy", "rbac.authorization.k8s.io"],
-                 &["configmaps", "services", "statefulsets", "networkpolicies", "certificates",
+                 &["configmaps", "services", "statefulsets", "deployments", "networkpolicies", "certificates",
                    "poddisruptionbudgets", "serviceaccounts", "roles", "rolebindings"],
                  &["list", "watch"]),
             // Why a tenant is not provisioned, in `kubectl describe hct`, wherever it is.
@@ -52,7 +52,8 @@ pub fn tenant_role() -> ClusterRole {
         "kind": "ClusterRole",
         "metadata": {"name": TENANT_ROLE, "labels": labels()},
         "rules": [
-            rule(&[""], &["configmaps"], &owned),
+            // delete: a TURN relay's config, when the tenant no longer asks for a relay.
+            rule(&[""], &["configmaps"], &["get", "create", "patch", "delete"]),
             // delete: the media Service of a pod removed by a scale-down, and nothing else.
             rule(&[""], &["services"], &["get", "create", "patch", "delete"]),
             // The media-node pods' addresses, to ask them about their audit sinks.
@@ -68,9 +69,11 @@ pub fn tenant_role() -> ClusterRole {
             rule(&["apps"], &["statefulsets"], &["get", "create", "patch", "delete"]),
             // The media nodes' audit volume claims, asked for more space when buffers grow.
             rule(&[""], &["persistentvolumeclaims"], &["list", "patch"]),
-            // The media nodes' Deployment an older operator made: read and removed once.
-            rule(&["apps"], &["deployments"], &["get", "delete"]),
-            rule(&["networking.k8s.io"], &["networkpolicies"], &owned),
+            // The tenant's TURN relay; and the media nodes' Deployment an older operator made,
+            // read and removed once.
+            rule(&["apps"], &["deployments"], &["get", "create", "patch", "delete"]),
+            // delete: a TURN relay's policy, when the tenant no longer asks for a relay.
+            rule(&["networking.k8s.io"], &["networkpolicies"], &["get", "create", "patch", "delete"]),
             rule(&["policy"], &["poddisruptionbudgets"], &owned),
             rule(&["cert-manager.io"], &["certificates"], &owned),
             rule(&["monitoring.coreos.com"], &["servicemonitors"], &owned),
@@ -169,10 +172,18 @@ mod tests {
             .collect();
         assert_eq!(
             deletes,
-            ["services", "statefulsets", "deployments", "leases"],
+            [
+                "configmaps",
+                "services",
+                "statefulsets",
+                "deployments",
+                "networkpolicies",
+                "leases"
+            ],
             "only removed pods' media Services, the media StatefulSet (replaced with its pods \
-             kept when its claims change), an older operator's Deployment and (to grant it to \
-             media pods) placement Leases are deleted"
+             kept when its claims change), an older operator's Deployment, a relay the tenant \
+             no longer asks for (its Deployment, Service, ConfigMap and NetworkPolicy) and (to \
+             grant it to media pods) placement Leases are deleted; never a Secret"
         );
     }
 }

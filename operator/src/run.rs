@@ -174,6 +174,11 @@ pub async fn controller(
         .owns_stream(children.service_accounts)
         .owns_stream(children.roles)
         .owns_stream(children.role_bindings);
+    // The relay's pods: a relay that comes up (or goes) changes the tenant's Ready.
+    controller = controller.owns(
+        Api::<k8s_openapi::api::apps::v1::Deployment>::all(client.clone()),
+        owned.clone(),
+    );
     if ctx.cert_manager {
         controller = controller.owns(Api::<Certificate>::all(client.clone()), owned);
     }

@@ -57,6 +57,16 @@ pub async fn create_with_audit(
     image: Option<&str>,
     audit: serde_json::Value,
 ) {
+    create_from(cluster, tenant_doc(replicas, service_type, image, audit)).await;
+}
+
+/// The tenant [`create_with_audit`] makes, as YAML would hold it, for a test to add to.
+pub fn tenant_doc(
+    replicas: i32,
+    service_type: &str,
+    image: Option<&str>,
+    audit: serde_json::Value,
+) -> serde_json::Value {
     let mut doc = documents(&examples_dir().join("lakeside-behavioral.yaml")).remove(0);
     doc["spec"]["mediaNodes"] = json!({
         "replicas": replicas,
@@ -73,6 +83,11 @@ pub async fn create_with_audit(
     for (field, value) in audit {
         doc["spec"]["audit"][field] = value;
     }
+    doc
+}
+
+/// Creates the tenant `doc` describes.
+pub async fn create_from(cluster: &TestCluster, doc: serde_json::Value) {
     let tenant: HealthcareTenant = serde_json::from_value(doc).expect("tenant");
     Api::<HealthcareTenant>::namespaced(cluster.client(), NS)
         .create(&PostParams::default(), &tenant)

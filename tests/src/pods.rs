@@ -9,8 +9,17 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+
 use crate::browser::Netns;
 use crate::{HarnessError, binaries};
+
+/// The addresses the harness's "cloud" hands out, routed to the node inside the namespace.
+pub const LOAD_BALANCER_NET: &str = "10.99.0";
 
 /// The programs the cluster needs beside the Kubernetes binaries.
 const TOOLS: &[&str] = &[
@@ -234,6 +243,64 @@ impl PodCluster {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
+}
+
+/// What a cloud's load balancer controller does: every LoadBalancer Service gets an IP of its
+/// own in its status, and (here, inside the test's namespace) a route to the node, where
+/// kube-proxy forwards it to the Service's pods.
+pub fn play_the_cloud(client: kube::Client) -> tokio::task::JoinHandle<()> {
+    let routed = std::process::Command::new("ip")
+        .args([
+            "route",
+            "replace",
+            &format!("{LOAD_BALANCER_NET}.0/24"),
+            "dev",
+            "kbr0",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(routed, "route the load balancer addresses to the node");
+    tokio::spawn(async move {
+        let services: Api<Service> = Api::all(client);
+        let mut next = 1;
+        loop {
+            for service in services
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+            {
+                let wants =
+                    service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
+                let has = service
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.load_balancer.as_ref())
+                    .and_then(|l| l.ingress.as_ref())
+                    .is_some_and(|i| !i.is_empty());
+                if !wants || has {
+                    continue;
+                }
+                let (Some(name), Some(namespace)) =
+                    (service.metadata.name, service.metadata.namespace)
+                else {
+                    continue;
+                };
+                let ip = format!("{LOAD_BALANCER_NET}.{next}");
+                next += 1;
+                let _ = Api::<Service>::namespaced(services.clone().into_client(), &namespace)
+                    .patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(
+                            json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}),
+                        ),
+                    )
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
 }
 
 fn check(action: &'static str, mut command: Command) -> Result<(), HarnessError> {

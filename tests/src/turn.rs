@@ -106,7 +106,14 @@ impl std::fmt::Debug for TurnClient {
 
 impl TurnClient {
     pub fn new(server: SocketAddr, username: &str, password: &str) -> TurnClient {
-        let socket = UdpSocket::bind((server.ip(), 0)).expect("bind");
+        // On loopback, from the relay's own address (another host, as far as it can tell);
+        // elsewhere (a relay pod), from wherever the route says.
+        let local = if server.ip().is_loopback() {
+            server.ip()
+        } else {
+            IpAddr::from([0, 0, 0, 0])
+        };
+        let socket = UdpSocket::bind((local, 0)).expect("bind");
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
             .expect("timeout");
@@ -210,6 +217,7 @@ pub async fn start_for_loopback_node(dir: &Path) -> (Coturn, RelaySettings) {
         cert_file: Default::default(),
         key_file: Default::default(),
         peers: vec![IpAddr::from([127, 0, 0, 1])],
+        run_dir: dir.to_path_buf(),
     };
     let coturn = Coturn::start(dir, relay, &secret).await;
     let ip = relay_ip();

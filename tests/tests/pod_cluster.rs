@@ -20,11 +20,11 @@ use bedside_tests::operator::{
     RunningOperator, ensure_namespace, eventually, install_crd, patch_tenant_spec,
 };
 use bedside_tests::pod_tenant;
-use bedside_tests::pods::{self, PodCluster};
+use bedside_tests::pods::{self, LOAD_BALANCER_NET, PodCluster, play_the_cloud};
 use bedside_tests::rsyslog::Rsyslog;
 use fantoccini::Locator;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams};
 use serde_json::json;
 
 use bedside_tests::pod_tenant::{IMAGE, NS, PUBLIC_ADDRESS, SELECTOR, TENANT, media_pods};
@@ -37,9 +37,6 @@ enum Exposure {
     /// The pod's own load balancer IP (the harness plays the cloud) with port 3478.
     LoadBalancer,
 }
-
-/// The addresses the harness's "cloud" hands out, routed to the node inside the namespace.
-const LOAD_BALANCER_NET: &str = "10.99.0";
 
 /// Where the operator runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -128,64 +125,6 @@ fn install_from_the_manifest(cluster: &PodCluster) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-/// What a cloud's load balancer controller does: every LoadBalancer Service gets an IP of its
-/// own in its status, and (here, inside the test's namespace) a route to the node, where
-/// kube-proxy forwards it to the Service's pods.
-fn play_the_cloud(client: kube::Client) -> tokio::task::JoinHandle<()> {
-    let routed = std::process::Command::new("ip")
-        .args([
-            "route",
-            "replace",
-            &format!("{LOAD_BALANCER_NET}.0/24"),
-            "dev",
-            "kbr0",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(routed, "route the load balancer addresses to the node");
-    tokio::spawn(async move {
-        let services: Api<Service> = Api::all(client);
-        let mut next = 1;
-        loop {
-            for service in services
-                .list(&ListParams::default())
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default()
-            {
-                let wants =
-                    service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
-                let has = service
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.load_balancer.as_ref())
-                    .and_then(|l| l.ingress.as_ref())
-                    .is_some_and(|i| !i.is_empty());
-                if !wants || has {
-                    continue;
-                }
-                let (Some(name), Some(namespace)) =
-                    (service.metadata.name, service.metadata.namespace)
-                else {
-                    continue;
-                };
-                let ip = format!("{LOAD_BALANCER_NET}.{next}");
-                next += 1;
-                let _ = Api::<Service>::namespaced(services.clone().into_client(), &namespace)
-                    .patch_status(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(
-                            json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}),
-                        ),
-                    )
-                    .await;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
 }
 
 /// Where the test reaches the tenant's signaling: the node port on the node's address, or

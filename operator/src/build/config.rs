@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use bedside_crds::HealthcareTenant;
 use bedside_crds::node_config::{
     ApiSettings, AuditSettings, AuditSinkSettings, CONFIG_VERSION, DEFAULT_API_REQUESTS_PER_SECOND,
-    KeyFiles, MediaEncryptionMode, MediaNodeConfig, MeetingSettings, NetworkSettings, Requirement,
-    Switch, TenantIdentity, TlsFiles,
+    KeyFiles, MediaEncryptionMode, MediaNodeConfig, MeetingSettings, NetworkSettings,
+    RelaySettings, Requirement, Switch, TenantIdentity, TlsFiles,
 };
 use bedside_crds::tenant::{AuditDestination, MediaEncryptionPolicy};
 use kube::ResourceExt;
@@ -26,6 +26,10 @@ pub const API_DIR: &str = "/etc/bedside/api";
 /// The credential the operator makes with the Secret; the platform team adds and removes
 /// others (rotation).
 pub const INITIAL_API_CREDENTIAL: &str = "initial";
+/// Where a media pod reads the secret it shares with the tenant's TURN relay.
+pub const RELAY_SECRET_DIR: &str = "/etc/bedside/relay";
+/// The key of the shared secret in the relay Secret.
+pub const RELAY_SECRET_KEY: &str = "secret";
 pub const JOIN_TOKEN_KEY: &str = "join-token.key";
 pub const AUDIT_HMAC_KEY: &str = "audit-hmac.key";
 
@@ -82,7 +86,7 @@ pub fn node_config(tenant: &HealthcareTenant) -> MediaNodeConfig {
             advertised_media_address_dir: Some(ADDRESSES_DIR.into()),
             metrics_listen: any_port(METRICS_PORT),
             client_limits: Default::default(),
-            relay: None,
+            relay: relay_settings(tenant),
         },
         tls: TlsFiles {
             cert_file: format!("{TLS_DIR}/tls.crt").into(),
@@ -104,6 +108,17 @@ pub fn node_config(tenant: &HealthcareTenant) -> MediaNodeConfig {
             requests_per_second: DEFAULT_API_REQUESTS_PER_SECOND,
         }),
     }
+}
+
+/// The TURN URL browsers are given, and the secret file the node derives credentials from.
+/// TURN over TLS on 443 only: the relay is the last resort of networks that let nothing else
+/// out; where UDP works, browsers reach the media node directly.
+pub fn relay_settings(tenant: &HealthcareTenant) -> Option<RelaySettings> {
+    let relay = tenant.spec.relay.as_ref()?;
+    Some(RelaySettings {
+        urls: vec![format!("turns:{}:443?transport=tcp", relay.hostname)],
+        shared_secret_file: format!("{RELAY_SECRET_DIR}/{RELAY_SECRET_KEY}").into(),
+    })
 }
 
 /// A stable hash of the rendered config text (SHA-256, hex): the same spec renders the same

@@ -16,7 +16,10 @@ pub use addresses::{
 };
 #[cfg(test)]
 pub(crate) use objects::tests::tenant as objects_tests_tenant;
-pub use objects::{api_secret, certificate, keys_secret, pod_disruption_budget, service_monitor};
+pub use objects::{
+    api_secret, certificate, keys_secret, pod_disruption_budget, service_monitor,
+    spec_dependent_volume,
+};
 
 use bedside_crds::HealthcareTenant;
 use k8s_openapi::api::apps::v1::StatefulSet;

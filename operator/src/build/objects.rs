@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 
 use super::config::{
     ADDRESSES_DIR, API_DIR, AUDIT_BUFFER_DIR, AUDIT_HMAC_KEY, CONFIG_DIR, INITIAL_API_CREDENTIAL,
-    JOIN_TOKEN_KEY, KEYS_DIR, SINKS_DIR, TLS_DIR, config_hash, node_config,
+    JOIN_TOKEN_KEY, KEYS_DIR, RELAY_SECRET_DIR, RELAY_SECRET_KEY, SINKS_DIR, TLS_DIR, config_hash,
+    node_config,
 };
 use super::meta::{metadata, typed};
 use super::storage::{self, AUDIT_VOLUME};
@@ -60,6 +61,21 @@ fn media_replicas(tenant: &HealthcareTenant, inputs: &BuildInputs) -> i32 {
     }
 }
 
+/// The relay's shared secret, in the media pods of a tenant with `spec.relay`.
+const RELAY_VOLUME: &str = "relay";
+/// One per audit sink with a Secret: `sink-<index>`.
+const SINK_VOLUME_PREFIX: &str = "sink-";
+
+/// Whether a media pod volume named `name` is one the operator adds for some spec (a relay, an
+/// audit sink's Secret): live but no longer desired, it is the spec's change, not another
+/// manager's addition, and the operator's next apply removes it.
+pub fn spec_dependent_volume(name: &str) -> bool {
+    name == RELAY_VOLUME
+        || name
+            .strip_prefix(SINK_VOLUME_PREFIX)
+            .is_some_and(|i| i.parse::<usize>().is_ok())
+}
+
 /// A StatefulSet, not a Deployment: each pod keeps its name (`<set>-<ordinal>`) across
 /// restarts, so it keeps its own media Service, its advertised address and, later, its
 /// storage. Pods start and stop in parallel; a rolling update replaces one at a time.
@@ -100,13 +116,17 @@ fn stateful_set(
         // A whole-Secret mount (no subPath): credentials added or removed reach the pod.
         json!({"name": "api-credentials", "mountPath": API_DIR, "readOnly": true}),
     ];
+    if spec.relay.is_some() {
+        volumes.push(json!({"name": RELAY_VOLUME, "secret": {"secretName": names.relay_secret, "items": [{"key": RELAY_SECRET_KEY, "path": RELAY_SECRET_KEY}]}}));
+        mounts.push(json!({"name": RELAY_VOLUME, "mountPath": RELAY_SECRET_DIR, "readOnly": true}));
+    }
     for (i, sink) in spec.audit.sinks.iter().enumerate() {
         let (secret, key, file) = match sink.destination() {
             Some(AuditDestination::Syslog(s)) => (&s.ca_secret, "ca.crt", "ca.crt"),
             Some(AuditDestination::Webhook(w)) => (&w.token_secret, "token", "token"),
             _ => continue,
         };
-        let volume = format!("sink-{i}");
+        let volume = format!("{SINK_VOLUME_PREFIX}{i}");
         volumes.push(json!({"name": volume, "secret": {"secretName": secret, "items": [{"key": key, "path": file}]}}));
         mounts.push(
             json!({"name": volume, "mountPath": format!("{SINKS_DIR}/{i}"), "readOnly": true}),
@@ -432,6 +452,9 @@ pub fn certificate(tenant: &HealthcareTenant) -> Result<Option<Certificate>, Bui
         return Ok(None);
     };
     let names = ChildNames::of(tenant);
+    // One certificate for signaling and the relay's TURN over TLS.
+    let mut dns_names = tenant.spec.tls.dns_names.clone();
+    dns_names.extend(tenant.spec.relay.as_ref().map(|r| r.hostname.clone()));
     let kind = match issuer.kind {
         IssuerKind::Issuer => "Issuer",
         IssuerKind::ClusterIssuer => "ClusterIssuer",
@@ -443,7 +466,7 @@ pub fn certificate(tenant: &HealthcareTenant) -> Result<Option<Certificate>, Bui
             "metadata": metadata(tenant, &names.certificate_secret)?,
             "spec": {
                 "secretName": names.certificate_secret,
-                "dnsNames": tenant.spec.tls.dns_names,
+                "dnsNames": dns_names,
                 "issuerRef": {"name": issuer.name, "kind": kind, "group": "cert-manager.io"},
                 // ECDSA P-256 keys, a fresh one at every renewal.
                 "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},

@@ -525,7 +525,7 @@ fn keys_owner(meta: &ObjectMeta, uid: &str) -> KeysOwner {
 }
 
 /// Creates Secret `name` from `make` unless it exists; true when this call created it.
-async fn create_once(
+pub(super) async fn create_once(
     ctx: &Context,
     namespace: &str,
     name: &str,

@@ -168,7 +168,9 @@ fn foreign_additions(live: &PodSpec, desired: Option<&PodSpec>) -> Vec<String> {
     for v in live.volumes.iter().flatten() {
         if v.host_path.is_some() {
             found.push(format!("volume {} mounts a host path", v.name));
-        } else if !ours_v.contains(&v.name.as_str()) {
+        } else if !ours_v.contains(&v.name.as_str())
+            && !crate::build::spec_dependent_volume(&v.name)
+        {
             found.push(format!("volume {} was added", v.name));
         }
     }
@@ -402,6 +404,30 @@ mod tests {
         assert!(drift.iter().all(|d| d.weakens_lock));
         let tampered = live.media_nodes.expect("set");
         assert!(template_tampered(&tampered, &desired.media_nodes));
+    }
+
+    #[test]
+    fn a_relay_or_sink_volume_the_spec_no_longer_asks_for_is_not_another_managers() {
+        use k8s_openapi::api::core::v1::{SecretVolumeSource, Volume};
+        let desired = mercy();
+        let mut live = live_as(&desired);
+        for name in ["relay", "sink-7", "sink-notes"] {
+            live_pod(&mut live)
+                .volumes
+                .get_or_insert_with(Vec::new)
+                .push(Volume {
+                    name: name.into(),
+                    secret: Some(SecretVolumeSource::default()),
+                    ..Default::default()
+                });
+        }
+        let drift = find(&live, &desired, true, true);
+        let said: Vec<&str> = drift.iter().map(|d| d.what.as_str()).collect();
+        assert_eq!(
+            said,
+            ["volume sink-notes was added"],
+            "only a name the operator never uses"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod children;
 pub mod drift;
 mod media_set;
 mod observe;
+mod relay;
 pub mod sinks;
 pub mod status;
 pub mod watched;
@@ -74,6 +75,8 @@ pub enum Step {
     Children,
     /// cert-manager's Certificate and prometheus-operator's ServiceMonitor.
     AddOns,
+    /// The tenant's TURN relay.
+    Relay,
     /// The TLS Secret, Ready media pods, the audit sinks' reports.
     Health,
     /// The status written.
@@ -86,6 +89,7 @@ impl Step {
             Step::Observe => "observe",
             Step::Children => "children",
             Step::AddOns => "add_ons",
+            Step::Relay => "relay",
             Step::Health => "health",
             Step::Status => "status",
         }
@@ -96,6 +100,7 @@ impl Step {
             Step::Observe => "reading the tenant",
             Step::Children => "applying the tenant's objects",
             Step::AddOns => "applying the Certificate or ServiceMonitor",
+            Step::Relay => "applying the TURN relay",
             Step::Health => "observing the media nodes and audit sinks",
             Step::Status => "writing the tenant's status",
         }
@@ -468,6 +473,9 @@ async fn apply(
     observed: &mut Observed,
 ) -> Result<children::Children, Error> {
     let media_allowed = observed.baa.is_active();
+    relay::ensure_secret(tenant, ctx, namespace)
+        .await
+        .map_err(Error::at(Step::Relay))?;
     let applied = children::reconcile(
         tenant,
         ctx,
@@ -481,6 +489,9 @@ async fn apply(
     addons::apply(tenant, ctx, namespace, observed)
         .await
         .map_err(Error::at(Step::AddOns))?;
+    relay::apply(tenant, ctx, namespace, spec_changed, observed)
+        .await
+        .map_err(Error::at(Step::Relay))?;
     Ok(applied)
 }
 
@@ -634,6 +645,7 @@ async fn write_status(
         conditions: conditions.clone(),
         ready_media_nodes: Some(observed.ready_media_nodes),
         endpoint: observed.endpoint.clone(),
+        relay_address: observed.relay.as_ref().and_then(|r| r.address.clone()),
     };
     // An unchanged status is not written again: no write, no watch event, no churn.
     if &status != previous_status {

@@ -60,6 +60,7 @@ pub(super) async fn start(
         endpoint: None,
         sinks: Vec::new(),
         not_permitted: None,
+        relay: None,
     };
     let spec_changed = previous.observed_generation.is_some()
         && previous.observed_generation != tenant.metadata.generation;

@@ -42,6 +42,7 @@ pub enum Reason {
     NotReady,
     /// RBAC does not let the operator write in the tenant's namespace.
     NotPermitted,
+    RelayNotReady,
 }
 
 impl Reason {
@@ -67,6 +68,7 @@ impl Reason {
             Reason::MediaStopped => "MediaStopped",
             Reason::NotReady => "NotReady",
             Reason::NotPermitted => "NotPermitted",
+            Reason::RelayNotReady => "RelayNotReady",
         }
     }
 }
@@ -106,6 +108,29 @@ pub struct Observed {
     pub sinks: Vec<SinkReport>,
     /// What to grant, when RBAC does not let the operator write in the tenant's namespace.
     pub not_permitted: Option<String>,
+    /// The TURN relay, for a tenant with `spec.relay`.
+    pub relay: Option<RelayState>,
+}
+
+/// What the reconcile saw of the tenant's relay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayState {
+    /// Its load balancer's address (what the relay hostname must resolve to).
+    pub address: Option<String>,
+    pub ready_pods: i32,
+}
+
+/// Why the relay cannot serve yet, if it cannot.
+fn relay_problem(relay: &RelayState) -> Option<String> {
+    if relay.ready_pods == 0 {
+        Some(
+            "the TURN relay has no ready pod yet (kubectl describe deployment of the relay)".into(),
+        )
+    } else if relay.address.is_none() {
+        Some("the TURN relay's Service has no load balancer address yet".into())
+    } else {
+        None
+    }
 }
 
 /// The signaling URL browsers use: the tenant's first DNS name, with the signaling Service's
@@ -179,6 +204,8 @@ fn ready_verdict(o: &Observed, certificate_served: bool) -> (Option<bool>, Reaso
             Reason::NotReady,
             "no certificate to serve signaling with (see CertificateReady)".into(),
         )
+    } else if let Some(why) = o.relay.as_ref().and_then(relay_problem) {
+        (Some(false), Reason::RelayNotReady, why)
     } else if !o.unaddressed.is_empty() {
         (
             Some(false),
@@ -405,6 +432,7 @@ mod tests {
             endpoint: None,
             sinks: vec![],
             not_permitted: None,
+            relay: None,
         }
     }
 

@@ -23,6 +23,9 @@ if [ -n "$foreign" ]; then
 fi
 
 POD_CIDR=10.244.0.0/24; CLUSTER_CIDR=10.244.0.0/16; NODE_IP=10.244.0.1; SVC_CIDR=10.96.0.0/24
+# Where the tests play a cloud's load balancers (tests/src/pods.rs, play_the_cloud): pods reach
+# them as they would through a real cluster's default route (a relay pod sends to media pods' IPs).
+LB_CIDR=10.99.0.0/24
 BR=kbr0; NODE=bedside-node
 mkdir -p "$dir"/{bin,certs,logs,cni/net.d,cni/ipam,kubelet,containerd/root,certs.d/_default,images}
 for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
@@ -132,7 +135,7 @@ cat > cni/net.d/10-bedside.conflist <<C
 {"cniVersion": "0.4.0", "name": "bedside", "plugins": [{
   "type": "bridge", "bridge": "$BR", "isGateway": true, "ipMasq": false, "hairpinMode": true,
   "ipam": {"type": "host-local", "dataDir": "$dir/cni/ipam",
-           "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]], "routes": [{"dst": "$SVC_CIDR"}]}}]}
+           "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]], "routes": [{"dst": "$SVC_CIDR"}, {"dst": "$LB_CIDR"}]}}]}
 C
 mkdir -p /run/containerd
 containerd --config "$dir/containerd.toml" > logs/containerd.log 2>&1 & echo $! > containerd.pid
