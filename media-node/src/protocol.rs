@@ -34,6 +34,14 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         passcode: Option<String>,
     },
+    /// Before a call, instead of a join: a connectivity check's offer (a data channel only),
+    /// for a throwaway connection that joins no room (docs/signaling.md#connectivity-check).
+    Probe {
+        v: u32,
+        room: String,
+        token: String,
+        sdp: String,
+    },
     /// The client's offer: the first one publishes its camera and microphone.
     Offer {
         v: u32,
@@ -208,6 +216,15 @@ pub enum ServerMessage {
     Answer {
         v: u32,
         sdp: String,
+    },
+    /// The answer to a connectivity check, with the relay (a credential good for a minute)
+    /// when the tenant runs one.
+    #[serde(rename_all = "camelCase")]
+    ProbeAnswer {
+        v: u32,
+        sdp: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// The node adds or removes forwarded tracks; the client answers.
     Offer {
@@ -483,6 +500,7 @@ impl ProtocolError {
 
 const KNOWN_TYPES: &[&str] = &[
     "join",
+    "probe",
     "offer",
     "answer",
     "candidate",

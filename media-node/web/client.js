@@ -293,6 +293,10 @@
     }
     if (previewEl) previewEl.hidden = true;
     if (audioOnlyEl) audioOnlyEl.disabled = true;
+    for (const id of ['check', 'check-result']) {
+      const el = document.getElementById(id);
+      if (el) el.hidden = true;
+    }
     if (local) tile('self', label('self'), local, true);
     if (micBtn) micBtn.disabled = !(local && local.getAudioTracks().length);
     if (cameraBtn) cameraBtn.disabled = !(local && local.getVideoTracks().length);
@@ -921,6 +925,13 @@
   }
 
   joinBtn.addEventListener('click', join);
+  // Before joining: which paths reach the media node, in plain words (check.js).
+  const checkBtn = document.getElementById('check');
+  if (!room || !token || tokenInQuery) {
+    if (checkBtn) checkBtn.hidden = true;
+  } else if (window.bedsideCheck) {
+    window.bedsideCheck.attach(checkBtn, document.getElementById('check-result'), () => ({ room, token }));
+  }
   // Too early or too late by the link's own window: say so before anyone presses Join; a
   // page left open lets its patient join when the window opens.
   const nowSecs = Date.now() / 1000;

@@ -1571,6 +1571,118 @@ fn browsers_that_may_reach_only_the_relay_over_tls_hold_the_call_through_it() {
     });
 }
 
+/// The pre-call connectivity check tells a patient in plain words which paths reach the node,
+/// before joining: every path on an open network; TCP and the relay once UDP to the node is
+/// blocked (and to ask IT for UDP to the node's address); only the clinic's relay when no UDP
+/// and no TCP reach the node; nothing, naming the node's address and the relay's, when the
+/// relay is blocked too. A check joins no room and is on no one's screen.
+#[test]
+fn the_pre_call_check_says_which_paths_reach_the_node_and_what_to_ask_it_to_open() {
+    if !browser::require_or_skip() || !bedside_tests::turn::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_coturn, settings) = bedside_tests::turn::start_for_loopback_node(dir.path()).await;
+        let node = TestNode::start_with(|c| c.network.relay = Some(settings)).await;
+        let media = node.running.as_ref().expect("an in-process node").media;
+        let (port, relay) = (
+            media.port().to_string(),
+            bedside_tests::turn::relay_ip().to_string(),
+        );
+        let driver = Driver::start().await;
+        let patient = driver.browser().await;
+        let token = node.token("visit-check", "u-patient", Role::Participant);
+        patient
+            .goto(&link(&node, "visit-check", &token))
+            .await
+            .expect("open the web client");
+
+        let said = check_connection(&patient).await;
+        assert_eq!(said.0, "udp tcp relay", "{said:?}");
+        assert!(said.1.contains("directly"), "{said:?}");
+
+        let _no_udp = browser::IptablesRule::insert(&[
+            "INPUT", "-p", "udp", "--dport", &port, "!", "-s", &relay, "-j", "DROP",
+        ]);
+        let said = check_connection(&patient).await;
+        assert_eq!(said.0, "tcp relay", "{said:?}");
+        let ask = format!("UDP port {port} to 127.0.0.1");
+        assert!(
+            said.1.contains("blocks UDP") && said.1.contains(&ask),
+            "{said:?}"
+        );
+
+        let _no_tcp =
+            browser::IptablesRule::insert(&["INPUT", "-p", "tcp", "--dport", &port, "-j", "DROP"]);
+        let said = check_connection(&patient).await;
+        assert_eq!(said.0, "relay", "{said:?}");
+        assert!(
+            said.1.contains("relay") && said.1.contains("TCP port 443"),
+            "{said:?}"
+        );
+
+        let _no_relay = [
+            &[
+                "INPUT", "-p", "tcp", "-d", &relay, "--dport", "443", "-j", "DROP",
+            ][..],
+            &[
+                "INPUT", "-p", "udp", "-d", &relay, "--dport", "3478", "-j", "DROP",
+            ],
+        ]
+        .map(browser::IptablesRule::insert);
+        let said = check_connection(&patient).await;
+        assert_eq!(said.0, "", "{said:?}");
+        let ask = format!("UDP and TCP port {port} to 127.0.0.1");
+        assert!(
+            said.1.contains("cannot get through") && said.1.contains(&ask),
+            "{said:?}"
+        );
+        assert!(
+            said.1.contains(&format!("TCP port 443 to {relay}")),
+            "{said:?}"
+        );
+
+        // Four checks, up to three paths each; nobody joined anything.
+        let checks = node.metric("bedside_media_connection_checks_total").await;
+        assert!((10.0..=12.0).contains(&checks), "{checks} checks answered");
+        assert!(
+            !node
+                .audit_lines()
+                .iter()
+                .any(|l| l.contains("\"action\":\"join\"")),
+            "a check is not a join"
+        );
+        let state = browser::state(&patient).await;
+        assert_eq!(state["participantId"], Value::Null, "{state}");
+    });
+}
+
+/// Presses "Check my connection" and waits for the verdict: (the paths that worked, the text).
+async fn check_connection(client: &Client) -> (String, String) {
+    click(client, "#check").await;
+    let mut verdict = (String::new(), String::new());
+    wait_for(Duration::from_secs(40), "the connection check's verdict", async || {
+        let now = run_js(
+            client,
+            "const out = document.getElementById('check-result');\
+             return {busy: document.getElementById('check').disabled, paths: out.dataset.paths || '', text: out.textContent};",
+        )
+        .await;
+        if now["busy"] == true {
+            return Err(now.to_string());
+        }
+        verdict = (
+            now["paths"].as_str().unwrap_or_default().to_string(),
+            now["text"].as_str().unwrap_or_default().to_string(),
+        );
+        Ok(())
+    })
+    .await;
+    verdict
+}
+
 /// Runs `script` in the page and returns what it returns.
 async fn run_js(client: &Client, script: &str) -> Value {
     client

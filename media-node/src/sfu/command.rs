@@ -104,6 +104,12 @@ pub enum Command {
     },
     /// Tell everyone, disconnect everyone, stop.
     Shutdown { reason: String },
+    /// A pre-call connectivity check's offer (a data channel only); the reply is the answer.
+    /// It joins no room and ends by itself.
+    Probe {
+        sdp: String,
+        reply: oneshot::Sender<Result<String, ProtocolError>>,
+    },
 }
 
 /// A join the engine accepted.

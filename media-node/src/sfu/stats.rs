@@ -182,6 +182,8 @@ pub struct EngineStats {
     pub ice_tcp_connections: IntGauge,
     /// ICE restarts browsers asked for: a network that changed or dropped under a call.
     pub ice_restarts: IntCounter,
+    /// Pre-call connectivity checks the node answered (each is one path a browser tries).
+    pub connection_checks: IntCounter,
     pub connection_failures: IntCounterVec,
     pub joins_refused: IntCounterVec,
     pub bytes: IntCounterVec,
@@ -336,6 +338,10 @@ impl EngineStats {
                 "bedside_media_ice_restarts_total",
                 "ICE restarts browsers asked for after their network changed or dropped (the call went on)",
             )?,
+            connection_checks: counter(
+                "bedside_media_connection_checks_total",
+                "Pre-call connectivity checks answered, one per path a browser tried (UDP, TCP, relay)",
+            )?,
             connection_failures: counter_vec(
                 "bedside_media_connection_failures_total",
                 "Media connections that failed, by reason (encryption_policy, ice, other)",
@@ -489,7 +495,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 36] = [
+        let collectors: [&dyn Collector; 37] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -504,6 +510,7 @@ impl EngineStats {
             &self.relayed_bytes,
             &self.ice_tcp_connections,
             &self.ice_restarts,
+            &self.connection_checks,
             &self.connection_failures,
             &self.joins_refused,
             &self.bytes,

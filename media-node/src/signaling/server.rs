@@ -18,9 +18,10 @@ const MAX_UNREAD_BYTES: usize = 1 << 20;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 /// The web client's scripts, by path: plain files, no build step (docs/media-node.md#the-web-client).
-const SCRIPTS: [(&str, &str); 4] = [
+const SCRIPTS: [(&str, &str); 5] = [
     ("/i18n.js", include_str!("../../web/i18n.js")),
     ("/devices.js", include_str!("../../web/devices.js")),
+    ("/check.js", include_str!("../../web/check.js")),
     ("/client.js", include_str!("../../web/client.js")),
     ("/e2e-worker.js", include_str!("../../web/e2e-worker.js")),
 ];

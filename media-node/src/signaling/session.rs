@@ -194,6 +194,7 @@ async fn serve(
         pace: crate::limits::MessagePace::new(),
         reports: crate::limits::ReportPace::default(),
         token_expires_at: 0,
+        probes: 0,
     };
     let join_deadline = tokio::time::sleep(JOIN_TIMEOUT);
     tokio::pin!(join_deadline);
@@ -286,7 +287,14 @@ struct Session {
     /// When the join token stops working (seconds since the epoch): the relay credential
     /// handed out with `joined` stops with it.
     token_expires_at: u64,
+    /// Connectivity-check offers on this connection so far.
+    probes: u32,
 }
+
+/// A connectivity check tries UDP, TCP and the relay: one offer each.
+const PROBES_PER_CONNECTION: u32 = 3;
+/// How long a check's relay credential works: the check takes seconds.
+const PROBE_CREDENTIAL_SECS: u64 = 60;
 
 /// No visit starts while its audit record cannot be kept or delivered.
 fn audit_unavailable() -> ProtocolError {
@@ -569,8 +577,21 @@ impl Session {
         }
     }
 
-    /// Before a join, a join is all a client may send.
+    /// Before a join, a join (or a connectivity check) is all a client may send.
     async fn before_join(&mut self, message: ClientMessage) -> Flow {
+        if let ClientMessage::Probe {
+            room, token, sdp, ..
+        } = message
+        {
+            return self.probe(room, token, sdp).await;
+        }
+        if self.probes > 0 {
+            // A join is placed on its room's pod by its connection's first message.
+            return self.fatal(ProtocolError::new(
+                ErrorCode::JoinFirst,
+                "this connection checked the network; open a new connection to join",
+            ));
+        }
         let ClientMessage::Join {
             room,
             token,
@@ -757,6 +778,62 @@ impl Session {
             return self.fatal(e);
         }
         self.enter(grant, name, now).await
+    }
+
+    /// A pre-call connectivity check's offer: answered with the node's candidates (and the
+    /// relay) when the link would be let in now. It joins no room and needs no passcode: it
+    /// shows the network, not the visit. The first offer of a connection counts as a join
+    /// attempt of its network.
+    async fn probe(&mut self, room: String, token: String, sdp: String) -> Flow {
+        self.probes += 1;
+        if self.probes > PROBES_PER_CONNECTION {
+            return self.fatal(ProtocolError::new(
+                ErrorCode::TooManyMessages,
+                format!(
+                    "a connection check tries at most {PROBES_PER_CONNECTION} paths; open a new \
+                     connection to check again"
+                ),
+            ));
+        }
+        if self.probes == 1
+            && let Err(e) = self.attempt_allowed()
+        {
+            return self.fatal(e);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let grant = match self.verify(&token, &room, now) {
+            Ok(grant) => grant,
+            Err(e) => return self.fatal(e),
+        };
+        if let Err(e) = self.visit_allows(&grant) {
+            return self.fatal(e);
+        }
+        match self
+            .state
+            .sfu
+            .ask(|reply| Command::Probe { sdp, reply })
+            .await
+        {
+            Ok(sdp) => {
+                let expires = grant.expires_at.min(now + PROBE_CREDENTIAL_SECS);
+                let ice_servers = self
+                    .state
+                    .relay
+                    .iter()
+                    .map(|relay| relay.ice_server(expires, &format!("check-{}", self.probes)))
+                    .collect();
+                self.outbox.push(ServerMessage::ProbeAnswer {
+                    v: PROTOCOL_VERSION,
+                    sdp,
+                    ice_servers,
+                });
+                Flow::Continue
+            }
+            Err(e) => self.on_error(e),
+        }
     }
 
     /// Whether this node takes the join at all: not while it shuts down (unless it holds the

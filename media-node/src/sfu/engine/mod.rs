@@ -14,6 +14,7 @@
 mod events;
 mod forwarding;
 mod negotiation;
+mod probes;
 mod rooms;
 #[cfg(test)]
 mod tests;
@@ -65,6 +66,8 @@ pub struct Engine {
     /// When each frame forwarded since the shell last asked arrived: the engine has no clock
     /// to time its own forwarding with.
     delivered: Vec<Instant>,
+    /// Pre-call connectivity checks: ICE only, in no room.
+    probes: probes::Probes,
 }
 
 impl std::fmt::Debug for Engine {
@@ -100,6 +103,7 @@ impl Engine {
             now,
             outbox: VecDeque::new(),
             delivered: Vec::new(),
+            probes: probes::Probes::default(),
         }
     }
 
@@ -163,6 +167,18 @@ impl Engine {
                 let _ = reply.send(Ok(self.cancel(room)));
             }
             Command::Shutdown { reason } => self.shutdown(&reason),
+            Command::Probe { sdp, reply } => {
+                let opened = self.probes.open(
+                    self.crypto.clone(),
+                    self.settings.advertised,
+                    &sdp,
+                    self.now,
+                );
+                if opened.is_ok() {
+                    self.stats.connection_checks.inc();
+                }
+                let _ = reply.send(opened);
+            }
         }
     }
 
@@ -202,6 +218,8 @@ impl Engine {
                     .values_mut()
                     .find(|p| p.rtc.as_ref().is_some_and(|rtc| rtc.accepts(&input)))
                 else {
+                    // No participant's: a connection check's, or nobody's.
+                    self.probes.receive(input, &mut self.outbox);
                     return;
                 };
                 p.remote_addrs.push((proto, source));
@@ -223,6 +241,7 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock(now);
         self.connection_timeouts();
+        self.probes.timeouts(self.now, &mut self.outbox);
         self.meeting_timeouts();
         self.settle();
     }
@@ -243,6 +262,7 @@ impl Engine {
         self.participants
             .values()
             .filter_map(|p| p.next_timeout)
+            .chain(self.probes.next_deadline())
             .fold(self.now + MAX_SLEEP, Instant::min)
     }
 

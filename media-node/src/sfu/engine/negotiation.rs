@@ -188,7 +188,7 @@ pub(crate) fn contactable(addr: SocketAddr, advertised: SocketAddr) -> bool {
         && addr != advertised
 }
 
-fn new_rtc(
+pub(super) fn new_rtc(
     crypto: Arc<CryptoProvider>,
     advertised: SocketAddr,
     now: Instant,

@@ -830,3 +830,84 @@ fn a_browser_that_restarts_ice_after_its_network_dropped_stays_in_the_call() {
     })
     .expect("a new ICE session takes candidates again");
 }
+
+/// A browser's pre-call connectivity check: its data-channel-only offer is answered with the
+/// node's UDP and TCP candidates, ICE and DTLS complete over the path, and it never becomes a
+/// participant; it ends by itself. An offer with media is refused.
+#[test]
+fn a_connection_check_connects_joins_no_room_and_ends_by_itself() {
+    let mut call = Call::new();
+    let addr: SocketAddr = "127.0.0.9:6000".parse().expect("address");
+    let mut browser = RtcConfig::new()
+        .set_crypto_provider(call.peer_crypto.clone())
+        .build(call.now);
+    browser.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+    let mut change = browser.sdp_api();
+    change.add_channel("check".into());
+    let (offer, pending) = change.apply().expect("an offer");
+    let sdp = offer.to_sdp_string();
+    let answer = call
+        .ask(|reply| Command::Probe { sdp, reply })
+        .expect("the node answers a check");
+    assert!(
+        answer.contains(" udp ") && answer.contains("tcptype passive"),
+        "{answer}"
+    );
+    browser
+        .sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).expect("SDP"))
+        .expect("the browser accepts the answer");
+    let (mut connected, mut channel) = (false, false);
+    for _ in 0..5000 {
+        call.now += STEP;
+        let now = call.now;
+        let _ = browser.handle_input(Input::Timeout(now));
+        while let Ok(output) = browser.poll_output() {
+            match output {
+                Output::Timeout(_) => break,
+                Output::Transmit(t) => call.engine.handle_datagram(&t.contents, addr, now),
+                Output::Event(Event::Connected) => connected = true,
+                Output::Event(Event::ChannelOpen(..)) => channel = true,
+                Output::Event(_) => {}
+            }
+        }
+        call.engine.handle_timeout(now);
+        while let Some(t) = call.engine.poll_transmit() {
+            assert_eq!(t.destination, addr, "the check answers only its browser");
+            let receive = Receive {
+                proto: Protocol::Udp,
+                source: t.source,
+                destination: t.destination,
+                contents: (&*t.contents).try_into().expect("a datagram"),
+            };
+            let _ = browser.handle_input(Input::Receive(now, receive));
+        }
+        if channel {
+            break;
+        }
+    }
+    assert!(
+        connected && channel,
+        "ICE, DTLS and the data channel through the node"
+    );
+    assert!(
+        call.engine.participants.is_empty(),
+        "a check is nobody in a room"
+    );
+    assert!(call.engine.rooms.is_empty());
+    assert_eq!(call.stats.connection_checks.get(), 1);
+    assert_eq!(call.engine.probes.len(), 1);
+    call.now += super::probes::PROBE_LIFETIME;
+    call.engine.handle_timeout(call.now);
+    assert_eq!(call.engine.probes.len(), 0, "a check ends by itself");
+
+    let mut media = RtcConfig::new().build(call.now);
+    let mut change = media.sdp_api();
+    change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let (offer, _) = change.apply().expect("an offer");
+    let sdp = offer.to_sdp_string();
+    let refused = call
+        .ask(|reply| Command::Probe { sdp, reply })
+        .expect_err("a check carries no media");
+    assert_eq!(refused.code, ErrorCode::InvalidSdp);
+}
