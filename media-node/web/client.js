@@ -900,6 +900,7 @@
           kind: s.kind, mid: s.mid, framesDecoded: s.framesDecoded || 0, bytesReceived: s.bytesReceived || 0,
           totalAudioEnergy: s.totalAudioEnergy || 0,
           frameWidth: s.frameWidth || 0, framesPerSecond: s.framesPerSecond || 0, freezeCount: s.freezeCount || 0,
+          nackCount: s.nackCount || 0, packetsLost: s.packetsLost || 0,
           from: tracks.get(s.trackIdentifier) || null,
         });
       }

@@ -1571,6 +1571,122 @@ fn browsers_that_may_reach_only_the_relay_over_tls_hold_the_call_through_it() {
     });
 }
 
+/// 5% of packets lost at random both ways (the clinician's uplink to the node and the patient's
+/// downlink from it, iptables `statistic` on the test namespace): the video keeps playing at its
+/// frame rate without freezing, because the receivers ask again (NACK) and get the packets
+/// again (RTX: the clinician's browser for the node, the node for the patient).
+#[test]
+fn five_percent_random_loss_each_way_is_repaired_and_the_video_keeps_playing() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let mut browsers = Vec::new();
+        for user in ["u-clinician", "u-patient"] {
+            let client = driver.browser().await;
+            open(
+                &client,
+                &node,
+                "visit-lossy",
+                &node.token("visit-lossy", user, Role::Host),
+            )
+            .await;
+            browsers.push(client);
+        }
+        each_decodes_video(&browsers, "each other's video").await;
+        let port = |stats: &Value| {
+            stats["transport"]["localPort"]
+                .as_u64()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| panic!("a media port: {stats}"))
+        };
+        let (clinician_port, patient_port) = (
+            port(&browser::stats(&browsers[0]).await),
+            port(&browser::stats(&browsers[1]).await),
+        );
+        // What the patient's browser says of the clinician's video: frames, freezes, NACKs sent.
+        let video = async || -> (u64, u64, u64) {
+            let stats = browser::stats(&browsers[1]).await;
+            let inbound: Vec<&Value> = stats["inbound"]
+                .as_array()
+                .map(|v| v.iter().filter(|x| x["kind"] == "video").collect())
+                .unwrap_or_default();
+            let sum = |field: &str| {
+                inbound
+                    .iter()
+                    .filter_map(|x| x[field].as_u64())
+                    .sum::<u64>()
+            };
+            (sum("framesDecoded"), sum("freezeCount"), sum("nackCount"))
+        };
+        let nacks_before = node
+            .metric_where("bedside_media_feedback_total", "kind=\"nack\"")
+            .await;
+        let lossy = [
+            &[
+                "OUTPUT",
+                "-p",
+                "udp",
+                "--sport",
+                &clinician_port,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                "0.05",
+                "-j",
+                "DROP",
+            ][..],
+            &[
+                "INPUT",
+                "-p",
+                "udp",
+                "--dport",
+                &patient_port,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                "0.05",
+                "-j",
+                "DROP",
+            ],
+        ]
+        .map(browser::IptablesRule::insert);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (frames, freezes, nacks) = video().await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let (frames_after, freezes_after, nacks_after) = video().await;
+        drop(lossy);
+        let fps = (frames_after - frames) as f64 / 15.0;
+        assert!(
+            fps >= 10.0,
+            "the clinician's video plays on at {fps:.1} fps through 5% loss"
+        );
+        assert!(
+            freezes_after - freezes <= 1,
+            "{} freezes in 15 s through 5% loss",
+            freezes_after - freezes
+        );
+        assert!(
+            nacks_after > nacks,
+            "the patient's browser asked again: {nacks} -> {nacks_after}"
+        );
+        let nacks_at_node = node
+            .metric_where("bedside_media_feedback_total", "kind=\"nack\"")
+            .await;
+        assert!(
+            nacks_at_node > nacks_before,
+            "the node got the patient's NACKs: {nacks_before} -> {nacks_at_node}"
+        );
+    });
+}
+
 /// The pre-call connectivity check tells a patient in plain words which paths reach the node,
 /// before joining: every path on an open network; TCP and the relay once UDP to the node is
 /// blocked (and to ask IT for UDP to the node's address); only the clinic's relay when no UDP
