@@ -24,7 +24,7 @@ use bedside_tests::media::{PeerOptions, RustPeer, Signal, TestNode, workspace_bi
 use bedside_tests::operator::{RunningOperator, ensure_namespace, install_crd};
 use bedside_tests::pod_tenant::{self, IMAGE, NS, PUBLIC_ADDRESS, TENANT};
 use bedside_tests::pods::{self, PodCluster};
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams};
 
 /// Signaling-only joins for the rate, this many at a time.
@@ -80,19 +80,8 @@ async fn tenant_node(cluster: &TestCluster, cert_pem: Vec<u8>) -> TestNode {
         .and_then(|s| s.ports)
         .and_then(|p| p.first()?.node_port)
         .expect("a signaling node port");
-    let keys = Api::<Secret>::namespaced(cluster.client(), NS)
-        .get(&format!("{TENANT}-keys"))
-        .await
-        .expect("keys")
-        .data
-        .expect("data");
-    TestNode::remote(
-        format!("{PUBLIC_ADDRESS}:{port}").parse().expect("address"),
-        cert_pem,
-        TENANT,
-        keys["join-token.key"].0.clone(),
-        keys["audit-hmac.key"].0.clone(),
-    )
+    let signaling = format!("{PUBLIC_ADDRESS}:{port}").parse().expect("address");
+    pod_tenant::remote_node(cluster, signaling, cert_pem).await
 }
 
 /// One signaling-only join: connect, join, `joined`; its time, or `None` if refused.

@@ -170,3 +170,42 @@ pub async fn pod_metrics(pod: &Pod) -> Result<String, String> {
         .map_err(|_| "<metrics unreadable>")?;
     Ok(text)
 }
+
+/// The tenant's conditions, one `Type=Status Reason: message` each, for a failing test's message.
+pub async fn conditions(cluster: &TestCluster) -> String {
+    Api::<HealthcareTenant>::namespaced(cluster.client(), NS)
+        .get(TENANT)
+        .await
+        .ok()
+        .and_then(|t| t.status)
+        .map(|s| {
+            s.conditions
+                .iter()
+                .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
+}
+
+/// The tenant's signaling at `signaling`, as a client reaches it, with the tenant's keys to
+/// sign join tokens and verify its audit records.
+pub async fn remote_node(
+    cluster: &TestCluster,
+    signaling: std::net::SocketAddr,
+    cert_pem: Vec<u8>,
+) -> crate::media::TestNode {
+    let keys = Api::<Secret>::namespaced(cluster.client(), NS)
+        .get(&format!("{TENANT}-keys"))
+        .await
+        .expect("keys")
+        .data
+        .expect("data");
+    crate::media::TestNode::remote(
+        signaling,
+        cert_pem,
+        TENANT,
+        keys["join-token.key"].0.clone(),
+        keys["audit-hmac.key"].0.clone(),
+    )
+}

@@ -1504,13 +1504,7 @@ fn browsers_that_may_reach_only_the_relay_over_tls_hold_the_call_through_it() {
     let netns = Netns::create();
     netns.run(|| async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (coturn, settings) = bedside_tests::turn::start_for_loopback_node(dir.path()).await;
-        let node = TestNode::start_with(|c| c.network.relay = Some(settings)).await;
-        let media = node.running.as_ref().expect("an in-process node").media;
-        let (port, relay) = (
-            media.port().to_string(),
-            bedside_tests::turn::relay_ip().to_string(),
-        );
+        let (coturn, node, port, relay) = node_with_relay(dir.path()).await;
         // Only the relay may send to the node's media port; the browsers reach the relay on
         // TLS 443 alone.
         let _rules = [
@@ -1584,19 +1578,7 @@ fn five_percent_random_loss_each_way_is_repaired_and_the_video_keeps_playing() {
     netns.run(|| async {
         let node = TestNode::start().await;
         let driver = Driver::start().await;
-        let mut browsers = Vec::new();
-        for user in ["u-clinician", "u-patient"] {
-            let client = driver.browser().await;
-            open(
-                &client,
-                &node,
-                "visit-lossy",
-                &node.token("visit-lossy", user, Role::Host),
-            )
-            .await;
-            browsers.push(client);
-        }
-        each_decodes_video(&browsers, "each other's video").await;
+        let browsers = two_hosts_in_a_call(&driver, &node, "visit-lossy").await;
         let port = |stats: &Value| {
             stats["transport"]["localPort"]
                 .as_u64()
@@ -1700,13 +1682,7 @@ fn the_pre_call_check_says_which_paths_reach_the_node_and_what_to_ask_it_to_open
     let netns = Netns::create();
     netns.run(|| async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (_coturn, settings) = bedside_tests::turn::start_for_loopback_node(dir.path()).await;
-        let node = TestNode::start_with(|c| c.network.relay = Some(settings)).await;
-        let media = node.running.as_ref().expect("an in-process node").media;
-        let (port, relay) = (
-            media.port().to_string(),
-            bedside_tests::turn::relay_ip().to_string(),
-        );
+        let (_coturn, node, port, relay) = node_with_relay(dir.path()).await;
         let driver = Driver::start().await;
         let patient = driver.browser().await;
         let token = node.token("visit-check", "u-patient", Role::Participant);
@@ -1797,6 +1773,23 @@ async fn check_connection(client: &Client) -> (String, String) {
     })
     .await;
     verdict
+}
+
+/// A node on loopback that hands out the tenant's relay (coturn, as the operator configures
+/// it), with the node's media port and the relay's address, for firewall rules.
+async fn node_with_relay(
+    dir: &std::path::Path,
+) -> (bedside_tests::turn::Coturn, TestNode, String, String) {
+    let (coturn, settings) = bedside_tests::turn::start_for_loopback_node(dir).await;
+    let node = TestNode::start_with(|c| c.network.relay = Some(settings)).await;
+    let media = node.running.as_ref().expect("an in-process node").media;
+    let port = media.port().to_string();
+    (
+        coturn,
+        node,
+        port,
+        bedside_tests::turn::relay_ip().to_string(),
+    )
 }
 
 /// Runs `script` in the page and returns what it returns.

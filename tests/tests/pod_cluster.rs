@@ -1357,19 +1357,7 @@ async fn create_tenant(
 /// What a platform engineer would look at when the tenant is not Ready: its conditions, the
 /// media pods' states and the addresses written so far.
 async fn explain(cluster: &TestCluster) -> String {
-    let tenant = Api::<HealthcareTenant>::namespaced(cluster.client(), NS)
-        .get(TENANT)
-        .await
-        .ok()
-        .and_then(|t| t.status)
-        .map(|s| {
-            s.conditions
-                .iter()
-                .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .unwrap_or_default();
+    let tenant = pod_tenant::conditions(cluster).await;
     let pods: Vec<String> = media_pods(cluster)
         .await
         .iter()

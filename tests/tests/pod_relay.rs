@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bedside_crds::HealthcareTenant;
 use bedside_crds::join::Role;
 use bedside_media_node::relay::credential;
 use bedside_tests::TestCluster;
@@ -22,7 +21,7 @@ use bedside_tests::pod_tenant::{self, IMAGE, NS, TENANT, media_pods};
 use bedside_tests::pods::{self, LOAD_BALANCER_NET, PodCluster, play_the_cloud};
 use bedside_tests::turn::{self, TurnClient};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, LogParams};
 use serde_json::json;
 
@@ -195,19 +194,8 @@ async fn remote_node(cluster: &TestCluster, cert_pem: Vec<u8>) -> TestNode {
         .status
         .and_then(|s| s.load_balancer?.ingress?.first()?.ip.clone())
         .expect("a signaling load balancer IP");
-    let keys = Api::<Secret>::namespaced(cluster.client(), NS)
-        .get(&format!("{TENANT}-keys"))
-        .await
-        .expect("keys")
-        .data
-        .expect("data");
-    TestNode::remote(
-        format!("{ip}:443").parse().expect("an address"),
-        cert_pem,
-        TENANT,
-        keys["join-token.key"].0.clone(),
-        keys["audit-hmac.key"].0.clone(),
-    )
+    let signaling = format!("{ip}:443").parse().expect("an address");
+    pod_tenant::remote_node(cluster, signaling, cert_pem).await
 }
 
 /// The media pod's advertised address (its load balancer IP).
@@ -347,19 +335,7 @@ async fn relay_log(cluster: &TestCluster) -> String {
 
 /// The tenant's conditions and the relay's pods, when the tenant is not Ready.
 async fn explain(cluster: &TestCluster) -> String {
-    let conditions = Api::<HealthcareTenant>::namespaced(cluster.client(), NS)
-        .get(TENANT)
-        .await
-        .ok()
-        .and_then(|t| t.status)
-        .map(|s| {
-            s.conditions
-                .iter()
-                .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .unwrap_or_default();
+    let conditions = pod_tenant::conditions(cluster).await;
     let relay: Vec<String> = relay_pods(cluster)
         .await
         .into_iter()

@@ -763,21 +763,26 @@ impl Session {
         if let Err(e) = self.attempt_allowed() {
             return self.fatal(e);
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let grant = match self.verify(&token, &room, now) {
-            Ok(grant) => grant,
+        let (grant, now) = match self.admissible(&token, &room) {
+            Ok(admissible) => admissible,
             Err(e) => return self.fatal(e),
         };
-        if let Err(e) = self.visit_allows(&grant) {
-            return self.fatal(e);
-        }
         if let Err(e) = self.check_passcode(&grant, passcode.as_deref()) {
             return self.fatal(e);
         }
         self.enter(grant, name, now).await
+    }
+
+    /// The link's grant, and the time it was checked at, when its token verifies and its
+    /// visit is neither cancelled nor replaced; a refusal is counted and audited.
+    fn admissible(&self, token: &str, room: &str) -> Result<(Grant, u64), ProtocolError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let grant = self.verify(token, room, now)?;
+        self.visit_allows(&grant)?;
+        Ok((grant, now))
     }
 
     /// A pre-call connectivity check's offer: answered with the node's candidates (and the
@@ -800,17 +805,10 @@ impl Session {
         {
             return self.fatal(e);
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let grant = match self.verify(&token, &room, now) {
-            Ok(grant) => grant,
+        let (grant, now) = match self.admissible(&token, &room) {
+            Ok(admissible) => admissible,
             Err(e) => return self.fatal(e),
         };
-        if let Err(e) = self.visit_allows(&grant) {
-            return self.fatal(e);
-        }
         match self
             .state
             .sfu

@@ -26,3 +26,36 @@ pub(super) fn metadata(tenant: &HealthcareTenant, name: &str) -> Result<Value, B
         "ownerReferences": tenant.controller_owner_ref(&()).into_iter().collect::<Vec<_>>(),
     }))
 }
+
+/// An Opaque Secret of the tenant holding one `key`.
+pub(super) fn one_key_secret(
+    tenant: &HealthcareTenant,
+    name: &str,
+    key: &str,
+    value: Vec<u8>,
+) -> Result<k8s_openapi::api::core::v1::Secret, BuildError> {
+    let mut secret: k8s_openapi::api::core::v1::Secret = typed(
+        "Secret",
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": metadata(tenant, name)?,
+        }),
+    )?;
+    secret.data = Some(std::collections::BTreeMap::from([(
+        key.to_string(),
+        k8s_openapi::ByteString(value),
+    )]));
+    Ok(secret)
+}
+
+/// A ConfigMap holding one file, under `metadata`.
+pub(super) fn one_file_config_map(
+    metadata: Value,
+    file: &str,
+    text: String,
+) -> Result<k8s_openapi::api::core::v1::ConfigMap, BuildError> {
+    typed(
+        "ConfigMap",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {file: text}}),
+    )
+}

@@ -15,7 +15,7 @@ use super::config::{
     JOIN_TOKEN_KEY, KEYS_DIR, RELAY_SECRET_DIR, RELAY_SECRET_KEY, SINKS_DIR, TLS_DIR, config_hash,
     node_config,
 };
-use super::meta::{metadata, typed};
+use super::meta::{metadata, one_file_config_map, one_key_secret, typed};
 use super::storage::{self, AUDIT_VOLUME};
 use super::{BuildError, BuildInputs, Desired};
 use crate::names::{
@@ -32,14 +32,8 @@ pub(super) fn desired(
     let config_text = node_config(tenant).to_yaml();
     let hash = config_hash(&config_text);
 
-    let config_map = typed(
-        "ConfigMap",
-        json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": metadata(tenant, &names.config)?,
-            "data": {CONFIG_FILE: config_text},
-        }),
-    )?;
+    let config_map =
+        one_file_config_map(metadata(tenant, &names.config)?, CONFIG_FILE, config_text)?;
 
     let replicas = media_replicas(tenant, &inputs);
     Ok(Desired {
@@ -432,18 +426,13 @@ pub fn keys_secret(
 /// The visits API's credentials, with one to start: generated once, never overwritten by a
 /// reconcile (the platform team adds and removes credentials to rotate them).
 pub fn api_secret(tenant: &HealthcareTenant, credential: String) -> Result<Secret, BuildError> {
-    let mut secret: Secret = typed(
-        "Secret",
-        json!({
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": metadata(tenant, &ChildNames::of(tenant).api_credentials)?,
-        }),
-    )?;
-    secret.data = Some(BTreeMap::from([(
-        INITIAL_API_CREDENTIAL.to_string(),
-        ByteString(credential.into_bytes()),
-    )]));
-    Ok(secret)
+    let name = ChildNames::of(tenant).api_credentials;
+    one_key_secret(
+        tenant,
+        &name,
+        INITIAL_API_CREDENTIAL,
+        credential.into_bytes(),
+    )
 }
 
 /// A cert-manager Certificate for the signaling endpoint, when the tenant names an issuer.

@@ -14,7 +14,6 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
 use bedside_crds::HealthcareTenant;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -23,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::BuildError;
 use super::config::{RELAY_SECRET_KEY, TLS_DIR, config_hash};
-use super::meta::{metadata, typed};
+use super::meta::{metadata, one_file_config_map, one_key_secret, typed};
 use crate::names::{
     CONFIG_HASH_ANNOTATION, ChildNames, MEDIA_PORT, RELAY_TLS_PORT, default_relay_image,
     selector_labels,
@@ -138,18 +137,8 @@ pub fn relay_peers(addresses: &BTreeMap<String, String>) -> Vec<IpAddr> {
 /// The relay's shared secret, generated once by the reconciler: owned by the tenant (nothing
 /// it protects outlives the visits).
 pub fn relay_secret(tenant: &HealthcareTenant, secret: String) -> Result<Secret, BuildError> {
-    let mut object: Secret = typed(
-        "Secret",
-        json!({
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": metadata(tenant, &ChildNames::of(tenant).relay_secret)?,
-        }),
-    )?;
-    object.data = Some(BTreeMap::from([(
-        RELAY_SECRET_KEY.to_string(),
-        ByteString(secret.into_bytes()),
-    )]));
-    Ok(object)
+    let name = ChildNames::of(tenant).relay_secret;
+    one_key_secret(tenant, &name, RELAY_SECRET_KEY, secret.into_bytes())
 }
 
 /// The relay's objects for a tenant with `spec.relay`, forwarding to `peers`; `None` without.
@@ -173,13 +162,10 @@ pub fn relay_objects(
         run_dir: "/tmp".into(),
     });
     let hash = config_hash(&conf);
-    let config_map = typed(
-        "ConfigMap",
-        json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": relay_metadata(tenant, &names.relay_config)?,
-            "data": {RELAY_CONFIG_FILE: conf},
-        }),
+    let config_map = one_file_config_map(
+        relay_metadata(tenant, &names.relay_config)?,
+        RELAY_CONFIG_FILE,
+        conf,
     )?;
     let resources = relay
         .resources
