@@ -246,6 +246,9 @@ fn main() {
         let driver = Driver::start().await;
         // Chromium's fake camera at 30 frames a second (its default is slower).
         let camera = |args: &mut Vec<String>| {
+            // A desktop screen: a visit of two shows two tiles large enough for 1280 px (the
+            // client asks for no larger a picture than its tiles show).
+            args.push("--window-size=1920,1080".into());
             for arg in args.iter_mut() {
                 if arg == "--use-fake-device-for-media-stream" {
                     *arg = "--use-fake-device-for-media-stream=fps=30".into();

@@ -42,6 +42,14 @@ pub enum ClientMessage {
         token: String,
         sdp: String,
     },
+    /// How large the client shows one participant's video: the node sends no larger picture
+    /// than that needs (docs/signaling.md#client-messages).
+    #[serde(rename_all = "camelCase")]
+    View {
+        v: u32,
+        participant_id: String,
+        quality: ViewQuality,
+    },
     /// The client's offer: the first one publishes its camera and microphone.
     Offer {
         v: u32,
@@ -180,6 +188,27 @@ impl QualityReport {
 
 /// How a participant's media reaches the node: one definition with the audit record's.
 pub use bedside_audit::event::MediaPath;
+
+/// The picture a tile needs: `low` up to about 240 pixels high, `medium` up to about 480,
+/// `high` beyond.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ViewQuality {
+    Low,
+    Medium,
+    High,
+}
+
+impl ViewQuality {
+    /// How many simulcast layers above the lowest the tile may get (`None`: any).
+    pub fn layer_cap(self) -> Option<usize> {
+        match self {
+            ViewQuality::Low => Some(0),
+            ViewQuality::Medium => Some(1),
+            ViewQuality::High => None,
+        }
+    }
+}
 
 /// A TURN server as WebRTC's `RTCIceServer` dictionary spells it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -501,6 +530,7 @@ impl ProtocolError {
 const KNOWN_TYPES: &[&str] = &[
     "join",
     "probe",
+    "view",
     "offer",
     "answer",
     "candidate",

@@ -242,12 +242,36 @@
       }
       tilesEl.append(el);
       feature();
+      if (viewObserver && id !== 'self' && !id.endsWith('-screen')) viewObserver.observe(video);
     }
     if (stream) {
       const video = el.querySelector('video');
       if (video.srcObject !== stream) video.srcObject = stream;
     }
     return el;
+  }
+
+  // Each remote video is asked for no larger a picture than its tile shows (docs/signaling.md):
+  // a thumbnail takes the lowest simulcast layer and leaves the bandwidth to the others.
+  const views = new Map();
+  const viewObserver = window.ResizeObserver ? new ResizeObserver(() => reportViews()) : null;
+  function viewQuality(video) {
+    const pixels = video.getBoundingClientRect().height * (window.devicePixelRatio || 1);
+    // The layers are 180, 360 and 720 pixels high: a tile gets the one it shows without
+    // blurring (up to about 1.2x enlarged).
+    if (pixels <= 216) return 'low';
+    return pixels <= 432 ? 'medium' : 'high';
+  }
+  function reportViews() {
+    if (!state.participantId) return;
+    document.querySelectorAll('.tile[data-participant^="p"]').forEach((el) => {
+      const id = el.dataset.participant;
+      if (id.endsWith('-screen')) return;
+      const quality = viewQuality(el.querySelector('video'));
+      if (views.get(id) === quality) return;
+      views.set(id, quality);
+      send({ type: 'view', participantId: id, quality });
+    });
   }
 
   function removeTile(id) {
@@ -522,6 +546,9 @@
         // The tenant's TURN relay, with a credential for this join only: the last resort of
         // networks that let nothing but TCP 443 out.
         state.iceServers = Array.isArray(message.iceServers) ? message.iceServers : [];
+        // A new join (a reconnect): the node knows nothing of the tiles yet.
+        views.clear();
+        setTimeout(reportViews, 0);
         if (state.endToEnd && !e2eSecret) {
           say('needsKey', null, true);
           leave();

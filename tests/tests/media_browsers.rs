@@ -1565,6 +1565,71 @@ fn browsers_that_may_reach_only_the_relay_over_tls_hold_the_call_through_it() {
     });
 }
 
+/// A tile shrunk to a thumbnail gets a thumbnail's picture: the patient's browser says how
+/// large it shows the clinician (`view`), and the node sends the lowest simulcast layer
+/// (320 px of the 1280 px camera) however much bandwidth there is; grown again, the picture
+/// grows back.
+#[test]
+fn a_thumbnail_tile_receives_a_thumbnail_picture_and_a_large_one_the_full_picture() {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let mut browsers = Vec::new();
+        for user in ["u-clinician", "u-patient"] {
+            // A desktop screen: tiles large enough for the full picture.
+            let client = driver
+                .browser_with(|args| args.push("--window-size=1920,1080".into()))
+                .await;
+            let token = node.token("visit-tiles", user, Role::Host);
+            let full = node.link("visit-tiles", &token).replacen("&quality=low", "", 1);
+            open_url(&client, &full, None).await;
+            browsers.push(client);
+        }
+        each_decodes_video(&browsers, "each other's video").await;
+        let width = async || -> u64 {
+            let stats = browser::stats(&browsers[1]).await;
+            stats["inbound"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|x| x["kind"] == "video")
+                .filter_map(|x| x["frameWidth"].as_u64())
+                .max()
+                .unwrap_or(0)
+        };
+        let large = async |what: &str| {
+            wait_for(Duration::from_secs(40), what, async || match width().await {
+                w if w > 320 => Ok(()),
+                w => Err(format!("{w} px")),
+            })
+            .await
+        };
+        large("the patient gets more than the lowest layer on a clean link").await;
+        let resize = |css: &str| {
+            format!(
+                "document.querySelectorAll('.tile').forEach((t) => {{ t.style.cssText = '{css}'; }}); return true;"
+            )
+        };
+        run_js(&browsers[1], &resize("width: 120px; max-width: 120px;")).await;
+        wait_for(Duration::from_secs(15), "a thumbnail's picture", async || {
+            match width().await {
+                w if w > 0 && w <= 320 => Ok(()),
+                w => Err(format!("{w} px")),
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let held = width().await;
+        assert!(held > 0 && held <= 320, "the thumbnail keeps the small picture: {held} px");
+        run_js(&browsers[1], &resize("")).await;
+        large("the full picture again once the tile is large").await;
+    });
+}
+
 /// 5% of packets lost at random both ways (the clinician's uplink to the node and the patient's
 /// downlink from it, iptables `statistic` on the test namespace): the video keeps playing at its
 /// frame rate without freezing, because the receivers ask again (NACK) and get the packets

@@ -104,6 +104,13 @@ pub enum Command {
     },
     /// Tell everyone, disconnect everyone, stop.
     Shutdown { reason: String },
+    /// The subscriber shows `source`'s video in a tile this small: at most this many layers
+    /// above the lowest (`None`: any).
+    View {
+        id: ParticipantId,
+        source: ParticipantId,
+        cap: Option<usize>,
+    },
     /// A pre-call connectivity check's offer (a data channel only); the reply is the answer.
     /// It joins no room and ends by itself.
     Probe {

@@ -11,6 +11,7 @@
 //! down, a move up is at once: at the start of a call the higher layers are measured a moment
 //! after the lowest, and the picture should be sharp from the first seconds.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use str0m::media::Rid;
@@ -116,6 +117,23 @@ impl Layers {
         }
     }
 
+    /// The layers a subscriber whose tile shows only a small picture may receive: the
+    /// `cap + 1` lowest by rate (0: the lowest only); all of them without a cap, or until
+    /// that many are measured.
+    pub fn capped(&self, cap: Option<usize>) -> Cow<'_, Layers> {
+        let Some(cap) = cap else {
+            return Cow::Borrowed(self);
+        };
+        let mut measured: Vec<LayerRate> =
+            self.rates.iter().filter(|r| r.bps > 0).cloned().collect();
+        if measured.len() <= cap + 1 {
+            return Cow::Borrowed(self);
+        }
+        measured.sort_by_key(|r| r.bps);
+        measured.truncate(cap + 1);
+        Cow::Owned(Layers { rates: measured })
+    }
+
     /// The rate of the best layer: what a subscriber would like to receive.
     pub fn top_bps(&self) -> u64 {
         self.rates.iter().map(|r| r.bps).max().unwrap_or(0)
@@ -146,6 +164,9 @@ pub struct Selection {
     up_since: Option<Instant>,
     /// This subscriber had to move down once: moves up wait for [`UP_HOLD`] from now on.
     moved_down: bool,
+    /// The subscriber's tile is small: at most this many layers above the lowest
+    /// ([`Layers::capped`]); `None`: any.
+    pub cap: Option<usize>,
 }
 
 impl Selection {
@@ -222,6 +243,28 @@ mod tests {
         assert_eq!(l.choose(300_000), Some("l".into()));
         // Nothing fits: the lowest layer still flows (video degrades, it does not freeze).
         assert_eq!(l.choose(10_000), Some("l".into()));
+    }
+
+    /// A small tile gets no larger picture than it shows, however large the estimate: the
+    /// lowest layer for a thumbnail, the middle one for a medium tile; a subscriber on the top
+    /// layer moves down at once when its tile shrinks. Layers listed in any order.
+    #[test]
+    fn a_small_tile_caps_the_layer_however_large_the_estimate() {
+        let l = layers(&[("h", 1_500_000), ("l", 150_000), ("m", 500_000)]);
+        let plenty = 10_000_000;
+        assert_eq!(l.capped(Some(0)).aim(None, plenty), Aim::Start("l".into()));
+        assert_eq!(l.capped(Some(1)).aim(None, plenty), Aim::Start("m".into()));
+        assert_eq!(l.capped(None).aim(None, plenty), Aim::Start("h".into()));
+        assert_eq!(
+            l.capped(Some(1)).aim(Some("h".into()), plenty),
+            Aim::Down("m".into())
+        );
+        assert_eq!(l.capped(Some(1)).top_bps(), 500_000);
+        // The estimate still rules below the cap.
+        assert_eq!(l.capped(Some(1)).aim(None, 200_000), Aim::Start("l".into()));
+        // Until the layers are measured, nothing is capped (the lowest flows first anyway).
+        let unmeasured = layers(&[("h", 0), ("l", 150_000), ("m", 0)]);
+        assert_eq!(unmeasured.capped(Some(0)).top_bps(), 150_000);
     }
 
     /// An estimate that wobbles around the top layer's rate (as a clean link's does) keeps the

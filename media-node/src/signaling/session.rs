@@ -561,6 +561,22 @@ impl Session {
                 self.state.sfu.tell(Command::Unmute { id }).await;
                 Flow::Continue
             }
+            ClientMessage::View {
+                participant_id,
+                quality,
+                ..
+            } => {
+                // An id that names nobody is ignored: a tile can outlive its participant.
+                if let Some(source) = participant_id
+                    .strip_prefix('p')
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    let cap = quality.layer_cap();
+                    let source = ParticipantId(source);
+                    self.state.sfu.tell(Command::View { id, source, cap }).await;
+                }
+                Flow::Continue
+            }
             ClientMessage::Quality(report) => {
                 match report.checked() {
                     Ok(report) if self.reports.allow() => self.state.stats.record_quality(&report),

@@ -178,10 +178,14 @@ impl Engine {
         let Some(estimate) = self.participants.get(&id).and_then(|p| p.estimate_bps) else {
             return;
         };
-        let sources: Vec<(ParticipantId, Mid, Option<Rid>)> = match self.participants.get_mut(&id) {
+        type Source = (ParticipantId, Mid, Option<Rid>, Option<usize>);
+        let sources: Vec<Source> = match self.participants.get_mut(&id) {
             Some(p) => p
                 .video_out()
-                .map(|t| (t.source, t.source_mid, t.selection.target))
+                .map(|t| {
+                    let s = &t.selection;
+                    (t.source, t.source_mid, s.target, s.cap)
+                })
                 .collect(),
             None => return,
         };
@@ -191,7 +195,7 @@ impl Engine {
         let share = estimate / sources.len() as u64;
         let mut aims = Vec::with_capacity(sources.len());
         let mut desired = 0;
-        for (source, mid, target) in &sources {
+        for (source, mid, target, cap) in &sources {
             let track = self
                 .participants
                 .get(source)
@@ -204,8 +208,10 @@ impl Engine {
                 desired += track.total.bps;
                 aims.push(Aim::Stay);
             } else {
-                desired += track.layers.top_bps();
-                aims.push(track.layers.aim(*target, share));
+                // A small tile caps the layers: its bandwidth goes to the others.
+                let layers = track.layers.capped(*cap);
+                desired += layers.top_bps();
+                aims.push(layers.aim(*target, share));
             }
         }
         let now = self.now;

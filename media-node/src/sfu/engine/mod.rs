@@ -167,6 +167,17 @@ impl Engine {
                 let _ = reply.send(Ok(self.cancel(room)));
             }
             Command::Shutdown { reason } => self.shutdown(&reason),
+            Command::View { id, source, cap } => {
+                if let Some(p) = self.participants.get_mut(&id) {
+                    for track in p
+                        .tracks_out
+                        .iter_mut()
+                        .filter(|t| t.source == source && !t.screen)
+                    {
+                        track.selection.cap = cap;
+                    }
+                }
+            }
             Command::Probe { sdp, reply } => {
                 let opened = self.probes.open(
                     self.crypto.clone(),

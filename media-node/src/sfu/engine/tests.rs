@@ -522,6 +522,52 @@ fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe_a
     );
 }
 
+/// A subscriber whose tile shrinks to a thumbnail gets the lower layer at the next keyframe,
+/// however large its estimate, and the top layer again when the tile grows.
+#[test]
+fn a_subscriber_showing_a_small_tile_gets_the_lower_layer_whatever_its_estimate() {
+    let (mut call, host, patient) = Call::visit(&["l", "h"]);
+    call.estimate = Some((host, 3_000_000));
+    call.run(Duration::from_secs(3));
+    let layer = |d: &MediaData| d.data[1];
+    let (id, source) = (call.peers[host].id, call.peers[patient].id);
+    call.engine.handle_command(
+        Command::View {
+            id,
+            source,
+            cap: Some(0),
+        },
+        call.now,
+    );
+    call.run(Duration::from_secs(2));
+    let since = call.now;
+    call.run(Duration::from_secs(1));
+    let small: Vec<u8> = call
+        .frames(host, patient, MediaKind::Video, since)
+        .iter()
+        .map(|d| layer(d))
+        .collect();
+    assert!(
+        small.len() >= 25 && small.iter().all(|l| *l == b'0'),
+        "a thumbnail gets the lower layer: {small:?}"
+    );
+    call.engine.handle_command(
+        Command::View {
+            id,
+            source,
+            cap: None,
+        },
+        call.now,
+    );
+    let since = call.now;
+    call.run(Duration::from_secs(3));
+    let large = call.frames(host, patient, MediaKind::Video, since);
+    assert!(
+        large.iter().any(|d| layer(d) == b'1'),
+        "a large tile gets the top layer again"
+    );
+}
+
 #[test]
 fn a_browser_offering_only_chacha20_gets_no_media_and_is_told_why() {
     use dimpl::crypto::{Dtls12CipherSuite, Dtls13CipherSuite};
