@@ -190,6 +190,21 @@ impl Selection {
         }
     }
 
+    /// The subscriber's tile changed size. A move down the cap forced was no congestion: once
+    /// the tile grows, a higher layer that fits is taken at once, not after [`UP_HOLD`].
+    pub fn set_cap(&mut self, cap: Option<usize>) {
+        let grows = match (self.cap, cap) {
+            (Some(_), None) => true,
+            (Some(old), Some(new)) => new > old,
+            (None, _) => false,
+        };
+        if grows {
+            self.moved_down = false;
+            self.up_since = None;
+        }
+        self.cap = cap;
+    }
+
     /// Decides whether a packet of layer `rid` is forwarded, switching at keyframes.
     pub fn admit(&mut self, rid: Option<Rid>, keyframe: bool) -> bool {
         let Some(rid) = rid else {
@@ -262,6 +277,17 @@ mod tests {
         assert_eq!(l.capped(Some(1)).top_bps(), 500_000);
         // The estimate still rules below the cap.
         assert_eq!(l.capped(Some(1)).aim(None, 200_000), Aim::Start("l".into()));
+        // The tile shrinks then grows: the move down was the cap's, so the way up is at once.
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let mut s = Selection::default();
+        s.steer(l.aim(None, plenty), at(0));
+        s.set_cap(Some(0));
+        s.steer(l.capped(s.cap).aim(s.target, plenty), at(1));
+        assert_eq!(s.target, Some("l".into()));
+        s.set_cap(None);
+        s.steer(l.capped(s.cap).aim(s.target, plenty), at(2));
+        assert_eq!(s.target, Some("h".into()), "no hold after the cap's move down");
         // Until the layers are measured, nothing is capped (the lowest flows first anyway).
         let unmeasured = layers(&[("h", 0), ("l", 150_000), ("m", 0)]);
         assert_eq!(unmeasured.capped(Some(0)).top_bps(), 150_000);

@@ -174,7 +174,7 @@ impl Engine {
                         .iter_mut()
                         .filter(|t| t.source == source && !t.screen)
                     {
-                        track.selection.cap = cap;
+                        track.selection.set_cap(cap);
                     }
                 }
             }
