@@ -287,7 +287,11 @@ mod tests {
         assert_eq!(s.target, Some("l".into()));
         s.set_cap(None);
         s.steer(l.capped(s.cap).aim(s.target, plenty), at(2));
-        assert_eq!(s.target, Some("h".into()), "no hold after the cap's move down");
+        assert_eq!(
+            s.target,
+            Some("h".into()),
+            "no hold after the cap's move down"
+        );
         // Until the layers are measured, nothing is capped (the lowest flows first anyway).
         let unmeasured = layers(&[("h", 0), ("l", 150_000), ("m", 0)]);
         assert_eq!(unmeasured.capped(Some(0)).top_bps(), 150_000);
