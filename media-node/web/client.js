@@ -928,6 +928,7 @@
           totalAudioEnergy: s.totalAudioEnergy || 0,
           frameWidth: s.frameWidth || 0, framesPerSecond: s.framesPerSecond || 0, freezeCount: s.freezeCount || 0,
           nackCount: s.nackCount || 0, packetsLost: s.packetsLost || 0,
+          freezeSeconds: s.totalFreezesDuration || 0,
           from: tracks.get(s.trackIdentifier) || null,
         });
       }
