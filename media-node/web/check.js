@@ -7,7 +7,7 @@
 window.bedsideCheck = (() => {
   const t = window.bedsideI18n.t;
   // Long enough for ICE over a slow network; the node keeps a check's connection for 20 s.
-  const PATH_TIMEOUT_MS = 8000;
+  const PATH_TIMEOUT_MS = 10000;
 
   // One signaling connection; each `probe` gets the next message back, in order.
   function open() {
@@ -52,16 +52,20 @@ window.bedsideCheck = (() => {
     return url.replace(/^turns?:/, '').replace(/:\d+(\?.*)?$/, '');
   }
 
-  // True once ICE connects over this connection's path, false after the timeout.
+  // True once ICE connects over this connection's path, false after the timeout. Watched from
+  // before the answer is applied: on a busy machine ICE can connect before that promise settles.
   function connects(pc) {
     return new Promise((resolve) => {
-      const done = (ok) => { clearTimeout(timer); pc.oniceconnectionstatechange = null; resolve(ok); };
-      const timer = setTimeout(() => done(false), PATH_TIMEOUT_MS);
-      pc.oniceconnectionstatechange = () => {
+      let timer = null;
+      const done = (ok) => { clearTimeout(timer); pc.removeEventListener('iceconnectionstatechange', look); resolve(ok); };
+      const look = () => {
         const s = pc.iceConnectionState;
         if (s === 'connected' || s === 'completed') done(true);
-        if (s === 'failed') done(false);
+        else if (s === 'failed' || s === 'closed') done(false);
       };
+      pc.addEventListener('iceconnectionstatechange', look);
+      timer = setTimeout(() => done(false), PATH_TIMEOUT_MS);
+      look();
     });
   }
 
@@ -77,8 +81,9 @@ window.bedsideCheck = (() => {
       const answer = await signal.ask({ v: 1, type: 'probe', room: link.room, token: link.token, sdp: pc.localDescription.sdp });
       if (answer.type !== 'probe-answer') return { refused: answer };
       const sdp = relay ? answer.sdp : keepOnly(answer.sdp, protocol);
+      const connected = connects(pc);
       await pc.setRemoteDescription({ type: 'answer', sdp });
-      return { answer, ok: await connects(pc) };
+      return { answer, ok: await connected };
     } finally {
       setTimeout(() => pc.close(), 0);
     }
