@@ -62,20 +62,25 @@ fn address_of(
             Ok(host_port(host, port))
         }
         MediaServiceType::LoadBalancer => {
-            let ingress = service
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .and_then(|i| i.first());
-            let host = ingress
-                .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()))
-                .ok_or_else(|| {
-                    format!("waiting for the load balancer to give Service {pod} an address")
-                })?;
+            let host = load_balancer_address(service).ok_or_else(|| {
+                format!("waiting for the load balancer to give Service {pod} an address")
+            })?;
             Ok(host_port(&host, MEDIA_PORT))
         }
     }
+}
+
+/// The address a Service's load balancer gave it (its IP, else its hostname), once it has one.
+pub fn load_balancer_address(service: &Service) -> Option<String> {
+    let ingress = service
+        .status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?;
+    ingress.ip.clone().or_else(|| ingress.hostname.clone())
 }
 
 /// Whether `port` is the media port for `protocol` ("UDP", or "TCP" for ICE-TCP).

@@ -59,3 +59,42 @@ pub(super) fn one_file_config_map(
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {file: text}}),
     )
 }
+
+/// Pod Security `restricted`, for the pod: non-root as the images' user 65532, seccomp.
+pub(super) fn restricted_pod_security() -> Value {
+    json!({
+        "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}
+
+/// Pod Security `restricted`, for a container: no privilege, a read-only root, no capability.
+pub(super) fn restricted_container_security() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "runAsNonRoot": true,
+        "privileged": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}
+
+/// A container's `resources` from the tenant's CPU and memory (empty when it names none).
+pub(super) fn container_resources(
+    resources: Option<&bedside_crds::tenant::ComputeResources>,
+) -> Value {
+    resources
+        .map(|r| json!({"requests": r.requests, "limits": r.limits}))
+        .unwrap_or_else(|| json!({}))
+}
+
+/// The Secret holding the tenant's certificate: its own, or the one cert-manager issues.
+pub(super) fn tls_secret_name(tenant: &HealthcareTenant) -> String {
+    tenant
+        .spec
+        .tls
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| crate::names::ChildNames::of(tenant).certificate_secret)
+}

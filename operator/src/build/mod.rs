@@ -11,8 +11,8 @@ pub mod storage;
 
 pub use access::{MediaAccess, media_access};
 pub use addresses::{
-    MediaAddresses, addresses_config_map, has_tcp_media_port, media_addresses, tcp_node_port_pin,
-    without_tcp_media_port,
+    MediaAddresses, addresses_config_map, has_tcp_media_port, load_balancer_address,
+    media_addresses, tcp_node_port_pin, without_tcp_media_port,
 };
 #[cfg(test)]
 pub(crate) use objects::tests::tenant as objects_tests_tenant;

@@ -15,7 +15,10 @@ use super::config::{
     JOIN_TOKEN_KEY, KEYS_DIR, RELAY_SECRET_DIR, RELAY_SECRET_KEY, SINKS_DIR, TLS_DIR, config_hash,
     node_config,
 };
-use super::meta::{metadata, one_file_config_map, one_key_secret, typed};
+use super::meta::{
+    container_resources, metadata, one_file_config_map, one_key_secret,
+    restricted_container_security, restricted_pod_security, tls_secret_name, typed,
+};
 use super::storage::{self, AUDIT_VOLUME};
 use super::{BuildError, BuildInputs, Desired};
 use crate::names::{
@@ -80,11 +83,7 @@ fn stateful_set(
     replicas: i32,
 ) -> Result<k8s_openapi::api::apps::v1::StatefulSet, BuildError> {
     let spec = &tenant.spec;
-    let tls_secret = spec
-        .tls
-        .secret_name
-        .clone()
-        .unwrap_or_else(|| names.certificate_secret.clone());
+    let tls_secret = tls_secret_name(tenant);
 
     let mut volumes = vec![
         json!({"name": "config", "configMap": {"name": names.config}}),
@@ -127,12 +126,7 @@ fn stateful_set(
         );
     }
 
-    let resources = spec
-        .media_nodes
-        .resources
-        .as_ref()
-        .map(|r| json!({"requests": r.requests, "limits": r.limits}))
-        .unwrap_or_else(|| json!({}));
+    let resources = container_resources(spec.media_nodes.resources.as_ref());
     let image = spec.media_nodes.image.clone().unwrap_or_else(default_image);
     let probe = |path: &str, period: i32| json!({"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3});
 
@@ -161,10 +155,7 @@ fn stateful_set(
                     // A stopping pod keeps its calls for the drain grace, then has
                     // half a minute to tell its clients and flush its audit trail.
                     "terminationGracePeriodSeconds": termination_grace(spec),
-                    "securityContext": {
-                        "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": restricted_pod_security(),
                     "topologySpreadConstraints": [{
                         "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
                         "whenUnsatisfiable": "ScheduleAnyway",
@@ -192,14 +183,7 @@ fn stateful_set(
                         "resources": resources,
                         "readinessProbe": probe("/readyz", 5),
                         "livenessProbe": probe("/healthz", 10),
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": true,
-                            "runAsNonRoot": true,
-                            "privileged": false,
-                            "capabilities": {"drop": ["ALL"]},
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        "securityContext": restricted_container_security(),
                         "volumeMounts": mounts,
                     }],
                     "volumes": volumes,

@@ -22,7 +22,10 @@ use serde_json::{Value, json};
 
 use super::BuildError;
 use super::config::{RELAY_SECRET_KEY, TLS_DIR, config_hash};
-use super::meta::{metadata, one_file_config_map, one_key_secret, typed};
+use super::meta::{
+    container_resources, metadata, one_file_config_map, one_key_secret,
+    restricted_container_security, restricted_pod_security, tls_secret_name, typed,
+};
 use crate::names::{
     CONFIG_HASH_ANNOTATION, ChildNames, MEDIA_PORT, RELAY_TLS_PORT, default_relay_image,
     selector_labels,
@@ -167,11 +170,7 @@ pub fn relay_objects(
         RELAY_CONFIG_FILE,
         conf,
     )?;
-    let resources = relay
-        .resources
-        .as_ref()
-        .map(|r| json!({"requests": r.requests, "limits": r.limits}))
-        .unwrap_or_else(|| json!({}));
+    let resources = container_resources(relay.resources.as_ref());
     let image = relay.image.clone().unwrap_or_else(default_relay_image);
     Ok(Some(RelayObjects {
         config_map,
@@ -203,12 +202,7 @@ fn deployment(
     (image, resources, replicas): (&str, Value, i32),
     hash: &str,
 ) -> Result<Deployment, BuildError> {
-    let tls_secret = tenant
-        .spec
-        .tls
-        .secret_name
-        .clone()
-        .unwrap_or_else(|| names.certificate_secret.clone());
+    let tls_secret = tls_secret_name(tenant);
     let mut pod_labels = relay_selector(tenant);
     pod_labels["app.kubernetes.io/part-of"] = "bedside".into();
     let probe = |period: i32| json!({"tcpSocket": {"port": "turns"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3});
@@ -228,10 +222,7 @@ fn deployment(
                     "spec": {
                         "automountServiceAccountToken": false,
                         "enableServiceLinks": false,
-                        "securityContext": {
-                            "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        "securityContext": restricted_pod_security(),
                         "containers": [{
                             "name": "relay",
                             "image": image,
@@ -242,14 +233,7 @@ fn deployment(
                             "resources": resources,
                             "readinessProbe": probe(5),
                             "livenessProbe": probe(10),
-                            "securityContext": {
-                                "allowPrivilegeEscalation": false,
-                                "readOnlyRootFilesystem": true,
-                                "runAsNonRoot": true,
-                                "privileged": false,
-                                "capabilities": {"drop": ["ALL"]},
-                                "seccompProfile": {"type": "RuntimeDefault"},
-                            },
+                            "securityContext": restricted_container_security(),
                             "volumeMounts": [
                                 {"name": "config", "mountPath": RELAY_CONFIG_DIR, "readOnly": true},
                                 {"name": "tls", "mountPath": TLS_DIR, "readOnly": true},

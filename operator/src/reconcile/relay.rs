@@ -46,7 +46,7 @@ pub(super) async fn apply(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let deployment = server_side_apply(&deployments, &objects.deployment, "Deployment").await?;
     observed.relay = Some(RelayState {
-        address: load_balancer_address(&service),
+        address: build::load_balancer_address(&service),
         ready_pods: deployment
             .status
             .and_then(|s| s.ready_replicas)
@@ -95,18 +95,6 @@ async fn media_peers(
         .items;
     let addresses = build::media_addresses(tenant, replicas, &media);
     Ok(relay::relay_peers(&addresses.by_pod))
-}
-
-fn load_balancer_address(service: &Service) -> Option<String> {
-    let ingress = service
-        .status
-        .as_ref()?
-        .load_balancer
-        .as_ref()?
-        .ingress
-        .as_ref()?
-        .first()?;
-    ingress.ip.clone().or_else(|| ingress.hostname.clone())
 }
 
 /// The relay of a tenant whose spec no longer asks for one.
