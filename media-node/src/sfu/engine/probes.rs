@@ -84,15 +84,14 @@ impl Probes {
         Ok(answer.to_sdp_string())
     }
 
-    /// A packet no participant took: a check's, if one accepts it. True when one did.
-    pub(super) fn receive(&mut self, input: Input, outbox: &mut impl Extend<Transmit>) -> bool {
+    /// A packet no participant took: a check's, if one accepts it; else nobody's.
+    pub(super) fn receive(&mut self, input: Input, outbox: &mut impl Extend<Transmit>) {
         let Some(probe) = self.open.iter_mut().find(|p| p.rtc.accepts(&input)) else {
-            return false;
+            return;
         };
         if probe.rtc.handle_input(input).is_ok() {
             drive(probe, outbox);
         }
-        true
     }
 
     /// Timers due by `now`; checks past their lifetime or dead are dropped.
