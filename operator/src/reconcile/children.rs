@@ -422,9 +422,9 @@ async fn apply_service(
     }
 }
 
-/// The tenant's key Secret and its visits API credentials: each created once; an existing
-/// Secret is never touched (the platform team rotates API credentials in it). True when the
-/// keys were created now (the tenant was provisioned).
+/// The tenant's key Secret, its visits API credentials and its relay's secret: each created
+/// once; an existing Secret is never touched (the platform team rotates API credentials in
+/// it). True when the keys were created now (the tenant was provisioned).
 async fn ensure_keys(
     tenant: &HealthcareTenant,
     ctx: &Context,
@@ -443,11 +443,21 @@ async fn ensure_keys(
     if !created {
         keys_are_the_tenants(tenant, ctx, namespace, &names.keys).await?;
     }
+    let hex = |len: usize| -> Result<String, Error> {
+        Ok(random(len)?.iter().map(|b| format!("{b:02x}")).collect())
+    };
     create_once(ctx, namespace, &names.api_credentials, || {
-        let credential: String = random(32)?.iter().map(|b| format!("{b:02x}")).collect();
-        Ok(build::api_secret(tenant, credential)?)
+        Ok(build::api_secret(tenant, hex(32)?)?)
     })
     .await?;
+    // The secret the tenant's TURN relay shares with the media nodes, before the pods that
+    // mount it.
+    if tenant.spec.relay.is_some() {
+        create_once(ctx, namespace, &names.relay_secret, || {
+            Ok(build::relay::relay_secret(tenant, hex(32)?)?)
+        })
+        .await?;
+    }
     Ok(created)
 }
 
@@ -525,7 +535,7 @@ fn keys_owner(meta: &ObjectMeta, uid: &str) -> KeysOwner {
 }
 
 /// Creates Secret `name` from `make` unless it exists; true when this call created it.
-pub(super) async fn create_once(
+async fn create_once(
     ctx: &Context,
     namespace: &str,
     name: &str,

@@ -473,9 +473,6 @@ async fn apply(
     observed: &mut Observed,
 ) -> Result<children::Children, Error> {
     let media_allowed = observed.baa.is_active();
-    relay::ensure_secret(tenant, ctx, namespace)
-        .await
-        .map_err(Error::at(Step::Relay))?;
     let applied = children::reconcile(
         tenant,
         ctx,

@@ -1,8 +1,8 @@
-//! The tenant's TURN relay: its shared secret (created once), then its NetworkPolicy, config,
-//! Service and pods, forwarding only to the media pods' load balancer addresses as they are
-//! now. A tenant without `spec.relay` costs nothing here, unless its spec just changed: then a
-//! relay it had is removed (its Secret stays until the tenant goes; it protects nothing once
-//! no relay runs).
+//! The tenant's TURN relay: its NetworkPolicy, config, Service and pods, forwarding only to
+//! the media pods' load balancer addresses as they are now (its shared secret is created once
+//! with the tenant's keys, `children::ensure_keys`). A tenant without `spec.relay` costs
+//! nothing here, unless its spec just changed: then a relay it had is removed (its Secret stays
+//! until the tenant goes; it protects nothing once no relay runs).
 
 use bedside_crds::HealthcareTenant;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -13,7 +13,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::status::{Observed, RelayState};
-use super::{Context, Error, children, kube_err, server_side_apply};
+use super::{Context, Error, kube_err, server_side_apply};
 use crate::build::{self, relay};
 use crate::names::{ChildNames, SERVICE_ROLE_LABEL, TENANT_LABEL};
 
@@ -52,27 +52,6 @@ pub(super) async fn apply(
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0),
     });
-    Ok(())
-}
-
-/// The secret the relay shares with the media nodes, created once, before the media pods
-/// that mount it.
-pub(super) async fn ensure_secret(
-    tenant: &HealthcareTenant,
-    ctx: &Context,
-    namespace: &str,
-) -> Result<(), Error> {
-    if tenant.spec.relay.is_none() {
-        return Ok(());
-    }
-    children::create_once(ctx, namespace, &ChildNames::of(tenant).relay_secret, || {
-        let mut secret = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut secret)
-            .map_err(|_| Error::Setup("no system randomness".into()))?;
-        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-        Ok(relay::relay_secret(tenant, hex)?)
-    })
-    .await?;
     Ok(())
 }
 
