@@ -60,6 +60,7 @@ pub fn line_hash(line: &str) -> String {
 }
 
 /// The sealing key.
+#[derive(Clone)]
 pub struct AuditKey(hmac::Key);
 
 impl std::fmt::Debug for AuditKey {
@@ -118,6 +119,16 @@ impl Chain {
                 prev: GENESIS.to_string(),
             },
         }
+    }
+
+    /// The last record sealed: its seq and the hash of its line (none before the first).
+    pub fn head(&self) -> Option<(u64, String)> {
+        (self.next_seq > 1).then(|| (self.next_seq - 1, self.prev.clone()))
+    }
+
+    /// The key records are sealed with, to check records read back.
+    pub fn key(&self) -> &AuditKey {
+        &self.key
     }
 
     /// Seals `event` at `time` and returns the record and its line (no trailing newline).

@@ -6,6 +6,7 @@ pub mod chain;
 #[cfg(feature = "delivery")]
 pub mod delivery;
 pub mod event;
+pub mod evidence;
 pub mod verify;
 
 pub use chain::{AuditKey, Chain, ChainError, Record};

@@ -74,6 +74,30 @@ impl Verified {
     }
 }
 
+/// Checks records read back from where a node keeps them (its buffers, its tail file): they
+/// verify as a chain, and the one with the head's seq is the record the node sealed last
+/// (`head`: its seq and line hash). Returns how many records were checked, or what is broken.
+pub fn check_against_head(
+    lines: &[String],
+    key: &AuditKey,
+    head: Option<&(u64, String)>,
+) -> Result<usize, String> {
+    let verified = verify(lines.iter().map(String::as_str), key).map_err(|b| b.to_string())?;
+    if let Some((seq, hash)) = head {
+        let at_head = lines.iter().find(|line| {
+            serde_json::from_str::<Record>(line).is_ok_and(|record| record.seq == *seq)
+        });
+        if let Some(line) = at_head
+            && line_hash(line.trim_end()) != *hash
+        {
+            return Err(format!(
+                "seq {seq}, the chain's head, differs from the record the node sealed: it was altered after sealing"
+            ));
+        }
+    }
+    Ok(verified.records())
+}
+
 /// One parsed line: its number in the stream, the record and the line's text.
 type Entry<'a> = (usize, Record, &'a str);
 

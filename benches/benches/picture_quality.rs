@@ -26,6 +26,13 @@ use fantoccini::Client;
 use serde_json::Value;
 
 const CALLS: usize = 10;
+/// `PICTURE_QUALITY_CALLS=n`: fewer calls (and shaped calls) for a quick look.
+fn how_many(default: usize) -> usize {
+    std::env::var("PICTURE_QUALITY_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .map_or(default, |n: usize| n.clamp(1, default))
+}
 const TOP_WIDTH: u64 = 1280;
 const HOLD: Duration = Duration::from_secs(30);
 const SHAPED_CALLS: usize = 5;
@@ -66,10 +73,37 @@ async fn join(page: &Client, node: &TestNode, room: &str, user: &str) {
         .await;
 }
 
+/// What a page's encoder does: whether it sends its top layer (at 1280 px, frames going up
+/// since `before`), and why its browser limits it if so (`bandwidth`, `cpu`, `none`).
+async fn encoding(page: &Client, before: u64) -> (bool, u64, String) {
+    let stats = browser::stats(page).await;
+    let top = stats["outbound"].as_array().and_then(|layers| {
+        layers
+            .iter()
+            .filter(|l| l["frameWidth"].as_u64().unwrap_or(0) >= TOP_WIDTH)
+            .find_map(|l| l["framesEncoded"].as_u64())
+    });
+    let reason = stats["outbound"]
+        .as_array()
+        .and_then(|layers| layers.first())
+        .and_then(|l| l["qualityLimitationReason"].as_str())
+        .unwrap_or("not sending yet")
+        .to_string();
+    match top {
+        Some(frames) => (frames > before && before > 0, frames, reason),
+        None => (false, 0, reason),
+    }
+}
+
 /// What one call measured for one side.
 #[derive(Default, Clone)]
 struct Side {
     to_top: Option<Duration>,
+    /// When the other side's encoder first sent its top layer: `to_top` minus this is the
+    /// node's part of the wait; this, the publisher's (its estimate or its CPU).
+    sent_top: Option<Duration>,
+    /// Why the other side's browser limited its encoder while it did not send the top layer.
+    limited_by: Vec<String>,
     changes: u32,
     freezes: u64,
     fps: Vec<f64>,
@@ -81,10 +115,22 @@ async fn join_and_reach_top(node: &TestNode, pages: [&Client; 2], room: &str) ->
     let pressed = Instant::now();
     join(pages[1], node, room, "u-patient").await;
     let mut sides = [Side::default(), Side::default()];
-    while sides.iter().any(|s| s.to_top.is_none()) && pressed.elapsed() < Duration::from_secs(30) {
-        for (side, page) in sides.iter_mut().zip(pages) {
+    let mut encoded = [0u64; 2];
+    let waiting = |s: &Side| s.to_top.is_none() || s.sent_top.is_none();
+    while sides.iter().any(waiting) && pressed.elapsed() < Duration::from_secs(30) {
+        for (i, page) in pages.iter().enumerate() {
+            let side = &mut sides[i];
             if side.to_top.is_none() && decoded(page).await.is_some_and(|(w, ..)| w >= TOP_WIDTH) {
                 side.to_top = Some(pressed.elapsed());
+            }
+            if side.sent_top.is_none() {
+                let (sending, frames, reason) = encoding(pages[1 - i], encoded[i]).await;
+                encoded[i] = frames;
+                if sending {
+                    side.sent_top = Some(pressed.elapsed());
+                } else {
+                    side.limited_by.push(reason);
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -223,6 +269,19 @@ fn shaped_table(calls: &[[Shaped; 2]]) -> Vec<Vec<String>> {
     rows
 }
 
+/// The reason given most often, with its share.
+fn most_common<'a>(reasons: impl Iterator<Item = &'a String>) -> String {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for reason in reasons {
+        *counts.entry(reason.as_str()).or_default() += 1;
+    }
+    let total: usize = counts.values().sum();
+    counts.into_iter().max_by_key(|(_, n)| *n).map_or_else(
+        || "-".into(),
+        |(r, n)| format!("{r} ({}%)", n * 100 / total),
+    )
+}
+
 fn markdown(rows: &[Vec<String>]) -> String {
     let mut table = format!(
         "| {} |\n|{}\n",
@@ -262,15 +321,19 @@ fn main() {
         let pages = [&clinician, &patient];
         let _ = one_call(&node, pages, "warm-up").await;
         let mut calls = Vec::new();
-        for call in 0..CALLS {
+        let n = how_many(CALLS);
+        for call in 0..n {
             calls.push(one_call(&node, pages, &format!("picture-{call}")).await);
         }
-        let minutes = HOLD.as_secs_f64() / 60.0 * CALLS as f64;
+        let minutes = HOLD.as_secs_f64() / 60.0 * n as f64;
+        let calls_made = calls;
         let mut rows = vec![vec![
             "side (receives)".to_string(),
             "to 1280 px p50".into(),
             "max".into(),
             "reached".into(),
+            "its publisher sends 1280 px p50".into(),
+            "publisher limited by".into(),
             "layer changes / min".into(),
             "freezes / min".into(),
             "fps (mean)".into(),
@@ -279,7 +342,9 @@ fn main() {
             .iter()
             .enumerate()
         {
+            let calls = &calls_made;
             let mut tops: Vec<Duration> = calls.iter().filter_map(|c| c[i].to_top).collect();
+            let [sent50, ..] = spread(calls.iter().filter_map(|c| c[i].sent_top).collect(), n);
             tops.sort();
             let reached = tops.len();
             let show = |d: Option<&Duration>| {
@@ -294,7 +359,9 @@ fn main() {
                 who.to_string(),
                 show(tops.get(reached / 2)),
                 show(tops.last()),
-                format!("{reached}/{CALLS}"),
+                format!("{reached}/{n}"),
+                sent50,
+                most_common(calls.iter().flat_map(|c| c[i].limited_by.iter())),
                 format!("{:.2}", f64::from(changes) / minutes),
                 format!("{:.2}", freezes as f64 / minutes),
                 format!("{mean_fps:.1}"),
@@ -305,7 +372,7 @@ fn main() {
             &rows,
         );
         let mut shaped = Vec::new();
-        for call in 0..SHAPED_CALLS {
+        for call in 0..how_many(SHAPED_CALLS) {
             shaped.push(shaped_call(&node, pages, &format!("shaped-{call}")).await);
         }
         let shaped_rows = shaped_table(&shaped);

@@ -88,7 +88,7 @@ pub enum MediaEncryptionMode {
 }
 
 impl Switch {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Switch::Enabled => "Enabled",
             Switch::Disabled => "Disabled",
@@ -97,7 +97,7 @@ impl Switch {
 }
 
 impl Requirement {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Requirement::Required => "Required",
             Requirement::Optional => "Optional",
@@ -106,7 +106,7 @@ impl Requirement {
 }
 
 impl MediaEncryptionMode {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             MediaEncryptionMode::Required => "Required",
             MediaEncryptionMode::EndToEnd => "EndToEnd",

@@ -47,6 +47,8 @@ pub const BAA_REFERENCE_PATTERN: &str = r"^\S(.*\S)?$";
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the tenant's media nodes serve calls"),
     printcolumn(name = "BAA", type_ = "string", json_path = ".status.conditions[?(@.type==\"BAAActive\")].status", description = "Whether the Business Associate Agreement is in force today"),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.readyMediaNodes", description = "Media nodes ready to take calls"),
+    printcolumn(name = "Compliant", type_ = "string", json_path = ".status.conditions[?(@.type==\"Compliant\")].status", description = "Whether every software check of the HIPAA controls passes (the tenant's compliance Report)"),
+    printcolumn(name = "Failing", type_ = "integer", json_path = ".status.compliance.fail", description = "Compliance checks failing now"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = tenant_name_rule(),
     validation = tenant_name_is_a_label_rule(),
@@ -631,7 +633,8 @@ pub struct HealthcareTenantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Ready, BAAActive, SettingsLocked, CertificateReady and AuditSinksReady, merged by type.
+    /// Ready, BAAActive, SettingsLocked, CertificateReady, AuditSinksReady and Compliant,
+    /// merged by type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -647,6 +650,25 @@ pub struct HealthcareTenantStatus {
     /// The relay's load balancer address: where spec.relay.hostname must point (DNS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_address: Option<String>,
+
+    /// The live compliance evidence, summed up: how many checks pass, warn, fail, were not
+    /// checked, and how many items are for people to keep (the Report has each one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compliance: Option<ComplianceSummary>,
+}
+
+/// The counts of the tenant's compliance Report (openreports.io `Report`, when served).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComplianceSummary {
+    pub pass: u32,
+    pub warn: u32,
+    pub fail: u32,
+    pub not_checked: u32,
+    pub manual: u32,
+    /// The Report's name in the tenant's namespace (none where openreports.io is not served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
 }
 
 /// The condition types in `status.conditions`.
@@ -662,6 +684,8 @@ pub enum ConditionType {
     CertificateReady,
     /// The media nodes report every audit sink healthy.
     AuditSinksReady,
+    /// No software check of the HIPAA controls fails (the tenant's compliance Report).
+    Compliant,
 }
 
 impl ConditionType {
@@ -672,6 +696,7 @@ impl ConditionType {
             ConditionType::SettingsLocked => "SettingsLocked",
             ConditionType::CertificateReady => "CertificateReady",
             ConditionType::AuditSinksReady => "AuditSinksReady",
+            ConditionType::Compliant => "Compliant",
         }
     }
 }
@@ -720,7 +745,7 @@ mod tests {
     }
 
     #[test]
-    fn printer_columns_show_ready_baa_nodes_and_age() {
+    fn printer_columns_show_ready_baa_nodes_compliance_and_age() {
         let crd = HealthcareTenant::crd();
         let columns: Vec<&str> = crd.spec.versions[0]
             .additional_printer_columns
@@ -728,7 +753,10 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, ["Ready", "BAA", "Nodes", "Age"]);
+        assert_eq!(
+            columns,
+            ["Ready", "BAA", "Nodes", "Compliant", "Failing", "Age"]
+        );
     }
 
     #[test]

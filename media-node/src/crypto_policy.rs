@@ -39,6 +39,13 @@ impl SrtpPolicy {
         }
     }
 
+    /// The SRTP protection profiles a connection may complete with.
+    pub fn profiles(self) -> &'static [&'static str] {
+        match self {
+            SrtpPolicy::Aes256GcmOnly => &["AEAD_AES_256_GCM"],
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             SrtpPolicy::Aes256GcmOnly => "SRTP AEAD_AES_256_GCM",

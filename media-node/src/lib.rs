@@ -14,6 +14,8 @@
 //! - [`config`]: reading and checking the node's config file, and the dev default;
 //! - [`address`]: the pod's advertised media address, followed from the operator's ConfigMap;
 //! - [`health`]: liveness and readiness verdicts for the kubelet's probes;
+//! - [`evidence`]: what the node enforces and has seen (its audit chain checked at rest), for
+//!   the operator's compliance report;
 //! - [`placement`]: which pod holds which room, shared through Kubernetes Leases;
 //! - [`api`]: the visits API for scheduling systems (book, read, cancel);
 //! - [`node`]: config and key material in, a running node out;
@@ -24,6 +26,7 @@ pub mod api;
 pub mod config;
 pub mod crypto_policy;
 pub mod error;
+pub mod evidence;
 pub mod health;
 pub mod keys;
 pub mod limits;

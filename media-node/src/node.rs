@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::crypto_policy::SrtpPolicy;
 use crate::error::NodeError;
+use crate::evidence::EvidenceSource;
 use crate::limits::ClientGuards;
 use crate::placement::leases::{self, Placement};
 use crate::sfu::{self, Command, EngineSettings, EngineStats, SfuHandle};
@@ -166,6 +167,12 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         metrics: audit_metrics.clone(),
         policy: config.audit.when_buffer_full,
     };
+    let evidence = EvidenceSource::new(
+        config,
+        SrtpPolicy::Aes256GcmOnly,
+        registry.clone(),
+        audit.clone(),
+    );
     // process_cpu_seconds_total, process_resident_memory_bytes, open fds: node saturation.
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -245,8 +252,13 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         app,
         crate::signaling::accept::SocketGate::new(guards.sockets.clone(), stats.clone()),
     )?;
-    let (metrics, metrics_task) =
-        serve_metrics(config.network.metrics_listen, registry, health, probes).await?;
+    let (metrics, metrics_task) = serve_metrics(
+        config.network.metrics_listen,
+        registry,
+        (health, evidence),
+        probes,
+    )
+    .await?;
 
     tracing::info!(%signaling, %media, %metrics, node = %setup.node_name, tenant = %config.tenant.name, "media node up");
     Ok(RunningNode {
@@ -434,7 +446,7 @@ fn serve_signaling(
 async fn serve_metrics(
     listen: SocketAddr,
     registry: Registry,
-    health: AuditHealth,
+    (health, evidence): (AuditHealth, EvidenceSource),
     probes: Probes,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), NodeError> {
     let metrics_listener = tokio::net::TcpListener::bind(listen)
@@ -462,6 +474,14 @@ async fn serve_metrics(
             }),
         )
         .merge(probes.router())
+        // What the operator reads for the tenant's compliance report (and its sinks).
+        .route(
+            "/evidence",
+            get({
+                let health = health.clone();
+                move || evidence_answer(health.clone(), evidence.clone())
+            }),
+        )
         // What the operator reads for the tenant's AuditSinksReady condition.
         .route(
             "/audit/health",
@@ -561,6 +581,30 @@ impl Probes {
                     async move { probe_answer(verdict) }
                 }),
             )
+    }
+}
+
+/// `/evidence` as JSON: the check at rest reads the disk, off the runtime's threads.
+async fn evidence_answer(
+    health: AuditHealth,
+    evidence: EvidenceSource,
+) -> (
+    axum::http::StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    String,
+) {
+    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    match tokio::task::spawn_blocking(move || evidence.evidence(health.report())).await {
+        Ok(found) => (
+            axum::http::StatusCode::OK,
+            json,
+            serde_json::to_string(&found).unwrap_or_default(),
+        ),
+        Err(e) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            json,
+            serde_json::json!({ "error": e.to_string() }).to_string(),
+        ),
     }
 }
 

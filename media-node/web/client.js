@@ -914,7 +914,7 @@
     if (!pc) return null;
     const report = await pc.getStats();
     // candidates and pairs: what ICE tried, for a failing test or a support call to read.
-    const out = { inbound: [], transport: null, sending: {}, candidates: [], pairs: [] };
+    const out = { inbound: [], outbound: [], availableOutgoingBitrate: null, transport: null, sending: {}, candidates: [], pairs: [] };
     // Which devices the node gets my media from right now.
     for (const [name, sender] of [['camera', cameraSender], ['microphone', micSender]]) {
       if (sender && sender.track) out.sending[name] = sender.track.getSettings().deviceId || null;
@@ -931,6 +931,18 @@
           freezeSeconds: s.totalFreezesDuration || 0,
           from: tracks.get(s.trackIdentifier) || null,
         });
+      }
+      if (s.type === 'outbound-rtp' && s.kind === 'video') {
+        // What my encoder sends per simulcast layer, and why not more: `bandwidth` is my
+        // estimate of my uplink, `cpu` my machine (the node's choice is not in these).
+        out.outbound.push({
+          rid: s.rid || null, frameWidth: s.frameWidth || 0, framesEncoded: s.framesEncoded || 0,
+          targetBitrate: s.targetBitrate || 0, active: s.active !== false,
+          qualityLimitationReason: s.qualityLimitationReason || 'none',
+        });
+      }
+      if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate) {
+        out.availableOutgoingBitrate = s.availableOutgoingBitrate;
       }
       if (s.type === 'local-candidate' || s.type === 'remote-candidate') {
         const relay = s.relayProtocol ? `/${s.relayProtocol}` : '';

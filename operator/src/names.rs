@@ -74,6 +74,8 @@ pub struct ChildNames {
     pub relay_config: String,
     /// The secret the relay shares with the media nodes (per-join TURN credentials).
     pub relay_secret: String,
+    /// The live compliance evidence (an openreports.io Report).
+    pub compliance_report: String,
 }
 
 impl ChildNames {
@@ -95,6 +97,7 @@ impl ChildNames {
             relay: format!("{t}-relay"),
             relay_config: format!("{t}-relay-config"),
             relay_secret: format!("{t}-relay-secret"),
+            compliance_report: format!("{t}-hipaa"),
         }
     }
 

@@ -77,6 +77,8 @@ pub fn tenant_role() -> ClusterRole {
             rule(&["policy"], &["poddisruptionbudgets"], &owned),
             rule(&["cert-manager.io"], &["certificates"], &owned),
             rule(&["monitoring.coreos.com"], &["servicemonitors"], &owned),
+            // The tenants' compliance evidence, where openreports.io is served.
+            rule(&["openreports.io"], &["reports"], &owned),
             // It may grant the media pods' placement Role only what it holds itself (RBAC's
             // escalation check).
             rule(&["coordination.k8s.io"], &["leases"], &crate::build::access::LEASE_VERBS),

@@ -11,6 +11,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -119,8 +120,8 @@ pub async fn install_crd(cluster: &TestCluster) -> Result<(), HarnessError> {
     ))
 }
 
-/// Installs the real cert-manager and prometheus-operator CRDs from `BEDSIDE_THIRDPARTY_CRDS`
-/// (never committed here), minus the constructs a v1.20 server refuses: every
+/// Installs the real cert-manager, prometheus-operator and OpenReports CRDs from
+/// `BEDSIDE_THIRDPARTY_CRDS` (never committed here), minus the constructs a v1.20 server refuses: every
 /// `x-kubernetes-validations` and `selectableFields`, and every `default` that is null or "".
 /// Returns false, saying why, when the folder is not given; under `BEDSIDE_REQUIRE_TOOLS=1`
 /// (CI) a missing folder fails, so the (e)(1) certificate proof cannot skip unseen.
@@ -142,15 +143,22 @@ pub async fn install_thirdparty_crds(cluster: &TestCluster) -> Result<bool, Harn
         "cert-manager.io_certificates.yaml",
         "monitoring.coreos.com_servicemonitors.yaml",
         "monitoring.coreos.com_prometheusrules.yaml",
+        "openreports.io_reports.yaml",
     ] {
         let path = std::path::Path::new(&dir).join(file);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| setup(format!("{}: {e}", path.display())))?;
-        let mut value: Value = serde_yaml::from_str(&text).map_err(setup)?;
-        strip_for_v1_20(&mut value);
-        let crd: CustomResourceDefinition = serde_json::from_value(value).map_err(setup)?;
-        names.push(crd.metadata.name.clone().unwrap_or_default());
-        create_or_keep(&crds, &crd).await?;
+        // A file may hold several CRDs (OpenReports: Report and ClusterReport).
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let mut value = Value::deserialize(document).map_err(setup)?;
+            if value.is_null() {
+                continue;
+            }
+            strip_for_v1_20(&mut value);
+            let crd: CustomResourceDefinition = serde_json::from_value(value).map_err(setup)?;
+            names.push(crd.metadata.name.clone().unwrap_or_default());
+            create_or_keep(&crds, &crd).await?;
+        }
     }
     for name in names {
         eventually(

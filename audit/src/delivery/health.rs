@@ -6,7 +6,6 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
 #[derive(Debug, Clone)]
@@ -21,46 +20,7 @@ pub struct AuditMetrics {
     refusing_joins: IntGauge,
 }
 
-/// The node's `/audit/health` answer: what the node serves and the operator reads, one type.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditHealthReport {
-    pub sinks: Vec<SinkReport>,
-    /// Some sink's buffer is past its size.
-    #[serde(default)]
-    pub buffer_full: bool,
-    /// Joins are refused until the sinks catch up.
-    #[serde(default)]
-    pub refusing_joins: bool,
-    #[serde(default)]
-    pub when_buffer_full: crate::event::BufferFullPolicy,
-}
-
-/// Whether a sink takes deliveries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SinkState {
-    /// Nothing delivered or failed yet.
-    Unknown,
-    Up,
-    Down,
-}
-
-/// One sink, as the node's `/audit/health` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SinkReport {
-    pub sink: usize,
-    /// `syslog` or `webhook`.
-    #[serde(rename = "type")]
-    pub kind: Cow<'static, str>,
-    pub state: SinkState,
-    /// The last failure's reason while down.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<Cow<'static, str>>,
-    #[serde(default)]
-    pub buffered_bytes: u64,
-}
+pub use crate::evidence::{AuditHealthReport, SinkReport, SinkState};
 
 /// A sink going down or coming back: an audit event of its own (sink failure / recovery).
 #[derive(Debug, Clone, PartialEq, Eq)]

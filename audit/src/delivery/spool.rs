@@ -174,6 +174,34 @@ impl Spool {
         Ok(true)
     }
 
+    /// The buffer's file name, to name it in a report.
+    pub fn file_name(&self) -> String {
+        self.records
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The complete records in the buffer's last `window` bytes, delivered or not (the first,
+    /// cut by the window, left out).
+    pub fn tail_lines(&self, window: u64) -> std::io::Result<Vec<String>> {
+        let mut file = File::open(&self.records)?;
+        let len = file.metadata()?.len();
+        let from = len.saturating_sub(window);
+        file.seek(SeekFrom::Start(from))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text)?;
+        let Some(end) = text.rfind('\n') else {
+            return Ok(Vec::new());
+        };
+        let mut lines: Vec<String> = text[..end].split('\n').map(str::to_string).collect();
+        if from > 0 {
+            lines.remove(0);
+        }
+        lines.retain(|l| !l.is_empty());
+        Ok(lines)
+    }
+
     /// The last complete record in the buffer, delivered or not.
     pub fn last_line(&self) -> std::io::Result<Option<String>> {
         let mut file = File::open(&self.records)?;

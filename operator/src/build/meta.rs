@@ -17,7 +17,7 @@ pub(super) fn typed<T: DeserializeOwned>(
     serde_json::from_value(value).map_err(|source| BuildError::Invalid { kind, source })
 }
 
-pub(super) fn metadata(tenant: &HealthcareTenant, name: &str) -> Result<Value, BuildError> {
+pub(crate) fn metadata(tenant: &HealthcareTenant, name: &str) -> Result<Value, BuildError> {
     let namespace = tenant.namespace().ok_or(BuildError::NoNamespace)?;
     Ok(json!({
         "name": name,

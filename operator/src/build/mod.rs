@@ -5,6 +5,7 @@ pub mod access;
 pub mod addresses;
 pub mod config;
 mod meta;
+pub(crate) use meta::metadata;
 mod objects;
 pub mod relay;
 pub mod storage;

@@ -92,6 +92,26 @@ fn applied_hash(desired: &build::Desired, pdb: &DynamicObject) -> String {
     build::config::config_hash(&text)
 }
 
+/// What the compliance evidence reads of the desired objects: a reconcile that returns has
+/// applied them (or confirmed them at the versions it applied).
+pub(super) fn built(desired: &Desired) -> status::Built {
+    let config = desired
+        .config_map
+        .data
+        .as_ref()
+        .and_then(|d| d.get(crate::names::CONFIG_FILE))
+        .and_then(|text| serde_yaml::from_str(text).ok());
+    status::Built {
+        config,
+        media_pod: desired
+            .media_nodes
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.clone()),
+        network_policy: true,
+    }
+}
+
 /// What reconciling the children leaves for the rest of the reconcile.
 pub(super) struct Children {
     /// Ready media pods, as the StatefulSet's status counts them.
@@ -125,6 +145,7 @@ pub(super) async fn reconcile(
         .as_ref()
         .and_then(|s| s.replicas)
         .unwrap_or(0);
+    observed.built = Some(built(&desired));
     let pdb = build::pod_disruption_budget(tenant, &ctx.pdb_resource)?;
     let desired_hash = applied_hash(&desired, &pdb);
     let (memo_key, record) = recall(ctx, tenant, namespace);

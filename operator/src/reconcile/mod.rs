@@ -4,9 +4,11 @@ mod access;
 mod addons;
 mod children;
 pub mod drift;
+pub mod evidence;
 mod media_set;
 mod observe;
 mod relay;
+mod report;
 pub mod sinks;
 pub mod status;
 pub mod watched;
@@ -220,7 +222,16 @@ pub struct Context {
     /// The resourceVersion of each tenant (by uid) whose status the operator last read or
     /// wrote: a tenant in hand at that version carries the current status.
     status_versions: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// openreports.io's Report, when its API is served: the tenants' compliance evidence.
+    pub reports: Option<ApiResource>,
+    /// What each tenant's Report (by uid) last said, and when it was written.
+    reports_written: std::sync::Mutex<std::collections::HashMap<String, (String, Instant)>>,
+    /// The end of each tenant's certificate (by uid), and when it was read.
+    certificate_ends: std::sync::Mutex<std::collections::HashMap<String, CertificateEnd>>,
 }
+
+/// When a certificate's end date was read, and what was read (none: no Secret yet).
+type CertificateEnd = (Instant, Option<Result<Timestamp, String>>);
 
 impl Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -248,8 +259,19 @@ impl Context {
                     "ServiceMonitor",
                 ))
             });
-        tracing::info!(pdb = %pdb_resource.api_version, cert_manager, service_monitors = service_monitors.is_some(), "discovered the cluster's APIs");
+        let reports = serves(&client, "openreports.io/v1alpha1", "reports")
+            .await
+            .then(|| {
+                ApiResource::from_gvk_with_plural(
+                    &kube::core::GroupVersionKind::gvk("openreports.io", "v1alpha1", "Report"),
+                    "reports",
+                )
+            });
+        tracing::info!(pdb = %pdb_resource.api_version, cert_manager, service_monitors = service_monitors.is_some(), compliance_reports = reports.is_some(), "discovered the cluster's APIs");
         Ok(Self {
+            reports,
+            reports_written: Default::default(),
+            certificate_ends: Default::default(),
             applied: Default::default(),
             watched: Default::default(),
             status_versions: Default::default(),
@@ -557,6 +579,7 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
     observe::health(tenant, ctx, &namespace, &mut observed)
         .await
         .map_err(Error::at(Step::Health))?;
+    compliance(tenant, ctx, &namespace, &mut observed).await;
     write_status(tenant, ctx, &observed, &previous, &namespace)
         .await
         .map_err(Error::at(Step::Status))?;
@@ -586,6 +609,47 @@ async fn provision(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, E
         &observed,
         resync,
     )))
+}
+
+/// Evaluates the controls and writes the tenant's Report. A Report that cannot be written is
+/// a warning Event, not a failed reconcile: media does not wait on its evidence.
+async fn compliance(
+    tenant: &HealthcareTenant,
+    ctx: &Context,
+    namespace: &str,
+    observed: &mut Observed,
+) {
+    let names = crate::names::ChildNames::of(tenant);
+    let objects = evidence::Objects {
+        tenant: tenant.name_any(),
+        tls_secret: tenant
+            .spec
+            .tls
+            .secret_name
+            .clone()
+            .unwrap_or(names.certificate_secret),
+        config_map: names.config,
+        media_nodes: names.media_nodes,
+        network_policy: names.network_policy,
+    };
+    let findings = evidence::evaluate(&evidence::Facts::of(observed, &objects, Timestamp::now()));
+    observed.compliance_report = match report::apply(tenant, ctx, namespace, &findings).await {
+        Ok(name) => name,
+        Err(e) => {
+            tracing::warn!(tenant = %tenant.name_any(), error = %e, "compliance report not written");
+            let note = format!("the compliance Report was not written: {e}");
+            publish(
+                ctx,
+                tenant,
+                EventType::Warning,
+                "ComplianceReportFailed",
+                note,
+            )
+            .await;
+            None
+        }
+    };
+    observed.compliance = Some(findings);
 }
 
 /// Soon enough for the BAA's next change of state and, while anyone reports on audit sinks,
@@ -643,6 +707,17 @@ async fn write_status(
         ready_media_nodes: Some(observed.ready_media_nodes),
         endpoint: observed.endpoint.clone(),
         relay_address: observed.relay.as_ref().and_then(|r| r.address.clone()),
+        compliance: observed.compliance.as_deref().map(|findings| {
+            let s = evidence::summarize(findings);
+            bedside_crds::tenant::ComplianceSummary {
+                pass: s.pass,
+                warn: s.warn,
+                fail: s.fail,
+                not_checked: s.not_checked,
+                manual: s.manual,
+                report: observed.compliance_report.clone(),
+            }
+        }),
     };
     // An unchanged status is not written again: no write, no watch event, no churn.
     if &status != previous_status {

@@ -13,7 +13,7 @@ use super::{Context, Error, audit, kube_err, sinks};
 use crate::audit::Happening;
 use crate::baa;
 use crate::build::BuildError;
-use crate::names::selector_labels;
+use crate::names::{ChildNames, selector_labels};
 
 /// Where a reconcile starts from.
 pub(super) struct Start {
@@ -61,6 +61,11 @@ pub(super) async fn start(
         sinks: Vec::new(),
         not_permitted: None,
         relay: None,
+        nodes: Vec::new(),
+        certificate_expiry: None,
+        built: None,
+        compliance: None,
+        compliance_report: None,
     };
     let spec_changed = previous.observed_generation.is_some()
         && previous.observed_generation != tenant.metadata.generation;
@@ -89,6 +94,25 @@ pub(super) async fn start(
     })
 }
 
+/// How long a cert-manager certificate's end date is taken as read.
+const CERTIFICATE_READ_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// When the certificate in a `kubernetes.io/tls` Secret (its first, in `tls.crt`) ends.
+pub(super) fn certificate_end(secret: &Secret) -> Result<Timestamp, String> {
+    let pem = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("tls.crt"))
+        .ok_or("it has no tls.crt")?;
+    let (_, block) = x509_parser::pem::parse_x509_pem(&pem.0)
+        .map_err(|e| format!("tls.crt is not a PEM certificate: {e}"))?;
+    let certificate = block
+        .parse_x509()
+        .map_err(|e| format!("tls.crt is not an X.509 certificate: {e}"))?;
+    Timestamp::from_second(certificate.validity().not_after.timestamp())
+        .map_err(|e| format!("its end date is out of range: {e}"))
+}
+
 /// The TLS Secret the tenant names, and what every media node
 /// (and the operator's own delivery) reports of the tenant's audit sinks.
 pub(super) async fn health(
@@ -97,23 +121,44 @@ pub(super) async fn health(
     namespace: &str,
     observed: &mut Observed,
 ) -> Result<(), Error> {
-    if let Some(name) = &tenant.spec.tls.secret_name {
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-        let exists = secrets
-            .get_opt(name)
-            .await
-            .map_err(kube_err(format!("reading the TLS Secret {name}")))?
-            .is_some();
-        observed.certificate = CertificateState::TenantSecret {
-            name: name.clone(),
-            exists,
-        };
-    }
+    let uid = tenant.uid().unwrap_or_default();
+    let remembered = ctx.certificate_ends.lock().ok().and_then(|ends| {
+        let (read_at, end) = ends.get(&uid)?;
+        (read_at.elapsed() < CERTIFICATE_READ_EVERY).then(|| end.clone())
+    });
+    // The tenant's own Secret is read every time (CertificateReady says whether it exists);
+    // cert-manager's, whose state the Certificate reports, only for its end date, now and then.
+    let end = match (&tenant.spec.tls.secret_name, remembered) {
+        (None, Some(end)) => end,
+        (name, _) => {
+            let name = name
+                .clone()
+                .unwrap_or_else(|| ChildNames::of(tenant).certificate_secret);
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+            let secret = secrets
+                .get_opt(&name)
+                .await
+                .map_err(kube_err(format!("reading the TLS Secret {name}")))?;
+            if tenant.spec.tls.secret_name.is_some() {
+                observed.certificate = CertificateState::TenantSecret {
+                    name,
+                    exists: secret.is_some(),
+                };
+            }
+            let end = secret.as_ref().map(certificate_end);
+            if let Ok(mut ends) = ctx.certificate_ends.lock() {
+                ends.insert(uid, (std::time::Instant::now(), end.clone()));
+            }
+            end
+        }
+    };
+    observed.certificate_expiry = end;
     let selector: Vec<String> = selector_labels(tenant)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    observed.sinks = sinks::node_reports(&ctx.client, namespace, &selector.join(",")).await;
+    observed.nodes = sinks::node_reports(&ctx.client, namespace, &selector.join(",")).await;
+    observed.sinks = sinks::sink_reports(&observed.nodes);
     let own = ctx.audit.sink_reports(tenant);
     if !own.is_empty() {
         observed.sinks.push(status::SinkReport {

@@ -1,5 +1,6 @@
-//! Asks each media node of a tenant how its audit sinks are doing (`/audit/health` on the
-//! node's metrics port), for the AuditSinksReady condition.
+//! Asks each media node of a tenant for its evidence (`/evidence` on the node's metrics port):
+//! how its audit sinks are doing (the AuditSinksReady condition), and what it enforces and
+//! found of its own chain (the compliance report).
 
 use std::time::Duration;
 
@@ -11,13 +12,32 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
-use super::status::{AuditHealth, SinkReport};
+use bedside_audit::evidence::NodeEvidence;
+
+use super::evidence::NodeReport;
+use super::status::SinkReport;
 
 /// A node that does not answer within this is reported as not reporting.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One report per running media-node pod that has an address.
-pub async fn node_reports(client: &Client, namespace: &str, selector: &str) -> Vec<SinkReport> {
+/// What the nodes' evidence says of the audit sinks: one report per node.
+pub fn sink_reports(nodes: &[NodeReport]) -> Vec<SinkReport> {
+    nodes
+        .iter()
+        .map(|n| SinkReport {
+            reporter: n.pod.clone(),
+            health: n
+                .evidence
+                .as_ref()
+                .map(|e| e.audit.clone())
+                .map_err(Clone::clone),
+        })
+        .collect()
+}
+
+/// One report per running media-node pod that has an address; a failed list is one report
+/// saying why.
+pub async fn node_reports(client: &Client, namespace: &str, selector: &str) -> Vec<NodeReport> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     // From the API server's watch cache (resourceVersion 0), not etcd: every reconcile asks,
     // and a report a moment old is as good.
@@ -27,9 +47,9 @@ pub async fn node_reports(client: &Client, namespace: &str, selector: &str) -> V
     {
         Ok(list) => list,
         Err(e) => {
-            return vec![SinkReport {
-                reporter: "media nodes".into(),
-                health: Err(format!("cannot list the media-node pods: {e}")),
+            return vec![NodeReport {
+                pod: "media nodes".into(),
+                evidence: Err(format!("cannot list the media-node pods: {e}")),
             }];
         }
     };
@@ -54,19 +74,19 @@ pub async fn node_reports(client: &Client, namespace: &str, selector: &str) -> V
         } else {
             ip
         };
-        let uri = format!("http://{host}:{port}/audit/health");
-        let health = tokio::time::timeout(TIMEOUT, fetch(&http, &uri))
+        let uri = format!("http://{host}:{port}/evidence");
+        let evidence = tokio::time::timeout(TIMEOUT, fetch(&http, &uri))
             .await
             .unwrap_or_else(|_| Err("no answer within 2 s".into()));
-        reports.push(SinkReport {
-            reporter: pod.name_any(),
-            health,
+        reports.push(NodeReport {
+            pod: pod.name_any(),
+            evidence,
         });
     }
     reports
 }
 
-async fn fetch<C>(http: &HttpClient<C, Empty<Bytes>>, uri: &str) -> Result<AuditHealth, String>
+async fn fetch<C>(http: &HttpClient<C, Empty<Bytes>>, uri: &str) -> Result<NodeEvidence, String>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
@@ -81,5 +101,9 @@ where
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| format!("not an audit health report: {e}"))
+    serde_json::from_slice(&body).map_err(|e| {
+        format!(
+            "not a media node's evidence ({e}): run a bedside-media-node of this operator's release"
+        )
+    })
 }

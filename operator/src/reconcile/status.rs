@@ -43,6 +43,9 @@ pub enum Reason {
     /// RBAC does not let the operator write in the tenant's namespace.
     NotPermitted,
     RelayNotReady,
+    ControlsPassing,
+    ControlsFailing,
+    NotEvaluated,
 }
 
 impl Reason {
@@ -69,6 +72,9 @@ impl Reason {
             Reason::NotReady => "NotReady",
             Reason::NotPermitted => "NotPermitted",
             Reason::RelayNotReady => "RelayNotReady",
+            Reason::ControlsPassing => "ControlsPassing",
+            Reason::ControlsFailing => "ControlsFailing",
+            Reason::NotEvaluated => "NotEvaluated",
         }
     }
 }
@@ -110,6 +116,25 @@ pub struct Observed {
     pub not_permitted: Option<String>,
     /// The TURN relay, for a tenant with `spec.relay`.
     pub relay: Option<RelayState>,
+    /// What the media pods answered on `/evidence`.
+    pub nodes: Vec<super::evidence::NodeReport>,
+    /// The end of the certificate signaling serves, once its Secret exists.
+    pub certificate_expiry: Option<Result<jiff::Timestamp, String>>,
+    /// What the reconcile built, for the evidence: the node config, the media pods' spec,
+    /// whether the NetworkPolicy was applied.
+    pub built: Option<Built>,
+    /// The compliance findings, once evaluated.
+    pub compliance: Option<Vec<super::evidence::Finding>>,
+    /// The compliance Report's name, once written (none where openreports.io is not served).
+    pub compliance_report: Option<String>,
+}
+
+/// What a reconcile built and applied, as the evidence reads it.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub config: Option<bedside_crds::node_config::MediaNodeConfig>,
+    pub media_pod: Option<k8s_openapi::api::core::v1::PodSpec>,
+    pub network_policy: bool,
 }
 
 /// What the reconcile saw of the tenant's relay.
@@ -166,7 +191,7 @@ struct Verdict {
 }
 
 fn verdicts(o: &Observed) -> Vec<Verdict> {
-    let certificate = certificate_verdict(o);
+    let certificate = certificate_verdict(&o.certificate);
     [
         (
             ConditionType::Ready,
@@ -176,6 +201,7 @@ fn verdicts(o: &Observed) -> Vec<Verdict> {
         (ConditionType::SettingsLocked, locked_verdict(o)),
         (ConditionType::CertificateReady, certificate),
         (ConditionType::AuditSinksReady, sinks_verdict(&o.sinks)),
+        (ConditionType::Compliant, compliance_verdict(o)),
     ]
     .into_iter()
     .map(|(type_, (ok, reason, message))| Verdict {
@@ -290,9 +316,38 @@ fn locked_verdict(o: &Observed) -> (Option<bool>, Reason, String) {
     }
 }
 
+/// Compliant: no software check fails (warnings and manual items are in the report).
+fn compliance_verdict(o: &Observed) -> (Option<bool>, Reason, String) {
+    use super::evidence::{Outcome, summarize};
+    let Some(findings) = &o.compliance else {
+        return (
+            None,
+            Reason::NotEvaluated,
+            "the controls have not been evaluated yet".into(),
+        );
+    };
+    let s = summarize(findings);
+    let failing: Vec<String> = findings
+        .iter()
+        .filter(|f| f.outcome == Outcome::Fail)
+        .map(|f| format!("{} {}: {}", f.control, f.check, f.message))
+        .collect();
+    if failing.is_empty() {
+        let message = format!(
+            "{} checks pass, {} warn, {} not checked; {} manual item(s) for people to keep",
+            s.pass, s.warn, s.not_checked, s.manual
+        );
+        (Some(true), Reason::ControlsPassing, message)
+    } else {
+        (Some(false), Reason::ControlsFailing, failing.join("; "))
+    }
+}
+
 /// CertificateReady: the certificate signaling serves, from the tenant's Secret or cert-manager.
-fn certificate_verdict(o: &Observed) -> (Option<bool>, Reason, String) {
-    match &o.certificate {
+pub(super) fn certificate_verdict(
+    certificate: &CertificateState,
+) -> (Option<bool>, Reason, String) {
+    match certificate {
         CertificateState::TenantSecret { name, exists: true } => (Some(true), Reason::TenantSecretFound, format!("serving the certificate in Secret {name}")),
         CertificateState::TenantSecret { name, exists: false } => (Some(false), Reason::TenantSecretMissing, format!("Secret {name} (type kubernetes.io/tls) does not exist in the tenant's namespace; create it or use tls.issuerRef")),
         CertificateState::CertManagerMissing => (Some(false), Reason::CertManagerNotInstalled, "tls.issuerRef needs cert-manager, whose API (cert-manager.io/v1) this cluster does not serve; install cert-manager and restart the operator, or use tls.secretName".into()),
@@ -303,7 +358,7 @@ fn certificate_verdict(o: &Observed) -> (Option<bool>, Reason, String) {
 
 /// AuditSinksReady: every reporter delivers to every sink; otherwise which one does not, why,
 /// and how much waits. A node that refuses joins for a full buffer is named first.
-fn sinks_verdict(reports: &[SinkReport]) -> (Option<bool>, Reason, String) {
+pub(super) fn sinks_verdict(reports: &[SinkReport]) -> (Option<bool>, Reason, String) {
     let mut problems = Vec::new();
     let mut delivering = 0;
     let mut unreachable = Vec::new();
@@ -433,6 +488,11 @@ mod tests {
             sinks: vec![],
             not_permitted: None,
             relay: None,
+            nodes: Vec::new(),
+            certificate_expiry: None,
+            built: None,
+            compliance: None,
+            compliance_report: None,
         }
     }
 
@@ -527,10 +587,53 @@ mod tests {
     #[test]
     fn a_healthy_tenant_is_ready_with_every_condition_set() {
         let c = conditions(&observed(), &[], time("2026-11-23T10:00:00Z"));
-        assert_eq!(c.len(), 5);
+        assert_eq!(c.len(), 6);
         assert_eq!(get(&c, "Ready").status, "True");
         assert_eq!(get(&c, "Ready").observed_generation, Some(3));
         assert_eq!(get(&c, "AuditSinksReady").status, "Unknown");
+        assert_eq!(get(&c, "Compliant").status, "Unknown");
+    }
+
+    #[test]
+    fn compliant_is_false_naming_each_failing_check_and_true_with_warnings() {
+        use crate::reconcile::evidence::{Finding, Outcome, Severity};
+        let finding = |check, outcome| Finding {
+            control: "164.312(b)",
+            title: "Audit controls",
+            check,
+            outcome,
+            severity: Severity::Critical,
+            message: format!("{check} says why"),
+            objects: Vec::new(),
+        };
+        let mut o = observed();
+        o.compliance = Some(vec![
+            finding("sinks-delivering", Outcome::Fail),
+            finding("buffers-below-limit", Outcome::Warn),
+            finding("agreement-signed", Outcome::Manual),
+        ]);
+        let c = conditions(&o, &[], time("2026-11-23T10:00:00Z"));
+        let compliant = get(&c, "Compliant");
+        assert_eq!(
+            (compliant.status.as_str(), compliant.reason.as_str()),
+            ("False", "ControlsFailing")
+        );
+        assert_eq!(
+            compliant.message,
+            "164.312(b) sinks-delivering: sinks-delivering says why"
+        );
+        o.compliance = Some(vec![
+            finding("buffers-below-limit", Outcome::Warn),
+            finding("agreement-signed", Outcome::Manual),
+        ]);
+        let c = conditions(&o, &[], time("2026-11-23T10:00:00Z"));
+        let compliant = get(&c, "Compliant");
+        assert_eq!(compliant.status, "True");
+        assert!(
+            compliant.message.contains("1 warn") && compliant.message.contains("1 manual"),
+            "{}",
+            compliant.message
+        );
     }
 
     #[test]
