@@ -460,3 +460,49 @@ impl Drop for RunningOperator {
         }
     }
 }
+
+/// The Pod object of a media node this process runs, for a cluster without a kubelet: pod
+/// `<tenant>-media-0` of the tenant, Running at 127.0.0.1 with the node's metrics port, so the
+/// operator asks it for its evidence as it asks a real pod.
+pub async fn media_pod_object(
+    cluster: &TestCluster,
+    namespace: &str,
+    tenant: &str,
+    metrics_port: u16,
+) {
+    use k8s_openapi::api::core::v1::Pod;
+    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client(), namespace);
+    let _ = accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa"),
+        )
+        .await;
+    let name = format!("{tenant}-media-0");
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), namespace);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {
+            "app.kubernetes.io/name": "bedside-media-node",
+            "app.kubernetes.io/instance": tenant,
+            "bedside.health/tenant": tenant,
+        }},
+        "spec": {
+            "nodeName": "no-kubelet",
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "media-node", "image": "bedside-media-node",
+                "ports": [{"name": "metrics", "containerPort": metrics_port}]}],
+        },
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create the pod");
+    pods.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running", "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}]}})),
+    )
+    .await
+    .expect("pod status");
+}

@@ -249,7 +249,19 @@ async fn kubectl_shows_the_printer_columns_and_explains_the_locked_fields() {
         .unwrap_or_default()
         .split_whitespace()
         .collect();
-    assert_eq!(header, ["NAME", "READY", "BAA", "NODES", "AGE"], "{table}");
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "BAA",
+            "NODES",
+            "COMPLIANT",
+            "FAILING",
+            "AGE"
+        ],
+        "{table}"
+    );
     assert!(table.contains("mercy-clinic"), "{table}");
 
     // `kubectl explain` reads the published OpenAPI, which can lag the CRD by a moment.

@@ -13,11 +13,11 @@ use bedside_crds::node_config::AuditSinkSettings;
 use bedside_tests::examples::{documents, examples_dir};
 use bedside_tests::media::TestNode;
 use bedside_tests::operator::{
-    RunningOperator, ensure_namespace, eventually, install_crd, patch_tenant_spec,
+    RunningOperator, ensure_namespace, eventually, install_crd, media_pod_object, patch_tenant_spec,
 };
 use bedside_tests::rsyslog::{self, Rsyslog};
 use bedside_tests::{ClusterOptions, TestCluster};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -137,39 +137,8 @@ async fn the_operators_own_records_reach_the_tenants_sink_and_nodes_report_their
         });
     })
     .await;
-    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client(), NS);
-    let _ = accounts
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa"),
-        )
-        .await;
+    media_pod_object(&cluster, NS, TENANT, node.metrics_addr.port()).await;
     let pods: Api<Pod> = Api::namespaced(cluster.client(), NS);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "lakeside-behavioral-media-0", "labels": {
-            "app.kubernetes.io/name": "bedside-media-node",
-            "app.kubernetes.io/instance": TENANT,
-            "bedside.health/tenant": TENANT,
-        }},
-        "spec": {
-            "nodeName": "no-kubelet",
-            "automountServiceAccountToken": false,
-            "containers": [{"name": "media-node", "image": "bedside-media-node",
-                "ports": [{"name": "metrics", "containerPort": node.metrics_addr.port()}]}],
-        },
-    }))
-    .expect("pod");
-    pods.create(&PostParams::default(), &pod)
-        .await
-        .expect("create the pod");
-    pods.patch_status(
-        "lakeside-behavioral-media-0",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Running", "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}]}})),
-    )
-    .await
-    .expect("pod status");
     let (_, _, message) = eventually(
         "AuditSinksReady=False from the node",
         Duration::from_secs(60),

@@ -14,6 +14,9 @@ use crate::sfu::simulcast::Aim;
 /// How often layer choices follow the bandwidth estimates.
 const REBALANCE_EVERY: Duration = Duration::from_millis(500);
 const MIN_VIDEO_BPS: u64 = 150_000;
+/// What a 720p camera's top simulcast layer needs: where each estimate starts, and what a
+/// subscriber showing a full-size tile is probed for before the publisher's top layer exists.
+pub(super) const TOP_LAYER_BPS: u64 = 2_500_000;
 
 impl Engine {
     /// Delivers what participants produced to the others in their rooms, then lets everyone
@@ -210,7 +213,14 @@ impl Engine {
             } else {
                 // A small tile caps the layers: its bandwidth goes to the others.
                 let layers = track.layers.capped(*cap);
-                desired += layers.top_bps();
+                // A full-size tile probes for the top layer before the publisher sends it (its
+                // layers start as its own estimate grows): an estimate that grew only with
+                // the lower layers would hold the top one back for seconds once it comes.
+                let wanted = match cap {
+                    None => layers.top_bps().max(TOP_LAYER_BPS),
+                    Some(_) => layers.top_bps(),
+                };
+                desired += wanted;
                 aims.push(layers.aim(*target, share));
             }
         }
