@@ -23,6 +23,9 @@ const HEADROOM: f64 = 0.85;
 const WINDOW: Duration = Duration::from_secs(1);
 /// How long a higher layer must keep fitting before a subscriber moves up to it.
 pub const UP_HOLD: Duration = Duration::from_secs(2);
+/// What a 720p camera's top layer needs: where each estimate starts, and what a subscriber
+/// showing a full-size tile is probed for before the publisher's top layer exists.
+pub const TOP_LAYER_BPS: u64 = 2_500_000;
 
 /// Incoming bitrate of one layer, measured over one-second windows.
 #[derive(Debug, Clone)]
@@ -134,6 +137,24 @@ impl Layers {
         Cow::Owned(Layers { rates: measured })
     }
 
+    /// Every layer a browser sends is measured: the top one exists.
+    pub fn complete(&self) -> bool {
+        self.rates.iter().filter(|r| r.bps > 0).count() >= MAX_LAYERS
+    }
+
+    /// What a subscriber receiving these layers (after its tile's cap) should have its
+    /// estimate probed for. A full-size tile asks for the top layer before the publisher sends
+    /// it (its layers start as its own estimate grows): an estimate that grew only with the
+    /// lower layers would hold the top one back for seconds once it comes. Not once the top
+    /// layer is there (its rate is what to probe for), nor once the subscriber's link was
+    /// congested (probing would take from the media).
+    pub fn wanted_bps(&self, cap: Option<usize>, congested: bool) -> u64 {
+        match (cap, congested, self.complete()) {
+            (None, false, false) => self.top_bps().max(TOP_LAYER_BPS),
+            _ => self.top_bps(),
+        }
+    }
+
     /// The rate of the best layer: what a subscriber would like to receive.
     pub fn top_bps(&self) -> u64 {
         self.rates.iter().map(|r| r.bps).max().unwrap_or(0)
@@ -223,6 +244,11 @@ impl Selection {
             self.target = Some(rid);
         }
         self.current == Some(rid)
+    }
+
+    /// This subscriber had to move down for its bandwidth (not for its tile's size).
+    pub fn congested(&self) -> bool {
+        self.moved_down
     }
 
     /// True when the switch is pending and the target layer needs a keyframe.
@@ -360,6 +386,28 @@ mod tests {
         assert!(s.admit(Some("h".into()), true), "switch on the keyframe");
         assert!(!s.admit(Some("l".into()), true), "old layer stops");
         assert!(!s.wants_keyframe());
+    }
+
+    #[test]
+    fn a_full_size_tile_probes_for_the_top_layer_until_it_exists_or_the_link_is_congested() {
+        let two = layers(&[("q", 150_000), ("h", 600_000)]);
+        assert_eq!(two.wanted_bps(None, false), TOP_LAYER_BPS);
+        assert_eq!(
+            two.wanted_bps(Some(0), false),
+            600_000,
+            "a thumbnail asks for its own"
+        );
+        assert_eq!(
+            two.wanted_bps(None, true),
+            600_000,
+            "a congested link is not probed"
+        );
+        let three = layers(&[("q", 150_000), ("h", 600_000), ("f", 1_800_000)]);
+        assert_eq!(
+            three.wanted_bps(None, false),
+            1_800_000,
+            "the top layer's own rate"
+        );
     }
 
     #[test]

@@ -14,9 +14,6 @@ use crate::sfu::simulcast::Aim;
 /// How often layer choices follow the bandwidth estimates.
 const REBALANCE_EVERY: Duration = Duration::from_millis(500);
 const MIN_VIDEO_BPS: u64 = 150_000;
-/// What a 720p camera's top simulcast layer needs: where each estimate starts, and what a
-/// subscriber showing a full-size tile is probed for before the publisher's top layer exists.
-pub(super) const TOP_LAYER_BPS: u64 = 2_500_000;
 
 impl Engine {
     /// Delivers what participants produced to the others in their rooms, then lets everyone
@@ -181,13 +178,13 @@ impl Engine {
         let Some(estimate) = self.participants.get(&id).and_then(|p| p.estimate_bps) else {
             return;
         };
-        type Source = (ParticipantId, Mid, Option<Rid>, Option<usize>);
+        type Source = (ParticipantId, Mid, Option<Rid>, Option<usize>, bool);
         let sources: Vec<Source> = match self.participants.get_mut(&id) {
             Some(p) => p
                 .video_out()
                 .map(|t| {
                     let s = &t.selection;
-                    (t.source, t.source_mid, s.target, s.cap)
+                    (t.source, t.source_mid, s.target, s.cap, s.congested())
                 })
                 .collect(),
             None => return,
@@ -198,7 +195,7 @@ impl Engine {
         let share = estimate / sources.len() as u64;
         let mut aims = Vec::with_capacity(sources.len());
         let mut desired = 0;
-        for (source, mid, target, cap) in &sources {
+        for (source, mid, target, cap, congested) in &sources {
             let track = self
                 .participants
                 .get(source)
@@ -213,14 +210,7 @@ impl Engine {
             } else {
                 // A small tile caps the layers: its bandwidth goes to the others.
                 let layers = track.layers.capped(*cap);
-                // A full-size tile probes for the top layer before the publisher sends it (its
-                // layers start as its own estimate grows): an estimate that grew only with
-                // the lower layers would hold the top one back for seconds once it comes.
-                let wanted = match cap {
-                    None => layers.top_bps().max(TOP_LAYER_BPS),
-                    Some(_) => layers.top_bps(),
-                };
-                desired += wanted;
+                desired += layers.wanted_bps(*cap, *congested);
                 aims.push(layers.aim(*target, share));
             }
         }

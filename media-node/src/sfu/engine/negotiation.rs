@@ -198,7 +198,7 @@ pub(super) fn new_rtc(
         .set_ice_lite(true)
         .set_stats_interval(Some(Duration::from_secs(1)))
         // Start where a 720p camera needs to be; the estimate then follows the network.
-        .enable_bwe(Some(Bitrate::bps(super::forwarding::TOP_LAYER_BPS)))
+        .enable_bwe(Some(Bitrate::bps(crate::sfu::simulcast::TOP_LAYER_BPS)))
         .build(now);
     let unusable = |e: str0m::error::IceError| {
         ProtocolError::new(
