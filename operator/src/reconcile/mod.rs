@@ -831,8 +831,16 @@ async fn cleanup(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, Err
     if let (Some(uid), Ok(mut memo)) = (tenant.uid(), ctx.applied.lock()) {
         memo.remove(&uid);
     }
-    if let (Some(uid), Ok(mut versions)) = (tenant.uid(), ctx.status_versions.lock()) {
-        versions.remove(&uid);
+    if let Some(uid) = tenant.uid() {
+        if let Ok(mut versions) = ctx.status_versions.lock() {
+            versions.remove(&uid);
+        }
+        if let Ok(mut written) = ctx.reports_written.lock() {
+            written.remove(&uid);
+        }
+        if let Ok(mut ends) = ctx.certificate_ends.lock() {
+            ends.remove(&uid);
+        }
     }
     if let Some(namespace) = tenant.namespace() {
         let name = tenant.name_any();
