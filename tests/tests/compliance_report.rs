@@ -3,7 +3,9 @@
 //! writes its Pod object and sets its status, as there is no kubelet): the Report and the
 //! tenant's status flip when the state they describe changes.
 //!
-//! - a sink that is stopped: 164.312(b) fails, naming the pod and the sink;
+//! - a sink that is stopped: 164.312(b) fails, naming the pod and the sink (the operator's own
+//!   delivery to the same sink keeps it looking every few seconds, as running nodes' reports
+//!   do on a real cluster, where a pod becoming ready also wakes it through its StatefulSet);
 //! - a certificate ending in 5 days: 164.312(e)(1) warns; renewed, it passes;
 //! - a record waiting in the node's buffer edited on its disk: 164.312(c)(1) fails, naming it;
 //! - what no software can check is listed as manual (`skip`), never as passed.
@@ -97,14 +99,30 @@ async fn the_compliance_report_follows_the_sinks_the_certificate_and_the_records
         return;
     }
     ensure_namespace(&cluster, NS).await.expect("namespace");
+    // The tenant's SIEM is stopped (a closed port), for the operator's own records and the
+    // node's: both wait in their buffers. Its CA: any certificate will do, nothing answers.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let ca_pem = certificate(30).0;
     let secrets: Api<Secret> = Api::namespaced(cluster.client(), NS);
-    secrets
-        .create(&PostParams::default(), &tls_secret(5))
-        .await
-        .expect("the TLS Secret");
+    let siem_ca: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "siem-ca"}, "stringData": {"ca.crt": ca_pem.clone()}}),
+    )
+    .expect("secret");
+    for secret in [tls_secret(5), siem_ca] {
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create a Secret");
+    }
     let mut doc = documents(&examples_dir().join("lakeside-behavioral.yaml")).remove(0);
     doc["metadata"]["namespace"] = json!(NS);
-    doc["spec"]["audit"]["sinks"] = json!([{"stdout": {}}]);
+    doc["spec"]["audit"]["sinks"] = json!([
+        {"stdout": {}},
+        {"syslog": {"address": format!("127.0.0.1:{closed_port}"), "caSecret": "siem-ca"}},
+    ]);
     let tenant: HealthcareTenant = serde_json::from_value(doc).expect("tenant");
     let tenants: Api<HealthcareTenant> = Api::namespaced(cluster.client(), NS);
     tenants
@@ -115,8 +133,7 @@ async fn the_compliance_report_follows_the_sinks_the_certificate_and_the_records
         .await
         .expect("operator");
 
-    // The node runs the config the operator rendered, with a syslog sink that is stopped (a
-    // closed port): its records wait in its buffer.
+    // The node runs the config the operator rendered, with the stopped sink.
     let configmaps: Api<ConfigMap> = Api::namespaced(cluster.client(), NS);
     let rendered = eventually("the rendered config", WAIT, || async {
         let cm = configmaps
@@ -128,15 +145,10 @@ async fn the_compliance_report_follows_the_sinks_the_certificate_and_the_records
         serde_yaml::from_str::<MediaNodeConfig>(&text).ok()
     })
     .await;
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
     let buffers = tempfile::tempdir().expect("tempdir");
     let buffer_dir = buffers.path().to_path_buf();
-    // The stopped sink's CA: any certificate will do, nothing answers there.
     let ca = tempfile::NamedTempFile::new().expect("a CA file");
-    std::fs::write(ca.path(), certificate(30).0).expect("write the CA");
+    std::fs::write(ca.path(), ca_pem).expect("write the CA");
     let ca_file = ca.path().to_path_buf();
     let node = TestNode::start_with(move |c| {
         c.meetings.idle_timeout = rendered.meetings.idle_timeout;
@@ -156,12 +168,14 @@ async fn the_compliance_report_follows_the_sinks_the_certificate_and_the_records
     let reports: Api<DynamicObject> = Api::namespaced_with(cluster.client(), NS, &resource);
 
     // 164.312(b): the stopped sink fails, with the pod, the sink and what waits.
-    let sinks = result_where(&reports, "sinks-delivering", |r| r["result"] == "fail").await;
-    let message = sinks["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("lakeside-behavioral-media-0: sink 1 (syslog) is down"),
-        "{sinks}"
-    );
+    // The node's report names it (the operator's own delivery to the same sink fails too).
+    let sinks = result_where(&reports, "sinks-delivering", |r| {
+        r["result"] == "fail"
+            && r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("lakeside-behavioral-media-0: sink 1 (syslog) is down"))
+    })
+    .await;
     assert_eq!(sinks["policy"], "hipaa-164.312(b)", "{sinks}");
     assert_eq!(sinks["severity"], "critical", "{sinks}");
 
