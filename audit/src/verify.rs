@@ -84,7 +84,8 @@ pub fn check_against_head(
 ) -> Result<usize, String> {
     let verified = verify(lines.iter().map(String::as_str), key).map_err(|b| b.to_string())?;
     if let Some((seq, hash)) = head {
-        let at_head = lines.iter().find(|line| {
+        // The head is the last record or near it: searched from the end.
+        let at_head = lines.iter().rev().find(|line| {
             serde_json::from_str::<Record>(line).is_ok_and(|record| record.seq == *seq)
         });
         if let Some(line) = at_head

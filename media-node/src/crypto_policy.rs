@@ -25,6 +25,10 @@ const DTLS13_SUITES: &[Dtls13CipherSuite] = &[
     Dtls13CipherSuite::AES_128_GCM_SHA256,
 ];
 
+/// The SRTP profile every BAA-locked connection completes with, by its name in metrics,
+/// messages and evidence.
+pub const AEAD_AES_256_GCM: &str = "AEAD_AES_256_GCM";
+
 /// What the node lets SRTP use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SrtpPolicy {
@@ -42,7 +46,7 @@ impl SrtpPolicy {
     /// The SRTP protection profiles a connection may complete with.
     pub fn profiles(self) -> &'static [&'static str] {
         match self {
-            SrtpPolicy::Aes256GcmOnly => &["AEAD_AES_256_GCM"],
+            SrtpPolicy::Aes256GcmOnly => &[AEAD_AES_256_GCM],
         }
     }
 

@@ -167,12 +167,6 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
         metrics: audit_metrics.clone(),
         policy: config.audit.when_buffer_full,
     };
-    let evidence = EvidenceSource::new(
-        config,
-        SrtpPolicy::Aes256GcmOnly,
-        registry.clone(),
-        audit.clone(),
-    );
     // process_cpu_seconds_total, process_resident_memory_bytes, open fds: node saturation.
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -185,6 +179,8 @@ pub async fn start(setup: NodeSetup) -> Result<RunningNode, NodeError> {
 
     let settings = engine_settings(config);
     let end_to_end = settings.end_to_end;
+    // The evidence reports the policy the engine enforces, not another copy of it.
+    let evidence = EvidenceSource::new(config, settings.policy, registry.clone(), audit.clone());
     let (guards, sealing) = start_client_guards(config, &audit);
     let (sfu, media, engine_task) =
         start_media(config, settings, &stats, guards.media_tcp.clone()).await?;

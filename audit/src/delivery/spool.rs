@@ -204,22 +204,8 @@ impl Spool {
 
     /// The last complete record in the buffer, delivered or not.
     pub fn last_line(&self) -> std::io::Result<Option<String>> {
-        let mut file = File::open(&self.records)?;
-        let len = file.metadata()?.len();
         // Records are well under 4 KiB; the tail of the file holds the last one whole.
-        let from = len.saturating_sub(64 * 1024);
-        file.seek(SeekFrom::Start(from))?;
-        let mut tail = String::new();
-        std::io::Read::read_to_string(&mut file, &mut tail)?;
-        let complete = match tail.rfind('\n') {
-            Some(end) => &tail[..end],
-            None => return Ok(None),
-        };
-        Ok(complete
-            .rsplit('\n')
-            .next()
-            .filter(|l| !l.is_empty())
-            .map(str::to_string))
+        Ok(self.tail_lines(64 * 1024)?.pop())
     }
 
     /// Bytes not yet delivered.

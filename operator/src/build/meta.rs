@@ -90,7 +90,7 @@ pub(super) fn container_resources(
 }
 
 /// The Secret holding the tenant's certificate: its own, or the one cert-manager issues.
-pub(super) fn tls_secret_name(tenant: &HealthcareTenant) -> String {
+pub(crate) fn tls_secret_name(tenant: &HealthcareTenant) -> String {
     tenant
         .spec
         .tls

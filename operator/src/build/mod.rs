@@ -5,7 +5,7 @@ pub mod access;
 pub mod addresses;
 pub mod config;
 mod meta;
-pub(crate) use meta::metadata;
+pub(crate) use meta::{metadata, tls_secret_name};
 mod objects;
 pub mod relay;
 pub mod storage;

@@ -108,7 +108,6 @@ pub(super) fn built(desired: &Desired) -> status::Built {
             .spec
             .as_ref()
             .and_then(|s| s.template.spec.clone()),
-        network_policy: true,
     }
 }
 

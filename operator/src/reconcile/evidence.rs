@@ -62,7 +62,7 @@ impl<'a> Facts<'a> {
             baa: o.baa,
             rendered: built.and_then(|b| b.config.as_ref()),
             media_pod: built.and_then(|b| b.media_pod.as_ref()),
-            network_policy: built.is_some_and(|b| b.network_policy),
+            network_policy: built.is_some(),
             drift_reverted: &o.drift_reverted,
             certificate: &o.certificate,
             certificate_expiry: o.certificate_expiry.as_ref(),

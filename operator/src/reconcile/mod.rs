@@ -622,12 +622,7 @@ async fn compliance(
     let names = crate::names::ChildNames::of(tenant);
     let objects = evidence::Objects {
         tenant: tenant.name_any(),
-        tls_secret: tenant
-            .spec
-            .tls
-            .secret_name
-            .clone()
-            .unwrap_or(names.certificate_secret),
+        tls_secret: crate::build::tls_secret_name(tenant),
         config_map: names.config,
         media_nodes: names.media_nodes,
         network_policy: names.network_policy,

@@ -13,7 +13,7 @@ use super::{Context, Error, audit, kube_err, sinks};
 use crate::audit::Happening;
 use crate::baa;
 use crate::build::BuildError;
-use crate::names::{ChildNames, selector_labels};
+use crate::names::selector_labels;
 
 /// Where a reconcile starts from.
 pub(super) struct Start {
@@ -130,10 +130,8 @@ pub(super) async fn health(
     // cert-manager's, whose state the Certificate reports, only for its end date, now and then.
     let end = match (&tenant.spec.tls.secret_name, remembered) {
         (None, Some(end)) => end,
-        (name, _) => {
-            let name = name
-                .clone()
-                .unwrap_or_else(|| ChildNames::of(tenant).certificate_secret);
+        _ => {
+            let name = crate::build::tls_secret_name(tenant);
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
             let secret = secrets
                 .get_opt(&name)

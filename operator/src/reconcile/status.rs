@@ -120,8 +120,8 @@ pub struct Observed {
     pub nodes: Vec<super::evidence::NodeReport>,
     /// The end of the certificate signaling serves, once its Secret exists.
     pub certificate_expiry: Option<Result<jiff::Timestamp, String>>,
-    /// What the reconcile built, for the evidence: the node config, the media pods' spec,
-    /// whether the NetworkPolicy was applied.
+    /// What the reconcile built and applied, for the evidence: the node config, the media
+    /// pods' spec; none when it applied nothing (an invalid spec).
     pub built: Option<Built>,
     /// The compliance findings, once evaluated.
     pub compliance: Option<Vec<super::evidence::Finding>>,
@@ -129,12 +129,11 @@ pub struct Observed {
     pub compliance_report: Option<String>,
 }
 
-/// What a reconcile built and applied, as the evidence reads it.
+/// What a reconcile built and applied (its NetworkPolicy among them), as the evidence reads it.
 #[derive(Debug, Clone)]
 pub struct Built {
     pub config: Option<bedside_crds::node_config::MediaNodeConfig>,
     pub media_pod: Option<k8s_openapi::api::core::v1::PodSpec>,
-    pub network_policy: bool,
 }
 
 /// What the reconcile saw of the tenant's relay.

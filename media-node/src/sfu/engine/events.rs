@@ -14,7 +14,7 @@ use crate::sfu::participant::{ChatRefusal, Participant, Propagated};
 use crate::sfu::stats::EngineStats;
 
 /// The one SRTP profile the node's crypto policy lets a connection complete with.
-const SRTP_PROFILE: &str = "AEAD_AES_256_GCM";
+const SRTP_PROFILE: &str = crate::crypto_policy::AEAD_AES_256_GCM;
 
 /// How a participant's media reaches the node. Media relayed by TURN arrives from the relay's
 /// address and port, which the browser announced in its `relay` candidate; a relay that is

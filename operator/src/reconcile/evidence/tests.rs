@@ -97,7 +97,7 @@ impl World {
             baa: self.baa,
             rendered: self.built.config.as_ref(),
             media_pod: self.built.media_pod.as_ref(),
-            network_policy: self.built.network_policy,
+            network_policy: true,
             drift_reverted: &[],
             certificate: &self.certificate,
             certificate_expiry: self.expiry.as_ref(),
