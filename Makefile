@@ -65,7 +65,8 @@ manifests:
 ## crd: regenerate the committed CRD (the chart carries the same file)
 crd:
 	$(CARGO) run --locked -q -p bedside-operator -- crd > crds/healthcaretenant.yaml
-	cp crds/healthcaretenant.yaml charts/bedside/crds/healthcaretenant.yaml
+	$(CARGO) run --locked -q -p bedside-operator -- crd break-glass > crds/breakglass.yaml
+	cp crds/healthcaretenant.yaml crds/breakglass.yaml charts/bedside/crds/
 	python3 tests/scripts/render_chart.py charts/bedside > deploy/bedside.yaml
 
 ## fmt: format the workspace

@@ -78,6 +78,8 @@ pub enum ActorRole {
     Operator,
     /// A scheduling system (EHR) calling the visits API.
     Scheduler,
+    /// A clinician acting outside a meeting: asking for, approving or revoking emergency access.
+    Clinician,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -136,6 +138,21 @@ pub enum Action {
     ChainClosed,
     /// A participant's media is flowing, encrypted, on the path in `place.mediaPath`.
     MediaConnected,
+    /// Emergency access (164.312(a)(2)(ii)), each step of a `BreakGlass` object named in
+    /// `place.breakGlass`, the visit as the room: asked for,
+    BreakGlassRequested,
+    /// approved by a second person,
+    BreakGlassApproved,
+    /// its link working from now on,
+    BreakGlassActivated,
+    /// its link used to enter the visit (or refused: the outcome's reason says why),
+    BreakGlassJoin,
+    /// its time over,
+    BreakGlassExpired,
+    /// revoked by someone,
+    BreakGlassRevoked,
+    /// or refused by a rule the schema cannot say (the approver asked for it, it was edited).
+    BreakGlassRefused,
 }
 
 /// How a participant's media reaches the node: in the join's audit trail, the node's metrics
@@ -229,6 +246,9 @@ pub struct Place {
     /// The path of a participant's media (`media-connected` records only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_path: Option<MediaPath>,
+    /// The `BreakGlass` object a record of emergency access is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<OpaqueId>,
 }
 
 /// One audit event, before it is sealed into the chain.

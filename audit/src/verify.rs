@@ -292,6 +292,7 @@ mod tests {
                 room: Some(OpaqueId::new("visit-42").expect("id")),
                 client_ip: Some("127.0.0.1".parse().expect("ip")),
                 media_path: None,
+                break_glass: None,
             },
         }
     }

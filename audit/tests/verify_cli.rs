@@ -23,6 +23,7 @@ fn log(key: &[u8], n: usize) -> String {
                 room: None,
                 client_ip: None,
                 media_path: None,
+                break_glass: None,
             },
         };
         out.push_str(

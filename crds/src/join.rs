@@ -69,6 +69,14 @@ pub struct JoinClaims {
     /// Which issue of the visit's links this is: a reissue refuses the older ones. Absent: 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u32>,
+    /// An emergency link: the `BreakGlass` object that grants it. The node lets it in only
+    /// while that grant is active (`crate::break_glass`), past the waiting room and passcode.
+    #[serde(
+        default,
+        rename = "breakGlass",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub break_glass: Option<String>,
 }
 
 /// What a verified token lets its bearer do.
@@ -82,6 +90,8 @@ pub struct Grant {
     pub generation: u32,
     /// The key that signed the token ([`key_id`]): the room's passcode derives from it.
     pub key_id: String,
+    /// The `BreakGlass` object an emergency link names.
+    pub break_glass: Option<String>,
 }
 
 /// Why a token was refused, in words for the participant's screen and the audit trail.
@@ -302,6 +312,7 @@ impl TokenVerifier {
             expires_at: claims.exp,
             generation: claims.generation.unwrap_or(0),
             key_id,
+            break_glass: claims.break_glass,
         })
     }
 }
@@ -365,6 +376,17 @@ pub fn passcode_matches(expected: &str, given: &str) -> bool {
 }
 
 /// A join link for the web client served at `base` (`https://meet.clinic.example`).
+/// The web client's address for a tenant's signaling endpoint (`status.endpoint`):
+/// `wss://host:port` becomes `https://host:port`.
+pub fn web_client_url(endpoint: &str) -> String {
+    let rest = endpoint
+        .strip_prefix("wss://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .unwrap_or(endpoint);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("https://{authority}")
+}
+
 pub fn link(base: &str, room: &str, token: &str, passcode: Option<&str>) -> String {
     let mut url = format!("{}/?room={room}#token={token}", base.trim_end_matches('/'));
     if let Some(passcode) = passcode {
@@ -427,6 +449,18 @@ mod tests {
         key
     }
 
+    #[test]
+    fn the_web_client_is_where_signaling_is() {
+        assert_eq!(
+            web_client_url("wss://meet.mercy.example"),
+            "https://meet.mercy.example"
+        );
+        assert_eq!(
+            web_client_url("wss://10.0.0.7:30443/"),
+            "https://10.0.0.7:30443"
+        );
+    }
+
     fn claims(tenant: &str, room: &str, sub: &str, exp: u64) -> JoinClaims {
         JoinClaims {
             sub: sub.into(),
@@ -437,6 +471,7 @@ mod tests {
             nbf: None,
             start: None,
             generation: None,
+            break_glass: None,
         }
     }
 

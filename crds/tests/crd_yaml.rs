@@ -3,28 +3,40 @@
 
 use std::path::Path;
 
+/// Each committed CRD file and what the types generate for it.
+fn crds() -> [(&'static str, String); 2] {
+    [
+        ("healthcaretenant.yaml", bedside_crds::crd_yaml()),
+        ("breakglass.yaml", bedside_crds::break_glass_crd_yaml()),
+    ]
+}
+
 #[test]
 fn committed_crd_yaml_matches_the_types() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("healthcaretenant.yaml");
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    let generated = bedside_crds::crd_yaml();
-    assert!(
-        committed == generated,
-        "{} is stale: regenerate it with `make crd` (bedside-operator crd > crds/healthcaretenant.yaml) and commit it",
-        path.display()
-    );
+    for (file, generated) in crds() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} is stale: regenerate it with `make crd` and commit it",
+            path.display()
+        );
+    }
 }
 
 #[test]
 fn the_chart_carries_the_same_crd() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/bedside/crds/healthcaretenant.yaml");
-    let in_chart = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        in_chart == bedside_crds::crd_yaml(),
-        "{} is stale: run `make crd` and commit it",
-        path.display()
-    );
+    for (file, generated) in crds() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../charts/bedside/crds")
+            .join(file);
+        let in_chart = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            in_chart == generated,
+            "{} is stale: run `make crd` and commit it",
+            path.display()
+        );
+    }
 }
 
 #[test]

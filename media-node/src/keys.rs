@@ -196,6 +196,7 @@ mod tests {
             nbf: None,
             start: None,
             generation: None,
+            break_glass: None,
         };
         issue(&claims, key).expect("issued")
     }

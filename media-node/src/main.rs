@@ -208,6 +208,7 @@ fn dev_links(setup: &NodeSetup) -> Result<(String, String, String), join::TokenE
                 nbf: None,
                 start: None,
                 generation: None,
+                break_glass: None,
             },
             &setup.join_key,
         )

@@ -449,6 +449,9 @@ pub enum ErrorCode {
     TooManyCandidates,
     /// More messages than a client sends; the connection is closed.
     TooManyMessages,
+    /// An emergency link whose grant is not active: expired, revoked or not yet approved (at
+    /// join, or to its clinician in the call when it ends).
+    BreakGlassInactive,
 }
 
 impl ErrorCode {
@@ -489,6 +492,7 @@ impl ErrorCode {
             ErrorCode::TooManyAttempts => "too-many-attempts",
             ErrorCode::TooManyCandidates => "too-many-candidates",
             ErrorCode::TooManyMessages => "too-many-messages",
+            ErrorCode::BreakGlassInactive => "break-glass-inactive",
         }
     }
 }
@@ -507,6 +511,15 @@ impl ProtocolError {
         Self::new(
             ErrorCode::VisitCancelled,
             "the clinic cancelled this visit; contact them if you need a new appointment",
+        )
+    }
+
+    /// An emergency link whose grant does not let its bearer in (now).
+    pub fn break_glass_inactive() -> Self {
+        Self::new(
+            ErrorCode::BreakGlassInactive,
+            "this emergency access link does not work now: its grant expired, was revoked or is \
+             not approved yet (ask for emergency access again if you still need it)",
         )
     }
 

@@ -74,6 +74,17 @@ impl Happening {
     }
 }
 
+/// One step of emergency access, as the tenant's trail records it.
+#[derive(Debug, Clone, Copy)]
+pub struct BreakGlassStep<'a> {
+    pub name: &'a str,
+    pub visit: &'a str,
+    pub action: Action,
+    /// The clinician's user id; `None`: the operator took the step.
+    pub actor: Option<&'a str>,
+    pub refusal: Option<&'a str>,
+}
+
 /// `BAAExpired` -> `baa-expired`.
 fn kebab(reason: &str) -> String {
     let mut out = String::new();
@@ -166,6 +177,39 @@ impl OperatorAudit {
         let auditor = self.trail(client, tenant).await?;
         self.seal(&auditor, what);
         tracing::info!(tenant = %tenant.name_any(), what = ?what, "audit record sealed");
+        Ok(())
+    }
+
+    /// Seals a step of a BreakGlass (`name`, for `visit`) into the tenant's trail: `actor` is
+    /// the clinician who took it (a pseudonymous user id), or this replica when the operator
+    /// did (activated it, ended it). `Err` when the record was not kept: the step waits.
+    pub async fn record_break_glass(
+        &self,
+        client: &Client,
+        tenant: &HealthcareTenant,
+        step: BreakGlassStep<'_>,
+    ) -> Result<(), AuditError> {
+        let auditor = self.trail(client, tenant).await?;
+        let who = match step.actor {
+            Some(user) => Who {
+                user: Some(user.to_string()),
+                role: Some(ActorRole::Clinician),
+                auth: AuthMethod::Kubernetes,
+            },
+            None => Who {
+                user: Some(self.replica.clone()),
+                role: Some(ActorRole::Operator),
+                auth: AuthMethod::Kubernetes,
+            },
+        };
+        auditor.try_record_break_glass(
+            &who,
+            step.action,
+            step.refusal,
+            (step.visit, step.name),
+            None,
+        )?;
+        tracing::info!(tenant = %tenant.name_any(), break_glass = step.name, action = ?step.action, "audit record sealed");
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod baa;
+pub mod break_glass;
 pub mod build;
 pub mod metrics;
 pub mod names;

@@ -23,8 +23,11 @@ struct Cli {
 enum Command {
     /// Run the operator against the cluster in KUBECONFIG or the in-cluster config.
     Run(RunArgs),
-    /// Print the HealthcareTenant CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML: HealthcareTenant, or BreakGlass.
+    Crd {
+        #[arg(value_enum, default_value = "healthcare-tenant")]
+        kind: CrdKind,
+    },
     /// Print the operator's least-privilege roles as YAML: its cluster-wide ClusterRole, the
     /// ClusterRole it needs in each namespace that holds tenants (bind it there with a
     /// RoleBinding), and the Role for its leader-election Lease in its own namespace.
@@ -46,6 +49,13 @@ enum Command {
     /// Rotate a tenant's join-token key: new links are signed with a new key, links already
     /// sent keep working. Needs `get` and `patch` on the tenant's `<tenant>-keys` Secret.
     Keys(cli::keys::Args),
+}
+
+/// The CRDs `crd` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum CrdKind {
+    HealthcareTenant,
+    BreakGlass,
 }
 
 #[derive(clap::Args, Debug)]
@@ -152,8 +162,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Crd => {
-            print!("{}", bedside_crds::crd_yaml());
+        Command::Crd { kind } => {
+            match kind {
+                CrdKind::HealthcareTenant => print!("{}", bedside_crds::crd_yaml()),
+                CrdKind::BreakGlass => print!("{}", bedside_crds::break_glass_crd_yaml()),
+            }
             ExitCode::SUCCESS
         }
         Command::Validate(args) => cli::validate::run(&args),

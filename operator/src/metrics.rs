@@ -13,6 +13,7 @@ pub struct Metrics {
     pub tenant_condition: IntGaugeVec,
     pub baa_expiry: IntGaugeVec,
     pub children_checks: IntCounterVec,
+    pub break_glass_active: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -80,6 +81,14 @@ impl Metrics {
             &["source"],
         )
         .expect("valid metric");
+        let break_glass_active = IntGaugeVec::new(
+            Opts::new(
+                "bedside_break_glass_active",
+                "1 for each BreakGlass whose emergency link works now (alert while it is)",
+            ),
+            &["namespace", "tenant", "break_glass"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_seconds.clone()),
@@ -88,6 +97,7 @@ impl Metrics {
             Box::new(tenant_condition.clone()),
             Box::new(baa_expiry.clone()),
             Box::new(children_checks.clone()),
+            Box::new(break_glass_active.clone()),
         ] {
             registry
                 .register(collector)
@@ -102,13 +112,14 @@ impl Metrics {
             tenant_condition,
             baa_expiry,
             children_checks,
+            break_glass_active,
         }
     }
 
     /// Every metric name the operator exports, with or without samples yet.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 7] = [
+        let collectors: [&dyn Collector; 8] = [
             &self.reconciles,
             &self.reconcile_seconds,
             &self.errors,
@@ -116,6 +127,7 @@ impl Metrics {
             &self.tenant_condition,
             &self.baa_expiry,
             &self.children_checks,
+            &self.break_glass_active,
         ];
         collectors
             .iter()

@@ -33,6 +33,9 @@ pub fn cluster_role() -> ClusterRole {
             rule(&["bedside.health"], &["healthcaretenants/status"], &["get", "patch", "update"]),
             // blockOwnerDeletion on children needs update on the owner's finalizers.
             rule(&["bedside.health"], &["healthcaretenants/finalizers"], &["update"]),
+            // Emergency access: the BreakGlass objects people write, their status ours.
+            rule(&["bedside.health"], &["breakglasses"], &["get", "list", "watch"]),
+            rule(&["bedside.health"], &["breakglasses/status"], &["get", "patch", "update"]),
             // The watches that bring a tenant back when a child changes: read only.
             rule(&["", "apps", "networking.k8s.io", "cert-manager.io", "policy", "rbac.authorization.k8s.io"],
                  &["configmaps", "services", "statefulsets", "deployments", "networkpolicies", "certificates",
@@ -137,7 +140,7 @@ mod tests {
     }
 
     #[test]
-    fn cluster_wide_the_operator_writes_only_tenants_and_events() {
+    fn cluster_wide_the_operator_writes_only_tenants_break_glass_status_and_events() {
         let rules = cluster_role().rules.unwrap_or_default();
         for rule in &rules {
             let resources = rule.resources.clone().unwrap_or_default();
@@ -147,9 +150,9 @@ mod tests {
                 .any(|v| !matches!(v.as_str(), "get" | "list" | "watch"));
             assert!(
                 !writes
-                    || resources
-                        .iter()
-                        .all(|r| r.starts_with("healthcaretenants") || r == "events"),
+                    || resources.iter().all(|r| r.starts_with("healthcaretenants")
+                        || r == "breakglasses/status"
+                        || r == "events"),
                 "a cluster-wide write: {rule:?}"
             );
             assert!(

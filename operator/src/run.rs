@@ -183,17 +183,19 @@ pub async fn controller(
         controller = controller.owns(Api::<Certificate>::all(client.clone()), owned);
     }
     set_watched(&ctx, Some(Arc::new(watched)));
-    controller
+    let stop = futures::future::FutureExt::shared(Box::pin(stop));
+    let tenants = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(stop)
+        .graceful_shutdown_on(stop.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(tenant = %object.name, "reconciled"),
                 Err(e) => tracing::debug!(error = %e, "controller event"),
             }
-        })
-        .await;
+        });
+    // Emergency access is looked after by the same leader.
+    futures::future::join(tenants, crate::break_glass::controller(ctx.clone(), stop)).await;
     // Nothing fills these caches any more: a next leadership starts its own.
     set_watched(&ctx, None);
 }

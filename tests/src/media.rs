@@ -437,6 +437,7 @@ pub fn sign(
         nbf: None,
         start: None,
         generation: None,
+        break_glass: None,
     };
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),

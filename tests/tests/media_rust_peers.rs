@@ -755,6 +755,7 @@ async fn links_of_the_old_and_the_new_join_key_work_across_a_rotation_without_a_
             nbf: None,
             start: None,
             generation: None,
+            break_glass: None,
         };
         bedside_crds::join::issue(&claims, key).expect("issued")
     };

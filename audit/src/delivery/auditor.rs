@@ -361,6 +361,21 @@ impl Auditor {
         let _ = self.seal(event);
     }
 
+    /// Records a step of emergency access: `break_glass` names the `BreakGlass` object, `room`
+    /// its visit. `Err` when it was not written everywhere (a join through it is undone).
+    pub fn try_record_break_glass(
+        &self,
+        who: &Who,
+        action: Action,
+        refusal: Option<&str>,
+        (room, break_glass): (&str, &str),
+        client_ip: Option<IpAddr>,
+    ) -> Result<(), DeliveryError> {
+        let mut event = self.event(who, action, refusal, Some(room), client_ip);
+        event.place.break_glass = OpaqueId::new(break_glass).ok();
+        self.seal(event)
+    }
+
     fn try_record_repeated(
         &self,
         who: &Who,
@@ -401,6 +416,7 @@ impl Auditor {
                 room: room.and_then(|r| OpaqueId::new(r).ok()),
                 client_ip,
                 media_path: None,
+                break_glass: None,
             },
         }
     }

@@ -243,6 +243,7 @@ mod tests {
                 room: Some(id("visit-9")),
                 client_ip: Some("127.0.0.1".parse().expect("ip")),
                 media_path: None,
+                break_glass: None,
             },
         };
         let (_, line) = crate::Chain::new(key, None)

@@ -179,6 +179,7 @@ mod tests {
                     room: None,
                     client_ip: None,
                     media_path: None,
+                    break_glass: None,
                 },
             };
             chain.append(event, jiff::Timestamp::now()).expect("seal").1

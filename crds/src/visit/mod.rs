@@ -209,6 +209,7 @@ pub fn issue(
             nbf: Some(seconds(window.opens)),
             start: Some(seconds(request.start)),
             generation: (generation > 0).then_some(generation),
+            break_glass: None,
         };
         Ok(join::link(
             &policy.base_url,
@@ -379,7 +380,7 @@ fn check_reference(field: &str, reference: &str, types: &[&str]) -> Result<(), V
 }
 
 /// The token's user id for a reference: `patient.8c1f2a` (the audit trail's "who").
-fn user_id(reference: &str) -> String {
+pub(crate) fn user_id(reference: &str) -> String {
     let (kind, id) = reference.split_once('/').unwrap_or(("", reference));
     format!("{}.{id}", kind.to_ascii_lowercase())
 }

@@ -56,6 +56,15 @@ pub fn user_key(user: &str) -> String {
         .collect()
 }
 
+/// How a join came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// A visit's or an ad-hoc link.
+    Link,
+    /// An emergency link of an active BreakGlass (164.312(a)(2)(ii)).
+    Emergency,
+}
+
 /// A participant's id within the node (the engine's).
 pub type Id = u64;
 
@@ -282,6 +291,19 @@ impl Meeting {
         token_expires: Instant,
         now: Instant,
     ) -> Result<Vec<Effect>, Refusal> {
+        self.enter(id, user, role, (token_expires, now), Entry::Link)
+    }
+
+    /// A join through `entry`: an emergency link (an active BreakGlass, checked by the caller)
+    /// enters as a host even a locked meeting; the lock holds for everyone else.
+    pub fn enter(
+        &mut self,
+        id: Id,
+        user: &str,
+        role: Role,
+        (token_expires, now): (Instant, Instant),
+        entry: Entry,
+    ) -> Result<Vec<Effect>, Refusal> {
         if self.ended {
             return Err(Refusal::Ended);
         }
@@ -291,7 +313,7 @@ impl Meeting {
         }
         // Someone admitted before (whose connection dropped, or whose pod died) comes back.
         let known = self.admitted.contains(&key);
-        if self.locked && !known {
+        if self.locked && !known && entry != Entry::Emergency {
             return Err(Refusal::Locked);
         }
         let admitted = role == Role::Host || known;
@@ -770,6 +792,38 @@ mod tests {
             m.lock(2, true),
             Err(Refusal::NotHost),
             "waiting, not a host"
+        );
+    }
+
+    #[test]
+    fn an_emergency_host_enters_a_locked_meeting_and_the_lock_holds_for_everyone_else() {
+        let (mut m, t0) = meeting();
+        m.join(1, "u-host", Role::Host, later(t0), t0)
+            .expect("host joins");
+        m.join(2, "u-patient", Role::Participant, later(t0), t0)
+            .expect("patient waits");
+        m.lock(1, true).expect("locked");
+        m.leave(1, t0);
+        let effects = m
+            .enter(
+                3,
+                "practitioner.dr-9",
+                Role::Host,
+                (later(t0), t0),
+                Entry::Emergency,
+            )
+            .expect("the emergency host enters");
+        assert!(effects.contains(&Effect::Admit(3)), "{effects:?}");
+        assert!(m.is_host(3));
+        assert_eq!(
+            m.waiting(),
+            [2],
+            "the patient still waits for a host to admit them"
+        );
+        assert_eq!(
+            m.join(4, "u-stranger", Role::Host, later(t0), t0),
+            Err(Refusal::Locked),
+            "the lock holds for everyone else"
         );
     }
 

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bedside_crds::break_glass::BreakGlassLease;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -351,6 +352,15 @@ impl Placement {
     /// visits API or `bedside-operator visit cancel|reissue`), if anything.
     pub fn visit(&self, room: &str) -> Option<VisitRecord> {
         visit_in(&self.cache, &self.namespace, &self.tenant, room)
+    }
+
+    /// Whether an active BreakGlass `name` lets `user` into `room` now (its lease, written by
+    /// the operator while the grant is active): a lookup in the watched cache.
+    pub fn break_glass_lets_in(&self, name: &str, user: &str, room: &str) -> bool {
+        let lease = bedside_crds::break_glass::lease_name(&self.tenant, name);
+        self.cached(&lease)
+            .and_then(|lease| BreakGlassLease::of(&lease))
+            .is_some_and(|grant| grant.lets_in(name, user, room, Timestamp::now()))
     }
 
     /// Cancels `visit`, or makes the next issue of its links current: its visit lease, which

@@ -53,6 +53,8 @@ pub enum Command {
         display_name: Option<DisplayName>,
         /// The meeting's memory from before this pod held the room (placement).
         remembered: Option<meeting::Memory>,
+        /// Through an emergency link (an active BreakGlass): past the lock.
+        entry: meeting::Entry,
         events: mpsc::Sender<ServerMessage>,
         reply: oneshot::Sender<Result<Joined, ProtocolError>>,
     },

@@ -59,6 +59,9 @@ pub enum JoinRefusal {
     NetworkConnections,
     /// The node holds as many signaling connections as it takes.
     NodeConnections,
+    /// An emergency link whose BreakGlass is not active (expired, revoked, unapproved), or
+    /// used by someone else or for another visit.
+    BreakGlassInactive,
 }
 
 /// A connection the client limits refused, as the refusals metric names it.
@@ -72,7 +75,7 @@ impl From<crate::limits::ConnectionRefusal> for JoinRefusal {
 }
 
 impl JoinRefusal {
-    pub const ALL: [JoinRefusal; 16] = [
+    pub const ALL: [JoinRefusal; 17] = [
         JoinRefusal::TokenExpired,
         JoinRefusal::TokenNotOpenYet,
         JoinRefusal::TokenWrongTenant,
@@ -89,6 +92,7 @@ impl JoinRefusal {
         JoinRefusal::RateLimited,
         JoinRefusal::NetworkConnections,
         JoinRefusal::NodeConnections,
+        JoinRefusal::BreakGlassInactive,
     ];
 
     /// The reason in the metric's label and in audit records (the same words, kebab case).
@@ -112,6 +116,7 @@ impl JoinRefusal {
             JoinRefusal::RateLimited => ("rate_limited", "rate-limited"),
             JoinRefusal::NetworkConnections => ("network_connections", "network-connections"),
             JoinRefusal::NodeConnections => ("node_connections", "node-connections"),
+            JoinRefusal::BreakGlassInactive => ("break_glass_inactive", "break-glass-inactive"),
         }
     }
 

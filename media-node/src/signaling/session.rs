@@ -195,7 +195,11 @@ async fn serve(
         reports: crate::limits::ReportPace::default(),
         token_expires_at: 0,
         probes: 0,
+        break_glass: None,
     };
+    // An emergency link's grant is looked at again this often: a revoked one ends the call.
+    let mut grant_check = tokio::time::interval(BREAK_GLASS_CHECK);
+    grant_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let join_deadline = tokio::time::sleep(JOIN_TIMEOUT);
     tokio::pin!(join_deadline);
     let mut shutdown = state.shutdown.clone();
@@ -214,6 +218,9 @@ async fn serve(
                     format!("no join within {} seconds", JOIN_TIMEOUT.as_secs()),
                 ).to_message(true));
                 Flow::Close(CLOSE_POLICY, "join timeout".into())
+            }
+            _ = grant_check.tick(), if session.break_glass.is_some() && session.joined.is_some() => {
+                session.check_break_glass().await
             }
             _ = shutdown.changed(), if !shutdown_seen => {
                 shutdown_seen = true;
@@ -289,7 +296,12 @@ struct Session {
     token_expires_at: u64,
     /// Connectivity-check offers on this connection so far.
     probes: u32,
+    /// Joined through an emergency link: the BreakGlass, checked again while the call goes on.
+    break_glass: Option<String>,
 }
+
+/// How often a joined emergency link's grant is looked at again (a cache lookup).
+const BREAK_GLASS_CHECK: Duration = Duration::from_secs(1);
 
 /// A connectivity check tries UDP, TCP and the relay: one offer each.
 const PROBES_PER_CONNECTION: u32 = 3;
@@ -443,6 +455,24 @@ impl Session {
         self.state
             .audit
             .try_record(who, action, None, Some(room), Some(self.client_ip))
+    }
+
+    /// The record of a join: into the visit, its waiting room, or through an emergency link.
+    fn try_audit_entry(
+        &self,
+        admitted: bool,
+    ) -> Result<(), bedside_audit::delivery::DeliveryError> {
+        match (&self.break_glass, &self.who) {
+            (Some(break_glass), Some((who, room))) => self.state.audit.try_record_break_glass(
+                who,
+                Action::BreakGlassJoin,
+                None,
+                (room, break_glass),
+                Some(self.client_ip),
+            ),
+            _ if admitted => self.try_audit(Action::Join),
+            _ => self.try_audit(Action::WaitingRoomEnter),
+        }
     }
 
     /// The join went through but its record could not be kept: undone, and the client told.
@@ -783,10 +813,76 @@ impl Session {
             Ok(admissible) => admissible,
             Err(e) => return self.fatal(e),
         };
-        if let Err(e) = self.check_passcode(&grant, passcode.as_deref()) {
+        // An emergency link goes past the passcode (and the waiting room, and the lock) for
+        // its clinician only, while its grant is active; everyone else's checks stay.
+        let checked = match &grant.break_glass {
+            Some(break_glass) => self.break_glass_allows(&grant, break_glass),
+            None => self.check_passcode(&grant, passcode.as_deref()),
+        };
+        if let Err(e) = checked {
             return self.fatal(e);
         }
         self.enter(grant, name, now).await
+    }
+
+    /// Whether the active BreakGlass an emergency link names lets this clinician into this
+    /// visit now (its lease, kept by the operator); a refusal is counted and audited.
+    fn break_glass_allows(&self, grant: &Grant, break_glass: &str) -> Result<(), ProtocolError> {
+        let active = grant.role == Role::Host
+            && self
+                .state
+                .placement
+                .as_ref()
+                .is_some_and(|p| p.break_glass_lets_in(break_glass, &grant.user, &grant.room));
+        if active {
+            return Ok(());
+        }
+        self.state.stats.refused(JoinRefusal::BreakGlassInactive);
+        let _ = self.state.audit.try_record_break_glass(
+            &token_holder(&grant.user, grant.role),
+            Action::BreakGlassJoin,
+            Some(JoinRefusal::BreakGlassInactive.code()),
+            (&grant.room, break_glass),
+            Some(self.client_ip),
+        );
+        tracing::info!(tenant = %self.state.tenant, "emergency link refused: its grant is not active");
+        Err(ProtocolError::break_glass_inactive())
+    }
+
+    /// A joined emergency link whose grant ended (expired early, revoked): its clinician
+    /// leaves the visit, told why, on the record.
+    async fn check_break_glass(&mut self) -> Flow {
+        let (Some(break_glass), Some((who, room)), Some(id)) =
+            (&self.break_glass, &self.who, self.joined)
+        else {
+            return Flow::Continue;
+        };
+        let user = who.user.clone().unwrap_or_default();
+        let active = self
+            .state
+            .placement
+            .as_ref()
+            .is_some_and(|p| p.break_glass_lets_in(break_glass, &user, room));
+        if active {
+            return Flow::Continue;
+        }
+        let _ = self.state.audit.try_record_break_glass(
+            who,
+            Action::Leave,
+            Some(JoinRefusal::BreakGlassInactive.code()),
+            (room, break_glass),
+            Some(self.client_ip),
+        );
+        tracing::info!(tenant = %self.state.tenant, "emergency access ended: its clinician left the visit");
+        self.joined = None;
+        self.state
+            .sfu
+            .tell(Command::Leave {
+                id,
+                reason: LeaveReason::Left,
+            })
+            .await;
+        self.fatal(ProtocolError::break_glass_inactive())
     }
 
     /// The link's grant, and the time it was checked at, when its token verifies and its
@@ -948,7 +1044,12 @@ impl Session {
             .placement
             .as_ref()
             .and_then(|p| p.visit(&grant.room))
-            .and_then(|visit| visit.refuses(grant.generation));
+            // An emergency link is of no issue of the visit's links: only a cancellation
+            // refuses it.
+            .and_then(|visit| match grant.break_glass {
+                Some(_) => visit.refuses(u32::MAX),
+                None => visit.refuses(grant.generation),
+            });
         let (reason, error) = match refusal {
             None => return Ok(()),
             Some(VisitRefusal::Cancelled) => (
@@ -996,6 +1097,10 @@ impl Session {
                 token_expires,
                 display_name: name,
                 remembered,
+                entry: match grant.break_glass {
+                    Some(_) => crate::meeting::Entry::Emergency,
+                    None => crate::meeting::Entry::Link,
+                },
                 events,
                 reply,
             })
@@ -1004,13 +1109,9 @@ impl Session {
             Ok(joined) => {
                 self.joined = Some(joined.id);
                 self.who = Some((token_holder(&grant.user, role), grant.room.clone()));
-                let action = if joined.admitted {
-                    Action::Join
-                } else {
-                    Action::WaitingRoomEnter
-                };
+                self.break_glass = grant.break_glass.clone();
                 // No visit without its record: a join that cannot be audited is undone.
-                if let Err(e) = self.try_audit(action) {
+                if let Err(e) = self.try_audit_entry(joined.admitted) {
                     return self.unrecorded(joined.id, e).await;
                 }
                 self.token_expires_at = grant.expires_at;

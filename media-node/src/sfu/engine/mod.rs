@@ -123,6 +123,7 @@ impl Engine {
                 token_expires,
                 display_name,
                 remembered,
+                entry,
                 events,
                 reply,
             } => {
@@ -132,6 +133,7 @@ impl Engine {
                     token_expires,
                     display_name,
                     remembered,
+                    entry,
                 };
                 let _ = reply.send(self.join(room, joining, events));
             }

@@ -30,6 +30,7 @@ pub(super) struct Joining {
     pub token_expires: Instant,
     pub display_name: Option<DisplayName>,
     pub remembered: Option<meeting::Memory>,
+    pub entry: meeting::Entry,
 }
 
 impl Engine {
@@ -57,12 +58,12 @@ impl Engine {
                 }
                 meeting
             })
-            .join(
+            .enter(
                 id.0,
                 &joining.user,
                 joining.role,
-                joining.token_expires,
-                now,
+                (joining.token_expires, now),
+                joining.entry,
             )
             .map_err(refusal)?;
         self.next_id += 1;

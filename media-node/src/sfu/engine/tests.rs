@@ -120,6 +120,7 @@ impl Call {
             token_expires,
             display_name: None,
             remembered: None,
+            entry: crate::meeting::Entry::Link,
             events,
             reply,
         })?;

@@ -148,6 +148,7 @@ mod tests {
             nbf: Some(1_899_990_000),
             start: Some(1_899_991_000),
             generation: None,
+            break_glass: None,
         };
         let token = issue(&claims, &key).expect("token");
         let url = link("https://meet.example", "visit-abc", &token, None);

@@ -331,7 +331,7 @@ async fn from_cluster(args: &CreateArgs) -> Result<(VisitPolicy, Vec<u8>), CliEr
             .status
             .as_ref()
             .and_then(|s| s.endpoint.as_deref())
-            .map(web_client_url)
+            .map(bedside_crds::join::web_client_url)
             .ok_or_else(|| CliError::NoEndpoint(args.tenant.clone()))?,
     };
     let meetings = &tenant.spec.meetings;
@@ -347,15 +347,6 @@ async fn from_cluster(args: &CreateArgs) -> Result<(VisitPolicy, Vec<u8>), CliEr
 }
 
 /// The web client is served where signaling is: `wss://host:port` -> `https://host:port`.
-fn web_client_url(endpoint: &str) -> String {
-    let rest = endpoint
-        .strip_prefix("wss://")
-        .or_else(|| endpoint.strip_prefix("https://"))
-        .unwrap_or(endpoint);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    format!("https://{authority}")
-}
-
 fn render(visit: &IssuedVisit, tenant: &str, output: Output) -> Result<String, CliError> {
     match output {
         Output::Json => serde_json::to_string_pretty(visit).map_err(CliError::Render),
@@ -389,21 +380,4 @@ fn text(visit: &IssuedVisit, tenant: &str) -> String {
         ));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::web_client_url;
-
-    #[test]
-    fn the_web_client_is_where_signaling_is() {
-        assert_eq!(
-            web_client_url("wss://meet.mercy.example"),
-            "https://meet.mercy.example"
-        );
-        assert_eq!(
-            web_client_url("wss://10.0.0.7:30443/"),
-            "https://10.0.0.7:30443"
-        );
-    }
 }
