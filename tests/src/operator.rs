@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bedside_crds::HealthcareTenant;
+use bedside_crds::break_glass::BreakGlass;
 use bedside_operator::rbac;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -92,12 +93,20 @@ where
     }
 }
 
-/// Installs the HealthcareTenant CRD (a plain create: 1.20 refuses to server-side apply a
-/// schema with CEL rules, and drops them on create) and waits until it is served.
+/// Installs bedside's CRDs, HealthcareTenant and BreakGlass (a plain create: 1.20 refuses to
+/// server-side apply a schema with CEL rules, and drops them on create) and waits until they
+/// are served.
 pub async fn install_crd(cluster: &TestCluster) -> Result<(), HarnessError> {
     let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
     create_or_keep(&crds, &HealthcareTenant::crd()).await?;
-    let name = HealthcareTenant::crd_name();
+    create_or_keep(&crds, &BreakGlass::crd()).await?;
+    for name in [HealthcareTenant::crd_name(), BreakGlass::crd_name()] {
+        established(&crds, name).await?;
+    }
+    Ok(())
+}
+
+async fn established(crds: &Api<CustomResourceDefinition>, name: &str) -> Result<(), HarnessError> {
     for _ in 0..100 {
         let established = crds
             .get(name)
@@ -115,9 +124,9 @@ pub async fn install_crd(cluster: &TestCluster) -> Result<(), HarnessError> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(setup(
-        "the HealthcareTenant CRD was not Established within 10s",
-    ))
+    Err(setup(format!(
+        "the {name} CRD was not Established within 10s"
+    )))
 }
 
 /// Installs the real cert-manager, prometheus-operator and OpenReports CRDs from

@@ -336,7 +336,7 @@ fn conditions(facts: &Facts, standing: &Standing) -> Vec<Condition> {
             if phase == Phase::Expired {
                 standing.message.clone()
             } else {
-                String::new()
+                "its time to live has not ended".into()
             },
         ),
         (
@@ -350,7 +350,7 @@ fn conditions(facts: &Facts, standing: &Standing) -> Vec<Condition> {
             if phase == Phase::Revoked {
                 standing.message.clone()
             } else {
-                String::new()
+                "nobody revoked it".into()
             },
         ),
     ];

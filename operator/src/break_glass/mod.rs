@@ -44,6 +44,7 @@ pub async fn controller(
         tracing::warn!(error = %e, "BreakGlass is not served (kubectl apply --server-side -f crds/breakglass.yaml): emergency access is off");
         return;
     }
+    tracing::info!("looking after BreakGlass objects (emergency access)");
     Controller::new(api, watcher::Config::default())
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
