@@ -93,6 +93,43 @@ where
     }
 }
 
+/// The `lakeside-behavioral` example tenant created in `namespace` with its audit records going
+/// to `sinks` (its `spec.audit.sinks`), after the Secrets a platform team makes first: its TLS
+/// certificate and its SIEM's CA (`siem-ca`, from `siem_ca_pem`).
+pub async fn create_lakeside_tenant(
+    cluster: &TestCluster,
+    namespace: &str,
+    siem_ca_pem: &str,
+    sinks: Value,
+) -> HealthcareTenant {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.client(), namespace);
+    let cert = rcgen::generate_simple_self_signed(vec!["telehealth.lakeside.example".into()])
+        .expect("cert");
+    for secret in [
+        json!({"metadata": {"name": "lakeside-meet-tls"}, "type": "kubernetes.io/tls",
+               "stringData": {"tls.crt": cert.cert.pem(), "tls.key": cert.signing_key.serialize_pem()}}),
+        json!({"metadata": {"name": "siem-ca"}, "stringData": {"ca.crt": siem_ca_pem}}),
+    ] {
+        let secret = serde_json::from_value(secret).expect("secret");
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create a Secret");
+    }
+    let mut doc = crate::examples::documents(
+        &crate::examples::examples_dir().join("lakeside-behavioral.yaml"),
+    )
+    .remove(0);
+    doc["metadata"]["namespace"] = json!(namespace);
+    doc["spec"]["audit"]["sinks"] = sinks;
+    let tenant: HealthcareTenant = serde_json::from_value(doc).expect("tenant");
+    Api::<HealthcareTenant>::namespaced(cluster.client(), namespace)
+        .create(&PostParams::default(), &tenant)
+        .await
+        .expect("create the tenant")
+}
+
 /// Installs bedside's CRDs, HealthcareTenant and BreakGlass (a plain create: 1.20 refuses to
 /// server-side apply a schema with CEL rules, and drops them on create) and waits until they
 /// are served.

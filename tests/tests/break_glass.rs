@@ -14,12 +14,12 @@
 
 use std::time::Duration;
 
-use bedside_crds::HealthcareTenant;
 use bedside_crds::break_glass::BreakGlass;
 use bedside_crds::join::{JoinClaims, Role};
-use bedside_tests::examples::{documents, examples_dir};
 use bedside_tests::media::{Signal, TestNode, workspace_binary};
-use bedside_tests::operator::{RunningOperator, ensure_namespace, eventually, install_crd};
+use bedside_tests::operator::{
+    RunningOperator, create_lakeside_tenant, ensure_namespace, eventually, install_crd,
+};
 use bedside_tests::rsyslog::{self, Rsyslog};
 use bedside_tests::{ClusterOptions, TestCluster};
 use k8s_openapi::api::core::v1::Secret;
@@ -101,31 +101,12 @@ async fn an_emergency_link_works_only_while_its_grant_is_active_for_its_clinicia
     ensure_namespace(&cluster, NS).await.expect("namespace");
     let sink_dir = tempfile::tempdir().expect("tempdir");
     let sink = Rsyslog::start(sink_dir.path()).await;
-    let secrets: Api<Secret> = Api::namespaced(cluster.client(), NS);
-    let cert = rcgen::generate_simple_self_signed(vec!["telehealth.lakeside.example".into()])
-        .expect("cert");
-    for secret in [
-        json!({"metadata": {"name": "lakeside-meet-tls"}, "type": "kubernetes.io/tls",
-               "stringData": {"tls.crt": cert.cert.pem(), "tls.key": cert.signing_key.serialize_pem()}}),
-        json!({"metadata": {"name": "siem-ca"},
-               "stringData": {"ca.crt": std::fs::read_to_string(&sink.ca_file).expect("ca")}}),
-    ] {
-        let secret: Secret = serde_json::from_value(secret).expect("secret");
-        secrets
-            .create(&PostParams::default(), &secret)
-            .await
-            .expect("create a Secret");
-    }
-    let mut doc = documents(&examples_dir().join("lakeside-behavioral.yaml")).remove(0);
-    doc["metadata"]["namespace"] = json!(NS);
-    doc["spec"]["audit"]["sinks"] = json!([
+    let ca = std::fs::read_to_string(&sink.ca_file).expect("ca");
+    let sinks = json!([
         {"syslog": {"address": format!("127.0.0.1:{}", sink.port), "caSecret": "siem-ca"}},
     ]);
-    let tenant: HealthcareTenant = serde_json::from_value(doc).expect("tenant");
-    Api::<HealthcareTenant>::namespaced(cluster.client(), NS)
-        .create(&PostParams::default(), &tenant)
-        .await
-        .expect("create the tenant");
+    create_lakeside_tenant(&cluster, NS, &ca, sinks).await;
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(), NS);
     let operator = RunningOperator::start(&cluster, "op-break-glass", false)
         .await
         .expect("operator");

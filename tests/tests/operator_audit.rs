@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use bedside_crds::HealthcareTenant;
 use bedside_crds::node_config::AuditSinkSettings;
-use bedside_tests::examples::{documents, examples_dir};
 use bedside_tests::media::TestNode;
 use bedside_tests::operator::{
-    RunningOperator, ensure_namespace, eventually, install_crd, media_pod_object, patch_tenant_spec,
+    RunningOperator, create_lakeside_tenant, ensure_namespace, eventually, install_crd,
+    media_pod_object, patch_tenant_spec,
 };
 use bedside_tests::rsyslog::{self, Rsyslog};
 use bedside_tests::{ClusterOptions, TestCluster};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 const NS: &str = "tenant-audit";
@@ -51,34 +51,14 @@ async fn the_operators_own_records_reach_the_tenants_sink_and_nodes_report_their
     let sink_dir = tempfile::tempdir().expect("tempdir");
     let sink = Rsyslog::start(sink_dir.path()).await;
 
-    // The sink's CA and the tenant's TLS certificate, as the platform team would make them.
-    let secrets: Api<Secret> = Api::namespaced(cluster.client(), NS);
-    let cert = rcgen::generate_simple_self_signed(vec!["telehealth.lakeside.example".into()])
-        .expect("cert");
-    for secret in [
-        json!({"metadata": {"name": "lakeside-meet-tls"}, "type": "kubernetes.io/tls",
-               "stringData": {"tls.crt": cert.cert.pem(), "tls.key": cert.signing_key.serialize_pem()}}),
-        json!({"metadata": {"name": "siem-ca"},
-               "stringData": {"ca.crt": std::fs::read_to_string(&sink.ca_file).expect("ca")}}),
-    ] {
-        let secret: Secret = serde_json::from_value(secret).expect("secret");
-        secrets
-            .create(&PostParams::default(), &secret)
-            .await
-            .expect("create a Secret");
-    }
-    let mut doc = documents(&examples_dir().join("lakeside-behavioral.yaml")).remove(0);
-    doc["metadata"]["namespace"] = json!(NS);
-    doc["spec"]["audit"]["sinks"] = json!([
+    let ca = std::fs::read_to_string(&sink.ca_file).expect("ca");
+    let sinks = json!([
         {"stdout": {}},
         {"syslog": {"address": format!("127.0.0.1:{}", sink.port), "caSecret": "siem-ca"}},
     ]);
-    let tenant: HealthcareTenant = serde_json::from_value(doc).expect("tenant");
+    create_lakeside_tenant(&cluster, NS, &ca, sinks).await;
     let tenants: Api<HealthcareTenant> = Api::namespaced(cluster.client(), NS);
-    tenants
-        .create(&PostParams::default(), &tenant)
-        .await
-        .expect("create the tenant");
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(), NS);
     let operator = RunningOperator::start(&cluster, "op-audit", false)
         .await
         .expect("operator");

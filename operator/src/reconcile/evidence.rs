@@ -710,7 +710,7 @@ fn manual() -> Vec<Finding> {
         item(
             ("164.312(a)(2)(ii)", "Emergency access procedure"),
             "emergency-access",
-            "manual: bedside has no break-glass access yet; document how clinicians reach a visit whose host is gone",
+            "manual: bedside gives emergency access with BreakGlass objects (docs/operator.md, Emergency access); write down who may ask for and approve them (RBAC on breakglasses) and review each one kept",
         ),
     ]
 }
