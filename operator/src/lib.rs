@@ -5,6 +5,7 @@ pub mod audit;
 pub mod baa;
 pub mod break_glass;
 pub mod build;
+pub mod export;
 pub mod metrics;
 pub mod names;
 #[cfg(test)]

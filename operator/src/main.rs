@@ -49,6 +49,9 @@ enum Command {
     /// Rotate a tenant's join-token key: new links are signed with a new key, links already
     /// sent keep working. Needs `get` and `patch` on the tenant's `<tenant>-keys` Secret.
     Keys(cli::keys::Args),
+    /// Export a tenant's compliance evidence for auditors (JSON and a page, signed), and
+    /// verify an export offline, naming any part altered.
+    Evidence(cli::evidence::Args),
 }
 
 /// The CRDs `crd` prints.
@@ -172,5 +175,6 @@ fn main() -> ExitCode {
         Command::Validate(args) => cli::validate::run(&args),
         Command::Visit(args) => cli::visit::run(&args),
         Command::Keys(args) => cli::keys::run(&args),
+        Command::Evidence(args) => cli::evidence::run(&args),
     }
 }

@@ -130,6 +130,34 @@ pub async fn create_lakeside_tenant(
         .expect("create the tenant")
 }
 
+/// One key of the tenant's `<tenant>-keys` Secret (`join-token.key`, `audit-hmac.key`), once
+/// the operator has made it.
+pub async fn tenant_key(
+    cluster: &TestCluster,
+    namespace: &str,
+    tenant: &str,
+    key: &str,
+) -> Vec<u8> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.client(), namespace);
+    let name = format!("{tenant}-keys");
+    eventually(
+        &format!("{key} in Secret {name}"),
+        Duration::from_secs(60),
+        || async {
+            secrets
+                .get_opt(&name)
+                .await
+                .ok()
+                .flatten()?
+                .data?
+                .remove(key)
+                .map(|k| k.0)
+        },
+    )
+    .await
+}
+
 /// Installs bedside's CRDs, HealthcareTenant and BreakGlass (a plain create: 1.20 refuses to
 /// server-side apply a schema with CEL rules, and drops them on create) and waits until they
 /// are served.

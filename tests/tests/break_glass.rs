@@ -18,7 +18,7 @@ use bedside_crds::break_glass::BreakGlass;
 use bedside_crds::join::{JoinClaims, Role};
 use bedside_tests::media::{Signal, TestNode, workspace_binary};
 use bedside_tests::operator::{
-    RunningOperator, create_lakeside_tenant, ensure_namespace, eventually, install_crd,
+    RunningOperator, create_lakeside_tenant, ensure_namespace, eventually, install_crd, tenant_key,
 };
 use bedside_tests::rsyslog::{self, Rsyslog};
 use bedside_tests::{ClusterOptions, TestCluster};
@@ -112,17 +112,7 @@ async fn an_emergency_link_works_only_while_its_grant_is_active_for_its_clinicia
         .expect("operator");
 
     // A media node of the tenant (its key, its leases), as a pod runs it.
-    let key = eventually("the tenant's join key", WAIT, || async {
-        secrets
-            .get_opt("lakeside-behavioral-keys")
-            .await
-            .ok()
-            .flatten()?
-            .data?
-            .remove("join-token.key")
-            .map(|k| k.0)
-    })
-    .await;
+    let key = tenant_key(&cluster, NS, TENANT, "join-token.key").await;
     let material = bedside_media_node::node::NodeSetup {
         join_key: key.clone(),
         ..bedside_media_node::node::NodeSetup::generated(

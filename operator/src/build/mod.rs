@@ -6,7 +6,7 @@ pub mod addresses;
 pub mod config;
 mod meta;
 pub(crate) use meta::{metadata, tls_secret_name};
-mod objects;
+pub(crate) mod objects;
 pub mod relay;
 pub mod storage;
 

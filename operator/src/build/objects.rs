@@ -491,7 +491,7 @@ pub fn pod_disruption_budget(
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::build::desired;
     use bedside_crds::MediaNodeConfig;

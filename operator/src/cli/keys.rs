@@ -135,16 +135,7 @@ pub fn run(args: &Args) -> ExitCode {
         .build()
         .map_err(CliError::Runtime)
         .and_then(|rt| rt.block_on(rotate(rotate_args)));
-    match result {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    super::finish(result)
 }
 
 async fn rotate(args: &RotateArgs) -> Result<String, CliError> {

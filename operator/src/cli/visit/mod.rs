@@ -158,16 +158,7 @@ pub fn run(args: &Args) -> ExitCode {
                 }
             })
         });
-    match result {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    super::finish(result)
 }
 
 async fn run_create(args: &CreateArgs) -> Result<String, CliError> {
