@@ -292,12 +292,16 @@ async fn not_an_open_relay(cluster: &TestCluster, node: &TestNode, media_ip: &st
     .expect("the TURN checks");
 }
 
+/// The relay's pods, not those on their way out after a rollout.
 async fn relay_pods(cluster: &TestCluster) -> Vec<Pod> {
     Api::<Pod>::namespaced(cluster.client(), NS)
         .list(&ListParams::default().labels(RELAY_SELECTOR))
         .await
         .map(|l| l.items)
         .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
 }
 
 async fn relay_pods_never_restarted(cluster: &TestCluster) {

@@ -47,12 +47,31 @@ pub(super) async fn apply(
     let deployment = server_side_apply(&deployments, &objects.deployment, "Deployment").await?;
     observed.relay = Some(RelayState {
         address: build::load_balancer_address(&service),
-        ready_pods: deployment
-            .status
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0),
+        ready_pods: current_ready_pods(&deployment),
     });
     Ok(())
+}
+
+/// Ready relay pods that run the Deployment's current template (its config: the media
+/// addresses it lets browsers reach): none while a rollout is under way, when a ready pod may
+/// still be one with the old config, refusing the media pod a browser is sent to.
+fn current_ready_pods(deployment: &Deployment) -> i32 {
+    let Some(status) = &deployment.status else {
+        return 0;
+    };
+    let wanted = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let seen = status.observed_generation >= deployment.metadata.generation;
+    let rolled_out = seen && updated >= wanted && status.replicas.unwrap_or(0) == updated;
+    if rolled_out {
+        status.ready_replicas.unwrap_or(0).min(updated)
+    } else {
+        0
+    }
 }
 
 /// The media pods' addresses as their Services show them now.
@@ -103,5 +122,39 @@ where
             action: format!("removing the relay's {name}"),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(
+        generation: i64,
+        observed: i64,
+        replicas: i32,
+        updated: i32,
+        ready: i32,
+    ) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "relay", "generation": generation},
+            "spec": {"replicas": 1, "selector": {}, "template": {}},
+            "status": {"observedGeneration": observed, "replicas": replicas,
+                       "updatedReplicas": updated, "readyReplicas": ready},
+        }))
+        .expect("a Deployment")
+    }
+
+    #[test]
+    fn a_relay_counts_as_ready_only_once_its_current_config_runs() {
+        // Rolled out: the one pod runs the current template.
+        assert_eq!(current_ready_pods(&deployment(3, 3, 1, 1, 1)), 1);
+        // A new config (a media pod's new address): the old pod is still ready, the new one
+        // is not yet; browsers sent to the relay now would be refused the new address.
+        assert_eq!(current_ready_pods(&deployment(4, 4, 2, 1, 1)), 0);
+        // The controller has not seen the new template yet.
+        assert_eq!(current_ready_pods(&deployment(5, 4, 1, 1, 1)), 0);
+        // The new pod is up, the old one gone, but not ready yet.
+        assert_eq!(current_ready_pods(&deployment(4, 4, 1, 1, 0)), 0);
     }
 }

@@ -148,7 +148,7 @@ pub struct RelayState {
 fn relay_problem(relay: &RelayState) -> Option<String> {
     if relay.ready_pods == 0 {
         Some(
-            "the TURN relay has no ready pod yet (kubectl describe deployment of the relay)".into(),
+            "the TURN relay has no ready pod running its current configuration yet (kubectl rollout status deployment of the relay)".into(),
         )
     } else if relay.address.is_none() {
         Some("the TURN relay's Service has no load balancer address yet".into())
