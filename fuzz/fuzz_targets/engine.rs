@@ -73,6 +73,7 @@ impl Room {
             token_expires: self.now + Duration::from_secs(3600),
             display_name: None,
             remembered: None,
+            entry: bedside_media_node::meeting::Entry::Link,
             events,
             reply,
         };
