@@ -10,7 +10,8 @@
 //!
 //! Run with `make bench` (builds the release node first), or
 //! `BEDSIDE_MEDIA_NODE_BIN=... cargo bench -p bedside-benches --bench media_forwarding`.
-//! `BEDSIDE_BENCH_SCENARIOS="1x10,2x20"` picks the scenarios.
+//! `BEDSIDE_BENCH_SCENARIOS="1x10,2x20"` picks the scenarios; `4x25@1` runs one with the node
+//! held to one media loop (the default is one per CPU), for the loops' scaling.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ const WINDOW: Duration = Duration::from_secs(10);
 /// which the table prints as "n/a", never as a zero.
 #[derive(Debug)]
 struct Outcome {
+    /// Media loops the node ran.
+    loops: usize,
     publishers: usize,
     subscribers: usize,
     streams: usize,
@@ -109,9 +112,39 @@ fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
     Some(sorted[(last as f64 * q) as usize])
 }
 
-async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) -> Outcome {
-    let mut node = TestNode::spawn(binary).await;
+/// A scenario: publishers, subscribers per publisher, and media loops (`None`: the default).
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    publishers: usize,
+    per_room: usize,
+    loops: Option<u16>,
+}
+
+impl Scenario {
+    /// `PxS` or `PxS@L`.
+    fn parse(spec: &str) -> Option<Scenario> {
+        let (load, loops) = match spec.trim().split_once('@') {
+            Some((load, loops)) => (load, Some(loops.trim().parse().ok()?)),
+            None => (spec.trim(), None),
+        };
+        let (a, b) = load.split_once('x')?;
+        Some(Scenario {
+            publishers: a.trim().parse().ok()?,
+            per_room: b.trim().parse().ok()?,
+            loops,
+        })
+    }
+}
+
+async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
+    let Scenario {
+        publishers,
+        per_room,
+        loops,
+    } = scenario;
+    let mut node = TestNode::spawn_with_loops(binary, loops).await;
     let pid = node.pid();
+    let loops = node.metric("bedside_media_loops").await as usize;
     let mut pubs = Vec::new();
     for i in 0..publishers {
         let room = format!("bench-{i}");
@@ -191,6 +224,7 @@ async fn scenario(binary: &std::path::Path, publishers: usize, per_room: usize) 
     let delay_before = buckets(&metrics_before, "bedside_media_forward_delay_seconds");
     let delay_after = buckets(&metrics_after, "bedside_media_forward_delay_seconds");
     let outcome = Outcome {
+        loops,
         publishers,
         subscribers: streams,
         streams,
@@ -248,8 +282,8 @@ fn stamped_total(subs: &[(RustPeer, Instant, String)]) -> u64 {
 
 fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::from(
-        "| publishers x subscribers | forwarded streams | node CPU (cores) | streams per core | loss | node delay p50 / p99 | end-to-end p50 / p99 | join to first packet p50 / max | node memory per subscriber | send drops |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| publishers x subscribers | media loops | forwarded streams | node CPU (cores) | streams per core | loss | node delay p50 / p99 | end-to-end p50 / p99 | join to first packet p50 / max | node memory per subscriber | send drops |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for o in outcomes {
         let na = || "n/a".to_string();
@@ -268,9 +302,10 @@ fn table(outcomes: &[Outcome]) -> String {
             _ => na(),
         };
         out.push_str(&format!(
-            "| {} x {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            "| {} x {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
             o.publishers,
             o.subscribers / o.publishers.max(1),
+            o.loops,
             o.streams,
             o.node_cpu_secs
                 .map_or_else(na, |c| format!("{:.2}", c / WINDOW.as_secs_f64())),
@@ -304,13 +339,10 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let scenarios: Vec<(usize, usize)> = std::env::var("BEDSIDE_BENCH_SCENARIOS")
-        .unwrap_or_else(|_| "1x10,2x20,4x25".into())
+    let scenarios: Vec<Scenario> = std::env::var("BEDSIDE_BENCH_SCENARIOS")
+        .unwrap_or_else(|_| "1x10,2x20,4x25,4x25@1,8x25,8x25@1".into())
         .split(',')
-        .filter_map(|s| {
-            let (a, b) = s.split_once('x')?;
-            Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
-        })
+        .filter_map(Scenario::parse)
         .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -319,9 +351,9 @@ fn main() {
     eprintln!("media_forwarding: the idle node ...");
     let idle = runtime.block_on(idle_cpu(&binary));
     let mut outcomes = Vec::new();
-    for (publishers, per_room) in scenarios {
-        eprintln!("media_forwarding: {publishers} publishers x {per_room} subscribers ...");
-        let outcome = runtime.block_on(scenario(&binary, publishers, per_room));
+    for s in scenarios {
+        eprintln!("media_forwarding: {s:?} ...");
+        let outcome = runtime.block_on(scenario(&binary, s));
         eprintln!("{outcome:?}");
         outcomes.push(outcome);
     }

@@ -153,6 +153,10 @@ pub struct NetworkSettings {
     pub signaling_listen: SocketAddr,
     /// The one UDP port all peers share.
     pub media_listen: SocketAddr,
+    /// Media loops to run, rooms spread over them (one per core forwards the most). Absent:
+    /// one per CPU the node may use, which in a pod is its CPU limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_loops: Option<u16>,
     /// The address browsers send media to (the media Service's LoadBalancer or NodePort
     /// address). Absent until the operator knows it; the node then refuses joins, saying why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -550,6 +554,7 @@ mod tests {
             network: NetworkSettings {
                 signaling_listen: "0.0.0.0:8443".parse().expect("addr"),
                 media_listen: "0.0.0.0:3478".parse().expect("addr"),
+                media_loops: None,
                 advertised_media_address: Some("203.0.113.10:3478".parse().expect("addr")),
                 advertised_media_address_dir: None,
                 metrics_listen: "0.0.0.0:9090".parse().expect("addr"),

@@ -26,6 +26,7 @@ pub fn dev_default() -> MediaNodeConfig {
         network: NetworkSettings {
             signaling_listen: (loopback, 8443).into(),
             media_listen: (loopback, 3478).into(),
+            media_loops: None,
             advertised_media_address: Some((loopback, 3478).into()),
             advertised_media_address_dir: None,
             metrics_listen: (loopback, 9091).into(),

@@ -5,36 +5,52 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::sfu::shard::MAX_LOOPS;
+
 /// The media loop has not turned for this long: it is stuck (or gone), and the pod must be
 /// restarted. The loop turns at least every 100 ms even when idle.
 pub const STUCK_AFTER: Duration = Duration::from_secs(10);
 
-/// Proof of life from the media loop: it beats on every turn; the probes read the age.
+/// Proof of life from the media loops: each beats on every turn; the probes read the age of
+/// the oldest beat, so one stuck loop (its rooms' calls frozen) is seen though others turn.
 #[derive(Debug)]
 pub struct Heartbeat {
     origin: Instant,
-    last_ms: AtomicU64,
+    /// Milliseconds since `origin` of each loop's last beat; `NEVER` for a slot no loop uses.
+    last_ms: [AtomicU64; MAX_LOOPS],
 }
+
+const NEVER: u64 = u64::MAX;
 
 impl Default for Heartbeat {
     fn default() -> Self {
         Self {
             origin: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            last_ms: std::array::from_fn(|_| AtomicU64::new(NEVER)),
         }
     }
 }
 
 impl Heartbeat {
-    pub fn beat(&self, now: Instant) {
+    /// Loop `index` turned at `now`.
+    pub fn beat(&self, index: usize, now: Instant) {
         let ms = now.saturating_duration_since(self.origin).as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        if let Some(slot) = self.last_ms.get(index) {
+            slot.store(ms, Ordering::Relaxed);
+        }
     }
 
-    /// How long ago the loop last turned.
+    /// How long ago the loop that turned least recently last turned (since the start when no
+    /// loop has turned yet).
     pub fn age(&self, now: Instant) -> Duration {
-        let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        now.saturating_duration_since(last)
+        let oldest = self
+            .last_ms
+            .iter()
+            .map(|slot| slot.load(Ordering::Relaxed))
+            .filter(|ms| *ms != NEVER)
+            .min()
+            .unwrap_or(0);
+        now.saturating_duration_since(self.origin + Duration::from_millis(oldest))
     }
 }
 
@@ -146,9 +162,22 @@ mod tests {
     fn the_heartbeat_age_grows_until_the_next_beat() {
         let heartbeat = Heartbeat::default();
         let start = Instant::now();
-        heartbeat.beat(start);
+        heartbeat.beat(0, start);
         assert!(heartbeat.age(start + Duration::from_secs(3)) >= Duration::from_secs(3));
-        heartbeat.beat(start + Duration::from_secs(3));
+        heartbeat.beat(0, start + Duration::from_secs(3));
         assert!(heartbeat.age(start + Duration::from_secs(3)) < Duration::from_millis(5));
+    }
+
+    #[test]
+    fn one_stuck_loop_ages_the_heartbeat_though_the_others_turn() {
+        let heartbeat = Heartbeat::default();
+        let start = Instant::now();
+        heartbeat.beat(0, start);
+        heartbeat.beat(1, start);
+        let later = start + STUCK_AFTER + Duration::from_secs(1);
+        heartbeat.beat(0, later);
+        assert!(heartbeat.age(later) > STUCK_AFTER);
+        heartbeat.beat(1, later);
+        assert!(heartbeat.age(later) < Duration::from_millis(5));
     }
 }

@@ -294,11 +294,14 @@ async fn start_media(
     stats: &Arc<EngineStats>,
     tcp_gate: Arc<crate::limits::Connections>,
 ) -> Result<(SfuHandle, SocketAddr, tokio::task::JoinHandle<()>), NodeError> {
+    let loops = sfu::shard::loop_count(config.network.media_loops.map(usize::from));
+    tracing::info!(loops, "media loops, rooms spread over them");
     sfu::start(
         config.network.media_listen,
         settings,
         stats.clone(),
         tcp_gate,
+        loops,
     )
     .await
     .map_err(|source| NodeError::Listen {

@@ -82,6 +82,22 @@ impl TestCluster {
     /// The suites' cluster: the one `BEDSIDE_TEST_KUBECONFIG` names (a newer cluster, e.g.
     /// kind, where CEL rules run too), else a fresh v1.20 control plane on loopback.
     pub async fn start(options: ClusterOptions) -> Result<Self, HarnessError> {
+        // Ports are picked free and then bound by etcd and the API server: in between, another
+        // test's outgoing connection can take one. Such a start is tried again on new ports.
+        let mut attempts = 3;
+        loop {
+            match Self::start_once(options).await {
+                Err(HarnessError::Exited { log, .. })
+                    if attempts > 1 && log.contains("address already in use") =>
+                {
+                    attempts -= 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(options: ClusterOptions) -> Result<Self, HarnessError> {
         let dir = tempfile::Builder::new()
             .prefix("bedside-cluster-")
             .tempdir()

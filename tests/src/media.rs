@@ -28,6 +28,22 @@ use webrtc::peer_connection::{
     SettingEngineBuilder, SrtpProtectionProfile, register_default_interceptors,
 };
 
+/// Media loops of an in-process test node.
+pub const TEST_NODE_LOOPS: u16 = 2;
+
+/// Two room names that a test node holds on different media loops.
+pub fn rooms_on_different_loops(prefix: &str) -> (String, String) {
+    use bedside_media_node::sfu::shard::loop_for_room;
+    let loops = usize::from(TEST_NODE_LOOPS);
+    let first = format!("{prefix}-a");
+    let on_first = loop_for_room(&first, loops);
+    let second = (0..)
+        .map(|n| format!("{prefix}-b{n}"))
+        .find(|room| loop_for_room(room, loops) != on_first)
+        .expect("some name lands on another loop");
+    (first, second)
+}
+
 /// A media node on 127.0.0.1 with ephemeral ports: in this process (tests) or as the
 /// release binary in its own process (benchmarks, so its CPU can be read from /proc).
 #[derive(Debug)]
@@ -75,6 +91,9 @@ impl TestNode {
         config.network.media_listen = (loopback, 0).into();
         config.network.advertised_media_address = Some((loopback, 0).into());
         config.network.metrics_listen = (loopback, 0).into();
+        // Two media loops whatever the machine: every suite goes through the routing of rooms
+        // and packets over loops (`sfu::shard`).
+        config.network.media_loops = Some(TEST_NODE_LOOPS);
         let files = tempfile::tempdir().expect("tempdir");
         let audit_file = files.path().join("audit.jsonl");
         config.audit.buffer_dir = files.path().join("audit-buffer");
@@ -129,6 +148,11 @@ impl TestNode {
     /// Runs `binary run --config FILE` with files written to a temporary directory; fixed
     /// ports are picked free first because the process cannot report ephemeral ones.
     pub async fn spawn(binary: &std::path::Path) -> TestNode {
+        Self::spawn_with_loops(binary, None).await
+    }
+
+    /// Like `spawn`, running `loops` media loops (`None`: the node's default, one per CPU).
+    pub async fn spawn_with_loops(binary: &std::path::Path, loops: Option<u16>) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let material = NodeSetup::generated(config::dev_default(), "bench-node".into())
             .expect("node material");
@@ -138,6 +162,7 @@ impl TestNode {
             let limits = &mut c.network.client_limits;
             limits.join_attempts_per_minute = 1_000_000;
             limits.connections_per_network = limits.connections;
+            c.network.media_loops = loops;
         })
         .await;
         node._files = Some(dir);

@@ -21,11 +21,13 @@ async fn peer(node: &TestNode, room: &str, user: &str) -> RustPeer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_flows_between_everyone_in_a_room_and_never_across_rooms() {
     let mut node = TestNode::start().await;
-    let a1 = peer(&node, "room-a", "u-a1").await;
-    let a2 = peer(&node, "room-a", "u-a2").await;
-    let a3 = peer(&node, "room-a", "u-a3").await;
-    let b1 = peer(&node, "room-b", "u-b1").await;
-    let b2 = peer(&node, "room-b", "u-b2").await;
+    // The two rooms live on different media loops of the node (one per core).
+    let (a, b) = bedside_tests::media::rooms_on_different_loops("room");
+    let a1 = peer(&node, &a, "u-a1").await;
+    let a2 = peer(&node, &a, "u-a2").await;
+    let a3 = peer(&node, &a, "u-a3").await;
+    let b1 = peer(&node, &b, "u-b1").await;
+    let b2 = peer(&node, &b, "u-b2").await;
     let room_a = [&a1, &a2, &a3];
     let room_b = [&b1, &b2];
 
@@ -82,6 +84,11 @@ async fn media_flows_between_everyone_in_a_room_and_never_across_rooms() {
         5.0
     );
     assert_eq!(node.metric("bedside_media_participants").await, 5.0);
+    assert_eq!(node.metric("bedside_media_loops").await, 2.0);
+    assert_eq!(
+        node.metric("bedside_media_receive_dropped_total").await,
+        0.0
+    );
 
     for p in [a1, a2, a3, b1, b2] {
         p.leave().await;

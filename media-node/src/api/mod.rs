@@ -35,7 +35,7 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use self::credentials::Credentials;
 use crate::error::NodeError;
 use crate::placement::leases::Placement;
-use crate::sfu::{Command, SfuHandle};
+use crate::sfu::SfuHandle;
 
 /// The OpenAPI document, as committed (a test checks it is a valid OpenAPI 3.1 document and
 /// that the API's answers match it).
@@ -368,12 +368,7 @@ impl ApiState {
                 placement.held(id),
             ),
             None => {
-                let rooms = self
-                    .setup
-                    .sfu
-                    .ask(|reply| Command::Rooms { reply })
-                    .await
-                    .unwrap_or_default();
+                let rooms = self.setup.sfu.rooms().await.unwrap_or_default();
                 (false, rooms.iter().any(|r| r == id))
             }
         };

@@ -550,10 +550,7 @@ pub fn spawn(
             }
             let is_draining = *draining.borrow();
             let mut result = placement.beat(is_draining).await;
-            let active = sfu
-                .ask(|reply| Command::Rooms { reply })
-                .await
-                .unwrap_or_default();
+            let active = sfu.rooms().await.unwrap_or_default();
             if result.is_ok() {
                 result = placement.enforce_cancellations(&sfu, &active, &audit).await;
             }

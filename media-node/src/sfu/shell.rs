@@ -1,6 +1,6 @@
-//! The media engine's I/O: the one UDP socket every peer shares, the ICE-TCP connections of
-//! browsers that cannot use UDP (`tcp.rs`), the clock, and the command channel from signaling.
-//! Everything else is the sans-IO `Engine`.
+//! One media loop's I/O: the packets the receive task (`dispatch`) hands it, the clock, the
+//! command channel from signaling, and the sends on the node's shared UDP socket and its ICE-TCP
+//! connections (`tcp.rs`). Everything else is the sans-IO `Engine`.
 //!
 //! Sends never wait: a full socket buffer drops the datagram (RTX repairs it) so one slow
 //! subscriber never stalls the others.
@@ -18,74 +18,91 @@ use tokio::sync::mpsc;
 
 use super::command::Command;
 use super::engine::Engine;
+use super::shard::RouteChange;
 use super::stats::EngineStats;
-use super::tcp::TcpEvent;
 
-/// The media loop's sockets: the UDP socket, and the queues of the open ICE-TCP connections.
-pub struct Sockets {
-    pub udp: UdpSocket,
-    pub tcp_events: mpsc::Receiver<TcpEvent>,
-    tcp: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+/// What the receive task hands a loop.
+#[derive(Debug)]
+pub enum Inbound {
+    Packet {
+        proto: Protocol,
+        source: SocketAddr,
+        contents: Bytes,
+        arrived: Instant,
+    },
+    /// An ICE-TCP connection opened (every loop hears of it: its owner is not known yet).
+    TcpOpened {
+        remote: SocketAddr,
+        outgoing: mpsc::Sender<Bytes>,
+    },
+    TcpClosed {
+        remote: SocketAddr,
+    },
 }
 
-impl Sockets {
-    pub fn new(udp: UdpSocket, tcp_events: mpsc::Receiver<TcpEvent>) -> Self {
+/// A loop's way out: the node's UDP socket (shared by every loop) and the ICE-TCP connections.
+pub struct Outputs {
+    pub udp: Arc<UdpSocket>,
+    tcp: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    /// Tells the receive task which addresses this loop claimed or released.
+    routes: mpsc::UnboundedSender<(usize, RouteChange)>,
+    index: usize,
+}
+
+impl Outputs {
+    pub fn new(
+        udp: Arc<UdpSocket>,
+        routes: mpsc::UnboundedSender<(usize, RouteChange)>,
+        index: usize,
+    ) -> Self {
         Self {
             udp,
-            tcp_events,
             tcp: HashMap::new(),
+            routes,
+            index,
         }
     }
 }
 
-/// Datagrams read per wake-up before other work gets a turn.
+/// Packets taken per wake-up before other work gets a turn.
 const READ_BATCH: usize = 64;
-/// Larger than any datagram a WebRTC peer sends (they stay under the path MTU).
-const RECEIVE_BUFFER: usize = 2048;
 /// Commands taken per wake-up: a burst of signaling never holds media back longer than this.
 const COMMAND_BATCH: usize = 32;
 
 /// Runs until a `Shutdown` command or until every command sender is gone.
 pub async fn run(
     mut engine: Engine,
-    mut sockets: Sockets,
+    mut inbound: mpsc::Receiver<Inbound>,
+    mut outputs: Outputs,
     mut commands: mpsc::Receiver<Command>,
     stats: Arc<EngineStats>,
 ) {
-    let mut buf = vec![0u8; RECEIVE_BUFFER];
     loop {
         let deadline = engine.next_deadline();
-        // Unbiased: commands and datagrams each get their turn, whichever is flooded.
+        // Unbiased: commands and packets each get their turn, whichever is flooded.
         tokio::select! {
             command = commands.recv() => {
                 if !take_commands(&mut engine, command, &mut commands) {
+                    report_routes(&mut engine, &outputs);
                     return;
                 }
             }
-            received = sockets.udp.recv_from(&mut buf) => match received {
-                Ok((n, source)) => {
-                    receive(&mut engine, Protocol::Udp, &buf[..n], source, &stats);
-                    send(&mut engine, &sockets, &stats);
-                    for _ in 0..READ_BATCH {
-                        let Ok((n, source)) = sockets.udp.try_recv_from(&mut buf) else {
-                            break;
-                        };
-                        receive(&mut engine, Protocol::Udp, &buf[..n], source, &stats);
-                        send(&mut engine, &sockets, &stats);
-                    }
+            Some(first) = inbound.recv() => {
+                on_inbound(&mut engine, &mut outputs, first, &stats);
+                for _ in 0..READ_BATCH {
+                    let Ok(next) = inbound.try_recv() else {
+                        break;
+                    };
+                    on_inbound(&mut engine, &mut outputs, next, &stats);
                 }
-                Err(e) => tracing::warn!(error = %e, "media socket read failed"),
-            },
-            Some(event) = sockets.tcp_events.recv() => {
-                on_tcp(&mut engine, &mut sockets, event, &stats);
-                send(&mut engine, &sockets, &stats);
             }
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
         let now = Instant::now();
-        stats.heartbeat.beat(now);
+        stats.heartbeat.beat(outputs.index, now);
         engine.handle_timeout(now);
-        send(&mut engine, &sockets, &stats);
+        send(&mut engine, &outputs, &stats);
+        report_routes(&mut engine, &outputs);
         // Packet in to every subscriber's datagrams handed to the socket.
         let sent = Instant::now();
         for arrived in engine.drain_delivered() {
@@ -93,6 +110,33 @@ pub async fn run(
                 .forward_delay
                 .record(sent.saturating_duration_since(arrived));
         }
+    }
+}
+
+fn on_inbound(engine: &mut Engine, outputs: &mut Outputs, inbound: Inbound, stats: &EngineStats) {
+    match inbound {
+        Inbound::Packet {
+            proto,
+            source,
+            contents,
+            arrived,
+        } => {
+            engine.handle_packet(proto, &contents, source, arrived);
+            send(engine, outputs, stats);
+        }
+        Inbound::TcpOpened { remote, outgoing } => {
+            outputs.tcp.insert(remote, outgoing);
+        }
+        Inbound::TcpClosed { remote } => {
+            outputs.tcp.remove(&remote);
+        }
+    }
+}
+
+/// The receive task learns which addresses are this loop's.
+fn report_routes(engine: &mut Engine, outputs: &Outputs) {
+    for change in engine.drain_route_changes() {
+        let _ = outputs.routes.send((outputs.index, change));
     }
 }
 
@@ -123,38 +167,12 @@ fn take_commands(
     true
 }
 
-fn on_tcp(engine: &mut Engine, sockets: &mut Sockets, event: TcpEvent, stats: &EngineStats) {
-    match event {
-        TcpEvent::Opened { remote, outgoing } => {
-            sockets.tcp.insert(remote, outgoing);
-        }
-        TcpEvent::Packet { remote, contents } => {
-            receive(engine, Protocol::Tcp, &contents, remote, stats);
-        }
-        TcpEvent::Closed { remote } => {
-            sockets.tcp.remove(&remote);
-        }
-    }
-}
-
-fn receive(
-    engine: &mut Engine,
-    proto: Protocol,
-    packet: &[u8],
-    source: SocketAddr,
-    stats: &EngineStats,
-) {
-    stats.packets_in.inc();
-    stats.bytes_in.inc_by(packet.len() as u64);
-    engine.handle_packet(proto, packet, source, Instant::now());
-}
-
 /// Everything the engine has to send, without waiting on a socket.
-fn send(engine: &mut Engine, sockets: &Sockets, stats: &EngineStats) {
+fn send(engine: &mut Engine, outputs: &Outputs, stats: &EngineStats) {
     while let Some(t) = engine.poll_transmit() {
         let sent = match t.proto {
-            Protocol::Tcp => send_tcp(sockets, t.destination, &t.contents),
-            _ => match sockets.udp.try_send_to(&t.contents, t.destination) {
+            Protocol::Tcp => send_tcp(outputs, t.destination, &t.contents),
+            _ => match outputs.udp.try_send_to(&t.contents, t.destination) {
                 Ok(n) => Some(n),
                 Err(e) => {
                     if e.kind() != ErrorKind::WouldBlock {
@@ -175,8 +193,8 @@ fn send(engine: &mut Engine, sockets: &Sockets, stats: &EngineStats) {
 }
 
 /// Queued for the connection's task; dropped when its queue is full or it has closed.
-fn send_tcp(sockets: &Sockets, destination: SocketAddr, packet: &[u8]) -> Option<usize> {
-    let connection = sockets.tcp.get(&destination)?;
+fn send_tcp(outputs: &Outputs, destination: SocketAddr, packet: &[u8]) -> Option<usize> {
+    let connection = outputs.tcp.get(&destination)?;
     connection.try_send(Bytes::copy_from_slice(packet)).ok()?;
     Some(packet.len())
 }

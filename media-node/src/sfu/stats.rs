@@ -203,6 +203,10 @@ pub struct EngineStats {
     pub packets_in: IntCounter,
     pub packets_out: IntCounter,
     pub send_dropped: IntCounter,
+    /// Datagrams dropped because the media loop they belong to had a full queue.
+    pub receive_dropped: IntCounter,
+    /// Media loops the node runs (one per core it may use).
+    pub loops: IntGauge,
     pub frames_forwarded: IntCounter,
     /// Chat messages relayed to a participant (counts only; never content).
     pub chat_messages: IntCounter,
@@ -230,7 +234,7 @@ pub struct EngineStats {
     /// What placing a join costs: finding (or choosing) the room's pod through the Leases, and
     /// for a join carried on, the connection to that pod.
     pub placement: DurationHistogram,
-    /// The media loop beats on every turn; the liveness probe reads it.
+    /// Each media loop beats on every turn; the liveness probe reads the oldest beat.
     pub heartbeat: std::sync::Arc<crate::health::Heartbeat>,
 }
 
@@ -360,6 +364,14 @@ impl EngineStats {
             send_dropped: counter(
                 "bedside_media_send_dropped_total",
                 "Datagrams dropped because the socket buffer was full",
+            )?,
+            receive_dropped: counter(
+                "bedside_media_receive_dropped_total",
+                "Datagrams dropped because their media loop was behind (its queue was full)",
+            )?,
+            loops: gauge(
+                "bedside_media_loops",
+                "Media loops this node runs, one per core it may use; rooms are spread over them",
             )?,
             frames_forwarded: counter(
                 "bedside_media_frames_forwarded_total",
@@ -500,7 +512,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 37] = [
+        let collectors: [&dyn Collector; 39] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -521,6 +533,8 @@ impl EngineStats {
             &self.bytes,
             &self.packets,
             &self.send_dropped,
+            &self.receive_dropped,
+            &self.loops,
             &self.frames_forwarded,
             &self.chat_messages,
             &self.chat_refused,

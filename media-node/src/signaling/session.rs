@@ -790,7 +790,7 @@ impl Session {
     async fn hosted_here(&self, room: &str) -> bool {
         self.state
             .sfu
-            .ask(|reply| Command::Rooms { reply })
+            .rooms()
             .await
             .is_ok_and(|rooms| rooms.iter().any(|r| r == room))
     }

@@ -80,6 +80,7 @@ pub fn node_config(tenant: &HealthcareTenant) -> MediaNodeConfig {
         network: NetworkSettings {
             signaling_listen: any_port(SIGNALING_PORT),
             media_listen: any_port(MEDIA_PORT),
+            media_loops: None,
             // Each pod's own address, from the addresses ConfigMap: not in this file, so that
             // an address arriving or changing rolls no pod.
             advertised_media_address: None,

@@ -30,6 +30,7 @@ use str0m::{Input, Output};
 
 use super::command::{Command, EngineSettings};
 use super::participant::{PATH_WAIT, Participant, ParticipantId, Propagated};
+use super::shard::{RouteChange, Shard};
 use super::stats::{ConnectionFailure, EngineStats};
 use crate::crypto_policy;
 use crate::meeting::Meeting;
@@ -43,7 +44,11 @@ pub struct Engine {
     crypto: Arc<CryptoProvider>,
     participants: HashMap<ParticipantId, Participant>,
     by_addr: HashMap<(Protocol, SocketAddr), ParticipantId>,
+    /// Addresses claimed and released since the shell last asked, for the receive task.
+    route_changes: Vec<RouteChange>,
     rooms: HashMap<Arc<str>, Vec<ParticipantId>>,
+    /// Which of the node's loops this engine is: it hands out the ids that name it.
+    shard: Shard,
     next_id: u64,
     queue: VecDeque<Propagated>,
     dirty: Vec<ParticipantId>,
@@ -87,7 +92,9 @@ impl Engine {
             crypto,
             participants: HashMap::new(),
             by_addr: HashMap::new(),
+            route_changes: Vec::new(),
             rooms: HashMap::new(),
+            shard: Shard::SINGLE,
             next_id: 1,
             queue: VecDeque::new(),
             dirty: Vec::new(),
@@ -105,6 +112,12 @@ impl Engine {
             delivered: Vec::new(),
             probes: probes::Probes::default(),
         }
+    }
+
+    /// The engine as one of the node's loops (`sfu::shard`).
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
     }
 
     /// The shell's clock moves the engine's; it never goes back.
@@ -237,6 +250,7 @@ impl Engine {
                 };
                 p.remote_addrs.push((proto, source));
                 self.by_addr.insert((proto, source), p.id);
+                self.route_changes.push(RouteChange::Claimed(proto, source));
                 p.id
             }
         };
@@ -270,6 +284,11 @@ impl Engine {
         self.delivered.drain(..)
     }
 
+    /// The remote addresses this engine's connections claimed or let go of since the last call.
+    pub fn drain_route_changes(&mut self) -> std::vec::Drain<'_, RouteChange> {
+        self.route_changes.drain(..)
+    }
+
     /// When `handle_timeout` is due next.
     pub fn next_deadline(&self) -> Instant {
         self.participants
@@ -292,7 +311,11 @@ impl Engine {
         }
         self.participants.clear();
         self.rooms.clear();
-        self.by_addr.clear();
+        self.route_changes.extend(
+            self.by_addr
+                .drain()
+                .map(|((proto, addr), _)| RouteChange::Released(proto, addr)),
+        );
         self.stats.participants.set(0);
     }
 

@@ -15,6 +15,7 @@ use crate::protocol::{
 };
 use crate::sfu::command::{HostAction, Joined};
 use crate::sfu::participant::{Participant, ParticipantId};
+use crate::sfu::shard::RouteChange;
 use bedside_crds::join::Role;
 
 /// How often meetings are checked for timeouts.
@@ -46,7 +47,7 @@ impl Engine {
             return Err(refusal(meeting::Refusal::Ended));
         }
         self.check_room_size(&room)?;
-        let id = ParticipantId(self.next_id);
+        let id = self.shard.participant_id(self.next_id);
         let policy = self.settings.meeting;
         let effects = self
             .meetings
@@ -362,8 +363,9 @@ impl Engine {
             if let Some(rtc) = p.rtc.as_mut() {
                 rtc.disconnect();
             }
-            for from in &p.remote_addrs {
-                self.by_addr.remove(from);
+            for &(proto, from) in &p.remote_addrs {
+                self.by_addr.remove(&(proto, from));
+                self.route_changes.push(RouteChange::Released(proto, from));
             }
             self.stats.participants.dec();
             if let Some(meeting) = self.meetings.get_mut(&p.room) {

@@ -1,0 +1,144 @@
+//! The receive task: reads the node's one media port (and the ICE-TCP connections' frames) and
+//! hands each packet to the loop that owns its sender's address (`shard::Routes`).
+//!
+//! Datagrams are read into 64 KiB blocks that many packets share, so the forwarding path does
+//! not allocate per packet; a loop's queue that is full drops the packet as a full socket
+//! buffer would (RTX repairs it).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use str0m::net::Protocol;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::shard::{RouteChange, Routes, Target};
+use super::shell::Inbound;
+use super::stats::EngineStats;
+use super::tcp::TcpEvent;
+
+/// Datagrams read per wake-up before route news and ICE-TCP get a turn.
+const READ_BATCH: usize = 64;
+/// Larger than any datagram a WebRTC peer sends (they stay under the path MTU).
+const RECEIVE_BUFFER: usize = 2048;
+/// Datagrams are read into blocks this large, shared by the packets cut from them.
+const RECEIVE_BLOCK: usize = 64 * 1024;
+/// How often idle routes are looked for.
+const EXPIRE_EVERY: Duration = Duration::from_secs(15);
+
+/// The receive side of the media port and where its packets go.
+pub struct Dispatch {
+    pub udp: Arc<UdpSocket>,
+    pub tcp_events: mpsc::Receiver<TcpEvent>,
+    /// Each loop's queue, by loop index.
+    pub loops: Vec<mpsc::Sender<Inbound>>,
+    /// What the loops say about the addresses they own.
+    pub route_changes: mpsc::UnboundedReceiver<(usize, RouteChange)>,
+}
+
+/// Runs until every loop has stopped (their queues are closed).
+pub async fn run(mut dispatch: Dispatch, stats: Arc<EngineStats>) {
+    let mut routes = Routes::default();
+    let mut block = BytesMut::with_capacity(RECEIVE_BLOCK);
+    let mut expiry = tokio::time::interval(EXPIRE_EVERY);
+    while dispatch.loops.iter().any(|l| !l.is_closed()) {
+        tokio::select! {
+            received = dispatch.udp.recv_buf_from(fresh(&mut block)) => match received {
+                Ok((_, source)) => {
+                    take_route_changes(&mut routes, &mut dispatch.route_changes);
+                    let packet = block.split().freeze();
+                    deliver(&dispatch, &mut routes, Protocol::Udp, source, packet, &stats);
+                    for _ in 0..READ_BATCH {
+                        let Ok((_, source)) = dispatch.udp.try_recv_buf_from(fresh(&mut block))
+                        else {
+                            break;
+                        };
+                        let packet = block.split().freeze();
+                        deliver(&dispatch, &mut routes, Protocol::Udp, source, packet, &stats);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "media socket read failed"),
+            },
+            Some(event) = dispatch.tcp_events.recv() => {
+                take_route_changes(&mut routes, &mut dispatch.route_changes);
+                on_tcp(&dispatch, &mut routes, event, &stats).await;
+            }
+            Some((index, change)) = dispatch.route_changes.recv() => {
+                routes.apply(index, change, Instant::now());
+            }
+            _ = expiry.tick() => routes.expire(Instant::now()),
+        }
+    }
+}
+
+/// The block, with room for one more datagram (a new block once the old one is used up).
+fn fresh(block: &mut BytesMut) -> &mut BytesMut {
+    if block.capacity() < RECEIVE_BUFFER {
+        *block = BytesMut::with_capacity(RECEIVE_BLOCK);
+    }
+    block
+}
+
+fn take_route_changes(
+    routes: &mut Routes,
+    changes: &mut mpsc::UnboundedReceiver<(usize, RouteChange)>,
+) {
+    let now = Instant::now();
+    while let Ok((index, change)) = changes.try_recv() {
+        routes.apply(index, change, now);
+    }
+}
+
+/// A connection's opening and closing reach every loop (waiting for room: a loop that missed
+/// them could not answer over it); its packets go where its address is owned.
+async fn on_tcp(dispatch: &Dispatch, routes: &mut Routes, event: TcpEvent, stats: &EngineStats) {
+    match event {
+        TcpEvent::Opened { remote, outgoing } => {
+            for l in &dispatch.loops {
+                let outgoing = outgoing.clone();
+                let _ = l.send(Inbound::TcpOpened { remote, outgoing }).await;
+            }
+        }
+        TcpEvent::Packet { remote, contents } => {
+            deliver(dispatch, routes, Protocol::Tcp, remote, contents, stats);
+        }
+        TcpEvent::Closed { remote } => {
+            routes.closed(remote);
+            for l in &dispatch.loops {
+                let _ = l.send(Inbound::TcpClosed { remote }).await;
+            }
+        }
+    }
+}
+
+fn deliver(
+    dispatch: &Dispatch,
+    routes: &mut Routes,
+    proto: Protocol,
+    source: std::net::SocketAddr,
+    contents: Bytes,
+    stats: &EngineStats,
+) {
+    let arrived = Instant::now();
+    stats.packets_in.inc();
+    stats.bytes_in.inc_by(contents.len() as u64);
+    let packet = |contents| Inbound::Packet {
+        proto,
+        source,
+        contents,
+        arrived,
+    };
+    match routes.target(proto, source, arrived) {
+        Target::Loop(index) => {
+            if dispatch.loops[index].try_send(packet(contents)).is_err() {
+                stats.receive_dropped.inc();
+            }
+        }
+        Target::Every => {
+            for l in &dispatch.loops {
+                let _ = l.try_send(packet(contents.clone()));
+            }
+        }
+    }
+}
