@@ -230,6 +230,25 @@ async fn scenario(cluster: &TestCluster, exposure: Exposure, install: Install) {
             "{pod} advertises {address}: {log}"
         );
     }
+    // The CPU limit decides each pod's media loops: one core for the tenant installed in
+    // process (it sets `limits.cpu: "1"`), every core of the machine without a limit.
+    let loops = match install {
+        Install::InProcess => 1.0,
+        Install::Manifest => std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+    };
+    for pod in media_pods(cluster).await {
+        let metrics = pod_tenant::pod_metrics(&pod).await.unwrap_or_default();
+        let running = metrics
+            .lines()
+            .find(|l| l.starts_with("bedside_media_loops{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        assert_eq!(
+            running,
+            Some(loops),
+            "media loops of {:?}",
+            pod.metadata.name
+        );
+    }
     let expected_endpoint = match exposure {
         Exposure::NodePort => format!(
             "wss://telehealth.lakeside.example:{}",
@@ -1351,7 +1370,13 @@ async fn create_tenant(
         ],
         "storage": {},
     });
-    pod_tenant::create_with_audit(cluster, replicas, &service_type, image, audit).await;
+    let mut doc = pod_tenant::tenant_doc(replicas, &service_type, image, audit);
+    // A CPU limit of one core (and a small request, so three pods fit a 2-core machine).
+    doc["spec"]["mediaNodes"]["resources"] = json!({
+        "requests": {"cpu": "100m"},
+        "limits": {"cpu": "1"},
+    });
+    pod_tenant::create_from(cluster, doc).await;
 }
 
 /// What a platform engineer would look at when the tenant is not Ready: its conditions, the
