@@ -92,7 +92,8 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> 
     for (le, c) in delta {
         if c >= target {
             if le.is_infinite() {
-                return Some(lower.0);
+                // Past the histogram's top bucket: more than its bound, not the bound.
+                return Some(f64::INFINITY);
             }
             let span = c - lower.1;
             let frac = if span > 0.0 {
@@ -280,6 +281,15 @@ fn stamped_total(subs: &[(RustPeer, Instant, String)]) -> u64 {
         .sum()
 }
 
+/// A node delay in µs; past the histogram's top bucket (100 ms), only that it is longer.
+fn delay(us: f64) -> String {
+    if us.is_infinite() {
+        "> 100 ms".into()
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
 fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::from(
         "| publishers x subscribers | media loops | forwarded streams | node CPU (cores) | streams per core | loss | node delay p50 / p99 | end-to-end p50 / p99 | join to first packet p50 / max | node memory per subscriber | send drops |\n\
@@ -312,8 +322,8 @@ fn table(outcomes: &[Outcome]) -> String {
             o.streams_per_core.map_or_else(na, |s| format!("{s:.0}")),
             o.loss_pct.map_or_else(na, |l| format!("{l:.2}%")),
             pair(
-                o.node_delay_p50_us.map(|d| format!("{d:.0} µs")),
-                o.node_delay_p99_us.map(|d| format!("{d:.0} µs"))
+                o.node_delay_p50_us.map(delay),
+                o.node_delay_p99_us.map(delay)
             ),
             pair(
                 o.e2e_p50_us

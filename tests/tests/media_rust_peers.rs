@@ -85,6 +85,10 @@ async fn media_flows_between_everyone_in_a_room_and_never_across_rooms() {
     );
     assert_eq!(node.metric("bedside_media_participants").await, 5.0);
     assert_eq!(node.metric("bedside_media_loops").await, 2.0);
+    // The node's gauges add up both loops' rooms (each loop's share, refreshed every 500 ms).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(node.metric("bedside_media_rooms").await, 2.0);
+    assert_eq!(node.metric("bedside_media_publishers").await, 5.0);
     assert_eq!(
         node.metric("bedside_media_receive_dropped_total").await,
         0.0

@@ -7,6 +7,7 @@
 //! each packet to its loop; `tcp` serves the ICE-TCP connections of browsers whose networks
 //! block UDP.
 
+mod batch;
 pub mod command;
 mod dispatch;
 pub mod engine;

@@ -6,16 +6,16 @@
 //! subscriber never stalls the others.
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use str0m::net::Protocol;
+use str0m::net::{Protocol, Transmit};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::batch::{self, SEND_BATCH};
 use super::command::Command;
 use super::engine::Engine;
 use super::shard::RouteChange;
@@ -47,6 +47,8 @@ pub struct Outputs {
     /// Tells the receive task which addresses this loop claimed or released.
     routes: mpsc::UnboundedSender<(usize, RouteChange)>,
     index: usize,
+    /// UDP datagrams gathered for one `sendmmsg` call.
+    pending: Vec<Transmit>,
 }
 
 impl Outputs {
@@ -60,6 +62,7 @@ impl Outputs {
             tcp: HashMap::new(),
             routes,
             index,
+            pending: Vec::with_capacity(SEND_BATCH),
         }
     }
 }
@@ -101,7 +104,7 @@ pub async fn run(
         let now = Instant::now();
         stats.heartbeat.beat(outputs.index, now);
         engine.handle_timeout(now);
-        send(&mut engine, &outputs, &stats);
+        send(&mut engine, &mut outputs, &stats);
         report_routes(&mut engine, &outputs);
         // Packet in to every subscriber's datagrams handed to the socket.
         let sent = Instant::now();
@@ -167,27 +170,36 @@ fn take_commands(
     true
 }
 
-/// Everything the engine has to send, without waiting on a socket.
-fn send(engine: &mut Engine, outputs: &Outputs, stats: &EngineStats) {
-    while let Some(t) = engine.poll_transmit() {
-        let sent = match t.proto {
-            Protocol::Tcp => send_tcp(outputs, t.destination, &t.contents),
-            _ => match outputs.udp.try_send_to(&t.contents, t.destination) {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    if e.kind() != ErrorKind::WouldBlock {
-                        tracing::debug!(error = %e, "media send failed");
+/// Everything the engine has to send, without waiting on a socket: UDP datagrams in batches
+/// of up to [`SEND_BATCH`] per system call, ICE-TCP packets to their connections' queues.
+fn send(engine: &mut Engine, outputs: &mut Outputs, stats: &EngineStats) {
+    loop {
+        outputs.pending.clear();
+        while outputs.pending.len() < SEND_BATCH {
+            let Some(t) = engine.poll_transmit() else {
+                break;
+            };
+            if t.proto == Protocol::Tcp {
+                match send_tcp(outputs, t.destination, &t.contents) {
+                    Some(n) => {
+                        stats.packets_out.inc();
+                        stats.bytes_out.inc_by(n as u64);
                     }
-                    None
+                    None => stats.send_dropped.inc(),
                 }
-            },
-        };
-        match sent {
-            Some(n) => {
-                stats.packets_out.inc();
-                stats.bytes_out.inc_by(n as u64);
+            } else {
+                outputs.pending.push(t);
             }
-            None => stats.send_dropped.inc(),
+        }
+        if outputs.pending.is_empty() {
+            return;
+        }
+        let sent = batch::send(&outputs.udp, &outputs.pending);
+        stats.packets_out.inc_by(sent.datagrams as u64);
+        stats.bytes_out.inc_by(sent.bytes as u64);
+        stats.send_dropped.inc_by(sent.dropped as u64);
+        if outputs.pending.len() < SEND_BATCH {
+            return;
         }
     }
 }

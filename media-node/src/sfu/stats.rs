@@ -166,6 +166,14 @@ impl DurationHistogram {
     }
 }
 
+/// What one media loop holds, for the node's gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomCounts {
+    pub rooms: usize,
+    pub publishers: usize,
+    pub subscribers: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineStats {
     pub rooms: IntGauge,
@@ -635,16 +643,52 @@ impl EngineStats {
         }
     }
 
-    pub fn room_gauges(&self, rooms: usize, publishers: usize, subscribers: usize) {
-        self.rooms.set(rooms as i64);
-        self.publishers.set(publishers as i64);
-        self.subscribers.set(subscribers as i64);
+    /// One loop's rooms, publishers and subscribers went from `before` to `now`. The gauges
+    /// are the node's, shared by its loops: each loop adds its own change, never sets them.
+    pub fn room_gauges(&self, before: RoomCounts, now: RoomCounts) {
+        let change = |gauge: &IntGauge, before: usize, now: usize| {
+            gauge.add(now as i64 - before as i64);
+        };
+        change(&self.rooms, before.rooms, now.rooms);
+        change(&self.publishers, before.publishers, now.publishers);
+        change(&self.subscribers, before.subscribers, now.subscribers);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_room_gauges_are_the_sum_of_every_loops_share() {
+        let registry = Registry::new();
+        let stats = EngineStats::new(&registry, "t", "n").expect("stats");
+        let counts = |rooms, publishers, subscribers| RoomCounts {
+            rooms,
+            publishers,
+            subscribers,
+        };
+        // Loop 0 holds a room with two people in it, loop 1 another; then loop 1's empties.
+        stats.room_gauges(RoomCounts::default(), counts(1, 2, 2));
+        stats.room_gauges(RoomCounts::default(), counts(1, 1, 1));
+        assert_eq!(
+            (
+                stats.rooms.get(),
+                stats.publishers.get(),
+                stats.subscribers.get()
+            ),
+            (2, 3, 3)
+        );
+        stats.room_gauges(counts(1, 1, 1), RoomCounts::default());
+        assert_eq!(
+            (
+                stats.rooms.get(),
+                stats.publishers.get(),
+                stats.subscribers.get()
+            ),
+            (1, 2, 2)
+        );
+    }
 
     #[test]
     fn metric_names_carry_units_and_labels_stay_fixed() {

@@ -10,6 +10,7 @@ use str0m::media::{MediaKind, Mid, Rid};
 use super::Engine;
 use crate::sfu::participant::{ParticipantId, Propagated};
 use crate::sfu::simulcast::Aim;
+use crate::sfu::stats::RoomCounts;
 
 /// How often layer choices follow the bandwidth estimates.
 const REBALANCE_EVERY: Duration = Duration::from_millis(500);
@@ -164,8 +165,13 @@ impl Engine {
             .values()
             .filter(|p| p.tracks_out.iter().any(|t| t.kind == MediaKind::Video))
             .count();
-        self.stats
-            .room_gauges(self.rooms.len(), publishers, subscribers);
+        let counts = RoomCounts {
+            rooms: self.rooms.len(),
+            publishers,
+            subscribers,
+        };
+        self.stats.room_gauges(self.counted, counts);
+        self.counted = counts;
         let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
         for id in ids {
             self.choose_layers(id);

@@ -31,7 +31,7 @@ use str0m::{Input, Output};
 use super::command::{Command, EngineSettings};
 use super::participant::{PATH_WAIT, Participant, ParticipantId, Propagated};
 use super::shard::{RouteChange, Shard};
-use super::stats::{ConnectionFailure, EngineStats};
+use super::stats::{ConnectionFailure, EngineStats, RoomCounts};
 use crate::crypto_policy;
 use crate::meeting::Meeting;
 use crate::protocol::{ErrorCode, LeaveReason, PROTOCOL_VERSION, ProtocolError, ServerMessage};
@@ -49,6 +49,8 @@ pub struct Engine {
     rooms: HashMap<Arc<str>, Vec<ParticipantId>>,
     /// Which of the node's loops this engine is: it hands out the ids that name it.
     shard: Shard,
+    /// This engine's share of the node's room gauges, as last added to them.
+    counted: RoomCounts,
     next_id: u64,
     queue: VecDeque<Propagated>,
     dirty: Vec<ParticipantId>,
@@ -95,6 +97,7 @@ impl Engine {
             route_changes: Vec::new(),
             rooms: HashMap::new(),
             shard: Shard::SINGLE,
+            counted: RoomCounts::default(),
             next_id: 1,
             queue: VecDeque::new(),
             dirty: Vec::new(),
@@ -309,6 +312,10 @@ impl Engine {
                 rtc.disconnect();
             }
         }
+        // This loop's share of the node's gauges goes; the other loops' stays.
+        self.stats.participants.sub(self.participants.len() as i64);
+        self.stats.room_gauges(self.counted, RoomCounts::default());
+        self.counted = RoomCounts::default();
         self.participants.clear();
         self.rooms.clear();
         self.route_changes.extend(
@@ -316,7 +323,6 @@ impl Engine {
                 .drain()
                 .map(|((proto, addr), _)| RouteChange::Released(proto, addr)),
         );
-        self.stats.participants.set(0);
     }
 
     fn participant(&mut self, id: ParticipantId) -> Result<&mut Participant, ProtocolError> {
