@@ -101,11 +101,6 @@ impl SfuHandle {
         Ok(rooms)
     }
 
-    /// How many loops the node runs.
-    pub fn loops(&self) -> usize {
-        self.loops.len()
-    }
-
     fn loop_for(&self, command: &Command) -> usize {
         let count = self.loops.len();
         match command {

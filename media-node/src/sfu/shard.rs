@@ -144,12 +144,9 @@ impl Routes {
             .retain(|_, o| now.saturating_duration_since(o.last_used) < ROUTE_IDLE);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.owners.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.owners.is_empty()
     }
 }
 
