@@ -155,6 +155,26 @@ impl Layers {
         }
     }
 
+    /// What a subscriber aiming at `target` should keep its link busy with (str0m pads up to
+    /// it, never past the estimate), so that its estimate can grow to the next layer while the
+    /// media alone does not fill it: a thumbnail grown to full size, or a call whose higher
+    /// layers came after the estimate settled, would otherwise wait for the estimator's
+    /// occasional probes, which its congestion state may hold back for tens of seconds. Once
+    /// the link was congested, only the target's own rate: padding would take from the media.
+    pub fn sustain_bps(&self, target: Option<Rid>, congested: bool) -> u64 {
+        let rate = |rid: Rid| self.rates.iter().find(|r| r.rid == rid).map(|r| r.bps);
+        let now = target.and_then(rate).unwrap_or(0);
+        if congested {
+            return now;
+        }
+        self.rates
+            .iter()
+            .map(|r| r.bps)
+            .filter(|bps| *bps > now)
+            .min()
+            .unwrap_or(now)
+    }
+
     /// The rate of the best layer: what a subscriber would like to receive.
     pub fn top_bps(&self) -> u64 {
         self.rates.iter().map(|r| r.bps).max().unwrap_or(0)
@@ -321,6 +341,29 @@ mod tests {
         // Until the layers are measured, nothing is capped (the lowest flows first anyway).
         let unmeasured = layers(&[("h", 0), ("l", 150_000), ("m", 0)]);
         assert_eq!(unmeasured.capped(Some(0)).top_bps(), 150_000);
+    }
+
+    /// A subscriber keeps its link busy up to the layer above its own, so its estimate can grow
+    /// into it; at the top, or once its link was congested, only up to its own layer's rate; a
+    /// thumbnail's cap makes the lowest layer the top.
+    #[test]
+    fn a_subscriber_is_padded_up_to_the_next_layer_unless_its_link_was_congested() {
+        let l = layers(&[("h", 1_500_000), ("l", 150_000), ("m", 500_000)]);
+        assert_eq!(l.sustain_bps(Some("l".into()), false), 500_000);
+        assert_eq!(l.sustain_bps(Some("m".into()), false), 1_500_000);
+        assert_eq!(l.sustain_bps(Some("h".into()), false), 1_500_000);
+        assert_eq!(
+            l.sustain_bps(None, false),
+            150_000,
+            "before the first layer"
+        );
+        assert_eq!(l.sustain_bps(Some("m".into()), true), 500_000);
+        assert_eq!(
+            l.capped(Some(0)).sustain_bps(Some("l".into()), false),
+            150_000
+        );
+        // The tile grows again: the next layer is what to grow into.
+        assert_eq!(l.capped(None).sustain_bps(Some("l".into()), false), 500_000);
     }
 
     /// An estimate that wobbles around the top layer's rate (as a clean link's does) keeps the

@@ -200,7 +200,7 @@ impl Engine {
         }
         let share = estimate / sources.len() as u64;
         let mut aims = Vec::with_capacity(sources.len());
-        let mut desired = 0;
+        let (mut desired, mut sustain) = (0, 0);
         for (source, mid, target, cap, congested) in &sources {
             let track = self
                 .participants
@@ -212,11 +212,13 @@ impl Engine {
             };
             if track.layers.is_empty() {
                 desired += track.total.bps;
+                sustain += track.total.bps;
                 aims.push(Aim::Stay);
             } else {
                 // A small tile caps the layers: its bandwidth goes to the others.
                 let layers = track.layers.capped(*cap);
                 desired += layers.wanted_bps(*cap, *congested);
+                sustain += layers.sustain_bps(*target, *congested);
                 aims.push(layers.aim(*target, share));
             }
         }
@@ -229,11 +231,10 @@ impl Engine {
         }
         if let Some(rtc) = p.rtc.as_mut() {
             // Headroom for RTP/SRTP overhead and retransmissions.
-            let desired = desired + desired / 4;
-            rtc.bwe().set_bitrate(
-                Bitrate::bps(MIN_VIDEO_BPS),
-                Bitrate::bps(desired.max(MIN_VIDEO_BPS)),
-            );
+            let desired = (desired + desired / 4).max(MIN_VIDEO_BPS);
+            let sustain = (sustain + sustain / 4).clamp(MIN_VIDEO_BPS, desired);
+            rtc.bwe()
+                .set_bitrate(Bitrate::bps(sustain), Bitrate::bps(desired));
         }
     }
 }
