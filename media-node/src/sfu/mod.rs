@@ -9,6 +9,7 @@
 
 mod batch;
 pub mod command;
+pub mod congestion;
 mod dispatch;
 pub mod engine;
 pub mod participant;

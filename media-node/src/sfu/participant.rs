@@ -9,6 +9,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Ri
 use str0m::net::Protocol;
 use tokio::sync::mpsc;
 
+use super::congestion::EgressLoss;
 use super::simulcast::{LayerRate, Layers, Selection};
 use crate::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
 use bedside_crds::join::Role;
@@ -66,10 +67,12 @@ pub struct TrackOut {
     pub screen: bool,
     pub state: TrackOutState,
     pub selection: Selection,
+    /// Media bytes written to this track's stream so far (beside what str0m says it sent).
+    pub written: u64,
 }
 
 impl TrackOut {
-    fn mid(&self) -> Option<Mid> {
+    pub fn mid(&self) -> Option<Mid> {
         match self.state {
             TrackOutState::ToOpen => None,
             TrackOutState::Negotiating(m)
@@ -224,6 +227,9 @@ pub struct Participant {
     pub last_heard: Instant,
     /// Latest egress bandwidth estimate, bits per second.
     pub estimate_bps: Option<u64>,
+    /// What this subscriber's receiver reports say of its outgoing video: a full link caps
+    /// the estimate before the averaged estimate follows.
+    pub egress_loss: EgressLoss,
     pub joined_at: Instant,
     /// Set once the first media frame went to or came from this participant.
     pub first_media_seen: bool,
@@ -300,6 +306,7 @@ impl Participant {
             ice_lost_since: None,
             last_heard: now,
             estimate_bps: None,
+            egress_loss: EgressLoss::default(),
             joined_at: now,
             first_media_seen: false,
             overflowed: false,
@@ -484,6 +491,7 @@ impl Participant {
             screen,
             state: TrackOutState::ToOpen,
             selection: Selection::default(),
+            written: 0,
         });
     }
 
@@ -542,6 +550,7 @@ impl Participant {
             return Ok(out);
         };
         writer.write(pt, data.network_time, data.time, data.data.clone())?;
+        track.written += data.data.len() as u64;
         out.written = true;
         out.join_took = self.first_media(now);
         Ok(out)
@@ -588,6 +597,7 @@ impl Participant {
                     added.push((track.source, track.kind, mid));
                 }
                 TrackOutState::ToStop(mid) => {
+                    self.egress_loss.forget(mid);
                     change.stop_media(mid);
                     track.state = TrackOutState::NegotiatingStop(mid);
                 }

@@ -21,6 +21,10 @@ pub const MAX_LAYERS: usize = 3;
 /// Headroom kept below the estimate so a layer is not chosen on the edge of congestion.
 const HEADROOM: f64 = 0.85;
 const WINDOW: Duration = Duration::from_secs(1);
+/// No packet of a layer for this long: its publisher stopped sending it (a browser drops its
+/// higher layers when its own uplink shrinks), and subscribers on it move to one still sent.
+/// Well above a frame's interval at the lowest frame rates browsers send a camera at.
+pub const GONE_AFTER: Duration = Duration::from_millis(500);
 /// How long a higher layer must keep fitting before a subscriber moves up to it.
 pub const UP_HOLD: Duration = Duration::from_secs(2);
 /// What a 720p camera's top layer needs: where each estimate starts, and what a subscriber
@@ -33,7 +37,9 @@ pub struct LayerRate {
     pub rid: Rid,
     bytes_in_window: u64,
     window_start: Instant,
-    /// Bits per second over the last full window.
+    last_packet: Instant,
+    /// Bits per second over the last full window; 0 until one is measured, and again once the
+    /// layer is gone.
     pub bps: u64,
 }
 
@@ -43,11 +49,18 @@ impl LayerRate {
             rid,
             bytes_in_window: 0,
             window_start: now,
+            last_packet: now,
             bps: 0,
         }
     }
 
     pub fn record(&mut self, bytes: usize, now: Instant) {
+        if now.saturating_duration_since(self.last_packet) >= GONE_AFTER {
+            // Back after a pause: measured afresh, not averaged over the gap.
+            self.bytes_in_window = 0;
+            self.window_start = now;
+        }
+        self.last_packet = now;
         let elapsed = now.saturating_duration_since(self.window_start);
         if elapsed >= WINDOW {
             self.bps = self.bytes_in_window * 8 * 1000 / (elapsed.as_millis().max(1) as u64);
@@ -55,6 +68,13 @@ impl LayerRate {
             self.window_start = now;
         }
         self.bytes_in_window += bytes as u64;
+    }
+
+    /// Forgets the rate of a layer that stopped coming.
+    pub fn expire(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_packet) >= GONE_AFTER {
+            self.bps = 0;
+        }
     }
 }
 
@@ -80,13 +100,24 @@ impl Layers {
         self.rates.is_empty()
     }
 
+    /// Forgets the rates of the layers that stopped coming ([`GONE_AFTER`]).
+    pub fn expire(&mut self, now: Instant) {
+        for rate in &mut self.rates {
+            rate.expire(now);
+        }
+    }
+
     /// The highest-rate layer whose rate fits `budget_bps`; the lowest one when none fits.
     /// Layers not yet measured count as fitting only when nothing is measured.
     pub fn choose(&self, budget_bps: u64) -> Option<Rid> {
         let budget = (budget_bps as f64 * HEADROOM) as u64;
         let mut by_rate: Vec<&LayerRate> = self.rates.iter().collect();
         by_rate.sort_by_key(|r| r.bps);
-        let lowest = by_rate.first().map(|r| r.rid);
+        let lowest = by_rate
+            .iter()
+            .find(|r| r.bps > 0)
+            .or(by_rate.first())
+            .map(|r| r.rid);
         by_rate
             .iter()
             .rev()
@@ -108,6 +139,11 @@ impl Layers {
             // The layer aimed at is gone (its publisher stopped sending it).
             return Aim::Down(fits);
         };
+        if now == 0 {
+            // The publisher stopped sending it: the best layer still sent, at once (no
+            // congestion of this subscriber's), or nothing to do while none is.
+            return if next > 0 { Aim::Gone(fits) } else { Aim::Stay };
+        }
         if fits == target {
             Aim::Stay
         } else if next > now {
@@ -192,6 +228,9 @@ pub enum Aim {
     /// A higher layer fits: taken at once, or after a move down once it has kept fitting for
     /// [`UP_HOLD`].
     Up(Rid),
+    /// The layer aimed at stopped coming: another one, at once, without counting as a move
+    /// down (the way back up needs no hold).
+    Gone(Rid),
 }
 
 /// Which layer one subscriber receives of one simulcast track.
@@ -217,6 +256,10 @@ impl Selection {
         match aim {
             Aim::Start(rid) | Aim::Down(rid) => {
                 self.moved_down |= matches!(aim, Aim::Down(_));
+                self.target = Some(rid);
+                self.up_since = None;
+            }
+            Aim::Gone(rid) => {
                 self.target = Some(rid);
                 self.up_since = None;
             }
@@ -290,6 +333,7 @@ mod tests {
                     rid: (*rid).into(),
                     bytes_in_window: 0,
                     window_start: now,
+                    last_packet: now,
                     bps: *bps,
                 })
                 .collect(),
@@ -457,6 +501,53 @@ mod tests {
     fn non_simulcast_tracks_always_flow() {
         let mut s = Selection::default();
         assert!(s.admit(None, false));
+    }
+
+    /// The publisher stops sending its top layer (its own uplink shrank): after GONE_AFTER the
+    /// layer's rate is forgotten, the subscriber on it goes to the best layer still sent at
+    /// once, and when the layer comes back and is measured, up again without a hold; while no
+    /// layer comes at all (the camera is off) the choice stays.
+    #[test]
+    fn a_layer_the_publisher_stops_sending_is_left_at_once_and_taken_again_when_it_returns() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut l = Layers::default();
+        let send = |l: &mut Layers, rids: &[&str], from: u64, to: u64| {
+            for ms in (from..to).step_by(33) {
+                for (n, rid) in rids.iter().enumerate() {
+                    let size = if n == 0 { 600 } else { 6_000 };
+                    l.record((*rid).into(), size, at(ms));
+                }
+            }
+        };
+        send(&mut l, &["l", "h"], 0, 2_100);
+        let mut s = Selection::default();
+        let plenty = 10_000_000;
+        s.steer(l.aim(None, plenty), at(2_100));
+        assert_eq!(s.target, Some("h".into()));
+
+        send(&mut l, &["l"], 2_100, 2_500);
+        l.expire(at(2_500));
+        assert_eq!(
+            l.aim(s.target, plenty),
+            Aim::Stay,
+            "a pause shorter than GONE_AFTER"
+        );
+        send(&mut l, &["l"], 2_500, 2_700);
+        l.expire(at(2_700));
+        assert_eq!(l.aim(s.target, plenty), Aim::Gone("l".into()));
+        s.steer(l.aim(s.target, plenty), at(2_700));
+        assert_eq!(s.target, Some("l".into()));
+        assert!(!s.congested(), "not a move down for bandwidth");
+
+        send(&mut l, &["l", "h"], 2_700, 4_000);
+        l.expire(at(4_000));
+        s.steer(l.aim(s.target, plenty), at(4_000));
+        assert_eq!(s.target, Some("h".into()), "back up without UP_HOLD");
+        assert!(l.top_bps() > 1_000_000, "measured afresh, not over the gap");
+
+        l.expire(at(5_000));
+        assert_eq!(l.aim(s.target, plenty), Aim::Stay, "the camera is off");
     }
 
     #[test]

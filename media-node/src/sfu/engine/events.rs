@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use str0m::bwe::BweKind;
 use str0m::channel::ChannelData;
+use str0m::media::MediaKind;
 use str0m::net::Protocol;
 use str0m::{Event, IceConnectionState};
 
 use crate::protocol::{ErrorCode, MediaPath, PROTOCOL_VERSION, ProtocolError, ServerMessage};
+use crate::sfu::congestion::Sent;
 use crate::sfu::participant::{ChatRefusal, Participant, Propagated};
 use crate::sfu::stats::EngineStats;
 
@@ -110,6 +112,18 @@ pub(super) fn on_event(
             None
         }
         Event::MediaEgressStats(egress) => {
+            let written = p
+                .tracks_out
+                .iter()
+                .find(|t| t.kind == MediaKind::Video && t.mid() == Some(egress.mid))
+                .map(|t| t.written);
+            if let Some(written) = written {
+                let sent = Sent {
+                    bytes: egress.bytes,
+                    written,
+                };
+                p.egress_loss.report(egress.mid, sent, egress.loss, now);
+            }
             let counts = [egress.nacks, egress.plis, egress.firs];
             stats.feedback_received(p.feedback_delta(egress.mid, egress.rid, counts));
             None

@@ -172,6 +172,15 @@ impl Engine {
         };
         self.stats.room_gauges(self.counted, counts);
         self.counted = counts;
+        let now = self.now;
+        for track in self
+            .participants
+            .values_mut()
+            .flat_map(|p| &mut p.tracks_in)
+        {
+            track.layers.expire(now);
+            track.total.expire(now);
+        }
         let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
         for id in ids {
             self.choose_layers(id);
@@ -181,7 +190,11 @@ impl Engine {
     /// One subscriber's share of its estimate per video track it receives, and the layer of
     /// each that fits; the estimator is asked to probe for what the best layers need.
     fn choose_layers(&mut self, id: ParticipantId) {
-        let Some(estimate) = self.participants.get(&id).and_then(|p| p.estimate_bps) else {
+        let now = self.now;
+        let Some(estimate) = self.participants.get(&id).and_then(|p| {
+            let ceiling = p.egress_loss.ceiling(now).unwrap_or(u64::MAX);
+            p.estimate_bps.map(|e| e.min(ceiling))
+        }) else {
             return;
         };
         type Source = (ParticipantId, Mid, Option<Rid>, Option<usize>, bool);
@@ -222,7 +235,6 @@ impl Engine {
                 aims.push(layers.aim(*target, share));
             }
         }
-        let now = self.now;
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };

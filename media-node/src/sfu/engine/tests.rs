@@ -59,6 +59,8 @@ struct Call {
     peer_crypto: Arc<str0m::crypto::CryptoProvider>,
     /// A peer whose network is down: nothing it sends or is sent arrives.
     cut: Option<usize>,
+    /// A peer whose downlink loses every n-th datagram the node sends it: (peer, n, count).
+    lossy: Option<(usize, u64, u64)>,
     /// Where the engine sent datagrams that no peer has: addresses it probed on its own.
     strays: Vec<SocketAddr>,
 }
@@ -91,6 +93,7 @@ impl Call {
             estimate: None,
             peer_crypto: Arc::new(str0m::crypto::from_feature_flags()),
             cut: None,
+            lossy: None,
             strays: Vec::new(),
         }
     }
@@ -225,6 +228,14 @@ impl Call {
             };
             if self.cut == Some(i) {
                 continue;
+            }
+            if let Some((lossy, every, count)) = self.lossy.as_mut()
+                && *lossy == i
+            {
+                *count += 1;
+                if (*count).is_multiple_of(*every) {
+                    continue;
+                }
             }
             let peer = &mut self.peers[i];
             let receive = Receive {
@@ -521,6 +532,107 @@ fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe_a
         back.iter().any(|d| layer(d) == b'1'),
         "back up after UP_HOLD"
     );
+}
+
+/// The publisher's browser stops sending its top layer (its own uplink shrank): its subscriber
+/// on that layer gets the lower one within a second, from a keyframe, instead of a frozen
+/// picture; and the top one again as soon as it is back and measured, without the hold a move
+/// down for the subscriber's own bandwidth takes.
+#[test]
+fn a_subscriber_leaves_a_layer_its_publisher_stopped_sending_within_a_second() {
+    let (mut call, host, patient) = Call::visit(&["l", "h"]);
+    call.estimate = Some((host, 3_000_000));
+    call.run(Duration::from_secs(3));
+    let first_of = |call: &Call, since: Instant, layer: u8| {
+        let marker = call.peers[patient].marker;
+        call.peers[host]
+            .received
+            .iter()
+            .filter(|(at, d)| *at >= since && d.data.last() == Some(&marker))
+            .filter(|(_, d)| kind_of(d) == MediaKind::Video)
+            .find(|(_, d)| d.data[1] == layer)
+            .map(|(at, d)| (at.duration_since(since), d.is_keyframe()))
+    };
+    let since = call.now;
+    call.run(Duration::from_millis(500));
+    assert!(first_of(&call, since, b'1').is_some(), "on the top layer");
+
+    let publishing = call.peers[patient].publishing.as_mut().expect("publishing");
+    publishing.2.retain(|rid| *rid != Rid::from("h"));
+    let stopped = call.now;
+    call.run(Duration::from_secs(2));
+    let (took, keyframe) = first_of(&call, stopped, b'0').expect("the lower layer comes");
+    assert!(took < Duration::from_millis(1_200), "{took:?}");
+    assert!(keyframe, "the switch starts at a keyframe");
+    assert!(
+        !call.engine.participants[&call.peers[host].id]
+            .tracks_out
+            .iter()
+            .any(|t| t.selection.congested()),
+        "not counted as congestion"
+    );
+
+    let publishing = call.peers[patient].publishing.as_mut().expect("publishing");
+    publishing.2.push(Rid::from("h"));
+    let back = call.now;
+    call.run(Duration::from_secs(3));
+    let (took, _) = first_of(&call, back, b'1').expect("the top layer again");
+    // A window to measure it, a rebalance, a keyframe: under UP_HOLD more than that.
+    assert!(took < Duration::from_millis(2_200), "{took:?}");
+}
+
+/// A subscriber's link suddenly loses half of what the node sends it (its estimate, averaged
+/// over seconds by str0m, has not moved yet): its receiver reports move it to the lower layer
+/// within a few seconds; a link losing 5% (repaired by retransmission) keeps the top layer.
+#[test]
+fn a_subscriber_whose_link_loses_heavily_moves_down_before_its_estimate_follows() {
+    let (mut call, host, patient) = Call::visit(&["l", "h"]);
+    call.estimate = Some((host, 3_000_000));
+    call.run(Duration::from_secs(3));
+    let layers_since = |call: &Call, since: Instant| -> Vec<u8> {
+        call.frames(host, patient, MediaKind::Video, since)
+            .iter()
+            .map(|d| d.data[1])
+            .collect()
+    };
+    call.lossy = Some((host, 20, 0));
+    call.run(Duration::from_secs(3));
+    let since = call.now;
+    call.run(Duration::from_secs(1));
+    let seen = layers_since(&call, since);
+    assert!(
+        !seen.is_empty() && seen.iter().all(|l| *l == b'1'),
+        "5% loss keeps the top layer: {seen:?}"
+    );
+
+    call.lossy = Some((host, 2, 0));
+    let since = call.now;
+    let id = call.peers[host].id;
+    let aimed_low = |call: &Call| {
+        call.engine.participants[&id]
+            .tracks_out
+            .iter()
+            .any(|t| t.selection.target == Some(Rid::from("l")))
+    };
+    while !aimed_low(&call) && call.now < since + Duration::from_secs(5) {
+        call.run(Duration::from_millis(100));
+    }
+    // A receiver report a second, statistics a second, a rebalance every 500 ms.
+    let decided = call.now.duration_since(since);
+    assert!(
+        decided < Duration::from_millis(2_600),
+        "moved down after {decided:?}"
+    );
+    call.run(Duration::from_secs(8));
+    let marker = call.peers[patient].marker;
+    let low = call.peers[host]
+        .received
+        .iter()
+        .filter(|(at, d)| *at >= since && d.data.last() == Some(&marker))
+        .find(|(_, d)| kind_of(d) == MediaKind::Video && d.data[1] == b'0');
+    // Half of every retransmission is lost too: the keyframe takes a few round trips.
+    let (_, first) = low.expect("the lower layer, though the estimate stays at 3 Mbit/s");
+    assert!(first.is_keyframe(), "from a keyframe");
 }
 
 /// A subscriber whose tile shrinks to a thumbnail gets the lower layer at the next keyframe,

@@ -1,0 +1,174 @@
+//! A subscriber's link that loses what the node sends it: pure, so it is tested without a
+//! network.
+//!
+//! str0m reports its bandwidth estimate averaged over 3 s, so when a subscriber's link
+//! suddenly carries less (a phone leaves Wi-Fi, someone starts an upload) the layer choice
+//! would follow seconds late while the frames pile up in str0m's pacer (which already sends
+//! at its own, newer estimate) or are lost on the link. Two signals say it sooner, each
+//! second: a stream whose receiver reports [`LOSS_LIMIT`] or more lost, and a stream the pacer
+//! sent less than [`BACKLOG_RATIO`] of what the node wrote to it. Either caps what the layer
+//! choice may use at what the link carried, for [`HOLD`] after the last such second, by which
+//! time the estimate has followed.
+
+use std::time::{Duration, Instant};
+
+use str0m::media::Mid;
+
+/// The share of packets lost, in one receiver report, from which a link counts as full.
+/// Above what NACK and retransmission repair without a visible effect (the tests' 5% random
+/// loss keeps the layer).
+pub const LOSS_LIMIT: f32 = 0.1;
+/// A stream sent at less than this share of what was written to it: the pacer holds back.
+/// Sent bytes carry RTP headers and retransmissions on top of the written media, so a pacer
+/// that keeps up sends more than was written.
+pub const BACKLOG_RATIO: f64 = 0.7;
+/// How long a full link's delivered rate caps the estimate after its last lossy report.
+pub const HOLD: Duration = Duration::from_secs(5);
+
+/// One outgoing video stream's rate and the loss its receiver reported.
+#[derive(Debug, Clone)]
+struct Stream {
+    mid: Mid,
+    bytes: u64,
+    written: u64,
+    at: Instant,
+    bps: u64,
+    /// What the link delivered of this stream when it last lost more than [`LOSS_LIMIT`].
+    full: Option<(u64, Instant)>,
+}
+
+/// What one outgoing stream has carried so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Bytes the pacer sent, headers and retransmissions included (str0m's egress statistics).
+    pub bytes: u64,
+    /// Media bytes the node wrote to the stream.
+    pub written: u64,
+}
+
+/// A subscriber's outgoing video streams, from its periodic egress statistics.
+#[derive(Debug, Clone, Default)]
+pub struct EgressLoss {
+    streams: Vec<Stream>,
+}
+
+impl EgressLoss {
+    /// One stream's statistics: `bytes` sent so far, `written` the media bytes the node gave
+    /// it so far, `loss` the share lost its receiver reported since the last statistics
+    /// (`None`: no report came).
+    pub fn report(&mut self, mid: Mid, sent: Sent, loss: Option<f32>, now: Instant) {
+        let Sent { bytes, written } = sent;
+        let Some(stream) = self.streams.iter_mut().find(|s| s.mid == mid) else {
+            self.streams.push(Stream {
+                mid,
+                bytes,
+                written,
+                at: now,
+                bps: 0,
+                full: None,
+            });
+            return;
+        };
+        let elapsed = now.saturating_duration_since(stream.at).as_millis() as u64;
+        if elapsed == 0 {
+            return;
+        }
+        stream.bps = bytes.saturating_sub(stream.bytes) * 8 * 1000 / elapsed;
+        let written_bps = written.saturating_sub(stream.written) * 8 * 1000 / elapsed;
+        stream.bytes = bytes;
+        stream.written = written;
+        stream.at = now;
+        if let Some(loss) = loss.filter(|l| *l >= LOSS_LIMIT) {
+            // In thousandths, so a reported 0.6 keeps exactly 40%.
+            let kept = ((1.0 - loss.min(1.0)) * 1000.0).round() as u64;
+            stream.full = Some((stream.bps * kept / 1000, now));
+        } else if (stream.bps as f64) < written_bps as f64 * BACKLOG_RATIO {
+            stream.full = Some((stream.bps, now));
+        }
+    }
+
+    /// A stream that ended (its source left).
+    pub fn forget(&mut self, mid: Mid) {
+        self.streams.retain(|s| s.mid != mid);
+    }
+
+    /// What the layer choice may use at most: while a stream's link lost more than
+    /// [`LOSS_LIMIT`] within [`HOLD`], the sum of what each stream delivered (a full one) or is
+    /// sent (the others); `None` while no stream lost that much.
+    pub fn ceiling(&self, now: Instant) -> Option<u64> {
+        let recent = |s: &Stream| {
+            s.full
+                .filter(|(_, at)| now.saturating_duration_since(*at) < HOLD)
+                .map(|(delivered, _)| delivered)
+        };
+        if !self.streams.iter().any(|s| recent(s).is_some()) {
+            return None;
+        }
+        Some(
+            self.streams
+                .iter()
+                .map(|s| recent(s).unwrap_or(s.bps))
+                .sum(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link that starts losing 60% of a 2 Mbit/s stream caps the choice at the 800 kbit/s it
+    /// delivered, for HOLD after its last lossy report; 5% loss (repaired by retransmission)
+    /// caps nothing; another stream's rate adds to the ceiling as it is.
+    #[test]
+    fn heavy_loss_caps_the_choice_at_what_the_link_delivered_for_a_while() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let (video, screen) = (Mid::from("1"), Mid::from("2"));
+        let mut e = EgressLoss::default();
+        // Sent with 4% of headers on what was written, as a pacer that keeps up does.
+        let sent = |bytes: u64| Sent {
+            bytes,
+            written: bytes * 100 / 104,
+        };
+        // 2 Mbit/s: 250,000 bytes a second.
+        e.report(video, sent(0), None, at(0));
+        e.report(video, sent(250_000), Some(0.0), at(1_000));
+        e.report(video, sent(500_000), Some(0.05), at(2_000));
+        assert_eq!(
+            e.ceiling(at(2_000)),
+            None,
+            "5% is repaired, not a full link"
+        );
+
+        e.report(screen, sent(0), None, at(2_000));
+        e.report(screen, sent(25_000), None, at(3_000));
+        e.report(video, sent(750_000), Some(0.6), at(3_000));
+        assert_eq!(e.ceiling(at(3_000)), Some(800_000 + 200_000));
+
+        // The layer went down; no loss now: the cap holds until HOLD after the lossy report.
+        e.report(video, sent(775_000), Some(0.0), at(4_000));
+        assert_eq!(e.ceiling(at(4_000)), Some(800_000 + 200_000));
+        assert_eq!(e.ceiling(at(3_000) + HOLD), None);
+
+        e.forget(video);
+        e.report(screen, sent(50_000), Some(0.5), at(5_000));
+        assert_eq!(e.ceiling(at(5_000)), Some(50_000));
+    }
+
+    /// The pacer, already at its newer estimate, sends 600 kbit/s of the 2 Mbit/s the node
+    /// writes: the choice is capped at the 600 kbit/s, before anything is lost.
+    #[test]
+    fn a_pacer_holding_back_what_the_node_writes_caps_the_choice_at_what_it_sends() {
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let video = Mid::from("1");
+        let mut e = EgressLoss::default();
+        let sent = |bytes: u64, written: u64| Sent { bytes, written };
+        e.report(video, sent(0, 0), None, at(0));
+        e.report(video, sent(260_000, 250_000), None, at(1));
+        assert_eq!(e.ceiling(at(1)), None, "sent with its headers: keeping up");
+        e.report(video, sent(335_000, 500_000), Some(0.0), at(2));
+        assert_eq!(e.ceiling(at(2)), Some(600_000));
+    }
+}
