@@ -36,6 +36,14 @@ impl std::fmt::Display for ParticipantId {
 
 /// A keyframe request is relayed to a publisher at most this often per track.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+/// How far back a subscriber's lost video packets are sent again (NACK). A packet asked for
+/// later than this would arrive after the browser played past it (its jitter buffer holds a few
+/// hundred milliseconds); str0m's default keeps 3 s, which made the history most of a
+/// subscriber's memory (docs/benchmarks.md).
+const RTX_HISTORY: Duration = Duration::from_secs(1);
+const RTX_PACKETS: usize = 1024;
+/// str0m's default: queued resends are dropped when they pass 15% of what a stream sends.
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 
 #[derive(Debug)]
 pub struct TrackIn {
@@ -648,6 +656,12 @@ impl Participant {
                 track.state = TrackOutState::Open(m);
                 if track.kind == MediaKind::Video {
                     opened.push((track.source, track.source_mid));
+                    // Made by this answer, so the history is set before anything is sent.
+                    let mut api = self.rtc.as_mut().map(|rtc| rtc.direct_api());
+                    let tx = api.as_mut().and_then(|a| a.stream_tx_by_mid(m, None));
+                    if let Some(tx) = tx {
+                        tx.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, RTX_RATIO_CAP);
+                    }
                 }
             }
         }

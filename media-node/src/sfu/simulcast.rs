@@ -192,23 +192,24 @@ impl Layers {
     }
 
     /// What a subscriber aiming at `target` should keep its link busy with (str0m pads up to
-    /// it, never past the estimate), so that its estimate can grow to the next layer while the
-    /// media alone does not fill it: a thumbnail grown to full size, or a call whose higher
-    /// layers came after the estimate settled, would otherwise wait for the estimator's
-    /// occasional probes, which its congestion state may hold back for tens of seconds. Once
-    /// the link was congested, only the target's own rate: padding would take from the media.
+    /// it, never past the estimate): the next layer's rate, so that its estimate can grow into
+    /// that layer while the media alone does not fill it. A thumbnail grown to full size, or a
+    /// call whose higher layers came after the estimate settled, would otherwise wait for the
+    /// estimator's occasional probes, which its congestion state may hold back for tens of
+    /// seconds. 0 at the top (nothing to grow into: padding would be waste) and once the link
+    /// was congested (padding would take from the media).
     pub fn sustain_bps(&self, target: Option<Rid>, congested: bool) -> u64 {
+        if congested {
+            return 0;
+        }
         let rate = |rid: Rid| self.rates.iter().find(|r| r.rid == rid).map(|r| r.bps);
         let now = target.and_then(rate).unwrap_or(0);
-        if congested {
-            return now;
-        }
         self.rates
             .iter()
             .map(|r| r.bps)
             .filter(|bps| *bps > now)
             .min()
-            .unwrap_or(now)
+            .unwrap_or(0)
     }
 
     /// The rate of the best layer: what a subscriber would like to receive.
@@ -388,24 +389,21 @@ mod tests {
     }
 
     /// A subscriber keeps its link busy up to the layer above its own, so its estimate can grow
-    /// into it; at the top, or once its link was congested, only up to its own layer's rate; a
+    /// into it; at the top, or once its link was congested, no padding is asked for; a
     /// thumbnail's cap makes the lowest layer the top.
     #[test]
     fn a_subscriber_is_padded_up_to_the_next_layer_unless_its_link_was_congested() {
         let l = layers(&[("h", 1_500_000), ("l", 150_000), ("m", 500_000)]);
         assert_eq!(l.sustain_bps(Some("l".into()), false), 500_000);
         assert_eq!(l.sustain_bps(Some("m".into()), false), 1_500_000);
-        assert_eq!(l.sustain_bps(Some("h".into()), false), 1_500_000);
+        assert_eq!(l.sustain_bps(Some("h".into()), false), 0, "the top");
         assert_eq!(
             l.sustain_bps(None, false),
             150_000,
             "before the first layer"
         );
-        assert_eq!(l.sustain_bps(Some("m".into()), true), 500_000);
-        assert_eq!(
-            l.capped(Some(0)).sustain_bps(Some("l".into()), false),
-            150_000
-        );
+        assert_eq!(l.sustain_bps(Some("m".into()), true), 0, "congested");
+        assert_eq!(l.capped(Some(0)).sustain_bps(Some("l".into()), false), 0);
         // The tile grows again: the next layer is what to grow into.
         assert_eq!(l.capped(None).sustain_bps(Some("l".into()), false), 500_000);
     }

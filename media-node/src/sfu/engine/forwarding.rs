@@ -224,8 +224,8 @@ impl Engine {
                 continue;
             };
             if track.layers.is_empty() {
+                // One encoding: nothing to grow into, no padding.
                 desired += track.total.bps;
-                sustain += track.total.bps;
                 aims.push(Aim::Stay);
             } else {
                 // A small tile caps the layers: its bandwidth goes to the others.
@@ -244,7 +244,8 @@ impl Engine {
         if let Some(rtc) = p.rtc.as_mut() {
             // Headroom for RTP/SRTP overhead and retransmissions.
             let desired = (desired + desired / 4).max(MIN_VIDEO_BPS);
-            let sustain = (sustain + sustain / 4).clamp(MIN_VIDEO_BPS, desired);
+            // The next layers' media rates, without the headroom: padding is pure overhead.
+            let sustain = sustain.clamp(MIN_VIDEO_BPS, desired);
             rtc.bwe()
                 .set_bitrate(Bitrate::bps(sustain), Bitrate::bps(desired));
         }
