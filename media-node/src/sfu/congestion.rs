@@ -19,7 +19,7 @@ use str0m::media::Mid;
 /// loss keeps the layer).
 pub const LOSS_LIMIT: f32 = 0.1;
 /// A stream sent at less than this share of what was written to it: the pacer holds back.
-/// Sent bytes carry RTP headers and retransmissions on top of the written media, so a pacer
+/// Carried bytes carry RTP headers and retransmissions on top of the written media, so a pacer
 /// that keeps up sends more than was written.
 pub const BACKLOG_RATIO: f64 = 0.7;
 /// How long a full link's delivered rate caps the estimate after its last lossy report.
@@ -29,17 +29,17 @@ pub const HOLD: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 struct Stream {
     mid: Mid,
-    bytes: u64,
-    written: u64,
+    /// What the stream had carried at the last statistics.
+    last: Carried,
     at: Instant,
     bps: u64,
-    /// What the link delivered of this stream when it last lost more than [`LOSS_LIMIT`].
+    /// What the link carried of this stream when it was last full (lossy or held back).
     full: Option<(u64, Instant)>,
 }
 
 /// What one outgoing stream has carried so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Sent {
+pub struct Carried {
     /// Bytes the pacer sent, headers and retransmissions included (str0m's egress statistics).
     pub bytes: u64,
     /// Media bytes the node wrote to the stream.
@@ -48,21 +48,18 @@ pub struct Sent {
 
 /// A subscriber's outgoing video streams, from its periodic egress statistics.
 #[derive(Debug, Clone, Default)]
-pub struct EgressLoss {
+pub struct EgressLink {
     streams: Vec<Stream>,
 }
 
-impl EgressLoss {
-    /// One stream's statistics: `bytes` sent so far, `written` the media bytes the node gave
-    /// it so far, `loss` the share lost its receiver reported since the last statistics
-    /// (`None`: no report came).
-    pub fn report(&mut self, mid: Mid, sent: Sent, loss: Option<f32>, now: Instant) {
-        let Sent { bytes, written } = sent;
+impl EgressLink {
+    /// One stream's statistics: what it `carried` so far, `loss` the share lost its receiver
+    /// reported since the last statistics (`None`: no report came).
+    pub fn report(&mut self, mid: Mid, carried: Carried, loss: Option<f32>, now: Instant) {
         let Some(stream) = self.streams.iter_mut().find(|s| s.mid == mid) else {
             self.streams.push(Stream {
                 mid,
-                bytes,
-                written,
+                last: carried,
                 at: now,
                 bps: 0,
                 full: None,
@@ -73,10 +70,10 @@ impl EgressLoss {
         if elapsed == 0 {
             return;
         }
-        stream.bps = bytes.saturating_sub(stream.bytes) * 8 * 1000 / elapsed;
-        let written_bps = written.saturating_sub(stream.written) * 8 * 1000 / elapsed;
-        stream.bytes = bytes;
-        stream.written = written;
+        let bps = |now: u64, before: u64| now.saturating_sub(before) * 8 * 1000 / elapsed;
+        stream.bps = bps(carried.bytes, stream.last.bytes);
+        let written_bps = bps(carried.written, stream.last.written);
+        stream.last = carried;
         stream.at = now;
         if let Some(loss) = loss.filter(|l| *l >= LOSS_LIMIT) {
             // In thousandths, so a reported 0.6 keeps exactly 40%.
@@ -92,9 +89,9 @@ impl EgressLoss {
         self.streams.retain(|s| s.mid != mid);
     }
 
-    /// What the layer choice may use at most: while a stream's link lost more than
-    /// [`LOSS_LIMIT`] within [`HOLD`], the sum of what each stream delivered (a full one) or is
-    /// sent (the others); `None` while no stream lost that much.
+    /// What the layer choice may use at most: while a stream's link was full within [`HOLD`]
+    /// (lost [`LOSS_LIMIT`] or more, or held back by the pacer), the sum of what each stream
+    /// carried then (a full one) or is sent (the others); `None` while no stream was full.
     pub fn ceiling(&self, now: Instant) -> Option<u64> {
         let recent = |s: &Stream| {
             s.full
@@ -125,9 +122,9 @@ mod tests {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
         let (video, screen) = (Mid::from("1"), Mid::from("2"));
-        let mut e = EgressLoss::default();
-        // Sent with 4% of headers on what was written, as a pacer that keeps up does.
-        let sent = |bytes: u64| Sent {
+        let mut e = EgressLink::default();
+        // Carried with 4% of headers on what was written, as a pacer that keeps up does.
+        let sent = |bytes: u64| Carried {
             bytes,
             written: bytes * 100 / 104,
         };
@@ -163,8 +160,8 @@ mod tests {
         let start = Instant::now();
         let at = |secs: u64| start + Duration::from_secs(secs);
         let video = Mid::from("1");
-        let mut e = EgressLoss::default();
-        let sent = |bytes: u64, written: u64| Sent { bytes, written };
+        let mut e = EgressLink::default();
+        let sent = |bytes: u64, written: u64| Carried { bytes, written };
         e.report(video, sent(0, 0), None, at(0));
         e.report(video, sent(260_000, 250_000), None, at(1));
         assert_eq!(e.ceiling(at(1)), None, "sent with its headers: keeping up");

@@ -9,7 +9,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Ri
 use str0m::net::Protocol;
 use tokio::sync::mpsc;
 
-use super::congestion::EgressLoss;
+use super::congestion::EgressLink;
 use super::simulcast::{LayerRate, Layers, Selection};
 use crate::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
 use bedside_crds::join::Role;
@@ -235,9 +235,9 @@ pub struct Participant {
     pub last_heard: Instant,
     /// Latest egress bandwidth estimate, bits per second.
     pub estimate_bps: Option<u64>,
-    /// What this subscriber's receiver reports say of its outgoing video: a full link caps
-    /// the estimate before the averaged estimate follows.
-    pub egress_loss: EgressLoss,
+    /// What this subscriber's outgoing video carried and lost: a full link caps the estimate
+    /// before the averaged estimate follows.
+    pub egress_link: EgressLink,
     pub joined_at: Instant,
     /// Set once the first media frame went to or came from this participant.
     pub first_media_seen: bool,
@@ -314,7 +314,7 @@ impl Participant {
             ice_lost_since: None,
             last_heard: now,
             estimate_bps: None,
-            egress_loss: EgressLoss::default(),
+            egress_link: EgressLink::default(),
             joined_at: now,
             first_media_seen: false,
             overflowed: false,
@@ -605,7 +605,7 @@ impl Participant {
                     added.push((track.source, track.kind, mid));
                 }
                 TrackOutState::ToStop(mid) => {
-                    self.egress_loss.forget(mid);
+                    self.egress_link.forget(mid);
                     change.stop_media(mid);
                     track.state = TrackOutState::NegotiatingStop(mid);
                 }

@@ -55,7 +55,7 @@ impl LayerRate {
     }
 
     pub fn record(&mut self, bytes: usize, now: Instant) {
-        if now.saturating_duration_since(self.last_packet) >= GONE_AFTER {
+        if self.gone(now) {
             // Back after a pause: measured afresh, not averaged over the gap.
             self.bytes_in_window = 0;
             self.window_start = now;
@@ -72,9 +72,13 @@ impl LayerRate {
 
     /// Forgets the rate of a layer that stopped coming.
     pub fn expire(&mut self, now: Instant) {
-        if now.saturating_duration_since(self.last_packet) >= GONE_AFTER {
+        if self.gone(now) {
             self.bps = 0;
         }
+    }
+
+    fn gone(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_packet) >= GONE_AFTER
     }
 }
 
@@ -131,7 +135,7 @@ impl Layers {
         let Some(fits) = self.choose(share_bps) else {
             return Aim::Stay;
         };
-        let rate = |rid: Rid| self.rates.iter().find(|r| r.rid == rid).map(|r| r.bps);
+        let rate = |rid: Rid| self.rate_of(rid);
         let Some(target) = target else {
             return Aim::Start(fits);
         };
@@ -202,14 +206,17 @@ impl Layers {
         if congested {
             return 0;
         }
-        let rate = |rid: Rid| self.rates.iter().find(|r| r.rid == rid).map(|r| r.bps);
-        let now = target.and_then(rate).unwrap_or(0);
+        let now = target.and_then(|rid| self.rate_of(rid)).unwrap_or(0);
         self.rates
             .iter()
             .map(|r| r.bps)
             .filter(|bps| *bps > now)
             .min()
             .unwrap_or(0)
+    }
+
+    fn rate_of(&self, rid: Rid) -> Option<u64> {
+        self.rates.iter().find(|r| r.rid == rid).map(|r| r.bps)
     }
 
     /// The rate of the best layer: what a subscriber would like to receive.
@@ -251,16 +258,12 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// Follows an aim: down and start at once, up after [`UP_HOLD`] of wanting it once a move
+    /// Follows an aim: down, gone and start at once, up after [`UP_HOLD`] of wanting it once a move
     /// down happened.
     pub fn steer(&mut self, aim: Aim, now: Instant) {
         match aim {
-            Aim::Start(rid) | Aim::Down(rid) => {
+            Aim::Start(rid) | Aim::Down(rid) | Aim::Gone(rid) => {
                 self.moved_down |= matches!(aim, Aim::Down(_));
-                self.target = Some(rid);
-                self.up_since = None;
-            }
-            Aim::Gone(rid) => {
                 self.target = Some(rid);
                 self.up_since = None;
             }

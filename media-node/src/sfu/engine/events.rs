@@ -11,7 +11,7 @@ use str0m::net::Protocol;
 use str0m::{Event, IceConnectionState};
 
 use crate::protocol::{ErrorCode, MediaPath, PROTOCOL_VERSION, ProtocolError, ServerMessage};
-use crate::sfu::congestion::Sent;
+use crate::sfu::congestion::Carried;
 use crate::sfu::participant::{ChatRefusal, Participant, Propagated};
 use crate::sfu::stats::EngineStats;
 
@@ -118,11 +118,11 @@ pub(super) fn on_event(
                 .find(|t| t.kind == MediaKind::Video && t.mid() == Some(egress.mid))
                 .map(|t| t.written);
             if let Some(written) = written {
-                let sent = Sent {
+                let carried = Carried {
                     bytes: egress.bytes,
                     written,
                 };
-                p.egress_loss.report(egress.mid, sent, egress.loss, now);
+                p.egress_link.report(egress.mid, carried, egress.loss, now);
             }
             let counts = [egress.nacks, egress.plis, egress.firs];
             stats.feedback_received(p.feedback_delta(egress.mid, egress.rid, counts));

@@ -192,7 +192,7 @@ impl Engine {
     fn choose_layers(&mut self, id: ParticipantId) {
         let now = self.now;
         let Some(estimate) = self.participants.get(&id).and_then(|p| {
-            let ceiling = p.egress_loss.ceiling(now).unwrap_or(u64::MAX);
+            let ceiling = p.egress_link.ceiling(now).unwrap_or(u64::MAX);
             p.estimate_bps.map(|e| e.min(ceiling))
         }) else {
             return;

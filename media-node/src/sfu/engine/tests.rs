@@ -327,14 +327,25 @@ impl Call {
 
     /// Frames `to` received since `since`, from the peer whose marker is `from`'s.
     fn frames(&self, to: usize, from: usize, kind: MediaKind, since: Instant) -> Vec<&MediaData> {
+        self.arrivals(to, from, kind, since)
+            .map(|(_, d)| d)
+            .collect()
+    }
+
+    /// The same frames, each with when it arrived.
+    fn arrivals(
+        &self,
+        to: usize,
+        from: usize,
+        kind: MediaKind,
+        since: Instant,
+    ) -> impl Iterator<Item = &(Instant, MediaData)> {
         let marker = self.peers[from].marker;
         self.peers[to]
             .received
             .iter()
-            .filter(|(at, d)| *at >= since && d.data.last() == Some(&marker))
-            .filter(|(_, d)| kind_of(d) == kind)
-            .map(|(_, d)| d)
-            .collect()
+            .filter(move |(at, d)| *at >= since && d.data.last() == Some(&marker))
+            .filter(move |(_, d)| kind_of(d) == kind)
     }
 
     /// Peer `host` acts on the meeting, then the call runs for 200 ms.
@@ -544,12 +555,7 @@ fn a_subscriber_leaves_a_layer_its_publisher_stopped_sending_within_a_second() {
     call.estimate = Some((host, 3_000_000));
     call.run(Duration::from_secs(3));
     let first_of = |call: &Call, since: Instant, layer: u8| {
-        let marker = call.peers[patient].marker;
-        call.peers[host]
-            .received
-            .iter()
-            .filter(|(at, d)| *at >= since && d.data.last() == Some(&marker))
-            .filter(|(_, d)| kind_of(d) == MediaKind::Video)
+        call.arrivals(host, patient, MediaKind::Video, since)
             .find(|(_, d)| d.data[1] == layer)
             .map(|(at, d)| (at.duration_since(since), d.is_keyframe()))
     };
@@ -624,12 +630,9 @@ fn a_subscriber_whose_link_loses_heavily_moves_down_before_its_estimate_follows(
         "moved down after {decided:?}"
     );
     call.run(Duration::from_secs(8));
-    let marker = call.peers[patient].marker;
-    let low = call.peers[host]
-        .received
-        .iter()
-        .filter(|(at, d)| *at >= since && d.data.last() == Some(&marker))
-        .find(|(_, d)| kind_of(d) == MediaKind::Video && d.data[1] == b'0');
+    let low = call
+        .arrivals(host, patient, MediaKind::Video, since)
+        .find(|(_, d)| d.data[1] == b'0');
     // Half of every retransmission is lost too: the keyframe takes a few round trips.
     let (_, first) = low.expect("the lower layer, though the estimate stays at 3 Mbit/s");
     assert!(first.is_keyframe(), "from a keyframe");
