@@ -670,6 +670,21 @@ impl Participant {
         opened
     }
 
+    /// A tile grew: while it was small the estimate settled at the small picture's rate, and
+    /// str0m may hold its probes back for seconds when its congestion state says so (on a busy
+    /// machine, 40 s once). The estimator starts again where a call starts, with its initial
+    /// probes, as at join: a link that cannot carry it is found within a second or two.
+    pub fn estimate_from_the_start(&mut self) {
+        let start = crate::sfu::simulcast::TOP_LAYER_BPS;
+        if self.estimate_bps.is_some_and(|e| e >= start) {
+            return;
+        }
+        if let Some(rtc) = self.rtc.as_mut() {
+            rtc.bwe().reset(str0m::bwe::Bitrate::bps(start));
+            self.estimate_bps = Some(start);
+        }
+    }
+
     /// The video tracks this participant receives, for layer choice.
     pub fn video_out(&mut self) -> impl Iterator<Item = &mut TrackOut> {
         self.tracks_out

@@ -280,7 +280,8 @@ impl Selection {
 
     /// The subscriber's tile changed size. A move down the cap forced was no congestion: once
     /// the tile grows, a higher layer that fits is taken at once, not after [`UP_HOLD`].
-    pub fn set_cap(&mut self, cap: Option<usize>) {
+    /// True when the tile grew.
+    pub fn set_cap(&mut self, cap: Option<usize>) -> bool {
         let grows = match (self.cap, cap) {
             (Some(_), None) => true,
             (Some(old), Some(new)) => new > old,
@@ -291,6 +292,7 @@ impl Selection {
             self.up_since = None;
         }
         self.cap = cap;
+        grows
     }
 
     /// Decides whether a packet of layer `rid` is forwarded, switching at keyframes.

@@ -187,12 +187,16 @@ impl Engine {
             Command::Shutdown { reason } => self.shutdown(&reason),
             Command::View { id, source, cap } => {
                 if let Some(p) = self.participants.get_mut(&id) {
+                    let mut grew = false;
                     for track in p
                         .tracks_out
                         .iter_mut()
                         .filter(|t| t.source == source && !t.screen)
                     {
-                        track.selection.set_cap(cap);
+                        grew |= track.selection.set_cap(cap);
+                    }
+                    if grew {
+                        p.estimate_from_the_start();
                     }
                 }
             }
