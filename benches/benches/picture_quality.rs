@@ -8,10 +8,10 @@
 //! change.
 //!
 //! Then a shaped link: once both decode at 1280 px, the patient's media port is limited to
-//! 600 kbit/s both ways (tc htb and tbf on the namespace's loopback, matched on the port) for 15 s, then
-//! freed: how long until each side's decoded width steps down, the longest stall (no new
-//! decoded frame) while limited, and how long until 1280 px again once freed. Goal: down within
-//! 2 s, no stall over 1 s, back within 10 s.
+//! 600 kbit/s each way (tc htb and tbf on the namespace's loopback, matched on the port, one
+//! queue per direction) for 15 s, then freed: how long until each side's decoded width steps
+//! down, the longest stall (no new decoded frame) while limited, and how long until 1280 px
+//! again once freed. Goal: down within 2 s, no stall over 1 s, back within 10 s.
 //!
 //! Run: `cargo bench -p bedside-benches --bench picture_quality` (root, Chromium and
 //! chromedriver: `make test-deps`).

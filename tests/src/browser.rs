@@ -133,10 +133,11 @@ impl Drop for IptablesRule {
     }
 }
 
-/// One browser's link shaped on the test namespace's loopback (tc): every packet to or from
-/// its media `port` is limited to `rate` (e.g. `600kbit`) with at most 100 ms of queue, as a
-/// slow uplink's buffer would hold; everything else flows as before. Removed on drop. (htb and
-/// tbf: the qdiscs this machine's kernel has; netem is not among them.)
+/// One browser's link shaped on the test namespace's loopback (tc): what is sent to its media
+/// `port` and what it sends from it are each limited to `rate` (e.g. `600kbit`) with at most
+/// 100 ms of queue, as a slow link's two directions each have their own buffer; everything else
+/// flows as before. Removed on drop. (htb and tbf: the qdiscs this machine's kernel has; netem is
+/// not among them.)
 #[derive(Debug)]
 pub struct ShapedLink;
 
@@ -145,15 +146,19 @@ impl ShapedLink {
         let mut steps = vec![
             "qdisc add dev lo root handle 1: htb default 10".to_string(),
             "class add dev lo parent 1: classid 1:10 htb rate 10gbit quantum 60000".into(),
-            format!("class add dev lo parent 1: classid 1:30 htb rate {rate} ceil {rate}"),
-            format!(
-                "qdisc add dev lo parent 1:30 handle 30: tbf rate {rate} burst 16kb latency 100ms"
-            ),
         ];
-        for end in ["sport", "dport"] {
-            steps.push(format!(
-                "filter add dev lo parent 1: protocol ip prio 1 u32 match ip {end} {port} 0xffff flowid 1:30"
-            ));
+        // Downlink (to the port) and uplink (from it): one class and one queue each, so the
+        // browser's own upload never waits in the queue its incoming media and feedback use.
+        for (class, end) in [(30, "dport"), (40, "sport")] {
+            steps.extend([
+                format!("class add dev lo parent 1: classid 1:{class} htb rate {rate} ceil {rate}"),
+                format!(
+                    "qdisc add dev lo parent 1:{class} handle {class}: tbf rate {rate} burst 16kb latency 100ms"
+                ),
+                format!(
+                    "filter add dev lo parent 1: protocol ip prio 1 u32 match ip {end} {port} 0xffff flowid 1:{class}"
+                ),
+            ]);
         }
         let link = ShapedLink;
         for step in steps {

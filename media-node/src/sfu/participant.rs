@@ -538,7 +538,7 @@ impl Participant {
             return Ok(out);
         };
         let before = track.selection.current;
-        let admitted = track.selection.admit(data.rid, data.is_keyframe());
+        let admitted = track.selection.admit(data.rid, data.is_keyframe(), now);
         out.switched = before.is_some() && before != track.selection.current;
         if track.selection.wants_keyframe() {
             out.keyframe_request = Some(Propagated::KeyframeRequest {

@@ -241,6 +241,11 @@ pub enum Aim {
     Gone(Rid),
 }
 
+/// How long a move down for bandwidth holds the old layer back while it waits for the new
+/// layer's keyframe; a publisher that has not sent one by then gets the old layer forwarded
+/// again rather than a frozen picture.
+pub const DRAIN_AT_MOST: Duration = Duration::from_secs(1);
+
 /// Which layer one subscriber receives of one simulcast track.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Selection {
@@ -252,6 +257,9 @@ pub struct Selection {
     up_since: Option<Instant>,
     /// This subscriber had to move down once: moves up wait for [`UP_HOLD`] from now on.
     moved_down: bool,
+    /// Since when a move down for bandwidth waits for its keyframe, the old layer no longer
+    /// forwarded (for at most [`DRAIN_AT_MOST`]).
+    draining: Option<Instant>,
     /// The subscriber's tile is small: at most this many layers above the lowest
     /// ([`Layers::capped`]); `None`: any.
     pub cap: Option<usize>,
@@ -264,6 +272,8 @@ impl Selection {
         match aim {
             Aim::Start(rid) | Aim::Down(rid) | Aim::Gone(rid) => {
                 self.moved_down |= matches!(aim, Aim::Down(_));
+                self.draining =
+                    (matches!(aim, Aim::Down(_)) && self.current != Some(rid)).then_some(now);
                 self.target = Some(rid);
                 self.up_since = None;
             }
@@ -272,6 +282,7 @@ impl Selection {
                 if !self.moved_down || now.saturating_duration_since(since) >= UP_HOLD {
                     self.target = Some(rid);
                     self.up_since = None;
+                    self.draining = None;
                 }
             }
             Aim::Stay => self.up_since = None,
@@ -296,7 +307,7 @@ impl Selection {
     }
 
     /// Decides whether a packet of layer `rid` is forwarded, switching at keyframes.
-    pub fn admit(&mut self, rid: Option<Rid>, keyframe: bool) -> bool {
+    pub fn admit(&mut self, rid: Option<Rid>, keyframe: bool, now: Instant) -> bool {
         let Some(rid) = rid else {
             // Not simulcast: a single encoding is always forwarded.
             return true;
@@ -312,7 +323,15 @@ impl Selection {
             self.current = Some(rid);
             self.target = Some(rid);
         }
-        self.current == Some(rid)
+        let drained = self.draining.is_some_and(|since| {
+            self.current != self.target && now.saturating_duration_since(since) < DRAIN_AT_MOST
+        });
+        if !drained {
+            self.draining = None;
+        }
+        // The link is full: more of the old layer would only lengthen the send queue the new
+        // layer's keyframe waits behind, and the receiver drops what precedes that keyframe.
+        self.current == Some(rid) && !drained
     }
 
     /// This subscriber had to move down for its bandwidth (not for its tile's size).
@@ -464,18 +483,65 @@ mod tests {
 
     #[test]
     fn a_switch_waits_for_a_keyframe_of_the_target_layer() {
+        let now = Instant::now();
         let mut s = Selection::default();
         assert!(
-            s.admit(Some("l".into()), false),
+            s.admit(Some("l".into()), false, now),
             "first layer starts flowing"
         );
-        s.target = Some("h".into());
+        s.steer(Aim::Up("h".into()), now);
         assert!(s.wants_keyframe());
-        assert!(!s.admit(Some("h".into()), false), "no switch mid-GOP");
-        assert!(s.admit(Some("l".into()), false), "old layer keeps flowing");
-        assert!(s.admit(Some("h".into()), true), "switch on the keyframe");
-        assert!(!s.admit(Some("l".into()), true), "old layer stops");
+        assert!(!s.admit(Some("h".into()), false, now), "no switch mid-GOP");
+        assert!(
+            s.admit(Some("l".into()), false, now),
+            "old layer keeps flowing"
+        );
+        assert!(
+            s.admit(Some("h".into()), true, now),
+            "switch on the keyframe"
+        );
+        assert!(!s.admit(Some("l".into()), true, now), "old layer stops");
         assert!(!s.wants_keyframe());
+    }
+
+    /// Moving down for bandwidth, the old layer stops at once: what it would add waits in a
+    /// full link's queue ahead of the lower layer's keyframe. A publisher that sends no
+    /// keyframe for DRAIN_AT_MOST gets the old layer forwarded again, not a frozen picture.
+    #[test]
+    fn a_move_down_for_bandwidth_stops_the_old_layer_while_its_keyframe_is_awaited() {
+        let now = Instant::now();
+        let mut s = Selection::default();
+        assert!(s.admit(Some("h".into()), true, now));
+        s.steer(Aim::Down("l".into()), now);
+        assert!(
+            !s.admit(Some("h".into()), false, now),
+            "old layer held back"
+        );
+        assert!(!s.admit(Some("l".into()), false, now), "no switch mid-GOP");
+        assert!(
+            s.admit(Some("l".into()), true, now),
+            "switch on the keyframe"
+        );
+        assert!(!s.admit(Some("h".into()), false, now));
+
+        let mut s = Selection::default();
+        assert!(s.admit(Some("h".into()), true, now));
+        s.steer(Aim::Down("l".into()), now);
+        let later = now + DRAIN_AT_MOST;
+        assert!(
+            s.admit(Some("h".into()), false, later),
+            "no keyframe in time: the old layer again"
+        );
+        assert!(s.wants_keyframe(), "the switch still waits for one");
+
+        let mut s = Selection::default();
+        assert!(s.admit(Some("h".into()), true, now));
+        s.set_cap(Some(0));
+        s.steer(Aim::Start("l".into()), now);
+        assert!(
+            s.admit(Some("h".into()), false, now),
+            "a tile shrinking is no full link: the old layer flows until the keyframe"
+        );
     }
 
     #[test]
@@ -503,7 +569,7 @@ mod tests {
     #[test]
     fn non_simulcast_tracks_always_flow() {
         let mut s = Selection::default();
-        assert!(s.admit(None, false));
+        assert!(s.admit(None, false, Instant::now()));
     }
 
     /// The publisher stops sending its top layer (its own uplink shrank): after GONE_AFTER the

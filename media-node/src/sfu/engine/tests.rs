@@ -61,8 +61,50 @@ struct Call {
     cut: Option<usize>,
     /// A peer whose downlink loses every n-th datagram the node sends it: (peer, n, count).
     lossy: Option<(usize, u64, u64)>,
+    /// A peer whose downlink carries at most this rate, as a slow link's buffer does.
+    slow: Option<SlowLink>,
     /// Where the engine sent datagrams that no peer has: addresses it probed on its own.
     strays: Vec<SocketAddr>,
+}
+
+/// A downlink of `bps` with a tail-drop buffer of `buffer` (tc's tbf): what does not fit is
+/// lost, what fits waits its turn.
+struct SlowLink {
+    peer: usize,
+    bps: u64,
+    buffer: Duration,
+    /// When the link has sent everything queued so far.
+    busy_until: Instant,
+    queue: std::collections::VecDeque<(Instant, str0m::net::Transmit)>,
+}
+
+impl SlowLink {
+    fn new(peer: usize, bps: u64, now: Instant) -> Self {
+        SlowLink {
+            peer,
+            bps,
+            buffer: Duration::from_millis(100),
+            busy_until: now,
+            queue: Default::default(),
+        }
+    }
+
+    fn offer(&mut self, t: str0m::net::Transmit, now: Instant) {
+        let start = self.busy_until.max(now);
+        if start.saturating_duration_since(now) > self.buffer {
+            return;
+        }
+        let bits = t.contents.len() as u64 * 8;
+        self.busy_until = start + Duration::from_micros(bits * 1_000_000 / self.bps);
+        self.queue.push_back((self.busy_until, t));
+    }
+
+    fn due(&mut self, now: Instant) -> impl Iterator<Item = str0m::net::Transmit> + '_ {
+        std::iter::from_fn(move || {
+            let (at, _) = self.queue.front()?;
+            (*at <= now).then(|| self.queue.pop_front().map(|(_, t)| t))?
+        })
+    }
 }
 
 impl Call {
@@ -94,6 +136,7 @@ impl Call {
             peer_crypto: Arc::new(str0m::crypto::from_feature_flags()),
             cut: None,
             lossy: None,
+            slow: None,
             strays: Vec::new(),
         }
     }
@@ -237,15 +280,36 @@ impl Call {
                     continue;
                 }
             }
-            let peer = &mut self.peers[i];
-            let receive = Receive {
-                proto: Protocol::Udp,
-                source: t.source,
-                destination: t.destination,
-                contents: (&*t.contents).try_into().expect("a datagram"),
-            };
-            let _ = peer.rtc.handle_input(Input::Receive(self.now, receive));
+            if let Some(slow) = self.slow.as_mut()
+                && slow.peer == i
+            {
+                slow.offer(t, self.now);
+                continue;
+            }
+            self.receive(i, &t);
         }
+        let due: Vec<_> = match self.slow.as_mut() {
+            Some(slow) => {
+                let peer = slow.peer;
+                slow.due(self.now).map(|t| (peer, t)).collect()
+            }
+            None => Vec::new(),
+        };
+        for (i, t) in due {
+            self.receive(i, &t);
+        }
+    }
+
+    fn receive(&mut self, i: usize, t: &str0m::net::Transmit) {
+        let receive = Receive {
+            proto: Protocol::Udp,
+            source: t.source,
+            destination: t.destination,
+            contents: (&*t.contents).try_into().expect("a datagram"),
+        };
+        let _ = self.peers[i]
+            .rtc
+            .handle_input(Input::Receive(self.now, receive));
     }
 
     /// Reads what the node told each peer; answers the node's offers as the client does.
@@ -636,6 +700,69 @@ fn a_subscriber_whose_link_loses_heavily_moves_down_before_its_estimate_follows(
     // Half of every retransmission is lost too: the keyframe takes a few round trips.
     let (_, first) = low.expect("the lower layer, though the estimate stays at 3 Mbit/s");
     assert!(first.is_keyframe(), "from a keyframe");
+}
+
+/// A subscriber's downlink shrinks to 600 kbit/s (its buffer 100 ms, as the tc shaping):
+/// the node's own estimate for it is what str0m measures, nothing is held for the test. It gets
+/// the lower layer within 2 s and its video never stops for more than a second; once the link
+/// is freed, the top layer again within 10 s.
+#[test]
+fn a_subscriber_whose_downlink_shrinks_steps_down_within_two_seconds_without_a_long_freeze() {
+    let (mut call, host, patient) = Call::visit(&["l", "h"]);
+    call.run(Duration::from_secs(6));
+    let layer_since = |call: &Call, since: Instant, layer: u8| {
+        call.arrivals(host, patient, MediaKind::Video, since)
+            .find(|(_, d)| d.data[1] == layer)
+            .map(|(at, _)| at.duration_since(since))
+    };
+    let since = call.now;
+    call.run(Duration::from_secs(1));
+    assert!(
+        layer_since(&call, since, b'1').is_some(),
+        "on the top layer before the link shrinks"
+    );
+
+    let shrunk = call.now;
+    call.slow = Some(SlowLink::new(host, 600_000, shrunk));
+    call.run(Duration::from_secs(10));
+    let down = layer_since(&call, shrunk, b'0').expect("the lower layer");
+    let arrivals: Vec<Instant> = call
+        .arrivals(host, patient, MediaKind::Video, shrunk)
+        .map(|(at, _)| *at)
+        .collect();
+    let longest = std::iter::once(shrunk)
+        .chain(arrivals.iter().copied())
+        .zip(arrivals.iter().copied())
+        .map(|(a, b)| b.duration_since(a))
+        .max()
+        .unwrap_or(Duration::MAX);
+    eprintln!("stepped down after {down:?}, longest gap {longest:?}");
+    assert!(
+        down <= Duration::from_secs(2),
+        "stepped down after {down:?}"
+    );
+    assert!(
+        longest <= Duration::from_secs(1),
+        "video stopped for {longest:?}"
+    );
+    let since = call.now;
+    call.run(Duration::from_secs(2));
+    let low: Vec<u8> = call
+        .frames(host, patient, MediaKind::Video, since)
+        .iter()
+        .map(|d| d.data[1])
+        .collect();
+    assert!(
+        low.len() > 40 && low.iter().all(|l| *l == b'0'),
+        "held on the lower layer while the link is slow: {low:?}"
+    );
+
+    call.slow = None;
+    let freed = call.now;
+    call.run(Duration::from_secs(12));
+    let back = layer_since(&call, freed, b'1').expect("the top layer again");
+    eprintln!("back after {back:?}");
+    assert!(back <= Duration::from_secs(10), "back after {back:?}");
 }
 
 /// A subscriber whose tile shrinks to a thumbnail gets the lower layer at the next keyframe,
