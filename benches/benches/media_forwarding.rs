@@ -1,8 +1,8 @@
 //! Media forwarding load: N publishers x M subscribers on loopback, against the release
 //! `bedside-media-node` in its own process, with the `webrtc` crate as the load generator.
 //!
-//! Each publisher sends 1,200-byte VP8 RTP packets at 1.5 Mbit/s (one stamped frame per packet)
-//! into its own room; M receive-only subscribers per room get it forwarded. Reported:
+//! Each publisher sends 1,150-byte VP8 RTP payloads (a browser's full-size packet) at 1.5
+//! Mbit/s (one stamped frame per packet) into its own room; M receive-only subscribers per room get it forwarded. Reported:
 //! forwarded streams per CPU-second of the node (utime+stime from /proc), loss, the node's own
 //! forwarding delay (its histogram: packet in to the subscribers' datagrams sent),
 //! end-to-end delay through both stacks, join to first forwarded packet, node memory per
@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 use bedside_crds::join::Role;
 use bedside_tests::media::{PeerOptions, RustPeer, TestNode, VideoLoad, cpu_secs};
 
+/// Packets the size a browser sends its video in (1,200 bytes of payload before 2026-12-05:
+/// larger than any browser's, so the node split each in two).
 const LOAD: VideoLoad = VideoLoad {
     bitrate_bps: 1_500_000,
-    packet_bytes: 1_200,
+    packet_bytes: VideoLoad::BROWSER_PACKET_PAYLOAD,
 };
 const WARMUP: Duration = Duration::from_secs(3);
 const WINDOW: Duration = Duration::from_secs(10);

@@ -735,6 +735,12 @@ pub struct VideoLoad {
     pub packet_bytes: usize,
 }
 
+impl VideoLoad {
+    /// The payload of a browser's full-size video packet: Chrome's RTP packets are at most
+    /// 1,200 bytes with their headers and extensions.
+    pub const BROWSER_PACKET_PAYLOAD: usize = 1_150;
+}
+
 impl Default for PeerOptions {
     fn default() -> Self {
         Self {

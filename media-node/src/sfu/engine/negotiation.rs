@@ -188,6 +188,15 @@ pub(crate) fn contactable(addr: SocketAddr, advertised: SocketAddr) -> bool {
         && addr != advertised
 }
 
+/// The largest datagram the node sends media in: a browser's own full-size video packet
+/// (Chrome's RTP packets are at most 1,200 bytes, then the 16-byte SRTP tag). With str0m's
+/// default (1,150) a frame re-packetized for each subscriber needed one packet more than the
+/// browser sent it in, and a one-packet frame two. 1,216 bytes in UDP stays under the 1,280 of
+/// the smallest IPv6 link, with room for a TURN channel header.
+pub(super) const MEDIA_MTU: usize = 1_216;
+/// Above this str0m logs a warning: IPv6's minimum link MTU less its IP and UDP headers.
+const MEDIA_MTU_WARN: usize = 1_232;
+
 pub(super) fn new_rtc(
     crypto: Arc<CryptoProvider>,
     advertised: SocketAddr,
@@ -199,6 +208,7 @@ pub(super) fn new_rtc(
         .set_stats_interval(Some(Duration::from_secs(1)))
         // Start where a 720p camera needs to be; the estimate then follows the network.
         .enable_bwe(Some(Bitrate::bps(crate::sfu::simulcast::TOP_LAYER_BPS)))
+        .set_mtu(MEDIA_MTU..=MEDIA_MTU_WARN)
         .build(now);
     let unusable = |e: str0m::error::IceError| {
         ProtocolError::new(

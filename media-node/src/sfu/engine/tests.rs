@@ -11,7 +11,8 @@ use prometheus::Registry;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{
-    Direction, Frequency, MediaData, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+    Direction, Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid,
+    Simulcast, SimulcastLayer,
 };
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
@@ -27,6 +28,9 @@ use crate::sfu::stats::EngineStats;
 use bedside_crds::join::Role;
 
 const STEP: Duration = Duration::from_millis(1);
+const PLI_EVERY: Duration = Duration::from_millis(300);
+/// Where the random loss of `Call::lossy` starts (any non-zero value).
+const LOSS_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 const AUDIO_EVERY: u64 = 20;
 const VIDEO_EVERY: u64 = 33;
 
@@ -42,6 +46,8 @@ struct Peer {
     /// What this peer sends: its audio m-line, its video m-line and the video's rids.
     publishing: Option<(Mid, Mid, Vec<Rid>)>,
     keyframe_wanted: bool,
+    /// When this peer last asked for a keyframe of what it receives.
+    asked_keyframe: Option<Instant>,
     /// The last byte of every frame it sends, so receivers tell senders apart.
     marker: u8,
 }
@@ -59,10 +65,17 @@ struct Call {
     peer_crypto: Arc<str0m::crypto::CryptoProvider>,
     /// A peer whose network is down: nothing it sends or is sent arrives.
     cut: Option<usize>,
-    /// A peer whose downlink loses every n-th datagram the node sends it: (peer, n, count).
+    /// A peer whose downlink loses one in n of the datagrams the node sends it, at random
+    /// (a fixed seed, so a run repeats): (peer, n, generator state). Not every n-th: a fixed
+    /// period can fall in step with the node's own (audio every 20 ms, video every 33) and
+    /// lose one kind of packet every time.
     lossy: Option<(usize, u64, u64)>,
     /// A peer whose downlink carries at most this rate, as a slow link's buffer does.
     slow: Option<SlowLink>,
+    /// The size of a frame of the lowest (or only) video layer; higher layers are larger.
+    video_bytes: usize,
+    /// A peer whose incoming video packets are counted: (peer, video payload type, count).
+    counted: Option<(usize, u8, usize)>,
     /// Where the engine sent datagrams that no peer has: addresses it probed on its own.
     strays: Vec<SocketAddr>,
 }
@@ -137,6 +150,8 @@ impl Call {
             cut: None,
             lossy: None,
             slow: None,
+            video_bytes: 400,
+            counted: None,
             strays: Vec::new(),
         }
     }
@@ -188,6 +203,7 @@ impl Call {
             publishing: None,
             // A browser's first frame is a keyframe.
             keyframe_wanted: true,
+            asked_keyframe: None,
             marker: b'a' + index as u8,
         });
         Ok(index)
@@ -256,7 +272,19 @@ impl Call {
                 Output::Transmit(_) if self.cut == Some(i) => {}
                 Output::Transmit(t) => self.engine.handle_datagram(&t.contents, peer.addr, now),
                 Output::Event(Event::Connected) => peer.connected = true,
-                Output::Event(Event::MediaData(data)) => peer.received.push((now, data)),
+                Output::Event(Event::MediaData(data)) => {
+                    // A browser that cannot decode what follows a lost frame asks for a
+                    // keyframe (at most every 300 ms, as Chrome's PLI throttle does).
+                    if !data.contiguous
+                        && kind_of(&data) == MediaKind::Video
+                        && peer.asked_keyframe.is_none_or(|at| now >= at + PLI_EVERY)
+                        && let Some(mut writer) = peer.rtc.writer(data.mid)
+                    {
+                        let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+                        peer.asked_keyframe = Some(now);
+                    }
+                    peer.received.push((now, data))
+                }
                 Output::Event(Event::KeyframeRequest(_)) => peer.keyframe_wanted = true,
                 Output::Event(_) => {}
             }
@@ -272,13 +300,24 @@ impl Call {
             if self.cut == Some(i) {
                 continue;
             }
-            if let Some((lossy, every, count)) = self.lossy.as_mut()
+            if let Some((lossy, one_in, state)) = self.lossy.as_mut()
                 && *lossy == i
             {
-                *count += 1;
-                if (*count).is_multiple_of(*every) {
+                // xorshift64: enough randomness for a loss pattern, no dependency.
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                if (*state).is_multiple_of(*one_in) {
                     continue;
                 }
+            }
+            if let Some((counted, pt, count)) = self.counted.as_mut()
+                && *counted == i
+                && t.contents.len() > 12
+                && t.contents[0] >> 6 == 2
+                && t.contents[1] & 0x7f == *pt
+            {
+                *count += 1;
             }
             if let Some(slow) = self.slow.as_mut()
                 && slow.peer == i
@@ -382,7 +421,7 @@ impl Call {
             if let Some(rid) = rid {
                 writer = writer.rid(rid);
             }
-            let mut frame = vec![peer.marker; 400 * (1 + 10 * n)];
+            let mut frame = vec![peer.marker; self.video_bytes * (1 + 10 * n)];
             frame[0] = first;
             frame[1] = b'0' + n as u8;
             let _ = writer.write(pt, now, time, frame);
@@ -665,7 +704,7 @@ fn a_subscriber_whose_link_loses_heavily_moves_down_before_its_estimate_follows(
             .map(|d| d.data[1])
             .collect()
     };
-    call.lossy = Some((host, 20, 0));
+    call.lossy = Some((host, 20, LOSS_SEED));
     call.run(Duration::from_secs(3));
     let since = call.now;
     call.run(Duration::from_secs(1));
@@ -675,7 +714,7 @@ fn a_subscriber_whose_link_loses_heavily_moves_down_before_its_estimate_follows(
         "5% loss keeps the top layer: {seen:?}"
     );
 
-    call.lossy = Some((host, 2, 0));
+    call.lossy = Some((host, 2, LOSS_SEED));
     let since = call.now;
     let id = call.peers[host].id;
     let aimed_low = |call: &Call| {
@@ -694,12 +733,22 @@ fn a_subscriber_whose_link_loses_heavily_moves_down_before_its_estimate_follows(
         "moved down after {decided:?}"
     );
     call.run(Duration::from_secs(8));
-    let low = call
+    // Half of every retransmission is lost too: the first lower-layer frames through may
+    // follow a lost keyframe; the subscriber asks again, as a browser does, until a keyframe
+    // of the lower layer gets through and its picture resumes there.
+    let low: Vec<bool> = call
         .arrivals(host, patient, MediaKind::Video, since)
-        .find(|(_, d)| d.data[1] == b'0');
-    // Half of every retransmission is lost too: the keyframe takes a few round trips.
-    let (_, first) = low.expect("the lower layer, though the estimate stays at 3 Mbit/s");
-    assert!(first.is_keyframe(), "from a keyframe");
+        .filter(|(_, d)| d.data[1] == b'0')
+        .map(|(_, d)| d.is_keyframe())
+        .collect();
+    assert!(
+        !low.is_empty(),
+        "the lower layer, though the estimate stays at 3 Mbit/s"
+    );
+    assert!(
+        low.contains(&true),
+        "a keyframe of the lower layer gets through"
+    );
 }
 
 /// A subscriber's downlink shrinks to 600 kbit/s (its buffer 100 ms, as the tc shaping):
@@ -763,6 +812,37 @@ fn a_subscriber_whose_downlink_shrinks_steps_down_within_two_seconds_without_a_l
     let back = layer_since(&call, freed, b'1').expect("the top layer again");
     eprintln!("back after {back:?}");
     assert!(back <= Duration::from_secs(10), "back after {back:?}");
+}
+
+/// A browser's full-size video packet (a 1,150-byte frame, as Chrome sends in one packet)
+/// reaches each subscriber as one packet: re-packetized at str0m's default size it took two,
+/// doubling what the node sends and encrypts for every subscriber.
+#[test]
+fn a_browser_s_full_size_video_packet_reaches_each_subscriber_as_one_packet() {
+    let (mut call, host, patient) = Call::visit(&[]);
+    call.video_bytes = 1_150;
+    call.run(Duration::from_secs(2));
+    let vp8 = call.peers[host]
+        .rtc
+        .codec_config()
+        .find(|p| p.spec().codec == Codec::Vp8)
+        .map(|p| *p.pt())
+        .expect("VP8 is configured");
+    call.counted = Some((host, vp8, 0));
+    let since = call.now;
+    call.run(Duration::from_secs(2));
+    let frames = call
+        .frames(host, patient, MediaKind::Video, since)
+        .iter()
+        .filter(|d| d.data.len() == 1_150)
+        .count();
+    let (_, _, packets) = call.counted.expect("counted");
+    eprintln!("{packets} video packets for {frames} frames of 1,150 bytes");
+    assert!(frames >= 50, "frames of 1,150 bytes received: {frames}");
+    assert!(
+        packets <= frames + 2,
+        "{packets} video packets for {frames} one-packet frames"
+    );
 }
 
 /// A subscriber whose tile shrinks to a thumbnail gets the lower layer at the next keyframe,
