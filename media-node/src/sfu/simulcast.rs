@@ -135,11 +135,10 @@ impl Layers {
         let Some(fits) = self.choose(share_bps) else {
             return Aim::Stay;
         };
-        let rate = |rid: Rid| self.rate_of(rid);
         let Some(target) = target else {
             return Aim::Start(fits);
         };
-        let (Some(now), Some(next)) = (rate(target), rate(fits)) else {
+        let (Some(now), Some(next)) = (self.rate_of(target), self.rate_of(fits)) else {
             // The layer aimed at is gone (its publisher stopped sending it).
             return Aim::Down(fits);
         };

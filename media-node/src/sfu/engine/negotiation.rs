@@ -193,7 +193,7 @@ pub(crate) fn contactable(addr: SocketAddr, advertised: SocketAddr) -> bool {
 /// default (1,150) a frame re-packetized for each subscriber needed one packet more than the
 /// browser sent it in, and a one-packet frame two. 1,216 bytes in UDP stays under the 1,280 of
 /// the smallest IPv6 link, with room for a TURN channel header.
-pub(super) const MEDIA_MTU: usize = 1_216;
+const MEDIA_MTU: usize = 1_216;
 /// Above this str0m logs a warning: IPv6's minimum link MTU less its IP and UDP headers.
 const MEDIA_MTU_WARN: usize = 1_232;
 

@@ -114,8 +114,9 @@ impl SlowLink {
 
     fn due(&mut self, now: Instant) -> impl Iterator<Item = str0m::net::Transmit> + '_ {
         std::iter::from_fn(move || {
-            let (at, _) = self.queue.front()?;
-            (*at <= now).then(|| self.queue.pop_front().map(|(_, t)| t))?
+            self.queue
+                .pop_front_if(|(at, _)| *at <= now)
+                .map(|(_, t)| t)
         })
     }
 }
@@ -451,6 +452,20 @@ impl Call {
             .filter(move |(_, d)| kind_of(d) == kind)
     }
 
+    /// When the first video frame of `layer` (its second byte) from `from` reached `to` after
+    /// `since`, counted from `since`, and whether it was a keyframe.
+    fn first_of_layer(
+        &self,
+        to: usize,
+        from: usize,
+        since: Instant,
+        layer: u8,
+    ) -> Option<(Duration, bool)> {
+        self.arrivals(to, from, MediaKind::Video, since)
+            .find(|(_, d)| d.data[1] == layer)
+            .map(|(at, d)| (at.duration_since(since), d.is_keyframe()))
+    }
+
     /// Peer `host` acts on the meeting, then the call runs for 200 ms.
     fn host_acts(&mut self, host: usize, action: HostAction) {
         let id = self.peers[host].id;
@@ -657,11 +672,8 @@ fn a_subscriber_leaves_a_layer_its_publisher_stopped_sending_within_a_second() {
     let (mut call, host, patient) = Call::visit(&["l", "h"]);
     call.estimate = Some((host, 3_000_000));
     call.run(Duration::from_secs(3));
-    let first_of = |call: &Call, since: Instant, layer: u8| {
-        call.arrivals(host, patient, MediaKind::Video, since)
-            .find(|(_, d)| d.data[1] == layer)
-            .map(|(at, d)| (at.duration_since(since), d.is_keyframe()))
-    };
+    let first_of =
+        |call: &Call, since: Instant, layer: u8| call.first_of_layer(host, patient, since, layer);
     let since = call.now;
     call.run(Duration::from_millis(500));
     assert!(first_of(&call, since, b'1').is_some(), "on the top layer");
@@ -760,9 +772,8 @@ fn a_subscriber_whose_downlink_shrinks_steps_down_within_two_seconds_without_a_l
     let (mut call, host, patient) = Call::visit(&["l", "h"]);
     call.run(Duration::from_secs(6));
     let layer_since = |call: &Call, since: Instant, layer: u8| {
-        call.arrivals(host, patient, MediaKind::Video, since)
-            .find(|(_, d)| d.data[1] == layer)
-            .map(|(at, _)| at.duration_since(since))
+        call.first_of_layer(host, patient, since, layer)
+            .map(|(took, _)| took)
     };
     let since = call.now;
     call.run(Duration::from_secs(1));
