@@ -31,6 +31,8 @@ const STEP: Duration = Duration::from_millis(1);
 const PLI_EVERY: Duration = Duration::from_millis(300);
 /// Where the random loss of `Call::lossy` starts (any non-zero value).
 const LOSS_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+/// A browser's full-size media datagram: 1,200 bytes of RTP and the 16-byte SRTP tag.
+const BROWSER_DATAGRAM: usize = 1_216;
 const AUDIO_EVERY: u64 = 20;
 const VIDEO_EVERY: u64 = 33;
 
@@ -74,10 +76,31 @@ struct Call {
     slow: Option<SlowLink>,
     /// The size of a frame of the lowest (or only) video layer; higher layers are larger.
     video_bytes: usize,
-    /// A peer whose incoming video packets are counted: (peer, video payload type, count).
-    counted: Option<(usize, u8, usize)>,
+    /// A peer whose incoming RTP packets are logged, header only, as they reach it.
+    watched: Option<(usize, Vec<RtpHead>)>,
     /// Where the engine sent datagrams that no peer has: addresses it probed on its own.
     strays: Vec<SocketAddr>,
+}
+
+/// What an RTP packet's clear header says (SRTP encrypts only the payload).
+#[derive(Debug, Clone, Copy)]
+struct RtpHead {
+    pt: u8,
+    seq: u16,
+    ssrc: u32,
+}
+
+impl RtpHead {
+    fn parse(datagram: &[u8]) -> Option<RtpHead> {
+        let rtp = datagram.len() > 12 && datagram[0] >> 6 == 2;
+        // RTCP shares the version bits; its packet types (200-206) fall outside RTP's range.
+        let pt = datagram.get(1)? & 0x7f;
+        (rtp && !(72..=78).contains(&pt)).then(|| RtpHead {
+            pt,
+            seq: u16::from_be_bytes([datagram[2], datagram[3]]),
+            ssrc: u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]),
+        })
+    }
 }
 
 /// A downlink of `bps` with a tail-drop buffer of `buffer` (tc's tbf): what does not fit is
@@ -152,7 +175,7 @@ impl Call {
             lossy: None,
             slow: None,
             video_bytes: 400,
-            counted: None,
+            watched: None,
             strays: Vec::new(),
         }
     }
@@ -191,7 +214,10 @@ impl Call {
             .parse()
             .expect("address");
         let crypto = self.peer_crypto.clone();
-        let mut rtc = RtcConfig::new().set_crypto_provider(crypto).build(self.now);
+        let mut rtc = RtcConfig::new()
+            .set_crypto_provider(crypto)
+            .set_mtu(BROWSER_DATAGRAM..=BROWSER_DATAGRAM + 16)
+            .build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
         self.peers.push(Peer {
             addr,
@@ -312,13 +338,11 @@ impl Call {
                     continue;
                 }
             }
-            if let Some((counted, pt, count)) = self.counted.as_mut()
-                && *counted == i
-                && t.contents.len() > 12
-                && t.contents[0] >> 6 == 2
-                && t.contents[1] & 0x7f == *pt
+            if let Some((watched, heads)) = self.watched.as_mut()
+                && *watched == i
+                && let Some(head) = RtpHead::parse(&t.contents)
             {
-                *count += 1;
+                heads.push(head);
             }
             if let Some(slow) = self.slow.as_mut()
                 && slow.peer == i
@@ -454,6 +478,16 @@ impl Call {
 
     /// When the first video frame of `layer` (its second byte) from `from` reached `to` after
     /// `since`, counted from `since`, and whether it was a keyframe.
+    /// The payload type peer `i`'s connection uses for VP8.
+    fn vp8_pt(&self, i: usize) -> u8 {
+        self.peers[i]
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| *p.pt())
+            .expect("VP8 is configured")
+    }
+
     fn first_of_layer(
         &self,
         to: usize,
@@ -630,6 +664,7 @@ fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe_a
 
     let switches = call.stats.layer_switches.get();
     call.estimate = Some((host, 400_000));
+    call.watched = Some((host, Vec::new()));
     let since = call.now;
     call.run(Duration::from_secs(2));
     let after = call.frames(host, patient, MediaKind::Video, since);
@@ -643,10 +678,15 @@ fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe_a
     );
     assert!(after[first_low..].iter().all(|d| layer(d) == b'0'));
     assert!(call.stats.layer_switches.get() > switches);
+    // The node forwards packets as they came, from two streams with numbers of their own; the
+    // subscriber sees one stream, across the switch as well.
+    let (_, heads) = call.watched.take().expect("watched");
+    assert_one_gapless_stream(&heads, call.vp8_pt(host));
 
     // The link recovers: after a move down, up again only once the estimate has had headroom
     // for UP_HOLD (a wobbling estimate does not flap), then at a keyframe.
     call.estimate = Some((host, 3_000_000));
+    call.watched = Some((host, Vec::new()));
     let since = call.now;
     call.run(crate::sfu::simulcast::UP_HOLD - Duration::from_millis(500));
     let held = call.frames(host, patient, MediaKind::Video, since);
@@ -661,6 +701,61 @@ fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe_a
         back.iter().any(|d| layer(d) == b'1'),
         "back up after UP_HOLD"
     );
+    let (_, heads) = call.watched.take().expect("watched");
+    assert_one_gapless_stream(&heads, call.vp8_pt(host));
+}
+
+/// The VP8 packets in `heads` are one stream: one SSRC, each sequence number the one after
+/// the last, nothing missing and nothing repeated.
+fn assert_one_gapless_stream(heads: &[RtpHead], vp8: u8) {
+    let video: Vec<&RtpHead> = heads.iter().filter(|h| h.pt == vp8).collect();
+    assert!(video.len() > 30, "{} video packets", video.len());
+    for pair in video.windows(2) {
+        assert_eq!(pair[1].ssrc, pair[0].ssrc, "one SSRC across layers");
+        assert_eq!(
+            pair[1].seq,
+            pair[0].seq.wrapping_add(1),
+            "a gap or a repeat: {:?} then {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+/// A subscriber's downlink loses a fifth of what the node sends it, at random: its receiver
+/// asks for what is missing (NACK) and the node sends it again (RTX) from the packets it
+/// forwarded, so its video keeps playing with next to no frame lost.
+#[test]
+fn a_subscriber_losing_a_fifth_of_its_packets_gets_them_resent_and_its_video_keeps_playing() {
+    let (mut call, host, patient) = Call::visit(&[]);
+    call.run(Duration::from_secs(2));
+    call.lossy = Some((host, 5, LOSS_SEED));
+    let since = call.now;
+    let window = Duration::from_secs(5);
+    call.run(window);
+    let arrived: Vec<Instant> = call
+        .arrivals(host, patient, MediaKind::Video, since)
+        .map(|(at, _)| *at)
+        .collect();
+    let sent = (window.as_millis() as u64 / VIDEO_EVERY) as usize;
+    eprintln!("{} of {sent} frames arrived", arrived.len());
+    // Frames whose resend was lost too arrive later; the last second's may still be on their way.
+    assert!(
+        arrived.len() * 100 >= sent * 90,
+        "{} of {sent} frames arrived",
+        arrived.len()
+    );
+    let longest = arrived
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+        .unwrap_or(window);
+    assert!(
+        longest < Duration::from_millis(500),
+        "the picture froze for {longest:?}"
+    );
+    let nacks = call.stats.feedback.with_label_values(&["nack"]).get();
+    assert!(nacks > 0, "the losses were asked for again");
 }
 
 /// The publisher's browser stops sending its top layer (its own uplink shrank): its subscriber
@@ -833,13 +928,8 @@ fn a_browser_s_full_size_video_packet_reaches_each_subscriber_as_one_packet() {
     let (mut call, host, patient) = Call::visit(&[]);
     call.video_bytes = 1_150;
     call.run(Duration::from_secs(2));
-    let vp8 = call.peers[host]
-        .rtc
-        .codec_config()
-        .find(|p| p.spec().codec == Codec::Vp8)
-        .map(|p| *p.pt())
-        .expect("VP8 is configured");
-    call.counted = Some((host, vp8, 0));
+    let vp8 = call.vp8_pt(host);
+    call.watched = Some((host, Vec::new()));
     let since = call.now;
     call.run(Duration::from_secs(2));
     let frames = call
@@ -847,7 +937,8 @@ fn a_browser_s_full_size_video_packet_reaches_each_subscriber_as_one_packet() {
         .iter()
         .filter(|d| d.data.len() == 1_150)
         .count();
-    let (_, _, packets) = call.counted.expect("counted");
+    let (_, heads) = call.watched.take().expect("watched");
+    let packets = heads.iter().filter(|h| h.pt == vp8).count();
     eprintln!("{packets} video packets for {frames} frames of 1,150 bytes");
     assert!(frames >= 50, "frames of 1,150 bytes received: {frames}");
     assert!(
