@@ -476,8 +476,6 @@ impl Call {
             .filter(move |(_, d)| kind_of(d) == kind)
     }
 
-    /// When the first video frame of `layer` (its second byte) from `from` reached `to` after
-    /// `since`, counted from `since`, and whether it was a keyframe.
     /// The payload type peer `i`'s connection uses for VP8.
     fn vp8_pt(&self, i: usize) -> u8 {
         self.peers[i]
@@ -488,6 +486,8 @@ impl Call {
             .expect("VP8 is configured")
     }
 
+    /// When the first video frame of `layer` (its second byte) from `from` reached `to` after
+    /// `since`, counted from `since`, and whether it was a keyframe.
     fn first_of_layer(
         &self,
         to: usize,
