@@ -62,7 +62,7 @@ async fn node_forwarding() -> f64 {
     let before = cpu_secs(node.pid()).expect("the node's /proc/<pid>/stat");
     tokio::time::sleep(WINDOW).await;
     let after = cpu_secs(node.pid()).expect("the node's /proc/<pid>/stat");
-    let forwarded = node.metric("bedside_media_frames_forwarded_total").await;
+    let forwarded = node.metric("bedside_media_packets_forwarded_total").await;
     assert!(
         forwarded > 0.0,
         "the node forwarded nothing: no figure to compare"

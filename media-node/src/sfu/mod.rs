@@ -13,6 +13,7 @@ pub mod congestion;
 mod dispatch;
 pub mod engine;
 pub mod participant;
+mod rewrite;
 pub mod shard;
 mod shell;
 pub mod simulcast;

@@ -5,11 +5,14 @@ use std::time::{Duration, Instant};
 
 use str0m::Rtc;
 use str0m::change::SdpPendingOffer;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::format::PayloadParams;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::Protocol;
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use tokio::sync::mpsc;
 
 use super::congestion::EgressLink;
+use super::rewrite::{Incoming, Rewriter, starts_keyframe};
 use super::simulcast::{LayerRate, Layers, Selection};
 use crate::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
 use bedside_crds::join::Role;
@@ -58,6 +61,11 @@ pub struct TrackIn {
     /// All of the track, layers together: what a non-simulcast subscriber receives.
     pub total: LayerRate,
     last_keyframe_request: Option<Instant>,
+    /// Counts the pauses the node imposed (a mute, a stopped share): packets the publisher sent
+    /// meanwhile were never forwarded, so its subscribers' streams go on after the pause with no
+    /// gap their receivers would count as loss and ask to have resent.
+    run: u32,
+    held_back: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +88,8 @@ pub struct TrackOut {
     pub selection: Selection,
     /// Media bytes written to this track's stream so far (beside what str0m says it sent).
     pub written: u64,
+    /// Keeps the subscriber's stream continuous across the layers it is fed from.
+    pub rewriter: Rewriter,
 }
 
 impl TrackOut {
@@ -94,8 +104,41 @@ impl TrackOut {
     }
 }
 
+/// One RTP packet a publisher sent, with what its subscribers' side needs to know of it.
+#[derive(Debug)]
+pub struct MediaPacket {
+    pub mid: Mid,
+    pub rid: Option<Rid>,
+    pub kind: MediaKind,
+    pub params: PayloadParams,
+    /// The first packet of a keyframe: where a subscriber may switch to this layer.
+    pub keyframe: bool,
+    pub vp8: Option<Vp8Descriptor>,
+    /// Which of the track's runs between pauses the node imposed this packet belongs to.
+    pub run: u32,
+    /// As it arrived, decrypted; the payload is shared by every subscriber's stream and
+    /// retransmission history (`Arc<[u8]>`), never copied.
+    pub packet: RtpPacket,
+}
+
+impl MediaPacket {
+    /// The header extensions a subscriber gets as the publisher set them; the others (MID,
+    /// RID, transport-wide sequence numbers, send times) are the subscriber's connection's own.
+    fn carried_extensions(&self) -> ExtensionValues {
+        let from = &self.packet.header.ext_vals;
+        ExtensionValues {
+            audio_level: from.audio_level,
+            voice_activity: from.voice_activity,
+            video_orientation: from.video_orientation,
+            video_content_type: from.video_content_type,
+            abs_capture_time: from.abs_capture_time,
+            ..ExtensionValues::default()
+        }
+    }
+}
+
 /// What one participant's output means for the others.
-// Boxing the media variant would allocate once per frame on the forwarding path.
+// Boxing the media variant would allocate once per packet on the forwarding path.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Propagated {
@@ -107,7 +150,7 @@ pub enum Propagated {
     },
     Media {
         source: ParticipantId,
-        data: MediaData,
+        media: MediaPacket,
     },
     KeyframeRequest {
         source: ParticipantId,
@@ -175,11 +218,11 @@ impl ChatLimits {
 /// One outgoing RTP stream: its m-line and simulcast layer.
 type StreamKey = (Mid, Option<Rid>);
 
-/// What forwarding one frame to one subscriber did.
+/// What forwarding one packet to one subscriber did.
 #[derive(Debug, Default)]
 pub struct Forward {
     pub written: bool,
-    /// The subscriber moved to another simulcast layer with this frame.
+    /// The subscriber moved to another simulcast layer with this packet.
     pub switched: bool,
     /// This was the subscriber's first media: how long its join took.
     pub join_took: Option<std::time::Duration>,
@@ -242,7 +285,7 @@ pub struct Participant {
     /// before the averaged estimate follows.
     pub egress_link: EgressLink,
     pub joined_at: Instant,
-    /// Set once the first media frame went to or came from this participant.
+    /// Set once the first media packet went to or came from this participant.
     pub first_media_seen: bool,
     /// Set when the signaling channel is too slow to keep up; the engine removes it.
     pub overflowed: bool,
@@ -409,6 +452,8 @@ impl Participant {
             layers: Layers::default(),
             total: LayerRate::new(Rid::from("*"), now),
             last_keyframe_request: None,
+            run: 0,
+            held_back: false,
         });
         Some(Propagated::TrackOpened {
             source: self.id,
@@ -428,27 +473,48 @@ impl Participant {
         Some(now.saturating_duration_since(self.joined_at))
     }
 
-    /// Incoming media from this participant's own tracks.
-    pub fn media_in(&mut self, data: MediaData, now: Instant) -> Option<Propagated> {
+    /// An RTP packet of this participant's own tracks, for the others in the room.
+    pub fn rtp_in(&mut self, packet: RtpPacket, now: Instant) -> Option<Propagated> {
         if !self.may_publish() {
             return None;
         }
-        let track = self.tracks_in.iter_mut().find(|t| t.mid == data.mid)?;
+        let rtc = self.rtc.as_mut()?;
+        let header = &packet.header;
+        let params = *rtc.codec_config().find(|p| p.pt() == header.payload_type)?;
+        let (mid, rid) = rtc
+            .direct_api()
+            .stream_rx(&header.ssrc)
+            .map(|s| (s.mid(), s.rid()))?;
+        let track = self.tracks_in.iter_mut().find(|t| t.mid == mid)?;
         if (self.muted && track.kind == MediaKind::Audio) || (track.screen && self.share_stopped) {
+            track.held_back = true;
             return None;
         }
-        match data.rid {
-            Some(rid) => track.layers.record(rid, data.data.len(), now),
-            None => track.total.record(data.data.len(), now),
+        if std::mem::take(&mut track.held_back) {
+            track.run = track.run.wrapping_add(1);
         }
-        if !data.contiguous && track.kind == MediaKind::Video {
-            // Loss the NACK/RTX path could not repair: ask for a fresh keyframe.
-            let (mid, rid) = (data.mid, data.rid);
-            self.request_keyframe(mid, rid, KeyframeRequestKind::Pli, now);
+        let bytes = packet.payload.len();
+        match rid {
+            Some(rid) => track.layers.record(rid, bytes, now),
+            None => track.total.record(bytes, now),
         }
+        let codec = params.spec().codec;
+        let video = track.kind == MediaKind::Video;
+        let media = MediaPacket {
+            mid,
+            rid,
+            kind: track.kind,
+            params,
+            keyframe: video && starts_keyframe(codec, &packet.payload),
+            vp8: (codec == str0m::format::Codec::Vp8)
+                .then(|| Vp8Descriptor::parse(&packet.payload).ok())
+                .flatten(),
+            run: track.run,
+            packet,
+        };
         Some(Propagated::Media {
             source: self.id,
-            data,
+            media,
         })
     }
 
@@ -472,12 +538,12 @@ impl Participant {
         let Some(rtc) = self.rtc.as_mut() else {
             return;
         };
-        let Some(mut writer) = rtc.writer(mid) else {
+        let mut api = rtc.direct_api();
+        let Some(stream) = api.stream_rx_by_mid(mid, rid) else {
             return;
         };
-        if writer.request_keyframe(rid, kind).is_ok() {
-            track.last_keyframe_request = Some(now);
-        }
+        stream.request_keyframe(kind);
+        track.last_keyframe_request = Some(now);
     }
 
     /// Another participant published a track: this one will receive it after renegotiation.
@@ -503,6 +569,7 @@ impl Participant {
             state: TrackOutState::ToOpen,
             selection: Selection::default(),
             written: 0,
+            rewriter: Rewriter::default(),
         });
     }
 
@@ -518,30 +585,26 @@ impl Participant {
         }
     }
 
-    /// Forwards one frame of `source`'s track, and asks the source for a keyframe when a layer
-    /// switch waits for one. No allocation: the payload is shared (`Arc<[u8]>`).
-    pub fn forward(
-        &mut self,
-        source: ParticipantId,
-        data: &MediaData,
-        now: Instant,
-    ) -> Result<Forward, str0m::RtcError> {
+    /// Forwards one packet of `source`'s track as it came, renumbered into this subscriber's
+    /// stream, and asks the source for a keyframe when a layer switch waits for one. No
+    /// allocation: the payload is shared (`Arc<[u8]>`).
+    pub fn forward(&mut self, source: ParticipantId, media: &MediaPacket, now: Instant) -> Forward {
         let mut out = Forward::default();
         let Some(rtc) = self.rtc.as_mut() else {
-            return Ok(out);
+            return out;
         };
         let Some(track) = self
             .tracks_out
             .iter_mut()
-            .find(|t| t.source == source && t.source_mid == data.mid)
+            .find(|t| t.source == source && t.source_mid == media.mid)
         else {
-            return Ok(out);
+            return out;
         };
         let TrackOutState::Open(mid) = track.state else {
-            return Ok(out);
+            return out;
         };
         let before = track.selection.current;
-        let admitted = track.selection.admit(data.rid, data.is_keyframe(), now);
+        let admitted = track.selection.admit(media.rid, media.keyframe, now);
         out.switched = before.is_some() && before != track.selection.current;
         if track.selection.wants_keyframe() {
             out.keyframe_request = Some(Propagated::KeyframeRequest {
@@ -552,19 +615,51 @@ impl Participant {
             });
         }
         if !admitted {
-            return Ok(out);
+            return out;
         }
-        let Some(writer) = rtc.writer(mid) else {
-            return Ok(out);
+        let Some(pt) = rtc
+            .codec_config()
+            .match_params(media.params)
+            .map(|p| p.pt())
+        else {
+            return out;
         };
-        let Some(pt) = writer.match_params(data.params) else {
-            return Ok(out);
+        let packet = &media.packet;
+        let incoming = Incoming {
+            ssrc: packet.header.ssrc,
+            run: media.run,
+            seq: *packet.seq_no,
+            timestamp: packet.header.timestamp,
+            arrived: packet.timestamp,
+            clock_rate: media.params.spec().clock_rate.get(),
+            vp8: media.vp8,
         };
-        writer.write(pt, data.network_time, data.time, data.data.clone())?;
-        track.written += data.data.len() as u64;
+        let Some(place) = track.rewriter.rewrite(&incoming) else {
+            return out;
+        };
+        let mut api = rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+            return out;
+        };
+        let mut write = RtpWrite::new(
+            pt,
+            place.seq.into(),
+            place.timestamp,
+            packet.timestamp,
+            packet.payload.clone(),
+        )
+        .marker(packet.header.marker)
+        .ext_vals(media.carried_extensions())
+        // Lost audio is better concealed than resent late.
+        .nackable(media.kind == MediaKind::Video);
+        if let Some(patch) = place.vp8 {
+            write = write.vp8_patch(patch);
+        }
+        stream.write_rtp(write);
+        track.written += packet.payload.len() as u64;
         out.written = true;
         out.join_took = self.first_media(now);
-        Ok(out)
+        out
     }
 
     /// A subscriber's PLI/FIR on one of its outgoing tracks, mapped to the publisher's track.

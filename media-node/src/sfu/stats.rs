@@ -215,7 +215,7 @@ pub struct EngineStats {
     pub receive_dropped: IntCounter,
     /// Media loops the node runs (one per core it may use).
     pub loops: IntGauge,
-    pub frames_forwarded: IntCounter,
+    pub packets_forwarded: IntCounter,
     /// Chat messages relayed to a participant (counts only; never content).
     pub chat_messages: IntCounter,
     /// Chat messages not relayed: too long, too fast, not text.
@@ -381,9 +381,9 @@ impl EngineStats {
                 "bedside_media_loops",
                 "Media loops this node runs, one per core it may use; rooms are spread over them",
             )?,
-            frames_forwarded: counter(
-                "bedside_media_frames_forwarded_total",
-                "Media frames handed to subscribers",
+            packets_forwarded: counter(
+                "bedside_media_packets_forwarded_total",
+                "Media (RTP) packets handed to subscribers",
             )?,
             chat_messages: counter(
                 "bedside_media_chat_messages_total",
@@ -472,7 +472,7 @@ impl EngineStats {
                 registry,
                 Histogram::with_opts(hopts(
                     "bedside_media_forward_delay_seconds",
-                    "Time from a frame's arrival at the node to its hand-off to subscribers",
+                    "Time from a media packet's arrival at the node to its hand-off to subscribers",
                     DELAY_BUCKETS,
                 ))?,
             )?),
@@ -543,7 +543,7 @@ impl EngineStats {
             &self.send_dropped,
             &self.receive_dropped,
             &self.loops,
-            &self.frames_forwarded,
+            &self.packets_forwarded,
             &self.chat_messages,
             &self.chat_refused,
             &self.chat_dropped,
@@ -633,7 +633,7 @@ impl EngineStats {
     /// One frame offered to one subscriber.
     pub fn forwarded(&self, forward: &Forward) {
         if forward.written {
-            self.frames_forwarded.inc();
+            self.packets_forwarded.inc();
         }
         if forward.switched {
             self.layer_switches.inc();

@@ -84,11 +84,11 @@ pub(super) fn on_event(
             None
         }
         Event::MediaAdded(added) => p.media_added(added.mid, added.kind, added.direction, now),
-        Event::MediaData(data) => {
+        Event::RtpPacket(packet) => {
             if let Some(took) = p.first_media(now) {
                 stats.join_to_media.record(took);
             }
-            p.media_in(data, now)
+            p.rtp_in(packet, now)
         }
         Event::KeyframeRequest(req) => p.keyframe_wanted(req.mid, req.kind),
         Event::ChannelOpen(id, label) => {

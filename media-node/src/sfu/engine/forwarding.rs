@@ -8,7 +8,7 @@ use str0m::bwe::Bitrate;
 use str0m::media::{MediaKind, Mid, Rid};
 
 use super::Engine;
-use crate::sfu::participant::{ParticipantId, Propagated};
+use crate::sfu::participant::{MediaPacket, ParticipantId, Propagated};
 use crate::sfu::simulcast::Aim;
 use crate::sfu::stats::RoomCounts;
 
@@ -61,7 +61,7 @@ impl Engine {
                     }
                 }
             }
-            Propagated::Media { source, data } => self.forward(source, &data),
+            Propagated::Media { source, media } => self.forward(source, &media),
             Propagated::Chat { source, text } => self.relay_chat(source, &text),
             Propagated::KeyframeRequest {
                 source,
@@ -77,10 +77,10 @@ impl Engine {
         }
     }
 
-    /// One frame to every subscriber in the source's room. The room's member list is
-    /// borrowed, not copied: nothing here allocates per frame (the payload is an Arc shared by
-    /// every subscriber).
-    fn forward(&mut self, source: ParticipantId, data: &str0m::media::MediaData) {
+    /// One packet to every subscriber in the source's room. The room's member list is
+    /// borrowed, not copied: nothing here allocates per packet (the payload is an Arc shared
+    /// by every subscriber).
+    fn forward(&mut self, source: ParticipantId, media: &MediaPacket) {
         let Some(room) = self.participants.get(&source).map(|p| p.room.clone()) else {
             return;
         };
@@ -92,24 +92,17 @@ impl Engine {
             let Some(p) = self.participants.get_mut(id) else {
                 continue;
             };
-            match p.forward(source, data, now) {
-                Ok(forward) => {
-                    self.stats.forwarded(&forward);
-                    if let Some(request) = forward.keyframe_request {
-                        self.queue.push_back(request);
-                    }
-                    if forward.written {
-                        self.dirty.push(*id);
-                    }
-                }
-                Err(e) => self.failures.push((*id, e)),
+            let forward = p.forward(source, media, now);
+            self.stats.forwarded(&forward);
+            if let Some(request) = forward.keyframe_request {
+                self.queue.push_back(request);
+            }
+            if forward.written {
+                self.dirty.push(*id);
             }
         }
         // Timed by the shell once the subscribers' datagrams are handed to the socket.
-        self.delivered.push(data.network_time);
-        while let Some((id, e)) = self.failures.pop() {
-            self.failed(id, e);
-        }
+        self.delivered.push(media.packet.timestamp);
     }
 
     /// A chat message to everyone else in the room, over their data channels. The text is

@@ -55,7 +55,6 @@ pub struct Engine {
     queue: VecDeque<Propagated>,
     dirty: Vec<ParticipantId>,
     gone: Vec<(ParticipantId, LeaveReason, Option<ProtocolError>)>,
-    failures: Vec<(ParticipantId, str0m::RtcError)>,
     /// The previous round's dirty list, kept for its capacity.
     dirty_spare: Vec<ParticipantId>,
     stats: Arc<EngineStats>,
@@ -102,7 +101,6 @@ impl Engine {
             queue: VecDeque::new(),
             dirty: Vec::new(),
             gone: Vec::new(),
-            failures: Vec::new(),
             dirty_spare: Vec::new(),
             stats,
             last_rebalance: now,
@@ -285,7 +283,7 @@ impl Engine {
         self.outbox.pop_front()
     }
 
-    /// The arrival times of the frames forwarded since the last call, for the forwarding
+    /// The arrival times of the packets forwarded since the last call, for the forwarding
     /// delay the shell measures.
     pub fn drain_delivered(&mut self) -> std::vec::Drain<'_, Instant> {
         self.delivered.drain(..)

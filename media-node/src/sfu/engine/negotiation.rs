@@ -205,6 +205,9 @@ pub(super) fn new_rtc(
     let mut rtc = RtcConfig::new()
         .set_crypto_provider(crypto)
         .set_ice_lite(true)
+        // Packets are forwarded as they came (renumbered per subscriber), not reassembled
+        // into frames and packetized again for every subscriber.
+        .set_rtp_mode(true)
         .set_stats_interval(Some(Duration::from_secs(1)))
         // Start where a 720p camera needs to be; the estimate then follows the network.
         .enable_bwe(Some(Bitrate::bps(crate::sfu::simulcast::TOP_LAYER_BPS)))

@@ -478,12 +478,17 @@ impl Call {
 
     /// The payload type peer `i`'s connection uses for VP8.
     fn vp8_pt(&self, i: usize) -> u8 {
+        self.pt_of(i, Codec::Vp8)
+    }
+
+    /// The payload type peer `i` receives `codec` on.
+    fn pt_of(&self, i: usize, codec: Codec) -> u8 {
         self.peers[i]
             .rtc
             .codec_config()
-            .find(|p| p.spec().codec == Codec::Vp8)
+            .find(|p| p.spec().codec == codec)
             .map(|p| *p.pt())
-            .expect("VP8 is configured")
+            .expect("the codec is configured")
     }
 
     /// When the first video frame of `layer` (its second byte) from `from` reached `to` after
@@ -589,13 +594,15 @@ fn once_admitted_from_the_waiting_room_clinician_and_patient_see_and_hear_each_o
     }
     let connected = |m: &ServerMessage| matches!(m, ServerMessage::MediaConnected { srtp_profile, .. } if srtp_profile == "AEAD_AES_256_GCM");
     assert!(call.told(host, connected) && call.told(patient, connected));
-    assert!(call.stats.frames_forwarded.get() > 100);
+    assert!(call.stats.packets_forwarded.get() > 100);
     assert_eq!(call.stats.participants.get(), 2);
 }
 
 #[test]
 fn a_muted_patient_is_not_heard_but_still_seen_until_they_unmute() {
     let (mut call, host, patient) = Call::visit(&[]);
+    call.run(Duration::from_millis(500));
+    call.watched = Some((host, Vec::new()));
     call.host_acts(host, HostAction::Mute(Some(call.peers[patient].id)));
     assert!(call.told(patient, |m| matches!(m, ServerMessage::Muted { .. })));
     let since = call.now;
@@ -609,6 +616,10 @@ fn a_muted_patient_is_not_heard_but_still_seen_until_they_unmute() {
     let since = call.now;
     call.run(Duration::from_secs(1));
     assert!(call.frames(host, patient, MediaKind::Audio, since).len() >= 45);
+    // The packets the patient sent while muted are no gap the host's receiver would count as
+    // lost: its audio from the patient is one stream, before and after.
+    let (_, heads) = call.watched.take().expect("watched");
+    assert_one_gapless_stream(&heads, call.pt_of(host, Codec::Opus));
 }
 
 #[test]
@@ -705,12 +716,12 @@ fn a_subscriber_moves_between_simulcast_layers_with_its_estimate_at_a_keyframe_a
     assert_one_gapless_stream(&heads, call.vp8_pt(host));
 }
 
-/// The VP8 packets in `heads` are one stream: one SSRC, each sequence number the one after
-/// the last, nothing missing and nothing repeated.
-fn assert_one_gapless_stream(heads: &[RtpHead], vp8: u8) {
-    let video: Vec<&RtpHead> = heads.iter().filter(|h| h.pt == vp8).collect();
-    assert!(video.len() > 30, "{} video packets", video.len());
-    for pair in video.windows(2) {
+/// The packets of payload type `pt` in `heads` are one stream: one SSRC, each sequence number
+/// the one after the last, nothing missing and nothing repeated.
+fn assert_one_gapless_stream(heads: &[RtpHead], pt: u8) {
+    let stream: Vec<&RtpHead> = heads.iter().filter(|h| h.pt == pt).collect();
+    assert!(stream.len() > 30, "{} packets", stream.len());
+    for pair in stream.windows(2) {
         assert_eq!(pair[1].ssrc, pair[0].ssrc, "one SSRC across layers");
         assert_eq!(
             pair[1].seq,
