@@ -4,8 +4,10 @@
 //! gets the best layer that fits its share of the bandwidth estimate; a switch takes effect at
 //! the target layer's next keyframe so the decoder never sees a broken frame.
 //!
-//! The choice holds steady: a subscriber moves down as soon as its layer no longer fits its
-//! share at all (before its picture freezes), and once it had to, up again only after the
+//! The choice holds steady: a subscriber moves down as soon as its share falls clearly below
+//! its layer's rate ([`KEEP_ABOVE`]: not on the single overuse step a busy receiver's jitter
+//! gives) or its link loses or holds back what the node sends (`congestion.rs`), before its
+//! picture freezes; and once it had to, up again only after the
 //! higher layer has fitted with headroom for [`UP_HOLD`]; an estimate that wobbles around a
 //! layer's rate keeps the layer it has instead of switching every second. Until the first move
 //! down, a move up is at once: at the start of a call the higher layers are measured a moment
@@ -20,6 +22,15 @@ use str0m::media::Rid;
 pub const MAX_LAYERS: usize = 3;
 /// Headroom kept below the estimate so a layer is not chosen on the edge of congestion.
 const HEADROOM: f64 = 0.85;
+/// A layer is left for the estimate alone only once the subscriber's share falls below this
+/// part of the layer's rate. One overuse signal sets str0m's estimate (as libwebrtc's) to 85%
+/// of the rate the receiver acknowledged, which is below the rate of a layer that fills the
+/// link as it should: a browser's encoder would lower its rate by 15%, an SFU can only switch
+/// to a layer a third the size. A queue that is no bottleneck (a busy receiver's jitter) gives
+/// one such step, again and again; a link that carries less brings the acknowledged rate, and
+/// so the estimate, further down (and its loss and backlog cap the choice at once,
+/// `congestion.rs`).
+const KEEP_ABOVE: f64 = 0.8;
 const WINDOW: Duration = Duration::from_secs(1);
 /// No packet of a layer for this long: its publisher stopped sending it (a browser drops its
 /// higher layers when its own uplink shrinks), and subscribers on it move to one still sent.
@@ -151,7 +162,7 @@ impl Layers {
             Aim::Stay
         } else if next > now {
             Aim::Up(fits)
-        } else if now > share_bps {
+        } else if (now as f64 * KEEP_ABOVE) > share_bps as f64 {
             Aim::Down(fits)
         } else {
             // Within the headroom band: it still fits, so it stays.
@@ -478,6 +489,33 @@ mod tests {
             s.steer(l.aim(s.target, 3_000_000), at(second));
         }
         assert_eq!(s.target, Some("h".into()), "up after UP_HOLD of headroom");
+    }
+
+    /// A subscriber on a 1.5 Mbit/s layer: one overuse signal puts its estimate at 85% of the
+    /// acknowledged 1.58 Mbit/s (the layer and its headers), 1.34 Mbit/s, again and again on a
+    /// busy receiver; the layer stays. A link that carries only 1.2 Mbit/s brings the estimate
+    /// to about 1.0 Mbit/s: down.
+    #[test]
+    fn one_overuse_signal_keeps_the_layer_and_a_link_that_carries_less_moves_it_down() {
+        let now = Instant::now();
+        let l = layers(&[("l", 150_000), ("m", 500_000), ("h", 1_500_000)]);
+        let mut s = Selection::default();
+        s.steer(l.aim(None, 3_000_000), now);
+        assert_eq!(s.target, Some("h".into()));
+        for _ in 0..10 {
+            s.steer(l.aim(s.target, 1_340_000), now);
+        }
+        assert_eq!(
+            s.target,
+            Some("h".into()),
+            "one overuse step keeps the layer"
+        );
+        s.steer(l.aim(s.target, 1_020_000), now);
+        assert_eq!(
+            s.target,
+            Some("m".into()),
+            "a link that carries less moves it down"
+        );
     }
 
     #[test]
