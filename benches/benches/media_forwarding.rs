@@ -110,11 +110,6 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> 
     Some(lower.0)
 }
 
-fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
-    let last = sorted.len().checked_sub(1)?;
-    Some(sorted[(last as f64 * q) as usize])
-}
-
 /// A scenario: publishers, subscribers per publisher, and media loops (`None`: the default).
 #[derive(Debug, Clone, Copy)]
 struct Scenario {
@@ -148,15 +143,7 @@ async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
     let mut node = TestNode::spawn_with_loops(binary, loops).await;
     let pid = node.pid();
     let loops = node.metric("bedside_media_loops").await as usize;
-    let mut pubs = Vec::new();
-    for i in 0..publishers {
-        let room = format!("bench-{i}");
-        let token = node.token(&room, &format!("pub-{i}"), Role::Host);
-        let mut p = RustPeer::join(&node, &room, &token, PeerOptions::video(LOAD)).await;
-        p.start_video();
-        pubs.push(p);
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pubs = bedside_benches::video_publishers(&node, publishers, LOAD).await;
     let rss_before = bedside_benches::proc_status_kib(pid, "VmRSS:");
     let mut subs = Vec::new();
     for (i, publisher) in pubs.iter().enumerate() {
@@ -239,9 +226,9 @@ async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
             .then(|| (1.0 - received as f64 / expected as f64).max(0.0) * 100.0),
         node_delay_p50_us: quantile(&delay_before, &delay_after, 0.5).map(|s| s * 1e6),
         node_delay_p99_us: quantile(&delay_before, &delay_after, 0.99).map(|s| s * 1e6),
-        e2e_p50_us: percentile(&latencies, 0.5),
-        e2e_p99_us: percentile(&latencies, 0.99),
-        join_to_first_p50_ms: percentile(&join_to_first, 0.5),
+        e2e_p50_us: bedside_benches::percentile(&latencies, 0.5),
+        e2e_p99_us: bedside_benches::percentile(&latencies, 0.99),
+        join_to_first_p50_ms: bedside_benches::percentile(&join_to_first, 0.5),
         join_to_first_max_ms: join_to_first.last().copied(),
         joined_with_media: join_to_first.len(),
         memory_per_subscriber_kib: rss_after

@@ -59,6 +59,22 @@ impl Netns {
         Netns { name }
     }
 
+    /// Adds a veth pair with both ends inside the namespace, `a` and `b` each with its
+    /// address (a /24), for software that will not use loopback (Janus's ICE). Traffic
+    /// between the two addresses is local, so it still takes the loopback path.
+    pub fn add_veth(&self, (a, a_ip): (&str, &str), (b, b_ip): (&str, &str)) {
+        let ip = |args: &[&str]| {
+            let mut all = vec!["ip", "netns", "exec", &self.name, "ip"];
+            all.extend_from_slice(args);
+            run(&all);
+        };
+        ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
+        for (dev, addr) in [(a, a_ip), (b, b_ip)] {
+            ip(&["addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ip(&["link", "set", dev, "up"]);
+        }
+    }
+
     /// A command that runs inside the namespace. `nsenter --net`, not `ip netns exec`: that
     /// remounts /sys, and a kubelet then finds no cgroup mounts.
     pub fn command(&self, program: &str) -> Command {

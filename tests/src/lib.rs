@@ -7,6 +7,7 @@ pub mod browser;
 pub mod cluster;
 pub mod examples;
 pub mod https;
+pub mod janus;
 pub mod media;
 pub mod operator;
 pub mod pod_tenant;

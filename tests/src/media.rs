@@ -779,21 +779,35 @@ impl PeerOptions {
     }
 }
 
+/// The `webrtc`-crate half of a test peer, whatever signaling sets it up (the node's, or a
+/// peer SFU's in the side-by-side benchmark): its connection, its tracks and what it received.
+pub struct PeerMedia {
+    pub pc: Arc<dyn PeerConnection>,
+    pub received: Arc<Mutex<Received>>,
+    /// Stamped video frames handed to the stack.
+    pub video_sent: Arc<std::sync::atomic::AtomicU64>,
+    audio: Option<(Arc<TrackLocalStaticRTP>, u32)>,
+    video: Option<(Arc<TrackLocalStaticRTP>, VideoLoad, u32)>,
+    gathered: mpsc::Receiver<()>,
+}
+
 /// A participant on the `webrtc` crate, joined through the node's signaling.
 pub struct RustPeer {
     pub participant_id: String,
     pub received: Arc<Mutex<Received>>,
     /// Every signaling message after `joined`, in order.
     pub messages: Arc<Mutex<Vec<Value>>>,
-    pc: Arc<dyn PeerConnection>,
-    audio: Option<Arc<TrackLocalStaticRTP>>,
-    audio_ssrc: u32,
-    video: Option<(Arc<TrackLocalStaticRTP>, VideoLoad)>,
-    video_ssrc: u32,
+    media: PeerMedia,
     /// Stamped video frames handed to the stack.
     pub video_sent: Arc<std::sync::atomic::AtomicU64>,
     outgoing: mpsc::Sender<Value>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PeerMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerMedia").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for RustPeer {
@@ -806,6 +820,222 @@ impl std::fmt::Debug for RustPeer {
 
 const OPUS_PT: u8 = 111;
 const VP8_PT: u8 = 96;
+
+impl PeerMedia {
+    /// A connection with the tracks `options` asks for (a data channel when it publishes
+    /// nothing), their media stream named `stream`. It gathers only `options.bind_ip`, never
+    /// the machine's interfaces.
+    pub async fn new(stream: &str, options: &PeerOptions) -> PeerMedia {
+        let mut media = MediaEngine::default();
+        media.register_default_codecs().expect("codecs");
+        let registry =
+            register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
+        // No mDNS: its multicast socket fails with ENODEV in a namespace without a
+        // multicast route (the pod-running cluster's), and loopback peers never need it.
+        let mut settings = SettingEngineBuilder::new()
+            .with_include_loopback_candidate(true)
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
+        if let Some(profiles) = options.srtp_profiles.clone() {
+            settings = settings.with_srtp_protection_profiles(profiles);
+        }
+        let received = Arc::new(Mutex::new(Received::default()));
+        let (gathered_tx, gathered) = mpsc::channel(1);
+        let handler = Arc::new(PeerHandler {
+            received: received.clone(),
+            gathered: gathered_tx,
+        });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media)
+            .with_setting_engine(settings.build())
+            .with_interceptor_registry(registry)
+            .with_handler(handler)
+            // Loopback (or a test namespace's address) only: never the machine's interfaces.
+            .with_udp_addrs(vec![
+                std::net::SocketAddr::new(options.bind_ip, 0).to_string(),
+            ])
+            .build()
+            .await
+            .expect("peer connection");
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+        let audio_ssrc = rand_u32();
+        let audio = if options.publish_audio {
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                stream.to_string(),
+                format!("audio-{stream}"),
+                "audio".to_string(),
+                RtpCodecKind::Audio,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(audio_ssrc),
+                        ..Default::default()
+                    },
+                    codec: RTCRtpCodec {
+                        mime_type: "audio/opus".into(),
+                        clock_rate: 48_000,
+                        channels: 2,
+                        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                        rtcp_feedback: vec![],
+                    },
+                    ..Default::default()
+                }],
+            )));
+            pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+                .await
+                .expect("add the audio track");
+            Some(track)
+        } else {
+            None
+        };
+        let video_ssrc = rand_u32();
+        let video = if let Some(load) = options.publish_video {
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                stream.to_string(),
+                format!("video-{stream}"),
+                "video".to_string(),
+                RtpCodecKind::Video,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(video_ssrc),
+                        ..Default::default()
+                    },
+                    codec: RTCRtpCodec {
+                        mime_type: "video/VP8".into(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: String::new(),
+                        rtcp_feedback: vec![],
+                    },
+                    ..Default::default()
+                }],
+            )));
+            pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+                .await
+                .expect("add the video track");
+            Some((track, load))
+        } else {
+            None
+        };
+        if audio.is_none() && video.is_none() {
+            pc.create_data_channel("bedside", None)
+                .await
+                .expect("data channel");
+        }
+
+        PeerMedia {
+            pc,
+            received,
+            video_sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            audio: audio.map(|track| (track, audio_ssrc)),
+            video: video.map(|(track, load)| (track, load, video_ssrc)),
+            gathered,
+        }
+    }
+
+    /// An offer, candidates included (ICE gathers for at most 5 s).
+    pub async fn offer(&mut self) -> String {
+        let offer = self.pc.create_offer(None).await.expect("offer");
+        self.settle_local(offer).await
+    }
+
+    /// The answer to a remote offer, candidates included.
+    pub async fn answer(&mut self, offer: String) -> String {
+        let offer = RTCSessionDescription::offer(offer).expect("offer sdp");
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .expect("remote offer");
+        let answer = self.pc.create_answer(None).await.expect("answer");
+        self.settle_local(answer).await
+    }
+
+    pub async fn accept_answer(&self, answer: String) {
+        let answer = RTCSessionDescription::answer(answer).expect("answer sdp");
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .expect("remote answer");
+    }
+
+    /// Sets this peer's own description and returns it once its candidates are gathered.
+    async fn settle_local(&mut self, description: RTCSessionDescription) -> String {
+        self.pc
+            .set_local_description(description)
+            .await
+            .expect("local description");
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.gathered.recv()).await;
+        self.pc
+            .local_description()
+            .await
+            .expect("local description")
+            .sdp
+    }
+
+    /// Synthetic Opus packets every 20 ms whose payload names `tag`, until the task is aborted.
+    pub fn publish_audio(&self, tag: String) -> Option<tokio::task::JoinHandle<()>> {
+        let (track, ssrc) = self.audio.clone()?;
+        Some(tokio::spawn(async move {
+            let mut seq: u16 = rand_u32() as u16;
+            let mut ts: u32 = rand_u32();
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tick.tick().await;
+                let mut payload = vec![0u8; 80];
+                let id = format!("from:{tag};");
+                payload[..id.len()].copy_from_slice(id.as_bytes());
+                let packet = rtp_packet(OPUS_PT, seq, ts, false, ssrc, payload);
+                // Errors before the connection is up are expected; keep the clock going.
+                let _ = track.write_rtp(packet).await;
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(960);
+            }
+        }))
+    }
+
+    /// Synthetic VP8 at the configured rate: one stamped frame per packet, a keyframe every
+    /// 300 packets (two seconds at 1.5 Mbit/s), until the task is aborted.
+    pub fn publish_video(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let (track, load, ssrc) = self.video.clone()?;
+        let sent = self.video_sent.clone();
+        Some(tokio::spawn(async move {
+            let interval = Duration::from_nanos(
+                (load.packet_bytes as u64 * 8 * 1_000_000_000) / load.bitrate_bps.max(1),
+            );
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut seq: u16 = rand_u32() as u16;
+            let ts_base: u32 = rand_u32();
+            let mut ts = ts_base;
+            let started = Instant::now();
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                let mut payload = vec![0u8; load.packet_bytes];
+                // VP8 payload descriptor: start of partition 0.
+                payload[0] = 0x10;
+                let keyframe = n.is_multiple_of(300);
+                if keyframe {
+                    // Frame tag (key, shown), start code, 320x180.
+                    payload[1..11].copy_from_slice(&[
+                        0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00,
+                    ]);
+                } else {
+                    payload[1..4].copy_from_slice(&[0x11, 0x02, 0x00]);
+                }
+                stamp(&mut payload);
+                let packet = rtp_packet(VP8_PT, seq, ts, true, ssrc, payload);
+                if track.write_rtp(packet).await.is_ok() {
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                seq = seq.wrapping_add(1);
+                // 90 kHz clock, advanced by real time so frame times stay plausible.
+                ts = ts_base.wrapping_add((started.elapsed().as_micros() as u64 * 9 / 100) as u32);
+                n += 1;
+            }
+        }))
+    }
+}
 
 impl RustPeer {
     pub async fn join(node: &TestNode, room: &str, token: &str, options: PeerOptions) -> RustPeer {
@@ -844,110 +1074,11 @@ impl RustPeer {
             .expect("participant id")
             .to_string();
 
-        let mut media = MediaEngine::default();
-        media.register_default_codecs().expect("codecs");
-        let registry =
-            register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
-        // No mDNS: its multicast socket fails with ENODEV in a namespace without a
-        // multicast route (the pod-running cluster's), and loopback peers never need it.
-        let mut settings = SettingEngineBuilder::new()
-            .with_include_loopback_candidate(true)
-            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
-        if let Some(profiles) = options.srtp_profiles.clone() {
-            settings = settings.with_srtp_protection_profiles(profiles);
-        }
-        let received = Arc::new(Mutex::new(Received::default()));
-        let (gathered_tx, mut gathered) = mpsc::channel(1);
-        let handler = Arc::new(PeerHandler {
-            received: received.clone(),
-            gathered: gathered_tx,
-        });
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(media)
-            .with_setting_engine(settings.build())
-            .with_interceptor_registry(registry)
-            .with_handler(handler)
-            // Loopback (or a test namespace's address) only: never the machine's interfaces.
-            .with_udp_addrs(vec![
-                std::net::SocketAddr::new(options.bind_ip, 0).to_string(),
-            ])
-            .build()
-            .await
-            .expect("peer connection");
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-
-        let audio_ssrc = rand_u32();
-        let audio = if options.publish_audio {
-            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                format!("stream-{participant_id}"),
-                format!("audio-{participant_id}"),
-                "audio".to_string(),
-                RtpCodecKind::Audio,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(audio_ssrc),
-                        ..Default::default()
-                    },
-                    codec: RTCRtpCodec {
-                        mime_type: "audio/opus".into(),
-                        clock_rate: 48_000,
-                        channels: 2,
-                        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-                        rtcp_feedback: vec![],
-                    },
-                    ..Default::default()
-                }],
-            )));
-            pc.add_track(track.clone() as Arc<dyn TrackLocal>)
-                .await
-                .expect("add the audio track");
-            Some(track)
-        } else {
-            None
-        };
-        let video_ssrc = rand_u32();
-        let video = if let Some(load) = options.publish_video {
-            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                format!("stream-{participant_id}"),
-                format!("video-{participant_id}"),
-                "video".to_string(),
-                RtpCodecKind::Video,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(video_ssrc),
-                        ..Default::default()
-                    },
-                    codec: RTCRtpCodec {
-                        mime_type: "video/VP8".into(),
-                        clock_rate: 90_000,
-                        channels: 0,
-                        sdp_fmtp_line: String::new(),
-                        rtcp_feedback: vec![],
-                    },
-                    ..Default::default()
-                }],
-            )));
-            pc.add_track(track.clone() as Arc<dyn TrackLocal>)
-                .await
-                .expect("add the video track");
-            Some((track, load))
-        } else {
-            None
-        };
-        if audio.is_none() && video.is_none() {
-            pc.create_data_channel("bedside", None)
-                .await
-                .expect("data channel");
-        }
-
-        let offer = pc.create_offer(None).await.expect("offer");
-        pc.set_local_description(offer).await.expect("local offer");
-        let _ = tokio::time::timeout(Duration::from_secs(5), gathered.recv()).await;
-        let local = pc.local_description().await.expect("local description");
+        let mut media = PeerMedia::new(&format!("stream-{participant_id}"), &options).await;
+        let local = media.offer().await;
         if options.video_is_screen {
             // The video m-line's mid, from the offer.
-            let video = local.sdp.split("m=video").nth(1).unwrap_or_default();
+            let video = local.split("m=video").nth(1).unwrap_or_default();
             let mid = video
                 .lines()
                 .find_map(|l| l.strip_prefix("a=mid:"))
@@ -959,12 +1090,12 @@ impl RustPeer {
                 .await;
         }
         signal
-            .send(json!({"v": 1, "type": "offer", "sdp": local.sdp}))
+            .send(json!({"v": 1, "type": "offer", "sdp": local}))
             .await;
 
         let messages = Arc::new(Mutex::new(Vec::new()));
         let (outgoing, mut outgoing_rx) = mpsc::channel::<Value>(64);
-        let pc_task = pc.clone();
+        let pc_task = media.pc.clone();
         let log = messages.clone();
         let signaling = tokio::spawn(async move {
             loop {
@@ -1004,14 +1135,10 @@ impl RustPeer {
 
         Ok(RustPeer {
             participant_id,
-            received,
+            received: media.received.clone(),
             messages,
-            pc,
-            audio,
-            audio_ssrc,
-            video,
-            video_ssrc,
-            video_sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            video_sent: media.video_sent.clone(),
+            media,
             outgoing,
             tasks: vec![signaling],
         })
@@ -1019,73 +1146,14 @@ impl RustPeer {
 
     /// Sends synthetic Opus packets every 20 ms whose payload names this participant.
     pub fn start_publishing(&mut self) {
-        let Some(track) = self.audio.clone() else {
-            return;
-        };
         let tag = self.participant_id.clone();
-        let ssrc = self.audio_ssrc;
-        self.tasks.push(tokio::spawn(async move {
-            let mut seq: u16 = rand_u32() as u16;
-            let mut ts: u32 = rand_u32();
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            loop {
-                tick.tick().await;
-                let mut payload = vec![0u8; 80];
-                let id = format!("from:{tag};");
-                payload[..id.len()].copy_from_slice(id.as_bytes());
-                let packet = rtp_packet(OPUS_PT, seq, ts, false, ssrc, payload);
-                // Errors before the connection is up are expected; keep the clock going.
-                let _ = track.write_rtp(packet).await;
-                seq = seq.wrapping_add(1);
-                ts = ts.wrapping_add(960);
-            }
-        }));
+        self.tasks.extend(self.media.publish_audio(tag));
     }
 
     /// Sends synthetic VP8 at the configured rate: one stamped frame per packet, a keyframe
     /// every two seconds.
     pub fn start_video(&mut self) {
-        let Some((track, load)) = self.video.clone() else {
-            return;
-        };
-        let ssrc = self.video_ssrc;
-        let sent = self.video_sent.clone();
-        self.tasks.push(tokio::spawn(async move {
-            let interval = Duration::from_nanos(
-                (load.packet_bytes as u64 * 8 * 1_000_000_000) / load.bitrate_bps.max(1),
-            );
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut seq: u16 = rand_u32() as u16;
-            let ts_base: u32 = rand_u32();
-            let mut ts = ts_base;
-            let started = Instant::now();
-            let mut n: u64 = 0;
-            loop {
-                tick.tick().await;
-                let mut payload = vec![0u8; load.packet_bytes];
-                // VP8 payload descriptor: start of partition 0.
-                payload[0] = 0x10;
-                let keyframe = n.is_multiple_of(300);
-                if keyframe {
-                    // Frame tag (key, shown), start code, 320x180.
-                    payload[1..11].copy_from_slice(&[
-                        0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00,
-                    ]);
-                } else {
-                    payload[1..4].copy_from_slice(&[0x11, 0x02, 0x00]);
-                }
-                stamp(&mut payload);
-                let packet = rtp_packet(VP8_PT, seq, ts, true, ssrc, payload);
-                if track.write_rtp(packet).await.is_ok() {
-                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                seq = seq.wrapping_add(1);
-                // 90 kHz clock, advanced by real time so frame times stay plausible.
-                ts = ts_base.wrapping_add((started.elapsed().as_micros() as u64 * 9 / 100) as u32);
-                n += 1;
-            }
-        }));
+        self.tasks.extend(self.media.publish_video());
     }
 
     pub fn packets_from(&self, participant: &str) -> u64 {
@@ -1156,7 +1224,7 @@ impl RustPeer {
         let _ = self.outgoing.send(json!({"v": 1, "type": "leave"})).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let _ = self.outgoing.send(Value::Null).await;
-        let _ = self.pc.close().await;
+        let _ = self.media.pc.close().await;
         for task in self.tasks {
             task.abort();
         }
