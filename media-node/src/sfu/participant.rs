@@ -61,11 +61,10 @@ pub struct TrackIn {
     /// All of the track, layers together: what a non-simulcast subscriber receives.
     pub total: LayerRate,
     last_keyframe_request: Option<Instant>,
-    /// Counts the pauses the node imposed (a mute, a stopped share): packets the publisher sent
-    /// meanwhile were never forwarded, so its subscribers' streams go on after the pause with no
-    /// gap their receivers would count as loss and ask to have resent.
+    /// Moves on with each packet the node holds back (a mute, a stopped share), so the packets
+    /// forwarded after a pause are a new run: its subscribers' streams go on with no gap their
+    /// receivers would count as loss and ask to have resent.
     run: u32,
-    held_back: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,7 +452,6 @@ impl Participant {
             total: LayerRate::new(Rid::from("*"), now),
             last_keyframe_request: None,
             run: 0,
-            held_back: false,
         });
         Some(Propagated::TrackOpened {
             source: self.id,
@@ -487,11 +485,8 @@ impl Participant {
             .map(|s| (s.mid(), s.rid()))?;
         let track = self.tracks_in.iter_mut().find(|t| t.mid == mid)?;
         if (self.muted && track.kind == MediaKind::Audio) || (track.screen && self.share_stopped) {
-            track.held_back = true;
-            return None;
-        }
-        if std::mem::take(&mut track.held_back) {
             track.run = track.run.wrapping_add(1);
+            return None;
         }
         let bytes = packet.payload.len();
         match rid {

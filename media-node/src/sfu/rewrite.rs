@@ -30,6 +30,7 @@ pub fn starts_keyframe(codec: Codec, payload: &[u8]) -> bool {
 
 /// VP8 picture ids are 15 bits (7 in the short form), TL0PICIDX 8.
 const PICTURE_ID_SPAN: u32 = 1 << 15;
+const SHORT_PICTURE_ID_SPAN: u32 = 1 << 7;
 
 /// One forwarded packet's place in the subscriber's stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,27 +183,20 @@ fn patch(descriptor: &Vp8Descriptor, source: &Source) -> Option<Vp8Patch> {
     if source.picture_id_offset == 0 && source.tl0_offset == 0 {
         return None;
     }
-    let mut builder = descriptor.patch();
-    if let Some(p) = descriptor.picture_id() {
-        let moved = (u32::from(p) + source.picture_id_offset) % PICTURE_ID_SPAN;
-        builder = builder.picture_id(moved as u16);
-    }
-    if let Some(t) = descriptor.tl0_pic_idx() {
-        builder = builder.tl0_pic_idx(t.wrapping_add(source.tl0_offset));
-    }
-    match builder.build() {
-        Ok(patch) => Some(patch),
-        // The short (7-bit) form: keep within it.
-        Err(_) => {
-            let p = descriptor.picture_id()?;
-            let moved = (u32::from(p) + source.picture_id_offset) % 0x80;
-            let mut short = descriptor.patch().picture_id(moved as u16);
-            if let Some(t) = descriptor.tl0_pic_idx() {
-                short = short.tl0_pic_idx(t.wrapping_add(source.tl0_offset));
-            }
-            short.build().ok()
+    // Picture ids wrap at `span`: 15 bits, or 7 in the short form, which a 15-bit value
+    // does not fit.
+    let moved_within = |span: u32| {
+        let mut builder = descriptor.patch();
+        if let Some(p) = descriptor.picture_id() {
+            let moved = (u32::from(p) + source.picture_id_offset) % span;
+            builder = builder.picture_id(moved as u16);
         }
-    }
+        if let Some(t) = descriptor.tl0_pic_idx() {
+            builder = builder.tl0_pic_idx(t.wrapping_add(source.tl0_offset));
+        }
+        builder.build().ok()
+    };
+    moved_within(PICTURE_ID_SPAN).or_else(|| moved_within(SHORT_PICTURE_ID_SPAN))
 }
 
 #[cfg(test)]
@@ -332,6 +326,32 @@ mod tests {
         assert!(starts_keyframe(Codec::H264, &[0x65, 0x88, 0x84]));
         assert!(!starts_keyframe(Codec::H264, &[0x41, 0x9a, 0x02]));
         assert!(!starts_keyframe(Codec::Opus, &[0x00; 8]));
+    }
+
+    /// A sender using 7-bit picture ids: the continued id wraps within 7 bits (127, then 0).
+    #[test]
+    fn short_picture_ids_are_continued_within_seven_bits() {
+        let t0 = Instant::now();
+        let short = |picture_id: u8, tl0: u8| {
+            // X, S; I, L, T; a 7-bit picture id; TL0PICIDX; TID 0; a keyframe.
+            let mut p = vec![0x90, 0xe0, picture_id & 0x7f, tl0, 0x00, 0x00];
+            p.extend_from_slice(&[0; 20]);
+            p
+        };
+        let mut r = Rewriter::default();
+        r.rewrite(&packet(1, 100, 1_000, t0, &short(127, 9)))
+            .expect("out");
+        let next = short(5, 40);
+        let out = r
+            .rewrite(&packet(
+                2,
+                500,
+                7_000,
+                t0 + Duration::from_millis(33),
+                &next,
+            ))
+            .expect("out");
+        assert_eq!(out.vp8, moved_to(&next, 0, 10));
     }
 
     #[test]
