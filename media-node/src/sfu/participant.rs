@@ -629,6 +629,18 @@ impl Participant {
             clock_rate: media.params.spec().clock_rate.get(),
             vp8: media.vp8,
         };
+        if media.kind == MediaKind::Video && !media.keyframe && track.rewriter.resumes(&incoming) {
+            // Video the node held back (a stopped share) goes on from a keyframe: what follows
+            // the pause cannot be decoded without what was held back, and the receiver would
+            // only find that out and ask for a keyframe itself, a round trip later.
+            out.keyframe_request = Some(Propagated::KeyframeRequest {
+                source,
+                source_mid: track.source_mid,
+                rid: media.rid,
+                kind: KeyframeRequestKind::Pli,
+            });
+            return out;
+        }
         let Some(place) = track.rewriter.rewrite(&incoming) else {
             return out;
         };

@@ -87,6 +87,14 @@ pub struct Rewriter {
 }
 
 impl Rewriter {
+    /// Whether `packet` is its stream's first after a pause the node imposed (the same
+    /// incoming stream, a new run): what the publisher encoded meanwhile never reached this
+    /// subscriber, so its video can go on only from a keyframe.
+    pub fn resumes(&self, packet: &Incoming) -> bool {
+        self.source
+            .is_some_and(|s| s.ssrc == packet.ssrc && s.run != packet.run)
+    }
+
     /// Where `packet` goes in the subscriber's stream; `None` for a packet from before the
     /// current layer began (a late packet of the layer switched away from, or a resend of one
     /// older than the switch), which the receiver must not see.

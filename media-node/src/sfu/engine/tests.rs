@@ -239,6 +239,11 @@ impl Call {
     /// The peer offers its microphone and camera (simulcast when `rids` are given); the
     /// node's answer.
     fn publish(&mut self, i: usize, rids: &[&str]) -> String {
+        self.publish_as(i, rids, false)
+    }
+
+    /// Like `publish`; with `screen`, the video is declared a screen share before the offer.
+    fn publish_as(&mut self, i: usize, rids: &[&str], screen: bool) -> String {
         let peer = &mut self.peers[i];
         let mut change = peer.rtc.sdp_api();
         let audio = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
@@ -254,6 +259,11 @@ impl Call {
         let rids = rids.iter().map(|r| Rid::from(*r)).collect();
         peer.publishing = Some((audio, video, rids));
         let (id, sdp) = (peer.id, offer.to_sdp_string());
+        if screen {
+            let mid = video.to_string();
+            self.ask(|reply| Command::Share { id, mid, reply })
+                .expect("the node takes the share");
+        }
         let answer = self
             .ask(|reply| Command::Offer { id, sdp, reply })
             .expect("the node accepts the offer");
@@ -520,6 +530,15 @@ impl Call {
     /// A clinician (host) and a patient admitted from the waiting room, both publishing,
     /// connected and receiving each other.
     fn visit(patient_rids: &[&str]) -> (Self, usize, usize) {
+        Self::visit_as(patient_rids, false)
+    }
+
+    /// A visit whose patient shares a screen (the video) instead of a camera.
+    fn visit_sharing() -> (Self, usize, usize) {
+        Self::visit_as(&[], true)
+    }
+
+    fn visit_as(patient_rids: &[&str], screen: bool) -> (Self, usize, usize) {
         let mut call = Self::new();
         let host = call.join(Role::Host, "clinician").expect("the host joins");
         let patient = call
@@ -558,7 +577,7 @@ impl Call {
             answer.contains("a=ice-lite"),
             "the node is ICE-lite: {answer}"
         );
-        call.publish(patient, patient_rids);
+        call.publish_as(patient, patient_rids, screen);
         call.run(Duration::from_secs(3));
         assert!(call.peers[host].connected && call.peers[patient].connected);
         (call, host, patient)
@@ -620,6 +639,49 @@ fn a_muted_patient_is_not_heard_but_still_seen_until_they_unmute() {
     // lost: its audio from the patient is one stream, before and after.
     let (_, heads) = call.watched.take().expect("watched");
     assert_one_gapless_stream(&heads, call.pt_of(host, Codec::Opus));
+}
+
+/// A host stops the patient's screen share and the patient shares again: the host's picture
+/// of it goes on from a keyframe the node asked the patient for at once, not from frames that
+/// cannot be decoded without those held back (which only make the receiver ask, later).
+#[test]
+fn a_share_stopped_by_the_host_goes_on_from_a_keyframe_when_shared_again() {
+    let (mut call, host, patient) = Call::visit_sharing();
+    call.run(Duration::from_secs(1));
+    let patient_id = call.peers[patient].id;
+    call.host_acts(host, HostAction::StopShare(patient_id));
+    assert!(call.told(patient, |m| matches!(m, ServerMessage::ShareStopped { .. })));
+    let since = call.now;
+    call.run(Duration::from_secs(1));
+    assert_eq!(call.frames(host, patient, MediaKind::Video, since).len(), 0);
+
+    let (_, video, _) = call.peers[patient].publishing.clone().expect("publishing");
+    let mid = video.to_string();
+    call.ask(|reply| Command::Share {
+        id: patient_id,
+        mid,
+        reply,
+    })
+    .expect("the patient shares again");
+    let resumed = call.now;
+    call.run(Duration::from_secs(1));
+    let arrivals: Vec<(Instant, bool)> = call
+        .arrivals(host, patient, MediaKind::Video, resumed)
+        .map(|(at, d)| (*at, d.is_keyframe()))
+        .collect();
+    let (first_at, first_is_key) = *arrivals.first().expect("the share is seen again");
+    assert!(
+        first_is_key,
+        "the first frame after the pause is a keyframe"
+    );
+    let took = first_at.duration_since(resumed);
+    // The publisher's next frame (every 33 ms) after the request, and its way through.
+    assert!(took < Duration::from_millis(150), "resumed after {took:?}");
+    assert!(
+        arrivals.len() >= 25,
+        "and goes on: {} frames",
+        arrivals.len()
+    );
 }
 
 #[test]
