@@ -13,11 +13,10 @@
 //! `BEDSIDE_BENCH_SCENARIOS="1x10,2x20"` picks the scenarios; `4x25@1` runs one with the node
 //! held to one media loop (the default is one per CPU), for the loops' scaling.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bedside_crds::join::Role;
-use bedside_tests::media::{PeerOptions, RustPeer, TestNode, VideoLoad, cpu_secs};
+use bedside_benches::load::{BenchPeer, Generator};
+use bedside_tests::media::{TestNode, VideoLoad, cpu_secs};
 
 /// Packets the size a browser sends its video in (1,200 bytes of payload before 2026-12-05:
 /// larger than any browser's, so the node split each in two).
@@ -25,6 +24,9 @@ const LOAD: VideoLoad = VideoLoad {
     bitrate_bps: 1_500_000,
     packet_bytes: VideoLoad::BROWSER_PACKET_PAYLOAD,
 };
+/// Each size on the str0m load; the smaller ones also on the `webrtc` crate's, which checks
+/// the cheaper generator against the reference (same loss and delay where neither saturates).
+const DEFAULT_SCENARIOS: &str = "1x10,1x10/webrtc,2x20,2x20/webrtc,4x25,4x25/webrtc,4x25@1+pin,8x25@1+pin,8x25@1/webrtc+pin,12x25@1+pin,16x25@1+pin,8x25,16x25,16x25/webrtc,24x25";
 const WARMUP: Duration = Duration::from_secs(3);
 const WINDOW: Duration = Duration::from_secs(10);
 
@@ -32,13 +34,21 @@ const WINDOW: Duration = Duration::from_secs(10);
 /// which the table prints as "n/a", never as a zero.
 #[derive(Debug)]
 struct Outcome {
+    generator: Generator,
     /// Media loops the node ran.
     loops: usize,
+    /// The node held to one core, the generator to the others.
+    pinned: bool,
     publishers: usize,
     subscribers: usize,
     streams: usize,
     node_cpu_secs: Option<f64>,
+    /// The benchmark's own process: the load generator's peers.
+    generator_cpu_secs: Option<f64>,
+    /// Streams at 1.5 Mbit/s the node forwarded (from the packets received) per core of it.
     streams_per_core: Option<f64>,
+    /// What the publishers sent, as a share of 1.5 Mbit/s each.
+    publisher_rate_pct: f64,
     loss_pct: Option<f64>,
     node_delay_p50_us: Option<f64>,
     node_delay_p99_us: Option<f64>,
@@ -110,17 +120,31 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> 
     Some(lower.0)
 }
 
-/// A scenario: publishers, subscribers per publisher, and media loops (`None`: the default).
+/// A scenario: publishers, subscribers per publisher, media loops (`None`: the default), and
+/// the stack the load runs on.
 #[derive(Debug, Clone, Copy)]
 struct Scenario {
     publishers: usize,
     per_room: usize,
     loops: Option<u16>,
+    generator: Generator,
+    /// The node held to CPU 0 and the generator to the others, so neither takes the other's
+    /// core and the node's CPU is one core's worth at most.
+    pinned: bool,
 }
 
 impl Scenario {
-    /// `PxS` or `PxS@L`.
-    fn parse(spec: &str) -> Option<Scenario> {
+    /// `PxS`, `PxS@L`, either with `/webrtc` or `/str0m` (the load's stack; `default` without),
+    /// and a final `+pin` to pin the node to one core.
+    fn parse(spec: &str, default: Generator) -> Option<Scenario> {
+        let (spec, pinned) = match spec.trim().strip_suffix("+pin") {
+            Some(spec) => (spec, true),
+            None => (spec.trim(), false),
+        };
+        let (spec, generator) = match spec.trim().split_once('/') {
+            Some((spec, generator)) => (spec, Generator::parse(generator)?),
+            None => (spec.trim(), default),
+        };
         let (load, loops) = match spec.trim().split_once('@') {
             Some((load, loops)) => (load, Some(loops.trim().parse().ok()?)),
             None => (spec.trim(), None),
@@ -130,8 +154,19 @@ impl Scenario {
             publishers: a.trim().parse().ok()?,
             per_room: b.trim().parse().ok()?,
             loops,
+            generator,
+            pinned,
         })
     }
+}
+
+/// Holds every thread of `pid` to `cpus` (taskset's list syntax); false if that failed.
+fn pin(pid: u32, cpus: &str) -> bool {
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
@@ -139,20 +174,26 @@ async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
         publishers,
         per_room,
         loops,
+        generator,
+        pinned,
     } = scenario;
     let mut node = TestNode::spawn_with_loops(binary, loops).await;
     let pid = node.pid();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned =
+        pinned && cpus > 1 && pin(pid, "0") && pin(std::process::id(), &format!("1-{}", cpus - 1));
     let loops = node.metric("bedside_media_loops").await as usize;
-    let pubs = bedside_benches::video_publishers(&node, publishers, LOAD).await;
+    let pubs = generator.publishers(&node, publishers, LOAD).await;
     let rss_before = bedside_benches::proc_status_kib(pid, "VmRSS:");
     let mut subs = Vec::new();
     for (i, publisher) in pubs.iter().enumerate() {
         let room = format!("bench-{i}");
         for j in 0..per_room {
-            let token = node.token(&room, &format!("sub-{i}-{j}"), Role::Host);
             let joined_at = Instant::now();
-            let s = RustPeer::join(&node, &room, &token, PeerOptions::receive_only()).await;
-            subs.push((s, joined_at, publisher.participant_id.clone()));
+            let s = generator
+                .join(&node, &room, &format!("sub-{i}-{j}"), None)
+                .await;
+            subs.push((s, joined_at, publisher.participant_id().to_string()));
         }
     }
     tokio::time::sleep(WARMUP).await;
@@ -162,7 +203,7 @@ async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
         let mut v: Vec<u128> = subs
             .iter()
             .filter_map(|(s, joined_at, publisher)| {
-                let r = s.received.lock().ok()?;
+                let r = s.received().lock().ok()?;
                 r.first_stamped_at
                     .get(publisher)
                     .map(|t| t.saturating_duration_since(*joined_at).as_millis())
@@ -174,26 +215,25 @@ async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
 
     // The measured window.
     for (s, _, _) in &subs {
-        if let Ok(mut r) = s.received.lock() {
+        if let Ok(mut r) = s.received().lock() {
             r.latencies_us.clear();
         }
     }
     let received_before = stamped_total(&subs);
-    let sent_before: Vec<u64> = pubs
-        .iter()
-        .map(|p| p.video_sent.load(Ordering::Relaxed))
-        .collect();
+    let sent_before: Vec<u64> = pubs.iter().map(BenchPeer::video_sent).collect();
     let metrics_before = node.metrics().await;
     let dropped_before = node.metric("bedside_media_send_dropped_total").await;
     let cpu_before = cpu_secs(pid);
+    let generator_before = cpu_secs(std::process::id());
     tokio::time::sleep(WINDOW).await;
     let cpu_after = cpu_secs(pid);
+    let generator_after = cpu_secs(std::process::id());
     let metrics_after = node.metrics().await;
     let dropped_after = node.metric("bedside_media_send_dropped_total").await;
     let sent: Vec<u64> = pubs
         .iter()
         .zip(&sent_before)
-        .map(|(p, b)| p.video_sent.load(Ordering::Relaxed) - b)
+        .map(|(p, b)| p.video_sent() - b)
         .collect();
     // Frames in flight at the window's edges cancel out over 10 s at these rates.
     let received = stamped_total(&subs) - received_before;
@@ -201,7 +241,7 @@ async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
     let mut latencies: Vec<u32> = subs
         .iter()
         .flat_map(|(s, _, _)| {
-            s.received
+            s.received()
                 .lock()
                 .map(|r| r.latencies_us.clone())
                 .unwrap_or_default()
@@ -214,14 +254,20 @@ async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
     let delay_before = buckets(&metrics_before, "bedside_media_forward_delay_seconds");
     let delay_after = buckets(&metrics_after, "bedside_media_forward_delay_seconds");
     let outcome = Outcome {
+        generator,
         loops,
+        pinned,
         publishers,
         subscribers: streams,
         streams,
         node_cpu_secs: node_cpu,
+        generator_cpu_secs: generator_after.zip(generator_before).map(|(a, b)| a - b),
+        // Counted in what reached the subscribers, not what the scenario asked for: a
+        // generator short of CPU sends less than 1.5 Mbit/s per publisher.
         streams_per_core: node_cpu
             .filter(|cpu| *cpu > 0.0)
-            .map(|cpu| streams as f64 / (cpu / WINDOW.as_secs_f64())),
+            .map(|cpu| streams_carried(received) / (cpu / WINDOW.as_secs_f64())),
+        publisher_rate_pct: publisher_rate_pct(&sent),
         loss_pct: (expected > 0)
             .then(|| (1.0 - received as f64 / expected as f64).max(0.0) * 100.0),
         node_delay_p50_us: quantile(&delay_before, &delay_after, 0.5).map(|s| s * 1e6),
@@ -243,6 +289,9 @@ async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
         s.leave().await;
     }
     node.shutdown(Duration::from_secs(3)).await;
+    if pinned {
+        pin(std::process::id(), &format!("0-{}", cpus - 1));
+    }
     outcome
 }
 
@@ -259,15 +308,30 @@ async fn idle_cpu(binary: &std::path::Path) -> Option<f64> {
 }
 
 /// Stamped frames every subscriber got from its publisher.
-fn stamped_total(subs: &[(RustPeer, Instant, String)]) -> u64 {
+fn stamped_total(subs: &[(BenchPeer, Instant, String)]) -> u64 {
     subs.iter()
         .map(|(s, _, publisher)| {
-            s.received
+            s.received()
                 .lock()
                 .map(|r| r.stamped.get(publisher).copied().unwrap_or(0))
                 .unwrap_or(0)
         })
         .sum()
+}
+
+/// Packets a second of one stream at `LOAD`.
+fn packets_per_second() -> f64 {
+    LOAD.bitrate_bps as f64 / (LOAD.packet_bytes as f64 * 8.0)
+}
+
+/// How many streams at `LOAD` the `received` packets of the window make.
+fn streams_carried(received: u64) -> f64 {
+    received as f64 / WINDOW.as_secs_f64() / packets_per_second()
+}
+
+fn publisher_rate_pct(sent: &[u64]) -> f64 {
+    let nominal = packets_per_second() * WINDOW.as_secs_f64() * sent.len().max(1) as f64;
+    sent.iter().sum::<u64>() as f64 / nominal * 100.0
 }
 
 /// A node delay in µs; past the histogram's top bucket (100 ms), only that it is longer.
@@ -281,8 +345,8 @@ fn delay(us: f64) -> String {
 
 fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::from(
-        "| publishers x subscribers | media loops | forwarded streams | node CPU (cores) | streams per core | loss | node delay p50 / p99 | end-to-end p50 / p99 | join to first packet p50 / max | node memory per subscriber | send drops |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| publishers x subscribers | load generator | media loops | forwarded streams | node CPU (cores) | generator CPU (cores) | publishers' rate | streams per core | loss | node delay p50 / p99 | end-to-end p50 / p99 | join to first packet p50 / max | node memory per subscriber | send drops |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for o in outcomes {
         let na = || "n/a".to_string();
@@ -301,13 +365,21 @@ fn table(outcomes: &[Outcome]) -> String {
             _ => na(),
         };
         out.push_str(&format!(
-            "| {} x {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            "| {} x {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} | {} | {} | {} | {} | {:.0} |\n",
             o.publishers,
             o.subscribers / o.publishers.max(1),
-            o.loops,
+            o.generator.name(),
+            if o.pinned {
+                format!("{}, node on 1 core", o.loops)
+            } else {
+                o.loops.to_string()
+            },
             o.streams,
             o.node_cpu_secs
                 .map_or_else(na, |c| format!("{:.2}", c / WINDOW.as_secs_f64())),
+            o.generator_cpu_secs
+                .map_or_else(na, |c| format!("{:.2}", c / WINDOW.as_secs_f64())),
+            o.publisher_rate_pct,
             o.streams_per_core.map_or_else(na, |s| format!("{s:.0}")),
             o.loss_pct.map_or_else(na, |l| format!("{l:.2}%")),
             pair(
@@ -339,9 +411,9 @@ fn main() {
         std::process::exit(2);
     }
     let scenarios: Vec<Scenario> = std::env::var("BEDSIDE_BENCH_SCENARIOS")
-        .unwrap_or_else(|_| "1x10,2x20,4x25,4x25@1,8x25,8x25@1".into())
+        .unwrap_or_else(|_| DEFAULT_SCENARIOS.into())
         .split(',')
-        .filter_map(Scenario::parse)
+        .filter_map(|spec| Scenario::parse(spec, Generator::Str0m))
         .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

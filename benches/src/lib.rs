@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 pub mod fleet;
+pub mod load;
 
 /// Runs `f` for at least `budget`: calls per second and the mean time per call. `f` returns
 /// something derived from its work so the optimiser cannot drop it.

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod examples;
 pub mod https;
 pub mod janus;
+pub mod load_peer;
 pub mod media;
 pub mod operator;
 pub mod pod_tenant;

@@ -649,14 +649,14 @@ fn stamp_epoch() -> Instant {
 const STAMP_MAGIC: &[u8; 4] = b"BSTS";
 
 /// Writes the send time into the last 12 bytes of a payload.
-fn stamp(payload: &mut [u8]) {
+pub(crate) fn stamp(payload: &mut [u8]) {
     let micros = stamp_epoch().elapsed().as_micros() as u64;
     let n = payload.len();
     payload[n - 12..n - 8].copy_from_slice(STAMP_MAGIC);
     payload[n - 8..].copy_from_slice(&micros.to_be_bytes());
 }
 
-fn read_stamp(payload: &[u8]) -> Option<Duration> {
+pub(crate) fn read_stamp(payload: &[u8]) -> Option<Duration> {
     let n = payload.len();
     if n < 12 || &payload[n - 12..n - 8] != STAMP_MAGIC {
         return None;
@@ -1253,7 +1253,7 @@ fn rtp_packet(
     }
 }
 
-fn rand_u32() -> u32 {
+pub(crate) fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
     let _ = aws_lc_rs_fill(&mut b);
     u32::from_le_bytes(b)

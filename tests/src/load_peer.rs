@@ -1,0 +1,419 @@
+//! A load-generator peer on str0m in its RTP mode: it joins through the node's signaling like
+//! any client, sends prepared VP8 packets or receives them, and does no more per packet than
+//! a WebRTC endpoint must (SRTP, NACK, receiver reports, congestion feedback). One task per
+//! peer, no frame assembly, no interceptor chain: many of them cost the generator a fraction
+//! of what the `webrtc`-crate peers cost, so at large scenarios the node saturates first.
+//!
+//! It reports into the same [`Received`] as `RustPeer`, so the benchmarks read both alike.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::media::{Received, Signal, TestNode, VideoLoad};
+
+/// A packet of the load every this many is a keyframe (two seconds at 1.5 Mbit/s), as
+/// `RustPeer` sends.
+const KEYFRAME_EVERY: u64 = 300;
+
+/// A participant of the load, joined through the node's signaling.
+pub struct LoadPeer {
+    pub participant_id: String,
+    pub received: Arc<Mutex<Received>>,
+    /// Stamped video packets handed to the stack.
+    pub video_sent: Arc<AtomicU64>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for LoadPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadPeer")
+            .field("participant_id", &self.participant_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadPeer {
+    /// Joins `room`, then sends `video` (a publisher) or receives what the room sends (a
+    /// subscriber, with a data channel to offer). Panics when the node refuses.
+    pub async fn join(
+        node: &TestNode,
+        room: &str,
+        token: &str,
+        video: Option<VideoLoad>,
+    ) -> LoadPeer {
+        let mut signal = Signal::connect(node).await;
+        let joined = signal.join(room, token).await;
+        assert_eq!(joined["type"], "joined", "join refused: {joined}");
+        let participant_id = joined["participantId"]
+            .as_str()
+            .expect("participant id")
+            .to_string();
+
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("a loopback UDP port");
+        let local = socket.local_addr().expect("local address");
+        let mut rtc = RtcConfig::new().set_rtp_mode(true).build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").expect("a host candidate"));
+        let mut change = rtc.sdp_api();
+        let video_mid = match video {
+            Some(_) => Some(change.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                Some(participant_id.clone()),
+                None,
+                None,
+            )),
+            None => {
+                change.add_channel("bedside".into());
+                None
+            }
+        };
+        let (offer, pending) = change.apply().expect("an offer");
+        signal
+            .send(json!({"v": 1, "type": "offer", "sdp": offer.to_sdp_string()}))
+            .await;
+
+        let received = Arc::new(Mutex::new(Received::default()));
+        let video_sent = Arc::new(AtomicU64::new(0));
+        let (stop, stopped) = oneshot::channel();
+        let sender = video
+            .zip(video_mid)
+            .map(|(load, mid)| VideoSender::new(load, mid));
+        let session = Session {
+            rtc,
+            socket,
+            local,
+            pending: Some(pending),
+            publishers: HashMap::new(),
+            by_ssrc: HashMap::new(),
+            received: received.clone(),
+            video_sent: video_sent.clone(),
+        };
+        let (from_node, to_node) = relay(signal, stopped);
+        let task = tokio::spawn(session.run(from_node, to_node, sender));
+        LoadPeer {
+            participant_id,
+            received,
+            video_sent,
+            stop,
+            task,
+        }
+    }
+
+    /// Leaves the room and closes the connection.
+    pub async fn leave(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+/// Prepared VP8 packets at a constant rate, one stamped frame per packet.
+struct VideoSender {
+    load: VideoLoad,
+    mid: Mid,
+    seq: u64,
+    sent: u64,
+    started: Instant,
+}
+
+impl VideoSender {
+    fn new(load: VideoLoad, mid: Mid) -> Self {
+        VideoSender {
+            load,
+            mid,
+            // Below 2^16: the receiver's rollover counter starts at zero.
+            seq: u64::from(crate::media::rand_u32() as u16),
+            sent: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_nanos(
+            (self.load.packet_bytes as u64 * 8 * 1_000_000_000) / self.load.bitrate_bps.max(1),
+        )
+    }
+
+    /// The next packet's payload: a VP8 descriptor, a key or delta frame tag, the stamp.
+    fn payload(&self) -> Vec<u8> {
+        let mut payload = vec![0u8; self.load.packet_bytes];
+        payload[0] = 0x10;
+        if self.sent.is_multiple_of(KEYFRAME_EVERY) {
+            // Frame tag (key, shown), start code, 320x180.
+            payload[1..11]
+                .copy_from_slice(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00]);
+        } else {
+            payload[1..4].copy_from_slice(&[0x11, 0x02, 0x00]);
+        }
+        crate::media::stamp(&mut payload);
+        payload
+    }
+
+    /// Writes the next packet; false before the connection can take it.
+    fn write(&mut self, rtc: &mut Rtc, now: Instant) -> bool {
+        let Some(pt) = rtc
+            .codec_config()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| p.pt())
+        else {
+            return false;
+        };
+        let payload = self.payload();
+        let mut api = rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(self.mid, None) else {
+            return false;
+        };
+        // 90 kHz, advanced by real time so frame times stay plausible.
+        let time =
+            (now.saturating_duration_since(self.started).as_micros() as u64 * 9 / 100) as u32;
+        stream.write_rtp(
+            RtpWrite::new(pt, self.seq.into(), time, now, payload)
+                .marker(true)
+                .nackable(true),
+        );
+        self.seq += 1;
+        self.sent += 1;
+        true
+    }
+}
+
+/// One peer's connection, driven by its task.
+struct Session {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    /// Our own offer, until the node answers it.
+    pending: Option<SdpPendingOffer>,
+    /// Whose media each of the node's m-lines carries (its `msid` stream id).
+    publishers: HashMap<Mid, String>,
+    by_ssrc: HashMap<Ssrc, String>,
+    received: Arc<Mutex<Received>>,
+    video_sent: Arc<AtomicU64>,
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        mut from_node: mpsc::UnboundedReceiver<Value>,
+        to_node: mpsc::UnboundedSender<Value>,
+        mut sender: Option<VideoSender>,
+    ) {
+        let mut buf = vec![0u8; 2048];
+        let mut tick = tokio::time::interval(
+            sender
+                .as_ref()
+                .map_or(Duration::from_secs(3600), VideoSender::interval),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        loop {
+            let Some(deadline) = self.drain() else {
+                return;
+            };
+            let deadline = tokio::time::Instant::from_std(deadline);
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => {
+                    let Ok((n, source)) = received else { return };
+                    self.receive(&buf[..n], source);
+                    // Whatever else arrived meanwhile. Each packet is polled out before the
+                    // next goes in: in RTP mode str0m holds one received packet for the next
+                    // poll, and a second input would replace it.
+                    while let Ok((n, source)) = self.socket.try_recv_from(&mut buf) {
+                        if self.drain().is_none() {
+                            return;
+                        }
+                        self.receive(&buf[..n], source);
+                    }
+                }
+                message = from_node.recv() => {
+                    // Closed: the peer left, or the node closed its signaling.
+                    let Some(message) = message else {
+                        self.rtc.disconnect();
+                        return;
+                    };
+                    if let Some(answer) = self.signaled(&message) {
+                        let _ = to_node.send(json!({"v": 1, "type": "answer", "sdp": answer}));
+                    }
+                }
+                _ = tick.tick(), if sender.is_some() => {
+                    if let Some(sender) = sender.as_mut()
+                        && sender.write(&mut self.rtc, Instant::now())
+                    {
+                        self.video_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if self.rtc.handle_input(Input::Timeout(Instant::now())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends what the connection has to send and handles its events; when it next needs
+    /// time, or `None` once it is closed.
+    fn drain(&mut self) -> Option<Instant> {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => return Some(at),
+                Ok(Output::Transmit(t)) => {
+                    // A full socket buffer drops the datagram, as a busy link would.
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(Event::RtpPacket(packet))) => self.count(&packet),
+                Ok(Output::Event(_)) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn receive(&mut self, datagram: &[u8], source: SocketAddr) {
+        let Ok(contents) = datagram.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local,
+                contents,
+            },
+        );
+        let _ = self.rtc.handle_input(input);
+    }
+
+    /// The node's answer to our offer, or its offer (returns our answer).
+    fn signaled(&mut self, message: &Value) -> Option<String> {
+        let sdp = message["sdp"].as_str()?;
+        match message["type"].as_str()? {
+            "answer" => {
+                let answer = SdpAnswer::from_sdp_string(sdp).expect("the node's answer is SDP");
+                let pending = self.pending.take()?;
+                self.rtc
+                    .sdp_api()
+                    .accept_answer(pending, answer)
+                    .expect("the node's answer fits the offer");
+                None
+            }
+            "offer" => {
+                self.publishers.extend(stream_ids(sdp));
+                let offer = SdpOffer::from_sdp_string(sdp).expect("the node's offer is SDP");
+                let answer = self
+                    .rtc
+                    .sdp_api()
+                    .accept_offer(offer)
+                    .expect("the node's offer is acceptable");
+                Some(answer.to_sdp_string())
+            }
+            _ => None,
+        }
+    }
+
+    /// One received packet, by publisher; stamped ones with their delay.
+    fn count(&mut self, packet: &str0m::rtp::RtpPacket) {
+        let ssrc = packet.header.ssrc;
+        if !self.by_ssrc.contains_key(&ssrc) {
+            let mid = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
+            let publisher = mid.and_then(|m| self.publishers.get(&m)).cloned();
+            self.by_ssrc.insert(ssrc, publisher.unwrap_or_default());
+        }
+        let publisher = &self.by_ssrc[&ssrc];
+        let latency = crate::media::read_stamp(&packet.payload);
+        let Ok(mut r) = self.received.lock() else {
+            return;
+        };
+        *r.packets.entry(publisher.clone()).or_default() += 1;
+        if let Some(latency) = latency {
+            *r.stamped.entry(publisher.clone()).or_default() += 1;
+            r.first_stamped_at
+                .entry(publisher.clone())
+                .or_insert_with(Instant::now);
+            if r.latencies_us.len() < 2_000_000 {
+                r.latencies_us.push(latency.as_micros() as u32);
+            }
+        }
+    }
+}
+
+/// The peer's signaling on a task of its own, so the media loop waits on channels and not on
+/// the WebSocket (whose read buffer is set up anew each time a read starts). `stopped`: the
+/// peer leaves and the channel to the media loop closes.
+fn relay(
+    mut signal: Signal,
+    mut stopped: oneshot::Receiver<()>,
+) -> (mpsc::UnboundedReceiver<Value>, mpsc::UnboundedSender<Value>) {
+    let (from_node_tx, from_node) = mpsc::unbounded_channel();
+    let (to_node, mut to_node_rx) = mpsc::unbounded_channel::<Value>();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                message = signal.recv_any() => {
+                    let Some(message) = message else { break };
+                    if from_node_tx.send(message).is_err() {
+                        break;
+                    }
+                }
+                Some(message) = to_node_rx.recv() => signal.send(message).await,
+                _ = &mut stopped => {
+                    signal.send(json!({"v": 1, "type": "leave"})).await;
+                    break;
+                }
+            }
+        }
+        signal.close().await;
+    });
+    (from_node, to_node)
+}
+
+/// Each m-line's mid and the stream id of its `msid` (the node names the publisher there).
+fn stream_ids(sdp: &str) -> Vec<(Mid, String)> {
+    sdp.split("\nm=")
+        .skip(1)
+        .filter_map(|section| {
+            let attr = |name: &str| {
+                section
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix(name).map(str::to_string))
+            };
+            let mid = attr("a=mid:")?;
+            let stream = attr("a=msid:")?.split_whitespace().next()?.to_string();
+            Some((Mid::from(mid.as_str()), stream))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_publisher_of_each_m_line_is_read_from_its_msid() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+                   m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=msid:17 abc\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:23-screen def\r\na=mid:2\r\n";
+        assert_eq!(
+            stream_ids(sdp),
+            vec![
+                (Mid::from("1"), "17".to_string()),
+                (Mid::from("2"), "23-screen".to_string())
+            ]
+        );
+    }
+}
