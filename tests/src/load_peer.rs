@@ -333,20 +333,8 @@ impl Session {
             let publisher = mid.and_then(|m| self.publishers.get(&m)).cloned();
             self.by_ssrc.insert(ssrc, publisher.unwrap_or_default());
         }
-        let publisher = &self.by_ssrc[&ssrc];
-        let latency = crate::media::read_stamp(&packet.payload);
-        let Ok(mut r) = self.received.lock() else {
-            return;
-        };
-        *r.packets.entry(publisher.clone()).or_default() += 1;
-        if let Some(latency) = latency {
-            *r.stamped.entry(publisher.clone()).or_default() += 1;
-            r.first_stamped_at
-                .entry(publisher.clone())
-                .or_insert_with(Instant::now);
-            if r.latencies_us.len() < 2_000_000 {
-                r.latencies_us.push(latency.as_micros() as u32);
-            }
+        if let Ok(mut r) = self.received.lock() {
+            r.count(&self.by_ssrc[&ssrc], &packet.payload);
         }
     }
 }

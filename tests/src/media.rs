@@ -640,6 +640,33 @@ pub struct Received {
     pub latencies_us: Vec<u32>,
 }
 
+impl Received {
+    /// One packet from `stream`'s publisher; a stamped one (the load generator's) with its
+    /// delay. Whether it was stamped.
+    pub(crate) fn count(&mut self, stream: &str, payload: &[u8]) -> bool {
+        // Looked up before inserting: no key allocated per packet.
+        let add = |counts: &mut HashMap<String, u64>| match counts.get_mut(stream) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(stream.to_string(), 1);
+            }
+        };
+        add(&mut self.packets);
+        let Some(latency) = read_stamp(payload) else {
+            return false;
+        };
+        if !self.stamped.contains_key(stream) {
+            self.first_stamped_at
+                .insert(stream.to_string(), Instant::now());
+        }
+        add(&mut self.stamped);
+        if self.latencies_us.len() < 2_000_000 {
+            self.latencies_us.push(latency.as_micros() as u32);
+        }
+        true
+    }
+}
+
 /// The clock stamps are relative to: one per process, shared by publishers and receivers.
 fn stamp_epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -656,7 +683,7 @@ pub(crate) fn stamp(payload: &mut [u8]) {
     payload[n - 8..].copy_from_slice(&micros.to_be_bytes());
 }
 
-pub(crate) fn read_stamp(payload: &[u8]) -> Option<Duration> {
+fn read_stamp(payload: &[u8]) -> Option<Duration> {
     let n = payload.len();
     if n < 12 || &payload[n - 12..n - 8] != STAMP_MAGIC {
         return None;
@@ -687,18 +714,8 @@ impl PeerConnectionEventHandler for PeerHandler {
             let stream = track.stream_id().await.to_string();
             while let Some(event) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(packet) = event {
-                    let latency = read_stamp(&packet.payload);
                     let mut r = received.lock().expect("lock");
-                    *r.packets.entry(stream.clone()).or_default() += 1;
-                    if let Some(latency) = latency {
-                        *r.stamped.entry(stream.clone()).or_default() += 1;
-                        r.first_stamped_at
-                            .entry(stream.clone())
-                            .or_insert_with(Instant::now);
-                        if r.latencies_us.len() < 2_000_000 {
-                            r.latencies_us.push(latency.as_micros() as u32);
-                        }
-                    } else {
+                    if !r.count(&stream, &packet.payload) {
                         let head = packet.payload.iter().take(16).copied().collect();
                         r.last_payload.insert(stream.clone(), head);
                         let recent = r.recent_payloads.entry(stream.clone()).or_default();

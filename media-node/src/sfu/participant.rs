@@ -283,6 +283,11 @@ pub struct Participant {
     /// What this subscriber's outgoing video carried and lost: a full link caps the estimate
     /// before the averaged estimate follows.
     pub egress_link: EgressLink,
+    /// The budget (estimate, capped by `egress_link`) the layers were last chosen for.
+    pub chosen_for_bps: Option<u64>,
+    /// Its link got worse since the layers were chosen (the estimate fell well below that
+    /// budget, or the link filled): they are chosen again at once, not at the next round.
+    pub link_worse: bool,
     pub joined_at: Instant,
     /// Set once the first media packet went to or came from this participant.
     pub first_media_seen: bool,
@@ -360,6 +365,8 @@ impl Participant {
             last_heard: now,
             estimate_bps: None,
             egress_link: EgressLink::default(),
+            chosen_for_bps: None,
+            link_worse: false,
             joined_at: now,
             first_media_seen: false,
             overflowed: false,

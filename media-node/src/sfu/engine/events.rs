@@ -15,6 +15,11 @@ use crate::sfu::congestion::Carried;
 use crate::sfu::participant::{ChatRefusal, Participant, Propagated};
 use crate::sfu::stats::EngineStats;
 
+/// An estimate this far below the budget the layers were chosen for has them chosen again at
+/// once: a link that shrinks (a phone leaving Wi-Fi) is met before its next round of choices,
+/// up to `REBALANCE_EVERY` later, while a wobble of a few percent waits for it.
+const WORSE_BELOW: f64 = 0.85;
+
 /// The one SRTP profile the node's crypto policy lets a connection complete with.
 const SRTP_PROFILE: &str = crate::crypto_policy::AEAD_AES_256_GCM;
 
@@ -99,7 +104,11 @@ pub(super) fn on_event(
         }
         Event::ChannelData(data) => chat(p, data, now, stats),
         Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
-            p.estimate_bps = Some(estimate.as_u64());
+            let estimate = estimate.as_u64();
+            p.estimate_bps = Some(estimate);
+            p.link_worse |= p
+                .chosen_for_bps
+                .is_some_and(|chosen| (estimate as f64) < chosen as f64 * WORSE_BELOW);
             None
         }
         Event::PeerStats(peer) => {
@@ -123,6 +132,10 @@ pub(super) fn on_event(
                     written,
                 };
                 p.egress_link.report(egress.mid, carried, egress.loss, now);
+                p.link_worse |= p
+                    .egress_link
+                    .ceiling(now)
+                    .is_some_and(|ceiling| p.chosen_for_bps.is_none_or(|c| ceiling < c));
             }
             let counts = [egress.nacks, egress.plis, egress.firs];
             stats.feedback_received(p.feedback_delta(egress.mid, egress.rid, counts));

@@ -182,11 +182,14 @@ impl Engine {
 
     /// One subscriber's share of its estimate per video track it receives, and the layer of
     /// each that fits; the estimator is asked to probe for what the best layers need.
-    fn choose_layers(&mut self, id: ParticipantId) {
+    pub(super) fn choose_layers(&mut self, id: ParticipantId) {
         let now = self.now;
-        let Some(estimate) = self.participants.get(&id).and_then(|p| {
+        let Some(estimate) = self.participants.get_mut(&id).and_then(|p| {
+            p.link_worse = false;
             let ceiling = p.egress_link.ceiling(now).unwrap_or(u64::MAX);
-            p.estimate_bps.map(|e| e.min(ceiling))
+            let budget = p.estimate_bps.map(|e| e.min(ceiling));
+            p.chosen_for_bps = budget;
+            budget
         }) else {
             return;
         };

@@ -442,8 +442,11 @@ impl Engine {
                 }
             }
         }
+        let worse = std::mem::take(&mut p.link_worse);
         if let Some(e) = failure {
             self.failed(id, e);
+        } else if worse {
+            self.choose_layers(id);
         }
     }
 
