@@ -723,6 +723,18 @@
     badge.dataset.level = level;
     badge.textContent = t(`quality_${level}`);
   }
+  // A voice's level over the last half second (RMS from the energy the browser played), not
+  // the level of the instant the stats are read: a voice between two syllables, or a browser
+  // whose playout stuttered at that instant, is still heard as speaking.
+  const played = new Map(); // remote track id -> [totalAudioEnergy, totalSamplesDuration]
+  function levelSince(s) {
+    const now = [s.totalAudioEnergy || 0, s.totalSamplesDuration || 0];
+    const before = played.get(s.trackIdentifier);
+    played.set(s.trackIdentifier, now);
+    if (!before) return s.audioLevel || 0;
+    const seconds = now[1] - before[1];
+    return seconds > 0 ? Math.sqrt(Math.max(0, now[0] - before[0]) / seconds) : 0;
+  }
   setInterval(async () => {
     if (!pc || !tracks.size) return;
     const report = await pc.getStats();
@@ -735,9 +747,12 @@
     report.forEach((s) => {
       const id = s.type === 'inbound-rtp' && tracks.get(s.trackIdentifier);
       if (!id) return;
-      if (s.kind === 'audio' && s.audioLevel > level) {
-        level = s.audioLevel;
-        loudest = id;
+      if (s.kind === 'audio') {
+        const heard = levelSince(s);
+        if (heard > level) {
+          level = heard;
+          loudest = id;
+        }
       }
       if (s.kind === 'video' && s.packetsReceived) showQuality(id, grade(id, s, rtt));
     });
