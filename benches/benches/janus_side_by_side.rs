@@ -18,10 +18,10 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bedside_crds::join::Role;
+use bedside_benches::load::{BenchPeer, Generator};
 use bedside_tests::browser::Netns;
 use bedside_tests::janus::{JanusPeer, JanusServer};
-use bedside_tests::media::{PeerOptions, Received, RustPeer, TestNode, VideoLoad, cpu_secs};
+use bedside_tests::media::{PeerOptions, Received, TestNode, VideoLoad, cpu_secs};
 
 const LOAD: VideoLoad = VideoLoad {
     bitrate_bps: 1_500_000,
@@ -111,19 +111,21 @@ impl Load<'_> {
 async fn bedside(binary: &std::path::Path, publishers: usize, per_room: usize) -> Outcome {
     let mut node = TestNode::spawn(binary).await;
     let pid = node.pid();
-    let pubs = bedside_benches::video_publishers(&node, publishers, LOAD).await;
+    // The same stack as Janus's peers: the `webrtc` crate.
+    let generator = Generator::Webrtc;
+    let pubs = generator.publishers(&node, publishers, LOAD).await;
     let rss_before = bedside_benches::proc_status_kib(pid, "VmRSS:");
     let mut subs = Vec::new();
     for i in 0..publishers {
         let room = format!("bench-{i}");
         for j in 0..per_room {
-            let token = node.token(&room, &format!("sub-{i}-{j}"), Role::Host);
-            subs.push(RustPeer::join(&node, &room, &token, PeerOptions::receive_only()).await);
+            let user = format!("sub-{i}-{j}");
+            subs.push(generator.join(&node, &room, &user, None).await);
         }
     }
     let load = Load {
-        sent: pubs.iter().map(|p| p.video_sent.as_ref()).collect(),
-        received: subs.iter().map(|s| s.received.as_ref()).collect(),
+        sent: pubs.iter().map(BenchPeer::video_sent).collect(),
+        received: subs.iter().map(|s| s.received().as_ref()).collect(),
     };
     let outcome = load.measure(pid, per_room, rss_before).await;
     for p in pubs.into_iter().chain(subs) {

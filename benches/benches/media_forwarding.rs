@@ -220,7 +220,7 @@ async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
         }
     }
     let received_before = stamped_total(&subs);
-    let sent_before: Vec<u64> = pubs.iter().map(BenchPeer::video_sent).collect();
+    let sent_before: Vec<u64> = pubs.iter().map(sent).collect();
     let metrics_before = node.metrics().await;
     let dropped_before = node.metric("bedside_media_send_dropped_total").await;
     let cpu_before = cpu_secs(pid);
@@ -233,7 +233,7 @@ async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
     let sent: Vec<u64> = pubs
         .iter()
         .zip(&sent_before)
-        .map(|(p, b)| p.video_sent() - b)
+        .map(|(p, b)| sent(p) - b)
         .collect();
     // Frames in flight at the window's edges cancel out over 10 s at these rates.
     let received = stamped_total(&subs) - received_before;
@@ -305,6 +305,13 @@ async fn idle_cpu(binary: &std::path::Path) -> Option<f64> {
     let after = cpu_secs(node.pid())?;
     node.shutdown(Duration::from_secs(3)).await;
     Some(after - before)
+}
+
+/// Stamped packets a publisher has sent so far.
+fn sent(publisher: &BenchPeer) -> u64 {
+    publisher
+        .video_sent()
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Stamped frames every subscriber got from its publisher.

@@ -39,26 +39,6 @@ pub fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
     Some(sorted[(last as f64 * q) as usize])
 }
 
-/// `publishers` peers, each the host of a room of its own (`bench-{i}`) sending `load`, given a
-/// second to settle before subscribers join.
-pub async fn video_publishers(
-    node: &bedside_tests::media::TestNode,
-    publishers: usize,
-    load: bedside_tests::media::VideoLoad,
-) -> Vec<bedside_tests::media::RustPeer> {
-    use bedside_tests::media::{PeerOptions, RustPeer};
-    let mut pubs = Vec::new();
-    for i in 0..publishers {
-        let room = format!("bench-{i}");
-        let token = node.token(&room, &format!("pub-{i}"), bedside_crds::join::Role::Host);
-        let mut p = RustPeer::join(node, &room, &token, PeerOptions::video(load)).await;
-        p.start_video();
-        pubs.push(p);
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    pubs
-}
-
 /// The release build of the media node: `BEDSIDE_MEDIA_NODE_BIN`, or the shared target dir's.
 pub fn media_node_binary() -> std::path::PathBuf {
     if let Ok(path) = std::env::var("BEDSIDE_MEDIA_NODE_BIN") {

@@ -3,7 +3,7 @@
 //! the generator a fraction as much, so that larger scenarios measure the node and not the
 //! generator sharing its cores.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -100,10 +100,10 @@ impl BenchPeer {
     }
 
     /// Stamped video packets handed to the stack so far.
-    pub fn video_sent(&self) -> u64 {
+    pub fn video_sent(&self) -> &AtomicU64 {
         match self {
-            BenchPeer::Webrtc(p) => p.video_sent.load(Ordering::Relaxed),
-            BenchPeer::Str0m(p) => p.video_sent.load(Ordering::Relaxed),
+            BenchPeer::Webrtc(p) => &p.video_sent,
+            BenchPeer::Str0m(p) => &p.video_sent,
         }
     }
 

@@ -24,10 +24,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::media::{Received, Signal, TestNode, VideoLoad};
 
-/// A packet of the load every this many is a keyframe (two seconds at 1.5 Mbit/s), as
-/// `RustPeer` sends.
-const KEYFRAME_EVERY: u64 = 300;
-
 /// A participant of the load, joined through the node's signaling.
 pub struct LoadPeer {
     pub participant_id: String,
@@ -143,27 +139,6 @@ impl VideoSender {
         }
     }
 
-    fn interval(&self) -> Duration {
-        Duration::from_nanos(
-            (self.load.packet_bytes as u64 * 8 * 1_000_000_000) / self.load.bitrate_bps.max(1),
-        )
-    }
-
-    /// The next packet's payload: a VP8 descriptor, a key or delta frame tag, the stamp.
-    fn payload(&self) -> Vec<u8> {
-        let mut payload = vec![0u8; self.load.packet_bytes];
-        payload[0] = 0x10;
-        if self.sent.is_multiple_of(KEYFRAME_EVERY) {
-            // Frame tag (key, shown), start code, 320x180.
-            payload[1..11]
-                .copy_from_slice(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00]);
-        } else {
-            payload[1..4].copy_from_slice(&[0x11, 0x02, 0x00]);
-        }
-        crate::media::stamp(&mut payload);
-        payload
-    }
-
     /// Writes the next packet; false before the connection can take it.
     fn write(&mut self, rtc: &mut Rtc, now: Instant) -> bool {
         let Some(pt) = rtc
@@ -173,7 +148,7 @@ impl VideoSender {
         else {
             return false;
         };
-        let payload = self.payload();
+        let payload = self.load.payload(self.sent);
         let mut api = rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(self.mid, None) else {
             return false;
@@ -217,7 +192,7 @@ impl Session {
         let mut tick = tokio::time::interval(
             sender
                 .as_ref()
-                .map_or(Duration::from_secs(3600), VideoSender::interval),
+                .map_or(Duration::from_secs(3600), |s| s.load.interval()),
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         loop {

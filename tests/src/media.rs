@@ -676,7 +676,7 @@ fn stamp_epoch() -> Instant {
 const STAMP_MAGIC: &[u8; 4] = b"BSTS";
 
 /// Writes the send time into the last 12 bytes of a payload.
-pub(crate) fn stamp(payload: &mut [u8]) {
+fn stamp(payload: &mut [u8]) {
     let micros = stamp_epoch().elapsed().as_micros() as u64;
     let n = payload.len();
     payload[n - 12..n - 8].copy_from_slice(STAMP_MAGIC);
@@ -756,6 +756,32 @@ impl VideoLoad {
     /// The payload of a browser's full-size video packet: Chrome's RTP packets are at most
     /// 1,200 bytes with their headers and extensions.
     pub const BROWSER_PACKET_PAYLOAD: usize = 1_150;
+    /// Every this many packets is a keyframe (two seconds at 1.5 Mbit/s).
+    const KEYFRAME_EVERY: u64 = 300;
+
+    /// Time between two packets at this rate.
+    pub fn interval(&self) -> Duration {
+        Duration::from_nanos(
+            (self.packet_bytes as u64 * 8 * 1_000_000_000) / self.bitrate_bps.max(1),
+        )
+    }
+
+    /// The payload of packet `n` of the load: a VP8 descriptor, a key or delta frame tag, and
+    /// the send-time stamp.
+    pub fn payload(&self, n: u64) -> Vec<u8> {
+        let mut payload = vec![0u8; self.packet_bytes];
+        // VP8 payload descriptor: start of partition 0.
+        payload[0] = 0x10;
+        if n.is_multiple_of(Self::KEYFRAME_EVERY) {
+            // Frame tag (key, shown), start code, 320x180.
+            payload[1..11]
+                .copy_from_slice(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00]);
+        } else {
+            payload[1..4].copy_from_slice(&[0x11, 0x02, 0x00]);
+        }
+        stamp(&mut payload);
+        payload
+    }
 }
 
 impl Default for PeerOptions {
@@ -1016,10 +1042,7 @@ impl PeerMedia {
         let (track, load, ssrc) = self.video.clone()?;
         let sent = self.video_sent.clone();
         Some(tokio::spawn(async move {
-            let interval = Duration::from_nanos(
-                (load.packet_bytes as u64 * 8 * 1_000_000_000) / load.bitrate_bps.max(1),
-            );
-            let mut tick = tokio::time::interval(interval);
+            let mut tick = tokio::time::interval(load.interval());
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut seq: u16 = rand_u32() as u16;
             let ts_base: u32 = rand_u32();
@@ -1028,19 +1051,7 @@ impl PeerMedia {
             let mut n: u64 = 0;
             loop {
                 tick.tick().await;
-                let mut payload = vec![0u8; load.packet_bytes];
-                // VP8 payload descriptor: start of partition 0.
-                payload[0] = 0x10;
-                let keyframe = n.is_multiple_of(300);
-                if keyframe {
-                    // Frame tag (key, shown), start code, 320x180.
-                    payload[1..11].copy_from_slice(&[
-                        0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00,
-                    ]);
-                } else {
-                    payload[1..4].copy_from_slice(&[0x11, 0x02, 0x00]);
-                }
-                stamp(&mut payload);
+                let payload = load.payload(n);
                 let packet = rtp_packet(VP8_PT, seq, ts, true, ssrc, payload);
                 if track.write_rtp(packet).await.is_ok() {
                     sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -185,7 +185,6 @@ impl Engine {
     pub(super) fn choose_layers(&mut self, id: ParticipantId) {
         let now = self.now;
         let Some(estimate) = self.participants.get_mut(&id).and_then(|p| {
-            p.link_worse = false;
             let ceiling = p.egress_link.ceiling(now).unwrap_or(u64::MAX);
             let budget = p.estimate_bps.map(|e| e.min(ceiling));
             p.chosen_for_bps = budget;
