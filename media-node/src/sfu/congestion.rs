@@ -9,6 +9,12 @@
 //! sent less than [`BACKLOG_RATIO`] of what the node wrote to it. Either caps what the layer
 //! choice may use at what the link carried, for [`HOLD`] after the last such second, by which
 //! time the estimate has followed.
+//!
+//! A receiver on such a link also loses more than retransmission repairs (resends are capped
+//! at a share of the stream): a browser then shows a frozen picture until it gives up waiting
+//! and asks for a keyframe itself, up to 3 s later in Chromium. So the edges of a lossy spell,
+//! the first report at [`LOSS_LIMIT`] or more and the first one under it again, say that the
+//! stream should start again from a keyframe ([`Restart`]).
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,19 @@ struct Stream {
     bps: u64,
     /// What the link carried of this stream when it was last full (lossy or held back).
     full: Option<(u64, Instant)>,
+    /// The last receiver report said [`LOSS_LIMIT`] or more was lost.
+    lossy: bool,
+}
+
+/// What one stream's statistics mean for the picture its receiver shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Nothing beyond what retransmission repairs.
+    No,
+    /// A lossy spell began or ended: the receiver may hold frames it cannot decode, and a
+    /// keyframe lets it go on (once at the start, as retransmission falls behind; once at the
+    /// end, when a keyframe gets through whole).
+    FromKeyframe,
 }
 
 /// What one outgoing stream has carried so far.
@@ -55,7 +74,13 @@ pub struct EgressLink {
 impl EgressLink {
     /// One stream's statistics: what it `carried` so far, `loss` the share lost its receiver
     /// reported since the last statistics (`None`: no report came).
-    pub fn report(&mut self, mid: Mid, carried: Carried, loss: Option<f32>, now: Instant) {
+    pub fn report(
+        &mut self,
+        mid: Mid,
+        carried: Carried,
+        loss: Option<f32>,
+        now: Instant,
+    ) -> Restart {
         let Some(stream) = self.streams.iter_mut().find(|s| s.mid == mid) else {
             self.streams.push(Stream {
                 mid,
@@ -63,12 +88,21 @@ impl EgressLink {
                 at: now,
                 bps: 0,
                 full: None,
+                lossy: false,
             });
-            return;
+            return Restart::No;
         };
         let elapsed = now.saturating_duration_since(stream.at).as_millis() as u64;
         if elapsed == 0 {
-            return;
+            return Restart::No;
+        }
+        let mut restart = Restart::No;
+        if let Some(loss) = loss {
+            let lossy = loss >= LOSS_LIMIT;
+            if lossy != stream.lossy {
+                restart = Restart::FromKeyframe;
+            }
+            stream.lossy = lossy;
         }
         let bps = |now: u64, before: u64| now.saturating_sub(before) * 8 * 1000 / elapsed;
         stream.bps = bps(carried.bytes, stream.last.bytes);
@@ -82,6 +116,7 @@ impl EgressLink {
         } else if (stream.bps as f64) < written_bps as f64 * BACKLOG_RATIO {
             stream.full = Some((stream.bps, now));
         }
+        restart
     }
 
     /// A stream that ended (its source left).
@@ -107,6 +142,64 @@ impl EgressLink {
                 .map(|s| recent(s).unwrap_or(s.bps))
                 .sum(),
         )
+    }
+}
+
+/// Video older than this still waiting in a subscriber's send queue (str0m's pacer, which
+/// sends at its estimate of the link): the node stops writing to that stream. A keyframe of
+/// the top layer waits about 200 ms at its own rate, so a clean link never gets here; a link
+/// that carries less than its layer builds a queue of old frames that a lower layer's
+/// keyframe would wait behind for a second or more (seen in the picture bench).
+pub const QUEUE_HOLD_ABOVE: Duration = Duration::from_millis(400);
+/// The queue has drained to this: the stream goes on, from a keyframe.
+pub const QUEUE_RESUME_BELOW: Duration = Duration::from_millis(100);
+
+/// Whether one subscriber's video stream takes more while its send queue is deep: pure, the
+/// caller reads the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueGate {
+    held: bool,
+}
+
+/// What to do with one video packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Write,
+    /// The first packet after a hold (a keyframe's): it starts the stream again.
+    WriteAfterHold,
+    /// Dropped before it is numbered, so the receiver sees no gap to ask for again.
+    /// `keyframe_wanted`: the queue has drained and the stream waits for a keyframe.
+    Hold {
+        keyframe_wanted: bool,
+    },
+}
+
+impl QueueGate {
+    /// A video packet, the oldest packet in the stream's send queue having `waited`.
+    pub fn admit(&mut self, waited: Duration, keyframe: bool) -> Gate {
+        if !self.held {
+            if waited <= QUEUE_HOLD_ABOVE {
+                return Gate::Write;
+            }
+            self.held = true;
+        }
+        if waited >= QUEUE_RESUME_BELOW {
+            return Gate::Hold {
+                keyframe_wanted: false,
+            };
+        }
+        if keyframe {
+            self.held = false;
+            return Gate::WriteAfterHold;
+        }
+        Gate::Hold {
+            keyframe_wanted: true,
+        }
+    }
+
+    /// The stream is held: its link carries less than its layer.
+    pub fn held(&self) -> bool {
+        self.held
     }
 }
 
@@ -151,6 +244,46 @@ mod tests {
         e.forget(video);
         e.report(screen, sent(50_000), Some(0.5), at(5_000));
         assert_eq!(e.ceiling(at(5_000)), Some(50_000));
+    }
+
+    /// A receiver that starts losing more than retransmission repairs is sent a keyframe, and
+    /// again once its loss is back under the limit; not on every lossy report between, nor
+    /// for loss retransmission repairs, nor when no report came.
+    #[test]
+    fn a_lossy_spell_restarts_the_stream_from_a_keyframe_at_its_start_and_its_end() {
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let video = Mid::from("1");
+        let mut e = EgressLink::default();
+        let sent = |secs: u64| Carried {
+            bytes: secs * 260_000,
+            written: secs * 250_000,
+        };
+        let restarts: Vec<Restart> = [None, Some(0.05), Some(0.3), Some(0.4), None, Some(0.02)]
+            .into_iter()
+            .zip(0..)
+            .map(|(loss, secs)| e.report(video, sent(secs), loss, at(secs)))
+            .collect();
+        use Restart::{FromKeyframe, No};
+        assert_eq!(restarts, [No, No, FromKeyframe, No, No, FromKeyframe]);
+    }
+
+    /// A queue deeper than QUEUE_HOLD_ABOVE holds the stream until it drains below
+    /// QUEUE_RESUME_BELOW, then asks for a keyframe and goes on from it; a keyframe's own
+    /// burst on a clean link holds nothing.
+    #[test]
+    fn a_deep_send_queue_holds_the_video_until_it_drains_then_it_goes_on_from_a_keyframe() {
+        let ms = Duration::from_millis;
+        let mut g = QueueGate::default();
+        assert_eq!(g.admit(ms(200), false), Gate::Write, "a keyframe's burst");
+        let hold = |keyframe_wanted| Gate::Hold { keyframe_wanted };
+        assert_eq!(g.admit(ms(450), false), hold(false));
+        assert!(g.held());
+        assert_eq!(g.admit(ms(250), true), hold(false), "still draining");
+        assert_eq!(g.admit(ms(50), false), hold(true), "drained: a keyframe");
+        assert_eq!(g.admit(ms(30), true), Gate::WriteAfterHold);
+        assert_eq!(g.admit(ms(120), false), Gate::Write);
+        assert!(!g.held());
     }
 
     /// The pacer, already at its newer estimate, sends 600 kbit/s of the 2 Mbit/s the node

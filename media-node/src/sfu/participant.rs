@@ -11,7 +11,7 @@ use str0m::net::Protocol;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use tokio::sync::mpsc;
 
-use super::congestion::EgressLink;
+use super::congestion::{EgressLink, Gate, QueueGate};
 use super::rewrite::{Incoming, Rewriter, starts_keyframe};
 use super::simulcast::{LayerRate, Layers, Selection};
 use crate::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
@@ -89,6 +89,8 @@ pub struct TrackOut {
     pub written: u64,
     /// Keeps the subscriber's stream continuous across the layers it is fed from.
     pub rewriter: Rewriter,
+    /// Holds video back while the subscriber's send queue is too deep.
+    pub gate: QueueGate,
 }
 
 impl TrackOut {
@@ -226,6 +228,9 @@ pub struct Forward {
     /// This was the subscriber's first media: how long its join took.
     pub join_took: Option<std::time::Duration>,
     pub keyframe_request: Option<Propagated>,
+    /// The subscriber's send queue got too deep with this packet: its video is held back
+    /// (`congestion::QueueGate`) until the queue drains.
+    pub hold_began: bool,
 }
 
 #[derive(Debug)]
@@ -572,6 +577,7 @@ impl Participant {
             selection: Selection::default(),
             written: 0,
             rewriter: Rewriter::default(),
+            gate: QueueGate::default(),
         });
     }
 
@@ -648,11 +654,36 @@ impl Participant {
             });
             return out;
         }
-        let Some(place) = track.rewriter.rewrite(&incoming) else {
-            return out;
-        };
         let mut api = rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+            return out;
+        };
+        if media.kind == MediaKind::Video {
+            let waited = stream
+                .queue_info()
+                .and_then(|q| q.first_unsent())
+                .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+            let was_held = track.gate.held();
+            match track.gate.admit(waited, media.keyframe) {
+                Gate::Write => {}
+                Gate::WriteAfterHold => track.rewriter.restart(),
+                Gate::Hold { keyframe_wanted } => {
+                    // The link carries less than this layer: its layers are chosen again.
+                    out.hold_began = !was_held;
+                    self.link_worse |= !was_held;
+                    if keyframe_wanted {
+                        out.keyframe_request = Some(Propagated::KeyframeRequest {
+                            source,
+                            source_mid: track.source_mid,
+                            rid: media.rid,
+                            kind: KeyframeRequestKind::Pli,
+                        });
+                    }
+                    return out;
+                }
+            }
+        }
+        let Some(place) = track.rewriter.rewrite(&incoming) else {
             return out;
         };
         let mut write = RtpWrite::new(
@@ -685,6 +716,17 @@ impl Participant {
             rid: track.selection.current.or(track.selection.target),
             kind,
         })
+    }
+
+    /// The keyframe a subscriber's video stream `mid` should start again from after its link
+    /// lost more than retransmission repairs (`congestion::Restart`); none while a layer
+    /// switch waits for one (asked for already).
+    pub fn restart_video(&self, mid: Mid) -> Option<Propagated> {
+        let track = self.tracks_out.iter().find(|t| t.mid() == Some(mid))?;
+        if track.selection.wants_keyframe() {
+            return None;
+        }
+        self.keyframe_wanted(mid, KeyframeRequestKind::Pli)
     }
 
     /// Starts an offer for tracks to add or stop, when no other negotiation is in flight; the

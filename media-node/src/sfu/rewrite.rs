@@ -95,6 +95,13 @@ impl Rewriter {
             .is_some_and(|s| s.ssrc == packet.ssrc && s.run != packet.run)
     }
 
+    /// The next packet starts a new run right after the last one sent: the packets between
+    /// were held back before they were numbered (a send queue too deep), so the receiver
+    /// sees no gap to ask for again.
+    pub fn restart(&mut self) {
+        self.source = None;
+    }
+
     /// Where `packet` goes in the subscriber's stream; `None` for a packet from before the
     /// current layer began (a late packet of the layer switched away from, or a resend of one
     /// older than the switch), which the receiver must not see.

@@ -6,8 +6,9 @@
 //!
 //! The choice holds steady: a subscriber moves down as soon as its share falls clearly below
 //! its layer's rate ([`KEEP_ABOVE`]: not on the single overuse step a busy receiver's jitter
-//! gives) or its link loses or holds back what the node sends (`congestion.rs`), before its
-//! picture freezes; and once it had to, up again only after the
+//! gives) or its link loses or holds back what the node sends (`congestion.rs`; then it leaves
+//! a layer as soon as the layer no longer fits), before its picture freezes; and once it had
+//! to, up again only after the
 //! higher layer has fitted with headroom for [`UP_HOLD`]; an estimate that wobbles around a
 //! layer's rate keeps the layer it has instead of switching every second. Until the first move
 //! down, a move up is at once: at the start of a call the higher layers are measured a moment
@@ -143,6 +144,18 @@ impl Layers {
 
     /// Where a subscriber now aiming at `target` should go, given its share of the estimate.
     pub fn aim(&self, target: Option<Rid>, share_bps: u64) -> Aim {
+        self.aim_keeping_above(target, share_bps, KEEP_ABOVE)
+    }
+
+    /// The same on a link that is full now (it loses what the node sends, or its send queue
+    /// holds it back): no band to stay in, as the estimate's dip is real. Kept in the band,
+    /// a subscriber sat on a layer its link could not carry, its frames lost and its picture
+    /// frozen for seconds (picture bench, 2026-12-05).
+    pub fn aim_on_full_link(&self, target: Option<Rid>, share_bps: u64) -> Aim {
+        self.aim_keeping_above(target, share_bps, 1.0 / HEADROOM)
+    }
+
+    fn aim_keeping_above(&self, target: Option<Rid>, share_bps: u64, keep_above: f64) -> Aim {
         let Some(fits) = self.choose(share_bps) else {
             return Aim::Stay;
         };
@@ -162,7 +175,7 @@ impl Layers {
             Aim::Stay
         } else if next > now {
             Aim::Up(fits)
-        } else if (now as f64 * KEEP_ABOVE) > share_bps as f64 {
+        } else if (now as f64 * keep_above) > share_bps as f64 {
             Aim::Down(fits)
         } else {
             // Within the headroom band: it still fits, so it stays.
@@ -373,6 +386,17 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// An estimate a little under the layer's rate keeps the layer on a link that is not
+    /// full (a busy receiver's jitter), and leaves it on one that is.
+    #[test]
+    fn on_a_full_link_a_layer_that_no_longer_fits_is_left_at_once() {
+        let l = layers(&[("l", 150_000), ("m", 500_000), ("h", 1_500_000)]);
+        let on_m = Some(Rid::from("m"));
+        assert_eq!(l.aim(on_m, 455_000), Aim::Stay);
+        assert_eq!(l.aim_on_full_link(on_m, 455_000), Aim::Down("l".into()));
+        assert_eq!(l.aim_on_full_link(on_m, 600_000), Aim::Stay, "it fits");
     }
 
     #[test]

@@ -225,6 +225,11 @@ pub struct EngineStats {
     /// NACK, PLI and FIR the node received from subscribers or sent to publishers.
     pub feedback: IntCounterVec,
     pub layer_switches: IntCounter,
+    /// Keyframes asked of publishers because a subscriber's link began or stopped losing more
+    /// than retransmission repairs (`congestion::Restart`).
+    pub keyframes_for_loss: IntCounter,
+    /// Times a subscriber's video was held back because its send queue was too deep.
+    pub send_queue_holds: IntCounter,
     /// What browsers report of the video they decode (docs/signaling.md#quality-reports).
     pub received_height: Histogram,
     pub received_fps: Histogram,
@@ -406,6 +411,14 @@ impl EngineStats {
                 "bedside_media_simulcast_layer_switches_total",
                 "Times a subscriber was switched to another simulcast layer",
             )?,
+            send_queue_holds: counter(
+                "bedside_media_send_queue_holds_total",
+                "Times a subscriber's video was held back because its send queue held more than 400 ms: its link carries less than its layer",
+            )?,
+            keyframes_for_loss: counter(
+                "bedside_media_keyframes_for_loss_total",
+                "Keyframes asked of publishers as a subscriber's link began or stopped losing more than retransmission repairs",
+            )?,
             received_height: reg(
                 registry,
                 Histogram::with_opts(hopts(
@@ -520,7 +533,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 39] = [
+        let collectors: [&dyn Collector; 41] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -549,6 +562,8 @@ impl EngineStats {
             &self.chat_dropped,
             &self.feedback,
             &self.layer_switches,
+            &self.keyframes_for_loss,
+            &self.send_queue_holds,
             &self.received_height,
             &self.received_fps,
             &self.freezes,
@@ -634,6 +649,9 @@ impl EngineStats {
     pub fn forwarded(&self, forward: &Forward) {
         if forward.written {
             self.packets_forwarded.inc();
+        }
+        if forward.hold_began {
+            self.send_queue_holds.inc();
         }
         if forward.switched {
             self.layer_switches.inc();

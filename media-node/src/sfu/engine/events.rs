@@ -11,7 +11,7 @@ use str0m::net::Protocol;
 use str0m::{Event, IceConnectionState};
 
 use crate::protocol::{ErrorCode, MediaPath, PROTOCOL_VERSION, ProtocolError, ServerMessage};
-use crate::sfu::congestion::Carried;
+use crate::sfu::congestion::{Carried, Restart};
 use crate::sfu::participant::{ChatRefusal, Participant, Propagated};
 use crate::sfu::stats::EngineStats;
 
@@ -126,12 +126,13 @@ pub(super) fn on_event(
                 .iter()
                 .find(|t| t.kind == MediaKind::Video && t.mid() == Some(egress.mid))
                 .map(|t| t.written);
+            let mut restart = Restart::No;
             if let Some(written) = written {
                 let carried = Carried {
                     bytes: egress.bytes,
                     written,
                 };
-                p.egress_link.report(egress.mid, carried, egress.loss, now);
+                restart = p.egress_link.report(egress.mid, carried, egress.loss, now);
                 p.link_worse |= p
                     .egress_link
                     .ceiling(now)
@@ -139,7 +140,13 @@ pub(super) fn on_event(
             }
             let counts = [egress.nacks, egress.plis, egress.firs];
             stats.feedback_received(p.feedback_delta(egress.mid, egress.rid, counts));
-            None
+            let request = (restart == Restart::FromKeyframe)
+                .then(|| p.restart_video(egress.mid))
+                .flatten();
+            if request.is_some() {
+                stats.keyframes_for_loss.inc();
+            }
+            request
         }
         _ => None,
     }

@@ -184,9 +184,11 @@ impl Engine {
     /// each that fits; the estimator is asked to probe for what the best layers need.
     pub(super) fn choose_layers(&mut self, id: ParticipantId) {
         let now = self.now;
+        let mut full = false;
         let Some(estimate) = self.participants.get_mut(&id).and_then(|p| {
-            let ceiling = p.egress_link.ceiling(now).unwrap_or(u64::MAX);
-            let budget = p.estimate_bps.map(|e| e.min(ceiling));
+            let ceiling = p.egress_link.ceiling(now);
+            full = ceiling.is_some() || p.tracks_out.iter().any(|t| t.gate.held());
+            let budget = p.estimate_bps.map(|e| e.min(ceiling.unwrap_or(u64::MAX)));
             p.chosen_for_bps = budget;
             budget
         }) else {
@@ -227,7 +229,11 @@ impl Engine {
                 let layers = track.layers.capped(*cap);
                 desired += layers.wanted_bps(*cap, *congested);
                 sustain += layers.sustain_bps(*target, *congested);
-                aims.push(layers.aim(*target, share));
+                aims.push(if full {
+                    layers.aim_on_full_link(*target, share)
+                } else {
+                    layers.aim(*target, share)
+                });
             }
         }
         let Some(p) = self.participants.get_mut(&id) else {
