@@ -642,16 +642,18 @@ impl Participant {
             clock_rate: media.params.spec().clock_rate.get(),
             vp8: media.vp8,
         };
+        // A keyframe of this packet's layer, asked of its publisher.
+        let pli = |source_mid| Propagated::KeyframeRequest {
+            source,
+            source_mid,
+            rid: media.rid,
+            kind: KeyframeRequestKind::Pli,
+        };
         if media.kind == MediaKind::Video && !media.keyframe && track.rewriter.resumes(&incoming) {
             // Video the node held back (a stopped share) goes on from a keyframe: what follows
             // the pause cannot be decoded without what was held back, and the receiver would
             // only find that out and ask for a keyframe itself, a round trip later.
-            out.keyframe_request = Some(Propagated::KeyframeRequest {
-                source,
-                source_mid: track.source_mid,
-                rid: media.rid,
-                kind: KeyframeRequestKind::Pli,
-            });
+            out.keyframe_request = Some(pli(track.source_mid));
             return out;
         }
         let mut api = rtc.direct_api();
@@ -672,12 +674,7 @@ impl Participant {
                     out.hold_began = !was_held;
                     self.link_worse |= !was_held;
                     if keyframe_wanted {
-                        out.keyframe_request = Some(Propagated::KeyframeRequest {
-                            source,
-                            source_mid: track.source_mid,
-                            rid: media.rid,
-                            kind: KeyframeRequestKind::Pli,
-                        });
+                        out.keyframe_request = Some(pli(track.source_mid));
                     }
                     return out;
                 }
