@@ -184,13 +184,13 @@ impl Engine {
     /// each that fits; the estimator is asked to probe for what the best layers need.
     pub(super) fn choose_layers(&mut self, id: ParticipantId) {
         let now = self.now;
-        let mut full = false;
-        let Some(estimate) = self.participants.get_mut(&id).and_then(|p| {
+        let Some((estimate, full)) = self.participants.get_mut(&id).and_then(|p| {
             let ceiling = p.egress_link.ceiling(now);
-            full = ceiling.is_some() || p.tracks_out.iter().any(|t| t.gate.held());
             let budget = p.estimate_bps.map(|e| e.min(ceiling.unwrap_or(u64::MAX)));
             p.chosen_for_bps = budget;
-            budget
+            // A link that loses or holds back what the node sends: no band to stay in.
+            let full = ceiling.is_some() || p.tracks_out.iter().any(|t| t.gate.held());
+            Some((budget?, full))
         }) else {
             return;
         };

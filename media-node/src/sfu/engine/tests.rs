@@ -1057,7 +1057,7 @@ fn a_subscriber_whose_downlink_shrinks_steps_down_within_two_seconds_without_a_l
 /// pacer lets it grow to 2 s) and the picture would run seconds behind the call's sound.
 /// Instead the node holds the video back while the queue is deep and goes on from a fresh
 /// keyframe once it drains: the subscriber's picture moves on, in bursts, about a second
-/// behind at most.
+/// behind (under 2 s at worst).
 #[test]
 fn a_subscriber_whose_link_cannot_carry_the_only_encoding_sees_recent_frames_not_old_ones() {
     let (mut call, host, patient) = Call::visit(&[]);
