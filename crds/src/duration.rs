@@ -1,8 +1,9 @@
-//! Go durations (`10m`, `1h30m`) read into kube's `Duration` without its parser's panic:
+//! Go durations (`10m`, `1h30m`) read into kube's `Duration` without its parser's panics:
 //! kube-core 5 multiplies each part into a `std::time::Duration` with `mul_f64`, which panics on
-//! a value too large for one (`99999999999999999999h`), so a tenant or a node config holding one
-//! would take the operator or the node down. Durations longer than [`LONGEST`] are refused as
-//! errors before kube's parser sees them (found by the `node_config` fuzz target).
+//! a value too large for one (`99999999999999999999h`) and on a negative part after the first
+//! (`1h-5m`), so a tenant, a node config or a command line holding one would take the operator
+//! or the node down. Such durations are refused as errors before kube's parser sees them (found
+//! by the `node_config` fuzz target).
 
 use kube::core::Duration;
 use serde::{Deserialize, Deserializer};
@@ -10,14 +11,23 @@ use serde::{Deserialize, Deserializer};
 /// Far beyond any setting bedside has (the longest is a day), far within what kube can hold.
 pub const LONGEST: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// Parses a Go duration, refusing one longer than [`LONGEST`].
+/// Parses a Go duration, refusing one longer than [`LONGEST`] or with a negative part.
 pub fn parse(text: &str) -> Result<Duration, String> {
-    if !fits(text) {
-        return Err(format!(
-            "duration {:?} is longer than {} years; write it in minutes or hours, e.g. 15m or 4h",
-            shortened(text),
-            LONGEST.as_secs() / (365 * 24 * 3600)
-        ));
+    match check(text) {
+        Check::LeftToKube => {}
+        Check::TooLong => {
+            return Err(format!(
+                "duration {:?} is longer than {} years; write it in minutes or hours, e.g. 15m or 4h",
+                shortened(text),
+                LONGEST.as_secs() / (365 * 24 * 3600)
+            ));
+        }
+        Check::NegativePart => {
+            return Err(format!(
+                "duration {:?} has a negative part; only the whole duration may have a sign, e.g. 1h30m",
+                shortened(text)
+            ));
+        }
     }
     text.parse::<Duration>().map_err(|e| {
         format!(
@@ -33,36 +43,54 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
     parse(&text).map_err(serde::de::Error::custom)
 }
 
-/// Whether the sum of the parts, each a number and a unit, stays within [`LONGEST`]. What is
-/// not a number and a unit is left to kube's parser to refuse.
-fn fits(text: &str) -> bool {
+#[derive(Debug, PartialEq)]
+enum Check {
+    /// kube's parser either reads it safely or refuses it with an error.
+    LeftToKube,
+    TooLong,
+    NegativePart,
+}
+
+/// Walks the text part by part exactly as kube's parser does (a number is what comes before
+/// the next letter, a unit is the run of letters), stopping where kube would multiply a part
+/// that panics. Where kube would return an error first, the text is left to kube.
+fn check(text: &str) -> Check {
+    let mut rest = text.trim_start_matches('+').trim_start_matches('-');
     let mut total = 0f64;
-    let mut rest = text.trim_start_matches(['+', '-']);
-    while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (number, after) = rest.split_at(number_end);
+    while !rest.is_empty() && rest != "0" {
+        let Some(unit_start) = rest.find(char::is_alphabetic) else {
+            return Check::LeftToKube;
+        };
+        let (number, after) = rest.split_at(unit_start);
         let unit_end = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .find(|c: char| !c.is_alphabetic())
             .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_end);
-        let Ok(value) = number.parse::<f64>() else {
-            return true;
+        let (Ok(value), Some(seconds)) = (number.parse::<f64>(), unit_seconds(unit)) else {
+            return Check::LeftToKube;
         };
-        let seconds = match unit {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
-            "ns" => 1e-9,
-            _ => return true,
-        };
+        if value.is_sign_negative() && value != 0.0 {
+            return Check::NegativePart;
+        }
         total += value * seconds;
+        if !(total.is_finite() && total <= LONGEST.as_secs_f64()) {
+            return Check::TooLong;
+        }
         rest = next;
     }
-    total.is_finite() && total <= LONGEST.as_secs_f64()
+    Check::LeftToKube
+}
+
+fn unit_seconds(unit: &str) -> Option<f64> {
+    Some(match unit {
+        "h" => 3600.0,
+        "m" => 60.0,
+        "s" => 1.0,
+        "ms" => 1e-3,
+        "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
+        "ns" => 1e-9,
+        _ => return None,
+    })
 }
 
 fn shortened(text: &str) -> String {
@@ -92,6 +120,13 @@ mod tests {
             assert!(refused.contains("longer than 100 years"), "{refused}");
         }
         assert!(parse("1e400h").is_err());
+        // kube reads the unit as the run of letters, so the huge first part is multiplied
+        // before the bad text after it is seen.
+        let refused = parse("11111111111111111111111111111164m  auditHmac").expect_err("huge");
+        assert!(refused.contains("longer than 100 years"), "{refused}");
+        let refused = parse("1h-5m").expect_err("negative part");
+        assert!(refused.contains("negative part"), "{refused}");
+        assert!(parse("-0s").is_ok() && parse("1h-0m").is_ok());
         assert!(parse("fifteen minutes").is_err());
         assert!(parse("15x").is_err());
     }

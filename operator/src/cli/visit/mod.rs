@@ -74,7 +74,7 @@ struct CreateArgs {
     #[arg(long, default_value = "now")]
     start: String,
     /// How long it lasts, e.g. 30m or 1h15m (at most the tenant's maxDuration).
-    #[arg(long, default_value = "30m")]
+    #[arg(long, value_parser = bedside_crds::duration::parse, default_value = "30m")]
     duration: kube::core::Duration,
     /// The hosting practitioner: Practitioner/<id> or PractitionerRole/<id>.
     #[arg(long)]
@@ -92,10 +92,10 @@ struct CreateArgs {
     #[arg(long, value_name = "REFERENCE")]
     observer: Vec<String>,
     /// How long before the start the links open (at most 1h).
-    #[arg(long, default_value = "15m")]
+    #[arg(long, value_parser = bedside_crds::duration::parse, default_value = "15m")]
     opens_before: kube::core::Duration,
     /// How long after the end the links keep working (at most 1h).
-    #[arg(long, default_value = "15m")]
+    #[arg(long, value_parser = bedside_crds::duration::parse, default_value = "15m")]
     grace: kube::core::Duration,
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -371,4 +371,44 @@ fn text(visit: &IssuedVisit, tenant: &str) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn create(duration: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from([
+            "visit",
+            "create",
+            "--tenant",
+            "mercy",
+            "--host",
+            "Practitioner/1",
+            "--patient",
+            "Patient/2",
+            "--duration",
+            duration,
+        ])
+    }
+
+    #[test]
+    fn a_duration_too_long_or_with_a_negative_part_is_refused_with_a_message_not_a_panic() {
+        assert!(create("1h15m").is_ok());
+        for (bad, says) in [
+            ("99999999999999999999h", "longer than 100 years"),
+            ("1h-5m", "negative part"),
+            ("soon", "not a duration"),
+        ] {
+            let refused = create(bad).err().expect(bad).to_string();
+            assert!(refused.contains(says), "{bad}: {refused}");
+        }
+    }
 }
