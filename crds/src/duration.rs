@@ -13,22 +13,7 @@ pub const LONGEST: std::time::Duration = std::time::Duration::from_secs(100 * 36
 
 /// Parses a Go duration, refusing one longer than [`LONGEST`] or with a negative part.
 pub fn parse(text: &str) -> Result<Duration, String> {
-    match check(text) {
-        Check::LeftToKube => {}
-        Check::TooLong => {
-            return Err(format!(
-                "duration {:?} is longer than {} years; write it in minutes or hours, e.g. 15m or 4h",
-                shortened(text),
-                LONGEST.as_secs() / (365 * 24 * 3600)
-            ));
-        }
-        Check::NegativePart => {
-            return Err(format!(
-                "duration {:?} has a negative part; only the whole duration may have a sign, e.g. 1h30m",
-                shortened(text)
-            ));
-        }
-    }
+    check(text)?;
     text.parse::<Duration>().map_err(|e| {
         format!(
             "{:?} is not a duration like 15m or 4h: {e}",
@@ -43,23 +28,15 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
     parse(&text).map_err(serde::de::Error::custom)
 }
 
-#[derive(Debug, PartialEq)]
-enum Check {
-    /// kube's parser either reads it safely or refuses it with an error.
-    LeftToKube,
-    TooLong,
-    NegativePart,
-}
-
 /// Walks the text part by part exactly as kube's parser does (a number is what comes before
-/// the next letter, a unit is the run of letters), stopping where kube would multiply a part
-/// that panics. Where kube would return an error first, the text is left to kube.
-fn check(text: &str) -> Check {
+/// the next letter, a unit is the run of letters) and refuses it where kube would multiply a
+/// part that panics. Where kube would return an error first, the text is left to kube.
+fn check(text: &str) -> Result<(), String> {
     let mut rest = text.trim_start_matches('+').trim_start_matches('-');
     let mut total = 0f64;
     while !rest.is_empty() && rest != "0" {
         let Some(unit_start) = rest.find(char::is_alphabetic) else {
-            return Check::LeftToKube;
+            return Ok(());
         };
         let (number, after) = rest.split_at(unit_start);
         let unit_end = after
@@ -67,18 +44,25 @@ fn check(text: &str) -> Check {
             .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_end);
         let (Ok(value), Some(seconds)) = (number.parse::<f64>(), unit_seconds(unit)) else {
-            return Check::LeftToKube;
+            return Ok(());
         };
         if value.is_sign_negative() && value != 0.0 {
-            return Check::NegativePart;
+            return Err(format!(
+                "duration {:?} has a negative part; only the whole duration may have a sign, e.g. 1h30m",
+                shortened(text)
+            ));
         }
         total += value * seconds;
         if !(total.is_finite() && total <= LONGEST.as_secs_f64()) {
-            return Check::TooLong;
+            return Err(format!(
+                "duration {:?} is longer than {} years; write it in minutes or hours, e.g. 15m or 4h",
+                shortened(text),
+                LONGEST.as_secs() / (365 * 24 * 3600)
+            ));
         }
         rest = next;
     }
-    Check::LeftToKube
+    Ok(())
 }
 
 fn unit_seconds(unit: &str) -> Option<f64> {
