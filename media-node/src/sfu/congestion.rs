@@ -168,8 +168,10 @@ pub enum Gate {
     /// The first packet after a hold (a keyframe's): it starts the stream again.
     WriteAfterHold,
     /// Dropped before it is numbered, so the receiver sees no gap to ask for again.
-    /// `keyframe_wanted`: the queue has drained and the stream waits for a keyframe.
+    /// `began`: this packet began the hold. `keyframe_wanted`: the queue has drained and the
+    /// stream waits for a keyframe.
     Hold {
+        began: bool,
         keyframe_wanted: bool,
     },
 }
@@ -177,6 +179,7 @@ pub enum Gate {
 impl QueueGate {
     /// A video packet, the oldest packet in the stream's send queue having `waited`.
     pub fn admit(&mut self, waited: Duration, keyframe: bool) -> Gate {
+        let began = !self.held;
         if !self.held {
             if waited <= QUEUE_HOLD_ABOVE {
                 return Gate::Write;
@@ -185,6 +188,7 @@ impl QueueGate {
         }
         if waited >= QUEUE_RESUME_BELOW {
             return Gate::Hold {
+                began,
                 keyframe_wanted: false,
             };
         }
@@ -192,7 +196,9 @@ impl QueueGate {
             self.held = false;
             return Gate::WriteAfterHold;
         }
+        // A hold begins only past QUEUE_HOLD_ABOVE, so never here.
         Gate::Hold {
+            began: false,
             keyframe_wanted: true,
         }
     }
@@ -276,11 +282,19 @@ mod tests {
         let ms = Duration::from_millis;
         let mut g = QueueGate::default();
         assert_eq!(g.admit(ms(200), false), Gate::Write, "a keyframe's burst");
-        let hold = |keyframe_wanted| Gate::Hold { keyframe_wanted };
-        assert_eq!(g.admit(ms(450), false), hold(false));
+        let hold = |began, keyframe_wanted| Gate::Hold {
+            began,
+            keyframe_wanted,
+        };
+        assert_eq!(g.admit(ms(450), false), hold(true, false));
         assert!(g.held());
-        assert_eq!(g.admit(ms(250), true), hold(false), "still draining");
-        assert_eq!(g.admit(ms(50), false), hold(true), "drained: a keyframe");
+        assert_eq!(g.admit(ms(500), false), hold(false, false), "held already");
+        assert_eq!(g.admit(ms(250), true), hold(false, false), "still draining");
+        assert_eq!(
+            g.admit(ms(50), false),
+            hold(false, true),
+            "drained: a keyframe"
+        );
         assert_eq!(g.admit(ms(30), true), Gate::WriteAfterHold);
         assert_eq!(g.admit(ms(120), false), Gate::Write);
         assert!(!g.held());

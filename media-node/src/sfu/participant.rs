@@ -665,14 +665,16 @@ impl Participant {
                 .queue_info()
                 .and_then(|q| q.first_unsent())
                 .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-            let was_held = track.gate.held();
             match track.gate.admit(waited, media.keyframe) {
                 Gate::Write => {}
                 Gate::WriteAfterHold => track.rewriter.restart(),
-                Gate::Hold { keyframe_wanted } => {
+                Gate::Hold {
+                    began,
+                    keyframe_wanted,
+                } => {
                     // The link carries less than this layer: its layers are chosen again.
-                    out.hold_began = !was_held;
-                    self.link_worse |= !was_held;
+                    out.hold_began = began;
+                    self.link_worse |= began;
                     if keyframe_wanted {
                         out.keyframe_request = Some(pli(track.source_mid));
                     }
