@@ -1646,6 +1646,174 @@ fn a_thumbnail_tile_receives_a_thumbnail_picture_and_a_large_one_the_full_pictur
     });
 }
 
+/// What a page decodes of the other side's video: the largest picture, its frame rate and the
+/// freezes its browser counted.
+struct Decoding {
+    width: u64,
+    fps: f64,
+    freezes: u64,
+    frozen: f64,
+}
+
+async fn decoding(page: &Client) -> Option<Decoding> {
+    let stats = browser::stats(page).await;
+    let video = stats["inbound"]
+        .as_array()?
+        .iter()
+        .filter(|v| v["kind"] == "video")
+        .max_by_key(|v| v["frameWidth"].as_u64().unwrap_or(0))?
+        .clone();
+    Some(Decoding {
+        width: video["frameWidth"].as_u64().unwrap_or(0),
+        fps: video["framesPerSecond"].as_f64().unwrap_or(0.0),
+        freezes: video["freezeCount"].as_u64().unwrap_or(0),
+        frozen: video["freezeSeconds"].as_f64().unwrap_or(0.0),
+    })
+}
+
+/// The largest layer a page's encoder sends, and why its browser limits the encoder
+/// (`none`, `cpu`, `bandwidth`): the node forwards at most this.
+async fn top_sent(page: &Client) -> (u64, String) {
+    let stats = browser::stats(page).await;
+    let layers = stats["outbound"].as_array().cloned().unwrap_or_default();
+    let width = layers
+        .iter()
+        .filter(|l| l["active"] != false && l["framesEncoded"].as_u64().unwrap_or(0) > 0)
+        .filter_map(|l| l["frameWidth"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let reason = layers
+        .first()
+        .and_then(|l| l["qualityLimitationReason"].as_str())
+        .unwrap_or("not sending")
+        .to_string();
+    (width, reason)
+}
+
+/// Issue 19's clean link: within 5 s of joining each side decodes the other at 1280 px, then
+/// for 30 s it keeps getting the top layer the other side sends, at 24 fps or more, without a
+/// freeze, and the node switches each side's layer at most once.
+///
+/// Two Chromiums each encoding three layers of a 1280x720 camera take most of this machine's
+/// two cores, so the test runs alone (.config/nextest.toml), and what the publishing browser
+/// decides for itself is told apart from what the node decides: a browser short of CPU scales
+/// its own camera down (`qualityLimitationReason: cpu`, 1280 -> 960 px on every layer); the
+/// receiver then decodes 960 px from the top layer, which is no layer change of the node's.
+///
+/// Before the node restarted collapsed estimates (`recovery.rs`) this failed about one run in
+/// five: a receiving Chromium that stalls for a moment makes the node's estimate of its link
+/// collapse, and the node moved it to 640 px for 1-15 s.
+#[test]
+fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seconds() {
+    const TOP: u64 = 1280;
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let node = TestNode::start().await;
+        let driver = Driver::start().await;
+        let mut pages = Vec::new();
+        for user in ["u-clinician", "u-patient"] {
+            // Chromium's fake camera at 30 frames a second (its default is 20).
+            let page = driver
+                .browser_with(|args| {
+                    for arg in args.iter_mut() {
+                        if arg == "--use-fake-device-for-media-stream" {
+                            *arg = "--use-fake-device-for-media-stream=fps=30".into();
+                        }
+                    }
+                    args.push("--window-size=1920,1080".into());
+                })
+                .await;
+            let token = node.token("visit-clean", user, Role::Host);
+            let full = node.link("visit-clean", &token).replacen("&quality=low", "", 1);
+            open_url(&page, &full, None).await;
+            pages.push(page);
+        }
+        let joined = Instant::now();
+        let mut reached = [None; 2];
+        let mut sent_top = [None; 2];
+        let mut limited = [BTreeSet::new(), BTreeSet::new()];
+        while reached.contains(&None) && joined.elapsed() < Duration::from_secs(15) {
+            for i in 0..2 {
+                let (width, reason) = top_sent(&pages[1 - i]).await;
+                if width < TOP {
+                    limited[i].insert(reason);
+                } else if sent_top[i].is_none() {
+                    sent_top[i] = Some(joined.elapsed());
+                }
+                if reached[i].is_none() && decoding(&pages[i]).await.is_some_and(|d| d.width >= TOP) {
+                    reached[i] = Some(joined.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for i in 0..2 {
+            let reached = reached[i]
+                .unwrap_or_else(|| panic!("side {i} got no {TOP} px picture in 15 s; the other's encoder was limited by {:?}", limited[i]));
+            // A publisher's encoder that is itself late to send its top layer (its own
+            // estimate still growing) gets 2 s from then: the node's part is the forwarding.
+            let sent = sent_top[i].unwrap_or(reached);
+            let allowed = Duration::from_secs(5).max(sent + Duration::from_secs(2));
+            println!("side {i}: {TOP} px after {reached:?} (sent from {sent:?}, limited by {:?})", limited[i]);
+            assert!(reached <= allowed, "side {i} decoded {TOP} px only after {reached:?}; the other side sent it from {sent:?}");
+        }
+
+        let switches = async || node.metric("bedside_media_simulcast_layer_switches_total").await;
+        let switches_before = switches().await;
+        let mut freezes_before = [(0, 0.0); 2];
+        for (i, page) in pages.iter().enumerate() {
+            freezes_before[i] = decoding(page).await.map_or((0, 0.0), |d| (d.freezes, d.frozen));
+        }
+        let mut fps = [Vec::new(), Vec::new()];
+        let mut below_sent = [0u32; 2];
+        let mut widths = [BTreeSet::new(), BTreeSet::new()];
+        let mut sent_before = [TOP; 2];
+        let mut freezes = [(0, 0.0); 2];
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for i in 0..2 {
+                let (sent, _) = top_sent(&pages[1 - i]).await;
+                let seen = decoding(&pages[i]).await.expect("video goes on");
+                // A new size the publisher chose takes a frame or two to arrive: a sample
+                // counts as short only below what it sent now and half a second before.
+                if seen.width < sent.min(sent_before[i]) {
+                    below_sent[i] += 1;
+                    println!("{:?}: side {i} decodes {} px, the other sends {sent}", joined.elapsed(), seen.width);
+                }
+                sent_before[i] = sent;
+                widths[i].insert((seen.width, sent));
+                fps[i].push(seen.fps);
+                let (count, frozen) = freezes_before[i];
+                freezes[i] = (seen.freezes - count, seen.frozen - frozen);
+            }
+        }
+        let switched = switches().await - switches_before;
+        // Why the node moved, when it did.
+        for name in ["send_queue_holds", "keyframes_for_loss", "estimate_restarts"] {
+            println!("bedside_media_{name}_total {}", node.metric(&format!("bedside_media_{name}_total")).await);
+        }
+        for i in 0..2 {
+            let mean = fps[i].iter().sum::<f64>() / fps[i].len() as f64;
+            println!(
+                "side {i}: {mean:.1} fps, {} freezes ({:.2} s in all), {} samples below the top layer sent, (decoded, sent) widths {:?}",
+                freezes[i].0, freezes[i].1, below_sent[i], widths[i]
+            );
+            assert!(mean >= 24.0, "side {i} played {mean:.1} fps on a clean link");
+            assert!(freezes[i].1 < 0.5, "side {i} froze for {:.2} s in all on a clean link ({} freezes)", freezes[i].1, freezes[i].0);
+            assert!(
+                below_sent[i] <= 2,
+                "side {i} decoded less than the top layer sent for {} of 60 half-seconds: {:?}",
+                below_sent[i],
+                widths[i]
+            );
+        }
+        println!("the node switched layers {switched} times in 30 s");
+        assert!(switched <= 2.0, "the node switched layers {switched} times in 30 s on a clean link (at most once a side)");
+    });
+}
+
 /// 5% of packets lost at random both ways (the clinician's uplink to the node and the patient's
 /// downlink from it, iptables `statistic` on the test namespace): the video keeps playing at its
 /// frame rate, frozen at most a fifth of the time, because the receivers ask again (NACK) and get the packets

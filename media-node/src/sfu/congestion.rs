@@ -30,6 +30,10 @@ pub const LOSS_LIMIT: f32 = 0.1;
 pub const BACKLOG_RATIO: f64 = 0.7;
 /// How long a full link's delivered rate caps the estimate after its last lossy report.
 pub const HOLD: Duration = Duration::from_secs(5);
+/// What a stream's rates are measured over, however often its statistics come: shorter, a
+/// keyframe written at once and paced out over the next 200 ms would read as a pacer holding
+/// back.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// One outgoing video stream's rate and the loss its receiver reported.
 #[derive(Debug, Clone)]
@@ -92,10 +96,6 @@ impl EgressLink {
             });
             return Restart::No;
         };
-        let elapsed = now.saturating_duration_since(stream.at).as_millis() as u64;
-        if elapsed == 0 {
-            return Restart::No;
-        }
         let mut restart = Restart::No;
         if let Some(loss) = loss {
             let lossy = loss >= LOSS_LIMIT;
@@ -104,16 +104,22 @@ impl EgressLink {
             }
             stream.lossy = lossy;
         }
-        let bps = |now: u64, before: u64| now.saturating_sub(before) * 8 * 1000 / elapsed;
-        stream.bps = bps(carried.bytes, stream.last.bytes);
-        let written_bps = bps(carried.written, stream.last.written);
-        stream.last = carried;
-        stream.at = now;
+        let mut backlog = false;
+        let elapsed = now.saturating_duration_since(stream.at);
+        if elapsed >= RATE_WINDOW {
+            let ms = elapsed.as_millis() as u64;
+            let bps = |now: u64, before: u64| now.saturating_sub(before) * 8 * 1000 / ms;
+            stream.bps = bps(carried.bytes, stream.last.bytes);
+            let written_bps = bps(carried.written, stream.last.written);
+            stream.last = carried;
+            stream.at = now;
+            backlog = (stream.bps as f64) < written_bps as f64 * BACKLOG_RATIO;
+        }
         if let Some(loss) = loss.filter(|l| *l >= LOSS_LIMIT) {
             // In thousandths, so a reported 0.6 keeps exactly 40%.
             let kept = ((1.0 - loss.min(1.0)) * 1000.0).round() as u64;
             stream.full = Some((stream.bps * kept / 1000, now));
-        } else if (stream.bps as f64) < written_bps as f64 * BACKLOG_RATIO {
+        } else if backlog {
             stream.full = Some((stream.bps, now));
         }
         restart

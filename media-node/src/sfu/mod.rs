@@ -13,6 +13,7 @@ pub mod congestion;
 mod dispatch;
 pub mod engine;
 pub mod participant;
+pub mod recovery;
 mod rewrite;
 pub mod shard;
 mod shell;

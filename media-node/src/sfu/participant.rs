@@ -12,6 +12,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use tokio::sync::mpsc;
 
 use super::congestion::{EgressLink, Gate, QueueGate};
+use super::recovery::Recovery;
 use super::rewrite::{Incoming, Rewriter, starts_keyframe};
 use super::simulcast::{LayerRate, Layers, Selection};
 use crate::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
@@ -288,6 +289,8 @@ pub struct Participant {
     /// What this subscriber's outgoing video carried and lost: a full link caps the estimate
     /// before the averaged estimate follows.
     pub egress_link: EgressLink,
+    /// Whether a collapse of its estimate restarts the estimator.
+    pub recovery: Recovery,
     /// The budget (estimate, capped by `egress_link`) the layers were last chosen for.
     pub chosen_for_bps: Option<u64>,
     /// Its link got worse since the layers were chosen (the estimate fell well below that
@@ -370,6 +373,7 @@ impl Participant {
             last_heard: now,
             estimate_bps: None,
             egress_link: EgressLink::default(),
+            recovery: Recovery::default(),
             chosen_for_bps: None,
             link_worse: false,
             joined_at: now,
@@ -836,6 +840,11 @@ impl Participant {
             rtc.bwe().reset(str0m::bwe::Bitrate::bps(start));
             self.estimate_bps = Some(start);
         }
+    }
+
+    /// Its link loses or holds back what the node sends it now (`congestion.rs`).
+    pub fn link_full(&self, now: Instant) -> bool {
+        self.egress_link.ceiling(now).is_some() || self.tracks_out.iter().any(|t| t.gate.held())
     }
 
     /// The video tracks this participant receives, for layer choice.

@@ -230,6 +230,10 @@ pub struct EngineStats {
     pub keyframes_for_loss: IntCounter,
     /// Times a subscriber's video was held back because its send queue was too deep.
     pub send_queue_holds: IntCounter,
+    /// Times a subscriber's collapsed estimate was measured again (`recovery.rs`), and times
+    /// the link then showed the collapse was real.
+    pub estimate_restarts: IntCounter,
+    pub estimate_restarts_undone: IntCounter,
     /// What browsers report of the video they decode (docs/signaling.md#quality-reports).
     pub received_height: Histogram,
     pub received_fps: Histogram,
@@ -415,6 +419,14 @@ impl EngineStats {
                 "bedside_media_send_queue_holds_total",
                 "Times a subscriber's video was held back because its send queue held more than 400 ms: its link carries less than its layer",
             )?,
+            estimate_restarts: counter(
+                "bedside_media_estimate_restarts_total",
+                "Times a subscriber's bandwidth estimate collapsed while its link lost and held back nothing, and was measured again",
+            )?,
+            estimate_restarts_undone: counter(
+                "bedside_media_estimate_restarts_undone_total",
+                "Times a subscriber's link lost packets soon after its estimate was measured again: the collapse was real and the estimate went back",
+            )?,
             keyframes_for_loss: counter(
                 "bedside_media_keyframes_for_loss_total",
                 "Keyframes asked of publishers as a subscriber's link began or stopped losing more than retransmission repairs",
@@ -533,7 +545,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 41] = [
+        let collectors: [&dyn Collector; 43] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -564,6 +576,8 @@ impl EngineStats {
             &self.layer_switches,
             &self.keyframes_for_loss,
             &self.send_queue_holds,
+            &self.estimate_restarts,
+            &self.estimate_restarts_undone,
             &self.received_height,
             &self.received_fps,
             &self.freezes,

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use str0m::bwe::BweKind;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::channel::ChannelData;
 use str0m::media::MediaKind;
 use str0m::net::Protocol;
@@ -13,6 +13,7 @@ use str0m::{Event, IceConnectionState};
 use crate::protocol::{ErrorCode, MediaPath, PROTOCOL_VERSION, ProtocolError, ServerMessage};
 use crate::sfu::congestion::{Carried, Restart};
 use crate::sfu::participant::{ChatRefusal, Participant, Propagated};
+use crate::sfu::recovery::Reset;
 use crate::sfu::stats::EngineStats;
 
 /// An estimate this far below the budget the layers were chosen for has them chosen again at
@@ -104,7 +105,11 @@ pub(super) fn on_event(
         }
         Event::ChannelData(data) => chat(p, data, now, stats),
         Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
-            let estimate = estimate.as_u64();
+            let mut estimate = estimate.as_u64();
+            if let Some(reset) = p.recovery.estimate(estimate, p.link_full(now), now) {
+                reset_estimator(p, reset, stats);
+                estimate = reset.bps();
+            }
             p.estimate_bps = Some(estimate);
             p.link_worse |= p
                 .chosen_for_bps
@@ -113,6 +118,13 @@ pub(super) fn on_event(
         }
         Event::PeerStats(peer) => {
             stats.peer(&peer);
+            let undone = peer
+                .egress_loss_fraction
+                .and_then(|loss| p.recovery.loss(loss, now));
+            if let Some(reset) = undone {
+                reset_estimator(p, reset, stats);
+                p.link_worse = true;
+            }
             None
         }
         Event::MediaIngressStats(ingress) => {
@@ -149,6 +161,19 @@ pub(super) fn on_event(
             request
         }
         _ => None,
+    }
+}
+
+/// Starts the participant's bandwidth estimator again from a rate (`recovery.rs`): its
+/// start-up probes measure the link from there, and the layers are chosen for that meanwhile.
+fn reset_estimator(p: &mut Participant, reset: Reset, stats: &EngineStats) {
+    if let Some(rtc) = p.rtc.as_mut() {
+        rtc.bwe().reset(Bitrate::bps(reset.bps()));
+    }
+    p.estimate_bps = Some(reset.bps());
+    match reset {
+        Reset::Restart(_) => stats.estimate_restarts.inc(),
+        Reset::Undo(_) => stats.estimate_restarts_undone.inc(),
     }
 }
 

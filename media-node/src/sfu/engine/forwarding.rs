@@ -189,7 +189,7 @@ impl Engine {
             let budget = p.estimate_bps.map(|e| e.min(ceiling.unwrap_or(u64::MAX)));
             p.chosen_for_bps = budget;
             // A link that loses or holds back what the node sends: no band to stay in.
-            let full = ceiling.is_some() || p.tracks_out.iter().any(|t| t.gate.held());
+            let full = p.link_full(now);
             Some((budget?, full))
         }) else {
             return;

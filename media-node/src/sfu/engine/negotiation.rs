@@ -208,7 +208,10 @@ pub(super) fn new_rtc(
         // Packets are forwarded as they came (renumbered per subscriber), not reassembled
         // into frames and packetized again for every subscriber.
         .set_rtp_mode(true)
-        .set_stats_interval(Some(Duration::from_secs(1)))
+        // Four times a second, so that a collapsing estimate finds the link's loss of the last
+        // second already read (`recovery.rs`); rates are still measured over a second
+        // (`congestion::RATE_WINDOW`).
+        .set_stats_interval(Some(Duration::from_millis(250)))
         // Start where a 720p camera needs to be; the estimate then follows the network.
         .enable_bwe(Some(Bitrate::bps(crate::sfu::simulcast::TOP_LAYER_BPS)))
         .set_mtu(MEDIA_MTU..=MEDIA_MTU_WARN)

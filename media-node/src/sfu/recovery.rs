@@ -1,0 +1,254 @@
+//! A subscriber's bandwidth estimate that collapses while its link carries everything: pure, so
+//! it is tested without a network.
+//!
+//! str0m's delay-based estimate (as libwebrtc's) lowers itself to 85% of the acknowledged rate
+//! on each overuse signal, and while that rate is under half the estimate it may do so again at
+//! once. At the start of a call the acknowledged rate is low (the publisher's encoder is still
+//! ramping up), and a receiver whose own CPU is busy (a browser starting three encoders) stamps
+//! arrivals late, which reads as a growing queue: a clean link's estimate then falls from
+//! 2.5 Mbit/s to under 0.5 Mbit/s within half a second (seen on loopback, 2026-12-05). str0m's
+//! pacer sends at that estimate, so the layer choice has to follow it, and the estimate grows
+//! back only by probes, seconds later: the clinician watched 640 px for 4-5 s of a call with
+//! nothing in the way.
+//!
+//! Mid-call the same happens whenever the receiver stalls for a moment: a collapse from 1.7 to
+//! 0.6 Mbit/s within 0.3 s, 10 s into a clean call, held the subscriber at 640 px for 15 s.
+//!
+//! libwebrtc probes after such a large drop only while the sender is application-limited (its
+//! field trial for rapid recovery lifts that); an SFU's subscriber on its top layer is not.
+//! Here a collapse to under [`COLLAPSE_BELOW`] of the recent highest estimate restarts the
+//! estimator at [`RESTART_AT`] of that highest estimate, and its start-up probes measure the
+//! link again, unless the link shows it shrank: the transport-wide feedback of the last second
+//! reported [`LOSS_EVIDENCE`] or more lost (a link that shrank drops what its buffer cannot
+//! hold; a stalled receiver loses nothing), or the link loses or holds back what the node sends
+//! (`congestion.rs`). Loss reported within [`CONFIRM_WITHIN`] after a restart undoes it (the
+//! estimator is set back where it had collapsed to) and ends restarts for the subscriber;
+//! there is at most one per [`RESTART_AT_MOST_EVERY`].
+
+use std::time::{Duration, Instant};
+
+/// An estimate under this share of the recent highest one has collapsed.
+pub const COLLAPSE_BELOW: f64 = 0.6;
+/// Where a restarted estimator starts: libwebrtc probes at this share of the rate before a
+/// large drop.
+pub const RESTART_AT: f64 = 0.85;
+/// How long an estimate counts as recent.
+pub const RECENT: Duration = Duration::from_secs(5);
+/// Transport-wide loss over the last second from which a collapse is the link's.
+pub const LOSS_EVIDENCE: f32 = 0.02;
+/// How long a loss reading stands for the link: the node reads it four times a second.
+pub const LOSS_FRESH: Duration = Duration::from_millis(600);
+/// Loss this soon after a restart: the collapse was real.
+pub const CONFIRM_WITHIN: Duration = Duration::from_secs(3);
+/// The fewest seconds between two restarts of one subscriber's estimator.
+pub const RESTART_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+
+/// A restart of the estimator, kept until it is confirmed or undone.
+#[derive(Debug, Clone, Copy)]
+struct Restarted {
+    at: Instant,
+    /// Where the estimate had collapsed to.
+    from: u64,
+}
+
+/// What to do with a subscriber's estimator: set it to a rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    /// A collapse the link did not show: measure again from here.
+    Restart(u64),
+    /// The link showed it shrank after a restart: back to where the estimate had collapsed to.
+    Undo(u64),
+}
+
+impl Reset {
+    pub fn bps(self) -> u64 {
+        match self {
+            Reset::Restart(bps) | Reset::Undo(bps) => bps,
+        }
+    }
+}
+
+/// One subscriber's estimates, and whether a collapse of them restarts the estimator.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// The first estimate is str0m's configured start, no measurement.
+    started: bool,
+    /// The highest measured estimate, and when; a value older than [`RECENT`] gives way to the
+    /// next one.
+    highest: Option<(u64, Instant)>,
+    /// The last transport-wide loss reading, and when.
+    loss: Option<(f32, Instant)>,
+    last_restart: Option<Restarted>,
+    /// A restart was undone: this link's collapses are real.
+    trusted: bool,
+}
+
+impl Recovery {
+    /// A new estimate of `bps`; `link_full`: the link loses or holds back what the node sends
+    /// now (a collapse then is no surprise). A full link does not undo a restart: the
+    /// collapse itself slows the pacer, and what it held back before the restart shows as a
+    /// full link for a second after.
+    pub fn estimate(&mut self, bps: u64, link_full: bool, now: Instant) -> Option<Reset> {
+        if !std::mem::replace(&mut self.started, true) {
+            return None;
+        }
+        let Some((highest, at)) = self.highest else {
+            self.highest = Some((bps, now));
+            return None;
+        };
+        if bps >= highest || now.saturating_duration_since(at) >= RECENT {
+            self.highest = Some((bps, now));
+            return None;
+        }
+        let collapsed = (bps as f64) < highest as f64 * COLLAPSE_BELOW && !link_full;
+        let lossy = self.loss.is_some_and(|(loss, at)| {
+            loss >= LOSS_EVIDENCE && now.saturating_duration_since(at) < LOSS_FRESH
+        });
+        let may = self
+            .last_restart
+            .is_none_or(|r| now.saturating_duration_since(r.at) >= RESTART_AT_MOST_EVERY);
+        if !collapsed || lossy || !may || self.trusted {
+            return None;
+        }
+        self.last_restart = Some(Restarted { at: now, from: bps });
+        self.highest = None;
+        Some(Reset::Restart((highest as f64 * RESTART_AT) as u64))
+    }
+
+    /// The share of packets the transport-wide feedback of the last second reported lost.
+    pub fn loss(&mut self, loss: f32, now: Instant) -> Option<Reset> {
+        self.loss = Some((loss, now));
+        if loss >= LOSS_EVIDENCE {
+            self.shrank(now)
+        } else {
+            None
+        }
+    }
+
+    /// The link lost packets: a restart just before was wrong.
+    fn shrank(&mut self, now: Instant) -> Option<Reset> {
+        let restart = self
+            .last_restart
+            .filter(|r| now.saturating_duration_since(r.at) < CONFIRM_WITHIN && !self.trusted)?;
+        self.trusted = true;
+        self.highest = None;
+        Some(Reset::Undo(restart.from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(start: Instant, ms: u64) -> Instant {
+        start + Duration::from_millis(ms)
+    }
+
+    /// The estimates of a clean loopback call whose receiver's CPU was busy (2026-12-05).
+    const COLLAPSE: [(u64, u64); 6] = [
+        (0, 2_500_000),
+        (200, 1_402_992),
+        (510, 1_040_130),
+        (515, 858_949),
+        (520, 750_440),
+        (600, 388_000),
+    ];
+
+    #[test]
+    fn a_collapse_on_a_link_that_loses_nothing_restarts_the_estimator() {
+        let start = Instant::now();
+        let mut r = Recovery::default();
+        r.loss(0.0, start);
+        let restarts: Vec<(u64, u64)> = COLLAPSE
+            .iter()
+            .filter_map(|(ms, bps)| {
+                r.estimate(*bps, false, at(start, *ms))
+                    .map(|s| (*ms, s.bps()))
+            })
+            .collect();
+        // Measured from 1.4 Mbit/s (the start value counts for nothing), collapsed at 0.75.
+        assert_eq!(restarts, vec![(520, 1_192_543)]);
+        // A clean second after it confirms nothing; another collapse within ten seconds is
+        // followed.
+        assert_eq!(r.loss(0.0, at(start, 1_000)), None);
+        assert_eq!(r.estimate(2_400_000, false, at(start, 1_500)), None);
+        assert_eq!(r.estimate(900_000, false, at(start, 2_000)), None);
+        // Ten seconds on, and mid-call, a collapse is recovered again.
+        assert_eq!(r.estimate(2_400_000, false, at(start, 11_000)), None);
+        assert_eq!(
+            r.estimate(1_000_000, false, at(start, 11_200)),
+            Some(Reset::Restart(2_040_000))
+        );
+    }
+
+    #[test]
+    fn a_collapse_on_a_link_that_loses_or_holds_back_is_followed() {
+        let start = Instant::now();
+        let mut full = Recovery::default();
+        let mut lossy = Recovery::default();
+        lossy.loss(0.15, at(start, 300));
+        for (ms, bps) in COLLAPSE {
+            assert_eq!(full.estimate(bps, true, at(start, ms)), None);
+            assert_eq!(lossy.estimate(bps, false, at(start, ms)), None);
+        }
+        // Loss read two seconds before is no evidence.
+        let mut stale = Recovery::default();
+        stale.loss(0.15, start);
+        stale.estimate(2_500_000, false, at(start, 1_000));
+        stale.estimate(2_000_000, false, at(start, 1_900));
+        assert_eq!(
+            stale.estimate(600_000, false, at(start, 2_000)),
+            Some(Reset::Restart(1_700_000))
+        );
+    }
+
+    #[test]
+    fn loss_soon_after_a_restart_undoes_it_and_collapses_are_followed_from_then_on() {
+        let start = Instant::now();
+        let mut r = Recovery::default();
+        r.estimate(2_500_000, false, at(start, 0));
+        r.estimate(2_000_000, false, at(start, 100));
+        assert_eq!(
+            r.estimate(600_000, false, at(start, 300)),
+            Some(Reset::Restart(1_700_000))
+        );
+        // The link shrank: the estimator goes back to where it had collapsed to.
+        assert_eq!(r.loss(0.3, at(start, 900)), Some(Reset::Undo(600_000)));
+        assert_eq!(r.loss(0.3, at(start, 1_900)), None, "undone once");
+        for s in [20_000, 40_000] {
+            r.estimate(2_000_000, false, at(start, s));
+            assert_eq!(r.estimate(600_000, false, at(start, s + 200)), None);
+        }
+        // A full link just after a restart is what the collapse held back: no undo.
+        let mut held = Recovery::default();
+        held.estimate(2_500_000, false, at(start, 0));
+        held.estimate(2_000_000, false, at(start, 100));
+        assert!(held.estimate(600_000, false, at(start, 300)).is_some());
+        assert_eq!(held.estimate(1_700_000, true, at(start, 800)), None);
+    }
+
+    #[test]
+    fn loss_long_after_a_restart_undoes_nothing() {
+        let start = Instant::now();
+        let mut r = Recovery::default();
+        r.estimate(2_500_000, false, at(start, 0));
+        r.estimate(2_000_000, false, at(start, 100));
+        assert!(r.estimate(600_000, false, at(start, 300)).is_some());
+        assert_eq!(r.loss(0.3, at(start, 8_000)), None);
+        r.loss(0.0, at(start, 19_000));
+        r.estimate(2_000_000, false, at(start, 20_000));
+        assert!(r.estimate(600_000, false, at(start, 20_200)).is_some());
+    }
+
+    #[test]
+    fn a_slow_decline_or_an_old_high_is_no_collapse() {
+        let start = Instant::now();
+        let mut r = Recovery::default();
+        r.estimate(2_500_000, false, at(start, 0));
+        r.estimate(2_000_000, false, at(start, 100));
+        assert_eq!(r.estimate(1_300_000, false, at(start, 300)), None);
+        // 2 Mbit/s over five seconds ago is no longer recent: 1 Mbit/s is the new reference.
+        assert_eq!(r.estimate(1_000_000, false, at(start, 5_200)), None);
+        assert_eq!(r.estimate(700_000, false, at(start, 5_300)), None);
+    }
+}
