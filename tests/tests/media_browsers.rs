@@ -1576,6 +1576,31 @@ fn browsers_that_may_reach_only_the_relay_over_tls_hold_the_call_through_it() {
     });
 }
 
+/// A clinician's and a patient's page in `room` at full quality (not the test pages' small
+/// picture), each in a desktop-size window whose tiles are large enough for the full picture;
+/// `edit` changes each Chromium's flags.
+async fn two_full_size_pages(
+    driver: &Driver,
+    node: &TestNode,
+    room: &str,
+    edit: impl Fn(&mut Vec<String>),
+) -> Vec<Client> {
+    let mut pages = Vec::new();
+    for user in ["u-clinician", "u-patient"] {
+        let page = driver
+            .browser_with(|args| {
+                edit(args);
+                args.push("--window-size=1920,1080".into());
+            })
+            .await;
+        let token = node.token(room, user, Role::Host);
+        let full = node.link(room, &token).replacen("&quality=low", "", 1);
+        open_url(&page, &full, None).await;
+        pages.push(page);
+    }
+    pages
+}
+
 /// A tile shrunk to a thumbnail gets a thumbnail's picture: the patient's browser says how
 /// large it shows the clinician (`view`), and the node sends the lowest simulcast layer
 /// (320 px of the 1280 px camera) however much bandwidth there is; grown again, the picture
@@ -1589,17 +1614,7 @@ fn a_thumbnail_tile_receives_a_thumbnail_picture_and_a_large_one_the_full_pictur
     netns.run(|| async {
         let node = TestNode::start().await;
         let driver = Driver::start().await;
-        let mut browsers = Vec::new();
-        for user in ["u-clinician", "u-patient"] {
-            // A desktop screen: tiles large enough for the full picture.
-            let client = driver
-                .browser_with(|args| args.push("--window-size=1920,1080".into()))
-                .await;
-            let token = node.token("visit-tiles", user, Role::Host);
-            let full = node.link("visit-tiles", &token).replacen("&quality=low", "", 1);
-            open_url(&client, &full, None).await;
-            browsers.push(client);
-        }
+        let browsers = two_full_size_pages(&driver, &node, "visit-tiles", |_| {}).await;
         each_decodes_video(&browsers, "each other's video").await;
         let width = async || -> u64 {
             let stats = browser::stats(&browsers[1]).await;
@@ -1713,24 +1728,15 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
     netns.run(|| async {
         let node = TestNode::start().await;
         let driver = Driver::start().await;
-        let mut pages = Vec::new();
-        for user in ["u-clinician", "u-patient"] {
-            // Chromium's fake camera at 30 frames a second (its default is 20).
-            let page = driver
-                .browser_with(|args| {
-                    for arg in args.iter_mut() {
-                        if arg == "--use-fake-device-for-media-stream" {
-                            *arg = "--use-fake-device-for-media-stream=fps=30".into();
-                        }
-                    }
-                    args.push("--window-size=1920,1080".into());
-                })
-                .await;
-            let token = node.token("visit-clean", user, Role::Host);
-            let full = node.link("visit-clean", &token).replacen("&quality=low", "", 1);
-            open_url(&page, &full, None).await;
-            pages.push(page);
-        }
+        // Chromium's fake camera at 30 frames a second (its default is 20).
+        let pages = two_full_size_pages(&driver, &node, "visit-clean", |args| {
+            for arg in args.iter_mut() {
+                if arg == "--use-fake-device-for-media-stream" {
+                    *arg = "--use-fake-device-for-media-stream=fps=30".into();
+                }
+            }
+        })
+        .await;
         let joined = Instant::now();
         let mut reached = [None; 2];
         let mut sent_top = [None; 2];

@@ -154,6 +154,18 @@ mod tests {
         (600, 388_000),
     ];
 
+    /// From 2 Mbit/s to 0.6 within 200 ms, on a link that lost nothing: restarted.
+    fn restarted(start: Instant) -> Recovery {
+        let mut r = Recovery::default();
+        r.estimate(2_500_000, false, at(start, 0));
+        r.estimate(2_000_000, false, at(start, 100));
+        assert_eq!(
+            r.estimate(600_000, false, at(start, 300)),
+            Some(Reset::Restart(1_700_000))
+        );
+        r
+    }
+
     #[test]
     fn a_collapse_on_a_link_that_loses_nothing_restarts_the_estimator() {
         let start = Instant::now();
@@ -205,13 +217,7 @@ mod tests {
     #[test]
     fn loss_soon_after_a_restart_undoes_it_and_collapses_are_followed_from_then_on() {
         let start = Instant::now();
-        let mut r = Recovery::default();
-        r.estimate(2_500_000, false, at(start, 0));
-        r.estimate(2_000_000, false, at(start, 100));
-        assert_eq!(
-            r.estimate(600_000, false, at(start, 300)),
-            Some(Reset::Restart(1_700_000))
-        );
+        let mut r = restarted(start);
         // The link shrank: the estimator goes back to where it had collapsed to.
         assert_eq!(r.loss(0.3, at(start, 900)), Some(Reset::Undo(600_000)));
         assert_eq!(r.loss(0.3, at(start, 1_900)), None, "undone once");
@@ -220,20 +226,14 @@ mod tests {
             assert_eq!(r.estimate(600_000, false, at(start, s + 200)), None);
         }
         // A full link just after a restart is what the collapse held back: no undo.
-        let mut held = Recovery::default();
-        held.estimate(2_500_000, false, at(start, 0));
-        held.estimate(2_000_000, false, at(start, 100));
-        assert!(held.estimate(600_000, false, at(start, 300)).is_some());
+        let mut held = restarted(start);
         assert_eq!(held.estimate(1_700_000, true, at(start, 800)), None);
     }
 
     #[test]
     fn loss_long_after_a_restart_undoes_nothing() {
         let start = Instant::now();
-        let mut r = Recovery::default();
-        r.estimate(2_500_000, false, at(start, 0));
-        r.estimate(2_000_000, false, at(start, 100));
-        assert!(r.estimate(600_000, false, at(start, 300)).is_some());
+        let mut r = restarted(start);
         assert_eq!(r.loss(0.3, at(start, 8_000)), None);
         r.loss(0.0, at(start, 19_000));
         r.estimate(2_000_000, false, at(start, 20_000));
