@@ -321,4 +321,24 @@ mod tests {
         e.report(video, sent(335_000, 500_000), Some(0.0), at(2));
         assert_eq!(e.ceiling(at(2)), Some(600_000));
     }
+
+    #[test]
+    fn statistics_four_times_a_second_still_measure_rates_over_a_second() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let video = Mid::from("1");
+        let mut e = EgressLink::default();
+        let sent = |bytes: u64, written: u64| Carried { bytes, written };
+        e.report(video, sent(0, 0), None, at(0));
+        // A 60 kB keyframe written at once, a third of it paced out by the next statistics.
+        e.report(video, sent(20_000, 60_000), None, at(250));
+        assert_eq!(e.ceiling(at(250)), None, "a keyframe being paced out");
+        e.report(video, sent(66_000, 64_000), None, at(500));
+        e.report(video, sent(70_000, 68_000), None, at(750));
+        e.report(video, sent(75_000, 72_000), None, at(1_000));
+        assert_eq!(e.ceiling(at(1_000)), None, "all sent within the second");
+        // Heavy loss is taken at once, at the rate of the last full second.
+        e.report(video, sent(80_000, 76_000), Some(0.5), at(1_250));
+        assert_eq!(e.ceiling(at(1_250)), Some(300_000));
+    }
 }
