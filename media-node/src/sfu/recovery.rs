@@ -100,14 +100,14 @@ impl Recovery {
             self.highest = Some((bps, now));
             return None;
         }
-        let collapsed = (bps as f64) < highest as f64 * COLLAPSE_BELOW && !link_full;
+        let collapsed = (bps as f64) < highest as f64 * COLLAPSE_BELOW;
         let lossy = self.loss.is_some_and(|(loss, at)| {
             loss >= LOSS_EVIDENCE && now.saturating_duration_since(at) < LOSS_FRESH
         });
         let may = self
             .last_restart
             .is_none_or(|r| now.saturating_duration_since(r.at) >= RESTART_AT_MOST_EVERY);
-        if !collapsed || lossy || !may || self.trusted {
+        if !collapsed || link_full || lossy || !may || self.trusted {
             return None;
         }
         self.last_restart = Some(Restarted { at: now, from: bps });
@@ -116,22 +116,15 @@ impl Recovery {
     }
 
     /// The share of packets the transport-wide feedback of the last second reported lost.
+    /// Loss soon after a restart says the restart was wrong: it is undone.
     pub fn loss(&mut self, loss: f32, now: Instant) -> Option<Reset> {
         self.loss = Some((loss, now));
-        if loss >= LOSS_EVIDENCE {
-            self.shrank(now)
-        } else {
-            None
-        }
-    }
-
-    /// The link lost packets: a restart just before was wrong.
-    fn shrank(&mut self, now: Instant) -> Option<Reset> {
-        let restart = self
-            .last_restart
-            .filter(|r| now.saturating_duration_since(r.at) < CONFIRM_WITHIN && !self.trusted)?;
+        let restart = self.last_restart.filter(|r| {
+            loss >= LOSS_EVIDENCE
+                && now.saturating_duration_since(r.at) < CONFIRM_WITHIN
+                && !self.trusted
+        })?;
         self.trusted = true;
-        self.highest = None;
         Some(Reset::Undo(restart.from))
     }
 }
