@@ -23,7 +23,6 @@ use bedside_crds::join::Role;
 use bedside_tests::browser::{self, Driver, Netns};
 use bedside_tests::media::TestNode;
 use fantoccini::Client;
-use serde_json::Value;
 
 const CALLS: usize = 10;
 /// `PICTURE_QUALITY_CALLS=n`: fewer calls (and shaped calls) for a quick look.
@@ -39,21 +38,13 @@ const SHAPED_CALLS: usize = 5;
 const SHAPED_FOR: Duration = Duration::from_secs(15);
 const SHAPE: &str = "600kbit";
 
-/// The first remote video's width, frame rate, freeze count and frames decoded so far.
+/// The remote video's width, frame rate, freeze count and frames decoded so far, once a frame
+/// of it is decoded.
 async fn decoded(page: &Client) -> Option<(u64, f64, u64, u64)> {
-    let stats = browser::stats(page).await;
-    let video = stats["inbound"]
-        .as_array()?
-        .iter()
-        .find(|v| v["kind"] == "video" && v["frameWidth"].as_u64().unwrap_or(0) > 0)?
-        .clone();
-    let number = |v: &Value| v.as_f64().unwrap_or(0.0);
-    Some((
-        video["frameWidth"].as_u64().unwrap_or(0),
-        number(&video["framesPerSecond"]),
-        video["freezeCount"].as_u64().unwrap_or(0),
-        video["framesDecoded"].as_u64().unwrap_or(0),
-    ))
+    browser::decoding(page)
+        .await
+        .filter(|d| d.width > 0)
+        .map(|d| (d.width, d.fps, d.freezes, d.frames))
 }
 
 async fn join(page: &Client, node: &TestNode, room: &str, user: &str) {

@@ -334,6 +334,37 @@ pub async fn stats(client: &Client) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// What a page decodes of the other side's video, from its largest incoming video stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Decoding {
+    /// 0 until the first frame is decoded.
+    pub width: u64,
+    pub fps: f64,
+    /// Freezes its browser counted, and their length in all.
+    pub freezes: u64,
+    pub frozen: f64,
+    pub frames: u64,
+}
+
+/// The page's [`Decoding`]; `None` while it receives no video.
+pub async fn decoding(page: &Client) -> Option<Decoding> {
+    let stats = stats(page).await;
+    let video = stats["inbound"]
+        .as_array()?
+        .iter()
+        .filter(|v| v["kind"] == "video")
+        .max_by_key(|v| v["frameWidth"].as_u64().unwrap_or(0))?;
+    let whole = |key: &str| video[key].as_u64().unwrap_or(0);
+    let number = |key: &str| video[key].as_f64().unwrap_or(0.0);
+    Some(Decoding {
+        width: whole("frameWidth"),
+        fps: number("framesPerSecond"),
+        freezes: whole("freezeCount"),
+        frozen: number("freezeSeconds"),
+        frames: whole("framesDecoded"),
+    })
+}
+
 /// `window.bedside.state` as JSON (Maps become objects).
 pub async fn state(client: &Client) -> Value {
     client

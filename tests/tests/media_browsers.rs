@@ -1661,31 +1661,6 @@ fn a_thumbnail_tile_receives_a_thumbnail_picture_and_a_large_one_the_full_pictur
     });
 }
 
-/// What a page decodes of the other side's video: the largest picture, its frame rate and the
-/// freezes its browser counted.
-struct Decoding {
-    width: u64,
-    fps: f64,
-    freezes: u64,
-    frozen: f64,
-}
-
-async fn decoding(page: &Client) -> Option<Decoding> {
-    let stats = browser::stats(page).await;
-    let video = stats["inbound"]
-        .as_array()?
-        .iter()
-        .filter(|v| v["kind"] == "video")
-        .max_by_key(|v| v["frameWidth"].as_u64().unwrap_or(0))?
-        .clone();
-    Some(Decoding {
-        width: video["frameWidth"].as_u64().unwrap_or(0),
-        fps: video["framesPerSecond"].as_f64().unwrap_or(0.0),
-        freezes: video["freezeCount"].as_u64().unwrap_or(0),
-        frozen: video["freezeSeconds"].as_f64().unwrap_or(0.0),
-    })
-}
-
 /// The largest layer a page's encoder sends, and why its browser limits the encoder
 /// (`none`, `cpu`, `bandwidth`): the node forwards at most this.
 async fn top_sent(page: &Client) -> (u64, String) {
@@ -1749,7 +1724,7 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
                 } else if sent_top[i].is_none() {
                     sent_top[i] = Some(joined.elapsed());
                 }
-                if reached[i].is_none() && decoding(&pages[i]).await.is_some_and(|d| d.width >= TOP) {
+                if reached[i].is_none() && browser::decoding(&pages[i]).await.is_some_and(|d| d.width >= TOP) {
                     reached[i] = Some(joined.elapsed());
                 }
             }
@@ -1770,7 +1745,7 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
         let switches_before = switches().await;
         let mut freezes_before = [(0, 0.0); 2];
         for (i, page) in pages.iter().enumerate() {
-            freezes_before[i] = decoding(page).await.map_or((0, 0.0), |d| (d.freezes, d.frozen));
+            freezes_before[i] = browser::decoding(page).await.map_or((0, 0.0), |d| (d.freezes, d.frozen));
         }
         let mut fps = [Vec::new(), Vec::new()];
         let mut below_sent = [0u32; 2];
@@ -1781,7 +1756,7 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
             tokio::time::sleep(Duration::from_millis(500)).await;
             for i in 0..2 {
                 let (sent, _) = top_sent(&pages[1 - i]).await;
-                let seen = decoding(&pages[i]).await.expect("video goes on");
+                let seen = browser::decoding(&pages[i]).await.expect("video goes on");
                 // A new size the publisher chose takes a frame or two to arrive: a sample
                 // counts as short only below what it sent now and half a second before.
                 if seen.width < sent.min(sent_before[i]) {
