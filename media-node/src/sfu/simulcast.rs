@@ -238,6 +238,12 @@ impl Layers {
             .unwrap_or(0)
     }
 
+    /// The share of a subscriber's estimate at which the best layer it may receive (after
+    /// its tile's cap) fits: more would lie unused, so [`fair_shares`] gives it to the others.
+    pub fn need_bps(&self, cap: Option<usize>, congested: bool) -> u64 {
+        (self.wanted_bps(cap, congested) as f64 / HEADROOM).ceil() as u64
+    }
+
     fn rate_of(&self, rid: Rid) -> Option<u64> {
         self.rates.iter().find(|r| r.rid == rid).map(|r| r.bps)
     }
@@ -246,6 +252,24 @@ impl Layers {
     pub fn top_bps(&self) -> u64 {
         self.rates.iter().map(|r| r.bps).max().unwrap_or(0)
     }
+}
+
+/// A subscriber's estimate split over the video it receives, each track needing at most
+/// `needs[i]` ([`Layers::need_bps`]): one that needs less than an equal part gets what it
+/// needs, and what it leaves goes to the others in equal parts (max-min fairness). An equal
+/// split would hold a visit's clinician below the top layer of one participant whenever
+/// another sends only a small picture (a patient on a slow uplink, a thumbnail).
+pub fn fair_shares(budget_bps: u64, needs: &[u64]) -> Vec<u64> {
+    let mut smallest_first: Vec<usize> = (0..needs.len()).collect();
+    smallest_first.sort_by_key(|&i| needs[i]);
+    let mut shares = vec![0; needs.len()];
+    let mut left = budget_bps;
+    for (served, &i) in smallest_first.iter().enumerate() {
+        let equal = left / (needs.len() - served) as u64;
+        shares[i] = needs[i].min(equal);
+        left -= shares[i];
+    }
+    shares
 }
 
 /// What [`Layers::aim`] advises for one subscriber.
@@ -464,6 +488,34 @@ mod tests {
         assert_eq!(l.capped(Some(0)).sustain_bps(Some("l".into()), false), 0);
         // The tile grows again: the next layer is what to grow into.
         assert_eq!(l.capped(None).sustain_bps(Some("l".into()), false), 500_000);
+    }
+
+    /// Two tracks sharing an estimate of 3.1 Mbit/s: one whose publisher sends only a small
+    /// picture takes what that needs and the other gets the rest, enough for its top layer;
+    /// two that each want more than half share equally; what nobody needs is left over.
+    #[test]
+    fn what_one_track_does_not_need_goes_to_the_others() {
+        let top = layers(&[("l", 150_000), ("m", 500_000), ("h", 2_500_000)]);
+        let small = layers(&[("l", 150_000)]);
+        let needs = [small.need_bps(None, true), top.need_bps(None, false)];
+        let estimate = needs[0] + needs[1];
+        assert_eq!(fair_shares(estimate, &needs), needs);
+        assert_eq!(top.aim(None, needs[1]), Aim::Start("h".into()));
+        assert_eq!(
+            top.aim(None, estimate / 2),
+            Aim::Start("m".into()),
+            "an equal split would not fit it"
+        );
+        assert_eq!(
+            fair_shares(4_000_000, &[3_000_000, 5_000_000]),
+            [2_000_000, 2_000_000]
+        );
+        assert_eq!(
+            fair_shares(4_000_000, &[500_000, 1_000_000, 9_000_000]),
+            [500_000, 1_000_000, 2_500_000]
+        );
+        assert_eq!(fair_shares(10_000_000, &[1, 2]), [1, 2]);
+        assert!(fair_shares(1_000_000, &[]).is_empty());
     }
 
     /// An estimate that wobbles around the top layer's rate (as a clean link's does) keeps the

@@ -8,9 +8,23 @@ use str0m::bwe::Bitrate;
 use str0m::media::{MediaKind, Mid, Rid};
 
 use super::Engine;
-use crate::sfu::participant::{MediaPacket, ParticipantId, Propagated};
-use crate::sfu::simulcast::Aim;
+use crate::sfu::participant::{MediaPacket, ParticipantId, Propagated, TrackIn};
+use crate::sfu::simulcast::{Aim, fair_shares};
 use crate::sfu::stats::RoomCounts;
+
+/// One video a subscriber receives: its publisher and track, the layer aimed at, the tile's
+/// cap, and whether this subscriber's link was congested.
+type Source = (ParticipantId, Mid, Option<Rid>, Option<usize>, bool);
+
+/// What a subscriber's videos would take ([`Engine::choose_layers`]).
+struct Demand {
+    /// Per video, the share past which more would lie unused.
+    needs: Vec<u64>,
+    /// What the estimator is asked to probe for.
+    desired: u64,
+    /// What the link is padded up to.
+    sustain: u64,
+}
 
 /// How often layer choices follow the bandwidth estimates.
 const REBALANCE_EVERY: Duration = Duration::from_millis(500);
@@ -145,6 +159,12 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// A publisher's incoming track `mid`; `None` once it is gone.
+    fn track_in(&self, source: ParticipantId, mid: Mid) -> Option<&TrackIn> {
+        let p = self.participants.get(&source)?;
+        p.tracks_in.iter().find(|t| t.mid == mid)
+    }
+
     /// Picks each subscriber's simulcast layers from its bandwidth estimate, and refreshes the
     /// room gauges.
     fn rebalance(&mut self) {
@@ -194,7 +214,6 @@ impl Engine {
         }) else {
             return;
         };
-        type Source = (ParticipantId, Mid, Option<Rid>, Option<usize>, bool);
         let sources: Vec<Source> = match self.participants.get_mut(&id) {
             Some(p) => p
                 .video_out()
@@ -208,34 +227,24 @@ impl Engine {
         if sources.is_empty() {
             return;
         }
-        let share = estimate / sources.len() as u64;
-        let mut aims = Vec::with_capacity(sources.len());
-        let (mut desired, mut sustain) = (0, 0);
-        for (source, mid, target, cap, congested) in &sources {
-            let track = self
-                .participants
-                .get(source)
-                .and_then(|p| p.tracks_in.iter().find(|t| t.mid == *mid));
-            let Some(track) = track else {
-                aims.push(Aim::Stay);
-                continue;
-            };
-            if track.layers.is_empty() {
-                // One encoding: nothing to grow into, no padding.
-                desired += track.total.bps;
-                aims.push(Aim::Stay);
-            } else {
-                // A small tile caps the layers: its bandwidth goes to the others.
-                let layers = track.layers.capped(*cap);
-                desired += layers.wanted_bps(*cap, *congested);
-                sustain += layers.sustain_bps(*target, *congested);
-                aims.push(if full {
-                    layers.aim_on_full_link(*target, share)
-                } else {
-                    layers.aim(*target, share)
-                });
-            }
-        }
+        let demand = self.demand(&sources);
+        let shares = fair_shares(estimate, &demand.needs);
+        let aims: Vec<Aim> = sources
+            .iter()
+            .zip(shares)
+            .map(|(&(source, mid, target, cap, _), share)| {
+                let layers = self.track_in(source, mid).map(|t| t.layers.capped(cap));
+                match layers {
+                    Some(layers) if layers.is_empty() => Aim::Stay,
+                    Some(layers) if full => layers.aim_on_full_link(target, share),
+                    Some(layers) => layers.aim(target, share),
+                    None => Aim::Stay,
+                }
+            })
+            .collect();
+        let Demand {
+            desired, sustain, ..
+        } = demand;
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
@@ -250,5 +259,35 @@ impl Engine {
             rtc.bwe()
                 .set_bitrate(Bitrate::bps(sustain), Bitrate::bps(desired));
         }
+    }
+
+    /// What each video the subscriber receives would take at most, and what its estimator is
+    /// asked to probe for and pad up to.
+    fn demand(&self, sources: &[Source]) -> Demand {
+        let mut demand = Demand {
+            needs: Vec::with_capacity(sources.len()),
+            desired: 0,
+            sustain: 0,
+        };
+        for &(source, mid, target, cap, congested) in sources {
+            let need = match self.track_in(source, mid) {
+                // Gone: takes nothing.
+                None => 0,
+                // One encoding: nothing to grow into, no padding; it flows whatever it takes.
+                Some(track) if track.layers.is_empty() => {
+                    demand.desired += track.total.bps;
+                    track.total.bps
+                }
+                // A small tile caps the layers: its bandwidth goes to the others.
+                Some(track) => {
+                    let layers = track.layers.capped(cap);
+                    demand.desired += layers.wanted_bps(cap, congested);
+                    demand.sustain += layers.sustain_bps(target, congested);
+                    layers.need_bps(cap, congested)
+                }
+            };
+            demand.needs.push(need);
+        }
+        demand
     }
 }
