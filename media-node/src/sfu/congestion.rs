@@ -69,15 +69,32 @@ pub struct Carried {
     pub written: u64,
 }
 
+/// How long the link's own loss ([`EgressLink::link_loss`]) stands in for the receiver
+/// reports': str0m's statistics come every 250 ms.
+pub const LINK_LOSS_FRESH: Duration = Duration::from_millis(600);
+
 /// A subscriber's outgoing video streams, from its periodic egress statistics.
 #[derive(Debug, Clone, Default)]
 pub struct EgressLink {
     streams: Vec<Stream>,
+    /// The share of what the node sent over the last second that never arrived, from the
+    /// transport-wide feedback, and when it was read.
+    link_loss: Option<(f32, Instant)>,
 }
 
 impl EgressLink {
+    /// What the link itself lost (transport-wide feedback: each packet's own sequence number
+    /// on this leg, so only what the node sent and the subscriber did not get). While fresh,
+    /// it is taken instead of the receiver reports' loss, which also counts what the publisher
+    /// lost on its way to the node: a patient on a lossy uplink would otherwise make every
+    /// other subscriber's link look full.
+    pub fn link_loss(&mut self, loss: f32, now: Instant) {
+        self.link_loss = Some((loss, now));
+    }
+
     /// One stream's statistics: what it `carried` so far, `loss` the share lost its receiver
-    /// reported since the last statistics (`None`: no report came).
+    /// reported since the last statistics (`None`: no report came; either way the link's own
+    /// loss is taken while it is fresh).
     pub fn report(
         &mut self,
         mid: Mid,
@@ -85,6 +102,11 @@ impl EgressLink {
         loss: Option<f32>,
         now: Instant,
     ) -> Restart {
+        let loss = self
+            .link_loss
+            .filter(|(_, at)| now.saturating_duration_since(*at) < LINK_LOSS_FRESH)
+            .map(|(link, _)| link)
+            .or(loss);
         let Some(stream) = self.streams.iter_mut().find(|s| s.mid == mid) else {
             self.streams.push(Stream {
                 mid,
@@ -256,6 +278,36 @@ mod tests {
         e.forget(video);
         e.report(screen, sent(50_000), Some(0.5), at(5_000));
         assert_eq!(e.ceiling(at(5_000)), Some(50_000));
+    }
+
+    /// A receiver whose reports count 30% lost, all of it lost before the node (a publisher on
+    /// a lossy uplink), while the transport-wide feedback says this link lost nothing: the link
+    /// is not full. Once that feedback is stale, the reports are what there is; and the
+    /// link's own loss fills it as reports would.
+    #[test]
+    fn loss_upstream_of_the_node_does_not_fill_a_subscribers_link() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let video = Mid::from("1");
+        let sent = |ms: u64| Carried {
+            bytes: ms * 260,
+            written: ms * 250,
+        };
+        let mut e = EgressLink::default();
+        e.report(video, sent(0), None, at(0));
+        e.link_loss(0.0, at(900));
+        e.report(video, sent(1_000), Some(0.3), at(1_000));
+        assert_eq!(e.ceiling(at(1_000)), None, "lost upstream");
+        e.report(video, sent(2_000), Some(0.3), at(2_000));
+        assert!(
+            e.ceiling(at(2_000)).is_some(),
+            "no fresh feedback: the reports"
+        );
+        let mut e = EgressLink::default();
+        e.report(video, sent(0), None, at(0));
+        e.link_loss(0.25, at(900));
+        e.report(video, sent(1_000), Some(0.0), at(1_000));
+        assert_eq!(e.ceiling(at(1_000)), Some(2_080_000 * 3 / 4));
     }
 
     /// A receiver that starts losing more than retransmission repairs is sent a keyframe, and

@@ -118,6 +118,9 @@ pub(super) fn on_event(
         }
         Event::PeerStats(peer) => {
             stats.peer(&peer);
+            if let Some(loss) = peer.egress_loss_fraction {
+                p.egress_link.link_loss(loss, now);
+            }
             let undone = peer
                 .egress_loss_fraction
                 .and_then(|loss| p.recovery.loss(loss, now));
