@@ -241,7 +241,8 @@ impl Layers {
     /// The share of a subscriber's estimate at which the best layer it may receive (after
     /// its tile's cap) fits: more would lie unused, so [`fair_shares`] gives it to the others.
     pub fn need_bps(&self, cap: Option<usize>, congested: bool) -> u64 {
-        (self.wanted_bps(cap, congested) as f64 / HEADROOM).ceil() as u64
+        // One more than the quotient: [`Layers::choose`] multiplies back and rounds down.
+        (self.wanted_bps(cap, congested) as f64 / HEADROOM).ceil() as u64 + 1
     }
 
     fn rate_of(&self, rid: Rid) -> Option<u64> {
@@ -516,6 +517,11 @@ mod tests {
         );
         assert_eq!(fair_shares(10_000_000, &[1, 2]), [1, 2]);
         assert!(fair_shares(1_000_000, &[]).is_empty());
+        // A share of exactly the need fits the top layer, whatever its rate's rounding.
+        for top_bps in (1_000_000..1_000_200).chain([17, 2_500_000, 1_234_567]) {
+            let l = layers(&[("l", 10), ("h", top_bps)]);
+            assert_eq!(l.choose(l.need_bps(None, true)), Some("h".into()));
+        }
     }
 
     /// An estimate that wobbles around the top layer's rate (as a clean link's does) keeps the
