@@ -348,21 +348,38 @@ pub struct Decoding {
 
 /// The page's [`Decoding`]; `None` while it receives no video.
 pub async fn decoding(page: &Client) -> Option<Decoding> {
-    let stats = stats(page).await;
+    largest_video(&stats(page).await, |_| true)
+}
+
+/// What one reading of [`stats`] says the page decodes of one participant's video (their id
+/// in the room); `None` while none of theirs arrives. (A test that reads several figures at
+/// once reads the stats once: each `getStats` costs the browser's busy cores.)
+pub fn decoding_from(stats: &Value, participant: &str) -> Option<Decoding> {
+    largest_video(stats, |v| v["from"] == participant)
+}
+
+fn largest_video(stats: &Value, keep: impl Fn(&Value) -> bool) -> Option<Decoding> {
     let video = stats["inbound"]
         .as_array()?
         .iter()
-        .filter(|v| v["kind"] == "video")
+        .filter(|v| v["kind"] == "video" && keep(v))
         .max_by_key(|v| v["frameWidth"].as_u64().unwrap_or(0))?;
-    let whole = |key: &str| video[key].as_u64().unwrap_or(0);
-    let number = |key: &str| video[key].as_f64().unwrap_or(0.0);
-    Some(Decoding {
-        width: whole("frameWidth"),
-        fps: number("framesPerSecond"),
-        freezes: whole("freezeCount"),
-        frozen: number("freezeSeconds"),
-        frames: whole("framesDecoded"),
-    })
+    Some(Decoding::of(video))
+}
+
+impl Decoding {
+    /// From one `inbound` entry of [`stats`].
+    fn of(video: &Value) -> Decoding {
+        let whole = |key: &str| video[key].as_u64().unwrap_or(0);
+        let number = |key: &str| video[key].as_f64().unwrap_or(0.0);
+        Decoding {
+            width: whole("frameWidth"),
+            fps: number("framesPerSecond"),
+            freezes: whole("freezeCount"),
+            frozen: number("freezeSeconds"),
+            frames: whole("framesDecoded"),
+        }
+    }
 }
 
 /// `window.bedside.state` as JSON (Maps become objects).

@@ -1576,21 +1576,22 @@ fn browsers_that_may_reach_only_the_relay_over_tls_hold_the_call_through_it() {
     });
 }
 
-/// A clinician's and a patient's page in `room` at full quality (not the test pages' small
-/// picture), each in a desktop-size window whose tiles are large enough for the full picture;
-/// `edit` changes each Chromium's flags.
-async fn two_full_size_pages(
+/// One page per user in `room` at full quality (not the test pages' small picture), each
+/// in a window of the size given beside it ("width,height"); `edit` changes each Chromium's
+/// flags.
+async fn full_size_pages(
     driver: &Driver,
     node: &TestNode,
     room: &str,
+    users: &[(&str, &str)],
     edit: impl Fn(&mut Vec<String>),
 ) -> Vec<Client> {
     let mut pages = Vec::new();
-    for user in ["u-clinician", "u-patient"] {
+    for (user, size) in users {
         let page = driver
             .browser_with(|args| {
                 edit(args);
-                args.push("--window-size=1920,1080".into());
+                args.push(format!("--window-size={size}"));
             })
             .await;
         let token = node.token(room, user, Role::Host);
@@ -1599,6 +1600,21 @@ async fn two_full_size_pages(
         pages.push(page);
     }
     pages
+}
+
+/// A clinician and a patient, each in a desktop-size window: two tiles side by side, each
+/// showing the full 720-line picture.
+const TWO_IN_A_CALL: &[(&str, &str)] = &[("u-clinician", "1920,1080"), ("u-patient", "1920,1080")];
+
+/// Chromium's fake camera at `fps` frames a second (its default is 20).
+fn fake_camera_at(fps: u32) -> impl Fn(&mut Vec<String>) {
+    move |args| {
+        for arg in args.iter_mut() {
+            if arg == "--use-fake-device-for-media-stream" {
+                *arg = format!("--use-fake-device-for-media-stream=fps={fps}");
+            }
+        }
+    }
 }
 
 /// A tile shrunk to a thumbnail gets a thumbnail's picture: the patient's browser says how
@@ -1614,7 +1630,7 @@ fn a_thumbnail_tile_receives_a_thumbnail_picture_and_a_large_one_the_full_pictur
     netns.run(|| async {
         let node = TestNode::start().await;
         let driver = Driver::start().await;
-        let browsers = two_full_size_pages(&driver, &node, "visit-tiles", |_| {}).await;
+        let browsers = full_size_pages(&driver, &node, "visit-tiles", TWO_IN_A_CALL, |_| {}).await;
         each_decodes_video(&browsers, "each other's video").await;
         let width = async || -> u64 {
             let stats = browser::stats(&browsers[1]).await;
@@ -1664,7 +1680,11 @@ fn a_thumbnail_tile_receives_a_thumbnail_picture_and_a_large_one_the_full_pictur
 /// The largest layer a page's encoder sends, and why its browser limits the encoder
 /// (`none`, `cpu`, `bandwidth`): the node forwards at most this.
 async fn top_sent(page: &Client) -> (u64, String) {
-    let stats = browser::stats(page).await;
+    top_sent_in(&browser::stats(page).await)
+}
+
+/// [`top_sent`] from one reading of the page's stats.
+fn top_sent_in(stats: &Value) -> (u64, String) {
     let layers = stats["outbound"].as_array().cloned().unwrap_or_default();
     let width = layers
         .iter()
@@ -1703,15 +1723,7 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
     netns.run(|| async {
         let node = TestNode::start().await;
         let driver = Driver::start().await;
-        // Chromium's fake camera at 30 frames a second (its default is 20).
-        let pages = two_full_size_pages(&driver, &node, "visit-clean", |args| {
-            for arg in args.iter_mut() {
-                if arg == "--use-fake-device-for-media-stream" {
-                    *arg = "--use-fake-device-for-media-stream=fps=30".into();
-                }
-            }
-        })
-        .await;
+        let pages = full_size_pages(&driver, &node, "visit-clean", TWO_IN_A_CALL, fake_camera_at(30)).await;
         let joined = Instant::now();
         let mut reached = [None; 2];
         let mut sent_top = [None; 2];
@@ -1794,6 +1806,135 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
         assert!(switched <= 2.0, "the node switched layers {switched} times in 30 s on a clean link (at most once a side)");
     });
 }
+
+/// Issue 19's third case: three in a visit, the patient on a slow link (600 kbit/s each way,
+/// tc on their media port). The node gives the patient lower layers of the others and keeps
+/// their video playing; the clinician and the family member, whose links are clean, keep
+/// getting each other's top layer without a freeze: one slow link costs only its owner.
+///
+/// Three Chromiums encoding 1280x720 simulcast share two cores, so the top layer is what the
+/// publisher's encoder sends (`top_sent`), as in the clean-link test, and each window is wide
+/// enough for three 720-line tiles side by side.
+#[test]
+fn three_in_a_visit_one_on_a_600_kbit_link_and_the_other_two_keep_their_top_layer() {
+    const SAMPLES: usize = 30;
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async {
+        let node = TestNode::start().await;
+        let driver = Driver::start().await;
+        // The pair's windows are wide enough for three 720-line tiles side by side; the
+        // patient's, smaller, costs the shared cores less (its link takes less anyway).
+        let three = [("u-clinician", "2560,1440"), ("u-family", "2560,1440"), ("u-patient", "1920,1080")];
+        // 10 frames a second: three encoders of 1280x720 simulcast at 20 froze every picture.
+        let pages = full_size_pages(&driver, &node, "visit-three", &three, fake_camera_at(10)).await;
+        let mut ids = Vec::new();
+        for page in &pages {
+            let mut id = None;
+            wait_for(Duration::from_secs(30), "each page joins", async || {
+                id = browser::state(page).await["participantId"].as_str().map(String::from);
+                id.as_ref().map(|_| ()).ok_or_else(|| "no participant id yet".to_string())
+            })
+            .await;
+            ids.extend(id);
+        }
+        // Each page's stats, read once a sample: getStats is dear for browsers short of CPU.
+        let read_all = async || {
+            let mut all = Vec::new();
+            for page in &pages {
+                all.push(browser::stats(page).await);
+            }
+            all
+        };
+        // The clinician (0) and the family member (1) watch each other; the patient (2) both.
+        let pair = [(0, 1), (1, 0)];
+        // A call's first seconds are the clean-link test's: here the pair first holds its
+        // top layers for five readings in a row (about 7 s), then the patient's link slows.
+        let mut held = 0;
+        wait_for(Duration::from_secs(60), "the clinician and the family member hold each other's top layer for 5 readings", async || {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let stats = read_all().await;
+            for (i, from) in pair {
+                let (sent, reason) = top_sent_in(&stats[from]);
+                match browser::decoding_from(&stats[i], &ids[from]) {
+                    Some(d) if d.width > 0 && d.width >= sent => {}
+                    d => {
+                        held = 0;
+                        return Err(format!("page {i}: {d:?}, {from} sends {sent} px ({reason})"));
+                    }
+                }
+            }
+            held += 1;
+            if held >= 5 { Ok(()) } else { Err(format!("held for {held} readings")) }
+        })
+        .await;
+        let port = read_all().await[2]["transport"]["localPort"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .expect("the patient's media port");
+
+        let _slow = browser::ShapedLink::new(port, "600kbit");
+        // (frames, width, frozen seconds) of what page i decodes of `from`, at each sample.
+        let mut samples: Vec<Vec<(u64, u64, f64)>> = Vec::new();
+        let mut sent = Vec::new();
+        for _ in 0..SAMPLES {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let stats = read_all().await;
+            sent.push([top_sent_in(&stats[0]).0, top_sent_in(&stats[1]).0]);
+            samples.push(
+                WATCHING
+                    .iter()
+                    .map(|&(i, from, _)| {
+                        browser::decoding_from(&stats[i], &ids[from]).map_or((0, 0, 0.0), |d| (d.frames, d.width, d.frozen))
+                    })
+                    .collect(),
+            );
+        }
+        let (first, middle, last) = (&samples[0], &samples[SAMPLES / 2], &samples[SAMPLES - 1]);
+        for (n, &(i, from, what)) in WATCHING.iter().enumerate() {
+            let fps = (last[n].0 - first[n].0) as f64 / (SAMPLES - 1) as f64;
+            let frozen = last[n].2 - first[n].2;
+            let widths: BTreeSet<u64> = samples.iter().map(|s| s[n].1).collect();
+            println!("{what}: {fps:.1} fps, frozen {frozen:.2} s, widths {widths:?}");
+            assert!(last[n].0 > middle[n].0 + 20, "{what}: the video stopped: {:?}", (middle[n], last[n]));
+            if from == 2 || i == 2 {
+                continue;
+            }
+            // A size the publisher just chose takes a frame or two to arrive: a sample is
+            // short only below what it sent then and a second before.
+            let below = (1..SAMPLES)
+                .filter(|&k| samples[k][n].1 < sent[k][from].min(sent[k - 1][from]))
+                .count();
+            let pairs: BTreeSet<(u64, u64)> = (0..SAMPLES).map(|k| (samples[k][n].1, sent[k][from])).collect();
+            println!("{what}: {below} of {SAMPLES} samples below the top layer sent; (decoded, sent) {pairs:?}");
+            // Three Chromiums on two cores: a receiver that stalls may still make its
+            // estimate collapse once (`recovery.rs` restarts it at most every 10 s), which
+            // costs a few seconds of the middle layer (0-6 samples in five runs). Before the node
+            // took the link's own loss over the receiver reports', which count what the
+            // patient's uplink lost, the slow link cost the pair their top layer for 15-27.
+            assert!(below <= 8, "{what} got less than the top layer sent in {below} of {SAMPLES} samples: {pairs:?}");
+            // At 10 frames a second Chromium counts a freeze from 250 ms without a frame.
+            assert!(frozen < 1.0, "{what} froze for {frozen:.2} s while the patient's link was slow");
+            assert!(fps >= 8.0, "{what} played {fps:.1} fps while the patient's link was slow");
+        }
+        for n in 0..2 {
+            let (what, width) = (WATCHING[n].2, last[n].1);
+            assert!(width < 1280, "{what}: the 600 kbit/s link carries {width} px");
+        }
+    });
+}
+
+/// Who watches whom in the three-party test: (page, the page it watches, in words).
+const WATCHING: [(usize, usize, &str); 6] = [
+    (2, 0, "the patient watching the clinician"),
+    (2, 1, "the patient watching the family member"),
+    (0, 1, "the clinician watching the family member"),
+    (1, 0, "the family member watching the clinician"),
+    (0, 2, "the clinician watching the patient"),
+    (1, 2, "the family member watching the patient"),
+];
 
 /// 5% of packets lost at random both ways (the clinician's uplink to the node and the patient's
 /// downlink from it, iptables `statistic` on the test namespace): the video keeps playing at its
