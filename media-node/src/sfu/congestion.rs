@@ -69,8 +69,8 @@ pub struct Carried {
     pub written: u64,
 }
 
-/// How long the link's own loss ([`EgressLink::link_loss`]) stands in for the receiver
-/// reports': str0m's statistics come every 250 ms.
+/// How long a reading of the link's own loss ([`EgressLink::link_loss`]) stands for the link:
+/// str0m's statistics come every 250 ms.
 pub const LINK_LOSS_FRESH: Duration = Duration::from_millis(600);
 
 /// A subscriber's outgoing video streams, from its periodic egress statistics.
@@ -92,6 +92,13 @@ impl EgressLink {
         self.link_loss = Some((loss, now));
     }
 
+    /// The link's own loss over the last second, while the reading is fresh.
+    pub fn recent_loss(&self, now: Instant) -> Option<f32> {
+        self.link_loss
+            .filter(|(_, at)| now.saturating_duration_since(*at) < LINK_LOSS_FRESH)
+            .map(|(loss, _)| loss)
+    }
+
     /// One stream's statistics: what it `carried` so far, `loss` the share lost its receiver
     /// reported since the last statistics (`None`: no report came; either way the link's own
     /// loss is taken while it is fresh).
@@ -102,11 +109,7 @@ impl EgressLink {
         loss: Option<f32>,
         now: Instant,
     ) -> Restart {
-        let loss = self
-            .link_loss
-            .filter(|(_, at)| now.saturating_duration_since(*at) < LINK_LOSS_FRESH)
-            .map(|(link, _)| link)
-            .or(loss);
+        let loss = self.recent_loss(now).or(loss);
         let Some(stream) = self.streams.iter_mut().find(|s| s.mid == mid) else {
             self.streams.push(Stream {
                 mid,
@@ -298,6 +301,8 @@ mod tests {
         e.link_loss(0.0, at(900));
         e.report(video, sent(1_000), Some(0.3), at(1_000));
         assert_eq!(e.ceiling(at(1_000)), None, "lost upstream");
+        assert_eq!(e.recent_loss(at(1_000)), Some(0.0));
+        assert_eq!(e.recent_loss(at(2_000)), None, "read 1.1 s before");
         e.report(video, sent(2_000), Some(0.3), at(2_000));
         assert!(
             e.ceiling(at(2_000)).is_some(),

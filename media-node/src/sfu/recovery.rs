@@ -36,8 +36,6 @@ pub const RESTART_AT: f64 = 0.85;
 pub const RECENT: Duration = Duration::from_secs(5);
 /// Transport-wide loss over the last second from which a collapse is the link's.
 pub const LOSS_EVIDENCE: f32 = 0.02;
-/// How long a loss reading stands for the link: the node reads it four times a second.
-pub const LOSS_FRESH: Duration = Duration::from_millis(600);
 /// Loss this soon after a restart: the collapse was real.
 pub const CONFIRM_WITHIN: Duration = Duration::from_secs(3);
 /// The fewest seconds between two restarts of one subscriber's estimator.
@@ -76,8 +74,6 @@ pub struct Recovery {
     /// The highest measured estimate, and when; a value older than [`RECENT`] gives way to the
     /// next one.
     highest: Option<(u64, Instant)>,
-    /// The last transport-wide loss reading, and when.
-    loss: Option<(f32, Instant)>,
     last_restart: Option<Restarted>,
     /// A restart was undone: this link's collapses are real.
     trusted: bool,
@@ -85,10 +81,17 @@ pub struct Recovery {
 
 impl Recovery {
     /// A new estimate of `bps`; `link_full`: the link loses or holds back what the node sends
-    /// now (a collapse then is no surprise). A full link does not undo a restart: the
-    /// collapse itself slows the pacer, and what it held back before the restart shows as a
-    /// full link for a second after.
-    pub fn estimate(&mut self, bps: u64, link_full: bool, now: Instant) -> Option<Reset> {
+    /// now (a collapse then is no surprise); `recent_loss`: what the transport-wide feedback
+    /// of the last second reported lost, if read lately (`EgressLink::recent_loss`). A full
+    /// link does not undo a restart: the collapse itself slows the pacer, and what it held
+    /// back before the restart shows as a full link for a second after.
+    pub fn estimate(
+        &mut self,
+        bps: u64,
+        link_full: bool,
+        recent_loss: Option<f32>,
+        now: Instant,
+    ) -> Option<Reset> {
         if !std::mem::replace(&mut self.started, true) {
             return None;
         }
@@ -101,9 +104,7 @@ impl Recovery {
             return None;
         }
         let collapsed = (bps as f64) < highest as f64 * COLLAPSE_BELOW;
-        let lossy = self.loss.is_some_and(|(loss, at)| {
-            loss >= LOSS_EVIDENCE && now.saturating_duration_since(at) < LOSS_FRESH
-        });
+        let lossy = recent_loss.is_some_and(|loss| loss >= LOSS_EVIDENCE);
         let may = self
             .last_restart
             .is_none_or(|r| now.saturating_duration_since(r.at) >= RESTART_AT_MOST_EVERY);
@@ -118,7 +119,6 @@ impl Recovery {
     /// The share of packets the transport-wide feedback of the last second reported lost.
     /// Loss soon after a restart says the restart was wrong: it is undone.
     pub fn loss(&mut self, loss: f32, now: Instant) -> Option<Reset> {
-        self.loss = Some((loss, now));
         let restart = self.last_restart.filter(|r| {
             loss >= LOSS_EVIDENCE
                 && now.saturating_duration_since(r.at) < CONFIRM_WITHIN
@@ -150,10 +150,10 @@ mod tests {
     /// From 2 Mbit/s to 0.6 within 200 ms, on a link that lost nothing: restarted.
     fn restarted(start: Instant) -> Recovery {
         let mut r = Recovery::default();
-        r.estimate(2_500_000, false, at(start, 0));
-        r.estimate(2_000_000, false, at(start, 100));
+        r.estimate(2_500_000, false, None, at(start, 0));
+        r.estimate(2_000_000, false, None, at(start, 100));
         assert_eq!(
-            r.estimate(600_000, false, at(start, 300)),
+            r.estimate(600_000, false, None, at(start, 300)),
             Some(Reset::Restart(1_700_000))
         );
         r
@@ -163,11 +163,10 @@ mod tests {
     fn a_collapse_on_a_link_that_loses_nothing_restarts_the_estimator() {
         let start = Instant::now();
         let mut r = Recovery::default();
-        r.loss(0.0, start);
         let restarts: Vec<(u64, u64)> = COLLAPSE
             .iter()
             .filter_map(|(ms, bps)| {
-                r.estimate(*bps, false, at(start, *ms))
+                r.estimate(*bps, false, None, at(start, *ms))
                     .map(|s| (*ms, s.bps()))
             })
             .collect();
@@ -176,12 +175,12 @@ mod tests {
         // A clean second after it confirms nothing; another collapse within ten seconds is
         // followed.
         assert_eq!(r.loss(0.0, at(start, 1_000)), None);
-        assert_eq!(r.estimate(2_400_000, false, at(start, 1_500)), None);
-        assert_eq!(r.estimate(900_000, false, at(start, 2_000)), None);
+        assert_eq!(r.estimate(2_400_000, false, None, at(start, 1_500)), None);
+        assert_eq!(r.estimate(900_000, false, None, at(start, 2_000)), None);
         // Ten seconds on, and mid-call, a collapse is recovered again.
-        assert_eq!(r.estimate(2_400_000, false, at(start, 11_000)), None);
+        assert_eq!(r.estimate(2_400_000, false, None, at(start, 11_000)), None);
         assert_eq!(
-            r.estimate(1_000_000, false, at(start, 11_200)),
+            r.estimate(1_000_000, false, None, at(start, 11_200)),
             Some(Reset::Restart(2_040_000))
         );
     }
@@ -191,18 +190,16 @@ mod tests {
         let start = Instant::now();
         let mut full = Recovery::default();
         let mut lossy = Recovery::default();
-        lossy.loss(0.15, at(start, 300));
         for (ms, bps) in COLLAPSE {
-            assert_eq!(full.estimate(bps, true, at(start, ms)), None);
-            assert_eq!(lossy.estimate(bps, false, at(start, ms)), None);
+            assert_eq!(full.estimate(bps, true, None, at(start, ms)), None);
+            assert_eq!(lossy.estimate(bps, false, Some(0.15), at(start, ms)), None);
         }
-        // Loss read two seconds before is no evidence.
-        let mut stale = Recovery::default();
-        stale.loss(0.15, start);
-        stale.estimate(2_500_000, false, at(start, 1_000));
-        stale.estimate(2_000_000, false, at(start, 1_900));
+        // Loss under the evidence is none (the reading's age is `EgressLink::recent_loss`'s).
+        let mut clean = Recovery::default();
+        clean.estimate(2_500_000, false, Some(0.01), at(start, 1_000));
+        clean.estimate(2_000_000, false, Some(0.01), at(start, 1_900));
         assert_eq!(
-            stale.estimate(600_000, false, at(start, 2_000)),
+            clean.estimate(600_000, false, Some(0.01), at(start, 2_000)),
             Some(Reset::Restart(1_700_000))
         );
     }
@@ -215,12 +212,12 @@ mod tests {
         assert_eq!(r.loss(0.3, at(start, 900)), Some(Reset::Undo(600_000)));
         assert_eq!(r.loss(0.3, at(start, 1_900)), None, "undone once");
         for s in [20_000, 40_000] {
-            r.estimate(2_000_000, false, at(start, s));
-            assert_eq!(r.estimate(600_000, false, at(start, s + 200)), None);
+            r.estimate(2_000_000, false, None, at(start, s));
+            assert_eq!(r.estimate(600_000, false, None, at(start, s + 200)), None);
         }
         // A full link just after a restart is what the collapse held back: no undo.
         let mut held = restarted(start);
-        assert_eq!(held.estimate(1_700_000, true, at(start, 800)), None);
+        assert_eq!(held.estimate(1_700_000, true, None, at(start, 800)), None);
     }
 
     #[test]
@@ -228,20 +225,22 @@ mod tests {
         let start = Instant::now();
         let mut r = restarted(start);
         assert_eq!(r.loss(0.3, at(start, 8_000)), None);
-        r.loss(0.0, at(start, 19_000));
-        r.estimate(2_000_000, false, at(start, 20_000));
-        assert!(r.estimate(600_000, false, at(start, 20_200)).is_some());
+        r.estimate(2_000_000, false, None, at(start, 20_000));
+        assert!(
+            r.estimate(600_000, false, Some(0.0), at(start, 20_200))
+                .is_some()
+        );
     }
 
     #[test]
     fn a_slow_decline_or_an_old_high_is_no_collapse() {
         let start = Instant::now();
         let mut r = Recovery::default();
-        r.estimate(2_500_000, false, at(start, 0));
-        r.estimate(2_000_000, false, at(start, 100));
-        assert_eq!(r.estimate(1_300_000, false, at(start, 300)), None);
+        r.estimate(2_500_000, false, None, at(start, 0));
+        r.estimate(2_000_000, false, None, at(start, 100));
+        assert_eq!(r.estimate(1_300_000, false, None, at(start, 300)), None);
         // 2 Mbit/s over five seconds ago is no longer recent: 1 Mbit/s is the new reference.
-        assert_eq!(r.estimate(1_000_000, false, at(start, 5_200)), None);
-        assert_eq!(r.estimate(700_000, false, at(start, 5_300)), None);
+        assert_eq!(r.estimate(1_000_000, false, None, at(start, 5_200)), None);
+        assert_eq!(r.estimate(700_000, false, None, at(start, 5_300)), None);
     }
 }

@@ -106,7 +106,8 @@ pub(super) fn on_event(
         Event::ChannelData(data) => chat(p, data, now, stats),
         Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
             let mut estimate = estimate.as_u64();
-            if let Some(reset) = p.recovery.estimate(estimate, p.link_full(now), now) {
+            let (full, loss) = (p.link_full(now), p.egress_link.recent_loss(now));
+            if let Some(reset) = p.recovery.estimate(estimate, full, loss, now) {
                 reset_estimator(p, reset, stats);
                 estimate = reset.bps();
             }
