@@ -34,6 +34,9 @@ pub const HOLD: Duration = Duration::from_secs(5);
 /// keyframe written at once and paced out over the next 200 ms would read as a pacer holding
 /// back.
 pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// What the rate a stream's send queue drains at is measured over: a statistics interval
+/// (str0m's come every 250 ms), as that rate changes within a second when a link fills.
+pub const SENDING_WINDOW: Duration = Duration::from_millis(200);
 
 /// One outgoing video stream's rate and the loss its receiver reported.
 #[derive(Debug, Clone)]
@@ -47,6 +50,10 @@ struct Stream {
     full: Option<(u64, Instant)>,
     /// The last receiver report said [`LOSS_LIMIT`] or more was lost.
     lossy: bool,
+    /// The bytes carried at the start of the current [`SENDING_WINDOW`], and when.
+    tick: (u64, Instant),
+    /// What the pacer sent of the stream over the last [`SENDING_WINDOW`].
+    sending_bps: u64,
 }
 
 /// What one stream's statistics mean for the picture its receiver shows.
@@ -118,9 +125,17 @@ impl EgressLink {
                 bps: 0,
                 full: None,
                 lossy: false,
+                tick: (carried.bytes, now),
+                sending_bps: 0,
             });
             return Restart::No;
         };
+        let since = now.saturating_duration_since(stream.tick.1);
+        if since >= SENDING_WINDOW {
+            let sent = carried.bytes.saturating_sub(stream.tick.0);
+            stream.sending_bps = sent * 8 * 1000 / since.as_millis() as u64;
+            stream.tick = (carried.bytes, now);
+        }
         let mut restart = Restart::No;
         if let Some(loss) = loss {
             let lossy = loss >= LOSS_LIMIT;
@@ -148,6 +163,31 @@ impl EgressLink {
             stream.full = Some((stream.bps, now));
         }
         restart
+    }
+
+    /// How long `queued_bytes` waiting in stream `mid`'s send queue take to leave at the rate
+    /// its pacer sent lately; `None` before that rate is measured or while it sent nothing.
+    /// The age of the queue's oldest packet says the same only while the node writes no
+    /// faster than the pacer sends: on a link that fills, str0m's pacer follows its own
+    /// estimate within a second while the node's layer choice follows the averaged one
+    /// (str0m reports a 3 s mean), so it wrote 1.2 Mbit/s to a pacer sending 0.5, and by the
+    /// time the oldest packet was 400 ms old a second's worth waited before the lower layer's
+    /// keyframe (Chromium trace, 2026-12-06).
+    pub fn drain_time(&self, mid: Mid, queued_bytes: usize) -> Option<Duration> {
+        let stream = self.streams.iter().find(|s| s.mid == mid)?;
+        let ms = (queued_bytes as u64 * 8 * 1000).checked_div(stream.sending_bps)?;
+        Some(Duration::from_millis(ms))
+    }
+
+    /// The node stopped writing to stream `mid` as its send queue ran deep ([`QueueGate`]):
+    /// the link is full at what the stream carried, as with a backlog the rates show, but
+    /// now rather than at the next [`RATE_WINDOW`]. Without it the layers were chosen again
+    /// for an estimate still well above the link (str0m's follows in seconds), and a
+    /// 600 kbit/s link got the middle layer, whose keyframe then took a second to get through.
+    pub fn queue_held(&mut self, mid: Mid, now: Instant) {
+        if let Some(stream) = self.streams.iter_mut().find(|s| s.mid == mid && s.bps > 0) {
+            stream.full = Some((stream.bps, now));
+        }
     }
 
     /// A stream that ended (its source left).
@@ -281,6 +321,57 @@ mod tests {
         e.forget(video);
         e.report(screen, sent(50_000), Some(0.5), at(5_000));
         assert_eq!(e.ceiling(at(5_000)), Some(50_000));
+    }
+
+    /// A send queue's drain time is read at the rate the pacer sent over the last statistics
+    /// interval, not the last second: a pacer that fell from 1.2 to 0.4 Mbit/s takes 0.6 s
+    /// for 30 KB.
+    #[test]
+    fn a_send_queue_drains_at_the_rate_the_pacer_sent_lately() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let video = Mid::from("1");
+        let carried = |bytes: u64| Carried {
+            bytes,
+            written: bytes,
+        };
+        let mut e = EgressLink::default();
+        assert_eq!(e.drain_time(video, 30_000), None, "no stream yet");
+        e.report(video, carried(0), None, at(0));
+        assert_eq!(e.drain_time(video, 30_000), None, "no rate yet");
+        e.report(video, carried(150_000), None, at(1_000));
+        assert_eq!(
+            e.drain_time(video, 30_000),
+            Some(Duration::from_millis(200))
+        );
+        e.report(video, carried(162_500), None, at(1_250));
+        assert_eq!(
+            e.drain_time(video, 30_000),
+            Some(Duration::from_millis(600))
+        );
+        e.report(video, carried(162_500), None, at(1_500));
+        assert_eq!(e.drain_time(video, 30_000), None, "sent nothing");
+    }
+
+    /// A send queue that runs deep fills the link at once, at what the stream carried.
+    #[test]
+    fn a_held_send_queue_caps_the_choice_at_what_the_stream_carried() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let video = Mid::from("1");
+        let sent = |ms: u64| Carried {
+            bytes: ms * 100,
+            written: ms * 100,
+        };
+        let mut e = EgressLink::default();
+        e.report(video, sent(0), None, at(0));
+        e.queue_held(video, at(500));
+        assert_eq!(e.ceiling(at(500)), None, "no rate measured yet");
+        e.report(video, sent(1_000), Some(0.0), at(1_000));
+        assert_eq!(e.ceiling(at(1_000)), None);
+        e.queue_held(video, at(1_200));
+        assert_eq!(e.ceiling(at(1_200)), Some(800_000));
+        assert_eq!(e.ceiling(at(1_200) + HOLD), None);
     }
 
     /// A receiver whose reports count 30% lost, all of it lost before the node (a publisher on

@@ -8,7 +8,7 @@ use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::Protocol;
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, StreamTx, Vp8Descriptor};
 use tokio::sync::mpsc;
 
 use super::congestion::{EgressLink, Gate, QueueGate};
@@ -52,6 +52,12 @@ const RTX_PACKETS: usize = 1024;
 /// five while a link in collapse still cannot double its load.
 const RTX_RATIO_CAP: Option<f32> = Some(0.3);
 
+/// A subscriber's video stream keeps a history of what it sent, for resends, from here on;
+/// what it held before is dropped (a new history is a fresh one).
+fn fresh_history(stream: &mut StreamTx) {
+    stream.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, RTX_RATIO_CAP);
+}
+
 #[derive(Debug)]
 pub struct TrackIn {
     pub mid: Mid,
@@ -61,7 +67,10 @@ pub struct TrackIn {
     pub layers: Layers,
     /// All of the track, layers together: what a non-simulcast subscriber receives.
     pub total: LayerRate,
-    last_keyframe_request: Option<Instant>,
+    /// When a keyframe was last asked of each layer (`None`: a single encoding). Per layer: a
+    /// subscriber whose link fills asks for its current layer's keyframe (a lossy spell began)
+    /// and, at once, for the lower layer's it moves to.
+    last_keyframe_requests: Vec<(Option<Rid>, Instant)>,
     /// Moves on with each packet the node holds back (a mute, a stopped share), so the packets
     /// forwarded after a pause are a new run: its subscribers' streams go on with no gap their
     /// receivers would count as loss and ask to have resent.
@@ -466,7 +475,7 @@ impl Participant {
             screen,
             layers: Layers::default(),
             total: LayerRate::new(Rid::from("*"), now),
-            last_keyframe_request: None,
+            last_keyframe_requests: Vec::new(),
             run: 0,
         });
         Some(Propagated::TrackOpened {
@@ -540,9 +549,8 @@ impl Participant {
         let Some(track) = self.tracks_in.iter_mut().find(|t| t.mid == mid) else {
             return;
         };
-        if track
-            .last_keyframe_request
-            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        let last = track.last_keyframe_requests.iter().find(|(r, _)| *r == rid);
+        if last.is_some_and(|(_, t)| now.saturating_duration_since(*t) < KEYFRAME_REQUEST_INTERVAL)
         {
             return;
         }
@@ -554,7 +562,14 @@ impl Participant {
             return;
         };
         stream.request_keyframe(kind);
-        track.last_keyframe_request = Some(now);
+        match track
+            .last_keyframe_requests
+            .iter_mut()
+            .find(|(r, _)| *r == rid)
+        {
+            Some((_, at)) => *at = now,
+            None => track.last_keyframe_requests.push((rid, now)),
+        }
     }
 
     /// Another participant published a track: this one will receive it after renegotiation.
@@ -665,13 +680,25 @@ impl Participant {
             return out;
         };
         if media.kind == MediaKind::Video {
-            let waited = stream
-                .queue_info()
+            // How long the queue takes to leave: its oldest packet's age, or longer when the
+            // node writes faster than the pacer sends (`EgressLink::drain_time`).
+            let queue = stream.queue_info();
+            let age = queue
                 .and_then(|q| q.first_unsent())
                 .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+            let drain = queue.and_then(|q| self.egress_link.drain_time(mid, q.byte_size()));
+            let waited = age.max(drain.unwrap_or_default());
+            // The receiver decodes from this keyframe on: what came before it is not resent
+            // (see `forget_resends`).
+            if out.switched {
+                fresh_history(stream);
+            }
             match track.gate.admit(waited, media.keyframe) {
                 Gate::Write => {}
-                Gate::WriteAfterHold => track.rewriter.restart(),
+                Gate::WriteAfterHold => {
+                    track.rewriter.restart();
+                    fresh_history(stream);
+                }
                 Gate::Hold {
                     began,
                     keyframe_wanted,
@@ -679,6 +706,9 @@ impl Participant {
                     // The link carries less than this layer: its layers are chosen again.
                     out.hold_began = began;
                     self.link_worse |= began;
+                    if began {
+                        self.egress_link.queue_held(mid, now);
+                    }
                     if keyframe_wanted {
                         out.keyframe_request = Some(pli(track.source_mid));
                     }
@@ -817,7 +847,7 @@ impl Participant {
                     let mut api = self.rtc.as_mut().map(|rtc| rtc.direct_api());
                     let tx = api.as_mut().and_then(|a| a.stream_tx_by_mid(m, None));
                     if let Some(tx) = tx {
-                        tx.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, RTX_RATIO_CAP);
+                        fresh_history(tx);
                     }
                 }
             }
@@ -845,6 +875,18 @@ impl Participant {
     /// Its link loses or holds back what the node sends it now (`congestion.rs`).
     pub fn link_full(&self, now: Instant) -> bool {
         self.egress_link.ceiling(now).is_some() || self.tracks_out.iter().any(|t| t.gate.held())
+    }
+
+    /// The subscriber moved down for its bandwidth on video stream `mid`: the old layer is
+    /// no longer forwarded (`simulcast::DRAIN_AT_MOST`), and resending what was lost of it
+    /// would take from the lower layer's keyframe on a link that is already full. Seen in
+    /// Chromium on a 600 kbit/s link: 0.3-0.8 Mbit/s of the old layer's resends for a second
+    /// after the switch, the new layer's keyframe lost behind them and the picture frozen.
+    pub fn forget_resends(&mut self, mid: Mid) {
+        let mut api = self.rtc.as_mut().map(|rtc| rtc.direct_api());
+        if let Some(stream) = api.as_mut().and_then(|a| a.stream_tx_by_mid(mid, None)) {
+            fresh_history(stream);
+        }
     }
 
     /// The video tracks this participant receives, for layer choice.

@@ -32,6 +32,13 @@ const HEADROOM: f64 = 0.85;
 /// so the estimate, further down (and its loss and backlog cap the choice at once,
 /// `congestion.rs`).
 const KEEP_ABOVE: f64 = 0.8;
+/// On a full link, the part of what it delivered a layer moved to may take. The link still
+/// owes the queue of the layer left (a tail-drop buffer holds a few hundred ms of it), the
+/// resends of what it lost, and the new layer's keyframe, several frames' worth at once: a
+/// middle layer chosen at [`HEADROOM`] of a 600 kbit/s link lost its keyframe again and again,
+/// and the picture stayed frozen 0.8 s more until the lowest layer came (Chromium trace,
+/// 2026-12-06). A layer that fits stays at [`HEADROOM`].
+const FULL_LINK_HEADROOM: f64 = 0.6;
 const WINDOW: Duration = Duration::from_secs(1);
 /// No packet of a layer for this long: its publisher stopped sending it (a browser drops its
 /// higher layers when its own uplink shrinks), and subscribers on it move to one still sent.
@@ -126,7 +133,11 @@ impl Layers {
     /// The highest-rate layer whose rate fits `budget_bps`; the lowest one when none fits.
     /// Layers not yet measured count as fitting only when nothing is measured.
     pub fn choose(&self, budget_bps: u64) -> Option<Rid> {
-        let budget = (budget_bps as f64 * HEADROOM) as u64;
+        self.choose_within(budget_bps, HEADROOM)
+    }
+
+    fn choose_within(&self, budget_bps: u64, headroom: f64) -> Option<Rid> {
+        let budget = (budget_bps as f64 * headroom) as u64;
         let mut by_rate: Vec<&LayerRate> = self.rates.iter().collect();
         by_rate.sort_by_key(|r| r.bps);
         let lowest = by_rate
@@ -144,19 +155,28 @@ impl Layers {
 
     /// Where a subscriber now aiming at `target` should go, given its share of the estimate.
     pub fn aim(&self, target: Option<Rid>, share_bps: u64) -> Aim {
-        self.aim_keeping_above(target, share_bps, KEEP_ABOVE)
+        self.aim_keeping_above(target, share_bps, HEADROOM, KEEP_ABOVE)
     }
 
     /// The same on a link that is full now (it loses what the node sends, or its send queue
     /// holds it back): no band to stay in, as the estimate's dip is real. Kept in the band,
     /// a subscriber sat on a layer its link could not carry, its frames lost and its picture
-    /// frozen for seconds (picture bench, 2026-12-05).
+    /// frozen for seconds (picture bench, 2026-12-05). A layer it moves to must fit
+    /// [`FULL_LINK_HEADROOM`] of the share.
     pub fn aim_on_full_link(&self, target: Option<Rid>, share_bps: u64) -> Aim {
-        self.aim_keeping_above(target, share_bps, 1.0 / HEADROOM)
+        self.aim_keeping_above(target, share_bps, FULL_LINK_HEADROOM, 1.0 / HEADROOM)
     }
 
-    fn aim_keeping_above(&self, target: Option<Rid>, share_bps: u64, keep_above: f64) -> Aim {
-        let Some(fits) = self.choose(share_bps) else {
+    /// `headroom`: the part of the share a layer moved to may take; `keep_above`: the part of
+    /// the current layer's rate below which the share makes it move down.
+    fn aim_keeping_above(
+        &self,
+        target: Option<Rid>,
+        share_bps: u64,
+        headroom: f64,
+        keep_above: f64,
+    ) -> Aim {
+        let Some(fits) = self.choose_within(share_bps, headroom) else {
             return Aim::Stay;
         };
         let Some(target) = target else {
@@ -382,6 +402,11 @@ impl Selection {
         self.current == Some(rid) && !drained
     }
 
+    /// A move down for bandwidth waits for its keyframe, the old layer no longer forwarded.
+    pub fn draining(&self) -> bool {
+        self.draining.is_some()
+    }
+
     /// This subscriber had to move down for its bandwidth (not for its tile's size).
     pub fn congested(&self) -> bool {
         self.moved_down
@@ -422,6 +447,19 @@ mod tests {
         assert_eq!(l.aim(on_m, 455_000), Aim::Stay);
         assert_eq!(l.aim_on_full_link(on_m, 455_000), Aim::Down("l".into()));
         assert_eq!(l.aim_on_full_link(on_m, 600_000), Aim::Stay, "it fits");
+    }
+
+    /// A subscriber on the top layer whose link fills, delivering 657 kbit/s of it (a Chromium
+    /// trace of a 600 kbit/s link): the middle layer would fit the estimate's usual headroom
+    /// but not what the full link still owes, so it moves to the lowest; with more delivered,
+    /// to the middle one.
+    #[test]
+    fn on_a_full_link_a_move_down_leaves_room_for_the_queue_and_the_keyframe() {
+        let l = layers(&[("l", 150_000), ("m", 500_000), ("h", 1_100_000)]);
+        let on_h = Some(Rid::from("h"));
+        assert_eq!(l.aim(on_h, 657_000), Aim::Down("m".into()));
+        assert_eq!(l.aim_on_full_link(on_h, 657_000), Aim::Down("l".into()));
+        assert_eq!(l.aim_on_full_link(on_h, 900_000), Aim::Down("m".into()));
     }
 
     #[test]

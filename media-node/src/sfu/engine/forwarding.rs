@@ -248,8 +248,17 @@ impl Engine {
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
+        // A move down for bandwidth: the old layer's resends would only delay the new one.
+        let mut drained = Vec::new();
         for (track, aim) in p.video_out().zip(aims) {
+            let was_draining = track.selection.draining();
             track.selection.steer(aim, now);
+            if track.selection.draining() && !was_draining {
+                drained.extend(track.mid());
+            }
+        }
+        for mid in drained {
+            p.forget_resends(mid);
         }
         if let Some(rtc) = p.rtc.as_mut() {
             // Headroom for RTP/SRTP overhead and retransmissions.
