@@ -48,6 +48,8 @@ struct Peer {
     /// What this peer sends: its audio m-line, its video m-line and the video's rids.
     publishing: Option<(Mid, Mid, Vec<Rid>)>,
     keyframe_wanted: bool,
+    /// The layers the node asked this peer for keyframes of, in order.
+    keyframes_asked: Vec<Option<Rid>>,
     /// When this peer last asked for a keyframe of what it receives.
     asked_keyframe: Option<Instant>,
     /// Whether it asks for a keyframe as soon as a frame cannot be decoded (Chromium waits
@@ -233,6 +235,7 @@ impl Call {
             publishing: None,
             // A browser's first frame is a keyframe.
             keyframe_wanted: true,
+            keyframes_asked: Vec::new(),
             asked_keyframe: None,
             asks_keyframes: true,
             marker: b'a' + index as u8,
@@ -327,7 +330,10 @@ impl Call {
                     }
                     peer.received.push((now, data))
                 }
-                Output::Event(Event::KeyframeRequest(_)) => peer.keyframe_wanted = true,
+                Output::Event(Event::KeyframeRequest(req)) => {
+                    peer.keyframe_wanted = true;
+                    peer.keyframes_asked.push(req.rid);
+                }
                 Output::Event(_) => {}
             }
         }
@@ -987,6 +993,34 @@ fn a_subscriber_whose_link_loses_heavily_moves_down_before_its_estimate_follows(
     assert!(
         low.contains(&true),
         "a keyframe of the lower layer gets through"
+    );
+}
+
+/// A keyframe asked of one layer does not hold back one asked of another: a subscriber whose
+/// link fills asks for its current layer's (a lossy spell began) and, at once, for the lower
+/// layer's it moves to. Asked twice of one layer within 300 ms, the publisher hears it once.
+#[test]
+fn keyframe_requests_to_a_publisher_are_throttled_per_layer() {
+    let (mut call, _, patient) = Call::visit(&["l", "h"]);
+    call.run(Duration::from_secs(2));
+    let id = call.peers[patient].id;
+    let mid = call.engine.participants[&id]
+        .tracks_in
+        .iter()
+        .find(|t| t.kind == MediaKind::Video)
+        .map(|t| t.mid)
+        .expect("the patient's camera");
+    call.peers[patient].keyframes_asked.clear();
+    let now = call.now;
+    let p = call.engine.participants.get_mut(&id).expect("the patient");
+    for rid in ["h", "l", "h"] {
+        p.request_keyframe(mid, Some(rid.into()), KeyframeRequestKind::Pli, now);
+    }
+    call.run(Duration::from_millis(200));
+    assert_eq!(
+        call.peers[patient].keyframes_asked,
+        [Some(Rid::from("h")), Some(Rid::from("l"))],
+        "the host's node asks each layer once"
     );
 }
 
