@@ -50,10 +50,11 @@ struct Stream {
     full: Option<(u64, Instant)>,
     /// The last receiver report said [`LOSS_LIMIT`] or more was lost.
     lossy: bool,
-    /// The bytes carried at the start of the current [`SENDING_WINDOW`], and when.
-    tick: (u64, Instant),
-    /// What the pacer sent of the stream over the last [`SENDING_WINDOW`].
-    sending_bps: u64,
+    /// What the stream had carried at the start of the current [`SENDING_WINDOW`], and when.
+    tick: (Carried, Instant),
+    /// What the pacer sent of the stream over the last [`SENDING_WINDOW`], when it sent less
+    /// than the node wrote (its queue grew: this is its rate); 0 otherwise.
+    draining_bps: u64,
 }
 
 /// What one stream's statistics mean for the picture its receiver shows.
@@ -125,16 +126,22 @@ impl EgressLink {
                 bps: 0,
                 full: None,
                 lossy: false,
-                tick: (carried.bytes, now),
-                sending_bps: 0,
+                tick: (carried, now),
+                draining_bps: 0,
             });
             return Restart::No;
         };
-        let since = now.saturating_duration_since(stream.tick.1);
+        let (before, since) = (stream.tick.0, now.saturating_duration_since(stream.tick.1));
         if since >= SENDING_WINDOW {
-            let sent = carried.bytes.saturating_sub(stream.tick.0);
-            stream.sending_bps = sent * 8 * 1000 / since.as_millis() as u64;
-            stream.tick = (carried.bytes, now);
+            let sent = carried.bytes.saturating_sub(before.bytes);
+            let written = carried.written.saturating_sub(before.written);
+            // Carried bytes count headers too: a pacer that keeps up sends more than written.
+            stream.draining_bps = if sent < written {
+                sent * 8 * 1000 / since.as_millis() as u64
+            } else {
+                0
+            };
+            stream.tick = (carried, now);
         }
         let mut restart = Restart::No;
         if let Some(loss) = loss {
@@ -166,16 +173,19 @@ impl EgressLink {
     }
 
     /// How long `queued_bytes` waiting in stream `mid`'s send queue take to leave at the rate
-    /// its pacer sent lately; `None` before that rate is measured or while it sent nothing.
-    /// The age of the queue's oldest packet says the same only while the node writes no
-    /// faster than the pacer sends: on a link that fills, str0m's pacer follows its own
+    /// its pacer sent over the last statistics interval, if the pacer sent less than the node
+    /// wrote then (it was the bottleneck, so that is its rate); `None` otherwise: a pacer that
+    /// keeps up sends what is written, which says nothing of how fast it could send (a
+    /// subscriber moving up to a layer with a larger keyframe would read as held back). The
+    /// age of the queue's oldest packet says the same only while the node writes no faster
+    /// than the pacer sends: on a link that fills, str0m's pacer follows its own
     /// estimate within a second while the node's layer choice follows the averaged one
     /// (str0m reports a 3 s mean), so it wrote 1.2 Mbit/s to a pacer sending 0.5, and by the
     /// time the oldest packet was 400 ms old a second's worth waited before the lower layer's
     /// keyframe (Chromium trace, 2026-12-06).
     pub fn drain_time(&self, mid: Mid, queued_bytes: usize) -> Option<Duration> {
         let stream = self.streams.iter().find(|s| s.mid == mid)?;
-        let ms = (queued_bytes as u64 * 8 * 1000).checked_div(stream.sending_bps)?;
+        let ms = (queued_bytes as u64 * 8 * 1000).checked_div(stream.draining_bps)?;
         Some(Duration::from_millis(ms))
     }
 
@@ -324,32 +334,26 @@ mod tests {
     }
 
     /// A send queue's drain time is read at the rate the pacer sent over the last statistics
-    /// interval, not the last second: a pacer that fell from 1.2 to 0.4 Mbit/s takes 0.6 s
-    /// for 30 KB.
+    /// interval while it sent less than the node wrote: a pacer that fell to 0.4 Mbit/s
+    /// under 1.2 written takes 0.6 s for 30 KB. A pacer that keeps up gives no drain time.
     #[test]
     fn a_send_queue_drains_at_the_rate_the_pacer_sent_lately() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
         let video = Mid::from("1");
-        let carried = |bytes: u64| Carried {
-            bytes,
-            written: bytes,
-        };
+        let carried = |bytes: u64, written: u64| Carried { bytes, written };
         let mut e = EgressLink::default();
         assert_eq!(e.drain_time(video, 30_000), None, "no stream yet");
-        e.report(video, carried(0), None, at(0));
+        e.report(video, carried(0, 0), None, at(0));
         assert_eq!(e.drain_time(video, 30_000), None, "no rate yet");
-        e.report(video, carried(150_000), None, at(1_000));
-        assert_eq!(
-            e.drain_time(video, 30_000),
-            Some(Duration::from_millis(200))
-        );
-        e.report(video, carried(162_500), None, at(1_250));
+        e.report(video, carried(156_000, 150_000), None, at(1_000));
+        assert_eq!(e.drain_time(video, 30_000), None, "the pacer keeps up");
+        e.report(video, carried(168_500, 187_500), None, at(1_250));
         assert_eq!(
             e.drain_time(video, 30_000),
             Some(Duration::from_millis(600))
         );
-        e.report(video, carried(162_500), None, at(1_500));
+        e.report(video, carried(168_500, 225_000), None, at(1_500));
         assert_eq!(e.drain_time(video, 30_000), None, "sent nothing");
     }
 
