@@ -58,6 +58,14 @@ fn fresh_history(stream: &mut StreamTx) {
     stream.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, RTX_RATIO_CAP);
 }
 
+/// [`fresh_history`] for the outgoing stream `mid` of a connection, if it has one.
+fn fresh_history_of(rtc: Option<&mut Rtc>, mid: Mid) {
+    let mut api = rtc.map(|rtc| rtc.direct_api());
+    if let Some(stream) = api.as_mut().and_then(|a| a.stream_tx_by_mid(mid, None)) {
+        fresh_history(stream);
+    }
+}
+
 #[derive(Debug)]
 pub struct TrackIn {
     pub mid: Mid,
@@ -549,8 +557,13 @@ impl Participant {
         let Some(track) = self.tracks_in.iter_mut().find(|t| t.mid == mid) else {
             return;
         };
-        let last = track.last_keyframe_requests.iter().find(|(r, _)| *r == rid);
-        if last.is_some_and(|(_, t)| now.saturating_duration_since(*t) < KEYFRAME_REQUEST_INTERVAL)
+        let last = track
+            .last_keyframe_requests
+            .iter()
+            .position(|(r, _)| *r == rid);
+        if let Some(i) = last
+            && now.saturating_duration_since(track.last_keyframe_requests[i].1)
+                < KEYFRAME_REQUEST_INTERVAL
         {
             return;
         }
@@ -562,12 +575,8 @@ impl Participant {
             return;
         };
         stream.request_keyframe(kind);
-        match track
-            .last_keyframe_requests
-            .iter_mut()
-            .find(|(r, _)| *r == rid)
-        {
-            Some((_, at)) => *at = now,
+        match last {
+            Some(i) => track.last_keyframe_requests[i].1 = now,
             None => track.last_keyframe_requests.push((rid, now)),
         }
     }
@@ -844,11 +853,7 @@ impl Participant {
                 if track.kind == MediaKind::Video {
                     opened.push((track.source, track.source_mid));
                     // Made by this answer, so the history is set before anything is sent.
-                    let mut api = self.rtc.as_mut().map(|rtc| rtc.direct_api());
-                    let tx = api.as_mut().and_then(|a| a.stream_tx_by_mid(m, None));
-                    if let Some(tx) = tx {
-                        fresh_history(tx);
-                    }
+                    fresh_history_of(self.rtc.as_mut(), m);
                 }
             }
         }
@@ -883,10 +888,7 @@ impl Participant {
     /// Chromium on a 600 kbit/s link: 0.3-0.8 Mbit/s of the old layer's resends for a second
     /// after the switch, the new layer's keyframe lost behind them and the picture frozen.
     pub fn forget_resends(&mut self, mid: Mid) {
-        let mut api = self.rtc.as_mut().map(|rtc| rtc.direct_api());
-        if let Some(stream) = api.as_mut().and_then(|a| a.stream_tx_by_mid(mid, None)) {
-            fresh_history(stream);
-        }
+        fresh_history_of(self.rtc.as_mut(), mid);
     }
 
     /// The video tracks this participant receives, for layer choice.
