@@ -16,9 +16,10 @@ if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 # prometheus: the real server that scrapes a node, and promtool for the alert rules;
 # rsyslog + rsyslog-gnutls: the real syslog-over-TLS audit sink; containerd, runc, the CNI
 # plugins, iptables, conntrack, curl, openssl and libc6-dev (a static pause image): the
-# single-node cluster that runs pods (tests/src/pods.rs); coturn: the TURN relay (TURN over TLS on 443).
+# single-node cluster that runs pods (tests/src/pods.rs); coturn: the TURN relay (TURN over TLS on 443);
+# janus: the peer SFU the load generator is checked against (media_rust_peers.rs).
 packages=(etcd-server xz-utils gcc make ca-certificates chromium chromium-driver iproute2 python3-pip prometheus rsyslog rsyslog-gnutls
-  containerd runc containernetworking-plugins iptables conntrack curl openssl libc6-dev util-linux coturn)
+  containerd runc containernetworking-plugins iptables conntrack curl openssl libc6-dev util-linux coturn janus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

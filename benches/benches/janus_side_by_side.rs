@@ -1,6 +1,7 @@
 //! bedside and Janus forwarding the same load, in one run, on the same cores: N publishers,
-//! each alone in a room with M receive-only subscribers, the same `webrtc`-crate peers and
-//! the same 1,150-byte VP8 packets at 1.5 Mbit/s as `media_forwarding`. Reported for each SFU:
+//! each alone in a room with M receive-only subscribers, the same peers (str0m load peers, or
+//! with `/webrtc` the `webrtc` crate's) and the same 1,150-byte VP8 packets at 1.5 Mbit/s as
+//! `media_forwarding`. Reported for each SFU:
 //! its CPU (utime+stime of its process from /proc, all threads), CPU per forwarded stream and
 //! the ratio bedside / Janus, loss, end-to-end delay, memory per subscriber. Results are
 //! printed and written into docs/benchmarks.md.
@@ -11,22 +12,26 @@
 //! packets take the same loopback path through the kernel.
 //!
 //! `cargo bench -p bedside-benches --bench janus_side_by_side` after `cargo build --release -p
-//! bedside-media-node`; `BEDSIDE_BENCH_SCENARIOS="2x20,4x25"` picks the scenarios. Needs root
-//! (namespaces) and Debian's `janus` package.
+//! bedside-media-node`; `BEDSIDE_BENCH_SCENARIOS="2x20,4x25/webrtc,8x25+pin"` picks the
+//! scenarios, as in `media_forwarding` (`+pin`: each SFU on CPU 0 and the load on the others).
+//! Needs root (namespaces) and Debian's `janus` package.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bedside_benches::load::{BenchPeer, Generator};
+use bedside_benches::load::{BenchPeer, Generator, Scenario, pin_apart, unpin_load};
 use bedside_tests::browser::Netns;
-use bedside_tests::janus::{JanusPeer, JanusServer};
+use bedside_tests::janus::{JanusPeer, JanusServer, Stack};
 use bedside_tests::media::{PeerOptions, Received, TestNode, VideoLoad, cpu_secs};
 
 const LOAD: VideoLoad = VideoLoad {
     bitrate_bps: 1_500_000,
     packet_bytes: VideoLoad::BROWSER_PACKET_PAYLOAD,
 };
+/// Below the table's 4 x 25 both the load's stacks keep up; above it only the str0m one does,
+/// and the pinned rows give each SFU one core of its own.
+const DEFAULT_SCENARIOS: &str = "1x10,2x20,4x25,4x25/webrtc,8x25+pin,16x25+pin";
 const WARMUP: Duration = Duration::from_secs(3);
 const WINDOW: Duration = Duration::from_secs(10);
 /// The veth pair's ends. Janus's ICE and its peers both use the first: with the peers'
@@ -40,6 +45,8 @@ const OTHER_SIDE: (&str, Ipv4Addr) = ("v1", Ipv4Addr::new(10, 99, 0, 2));
 /// One SFU's figures for one scenario; `None` where nothing was measured.
 #[derive(Debug, Default)]
 struct Outcome {
+    /// Held to one core, the load on the others.
+    pinned: bool,
     cpu_secs: Option<f64>,
     loss_pct: Option<f64>,
     e2e_p50_us: Option<u32>,
@@ -96,6 +103,7 @@ impl Load<'_> {
         let latencies = self.take_latencies();
         let subscribers = (self.received.len() as f64).max(1.0);
         Outcome {
+            pinned: false,
             cpu_secs: cpu,
             loss_pct: (expected > 0)
                 .then(|| (1.0 - received as f64 / expected as f64).max(0.0) * 100.0),
@@ -108,11 +116,17 @@ impl Load<'_> {
     }
 }
 
-async fn bedside(binary: &std::path::Path, publishers: usize, per_room: usize) -> Outcome {
-    let mut node = TestNode::spawn(binary).await;
+async fn bedside(binary: &std::path::Path, scenario: Scenario) -> Outcome {
+    let Scenario {
+        publishers,
+        per_room,
+        loops,
+        generator,
+        pinned,
+    } = scenario;
+    let mut node = TestNode::spawn_with_loops(binary, loops).await;
     let pid = node.pid();
-    // The same stack as Janus's peers: the `webrtc` crate.
-    let generator = Generator::Webrtc;
+    let pinned = pinned && pin_apart(pid);
     let pubs = generator.publishers(&node, publishers, LOAD).await;
     let rss_before = bedside_benches::proc_status_kib(pid, "VmRSS:");
     let mut subs = Vec::new();
@@ -132,43 +146,65 @@ async fn bedside(binary: &std::path::Path, publishers: usize, per_room: usize) -
         p.leave().await;
     }
     node.shutdown(Duration::from_secs(3)).await;
-    outcome
+    if pinned {
+        unpin_load();
+    }
+    Outcome { pinned, ..outcome }
 }
 
-async fn janus(publishers: usize, per_room: usize) -> Outcome {
+async fn janus(scenario: Scenario) -> Outcome {
+    let Scenario {
+        publishers,
+        per_room,
+        generator,
+        pinned,
+        ..
+    } = scenario;
     let server = JanusServer::start(JANUS_SIDE.0, JANUS_SIDE.1).await;
     let pid = server.pid();
-    let options = PeerOptions {
-        bind_ip: JANUS_SIDE.1.into(),
-        ..PeerOptions::video(LOAD)
+    // Janus starts a thread per handle: each inherits the pinned affinity.
+    let pinned = pinned && pin_apart(pid);
+    let (publisher, subscriber) = match generator {
+        Generator::Webrtc => {
+            let on_janus_side = |options| PeerOptions {
+                bind_ip: JANUS_SIDE.1.into(),
+                ..options
+            };
+            (
+                Stack::Webrtc(on_janus_side(PeerOptions::video(LOAD))),
+                Stack::Webrtc(on_janus_side(PeerOptions::receive_only())),
+            )
+        }
+        Generator::Str0m => (
+            Stack::Str0m(JANUS_SIDE.1, LOAD),
+            Stack::Str0m(JANUS_SIDE.1, LOAD),
+        ),
     };
     let mut pubs = Vec::new();
     for i in 0..publishers {
-        pubs.push(JanusPeer::publish(&server, 1000 + i as u64, options.clone()).await);
+        pubs.push(JanusPeer::publish(&server, 1000 + i as u64, &publisher).await);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = bedside_benches::proc_status_kib(pid, "VmRSS:");
-    let receive_only = PeerOptions {
-        bind_ip: JANUS_SIDE.1.into(),
-        ..PeerOptions::receive_only()
-    };
     let mut subs = Vec::new();
-    for (i, publisher) in pubs.iter().enumerate() {
+    for (i, p) in pubs.iter().enumerate() {
         for _ in 0..per_room {
             let room = 1000 + i as u64;
-            let s = JanusPeer::subscribe(&server, room, publisher.feed, receive_only.clone());
-            subs.push(s.await);
+            subs.push(JanusPeer::subscribe(&server, room, p.feed, &subscriber).await);
         }
     }
     let load = Load {
-        sent: pubs.iter().map(|p| p.media.video_sent.as_ref()).collect(),
-        received: subs.iter().map(|s| s.media.received.as_ref()).collect(),
+        sent: pubs.iter().map(JanusPeer::video_sent).collect(),
+        received: subs.iter().map(JanusPeer::received).collect(),
     };
     let outcome = load.measure(pid, per_room, rss_before).await;
     for p in pubs.into_iter().chain(subs) {
         p.leave().await;
     }
-    outcome
+    if pinned {
+        unpin_load();
+    }
+    Outcome { pinned, ..outcome }
 }
 
 /// Millicores per forwarded stream.
@@ -177,15 +213,24 @@ fn per_stream(o: &Outcome, streams: usize) -> Option<f64> {
         .map(|cpu| cpu / WINDOW.as_secs_f64() * 1000.0 / streams.max(1) as f64)
 }
 
-fn table(rows: &[((usize, usize), Outcome, Outcome)]) -> String {
+fn table(rows: &[(Scenario, Outcome, Outcome)]) -> String {
     let mut out = String::from(
-        "| publishers x subscribers | forwarded streams | CPU (cores), bedside / Janus | CPU per stream (millicores), bedside / Janus | bedside / Janus | loss, bedside / Janus | end-to-end p50 / p99, bedside | end-to-end p50 / p99, Janus | memory per subscriber, bedside / Janus |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| publishers x subscribers | load generator | cores | forwarded streams | CPU (cores), bedside / Janus | CPU per stream (millicores), bedside / Janus | bedside / Janus | loss, bedside / Janus | end-to-end p50 / p99, bedside | end-to-end p50 / p99, Janus | memory per subscriber, bedside / Janus |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let na = || "n/a".to_string();
     let ms = |us: Option<u32>| us.map_or_else(na, |d| format!("{:.1} ms", f64::from(d) / 1000.0));
-    for ((publishers, per_room), b, j) in rows {
+    for (scenario, b, j) in rows {
+        let (publishers, per_room) = (scenario.publishers, scenario.per_room);
         let streams = publishers * per_room;
+        let generator = scenario.generator.name();
+        let placement = match (b.pinned, j.pinned) {
+            (true, true) => "each SFU on 1, the load on the other",
+            (false, false) => "all shared",
+            // Pinning was asked for and failed for one (the bench said why).
+            (true, false) => "bedside on 1, Janus shared",
+            (false, true) => "Janus on 1, bedside shared",
+        };
         let cores = |o: &Outcome| {
             o.cpu_secs
                 .map_or_else(na, |c| format!("{:.2}", c / WINDOW.as_secs_f64()))
@@ -201,7 +246,7 @@ fn table(rows: &[((usize, usize), Outcome, Outcome)]) -> String {
                 .map_or_else(na, |m| format!("{m:.0} KiB"))
         };
         out.push_str(&format!(
-            "| {publishers} x {per_room} | {streams} | {} / {} | {} / {} | {ratio} | {} / {} | {} / {} | {} / {} | {} / {} |\n",
+            "| {publishers} x {per_room} | {generator} | {placement} | {streams} | {} / {} | {} / {} | {ratio} | {} / {} | {} / {} | {} / {} | {} / {} |\n",
             cores(b),
             cores(j),
             pb.map_or_else(na, |p| format!("{p:.2}")),
@@ -234,13 +279,10 @@ fn main() {
         println!("janus_side_by_side: skipped: {why}");
         return;
     }
-    let scenarios: Vec<(usize, usize)> = std::env::var("BEDSIDE_BENCH_SCENARIOS")
-        .unwrap_or_else(|_| "1x10,2x20,4x25,8x25".into())
+    let scenarios: Vec<Scenario> = std::env::var("BEDSIDE_BENCH_SCENARIOS")
+        .unwrap_or_else(|_| DEFAULT_SCENARIOS.into())
         .split(',')
-        .filter_map(|s| {
-            let (p, m) = s.trim().split_once('x')?;
-            Some((p.parse().ok()?, m.parse().ok()?))
-        })
+        .filter_map(|spec| Scenario::parse(spec, Generator::Str0m))
         .collect();
     let netns = Netns::create();
     netns.add_veth(
@@ -249,13 +291,13 @@ fn main() {
     );
     let (done, results) = std::sync::mpsc::channel();
     netns.run(move || async move {
-        for (publishers, per_room) in scenarios {
-            eprintln!("janus_side_by_side: {publishers} x {per_room}, bedside ...");
-            let b = bedside(&binary, publishers, per_room).await;
-            eprintln!("{b:?}\njanus_side_by_side: {publishers} x {per_room}, Janus ...");
-            let j = janus(publishers, per_room).await;
+        for scenario in scenarios {
+            eprintln!("janus_side_by_side: {scenario:?}, bedside ...");
+            let b = bedside(&binary, scenario).await;
+            eprintln!("{b:?}\njanus_side_by_side: {scenario:?}, Janus ...");
+            let j = janus(scenario).await;
             eprintln!("{j:?}");
-            let _ = done.send(((publishers, per_room), b, j));
+            let _ = done.send((scenario, b, j));
         }
     });
     let rows: Vec<_> = results.try_iter().collect();

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use bedside_benches::load::{BenchPeer, Generator};
+use bedside_benches::load::{BenchPeer, Generator, Scenario, pin_apart, unpin_load};
 use bedside_tests::media::{TestNode, VideoLoad, cpu_secs};
 
 /// Packets the size a browser sends its video in (1,200 bytes of payload before 2026-12-05:
@@ -120,55 +120,6 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> 
     Some(lower.0)
 }
 
-/// A scenario: publishers, subscribers per publisher, media loops (`None`: the default), and
-/// the stack the load runs on.
-#[derive(Debug, Clone, Copy)]
-struct Scenario {
-    publishers: usize,
-    per_room: usize,
-    loops: Option<u16>,
-    generator: Generator,
-    /// The node held to CPU 0 and the generator to the others, so neither takes the other's
-    /// core and the node's CPU is one core's worth at most.
-    pinned: bool,
-}
-
-impl Scenario {
-    /// `PxS`, `PxS@L`, either with `/webrtc` or `/str0m` (the load's stack; `default` without),
-    /// and a final `+pin` to pin the node to one core.
-    fn parse(spec: &str, default: Generator) -> Option<Scenario> {
-        let (spec, pinned) = match spec.trim().strip_suffix("+pin") {
-            Some(spec) => (spec, true),
-            None => (spec.trim(), false),
-        };
-        let (spec, generator) = match spec.trim().split_once('/') {
-            Some((spec, generator)) => (spec, Generator::parse(generator)?),
-            None => (spec.trim(), default),
-        };
-        let (load, loops) = match spec.trim().split_once('@') {
-            Some((load, loops)) => (load, Some(loops.trim().parse().ok()?)),
-            None => (spec.trim(), None),
-        };
-        let (a, b) = load.split_once('x')?;
-        Some(Scenario {
-            publishers: a.trim().parse().ok()?,
-            per_room: b.trim().parse().ok()?,
-            loops,
-            generator,
-            pinned,
-        })
-    }
-}
-
-/// Holds every thread of `pid` to `cpus` (taskset's list syntax); false if that failed.
-fn pin(pid: u32, cpus: &str) -> bool {
-    std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
     let Scenario {
         publishers,
@@ -179,9 +130,7 @@ async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
     } = scenario;
     let mut node = TestNode::spawn_with_loops(binary, loops).await;
     let pid = node.pid();
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pinned =
-        pinned && cpus > 1 && pin(pid, "0") && pin(std::process::id(), &format!("1-{}", cpus - 1));
+    let pinned = pinned && pin_apart(pid);
     let loops = node.metric("bedside_media_loops").await as usize;
     let pubs = generator.publishers(&node, publishers, LOAD).await;
     let rss_before = bedside_benches::proc_status_kib(pid, "VmRSS:");
@@ -290,7 +239,7 @@ async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
     }
     node.shutdown(Duration::from_secs(3)).await;
     if pinned {
-        pin(std::process::id(), &format!("0-{}", cpus - 1));
+        unpin_load();
     }
     outcome
 }

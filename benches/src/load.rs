@@ -114,3 +114,85 @@ impl BenchPeer {
         }
     }
 }
+
+/// A scenario: publishers, subscribers per publisher, media loops (`None`: the default), and
+/// the stack the load runs on.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    pub publishers: usize,
+    pub per_room: usize,
+    pub loops: Option<u16>,
+    pub generator: Generator,
+    /// The SFU held to CPU 0 and the generator to the others, so neither takes the other's
+    /// core and the SFU's CPU is one core's worth at most.
+    pub pinned: bool,
+}
+
+impl Scenario {
+    /// `PxS`, `PxS@L`, either with `/webrtc` or `/str0m` (the load's stack; `default` without),
+    /// and a final `+pin` to pin the node to one core.
+    pub fn parse(spec: &str, default: Generator) -> Option<Scenario> {
+        let (spec, pinned) = match spec.trim().strip_suffix("+pin") {
+            Some(spec) => (spec, true),
+            None => (spec.trim(), false),
+        };
+        let (spec, generator) = match spec.trim().split_once('/') {
+            Some((spec, generator)) => (spec, Generator::parse(generator)?),
+            None => (spec.trim(), default),
+        };
+        let (load, loops) = match spec.trim().split_once('@') {
+            Some((load, loops)) => (load, Some(loops.trim().parse().ok()?)),
+            None => (spec.trim(), None),
+        };
+        let (a, b) = load.split_once('x')?;
+        Some(Scenario {
+            publishers: a.trim().parse().ok()?,
+            per_room: b.trim().parse().ok()?,
+            loops,
+            generator,
+            pinned,
+        })
+    }
+}
+
+/// The SFU process `sfu` held to CPU 0 and this process (the load) to the others; false, and
+/// nothing held, on a single CPU or when taskset failed.
+pub fn pin_apart(sfu: u32) -> bool {
+    let cpus = online_cpus();
+    cpus > 1 && pin(sfu, "0") && pin(std::process::id(), &format!("1-{}", cpus - 1))
+}
+
+/// This process free to run on every CPU again (after [`pin_apart`]).
+pub fn unpin_load() {
+    pin(std::process::id(), &format!("0-{}", online_cpus() - 1));
+}
+
+/// The machine's CPUs, not this process's: `available_parallelism` counts only the CPUs the
+/// process may run on, one after [`pin_apart`].
+fn online_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|list| list.trim().strip_prefix("0-")?.parse::<usize>().ok())
+        .map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |last| last + 1,
+        )
+}
+
+/// Holds every thread of `pid` to `cpus` (taskset's list syntax); false, said on stderr, if
+/// that failed. A thread that ends while taskset walks the list fails it, so it tries again.
+fn pin(pid: u32, cpus: &str) -> bool {
+    let mut why = String::new();
+    for _ in 0..3 {
+        match std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .output()
+        {
+            Ok(out) if out.status.success() => return true,
+            Ok(out) => why = String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            Err(e) => why = e.to_string(),
+        }
+    }
+    eprintln!("could not hold process {pid} to CPUs {cpus}: {why}");
+    false
+}

@@ -1,22 +1,26 @@
 //! Janus 1.1 (Debian's `janus`), the peer SFU the side-by-side benchmark runs bedside against:
-//! a server started in the calling thread's network namespace, and `webrtc`-crate peers (the
-//! same [`PeerMedia`] as bedside's load) that publish to or subscribe from its VideoRoom plugin
-//! over its WebSocket API.
+//! a server started in the calling thread's network namespace, and peers on either of the load's
+//! stacks (the `webrtc` crate's [`PeerMedia`], or the str0m [`LoadPeer`]) that publish to or
+//! subscribe from its VideoRoom plugin over its WebSocket API.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::media::{PeerMedia, PeerOptions};
+use crate::load_peer::{LoadPeer, Opening, Wiring};
+use crate::media::{PeerMedia, PeerOptions, Received, VideoLoad};
 
 const JANUS: &str = "/usr/bin/janus";
 const WS_PORT: u16 = 8188;
@@ -260,19 +264,36 @@ impl Session {
     }
 }
 
-/// A `webrtc`-crate peer in a Janus VideoRoom.
+/// The stack a Janus peer runs on.
+#[derive(Debug, Clone)]
+pub enum Stack {
+    /// A `webrtc`-crate peer with these options (a publisher sends their video and audio).
+    Webrtc(PeerOptions),
+    /// A str0m load peer on a UDP port of this address; a publisher sends `VideoLoad`.
+    Str0m(Ipv4Addr, VideoLoad),
+}
+
+#[derive(Debug)]
+enum Media {
+    Webrtc(PeerMedia),
+    /// The load peer, and the channel that carried Janus's SDP to it: dropping it would close
+    /// the connection.
+    Str0m(LoadPeer, mpsc::UnboundedSender<Value>),
+}
+
+/// A peer in a Janus VideoRoom.
 #[derive(Debug)]
 pub struct JanusPeer {
-    pub media: PeerMedia,
+    media: Media,
     /// The publisher's feed id (0 for a subscriber).
     pub feed: u64,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl JanusPeer {
-    /// Creates `room` (a room of one publisher, VP8 and Opus) and publishes into it what
-    /// `options` asks for; the media starts flowing at once.
-    pub async fn publish(server: &JanusServer, room: u64, options: PeerOptions) -> JanusPeer {
+    /// Creates `room` (a room of one publisher, VP8 and Opus) and publishes into it on
+    /// `stack`; the media starts flowing at once.
+    pub async fn publish(server: &JanusServer, room: u64, stack: &Stack) -> JanusPeer {
         let mut session = Session::open(server).await;
         session
             .call(
@@ -280,8 +301,19 @@ impl JanusPeer {
                 "publishers": 1, "videocodec": "vp8", "audiocodec": "opus"}}),
             )
             .await;
-        let mut media = PeerMedia::new(&format!("janus-{room}"), &options).await;
-        let offer = media.offer().await;
+        let name = format!("janus-{room}");
+        let (mut media, offer) = match stack {
+            Stack::Webrtc(options) => {
+                let mut media = PeerMedia::new(&name, options).await;
+                let offer = media.offer().await;
+                (Media::Webrtc(media), offer)
+            }
+            Stack::Str0m(ip, load) => {
+                let (peer, wiring) = LoadPeer::start(*ip, &name, Opening::Publish(*load)).await;
+                let offer = wiring.offer.clone().expect("a publisher makes an offer");
+                (Media::Str0m(peer, wiring.from_sfu), offer)
+            }
+        };
         let joined = session
             .call(json!({"janus": "message",
                 "body": {"request": "joinandconfigure", "room": room, "ptype": "publisher"},
@@ -292,10 +324,19 @@ impl JanusPeer {
             .unwrap_or_else(|| panic!("Janus gave the publisher no feed id: {joined}"));
         let answer = joined["jsep"]["sdp"]
             .as_str()
-            .unwrap_or_else(|| panic!("Janus sent no answer: {joined}"));
-        media.accept_answer(answer.to_string()).await;
+            .unwrap_or_else(|| panic!("Janus sent no answer: {joined}"))
+            .to_string();
+        let mut tasks = Vec::new();
+        match &mut media {
+            Media::Webrtc(media) => {
+                media.accept_answer(answer).await;
+                tasks.extend(media.publish_video());
+            }
+            Media::Str0m(_, to_peer) => {
+                let _ = to_peer.send(json!({"type": "answer", "sdp": answer}));
+            }
+        }
         // Subscribers can join a feed only once its connection is up.
-        let mut tasks: Vec<_> = media.publish_video().into_iter().collect();
         if !session.wait_for("webrtcup", Duration::from_secs(10)).await {
             panic!(
                 "the publisher's connection to Janus did not come up; Janus's log:\n{}",
@@ -303,17 +344,14 @@ impl JanusPeer {
             );
         }
         tasks.push(session.keep_alive());
-        tasks.extend(media.publish_audio(format!("janus-{room}")));
+        if let Media::Webrtc(media) = &media {
+            tasks.extend(media.publish_audio(name));
+        }
         JanusPeer { media, feed, tasks }
     }
 
-    /// Subscribes to `feed` in `room`: Janus offers, this peer answers.
-    pub async fn subscribe(
-        server: &JanusServer,
-        room: u64,
-        feed: u64,
-        options: PeerOptions,
-    ) -> JanusPeer {
+    /// Subscribes to `feed` in `room` on `stack`: Janus offers, this peer answers.
+    pub async fn subscribe(server: &JanusServer, room: u64, feed: u64, stack: &Stack) -> JanusPeer {
         let mut session = Session::open(server).await;
         let attached = session
             .call(
@@ -323,9 +361,21 @@ impl JanusPeer {
             .await;
         let offer = attached["jsep"]["sdp"]
             .as_str()
-            .unwrap_or_else(|| panic!("Janus sent the subscriber no offer: {attached}"));
-        let mut media = PeerMedia::new(&format!("janus-sub-{room}"), &options).await;
-        let answer = media.answer(offer.to_string()).await;
+            .unwrap_or_else(|| panic!("Janus sent the subscriber no offer: {attached}"))
+            .to_string();
+        let name = format!("janus-sub-{room}");
+        let (media, answer) = match stack {
+            Stack::Webrtc(options) => {
+                let mut media = PeerMedia::new(&name, options).await;
+                let answer = media.answer(offer).await;
+                (Media::Webrtc(media), answer)
+            }
+            Stack::Str0m(ip, _) => {
+                let (peer, wiring) = LoadPeer::start(*ip, &name, Opening::AwaitOffer).await;
+                let answer = answer_offer(wiring, offer).await;
+                (Media::Str0m(peer, answer.1), answer.0)
+            }
+        };
         session
             .call(json!({"janus": "message", "body": {"request": "start"},
                 "jsep": {"type": "answer", "sdp": answer, "trickle": false}}))
@@ -337,19 +387,42 @@ impl JanusPeer {
         }
     }
 
-    /// Stamped video frames received, from every stream.
-    pub fn stamped(&self) -> u64 {
-        self.media
-            .received
-            .lock()
-            .map(|r| r.stamped.values().sum())
-            .unwrap_or(0)
+    /// Stamped video packets handed to the stack.
+    pub fn video_sent(&self) -> &AtomicU64 {
+        match &self.media {
+            Media::Webrtc(media) => &media.video_sent,
+            Media::Str0m(peer, _) => &peer.video_sent,
+        }
+    }
+
+    pub fn received(&self) -> &Mutex<Received> {
+        match &self.media {
+            Media::Webrtc(media) => &media.received,
+            Media::Str0m(peer, _) => &peer.received,
+        }
     }
 
     pub async fn leave(self) {
         for task in self.tasks {
             task.abort();
         }
-        let _ = self.media.pc.close().await;
+        match self.media {
+            Media::Webrtc(media) => {
+                let _ = media.pc.close().await;
+            }
+            Media::Str0m(peer, _) => peer.leave().await,
+        }
     }
+}
+
+/// Hands a load peer Janus's `offer`; its answer, and the channel to keep.
+async fn answer_offer(mut wiring: Wiring, offer: String) -> (String, mpsc::UnboundedSender<Value>) {
+    let _ = wiring.from_sfu.send(json!({"type": "offer", "sdp": offer}));
+    let answer = tokio::time::timeout(Duration::from_secs(10), wiring.to_sfu.recv())
+        .await
+        .ok()
+        .flatten()
+        .expect("the load peer answers Janus's offer");
+    let sdp = answer["sdp"].as_str().expect("an answer's SDP").to_string();
+    (sdp, wiring.from_sfu)
 }

@@ -42,6 +42,30 @@ impl std::fmt::Debug for LoadPeer {
     }
 }
 
+/// A peer whose SFU's signaling is carried by someone else (the node's, or Janus's in the
+/// side-by-side benchmark): the offer it made, if any, and the channels to it.
+#[derive(Debug)]
+pub struct Wiring {
+    /// Our offer, to hand the SFU; `None` for a peer that waits for the SFU's offer.
+    pub offer: Option<String>,
+    /// The SFU's answer or offer, as `{"type": "answer" | "offer", "sdp": ...}`. Dropping it
+    /// closes the connection.
+    pub from_sfu: mpsc::UnboundedSender<Value>,
+    /// Our answers to the SFU's offers, in the same shape; closed once the peer has stopped.
+    pub to_sfu: mpsc::UnboundedReceiver<Value>,
+}
+
+/// What a peer offers first, if anything.
+#[derive(Debug, Clone, Copy)]
+pub enum Opening {
+    /// Sends `VideoLoad` on a track it offers.
+    Publish(VideoLoad),
+    /// Offers a data channel (as a browser does) and receives what the SFU adds.
+    OfferChannel,
+    /// Offers nothing: receives what the SFU offers.
+    AwaitOffer,
+}
+
 impl LoadPeer {
     /// Joins `room`, then sends `video` (a publisher) or receives what the room sends (a
     /// subscriber, with a data channel to offer). Panics when the node refuses.
@@ -58,57 +82,73 @@ impl LoadPeer {
             .as_str()
             .expect("participant id")
             .to_string();
+        let opening = video.map_or(Opening::OfferChannel, Opening::Publish);
+        let (peer, wiring) = LoadPeer::start(Ipv4Addr::LOCALHOST, &participant_id, opening).await;
+        if let Some(offer) = &wiring.offer {
+            signal
+                .send(json!({"v": 1, "type": "offer", "sdp": offer}))
+                .await;
+        }
+        tokio::spawn(relay(signal, wiring));
+        peer
+    }
 
-        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("a loopback UDP port");
+    /// A peer on a UDP port of `ip`, before any signaling: `name` is the stream id of the
+    /// track it publishes. Its media starts once the [`Wiring`] has carried the SFU's answer.
+    pub async fn start(ip: Ipv4Addr, name: &str, opening: Opening) -> (LoadPeer, Wiring) {
+        let socket = UdpSocket::bind((ip, 0)).await.expect("a UDP port");
         let local = socket.local_addr().expect("local address");
         let mut rtc = RtcConfig::new().set_rtp_mode(true).build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").expect("a host candidate"));
         let mut change = rtc.sdp_api();
-        let video_mid = match video {
-            Some(_) => Some(change.add_media(
-                MediaKind::Video,
-                Direction::SendOnly,
-                Some(participant_id.clone()),
-                None,
-                None,
-            )),
-            None => {
-                change.add_channel("bedside".into());
-                None
+        let mut sender = None;
+        match opening {
+            Opening::Publish(load) => {
+                let mid = change.add_media(
+                    MediaKind::Video,
+                    Direction::SendOnly,
+                    Some(name.to_string()),
+                    None,
+                    None,
+                );
+                sender = Some(VideoSender::new(load, mid));
             }
-        };
-        let (offer, pending) = change.apply().expect("an offer");
-        signal
-            .send(json!({"v": 1, "type": "offer", "sdp": offer.to_sdp_string()}))
-            .await;
+            Opening::OfferChannel => {
+                change.add_channel("bedside".into());
+            }
+            Opening::AwaitOffer => {}
+        }
+        let (offer, pending) = change.apply().unzip();
 
         let received = Arc::new(Mutex::new(Received::default()));
         let video_sent = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = oneshot::channel();
-        let sender = video
-            .zip(video_mid)
-            .map(|(load, mid)| VideoSender::new(load, mid));
+        let (from_sfu, from_sfu_rx) = mpsc::unbounded_channel();
+        let (to_sfu_tx, to_sfu) = mpsc::unbounded_channel();
         let session = Session {
             rtc,
             socket,
             local,
-            pending: Some(pending),
+            pending,
             publishers: HashMap::new(),
             by_ssrc: HashMap::new(),
             received: received.clone(),
             video_sent: video_sent.clone(),
         };
-        let (from_node, to_node) = relay(signal, stopped);
-        let task = tokio::spawn(session.run(from_node, to_node, sender));
-        LoadPeer {
-            participant_id,
+        let task = tokio::spawn(session.run(from_sfu_rx, to_sfu_tx, sender, stopped));
+        let peer = LoadPeer {
+            participant_id: name.to_string(),
             received,
             video_sent,
             stop,
             task,
-        }
+        };
+        let wiring = Wiring {
+            offer: offer.map(|o| o.to_sdp_string()),
+            from_sfu,
+            to_sfu,
+        };
+        (peer, wiring)
     }
 
     /// Leaves the room and closes the connection.
@@ -172,9 +212,9 @@ struct Session {
     rtc: Rtc,
     socket: UdpSocket,
     local: SocketAddr,
-    /// Our own offer, until the node answers it.
+    /// Our own offer, until the SFU answers it.
     pending: Option<SdpPendingOffer>,
-    /// Whose media each of the node's m-lines carries (its `msid` stream id).
+    /// Whose media each of the SFU's m-lines carries (its `msid` stream id).
     publishers: HashMap<Mid, String>,
     by_ssrc: HashMap<Ssrc, String>,
     received: Arc<Mutex<Received>>,
@@ -184,9 +224,10 @@ struct Session {
 impl Session {
     async fn run(
         mut self,
-        mut from_node: mpsc::UnboundedReceiver<Value>,
-        to_node: mpsc::UnboundedSender<Value>,
+        mut from_sfu: mpsc::UnboundedReceiver<Value>,
+        to_sfu: mpsc::UnboundedSender<Value>,
         mut sender: Option<VideoSender>,
+        mut stopped: oneshot::Receiver<()>,
     ) {
         let mut buf = vec![0u8; 2048];
         let mut tick = tokio::time::interval(
@@ -214,15 +255,19 @@ impl Session {
                         self.receive(&buf[..n], source);
                     }
                 }
-                message = from_node.recv() => {
-                    // Closed: the peer left, or the node closed its signaling.
+                message = from_sfu.recv() => {
+                    // Closed: the SFU's signaling is gone.
                     let Some(message) = message else {
                         self.rtc.disconnect();
                         return;
                     };
                     if let Some(answer) = self.signaled(&message) {
-                        let _ = to_node.send(json!({"v": 1, "type": "answer", "sdp": answer}));
+                        let _ = to_sfu.send(json!({"type": "answer", "sdp": answer}));
                     }
+                }
+                _ = &mut stopped => {
+                    self.rtc.disconnect();
+                    return;
                 }
                 _ = tick.tick(), if sender.is_some() => {
                     if let Some(sender) = sender.as_mut()
@@ -273,27 +318,27 @@ impl Session {
         let _ = self.rtc.handle_input(input);
     }
 
-    /// The node's answer to our offer, or its offer (returns our answer).
+    /// The SFU's answer to our offer, or its offer (returns our answer).
     fn signaled(&mut self, message: &Value) -> Option<String> {
         let sdp = message["sdp"].as_str()?;
         match message["type"].as_str()? {
             "answer" => {
-                let answer = SdpAnswer::from_sdp_string(sdp).expect("the node's answer is SDP");
+                let answer = SdpAnswer::from_sdp_string(sdp).expect("the SFU's answer is SDP");
                 let pending = self.pending.take()?;
                 self.rtc
                     .sdp_api()
                     .accept_answer(pending, answer)
-                    .expect("the node's answer fits the offer");
+                    .expect("the SFU's answer fits the offer");
                 None
             }
             "offer" => {
                 self.publishers.extend(stream_ids(sdp));
-                let offer = SdpOffer::from_sdp_string(sdp).expect("the node's offer is SDP");
+                let offer = SdpOffer::from_sdp_string(sdp).expect("the SFU's offer is SDP");
                 let answer = self
                     .rtc
                     .sdp_api()
                     .accept_offer(offer)
-                    .expect("the node's offer is acceptable");
+                    .expect("the SFU's offer is acceptable");
                 Some(answer.to_sdp_string())
             }
             _ => None,
@@ -314,34 +359,29 @@ impl Session {
     }
 }
 
-/// The peer's signaling on a task of its own, so the media loop waits on channels and not on
-/// the WebSocket (whose read buffer is set up anew each time a read starts). `stopped`: the
-/// peer leaves and the channel to the media loop closes.
-fn relay(
-    mut signal: Signal,
-    mut stopped: oneshot::Receiver<()>,
-) -> (mpsc::UnboundedReceiver<Value>, mpsc::UnboundedSender<Value>) {
-    let (from_node_tx, from_node) = mpsc::unbounded_channel();
-    let (to_node, mut to_node_rx) = mpsc::unbounded_channel::<Value>();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                message = signal.recv_any() => {
-                    let Some(message) = message else { break };
-                    if from_node_tx.send(message).is_err() {
-                        break;
-                    }
-                }
-                Some(message) = to_node_rx.recv() => signal.send(message).await,
-                _ = &mut stopped => {
-                    signal.send(json!({"v": 1, "type": "leave"})).await;
+/// The node's signaling for one peer, on a task of its own so the media loop waits on channels
+/// and not on the WebSocket (whose read buffer is set up anew each time a read starts). Once
+/// the peer has stopped (its answers' channel closes) it leaves the room.
+async fn relay(mut signal: Signal, mut wiring: Wiring) {
+    loop {
+        tokio::select! {
+            message = signal.recv_any() => {
+                let Some(message) = message else { break };
+                if wiring.from_sfu.send(message).is_err() {
                     break;
                 }
             }
+            answer = wiring.to_sfu.recv() => {
+                let Some(mut answer) = answer else {
+                    signal.send(json!({"v": 1, "type": "leave"})).await;
+                    break;
+                };
+                answer["v"] = json!(1);
+                signal.send(answer).await;
+            }
         }
-        signal.close().await;
-    });
-    (from_node, to_node)
+    }
+    signal.close().await;
 }
 
 /// Each m-line's mid and the stream id of its `msid` (the node names the publisher there).

@@ -2,9 +2,13 @@
 //! forwarding across participants and rooms, room isolation, token and cipher refusals,
 //! malformed signaling, leave and shutdown notices.
 
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bedside_crds::join::Role;
+use bedside_tests::browser::Netns;
+use bedside_tests::janus::{JanusPeer, JanusServer, Stack};
 use bedside_tests::load_peer::LoadPeer;
 use bedside_tests::media::{PeerOptions, RustPeer, Signal, TestNode, VideoLoad, sign, wait_until};
 use serde_json::json;
@@ -173,6 +177,60 @@ async fn the_str0m_load_generator_delivers_each_publishers_packets_to_its_room_o
         p.leave().await;
     }
     node.shutdown(Duration::from_secs(2)).await;
+}
+
+/// The same generator through Janus, the side-by-side benchmark's peer SFU: a str0m publisher's
+/// stamped packets reach both str0m subscribers, nearly all of them. The benchmark's Janus rows
+/// then carry the same load as its bedside rows, or this fails.
+#[test]
+fn the_str0m_load_generator_carries_a_publishers_packets_through_janus() {
+    let unavailable = bedside_tests::janus::unavailable();
+    if !bedside_tests::run_or_skip("Janus's peers", unavailable, "BEDSIDE_REQUIRE_TOOLS") {
+        return;
+    }
+    let netns = Netns::create();
+    netns.add_veth(("v0", "10.99.0.1"), ("v1", "10.99.0.2"));
+    netns.run(|| async {
+        let ip = Ipv4Addr::new(10, 99, 0, 1);
+        let server = JanusServer::start("v0", ip).await;
+        let load = VideoLoad {
+            bitrate_bps: 150_000,
+            packet_bytes: VideoLoad::BROWSER_PACKET_PAYLOAD,
+        };
+        let stack = Stack::Str0m(ip, load);
+        let publisher = JanusPeer::publish(&server, 1000, &stack).await;
+        let subs = [
+            JanusPeer::subscribe(&server, 1000, publisher.feed, &stack).await,
+            JanusPeer::subscribe(&server, 1000, publisher.feed, &stack).await,
+        ];
+        let stamped = |peer: &JanusPeer| {
+            peer.received()
+                .lock()
+                .map(|r| r.stamped.values().sum::<u64>())
+                .unwrap_or(0)
+        };
+        assert!(
+            wait_until(FLOW, || subs.iter().all(|s| stamped(s) > 5)).await,
+            "Janus's subscribers receive the publisher's packets; Janus's log:\n{}",
+            server.log_tail()
+        );
+        let sent_before = publisher.video_sent().load(Ordering::Relaxed);
+        let received_before: Vec<u64> = subs.iter().map(stamped).collect();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let sent = publisher.video_sent().load(Ordering::Relaxed) - sent_before;
+        assert!(sent > 50, "the publisher sent {sent} packets in 4 s");
+        for (s, before) in subs.iter().zip(received_before) {
+            let received = stamped(s) - before;
+            // Packets in flight at the window's edges: a few either way.
+            assert!(
+                received + 3 >= sent && received <= sent + 3,
+                "a subscriber received {received} of {sent} packets through Janus"
+            );
+        }
+        for peer in subs.into_iter().chain([publisher]) {
+            peer.leave().await;
+        }
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
