@@ -23,7 +23,7 @@ use std::time::Duration;
 use bedside_benches::load::{BenchPeer, Generator, Scenario, pin_apart, unpin_load};
 use bedside_tests::browser::Netns;
 use bedside_tests::janus::{JanusPeer, JanusServer, Stack};
-use bedside_tests::media::{PeerOptions, Received, TestNode, VideoLoad, cpu_secs};
+use bedside_tests::media::{PeerOptions, Received, VideoLoad, cpu_secs};
 
 const LOAD: VideoLoad = VideoLoad {
     bitrate_bps: 1_500_000,
@@ -117,16 +117,14 @@ impl Load<'_> {
 }
 
 async fn bedside(binary: &std::path::Path, scenario: Scenario) -> Outcome {
+    let (mut node, pinned) = scenario.spawn_node(binary).await;
+    let pid = node.pid();
     let Scenario {
         publishers,
         per_room,
-        loops,
         generator,
-        pinned,
+        ..
     } = scenario;
-    let mut node = TestNode::spawn_with_loops(binary, loops).await;
-    let pid = node.pid();
-    let pinned = pinned && pin_apart(pid);
     let pubs = generator.publishers(&node, publishers, LOAD).await;
     let rss_before = bedside_benches::proc_status_kib(pid, "VmRSS:");
     let mut subs = Vec::new();

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use bedside_benches::load::{BenchPeer, Generator, Scenario, pin_apart, unpin_load};
+use bedside_benches::load::{BenchPeer, Generator, Scenario, unpin_load};
 use bedside_tests::media::{TestNode, VideoLoad, cpu_secs};
 
 /// Packets the size a browser sends its video in (1,200 bytes of payload before 2026-12-05:
@@ -121,16 +121,14 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> 
 }
 
 async fn scenario(binary: &std::path::Path, scenario: Scenario) -> Outcome {
+    let (mut node, pinned) = scenario.spawn_node(binary).await;
+    let pid = node.pid();
     let Scenario {
         publishers,
         per_room,
-        loops,
         generator,
-        pinned,
+        ..
     } = scenario;
-    let mut node = TestNode::spawn_with_loops(binary, loops).await;
-    let pid = node.pid();
-    let pinned = pinned && pin_apart(pid);
     let loops = node.metric("bedside_media_loops").await as usize;
     let pubs = generator.publishers(&node, publishers, LOAD).await;
     let rss_before = bedside_benches::proc_status_kib(pid, "VmRSS:");

@@ -155,6 +155,16 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// The scenario's node (its loops as asked), held to a core of its own if asked; whether
+    /// that held.
+    pub async fn spawn_node(&self, binary: &std::path::Path) -> (TestNode, bool) {
+        let node = TestNode::spawn_with_loops(binary, self.loops).await;
+        let pinned = self.pinned && pin_apart(node.pid());
+        (node, pinned)
+    }
+}
+
 /// The SFU process `sfu` held to CPU 0 and this process (the load) to the others; false, and
 /// nothing held, on a single CPU or when taskset failed.
 pub fn pin_apart(sfu: u32) -> bool {
