@@ -382,6 +382,57 @@ impl Decoding {
     }
 }
 
+/// The SRTP protection profile of the page's media transport, from [`stats`], by its IANA
+/// name: Chromium reported `SRTP_AEAD_AES_256_GCM` up to some versions and `AEAD_AES_256_GCM`
+/// (the name RFC 7714 registers) in others (Debian's 148, 2026-12-06).
+pub fn srtp_profile(stats: &Value) -> &str {
+    let cipher = stats["transport"]["srtpCipher"]
+        .as_str()
+        .unwrap_or_default();
+    cipher.strip_prefix("SRTP_").unwrap_or(cipher)
+}
+
+/// One in-page reading of a page's largest incoming video ([`sample_decoding`]).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct Sampled {
+    /// Milliseconds since sampling started, on the page's clock.
+    pub at_ms: f64,
+    pub width: u64,
+    pub frames: u64,
+}
+
+/// Starts reading the page's largest incoming video every `every` inside the page itself,
+/// where a WebDriver round trip per reading (a few hundred ms on a busy machine) does not
+/// blur the timing; [`decoding_samples`] stops it and returns what it read.
+pub async fn sample_decoding(client: &Client, every: Duration) {
+    client
+        .execute(
+            "const every = arguments[0]; const t0 = performance.now(); window.__samples = [];\
+             clearInterval(window.__sampler);\
+             window.__sampler = setInterval(() => window.bedside.stats().then((s) => {\
+               const v = (s.inbound || []).filter((x) => x.kind === 'video')\
+                 .sort((a, b) => (b.frameWidth || 0) - (a.frameWidth || 0))[0];\
+               if (v) window.__samples.push({at_ms: performance.now() - t0,\
+                 width: v.frameWidth || 0, frames: v.framesDecoded || 0});\
+             }, () => {}), every);",
+            vec![Value::from(every.as_millis() as u64)],
+        )
+        .await
+        .expect("start sampling in the page");
+}
+
+/// Stops [`sample_decoding`] and returns its readings, oldest first.
+pub async fn decoding_samples(client: &Client) -> Vec<Sampled> {
+    let samples = client
+        .execute(
+            "clearInterval(window.__sampler); return window.__samples || [];",
+            vec![],
+        )
+        .await
+        .unwrap_or(Value::Null);
+    serde_json::from_value(samples).unwrap_or_default()
+}
+
 /// `window.bedside.state` as JSON (Maps become objects).
 pub async fn state(client: &Client) -> Value {
     client

@@ -130,7 +130,7 @@ fn three_browsers_hold_an_encrypted_call_and_see_each_other_leave() {
         for b in &browsers {
             let stats = browser::stats(b).await;
             let transport = &stats["transport"];
-            assert_eq!(transport["srtpCipher"], "SRTP_AEAD_AES_256_GCM", "{stats}");
+            assert_eq!(browser::srtp_profile(&stats), "AEAD_AES_256_GCM", "{stats}");
             let dtls = transport["dtlsCipher"].as_str().unwrap_or_default();
             assert!(
                 dtls.contains("ECDHE") && dtls.contains("AES") && dtls.contains("GCM"),
@@ -355,7 +355,7 @@ fn browsers_on_a_network_that_blocks_udp_hold_the_call_over_ice_tcp() {
             let stats = browser::stats(b).await;
             let transport = &stats["transport"];
             assert_eq!(transport["protocol"], "tcp", "{stats}");
-            assert_eq!(transport["srtpCipher"], "SRTP_AEAD_AES_256_GCM", "{stats}");
+            assert_eq!(browser::srtp_profile(&stats), "AEAD_AES_256_GCM", "{stats}");
             let state = browser::state(b).await;
             assert_eq!(state["mediaPath"], "tcp", "{state}");
             let status = state["status"].as_str().unwrap_or_default();
@@ -1542,7 +1542,7 @@ fn browsers_that_may_reach_only_the_relay_over_tls_hold_the_call_through_it() {
             let transport = &stats["transport"];
             assert_eq!(transport["localType"], "relay", "{stats}\n{}", coturn.log());
             assert_eq!(transport["relayProtocol"], "tls", "{stats}");
-            assert_eq!(transport["srtpCipher"], "SRTP_AEAD_AES_256_GCM", "{stats}");
+            assert_eq!(browser::srtp_profile(&stats), "AEAD_AES_256_GCM", "{stats}");
             let state = browser::state(b).await;
             assert_eq!(state["mediaPath"], "relay", "{state}");
             let status = state["status"].as_str().unwrap_or_default();
