@@ -161,6 +161,49 @@ struct Shaped {
     down: Option<Duration>,
     longest_stall: Duration,
     back: Option<Duration>,
+    /// The same two, read inside the page every [`IN_PAGE_EVERY`].
+    in_page: InPage,
+}
+
+#[derive(Debug, Default, Clone)]
+struct InPage {
+    down: Option<Duration>,
+    longest_stall: Duration,
+}
+
+/// How often the page reads its own decoding while the link is shaped.
+const IN_PAGE_EVERY: Duration = Duration::from_millis(100);
+
+impl InPage {
+    /// From the page's readings, which began `before` the link was shaped: the first below the
+    /// top width, and the longest time without a new decoded frame, both from the shaping.
+    fn of(samples: &[browser::Sampled], before: Duration) -> InPage {
+        let at = |s: &browser::Sampled| {
+            Duration::from_secs_f64(s.at_ms.max(0.0) / 1000.0).saturating_sub(before)
+        };
+        // Until the link is freed.
+        let samples: Vec<&browser::Sampled> =
+            samples.iter().take_while(|s| at(s) <= SHAPED_FOR).collect();
+        let down = samples
+            .iter()
+            .find(|s| s.width > 0 && s.width < TOP_WIDTH)
+            .map(|s| at(s));
+        let mut longest_stall = Duration::ZERO;
+        let mut progress = samples.first().map(|s| (s.frames, at(s)));
+        for sample in samples {
+            let Some((frames, since)) = progress else {
+                break;
+            };
+            longest_stall = longest_stall.max(at(sample).saturating_sub(since));
+            if sample.frames > frames {
+                progress = Some((sample.frames, at(sample)));
+            }
+        }
+        InPage {
+            down,
+            longest_stall,
+        }
+    }
 }
 
 async fn shaped_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Shaped; 2] {
@@ -175,7 +218,12 @@ async fn shaped_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Shape
         .and_then(|p| u16::try_from(p).ok())
         .unwrap_or_else(|| panic!("the patient's media port: {stats}"));
     let mut sides = [Shaped::default(), Shaped::default()];
-    {
+    let mut sampling = [Instant::now(); 2];
+    for (since, page) in sampling.iter_mut().zip(pages) {
+        *since = Instant::now();
+        browser::sample_decoding(page, IN_PAGE_EVERY).await;
+    }
+    let shaped = {
         let _limited = browser::ShapedLink::new(port, SHAPE);
         let shaped = Instant::now();
         let mut progress = [(0u64, Instant::now()); 2];
@@ -194,6 +242,11 @@ async fn shaped_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Shape
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        shaped
+    };
+    for ((side, page), since) in sides.iter_mut().zip(pages).zip(sampling) {
+        let before = shaped.saturating_duration_since(since);
+        side.in_page = InPage::of(&browser::decoding_samples(page).await, before);
     }
     let freed = Instant::now();
     while sides.iter().any(|s| s.back.is_none()) && freed.elapsed() < Duration::from_secs(30) {
@@ -235,6 +288,8 @@ fn shaped_table(calls: &[[Shaped; 2]]) -> Vec<Vec<String>> {
         "back to 1280 px p50".into(),
         "max".into(),
         "back".into(),
+        "in the page: steps down p50 / max".into(),
+        "in the page: longest stall p50 / max".into(),
     ]];
     for (i, who) in ["clinician (the patient's uplink)", "patient (its downlink)"]
         .iter()
@@ -245,6 +300,12 @@ fn shaped_table(calls: &[[Shaped; 2]]) -> Vec<Vec<String>> {
             spread(calls.iter().filter_map(|c| c[i].down).collect(), n);
         let [stall50, stall_max, _] = spread(calls.iter().map(|c| c[i].longest_stall).collect(), n);
         let [back50, back_max, back] = spread(calls.iter().filter_map(|c| c[i].back).collect(), n);
+        let [page_down50, page_down_max, _] =
+            spread(calls.iter().filter_map(|c| c[i].in_page.down).collect(), n);
+        let [page_stall50, page_stall_max, _] = spread(
+            calls.iter().map(|c| c[i].in_page.longest_stall).collect(),
+            n,
+        );
         rows.push(vec![
             who.to_string(),
             down50,
@@ -255,6 +316,8 @@ fn shaped_table(calls: &[[Shaped; 2]]) -> Vec<Vec<String>> {
             back50,
             back_max,
             back,
+            format!("{page_down50} / {page_down_max}"),
+            format!("{page_stall50} / {page_stall_max}"),
         ]);
     }
     rows
