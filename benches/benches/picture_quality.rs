@@ -171,6 +171,9 @@ struct InPage {
     longest_stall: Duration,
 }
 
+/// The shaped link's goals (issue 19): a lower layer within 2 s, no stall over 1 s.
+const GOAL_DOWN: Duration = Duration::from_secs(2);
+const GOAL_STALL: Duration = Duration::from_secs(1);
 /// How often the page reads its own decoding while the link is shaped.
 const IN_PAGE_EVERY: Duration = Duration::from_millis(100);
 
@@ -306,6 +309,9 @@ fn shaped_table(calls: &[[Shaped; 2]]) -> Vec<Vec<String>> {
             calls.iter().map(|c| c[i].in_page.longest_stall).collect(),
             n,
         );
+        let met = |goal: fn(&InPage) -> bool| calls.iter().filter(|c| goal(&c[i].in_page)).count();
+        let down_met = met(|p| p.down.is_some_and(|d| d <= GOAL_DOWN));
+        let stall_met = met(|p| p.longest_stall <= GOAL_STALL);
         rows.push(vec![
             who.to_string(),
             down50,
@@ -316,8 +322,8 @@ fn shaped_table(calls: &[[Shaped; 2]]) -> Vec<Vec<String>> {
             back50,
             back_max,
             back,
-            format!("{page_down50} / {page_down_max}"),
-            format!("{page_stall50} / {page_stall_max}"),
+            format!("{page_down50} / {page_down_max} ({down_met}/{n} within 2 s)"),
+            format!("{page_stall50} / {page_stall_max} ({stall_met}/{n} within 1 s)"),
         ]);
     }
     rows
