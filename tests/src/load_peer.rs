@@ -1,5 +1,6 @@
 //! A load-generator peer on str0m in its RTP mode: it joins through the node's signaling like
-//! any client, sends prepared VP8 packets or receives them, and does no more per packet than
+//! any client (or through another SFU's, given a [`Wiring`]: Janus in the side-by-side
+//! benchmark), sends prepared VP8 packets or receives them, and does no more per packet than
 //! a WebRTC endpoint must (SRTP, NACK, receiver reports, congestion feedback). One task per
 //! peer, no frame assembly, no interceptor chain: many of them cost the generator a fraction
 //! of what the `webrtc`-crate peers cost, so at large scenarios the node saturates first.
