@@ -348,7 +348,12 @@ pub struct Decoding {
 
 /// The page's [`Decoding`]; `None` while it receives no video.
 pub async fn decoding(page: &Client) -> Option<Decoding> {
-    largest_video(&stats(page).await, |_| true)
+    decoding_in(&stats(page).await)
+}
+
+/// [`decoding`] from one reading of [`stats`].
+pub fn decoding_in(stats: &Value) -> Option<Decoding> {
+    largest_video(stats, |_| true)
 }
 
 /// What one reading of [`stats`] says the page decodes of one participant's video (their id
