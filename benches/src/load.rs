@@ -153,9 +153,7 @@ impl Scenario {
             pinned,
         })
     }
-}
 
-impl Scenario {
     /// The scenario's node (its loops as asked), held to a core of its own if asked; whether
     /// that held.
     pub async fn spawn_node(&self, binary: &std::path::Path) -> (TestNode, bool) {
