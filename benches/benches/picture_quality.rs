@@ -229,6 +229,9 @@ async fn shaped_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Shape
     let shaped = {
         let _limited = browser::ShapedLink::new(port, SHAPE);
         let shaped = Instant::now();
+        if tracing() {
+            println!("trace: {room} shaped at {}", jiff::Timestamp::now());
+        }
         let mut progress = [(0u64, Instant::now()); 2];
         while shaped.elapsed() < SHAPED_FOR {
             for (i, page) in pages.iter().enumerate() {
@@ -247,9 +250,14 @@ async fn shaped_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Shape
         }
         shaped
     };
-    for ((side, page), since) in sides.iter_mut().zip(pages).zip(sampling) {
+    let whose = ["clinician", "patient"];
+    for (((side, page), since), who) in sides.iter_mut().zip(pages).zip(sampling).zip(whose) {
         let before = shaped.saturating_duration_since(since);
-        side.in_page = InPage::of(&browser::decoding_samples(page).await, before);
+        let samples = browser::decoding_samples(page).await;
+        if tracing() {
+            print_samples(&format!("{room} {who}"), &samples, before);
+        }
+        side.in_page = InPage::of(&samples, before);
     }
     let freed = Instant::now();
     while sides.iter().any(|s| s.back.is_none()) && freed.elapsed() < Duration::from_secs(30) {
@@ -264,6 +272,35 @@ async fn shaped_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Shape
         page.goto("about:blank").await.expect("leave the call");
     }
     sides
+}
+
+/// `PICTURE_QUALITY_TRACE=1`: print when each shaped call's link was limited and what each
+/// page read in it, to be read beside the node's `RUST_LOG=bedside::quality=debug` log (the
+/// same wall clock).
+fn tracing() -> bool {
+    std::env::var_os("PICTURE_QUALITY_TRACE").is_some()
+}
+
+/// A page's in-page readings, from the shaping on: each new width, and each gap of more than
+/// 200 ms between decoded frames.
+fn print_samples(label: &str, samples: &[browser::Sampled], before: Duration) {
+    let since = |s: &browser::Sampled| s.at_ms - before.as_secs_f64() * 1000.0;
+    let mut last: Option<&browser::Sampled> = None;
+    let mut progress: Option<&browser::Sampled> = None;
+    let mut line = String::new();
+    for s in samples {
+        if last.is_none_or(|l| l.width != s.width) {
+            line += &format!(" {:+.0}ms:{}px", since(s), s.width);
+        }
+        if progress.is_none_or(|p| s.frames > p.frames) {
+            if let Some(p) = progress.filter(|p| s.at_ms - p.at_ms > 200.0) {
+                line += &format!(" stall[{:+.0}..{:+.0}ms]", since(p), since(s));
+            }
+            progress = Some(s);
+        }
+        last = Some(s);
+    }
+    println!("trace: {label}:{line}");
 }
 
 /// p50 and max of what was measured, and how many calls measured it.

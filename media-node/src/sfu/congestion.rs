@@ -55,6 +55,24 @@ struct Stream {
     /// What the pacer sent of the stream over the last [`SENDING_WINDOW`], when it sent less
     /// than the node wrote (its queue grew: this is its rate); 0 otherwise.
     draining_bps: u64,
+    /// What the pacer sent of the stream over the last [`SENDING_WINDOW`], whatever was
+    /// written.
+    recent_bps: u64,
+}
+
+impl Stream {
+    /// What the stream carries now: the last [`SENDING_WINDOW`]'s rate where it is lower than
+    /// the last [`RATE_WINDOW`]'s. A link that fills is found full a second after it shrank,
+    /// when the last full second's rate is still mostly from before; capped at that rate, a
+    /// 600 kbit/s link was first moved to the middle layer, which it could not carry either,
+    /// and down again 0.6 s later (node trace, picture bench, 2026-12-06).
+    fn carries_bps(&self) -> u64 {
+        [self.bps, self.recent_bps]
+            .into_iter()
+            .filter(|bps| *bps > 0)
+            .min()
+            .unwrap_or(0)
+    }
 }
 
 /// What one stream's statistics mean for the picture its receiver shows.
@@ -128,6 +146,7 @@ impl EgressLink {
                 lossy: false,
                 tick: (carried, now),
                 draining_bps: 0,
+                recent_bps: 0,
             });
             return Restart::No;
         };
@@ -135,12 +154,9 @@ impl EgressLink {
         if since >= SENDING_WINDOW {
             let sent = carried.bytes.saturating_sub(before.bytes);
             let written = carried.written.saturating_sub(before.written);
+            stream.recent_bps = sent * 8 * 1000 / since.as_millis() as u64;
             // Carried bytes count headers too: a pacer that keeps up sends more than written.
-            stream.draining_bps = if sent < written {
-                sent * 8 * 1000 / since.as_millis() as u64
-            } else {
-                0
-            };
+            stream.draining_bps = if sent < written { stream.recent_bps } else { 0 };
             stream.tick = (carried, now);
         }
         let mut restart = Restart::No;
@@ -165,9 +181,9 @@ impl EgressLink {
         if let Some(loss) = loss.filter(|l| *l >= LOSS_LIMIT) {
             // In thousandths, so a reported 0.6 keeps exactly 40%.
             let kept = ((1.0 - loss.min(1.0)) * 1000.0).round() as u64;
-            stream.full = Some((stream.bps * kept / 1000, now));
+            stream.full = Some((stream.carries_bps() * kept / 1000, now));
         } else if backlog {
-            stream.full = Some((stream.bps, now));
+            stream.full = Some((stream.carries_bps(), now));
         }
         restart
     }
@@ -196,7 +212,7 @@ impl EgressLink {
     /// 600 kbit/s link got the middle layer, whose keyframe then took a second to get through.
     pub fn queue_held(&mut self, mid: Mid, now: Instant) {
         if let Some(stream) = self.streams.iter_mut().find(|s| s.mid == mid && s.bps > 0) {
-            stream.full = Some((stream.bps, now));
+            stream.full = Some((stream.carries_bps(), now));
         }
     }
 
@@ -489,8 +505,33 @@ mod tests {
         e.report(video, sent(70_000, 68_000), None, at(750));
         e.report(video, sent(75_000, 72_000), None, at(1_000));
         assert_eq!(e.ceiling(at(1_000)), None, "all sent within the second");
-        // Heavy loss is taken at once, at the rate of the last full second.
+        // Heavy loss is taken at once, at the last interval's rate where it is lower than
+        // the last full second's (600 kbit/s): 5 kB in 250 ms, half of it lost.
         e.report(video, sent(80_000, 76_000), Some(0.5), at(1_250));
-        assert_eq!(e.ceiling(at(1_250)), Some(300_000));
+        assert_eq!(e.ceiling(at(1_250)), Some(80_000));
+    }
+
+    /// A 2 Mbit/s stream whose link shrinks to 600 kbit/s: the first lossy report comes a
+    /// quarter of a second into the shrunken link, when the last full second still reads 2
+    /// Mbit/s. The choice is capped at what the link delivered lately, not at what it carried
+    /// before (which would keep a layer the link cannot carry for another second).
+    #[test]
+    fn a_link_that_shrinks_is_capped_at_what_it_delivered_lately() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let video = Mid::from("1");
+        let mut e = EgressLink::default();
+        let sent = |bytes: u64| Carried {
+            bytes,
+            written: bytes,
+        };
+        e.report(video, sent(0), None, at(0));
+        for quarter in 1..=4 {
+            e.report(video, sent(quarter * 62_500), Some(0.0), at(quarter * 250));
+        }
+        assert_eq!(e.ceiling(at(1_000)), None, "2 Mbit/s, nothing lost");
+        // 18,750 bytes in the next 250 ms: 600 kbit/s; 40% of what was sent lost.
+        e.report(video, sent(268_750), Some(0.4), at(1_250));
+        assert_eq!(e.ceiling(at(1_250)), Some(360_000));
     }
 }

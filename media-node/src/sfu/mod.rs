@@ -44,6 +44,12 @@ pub struct SfuHandle {
     next_probe: Arc<AtomicUsize>,
 }
 
+/// The log target of each decision about a subscriber's picture (estimates, the link's loss
+/// and backlog, layer targets and switches, holds, keyframe requests), at debug level:
+/// `RUST_LOG=bedside::quality=debug` shows why a participant's video stepped down or froze.
+/// Participants appear by their node-assigned ids only.
+pub const QUALITY: &str = "bedside::quality";
+
 /// Commands queued before a loop pushes back on signaling.
 const COMMAND_QUEUE: usize = 1024;
 /// Packets queued for a loop before the receive task drops more.

@@ -11,6 +11,7 @@ use str0m::net::Protocol;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, StreamTx, Vp8Descriptor};
 use tokio::sync::mpsc;
 
+use super::QUALITY;
 use super::congestion::{EgressLink, Gate, QueueGate};
 use super::recovery::Recovery;
 use super::rewrite::{Incoming, Rewriter, starts_keyframe};
@@ -310,6 +311,9 @@ pub struct Participant {
     pub recovery: Recovery,
     /// The budget (estimate, capped by `egress_link`) the layers were last chosen for.
     pub chosen_for_bps: Option<u64>,
+    /// What the lowest layers of the video it receives need, with headroom: an estimate under
+    /// it starves the pacer (`Recovery::starved`). 0 while it receives no video.
+    pub floor_bps: u64,
     /// Its link got worse since the layers were chosen (the estimate fell well below that
     /// budget, or the link filled): they are chosen again at once, not at the next round.
     pub link_worse: bool,
@@ -392,6 +396,7 @@ impl Participant {
             egress_link: EgressLink::default(),
             recovery: Recovery::default(),
             chosen_for_bps: None,
+            floor_bps: 0,
             link_worse: false,
             joined_at: now,
             first_media_seen: false,
@@ -575,6 +580,7 @@ impl Participant {
             return;
         };
         stream.request_keyframe(kind);
+        tracing::debug!(target: QUALITY, publisher = %self.id, %mid, ?rid, ?kind, "keyframe asked");
         match last {
             Some(i) => track.last_keyframe_requests[i].1 = now,
             None => track.last_keyframe_requests.push((rid, now)),
@@ -705,6 +711,7 @@ impl Participant {
             match track.gate.admit(waited, media.keyframe) {
                 Gate::Write => {}
                 Gate::WriteAfterHold => {
+                    tracing::debug!(target: QUALITY, participant = %self.id, %mid, "hold ended");
                     track.rewriter.restart();
                     fresh_history(stream);
                 }

@@ -24,11 +24,25 @@
 //! (`congestion.rs`). Loss reported within [`CONFIRM_WITHIN`] after a restart undoes it (the
 //! estimator is set back where it had collapsed to) and ends restarts for the subscriber;
 //! there is at most one per [`RESTART_AT_MOST_EVERY`].
+//!
+//! A link that shrank is followed, and str0m's estimate may then sink far below what the link
+//! carries: after a spell of 50-60% loss on a 600 kbit/s link, its loss-based part held the
+//! pacer at 0.11-0.17 Mbit/s for over 10 s while the link lost nothing (node trace, picture
+//! bench, 2026-12-06). That is under what the lowest simulcast layer needs, so the send queue
+//! filled, the video was held back and the picture stalled for half a second every second or
+//! two. An estimate under the subscriber's floor (what its lowest layers need, `floor_bps`)
+//! while the link's last second lost under [`LOSS_EVIDENCE`] restarts the estimator at the
+//! floor ([`Reset::Floor`]), at most once per [`FLOOR_AT_MOST_EVERY`]: its probes measure the
+//! link from there. A link that cannot carry the floor loses at it, and is then left alone.
 
 use std::time::{Duration, Instant};
 
-/// An estimate under this share of the recent highest one has collapsed.
-pub const COLLAPSE_BELOW: f64 = 0.6;
+/// An estimate under this share of the recent highest one has collapsed. A receiver that
+/// stalls takes the estimate to 16-35% of its high (2026-12-05); a link that shrinks from 3
+/// to 0.6 Mbit/s took it to 55-59% before its loss was reported (the feedback comes back over
+/// the same congested link), and at 0.6 that restart sent 2.7 Mbit/s into the link for the
+/// 0.3-0.5 s until the loss undid it (node traces, picture bench, 2026-12-06).
+pub const COLLAPSE_BELOW: f64 = 0.4;
 /// Where a restarted estimator starts: libwebrtc probes at this share of the rate before a
 /// large drop.
 pub const RESTART_AT: f64 = 0.85;
@@ -40,6 +54,9 @@ pub const LOSS_EVIDENCE: f32 = 0.02;
 pub const CONFIRM_WITHIN: Duration = Duration::from_secs(3);
 /// The fewest seconds between two restarts of one subscriber's estimator.
 pub const RESTART_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+
+/// The fewest seconds between two lifts of one subscriber's estimate to its floor.
+pub const FLOOR_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 
 /// A restart of the estimator, kept until it is confirmed or undone.
 #[derive(Debug, Clone, Copy)]
@@ -56,12 +73,15 @@ pub enum Reset {
     Restart(u64),
     /// The link showed it shrank after a restart: back to where the estimate had collapsed to.
     Undo(u64),
+    /// An estimate under what the lowest layers need on a link that loses nothing: measure
+    /// again from that floor.
+    Floor(u64),
 }
 
 impl Reset {
     pub fn bps(self) -> u64 {
         match self {
-            Reset::Restart(bps) | Reset::Undo(bps) => bps,
+            Reset::Restart(bps) | Reset::Undo(bps) | Reset::Floor(bps) => bps,
         }
     }
 }
@@ -77,6 +97,8 @@ pub struct Recovery {
     last_restart: Option<Restarted>,
     /// A restart was undone: this link's collapses are real.
     trusted: bool,
+    /// When the estimate was last lifted to the floor.
+    last_floor: Option<Instant>,
 }
 
 impl Recovery {
@@ -114,6 +136,27 @@ impl Recovery {
         self.last_restart = Some(Restarted { at: now, from: bps });
         self.highest = None;
         Some(Reset::Restart((highest as f64 * RESTART_AT) as u64))
+    }
+
+    /// An estimate of `bps` under `floor_bps` while the link's last second lost under
+    /// [`LOSS_EVIDENCE`] (`recent_loss`, `None` if not read lately: then nothing is known and
+    /// nothing is done) is lifted to the floor, at most once per [`FLOOR_AT_MOST_EVERY`].
+    pub fn starved(
+        &mut self,
+        bps: u64,
+        floor_bps: u64,
+        recent_loss: Option<f32>,
+        now: Instant,
+    ) -> Option<Reset> {
+        let clean = recent_loss.is_some_and(|loss| loss < LOSS_EVIDENCE);
+        let may = self
+            .last_floor
+            .is_none_or(|at| now.saturating_duration_since(at) >= FLOOR_AT_MOST_EVERY);
+        if bps >= floor_bps || !clean || !may {
+            return None;
+        }
+        self.last_floor = Some(now);
+        Some(Reset::Floor(floor_bps))
     }
 
     /// The share of packets the transport-wide feedback of the last second reported lost.
@@ -170,8 +213,8 @@ mod tests {
                     .map(|s| (*ms, s.bps()))
             })
             .collect();
-        // Measured from 1.4 Mbit/s (the start value counts for nothing), collapsed at 0.75.
-        assert_eq!(restarts, vec![(520, 1_192_543)]);
+        // Measured from 1.4 Mbit/s (the start value counts for nothing), collapsed at 0.39.
+        assert_eq!(restarts, vec![(600, 1_192_543)]);
         // A clean second after it confirms nothing; another collapse within ten seconds is
         // followed.
         assert_eq!(r.loss(0.0, at(start, 1_000)), None);
@@ -180,7 +223,7 @@ mod tests {
         // Ten seconds on, and mid-call, a collapse is recovered again.
         assert_eq!(r.estimate(2_400_000, false, None, at(start, 11_000)), None);
         assert_eq!(
-            r.estimate(1_000_000, false, None, at(start, 11_200)),
+            r.estimate(800_000, false, None, at(start, 11_200)),
             Some(Reset::Restart(2_040_000))
         );
     }
@@ -229,6 +272,57 @@ mod tests {
         assert!(
             r.estimate(600_000, false, Some(0.0), at(start, 20_200))
                 .is_some()
+        );
+    }
+
+    /// The estimates of a 600 kbit/s link after a lossy spell (picture bench, 2026-12-06),
+    /// under a floor of 250 kbit/s: lifted while the link loses nothing, at most every 2 s;
+    /// not while it loses, nor with no fresh reading of its loss.
+    #[test]
+    fn an_estimate_under_the_lowest_layers_on_a_link_that_loses_nothing_is_lifted() {
+        let start = Instant::now();
+        let floor = 250_000;
+        let mut r = Recovery::default();
+        assert_eq!(r.starved(584_669, floor, Some(0.62), at(start, 0)), None);
+        assert_eq!(
+            r.starved(166_415, floor, Some(0.3), at(start, 1_900)),
+            None,
+            "lossy"
+        );
+        assert_eq!(
+            r.starved(166_415, floor, None, at(start, 1_950)),
+            None,
+            "unknown"
+        );
+        assert_eq!(
+            r.starved(166_415, floor, Some(0.0), at(start, 2_000)),
+            Some(Reset::Floor(floor))
+        );
+        assert_eq!(r.starved(123_390, floor, Some(0.0), at(start, 3_000)), None);
+        assert_eq!(
+            r.starved(113_660, floor, Some(0.01), at(start, 4_000)),
+            Some(Reset::Floor(floor))
+        );
+        assert_eq!(r.starved(300_000, floor, Some(0.0), at(start, 7_000)), None);
+    }
+
+    /// A link shrinking from about 3 to 0.6 Mbit/s (picture bench, 2026-12-06): the estimate
+    /// falls to 59% of its high while the last loss reading, from before, is clean. Not a
+    /// collapse: the loss follows, and the estimate with it.
+    #[test]
+    fn a_link_that_shrinks_is_not_restarted_before_its_loss_is_reported() {
+        let start = Instant::now();
+        let mut r = Recovery::default();
+        r.estimate(2_500_000, false, Some(0.0), at(start, 0));
+        r.estimate(3_321_173, false, Some(0.0), at(start, 500));
+        r.estimate(2_389_594, false, Some(0.0), at(start, 1_000));
+        assert_eq!(
+            r.estimate(1_959_492, false, Some(0.0), at(start, 1_220)),
+            None
+        );
+        assert_eq!(
+            r.estimate(1_269_276, true, Some(0.47), at(start, 1_650)),
+            None
         );
     }
 

@@ -269,6 +269,17 @@ impl Layers {
         self.rates.iter().find(|r| r.rid == rid).map(|r| r.bps)
     }
 
+    /// The rate of the lowest layer being sent: the least a subscriber receiving this track
+    /// can be sent without pausing it.
+    pub fn lowest_bps(&self) -> u64 {
+        self.rates
+            .iter()
+            .map(|r| r.bps)
+            .filter(|bps| *bps > 0)
+            .min()
+            .unwrap_or(0)
+    }
+
     /// The rate of the best layer: what a subscriber would like to receive.
     pub fn top_bps(&self) -> u64 {
         self.rates.iter().map(|r| r.bps).max().unwrap_or(0)

@@ -234,6 +234,9 @@ pub struct EngineStats {
     /// the link then showed the collapse was real.
     pub estimate_restarts: IntCounter,
     pub estimate_restarts_undone: IntCounter,
+    /// Times a subscriber's estimate sank under what its lowest layers need while its link
+    /// lost nothing, and was lifted to that floor (`recovery.rs`).
+    pub estimate_floors: IntCounter,
     /// What browsers report of the video they decode (docs/signaling.md#quality-reports).
     pub received_height: Histogram,
     pub received_fps: Histogram,
@@ -427,6 +430,10 @@ impl EngineStats {
                 "bedside_media_estimate_restarts_undone_total",
                 "Times a subscriber's link lost packets soon after its estimate was measured again: the collapse was real and the estimate went back",
             )?,
+            estimate_floors: counter(
+                "bedside_media_estimate_floors_total",
+                "Times a subscriber's bandwidth estimate sank under what its lowest video layers need while its link lost nothing, and was measured again from there",
+            )?,
             keyframes_for_loss: counter(
                 "bedside_media_keyframes_for_loss_total",
                 "Keyframes asked of publishers as a subscriber's link began or stopped losing more than retransmission repairs",
@@ -545,7 +552,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 43] = [
+        let collectors: [&dyn Collector; 44] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -578,6 +585,7 @@ impl EngineStats {
             &self.send_queue_holds,
             &self.estimate_restarts,
             &self.estimate_restarts_undone,
+            &self.estimate_floors,
             &self.received_height,
             &self.received_fps,
             &self.freezes,

@@ -11,6 +11,7 @@ use str0m::net::Protocol;
 use str0m::{Event, IceConnectionState};
 
 use crate::protocol::{ErrorCode, MediaPath, PROTOCOL_VERSION, ProtocolError, ServerMessage};
+use crate::sfu::QUALITY;
 use crate::sfu::congestion::{Carried, Restart};
 use crate::sfu::participant::{ChatRefusal, Participant, Propagated};
 use crate::sfu::recovery::Reset;
@@ -107,11 +108,16 @@ pub(super) fn on_event(
         Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
             let mut estimate = estimate.as_u64();
             let (full, loss) = (p.link_full(now), p.egress_link.recent_loss(now));
-            if let Some(reset) = p.recovery.estimate(estimate, full, loss, now) {
+            let reset = p
+                .recovery
+                .estimate(estimate, full, loss, now)
+                .or_else(|| p.recovery.starved(estimate, p.floor_bps, loss, now));
+            if let Some(reset) = reset {
                 reset_estimator(p, reset, stats);
                 estimate = reset.bps();
             }
             p.estimate_bps = Some(estimate);
+            tracing::debug!(target: QUALITY, participant = %p.id, estimate, full, ?loss, "estimate");
             p.link_worse |= p
                 .chosen_for_bps
                 .is_some_and(|chosen| (estimate as f64) < chosen as f64 * WORSE_BELOW);
@@ -121,6 +127,7 @@ pub(super) fn on_event(
             stats.peer(&peer);
             if let Some(loss) = peer.egress_loss_fraction {
                 p.egress_link.link_loss(loss, now);
+                tracing::debug!(target: QUALITY, participant = %p.id, loss, "link loss");
             }
             let undone = peer
                 .egress_loss_fraction
@@ -128,6 +135,15 @@ pub(super) fn on_event(
             if let Some(reset) = undone {
                 reset_estimator(p, reset, stats);
                 p.link_worse = true;
+            }
+            // str0m reports its estimate as it changes, so one that sank stays unreported
+            // while it stays low: it is checked against the floor here, as loss is read.
+            let starved = p.estimate_bps.and_then(|estimate| {
+                let loss = p.egress_link.recent_loss(now);
+                p.recovery.starved(estimate, p.floor_bps, loss, now)
+            });
+            if let Some(reset) = starved {
+                reset_estimator(p, reset, stats);
             }
             None
         }
@@ -149,6 +165,17 @@ pub(super) fn on_event(
                     written,
                 };
                 restart = p.egress_link.report(egress.mid, carried, egress.loss, now);
+                tracing::debug!(
+                    target: QUALITY,
+                    participant = %p.id,
+                    mid = %egress.mid,
+                    sent = carried.bytes,
+                    written,
+                    loss = ?egress.loss,
+                    ceiling = ?p.egress_link.ceiling(now),
+                    ?restart,
+                    "egress"
+                );
                 p.link_worse |= p
                     .egress_link
                     .ceiling(now)
@@ -175,9 +202,11 @@ fn reset_estimator(p: &mut Participant, reset: Reset, stats: &EngineStats) {
         rtc.bwe().reset(Bitrate::bps(reset.bps()));
     }
     p.estimate_bps = Some(reset.bps());
+    tracing::debug!(target: QUALITY, participant = %p.id, ?reset, "estimator reset");
     match reset {
         Reset::Restart(_) => stats.estimate_restarts.inc(),
         Reset::Undo(_) => stats.estimate_restarts_undone.inc(),
+        Reset::Floor(_) => stats.estimate_floors.inc(),
     }
 }
 

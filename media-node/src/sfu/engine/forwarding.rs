@@ -8,6 +8,7 @@ use str0m::bwe::Bitrate;
 use str0m::media::{MediaKind, Mid, Rid};
 
 use super::Engine;
+use crate::sfu::QUALITY;
 use crate::sfu::participant::{MediaPacket, ParticipantId, Propagated, TrackIn};
 use crate::sfu::simulcast::{Aim, fair_shares};
 use crate::sfu::stats::RoomCounts;
@@ -24,11 +25,16 @@ struct Demand {
     desired: u64,
     /// What the link is padded up to.
     sustain: u64,
+    /// The lowest layers' media rates: less starves the video.
+    lowest: u64,
 }
 
 /// How often layer choices follow the bandwidth estimates.
 const REBALANCE_EVERY: Duration = Duration::from_millis(500);
 const MIN_VIDEO_BPS: u64 = 150_000;
+/// A subscriber's floor (`Participant::floor_bps`) over its lowest layers' media rates: RTP
+/// and SRTP headers, resends, and the audio that shares the pacer.
+const FLOOR_OVER_LOWEST: f64 = 1.5;
 
 impl Engine {
     /// Delivers what participants produced to the others in their rooms, then lets everyone
@@ -108,6 +114,18 @@ impl Engine {
             };
             let forward = p.forward(source, media, now);
             self.stats.forwarded(&forward);
+            if forward.switched || forward.hold_began {
+                tracing::debug!(
+                    target: QUALITY,
+                    participant = %id,
+                    from = %source,
+                    rid = ?media.rid,
+                    keyframe = media.keyframe,
+                    switched = forward.switched,
+                    hold_began = forward.hold_began,
+                    "subscriber's video"
+                );
+            }
             if let Some(request) = forward.keyframe_request {
                 self.queue.push_back(request);
             }
@@ -243,16 +261,33 @@ impl Engine {
             })
             .collect();
         let Demand {
-            desired, sustain, ..
+            desired,
+            sustain,
+            lowest,
+            ..
         } = demand;
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
+        p.floor_bps = (lowest as f64 * FLOOR_OVER_LOWEST) as u64;
         // A move down for bandwidth: the old layer's resends would only delay the new one.
         let mut drained = Vec::new();
         for (track, aim) in p.video_out().zip(aims) {
             let was_draining = track.selection.draining();
+            let before = track.selection.target;
             track.selection.steer(aim, now);
+            if track.selection.target != before {
+                tracing::debug!(
+                    target: QUALITY,
+                    participant = %id,
+                    from = %track.source,
+                    to = ?track.selection.target,
+                    was = ?before,
+                    budget = estimate,
+                    full,
+                    "layer target"
+                );
+            }
             if track.selection.draining() && !was_draining {
                 drained.extend(track.mid());
             }
@@ -277,6 +312,7 @@ impl Engine {
             needs: Vec::with_capacity(sources.len()),
             desired: 0,
             sustain: 0,
+            lowest: 0,
         };
         for &(source, mid, target, cap, congested) in sources {
             let need = match self.track_in(source, mid) {
@@ -285,6 +321,7 @@ impl Engine {
                 // One encoding: nothing to grow into, no padding; it flows whatever it takes.
                 Some(track) if track.layers.is_empty() => {
                     demand.desired += track.total.bps;
+                    demand.lowest += track.total.bps;
                     track.total.bps
                 }
                 // A small tile caps the layers: its bandwidth goes to the others.
@@ -292,6 +329,7 @@ impl Engine {
                     let layers = track.layers.capped(cap);
                     demand.desired += layers.wanted_bps(cap, congested);
                     demand.sustain += layers.sustain_bps(target, congested);
+                    demand.lowest += layers.lowest_bps();
                     layers.need_bps(cap, congested)
                 }
             };
