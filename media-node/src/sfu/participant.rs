@@ -311,8 +311,9 @@ pub struct Participant {
     pub recovery: Recovery,
     /// The budget (estimate, capped by `egress_link`) the layers were last chosen for.
     pub chosen_for_bps: Option<u64>,
-    /// What the lowest layers of the video it receives need, with headroom: an estimate under
-    /// it starves the pacer (`Recovery::starved`). 0 while it receives no video.
+    /// What the lowest simulcast layers of the video it receives need, with headroom: an
+    /// estimate under it starves the pacer (`Recovery::starved`). 0 while it receives no
+    /// simulcast video.
     pub floor_bps: u64,
     /// Its link got worse since the layers were chosen (the estimate fell well below that
     /// budget, or the link filled): they are chosen again at once, not at the next round.

@@ -25,7 +25,7 @@ struct Demand {
     desired: u64,
     /// What the link is padded up to.
     sustain: u64,
-    /// The lowest layers' media rates: less starves the video.
+    /// The lowest simulcast layers' media rates: less starves the video.
     lowest: u64,
 }
 
@@ -320,8 +320,10 @@ impl Engine {
                 None => 0,
                 // One encoding: nothing to grow into, no padding; it flows whatever it takes.
                 Some(track) if track.layers.is_empty() => {
+                    // No floor: an estimate under its only rate is the link's verdict, as
+                    // there is nothing smaller to send (and a floor near the usual estimate
+                    // would restart the estimator again and again).
                     demand.desired += track.total.bps;
-                    demand.lowest += track.total.bps;
                     track.total.bps
                 }
                 // A small tile caps the layers: its bandwidth goes to the others.

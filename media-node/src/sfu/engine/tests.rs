@@ -1061,7 +1061,13 @@ fn a_subscriber_whose_downlink_shrinks_steps_down_within_two_seconds_without_a_l
         .map(|(a, b)| b.duration_since(a))
         .max()
         .unwrap_or(Duration::MAX);
-    eprintln!("stepped down after {down:?}, longest gap {longest:?}");
+    eprintln!(
+        "stepped down after {down:?}, longest gap {longest:?}, {} holds, {} restarts ({} undone), {} lifts to the floor",
+        call.stats.send_queue_holds.get(),
+        call.stats.estimate_restarts.get(),
+        call.stats.estimate_restarts_undone.get(),
+        call.stats.estimate_floors.get()
+    );
     assert!(
         down <= Duration::from_secs(2),
         "stepped down after {down:?}"
