@@ -165,6 +165,7 @@ pub(super) fn on_event(
                     written,
                 };
                 restart = p.egress_link.report(egress.mid, carried, egress.loss, now);
+                let ceiling = p.egress_link.ceiling(now);
                 tracing::debug!(
                     target: QUALITY,
                     participant = %p.id,
@@ -172,14 +173,12 @@ pub(super) fn on_event(
                     sent = carried.bytes,
                     written,
                     loss = ?egress.loss,
-                    ceiling = ?p.egress_link.ceiling(now),
+                    ?ceiling,
                     ?restart,
                     "egress"
                 );
-                p.link_worse |= p
-                    .egress_link
-                    .ceiling(now)
-                    .is_some_and(|ceiling| p.chosen_for_bps.is_none_or(|c| ceiling < c));
+                p.link_worse |=
+                    ceiling.is_some_and(|ceiling| p.chosen_for_bps.is_none_or(|c| ceiling < c));
             }
             let counts = [egress.nacks, egress.plis, egress.firs];
             stats.feedback_received(p.feedback_delta(egress.mid, egress.rid, counts));
