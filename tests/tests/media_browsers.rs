@@ -1753,7 +1753,7 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
         }
         for i in 0..2 {
             let reached = reached[i]
-                .unwrap_or_else(|| panic!("side {i} got no {TOP} px picture in 15 s; the other's encoder was limited by {:?}", limited[i]));
+                .unwrap_or_else(|| panic!("side {i} got no {TOP} px picture in 15 s; the other's encoder sent it from {:?}, was limited by {:?}", sent_top[i], limited[i]));
             // A publisher's encoder that is itself late to send its top layer (its own
             // estimate still growing) gets 2 s from then: the node's part is the forwarding.
             let sent = sent_top[i].unwrap_or(reached);

@@ -37,12 +37,12 @@
 
 use std::time::{Duration, Instant};
 
-/// An estimate under this share of the recent highest one has collapsed. A receiver that
-/// stalls takes the estimate to 16-35% of its high (2026-12-05); a link that shrinks from 3
-/// to 0.6 Mbit/s took it to 55-59% before its loss was reported (the feedback comes back over
-/// the same congested link), and at 0.6 that restart sent 2.7 Mbit/s into the link for the
-/// 0.3-0.5 s until the loss undid it (node traces, picture bench, 2026-12-06).
-pub const COLLAPSE_BELOW: f64 = 0.4;
+/// An estimate under this share of the recent highest one has collapsed. (0.4 was tried on
+/// 2026-12-06: a link shrinking from 3 to 0.6 Mbit/s takes the estimate to 55-59% of its high
+/// before its loss is reported, and the restart then sends 2.7 Mbit/s into it for 0.3-0.5 s;
+/// but the picture bench measured no gain from it, and in a CI run with it a clean-link call
+/// missed the top layer for 15 s (cause not established), so it was not kept.)
+pub const COLLAPSE_BELOW: f64 = 0.6;
 /// Where a restarted estimator starts: libwebrtc probes at this share of the rate before a
 /// large drop.
 pub const RESTART_AT: f64 = 0.85;
@@ -213,8 +213,8 @@ mod tests {
                     .map(|s| (*ms, s.bps()))
             })
             .collect();
-        // Measured from 1.4 Mbit/s (the start value counts for nothing), collapsed at 0.39.
-        assert_eq!(restarts, vec![(600, 1_192_543)]);
+        // Measured from 1.4 Mbit/s (the start value counts for nothing), collapsed at 0.75.
+        assert_eq!(restarts, vec![(520, 1_192_543)]);
         // A clean second after it confirms nothing; another collapse within ten seconds is
         // followed.
         assert_eq!(r.loss(0.0, at(start, 1_000)), None);
@@ -223,7 +223,7 @@ mod tests {
         // Ten seconds on, and mid-call, a collapse is recovered again.
         assert_eq!(r.estimate(2_400_000, false, None, at(start, 11_000)), None);
         assert_eq!(
-            r.estimate(800_000, false, None, at(start, 11_200)),
+            r.estimate(1_000_000, false, None, at(start, 11_200)),
             Some(Reset::Restart(2_040_000))
         );
     }
@@ -304,26 +304,6 @@ mod tests {
             Some(Reset::Floor(floor))
         );
         assert_eq!(r.starved(300_000, floor, Some(0.0), at(start, 7_000)), None);
-    }
-
-    /// A link shrinking from about 3 to 0.6 Mbit/s (picture bench, 2026-12-06): the estimate
-    /// falls to 59% of its high while the last loss reading, from before, is clean. Not a
-    /// collapse: the loss follows, and the estimate with it.
-    #[test]
-    fn a_link_that_shrinks_is_not_restarted_before_its_loss_is_reported() {
-        let start = Instant::now();
-        let mut r = Recovery::default();
-        r.estimate(2_500_000, false, Some(0.0), at(start, 0));
-        r.estimate(3_321_173, false, Some(0.0), at(start, 500));
-        r.estimate(2_389_594, false, Some(0.0), at(start, 1_000));
-        assert_eq!(
-            r.estimate(1_959_492, false, Some(0.0), at(start, 1_220)),
-            None
-        );
-        assert_eq!(
-            r.estimate(1_269_276, true, Some(0.47), at(start, 1_650)),
-            None
-        );
     }
 
     #[test]
