@@ -297,12 +297,25 @@ impl Driver {
         let Value::Object(caps) = caps else {
             unreachable!("a JSON object")
         };
-        ClientBuilder::rustls()
-            .expect("webdriver client")
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("a Chromium session")
+        // Chromium now and then exits as it starts on a loaded 2-core machine ("Chrome
+        // instance exited", a clean-clone CI run of 2026-12-06): it is started once more.
+        let mut attempts = 1;
+        loop {
+            let session = ClientBuilder::rustls()
+                .expect("webdriver client")
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{}", self.port))
+                .await;
+            match session {
+                Ok(client) => return client,
+                Err(e) if attempts < 3 => {
+                    eprintln!("Chromium did not start ({e}); starting it again");
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) => panic!("a Chromium session after {attempts} attempts: {e:?}"),
+            }
+        }
     }
 }
 
