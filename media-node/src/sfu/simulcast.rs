@@ -46,6 +46,14 @@ const WINDOW: Duration = Duration::from_secs(1);
 pub const GONE_AFTER: Duration = Duration::from_millis(500);
 /// How long a higher layer must keep fitting before a subscriber moves up to it.
 pub const UP_HOLD: Duration = Duration::from_secs(2);
+/// A move up followed by a move down within this failed: the link could not carry the layer
+/// (an estimate grown on a probe that fit in the link's buffer, picture bench and engine
+/// test). A move up that lasts this long clears the failures.
+pub const UP_PROVEN: Duration = Duration::from_secs(10);
+/// Each failed move up doubles the hold before the next, up to this: a patient on a weak link
+/// for a whole visit saw the picture stall on a failed try every 9-10 s (engine test). Longer,
+/// a link that is freed after a few failed tries would wait as long for its top layer.
+pub const UP_HOLD_AT_MOST: Duration = Duration::from_secs(16);
 /// What a 720p camera's top layer needs: where each estimate starts, and what a subscriber
 /// showing a full-size tile is probed for before the publisher's top layer exists.
 pub const TOP_LAYER_BPS: u64 = 2_500_000;
@@ -336,6 +344,10 @@ pub struct Selection {
     up_since: Option<Instant>,
     /// This subscriber had to move down once: moves up wait for [`UP_HOLD`] from now on.
     moved_down: bool,
+    /// When the last move up that waited for a hold was taken, until it is [`UP_PROVEN`].
+    up_at: Option<Instant>,
+    /// Moves up undone within [`UP_PROVEN`] since the last that held: each doubles the hold.
+    failed_ups: u32,
     /// Since when a move down for bandwidth waits for its keyframe, the old layer no longer
     /// forwarded (for at most [`DRAIN_AT_MOST`]).
     draining: Option<Instant>,
@@ -345,11 +357,21 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// Follows an aim: down, gone and start at once, up after [`UP_HOLD`] of wanting it once a move
-    /// down happened.
+    /// Follows an aim: down, gone and start at once, up after [`Selection::up_hold`] of wanting
+    /// it once a move down happened.
     pub fn steer(&mut self, aim: Aim, now: Instant) {
+        if self
+            .up_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= UP_PROVEN)
+        {
+            self.up_at = None;
+            self.failed_ups = 0;
+        }
         match aim {
             Aim::Start(rid) | Aim::Down(rid) | Aim::Gone(rid) => {
+                if matches!(aim, Aim::Down(_)) && self.up_at.take().is_some() {
+                    self.failed_ups = self.failed_ups.saturating_add(1);
+                }
                 self.moved_down |= matches!(aim, Aim::Down(_));
                 self.draining =
                     (matches!(aim, Aim::Down(_)) && self.current != Some(rid)).then_some(now);
@@ -358,7 +380,11 @@ impl Selection {
             }
             Aim::Up(rid) => {
                 let since = *self.up_since.get_or_insert(now);
-                if !self.moved_down || now.saturating_duration_since(since) >= UP_HOLD {
+                let held = now.saturating_duration_since(since) >= self.up_hold();
+                if !self.moved_down || held {
+                    if self.moved_down {
+                        self.up_at = Some(now);
+                    }
                     self.target = Some(rid);
                     self.up_since = None;
                     self.draining = None;
@@ -366,6 +392,13 @@ impl Selection {
             }
             Aim::Stay => self.up_since = None,
         }
+    }
+
+    /// How long a higher layer must keep fitting before this subscriber, once moved down,
+    /// moves up: [`UP_HOLD`], doubled for each failed move up, at most [`UP_HOLD_AT_MOST`].
+    pub fn up_hold(&self) -> Duration {
+        let doubled = UP_HOLD.saturating_mul(1 << self.failed_ups.min(8));
+        doubled.min(UP_HOLD_AT_MOST)
     }
 
     /// The subscriber's tile changed size. A move down the cap forced was no congestion: once
@@ -620,6 +653,46 @@ mod tests {
             s.steer(l.aim(s.target, 3_000_000), at(second));
         }
         assert_eq!(s.target, Some("h".into()), "up after UP_HOLD of headroom");
+    }
+
+    /// After a move down for bandwidth, a move up the link cannot carry (undone within
+    /// UP_PROVEN) doubles the hold before the next try; a move up that holds clears it.
+    #[test]
+    fn each_failed_move_up_doubles_the_wait_for_the_next_and_one_that_holds_clears_it() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let l = layers(&[("l", 150_000), ("h", 1_500_000)]);
+        let mut s = Selection::default();
+        s.steer(l.aim(None, 3_000_000), at(0));
+        s.steer(l.aim(s.target, 400_000), at(1_000));
+        assert_eq!(s.target, Some("l".into()), "down for bandwidth");
+        // Up once the top layer has fitted for the hold: the hold is, in turn, 2, 4, 8, 16, 16 s.
+        let mut now = 1_000;
+        for hold in [2_000, 4_000, 8_000, 16_000, 16_000] {
+            assert_eq!(s.up_hold(), Duration::from_millis(hold));
+            s.steer(l.aim(s.target, 3_000_000), at(now));
+            s.steer(l.aim(s.target, 3_000_000), at(now + hold - 1));
+            assert_eq!(s.target, Some("l".into()), "not before {hold} ms");
+            s.steer(l.aim(s.target, 3_000_000), at(now + hold));
+            assert_eq!(s.target, Some("h".into()), "up after {hold} ms");
+            // The link cannot carry it: down again a second later.
+            now += hold + 1_000;
+            s.steer(l.aim(s.target, 400_000), at(now));
+            assert_eq!(s.target, Some("l".into()));
+        }
+        s.steer(l.aim(s.target, 3_000_000), at(now));
+        s.steer(l.aim(s.target, 3_000_000), at(now + 16_000));
+        assert_eq!(s.target, Some("h".into()));
+        // This one holds for UP_PROVEN: the next move down starts from UP_HOLD again.
+        now += 16_000 + UP_PROVEN.as_millis() as u64;
+        s.steer(l.aim(s.target, 3_000_000), at(now));
+        s.steer(l.aim(s.target, 400_000), at(now + 1));
+        assert_eq!(s.target, Some("l".into()));
+        assert_eq!(
+            s.up_hold(),
+            UP_HOLD,
+            "a move up that held clears the failures"
+        );
     }
 
     /// A subscriber on a 1.5 Mbit/s layer: one overuse signal puts its estimate at 85% of the

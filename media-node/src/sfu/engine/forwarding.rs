@@ -285,6 +285,7 @@ impl Engine {
                     was = ?before,
                     budget = estimate,
                     full,
+                    next_up_after = ?track.selection.up_hold(),
                     "layer target"
                 );
             }

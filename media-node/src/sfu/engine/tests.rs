@@ -114,6 +114,10 @@ struct SlowLink {
     peer: usize,
     bps: u64,
     buffer: Duration,
+    /// How far ahead of its rate the link may send after an idle spell, as tc's tbf lets its
+    /// bucket's worth through at once: a probe of the estimator's that fits reads the link
+    /// as faster than it is.
+    burst: Duration,
     /// When the link has sent everything queued so far.
     busy_until: Instant,
     queue: std::collections::VecDeque<(Instant, str0m::net::Transmit)>,
@@ -125,19 +129,27 @@ impl SlowLink {
             peer,
             bps,
             buffer: Duration::from_millis(100),
+            burst: Duration::ZERO,
             busy_until: now,
             queue: Default::default(),
         }
     }
 
+    /// The same link with tbf's bucket of `bytes` (the picture bench's shaping: 16 kB).
+    fn with_burst(mut self, bytes: u64) -> Self {
+        self.burst = Duration::from_micros(bytes * 8 * 1_000_000 / self.bps);
+        self
+    }
+
     fn offer(&mut self, t: str0m::net::Transmit, now: Instant) {
-        let start = self.busy_until.max(now);
+        // A token bucket is a clock that may run up to `burst` behind real time.
+        let start = self.busy_until.max(now - self.burst);
         if start.saturating_duration_since(now) > self.buffer {
             return;
         }
         let bits = t.contents.len() as u64 * 8;
         self.busy_until = start + Duration::from_micros(bits * 1_000_000 / self.bps);
-        self.queue.push_back((self.busy_until, t));
+        self.queue.push_back((self.busy_until.max(now), t));
     }
 
     fn due(&mut self, now: Instant) -> impl Iterator<Item = str0m::net::Transmit> + '_ {
@@ -1094,6 +1106,72 @@ fn a_subscriber_whose_downlink_shrinks_steps_down_within_two_seconds_without_a_l
     let back = layer_since(&call, freed, b'1').expect("the top layer again");
     eprintln!("back after {back:?}");
     assert!(back <= Duration::from_secs(10), "back after {back:?}");
+}
+
+/// A subscriber's downlink stays at 600 kbit/s for a minute, behind a token bucket that lets
+/// 16 kB through at once (tc's tbf, as the picture bench shapes it): an estimator probe that
+/// fits in the bucket reads the link as several times faster than it is. The subscriber
+/// tries the top layer again now and then, as the link might have grown, but each failed
+/// try makes it wait longer for the next (`simulcast::UP_PROVEN`): a patient on a weak link
+/// for a whole visit would otherwise see the picture stall every 9-10 s (5 tries in these
+/// 50 s before). Once the link is freed, the top layer comes back after the longest hold.
+#[test]
+fn a_subscriber_on_a_link_that_stays_slow_tries_the_top_layer_less_and_less_often() {
+    let (mut call, host, patient) = Call::visit(&["l", "h"]);
+    call.run(Duration::from_secs(6));
+    let shrunk = call.now;
+    call.slow = Some(SlowLink::new(host, 600_000, shrunk).with_burst(16_000));
+    // Freed soon after a failed try, so the way back waits for the longest hold.
+    call.run(Duration::from_secs(50));
+    // Each return to the top layer after the first step down: when it came.
+    let mut layer = b'1';
+    let mut tries = Vec::new();
+    for (at, d) in call.arrivals(host, patient, MediaKind::Video, shrunk) {
+        if d.data[1] != layer {
+            layer = d.data[1];
+            if layer == b'1' {
+                tries.push(at.duration_since(shrunk));
+            }
+        }
+    }
+    let waits: Vec<Duration> = tries.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("tries of the top layer in 50 s: {tries:?}, apart by {waits:?}");
+    assert!(
+        (1..=3).contains(&tries.len()),
+        "tried the top layer {} times: {tries:?}",
+        tries.len()
+    );
+    assert!(
+        waits.windows(2).all(|w| w[1] > w[0]),
+        "each try waits longer than the one before: {waits:?}"
+    );
+
+    call.slow = None;
+    let freed = call.now;
+    call.run(Duration::from_secs(30));
+    // On the top layer for good: after the last frame of the lower one.
+    let back = call
+        .arrivals(host, patient, MediaKind::Video, freed)
+        .filter(|(_, d)| d.data[1] != b'1')
+        .map(|(at, _)| at.duration_since(freed))
+        .last()
+        .unwrap_or_default();
+    let top_at_the_end = call
+        .frames(
+            host,
+            patient,
+            MediaKind::Video,
+            call.now - Duration::from_secs(5),
+        )
+        .iter()
+        .all(|d| d.data[1] == b'1');
+    eprintln!("back for good after {back:?}");
+    assert!(top_at_the_end, "the top layer once the link is freed");
+    let longest_hold = crate::sfu::simulcast::UP_HOLD_AT_MOST;
+    assert!(
+        back <= longest_hold + Duration::from_secs(5),
+        "back after {back:?}"
+    );
 }
 
 /// A subscriber's link carries 400 kbit/s of a publisher's only encoding, 1 Mbit/s (no lower
