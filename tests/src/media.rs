@@ -77,10 +77,13 @@ impl TestNode {
         edit: impl FnOnce(&mut bedside_crds::node_config::MediaNodeConfig),
         edit_setup: impl FnOnce(&mut NodeSetup),
     ) -> TestNode {
+        // The node's picture decisions too (`bedside::quality`, no PHI): a browser test that
+        // fails on the picture it got prints them with its output, so a failure seen once
+        // in CI can be read rather than guessed at.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn".into()),
+                    .unwrap_or_else(|_| "warn,bedside::quality=debug".into()),
             )
             .with_test_writer()
             .try_init();

@@ -1645,9 +1645,13 @@ fn a_thumbnail_tile_receives_a_thumbnail_picture_and_a_large_one_the_full_pictur
         };
         let large = async |within: u64, what: &str| {
             let start = Instant::now();
+            // Said on failure: whether the clinician's browser sent more than 320 px then.
             wait_for(Duration::from_secs(within), what, async || match width().await {
                 w if w > 320 => Ok(()),
-                w => Err(format!("{w} px")),
+                w => {
+                    let (sent, reason) = top_sent(&browsers[0]).await;
+                    Err(format!("{w} px; the clinician's browser sends {sent} px ({reason})"))
+                }
             })
             .await;
             println!("{what}: {:?}", start.elapsed());

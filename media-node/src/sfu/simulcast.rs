@@ -247,23 +247,32 @@ impl Layers {
     }
 
     /// What a subscriber aiming at `target` should keep its link busy with (str0m pads up to
-    /// it, never past the estimate): the next layer's rate, so that its estimate can grow into
-    /// that layer while the media alone does not fill it. A thumbnail grown to full size, or a
-    /// call whose higher layers came after the estimate settled, would otherwise wait for the
-    /// estimator's occasional probes, which its congestion state may hold back for tens of
-    /// seconds. 0 at the top (nothing to grow into: padding would be waste) and once the link
-    /// was congested (padding would take from the media).
-    pub fn sustain_bps(&self, target: Option<Rid>, congested: bool) -> u64 {
-        if congested {
-            return 0;
-        }
+    /// it, never past the estimate), as its selection says ([`Selection::padding`]):
+    /// - [`Pad::Grow`]: the next layer's rate, so that its estimate can grow into that layer
+    ///   while the media alone does not fill it. A thumbnail grown to full size, or a call
+    ///   whose higher layers came after the estimate settled, would otherwise wait for the
+    ///   estimator's occasional probes, which its congestion state may hold back for tens of
+    ///   seconds.
+    /// - [`Pad::Prove`]: what the move up to the next layer relies on, its rate over the
+    ///   headroom: on a link that cannot carry it the padding shows loss or a queue before the
+    ///   switch rather than after, and the subscriber stays where its picture plays.
+    /// - [`Pad::Off`]: nothing (padding would take from the media of a congested link).
+    ///
+    /// 0 at the top (nothing to grow into: padding would be waste).
+    pub fn sustain_bps(&self, target: Option<Rid>, pad: Pad) -> u64 {
         let now = target.and_then(|rid| self.rate_of(rid)).unwrap_or(0);
-        self.rates
+        let next = self
+            .rates
             .iter()
             .map(|r| r.bps)
             .filter(|bps| *bps > now)
             .min()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        match pad {
+            Pad::Grow => next,
+            Pad::Prove => (next as f64 / HEADROOM) as u64,
+            Pad::Off => 0,
+        }
     }
 
     /// The share of a subscriber's estimate at which the best layer it may receive (after
@@ -310,6 +319,18 @@ pub fn fair_shares(budget_bps: u64, needs: &[u64]) -> Vec<u64> {
         left -= shares[i];
     }
     shares
+}
+
+/// How a subscriber's link is padded towards its next layer ([`Layers::sustain_bps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pad {
+    /// Never congested: up to the next layer's rate, to grow the estimate into it.
+    Grow,
+    /// Congested once, and a higher layer has fitted its estimate since: up to what the move
+    /// up relies on, to prove the link carries it before the switch.
+    Prove,
+    /// Congested: none.
+    Off,
 }
 
 /// What [`Layers::aim`] advises for one subscriber.
@@ -456,6 +477,18 @@ impl Selection {
         self.moved_down
     }
 
+    /// How its link is padded: once congested, only while a higher layer fits and the move
+    /// up waits for its hold. An estimate that grew on a probe which fit in the link's buffer
+    /// (tc's tbf lets 16 kB through at once) moved a subscriber on a 600 kbit/s link up to a
+    /// layer the link could not carry, and its picture stalled (picture bench, 9-11 s in).
+    pub fn padding(&self) -> Pad {
+        match (self.moved_down, self.up_since.is_some()) {
+            (false, _) => Pad::Grow,
+            (true, true) => Pad::Prove,
+            (true, false) => Pad::Off,
+        }
+    }
+
     /// True when the switch is pending and the target layer needs a keyframe.
     pub fn wants_keyframe(&self) -> bool {
         self.target.is_some() && self.target != self.current
@@ -559,18 +592,29 @@ mod tests {
     #[test]
     fn a_subscriber_is_padded_up_to_the_next_layer_unless_its_link_was_congested() {
         let l = layers(&[("h", 1_500_000), ("l", 150_000), ("m", 500_000)]);
-        assert_eq!(l.sustain_bps(Some("l".into()), false), 500_000);
-        assert_eq!(l.sustain_bps(Some("m".into()), false), 1_500_000);
-        assert_eq!(l.sustain_bps(Some("h".into()), false), 0, "the top");
+        assert_eq!(l.sustain_bps(Some("l".into()), Pad::Grow), 500_000);
+        assert_eq!(l.sustain_bps(Some("m".into()), Pad::Grow), 1_500_000);
+        assert_eq!(l.sustain_bps(Some("h".into()), Pad::Grow), 0, "the top");
         assert_eq!(
-            l.sustain_bps(None, false),
+            l.sustain_bps(None, Pad::Grow),
             150_000,
             "before the first layer"
         );
-        assert_eq!(l.sustain_bps(Some("m".into()), true), 0, "congested");
-        assert_eq!(l.capped(Some(0)).sustain_bps(Some("l".into()), false), 0);
+        assert_eq!(l.sustain_bps(Some("m".into()), Pad::Off), 0, "congested");
+        assert_eq!(
+            l.sustain_bps(Some("m".into()), Pad::Prove),
+            1_764_705,
+            "congested, and the top layer fits: what the move up relies on"
+        );
+        assert_eq!(
+            l.capped(Some(0)).sustain_bps(Some("l".into()), Pad::Grow),
+            0
+        );
         // The tile grows again: the next layer is what to grow into.
-        assert_eq!(l.capped(None).sustain_bps(Some("l".into()), false), 500_000);
+        assert_eq!(
+            l.capped(None).sustain_bps(Some("l".into()), Pad::Grow),
+            500_000
+        );
     }
 
     /// Two tracks sharing an estimate of 3.1 Mbit/s: one whose publisher sends only a small

@@ -10,12 +10,12 @@ use str0m::media::{MediaKind, Mid, Rid};
 use super::Engine;
 use crate::sfu::QUALITY;
 use crate::sfu::participant::{MediaPacket, ParticipantId, Propagated, TrackIn};
-use crate::sfu::simulcast::{Aim, fair_shares};
+use crate::sfu::simulcast::{Aim, Pad, fair_shares};
 use crate::sfu::stats::RoomCounts;
 
 /// One video a subscriber receives: its publisher and track, the layer aimed at, the tile's
 /// cap, and whether this subscriber's link was congested.
-type Source = (ParticipantId, Mid, Option<Rid>, Option<usize>, bool);
+type Source = (ParticipantId, Mid, Option<Rid>, Option<usize>, Pad);
 
 /// What a subscriber's videos would take ([`Engine::choose_layers`]).
 struct Demand {
@@ -237,7 +237,7 @@ impl Engine {
                 .video_out()
                 .map(|t| {
                     let s = &t.selection;
-                    (t.source, t.source_mid, s.target, s.cap, s.congested())
+                    (t.source, t.source_mid, s.target, s.cap, s.padding())
                 })
                 .collect(),
             None => return,
@@ -315,7 +315,8 @@ impl Engine {
             sustain: 0,
             lowest: 0,
         };
-        for &(source, mid, target, cap, congested) in sources {
+        for &(source, mid, target, cap, pad) in sources {
+            let congested = pad != Pad::Grow;
             let need = match self.track_in(source, mid) {
                 // Gone: takes nothing.
                 None => 0,
@@ -331,7 +332,7 @@ impl Engine {
                 Some(track) => {
                     let layers = track.layers.capped(cap);
                     demand.desired += layers.wanted_bps(cap, congested);
-                    demand.sustain += layers.sustain_bps(target, congested);
+                    demand.sustain += layers.sustain_bps(target, pad);
                     demand.lowest += layers.lowest_bps();
                     layers.need_bps(cap, congested)
                 }

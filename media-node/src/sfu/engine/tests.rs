@@ -1108,20 +1108,19 @@ fn a_subscriber_whose_downlink_shrinks_steps_down_within_two_seconds_without_a_l
     assert!(back <= Duration::from_secs(10), "back after {back:?}");
 }
 
-/// A subscriber's downlink stays at 600 kbit/s for a minute, behind a token bucket that lets
+/// A subscriber's downlink stays at 600 kbit/s for 50 s, behind a token bucket that lets
 /// 16 kB through at once (tc's tbf, as the picture bench shapes it): an estimator probe that
-/// fits in the bucket reads the link as several times faster than it is. The subscriber
-/// tries the top layer again now and then, as the link might have grown, but each failed
-/// try makes it wait longer for the next (`simulcast::UP_PROVEN`): a patient on a weak link
-/// for a whole visit would otherwise see the picture stall every 9-10 s (5 tries in these
-/// 50 s before). Once the link is freed, the top layer comes back after the longest hold.
+/// fits in the bucket reads the link as several times faster than it is. Before the node
+/// padded such a link up to what a move up relies on while the move waits for its hold
+/// (`Pad::Prove`), the subscriber tried the top layer and stalled on it every 9-10 s (5 tries
+/// in these 50 s); a try that still fails makes it wait longer for the next
+/// (`simulcast::UP_PROVEN`). Once the link is freed, the top layer comes back.
 #[test]
-fn a_subscriber_on_a_link_that_stays_slow_tries_the_top_layer_less_and_less_often() {
+fn a_subscriber_on_a_link_that_stays_slow_does_not_keep_trying_the_top_layer() {
     let (mut call, host, patient) = Call::visit(&["l", "h"]);
     call.run(Duration::from_secs(6));
     let shrunk = call.now;
     call.slow = Some(SlowLink::new(host, 600_000, shrunk).with_burst(16_000));
-    // Freed soon after a failed try, so the way back waits for the longest hold.
     call.run(Duration::from_secs(50));
     // Each return to the top layer after the first step down: when it came.
     let mut layer = b'1';
@@ -1134,21 +1133,31 @@ fn a_subscriber_on_a_link_that_stays_slow_tries_the_top_layer_less_and_less_ofte
             }
         }
     }
-    let waits: Vec<Duration> = tries.windows(2).map(|w| w[1] - w[0]).collect();
-    eprintln!("tries of the top layer in 50 s: {tries:?}, apart by {waits:?}");
+    // Once on the lower layer, the longest the video stopped.
+    let settled = shrunk + Duration::from_secs(5);
+    let arrivals: Vec<Instant> = call
+        .arrivals(host, patient, MediaKind::Video, settled)
+        .map(|(at, _)| *at)
+        .collect();
+    let longest = arrivals
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(Duration::MAX);
+    eprintln!("tries of the top layer in 50 s: {tries:?}; longest stall after 5 s: {longest:?}");
     assert!(
-        (1..=3).contains(&tries.len()),
+        tries.len() <= 1,
         "tried the top layer {} times: {tries:?}",
         tries.len()
     );
     assert!(
-        waits.windows(2).all(|w| w[1] > w[0]),
-        "each try waits longer than the one before: {waits:?}"
+        longest < Duration::from_millis(500),
+        "the video stopped for {longest:?} on the lower layer"
     );
 
     call.slow = None;
     let freed = call.now;
-    call.run(Duration::from_secs(30));
+    call.run(Duration::from_secs(20));
     // On the top layer for good: after the last frame of the lower one.
     let back = call
         .arrivals(host, patient, MediaKind::Video, freed)
@@ -1167,11 +1176,7 @@ fn a_subscriber_on_a_link_that_stays_slow_tries_the_top_layer_less_and_less_ofte
         .all(|d| d.data[1] == b'1');
     eprintln!("back for good after {back:?}");
     assert!(top_at_the_end, "the top layer once the link is freed");
-    let longest_hold = crate::sfu::simulcast::UP_HOLD_AT_MOST;
-    assert!(
-        back <= longest_hold + Duration::from_secs(5),
-        "back after {back:?}"
-    );
+    assert!(back <= Duration::from_secs(10), "back after {back:?}");
 }
 
 /// A subscriber's link carries 400 kbit/s of a publisher's only encoding, 1 Mbit/s (no lower
