@@ -53,8 +53,11 @@ struct Stream {
     /// What the stream had carried at the start of the current [`SENDING_WINDOW`], and when.
     tick: (Carried, Instant),
     /// What the pacer sent of the stream over the last [`SENDING_WINDOW`], when it sent less
-    /// than the node wrote (its queue grew: this is its rate); 0 otherwise.
+    /// than the node wrote then and over the window before (its queue stayed: this is its
+    /// rate); 0 otherwise.
     draining_bps: u64,
+    /// The pacer sent less than the node wrote over the last [`SENDING_WINDOW`].
+    behind: bool,
     /// What the pacer sent of the stream over the last [`SENDING_WINDOW`], whatever was
     /// written.
     recent_bps: u64,
@@ -146,6 +149,7 @@ impl EgressLink {
                 lossy: false,
                 tick: (carried, now),
                 draining_bps: 0,
+                behind: false,
                 recent_bps: 0,
             });
             return Restart::No;
@@ -156,7 +160,19 @@ impl EgressLink {
             let written = carried.written.saturating_sub(before.written);
             stream.recent_bps = sent * 8 * 1000 / since.as_millis() as u64;
             // Carried bytes count headers too: a pacer that keeps up sends more than written.
-            stream.draining_bps = if sent < written { stream.recent_bps } else { 0 };
+            let behind = sent < written;
+            // A window that ends with a burst (a keyframe, the first of a higher layer) sent
+            // less than was written while its pacer kept up most of the time: its rate is what
+            // was there to send, not what the pacer can send. Only a window that began behind
+            // too was the pacer's own pace: read from a single window, the lowest layer's
+            // rate right after a move up made the top layer's keyframe look 0.4 s deep, the
+            // stream was held and moved down again (picture bench trace, 2026-12-06).
+            stream.draining_bps = if behind && stream.behind {
+                stream.recent_bps
+            } else {
+                0
+            };
+            stream.behind = behind;
             stream.tick = (carried, now);
         }
         let mut restart = Restart::No;
@@ -190,7 +206,8 @@ impl EgressLink {
 
     /// How long `queued_bytes` waiting in stream `mid`'s send queue take to leave at the rate
     /// its pacer sent over the last statistics interval, if the pacer sent less than the node
-    /// wrote then (it was the bottleneck, so that is its rate); `None` otherwise: a pacer that
+    /// wrote then and over the interval before (it was the bottleneck throughout, so that is
+    /// its rate); `None` otherwise: a pacer that
     /// keeps up sends what is written, which says nothing of how fast it could send (a
     /// subscriber moving up to a layer with a larger keyframe would read as held back). The
     /// age of the queue's oldest packet says the same only while the node writes no faster
@@ -364,12 +381,21 @@ mod tests {
         assert_eq!(e.drain_time(video, 30_000), None, "no rate yet");
         e.report(video, carried(156_000, 150_000), None, at(1_000));
         assert_eq!(e.drain_time(video, 30_000), None, "the pacer keeps up");
+        // A keyframe written late in a window: less sent than written, but the pacer kept up
+        // until it came, so that window's rate is not the pacer's.
         e.report(video, carried(168_500, 187_500), None, at(1_250));
+        assert_eq!(
+            e.drain_time(video, 30_000),
+            None,
+            "a burst at the window's end"
+        );
+        // Still behind over the whole next window: that is the pacer's pace.
+        e.report(video, carried(181_000, 225_000), None, at(1_500));
         assert_eq!(
             e.drain_time(video, 30_000),
             Some(Duration::from_millis(600))
         );
-        e.report(video, carried(168_500, 225_000), None, at(1_500));
+        e.report(video, carried(181_000, 262_500), None, at(1_750));
         assert_eq!(e.drain_time(video, 30_000), None, "sent nothing");
     }
 
