@@ -61,6 +61,25 @@ pub struct TestNode {
     _files: Option<tempfile::TempDir>,
 }
 
+/// What an in-process node logs in a test unless `RUST_LOG` says otherwise: warnings, and its
+/// picture decisions (`bedside::quality`, no PHI), so a browser test that fails on the picture
+/// it got prints them with its output and a failure seen once in CI can be read rather than
+/// guessed at.
+pub const TEST_LOG: &str = "warn,bedside::quality=debug";
+
+/// Logs this process's events (an in-process node's among them) to the test output, filtered by
+/// `RUST_LOG`, or by `default` without it. The first call wins: a benchmark that calls it
+/// before its first [`TestNode`] keeps its own output to its figures.
+pub fn log_by_default(default: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 impl TestNode {
     pub async fn start() -> TestNode {
         Self::start_with(|_| {}).await
@@ -77,16 +96,7 @@ impl TestNode {
         edit: impl FnOnce(&mut bedside_crds::node_config::MediaNodeConfig),
         edit_setup: impl FnOnce(&mut NodeSetup),
     ) -> TestNode {
-        // The node's picture decisions too (`bedside::quality`, no PHI): a browser test that
-        // fails on the picture it got prints them with its output, so a failure seen once
-        // in CI can be read rather than guessed at.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn,bedside::quality=debug".into()),
-            )
-            .with_test_writer()
-            .try_init();
+        log_by_default(TEST_LOG);
         let mut config = config::dev_default();
         config.tenant.name = "test-clinic".into();
         let loopback = std::net::Ipv4Addr::LOCALHOST;
