@@ -253,9 +253,10 @@ impl Layers {
     ///   whose higher layers came after the estimate settled, would otherwise wait for the
     ///   estimator's occasional probes, which its congestion state may hold back for tens of
     ///   seconds.
-    /// - [`Pad::Prove`]: what the move up to the next layer relies on, its rate over the
-    ///   headroom: on a link that cannot carry it the padding shows loss or a queue before the
-    ///   switch rather than after, and the subscriber stays where its picture plays.
+    /// - [`Pad::Prove`]: what the move up to the layer it waits for relies on, that layer's
+    ///   rate over the headroom (the next layer's while that one is not measured): on a link
+    ///   that cannot carry it the padding shows loss or a queue before the switch rather than
+    ///   after, and the subscriber stays where its picture plays.
     /// - [`Pad::Off`]: nothing (padding would take from the media of a congested link).
     ///
     /// 0 at the top (nothing to grow into: padding would be waste).
@@ -270,7 +271,10 @@ impl Layers {
             .unwrap_or(0);
         match pad {
             Pad::Grow => next,
-            Pad::Prove => (next as f64 / HEADROOM) as u64,
+            Pad::Prove(rid) => {
+                let up = self.rate_of(rid).filter(|bps| *bps > now).unwrap_or(next);
+                (up as f64 / HEADROOM) as u64
+            }
             Pad::Off => 0,
         }
     }
@@ -326,9 +330,9 @@ pub fn fair_shares(budget_bps: u64, needs: &[u64]) -> Vec<u64> {
 pub enum Pad {
     /// Never congested: up to the next layer's rate, to grow the estimate into it.
     Grow,
-    /// Congested once, and a higher layer has fitted its estimate since: up to what the move
-    /// up relies on, to prove the link carries it before the switch.
-    Prove,
+    /// Congested once, and this higher layer fits its estimate now: up to what the move up
+    /// to it relies on, to prove the link carries it before the switch.
+    Prove(Rid),
     /// Congested: none.
     Off,
 }
@@ -361,8 +365,8 @@ pub struct Selection {
     pub current: Option<Rid>,
     /// The layer to switch to at its next keyframe.
     pub target: Option<Rid>,
-    /// Since when a higher layer has kept fitting.
-    up_since: Option<Instant>,
+    /// Since when a higher layer has kept fitting, and the one that fits now.
+    up_since: Option<(Instant, Rid)>,
     /// This subscriber had to move down once: moves up wait for [`UP_HOLD`] from now on.
     moved_down: bool,
     /// When the last move up that waited for a hold was taken, until it is [`UP_PROVEN`].
@@ -400,7 +404,8 @@ impl Selection {
                 self.up_since = None;
             }
             Aim::Up(rid) => {
-                let since = *self.up_since.get_or_insert(now);
+                let since = self.up_since.map_or(now, |(since, _)| since);
+                self.up_since = Some((since, rid));
                 let held = now.saturating_duration_since(since) >= self.up_hold();
                 if !self.moved_down || held {
                     if self.moved_down {
@@ -482,10 +487,10 @@ impl Selection {
     /// (tc's tbf lets 16 kB through at once) moved a subscriber on a 600 kbit/s link up to a
     /// layer the link could not carry, and its picture stalled (picture bench, 9-11 s in).
     pub fn padding(&self) -> Pad {
-        match (self.moved_down, self.up_since.is_some()) {
+        match (self.moved_down, self.up_since) {
             (false, _) => Pad::Grow,
-            (true, true) => Pad::Prove,
-            (true, false) => Pad::Off,
+            (true, Some((_, rid))) => Pad::Prove(rid),
+            (true, None) => Pad::Off,
         }
     }
 
@@ -602,9 +607,14 @@ mod tests {
         );
         assert_eq!(l.sustain_bps(Some("m".into()), Pad::Off), 0, "congested");
         assert_eq!(
-            l.sustain_bps(Some("m".into()), Pad::Prove),
+            l.sustain_bps(Some("m".into()), Pad::Prove("h".into())),
             1_764_705,
             "congested, and the top layer fits: what the move up relies on"
+        );
+        assert_eq!(
+            l.sustain_bps(Some("l".into()), Pad::Prove("h".into())),
+            1_764_705,
+            "the top layer, not the middle one, when the move up skips it"
         );
         assert_eq!(
             l.capped(Some(0)).sustain_bps(Some("l".into()), Pad::Grow),

@@ -14,7 +14,7 @@ use crate::sfu::simulcast::{Aim, Pad, fair_shares};
 use crate::sfu::stats::RoomCounts;
 
 /// One video a subscriber receives: its publisher and track, the layer aimed at, the tile's
-/// cap, and whether this subscriber's link was congested.
+/// cap, and how its link is padded towards a higher layer.
 type Source = (ParticipantId, Mid, Option<Rid>, Option<usize>, Pad);
 
 /// What a subscriber's videos would take ([`Engine::choose_layers`]).
