@@ -53,7 +53,7 @@ async fn join(page: &Client, node: &TestNode, room: &str, user: &str) {
         .link(room, &node.token(room, user, Role::Host))
         .replacen("&quality=low", "", 1);
     page.goto(&link).await.expect("open the link");
-    let _ = page
+    let pressed = page
         .execute_async(
             "const done = arguments[arguments.length - 1];\
              const press = () => { const b = document.getElementById('join');\
@@ -62,6 +62,17 @@ async fn join(page: &Client, node: &TestNode, room: &str, user: &str) {
             vec![],
         )
         .await;
+    // A call that never starts counts as not reaching the top layer: say why (twice in
+    // 2026-12-06's runs a call reached no node at all, and nothing said whether a page joined).
+    if let Err(e) = pressed {
+        let state = page
+            .execute(
+                "return window.bedside ? window.bedside.state.errors : 'no client';",
+                vec![],
+            )
+            .await;
+        eprintln!("{user}: the join button was not pressed ({e}); the page's errors: {state:?}");
+    }
 }
 
 /// What a page's encoder does: whether it sends its top layer (at 1280 px, frames going up
@@ -125,6 +136,15 @@ async fn join_and_reach_top(node: &TestNode, pages: [&Client; 2], room: &str) ->
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for (page, side) in pages.iter().zip(&sides) {
+        if side.to_top.is_none() {
+            let s = browser::state(page).await;
+            eprintln!(
+                "{room}: a page never decoded 1280 px: media connected {}, path {}, participants {}, errors {}",
+                s["mediaConnected"], s["mediaPath"], s["participants"], s["errors"]
+            );
+        }
     }
     sides
 }
