@@ -65,13 +65,9 @@ async fn join(page: &Client, node: &TestNode, room: &str, user: &str) {
     // A call that never starts counts as not reaching the top layer: say why (twice in
     // 2026-12-06's runs a call reached no node at all, and nothing said whether a page joined).
     if let Err(e) = pressed {
-        let state = page
-            .execute(
-                "return window.bedside ? window.bedside.state.errors : 'no client';",
-                vec![],
-            )
-            .await;
-        eprintln!("{user}: the join button was not pressed ({e}); the page's errors: {state:?}");
+        // `null` when the page has no client at all.
+        let errors = &browser::state(page).await["errors"];
+        eprintln!("{user}: the join button was not pressed ({e}); the page's errors: {errors}");
     }
 }
 
