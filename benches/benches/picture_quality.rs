@@ -137,8 +137,17 @@ async fn join_and_reach_top(node: &TestNode, pages: [&Client; 2], room: &str) ->
         if side.to_top.is_none() {
             let s = browser::state(page).await;
             eprintln!(
-                "{room}: a page never decoded 1280 px: media connected {}, path {}, participants {}, errors {}",
-                s["mediaConnected"], s["mediaPath"], s["participants"], s["errors"]
+                "{room}: a page never decoded 1280 px: participant {}, join pressed {}, device help {}, waiting {}, media connected {}, path {}, participants {}, status {}, errors {}, events {}",
+                s["participantId"],
+                s["joinDisabled"],
+                s["deviceHelp"],
+                s["waiting"],
+                s["mediaConnected"],
+                s["mediaPath"],
+                s["participants"],
+                s["status"],
+                s["errors"],
+                s["events"]
             );
         }
     }

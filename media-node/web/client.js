@@ -3,6 +3,11 @@
 'use strict';
 
 (() => {
+  // Errors nothing caught, kept in the page with the others (`state.errors`) for whoever
+  // diagnoses it (the tests print them): they stay in this tab.
+  const errors = [];
+  window.addEventListener('error', (e) => errors.push(String(e.message)));
+  window.addEventListener('unhandledrejection', (e) => errors.push(String(e.reason)));
   const query = new URLSearchParams(location.search);
   const room = query.get('room') || '';
   // quality=low asks for a small camera picture (slow links, automated tests).
@@ -121,7 +126,7 @@
     chat: [], // { from, displayName, text, mine }
     participants: new Map(), // id -> { role, stream }
     events: [],
-    errors: [],
+    errors,
     mediaConnected: false,
     mediaPath: null,
     iceServers: [],
@@ -309,9 +314,11 @@
       return;
     }
     joinBtn.disabled = true;
+    // The preview may still wait for the camera (or for the patient to allow it): say so
+    // rather than seem to ignore the press.
+    if (!local) say('startingCamera');
     await devicesReady;
     if (!local) {
-      say('startingCamera');
       await openDevices();
       if (!local) say('noDevices', null, true);
     }

@@ -21,7 +21,13 @@
 //! link again, unless the link shows it shrank: the transport-wide feedback of the last second
 //! reported [`LOSS_EVIDENCE`] or more lost (a link that shrank drops what its buffer cannot
 //! hold; a stalled receiver loses nothing), or the link loses or holds back what the node sends
-//! (`congestion.rs`). Loss reported within [`CONFIRM_WITHIN`] after a restart undoes it (the
+//! (`congestion.rs`), or the peer's own packets to the node are being lost ([`UPLINK_FRESH`]):
+//! a link limited both ways drops the receiver's feedback with its media, so a shrunk link's
+//! feedback at first reports no loss at all (picture bench, 2026-12-06: a restart to 3 Mbit/s
+//! into a 600 kbit/s link 1.1 s after it shrank, its last second of feedback reading 0% lost;
+//! in the next run, 0.75 s after the limit, the feedback still read 0% while 53% of the
+//! patient's own packets to the node had been lost). Loss reported within
+//! [`CONFIRM_WITHIN`] after a restart undoes it (the
 //! estimator is set back where it had collapsed to) and ends restarts for the subscriber;
 //! there is at most one per [`RESTART_AT_MOST_EVERY`].
 //!
@@ -54,6 +60,10 @@ pub const LOSS_EVIDENCE: f32 = 0.02;
 pub const CONFIRM_WITHIN: Duration = Duration::from_secs(3);
 /// The fewest seconds between two restarts of one subscriber's estimator.
 pub const RESTART_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a reading of the loss of the peer's own packets to the node stands (str0m's
+/// statistics come every 250 ms).
+pub const UPLINK_FRESH: Duration = Duration::from_millis(600);
 
 /// The fewest seconds between two lifts of one subscriber's estimate to its floor.
 pub const FLOOR_AT_MOST_EVERY: Duration = Duration::from_secs(2);
@@ -99,6 +109,8 @@ pub struct Recovery {
     trusted: bool,
     /// When the estimate was last lifted to the floor.
     last_floor: Option<Instant>,
+    /// The share of the peer's own packets to the node lost lately, and when it was read.
+    uplink_loss: Option<(f32, Instant)>,
 }
 
 impl Recovery {
@@ -126,7 +138,7 @@ impl Recovery {
             return None;
         }
         let collapsed = (bps as f64) < highest as f64 * COLLAPSE_BELOW;
-        let lossy = recent_loss.is_some_and(|loss| loss >= LOSS_EVIDENCE);
+        let lossy = recent_loss.is_some_and(|loss| loss >= LOSS_EVIDENCE) || self.uplink_lossy(now);
         let may = self
             .last_restart
             .is_none_or(|r| now.saturating_duration_since(r.at) >= RESTART_AT_MOST_EVERY);
@@ -136,6 +148,18 @@ impl Recovery {
         self.last_restart = Some(Restarted { at: now, from: bps });
         self.highest = None;
         Some(Reset::Restart((highest as f64 * RESTART_AT) as u64))
+    }
+
+    /// What the node lost of the peer's own packets since the last reading (str0m's
+    /// transport-wide receive register).
+    pub fn uplink_loss(&mut self, loss: f32, now: Instant) {
+        self.uplink_loss = Some((loss, now));
+    }
+
+    fn uplink_lossy(&self, now: Instant) -> bool {
+        self.uplink_loss.is_some_and(|(loss, at)| {
+            loss >= LOSS_EVIDENCE && now.saturating_duration_since(at) < UPLINK_FRESH
+        })
     }
 
     /// An estimate of `bps` under `floor_bps` while the link's last second lost under
@@ -244,6 +268,41 @@ mod tests {
         assert_eq!(
             clean.estimate(600_000, false, Some(0.01), at(start, 2_000)),
             Some(Reset::Restart(1_700_000))
+        );
+    }
+
+    /// Run 31 of the picture bench (2026-12-06): both ways of the patient's link limited, the
+    /// feedback of the last second read no loss, yet 53% of the patient's own packets had not
+    /// reached the node. A stalled receiver's packets arrive.
+    #[test]
+    fn a_collapse_while_the_peers_own_packets_are_lost_is_followed() {
+        let start = Instant::now();
+        let mut r = Recovery::default();
+        r.estimate(3_500_000, false, Some(0.0), at(start, 0));
+        r.estimate(3_400_000, false, Some(0.0), at(start, 100));
+        r.uplink_loss(0.53, at(start, 900));
+        assert_eq!(
+            r.estimate(2_000_000, false, Some(0.0), at(start, 1_000)),
+            None
+        );
+        // An old reading says nothing about now; a clean one lets the restart happen.
+        let mut stale = Recovery::default();
+        stale.estimate(3_500_000, false, Some(0.0), at(start, 0));
+        stale.estimate(3_400_000, false, Some(0.0), at(start, 100));
+        stale.uplink_loss(0.53, at(start, 300));
+        assert!(
+            stale
+                .estimate(2_000_000, false, Some(0.0), at(start, 1_000))
+                .is_some()
+        );
+        let mut clean = Recovery::default();
+        clean.estimate(3_500_000, false, Some(0.0), at(start, 0));
+        clean.estimate(3_400_000, false, Some(0.0), at(start, 100));
+        clean.uplink_loss(0.01, at(start, 900));
+        assert!(
+            clean
+                .estimate(2_000_000, false, Some(0.0), at(start, 1_000))
+                .is_some()
         );
     }
 

@@ -125,9 +125,13 @@ pub(super) fn on_event(
         }
         Event::PeerStats(peer) => {
             stats.peer(&peer);
+            if let Some(loss) = peer.ingress_loss_fraction {
+                p.recovery.uplink_loss(loss, now);
+            }
             if let Some(loss) = peer.egress_loss_fraction {
                 p.egress_link.link_loss(loss, now);
-                tracing::debug!(target: QUALITY, participant = %p.id, loss, "link loss");
+                let (uplink, raw) = (peer.ingress_loss_fraction, peer.bwe_tx.map(|b| b.as_u64()));
+                tracing::debug!(target: QUALITY, participant = %p.id, loss, ?uplink, ?raw, "link loss");
             }
             let undone = peer
                 .egress_loss_fraction
