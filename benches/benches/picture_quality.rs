@@ -47,28 +47,48 @@ async fn decoded(page: &Client) -> Option<(u64, f64, u64, u64)> {
         .map(|d| (d.width, d.fps, d.freezes, d.frames))
 }
 
-async fn join(page: &Client, node: &TestNode, room: &str, user: &str) {
+/// Opens the link and presses Join; returns when the press that began the join was made
+/// (the link's opening for the first). A press that does not start the join (the button
+/// stays enabled) is made again, and said: in 2026-12-06's runs one page in ten sometimes
+/// never joined after a press WebDriver reported made.
+async fn join(page: &Client, node: &TestNode, room: &str, user: &str) -> Instant {
     // Full quality: the test pages' link asks for a small camera; this one does not.
     let link = node
         .link(room, &node.token(room, user, Role::Host))
         .replacen("&quality=low", "", 1);
+    let mut pressed = Instant::now();
     page.goto(&link).await.expect("open the link");
-    let pressed = page
-        .execute_async(
-            "const done = arguments[arguments.length - 1];\
-             const press = () => { const b = document.getElementById('join');\
-               if (!b || b.disabled) return setTimeout(press, 10); b.click(); done(null); };\
-             press();",
-            vec![],
-        )
-        .await;
-    // A call that never starts counts as not reaching the top layer: say why (twice in
-    // 2026-12-06's runs a call reached no node at all, and nothing said whether a page joined).
-    if let Err(e) = pressed {
-        // `null` when the page has no client at all.
-        let errors = &browser::state(page).await["errors"];
-        eprintln!("{user}: the join button was not pressed ({e}); the page's errors: {errors}");
+    for attempt in 1..=3 {
+        let press = page
+            .execute_async(
+                "const done = arguments[arguments.length - 1];\
+                 const press = () => { const b = document.getElementById('join');\
+                   if (!b || b.disabled) return setTimeout(press, 10); b.click(); done(null); };\
+                 press();",
+                vec![],
+            )
+            .await;
+        if let Err(e) = press {
+            // `null` when the page has no client at all.
+            let errors = &browser::state(page).await["errors"];
+            eprintln!("{user}: the join button was not pressed ({e}); the page's errors: {errors}");
+            return pressed;
+        }
+        // The page's own handler disables the button as the join begins.
+        for _ in 0..40 {
+            if browser::state(page).await["joinDisabled"] == true {
+                return pressed;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let s = browser::state(page).await;
+        eprintln!(
+            "{user}: press {attempt} on Join did not start the join in 2 s (status {}, events {}, errors {}); pressing again",
+            s["status"], s["events"], s["errors"]
+        );
+        pressed = Instant::now();
     }
+    pressed
 }
 
 /// What a page's encoder does: whether it sends its top layer (at 1280 px, frames going up
@@ -110,8 +130,7 @@ struct Side {
 /// Both join; each side's time from the patient's press until it decodes at 1280 px.
 async fn join_and_reach_top(node: &TestNode, pages: [&Client; 2], room: &str) -> [Side; 2] {
     join(pages[0], node, room, "u-clinician").await;
-    let pressed = Instant::now();
-    join(pages[1], node, room, "u-patient").await;
+    let pressed = join(pages[1], node, room, "u-patient").await;
     let mut sides = [Side::default(), Side::default()];
     let mut encoded = [0u64; 2];
     let waiting = |s: &Side| s.to_top.is_none() || s.sent_top.is_none();
@@ -137,8 +156,10 @@ async fn join_and_reach_top(node: &TestNode, pages: [&Client; 2], room: &str) ->
         if side.to_top.is_none() {
             let s = browser::state(page).await;
             eprintln!(
-                "{room}: a page never decoded 1280 px: participant {}, join pressed {}, device help {}, waiting {}, media connected {}, path {}, participants {}, status {}, errors {}, events {}",
+                "{room}: a page never decoded 1280 px: participant {}, page {}, title {}, join pressed {}, device help {}, waiting {}, media connected {}, path {}, participants {}, status {}, errors {}, events {}",
                 s["participantId"],
+                s["page"],
+                s["title"],
                 s["joinDisabled"],
                 s["deviceHelp"],
                 s["waiting"],

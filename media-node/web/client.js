@@ -988,6 +988,9 @@
   }
 
   joinBtn.addEventListener('click', join);
+  // Disabled in the page until here: on a slow phone the button shows before this script has
+  // run, and a press then would be lost without a word.
+  joinBtn.disabled = false;
   // Before joining: which paths reach the media node, in plain words (check.js).
   const checkBtn = document.getElementById('check');
   if (!room || !token || tokenInQuery) {

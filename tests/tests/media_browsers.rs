@@ -842,6 +842,13 @@ async fn click(client: &Client, css: &str) {
             .find(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("{css}: {e}"));
+        // A button the page enables once its script has run (Join): a click before would be lost.
+        for _ in 0..50 {
+            if element.is_enabled().await.unwrap_or(true) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         match element.click().await {
             Ok(()) => return,
             Err(e) if attempt < 5 && e.to_string().contains("stale element") => {

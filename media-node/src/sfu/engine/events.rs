@@ -125,14 +125,17 @@ pub(super) fn on_event(
         }
         Event::PeerStats(peer) => {
             stats.peer(&peer);
-            if let Some(loss) = peer.ingress_loss_fraction {
-                p.recovery.uplink_loss(loss, now);
-            }
+            let (uplink, raw) = (peer.ingress_loss_fraction, peer.bwe_tx.map(|b| b.as_u64()));
+            p.recovery.link_read(uplink, raw, now);
             if let Some(loss) = peer.egress_loss_fraction {
                 p.egress_link.link_loss(loss, now);
-                let (uplink, raw) = (peer.ingress_loss_fraction, peer.bwe_tx.map(|b| b.as_u64()));
                 tracing::debug!(target: QUALITY, participant = %p.id, loss, ?uplink, ?raw, "link loss");
             }
+            // A link limited both ways: the choice follows the estimator's own estimate now.
+            let usable = p.estimate_bps.map(|e| p.recovery.usable(e, now));
+            p.link_worse |= usable
+                .zip(p.chosen_for_bps)
+                .is_some_and(|(usable, chosen)| (usable as f64) < chosen as f64 * WORSE_BELOW);
             let undone = peer
                 .egress_loss_fraction
                 .and_then(|loss| p.recovery.loss(loss, now));

@@ -224,7 +224,9 @@ impl Engine {
         let now = self.now;
         let Some((estimate, full)) = self.participants.get_mut(&id).and_then(|p| {
             let ceiling = p.egress_link.ceiling(now);
-            let budget = p.estimate_bps.map(|e| e.min(ceiling.unwrap_or(u64::MAX)));
+            let budget = p
+                .estimate_bps
+                .map(|e| p.recovery.usable(e, now).min(ceiling.unwrap_or(u64::MAX)));
             p.chosen_for_bps = budget;
             // A link that loses or holds back what the node sends: no band to stay in.
             let full = p.link_full(now);
