@@ -148,9 +148,7 @@ async fn relay_cpu(
 }
 
 fn main() {
-    // Figures only; `RUST_LOG` turns the node's log on (the tests' default prints its picture
-    // decisions).
-    bedside_tests::media::log_by_default("warn");
+    bedside_benches::log_figures_only();
     if let Some(why) = browser::unavailable().or_else(bedside_tests::turn::unavailable) {
         println!("join_paths: skipped: {why}");
         return;

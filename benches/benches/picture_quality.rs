@@ -438,9 +438,7 @@ fn markdown(rows: &[Vec<String>]) -> String {
 }
 
 fn main() {
-    // Figures only; `RUST_LOG` turns the node's log on (the tests' default prints its picture
-    // decisions).
-    bedside_tests::media::log_by_default("warn");
+    bedside_benches::log_figures_only();
     if let Some(why) = browser::unavailable() {
         println!("picture_quality: skipped: {why}");
         return;

@@ -20,9 +20,7 @@ const BUDGET: Duration = Duration::from_secs(5);
 const MAX_CALLERS: usize = 32;
 
 fn main() {
-    // Figures only; `RUST_LOG` turns the node's log on (the tests' default prints its picture
-    // decisions).
-    bedside_tests::media::log_by_default("warn");
+    bedside_benches::log_figures_only();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,6 +6,13 @@ use std::time::{Duration, Instant};
 pub mod fleet;
 pub mod load;
 
+/// A benchmark's output is its figures: an in-process node logs warnings only (the tests'
+/// default also prints its picture decisions), unless `RUST_LOG` says otherwise. Called before
+/// the first node.
+pub fn log_figures_only() {
+    bedside_tests::media::log_by_default("warn");
+}
+
 /// Runs `f` for at least `budget`: calls per second and the mean time per call. `f` returns
 /// something derived from its work so the optimiser cannot drop it.
 pub fn rate(budget: Duration, mut f: impl FnMut() -> usize) -> (f64, Duration) {

@@ -26,10 +26,9 @@
 //! feedback at first reports no loss at all (picture bench, 2026-12-06: a restart to 3 Mbit/s
 //! into a 600 kbit/s link 1.1 s after it shrank, its last second of feedback reading 0% lost;
 //! in the next run, 0.75 s after the limit, the feedback still read 0% while 53% of the
-//! patient's own packets to the node had been lost). Loss reported within
-//! [`CONFIRM_WITHIN`] after a restart undoes it (the
-//! estimator is set back where it had collapsed to) and ends restarts for the subscriber;
-//! there is at most one per [`RESTART_AT_MOST_EVERY`].
+//! patient's own packets to the node had been lost). Loss reported within [`CONFIRM_WITHIN`]
+//! after a restart undoes it (the estimator is set back where it had collapsed to) and ends
+//! restarts for the subscriber; there is at most one per [`RESTART_AT_MOST_EVERY`].
 //!
 //! A link that shrank is followed, and str0m's estimate may then sink far below what the link
 //! carries: after a spell of 50-60% loss on a 600 kbit/s link, its loss-based part held the
