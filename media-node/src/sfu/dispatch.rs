@@ -1,18 +1,19 @@
 //! The receive task: reads the node's one media port (and the ICE-TCP connections' frames) and
 //! hands each packet to the loop that owns its sender's address (`shard::Routes`).
 //!
-//! Datagrams are read into 64 KiB blocks that many packets share, so the forwarding path does
-//! not allocate per packet; a loop's queue that is full drops the packet as a full socket
-//! buffer would (RTX repairs it).
+//! Datagrams are read several to a system call (`batch::receive`) into 64 KiB blocks that many
+//! packets share, so the forwarding path does not allocate per packet; a loop's queue that is
+//! full drops the packet as a full socket buffer would (RTX repairs it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use str0m::net::Protocol;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::batch::{self, RECEIVE_BATCH, ReceiveSlots};
 use super::shard::{RouteChange, Routes, Target};
 use super::shell::Inbound;
 use super::stats::EngineStats;
@@ -20,10 +21,6 @@ use super::tcp::TcpEvent;
 
 /// Datagrams read per wake-up before route news and ICE-TCP get a turn.
 const READ_BATCH: usize = 64;
-/// Larger than any datagram a WebRTC peer sends (they stay under the path MTU).
-const RECEIVE_BUFFER: usize = 2048;
-/// Datagrams are read into blocks this large, shared by the packets cut from them.
-const RECEIVE_BLOCK: usize = 64 * 1024;
 /// How often idle routes are looked for.
 const EXPIRE_EVERY: Duration = Duration::from_secs(15);
 
@@ -40,23 +37,14 @@ pub struct Dispatch {
 /// Runs until every loop has stopped (their queues are closed).
 pub async fn run(mut dispatch: Dispatch, stats: Arc<EngineStats>) {
     let mut routes = Routes::default();
-    let mut block = BytesMut::with_capacity(RECEIVE_BLOCK);
+    let mut slots = ReceiveSlots::default();
     let mut expiry = tokio::time::interval(EXPIRE_EVERY);
     while dispatch.loops.iter().any(|l| !l.is_closed()) {
         tokio::select! {
-            received = dispatch.udp.recv_buf_from(fresh(&mut block)) => match received {
-                Ok((_, source)) => {
+            readable = dispatch.udp.readable() => match readable {
+                Ok(()) => {
                     take_route_changes(&mut routes, &mut dispatch.route_changes);
-                    let packet = block.split().freeze();
-                    deliver(&dispatch, &mut routes, Protocol::Udp, source, packet, &stats);
-                    for _ in 0..READ_BATCH {
-                        let Ok((_, source)) = dispatch.udp.try_recv_buf_from(fresh(&mut block))
-                        else {
-                            break;
-                        };
-                        let packet = block.split().freeze();
-                        deliver(&dispatch, &mut routes, Protocol::Udp, source, packet, &stats);
-                    }
+                    read_waiting(&dispatch, &mut routes, &mut slots, &stats);
                 }
                 Err(e) => tracing::warn!(error = %e, "media socket read failed"),
             },
@@ -72,12 +60,27 @@ pub async fn run(mut dispatch: Dispatch, stats: Arc<EngineStats>) {
     }
 }
 
-/// The block, with room for one more datagram (a new block once the old one is used up).
-fn fresh(block: &mut BytesMut) -> &mut BytesMut {
-    if block.capacity() < RECEIVE_BUFFER {
-        *block = BytesMut::with_capacity(RECEIVE_BLOCK);
+/// Up to [`READ_BATCH`] datagrams, [`RECEIVE_BATCH`] to a system call, each to its loop.
+fn read_waiting(
+    dispatch: &Dispatch,
+    routes: &mut Routes,
+    slots: &mut ReceiveSlots,
+    stats: &EngineStats,
+) {
+    for _ in 0..READ_BATCH / RECEIVE_BATCH {
+        let read = batch::receive(&dispatch.udp, slots, |packet, source| {
+            deliver(dispatch, routes, Protocol::Udp, source, packet, stats);
+        });
+        match read {
+            Ok(n) if n == RECEIVE_BATCH => {}
+            Ok(_) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "media socket read failed");
+                return;
+            }
+        }
     }
-    block
 }
 
 fn take_route_changes(

@@ -15,7 +15,7 @@ use str0m::net::{Protocol, Transmit};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::batch::{self, SEND_BATCH};
+use super::batch::{self, SEND_BATCH, Segmentation};
 use super::command::Command;
 use super::engine::Engine;
 use super::shard::RouteChange;
@@ -49,6 +49,8 @@ pub struct Outputs {
     index: usize,
     /// UDP datagrams gathered for one `sendmmsg` call.
     pending: Vec<Transmit>,
+    /// Whether runs to one subscriber go as one buffer the kernel cuts.
+    segmentation: Segmentation,
 }
 
 impl Outputs {
@@ -58,6 +60,7 @@ impl Outputs {
         index: usize,
     ) -> Self {
         Self {
+            segmentation: Segmentation::probe(&udp),
             udp,
             tcp: HashMap::new(),
             routes,
@@ -194,8 +197,9 @@ fn send(engine: &mut Engine, outputs: &mut Outputs, stats: &EngineStats) {
         if outputs.pending.is_empty() {
             return;
         }
-        let sent = batch::send(&outputs.udp, &outputs.pending);
+        let sent = batch::send(&outputs.udp, &outputs.pending, &mut outputs.segmentation);
         stats.packets_out.inc_by(sent.datagrams as u64);
+        stats.send_segmented.inc_by(sent.segmented as u64);
         stats.bytes_out.inc_by(sent.bytes as u64);
         stats.send_dropped.inc_by(sent.dropped as u64);
         if outputs.pending.len() < SEND_BATCH {

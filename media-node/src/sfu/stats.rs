@@ -211,6 +211,8 @@ pub struct EngineStats {
     pub packets_in: IntCounter,
     pub packets_out: IntCounter,
     pub send_dropped: IntCounter,
+    /// Datagrams the kernel cut from one buffer (UDP segmentation offload).
+    pub send_segmented: IntCounter,
     /// Datagrams dropped because the media loop they belong to had a full queue.
     pub receive_dropped: IntCounter,
     /// Media loops the node runs (one per core it may use).
@@ -385,6 +387,10 @@ impl EngineStats {
                 "bedside_media_send_dropped_total",
                 "Datagrams dropped because the socket buffer was full",
             )?,
+            send_segmented: counter(
+                "bedside_media_send_segmented_total",
+                "Datagrams sent in runs to one subscriber that the kernel cut from one buffer (UDP segmentation offload)",
+            )?,
             receive_dropped: counter(
                 "bedside_media_receive_dropped_total",
                 "Datagrams dropped because their media loop was behind (its queue was full)",
@@ -552,7 +558,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 44] = [
+        let collectors: [&dyn Collector; 45] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -573,6 +579,7 @@ impl EngineStats {
             &self.bytes,
             &self.packets,
             &self.send_dropped,
+            &self.send_segmented,
             &self.receive_dropped,
             &self.loops,
             &self.packets_forwarded,
