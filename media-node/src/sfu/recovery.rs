@@ -60,8 +60,10 @@ pub const CONFIRM_WITHIN: Duration = Duration::from_secs(3);
 /// The fewest seconds between two restarts of one subscriber's estimator.
 pub const RESTART_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 
-/// How long a reading of the loss of the peer's own packets to the node stands (str0m's
-/// statistics come every 250 ms).
+/// How long a reading that lost [`LOSS_EVIDENCE`] or more of the peer's own packets to the
+/// node stands, whatever the readings after it say (str0m's statistics come every 250 ms): on
+/// a limited link a reading of 37% lost was followed by one of 0% while the link was still
+/// limited, and the estimator was restarted into it at 2.6 Mbit/s (picture bench run 37).
 pub const UPLINK_FRESH: Duration = Duration::from_millis(600);
 
 /// The fewest seconds between two lifts of one subscriber's estimate to its floor.
@@ -71,7 +73,10 @@ pub const FLOOR_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Copy)]
 struct Restarted {
     at: Instant,
-    /// Where the estimate had collapsed to.
+    /// Where the estimate had collapsed to: the estimator's own estimate then, where it was
+    /// lower than the reported one (a 3 s average). Set back to the reported 2.06 Mbit/s on a
+    /// 600 kbit/s link, where its own had read 0.59, the pacer sent 2.2 Mbit/s into the link
+    /// and the lower layer's keyframe waited 1.7 s (picture bench run 37).
     from: u64,
 }
 
@@ -108,8 +113,8 @@ pub struct Recovery {
     trusted: bool,
     /// When the estimate was last lifted to the floor.
     last_floor: Option<Instant>,
-    /// The share of the peer's own packets to the node lost lately, and when it was read.
-    uplink_loss: Option<(f32, Instant)>,
+    /// When a reading last lost [`LOSS_EVIDENCE`] or more of the peer's own packets to the node.
+    uplink_lossy_at: Option<Instant>,
     /// The estimator's own estimate at that reading (str0m's `bwe_tx`): what its pacer sends
     /// at, where the estimate it reports is a 3 s average.
     own_bps: Option<u64>,
@@ -147,7 +152,8 @@ impl Recovery {
         if !collapsed || link_full || lossy || !may || self.trusted {
             return None;
         }
-        self.last_restart = Some(Restarted { at: now, from: bps });
+        let from = self.own_bps.map_or(bps, |own| own.min(bps));
+        self.last_restart = Some(Restarted { at: now, from });
         self.highest = None;
         Some(Reset::Restart((highest as f64 * RESTART_AT) as u64))
     }
@@ -155,8 +161,8 @@ impl Recovery {
     /// A reading of the peer's link: what the node lost of the peer's own packets since the
     /// last one (str0m's transport-wide receive register), and the estimator's own estimate.
     pub fn link_read(&mut self, uplink_loss: Option<f32>, own_bps: Option<u64>, now: Instant) {
-        if let Some(loss) = uplink_loss {
-            self.uplink_loss = Some((loss, now));
+        if uplink_loss.is_some_and(|loss| loss >= LOSS_EVIDENCE) {
+            self.uplink_lossy_at = Some(now);
         }
         self.own_bps = own_bps;
     }
@@ -175,10 +181,19 @@ impl Recovery {
         }
     }
 
+    /// The link shrinks: the node loses the peer's own packets and the estimator's own
+    /// estimate is under the reported `estimate`. The layer choice then takes the link as full
+    /// (the layer it moves to leaves room for what is queued and for its keyframe): chosen
+    /// with the usual headroom, a 600 kbit/s link was first moved to the middle layer at
+    /// 655 kbit/s of estimate, whose keyframe was lost on the link, and to the lowest 0.5 s
+    /// later (picture bench run 35).
+    pub fn shrinking(&self, estimate: u64, now: Instant) -> bool {
+        self.uplink_lossy(now) && self.own_bps.is_some_and(|own| own < estimate)
+    }
+
     fn uplink_lossy(&self, now: Instant) -> bool {
-        self.uplink_loss.is_some_and(|(loss, at)| {
-            loss >= LOSS_EVIDENCE && now.saturating_duration_since(at) < UPLINK_FRESH
-        })
+        self.uplink_lossy_at
+            .is_some_and(|at| now.saturating_duration_since(at) < UPLINK_FRESH)
     }
 
     /// An estimate of `bps` under `floor_bps` while the link's last second lost under
@@ -308,6 +323,33 @@ mod tests {
         // An old reading says nothing about now; a clean one lets the restart happen.
         assert_eq!(collapse(0.53, 300), Some(Reset::Restart(2_890_000)));
         assert_eq!(collapse(0.01, 900), Some(Reset::Restart(2_890_000)));
+        // A clean reading right after a lossy one does not clear it (picture bench run 37:
+        // 37% lost, then 0% 250 ms later on the still limited link).
+        let mut r = Recovery::default();
+        r.estimate(3_500_000, false, Some(0.0), at(start, 0));
+        r.estimate(3_400_000, false, Some(0.0), at(start, 100));
+        r.link_read(Some(0.37), None, at(start, 600));
+        r.link_read(Some(0.0), None, at(start, 850));
+        assert_eq!(
+            r.estimate(2_000_000, false, Some(0.0), at(start, 1_000)),
+            None
+        );
+    }
+
+    /// Picture bench run 37: the reported estimate 2.06 Mbit/s at the collapse, the
+    /// estimator's own 0.59; the loss after the restart sets it back to the lower.
+    #[test]
+    fn an_undone_restart_goes_back_to_the_estimators_own_estimate_where_it_was_lower() {
+        let start = Instant::now();
+        let mut r = Recovery::default();
+        r.estimate(4_600_000, false, Some(0.0), at(start, 0));
+        r.estimate(4_500_000, false, Some(0.0), at(start, 100));
+        r.link_read(Some(0.0), Some(590_711), at(start, 500));
+        assert_eq!(
+            r.estimate(2_057_480, false, Some(0.0), at(start, 700)),
+            Some(Reset::Restart(3_825_000))
+        );
+        assert_eq!(r.loss(0.28, at(start, 1_500)), Some(Reset::Undo(590_711)));
     }
 
     /// Run 33 of the picture bench: 0.77 s after the limit, 53% of the patient's own packets
@@ -322,8 +364,15 @@ mod tests {
             1_750_666,
             "a clean uplink"
         );
+        assert!(!r.shrinking(1_750_666, at(start, 100)), "a clean uplink");
         r.link_read(Some(0.53), Some(246_586), at(start, 500));
         assert_eq!(r.usable(1_750_666, at(start, 600)), 246_586);
+        assert!(r.shrinking(1_750_666, at(start, 600)));
+        assert!(
+            !r.shrinking(200_000, at(start, 600)),
+            "the average is the lower"
+        );
+        assert!(!r.shrinking(1_750_666, at(start, 1_200)), "a stale reading");
         assert_eq!(
             r.usable(1_750_666, at(start, 1_200)),
             1_750_666,

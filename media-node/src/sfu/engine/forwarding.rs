@@ -228,8 +228,10 @@ impl Engine {
                 .estimate_bps
                 .map(|e| p.recovery.usable(e, now).min(ceiling.unwrap_or(u64::MAX)));
             p.chosen_for_bps = budget;
-            // A link that loses or holds back what the node sends: no band to stay in.
-            let full = p.link_full(now);
+            // A link that loses or holds back what the node sends, or shrinks: no band to
+            // stay in.
+            let shrinking = p.estimate_bps.is_some_and(|e| p.recovery.shrinking(e, now));
+            let full = p.link_full(now) || shrinking;
             Some((budget?, full))
         }) else {
             return;
