@@ -38,9 +38,10 @@ const SHAPED_CALLS: usize = 5;
 const SHAPED_FOR: Duration = Duration::from_secs(15);
 const SHAPE: &str = "600kbit";
 /// How long both sides show 1280 px before the link is limited: a call's first seconds have
-/// their own dips (the publishers' encoders ramping up their layers), which a limit applied
-/// at once would take as its effect (runs 37 and 38 of 2026-12-06: 3 of 5 calls "stepped
-/// down" 0.15-0.25 s after the limit, a dip the unlimited calls show as well).
+/// their own dips (about 1 s in, the node moves a subscriber to the lowest layer for 0.5 s,
+/// not for bandwidth), which a limit applied at once would take as its effect (runs 37 and 38
+/// of 2026-12-06: 3 of 5 calls "stepped down" 0.15-0.25 s after the limit, a dip the
+/// unlimited calls show as well).
 const SETTLED_FOR: Duration = Duration::from_secs(3);
 
 /// The remote video's width, frame rate, freeze count and frames decoded so far, once a frame

@@ -378,6 +378,10 @@ mod tests {
         assert_eq!(runs(&big), [0..fit, fit..60]);
     }
 
+    async fn bound() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").await.expect("bind")
+    }
+
     /// What each socket receives, in order, until none is waiting.
     async fn received(sockets: &[&UdpSocket], from: SocketAddr) -> Vec<Vec<Vec<u8>>> {
         let mut out = Vec::new();
@@ -400,9 +404,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_call_delivers_each_datagram_to_its_own_subscriber_intact() {
-        let node = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let a = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let b = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let (node, a, b) = (bound().await, bound().await, bound().await);
         let from = node.local_addr().expect("addr");
         let (to_a, to_b) = (a.local_addr().expect("addr"), b.local_addr().expect("addr"));
         let batch = [
@@ -433,9 +435,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscribers_run_is_cut_by_the_kernel_into_the_datagrams_it_was_made_of() {
-        let node = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let a = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let b = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let (node, a, b) = (bound().await, bound().await, bound().await);
         let from = node.local_addr().expect("addr");
         let (to_a, to_b) = (a.local_addr().expect("addr"), b.local_addr().expect("addr"));
         // A keyframe's packets to a (the last one shorter), one to b, then a's next frame.
