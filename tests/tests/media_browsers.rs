@@ -1804,7 +1804,7 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
         }
         let switched = switches().await - switches_before;
         // Why the node moved, when it did.
-        for name in ["send_queue_holds", "keyframes_for_loss", "estimate_restarts", "estimate_floors"] {
+        for name in ["send_queue_holds", "keyframes_for_loss", "estimate_restarts", "estimate_floors", "estimate_reprobes"] {
             println!("bedside_media_{name}_total {}", node.metric(&format!("bedside_media_{name}_total")).await);
         }
         for i in 0..2 {

@@ -315,6 +315,9 @@ pub struct Participant {
     /// estimate under it starves the pacer (`Recovery::starved`). 0 while it receives no
     /// simulcast video.
     pub floor_bps: u64,
+    /// The estimate at which the video it receives moves up a layer; `None` while all of it
+    /// is at its best (`Recovery::stagnant`).
+    pub up_bps: Option<u64>,
     /// Its link got worse since the layers were chosen (the estimate fell well below that
     /// budget, or the link filled): they are chosen again at once, not at the next round.
     pub link_worse: bool,
@@ -398,6 +401,7 @@ impl Participant {
             recovery: Recovery::default(),
             chosen_for_bps: None,
             floor_bps: 0,
+            up_bps: None,
             link_worse: false,
             joined_at: now,
             first_media_seen: false,

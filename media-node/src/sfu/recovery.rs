@@ -69,6 +69,14 @@ pub const UPLINK_FRESH: Duration = Duration::from_millis(600);
 /// The fewest seconds between two lifts of one subscriber's estimate to its floor.
 pub const FLOOR_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 
+/// How long an estimate under what a move up needs may go without growing by
+/// [`GROWING_BY`], on a link that loses nothing, before the estimator measures the link again.
+pub const STAGNANT_FOR: Duration = Duration::from_secs(4);
+/// Growth over this factor in [`STAGNANT_FOR`] is growth.
+pub const GROWING_BY: f64 = 1.1;
+/// The fewest seconds between two measurements of a stagnant estimate.
+pub const REPROBE_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+
 /// A restart of the estimator, kept until it is confirmed or undone.
 #[derive(Debug, Clone, Copy)]
 struct Restarted {
@@ -90,12 +98,15 @@ pub enum Reset {
     /// An estimate under what the lowest layers need on a link that loses nothing: measure
     /// again from that floor.
     Floor(u64),
+    /// An estimate that stopped growing under what a move up needs, on a link that loses
+    /// nothing: measure again from where it is.
+    Reprobe(u64),
 }
 
 impl Reset {
     pub fn bps(self) -> u64 {
         match self {
-            Reset::Restart(bps) | Reset::Undo(bps) | Reset::Floor(bps) => bps,
+            Reset::Restart(bps) | Reset::Undo(bps) | Reset::Floor(bps) | Reset::Reprobe(bps) => bps,
         }
     }
 }
@@ -118,6 +129,11 @@ pub struct Recovery {
     /// The estimator's own estimate at that reading (str0m's `bwe_tx`): what its pacer sends
     /// at, where the estimate it reports is a 3 s average.
     own_bps: Option<u64>,
+    /// Since when the estimate has stayed under what a move up needs without growing, and
+    /// what it was then.
+    stagnant_since: Option<(Instant, u64)>,
+    /// When a stagnant estimate was last measured again.
+    last_reprobe: Option<Instant>,
 }
 
 impl Recovery {
@@ -146,9 +162,14 @@ impl Recovery {
         }
         let collapsed = (bps as f64) < highest as f64 * COLLAPSE_BELOW;
         let lossy = recent_loss.is_some_and(|loss| loss >= LOSS_EVIDENCE) || self.uplink_lossy(now);
+        // A fall after a measurement of a stagnant estimate is that measurement proven
+        // wrong (a probe that fit in the link's buffer), not a receiver that stalled.
         let may = self
             .last_restart
-            .is_none_or(|r| now.saturating_duration_since(r.at) >= RESTART_AT_MOST_EVERY);
+            .is_none_or(|r| now.saturating_duration_since(r.at) >= RESTART_AT_MOST_EVERY)
+            && self
+                .last_reprobe
+                .is_none_or(|at| now.saturating_duration_since(at) >= RECENT);
         if !collapsed || link_full || lossy || !may || self.trusted {
             return None;
         }
@@ -215,6 +236,42 @@ impl Recovery {
         }
         self.last_floor = Some(now);
         Some(Reset::Floor(floor_bps))
+    }
+
+    /// An estimate of `bps` that has stayed under `up_bps` (what a move up of the subscriber's
+    /// video needs, `None` when all of it is at its best layer) for [`STAGNANT_FOR`] without
+    /// growing by [`GROWING_BY`], while the link lost under [`LOSS_EVIDENCE`] both ways and
+    /// held nothing back (`link_full`), is measured again from where it is (the lower of
+    /// the reported and the estimator's own), at most once per [`REPROBE_AT_MOST_EVERY`].
+    pub fn stagnant(
+        &mut self,
+        bps: u64,
+        up_bps: Option<u64>,
+        recent_loss: Option<f32>,
+        link_full: bool,
+        now: Instant,
+    ) -> Option<Reset> {
+        let clean = recent_loss.is_some_and(|loss| loss < LOSS_EVIDENCE)
+            && !self.uplink_lossy(now)
+            && !link_full;
+        if !clean || up_bps.is_none_or(|up| bps >= up) {
+            self.stagnant_since = None;
+            return None;
+        }
+        let (since, from) = *self.stagnant_since.get_or_insert((now, bps));
+        if bps as f64 > from as f64 * GROWING_BY {
+            self.stagnant_since = Some((now, bps));
+            return None;
+        }
+        let may = self
+            .last_reprobe
+            .is_none_or(|at| now.saturating_duration_since(at) >= REPROBE_AT_MOST_EVERY);
+        if now.saturating_duration_since(since) < STAGNANT_FOR || !may {
+            return None;
+        }
+        self.stagnant_since = None;
+        self.last_reprobe = Some(now);
+        Some(Reset::Reprobe(self.own_bps.map_or(bps, |own| own.min(bps))))
     }
 
     /// The share of packets the transport-wide feedback of the last second reported lost.
@@ -446,6 +503,111 @@ mod tests {
             Some(Reset::Floor(floor))
         );
         assert_eq!(r.starved(300_000, floor, Some(0.0), at(start, 7_000)), None);
+    }
+
+    /// Picture bench run 39: after a lossy spell the estimator held 416,960 bit/s for 40 s on
+    /// a freed link, under the 0.7 Mbit/s the middle layer needs.
+    #[test]
+    fn an_estimate_stuck_under_a_move_up_on_a_link_that_loses_nothing_is_measured_again() {
+        let start = Instant::now();
+        let up = Some(700_000);
+        let mut r = Recovery::default();
+        let stuck = 416_960;
+        for ms in (0..STAGNANT_FOR.as_millis() as u64).step_by(250) {
+            assert_eq!(r.stagnant(stuck, up, Some(0.0), false, at(start, ms)), None);
+        }
+        assert_eq!(
+            r.stagnant(stuck, up, Some(0.0), false, at(start, 4_000)),
+            Some(Reset::Reprobe(stuck))
+        );
+        // Still stuck after the measurement: not again within ten seconds.
+        for ms in (4_250..14_000).step_by(250) {
+            assert_eq!(r.stagnant(stuck, up, Some(0.0), false, at(start, ms)), None);
+        }
+        // From the estimator's own estimate where that is lower.
+        r.link_read(Some(0.0), Some(390_000), at(start, 14_000));
+        assert_eq!(
+            r.stagnant(stuck, up, Some(0.0), false, at(start, 14_000)),
+            Some(Reset::Reprobe(390_000))
+        );
+    }
+
+    #[test]
+    fn an_estimate_that_grows_fits_the_move_up_or_sees_loss_is_left_alone() {
+        const UP: Option<u64> = Some(700_000);
+        const CLEAN: Option<f32> = Some(0.0);
+        let (start, up, clean) = (Instant::now(), UP, CLEAN);
+        // At a time in ms: the estimate, what a move up needs, the loss, whether the link is full.
+        type Reading = fn(u64) -> (u64, Option<u64>, Option<f32>, bool);
+        let cases: [(&str, Reading); 6] = [
+            // 12% more every 2 s.
+            ("growing", |ms| (400_000 + 24 * ms, UP, CLEAN, false)),
+            ("every video at its best", |_| (400_000, None, CLEAN, false)),
+            ("enough for the move up", |_| (700_000, UP, CLEAN, false)),
+            ("loss reported", |_| (400_000, UP, Some(0.05), false)),
+            ("loss unknown", |_| (400_000, UP, None, false)),
+            ("the link holds back", |_| (400_000, UP, CLEAN, true)),
+        ];
+        for (case, reading) in cases {
+            let mut r = Recovery::default();
+            for ms in (0..12_000).step_by(250) {
+                let (bps, up, loss, full) = reading(ms);
+                assert_eq!(
+                    r.stagnant(bps, up, loss, full, at(start, ms)),
+                    None,
+                    "{case}"
+                );
+            }
+        }
+        // The peer's own packets to the node are lost: the link is limited both ways.
+        let mut r = Recovery::default();
+        for ms in (0..12_000).step_by(250) {
+            r.link_read(Some(0.1), Some(400_000), at(start, ms));
+            assert_eq!(r.stagnant(400_000, up, clean, false, at(start, ms)), None);
+        }
+        // A spell of loss starts the wait again.
+        let mut r = Recovery::default();
+        assert_eq!(r.stagnant(400_000, up, clean, false, at(start, 0)), None);
+        assert_eq!(
+            r.stagnant(400_000, up, Some(0.1), false, at(start, 3_000)),
+            None
+        );
+        assert_eq!(
+            r.stagnant(400_000, up, clean, false, at(start, 3_250)),
+            None
+        );
+        assert_eq!(
+            r.stagnant(400_000, up, clean, false, at(start, 7_000)),
+            None
+        );
+        assert!(
+            r.stagnant(400_000, up, clean, false, at(start, 7_250))
+                .is_some()
+        );
+    }
+
+    /// A measurement's probe may fit in the link's buffer and read it as faster than it is;
+    /// the fall that follows is that reading undone, not a stalled receiver's collapse.
+    #[test]
+    fn a_fall_soon_after_a_stagnant_estimate_was_measured_again_restarts_nothing() {
+        let start = Instant::now();
+        let mut r = Recovery::default();
+        r.estimate(400_000, false, Some(0.0), at(start, 0));
+        for ms in (0..=4_000).step_by(250) {
+            r.stagnant(400_000, Some(700_000), Some(0.0), false, at(start, ms));
+        }
+        r.estimate(400_000, false, Some(0.0), at(start, 4_000));
+        r.estimate(2_100_000, false, Some(0.0), at(start, 4_300));
+        assert_eq!(
+            r.estimate(600_000, false, Some(0.0), at(start, 4_800)),
+            None
+        );
+        // Later, a collapse is one again.
+        r.estimate(2_100_000, false, Some(0.0), at(start, 9_500));
+        assert!(
+            r.estimate(600_000, false, Some(0.0), at(start, 9_800))
+                .is_some()
+        );
     }
 
     #[test]

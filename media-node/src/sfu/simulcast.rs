@@ -262,13 +262,7 @@ impl Layers {
     /// 0 at the top (nothing to grow into: padding would be waste).
     pub fn sustain_bps(&self, target: Option<Rid>, pad: Pad) -> u64 {
         let now = target.and_then(|rid| self.rate_of(rid)).unwrap_or(0);
-        let next = self
-            .rates
-            .iter()
-            .map(|r| r.bps)
-            .filter(|bps| *bps > now)
-            .min()
-            .unwrap_or(0);
+        let next = self.next_bps(target).unwrap_or(0);
         match pad {
             Pad::Grow => next,
             Pad::Prove(rid) => {
@@ -279,11 +273,27 @@ impl Layers {
         }
     }
 
+    /// The share of a subscriber's estimate at which the layer just above `target` fits
+    /// ([`Layers::choose`]): what a move up waits for; `None` at the top, or while no higher
+    /// layer is being sent.
+    pub fn up_bps(&self, target: Option<Rid>) -> Option<u64> {
+        self.next_bps(target).map(share_fitting)
+    }
+
+    /// The rate of the layer just above `target` (the lowest layer's without one).
+    fn next_bps(&self, target: Option<Rid>) -> Option<u64> {
+        let now = target.and_then(|rid| self.rate_of(rid)).unwrap_or(0);
+        self.rates
+            .iter()
+            .map(|r| r.bps)
+            .filter(|bps| *bps > now)
+            .min()
+    }
+
     /// The share of a subscriber's estimate at which the best layer it may receive (after
     /// its tile's cap) fits: more would lie unused, so [`fair_shares`] gives it to the others.
     pub fn need_bps(&self, cap: Option<usize>, congested: bool) -> u64 {
-        // One more than the quotient: [`Layers::choose`] multiplies back and rounds down.
-        (self.wanted_bps(cap, congested) as f64 / HEADROOM).ceil() as u64 + 1
+        share_fitting(self.wanted_bps(cap, congested))
     }
 
     fn rate_of(&self, rid: Rid) -> Option<u64> {
@@ -305,6 +315,12 @@ impl Layers {
     pub fn top_bps(&self) -> u64 {
         self.rates.iter().map(|r| r.bps).max().unwrap_or(0)
     }
+}
+
+/// The least share in which a layer of `bps` fits with [`HEADROOM`]: one more than the
+/// quotient, as [`Layers::choose`] multiplies back and rounds down.
+fn share_fitting(bps: u64) -> u64 {
+    (bps as f64 / HEADROOM).ceil() as u64 + 1
 }
 
 /// A subscriber's estimate split over the video it receives, each track needing at most
@@ -625,6 +641,25 @@ mod tests {
             l.capped(None).sustain_bps(Some("l".into()), Pad::Grow),
             500_000
         );
+    }
+
+    /// What a move up waits for is the share in which the next layer fits: `choose` takes
+    /// that layer at that share, and not under it (but for the rounding).
+    #[test]
+    fn a_move_up_waits_for_the_share_the_next_layer_fits_in() {
+        let l = layers(&[("h", 1_500_000), ("l", 150_000), ("m", 500_000)]);
+        let up = l.up_bps(Some("l".into())).expect("a layer above");
+        assert_eq!(l.choose(up), Some("m".into()));
+        assert_eq!(l.choose(up - 2), Some("l".into()));
+        assert_eq!(l.up_bps(Some("h".into())), None, "the top");
+        assert_eq!(
+            l.capped(Some(0)).up_bps(Some("l".into())),
+            None,
+            "a thumbnail"
+        );
+        // The publisher stopped sending the layers above: nothing to move up to.
+        let paused = layers(&[("h", 0), ("l", 150_000), ("m", 0)]);
+        assert_eq!(paused.up_bps(Some("l".into())), None);
     }
 
     /// Two tracks sharing an estimate of 3.1 Mbit/s: one whose publisher sends only a small

@@ -239,6 +239,9 @@ pub struct EngineStats {
     /// Times a subscriber's estimate sank under what its lowest layers need while its link
     /// lost nothing, and was lifted to that floor (`recovery.rs`).
     pub estimate_floors: IntCounter,
+    /// Times a subscriber's estimate stopped growing under what a move up needs while its
+    /// link lost nothing, and was measured again (`recovery.rs`).
+    pub estimate_reprobes: IntCounter,
     /// What browsers report of the video they decode (docs/signaling.md#quality-reports).
     pub received_height: Histogram,
     pub received_fps: Histogram,
@@ -440,6 +443,10 @@ impl EngineStats {
                 "bedside_media_estimate_floors_total",
                 "Times a subscriber's bandwidth estimate sank under what its lowest video layers need while its link lost nothing, and was measured again from there",
             )?,
+            estimate_reprobes: counter(
+                "bedside_media_estimate_reprobes_total",
+                "Times a subscriber's bandwidth estimate stayed under what its next video layer needs for seconds without growing while its link lost nothing, and was measured again",
+            )?,
             keyframes_for_loss: counter(
                 "bedside_media_keyframes_for_loss_total",
                 "Keyframes asked of publishers as a subscriber's link began or stopped losing more than retransmission repairs",
@@ -558,7 +565,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 45] = [
+        let collectors: [&dyn Collector; 46] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -593,6 +600,7 @@ impl EngineStats {
             &self.estimate_restarts,
             &self.estimate_restarts_undone,
             &self.estimate_floors,
+            &self.estimate_reprobes,
             &self.received_height,
             &self.received_fps,
             &self.freezes,

@@ -143,13 +143,16 @@ pub(super) fn on_event(
                 reset_estimator(p, reset, stats);
                 p.link_worse = true;
             }
-            // str0m reports its estimate as it changes, so one that sank stays unreported
-            // while it stays low: it is checked against the floor here, as loss is read.
-            let starved = p.estimate_bps.and_then(|estimate| {
-                let loss = p.egress_link.recent_loss(now);
-                p.recovery.starved(estimate, p.floor_bps, loss, now)
+            // str0m reports its estimate as it changes, so one that sank or stopped stays
+            // unreported while it stays there: it is checked here, as loss is read.
+            let (loss, full) = (p.egress_link.recent_loss(now), p.link_full(now));
+            let stuck = p.estimate_bps.and_then(|estimate| {
+                let recovery = &mut p.recovery;
+                recovery
+                    .starved(estimate, p.floor_bps, loss, now)
+                    .or_else(|| recovery.stagnant(estimate, p.up_bps, loss, full, now))
             });
-            if let Some(reset) = starved {
+            if let Some(reset) = stuck {
                 reset_estimator(p, reset, stats);
             }
             None
@@ -213,6 +216,7 @@ fn reset_estimator(p: &mut Participant, reset: Reset, stats: &EngineStats) {
         Reset::Restart(_) => stats.estimate_restarts.inc(),
         Reset::Undo(_) => stats.estimate_restarts_undone.inc(),
         Reset::Floor(_) => stats.estimate_floors.inc(),
+        Reset::Reprobe(_) => stats.estimate_reprobes.inc(),
     }
 }
 

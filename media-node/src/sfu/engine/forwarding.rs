@@ -27,6 +27,9 @@ struct Demand {
     sustain: u64,
     /// The lowest simulcast layers' media rates: less starves the video.
     lowest: u64,
+    /// The estimate at which every video moves up a layer (those at their best stay);
+    /// `None` when all are at their best.
+    up: Option<u64>,
 }
 
 /// How often layer choices follow the bandwidth estimates.
@@ -268,12 +271,14 @@ impl Engine {
             desired,
             sustain,
             lowest,
+            up,
             ..
         } = demand;
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
         p.floor_bps = (lowest as f64 * FLOOR_OVER_LOWEST) as u64;
+        p.up_bps = up;
         // A move down for bandwidth: the old layer's resends would only delay the new one.
         let mut drained = Vec::new();
         for (track, aim) in p.video_out().zip(aims) {
@@ -318,7 +323,11 @@ impl Engine {
             desired: 0,
             sustain: 0,
             lowest: 0,
+            up: None,
         };
+        // The estimate at which each video moves up a layer (or keeps its best), and whether
+        // any has a layer to move up to.
+        let (mut up_total, mut any_up) = (0, false);
         for &(source, mid, target, cap, pad) in sources {
             let congested = pad != Pad::Grow;
             let need = match self.track_in(source, mid) {
@@ -330,6 +339,7 @@ impl Engine {
                     // there is nothing smaller to send (and a floor near the usual estimate
                     // would restart the estimator again and again).
                     demand.desired += track.total.bps;
+                    up_total += track.total.bps;
                     track.total.bps
                 }
                 // A small tile caps the layers: its bandwidth goes to the others.
@@ -338,11 +348,16 @@ impl Engine {
                     demand.desired += layers.wanted_bps(cap, congested);
                     demand.sustain += layers.sustain_bps(target, pad);
                     demand.lowest += layers.lowest_bps();
-                    layers.need_bps(cap, congested)
+                    let need = layers.need_bps(cap, congested);
+                    let up = layers.up_bps(target);
+                    any_up |= up.is_some();
+                    up_total += up.unwrap_or(need);
+                    need
                 }
             };
             demand.needs.push(need);
         }
+        demand.up = any_up.then_some(up_total);
         demand
     }
 }

@@ -1144,7 +1144,10 @@ fn a_subscriber_on_a_link_that_stays_slow_does_not_keep_trying_the_top_layer() {
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or(Duration::MAX);
-    eprintln!("tries of the top layer in 50 s: {tries:?}; longest stall after 5 s: {longest:?}");
+    eprintln!(
+        "tries of the top layer in 50 s: {tries:?}; longest stall after 5 s: {longest:?}; {} measurements of a stagnant estimate",
+        call.stats.estimate_reprobes.get()
+    );
     assert!(
         tries.len() <= 1,
         "tried the top layer {} times: {tries:?}",
