@@ -885,6 +885,7 @@ impl Participant {
         }
         if let Some(rtc) = self.rtc.as_mut() {
             rtc.bwe().reset(str0m::bwe::Bitrate::bps(start));
+            self.recovery.estimator_reset();
             self.estimate_bps = Some(start);
         }
     }

@@ -132,7 +132,8 @@ pub(super) fn on_event(
                 tracing::debug!(target: QUALITY, participant = %p.id, loss, ?uplink, ?raw, "link loss");
             }
             // A link limited both ways: the choice follows the estimator's own estimate now.
-            let usable = p.estimate_bps.map(|e| p.recovery.usable(e, now));
+            let full = p.link_full(now);
+            let usable = p.estimate_bps.map(|e| p.recovery.usable(e, full, now));
             p.link_worse |= usable
                 .zip(p.chosen_for_bps)
                 .is_some_and(|(usable, chosen)| (usable as f64) < chosen as f64 * WORSE_BELOW);
@@ -210,6 +211,7 @@ fn reset_estimator(p: &mut Participant, reset: Reset, stats: &EngineStats) {
     if let Some(rtc) = p.rtc.as_mut() {
         rtc.bwe().reset(Bitrate::bps(reset.bps()));
     }
+    p.recovery.estimator_reset();
     p.estimate_bps = Some(reset.bps());
     tracing::debug!(target: QUALITY, participant = %p.id, ?reset, "estimator reset");
     match reset {

@@ -227,14 +227,16 @@ impl Engine {
         let now = self.now;
         let Some((estimate, full)) = self.participants.get_mut(&id).and_then(|p| {
             let ceiling = p.egress_link.ceiling(now);
-            let budget = p
-                .estimate_bps
-                .map(|e| p.recovery.usable(e, now).min(ceiling.unwrap_or(u64::MAX)));
+            let link_full = p.link_full(now);
+            let budget = p.estimate_bps.map(|e| {
+                let usable = p.recovery.usable(e, link_full, now);
+                usable.min(ceiling.unwrap_or(u64::MAX))
+            });
             p.chosen_for_bps = budget;
             // A link that loses or holds back what the node sends, or shrinks: no band to
             // stay in.
             let shrinking = p.estimate_bps.is_some_and(|e| p.recovery.shrinking(e, now));
-            let full = p.link_full(now) || shrinking;
+            let full = link_full || shrinking;
             Some((budget?, full))
         }) else {
             return;

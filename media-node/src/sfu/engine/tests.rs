@@ -301,10 +301,15 @@ impl Call {
         let end = self.now + duration;
         while self.now < end {
             self.now += STEP;
+            // Both what str0m reports and what its estimator holds (the layer choice reads
+            // both: `Recovery::usable`).
             if let Some((i, bps)) = self.estimate
                 && let Some(p) = self.engine.participants.get_mut(&self.peers[i].id)
             {
                 p.estimate_bps = Some(bps);
+                if let Some(rtc) = p.rtc.as_mut() {
+                    rtc.bwe().reset(str0m::bwe::Bitrate::bps(bps));
+                }
             }
             for i in 0..self.peers.len() {
                 self.send_media(i);
