@@ -193,29 +193,27 @@ impl Recovery {
             self.collapse = None;
             return None;
         }
-        // Full once the collapse began is what its own slow pacer holds back: only a link
-        // full before it shows it shrank.
-        if link_full && self.collapse.is_none() {
-            return None;
-        }
         let since = self.collapse.map_or(now, |c| c.at);
         self.collapse = Some(Collapse {
             at: since,
             highest,
             bps,
         });
-        self.collapse_held(recent_loss, now)
+        self.collapse_held(link_full, recent_loss, now)
     }
 
     /// A collapse the link has not shown for [`COLLAPSE_WAITS`] (no loss of [`LOSS_EVIDENCE`]
-    /// either way) restarts the estimator at [`RESTART_AT`] of the highest estimate it fell
-    /// from. Checked at each estimate and each loss reading. (A send queue that fills during
-    /// the wait is the collapse's own slow pacer: in a full picture bench run that took it as
-    /// evidence, the clinician's first 1280 px came at 2.0 s p50, 0.6 s before.)
-    pub fn collapse_held(&mut self, recent_loss: Option<f32>, now: Instant) -> Option<Reset> {
+    /// either way, nothing held back: `link_full`) restarts the estimator at [`RESTART_AT`] of
+    /// the highest estimate it fell from. Checked at each estimate and each loss reading.
+    pub fn collapse_held(
+        &mut self,
+        link_full: bool,
+        recent_loss: Option<f32>,
+        now: Instant,
+    ) -> Option<Reset> {
         let collapse = self.collapse?;
         let lossy = recent_loss.is_some_and(|loss| loss >= LOSS_EVIDENCE) || self.uplink_lossy(now);
-        if lossy {
+        if lossy || link_full {
             self.collapse = None;
             return None;
         }
@@ -377,9 +375,9 @@ mod tests {
         r.estimate(2_500_000, false, None, at(start, 0));
         r.estimate(2_000_000, false, None, at(start, 100));
         assert_eq!(r.estimate(600_000, false, None, at(start, 300)), None);
-        assert_eq!(r.collapse_held(Some(0.0), at(start, 550)), None);
+        assert_eq!(r.collapse_held(false, Some(0.0), at(start, 550)), None);
         assert_eq!(
-            r.collapse_held(Some(0.0), at(start, 600)),
+            r.collapse_held(false, Some(0.0), at(start, 600)),
             Some(Reset::Restart(1_700_000))
         );
         r
@@ -399,7 +397,7 @@ mod tests {
         assert_eq!(restarts, vec![], "waits for the link's evidence");
         // Measured from 1.4 Mbit/s (the start value counts for nothing), collapsed at 0.75.
         assert_eq!(
-            r.collapse_held(Some(0.0), at(start, 820)),
+            r.collapse_held(false, Some(0.0), at(start, 820)),
             Some(Reset::Restart(1_192_543))
         );
         // A clean second after it confirms nothing; another collapse within ten seconds is
@@ -434,7 +432,7 @@ mod tests {
             None
         );
         assert_eq!(
-            clean.collapse_held(Some(0.01), at(start, 2_300)),
+            clean.collapse_held(false, Some(0.01), at(start, 2_300)),
             Some(Reset::Restart(1_700_000))
         );
     }
@@ -456,37 +454,30 @@ mod tests {
         };
         let mut uplink = collapse();
         uplink.link_read(Some(0.55), Some(2_662_726), at(start, 660));
-        assert_eq!(uplink.collapse_held(Some(0.0), at(start, 660)), None);
-        assert_eq!(uplink.collapse_held(Some(0.0), at(start, 1_000)), None);
+        assert_eq!(uplink.collapse_held(false, Some(0.0), at(start, 660)), None);
+        assert_eq!(
+            uplink.collapse_held(false, Some(0.0), at(start, 1_000)),
+            None
+        );
         let mut feedback = collapse();
-        assert_eq!(feedback.collapse_held(Some(0.25), at(start, 800)), None);
-        assert_eq!(feedback.collapse_held(Some(0.0), at(start, 1_000)), None);
-        // A link full before the collapse shrank; one that fills during the wait is the
-        // collapse's own slow pacer holding back.
-        let mut full = Recovery::default();
-        full.estimate(3_000_000, false, Some(0.0), at(start, 0));
-        full.estimate(2_992_140, false, Some(0.0), at(start, 100));
         assert_eq!(
-            full.estimate(1_699_382, true, Some(0.0), at(start, 600)),
-            None
-        );
-        assert_eq!(full.collapse_held(Some(0.0), at(start, 1_000)), None);
-        let mut slowed = collapse();
-        assert_eq!(
-            slowed.estimate(1_600_000, true, Some(0.0), at(start, 800)),
+            feedback.collapse_held(false, Some(0.25), at(start, 800)),
             None
         );
         assert_eq!(
-            slowed.collapse_held(Some(0.0), at(start, 1_000)),
-            Some(Reset::Restart(2_543_319))
+            feedback.collapse_held(false, Some(0.0), at(start, 1_000)),
+            None
         );
+        let mut held = collapse();
+        assert_eq!(held.collapse_held(true, Some(0.0), at(start, 800)), None);
+        assert_eq!(held.collapse_held(false, Some(0.0), at(start, 1_000)), None);
         // The estimate climbs back above the collapse before the wait ends: nothing to do.
         let mut back = collapse();
         assert_eq!(
             back.estimate(2_500_000, false, Some(0.0), at(start, 800)),
             None
         );
-        assert_eq!(back.collapse_held(Some(0.0), at(start, 1_000)), None);
+        assert_eq!(back.collapse_held(false, Some(0.0), at(start, 1_000)), None);
     }
 
     /// Run 31 of the picture bench (2026-12-06): both ways of the patient's link limited, the
@@ -502,7 +493,7 @@ mod tests {
             r.estimate(3_400_000, false, Some(0.0), at(start, 100));
             r.link_read(Some(uplink), None, at(start, read_ms));
             r.estimate(2_000_000, false, Some(0.0), at(start, 1_000))
-                .or_else(|| r.collapse_held(Some(0.0), at(start, 1_300)))
+                .or_else(|| r.collapse_held(false, Some(0.0), at(start, 1_300)))
         };
         assert_eq!(collapse(0.53, 900), None);
         // An old reading says nothing about now; a clean one lets the restart happen.
@@ -535,7 +526,7 @@ mod tests {
             None
         );
         assert_eq!(
-            r.collapse_held(Some(0.0), at(start, 1_000)),
+            r.collapse_held(false, Some(0.0), at(start, 1_000)),
             Some(Reset::Restart(3_825_000))
         );
         assert_eq!(r.loss(0.28, at(start, 1_500)), Some(Reset::Undo(590_711)));
@@ -614,7 +605,10 @@ mod tests {
         assert_eq!(r.loss(0.3, at(start, 8_000)), None);
         r.estimate(2_000_000, false, None, at(start, 20_000));
         r.estimate(600_000, false, Some(0.0), at(start, 20_200));
-        assert!(r.collapse_held(Some(0.0), at(start, 20_500)).is_some());
+        assert!(
+            r.collapse_held(false, Some(0.0), at(start, 20_500))
+                .is_some()
+        );
     }
 
     /// The estimates of a 600 kbit/s link after a lossy spell (picture bench, 2026-12-06),
@@ -748,7 +742,10 @@ mod tests {
         // Later, a collapse is one again.
         r.estimate(2_100_000, false, Some(0.0), at(start, 9_500));
         r.estimate(600_000, false, Some(0.0), at(start, 9_800));
-        assert!(r.collapse_held(Some(0.0), at(start, 10_100)).is_some());
+        assert!(
+            r.collapse_held(false, Some(0.0), at(start, 10_100))
+                .is_some()
+        );
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub(super) fn on_event(
             // str0m reports its estimate as it changes, so one that collapsed, sank or stopped
             // stays unreported while it stays there: it is checked here, as loss is read.
             let (loss, full) = (p.egress_link.recent_loss(now), p.link_full(now));
-            let stuck = p.recovery.collapse_held(loss, now).or_else(|| {
+            let stuck = p.recovery.collapse_held(full, loss, now).or_else(|| {
                 let estimate = p.estimate_bps?;
                 let recovery = &mut p.recovery;
                 recovery
