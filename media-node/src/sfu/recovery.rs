@@ -137,6 +137,7 @@ pub struct Recovery {
     /// The highest measured estimate, and when; a value older than [`RECENT`] gives way to the
     /// next one.
     highest: Option<(u64, Instant)>,
+    /// A collapse waiting for the link's evidence.
     collapse: Option<Collapse>,
     last_restart: Option<Restarted>,
     /// A restart was undone: this link's collapses are real.
