@@ -144,11 +144,10 @@ pub(super) fn on_event(
                 reset_estimator(p, reset, stats);
                 p.link_worse = true;
             }
-            // str0m reports its estimate as it changes, so one that collapsed, sank or stopped
-            // stays unreported while it stays there: it is checked here, as loss is read.
+            // str0m reports its estimate as it changes, so one that sank or stopped stays
+            // unreported while it stays there: it is checked here, as loss is read.
             let (loss, full) = (p.egress_link.recent_loss(now), p.link_full(now));
-            let stuck = p.recovery.collapse_held(full, loss, now).or_else(|| {
-                let estimate = p.estimate_bps?;
+            let stuck = p.estimate_bps.and_then(|estimate| {
                 let recovery = &mut p.recovery;
                 recovery
                     .starved(estimate, p.floor_bps, loss, now)

@@ -1210,26 +1210,20 @@ fn a_subscriber_whose_link_cannot_carry_the_only_encoding_sees_recent_frames_not
         })
         .collect();
     ages.sort();
-    let quantile = |q: f64| ages.get((ages.len() as f64 * q) as usize).copied();
-    let (p50, p90, max) = (quantile(0.5), quantile(0.9), ages.last().copied());
+    let (p50, max) = (ages.get(ages.len() / 2).copied(), ages.last().copied());
     eprintln!(
-        "{} frames in 6 s, age p50 {p50:?} p90 {p90:?} max {max:?}, holds {}, restarts {} ({} undone)",
+        "{} frames in 6 s, age p50 {p50:?} max {max:?}, holds {}",
         ages.len(),
-        call.stats.send_queue_holds.get(),
-        call.stats.estimate_restarts.get(),
-        call.stats.estimate_restarts_undone.get()
+        call.stats.send_queue_holds.get()
     );
     // Written anyway (measured without the hold): one frame in the 6 s, 2.4 s old.
     assert!(ages.len() >= 30, "frames keep coming: {}", ages.len());
     // What remains is the link's own loss and its repair: while the video is held, str0m's
-    // estimate sees no queue and grows past the link. The oldest is the last frame before a
-    // hold, and its age depends on where the 6 s cut the cycle: 1.4 s, or 2.05 s with the same
-    // 8 holds and p50 (2026-12-06, the restarts' wait for loss moved the cycle).
+    // estimate sees no queue and grows past the link.
     assert!(
         p50.is_some_and(|age| age < Duration::from_millis(1_200))
-            && p90.is_some_and(|age| age < Duration::from_millis(1_600))
-            && max.is_some_and(|age| age < Duration::from_millis(2_500)),
-        "frames arrive {p50:?} (p50), {p90:?} (p90), {max:?} (max) after they were sent"
+            && max.is_some_and(|age| age < Duration::from_secs(2)),
+        "frames arrive {p50:?} (p50), {max:?} (max) after they were sent"
     );
     assert!(call.stats.send_queue_holds.get() > 0);
 }
