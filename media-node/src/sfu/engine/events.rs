@@ -131,7 +131,8 @@ pub(super) fn on_event(
                 p.egress_link.link_loss(loss, now);
                 tracing::debug!(target: QUALITY, participant = %p.id, loss, ?uplink, ?raw, "link loss");
             }
-            // A link limited both ways: the choice follows the estimator's own estimate now.
+            // The choice follows the estimator's own estimate on a link limited both ways, and
+            // its measured rises where the link is not full (`Recovery::usable`).
             let full = p.link_full(now);
             let usable = p.estimate_bps.map(|e| p.recovery.usable(e, full, now));
             p.link_worse |= usable
@@ -146,7 +147,7 @@ pub(super) fn on_event(
             }
             // str0m reports its estimate as it changes, so one that sank or stopped stays
             // unreported while it stays there: it is checked here, as loss is read.
-            let (loss, full) = (p.egress_link.recent_loss(now), p.link_full(now));
+            let loss = p.egress_link.recent_loss(now);
             let stuck = p.estimate_bps.and_then(|estimate| {
                 let recovery = &mut p.recovery;
                 recovery
