@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::QUALITY;
 use super::congestion::{EgressLink, Gate, QueueGate};
-use super::recovery::{Recovery, UPLINK_FRESH};
+use super::recovery::Recovery;
 use super::rewrite::{Incoming, Rewriter, starts_keyframe};
 use super::simulcast::{LayerRate, Layers, Selection};
 use crate::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
@@ -38,13 +38,6 @@ impl std::fmt::Display for ParticipantId {
         write!(f, "p{}", self.0)
     }
 }
-
-/// A reading that lost this share or more of a publisher's own packets to the node: its
-/// higher layers' frames, of many packets each, arrive with holes that resends do not fill in
-/// time, and its subscribers watch a frozen picture until its browser stops sending them (the
-/// patient's uplink limited to 600 kbit/s in the picture bench: the clinician's picture of the
-/// patient frozen on the top layer for 3.7 s). Its lowest layer's frames are a packet or two.
-pub const SENDS_THROUGH_LOSS: f32 = 0.10;
 
 /// A keyframe request is relayed to a publisher at most this often per track.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
@@ -185,9 +178,6 @@ pub enum Propagated {
         rid: Option<Rid>,
         kind: KeyframeRequestKind,
     },
-    /// The source's own packets began to reach the node through heavy loss: its subscribers'
-    /// layers are chosen again at once ([`Participant::sends_through_loss`]).
-    UplinkLosing { source: ParticipantId },
     /// A chat message for the rest of the room: relayed, never stored.
     Chat {
         source: ParticipantId,
@@ -328,8 +318,6 @@ pub struct Participant {
     /// The estimate at which the video it receives moves up a layer; `None` while all of it
     /// is at its best (`Recovery::stagnant`).
     pub up_bps: Option<u64>,
-    /// When a reading last lost [`SENDS_THROUGH_LOSS`] or more of its own packets to the node.
-    uplink_losing_at: Option<Instant>,
     /// Its link got worse since the layers were chosen (the estimate fell well below that
     /// budget, or the link filled): they are chosen again at once, not at the next round.
     pub link_worse: bool,
@@ -414,7 +402,6 @@ impl Participant {
             chosen_for_bps: None,
             floor_bps: 0,
             up_bps: None,
-            uplink_losing_at: None,
             link_worse: false,
             joined_at: now,
             first_media_seen: false,
@@ -901,25 +888,6 @@ impl Participant {
             self.recovery.estimator_reset();
             self.estimate_bps = Some(start);
         }
-    }
-
-    /// A reading of what the node lost of this participant's own packets since the last one
-    /// (str0m's transport-wide receive register); whether its uplink began to lose
-    /// [`SENDS_THROUGH_LOSS`] with it.
-    pub fn uplink_read(&mut self, loss: Option<f32>, now: Instant) -> bool {
-        let was = self.sends_through_loss(now);
-        if loss.is_some_and(|loss| loss >= SENDS_THROUGH_LOSS) {
-            self.uplink_losing_at = Some(now);
-        }
-        !was && self.sends_through_loss(now)
-    }
-
-    /// What it publishes reaches the node through heavy loss: a reading of the last
-    /// [`UPLINK_FRESH`] lost [`SENDS_THROUGH_LOSS`] or more of it. Its subscribers take its
-    /// lowest layer meanwhile.
-    pub fn sends_through_loss(&self, now: Instant) -> bool {
-        self.uplink_losing_at
-            .is_some_and(|at| now.saturating_duration_since(at) < UPLINK_FRESH)
     }
 
     /// Its link loses or holds back what the node sends it now (`congestion.rs`).

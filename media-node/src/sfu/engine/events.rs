@@ -129,7 +129,6 @@ pub(super) fn on_event(
             stats.peer(&peer);
             let (uplink, raw) = (peer.ingress_loss_fraction, peer.bwe_tx.map(|b| b.as_u64()));
             p.recovery.link_read(uplink, raw, now);
-            let losing = p.uplink_read(uplink, now);
             if let Some(loss) = peer.egress_loss_fraction {
                 p.egress_link.link_loss(loss, now);
                 tracing::debug!(target: QUALITY, participant = %p.id, loss, ?uplink, ?raw, "link loss");
@@ -164,7 +163,7 @@ pub(super) fn on_event(
             }
             // A collapse the link showed during its wait is followed now.
             p.link_worse |= waited && !p.recovery.waiting();
-            losing.then_some(Propagated::UplinkLosing { source: p.id })
+            None
         }
         Event::MediaIngressStats(ingress) => {
             let kind = p.tracks_in.iter().find(|t| t.mid == ingress.mid)?.kind;

@@ -86,11 +86,6 @@ impl Engine {
             }
             Propagated::Media { source, media } => self.forward(source, &media),
             Propagated::Chat { source, text } => self.relay_chat(source, &text),
-            Propagated::UplinkLosing { source } => {
-                for id in self.room_of(source) {
-                    self.choose_layers(id);
-                }
-            }
             Propagated::KeyframeRequest {
                 source,
                 source_mid,
@@ -266,14 +261,8 @@ impl Engine {
             .zip(shares)
             .map(|(&(source, mid, target, cap, _), share)| {
                 let layers = self.track_in(source, mid).map(|t| t.layers.capped(cap));
-                let losing = self
-                    .participants
-                    .get(&source)
-                    .is_some_and(|p| p.sends_through_loss(now));
                 match layers {
                     Some(layers) if layers.is_empty() => Aim::Stay,
-                    // Its lowest layer, whose small frames come through whole.
-                    Some(layers) if losing => layers.aim_on_full_link(target, 0),
                     Some(layers) if full => layers.aim_on_full_link(target, share),
                     Some(layers) => layers.aim(target, share),
                     None => Aim::Stay,

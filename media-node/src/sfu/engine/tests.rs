@@ -77,8 +77,6 @@ struct Call {
     /// period can fall in step with the node's own (audio every 20 ms, video every 33) and
     /// lose one kind of packet every time.
     lossy: Option<(usize, u64, u64)>,
-    /// The same for what a peer sends the node: its uplink loses one in n of its datagrams.
-    lossy_uplink: Option<(usize, u64, u64)>,
     /// A peer whose downlink carries at most this rate, as a slow link's buffer does.
     slow: Option<SlowLink>,
     /// The size of a frame of the lowest (or only) video layer; higher layers are larger.
@@ -192,7 +190,6 @@ impl Call {
             peer_crypto: Arc::new(str0m::crypto::from_feature_flags()),
             cut: None,
             lossy: None,
-            lossy_uplink: None,
             slow: None,
             video_bytes: 400,
             watched: None,
@@ -334,7 +331,6 @@ impl Call {
             match output {
                 Output::Timeout(_) => break,
                 Output::Transmit(_) if self.cut == Some(i) => {}
-                Output::Transmit(_) if self.lossy_uplink.as_mut().is_some_and(|l| loses(l, i)) => {}
                 Output::Transmit(t) => self.engine.handle_datagram(&t.contents, peer.addr, now),
                 Output::Event(Event::Connected) => peer.connected = true,
                 Output::Event(Event::MediaData(data)) => {
@@ -369,8 +365,16 @@ impl Call {
             if self.cut == Some(i) {
                 continue;
             }
-            if self.lossy.as_mut().is_some_and(|lossy| loses(lossy, i)) {
-                continue;
+            if let Some((lossy, one_in, state)) = self.lossy.as_mut()
+                && *lossy == i
+            {
+                // xorshift64: enough randomness for a loss pattern, no dependency.
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                if (*state).is_multiple_of(*one_in) {
+                    continue;
+                }
             }
             if let Some((watched, heads)) = self.watched.as_mut()
                 && *watched == i
@@ -611,19 +615,6 @@ impl Call {
 }
 
 /// Audio is Opus (48 kHz); video VP8 (90 kHz).
-/// Whether the next datagram of peer `i` is lost on a link that loses one in n of them at
-/// random: `(peer, n, generator state)`.
-fn loses((lossy, one_in, state): &mut (usize, u64, u64), i: usize) -> bool {
-    if *lossy != i {
-        return false;
-    }
-    // xorshift64: enough randomness for a loss pattern, no dependency.
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    (*state).is_multiple_of(*one_in)
-}
-
 fn kind_of(data: &MediaData) -> MediaKind {
     if data.params.spec().codec == Codec::Opus {
         MediaKind::Audio
@@ -959,37 +950,6 @@ fn a_subscriber_leaves_a_layer_its_publisher_stopped_sending_within_a_second() {
     let (took, _) = first_of(&call, back, b'1').expect("the top layer again");
     // A window to measure it, a rebalance, a keyframe: under UP_HOLD more than that.
     assert!(took < Duration::from_millis(2_200), "{took:?}");
-}
-
-/// The patient's own packets to the node start being lost, one in five: its top layer's
-/// frames of many packets each would reach the clinician with holes resends do not fill in
-/// time. The clinician gets the patient's lowest layer, whose frames are a packet each, within
-/// a statistics reading or two, and the top layer again once the loss ends.
-#[test]
-fn a_publisher_whose_own_packets_are_lost_is_seen_on_its_lowest_layer() {
-    let (mut call, host, patient) = Call::visit(&["l", "h"]);
-    call.estimate = Some((host, 3_000_000));
-    call.run(Duration::from_secs(3));
-    let first_of =
-        |call: &Call, since: Instant, layer: u8| call.first_of_layer(host, patient, since, layer);
-    let since = call.now;
-    call.run(Duration::from_millis(500));
-    assert!(first_of(&call, since, b'1').is_some(), "on the top layer");
-
-    call.lossy_uplink = Some((patient, 5, LOSS_SEED));
-    let lossy = call.now;
-    call.run(Duration::from_secs(2));
-    let (took, keyframe) = first_of(&call, lossy, b'0').expect("the lowest layer comes");
-    eprintln!("lowest layer {took:?} after the loss began");
-    assert!(took < Duration::from_millis(1_000), "{took:?}");
-    assert!(keyframe, "the switch starts at a keyframe");
-
-    call.lossy_uplink = None;
-    let clean = call.now;
-    call.run(Duration::from_secs(5));
-    let (took, _) = first_of(&call, clean, b'1').expect("the top layer again");
-    eprintln!("top layer {took:?} after the loss ended");
-    assert!(took < Duration::from_secs(4), "{took:?}");
 }
 
 /// A subscriber's link suddenly loses half of what the node sends it (its estimate, averaged
