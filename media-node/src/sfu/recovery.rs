@@ -18,8 +18,7 @@
 //! field trial for rapid recovery lifts that); an SFU's subscriber on its top layer is not.
 //! Here a collapse to under [`COLLAPSE_BELOW`] of the recent highest estimate restarts the
 //! estimator at [`RESTART_AT`] of that highest estimate, and its start-up probes measure the
-//! link again, unless the link shows it shrank (before the collapse or within
-//! [`COLLAPSE_WAITS`] of it): the transport-wide feedback of the last second
+//! link again, unless the link shows it shrank: the transport-wide feedback of the last second
 //! reported [`LOSS_EVIDENCE`] or more lost (a link that shrank drops what its buffer cannot
 //! hold; a stalled receiver loses nothing), or the link loses or holds back what the node sends
 //! (`congestion.rs`), or the peer's own packets to the node are being lost ([`UPLINK_FRESH`]):
@@ -54,12 +53,6 @@ pub const COLLAPSE_BELOW: f64 = 0.6;
 pub const RESTART_AT: f64 = 0.85;
 /// How long an estimate counts as recent.
 pub const RECENT: Duration = Duration::from_secs(5);
-/// How long a collapse waits for the link to show it shrank before the estimator is restarted:
-/// at least one more reading of the loss both ways (every 250 ms). In the picture bench's
-/// traces (runs 42-43) four restarts into a link just limited to 600 kbit/s were followed by
-/// the first lossy reading 30-150 ms later; at the restarted 2.7-3.0 Mbit/s the link then
-/// lost 50-66% for a second, the lower layer's keyframe with it, and the picture stalled.
-pub const COLLAPSE_WAITS: Duration = Duration::from_millis(300);
 /// Transport-wide loss over the last second from which a collapse is the link's.
 pub const LOSS_EVIDENCE: f32 = 0.02;
 /// Loss this soon after a restart: the collapse was real.
@@ -83,24 +76,6 @@ pub const STAGNANT_FOR: Duration = Duration::from_secs(4);
 pub const GROWING_BY: f64 = 1.1;
 /// The fewest seconds between two measurements of a stagnant estimate.
 pub const REPROBE_AT_MOST_EVERY: Duration = Duration::from_secs(10);
-
-/// A collapse of the estimate, waiting [`COLLAPSE_WAITS`] for the link's evidence.
-#[derive(Debug, Clone, Copy)]
-struct Collapse {
-    /// When it began.
-    at: Instant,
-    /// The recent highest estimate it fell from.
-    highest: u64,
-    /// The latest estimate.
-    bps: u64,
-}
-
-impl Collapse {
-    /// Where the estimator restarts if the link shows nothing.
-    fn restart_bps(self) -> u64 {
-        (self.highest as f64 * RESTART_AT) as u64
-    }
-}
 
 /// A restart of the estimator, kept until it is confirmed or undone.
 #[derive(Debug, Clone, Copy)]
@@ -144,8 +119,6 @@ pub struct Recovery {
     /// The highest measured estimate, and when; a value older than [`RECENT`] gives way to the
     /// next one.
     highest: Option<(u64, Instant)>,
-    /// A collapse waiting for the link's evidence.
-    collapse: Option<Collapse>,
     last_restart: Option<Restarted>,
     /// A restart was undone: this link's collapses are real.
     trusted: bool,
@@ -185,10 +158,10 @@ impl Recovery {
         };
         if bps >= highest || now.saturating_duration_since(at) >= RECENT {
             self.highest = Some((bps, now));
-            self.collapse = None;
             return None;
         }
         let collapsed = (bps as f64) < highest as f64 * COLLAPSE_BELOW;
+        let lossy = recent_loss.is_some_and(|loss| loss >= LOSS_EVIDENCE) || self.uplink_lossy(now);
         // A fall after a measurement of a stagnant estimate is that measurement proven
         // wrong (a probe that fit in the link's buffer), not a receiver that stalled.
         let may = self
@@ -197,46 +170,13 @@ impl Recovery {
             && self
                 .last_reprobe
                 .is_none_or(|at| now.saturating_duration_since(at) >= RECENT);
-        if !collapsed || !may || self.trusted {
-            self.collapse = None;
+        if !collapsed || link_full || lossy || !may || self.trusted {
             return None;
         }
-        // Full once the collapse began is what its own slow pacer holds back: only a link
-        // full before it shows it shrank.
-        if link_full && self.collapse.is_none() {
-            return None;
-        }
-        let since = self.collapse.map_or(now, |c| c.at);
-        self.collapse = Some(Collapse {
-            at: since,
-            highest,
-            bps,
-        });
-        self.collapse_held(recent_loss, now)
-    }
-
-    /// A collapse the link has not shown for [`COLLAPSE_WAITS`] (no loss of [`LOSS_EVIDENCE`]
-    /// either way) restarts the estimator at [`RESTART_AT`] of the highest estimate it fell
-    /// from. Checked at each estimate and each loss reading. (A send queue that fills during
-    /// the wait is the collapse's own slow pacer: in a full picture bench run that took it as
-    /// evidence, the clinician's first 1280 px came at 2.0 s p50, 0.6 s before.)
-    pub fn collapse_held(&mut self, recent_loss: Option<f32>, now: Instant) -> Option<Reset> {
-        let collapse = self.collapse?;
-        let lossy = recent_loss.is_some_and(|loss| loss >= LOSS_EVIDENCE) || self.uplink_lossy(now);
-        if lossy {
-            self.collapse = None;
-            return None;
-        }
-        if now.saturating_duration_since(collapse.at) < COLLAPSE_WAITS {
-            return None;
-        }
-        self.collapse = None;
-        let from = self
-            .own_bps
-            .map_or(collapse.bps, |own| own.min(collapse.bps));
+        let from = self.own_bps.map_or(bps, |own| own.min(bps));
         self.last_restart = Some(Restarted { at: now, from });
         self.highest = None;
-        Some(Reset::Restart(collapse.restart_bps()))
+        Some(Reset::Restart((highest as f64 * RESTART_AT) as u64))
     }
 
     /// A reading of the peer's link: what the node lost of the peer's own packets since the
@@ -260,25 +200,12 @@ impl Recovery {
     /// own read 2.74 Mbit/s for 2.5 s while the average still read 0.85 (picture bench run
     /// 42). A move up still waits for its hold, with the link padded to prove it
     /// (`simulcast::Pad::Prove`), so a probe that fit in the link's buffer moves nobody.
-    ///
-    /// While a collapse waits for the link's evidence, the choice keeps what the restart would
-    /// give it: a stalled receiver's layers stay where they are, as they did when the restart
-    /// came at once. Moved down to the collapsed estimate for the wait, a clean-link call's
-    /// subscriber then waited the hold of a move up after the restart: the clean-link Chromium
-    /// test saw a side at 320-640 px for 2.5-5.5 s in 3 runs of 4 (2026-12-06).
     pub fn usable(&self, estimate: u64, full: bool, now: Instant) -> u64 {
-        let usable = match self.own_bps {
+        match self.own_bps {
             Some(own) if self.uplink_lossy(now) => estimate.min(own),
             Some(own) if !full => estimate.max(own),
             _ => estimate,
-        };
-        let restart = self.collapse.map_or(0, |c| c.restart_bps());
-        usable.max(restart)
-    }
-
-    /// A collapse waits for the link's evidence ([`COLLAPSE_WAITS`]).
-    pub fn waiting(&self) -> bool {
-        self.collapse.is_some()
+        }
     }
 
     /// The estimator was set to a rate: its own estimate is read again.
@@ -389,16 +316,13 @@ mod tests {
         (600, 388_000),
     ];
 
-    /// From 2 Mbit/s to 0.6 within 200 ms, on a link that lost nothing: restarted once the
-    /// link has shown no loss for [`COLLAPSE_WAITS`], at 600 ms.
+    /// From 2 Mbit/s to 0.6 within 200 ms, on a link that lost nothing: restarted.
     fn restarted(start: Instant) -> Recovery {
         let mut r = Recovery::default();
         r.estimate(2_500_000, false, None, at(start, 0));
         r.estimate(2_000_000, false, None, at(start, 100));
-        assert_eq!(r.estimate(600_000, false, None, at(start, 300)), None);
-        assert_eq!(r.collapse_held(Some(0.0), at(start, 550)), None);
         assert_eq!(
-            r.collapse_held(Some(0.0), at(start, 600)),
+            r.estimate(600_000, false, None, at(start, 300)),
             Some(Reset::Restart(1_700_000))
         );
         r
@@ -415,12 +339,8 @@ mod tests {
                     .map(|s| (*ms, s.bps()))
             })
             .collect();
-        assert_eq!(restarts, vec![], "waits for the link's evidence");
         // Measured from 1.4 Mbit/s (the start value counts for nothing), collapsed at 0.75.
-        assert_eq!(
-            r.collapse_held(Some(0.0), at(start, 820)),
-            Some(Reset::Restart(1_192_543))
-        );
+        assert_eq!(restarts, vec![(520, 1_192_543)]);
         // A clean second after it confirms nothing; another collapse within ten seconds is
         // followed.
         assert_eq!(r.loss(0.0, at(start, 1_000)), None);
@@ -428,9 +348,8 @@ mod tests {
         assert_eq!(r.estimate(900_000, false, None, at(start, 2_000)), None);
         // Ten seconds on, and mid-call, a collapse is recovered again.
         assert_eq!(r.estimate(2_400_000, false, None, at(start, 11_000)), None);
-        assert_eq!(r.estimate(1_000_000, false, None, at(start, 11_200)), None);
         assert_eq!(
-            r.estimate(950_000, false, None, at(start, 11_500)),
+            r.estimate(1_000_000, false, None, at(start, 11_200)),
             Some(Reset::Restart(2_040_000))
         );
     }
@@ -450,99 +369,8 @@ mod tests {
         clean.estimate(2_000_000, false, Some(0.01), at(start, 1_900));
         assert_eq!(
             clean.estimate(600_000, false, Some(0.01), at(start, 2_000)),
-            None
-        );
-        assert_eq!(
-            clean.collapse_held(Some(0.01), at(start, 2_300)),
             Some(Reset::Restart(1_700_000))
         );
-    }
-
-    /// While a collapse waits, the layer choice keeps what the restart would give it; once
-    /// the link shows it shrank, the collapsed estimate is what it has.
-    #[test]
-    fn while_a_collapse_waits_the_choice_keeps_what_a_restart_would_give() {
-        let start = Instant::now();
-        let mut r = Recovery::default();
-        r.estimate(3_000_000, false, Some(0.0), at(start, 0));
-        r.estimate(3_000_000, false, Some(0.0), at(start, 100));
-        assert!(!r.waiting());
-        assert_eq!(
-            r.estimate(1_500_000, false, Some(0.0), at(start, 200)),
-            None
-        );
-        assert!(r.waiting());
-        assert_eq!(r.usable(1_500_000, false, at(start, 250)), 2_550_000);
-        assert_eq!(
-            r.usable(1_500_000, true, at(start, 250)),
-            2_550_000,
-            "its own slow pacer"
-        );
-        // The link shows it: the choice follows the collapse.
-        assert_eq!(r.collapse_held(Some(0.3), at(start, 400)), None);
-        assert!(!r.waiting());
-        assert_eq!(r.usable(1_500_000, false, at(start, 450)), 1_500_000);
-        // Restarted: the estimate is the restart's, nothing waits.
-        let mut clean = Recovery::default();
-        clean.estimate(3_000_000, false, Some(0.0), at(start, 0));
-        clean.estimate(3_000_000, false, Some(0.0), at(start, 100));
-        clean.estimate(1_500_000, false, Some(0.0), at(start, 200));
-        assert_eq!(
-            clean.collapse_held(Some(0.0), at(start, 500)),
-            Some(Reset::Restart(2_550_000))
-        );
-        assert!(!clean.waiting());
-        assert_eq!(clean.usable(2_550_000, false, at(start, 550)), 2_550_000);
-    }
-
-    /// Picture bench run 43: a collapse as a 600 kbit/s limit began, the first reading of
-    /// the patient's own packets lost came 60 ms after it (55%).
-    #[test]
-    fn a_collapse_the_link_shows_within_the_wait_is_followed() {
-        let start = Instant::now();
-        let collapse = || {
-            let mut r = Recovery::default();
-            r.estimate(3_000_000, false, Some(0.0), at(start, 0));
-            r.estimate(2_992_140, false, Some(0.0), at(start, 100));
-            assert_eq!(
-                r.estimate(1_699_382, false, Some(0.0), at(start, 600)),
-                None
-            );
-            r
-        };
-        let mut uplink = collapse();
-        uplink.link_read(Some(0.55), Some(2_662_726), at(start, 660));
-        assert_eq!(uplink.collapse_held(Some(0.0), at(start, 660)), None);
-        assert_eq!(uplink.collapse_held(Some(0.0), at(start, 1_000)), None);
-        let mut feedback = collapse();
-        assert_eq!(feedback.collapse_held(Some(0.25), at(start, 800)), None);
-        assert_eq!(feedback.collapse_held(Some(0.0), at(start, 1_000)), None);
-        // A link full before the collapse shrank; one that fills during the wait is the
-        // collapse's own slow pacer holding back.
-        let mut full = Recovery::default();
-        full.estimate(3_000_000, false, Some(0.0), at(start, 0));
-        full.estimate(2_992_140, false, Some(0.0), at(start, 100));
-        assert_eq!(
-            full.estimate(1_699_382, true, Some(0.0), at(start, 600)),
-            None
-        );
-        assert_eq!(full.collapse_held(Some(0.0), at(start, 1_000)), None);
-        let mut slowed = collapse();
-        assert_eq!(
-            slowed.estimate(1_600_000, true, Some(0.0), at(start, 800)),
-            None
-        );
-        assert_eq!(
-            slowed.collapse_held(Some(0.0), at(start, 1_000)),
-            Some(Reset::Restart(2_543_319))
-        );
-        // The estimate climbs back above the collapse before the wait ends: nothing to do.
-        let mut back = collapse();
-        assert_eq!(
-            back.estimate(2_500_000, false, Some(0.0), at(start, 800)),
-            None
-        );
-        assert_eq!(back.collapse_held(Some(0.0), at(start, 1_000)), None);
     }
 
     /// Run 31 of the picture bench (2026-12-06): both ways of the patient's link limited, the
@@ -558,7 +386,6 @@ mod tests {
             r.estimate(3_400_000, false, Some(0.0), at(start, 100));
             r.link_read(Some(uplink), None, at(start, read_ms));
             r.estimate(2_000_000, false, Some(0.0), at(start, 1_000))
-                .or_else(|| r.collapse_held(Some(0.0), at(start, 1_300)))
         };
         assert_eq!(collapse(0.53, 900), None);
         // An old reading says nothing about now; a clean one lets the restart happen.
@@ -588,10 +415,6 @@ mod tests {
         r.link_read(Some(0.0), Some(590_711), at(start, 500));
         assert_eq!(
             r.estimate(2_057_480, false, Some(0.0), at(start, 700)),
-            None
-        );
-        assert_eq!(
-            r.collapse_held(Some(0.0), at(start, 1_000)),
             Some(Reset::Restart(3_825_000))
         );
         assert_eq!(r.loss(0.28, at(start, 1_500)), Some(Reset::Undo(590_711)));
@@ -669,8 +492,10 @@ mod tests {
         let mut r = restarted(start);
         assert_eq!(r.loss(0.3, at(start, 8_000)), None);
         r.estimate(2_000_000, false, None, at(start, 20_000));
-        r.estimate(600_000, false, Some(0.0), at(start, 20_200));
-        assert!(r.collapse_held(Some(0.0), at(start, 20_500)).is_some());
+        assert!(
+            r.estimate(600_000, false, Some(0.0), at(start, 20_200))
+                .is_some()
+        );
     }
 
     /// The estimates of a 600 kbit/s link after a lossy spell (picture bench, 2026-12-06),
@@ -803,8 +628,10 @@ mod tests {
         );
         // Later, a collapse is one again.
         r.estimate(2_100_000, false, Some(0.0), at(start, 9_500));
-        r.estimate(600_000, false, Some(0.0), at(start, 9_800));
-        assert!(r.collapse_held(Some(0.0), at(start, 10_100)).is_some());
+        assert!(
+            r.estimate(600_000, false, Some(0.0), at(start, 9_800))
+                .is_some()
+        );
     }
 
     #[test]

@@ -108,7 +108,6 @@ pub(super) fn on_event(
         Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
             let mut estimate = estimate.as_u64();
             let (full, loss) = (p.link_full(now), p.egress_link.recent_loss(now));
-            let waited = p.recovery.waiting();
             let reset = p
                 .recovery
                 .estimate(estimate, full, loss, now)
@@ -118,11 +117,10 @@ pub(super) fn on_event(
                 estimate = reset.bps();
             }
             p.estimate_bps = Some(estimate);
-            let waiting = p.recovery.waiting();
-            tracing::debug!(target: QUALITY, participant = %p.id, estimate, full, ?loss, waiting, "estimate");
-            p.link_worse |= (waited && !waiting)
-                || p.chosen_for_bps
-                    .is_some_and(|chosen| (estimate as f64) < chosen as f64 * WORSE_BELOW);
+            tracing::debug!(target: QUALITY, participant = %p.id, estimate, full, ?loss, "estimate");
+            p.link_worse |= p
+                .chosen_for_bps
+                .is_some_and(|chosen| (estimate as f64) < chosen as f64 * WORSE_BELOW);
             None
         }
         Event::PeerStats(peer) => {
@@ -147,12 +145,10 @@ pub(super) fn on_event(
                 reset_estimator(p, reset, stats);
                 p.link_worse = true;
             }
-            // str0m reports its estimate as it changes, so one that collapsed, sank or stopped
-            // stays unreported while it stays there: it is checked here, as loss is read.
+            // str0m reports its estimate as it changes, so one that sank or stopped stays
+            // unreported while it stays there: it is checked here, as loss is read.
             let loss = p.egress_link.recent_loss(now);
-            let waited = p.recovery.waiting();
-            let stuck = p.recovery.collapse_held(loss, now).or_else(|| {
-                let estimate = p.estimate_bps?;
+            let stuck = p.estimate_bps.and_then(|estimate| {
                 let recovery = &mut p.recovery;
                 recovery
                     .starved(estimate, p.floor_bps, loss, now)
@@ -161,8 +157,6 @@ pub(super) fn on_event(
             if let Some(reset) = stuck {
                 reset_estimator(p, reset, stats);
             }
-            // A collapse the link showed during its wait is followed now.
-            p.link_worse |= waited && !p.recovery.waiting();
             None
         }
         Event::MediaIngressStats(ingress) => {
