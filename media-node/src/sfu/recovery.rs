@@ -27,8 +27,10 @@
 //! into a 600 kbit/s link 1.1 s after it shrank, its last second of feedback reading 0% lost;
 //! in the next run, 0.75 s after the limit, the feedback still read 0% while 53% of the
 //! patient's own packets to the node had been lost). Loss reported within [`CONFIRM_WITHIN`]
-//! after a restart undoes it (the estimator is set back where it had collapsed to) and ends
-//! restarts for the subscriber; there is at most one per [`RESTART_AT_MOST_EVERY`].
+//! after a restart, or a reading that lost the peer's own packets within
+//! [`UPLINK_CONFIRM_WITHIN`] of it, undoes it (the estimator is set back where it had
+//! collapsed to) and ends restarts for the subscriber; there is at most one per
+//! [`RESTART_AT_MOST_EVERY`].
 //!
 //! A link that shrank is followed, and str0m's estimate may then sink far below what the link
 //! carries: after a spell of 50-60% loss on a 600 kbit/s link, its loss-based part held the
@@ -57,6 +59,14 @@ pub const RECENT: Duration = Duration::from_secs(5);
 pub const LOSS_EVIDENCE: f32 = 0.02;
 /// Loss this soon after a restart: the collapse was real.
 pub const CONFIRM_WITHIN: Duration = Duration::from_secs(3);
+/// A reading that lost the peer's own packets this soon after a restart: the collapse was
+/// the link's. In the picture bench's traces (runs 42-43, 2026-12-06) four restarts came just
+/// as a 600 kbit/s limit began, before any reading showed it; the first reading of the
+/// patient's own packets lost came 30-150 ms after each, while the feedback, lost with them
+/// on the limited link, read no loss for up to a second, and the link lost 50-66% for that
+/// second at the restarted 2.7-3.0 Mbit/s, the lower layer's keyframe with it. Shorter than
+/// [`CONFIRM_WITHIN`]: a peer's own sending can fill its uplink on a downlink that is fine.
+pub const UPLINK_CONFIRM_WITHIN: Duration = Duration::from_secs(1);
 /// The fewest seconds between two restarts of one subscriber's estimator.
 pub const RESTART_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 
@@ -285,13 +295,23 @@ impl Recovery {
         Some(Reset::Reprobe(self.own_bps.map_or(bps, |own| own.min(bps))))
     }
 
-    /// The share of packets the transport-wide feedback of the last second reported lost.
-    /// Loss soon after a restart says the restart was wrong: it is undone.
-    pub fn loss(&mut self, loss: f32, now: Instant) -> Option<Reset> {
+    /// A reading of the link's loss: the share of packets the transport-wide feedback of the
+    /// last second reported lost, and the share of the peer's own packets the node lost since
+    /// the last reading. Loss soon after a restart ([`CONFIRM_WITHIN`], and
+    /// [`UPLINK_CONFIRM_WITHIN`] for the peer's own packets) says the restart was wrong: it is
+    /// undone.
+    pub fn loss(
+        &mut self,
+        feedback: Option<f32>,
+        uplink: Option<f32>,
+        now: Instant,
+    ) -> Option<Reset> {
+        let lossy = |loss: Option<f32>| loss.is_some_and(|loss| loss >= LOSS_EVIDENCE);
         let restart = self.last_restart.filter(|r| {
-            loss >= LOSS_EVIDENCE
-                && now.saturating_duration_since(r.at) < CONFIRM_WITHIN
-                && !self.trusted
+            let since = now.saturating_duration_since(r.at);
+            let shown = (lossy(feedback) && since < CONFIRM_WITHIN)
+                || (lossy(uplink) && since < UPLINK_CONFIRM_WITHIN);
+            shown && !self.trusted
         })?;
         self.trusted = true;
         Some(Reset::Undo(restart.from))
@@ -343,7 +363,7 @@ mod tests {
         assert_eq!(restarts, vec![(520, 1_192_543)]);
         // A clean second after it confirms nothing; another collapse within ten seconds is
         // followed.
-        assert_eq!(r.loss(0.0, at(start, 1_000)), None);
+        assert_eq!(r.loss(Some(0.0), None, at(start, 1_000)), None);
         assert_eq!(r.estimate(2_400_000, false, None, at(start, 1_500)), None);
         assert_eq!(r.estimate(900_000, false, None, at(start, 2_000)), None);
         // Ten seconds on, and mid-call, a collapse is recovered again.
@@ -417,7 +437,10 @@ mod tests {
             r.estimate(2_057_480, false, Some(0.0), at(start, 700)),
             Some(Reset::Restart(3_825_000))
         );
-        assert_eq!(r.loss(0.28, at(start, 1_500)), Some(Reset::Undo(590_711)));
+        assert_eq!(
+            r.loss(Some(0.28), Some(0.0), at(start, 1_500)),
+            Some(Reset::Undo(590_711))
+        );
     }
 
     /// Run 33 of the picture bench: 0.77 s after the limit, 53% of the patient's own packets
@@ -475,8 +498,15 @@ mod tests {
         let start = Instant::now();
         let mut r = restarted(start);
         // The link shrank: the estimator goes back to where it had collapsed to.
-        assert_eq!(r.loss(0.3, at(start, 900)), Some(Reset::Undo(600_000)));
-        assert_eq!(r.loss(0.3, at(start, 1_900)), None, "undone once");
+        assert_eq!(
+            r.loss(Some(0.3), None, at(start, 900)),
+            Some(Reset::Undo(600_000))
+        );
+        assert_eq!(
+            r.loss(Some(0.3), None, at(start, 1_900)),
+            None,
+            "undone once"
+        );
         for s in [20_000, 40_000] {
             r.estimate(2_000_000, false, None, at(start, s));
             assert_eq!(r.estimate(600_000, false, None, at(start, s + 200)), None);
@@ -486,11 +516,41 @@ mod tests {
         assert_eq!(held.estimate(1_700_000, true, None, at(start, 800)), None);
     }
 
+    /// Picture bench runs 42-43: a restart just as a 600 kbit/s limit began; the first reading
+    /// of the patient's own packets lost came 60 ms after it, the feedback still clean.
+    #[test]
+    fn the_peers_own_packets_lost_soon_after_a_restart_undo_it() {
+        let start = Instant::now();
+        let mut r = restarted(start);
+        assert_eq!(
+            r.loss(Some(0.0), Some(0.01), at(start, 360)),
+            None,
+            "under the evidence"
+        );
+        assert_eq!(
+            r.loss(Some(0.0), Some(0.55), at(start, 400)),
+            Some(Reset::Undo(600_000))
+        );
+        assert_eq!(
+            r.loss(Some(0.0), Some(0.55), at(start, 650)),
+            None,
+            "undone once"
+        );
+        // A second after the restart, the peer's own packets lost say nothing of the downlink.
+        let mut late = restarted(start);
+        assert_eq!(late.loss(Some(0.0), Some(0.55), at(start, 1_300)), None);
+        assert_eq!(
+            late.loss(Some(0.05), Some(0.0), at(start, 1_600)),
+            Some(Reset::Undo(600_000)),
+            "the feedback's loss still does"
+        );
+    }
+
     #[test]
     fn loss_long_after_a_restart_undoes_nothing() {
         let start = Instant::now();
         let mut r = restarted(start);
-        assert_eq!(r.loss(0.3, at(start, 8_000)), None);
+        assert_eq!(r.loss(Some(0.3), None, at(start, 8_000)), None);
         r.estimate(2_000_000, false, None, at(start, 20_000));
         assert!(
             r.estimate(600_000, false, Some(0.0), at(start, 20_200))
