@@ -298,23 +298,19 @@ impl Recovery {
         Some(Reset::Reprobe(self.own_bps.map_or(bps, |own| own.min(bps))))
     }
 
-    /// A reading of the link's loss: the share of packets the transport-wide feedback of the
-    /// last second reported lost, and the share of the peer's own packets the node lost since
-    /// the last reading. Loss soon after a restart ([`CONFIRM_WITHIN`], and
-    /// [`UPLINK_CONFIRM_WITHIN`] for the peer's own packets) says the restart was wrong: it is
-    /// undone.
-    pub fn loss(
-        &mut self,
-        feedback: Option<f32>,
-        uplink: Option<f32>,
-        now: Instant,
-    ) -> Option<Reset> {
-        let lossy = |loss: Option<f32>| loss.is_some_and(|loss| loss >= LOSS_EVIDENCE);
+    /// The share of packets the transport-wide feedback of the last second reported lost, if
+    /// read now. Loss soon after a restart says the restart was wrong: it is undone; so does a
+    /// reading of the peer's own packets lost ([`Recovery::link_read`]) taken since the restart
+    /// and within [`UPLINK_CONFIRM_WITHIN`] of it.
+    pub fn loss(&mut self, feedback: Option<f32>, now: Instant) -> Option<Reset> {
+        let uplink_lossy_at = self.uplink_lossy_at;
         let restart = self.last_restart.filter(|r| {
-            let since = now.saturating_duration_since(r.at);
-            let shown = (lossy(feedback) && since < CONFIRM_WITHIN)
-                || (lossy(uplink) && since < UPLINK_CONFIRM_WITHIN);
-            shown && !self.trusted
+            let fed_back = feedback.is_some_and(|loss| loss >= LOSS_EVIDENCE)
+                && now.saturating_duration_since(r.at) < CONFIRM_WITHIN;
+            let uplink = uplink_lossy_at
+                .and_then(|at| at.checked_duration_since(r.at))
+                .is_some_and(|since| since < UPLINK_CONFIRM_WITHIN);
+            (fed_back || uplink) && !self.trusted
         })?;
         self.trusted = true;
         Some(Reset::Undo(restart.from))
@@ -366,7 +362,7 @@ mod tests {
         assert_eq!(restarts, vec![(520, 1_192_543)]);
         // A clean second after it confirms nothing; another collapse within ten seconds is
         // followed.
-        assert_eq!(r.loss(Some(0.0), None, at(start, 1_000)), None);
+        assert_eq!(r.loss(Some(0.0), at(start, 1_000)), None);
         assert_eq!(r.estimate(2_400_000, false, None, at(start, 1_500)), None);
         assert_eq!(r.estimate(900_000, false, None, at(start, 2_000)), None);
         // Ten seconds on, and mid-call, a collapse is recovered again.
@@ -441,7 +437,7 @@ mod tests {
             Some(Reset::Restart(3_825_000))
         );
         assert_eq!(
-            r.loss(Some(0.28), Some(0.0), at(start, 1_500)),
+            r.loss(Some(0.28), at(start, 1_500)),
             Some(Reset::Undo(590_711))
         );
     }
@@ -502,14 +498,10 @@ mod tests {
         let mut r = restarted(start);
         // The link shrank: the estimator goes back to where it had collapsed to.
         assert_eq!(
-            r.loss(Some(0.3), None, at(start, 900)),
+            r.loss(Some(0.3), at(start, 900)),
             Some(Reset::Undo(600_000))
         );
-        assert_eq!(
-            r.loss(Some(0.3), None, at(start, 1_900)),
-            None,
-            "undone once"
-        );
+        assert_eq!(r.loss(Some(0.3), at(start, 1_900)), None, "undone once");
         for s in [20_000, 40_000] {
             r.estimate(2_000_000, false, None, at(start, s));
             assert_eq!(r.estimate(600_000, false, None, at(start, s + 200)), None);
@@ -525,15 +517,16 @@ mod tests {
     fn the_peers_own_packets_lost_soon_after_a_restart_undo_it() {
         let start = Instant::now();
         let mut r = restarted(start);
+        r.link_read(Some(0.01), Some(2_400_000), at(start, 360));
         assert_eq!(
-            r.loss(Some(0.0), Some(0.01), at(start, 360)),
+            r.loss(Some(0.0), at(start, 360)),
             None,
             "under the evidence"
         );
         // As the engine reads a link: the reading, then the undo, then the estimator set.
         r.link_read(Some(0.55), Some(2_400_000), at(start, 400));
         assert_eq!(
-            r.loss(Some(0.0), Some(0.55), at(start, 400)),
+            r.loss(Some(0.0), at(start, 400)),
             Some(Reset::Undo(600_000))
         );
         r.estimator_reset();
@@ -541,26 +534,35 @@ mod tests {
             r.shrinking(600_000, at(start, 400)),
             "the link shrank, and the estimator is not read since it was set"
         );
-        assert_eq!(
-            r.loss(Some(0.0), Some(0.55), at(start, 650)),
-            None,
-            "undone once"
-        );
+        r.link_read(Some(0.55), None, at(start, 650));
+        assert_eq!(r.loss(Some(0.0), at(start, 650)), None, "undone once");
         // A second after the restart, the peer's own packets lost say nothing of the downlink.
         let mut late = restarted(start);
-        assert_eq!(late.loss(Some(0.0), Some(0.55), at(start, 1_300)), None);
+        late.link_read(Some(0.55), None, at(start, 1_300));
+        assert_eq!(late.loss(Some(0.0), at(start, 1_300)), None);
         assert_eq!(
-            late.loss(Some(0.05), Some(0.0), at(start, 1_600)),
+            late.loss(Some(0.05), at(start, 1_600)),
             Some(Reset::Undo(600_000)),
             "the feedback's loss still does"
         );
+        // Nor does a reading taken before the restart.
+        let mut before = Recovery::default();
+        before.estimate(2_500_000, false, None, at(start, 0));
+        before.estimate(2_000_000, false, None, at(start, 100));
+        before.link_read(Some(0.55), None, at(start, 150));
+        before.link_read(Some(0.0), None, at(start, 900));
+        assert_eq!(
+            before.estimate(600_000, false, None, at(start, 1_000)),
+            Some(Reset::Restart(1_700_000))
+        );
+        assert_eq!(before.loss(Some(0.0), at(start, 1_100)), None);
     }
 
     #[test]
     fn loss_long_after_a_restart_undoes_nothing() {
         let start = Instant::now();
         let mut r = restarted(start);
-        assert_eq!(r.loss(Some(0.3), None, at(start, 8_000)), None);
+        assert_eq!(r.loss(Some(0.3), at(start, 8_000)), None);
         r.estimate(2_000_000, false, None, at(start, 20_000));
         assert!(
             r.estimate(600_000, false, Some(0.0), at(start, 20_200))

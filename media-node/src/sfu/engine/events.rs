@@ -138,7 +138,7 @@ pub(super) fn on_event(
             p.link_worse |= usable
                 .zip(p.chosen_for_bps)
                 .is_some_and(|(usable, chosen)| (usable as f64) < chosen as f64 * WORSE_BELOW);
-            let undone = p.recovery.loss(peer.egress_loss_fraction, uplink, now);
+            let undone = p.recovery.loss(peer.egress_loss_fraction, now);
             if let Some(reset) = undone {
                 reset_estimator(p, reset, stats);
                 p.link_worse = true;
