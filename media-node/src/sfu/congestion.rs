@@ -222,6 +222,15 @@ impl EgressLink {
         Some(Duration::from_millis(ms))
     }
 
+    /// The pacer's rate was set anew (its estimator was lifted): what it drained at before
+    /// says nothing of how fast it drains now, until the next [`SENDING_WINDOW`] measures it.
+    pub fn pacer_reset(&mut self) {
+        for stream in &mut self.streams {
+            stream.draining_bps = 0;
+            stream.behind = false;
+        }
+    }
+
     /// The node stopped writing to stream `mid` as its send queue ran deep ([`QueueGate`]):
     /// the link is full at what the stream carried, as with a backlog the rates show, but
     /// now rather than at the next [`RATE_WINDOW`]. Without it the layers were chosen again

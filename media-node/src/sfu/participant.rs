@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::Rtc;
+use str0m::bwe::Bitrate;
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
@@ -13,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::QUALITY;
 use super::congestion::{EgressLink, Gate, QueueGate};
-use super::recovery::Recovery;
+use super::recovery::{LIFT_QUEUE_ABOVE, Recovery};
 use super::rewrite::{Incoming, Rewriter, starts_keyframe};
 use super::simulcast::{LayerRate, Layers, Selection};
 use crate::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
@@ -60,6 +61,22 @@ fn fresh_history(stream: &mut StreamTx) {
 }
 
 /// [`fresh_history`] for the outgoing stream `mid` of a connection, if it has one.
+/// How long what waits in video stream `mid`'s send queue takes to leave: its oldest
+/// packet's age, or longer when the node writes faster than the pacer sends
+/// (`EgressLink::drain_time`).
+fn send_queue_wait(rtc: &mut Rtc, link: &EgressLink, mid: Mid, now: Instant) -> Duration {
+    let mut api = rtc.direct_api();
+    let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+        return Duration::ZERO;
+    };
+    let queue = stream.queue_info();
+    let age = queue
+        .and_then(|q| q.first_unsent())
+        .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+    let drain = queue.and_then(|q| link.drain_time(mid, q.byte_size()));
+    age.max(drain.unwrap_or_default())
+}
+
 fn fresh_history_of(rtc: Option<&mut Rtc>, mid: Mid) {
     let mut api = rtc.map(|rtc| rtc.direct_api());
     if let Some(stream) = api.as_mut().and_then(|a| a.stream_tx_by_mid(mid, None)) {
@@ -250,6 +267,9 @@ pub struct Forward {
     /// The subscriber's send queue got too deep with this packet: its video is held back
     /// (`congestion::QueueGate`) until the queue drains.
     pub hold_began: bool,
+    /// Its estimate was lifted to what its layers carry, its video waiting in the send queue
+    /// on a link that loses nothing (`Recovery::backlogged`).
+    pub lifted: bool,
 }
 
 #[derive(Debug)]
@@ -318,6 +338,10 @@ pub struct Participant {
     /// The estimate at which the video it receives moves up a layer; `None` while all of it
     /// is at its best (`Recovery::stagnant`).
     pub up_bps: Option<u64>,
+    /// What the layers it receives now carry, with headroom for headers, resends and audio:
+    /// an estimate under it while their video waits in the send queue is lifted to it
+    /// (`Recovery::backlogged`). 0 while it receives no video.
+    pub carry_bps: u64,
     /// Its link got worse since the layers were chosen (the estimate fell well below that
     /// budget, or the link filled): they are chosen again at once, not at the next round.
     pub link_worse: bool,
@@ -402,6 +426,7 @@ impl Participant {
             chosen_for_bps: None,
             floor_bps: 0,
             up_bps: None,
+            carry_bps: 0,
             link_worse: false,
             joined_at: now,
             first_media_seen: false,
@@ -695,19 +720,34 @@ impl Participant {
             out.keyframe_request = Some(pli(track.source_mid));
             return out;
         }
+        let mut waited = Duration::ZERO;
+        if media.kind == MediaKind::Video {
+            waited = send_queue_wait(rtc, &self.egress_link, mid, now);
+            // A queue the pacer builds on a link that loses nothing: its pace is lifted to
+            // what the layers carry before the queue is deep enough to hold the video.
+            let lift = (waited >= LIFT_QUEUE_ABOVE && !track.gate.held())
+                .then(|| {
+                    let loss = self.egress_link.recent_loss(now);
+                    let estimate = self.estimate_bps.unwrap_or(0);
+                    (self.recovery).backlogged(estimate, self.carry_bps, waited, loss, now)
+                })
+                .flatten();
+            if let Some(lift) = lift {
+                tracing::debug!(target: QUALITY, participant = %self.id, reset = ?lift, ?waited, "estimator reset");
+                rtc.bwe().reset(Bitrate::bps(lift.bps()));
+                self.recovery.estimator_reset();
+                self.estimate_bps = Some(lift.bps());
+                // What drained at the old pace says nothing of the new one.
+                self.egress_link.pacer_reset();
+                out.lifted = true;
+                waited = send_queue_wait(rtc, &self.egress_link, mid, now);
+            }
+        }
         let mut api = rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return out;
         };
         if media.kind == MediaKind::Video {
-            // How long the queue takes to leave: its oldest packet's age, or longer when the
-            // node writes faster than the pacer sends (`EgressLink::drain_time`).
-            let queue = stream.queue_info();
-            let age = queue
-                .and_then(|q| q.first_unsent())
-                .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-            let drain = queue.and_then(|q| self.egress_link.drain_time(mid, q.byte_size()));
-            let waited = age.max(drain.unwrap_or_default());
             // The receiver decodes from this keyframe on: what came before it is not resent
             // (see `forget_resends`).
             if out.switched {

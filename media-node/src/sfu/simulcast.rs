@@ -261,7 +261,7 @@ impl Layers {
     ///
     /// 0 at the top (nothing to grow into: padding would be waste).
     pub fn sustain_bps(&self, target: Option<Rid>, pad: Pad) -> u64 {
-        let now = target.and_then(|rid| self.rate_of(rid)).unwrap_or(0);
+        let now = self.carried_bps(target);
         let next = self.next_bps(target).unwrap_or(0);
         match pad {
             Pad::Grow => next,
@@ -282,7 +282,7 @@ impl Layers {
 
     /// The rate of the layer just above `target` (the lowest layer's without one).
     fn next_bps(&self, target: Option<Rid>) -> Option<u64> {
-        let now = target.and_then(|rid| self.rate_of(rid)).unwrap_or(0);
+        let now = self.carried_bps(target);
         self.rates
             .iter()
             .map(|r| r.bps)
@@ -298,6 +298,12 @@ impl Layers {
 
     fn rate_of(&self, rid: Rid) -> Option<u64> {
         self.rates.iter().find(|r| r.rid == rid).map(|r| r.bps)
+    }
+
+    /// The media rate of the layer a subscriber aiming at `target` receives (0 without one,
+    /// or once it is gone).
+    pub fn carried_bps(&self, target: Option<Rid>) -> u64 {
+        target.and_then(|rid| self.rate_of(rid)).unwrap_or(0)
     }
 
     /// The rate of the lowest layer being sent: the least a subscriber receiving this track

@@ -242,6 +242,9 @@ pub struct EngineStats {
     /// Times a subscriber's estimate stopped growing under what a move up needs while its
     /// link lost nothing, and was measured again (`recovery.rs`).
     pub estimate_reprobes: IntCounter,
+    /// Times a subscriber's video waited in its send queue under an estimate below what its
+    /// layers carry while its link lost nothing, and the estimate was lifted (`recovery.rs`).
+    pub estimate_lifts: IntCounter,
     /// What browsers report of the video they decode (docs/signaling.md#quality-reports).
     pub received_height: Histogram,
     pub received_fps: Histogram,
@@ -447,6 +450,10 @@ impl EngineStats {
                 "bedside_media_estimate_reprobes_total",
                 "Times a subscriber's bandwidth estimate stayed under what its next video layer needs for seconds without growing while its link lost nothing, and was measured again",
             )?,
+            estimate_lifts: counter(
+                "bedside_media_estimate_lifts_total",
+                "Times a subscriber's video waited in its send queue while its bandwidth estimate was under what its layers carry and its link lost nothing, and the estimate was lifted to that",
+            )?,
             keyframes_for_loss: counter(
                 "bedside_media_keyframes_for_loss_total",
                 "Keyframes asked of publishers as a subscriber's link began or stopped losing more than retransmission repairs",
@@ -565,7 +572,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 46] = [
+        let collectors: [&dyn Collector; 47] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -601,6 +608,7 @@ impl EngineStats {
             &self.estimate_restarts_undone,
             &self.estimate_floors,
             &self.estimate_reprobes,
+            &self.estimate_lifts,
             &self.received_height,
             &self.received_fps,
             &self.freezes,
@@ -689,6 +697,9 @@ impl EngineStats {
         }
         if forward.hold_began {
             self.send_queue_holds.inc();
+        }
+        if forward.lifted {
+            self.estimate_lifts.inc();
         }
         if forward.switched {
             self.layer_switches.inc();

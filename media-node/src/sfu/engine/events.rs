@@ -218,6 +218,7 @@ fn reset_estimator(p: &mut Participant, reset: Reset, stats: &EngineStats) {
         Reset::Undo(_) => stats.estimate_restarts_undone.inc(),
         Reset::Floor(_) => stats.estimate_floors.inc(),
         Reset::Reprobe(_) => stats.estimate_reprobes.inc(),
+        Reset::Lift(_) => stats.estimate_lifts.inc(),
     }
 }
 

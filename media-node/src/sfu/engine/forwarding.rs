@@ -30,6 +30,8 @@ struct Demand {
     /// The estimate at which every video moves up a layer (those at their best stay);
     /// `None` when all are at their best.
     up: Option<u64>,
+    /// The media rates of the layers aimed at now.
+    carried: u64,
 }
 
 /// How often layer choices follow the bandwidth estimates.
@@ -38,6 +40,10 @@ const MIN_VIDEO_BPS: u64 = 150_000;
 /// A subscriber's floor (`Participant::floor_bps`) over its lowest layers' media rates: RTP
 /// and SRTP headers, resends, and the audio that shares the pacer.
 const FLOOR_OVER_LOWEST: f64 = 1.5;
+/// What a subscriber's link carries over its video's media rates: RTP and SRTP headers and
+/// retransmissions (its estimator is asked for this over what it wants, and its estimate is
+/// lifted to this over what its layers carry: `Participant::carry_bps`).
+const OVER_MEDIA: f64 = 1.25;
 
 impl Engine {
     /// Delivers what participants produced to the others in their rooms, then lets everyone
@@ -274,6 +280,7 @@ impl Engine {
             sustain,
             lowest,
             up,
+            carried,
             ..
         } = demand;
         let Some(p) = self.participants.get_mut(&id) else {
@@ -281,6 +288,7 @@ impl Engine {
         };
         p.floor_bps = (lowest as f64 * FLOOR_OVER_LOWEST) as u64;
         p.up_bps = up;
+        p.carry_bps = (carried as f64 * OVER_MEDIA) as u64;
         // A move down for bandwidth: the old layer's resends would only delay the new one.
         let mut drained = Vec::new();
         for (track, aim) in p.video_out().zip(aims) {
@@ -308,8 +316,7 @@ impl Engine {
             p.forget_resends(mid);
         }
         if let Some(rtc) = p.rtc.as_mut() {
-            // Headroom for RTP/SRTP overhead and retransmissions.
-            let desired = (desired + desired / 4).max(MIN_VIDEO_BPS);
+            let desired = ((desired as f64 * OVER_MEDIA) as u64).max(MIN_VIDEO_BPS);
             // The next layers' media rates, without the headroom: padding is pure overhead.
             let sustain = sustain.clamp(MIN_VIDEO_BPS, desired);
             rtc.bwe()
@@ -326,6 +333,7 @@ impl Engine {
             sustain: 0,
             lowest: 0,
             up: None,
+            carried: 0,
         };
         // The estimate at which each video moves up a layer (or keeps its best), and whether
         // any has a layer to move up to.
@@ -341,6 +349,7 @@ impl Engine {
                     // there is nothing smaller to send (and a floor near the usual estimate
                     // would restart the estimator again and again).
                     demand.desired += track.total.bps;
+                    demand.carried += track.total.bps;
                     up_total += track.total.bps;
                     track.total.bps
                 }
@@ -350,6 +359,7 @@ impl Engine {
                     demand.desired += layers.wanted_bps(cap, congested);
                     demand.sustain += layers.sustain_bps(target, pad);
                     demand.lowest += layers.lowest_bps();
+                    demand.carried += layers.carried_bps(target);
                     let need = layers.need_bps(cap, congested);
                     let up = layers.up_bps(target);
                     any_up |= up.is_some();
