@@ -41,6 +41,11 @@
 //! while the link's last second lost under [`LOSS_EVIDENCE`] restarts the estimator at the
 //! floor ([`Reset::Floor`]), at most once per [`FLOOR_AT_MOST_EVERY`]: its probes measure the
 //! link from there. A link that cannot carry the floor loses at it, and is then left alone.
+//!
+//! An estimate the layer choice keeps a layer above (its 80% band rides out a busy receiver's
+//! jitter) still paces the layer under its rate, and the send queue grows until it holds the
+//! video: video waiting [`LIFT_QUEUE_ABOVE`] on a link that loses nothing lifts the estimate
+//! to what the layers carry ([`Recovery::backlogged`]), undone by loss as a restart is.
 
 use std::time::{Duration, Instant};
 
