@@ -60,7 +60,6 @@ fn fresh_history(stream: &mut StreamTx) {
     stream.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, RTX_RATIO_CAP);
 }
 
-/// [`fresh_history`] for the outgoing stream `mid` of a connection, if it has one.
 /// How long what waits in video stream `mid`'s send queue takes to leave: its oldest
 /// packet's age, or longer when the node writes faster than the pacer sends
 /// (`EgressLink::drain_time`).
@@ -77,6 +76,7 @@ fn send_queue_wait(rtc: &mut Rtc, link: &EgressLink, mid: Mid, now: Instant) -> 
     age.max(drain.unwrap_or_default())
 }
 
+/// [`fresh_history`] for the outgoing stream `mid` of a connection, if it has one.
 fn fresh_history_of(rtc: Option<&mut Rtc>, mid: Mid) {
     let mut api = rtc.map(|rtc| rtc.direct_api());
     if let Some(stream) = api.as_mut().and_then(|a| a.stream_tx_by_mid(mid, None)) {
@@ -729,7 +729,8 @@ impl Participant {
                 .then(|| {
                     let loss = self.egress_link.recent_loss(now);
                     let estimate = self.estimate_bps.unwrap_or(0);
-                    (self.recovery).backlogged(estimate, self.carry_bps, waited, loss, now)
+                    self.recovery
+                        .backlogged(estimate, self.carry_bps, waited, loss, now)
                 })
                 .flatten();
             if let Some(lift) = lift {
