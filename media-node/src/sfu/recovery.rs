@@ -280,6 +280,12 @@ impl Recovery {
         self.uplink_lossy(now) && self.own_bps.is_none_or(|own| own < estimate)
     }
 
+    /// The link's last second lost under [`LOSS_EVIDENCE`] (`recent_loss`, read lately) and
+    /// the peer's own packets to the node arrive.
+    fn clean_both_ways(&self, recent_loss: Option<f32>, now: Instant) -> bool {
+        recent_loss.is_some_and(|loss| loss < LOSS_EVIDENCE) && !self.uplink_lossy(now)
+    }
+
     fn uplink_lossy(&self, now: Instant) -> bool {
         self.uplink_lossy_at
             .is_some_and(|at| now.saturating_duration_since(at) < UPLINK_FRESH)
@@ -319,9 +325,7 @@ impl Recovery {
         link_full: bool,
         now: Instant,
     ) -> Option<Reset> {
-        let clean = recent_loss.is_some_and(|loss| loss < LOSS_EVIDENCE)
-            && !self.uplink_lossy(now)
-            && !link_full;
+        let clean = self.clean_both_ways(recent_loss, now) && !link_full;
         if !clean || up_bps.is_none_or(|up| bps >= up) {
             self.stagnant_since = None;
             return None;
@@ -370,7 +374,7 @@ impl Recovery {
         recent_loss: Option<f32>,
         now: Instant,
     ) -> Option<Reset> {
-        let clean = recent_loss.is_some_and(|loss| loss < LOSS_EVIDENCE) && !self.uplink_lossy(now);
+        let clean = self.clean_both_ways(recent_loss, now);
         let may = self
             .last_lift
             .is_none_or(|at| now.saturating_duration_since(at) >= LIFT_AT_MOST_EVERY);
