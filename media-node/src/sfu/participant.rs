@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::QUALITY;
 use super::congestion::{EgressLink, Gate, QueueGate};
-use super::recovery::{LIFT_QUEUE_ABOVE, Recovery};
+use super::recovery::{LIFT_QUEUE_ABOVE, Recovery, Reset};
 use super::rewrite::{Incoming, Rewriter, starts_keyframe};
 use super::simulcast::{LayerRate, Layers, Selection};
 use crate::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
@@ -74,6 +74,23 @@ fn send_queue_wait(rtc: &mut Rtc, link: &EgressLink, mid: Mid, now: Instant) -> 
         .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
     let drain = queue.and_then(|q| link.drain_time(mid, q.byte_size()));
     age.max(drain.unwrap_or_default())
+}
+
+/// Sets a subscriber's bandwidth estimator to `reset`'s rate (`recovery.rs`): str0m starts a
+/// fresh one there (its start-up probes measure the link from it), the layers are chosen for
+/// that rate meanwhile (`estimate_bps`), and its own estimate is read again. Takes the
+/// participant's parts, not the participant: the packet path holds its `rtc` while it lifts.
+pub fn reset_estimator(
+    rtc: &mut Rtc,
+    recovery: &mut Recovery,
+    estimate_bps: &mut Option<u64>,
+    id: ParticipantId,
+    reset: Reset,
+) {
+    rtc.bwe().reset(Bitrate::bps(reset.bps()));
+    recovery.estimator_reset();
+    *estimate_bps = Some(reset.bps());
+    tracing::debug!(target: QUALITY, participant = %id, ?reset, "estimator reset");
 }
 
 /// [`fresh_history`] for the outgoing stream `mid` of a connection, if it has one.
@@ -269,7 +286,7 @@ pub struct Forward {
     pub hold_began: bool,
     /// Its estimate was lifted to what its layers carry, its video waiting in the send queue
     /// on a link that loses nothing (`Recovery::backlogged`).
-    pub lifted: bool,
+    pub lifted: Option<Reset>,
 }
 
 #[derive(Debug)]
@@ -734,13 +751,12 @@ impl Participant {
                 })
                 .flatten();
             if let Some(lift) = lift {
-                tracing::debug!(target: QUALITY, participant = %self.id, reset = ?lift, ?waited, "estimator reset");
-                rtc.bwe().reset(Bitrate::bps(lift.bps()));
-                self.recovery.estimator_reset();
-                self.estimate_bps = Some(lift.bps());
+                tracing::debug!(target: QUALITY, participant = %self.id, ?waited, "send queue under a low estimate");
+                let (recovery, estimate) = (&mut self.recovery, &mut self.estimate_bps);
+                reset_estimator(rtc, recovery, estimate, self.id, lift);
                 // What drained at the old pace says nothing of the new one.
                 self.egress_link.pacer_reset();
-                out.lifted = true;
+                out.lifted = Some(lift);
                 waited = send_queue_wait(rtc, &self.egress_link, mid, now);
             }
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use str0m::media::MediaKind;
 
 use super::participant::Forward;
+use super::recovery::Reset;
 use crate::protocol::MediaPath;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -690,6 +691,17 @@ impl EngineStats {
         }
     }
 
+    /// A subscriber's bandwidth estimator was set to a rate (`recovery.rs`), for one reason.
+    pub fn estimator_reset(&self, reset: Reset) {
+        match reset {
+            Reset::Restart(_) => self.estimate_restarts.inc(),
+            Reset::Undo(_) => self.estimate_restarts_undone.inc(),
+            Reset::Floor(_) => self.estimate_floors.inc(),
+            Reset::Reprobe(_) => self.estimate_reprobes.inc(),
+            Reset::Lift(_) => self.estimate_lifts.inc(),
+        }
+    }
+
     /// One frame offered to one subscriber.
     pub fn forwarded(&self, forward: &Forward) {
         if forward.written {
@@ -698,8 +710,8 @@ impl EngineStats {
         if forward.hold_began {
             self.send_queue_holds.inc();
         }
-        if forward.lifted {
-            self.estimate_lifts.inc();
+        if let Some(lift) = forward.lifted {
+            self.estimator_reset(lift);
         }
         if forward.switched {
             self.layer_switches.inc();

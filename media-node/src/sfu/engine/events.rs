@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use str0m::bwe::{Bitrate, BweKind};
+use str0m::bwe::BweKind;
 use str0m::channel::ChannelData;
 use str0m::media::MediaKind;
 use str0m::net::Protocol;
@@ -13,7 +13,7 @@ use str0m::{Event, IceConnectionState};
 use crate::protocol::{ErrorCode, MediaPath, PROTOCOL_VERSION, ProtocolError, ServerMessage};
 use crate::sfu::QUALITY;
 use crate::sfu::congestion::{Carried, Restart};
-use crate::sfu::participant::{ChatRefusal, Participant, Propagated};
+use crate::sfu::participant::{self, ChatRefusal, Participant, Propagated};
 use crate::sfu::recovery::Reset;
 use crate::sfu::stats::EngineStats;
 
@@ -204,22 +204,12 @@ pub(super) fn on_event(
     }
 }
 
-/// Starts the participant's bandwidth estimator again from a rate (`recovery.rs`): its
-/// start-up probes measure the link from there, and the layers are chosen for that meanwhile.
+/// Starts the participant's bandwidth estimator again from a rate (`recovery.rs`), counted.
 fn reset_estimator(p: &mut Participant, reset: Reset, stats: &EngineStats) {
     if let Some(rtc) = p.rtc.as_mut() {
-        rtc.bwe().reset(Bitrate::bps(reset.bps()));
+        participant::reset_estimator(rtc, &mut p.recovery, &mut p.estimate_bps, p.id, reset);
     }
-    p.recovery.estimator_reset();
-    p.estimate_bps = Some(reset.bps());
-    tracing::debug!(target: QUALITY, participant = %p.id, ?reset, "estimator reset");
-    match reset {
-        Reset::Restart(_) => stats.estimate_restarts.inc(),
-        Reset::Undo(_) => stats.estimate_restarts_undone.inc(),
-        Reset::Floor(_) => stats.estimate_floors.inc(),
-        Reset::Reprobe(_) => stats.estimate_reprobes.inc(),
-        Reset::Lift(_) => stats.estimate_lifts.inc(),
-    }
+    stats.estimator_reset(reset);
 }
 
 /// A message on the participant's `bedside` channel: chat for the room, within its limits.
