@@ -113,7 +113,6 @@ pub fn carry_out(
             tracing::debug!(target: QUALITY, participant = %id, desired, "estimator asked to probe");
         }
         Measure::Reset(reset) => reset_estimator(rtc, recovery, estimate_bps, id, reset),
-        Measure::Met => {}
     }
 }
 

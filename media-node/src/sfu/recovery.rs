@@ -133,8 +133,6 @@ pub enum Measure {
     Probe(u64),
     /// Start the estimator again at the reset's rate.
     Reset(Reset),
-    /// The estimator's own estimate reached the rate being measured: nothing to do.
-    Met,
 }
 
 /// A restart of the estimator, kept until it is confirmed or undone.
@@ -346,10 +344,10 @@ impl Recovery {
     }
 
     /// At each reading of the estimator's own estimate ([`Recovery::link_read`]), what a
-    /// restart being measured needs: [`Measure::Met`] once the own estimate reached
-    /// [`PROBE_TOOK`] of its rate, the estimator started at the rate after [`PROBE_WAIT`], and
-    /// otherwise another ask (str0m drops one that comes while its estimator sees overuse);
-    /// nothing while no restart is measured (or loss undid it).
+    /// restart being measured needs: nothing once the own estimate reached
+    /// [`PROBE_TOOK`] of its rate (or loss undid it), the estimator started at the rate after
+    /// [`PROBE_WAIT`], and otherwise another ask (str0m drops one that comes while its
+    /// estimator sees overuse).
     pub fn probed(&mut self, desired: u64, now: Instant) -> Option<Measure> {
         let probing = self.probing.as_mut()?;
         let rate = probing.reset.bps();
@@ -358,7 +356,7 @@ impl Recovery {
             .is_some_and(|own| own as f64 >= rate as f64 * PROBE_TOOK)
         {
             self.probing = None;
-            return Some(Measure::Met);
+            return None;
         }
         if now.saturating_duration_since(probing.since) >= PROBE_WAIT {
             let reset = probing.reset;
@@ -1048,8 +1046,7 @@ mod tests {
         let mut r = Recovery::default();
         r.measure(Reset::Restart(2_000_000), 1_500_000, start);
         r.link_read(Some(0.0), Some(1_850_000), at(start, 250));
-        assert_eq!(r.probed(1_500_000, at(start, 250)), Some(Measure::Met));
-        assert_eq!(r.probed(1_500_000, at(start, 300)), None, "done");
+        assert_eq!(r.probed(1_500_000, at(start, 250)), None);
         assert_eq!(
             r.held(1_700_000),
             1_700_000,

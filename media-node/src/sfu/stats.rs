@@ -233,11 +233,9 @@ pub struct EngineStats {
     pub keyframes_for_loss: IntCounter,
     /// Times a subscriber's video was held back because its send queue was too deep.
     pub send_queue_holds: IntCounter,
-    /// Times a subscriber's collapsed estimate was measured again (`recovery.rs`), times the
-    /// estimator met the restart's rate itself within a second of being asked to probe (not
-    /// started again), and times the link then showed the collapse was real.
+    /// Times a subscriber's collapsed estimate was measured again (`recovery.rs`), and times
+    /// the link then showed the collapse was real.
     pub estimate_restarts: IntCounter,
-    pub estimate_restarts_met: IntCounter,
     pub estimate_restarts_undone: IntCounter,
     /// Times a subscriber's estimate sank under what its lowest layers need while its link
     /// lost nothing, and was lifted to that floor (`recovery.rs`).
@@ -441,10 +439,6 @@ impl EngineStats {
                 "bedside_media_estimate_restarts_total",
                 "Times a subscriber's bandwidth estimate collapsed while its link lost and held back nothing, and was measured again",
             )?,
-            estimate_restarts_met: counter(
-                "bedside_media_estimate_restarts_met_total",
-                "Times a subscriber's estimator, asked to probe after a collapse, reached 90% of the restart's rate within a second and was not started again",
-            )?,
             estimate_restarts_undone: counter(
                 "bedside_media_estimate_restarts_undone_total",
                 "Times a subscriber's link lost packets soon after its estimate was measured again: the collapse was real and the estimate went back",
@@ -579,7 +573,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 48] = [
+        let collectors: [&dyn Collector; 47] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -612,7 +606,6 @@ impl EngineStats {
             &self.keyframes_for_loss,
             &self.send_queue_holds,
             &self.estimate_restarts,
-            &self.estimate_restarts_met,
             &self.estimate_restarts_undone,
             &self.estimate_floors,
             &self.estimate_reprobes,

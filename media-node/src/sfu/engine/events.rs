@@ -130,9 +130,6 @@ pub(super) fn on_event(
             p.recovery.link_read(uplink, raw, now);
             if let Some(measure) = p.recovery.probed(p.asked_bps.1, now) {
                 tracing::debug!(target: QUALITY, participant = %p.id, ?measure, "estimator measure");
-                if measure == Measure::Met {
-                    stats.estimate_restarts_met.inc();
-                }
                 carry_out(p, measure);
             }
             if let Some(loss) = peer.egress_loss_fraction {
