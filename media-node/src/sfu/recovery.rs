@@ -125,11 +125,8 @@ struct Probing {
 /// How a reset of the estimator is carried out ([`Recovery::measure`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measure {
-    /// Ask str0m to probe for this rate (its `set_bitrate` desired rate): a rise wakes its
-    /// probe controller at once, which sends an allocation probe, or within a second of its
-    /// own exponential probes the next of those (all the traced asks of 2026-12-07 got the
-    /// latter); a probe's result sets the estimate, and the delay detector keeps what it
-    /// learned of the link.
+    /// Ask str0m to probe for this rate (its `set_bitrate` desired rate): a probe's result
+    /// sets its estimate, and its delay detector keeps what it learned of the link.
     Probe(u64),
     /// Start the estimator again at the reset's rate.
     Reset(Reset),
