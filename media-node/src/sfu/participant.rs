@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::QUALITY;
 use super::congestion::{EgressLink, Gate, QueueGate};
-use super::recovery::{LIFT_QUEUE_ABOVE, Measure, Recovery, Reset};
+use super::recovery::{LIFT_QUEUE_ABOVE, Recovery, Reset};
 use super::rewrite::{Incoming, Rewriter, starts_keyframe};
 use super::simulcast::{LayerRate, Layers, Selection};
 use crate::protocol::{PROTOCOL_VERSION, ServerMessage, TrackKind};
@@ -91,29 +91,6 @@ pub fn reset_estimator(
     recovery.estimator_reset();
     *estimate_bps = Some(reset.bps());
     tracing::debug!(target: QUALITY, participant = %id, ?reset, "estimator reset");
-}
-
-/// Carries out a reset of the estimator as `recovery` says ([`Recovery::measure`],
-/// [`Recovery::probed`]): asks str0m to probe, keeping the padding the last layer choice asked
-/// for (`asked`, its `set_bitrate` rates, until the next choice sets them again), or starts
-/// the estimator again.
-pub fn carry_out(
-    rtc: &mut Rtc,
-    recovery: &mut Recovery,
-    estimate_bps: &mut Option<u64>,
-    asked: (u64, u64),
-    id: ParticipantId,
-    measure: Measure,
-) {
-    match measure {
-        Measure::Probe(desired) => {
-            let sustain = asked.0.min(desired);
-            rtc.bwe()
-                .set_bitrate(Bitrate::bps(sustain), Bitrate::bps(desired));
-            tracing::debug!(target: QUALITY, participant = %id, desired, "estimator asked to probe");
-        }
-        Measure::Reset(reset) => reset_estimator(rtc, recovery, estimate_bps, id, reset),
-    }
 }
 
 /// [`fresh_history`] for the outgoing stream `mid` of a connection, if it has one.
@@ -382,8 +359,6 @@ pub struct Participant {
     /// an estimate under it while their video waits in the send queue is lifted to it
     /// (`Recovery::backlogged`). 0 while it receives no video.
     pub carry_bps: u64,
-    /// What its estimator was last asked to pad up to and probe for (str0m's `set_bitrate`).
-    pub asked_bps: (u64, u64),
     /// Its link got worse since the layers were chosen (the estimate fell well below that
     /// budget, or the link filled): they are chosen again at once, not at the next round.
     pub link_worse: bool,
@@ -469,7 +444,6 @@ impl Participant {
             floor_bps: 0,
             up_bps: None,
             carry_bps: 0,
-            asked_bps: (0, 0),
             link_worse: false,
             joined_at: now,
             first_media_seen: false,
@@ -777,10 +751,9 @@ impl Participant {
                 })
                 .flatten();
             if let Some(lift) = lift {
-                tracing::debug!(target: QUALITY, participant = %self.id, reset = ?lift, ?waited, "send queue under a low estimate");
-                let measure = self.recovery.measure(lift, self.asked_bps.1, now);
+                tracing::debug!(target: QUALITY, participant = %self.id, ?waited, "send queue under a low estimate");
                 let (recovery, estimate) = (&mut self.recovery, &mut self.estimate_bps);
-                carry_out(rtc, recovery, estimate, self.asked_bps, self.id, measure);
+                reset_estimator(rtc, recovery, estimate, self.id, lift);
                 // What drained at the old pace says nothing of the new one.
                 self.egress_link.pacer_reset();
                 out.lifted = Some(lift);

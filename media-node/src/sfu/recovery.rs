@@ -104,34 +104,6 @@ pub const LIFT_QUEUE_ABOVE: Duration = Duration::from_millis(200);
 /// The fewest seconds between two lifts of one subscriber's estimate to what its layers carry.
 pub const LIFT_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 
-/// How long a probe asked for a restart ([`Recovery::measure`]) has to raise the
-/// estimator's own estimate before the estimator is started again at the rate instead.
-pub const PROBE_WAIT: Duration = Duration::from_secs(1);
-/// The share of the rate asked for that the estimator's own estimate reaches when a probe
-/// measured it.
-pub const PROBE_TOOK: f64 = 0.9;
-/// What each new ask raises the rate the estimator is asked to probe for by: str0m probes
-/// for an allocation only as that rate rises.
-pub const PROBE_STEP_BPS: u64 = 1_000;
-
-/// A restart measured by the estimator's probes, until they raise its own estimate.
-#[derive(Debug, Clone, Copy)]
-struct Probing {
-    reset: Reset,
-    since: Instant,
-    asks: u64,
-}
-
-/// How a reset of the estimator is carried out ([`Recovery::measure`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Measure {
-    /// Ask str0m to probe for this rate (its `set_bitrate` desired rate): a probe's result
-    /// sets its estimate, and its delay detector keeps what it learned of the link.
-    Probe(u64),
-    /// Start the estimator again at the reset's rate.
-    Reset(Reset),
-}
-
 /// A restart of the estimator, kept until it is confirmed or undone.
 #[derive(Debug, Clone, Copy)]
 struct Restarted {
@@ -205,8 +177,6 @@ pub struct Recovery {
     stagnant_since: Option<(Instant, u64)>,
     /// When a stagnant estimate was last measured again.
     last_reprobe: Option<Instant>,
-    /// A restart being measured by probes.
-    probing: Option<Probing>,
 }
 
 impl Recovery {
@@ -292,75 +262,9 @@ impl Recovery {
         }
     }
 
-    /// The estimator was set to a rate: its own estimate is read again, and what probes were
-    /// measuring is done.
+    /// The estimator was set to a rate: its own estimate is read again.
     pub fn estimator_reset(&mut self) {
         self.own_bps = None;
-        self.probing = None;
-    }
-
-    /// How to carry out `reset`, the estimator asked to probe for `desired` now: a restart is
-    /// first measured by probes up to its rate (the layers are chosen for that rate meanwhile,
-    /// [`Recovery::held`]), and the estimator is started again there only if they do not
-    /// raise its own estimate within [`PROBE_WAIT`] ([`Recovery::probed`]); the others start it
-    /// again at once (a lift among them: its video waits in the send queue, and a probe
-    /// blocked by an overuse signal let the queue reach the hold, Chromium test, 2026-12-07).
-    /// A reset ends what probes were measuring.
-    ///
-    /// A started estimator is a fresh one: its delay detector's threshold, adapted to a busy
-    /// receiver's jitter, starts again at libwebrtc's 12.5 ms, its acknowledged rate is
-    /// measured over a few packets, and its start-up probes burst at 3 and 6 times where it
-    /// starts. On a clean loopback link beside two busy Chromiums such a restart collapsed
-    /// again within 0.7 s (2.3 to 0.79 Mbit/s), then the lift's fresh estimator too, and the
-    /// send-queue hold moved the subscriber to the middle layer for 7 s (Chromium test,
-    /// 2026-12-07). A probe's result sets the estimate of the estimator that has learned the
-    /// link (str0m's `set_probe_result`, as libwebrtc's after a large drop).
-    pub fn measure(&mut self, reset: Reset, desired: u64, now: Instant) -> Measure {
-        match reset {
-            Reset::Restart(_) => {
-                let probing = self.probing.insert(Probing {
-                    reset,
-                    since: now,
-                    asks: 0,
-                });
-                Measure::Probe(next_ask(probing, desired))
-            }
-            _ => {
-                self.probing = None;
-                Measure::Reset(reset)
-            }
-        }
-    }
-
-    /// The estimate the layers are chosen for while a restart is measured: at least
-    /// its rate, as a started estimator would report it. (str0m reports the average of its
-    /// estimates of the last 3 s, which stays near the collapse until the probe's result.)
-    pub fn held(&self, estimate: u64) -> u64 {
-        self.probing
-            .map_or(estimate, |probing| estimate.max(probing.reset.bps()))
-    }
-
-    /// At each reading of the estimator's own estimate ([`Recovery::link_read`]), what a
-    /// restart being measured needs: nothing once the own estimate reached
-    /// [`PROBE_TOOK`] of its rate (or loss undid it), the estimator started at the rate after
-    /// [`PROBE_WAIT`], and otherwise another ask (str0m drops one that comes while its
-    /// estimator sees overuse).
-    pub fn probed(&mut self, desired: u64, now: Instant) -> Option<Measure> {
-        let probing = self.probing.as_mut()?;
-        let rate = probing.reset.bps();
-        if self
-            .own_bps
-            .is_some_and(|own| own as f64 >= rate as f64 * PROBE_TOOK)
-        {
-            self.probing = None;
-            return None;
-        }
-        if now.saturating_duration_since(probing.since) >= PROBE_WAIT {
-            let reset = probing.reset;
-            self.probing = None;
-            return Some(Measure::Reset(reset));
-        }
-        Some(Measure::Probe(next_ask(probing, desired)))
     }
 
     /// The link shrinks: the node loses the peer's own packets and the estimator's own
@@ -498,16 +402,8 @@ impl Recovery {
             (fed_back || uplink) && !self.trusted
         })?;
         self.trusted = true;
-        self.probing = None;
         Some(Reset::Undo(restart.from))
     }
-}
-
-/// The rate to ask the estimator to probe for: over both the rate being measured and what it
-/// is asked for now, and higher than the last ask.
-fn next_ask(probing: &mut Probing, desired: u64) -> u64 {
-    probing.asks += 1;
-    probing.reset.bps().max(desired) + probing.asks * PROBE_STEP_BPS
 }
 
 #[cfg(test)]
@@ -1005,57 +901,5 @@ mod tests {
             r.estimate(900_000, false, Some(0.0), at(start, 9_900)),
             Some(Reset::Restart(1_734_000))
         );
-    }
-
-    #[test]
-    fn a_restart_is_measured_by_probes_and_started_only_if_they_do_not_raise_the_estimate() {
-        let start = Instant::now();
-        let mut r = Recovery::default();
-        r.link_read(Some(0.0), Some(700_000), start);
-        let restart = Reset::Restart(2_000_000);
-        // Each ask is over the rate and over what the layers ask for, and higher than the last.
-        assert_eq!(
-            r.measure(restart, 1_500_000, start),
-            Measure::Probe(2_001_000)
-        );
-        assert_eq!(
-            r.held(800_000),
-            2_000_000,
-            "the layers are chosen for the rate meanwhile"
-        );
-        r.link_read(Some(0.0), Some(900_000), at(start, 250));
-        assert_eq!(
-            r.probed(2_500_000, at(start, 250)),
-            Some(Measure::Probe(2_502_000))
-        );
-        r.link_read(Some(0.0), Some(900_000), at(start, 1_000));
-        assert_eq!(
-            r.probed(1_500_000, at(start, 1_000)),
-            Some(Measure::Reset(restart))
-        );
-        assert_eq!(r.probed(1_500_000, at(start, 1_250)), None, "done");
-        assert_eq!(r.held(800_000), 800_000);
-    }
-
-    #[test]
-    fn a_probe_that_raises_the_estimate_ends_the_measurement_and_a_lift_starts_at_once() {
-        let start = Instant::now();
-        let mut r = Recovery::default();
-        r.measure(Reset::Restart(2_000_000), 1_500_000, start);
-        r.link_read(Some(0.0), Some(1_850_000), at(start, 250));
-        assert_eq!(r.probed(1_500_000, at(start, 250)), None);
-        assert_eq!(
-            r.held(1_700_000),
-            1_700_000,
-            "the estimator's own reports count again"
-        );
-        // A lift's video waits in the send queue: no time to measure, and it ends a measurement.
-        r.measure(Reset::Restart(2_000_000), 1_500_000, at(start, 500));
-        let lift = Reset::Lift(1_400_000);
-        assert_eq!(
-            r.measure(lift, 1_500_000, at(start, 600)),
-            Measure::Reset(lift)
-        );
-        assert_eq!(r.probed(1_500_000, at(start, 750)), None);
     }
 }

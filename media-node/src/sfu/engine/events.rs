@@ -14,7 +14,7 @@ use crate::protocol::{ErrorCode, MediaPath, PROTOCOL_VERSION, ProtocolError, Ser
 use crate::sfu::QUALITY;
 use crate::sfu::congestion::{Carried, Restart};
 use crate::sfu::participant::{self, ChatRefusal, Participant, Propagated};
-use crate::sfu::recovery::{Measure, Reset};
+use crate::sfu::recovery::Reset;
 use crate::sfu::stats::EngineStats;
 
 /// An estimate this far below the budget the layers were chosen for has them chosen again at
@@ -113,10 +113,9 @@ pub(super) fn on_event(
                 .estimate(estimate, full, loss, now)
                 .or_else(|| p.recovery.starved(estimate, p.floor_bps, loss, now));
             if let Some(reset) = reset {
-                reset_estimator(p, reset, stats, now);
+                reset_estimator(p, reset, stats);
                 estimate = reset.bps();
             }
-            let estimate = p.recovery.held(estimate);
             p.estimate_bps = Some(estimate);
             tracing::debug!(target: QUALITY, participant = %p.id, estimate, full, ?loss, "estimate");
             p.link_worse |= p
@@ -128,10 +127,6 @@ pub(super) fn on_event(
             stats.peer(&peer);
             let (uplink, raw) = (peer.ingress_loss_fraction, peer.bwe_tx.map(|b| b.as_u64()));
             p.recovery.link_read(uplink, raw, now);
-            if let Some(measure) = p.recovery.probed(p.asked_bps.1, now) {
-                tracing::debug!(target: QUALITY, participant = %p.id, ?measure, "estimator measure");
-                carry_out(p, measure);
-            }
             if let Some(loss) = peer.egress_loss_fraction {
                 p.egress_link.link_loss(loss, now);
                 tracing::debug!(target: QUALITY, participant = %p.id, loss, ?uplink, ?raw, "link loss");
@@ -145,7 +140,7 @@ pub(super) fn on_event(
                 .is_some_and(|(usable, chosen)| (usable as f64) < chosen as f64 * WORSE_BELOW);
             let undone = p.recovery.loss(peer.egress_loss_fraction, now);
             if let Some(reset) = undone {
-                reset_estimator(p, reset, stats, now);
+                reset_estimator(p, reset, stats);
                 p.link_worse = true;
             }
             // str0m reports its estimate as it changes, so one that sank or stopped stays
@@ -158,7 +153,7 @@ pub(super) fn on_event(
                     .or_else(|| recovery.stagnant(estimate, p.up_bps, loss, full, now))
             });
             if let Some(reset) = stuck {
-                reset_estimator(p, reset, stats, now);
+                reset_estimator(p, reset, stats);
             }
             None
         }
@@ -209,24 +204,12 @@ pub(super) fn on_event(
     }
 }
 
-/// Restarts, lifts or sets the participant's bandwidth estimator (`recovery.rs`), counted: a
-/// restart is measured by probes first (`Recovery::measure`).
-fn reset_estimator(p: &mut Participant, reset: Reset, stats: &EngineStats, now: Instant) {
-    stats.estimator_reset(reset);
-    let measure = p.recovery.measure(reset, p.asked_bps.1, now);
-    if matches!(measure, Measure::Probe(_)) {
-        tracing::debug!(target: QUALITY, participant = %p.id, ?reset, "estimator to be measured");
-        p.estimate_bps = Some(p.recovery.held(reset.bps()));
-    }
-    carry_out(p, measure);
-}
-
-/// [`participant::carry_out`] for the participant's connection, if it has one.
-fn carry_out(p: &mut Participant, measure: Measure) {
+/// Starts the participant's bandwidth estimator again from a rate (`recovery.rs`), counted.
+fn reset_estimator(p: &mut Participant, reset: Reset, stats: &EngineStats) {
     if let Some(rtc) = p.rtc.as_mut() {
-        let (recovery, estimate) = (&mut p.recovery, &mut p.estimate_bps);
-        participant::carry_out(rtc, recovery, estimate, p.asked_bps, p.id, measure);
+        participant::reset_estimator(rtc, &mut p.recovery, &mut p.estimate_bps, p.id, reset);
     }
+    stats.estimator_reset(reset);
 }
 
 /// A message on the participant's `bedside` channel: chat for the room, within its limits.

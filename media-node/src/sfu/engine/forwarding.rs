@@ -321,7 +321,6 @@ impl Engine {
             let sustain = sustain.clamp(MIN_VIDEO_BPS, desired);
             rtc.bwe()
                 .set_bitrate(Bitrate::bps(sustain), Bitrate::bps(desired));
-            p.asked_bps = (sustain, desired);
         }
     }
 
