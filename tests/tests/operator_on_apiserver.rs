@@ -1568,14 +1568,23 @@ async fn an_operator_given_some_namespaces_writes_there_and_nowhere_else() {
         "nothing written where the operator may not write"
     );
 
-    let (_, metrics) = operator.http_get("/metrics").await.expect("/metrics");
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l
-                .starts_with("bedside_operator_reconcile_errors_total{reason=\"not_permitted\"}")),
-        "the errors metric names what an SRE must grant: {metrics}"
-    );
+    // The errors metric is counted when the failed reconcile returns, just after the status.
+    eventually(
+        "the errors metric names what an SRE must grant",
+        WAIT,
+        || async {
+            let (_, metrics) = operator.http_get("/metrics").await?;
+            metrics
+                .lines()
+                .any(|l| {
+                    l.starts_with(
+                        "bedside_operator_reconcile_errors_total{reason=\"not_permitted\"}",
+                    )
+                })
+                .then_some(())
+        },
+    )
+    .await;
 
     // The grant the status names: the tenant is provisioned on the next retry.
     service_account_token(&cluster, "bedside-operator-scoped", Some(&[ELSEWHERE]))

@@ -126,7 +126,7 @@ async fn reconcile(bg: Arc<BreakGlass>, ctx: Arc<Context>) -> Result<Action, Err
         _ => withdraw(&ctx, &bg).await?,
     }
     written.link_secret = active.then(|| link_secret_name(&name));
-    write_status(&ctx, &bg, &written).await?;
+    // The gauge first: whoever reads the status written below finds it already there.
     let gauge = [namespace.as_str(), bg.spec.tenant.as_str(), name.as_str()];
     if active {
         ctx.metrics
@@ -136,6 +136,7 @@ async fn reconcile(bg: Arc<BreakGlass>, ctx: Arc<Context>) -> Result<Action, Err
     } else {
         let _ = ctx.metrics.break_glass_active.remove_label_values(&gauge);
     }
+    write_status(&ctx, &bg, &written).await?;
     let next = decision.look_again.map_or(RESYNC, |d| d.min(RESYNC));
     Ok(Action::requeue(next.max(Duration::from_millis(200))))
 }

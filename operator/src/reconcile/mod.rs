@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bedside_crds::validation::{TenantValidator, ValidationSetupError};
 use bedside_crds::{HealthcareTenant, HealthcareTenantStatus};
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ApiResource, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -714,6 +714,14 @@ async fn write_status(
             }
         }),
     };
+    // The gauges go first: whoever reads the status written below finds them already there.
+    record_status_metrics(
+        ctx,
+        namespace,
+        &tenant.name_any(),
+        &conditions,
+        &observed.baa,
+    );
     // An unchanged status is not written again: no write, no watch event, no churn.
     if &status != previous_status {
         let patch = json!({
@@ -733,32 +741,6 @@ async fn write_status(
         ctx.status_seen_at(tenant, written.resource_version());
     }
 
-    let name = tenant.name_any();
-    for c in &conditions {
-        for status in ["True", "False", "Unknown"] {
-            ctx.metrics
-                .tenant_condition
-                .with_label_values(&[namespace, &name, &c.type_, status])
-                .set(i64::from(c.status == status));
-        }
-    }
-    let expiry = match observed.baa {
-        BaaState::Active {
-            expires_on: Some(d),
-        }
-        | BaaState::Expired { expired_on: d } => d
-            .tomorrow()
-            .ok()
-            .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
-            .map(|z| z.timestamp().as_second()),
-        _ => None,
-    };
-    if let Some(at) = expiry {
-        ctx.metrics
-            .baa_expiry
-            .with_label_values(&[namespace, &name])
-            .set(at);
-    }
     for c in status::transitions(previous, &conditions) {
         if c.type_ == "BAAActive" {
             let what = Happening::BaaChanged {
@@ -782,6 +764,41 @@ async fn write_status(
         .await;
     }
     Ok(())
+}
+
+/// The tenant's conditions and its agreement's end as gauges, for dashboards and alerts.
+fn record_status_metrics(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    conditions: &[Condition],
+    baa: &BaaState,
+) {
+    for c in conditions {
+        for status in ["True", "False", "Unknown"] {
+            ctx.metrics
+                .tenant_condition
+                .with_label_values(&[namespace, name, &c.type_, status])
+                .set(i64::from(c.status == status));
+        }
+    }
+    let expiry = match baa {
+        BaaState::Active {
+            expires_on: Some(d),
+        }
+        | BaaState::Expired { expired_on: d } => d
+            .tomorrow()
+            .ok()
+            .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+            .map(|z| z.timestamp().as_second()),
+        _ => None,
+    };
+    if let Some(at) = expiry {
+        ctx.metrics
+            .baa_expiry
+            .with_label_values(&[namespace, name])
+            .set(at);
+    }
 }
 
 async fn cleanup(tenant: &HealthcareTenant, ctx: &Context) -> Result<Action, Error> {
