@@ -59,6 +59,12 @@ impl Netns {
         Netns { name }
     }
 
+    /// A namespace created earlier (by another process), to run commands in; dropping it
+    /// deletes it, as for one created here.
+    pub fn existing(name: String) -> Netns {
+        Netns { name }
+    }
+
     /// Adds a veth pair with both ends inside the namespace, `a` and `b` each with its
     /// address (a /24), for software that will not use loopback (Janus's ICE). Traffic
     /// between the two addresses is local, so it still takes the loopback path.

@@ -89,6 +89,7 @@ impl PodCluster {
     /// Brings the cluster up (about 30 s): the Kubernetes binaries come from the testbed cache
     /// or a source build ([`binaries::kube_binary`]).
     pub fn start() -> Result<PodCluster, HarnessError> {
+        sweep_stale();
         let dir = tempfile::Builder::new()
             .prefix("bedside-pods-")
             .tempdir()
@@ -117,6 +118,13 @@ impl PodCluster {
             })?;
         }
         let netns = Netns::create();
+        // Read by the next run's sweep if this process dies before its drop.
+        std::fs::write(dir.path().join(NETNS_FILE), &netns.name).map_err(|source| {
+            HarnessError::Io {
+                action: "record the cluster's namespace",
+                source,
+            }
+        })?;
         let state = dir.path().join("state");
         let output = netns
             .command("bash")
@@ -343,6 +351,56 @@ fn succeeded(action: &'static str, output: std::process::Output) -> Result<(), H
             log: String::from_utf8_lossy(&output.stderr).into_owned(),
         })
     }
+}
+
+/// The file in a cluster's folder that names its network namespace.
+const NETNS_FILE: &str = "netns";
+
+/// Tears down what a test process that was killed (a stopped `cargo nextest`, a CI timeout)
+/// left running: its kubelet, containerd and API server would hold containerd's socket, and
+/// the next cluster could not start. A cluster is stale when the process that created its
+/// namespace (`bedside-<pid>-<n>`) is gone.
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for dir in entries.flatten().map(|e| e.path()) {
+        let is_cluster = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("bedside-pods-"));
+        let Some(netns) = is_cluster
+            .then(|| std::fs::read_to_string(dir.join(NETNS_FILE)).ok())
+            .flatten()
+            .map(|name| name.trim().to_string())
+        else {
+            continue;
+        };
+        if owner_alive(&netns) {
+            continue;
+        }
+        eprintln!(
+            "tearing down a cluster a killed test run left: {}",
+            dir.display()
+        );
+        // Dropped after its teardown: the namespace is deleted with it.
+        let _ = Netns::existing(netns)
+            .command("bash")
+            .arg(scripts().join("podcluster/down.sh"))
+            .arg(dir.join("state"))
+            .output();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Whether the process named in a namespace `bedside-<pid>-<n>` still runs (a name that does
+/// not parse counts as alive: it is not ours to remove).
+fn owner_alive(netns: &str) -> bool {
+    let pid = netns
+        .strip_prefix("bedside-")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok());
+    pid.is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 impl Drop for PodCluster {
