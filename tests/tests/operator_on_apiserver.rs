@@ -778,6 +778,38 @@ async fn an_expired_agreement_stops_media_and_an_invalid_spec_changes_nothing() 
     );
 }
 
+/// A TURN relay carries the visits' media as the media nodes do: without an agreement in force
+/// it runs no pod either, and a renewal brings it back.
+#[tokio::test]
+async fn without_an_agreement_in_force_the_relay_runs_no_pod_either() {
+    let Some(cluster) = cluster(ClusterOptions::default()).await else {
+        return;
+    };
+    let _operator = RunningOperator::start(&cluster, "op-1", false)
+        .await
+        .expect("operator");
+    create_tenant(&cluster, |doc| {
+        doc["spec"]["baa"]["signedOn"] = "2020-01-01".into();
+        doc["spec"]["baa"]["expiresOn"] = "2021-01-01".into();
+        doc["spec"]["mediaNodes"] = json!({"replicas": 1, "serviceType": "LoadBalancer"});
+        doc["spec"]["relay"] = json!({"hostname": "relay.lakeside.example"});
+    })
+    .await;
+    let relay_replicas = || async {
+        get::<Deployment>(&cluster, "lakeside-behavioral-relay")
+            .await
+            .and_then(|d| d.spec.and_then(|s| s.replicas))
+    };
+    let stopped = eventually("the relay Deployment", WAIT, relay_replicas).await;
+    assert_eq!(stopped, 0, "no relay pod without a BAA in force");
+
+    patch_tenant_spec(&cluster.client(), NS, TENANT, json!({"baa": {"reference": "LBH/BAA/2026-001", "signedOn": "2026-01-01", "expiresOn": null}}), "renew").await;
+    eventually("the relay's pod back after renewal", WAIT, || async {
+        relay_replicas().await.filter(|r| *r == 1)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn deleting_a_tenant_runs_the_finalizer_and_garbage_collects_its_children() {
     let Some(cluster) = cluster(ClusterOptions {

@@ -145,9 +145,12 @@ pub fn relay_secret(tenant: &HealthcareTenant, secret: String) -> Result<Secret,
 }
 
 /// The relay's objects for a tenant with `spec.relay`, forwarding to `peers`; `None` without.
+/// Without `media_allowed` (no agreement in force) it runs no pod: a relay carries the visits'
+/// media as the media nodes do, and they are stopped too.
 pub fn relay_objects(
     tenant: &HealthcareTenant,
     peers: &[IpAddr],
+    media_allowed: bool,
 ) -> Result<Option<RelayObjects>, BuildError> {
     let Some(relay) = tenant.spec.relay.as_ref() else {
         return Ok(None);
@@ -172,9 +175,10 @@ pub fn relay_objects(
     )?;
     let resources = container_resources(relay.resources.as_ref());
     let image = relay.image.clone().unwrap_or_else(default_relay_image);
+    let replicas = if media_allowed { relay.replicas } else { 0 };
     Ok(Some(RelayObjects {
         config_map,
-        deployment: deployment(tenant, &names, (&image, resources, relay.replicas), &hash)?,
+        deployment: deployment(tenant, &names, (&image, resources, replicas), &hash)?,
         service: service(tenant, &names)?,
         network_policy: network_policy(tenant, &names)?,
     }))
@@ -354,7 +358,11 @@ mod tests {
     #[test]
     fn a_tenant_without_a_relay_gets_none_and_its_media_nodes_hand_none_out() {
         let mercy = crate::build::objects_tests_tenant("mercy-clinic.yaml");
-        assert!(relay_objects(&mercy, &peers()).expect("build").is_none());
+        assert!(
+            relay_objects(&mercy, &peers(), true)
+                .expect("build")
+                .is_none()
+        );
         assert_eq!(
             crate::build::config::node_config(&mercy).network.relay,
             None
@@ -362,8 +370,22 @@ mod tests {
     }
 
     #[test]
+    fn without_an_agreement_in_force_the_relay_runs_no_pod() {
+        let replicas = |media_allowed| {
+            relay_objects(&mercy_with_relay(), &peers(), media_allowed)
+                .expect("build")
+                .expect("relay")
+                .deployment
+                .spec
+                .and_then(|s| s.replicas)
+        };
+        assert_eq!(replicas(true), Some(1));
+        assert_eq!(replicas(false), Some(0));
+    }
+
+    #[test]
     fn the_relay_pod_is_restricted_and_gets_its_secret_only_from_the_secret() {
-        let objects = relay_objects(&mercy_with_relay(), &peers())
+        let objects = relay_objects(&mercy_with_relay(), &peers(), true)
             .expect("build")
             .expect("relay");
         let pod = objects.deployment.spec.expect("spec").template;
@@ -415,7 +437,7 @@ mod tests {
     #[test]
     fn the_relay_listens_on_443_only_and_reaches_only_the_media_nodes_udp_port() {
         let mercy = mercy_with_relay();
-        let objects = relay_objects(&mercy, &peers())
+        let objects = relay_objects(&mercy, &peers(), true)
             .expect("build")
             .expect("relay");
         let service = objects.service.spec.expect("spec");

@@ -32,7 +32,7 @@ pub(super) async fn apply(
         return Ok(());
     }
     let peers = media_peers(ctx, tenant, namespace, observed.media_replicas).await?;
-    let Some(objects) = relay::relay_objects(tenant, &peers)? else {
+    let Some(objects) = relay::relay_objects(tenant, &peers, observed.baa.is_active())? else {
         return Ok(());
     };
     let client = &ctx.client;
