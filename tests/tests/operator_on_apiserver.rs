@@ -707,6 +707,18 @@ async fn a_settled_tenant_is_looked_at_from_the_watch_caches_and_a_deleted_child
     );
 }
 
+/// The tenant's agreement ran from 2020 to the end of 2020.
+fn expired_agreement(doc: &mut Value) {
+    doc["spec"]["baa"]["signedOn"] = "2020-01-01".into();
+    doc["spec"]["baa"]["expiresOn"] = "2021-01-01".into();
+}
+
+/// A new agreement, in force from 2026 without an end.
+async fn renew_agreement(cluster: &TestCluster) {
+    let renewed = json!({"baa": {"reference": "LBH/BAA/2026-001", "signedOn": "2026-01-01", "expiresOn": null}});
+    patch_tenant_spec(&cluster.client(), NS, TENANT, renewed, "renew").await;
+}
+
 #[tokio::test]
 async fn an_expired_agreement_stops_media_and_an_invalid_spec_changes_nothing() {
     let Some(cluster) = cluster(ClusterOptions::default()).await else {
@@ -715,11 +727,7 @@ async fn an_expired_agreement_stops_media_and_an_invalid_spec_changes_nothing() 
     let operator = RunningOperator::start(&cluster, "op-1", false)
         .await
         .expect("operator");
-    create_tenant(&cluster, |doc| {
-        doc["spec"]["baa"]["signedOn"] = "2020-01-01".into();
-        doc["spec"]["baa"]["expiresOn"] = "2021-01-01".into();
-    })
-    .await;
+    create_tenant(&cluster, expired_agreement).await;
     let deployment: StatefulSet = eventually("the media StatefulSet", WAIT, || {
         get(&cluster, "lakeside-behavioral-media")
     })
@@ -743,7 +751,7 @@ async fn an_expired_agreement_stops_media_and_an_invalid_spec_changes_nothing() 
     );
 
     // A renewal brings media back.
-    patch_tenant_spec(&cluster.client(), NS, TENANT, json!({"baa": {"reference": "LBH/BAA/2026-001", "signedOn": "2026-01-01", "expiresOn": null}}), "renew").await;
+    renew_agreement(&cluster).await;
     eventually("1 replica after renewal", WAIT, || async {
         get::<StatefulSet>(&cluster, "lakeside-behavioral-media")
             .await
@@ -789,8 +797,7 @@ async fn without_an_agreement_in_force_the_relay_runs_no_pod_either() {
         .await
         .expect("operator");
     create_tenant(&cluster, |doc| {
-        doc["spec"]["baa"]["signedOn"] = "2020-01-01".into();
-        doc["spec"]["baa"]["expiresOn"] = "2021-01-01".into();
+        expired_agreement(doc);
         doc["spec"]["mediaNodes"] = json!({"replicas": 1, "serviceType": "LoadBalancer"});
         doc["spec"]["relay"] = json!({"hostname": "relay.lakeside.example"});
     })
@@ -803,7 +810,7 @@ async fn without_an_agreement_in_force_the_relay_runs_no_pod_either() {
     let stopped = eventually("the relay Deployment", WAIT, relay_replicas).await;
     assert_eq!(stopped, 0, "no relay pod without a BAA in force");
 
-    patch_tenant_spec(&cluster.client(), NS, TENANT, json!({"baa": {"reference": "LBH/BAA/2026-001", "signedOn": "2026-01-01", "expiresOn": null}}), "renew").await;
+    renew_agreement(&cluster).await;
     eventually("the relay's pod back after renewal", WAIT, || async {
         relay_replicas().await.filter(|r| *r == 1)
     })
