@@ -6,7 +6,7 @@
 
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -63,6 +63,17 @@ impl Netns {
     /// deletes it, as for one created here.
     pub fn existing(name: String) -> Netns {
         Netns { name }
+    }
+
+    /// Whether the process that created the namespace `name` (`bedside-<pid>-<n>`, as
+    /// [`Netns::create`] makes it) still runs; a name that does not parse counts as alive: it
+    /// is not ours to remove. Asked of a name, not a `Netns`: dropping one deletes it.
+    pub fn creator_alive(name: &str) -> bool {
+        let pid = name
+            .strip_prefix("bedside-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        pid.is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists())
     }
 
     /// Adds a veth pair with both ends inside the namespace, `a` and `b` each with its

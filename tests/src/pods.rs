@@ -376,43 +376,33 @@ fn sweep_stale() {
         else {
             continue;
         };
-        if owner_alive(&netns) {
+        if Netns::creator_alive(&netns) {
             continue;
         }
+        // Dropped after its teardown: the namespace is deleted with it.
+        let netns = Netns::existing(netns);
         eprintln!(
             "tearing down a cluster a killed test run left: {}",
             dir.display()
         );
-        // Dropped after its teardown: the namespace is deleted with it.
-        let _ = Netns::existing(netns)
-            .command("bash")
-            .arg(scripts().join("podcluster/down.sh"))
-            .arg(dir.join("state"))
-            .output();
+        tear_down(&netns, &dir.join("state"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
-/// Whether the process named in a namespace `bedside-<pid>-<n>` still runs (a name that does
-/// not parse counts as alive: it is not ours to remove).
-fn owner_alive(netns: &str) -> bool {
-    let pid = netns
-        .strip_prefix("bedside-")
-        .and_then(|rest| rest.split('-').next())
-        .and_then(|pid| pid.parse::<u32>().ok());
-    pid.is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists())
+/// Runs `down.sh` on a cluster's state, inside its namespace, if it got as far as having one.
+fn tear_down(netns: &Netns, state: &Path) {
+    if state.exists() {
+        let _ = netns
+            .command("bash")
+            .arg(scripts().join("podcluster/down.sh"))
+            .arg(state)
+            .output();
+    }
 }
 
 impl Drop for PodCluster {
     fn drop(&mut self) {
-        let state = self.dir.path().join("state");
-        if state.exists() {
-            let _ = self
-                .netns
-                .command("bash")
-                .arg(scripts().join("podcluster/down.sh"))
-                .arg(&state)
-                .output();
-        }
+        tear_down(&self.netns, &self.dir.path().join("state"));
     }
 }
