@@ -22,6 +22,7 @@ use bedside_benches::{print_table, write_docs_table};
 use bedside_crds::join::Role;
 use bedside_tests::browser::{self, Driver, Netns};
 use bedside_tests::media::TestNode;
+use bedside_tests::picture::{self, GOAL_DOWN, GOAL_STALL, InPage, Spell, TOP_WIDTH};
 use fantoccini::Client;
 
 const CALLS: usize = 10;
@@ -32,17 +33,10 @@ fn how_many(default: usize) -> usize {
         .and_then(|n| n.parse().ok())
         .map_or(default, |n: usize| n.clamp(1, default))
 }
-const TOP_WIDTH: u64 = 1280;
 const HOLD: Duration = Duration::from_secs(30);
 const SHAPED_CALLS: usize = 5;
 const SHAPED_FOR: Duration = Duration::from_secs(15);
 const SHAPE: &str = "600kbit";
-/// How long both sides show 1280 px before the link is limited: a call's first seconds have
-/// their own dips (about 1 s in, the node moves a subscriber to the lowest layer for 0.5 s,
-/// not for bandwidth), which a limit applied at once would take as its effect (runs 37 and 38
-/// of 2026-12-06: 3 of 5 calls "stepped down" 0.15-0.25 s after the limit, a dip the
-/// unlimited calls show as well).
-const SETTLED_FOR: Duration = Duration::from_secs(3);
 
 /// The remote video's width, frame rate, freeze count and frames decoded so far, once a frame
 /// of it is decoded.
@@ -207,142 +201,30 @@ async fn one_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Side; 2]
     sides
 }
 
-/// What one side saw of a shaped call.
-#[derive(Default, Clone)]
-struct Shaped {
-    down: Option<Duration>,
-    longest_stall: Duration,
-    back: Option<Duration>,
-    /// The same two, read inside the page every [`IN_PAGE_EVERY`].
-    in_page: InPage,
-}
-
-#[derive(Debug, Default, Clone)]
-struct InPage {
-    down: Option<Duration>,
-    longest_stall: Duration,
-}
-
-/// The shaped link's goals (issue 19): a lower layer within 2 s, no stall over 1 s.
-const GOAL_DOWN: Duration = Duration::from_secs(2);
-const GOAL_STALL: Duration = Duration::from_secs(1);
-/// How often the page reads its own decoding while the link is shaped.
-const IN_PAGE_EVERY: Duration = Duration::from_millis(100);
-
-impl InPage {
-    /// From the page's readings, which began `before` the link was shaped: the first below the
-    /// top width, and the longest time without a new decoded frame, both from the shaping.
-    fn of(samples: &[browser::Sampled], before: Duration) -> InPage {
-        let at = |s: &browser::Sampled| {
-            Duration::from_secs_f64(s.at_ms.max(0.0) / 1000.0).saturating_sub(before)
-        };
-        // Until the link is freed.
-        let samples: Vec<&browser::Sampled> =
-            samples.iter().take_while(|s| at(s) <= SHAPED_FOR).collect();
-        let down = samples
-            .iter()
-            .find(|s| s.width > 0 && s.width < TOP_WIDTH)
-            .map(|s| at(s));
-        let mut longest_stall = Duration::ZERO;
-        let mut progress = samples.first().map(|s| (s.frames, at(s)));
-        for sample in samples {
-            let Some((frames, since)) = progress else {
-                break;
-            };
-            longest_stall = longest_stall.max(at(sample).saturating_sub(since));
-            if sample.frames > frames {
-                progress = Some((sample.frames, at(sample)));
-            }
-        }
-        InPage {
-            down,
-            longest_stall,
-        }
-    }
-}
-
-/// Until both pages have shown 1280 px for [`SETTLED_FOR`] without a break (at most 30 s).
-async fn settle(pages: [&Client; 2], room: &str) {
-    let began = Instant::now();
-    let mut top_since = Instant::now();
-    while top_since.elapsed() < SETTLED_FOR {
-        for page in pages {
-            if decoded(page).await.is_none_or(|(w, ..)| w < TOP_WIDTH) {
-                top_since = Instant::now();
-            }
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(30),
-            "{room}: the call did not hold 1280 px for {SETTLED_FOR:?} within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn shaped_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Shaped; 2] {
+async fn shaped_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Spell; 2] {
     let reached = join_and_reach_top(node, pages, room).await;
     assert!(
         reached.iter().all(|s| s.to_top.is_some()),
         "{room}: both at 1280 px before shaping"
     );
-    settle(pages, room).await;
-    let stats = browser::stats(pages[1]).await;
-    let port = stats["transport"]["localPort"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or_else(|| panic!("the patient's media port: {stats}"));
-    let mut sides = [Shaped::default(), Shaped::default()];
-    let mut sampling = [Instant::now(); 2];
-    for (since, page) in sampling.iter_mut().zip(pages) {
-        *since = Instant::now();
-        browser::sample_decoding(page, IN_PAGE_EVERY).await;
+    if let Err(e) = picture::settle(pages, Duration::from_secs(30)).await {
+        panic!("{room}: {e}");
     }
-    let shaped = {
-        let _limited = browser::ShapedLink::new(port, SHAPE);
-        let shaped = Instant::now();
-        if tracing() {
-            println!("trace: {room} shaped at {}", jiff::Timestamp::now());
+    let (spells, shaped_at) = picture::limit_then_free(pages, SHAPE, SHAPED_FOR).await;
+    if tracing() {
+        println!("trace: {room} shaped at {shaped_at}");
+        for (spell, who) in spells.iter().zip(["clinician", "patient"]) {
+            print_samples(
+                &format!("{room} {who}"),
+                &spell.samples,
+                spell.sampled_before,
+            );
         }
-        let mut progress = [(0u64, Instant::now()); 2];
-        while shaped.elapsed() < SHAPED_FOR {
-            for (i, page) in pages.iter().enumerate() {
-                let Some((width, _, _, frames)) = decoded(page).await else {
-                    continue;
-                };
-                if width < TOP_WIDTH && sides[i].down.is_none() {
-                    sides[i].down = Some(shaped.elapsed());
-                }
-                if frames > progress[i].0 {
-                    progress[i] = (frames, Instant::now());
-                }
-                sides[i].longest_stall = sides[i].longest_stall.max(progress[i].1.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        shaped
-    };
-    let whose = ["clinician", "patient"];
-    for (((side, page), since), who) in sides.iter_mut().zip(pages).zip(sampling).zip(whose) {
-        let before = shaped.saturating_duration_since(since);
-        let samples = browser::decoding_samples(page).await;
-        if tracing() {
-            print_samples(&format!("{room} {who}"), &samples, before);
-        }
-        side.in_page = InPage::of(&samples, before);
-    }
-    let freed = Instant::now();
-    while sides.iter().any(|s| s.back.is_none()) && freed.elapsed() < Duration::from_secs(30) {
-        for (side, page) in sides.iter_mut().zip(pages) {
-            if side.back.is_none() && decoded(page).await.is_some_and(|(w, ..)| w >= TOP_WIDTH) {
-                side.back = Some(freed.elapsed());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     for page in pages {
         page.goto("about:blank").await.expect("leave the call");
     }
-    sides
+    spells
 }
 
 /// `PICTURE_QUALITY_TRACE=1`: print when each shaped call's link was limited and what each
@@ -388,7 +270,7 @@ fn spread(mut values: Vec<Duration>, of: usize) -> [String; 3] {
     ]
 }
 
-fn shaped_table(calls: &[[Shaped; 2]]) -> Vec<Vec<String>> {
+fn shaped_table(calls: &[[Spell; 2]]) -> Vec<Vec<String>> {
     let mut rows = vec![vec![
         "side (receives)".to_string(),
         "steps down p50".into(),

@@ -11,6 +11,7 @@ pub mod janus;
 pub mod load_peer;
 pub mod media;
 pub mod operator;
+pub mod picture;
 pub mod pod_tenant;
 pub mod pods;
 pub mod prometheus;
