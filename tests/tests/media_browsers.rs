@@ -37,6 +37,21 @@ async fn open_url(client: &Client, url: &str, name: Option<&str>) {
     click(client, "#join").await;
 }
 
+/// Runs `body` inside a network namespace of its own (only `lo`), with a media node and
+/// chromedriver started there; skips (or fails, with `BEDSIDE_REQUIRE_BROWSERS=1`) where the
+/// browsers cannot run.
+fn with_a_node_and_browsers(body: impl AsyncFnOnce(&TestNode, &Driver) + Send + 'static) {
+    if !browser::require_or_skip() {
+        return;
+    }
+    let netns = Netns::create();
+    netns.run(|| async move {
+        let node = TestNode::start().await;
+        let driver = Driver::start().await;
+        body(&node, &driver).await;
+    });
+}
+
 /// Video frames decoded per inbound video stream, and the transport's ciphers.
 fn decoded_video(stats: &Value) -> Vec<u64> {
     stats["inbound"]
@@ -435,18 +450,12 @@ async fn brightness_of_the_other(client: &Client) -> f64 {
 
 #[test]
 fn a_participant_mutes_their_microphone_and_turns_off_their_camera_and_the_other_side_notices() {
-    if !browser::require_or_skip() {
-        return;
-    }
-    let netns = Netns::create();
-    netns.run(|| async {
-        let node = TestNode::start().await;
-        let driver = Driver::start().await;
+    with_a_node_and_browsers(async |node, driver| {
         let mut browsers = Vec::new();
         for user in ["u-patient", "u-clinician"] {
             let client = driver.browser().await;
             let token = node.token("visit-self", user, Role::Host);
-            open(&client, &node, "visit-self", &token).await;
+            open(&client, node, "visit-self", &token).await;
             browsers.push(client);
         }
         each_decodes_video(&browsers, "the other's camera").await;
@@ -1631,14 +1640,8 @@ fn fake_camera_at(fps: u32) -> impl Fn(&mut Vec<String>) {
 /// grows back within seconds.
 #[test]
 fn a_thumbnail_tile_receives_a_thumbnail_picture_and_a_large_one_the_full_picture() {
-    if !browser::require_or_skip() {
-        return;
-    }
-    let netns = Netns::create();
-    netns.run(|| async {
-        let node = TestNode::start().await;
-        let driver = Driver::start().await;
-        let browsers = full_size_pages(&driver, &node, "visit-tiles", TWO_IN_A_CALL, |_| {}).await;
+    with_a_node_and_browsers(async |node, driver| {
+        let browsers = full_size_pages(driver, node, "visit-tiles", TWO_IN_A_CALL, |_| {}).await;
         each_decodes_video(&browsers, "each other's video").await;
         let width = async || -> u64 {
             let stats = browser::stats(&browsers[1]).await;
@@ -1654,33 +1657,46 @@ fn a_thumbnail_tile_receives_a_thumbnail_picture_and_a_large_one_the_full_pictur
         let large = async |within: u64, what: &str| {
             let start = Instant::now();
             // Said on failure: whether the clinician's browser sent more than 320 px then.
-            wait_for(Duration::from_secs(within), what, async || match width().await {
-                w if w > 320 => Ok(()),
-                w => {
-                    let (sent, reason) = top_sent(&browsers[0]).await;
-                    Err(format!("{w} px; the clinician's browser sends {sent} px ({reason})"))
+            wait_for(Duration::from_secs(within), what, async || {
+                match width().await {
+                    w if w > 320 => Ok(()),
+                    w => {
+                        let (sent, reason) = top_sent(&browsers[0]).await;
+                        Err(format!(
+                            "{w} px; the clinician's browser sends {sent} px ({reason})"
+                        ))
+                    }
                 }
             })
             .await;
             println!("{what}: {:?}", start.elapsed());
         };
-        large(40, "the patient gets more than the lowest layer on a clean link").await;
+        large(
+            40,
+            "the patient gets more than the lowest layer on a clean link",
+        )
+        .await;
         let resize = |css: &str| {
             format!(
                 "document.querySelectorAll('.tile').forEach((t) => {{ t.style.cssText = '{css}'; }}); return true;"
             )
         };
         run_js(&browsers[1], &resize("width: 120px; max-width: 120px;")).await;
-        wait_for(Duration::from_secs(15), "a thumbnail's picture", async || {
-            match width().await {
+        wait_for(
+            Duration::from_secs(15),
+            "a thumbnail's picture",
+            async || match width().await {
                 w if w > 0 && w <= 320 => Ok(()),
                 w => Err(format!("{w} px")),
-            }
-        })
+            },
+        )
         .await;
         tokio::time::sleep(Duration::from_secs(4)).await;
         let held = width().await;
-        assert!(held > 0 && held <= 320, "the thumbnail keeps the small picture: {held} px");
+        assert!(
+            held > 0 && held <= 320,
+            "the thumbnail keeps the small picture: {held} px"
+        );
         run_js(&browsers[1], &resize("")).await;
         // The node pads the patient's link up to the next layer (`Layers::sustain_bps`), so
         // its estimate grows back at once instead of waiting for the estimator's own probes
@@ -1728,14 +1744,15 @@ fn top_sent_in(stats: &Value) -> (u64, String) {
 #[test]
 fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seconds() {
     const TOP: u64 = 1280;
-    if !browser::require_or_skip() {
-        return;
-    }
-    let netns = Netns::create();
-    netns.run(|| async {
-        let node = TestNode::start().await;
-        let driver = Driver::start().await;
-        let pages = full_size_pages(&driver, &node, "visit-clean", TWO_IN_A_CALL, fake_camera_at(30)).await;
+    with_a_node_and_browsers(async |node, driver| {
+        let pages = full_size_pages(
+            driver,
+            node,
+            "visit-clean",
+            TWO_IN_A_CALL,
+            fake_camera_at(30),
+        )
+        .await;
         let joined = Instant::now();
         let mut reached = [None; 2];
         let mut sent_top = [None; 2];
@@ -1757,7 +1774,9 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
                     sent_top[i] = Some(*read_at);
                 }
                 let (decoding, read_at) = &readings[i];
-                if reached[i].is_none() && browser::decoding_in(decoding).is_some_and(|d| d.width >= TOP) {
+                if reached[i].is_none()
+                    && browser::decoding_in(decoding).is_some_and(|d| d.width >= TOP)
+                {
                     reached[i] = Some(*read_at);
                 }
             }
@@ -1770,15 +1789,26 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
             // estimate still growing) gets 2 s from then: the node's part is the forwarding.
             let sent = sent_top[i].unwrap_or(reached);
             let allowed = Duration::from_secs(5).max(sent + Duration::from_secs(2));
-            println!("side {i}: {TOP} px after {reached:?} (sent from {sent:?}, limited by {:?})", limited[i]);
-            assert!(reached <= allowed, "side {i} decoded {TOP} px only after {reached:?}; the other side sent it from {sent:?}");
+            println!(
+                "side {i}: {TOP} px after {reached:?} (sent from {sent:?}, limited by {:?})",
+                limited[i]
+            );
+            assert!(
+                reached <= allowed,
+                "side {i} decoded {TOP} px only after {reached:?}; the other side sent it from {sent:?}"
+            );
         }
 
-        let switches = async || node.metric("bedside_media_simulcast_layer_switches_total").await;
+        let switches = async || {
+            node.metric("bedside_media_simulcast_layer_switches_total")
+                .await
+        };
         let switches_before = switches().await;
         let mut freezes_before = [(0, 0.0); 2];
         for (i, page) in pages.iter().enumerate() {
-            freezes_before[i] = browser::decoding(page).await.map_or((0, 0.0), |d| (d.freezes, d.frozen));
+            freezes_before[i] = browser::decoding(page)
+                .await
+                .map_or((0, 0.0), |d| (d.freezes, d.frozen));
         }
         let mut fps = [Vec::new(), Vec::new()];
         let mut below_sent = [0u32; 2];
@@ -1794,7 +1824,11 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
                 // counts as short only below what it sent now and half a second before.
                 if seen.width < sent.min(sent_before[i]) {
                     below_sent[i] += 1;
-                    println!("{:?}: side {i} decodes {} px, the other sends {sent}", joined.elapsed(), seen.width);
+                    println!(
+                        "{:?}: side {i} decodes {} px, the other sends {sent}",
+                        joined.elapsed(),
+                        seen.width
+                    );
                 }
                 sent_before[i] = sent;
                 widths[i].insert((seen.width, sent));
@@ -1805,8 +1839,17 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
         }
         let switched = switches().await - switches_before;
         // Why the node moved, when it did.
-        for name in ["send_queue_holds", "keyframes_for_loss", "estimate_restarts", "estimate_floors", "estimate_reprobes"] {
-            println!("bedside_media_{name}_total {}", node.metric(&format!("bedside_media_{name}_total")).await);
+        for name in [
+            "send_queue_holds",
+            "keyframes_for_loss",
+            "estimate_restarts",
+            "estimate_floors",
+            "estimate_reprobes",
+        ] {
+            println!(
+                "bedside_media_{name}_total {}",
+                node.metric(&format!("bedside_media_{name}_total")).await
+            );
         }
         for i in 0..2 {
             let mean = fps[i].iter().sum::<f64>() / fps[i].len() as f64;
@@ -1814,8 +1857,16 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
                 "side {i}: {mean:.1} fps, {} freezes ({:.2} s in all), {} samples below the top layer sent, (decoded, sent) widths {:?}",
                 freezes[i].0, freezes[i].1, below_sent[i], widths[i]
             );
-            assert!(mean >= 24.0, "side {i} played {mean:.1} fps on a clean link");
-            assert!(freezes[i].1 < 0.5, "side {i} froze for {:.2} s in all on a clean link ({} freezes)", freezes[i].1, freezes[i].0);
+            assert!(
+                mean >= 24.0,
+                "side {i} played {mean:.1} fps on a clean link"
+            );
+            assert!(
+                freezes[i].1 < 0.5,
+                "side {i} froze for {:.2} s in all on a clean link ({} freezes)",
+                freezes[i].1,
+                freezes[i].0
+            );
             assert!(
                 below_sent[i] <= 2,
                 "side {i} decoded less than the top layer sent for {} of 60 half-seconds: {:?}",
@@ -1824,7 +1875,10 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
             );
         }
         println!("the node switched layers {switched} times in 30 s");
-        assert!(switched <= 2.0, "the node switched layers {switched} times in 30 s on a clean link (at most once a side)");
+        assert!(
+            switched <= 2.0,
+            "the node switched layers {switched} times in 30 s on a clean link (at most once a side)"
+        );
     });
 }
 
@@ -1847,14 +1901,15 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
 fn a_600_kbit_link_steps_the_patient_down_within_2_s_without_a_freeze_and_back_up_once_freed() {
     const LIMITED_FOR: Duration = Duration::from_secs(15);
     const BACK_AT_MOST: Duration = Duration::from_secs(20);
-    if !browser::require_or_skip() {
-        return;
-    }
-    let netns = Netns::create();
-    netns.run(|| async {
-        let node = TestNode::start().await;
-        let driver = Driver::start().await;
-        let pages = full_size_pages(&driver, &node, "visit-shaped", TWO_IN_A_CALL, fake_camera_at(30)).await;
+    with_a_node_and_browsers(async |node, driver| {
+        let pages = full_size_pages(
+            driver,
+            node,
+            "visit-shaped",
+            TWO_IN_A_CALL,
+            fake_camera_at(30),
+        )
+        .await;
         let pair = [&pages[0], &pages[1]];
         if let Err(e) = picture::settle(pair, Duration::from_secs(40)).await {
             panic!("before the link is limited: {e}");
@@ -1866,9 +1921,14 @@ fn a_600_kbit_link_steps_the_patient_down_within_2_s_without_a_freeze_and_back_u
             let from = spell.sampled_before.as_secs_f64() * 1000.0;
             let mut limited = spell.samples.iter().filter(|s| s.at_ms >= from);
             let first = limited.next().map_or(0, |s| s.frames);
-            limited.next_back().map_or(0, |s| s.frames.saturating_sub(first))
+            limited
+                .next_back()
+                .map_or(0, |s| s.frames.saturating_sub(first))
         };
-        for (spell, who) in spells.iter().zip(["the clinician (the patient's uplink)", "the patient (its downlink)"]) {
+        for (spell, who) in spells.iter().zip([
+            "the clinician (the patient's uplink)",
+            "the patient (its downlink)",
+        ]) {
             println!(
                 "{who}: down after {:?} in the page, longest stall {:?}, back after {:?}; {} frames while limited",
                 spell.in_page.down,
@@ -1878,19 +1938,40 @@ fn a_600_kbit_link_steps_the_patient_down_within_2_s_without_a_freeze_and_back_u
             );
         }
         let [clinician, patient] = &spells;
-        let down = patient.in_page.down.expect("the patient's picture stepped down on a 600 kbit/s link");
-        assert!(down <= picture::GOAL_DOWN, "the patient's picture stepped down only after {down:?}");
+        let down = patient
+            .in_page
+            .down
+            .expect("the patient's picture stepped down on a 600 kbit/s link");
+        assert!(
+            down <= picture::GOAL_DOWN,
+            "the patient's picture stepped down only after {down:?}"
+        );
         let stall = patient.in_page.longest_stall;
-        assert!(stall <= picture::GOAL_STALL, "the patient's picture stood still for {stall:?} on the limited link");
-        let back = patient.back.expect("the patient's picture is back on the top layer once the link is freed");
-        let goal = if back <= picture::GOAL_BACK { "met" } else { "missed" };
+        assert!(
+            stall <= picture::GOAL_STALL,
+            "the patient's picture stood still for {stall:?} on the limited link"
+        );
+        let back = patient
+            .back
+            .expect("the patient's picture is back on the top layer once the link is freed");
+        let goal = if back <= picture::GOAL_BACK {
+            "met"
+        } else {
+            "missed"
+        };
         println!("the way back: {back:?}, issue 19's 10 s goal {goal}");
-        assert!(back <= BACK_AT_MOST, "the patient's picture came back to the top layer only {back:?} after the link was freed");
+        assert!(
+            back <= BACK_AT_MOST,
+            "the patient's picture came back to the top layer only {back:?} after the link was freed"
+        );
         // The patient's own browser decides what it sends up a failing uplink; the node
         // forwards what arrives: the clinician's picture of the patient goes on.
         let moving = frames_while_limited(clinician);
         // 24 fps in a first run; 10 fps is a picture that plays, if poorly.
-        assert!(moving >= 150, "the clinician's picture of the patient nearly stopped on the patient's limited link: {moving} frames in {LIMITED_FOR:?}");
+        assert!(
+            moving >= 150,
+            "the clinician's picture of the patient nearly stopped on the patient's limited link: {moving} frames in {LIMITED_FOR:?}"
+        );
     });
 }
 
@@ -1905,24 +1986,26 @@ fn a_600_kbit_link_steps_the_patient_down_within_2_s_without_a_freeze_and_back_u
 #[test]
 fn three_in_a_visit_one_on_a_600_kbit_link_and_the_other_two_keep_their_top_layer() {
     const SAMPLES: usize = 30;
-    if !browser::require_or_skip() {
-        return;
-    }
-    let netns = Netns::create();
-    netns.run(|| async {
-        let node = TestNode::start().await;
-        let driver = Driver::start().await;
+    with_a_node_and_browsers(async |node, driver| {
         // The pair's windows are wide enough for three 720-line tiles side by side; the
         // patient's, smaller, costs the shared cores less (its link takes less anyway).
-        let three = [("u-clinician", "2560,1440"), ("u-family", "2560,1440"), ("u-patient", "1920,1080")];
+        let three = [
+            ("u-clinician", "2560,1440"),
+            ("u-family", "2560,1440"),
+            ("u-patient", "1920,1080"),
+        ];
         // 10 frames a second: three encoders of 1280x720 simulcast at 20 froze every picture.
-        let pages = full_size_pages(&driver, &node, "visit-three", &three, fake_camera_at(10)).await;
+        let pages = full_size_pages(driver, node, "visit-three", &three, fake_camera_at(10)).await;
         let mut ids = Vec::new();
         for page in &pages {
             let mut id = None;
             wait_for(Duration::from_secs(30), "each page joins", async || {
-                id = browser::state(page).await["participantId"].as_str().map(String::from);
-                id.as_ref().map(|_| ()).ok_or_else(|| "no participant id yet".to_string())
+                id = browser::state(page).await["participantId"]
+                    .as_str()
+                    .map(String::from);
+                id.as_ref()
+                    .map(|_| ())
+                    .ok_or_else(|| "no participant id yet".to_string())
             })
             .await;
             ids.extend(id);
@@ -1940,22 +2023,32 @@ fn three_in_a_visit_one_on_a_600_kbit_link_and_the_other_two_keep_their_top_laye
         // A call's first seconds are the clean-link test's: here the pair first holds its
         // top layers for five readings in a row (about 7 s), then the patient's link slows.
         let mut held = 0;
-        wait_for(Duration::from_secs(60), "the clinician and the family member hold each other's top layer for 5 readings", async || {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let stats = read_all().await;
-            for (i, from) in pair {
-                let (sent, reason) = top_sent_in(&stats[from]);
-                match browser::decoding_from(&stats[i], &ids[from]) {
-                    Some(d) if d.width > 0 && d.width >= sent => {}
-                    d => {
-                        held = 0;
-                        return Err(format!("page {i}: {d:?}, {from} sends {sent} px ({reason})"));
+        wait_for(
+            Duration::from_secs(60),
+            "the clinician and the family member hold each other's top layer for 5 readings",
+            async || {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let stats = read_all().await;
+                for (i, from) in pair {
+                    let (sent, reason) = top_sent_in(&stats[from]);
+                    match browser::decoding_from(&stats[i], &ids[from]) {
+                        Some(d) if d.width > 0 && d.width >= sent => {}
+                        d => {
+                            held = 0;
+                            return Err(format!(
+                                "page {i}: {d:?}, {from} sends {sent} px ({reason})"
+                            ));
+                        }
                     }
                 }
-            }
-            held += 1;
-            if held >= 5 { Ok(()) } else { Err(format!("held for {held} readings")) }
-        })
+                held += 1;
+                if held >= 5 {
+                    Ok(())
+                } else {
+                    Err(format!("held for {held} readings"))
+                }
+            },
+        )
         .await;
         let port = read_all().await[2]["transport"]["localPort"]
             .as_u64()
@@ -1974,7 +2067,8 @@ fn three_in_a_visit_one_on_a_600_kbit_link_and_the_other_two_keep_their_top_laye
                 WATCHING
                     .iter()
                     .map(|&(i, from, _)| {
-                        browser::decoding_from(&stats[i], &ids[from]).map_or((0, 0, 0.0), |d| (d.frames, d.width, d.frozen))
+                        browser::decoding_from(&stats[i], &ids[from])
+                            .map_or((0, 0, 0.0), |d| (d.frames, d.width, d.frozen))
                     })
                     .collect(),
             );
@@ -1985,7 +2079,11 @@ fn three_in_a_visit_one_on_a_600_kbit_link_and_the_other_two_keep_their_top_laye
             let frozen = last[n].2 - first[n].2;
             let widths: BTreeSet<u64> = samples.iter().map(|s| s[n].1).collect();
             println!("{what}: {fps:.1} fps, frozen {frozen:.2} s, widths {widths:?}");
-            assert!(last[n].0 > middle[n].0 + 20, "{what}: the video stopped: {:?}", (middle[n], last[n]));
+            assert!(
+                last[n].0 > middle[n].0 + 20,
+                "{what}: the video stopped: {:?}",
+                (middle[n], last[n])
+            );
             if from == 2 || i == 2 {
                 continue;
             }
@@ -1994,21 +2092,37 @@ fn three_in_a_visit_one_on_a_600_kbit_link_and_the_other_two_keep_their_top_laye
             let below = (1..SAMPLES)
                 .filter(|&k| samples[k][n].1 < sent[k][from].min(sent[k - 1][from]))
                 .count();
-            let pairs: BTreeSet<(u64, u64)> = (0..SAMPLES).map(|k| (samples[k][n].1, sent[k][from])).collect();
-            println!("{what}: {below} of {SAMPLES} samples below the top layer sent; (decoded, sent) {pairs:?}");
+            let pairs: BTreeSet<(u64, u64)> = (0..SAMPLES)
+                .map(|k| (samples[k][n].1, sent[k][from]))
+                .collect();
+            println!(
+                "{what}: {below} of {SAMPLES} samples below the top layer sent; (decoded, sent) {pairs:?}"
+            );
             // Three Chromiums on two cores: a receiver that stalls may still make its
             // estimate collapse once (`recovery.rs` restarts it at most once in 5 s), which
             // costs a few seconds of the middle layer (0-6 samples in five runs). Before the node
             // took the link's own loss over the receiver reports', which count what the
             // patient's uplink lost, the slow link cost the pair their top layer for 15-27.
-            assert!(below <= 8, "{what} got less than the top layer sent in {below} of {SAMPLES} samples: {pairs:?}");
+            assert!(
+                below <= 8,
+                "{what} got less than the top layer sent in {below} of {SAMPLES} samples: {pairs:?}"
+            );
             // At 10 frames a second Chromium counts a freeze from 250 ms without a frame.
-            assert!(frozen < 1.0, "{what} froze for {frozen:.2} s while the patient's link was slow");
-            assert!(fps >= 8.0, "{what} played {fps:.1} fps while the patient's link was slow");
+            assert!(
+                frozen < 1.0,
+                "{what} froze for {frozen:.2} s while the patient's link was slow"
+            );
+            assert!(
+                fps >= 8.0,
+                "{what} played {fps:.1} fps while the patient's link was slow"
+            );
         }
         for n in 0..2 {
             let (what, width) = (WATCHING[n].2, last[n].1);
-            assert!(width < 1280, "{what}: the 600 kbit/s link carries {width} px");
+            assert!(
+                width < 1280,
+                "{what}: the 600 kbit/s link carries {width} px"
+            );
         }
     });
 }
@@ -2029,14 +2143,8 @@ const WATCHING: [(usize, usize, &str); 6] = [
 /// again (RTX: the clinician's browser for the node, the node for the patient).
 #[test]
 fn five_percent_random_loss_each_way_is_repaired_and_the_video_keeps_playing() {
-    if !browser::require_or_skip() {
-        return;
-    }
-    let netns = Netns::create();
-    netns.run(|| async {
-        let node = TestNode::start().await;
-        let driver = Driver::start().await;
-        let browsers = two_hosts_in_a_call(&driver, &node, "visit-lossy").await;
+    with_a_node_and_browsers(async |node, driver| {
+        let browsers = two_hosts_in_a_call(driver, node, "visit-lossy").await;
         let port = |stats: &Value| {
             stats["transport"]["localPort"]
                 .as_u64()
@@ -2292,13 +2400,7 @@ async fn choose(client: &Client, id: &str, device: &str) {
 /// camera's video on the same connection (no reconnect), and the clinician keeps decoding it.
 #[test]
 fn a_patient_checks_camera_and_microphone_before_joining_and_switches_camera_mid_call() {
-    if !browser::require_or_skip() {
-        return;
-    }
-    let netns = Netns::create();
-    netns.run(|| async {
-        let node = TestNode::start().await;
-        let driver = Driver::start().await;
+    with_a_node_and_browsers(async |node, driver| {
         let clinician = driver.browser().await;
         let patient = driver
             .browser_with(|args| {
@@ -2312,7 +2414,7 @@ fn a_patient_checks_camera_and_microphone_before_joining_and_switches_camera_mid
             .await;
         let token = node.token("visit-devices", "u-patient", Role::Host);
         patient
-            .goto(&link(&node, "visit-devices", &token))
+            .goto(&link(node, "visit-devices", &token))
             .await
             .expect("open the link");
         // The preview plays and the meter moves (Chromium's fake microphone beeps).
@@ -2366,7 +2468,7 @@ fn a_patient_checks_camera_and_microphone_before_joining_and_switches_camera_mid
 
         open(
             &clinician,
-            &node,
+            node,
             "visit-devices",
             &node.token("visit-devices", "u-clinician", Role::Host),
         )
@@ -2424,17 +2526,11 @@ fn a_patient_checks_camera_and_microphone_before_joining_and_switches_camera_mid
 /// clinician.
 #[test]
 fn a_patient_who_joins_with_audio_only_is_heard_and_sends_no_video() {
-    if !browser::require_or_skip() {
-        return;
-    }
-    let netns = Netns::create();
-    netns.run(|| async {
-        let node = TestNode::start().await;
-        let driver = Driver::start().await;
+    with_a_node_and_browsers(async |node, driver| {
         let (clinician, patient) = (driver.browser().await, driver.browser().await);
         let token = node.token("visit-audio", "u-patient", Role::Host);
         patient
-            .goto(&link(&node, "visit-audio", &token))
+            .goto(&link(node, "visit-audio", &token))
             .await
             .expect("open the link");
         click(&patient, "#audio-only").await;
@@ -2454,7 +2550,7 @@ fn a_patient_who_joins_with_audio_only_is_heard_and_sends_no_video() {
         .await;
         open(
             &clinician,
-            &node,
+            node,
             "visit-audio",
             &node.token("visit-audio", "u-clinician", Role::Host),
         )
@@ -2494,13 +2590,7 @@ fn a_patient_who_joins_with_audio_only_is_heard_and_sends_no_video() {
 /// allow them, before the patient even tries to join.
 #[test]
 fn a_browser_that_refuses_the_camera_gets_plain_help() {
-    if !browser::require_or_skip() {
-        return;
-    }
-    let netns = Netns::create();
-    netns.run(|| async {
-        let node = TestNode::start().await;
-        let driver = Driver::start().await;
+    with_a_node_and_browsers(async |node, driver| {
         let patient = driver
             .browser_with(|args| {
                 args.retain(|a| a != "--use-fake-ui-for-media-stream");
@@ -2509,7 +2599,7 @@ fn a_browser_that_refuses_the_camera_gets_plain_help() {
             .await;
         let token = node.token("visit-denied", "u-patient", Role::Host);
         patient
-            .goto(&link(&node, "visit-denied", &token))
+            .goto(&link(node, "visit-denied", &token))
             .await
             .expect("open the link");
         wait_for(Duration::from_secs(15), "the help shows", async || {
@@ -2713,17 +2803,11 @@ async fn scrolls_sideways(client: &Client) -> Value {
 /// and the call itself fit the screen, with no sideways scrolling, and Leave is on screen.
 #[test]
 fn on_a_360_pixel_phone_the_visit_fits_the_screen() {
-    if !browser::require_or_skip() {
-        return;
-    }
-    let netns = Netns::create();
-    netns.run(|| async {
-        let node = TestNode::start().await;
-        let driver = Driver::start().await;
+    with_a_node_and_browsers(async |node, driver| {
         let (clinician, phone) = (driver.browser().await, driver.phone().await);
         phone
             .goto(&link(
-                &node,
+                node,
                 "visit-phone",
                 &node.token("visit-phone", "u-patient", Role::Host),
             ))
@@ -2736,7 +2820,7 @@ fn on_a_360_pixel_phone_the_visit_fits_the_screen() {
         assert_eq!(scrolls_sideways(&phone).await, false, "before joining");
         open(
             &clinician,
-            &node,
+            node,
             "visit-phone",
             &node.token("visit-phone", "u-clinician", Role::Host),
         )
@@ -3003,31 +3087,40 @@ fn a_path_that_stays_cut_comes_back_through_an_ice_restart_with_a_banner() {
 /// stop; docs/benchmarks.md has the 600 kbit/s figures.)
 #[test]
 fn one_participant_on_a_slow_link_does_not_degrade_the_others() {
-    if !browser::require_or_skip() {
-        return;
-    }
-    let netns = Netns::create();
-    netns.run(|| async {
-        let node = TestNode::start().await;
-        let driver = Driver::start().await;
+    with_a_node_and_browsers(async |node, driver| {
         let mut browsers = Vec::new();
         for user in ["u-clinician", "u-patient", "u-interpreter"] {
             let client = driver.browser().await;
-            open(&client, &node, "visit-slow", &node.token("visit-slow", user, Role::Host)).await;
+            open(
+                &client,
+                node,
+                "visit-slow",
+                &node.token("visit-slow", user, Role::Host),
+            )
+            .await;
             browsers.push(client);
         }
         let mut ids = Vec::new();
         for (i, b) in browsers.iter().enumerate() {
-            wait_for(Duration::from_secs(60), &format!("browser {i} decodes two videos"), async || {
-                let decoded = decoded_video(&browser::stats(b).await);
-                if decoded.iter().filter(|f| **f > 10).count() >= 2 {
-                    Ok(())
-                } else {
-                    Err(format!("{decoded:?}"))
-                }
-            })
+            wait_for(
+                Duration::from_secs(60),
+                &format!("browser {i} decodes two videos"),
+                async || {
+                    let decoded = decoded_video(&browser::stats(b).await);
+                    if decoded.iter().filter(|f| **f > 10).count() >= 2 {
+                        Ok(())
+                    } else {
+                        Err(format!("{decoded:?}"))
+                    }
+                },
+            )
             .await;
-            ids.push(browser::state(b).await["participantId"].as_str().unwrap_or_default().to_string());
+            ids.push(
+                browser::state(b).await["participantId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         // The width each of the clinician and the patient decodes the other at, sampled.
         let widths = async |phase: Duration| {
@@ -3036,9 +3129,14 @@ fn one_participant_on_a_slow_link_does_not_degrade_the_others() {
             while Instant::now() < end {
                 for (i, other) in [(0, 1), (1, 0)] {
                     let stats = browser::stats(&browsers[i]).await;
-                    let width = stats["inbound"].as_array().and_then(|v| {
-                        v.iter().find(|x| x["kind"] == "video" && x["from"] == ids[other].as_str())
-                    }).and_then(|x| x["frameWidth"].as_u64()).unwrap_or(0);
+                    let width = stats["inbound"]
+                        .as_array()
+                        .and_then(|v| {
+                            v.iter()
+                                .find(|x| x["kind"] == "video" && x["from"] == ids[other].as_str())
+                        })
+                        .and_then(|x| x["frameWidth"].as_u64())
+                        .unwrap_or(0);
                     seen[i].push(width);
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -3051,32 +3149,50 @@ fn one_participant_on_a_slow_link_does_not_degrade_the_others() {
         // What the interpreter receives per second (all media), unshaped and shaped.
         let received = async || -> u64 {
             let stats = browser::stats(&browsers[2]).await;
-            stats["inbound"].as_array().map(|v| v.iter().filter_map(|x| x["bytesReceived"].as_u64()).sum()).unwrap_or(0)
+            stats["inbound"]
+                .as_array()
+                .map(|v| v.iter().filter_map(|x| x["bytesReceived"].as_u64()).sum())
+                .unwrap_or(0)
         };
         let start_bytes = received().await;
         let before = widths(Duration::from_secs(5)).await;
         let unshaped_bps = (received().await - start_bytes) * 8 / 5;
-        assert!(before.iter().all(|w| *w > 0), "decoding each other: {before:?}");
+        assert!(
+            before.iter().all(|w| *w > 0),
+            "decoding each other: {before:?}"
+        );
         let stats = browser::stats(&browsers[2]).await;
         let port = stats["transport"]["localPort"]
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or_else(|| panic!("the interpreter's media port: {stats}"));
         let inbound = |stats: &Value| stats["inbound"].as_array().map(|v| v.len()).unwrap_or(0);
-        assert!(inbound(&stats) >= 2, "the interpreter receives both: {stats}");
+        assert!(
+            inbound(&stats) >= 2,
+            "the interpreter receives both: {stats}"
+        );
         let (during, moving) = {
             let _slow = browser::ShapedLink::new(port, "100kbit");
             tokio::time::sleep(Duration::from_secs(3)).await;
             let shaped_from = received().await;
-            let frames_from = [decoded_frames(&browsers[0]).await, decoded_frames(&browsers[1]).await];
+            let frames_from = [
+                decoded_frames(&browsers[0]).await,
+                decoded_frames(&browsers[1]).await,
+            ];
             let during = widths(Duration::from_secs(8)).await;
             let shaped_bps = (received().await - shaped_from) * 8 / 8;
             assert!(
                 shaped_bps < 100_000 && shaped_bps * 100 < unshaped_bps * 85,
                 "the link is slow: {unshaped_bps} bit/s received before, {shaped_bps} bit/s limited"
             );
-            let frames_to = [decoded_frames(&browsers[0]).await, decoded_frames(&browsers[1]).await];
-            (during, [frames_to[0] - frames_from[0], frames_to[1] - frames_from[1]])
+            let frames_to = [
+                decoded_frames(&browsers[0]).await,
+                decoded_frames(&browsers[1]).await,
+            ];
+            (
+                during,
+                [frames_to[0] - frames_from[0], frames_to[1] - frames_from[1]],
+            )
         };
         for (i, who) in ["the clinician", "the patient"].iter().enumerate() {
             assert!(
@@ -3086,7 +3202,11 @@ fn one_participant_on_a_slow_link_does_not_degrade_the_others() {
                 during[i]
             );
             // 8 s of the other's video at 10 fps or more (the interpreter's counts too, little).
-            assert!(moving[i] > 80, "{who}'s video keeps moving: {} frames in 8 s", moving[i]);
+            assert!(
+                moving[i] > 80,
+                "{who}'s video keeps moving: {} frames in 8 s",
+                moving[i]
+            );
         }
     });
 }
