@@ -22,7 +22,7 @@ use bedside_benches::{print_table, write_docs_table};
 use bedside_crds::join::Role;
 use bedside_tests::browser::{self, Driver, Netns};
 use bedside_tests::media::TestNode;
-use bedside_tests::picture::{self, GOAL_DOWN, GOAL_STALL, InPage, Spell, TOP_WIDTH};
+use bedside_tests::picture::{self, GOAL_DOWN, GOAL_STALL, InPage, Spell, TOP_WIDTH, decoded};
 use fantoccini::Client;
 
 const CALLS: usize = 10;
@@ -37,15 +37,6 @@ const HOLD: Duration = Duration::from_secs(30);
 const SHAPED_CALLS: usize = 5;
 const SHAPED_FOR: Duration = Duration::from_secs(15);
 const SHAPE: &str = "600kbit";
-
-/// The remote video's width, frame rate, freeze count and frames decoded so far, once a frame
-/// of it is decoded.
-async fn decoded(page: &Client) -> Option<(u64, f64, u64, u64)> {
-    browser::decoding(page)
-        .await
-        .filter(|d| d.width > 0)
-        .map(|d| (d.width, d.fps, d.freezes, d.frames))
-}
 
 /// Opens the link and presses Join; returns when the press that began the join was made
 /// (the link's opening for the first). A press that does not start the join (the button
@@ -137,7 +128,7 @@ async fn join_and_reach_top(node: &TestNode, pages: [&Client; 2], room: &str) ->
     while sides.iter().any(waiting) && pressed.elapsed() < Duration::from_secs(30) {
         for (i, page) in pages.iter().enumerate() {
             let side = &mut sides[i];
-            if side.to_top.is_none() && decoded(page).await.is_some_and(|(w, ..)| w >= TOP_WIDTH) {
+            if side.to_top.is_none() && decoded(page).await.is_some_and(|d| d.width >= TOP_WIDTH) {
                 side.to_top = Some(pressed.elapsed());
             }
             if side.sent_top.is_none() {
@@ -182,7 +173,13 @@ async fn one_call(node: &TestNode, pages: [&Client; 2], room: &str) -> [Side; 2]
     let held = Instant::now();
     while held.elapsed() < HOLD {
         for (i, page) in pages.iter().enumerate() {
-            let Some((width, fps, freezes, _)) = decoded(page).await else {
+            let Some(browser::Decoding {
+                width,
+                fps,
+                freezes,
+                ..
+            }) = decoded(page).await
+            else {
                 continue;
             };
             let since: &mut u64 = first[i].get_or_insert(freezes);

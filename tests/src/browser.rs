@@ -417,6 +417,14 @@ impl Decoding {
     }
 }
 
+/// The local port of the page's media transport, from one reading of [`stats`]: what a test
+/// shapes or drops to slow that page's link.
+pub fn media_port(stats: &Value) -> Option<u16> {
+    stats["transport"]["localPort"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+}
+
 /// The SRTP protection profile of the page's media transport, from [`stats`], by its IANA
 /// name: Chromium reported `SRTP_AEAD_AES_256_GCM` up to some versions and `AEAD_AES_256_GCM`
 /// (the name RFC 7714 registers) in others (Debian's 148, 2026-12-06).

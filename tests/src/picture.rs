@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::Client;
 
-use crate::browser::{self, Sampled, ShapedLink};
+use crate::browser::{self, Decoding, Sampled, ShapedLink};
 
 /// The top simulcast layer's width of a 1280x720 camera.
 pub const TOP_WIDTH: u64 = 1280;
@@ -83,12 +83,9 @@ impl InPage {
     }
 }
 
-/// The width and frames a page decodes of the other side, once a frame of it is decoded.
-async fn decoded(page: &Client) -> Option<(u64, u64)> {
-    browser::decoding(page)
-        .await
-        .filter(|d| d.width > 0)
-        .map(|d| (d.width, d.frames))
+/// What a page decodes of the other side, once a frame of it is decoded.
+pub async fn decoded(page: &Client) -> Option<Decoding> {
+    browser::decoding(page).await.filter(|d| d.width > 0)
 }
 
 /// Until every page has shown the top width for [`SETTLED_FOR`] without a break; an error
@@ -99,7 +96,7 @@ pub async fn settle(pages: [&Client; 2], within: Duration) -> Result<(), String>
     while top_since.elapsed() < SETTLED_FOR {
         let mut widths = Vec::new();
         for page in pages {
-            let width = decoded(page).await.map_or(0, |(w, _)| w);
+            let width = decoded(page).await.map_or(0, |d| d.width);
             if width < TOP_WIDTH {
                 top_since = Instant::now();
             }
@@ -123,9 +120,7 @@ pub async fn limit_then_free(
     limited_for: Duration,
 ) -> ([Spell; 2], jiff::Timestamp) {
     let stats = browser::stats(pages[1]).await;
-    let port = stats["transport"]["localPort"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
+    let port = browser::media_port(&stats)
         .unwrap_or_else(|| panic!("the limited page's media port: {stats}"));
     let mut spells = [Spell::default(), Spell::default()];
     let mut sampling = [Instant::now(); 2];
@@ -140,14 +135,14 @@ pub async fn limit_then_free(
         let mut progress = [(0u64, Instant::now()); 2];
         while limited.elapsed() < limited_for {
             for ((spell, page), progress) in spells.iter_mut().zip(pages).zip(&mut progress) {
-                let Some((width, frames)) = decoded(page).await else {
+                let Some(seen) = decoded(page).await else {
                     continue;
                 };
-                if width < TOP_WIDTH && spell.down.is_none() {
+                if seen.width < TOP_WIDTH && spell.down.is_none() {
                     spell.down = Some(limited.elapsed());
                 }
-                if frames > progress.0 {
-                    *progress = (frames, Instant::now());
+                if seen.frames > progress.0 {
+                    *progress = (seen.frames, Instant::now());
                 }
                 spell.longest_stall = spell.longest_stall.max(progress.1.elapsed());
             }
@@ -163,7 +158,7 @@ pub async fn limit_then_free(
     }
     while spells.iter().any(|s| s.back.is_none()) && freed.elapsed() < BACK_WITHIN {
         for (spell, page) in spells.iter_mut().zip(pages) {
-            if spell.back.is_none() && decoded(page).await.is_some_and(|(w, _)| w >= TOP_WIDTH) {
+            if spell.back.is_none() && decoded(page).await.is_some_and(|d| d.width >= TOP_WIDTH) {
                 spell.back = Some(freed.elapsed());
             }
         }

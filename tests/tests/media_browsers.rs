@@ -2050,10 +2050,7 @@ fn three_in_a_visit_one_on_a_600_kbit_link_and_the_other_two_keep_their_top_laye
             },
         )
         .await;
-        let port = read_all().await[2]["transport"]["localPort"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .expect("the patient's media port");
+        let port = browser::media_port(&read_all().await[2]).expect("the patient's media port");
 
         let _slow = browser::ShapedLink::new(port, "600kbit");
         // (frames, width, frozen seconds) of what page i decodes of `from`, at each sample.
@@ -2146,8 +2143,7 @@ fn five_percent_random_loss_each_way_is_repaired_and_the_video_keeps_playing() {
     with_a_node_and_browsers(async |node, driver| {
         let browsers = two_hosts_in_a_call(driver, node, "visit-lossy").await;
         let port = |stats: &Value| {
-            stats["transport"]["localPort"]
-                .as_u64()
+            browser::media_port(stats)
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| panic!("a media port: {stats}"))
         };
@@ -3162,9 +3158,7 @@ fn one_participant_on_a_slow_link_does_not_degrade_the_others() {
             "decoding each other: {before:?}"
         );
         let stats = browser::stats(&browsers[2]).await;
-        let port = stats["transport"]["localPort"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
+        let port = browser::media_port(&stats)
             .unwrap_or_else(|| panic!("the interpreter's media port: {stats}"));
         let inbound = |stats: &Value| stats["inbound"].as_array().map(|v| v.len()).unwrap_or(0);
         assert!(
