@@ -174,6 +174,9 @@ impl Drop for IptablesRule {
 #[derive(Debug)]
 pub struct ShapedLink;
 
+/// What a freed [`ShapedLink`] carries: far more than any call sends, so nothing waits.
+const FREED_RATE: &str = "10gbit";
+
 impl ShapedLink {
     pub fn new(port: u16, rate: &str) -> ShapedLink {
         let mut steps = vec![
@@ -193,16 +196,42 @@ impl ShapedLink {
                 ),
             ]);
         }
+        // Made first, so that a step that fails removes the ones before it.
         let link = ShapedLink;
-        for step in steps {
-            let done = Command::new("tc")
-                .args(step.split(' '))
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(done, "tc {step} in the test's namespace");
+        for step in &steps {
+            tc(step);
         }
         link
     }
+
+    /// The link's capacity returns: both directions carry [`FREED_RATE`] from now on, and what
+    /// their queues hold is delivered, as on a real link whose capacity comes back. Dropping
+    /// the shaping instead deletes the queues with what they hold (up to 100 ms each way), a
+    /// loss no real link shows the moment it is freed: in the shaped-link test's slow way-backs
+    /// it came right before the node moved the patient down once more (traces, 2026-12-07).
+    pub fn free(&self) {
+        for class in [30, 40] {
+            for step in [
+                format!(
+                    "class change dev lo parent 1: classid 1:{class} htb rate {FREED_RATE} ceil {FREED_RATE} quantum 60000"
+                ),
+                format!(
+                    "qdisc change dev lo parent 1:{class} handle {class}: tbf rate {FREED_RATE} burst 16kb latency 100ms"
+                ),
+            ] {
+                tc(&step);
+            }
+        }
+    }
+}
+
+/// One `tc` command in the calling thread's namespace (a test's own).
+fn tc(step: &str) {
+    let done = Command::new("tc")
+        .args(step.split(' '))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(done, "tc {step} in the test's namespace");
 }
 
 impl Drop for ShapedLink {

@@ -128,28 +128,26 @@ pub async fn limit_then_free(
         *since = Instant::now();
         browser::sample_decoding(page, IN_PAGE_EVERY).await;
     }
-    let (limited, limited_at) = {
-        let _limited = ShapedLink::new(port, rate);
-        let limited = Instant::now();
-        let limited_at = jiff::Timestamp::now();
-        let mut progress = [(0u64, Instant::now()); 2];
-        while limited.elapsed() < limited_for {
-            for ((spell, page), progress) in spells.iter_mut().zip(pages).zip(&mut progress) {
-                let Some(seen) = decoded(page).await else {
-                    continue;
-                };
-                if seen.width < TOP_WIDTH && spell.down.is_none() {
-                    spell.down = Some(limited.elapsed());
-                }
-                if seen.frames > progress.0 {
-                    *progress = (seen.frames, Instant::now());
-                }
-                spell.longest_stall = spell.longest_stall.max(progress.1.elapsed());
+    let link = ShapedLink::new(port, rate);
+    let limited = Instant::now();
+    let limited_at = jiff::Timestamp::now();
+    let mut progress = [(0u64, Instant::now()); 2];
+    while limited.elapsed() < limited_for {
+        for ((spell, page), progress) in spells.iter_mut().zip(pages).zip(&mut progress) {
+            let Some(seen) = decoded(page).await else {
+                continue;
+            };
+            if seen.width < TOP_WIDTH && spell.down.is_none() {
+                spell.down = Some(limited.elapsed());
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if seen.frames > progress.0 {
+                *progress = (seen.frames, Instant::now());
+            }
+            spell.longest_stall = spell.longest_stall.max(progress.1.elapsed());
         }
-        (limited, limited_at)
-    };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    link.free();
     let freed = Instant::now();
     for ((spell, page), since) in spells.iter_mut().zip(pages).zip(sampling) {
         spell.sampled_before = limited.saturating_duration_since(since);
