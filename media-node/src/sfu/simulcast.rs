@@ -50,6 +50,14 @@ pub const UP_HOLD: Duration = Duration::from_secs(2);
 /// (an estimate grown on a probe that fit in the link's buffer, picture bench and engine
 /// test). A move up that lasts this long clears the failures.
 pub const UP_PROVEN: Duration = Duration::from_secs(10);
+/// A move down this soon after the node measured the subscriber's link is not a failed move
+/// up: the measurement's start-up probes (3 and 6 times the estimate) fill the link for a
+/// moment, and the loss they cause shows in the statistics of the next one or two seconds.
+/// Counted, a measurement 2 s before a 600 kbit/s limit was lifted moved the patient down from
+/// the middle layer, which the link had carried without loss for 4 s, doubled its next hold to
+/// 4 s, and the top layer came 11.3 s after the link was freed (Chromium test trace,
+/// 2026-12-07).
+pub const MEASURING_FOR: Duration = Duration::from_secs(3);
 /// Each failed move up doubles the hold before the next, up to this: a patient on a weak link
 /// for a whole visit saw the picture stall on a failed try every 9-10 s (engine test). Longer,
 /// a link that is freed after a few failed tries would wait as long for its top layer.
@@ -395,6 +403,8 @@ pub struct Selection {
     up_at: Option<Instant>,
     /// Moves up undone within [`UP_PROVEN`] since the last that held: each doubles the hold.
     failed_ups: u32,
+    /// When the node last measured the subscriber's link ([`Selection::link_measured`]).
+    measured_at: Option<Instant>,
     /// Since when a move down for bandwidth waits for its keyframe, the old layer no longer
     /// forwarded (for at most [`DRAIN_AT_MOST`]).
     draining: Option<Instant>,
@@ -416,7 +426,10 @@ impl Selection {
         }
         match aim {
             Aim::Start(rid) | Aim::Down(rid) | Aim::Gone(rid) => {
-                if matches!(aim, Aim::Down(_)) && self.up_at.take().is_some() {
+                let measuring = self
+                    .measured_at
+                    .is_some_and(|at| now.saturating_duration_since(at) < MEASURING_FOR);
+                if matches!(aim, Aim::Down(_)) && self.up_at.take().is_some() && !measuring {
                     self.failed_ups = self.failed_ups.saturating_add(1);
                 }
                 self.moved_down |= matches!(aim, Aim::Down(_));
@@ -440,6 +453,12 @@ impl Selection {
             }
             Aim::Stay => self.up_since = None,
         }
+    }
+
+    /// The node measures the subscriber's link now (its estimator restarted to probe it): a
+    /// move down within [`MEASURING_FOR`] is the probes' doing, not a failed move up.
+    pub fn link_measured(&mut self, now: Instant) {
+        self.measured_at = Some(now);
     }
 
     /// How long a higher layer must keep fitting before this subscriber, once moved down,
@@ -750,16 +769,23 @@ mod tests {
         assert_eq!(s.target, Some("h".into()), "up after UP_HOLD of headroom");
     }
 
+    /// Two layers, 150 kbit/s and 1.5 Mbit/s, and a subscriber that started on the top one and
+    /// moved down for bandwidth 1 s after `start`.
+    fn moved_down(start: Instant) -> (Layers, Selection) {
+        let l = layers(&[("l", 150_000), ("h", 1_500_000)]);
+        let mut s = Selection::default();
+        s.steer(l.aim(None, 3_000_000), start);
+        s.steer(l.aim(s.target, 400_000), start + Duration::from_secs(1));
+        (l, s)
+    }
+
     /// After a move down for bandwidth, a move up the link cannot carry (undone within
     /// UP_PROVEN) doubles the hold before the next try; a move up that holds clears it.
     #[test]
     fn each_failed_move_up_doubles_the_wait_for_the_next_and_one_that_holds_clears_it() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
-        let l = layers(&[("l", 150_000), ("h", 1_500_000)]);
-        let mut s = Selection::default();
-        s.steer(l.aim(None, 3_000_000), at(0));
-        s.steer(l.aim(s.target, 400_000), at(1_000));
+        let (l, mut s) = moved_down(start);
         assert_eq!(s.target, Some("l".into()), "down for bandwidth");
         // Up once the top layer has fitted for the hold: the hold is, in turn, 2, 4, 8, 16, 16 s.
         let mut now = 1_000;
@@ -788,6 +814,27 @@ mod tests {
             UP_HOLD,
             "a move up that held clears the failures"
         );
+    }
+
+    /// A move down right after the node measured the link (its probes' loss) leaves the next
+    /// hold as it was; a move down later still counts.
+    #[test]
+    fn a_move_down_while_the_node_measures_the_link_is_no_failed_move_up() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let (l, mut s) = moved_down(start);
+        s.steer(l.aim(s.target, 3_000_000), at(2_000));
+        s.steer(l.aim(s.target, 3_000_000), at(4_000));
+        assert_eq!(s.target, Some("h".into()));
+        s.link_measured(at(6_000));
+        s.steer(l.aim(s.target, 400_000), at(8_000));
+        assert_eq!(s.target, Some("l".into()));
+        assert_eq!(s.up_hold(), UP_HOLD, "the probes' loss");
+        s.steer(l.aim(s.target, 3_000_000), at(9_000));
+        s.steer(l.aim(s.target, 3_000_000), at(11_000));
+        assert_eq!(s.target, Some("h".into()));
+        s.steer(l.aim(s.target, 400_000), at(12_000));
+        assert_eq!(s.up_hold(), UP_HOLD * 2, "3 s on: the layer's own failure");
     }
 
     /// A subscriber on a 1.5 Mbit/s layer: one overuse signal puts its estimate at 85% of the

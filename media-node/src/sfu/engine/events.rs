@@ -113,7 +113,7 @@ pub(super) fn on_event(
                 .estimate(estimate, full, loss, now)
                 .or_else(|| p.recovery.starved(estimate, p.floor_bps, loss, now));
             if let Some(reset) = reset {
-                reset_estimator(p, reset, stats);
+                reset_estimator(p, reset, now, stats);
                 estimate = reset.bps();
             }
             p.estimate_bps = Some(estimate);
@@ -129,7 +129,7 @@ pub(super) fn on_event(
             p.recovery.link_read(uplink, raw, now);
             if let Some(loss) = peer.egress_loss_fraction {
                 p.egress_link.link_loss(loss, now);
-                tracing::debug!(target: QUALITY, participant = %p.id, loss, ?uplink, ?raw, "link loss");
+                tracing::debug!(target: QUALITY, participant = %p.id, loss, ?uplink, ?raw, up = ?p.up_bps, "link loss");
             }
             // The choice follows the estimator's own estimate on a link limited both ways, and
             // its measured rises where the link is not full (`Recovery::usable`).
@@ -140,7 +140,7 @@ pub(super) fn on_event(
                 .is_some_and(|(usable, chosen)| (usable as f64) < chosen as f64 * WORSE_BELOW);
             let undone = p.recovery.loss(peer.egress_loss_fraction, now);
             if let Some(reset) = undone {
-                reset_estimator(p, reset, stats);
+                reset_estimator(p, reset, now, stats);
                 p.link_worse = true;
             }
             // str0m reports its estimate as it changes, so one that sank or stopped stays
@@ -153,7 +153,7 @@ pub(super) fn on_event(
                     .or_else(|| recovery.stagnant(estimate, p.up_bps, loss, full, now))
             });
             if let Some(reset) = stuck {
-                reset_estimator(p, reset, stats);
+                reset_estimator(p, reset, now, stats);
             }
             None
         }
@@ -205,9 +205,14 @@ pub(super) fn on_event(
 }
 
 /// Starts the participant's bandwidth estimator again from a rate (`recovery.rs`), counted.
-fn reset_estimator(p: &mut Participant, reset: Reset, stats: &EngineStats) {
+fn reset_estimator(p: &mut Participant, reset: Reset, now: Instant, stats: &EngineStats) {
     if let Some(rtc) = p.rtc.as_mut() {
         participant::reset_estimator(rtc, &mut p.recovery, &mut p.estimate_bps, p.id, reset);
+    }
+    if matches!(reset, Reset::Reprobe(_)) {
+        for track in &mut p.tracks_out {
+            track.selection.link_measured(now);
+        }
     }
     stats.estimator_reset(reset);
 }
