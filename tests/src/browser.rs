@@ -176,6 +176,20 @@ pub struct ShapedLink;
 
 /// What a freed [`ShapedLink`] carries: far more than any call sends, so nothing waits.
 const FREED_RATE: &str = "10gbit";
+/// The shaped link's two directions: each one's htb class and tbf queue, and which end of its
+/// packets is the browser's media port.
+const DIRECTIONS: [(u16, &str); 2] = [(30, "dport"), (40, "sport")];
+
+/// One direction's class and queue at `rate` (`verb`: `add` or `change`): the class carries at
+/// most `rate`, and its tbf queue lets 16 kB through at once and holds 100 ms.
+fn direction(verb: &str, class: u16, rate: &str) -> [String; 2] {
+    [
+        format!("class {verb} dev lo parent 1: classid 1:{class} htb rate {rate} ceil {rate}"),
+        format!(
+            "qdisc {verb} dev lo parent 1:{class} handle {class}: tbf rate {rate} burst 16kb latency 100ms"
+        ),
+    ]
+}
 
 impl ShapedLink {
     pub fn new(port: u16, rate: &str) -> ShapedLink {
@@ -185,16 +199,11 @@ impl ShapedLink {
         ];
         // Downlink (to the port) and uplink (from it): one class and one queue each, so the
         // browser's own upload never waits in the queue its incoming media and feedback use.
-        for (class, end) in [(30, "dport"), (40, "sport")] {
-            steps.extend([
-                format!("class add dev lo parent 1: classid 1:{class} htb rate {rate} ceil {rate}"),
-                format!(
-                    "qdisc add dev lo parent 1:{class} handle {class}: tbf rate {rate} burst 16kb latency 100ms"
-                ),
-                format!(
-                    "filter add dev lo parent 1: protocol ip prio 1 u32 match ip {end} {port} 0xffff flowid 1:{class}"
-                ),
-            ]);
+        for (class, end) in DIRECTIONS {
+            steps.extend(direction("add", class, rate));
+            steps.push(format!(
+                "filter add dev lo parent 1: protocol ip prio 1 u32 match ip {end} {port} 0xffff flowid 1:{class}"
+            ));
         }
         // Made first, so that a step that fails removes the ones before it.
         let link = ShapedLink;
@@ -210,17 +219,11 @@ impl ShapedLink {
     /// loss no real link shows the moment it is freed: in the shaped-link test's slow way-backs
     /// it came right before the node moved the patient down once more (traces, 2026-12-07).
     pub fn free(&self) {
-        for class in [30, 40] {
-            for step in [
-                format!(
-                    "class change dev lo parent 1: classid 1:{class} htb rate {FREED_RATE} ceil {FREED_RATE} quantum 60000"
-                ),
-                format!(
-                    "qdisc change dev lo parent 1:{class} handle {class}: tbf rate {FREED_RATE} burst 16kb latency 100ms"
-                ),
-            ] {
-                tc(&step);
-            }
+        for (class, _) in DIRECTIONS {
+            let [class_step, queue] = direction("change", class, FREED_RATE);
+            // htb sizes a class's quantum from its rate, too large at 10 Gbit/s (it warns).
+            tc(&format!("{class_step} quantum 60000"));
+            tc(&queue);
         }
     }
 }

@@ -909,8 +909,8 @@ mod tests {
         }
     }
 
-    /// The Chromium trace in `Recovery::stagnant`'s comment: the reported average under the move up, the
-    /// estimator's own over it.
+    /// The Chromium trace in `Recovery::stagnant`'s comment: the reported average under the
+    /// move up, the estimator's own over it.
     #[test]
     fn an_estimate_the_estimator_measured_over_the_move_up_is_not_measured_again() {
         let start = Instant::now();
