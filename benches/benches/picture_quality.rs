@@ -10,8 +10,10 @@
 //! Then a shaped link: once both decode at 1280 px, the patient's media port is limited to
 //! 600 kbit/s each way (tc htb and tbf on the namespace's loopback, matched on the port, one
 //! queue per direction) for 15 s, then freed: how long until each side's decoded width steps
-//! down, the longest stall (no new decoded frame) while limited, and how long until 1280 px
-//! again once freed. Goal: down within 2 s, no stall over 1 s, back within 10 s.
+//! down, the longest stall (no new decoded frame) while limited, and how long until it decodes
+//! the top layer the other side sends again once freed (1280 px, or less where that side's
+//! browser scaled its camera down for CPU). Goal: down within 2 s, no stall over 1 s, back
+//! within 10 s.
 //!
 //! Run: `cargo bench -p bedside-benches --bench picture_quality` (root, Chromium and
 //! chromedriver: `make test-deps`).
@@ -275,7 +277,7 @@ fn shaped_table(calls: &[[Spell; 2]]) -> Vec<Vec<String>> {
         "stepped".into(),
         "longest stall p50".into(),
         "max".into(),
-        "back to 1280 px p50".into(),
+        "back to the top layer sent p50".into(),
         "max".into(),
         "back".into(),
         "in the page: steps down p50 / max".into(),

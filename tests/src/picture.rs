@@ -34,8 +34,12 @@ pub struct Spell {
     /// Read by WebDriver (every 100 ms plus a round trip): the first width under the top.
     pub down: Option<Duration>,
     pub longest_stall: Duration,
-    /// From the link's freeing to the first top-width reading (every 250 ms plus a round trip).
+    /// From the link's freeing to the first reading of the top layer the other page sends
+    /// (every 250 ms plus two round trips): [`TOP_WIDTH`], or less where that page's browser
+    /// scaled its camera down for CPU ([`top_sent`]).
     pub back: Option<Duration>,
+    /// The width the other page sent on its top layer when `back` was read.
+    pub back_sent: u64,
     /// The same two as `down` and `longest_stall`, read inside the page.
     pub in_page: InPage,
     /// The page's own readings, and how long before the limit they began.
@@ -155,14 +159,45 @@ pub async fn limit_then_free(
         spell.in_page = InPage::of(&spell.samples, spell.sampled_before, limited_for);
     }
     while spells.iter().any(|s| s.back.is_none()) && freed.elapsed() < BACK_WITHIN {
-        for (spell, page) in spells.iter_mut().zip(pages) {
-            if spell.back.is_none() && decoded(page).await.is_some_and(|d| d.width >= TOP_WIDTH) {
+        for (i, (spell, page)) in spells.iter_mut().zip(pages).enumerate() {
+            if spell.back.is_some() {
+                continue;
+            }
+            let sent = match top_sent(pages[1 - i]).await.0 {
+                0 => TOP_WIDTH,
+                width => width.min(TOP_WIDTH),
+            };
+            if decoded(page).await.is_some_and(|d| d.width >= sent) {
                 spell.back = Some(freed.elapsed());
+                spell.back_sent = sent;
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     (spells, limited_at)
+}
+
+/// The largest layer a page's encoder sends, and why its browser limits the encoder
+/// (`none`, `cpu`, `bandwidth`): the node forwards at most this.
+pub async fn top_sent(page: &Client) -> (u64, String) {
+    top_sent_in(&browser::stats(page).await)
+}
+
+/// [`top_sent`] from one reading of the page's stats.
+pub fn top_sent_in(stats: &serde_json::Value) -> (u64, String) {
+    let layers = stats["outbound"].as_array().cloned().unwrap_or_default();
+    let width = layers
+        .iter()
+        .filter(|l| l["active"] != false && l["framesEncoded"].as_u64().unwrap_or(0) > 0)
+        .filter_map(|l| l["frameWidth"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let reason = layers
+        .first()
+        .and_then(|l| l["qualityLimitationReason"].as_str())
+        .unwrap_or("not sending")
+        .to_string();
+    (width, reason)
 }
 
 #[cfg(test)]

@@ -355,6 +355,10 @@ pub struct Participant {
     /// The estimate at which the video it receives moves up a layer; `None` while all of it
     /// is at its best (`Recovery::stagnant`).
     pub up_bps: Option<u64>,
+    /// A probe for the move up is asked (`Recovery::probe_up`): the next layer choice asks
+    /// str0m for no more than the estimate, so that the one after, asking for what the layers
+    /// want again, is a rise, which str0m probes for.
+    pub probe_dip: bool,
     /// What the layers it receives now carry, with headroom for headers, resends and audio:
     /// an estimate under it while their video waits in the send queue is lifted to it
     /// (`Recovery::backlogged`). 0 while it receives no video.
@@ -443,6 +447,7 @@ impl Participant {
             chosen_for_bps: None,
             floor_bps: 0,
             up_bps: None,
+            probe_dip: false,
             carry_bps: 0,
             link_worse: false,
             joined_at: now,

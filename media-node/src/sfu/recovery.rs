@@ -103,6 +103,18 @@ pub const STAGNANT_FOR: Duration = Duration::from_secs(4);
 /// instead of 5.1, with no try of the top layer while the link is slow.)
 pub const REPROBE_AT_MOST_EVERY: Duration = Duration::from_secs(6);
 
+/// How often a subscriber that waits for a move up, on a link that loses nothing both ways and
+/// holds nothing back, has its link probed for it ([`Recovery::probe_up`]). str0m probes such
+/// a link only when the bitrate it is asked for rises (an allocation probe), every 5 s while
+/// the media fills under 65% of the estimate (ALR), or after its own 15 s of a flat estimate;
+/// between probes the estimate grows by at most 8% a second. After a 600 kbit/s limit was
+/// lifted the first probe came 0.2-2.6 s later, and a probe that measured low (0.64-1.15
+/// Mbit/s on the freed link, the receiving Chromium starved for CPU) ended the probes that
+/// follow a good result; the next came 2-5 s later, and the top layer 11-19 s after the
+/// freeing (Chromium test traces with str0m's probe log, 2026-12-07). A probe is a burst of
+/// 15 ms at twice the estimate: a limited link's queue holds it.
+pub const PROBE_UP_EVERY: Duration = Duration::from_millis(1500);
+
 /// Video this long in a subscriber's send queue, on a link that loses nothing, while the
 /// estimator's own estimate is under what the subscriber's layers carry: the pacer, not the
 /// link, holds it back, and the estimate is lifted ([`Recovery::backlogged`]). Half the
@@ -184,6 +196,8 @@ pub struct Recovery {
     stagnant_since: Option<(Instant, u64)>,
     /// When a stagnant estimate was last measured again.
     last_reprobe: Option<Instant>,
+    /// When the link was last probed for a move up ([`Recovery::probe_up`]).
+    last_probe_up: Option<Instant>,
 }
 
 impl Recovery {
@@ -371,6 +385,31 @@ impl Recovery {
         self.stagnant_since = None;
         self.last_reprobe = Some(now);
         Some(Reset::Reprobe(self.lower_of_own(bps)))
+    }
+
+    /// Whether to probe the link for a move up now: the estimate of `bps`, as the layer choice
+    /// takes it ([`Recovery::usable`]), is under `up_bps` on a link that lost under
+    /// [`LOSS_EVIDENCE`] both ways and held nothing back (`link_full`), and the last probe
+    /// asked for is [`PROBE_UP_EVERY`] old. A probe that finds the room lifts the estimate at
+    /// once, and the move up still waits for its hold, the link padded to prove it.
+    pub fn probe_up(
+        &mut self,
+        bps: u64,
+        up_bps: Option<u64>,
+        recent_loss: Option<f32>,
+        link_full: bool,
+        now: Instant,
+    ) -> bool {
+        let clean = self.clean_both_ways(recent_loss, now) && !link_full;
+        let waits = up_bps.is_some_and(|up| self.usable(bps, link_full, now) < up);
+        let due = self
+            .last_probe_up
+            .is_none_or(|at| now.saturating_duration_since(at) >= PROBE_UP_EVERY);
+        if !(clean && waits && due) {
+            return false;
+        }
+        self.last_probe_up = Some(now);
+        true
     }
 
     /// The lower of `bps` (the reported estimate) and the estimator's own, where it is read.
@@ -907,6 +946,31 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn a_subscriber_waiting_for_a_move_up_on_a_clean_link_has_it_probed_every_1_5_s() {
+        let start = Instant::now();
+        let up = Some(1_300_000);
+        let mut r = Recovery::default();
+        let asked: Vec<u64> = (0..=4_000)
+            .step_by(250)
+            .filter(|&ms| r.probe_up(700_000, up, Some(0.0), false, at(start, ms)))
+            .collect();
+        assert_eq!(asked, [0, 1_500, 3_000]);
+        // Not at the top, nor on a link that loses, holds back or loses the peer's packets.
+        let later = at(start, 10_000);
+        assert!(!r.probe_up(700_000, None, Some(0.0), false, later));
+        assert!(!r.probe_up(700_000, up, Some(0.05), false, later));
+        assert!(!r.probe_up(700_000, up, Some(0.0), true, later));
+        assert!(!r.probe_up(700_000, up, None, false, later));
+        r.link_read(Some(0.1), None, later);
+        assert!(!r.probe_up(700_000, up, Some(0.0), false, later));
+        // Nor once the estimator's own estimate reached the move up: it waits for its hold.
+        let mut r = Recovery::default();
+        r.link_read(Some(0.0), Some(1_400_000), start);
+        assert!(!r.probe_up(700_000, up, Some(0.0), false, start));
+        assert!(r.probe_up(1_350_000, Some(1_500_000), Some(0.0), false, start));
     }
 
     /// The Chromium trace in `Recovery::stagnant`'s comment: the reported average under the

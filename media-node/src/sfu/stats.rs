@@ -246,6 +246,9 @@ pub struct EngineStats {
     /// Times a subscriber's video waited in its send queue under an estimate below what its
     /// layers carry while its link lost nothing, and the estimate was lifted (`recovery.rs`).
     pub estimate_lifts: IntCounter,
+    /// Times a subscriber waiting for a move up on a link that lost nothing had its link
+    /// probed for it (`recovery.rs`, `Recovery::probe_up`).
+    pub probes_for_move_up: IntCounter,
     /// What browsers report of the video they decode (docs/signaling.md#quality-reports).
     pub received_height: Histogram,
     pub received_fps: Histogram,
@@ -451,6 +454,10 @@ impl EngineStats {
                 "bedside_media_estimate_reprobes_total",
                 "Times a subscriber's bandwidth estimate stayed under what its next video layer needs for seconds without growing while its link lost nothing, and was measured again",
             )?,
+            probes_for_move_up: counter(
+                "bedside_media_probes_for_move_up_total",
+                "Times a subscriber waiting for a higher video layer, on a link that lost nothing, had its link probed for that layer",
+            )?,
             estimate_lifts: counter(
                 "bedside_media_estimate_lifts_total",
                 "Times a subscriber's video waited in its send queue while its bandwidth estimate was under what its layers carry and its link lost nothing, and the estimate was lifted to that",
@@ -573,7 +580,7 @@ impl EngineStats {
     /// dashboard or an alert only uses what exists.
     pub fn metric_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 47] = [
+        let collectors: [&dyn Collector; 48] = [
             &self.relayed,
             &self.signaling_connections,
             self.placement.inner(),
@@ -610,6 +617,7 @@ impl EngineStats {
             &self.estimate_floors,
             &self.estimate_reprobes,
             &self.estimate_lifts,
+            &self.probes_for_move_up,
             &self.received_height,
             &self.received_fps,
             &self.freezes,

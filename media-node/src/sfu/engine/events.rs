@@ -154,6 +154,13 @@ pub(super) fn on_event(
             });
             if let Some(reset) = stuck {
                 reset_estimator(p, reset, now, stats);
+            } else if p
+                .estimate_bps
+                .is_some_and(|estimate| p.recovery.probe_up(estimate, p.up_bps, loss, full, now))
+            {
+                p.probe_dip = true;
+                p.link_worse = true;
+                stats.probes_for_move_up.inc();
             }
             None
         }

@@ -316,7 +316,12 @@ impl Engine {
             p.forget_resends(mid);
         }
         if let Some(rtc) = p.rtc.as_mut() {
-            let desired = ((desired as f64 * OVER_MEDIA) as u64).max(MIN_VIDEO_BPS);
+            let mut desired = ((desired as f64 * OVER_MEDIA) as u64).max(MIN_VIDEO_BPS);
+            // str0m probes when what it is asked for rises over its estimate: asked for no
+            // more than the estimate now, it probes at the next choice (`Recovery::probe_up`).
+            if std::mem::take(&mut p.probe_dip) {
+                desired = desired.min(estimate).max(MIN_VIDEO_BPS);
+            }
             // The next layers' media rates, without the headroom: padding is pure overhead.
             let sustain = sustain.clamp(MIN_VIDEO_BPS, desired);
             rtc.bwe()
