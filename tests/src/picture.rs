@@ -36,7 +36,8 @@ pub struct Spell {
     pub longest_stall: Duration,
     /// From the link's freeing to the first reading of the top layer the other page sends
     /// (every 250 ms plus two round trips): [`TOP_WIDTH`], or less where that page's browser
-    /// scaled its camera down for CPU ([`top_sent`]).
+    /// scaled its camera down for CPU ([`top_sent`]; not where it dropped layers for its own
+    /// bandwidth).
     pub back: Option<Duration>,
     /// The width the other page sent on its top layer when `back` was read.
     pub back_sent: u64,
@@ -163,9 +164,12 @@ pub async fn limit_then_free(
             if spell.back.is_some() {
                 continue;
             }
-            let sent = match top_sent(pages[1 - i]).await.0 {
-                0 => TOP_WIDTH,
-                width => width.min(TOP_WIDTH),
+            // A browser short of CPU scales every layer down, and the node can forward no more;
+            // one short of bandwidth drops its higher layers, and the way back is theirs to
+            // come back (the clinician's view of the patient's limited uplink).
+            let sent = match top_sent(pages[1 - i]).await {
+                (width, reason) if reason == "cpu" && width > 0 => width.min(TOP_WIDTH),
+                _ => TOP_WIDTH,
             };
             if decoded(page).await.is_some_and(|d| d.width >= sent) {
                 spell.back = Some(freed.elapsed());

@@ -1865,10 +1865,11 @@ fn on_a_clean_link_each_side_gets_the_top_layer_at_once_and_keeps_it_for_30_seco
 /// queues hold is delivered). What the patient receives steps down to a lower layer within 2 s,
 /// never stops for more than 1 s, and is back on the top layer the clinician's browser sends
 /// within 10 s of the freeing (issue 19's goals; that layer is 1280 px unless the clinician's
-/// browser scaled its camera down for CPU, as in the clean-link test); what the clinician receives of the patient (the patient's own browser's uplink
-/// estimate decides what it sends) keeps playing. docs/benchmarks.md has the runs behind these
-/// figures: the way back missed 10 s in about one run in twenty on 2026-12-07, which the second
-/// try in .config/nextest.toml covers.
+/// browser scaled its camera down for CPU, as in the clean-link test); what the clinician
+/// receives of the patient (the patient's own browser's uplink estimate decides what it sends)
+/// keeps playing. docs/benchmarks.md has the runs behind these figures: 10 of 10 back within
+/// 10 s on 2026-12-07 (thirty-sixth session), the stall over 1 s by a few ms in 1 run of 39;
+/// the second try in .config/nextest.toml covers such a run.
 ///
 /// Both are read inside the pages every 100 ms (a WebDriver round trip takes a few hundred ms
 /// here); the node's part is its layer choice for the patient (docs/media-node.md: simulcast,

@@ -570,24 +570,21 @@ mod tests {
         let at = |ms: u64| start + Duration::from_millis(ms);
         let video = Mid::from("1");
         let sent = |bytes: u64, written: u64| Carried { bytes, written };
-        let mut e = EgressLink::default();
-        e.report(video, sent(0, 0), None, at(0));
-        for quarter in 1..=3 {
-            let written = quarter * 15_625;
-            e.report(video, sent(written, written), None, at(quarter * 250));
-        }
-        e.report(video, sent(62_500, 96_500), Some(0.0), at(1_000));
+        // A second of the 500 kbit/s layer, the keyframe written in its last 250 ms.
+        let moved_up = || {
+            let mut e = EgressLink::default();
+            for (quarter, keyframe) in (0..=4).zip([0, 0, 0, 0, 34_000]) {
+                let (written, now) = (quarter * 15_625, at(quarter * 250));
+                e.report(video, sent(written, written + keyframe), None, now);
+            }
+            e
+        };
+        let mut e = moved_up();
         assert_eq!(e.ceiling(at(1_000)), None, "the keyframe being paced out");
         e.report(video, sent(131_000, 128_000), Some(0.0), at(1_250));
         assert_eq!(e.ceiling(at(1_250)), None, "the keyframe sent");
         // The same second on a pacer that stays behind after the keyframe.
-        let mut e = EgressLink::default();
-        e.report(video, sent(0, 0), None, at(0));
-        for quarter in 1..=3 {
-            let written = quarter * 15_625;
-            e.report(video, sent(written, written), None, at(quarter * 250));
-        }
-        e.report(video, sent(62_500, 96_500), Some(0.0), at(1_000));
+        let mut e = moved_up();
         e.report(video, sent(80_000, 128_000), Some(0.0), at(1_250));
         assert_eq!(e.ceiling(at(1_250)), Some(512_000));
     }

@@ -333,12 +333,10 @@ impl Recovery {
         Some(Reset::Floor(floor_bps))
     }
 
-    /// An estimate of `bps` that has stayed under `up_bps` (what a move up of the subscriber's
-    /// video needs, `None` when all of it is at its best layer) for [`STAGNANT_FOR`], growing
-    /// too slowly to reach it within as long again, while the link lost under
-    /// [`LOSS_EVIDENCE`] both ways and held nothing back (`link_full`), is measured again from
-    /// where it is (the lower of the reported and the estimator's own), at most once per
-    /// [`REPROBE_AT_MOST_EVERY`].
+    /// What a move up of the subscriber's video needs (`up_bps`, `None` when all of it is at its
+    /// best layer), while the subscriber waits for it on a clean link: the estimate of `bps` is
+    /// under it, and the link lost under [`LOSS_EVIDENCE`] both ways and held nothing back
+    /// (`link_full`). What [`Recovery::stagnant`] and [`Recovery::probe_up`] act on.
     ///
     /// Under `up_bps` is judged as the layer choice judges it ([`Recovery::usable`]): an
     /// estimator whose own estimate reached the move up has measured the link, and the move
@@ -347,22 +345,26 @@ impl Recovery {
     /// 1.9-2.5 Mbit/s against a move up of 1.3, the average 1.06; the measurement reset it to
     /// 1.06, the waiting move up was dropped and the top layer came 2.3 s later (Chromium test
     /// trace, 2026-12-07).
-    pub fn stagnant(
-        &mut self,
+    pub fn waiting_for_up(
+        &self,
         bps: u64,
         up_bps: Option<u64>,
         recent_loss: Option<f32>,
         link_full: bool,
         now: Instant,
-    ) -> Option<Reset> {
+    ) -> Option<u64> {
         let clean = self.clean_both_ways(recent_loss, now) && !link_full;
-        let usable = self.usable(bps, link_full, now);
-        let up = match up_bps {
-            Some(up) if clean && usable < up => up,
-            _ => {
-                self.stagnant_since = None;
-                return None;
-            }
+        up_bps.filter(|up| clean && self.usable(bps, link_full, now) < *up)
+    }
+
+    /// An estimate of `bps` that has stayed under the move up it is `waiting` for
+    /// ([`Recovery::waiting_for_up`]) for [`STAGNANT_FOR`], growing too slowly to reach it
+    /// within as long again, is measured again from where it is (the lower of the reported and
+    /// the estimator's own), at most once per [`REPROBE_AT_MOST_EVERY`].
+    pub fn stagnant(&mut self, bps: u64, waiting: Option<u64>, now: Instant) -> Option<Reset> {
+        let Some(up) = waiting else {
+            self.stagnant_since = None;
+            return None;
         };
         let (since, from) = *self.stagnant_since.get_or_insert((now, bps));
         let watched = now.saturating_duration_since(since);
@@ -387,25 +389,15 @@ impl Recovery {
         Some(Reset::Reprobe(self.lower_of_own(bps)))
     }
 
-    /// Whether to probe the link for a move up now: the estimate of `bps`, as the layer choice
-    /// takes it ([`Recovery::usable`]), is under `up_bps` on a link that lost under
-    /// [`LOSS_EVIDENCE`] both ways and held nothing back (`link_full`), and the last probe
-    /// asked for is [`PROBE_UP_EVERY`] old. A probe that finds the room lifts the estimate at
-    /// once, and the move up still waits for its hold, the link padded to prove it.
-    pub fn probe_up(
-        &mut self,
-        bps: u64,
-        up_bps: Option<u64>,
-        recent_loss: Option<f32>,
-        link_full: bool,
-        now: Instant,
-    ) -> bool {
-        let clean = self.clean_both_ways(recent_loss, now) && !link_full;
-        let waits = up_bps.is_some_and(|up| self.usable(bps, link_full, now) < up);
+    /// Whether to probe the link for a move up now: the subscriber is `waiting` for one
+    /// ([`Recovery::waiting_for_up`]) and the last probe asked for is [`PROBE_UP_EVERY`] old. A
+    /// probe that finds the room lifts the estimate at once, and the move up still waits for
+    /// its hold, the link padded to prove it.
+    pub fn probe_up(&mut self, waiting: Option<u64>, now: Instant) -> bool {
         let due = self
             .last_probe_up
             .is_none_or(|at| now.saturating_duration_since(at) >= PROBE_UP_EVERY);
-        if !(clean && waits && due) {
+        if waiting.is_none() || !due {
             return false;
         }
         self.last_probe_up = Some(now);
@@ -475,6 +467,22 @@ impl Recovery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reading of a subscriber's link: its estimate, what its move up needs, what the
+    /// feedback of the last second reported lost, and whether the link is full.
+    type Reading = (u64, Option<u64>, Option<f32>, bool);
+
+    /// [`Recovery::stagnant`] on what [`Recovery::waiting_for_up`] makes of a reading.
+    fn stagnant(r: &mut Recovery, (bps, up, loss, full): Reading, now: Instant) -> Option<Reset> {
+        let waiting = r.waiting_for_up(bps, up, loss, full, now);
+        r.stagnant(bps, waiting, now)
+    }
+
+    /// [`Recovery::probe_up`] on what [`Recovery::waiting_for_up`] makes of a reading.
+    fn probe_up(r: &mut Recovery, (bps, up, loss, full): Reading, now: Instant) -> bool {
+        let waiting = r.waiting_for_up(bps, up, loss, full, now);
+        r.probe_up(waiting, now)
+    }
 
     fn at(start: Instant, ms: u64) -> Instant {
         start + Duration::from_millis(ms)
@@ -845,21 +853,27 @@ mod tests {
         let mut r = Recovery::default();
         let stuck = 416_960;
         for ms in (0..STAGNANT_FOR.as_millis() as u64).step_by(250) {
-            assert_eq!(r.stagnant(stuck, up, Some(0.0), false, at(start, ms)), None);
+            assert_eq!(
+                stagnant(&mut r, (stuck, up, Some(0.0), false), at(start, ms)),
+                None
+            );
         }
         assert_eq!(
-            r.stagnant(stuck, up, Some(0.0), false, at(start, 4_000)),
+            stagnant(&mut r, (stuck, up, Some(0.0), false), at(start, 4_000)),
             Some(Reset::Reprobe(stuck))
         );
         // Still stuck after the measurement: not again before the spacing is over.
         let next = 4_000 + REPROBE_AT_MOST_EVERY.as_millis() as u64;
         for ms in (4_250..next).step_by(250) {
-            assert_eq!(r.stagnant(stuck, up, Some(0.0), false, at(start, ms)), None);
+            assert_eq!(
+                stagnant(&mut r, (stuck, up, Some(0.0), false), at(start, ms)),
+                None
+            );
         }
         // From the estimator's own estimate where that is lower.
         r.link_read(Some(0.0), Some(390_000), at(start, next));
         assert_eq!(
-            r.stagnant(stuck, up, Some(0.0), false, at(start, next)),
+            stagnant(&mut r, (stuck, up, Some(0.0), false), at(start, next)),
             Some(Reset::Reprobe(390_000))
         );
     }
@@ -885,7 +899,7 @@ mod tests {
             for ms in (0..12_000).step_by(250) {
                 let (bps, up, loss, full) = reading(ms);
                 assert_eq!(
-                    r.stagnant(bps, up, loss, full, at(start, ms)),
+                    stagnant(&mut r, (bps, up, loss, full), at(start, ms)),
                     None,
                     "{case}"
                 );
@@ -895,27 +909,30 @@ mod tests {
         let mut r = Recovery::default();
         for ms in (0..12_000).step_by(250) {
             r.link_read(Some(0.1), Some(400_000), at(start, ms));
-            assert_eq!(r.stagnant(400_000, up, clean, false, at(start, ms)), None);
+            assert_eq!(
+                stagnant(&mut r, (400_000, up, clean, false), at(start, ms)),
+                None
+            );
         }
         // A spell of loss starts the wait again.
         let mut r = Recovery::default();
-        assert_eq!(r.stagnant(400_000, up, clean, false, at(start, 0)), None);
         assert_eq!(
-            r.stagnant(400_000, up, Some(0.1), false, at(start, 3_000)),
+            stagnant(&mut r, (400_000, up, clean, false), at(start, 0)),
             None
         );
         assert_eq!(
-            r.stagnant(400_000, up, clean, false, at(start, 3_250)),
+            stagnant(&mut r, (400_000, up, Some(0.1), false), at(start, 3_000)),
             None
         );
         assert_eq!(
-            r.stagnant(400_000, up, clean, false, at(start, 7_000)),
+            stagnant(&mut r, (400_000, up, clean, false), at(start, 3_250)),
             None
         );
-        assert!(
-            r.stagnant(400_000, up, clean, false, at(start, 7_250))
-                .is_some()
+        assert_eq!(
+            stagnant(&mut r, (400_000, up, clean, false), at(start, 7_000)),
+            None
         );
+        assert!(stagnant(&mut r, (400_000, up, clean, false), at(start, 7_250)).is_some());
     }
 
     /// The Chromium test's slow way-backs after a 600 kbit/s limit was lifted (2026-12-07
@@ -931,10 +948,17 @@ mod tests {
         let growing = |ms: u64| 731_581 + ms * 52_650 / 1_000;
         for ms in (0..4_000).step_by(250) {
             let bps = growing(ms);
-            assert_eq!(r.stagnant(bps, up, Some(0.0), false, at(start, ms)), None);
+            assert_eq!(
+                stagnant(&mut r, (bps, up, Some(0.0), false), at(start, ms)),
+                None
+            );
         }
         assert_eq!(
-            r.stagnant(growing(4_000), up, Some(0.0), false, at(start, 4_000)),
+            stagnant(
+                &mut r,
+                (growing(4_000), up, Some(0.0), false),
+                at(start, 4_000)
+            ),
             Some(Reset::Reprobe(942_181))
         );
         // From 0.8 to 1.1 Mbit/s in 4 s: there in another 4.
@@ -942,7 +966,7 @@ mod tests {
         let fast = |ms: u64| 800_000 + ms * 75;
         for ms in (0..=4_000).step_by(250) {
             assert_eq!(
-                r.stagnant(fast(ms), up, Some(0.0), false, at(start, ms)),
+                stagnant(&mut r, (fast(ms), up, Some(0.0), false), at(start, ms)),
                 None
             );
         }
@@ -955,22 +979,26 @@ mod tests {
         let mut r = Recovery::default();
         let asked: Vec<u64> = (0..=4_000)
             .step_by(250)
-            .filter(|&ms| r.probe_up(700_000, up, Some(0.0), false, at(start, ms)))
+            .filter(|&ms| probe_up(&mut r, (700_000, up, Some(0.0), false), at(start, ms)))
             .collect();
         assert_eq!(asked, [0, 1_500, 3_000]);
         // Not at the top, nor on a link that loses, holds back or loses the peer's packets.
         let later = at(start, 10_000);
-        assert!(!r.probe_up(700_000, None, Some(0.0), false, later));
-        assert!(!r.probe_up(700_000, up, Some(0.05), false, later));
-        assert!(!r.probe_up(700_000, up, Some(0.0), true, later));
-        assert!(!r.probe_up(700_000, up, None, false, later));
+        assert!(!probe_up(&mut r, (700_000, None, Some(0.0), false), later));
+        assert!(!probe_up(&mut r, (700_000, up, Some(0.05), false), later));
+        assert!(!probe_up(&mut r, (700_000, up, Some(0.0), true), later));
+        assert!(!probe_up(&mut r, (700_000, up, None, false), later));
         r.link_read(Some(0.1), None, later);
-        assert!(!r.probe_up(700_000, up, Some(0.0), false, later));
+        assert!(!probe_up(&mut r, (700_000, up, Some(0.0), false), later));
         // Nor once the estimator's own estimate reached the move up: it waits for its hold.
         let mut r = Recovery::default();
         r.link_read(Some(0.0), Some(1_400_000), start);
-        assert!(!r.probe_up(700_000, up, Some(0.0), false, start));
-        assert!(r.probe_up(1_350_000, Some(1_500_000), Some(0.0), false, start));
+        assert!(!probe_up(&mut r, (700_000, up, Some(0.0), false), start));
+        assert!(probe_up(
+            &mut r,
+            (1_350_000, Some(1_500_000), Some(0.0), false),
+            start
+        ));
     }
 
     /// The Chromium trace in `Recovery::stagnant`'s comment: the reported average under the
@@ -983,7 +1011,7 @@ mod tests {
         r.link_read(Some(0.0), Some(2_490_577), at(start, 0));
         for ms in (0..12_000).step_by(250) {
             assert_eq!(
-                r.stagnant(1_062_553, up, Some(0.0), false, at(start, ms)),
+                stagnant(&mut r, (1_062_553, up, Some(0.0), false), at(start, ms)),
                 None
             );
         }
@@ -991,12 +1019,12 @@ mod tests {
         r.link_read(Some(0.0), Some(1_000_000), at(start, 12_000));
         for ms in (12_000..16_000).step_by(250) {
             assert_eq!(
-                r.stagnant(1_062_553, up, Some(0.0), false, at(start, ms)),
+                stagnant(&mut r, (1_062_553, up, Some(0.0), false), at(start, ms)),
                 None
             );
         }
         assert_eq!(
-            r.stagnant(1_062_553, up, Some(0.0), false, at(start, 16_000)),
+            stagnant(&mut r, (1_062_553, up, Some(0.0), false), at(start, 16_000)),
             Some(Reset::Reprobe(1_000_000))
         );
     }
@@ -1009,7 +1037,11 @@ mod tests {
         let mut r = Recovery::default();
         r.estimate(400_000, false, Some(0.0), at(start, 0));
         for ms in (0..=4_000).step_by(250) {
-            r.stagnant(400_000, Some(700_000), Some(0.0), false, at(start, ms));
+            stagnant(
+                &mut r,
+                (400_000, Some(700_000), Some(0.0), false),
+                at(start, ms),
+            );
         }
         r.estimate(400_000, false, Some(0.0), at(start, 4_000));
         r.estimate(2_100_000, false, Some(0.0), at(start, 4_300));

@@ -146,18 +146,16 @@ pub(super) fn on_event(
             // str0m reports its estimate as it changes, so one that sank or stopped stays
             // unreported while it stays there: it is checked here, as loss is read.
             let loss = p.egress_link.recent_loss(now);
-            let stuck = p.estimate_bps.and_then(|estimate| {
-                let recovery = &mut p.recovery;
-                recovery
-                    .starved(estimate, p.floor_bps, loss, now)
-                    .or_else(|| recovery.stagnant(estimate, p.up_bps, loss, full, now))
-            });
+            let estimate = p.estimate_bps?;
+            let recovery = &mut p.recovery;
+            let waiting = recovery.waiting_for_up(estimate, p.up_bps, loss, full, now);
+            let stuck = recovery
+                .starved(estimate, p.floor_bps, loss, now)
+                .or_else(|| recovery.stagnant(estimate, waiting, now));
             if let Some(reset) = stuck {
                 reset_estimator(p, reset, now, stats);
-            } else if p
-                .estimate_bps
-                .is_some_and(|estimate| p.recovery.probe_up(estimate, p.up_bps, loss, full, now))
-            {
+            } else if p.recovery.probe_up(waiting, now) {
+                // Asked of str0m at the next layer choices (`Participant::probe_dip`).
                 p.probe_dip = true;
                 p.link_worse = true;
                 stats.probes_for_move_up.inc();

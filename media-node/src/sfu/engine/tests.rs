@@ -1150,8 +1150,9 @@ fn a_subscriber_on_a_link_that_stays_slow_does_not_keep_trying_the_top_layer() {
         .max()
         .unwrap_or(Duration::MAX);
     eprintln!(
-        "tries of the top layer in 50 s: {tries:?}; longest stall after 5 s: {longest:?}; {} measurements of a stagnant estimate",
-        call.stats.estimate_reprobes.get()
+        "tries of the top layer in 50 s: {tries:?}; longest stall after 5 s: {longest:?}; {} measurements of a stagnant estimate, {} probes for the move up",
+        call.stats.estimate_reprobes.get(),
+        call.stats.probes_for_move_up.get()
     );
     assert!(
         tries.len() <= 1,
