@@ -104,15 +104,15 @@ pub const STAGNANT_FOR: Duration = Duration::from_secs(4);
 pub const REPROBE_AT_MOST_EVERY: Duration = Duration::from_secs(6);
 
 /// How often a subscriber that waits for a move up, on a link that loses nothing both ways and
-/// holds nothing back, has its link probed for it ([`Recovery::probe_up`]). str0m probes such
-/// a link only when the bitrate it is asked for rises (an allocation probe), every 5 s while
-/// the media fills under 65% of the estimate (ALR), or after its own 15 s of a flat estimate;
-/// between probes the estimate grows by at most 8% a second. After a 600 kbit/s limit was
-/// lifted the first probe came 0.2-2.6 s later, and a probe that measured low (0.64-1.15
-/// Mbit/s on the freed link, the receiving Chromium starved for CPU) ended the probes that
-/// follow a good result; the next came 2-5 s later, and the top layer 11-19 s after the
-/// freeing (Chromium test traces with str0m's probe log, 2026-12-07). A probe is a burst of
-/// 15 ms at twice the estimate: a limited link's queue holds it.
+/// holds nothing back, has its link probed for it ([`Recovery::probe_up`]). str0m probes such a
+/// link only when the bitrate it is asked for rises (an allocation probe), every 5 s while the
+/// media fills under 65% of the estimate (ALR), or after its own 15 s of a flat estimate; between
+/// probes the estimate grows by at most 8% a second. After a 600 kbit/s limit was lifted the first
+/// probe came 0.2-2.6 s later, and a probe that measured low (0.3-1.15 Mbit/s on the freed link,
+/// the node beside two busy Chromiums on two cores) ended the probes that follow a good result; the
+/// next came 2-5 s later, and the top layer 11-19 s after the freeing (Chromium test traces with
+/// str0m's probe log, 2026-12-07). A probe is a burst of 15 ms at twice the estimate: a limited
+/// link's queue holds it.
 pub const PROBE_UP_EVERY: Duration = Duration::from_millis(1500);
 
 /// Video this long in a subscriber's send queue, on a link that loses nothing, while the
