@@ -45,10 +45,25 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// A namespace for a test's own processes (its node, browsers, relays). The first one a
+    /// process creates sweeps those a killed test run left ([`sweep_stale`]).
     pub fn create() -> Netns {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(sweep_stale);
+        Netns::named(OWN_PREFIX)
+    }
+
+    /// A namespace for a pod cluster. Left to the cluster's own sweep (`pods.rs`), which runs
+    /// its teardown inside it before deleting it: killed from outside, its containers' mounts
+    /// and cgroups would stay behind.
+    pub fn create_for_cluster() -> Netns {
+        Netns::named(CLUSTER_PREFIX)
+    }
+
+    fn named(prefix: &str) -> Netns {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
-            "bedside-{}-{}",
+            "{prefix}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
@@ -65,15 +80,11 @@ impl Netns {
         Netns { name }
     }
 
-    /// Whether the process that created the namespace `name` (`bedside-<pid>-<n>`, as
-    /// [`Netns::create`] makes it) still runs; a name that does not parse counts as alive: it
-    /// is not ours to remove. Asked of a name, not a `Netns`: dropping one deletes it.
+    /// Whether the process that created the namespace `name` still runs; a name
+    /// [`Netns::create`] or [`Netns::create_for_cluster`] did not make counts as alive: it is
+    /// not ours to remove. Asked of a name, not a `Netns`: dropping one deletes it.
     pub fn creator_alive(name: &str) -> bool {
-        let pid = name
-            .strip_prefix("bedside-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok());
-        pid.is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        creator(name).is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists())
     }
 
     /// Adds a veth pair with both ends inside the namespace, `a` and `b` each with its
@@ -132,6 +143,54 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+    }
+}
+
+/// The names [`Netns`] gives: `<prefix>-<pid of the creating process>-<n>`.
+const OWN_PREFIX: &str = "bedside";
+const CLUSTER_PREFIX: &str = "bedside-pods";
+
+/// The process that created a namespace [`Netns`] named, if it did.
+fn creator(name: &str) -> Option<u32> {
+    let rest = name
+        .strip_prefix(CLUSTER_PREFIX)
+        .or_else(|| name.strip_prefix(OWN_PREFIX))?;
+    let (pid, n) = rest.strip_prefix('-')?.split_once('-')?;
+    n.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
+/// Removes the namespaces of test processes that were killed (a stopped `cargo nextest`, an
+/// interrupted bench) with what still runs in them: a chromedriver and its Chromiums live in
+/// their own process group and outlive the test, and two forgotten Chromiums encoding 720p
+/// take the CPU the next picture-quality test measures with. Pod clusters' namespaces are
+/// left to their own sweep.
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    for name in entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+    {
+        if name.starts_with(CLUSTER_PREFIX)
+            || creator(&name).is_none()
+            || Netns::creator_alive(&name)
+        {
+            continue;
+        }
+        let pids = Command::new("ip").args(["netns", "pids", &name]).output();
+        let pids = pids.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let pids = pids.unwrap_or_default();
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        eprintln!("removing the namespace {name} a killed test run left, and its processes");
+        drop(Netns::existing(name));
     }
 }
 
@@ -575,4 +634,72 @@ pub async fn save_screenshot(client: &Client, name: &str) -> PathBuf {
     let path = dir.join(format!("{name}.png"));
     std::fs::write(&path, png).expect("write the screenshot");
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    #[test]
+    fn a_namespace_names_the_process_that_created_it() {
+        assert_eq!(creator("bedside-4242-0"), Some(4242));
+        assert_eq!(creator("bedside-pods-4242-3"), Some(4242));
+        assert_eq!(creator("cni-1234-5678"), None, "not ours");
+        assert_eq!(creator("bedside-x-1"), None);
+        assert_eq!(creator("bedside-17"), None);
+        assert!(Netns::creator_alive(&format!(
+            "bedside-{}-0",
+            std::process::id()
+        )));
+        assert!(Netns::creator_alive("someone-elses"), "not ours to remove");
+    }
+
+    #[test]
+    fn a_namespace_a_killed_test_run_left_is_removed_with_what_runs_in_it() {
+        let missing =
+            (!nix::unistd::geteuid().is_root()).then(|| "network namespaces need root".to_string());
+        if !crate::run_or_skip("namespace sweep", missing, "BEDSIDE_REQUIRE_BROWSERS") {
+            return;
+        }
+        // A process that is gone, as a killed test run's is.
+        let mut gone = Command::new("true").spawn().expect("run true");
+        let pid = gone.id();
+        gone.wait().expect("true exits");
+        let name = format!("{OWN_PREFIX}-{pid}-0");
+        run(&["ip", "netns", "add", &name]);
+        // What it left running there, as a chromedriver outlives its test.
+        let mut left = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{name}"))
+            .args(["sleep", "600"])
+            .spawn()
+            .expect("start a process in the namespace");
+        let inside = || {
+            let out = Command::new("ip").args(["netns", "pids", &name]).output();
+            out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&left.id().to_string()))
+        };
+        for _ in 0..50 {
+            if inside() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(inside(), "the process entered the namespace");
+        // A pod cluster's namespace is left to its own sweep, which tears the cluster down.
+        let cluster = format!("{CLUSTER_PREFIX}-{pid}-0");
+        run(&["ip", "netns", "add", &cluster]);
+
+        sweep_stale();
+
+        let status = left.wait().expect("the process ends");
+        assert_eq!(status.signal(), Some(9), "killed: {status:?}");
+        let netns = Path::new("/var/run/netns");
+        assert!(!netns.join(&name).exists(), "the namespace is gone");
+        assert!(
+            netns.join(&cluster).exists(),
+            "the cluster's is not ours to remove"
+        );
+        drop(Netns::existing(cluster));
+    }
 }

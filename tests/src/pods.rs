@@ -117,7 +117,7 @@ impl PodCluster {
                 }
             })?;
         }
-        let netns = Netns::create();
+        let netns = Netns::create_for_cluster();
         // Read by the next run's sweep if this process dies before its drop.
         std::fs::write(dir.path().join(NETNS_FILE), &netns.name).map_err(|source| {
             HarnessError::Io {
@@ -359,7 +359,7 @@ const NETNS_FILE: &str = "netns";
 /// Tears down what a test process that was killed (a stopped `cargo nextest`, a CI timeout)
 /// left running: its kubelet, containerd and API server would hold containerd's socket, and
 /// the next cluster could not start. A cluster is stale when the process that created its
-/// namespace (`bedside-<pid>-<n>`) is gone.
+/// namespace (`bedside-pods-<pid>-<n>`, [`Netns::create_for_cluster`]) is gone.
 fn sweep_stale() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
