@@ -372,8 +372,8 @@ impl JanusPeer {
             }
             Stack::Str0m(ip, _) => {
                 let (peer, wiring) = LoadPeer::start(*ip, &name, Opening::AwaitOffer).await;
-                let answer = answer_offer(wiring, offer).await;
-                (Media::Str0m(peer, answer.1), answer.0)
+                let (answer, to_peer) = answer_offer(wiring, offer).await;
+                (Media::Str0m(peer, to_peer), answer)
             }
         };
         session

@@ -518,7 +518,9 @@ impl Selection {
         self.draining.is_some()
     }
 
-    /// This subscriber had to move down for its bandwidth (not for its tile's size).
+    /// This subscriber had to move down for its bandwidth (not for its tile's size); the node
+    /// reads it through [`Selection::padding`].
+    #[cfg(test)]
     pub fn congested(&self) -> bool {
         self.moved_down
     }
