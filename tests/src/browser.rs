@@ -173,10 +173,8 @@ fn sweep_stale() {
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
     {
-        if name.starts_with(CLUSTER_PREFIX)
-            || creator(&name).is_none()
-            || Netns::creator_alive(&name)
-        {
+        // Names not ours count as alive.
+        if name.starts_with(CLUSTER_PREFIX) || Netns::creator_alive(&name) {
             continue;
         }
         let pids = Command::new("ip").args(["netns", "pids", &name]).output();

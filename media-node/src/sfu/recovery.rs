@@ -236,12 +236,8 @@ impl Recovery {
         let lossy = recent_loss.is_some_and(|loss| loss >= LOSS_EVIDENCE) || self.uplink_lossy(now);
         // A fall after a measurement of a stagnant estimate is that measurement proven
         // wrong (a probe that fit in the link's buffer), not a receiver that stalled.
-        let may = self
-            .last_restart
-            .is_none_or(|at| now.saturating_duration_since(at) >= RESTART_AT_MOST_EVERY)
-            && self
-                .last_reprobe
-                .is_none_or(|at| now.saturating_duration_since(at) >= RECENT);
+        let may = once_per(self.last_restart, RESTART_AT_MOST_EVERY, now)
+            && once_per(self.last_reprobe, RECENT, now);
         if !collapsed || link_full || lossy || !may || self.trusted {
             return None;
         }
@@ -323,9 +319,7 @@ impl Recovery {
         now: Instant,
     ) -> Option<Reset> {
         let clean = recent_loss.is_some_and(|loss| loss < LOSS_EVIDENCE);
-        let may = self
-            .last_floor
-            .is_none_or(|at| now.saturating_duration_since(at) >= FLOOR_AT_MOST_EVERY);
+        let may = once_per(self.last_floor, FLOOR_AT_MOST_EVERY, now);
         if bps >= floor_bps || !clean || !may {
             return None;
         }
@@ -378,9 +372,7 @@ impl Recovery {
             self.stagnant_since = Some((now, bps));
             return None;
         }
-        let may = self
-            .last_reprobe
-            .is_none_or(|at| now.saturating_duration_since(at) >= REPROBE_AT_MOST_EVERY);
+        let may = once_per(self.last_reprobe, REPROBE_AT_MOST_EVERY, now);
         if !may {
             return None;
         }
@@ -394,9 +386,7 @@ impl Recovery {
     /// probe that finds the room lifts the estimate at once, and the move up still waits for
     /// its hold, the link padded to prove it.
     pub fn probe_up(&mut self, waiting: Option<u64>, now: Instant) -> bool {
-        let due = self
-            .last_probe_up
-            .is_none_or(|at| now.saturating_duration_since(at) >= PROBE_UP_EVERY);
+        let due = once_per(self.last_probe_up, PROBE_UP_EVERY, now);
         if waiting.is_none() || !due {
             return false;
         }
@@ -433,9 +423,7 @@ impl Recovery {
         now: Instant,
     ) -> Option<Reset> {
         let clean = self.clean_both_ways(recent_loss, now);
-        let may = self
-            .last_lift
-            .is_none_or(|at| now.saturating_duration_since(at) >= LIFT_AT_MOST_EVERY);
+        let may = once_per(self.last_lift, LIFT_AT_MOST_EVERY, now);
         let from = self.lower_of_own(bps);
         if from >= carry_bps || queued < LIFT_QUEUE_ABOVE || !clean || !may || self.trusted {
             return None;
@@ -462,6 +450,11 @@ impl Recovery {
         self.trusted = true;
         Some(Reset::Undo(restart.from))
     }
+}
+
+/// Whether what was last done at `last` may be done again at `now`, at most once per `every`.
+fn once_per(last: Option<Instant>, every: Duration, now: Instant) -> bool {
+    last.is_none_or(|at| now.saturating_duration_since(at) >= every)
 }
 
 #[cfg(test)]
