@@ -153,7 +153,11 @@ fn verify_chain(
     };
     for (index, (line_no, record, line)) in entries.iter().enumerate() {
         let line_no = *line_no;
-        if !key.check(record) {
+        // The MAC covers the record as read, so a line that is not the record's own
+        // serialization holds bytes it does not cover: RFC 3339 reads a lowercase 't' or 'z'
+        // as the same time, and the last record has no successor whose `prev` hashes its line.
+        let as_sealed = serde_json::to_string(record).is_ok_and(|own| own == *line);
+        if !key.check(record) || !as_sealed {
             return Err(if report.records == 0 {
                 Broken::WrongKeyOrAltered {
                     line: line_no,
@@ -330,6 +334,23 @@ mod tests {
             check(&lines, &key(1)),
             Err(Broken::Altered { line: 3, seq: 3 })
         );
+    }
+
+    /// Found by the property below: the last record's time with its 'Z' written lowercase
+    /// reads as the same time, and the MAC over the record as read still held.
+    #[test]
+    fn a_time_written_in_another_case_is_an_altered_record() {
+        for (from, to) in [("Z\"", "z\""), ("T", "t")] {
+            let mut lines = stream(3);
+            let (head, time) = lines[2].split_once("\"time\":").expect("a time");
+            lines[2] = format!("{head}\"time\":{}", time.replacen(from, to, 1));
+            assert_eq!(
+                check(&lines, &key(1)),
+                Err(Broken::Altered { line: 3, seq: 3 }),
+                "{}",
+                lines[2]
+            );
+        }
     }
 
     #[test]
